@@ -1,0 +1,41 @@
+# SharedBridge: `make demo` runs the main job, `make test` runs every suite.
+# Each suite script writes its machine-readable results to build/test-results/;
+# scripts/summarize.py prints one line per suite and, last, the total line.
+
+RESULTS := build/test-results
+
+.PHONY: all build demo test test-dotnet test-python test-cross deps clean
+
+all: build
+
+deps:
+	bash scripts/ensure-deps.sh
+
+build:
+	dotnet build SharedBridge.sln -c Release -nologo -v quiet
+
+demo: build
+	bash scripts/demo.sh
+
+# Every suite runs even if an earlier one fails; the exit status is non-zero if any failed.
+test: deps build
+	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
+	@status=0; \
+	bash scripts/test-dotnet.sh $(RESULTS) || status=1; \
+	bash scripts/test-python.sh $(RESULTS) || status=1; \
+	bash scripts/test-cross.sh $(RESULTS) || status=1; \
+	python3 scripts/summarize.py $(RESULTS) || status=1; \
+	exit $$status
+
+test-dotnet: build
+	@mkdir -p $(RESULTS); bash scripts/test-dotnet.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
+
+test-python: deps
+	@mkdir -p $(RESULTS); bash scripts/test-python.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
+
+test-cross: build
+	@mkdir -p $(RESULTS); bash scripts/test-cross.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
+
+clean:
+	rm -rf build
+	find src tests -type d \( -name bin -o -name obj \) -prune -exec rm -rf {} +

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Make sure the test tools exist. On a fresh Debian machine as root (no PyPI) this installs
+# Debian's python3-pytest and python3-numpy; elsewhere (no root, PyPI reachable) it creates
+# build/venv and pip-installs pytest and numpy there. scripts/python-env.sh picks up either.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v dotnet >/dev/null || { echo "dotnet (SDK 10) is required: https://dotnet.microsoft.com/download" >&2; exit 1; }
+
+have_debian_pytest() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import pytest, numpy' 2>/dev/null; }
+
+if have_debian_pytest; then exit 0; fi
+if [ -x build/venv/bin/python ] && build/venv/bin/python -c 'import pytest' 2>/dev/null; then exit 0; fi
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing python3-pytest python3-numpy from Debian..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q python3-pytest python3-numpy >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q python3-pytest python3-numpy >/dev/null; }
+    have_debian_pytest && exit 0
+fi
+
+echo "creating build/venv with pytest and numpy from PyPI..."
+python3 -m venv build/venv
+build/venv/bin/python -m pip install -q pytest numpy

@@ -1,0 +1,4 @@
+namespace SharedBridge;
+
+/// <summary>Placeholder.</summary>
+public static class Placeholder { }
