@@ -1,0 +1,57 @@
+"""sharedbridge: multiprocessing.sharedctypes over named POSIX shared memory.
+
+Drop-in replacements for multiprocessing.sharedctypes' Array, Value, RawArray,
+RawValue, copy and synchronized, whose objects live in named segments with a
+self-describing header (docs/format.md) that the .NET SharedBridge library reads too.
+Objects pickle by name, so they travel to any process; locks are robust (a holder that
+dies is recovered). Pure standard library; numpy is optional (as_numpy).
+"""
+
+from ._locks import Lock, RLock
+from ._numpy import as_numpy
+from ._segment import unlink
+from ._sharedctypes import (Array, RawArray, RawValue, Synchronized, SynchronizedArray,
+                            SynchronizedBase, SynchronizedString, Value, attach, copy,
+                            synchronized)
+from ._header import SegmentHeader, StructField
+from .errors import (CorruptSegmentError, InvalidNameError, LockNotRecoverableError,
+                     LockRecoveredWarning, SegmentExistsError, SegmentNotFoundError,
+                     SegmentNotReadyError, SharedBridgeError, TypeMismatchError,
+                     UnsupportedTypeError, UnsupportedVersionError)
+
+__version__ = "0.1.0"
+
+
+def header_of(obj_or_name):
+    """The validated SegmentHeader of a shared object, lock or segment name."""
+    from ._segment import open_segment
+    if isinstance(obj_or_name, str):
+        return open_segment(obj_or_name).header
+    return _segment_for(obj_or_name).header
+
+
+def close(obj):
+    """Give up the creator's claim on *obj*'s segment now: the creating process unlinks
+    the name (unless keep=True). Every object and view keeps working; other processes
+    that already attached are unaffected."""
+    _segment_for(obj).close()
+
+
+def _segment_for(obj):
+    if isinstance(obj, SynchronizedBase):
+        obj = obj.get_obj()
+    seg = getattr(obj, "_sb_segment", None) or getattr(obj, "_seg", None)
+    if seg is None:
+        raise TypeError(f"{type(obj).__name__} is not a sharedbridge object")
+    return seg
+
+
+__all__ = [
+    "Array", "Value", "RawArray", "RawValue", "copy", "synchronized", "attach", "Lock",
+    "RLock", "as_numpy", "unlink", "close", "header_of", "SegmentHeader", "StructField",
+    "Synchronized", "SynchronizedArray", "SynchronizedBase", "SynchronizedString",
+    "SharedBridgeError", "SegmentNotFoundError", "SegmentExistsError", "InvalidNameError",
+    "CorruptSegmentError", "UnsupportedVersionError", "TypeMismatchError",
+    "UnsupportedTypeError", "SegmentNotReadyError", "LockNotRecoverableError",
+    "LockRecoveredWarning",
+]

@@ -1,0 +1,289 @@
+"""Encode, decode and validate the segment header (docs/format.md sections 2-4, 6.2).
+
+The header is untrusted input: :func:`decode` works on a private copy of the bytes,
+checks every field and bound, and returns an immutable :class:`SegmentHeader` that the
+rest of the package uses instead of re-reading shared memory.
+"""
+
+import platform
+import re
+import struct
+import zlib
+from collections import namedtuple
+from dataclasses import dataclass
+
+from ._names import validate_name
+from ._typecodes import STRUCT, TYPECODE_SIZE
+from .errors import CorruptSegmentError, InvalidNameError, UnsupportedVersionError
+
+MAGIC = b"SHBRIDGE"
+FORMAT_VERSION = 1
+FIXED_SIZE = 0x200
+IDENTITY_END = 0x180
+MAX_HEADER_SIZE = 1 << 20
+FIELD_ENTRY_SIZE = 64
+FIELD_TABLE_OFFSET = 0x200
+LOCK_OFFSET = 0x1C0
+
+KIND_ARRAY, KIND_VALUE, KIND_LOCK = 1, 2, 3
+LOCK_NONE, LOCK_EMBEDDED, LOCK_EXTERNAL, LOCK_PROCESS_LOCAL = 0, 1, 2, 3
+LOCK_TYPE_NONE, LOCK_TYPE_RECURSIVE, LOCK_TYPE_ERRORCHECK = 0, 1, 2
+STATE_INITIALIZING, STATE_READY, STATE_RETIRED = 0, 1, 2
+
+# Control-region offsets (mutable words, accessed in place, never through the copy).
+STATE_OFFSET = 0x180
+CRC_OFFSET = 0x184
+RECOVERY_COUNT_OFFSET = 0x188
+LAST_RECOVERED_PID_OFFSET = 0x190
+
+_IDENTITY = struct.Struct("<8sHHIBBHIQQQBBHIBBHIIIQq8x32s256s")
+_FIELD = struct.Struct("<32sB3xIIIi12x")
+assert _IDENTITY.size == IDENTITY_END and _FIELD.size == FIELD_ENTRY_SIZE
+
+# lock_abi -> sizeof(pthread_mutex_t) (docs/format.md section 3.1).
+LOCK_ABI_SIZES = {1: 40, 2: 48}
+_MACHINE_ABI = {"x86_64": 1, "amd64": 1, "aarch64": 2, "arm64": 2}
+
+
+def native_lock_abi():
+    """(lock_abi, lock_size) of this machine, or (0, 0) if it has no defined mutex ABI."""
+    abi = _MACHINE_ABI.get(platform.machine().lower(), 0)
+    return abi, LOCK_ABI_SIZES.get(abi, 0)
+
+
+_IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+StructField = namedtuple("StructField", "name typecode offset count item_size parent")
+StructField.__doc__ = "One field-table entry (docs/format.md section 4)."
+
+
+@dataclass(frozen=True)
+class SegmentHeader:
+    """The validated private copy of a segment header."""
+    version: int
+    compat_version: int
+    header_size: int
+    kind: int
+    typecode: str
+    element_size: int
+    element_count: int
+    data_offset: int
+    data_size: int
+    lock_kind: int
+    lock_abi: int
+    lock_size: int
+    lock_offset: int
+    lock_type: int
+    fields: tuple
+    creator_pid: int
+    creator_start_time: int
+    created_unix_ns: int
+    type_name: str
+    lock_name: str
+    state: int = STATE_READY
+
+    @property
+    def total_size(self):
+        return self.data_offset + self.data_size
+
+
+def align64(x):
+    return (x + 63) & ~63
+
+
+def header_size_for(field_count):
+    return align64(FIXED_SIZE + field_count * FIELD_ENTRY_SIZE)
+
+
+def encode(header):
+    """The header bytes (0 .. header_size-1) a version-1 writer produces, with state 0
+    and header_crc32 0; the creator fills those in last (docs/format.md section 6.1)."""
+    h = header
+    fields = h.fields
+    buf = bytearray(h.header_size)
+    _IDENTITY.pack_into(
+        buf, 0, MAGIC, FORMAT_VERSION, FORMAT_VERSION, h.header_size, h.kind,
+        ord(h.typecode) if h.typecode else 0, 0, h.element_size, h.element_count,
+        h.data_offset, h.data_size, h.lock_kind, h.lock_abi, h.lock_size, h.lock_offset,
+        h.lock_type, 0, FIELD_ENTRY_SIZE if fields else 0, len(fields),
+        FIELD_TABLE_OFFSET if fields else 0, h.creator_pid, h.creator_start_time,
+        h.created_unix_ns, h.type_name.encode("ascii"), h.lock_name.encode("ascii"))
+    for i, f in enumerate(fields):
+        _FIELD.pack_into(buf, FIELD_TABLE_OFFSET + i * FIELD_ENTRY_SIZE,
+                         f.name.encode("ascii"), ord(f.typecode), f.offset, f.count,
+                         f.item_size, f.parent)
+    return buf
+
+
+def checksum(buf, header_size):
+    """CRC-32 of the identity region and the field table (docs/format.md section 3.3)."""
+    crc = zlib.crc32(buf[0:IDENTITY_END])
+    return zlib.crc32(buf[FIXED_SIZE:header_size], crc)
+
+
+def _corrupt(what):
+    return CorruptSegmentError(
+        f"corrupt SharedBridge header: {what}; the segment was damaged or written by a "
+        "non-conforming program: recreate it")
+
+
+def _text(raw, what, pattern=_IDENTIFIER, allow_empty=True):
+    end = raw.find(b"\0")
+    if end < 0:
+        raise _corrupt(f"{what} is not NUL-terminated")
+    text = raw[:end]
+    if not text:
+        if allow_empty:
+            return ""
+        raise _corrupt(f"{what} is empty")
+    if pattern is not None and not pattern.match(text):
+        raise _corrupt(f"{what} {text!r} has characters outside the allowed set")
+    return text.decode("ascii")
+
+
+def peek_header_size(fixed):
+    """header_size from the first 512 bytes, bounded before anything else reads it."""
+    return struct.unpack_from("<I", fixed, 0x0C)[0]
+
+
+def decode(fixed, table, object_size, state):
+    """Validate a header copy and return a SegmentHeader.
+
+    *fixed* is a private copy of bytes 0..511, *table* of bytes 512..header_size-1 (may
+    be shorter when header_size is out of bounds: that is reported as corrupt),
+    *object_size* the fstat size of the object and *state* the state word that was
+    read. Raises CorruptSegmentError (or UnsupportedVersionError) on any violation.
+    """
+    if len(fixed) < FIXED_SIZE:
+        raise _corrupt(f"the object is {object_size} bytes, smaller than the 512-byte header")
+    (magic, version, compat, header_size, kind, typecode, _flags, element_size,
+     element_count, data_offset, data_size, lock_kind, lock_abi, lock_size, lock_offset,
+     lock_type, _reserved, field_entry_size, field_count, field_table_offset, creator_pid,
+     start_time, created_ns, type_name_raw, lock_name_raw) = _IDENTITY.unpack_from(fixed, 0)
+    if magic != MAGIC:
+        raise CorruptSegmentError(
+            "not a SharedBridge segment (wrong magic): this name belongs to another program")
+    if compat > FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"unsupported format version: the segment needs a reader of format version "
+            f"{compat} or newer, this sharedbridge reads version {FORMAT_VERSION}: upgrade "
+            "sharedbridge")
+    if compat < 1 or version < compat:
+        raise _corrupt(f"version {version} / compat_version {compat}")
+    if state not in (STATE_READY, STATE_RETIRED):
+        raise _corrupt(f"state {state}")
+    if (header_size % 64 or header_size < FIXED_SIZE or header_size > MAX_HEADER_SIZE
+            or header_size > object_size or len(table) != header_size - FIXED_SIZE):
+        raise _corrupt(f"header_size {header_size} (object is {object_size} bytes)")
+    if kind not in (KIND_ARRAY, KIND_VALUE, KIND_LOCK):
+        raise _corrupt(f"kind {kind}")
+    code = chr(typecode)
+    if kind == KIND_LOCK:
+        if typecode or element_size or element_count or data_size:
+            raise _corrupt("a lock-only segment with an element type or data")
+        code = ""
+    elif code == STRUCT:
+        if element_size == 0:
+            raise _corrupt("a structure of size 0")
+    elif code not in TYPECODE_SIZE:
+        raise _corrupt(f"typecode {typecode:#04x}")
+    elif element_size != TYPECODE_SIZE[code]:
+        raise _corrupt(f"element_size {element_size} for typecode {code!r}")
+    if kind == KIND_VALUE and element_count != 1:
+        raise _corrupt(f"element_count {element_count} for a value")
+    if data_size != element_size * element_count:
+        raise _corrupt(f"data_size {data_size} != element_size {element_size} "
+                       f"x element_count {element_count}")
+    if data_offset % 64 or data_offset < header_size or data_offset + data_size > object_size:
+        raise _corrupt(f"data area {data_offset}+{data_size} does not fit the "
+                       f"{object_size}-byte object after the {header_size}-byte header")
+    lock_name = _text(lock_name_raw, "lock_name", pattern=None)
+    _check_lock(kind, lock_kind, lock_abi, lock_size, lock_offset, lock_type, lock_name)
+    type_name = _text(type_name_raw, "type_name")
+    if code != STRUCT and type_name:
+        raise _corrupt("type_name set for a non-structure")
+    if code == STRUCT:
+        fields = _decode_fields(fixed, table, header_size, element_size, field_entry_size,
+                                field_count, field_table_offset)
+    else:
+        if field_count or field_entry_size or field_table_offset:
+            raise _corrupt("a field table for a non-structure")
+        fields = ()
+    stored_crc = struct.unpack_from("<I", fixed, CRC_OFFSET)[0]
+    if checksum(bytes(fixed) + bytes(table), header_size) != stored_crc:
+        raise _corrupt("header_crc32 does not match")
+    return SegmentHeader(
+        version=version, compat_version=compat, header_size=header_size, kind=kind,
+        typecode=code, element_size=element_size, element_count=element_count,
+        data_offset=data_offset, data_size=data_size, lock_kind=lock_kind,
+        lock_abi=lock_abi, lock_size=lock_size, lock_offset=lock_offset,
+        lock_type=lock_type, fields=fields, creator_pid=creator_pid,
+        creator_start_time=start_time, created_unix_ns=created_ns,
+        type_name=type_name, lock_name=lock_name, state=state)
+
+
+def _check_lock(kind, lock_kind, abi, size, offset, ltype, lock_name):
+    if lock_kind == LOCK_EMBEDDED:
+        native_abi, native_size = native_lock_abi()
+        if abi != native_abi or native_abi == 0:
+            raise _corrupt(f"lock_abi {abi}: this machine's mutex layout is {native_abi}; "
+                           "a segment cannot be shared between machines")
+        if size != native_size or offset != LOCK_OFFSET or ltype not in (1, 2) or lock_name:
+            raise _corrupt(f"embedded lock fields size={size} offset={offset} type={ltype}")
+        return
+    if kind == KIND_LOCK:
+        raise _corrupt(f"a lock-only segment with lock_kind {lock_kind}")
+    if lock_kind not in (LOCK_NONE, LOCK_EXTERNAL, LOCK_PROCESS_LOCAL):
+        raise _corrupt(f"lock_kind {lock_kind}")
+    if abi or size or offset or ltype:
+        raise _corrupt(f"lock fields set for lock_kind {lock_kind}")
+    if lock_kind == LOCK_EXTERNAL:
+        try:
+            validate_name(lock_name)
+        except InvalidNameError:
+            raise _corrupt(f"lock_name {lock_name!r} is not a valid segment name") from None
+    elif lock_name:
+        raise _corrupt(f"lock_name set for lock_kind {lock_kind}")
+
+
+def _decode_fields(fixed, table, header_size, element_size, entry_size, count, offset):
+    if count == 0 or entry_size < FIELD_ENTRY_SIZE or offset < FIXED_SIZE:
+        raise _corrupt(f"structure field table: count {count}, entry size {entry_size}, "
+                       f"offset {offset}")
+    if offset + count * entry_size > header_size:
+        raise _corrupt(f"field table of {count} entries does not fit in header_size "
+                       f"{header_size}")
+    whole = bytes(fixed) + bytes(table)
+    fields = []
+    sizes = []          # size of each entry's parent scope: item_size for 'T' entries
+    open_parents = []   # stack of 'T' entry indexes whose children may still follow
+    last_offset = {}    # parent index -> offset of its previous child
+    for i in range(count):
+        raw_name, tc, f_off, f_count, item_size, parent = _FIELD.unpack_from(
+            whole, offset + i * entry_size)
+        name = _text(raw_name, f"field {i} name", allow_empty=False)
+        code = chr(tc)
+        if code != STRUCT and (code not in TYPECODE_SIZE or item_size != TYPECODE_SIZE[code]):
+            raise _corrupt(f"field {name!r}: typecode {tc:#04x} with item_size {item_size}")
+        if f_count < 1:
+            raise _corrupt(f"field {name!r}: count {f_count}")
+        if parent != -1:
+            while open_parents and open_parents[-1] != parent:
+                open_parents.pop()
+            if not open_parents:
+                raise _corrupt(f"field {name!r}: parent {parent} is not an enclosing "
+                               "structure entry (entries must be in pre-order)")
+            parent_size = sizes[parent]
+        else:
+            open_parents.clear()
+            parent_size = element_size
+        if parent in last_offset and f_off <= last_offset[parent]:
+            raise _corrupt(f"field {name!r}: offsets not strictly increasing")
+        last_offset[parent] = f_off
+        if f_off + f_count * item_size > parent_size:
+            raise _corrupt(f"field {name!r} ends past its structure's {parent_size} bytes")
+        fields.append(StructField(name, code, f_off, f_count, item_size, parent))
+        sizes.append(item_size if code == STRUCT else 0)
+        if code == STRUCT:
+            open_parents.append(i)
+    return tuple(fields)

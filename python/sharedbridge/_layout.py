@@ -1,0 +1,139 @@
+"""Structure <-> field table (docs/format.md section 4).
+
+:func:`describe` turns a ctypes Structure class into field-table entries; :func:`rebuild`
+makes a Structure class from entries read from a header; :func:`same_layout` is the
+format's "layouts match" rule.
+"""
+
+import ctypes
+import re
+
+from ._header import StructField
+from ._typecodes import STRUCT, TYPECODE_TO_TYPE, refuse_pointer, typecode_of_simple
+from .errors import TypeMismatchError, UnsupportedTypeError
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
+_TYPE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
+# ctypes cannot tell c_long from c_longlong on LP64: compare them as one typecode.
+_CANONICAL = {"l": "q", "L": "Q"}
+
+
+def type_name_of(cls):
+    """The informational type_name: the class name, reduced to identifier characters
+    and cut to 31 bytes."""
+    name = _TYPE_NAME_CHARS.sub("_", cls.__name__)[:31]
+    if name and name[0].isdigit():
+        name = "_" + name[:30]
+    return name
+
+
+def _struct_fields(cls):
+    """(name, type, extra...) of a Structure class including its Structure bases."""
+    for klass in cls.__mro__:
+        if "_pack_" in klass.__dict__:
+            raise UnsupportedTypeError(
+                f"{cls.__name__} is packed (_pack_): format version 1 shares only naturally "
+                "aligned structures; remove _pack_ or reorder the fields")
+        if issubclass(klass, ctypes.BigEndianStructure) and klass is not ctypes.BigEndianStructure \
+                and ctypes.BigEndianStructure is not ctypes.Structure:
+            raise UnsupportedTypeError(
+                f"{cls.__name__} is a BigEndianStructure: only native byte order is shared")
+    chain = []
+    for klass in reversed(cls.__mro__):
+        if "_fields_" in klass.__dict__:
+            chain.extend(klass.__dict__["_fields_"])
+    return chain
+
+
+def _element_of(ftype):
+    """Unwrap (nested) ctypes arrays: (innermost type, total count)."""
+    count = 1
+    while isinstance(ftype, type) and issubclass(ftype, ctypes.Array):
+        count *= ftype._length_
+        ftype = ftype._type_
+    return ftype, count
+
+
+def check_element_type(ctype):
+    """Typecode of a non-structure element type, or STRUCT; raise for anything else."""
+    if not isinstance(ctype, type):
+        raise TypeError(f"{ctype!r} is neither a typecode nor a ctypes type")
+    refuse_pointer(ctype)
+    if issubclass(ctype, ctypes.Union):
+        raise UnsupportedTypeError(
+            f"cannot share {ctype.__name__}: unions are not supported in format version 1")
+    if issubclass(ctype, ctypes.Structure):
+        return STRUCT
+    if issubclass(ctype, ctypes._SimpleCData):
+        return typecode_of_simple(ctype)
+    raise UnsupportedTypeError(f"cannot share {ctype!r}: not a simple ctypes type or a Structure")
+
+
+def describe(cls):
+    """Field-table entries (a tuple of StructField) of a Structure class."""
+    entries = []
+    _describe_into(cls, -1, entries)
+    if ctypes.sizeof(cls) == 0:
+        raise UnsupportedTypeError(f"{cls.__name__} has size 0: give it at least one field")
+    return tuple(entries)
+
+
+def _describe_into(cls, parent, entries):
+    for spec in _struct_fields(cls):
+        name, ftype = spec[0], spec[1]
+        if len(spec) > 2:
+            raise UnsupportedTypeError(
+                f"{cls.__name__}.{name} is a bit field: not supported in format version 1")
+        if not isinstance(name, str) or not name.isascii() or not _FIELD_NAME.match(name):
+            raise UnsupportedTypeError(
+                f"{cls.__name__} field name {name!r} must be an ASCII identifier of at most "
+                "31 characters")
+        item, count = _element_of(ftype)
+        code = check_element_type(item)
+        if count == 0 or ctypes.sizeof(item) == 0:
+            raise UnsupportedTypeError(f"{cls.__name__}.{name} has size 0")
+        offset = getattr(cls, name).offset
+        index = len(entries)
+        entries.append(StructField(name, code, offset, count, ctypes.sizeof(item), parent))
+        if code == STRUCT:
+            _describe_into(item, index, entries)
+
+
+def same_layout(a, b):
+    """The "layouts match" rule: same entries; names compared case-insensitively."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if (x.name.lower() != y.name.lower()
+                or _CANONICAL.get(x.typecode, x.typecode) != _CANONICAL.get(y.typecode, y.typecode)
+                or (x.offset, x.count, x.item_size, x.parent)
+                != (y.offset, y.count, y.item_size, y.parent)):
+            return False
+    return True
+
+
+def rebuild(fields, element_size, type_name):
+    """A Structure class with the layout of *fields*, named *type_name*.
+
+    Raises TypeMismatchError if natural alignment cannot reproduce the recorded
+    layout (then the caller must pass the class to attach())."""
+    children = {}
+    for index, f in enumerate(fields):
+        children.setdefault(f.parent, []).append(index)
+
+    def build(parent, name):
+        spec = []
+        for index in children.get(parent, ()):
+            f = fields[index]
+            ftype = build(index, f"{type_name or 'Struct'}_{f.name}") \
+                if f.typecode == STRUCT else TYPECODE_TO_TYPE[f.typecode]
+            spec.append((f.name, ftype * f.count if f.count != 1 else ftype))
+        return type(name, (ctypes.Structure,), {"_fields_": spec})
+
+    cls = build(-1, type_name or "Struct")
+    if ctypes.sizeof(cls) != element_size or not same_layout(describe(cls), fields):
+        raise TypeMismatchError(
+            f"the recorded layout of {type_name or 'the structure'} ({element_size} bytes) "
+            "is not a naturally aligned ctypes Structure: pass the matching Structure "
+            "class to attach(name, cls)")
+    return cls

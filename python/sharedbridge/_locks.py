@@ -1,0 +1,206 @@
+"""Named robust locks: Lock() and RLock(), and the lock embedded in a synchronized object.
+
+They behave like multiprocessing.Lock / multiprocessing.RLock (acquire(block=True,
+timeout=None), release(), context manager) but live in a named segment, so they can be
+passed by name to any process, including Pool workers and .NET, and they survive the
+death of a holder: the next acquirer recovers them (LockRecoveredWarning, .recoveries).
+
+The pthread mutex is owned by a thread. Each lock object also tracks its owning thread
+and recursion depth in Python so that nested use (``with arr.get_lock(): arr[i] += 1``)
+costs one pthread call pair, not three.
+"""
+
+import os
+import weakref
+from _thread import get_ident
+
+from . import _header as H
+from . import _mutex
+from ._segment import create, open_segment
+from .errors import TypeMismatchError
+
+_live_locks = weakref.WeakSet()
+
+
+def _forget_owners_in_child():
+    # A fork child has only the forking thread, and it does not own the parent's
+    # pthread mutexes: drop the ownership records it inherited.
+    for lock in list(_live_locks):
+        lock._owner = None
+        lock._depth = 0
+
+
+os.register_at_fork(after_in_child=_forget_owners_in_child)
+
+
+class _SharedLock:
+    """Base of Lock and RLock: a robust mutex inside a segment."""
+
+    _lock_type = 0
+    __slots__ = ("_seg", "_m", "_owner", "_depth", "__weakref__")
+
+    def __init__(self, name=None, *, keep=False):
+        abi, size = H.native_lock_abi()
+        if not abi:
+            raise OSError("sharedbridge locks need Linux glibc on x86_64 or aarch64")
+        header = H.SegmentHeader(
+            version=1, compat_version=1, header_size=H.FIXED_SIZE, kind=H.KIND_LOCK,
+            typecode="", element_size=0, element_count=0, data_offset=H.FIXED_SIZE,
+            data_size=0, lock_kind=H.LOCK_EMBEDDED, lock_abi=abi, lock_size=size,
+            lock_offset=H.LOCK_OFFSET, lock_type=self._lock_type, fields=(),
+            creator_pid=os.getpid(), creator_start_time=_start_time(),
+            created_unix_ns=_now_ns(), type_name="", lock_name="")
+        seg = create(name, header, lambda mm: _mutex.init_mutex(mm, self._lock_type, size),
+                     keep=keep)
+        self._setup(seg)
+
+    def _setup(self, seg):
+        self._seg = seg
+        self._m = _mutex.mutex_view(seg.mm, seg.header.lock_size)
+        self._owner = None
+        self._depth = 0
+        seg.lock_ref = weakref.ref(self)
+        _live_locks.add(self)
+
+    @property
+    def name(self):
+        """The name of the segment holding the mutex."""
+        return self._seg.name
+
+    @property
+    def recoveries(self):
+        """How many times this lock was recovered from a dead holder, by any process
+        (recovery_count in the segment's control region)."""
+        return self._seg.read_u64(H.RECOVERY_COUNT_OFFSET)
+
+    def acquire(self, block=True, timeout=None):
+        """Acquire the lock, like multiprocessing.RLock/Lock.acquire.
+
+        block=False: do not wait. timeout (seconds, block=True only): wait at most that
+        long. Returns True if acquired, False if not. A holder that died is recovered:
+        the call then warns with LockRecoveredWarning and returns True.
+        """
+        me = get_ident()
+        if self._owner == me:
+            return self._reacquire(block, timeout)
+        rc = _mutex.trylock(self._m)
+        if rc:
+            got = _mutex.wait(self._m, rc, block, timeout)
+            if not got:
+                return False
+            if got == "recovered":
+                _mutex.recover(self._m, self._seg.mm, self._seg.name)
+        self._owner = me
+        self._depth = 1
+        return True
+
+    def release(self):
+        """Release the lock; the calling thread must hold it."""
+        if self._owner != get_ident():
+            self._not_owner()
+        depth = self._depth - 1
+        if depth:
+            self._depth = depth
+            return
+        self._owner = None
+        self._depth = 0
+        _mutex.unlock(self._m)
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+    def _held_by_me(self):
+        return self._owner == get_ident()
+
+    def _contended(self, rc):
+        """Slow path of a synchronized wrapper's single operation (no Python-level
+        ownership is recorded: the wrapper unlocks right after)."""
+        got = _mutex.wait(self._m, rc, True, None)
+        if got == "recovered":
+            _mutex.recover(self._m, self._seg.mm, self._seg.name)
+
+    def close(self):
+        """The creator unlinks the lock's name now (unless keep=True)."""
+        self._seg.close()
+
+    def unlink(self):
+        """Remove the lock's name now."""
+        self._seg.unlink()
+
+    def __reduce__(self):
+        return _attach_lock, (self._seg.name,)
+
+    def __repr__(self):
+        owner = "unowned" if self._owner is None else f"owned by thread {self._owner}"
+        return f"<sharedbridge.{type(self).__name__} {self.name!r} {owner}>"
+
+
+class RLock(_SharedLock):
+    """A recursive, robust, named lock (lock_type 1), usable as ``lock=``.
+
+    RLock(name=None, *, keep=False): name=None generates sb_...; the creating process
+    unlinks the name when the lock is closed or collected, unless keep=True.
+    """
+
+    _lock_type = H.LOCK_TYPE_RECURSIVE
+    __slots__ = ()
+
+    def _reacquire(self, block, timeout):
+        self._depth += 1
+        return True
+
+    def _not_owner(self):
+        raise AssertionError("attempt to release recursive lock not owned by thread")
+
+
+class Lock(_SharedLock):
+    """A non-recursive, robust, named lock (lock_type 2, error-checking), usable as ``lock=``.
+
+    Unlike multiprocessing.Lock, a thread that acquires it a second time does not hang:
+    block=False or a timeout returns False, a plain blocking acquire raises RuntimeError.
+    """
+
+    _lock_type = H.LOCK_TYPE_ERRORCHECK
+    __slots__ = ()
+
+    def _reacquire(self, block, timeout):
+        if block and timeout is None:
+            raise RuntimeError("deadlock: this thread already holds this Lock; use RLock() "
+                               "for a lock the same thread may take twice")
+        return False
+
+    def _not_owner(self):
+        raise ValueError("cannot release a Lock this thread does not hold (sharedbridge "
+                         "locks are owned by the acquiring thread)")
+
+
+_CLASS_FOR_TYPE = {H.LOCK_TYPE_RECURSIVE: RLock, H.LOCK_TYPE_ERRORCHECK: Lock}
+
+
+def lock_from_segment(seg):
+    """The lock object of a segment with an embedded mutex; one object per segment per
+    process, so ownership tracking is shared by everything using that mutex."""
+    existing = seg.lock_ref() if seg.lock_ref is not None else None
+    if existing is not None:
+        return existing
+    if seg.header.lock_kind != H.LOCK_EMBEDDED:
+        raise TypeMismatchError(f"segment {seg.name!r} has no embedded lock")
+    lock = _CLASS_FOR_TYPE[seg.header.lock_type].__new__(_CLASS_FOR_TYPE[seg.header.lock_type])
+    lock._setup(seg)
+    return lock
+
+
+def _attach_lock(name):
+    return lock_from_segment(open_segment(name))
+
+
+def _start_time():
+    from ._segment import process_start_time
+    return process_start_time()
+
+
+def _now_ns():
+    import time
+    return time.time_ns()

@@ -1,0 +1,32 @@
+"""Segment names: validation (docs/format.md section 1.1) and generation."""
+
+import re
+import secrets
+
+from .errors import InvalidNameError
+
+# Letters, digits, '_', '-', '.'; 1 to 255 bytes; never a leading '.'.
+_VALID_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}\Z")
+
+
+def validate_name(name):
+    """Return *name* if it is a valid segment name, else raise InvalidNameError."""
+    if not isinstance(name, str):
+        raise InvalidNameError(
+            f"segment name must be a str, not {type(name).__name__}")
+    if not name.isascii() or not _VALID_NAME.match(name) or name.startswith("sem."):
+        raise InvalidNameError(
+            f"invalid segment name {name!r}: use 1-255 ASCII letters, digits, '_', '-' "
+            "or '.', not starting with '.' or 'sem.' and without a leading '/' "
+            "(at most 30 characters to stay portable to macOS)")
+    return name
+
+
+def generate_name():
+    """A fresh random name: 'sb_' and 16 lowercase hex digits from a CSPRNG."""
+    return "sb_" + secrets.token_hex(8)
+
+
+def os_name(name):
+    """The name given to shm_open: a leading slash."""
+    return "/" + name

@@ -1,0 +1,30 @@
+"""as_numpy(obj): a zero-copy numpy view of a shared object (numpy is optional)."""
+
+import ctypes
+
+_SPECIAL = {ctypes.c_char: "S1", ctypes.c_wchar: "<U1", ctypes.c_bool: "?"}
+
+
+def as_numpy(obj):
+    """Return a numpy array sharing memory with *obj* (a raw object or a synchronized
+    wrapper; the view is NOT synchronized: hold obj.get_lock() around access that
+    races with other processes). Arrays give shape (n,), values shape ().
+
+    Raises ImportError (with instructions) when numpy is not installed.
+    """
+    try:
+        import numpy
+    except ImportError:
+        raise ImportError("sharedbridge.as_numpy needs numpy: pip install numpy "
+                          "(or apt-get install python3-numpy)") from None
+    raw = obj.get_obj() if hasattr(obj, "get_obj") else obj
+    if not isinstance(raw, ctypes._CData):
+        raise TypeError(f"as_numpy expects a sharedbridge or ctypes object, not "
+                        f"{type(raw).__name__}")
+    is_array = isinstance(raw, ctypes.Array)
+    elem = raw._type_ if is_array else type(raw).__mro__[1] if \
+        type(raw).__dict__.get("_sb_shared") else type(raw)
+    dtype = numpy.dtype(_SPECIAL.get(elem, elem))
+    view = numpy.frombuffer(raw, dtype=numpy.uint8)    # the raw bytes, no copy
+    view = view.view(dtype)
+    return view if is_array else view.reshape(())

@@ -1,0 +1,76 @@
+"""The element-type table of docs/format.md section 3.4, and ctypes type <-> typecode."""
+
+import ctypes
+
+from .errors import UnsupportedTypeError
+
+STRUCT = "T"
+
+# typecode -> ctypes type, as multiprocessing.sharedctypes.typecode_to_type, plus '?'.
+TYPECODE_TO_TYPE = {
+    "c": ctypes.c_char, "u": ctypes.c_wchar,
+    "b": ctypes.c_byte, "B": ctypes.c_ubyte,
+    "h": ctypes.c_short, "H": ctypes.c_ushort,
+    "i": ctypes.c_int, "I": ctypes.c_uint,
+    "l": ctypes.c_long, "L": ctypes.c_ulong,
+    "q": ctypes.c_longlong, "Q": ctypes.c_ulonglong,
+    "f": ctypes.c_float, "d": ctypes.c_double,
+    "?": ctypes.c_bool,
+}
+
+# Sizes fixed by the format (LP64 Linux), not by this interpreter's ctypes.
+TYPECODE_SIZE = {
+    "c": 1, "u": 4, "b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4,
+    "l": 8, "L": 8, "q": 8, "Q": 8, "f": 4, "d": 8, "?": 1,
+}
+
+# ctypes' own format letter (_type_) of a simple type -> the typecode it is written as.
+# On LP64 ctypes.c_longlong *is* c_long, so a type cannot say whether the user meant 'l'
+# or 'q': types are written as 'q'/'Q' (docs/format.md section 4, "8-byte integers").
+_SIMPLE_LETTER_TO_TYPECODE = {
+    "c": "c", "u": "u", "b": "b", "B": "B", "h": "h", "H": "H", "i": "i", "I": "I",
+    "l": "q", "L": "Q", "q": "q", "Q": "Q", "f": "f", "d": "d", "?": "?",
+}
+
+# Letters of simple types that are pointers or otherwise meaningless in another process.
+_REFUSED_LETTERS = {
+    "z": "c_char_p is a pointer",
+    "Z": "c_wchar_p is a pointer",
+    "P": "c_void_p is a pointer",
+    "O": "py_object is a pointer to a Python object",
+    "g": "c_longdouble has no SharedBridge typecode",
+    "X": "BSTR is a pointer",
+    "v": "VARIANT_BOOL has no SharedBridge typecode",
+}
+
+_ADVICE = ("; an address means nothing in another process: store indexes or offsets "
+           "instead, or use a typecode of 'cubBhHiIlLqQfd?'")
+
+
+def typecode_of_simple(ctype):
+    """The typecode of a simple ctypes type (a _SimpleCData subclass)."""
+    letter = getattr(ctype, "_type_", None)
+    if not isinstance(letter, str):
+        raise UnsupportedTypeError(f"{ctype!r} is not a supported ctypes type")
+    if letter in _REFUSED_LETTERS:
+        raise UnsupportedTypeError(
+            f"cannot place {ctype.__name__} in shared memory: "
+            f"{_REFUSED_LETTERS[letter]}{_ADVICE}")
+    code = _SIMPLE_LETTER_TO_TYPECODE.get(letter)
+    if code is None or ctypes.sizeof(ctype) != TYPECODE_SIZE[code]:
+        raise UnsupportedTypeError(
+            f"{ctype.__name__} (ctypes letter {letter!r}) has no SharedBridge typecode")
+    if ctype.__dict__.get("__ctype_be__") is ctype and ctype.__dict__.get("__ctype_le__") is not ctype:
+        raise UnsupportedTypeError(f"{ctype.__name__} is big-endian; only native byte order is shared")
+    return code
+
+
+def refuse_pointer(ctype):
+    """Raise UnsupportedTypeError if *ctype* is a pointer or function-pointer type."""
+    if issubclass(ctype, ctypes._Pointer):
+        raise UnsupportedTypeError(
+            f"cannot place {ctype.__name__} in shared memory: POINTER(...) types are "
+            f"pointers{_ADVICE}")
+    if issubclass(ctype, ctypes._CFuncPtr):
+        raise UnsupportedTypeError(
+            f"cannot place {ctype.__name__} in shared memory: function pointers{_ADVICE}")

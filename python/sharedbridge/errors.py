@@ -1,0 +1,61 @@
+"""Exceptions and warnings raised by sharedbridge.
+
+Every class derives from :class:`SharedBridgeError` *and* from the builtin exception a
+user of ``multiprocessing.sharedctypes`` would already catch for the same mistake, so
+``except FileNotFoundError`` or ``except ValueError`` keep working.
+"""
+
+__all__ = [
+    "SharedBridgeError", "SegmentNotFoundError", "SegmentExistsError", "InvalidNameError",
+    "CorruptSegmentError", "UnsupportedVersionError", "TypeMismatchError",
+    "UnsupportedTypeError", "SegmentNotReadyError", "LockNotRecoverableError",
+    "LockRecoveredWarning",
+]
+
+
+class SharedBridgeError(Exception):
+    """Base class of every error raised by sharedbridge."""
+
+
+class SegmentNotFoundError(SharedBridgeError, FileNotFoundError):
+    """No shared-memory segment has this name (never created, or already unlinked)."""
+
+
+class SegmentExistsError(SharedBridgeError, FileExistsError):
+    """A segment with this name already exists; names are never silently reused."""
+
+
+class InvalidNameError(SharedBridgeError, ValueError):
+    """The name breaks the naming rules of docs/format.md section 1.1."""
+
+
+class CorruptSegmentError(SharedBridgeError, ValueError):
+    """The segment's header failed validation (docs/format.md section 6.2)."""
+
+
+class UnsupportedVersionError(CorruptSegmentError):
+    """The segment was written for a newer format than this package understands."""
+
+
+class TypeMismatchError(SharedBridgeError, TypeError):
+    """The type asked for does not match the type recorded in the segment."""
+
+
+class UnsupportedTypeError(SharedBridgeError, TypeError):
+    """The ctypes type cannot live in shared memory (pointers, unions, bit fields...)."""
+
+
+class SegmentNotReadyError(SharedBridgeError, TimeoutError):
+    """The segment was still being initialized by its creator when the timeout expired."""
+
+
+class LockNotRecoverableError(SharedBridgeError, RuntimeError):
+    """The shared lock is permanently unusable (a recovery was never completed)."""
+
+
+class LockRecoveredWarning(RuntimeWarning):
+    """A process died while holding a shared lock; this process recovered it.
+
+    The data the lock protects is whatever the dead holder left: writes it completed are
+    intact, a write it was doing may be partial.
+    """

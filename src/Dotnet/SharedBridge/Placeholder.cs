@@ -1,4 +1,0 @@
-namespace SharedBridge;
-
-/// <summary>Placeholder.</summary>
-public static class Placeholder { }
