@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""The Python driver of the cross-language suite (the C# twin is tests/cross/CSharpDriver).
+
+Commands (every command prints JSON or the scenario's text on stdout; diagnostics go to stderr):
+  create VECTOR NAME [--lock-name L]   create the segment a vector describes, keep it, exit
+  create-batch MANIFEST                create every segment a manifest lists (one result each)
+  verify-batch MANIFEST                verify every segment a manifest lists (one result each)
+  verify VECTOR NAME [--lock-name L]   attach by name, check header facts and values, exit 0/1
+  host VECTOR NAME [--lock-name L]     create and stay: stdin "verify" re-checks, "exit" closes
+  worker SCENARIO ARGS...              one child of a scenario (cross_scenarios.WORKERS)
+  parent SCENARIO BASE --child ARGV_JSON [--child ...]
+                                       the parent of a scenario; children are other drivers
+  baseline SCENARIO                    the scenario with the standard library's multiprocessing
+
+Needs only the standard library and sharedbridge on PYTHONPATH (PYTHONPATH=python).
+"""
+import argparse
+import json
+import os
+import sys
+import warnings
+
+import cross_vectors as cv
+
+
+def _sharedbridge():
+    import sharedbridge
+    return sharedbridge
+
+
+# ---- create ---------------------------------------------------------------------------------
+
+def _lock_argument(sb, vector, lock_name, keep):
+    """The lock= argument for a vector, and the lock segment it created (or None)."""
+    kind = vector["lock"]["kind"]
+    if kind == "none":
+        return False, None
+    if kind == "embedded":
+        return True, None
+    factory = sb.Lock if vector["lock"]["type"] == "lock" else sb.RLock
+    lock = _create_lock(factory, lock_name, keep)
+    return lock, lock
+
+
+def _create_lock(factory, name, keep):
+    try:
+        return factory(name=name, keep=keep)
+    except TypeError:
+        # docs/api.md gives Lock(name=None) no keep=; a lock made here must outlive this process.
+        return factory(name=name)
+
+
+def create(vector, name, lock_name, keep=True):
+    """Create the vector's segment; returns the objects to keep alive."""
+    sb = _sharedbridge()
+    obj_kind = vector["object"]
+    if obj_kind == "lock":
+        factory = sb.Lock if vector["lock"]["type"] == "lock" else sb.RLock
+        return [_create_lock(factory, name, keep)]
+    lock, lock_obj = _lock_argument(sb, vector, lock_name, keep)
+    if obj_kind == "chararray":
+        obj = sb.Array("c", cv.char_bytes(vector), lock=lock, name=name, keep=keep)
+    elif obj_kind == "array":
+        etype = cv.element_type(vector)
+        init = [cv.py_element(vector, v) for v in vector["values"]]
+        obj = sb.Array(etype, init, lock=lock, name=name, keep=keep)
+    else:
+        etype = cv.element_type(vector)
+        value = cv.py_element(vector, vector["values"])
+        args = value if vector["typecode"] == "T" else (value,)
+        if lock is False:
+            obj = sb.RawValue(etype, *args, name=name, keep=keep)
+        else:
+            obj = sb.Value(etype, *args, lock=lock, name=name, keep=keep)
+    return [o for o in (obj, lock_obj) if o is not None]
+
+
+# ---- verify ---------------------------------------------------------------------------------
+
+def _elements(vector, raw):
+    if vector["object"] == "chararray":
+        return ["x" + bytes(raw.raw).hex()]
+    if vector["object"] == "value":
+        value = raw.value if vector["typecode"] != "T" else raw
+        return cv.canon_actual(vector, [value])
+    return cv.canon_actual(vector, list(raw))
+
+
+def _check_lock(vector, obj, lock_name, errors):
+    kind = vector["lock"]["kind"]
+    has_lock = hasattr(obj, "get_lock")
+    if kind == "none":
+        if has_lock:
+            errors.append("expected an unsynchronized object, found a lock")
+        return
+    if not has_lock:
+        errors.append(f"expected a {kind} lock, found an unsynchronized object")
+        return
+    lock = obj.get_lock()
+    if kind == "external" and getattr(lock, "name", None) != lock_name:
+        errors.append(f"expected the lock of segment {lock_name!r}, found {getattr(lock, 'name', lock)!r}")
+    if not lock.acquire(timeout=5):
+        errors.append("could not acquire the lock within 5 s")
+    else:
+        lock.release()
+
+
+def _check_lock_only(vector, lock, errors):
+    """A Lock refuses a second acquire by its holder; an RLock grants it."""
+    if not lock.acquire(timeout=5):
+        errors.append("could not acquire the lock within 5 s")
+        return
+    try:
+        again = lock.acquire(block=False)
+        if again:
+            lock.release()
+        recursive = vector["lock"]["type"] == "rlock"
+        if again != recursive:
+            errors.append(f"second acquire by the holder returned {again}, expected {recursive}")
+    except Exception as exc:  # an error-checking lock may raise instead of returning False
+        if vector["lock"]["type"] == "rlock":
+            errors.append(f"second acquire of an RLock raised {exc!r}")
+    finally:
+        lock.release()
+
+
+def verify(vector, name, lock_name):
+    sb = _sharedbridge()
+    errors = []
+    obj = sb.attach(name)
+    try:
+        if vector["object"] == "lock":
+            _check_lock_only(vector, obj, errors)
+            return {"ok": not errors, "errors": errors, "values": []}
+        _check_lock(vector, obj, lock_name, errors)
+        raw = obj.get_obj() if hasattr(obj, "get_obj") else obj
+        expected = cv.canon_expected(vector)
+        actual = _elements(vector, raw)
+        if vector["object"] == "array" and len(raw) != len(vector["values"]):
+            errors.append(f"length: expected {len(vector['values'])}, found {len(raw)}")
+        errors += cv.diff(expected, actual)
+        return {"ok": not errors, "errors": errors, "values": actual}
+    finally:
+        _close(obj)
+
+
+def _close(obj):
+    for target in (obj, getattr(obj, "get_obj", lambda: None)()):
+        close = getattr(target, "close", None)
+        if close is not None:
+            close()
+            return
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+def _emit(payload):
+    print(json.dumps(payload), flush=True)
+
+
+def cmd_create(args):
+    vector = cv.load(args.vector)
+    create(vector, args.name, args.lock_name)
+    _emit({"created": args.name, "lock": args.lock_name})
+    return 0
+
+
+def cmd_verify(args):
+    result = verify(cv.load(args.vector), args.name, args.lock_name)
+    _emit(result)
+    return 0 if result["ok"] else 1
+
+
+def _batch(manifest_path, action):
+    """Runs action on every manifest entry; an error in one entry is that entry's result."""
+    with open(manifest_path, encoding="utf-8") as f:
+        entries = json.load(f)["entries"]
+    results = []
+    for entry in entries:
+        vector = cv.load(entry["vector"])
+        try:
+            result = action(vector, entry["name"], entry.get("lock_name"))
+        except Exception as exc:
+            result = {"ok": False, "errors": [f"{type(exc).__name__}: {exc}"], "values": []}
+        result["id"] = vector["id"]
+        results.append(result)
+    _emit({"results": results})
+    return 0
+
+
+def _create_and_release(vector, name, lock_name):
+    for obj in create(vector, name, lock_name):
+        _close(obj)
+    return {"ok": True, "errors": [], "values": [], "pid": os.getpid()}
+
+
+def cmd_create_batch(args):
+    return _batch(args.manifest, _create_and_release)
+
+
+def cmd_verify_batch(args):
+    return _batch(args.manifest, verify)
+
+
+def cmd_host(args):
+    vector = cv.load(args.vector)
+    objects = create(vector, args.name, args.lock_name, keep=False)
+    _emit({"ready": args.name})
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "verify":
+            result = verify(vector, args.name, args.lock_name)
+            result["exists"] = os.path.exists("/dev/shm/" + args.name)
+            _emit(result)
+        elif command == "exit":
+            break
+    for obj in objects:
+        _close(obj)
+    _emit({"closed": args.name})
+    return 0
+
+
+def cmd_worker(args):
+    import cross_scenarios
+    return cross_scenarios.run_worker(args.scenario, args.args)
+
+
+def cmd_parent(args):
+    import cross_scenarios
+    children = [json.loads(c) for c in args.child]
+    return cross_scenarios.run_parent(args.scenario, args.base, children)
+
+
+def cmd_baseline(args):
+    import cross_baseline
+    return cross_baseline.run(args.scenario)
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command, handler in (("create", cmd_create), ("verify", cmd_verify), ("host", cmd_host)):
+        p = sub.add_parser(command)
+        p.add_argument("vector")
+        p.add_argument("name")
+        p.add_argument("--lock-name")
+        p.set_defaults(handler=handler)
+    for command, handler in (("create-batch", cmd_create_batch), ("verify-batch", cmd_verify_batch)):
+        p = sub.add_parser(command)
+        p.add_argument("manifest")
+        p.set_defaults(handler=handler)
+    p = sub.add_parser("worker")
+    p.add_argument("scenario")
+    p.add_argument("args", nargs="*")
+    p.set_defaults(handler=cmd_worker)
+    p = sub.add_parser("parent")
+    p.add_argument("scenario")
+    p.add_argument("base")
+    p.add_argument("--child", action="append", default=[])
+    p.set_defaults(handler=cmd_parent)
+    p = sub.add_parser("baseline")
+    p.add_argument("scenario")
+    p.set_defaults(handler=cmd_baseline)
+    args = parser.parse_args(argv)
+    if getattr(args, "vector", None) and args.lock_name is None:
+        args.lock_name = cv.load(args.vector)["lock"].get("segment")
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
