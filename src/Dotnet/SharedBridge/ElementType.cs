@@ -1,0 +1,97 @@
+using System.Runtime.CompilerServices;
+
+namespace SharedBridge;
+
+/// <summary>How a .NET element type is stored: typecode, size and (for structs) the field table.</summary>
+internal sealed class ElementType
+{
+    private readonly Type[] _leafTypes;
+
+    private ElementType(Type clrType, char typeCode, int size, string typeName, StructField[] fields, Type[] leafTypes)
+    {
+        ClrType = clrType;
+        TypeCode = typeCode;
+        Size = size;
+        TypeName = typeName;
+        Fields = fields;
+        _leafTypes = leafTypes;
+    }
+
+    internal Type ClrType { get; }
+    internal char TypeCode { get; }
+    internal int Size { get; }
+    internal string TypeName { get; }
+    internal StructField[] Fields { get; }
+
+    /// <summary>The description of <typeparamref name="T"/>; throws UnsupportedTypeException when it has none.</summary>
+    internal static ElementType Of<T>() where T : unmanaged => Cache<T>.Value ?? throw Cache<T>.Error!;
+
+    private static class Cache<T> where T : unmanaged
+    {
+        internal static readonly ElementType? Value;
+        internal static readonly UnsupportedTypeException? Error;
+
+        static Cache()
+        {
+            try { Value = Describe<T>(); }
+            catch (UnsupportedTypeException e) { Error = e; }
+        }
+    }
+
+    private static ElementType Describe<T>() where T : unmanaged
+    {
+        Type type = typeof(T);
+        if (TypeCodes.RefusalFor(type) is { } refusal)
+            throw new UnsupportedTypeException($"{type.Name} cannot be stored in a shared segment: {refusal}.");
+        if (TypeCodes.DefaultCodeFor(type) is { } code)
+            return new ElementType(type, code, Unsafe.SizeOf<T>(), "", [], []);
+        if (type.IsPrimitive || type.Assembly == typeof(object).Assembly)
+            throw new UnsupportedTypeException(
+                $"{type.Name} cannot be stored in a shared segment: it has no typecode (docs/format.md section 3.4). " +
+                "Use one of sbyte, byte, short, ushort, int, uint, long, ulong, float, double, bool, Rune, or your own struct.");
+        var table = StructLayoutTable.Build<T>();
+        return new ElementType(type, TypeCodes.Structure, table.Size, table.TypeName, table.Fields, table.LeafTypes);
+    }
+
+    /// <summary>The typecode to create with: the default, or the user's choice if it accepts this type.</summary>
+    internal char CodeForCreate(char? requested)
+    {
+        if (requested is not { } code || code == TypeCode) return TypeCode;
+        if (TypeCode != TypeCodes.Structure && TypeCodes.Accepts(code, ClrType)) return code;
+        throw new ArgumentException(
+            $"Typecode '{code}' cannot hold {ClrType.Name}; {ClrType.Name} is stored as {TypeCodes.Describe(TypeCode)}" +
+            (TypeCode == TypeCodes.Structure ? "." : " (or another typecode whose .NET type it is, docs/format.md section 3.4)."),
+            "options");
+    }
+
+    /// <summary>Null when a segment with this header can be used as this type, otherwise why not.</summary>
+    internal string? Mismatch(SegmentHeader header)
+    {
+        string ours = TypeCode == TypeCodes.Structure ? $"struct {ClrType.Name} ({Size} bytes)" : $"{ClrType.Name}";
+        if (TypeCode != TypeCodes.Structure)
+            return TypeCodes.Accepts(header.TypeCode, ClrType)
+                ? null
+                : $"it holds {header.TypeDescription} elements, not {ours}";
+        if (header.TypeCode != TypeCodes.Structure)
+            return $"it holds {header.TypeDescription} elements, not {ours}";
+        if (header.ElementSize != Size)
+            return $"its structure {header.TypeName} is {header.ElementSize} bytes, {ours}";
+        if (header.Fields.Count != Fields.Length)
+            return $"its structure {header.TypeName} has {header.Fields.Count} field-table entries, {ClrType.Name} has {Fields.Length}";
+        for (int i = 0; i < Fields.Length; i++)
+        {
+            var theirs = header.Fields[i];
+            var mine = Fields[i];
+            bool codeOk = mine.TypeCode == TypeCodes.Structure
+                ? theirs.TypeCode == TypeCodes.Structure
+                : TypeCodes.Accepts(theirs.TypeCode, _leafTypes[i]);
+            if (!codeOk || theirs.Offset != mine.Offset || theirs.Count != mine.Count || theirs.ItemSize != mine.ItemSize
+                || theirs.Parent != mine.Parent || !string.Equals(theirs.Name, mine.Name, StringComparison.OrdinalIgnoreCase))
+                return $"field {i} is {Show(theirs)} in the segment but {Show(mine)} in {ClrType.Name}";
+        }
+        return null;
+    }
+
+    private static string Show(StructField f) =>
+        $"{f.Name} '{f.TypeCode}'{(f.Count > 1 ? $"[{f.Count}]" : "")} at offset {f.Offset} ({f.ItemSize} bytes, parent {f.Parent})";
+}

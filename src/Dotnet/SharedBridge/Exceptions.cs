@@ -1,0 +1,95 @@
+namespace SharedBridge;
+
+/// <summary>Base class of every error SharedBridge reports.</summary>
+public class SharedBridgeException : Exception
+{
+    /// <summary>Creates the exception with a message that says what went wrong and what to do.</summary>
+    public SharedBridgeException(string message) : base(message) { }
+
+    /// <summary>Creates the exception with a message and the underlying cause.</summary>
+    public SharedBridgeException(string message, Exception? inner) : base(message, inner) { }
+}
+
+/// <summary>No segment has the given name (or the lock segment a segment refers to is gone).</summary>
+public sealed class SegmentNotFoundException : SharedBridgeException
+{
+    /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
+    public SegmentNotFoundException(string segmentName, string message) : base(message) => SegmentName = segmentName;
+
+    /// <summary>The name that was not found.</summary>
+    public string SegmentName { get; }
+}
+
+/// <summary>A segment with the requested name already exists; names are never silently reused.</summary>
+public sealed class SegmentExistsException : SharedBridgeException
+{
+    /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
+    public SegmentExistsException(string segmentName, string message) : base(message) => SegmentName = segmentName;
+
+    /// <summary>The name that is taken.</summary>
+    public string SegmentName { get; }
+}
+
+/// <summary>The name breaks the naming rules of docs/format.md section 1.1.</summary>
+public sealed class InvalidSegmentNameException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public InvalidSegmentNameException(string message) : base(message) { }
+}
+
+/// <summary>The segment's header fails validation: it is not a SharedBridge segment, or it is damaged.</summary>
+public class CorruptSegmentException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public CorruptSegmentException(string message) : base(message) { }
+}
+
+/// <summary>The segment was written for a newer format version than this library can read.</summary>
+public sealed class UnsupportedFormatVersionException : CorruptSegmentException
+{
+    /// <summary>Creates the exception.</summary>
+    public UnsupportedFormatVersionException(string message) : base(message) { }
+}
+
+/// <summary>The segment's element type, layout or kind differs from the type it is opened as.</summary>
+public sealed class TypeMismatchException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public TypeMismatchException(string message) : base(message) { }
+}
+
+/// <summary>The .NET type cannot live in a shared segment (pointers, references, <c>char</c>,
+/// non-sequential or packed structs, types without a typecode).</summary>
+public sealed class UnsupportedTypeException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public UnsupportedTypeException(string message) : base(message) { }
+}
+
+/// <summary>The segment's creator had not finished initializing it when the timeout expired.</summary>
+public sealed class SegmentNotReadyException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public SegmentNotReadyException(string message) : base(message) { }
+}
+
+/// <summary>The lock could not be acquired before the timeout.</summary>
+public sealed class LockTimeoutException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public LockTimeoutException(string message) : base(message) { }
+}
+
+/// <summary>The lock is permanently unusable: an earlier dead-owner recovery was not completed.</summary>
+public sealed class LockNotRecoverableException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public LockNotRecoverableException(string message) : base(message) { }
+}
+
+/// <summary>The system has not enough shared memory (<c>/dev/shm</c>) for the requested segment.</summary>
+public sealed class InsufficientSharedMemoryException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public InsufficientSharedMemoryException(string message) : base(message) { }
+}

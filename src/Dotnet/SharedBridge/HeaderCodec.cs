@@ -1,0 +1,344 @@
+using System.Buffers.Binary;
+using System.Text;
+using static SharedBridge.HeaderLayout;
+
+namespace SharedBridge;
+
+/// <summary>What a creator puts into a header.</summary>
+internal sealed record HeaderSpec(
+    SegmentKind Kind,
+    char TypeCode,
+    int ElementSize,
+    long ElementCount,
+    LockKind LockKind,
+    LockType LockType,
+    string LockName,
+    string TypeName,
+    IReadOnlyList<StructField> Fields)
+{
+    internal int HeaderSize => HeaderSizeFor(Fields.Count);
+    internal long DataSize => checked(ElementSize * ElementCount);
+    internal long TotalSize => checked(HeaderSize + DataSize);
+}
+
+/// <summary>Writes headers and parses untrusted ones (docs/format.md sections 3, 4 and 6.2).</summary>
+internal static class HeaderCodec
+{
+    /// <summary>Writes the identity region and the field table into <paramref name="header"/>
+    /// (HeaderSize bytes, zero-filled). The control and lock regions are left alone.</summary>
+    internal static void WriteIdentity(Span<byte> header, HeaderSpec spec, int creatorPid, ulong creatorStartTime, long createdUnixNs)
+    {
+        MagicBytes.CopyTo(header[Magic..]);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[HeaderLayout.Version..], FormatVersion);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[CompatVersion..], FormatVersion);
+        BinaryPrimitives.WriteUInt32LittleEndian(header[HeaderLayout.HeaderSize..], (uint)spec.HeaderSize);
+        header[Kind] = (byte)spec.Kind;
+        header[HeaderLayout.TypeCode] = (byte)spec.TypeCode;
+        BinaryPrimitives.WriteUInt32LittleEndian(header[ElementSize..], (uint)spec.ElementSize);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[ElementCount..], (ulong)spec.ElementCount);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[DataOffset..], (ulong)spec.HeaderSize);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[DataSize..], (ulong)spec.DataSize);
+        header[HeaderLayout.LockKind] = (byte)spec.LockKind;
+        if (spec.LockKind == SharedBridge.LockKind.Embedded)
+        {
+            var abi = LockAbi.RequireCurrent();
+            header[HeaderLayout.LockAbi] = (byte)abi.Id;
+            BinaryPrimitives.WriteUInt16LittleEndian(header[LockSize..], (ushort)abi.MutexSize);
+            BinaryPrimitives.WriteUInt32LittleEndian(header[LockOffset..], HeaderLayout.Mutex);
+            header[HeaderLayout.LockType] = (byte)spec.LockType;
+        }
+        if (spec.Fields.Count > 0)
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(header[FieldEntrySizeField..], FieldEntrySize);
+            BinaryPrimitives.WriteUInt32LittleEndian(header[FieldCount..], (uint)spec.Fields.Count);
+            BinaryPrimitives.WriteUInt32LittleEndian(header[FieldTableOffset..], FixedSize);
+        }
+        BinaryPrimitives.WriteUInt32LittleEndian(header[CreatorPid..], (uint)creatorPid);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[CreatorStartTime..], creatorStartTime);
+        BinaryPrimitives.WriteInt64LittleEndian(header[CreatedUnixNs..], createdUnixNs);
+        WriteText(header.Slice(HeaderLayout.TypeName, TypeNameWidth), spec.TypeName);
+        WriteText(header.Slice(HeaderLayout.LockName, LockNameWidth), spec.LockName);
+        for (int i = 0; i < spec.Fields.Count; i++)
+        {
+            var f = spec.Fields[i];
+            var entry = header.Slice(FixedSize + i * FieldEntrySize, FieldEntrySize);
+            WriteText(entry[..EntryNameWidth], f.Name);
+            entry[EntryTypeCode] = (byte)f.TypeCode;
+            BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryOffset..], (uint)f.Offset);
+            BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryCount..], (uint)f.Count);
+            BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryItemSize..], (uint)f.ItemSize);
+            BinaryPrimitives.WriteInt32LittleEndian(entry[EntryParent..], f.Parent);
+        }
+    }
+
+    /// <summary>CRC-32 over the identity region and the field table (section 3.3).</summary>
+    internal static uint ComputeCrc(ReadOnlySpan<byte> header)
+    {
+        uint crc = Crc32.Append(0, header[..IdentityEnd]);
+        return Crc32.Append(crc, header[FixedSize..]);
+    }
+
+    private static void WriteText(Span<byte> field, string text)
+    {
+        // Callers validate text (ASCII, shorter than the field) before writing.
+        Encoding.ASCII.GetBytes(text, field);
+    }
+
+    /// <summary>Reads <c>header_size</c> from the private copy of the fixed header and checks its
+    /// bounds, so the caller knows how many more bytes to copy.</summary>
+    internal static int ReadHeaderSize(string name, ReadOnlySpan<byte> fixedHeader, long objectSize)
+    {
+        CheckMagicAndVersion(name, fixedHeader);
+        uint size = BinaryPrimitives.ReadUInt32LittleEndian(fixedHeader[HeaderLayout.HeaderSize..]);
+        if (size < FixedSize || size % 64 != 0 || size > MaxHeaderSize)
+            throw Corrupt(name, $"header_size {size} is not a multiple of 64 between {FixedSize} and {MaxHeaderSize}");
+        if (size > objectSize)
+            throw Corrupt(name, $"header_size {size} exceeds the object size {objectSize} (truncated segment)");
+        return (int)size;
+    }
+
+    private static void CheckMagicAndVersion(string name, ReadOnlySpan<byte> h)
+    {
+        if (!h[..8].SequenceEqual(MagicBytes))
+            throw Corrupt(name, "wrong magic: this is not a SharedBridge segment");
+        int version = BinaryPrimitives.ReadUInt16LittleEndian(h[HeaderLayout.Version..]);
+        int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersion..]);
+        if (compat > FormatVersion)
+            throw new UnsupportedFormatVersionException(
+                $"Segment \"{name}\" needs a reader of format version {compat} or later (written by version {version}); " +
+                $"this library reads version {FormatVersion}: upgrade SharedBridge.");
+        if (compat == 0 || version < compat)
+            throw Corrupt(name, $"version {version} / compat_version {compat} are not valid");
+    }
+
+    /// <summary>Validates every field of the private header copy (section 6.2 step 4).</summary>
+    internal static SegmentHeader Parse(string name, ReadOnlySpan<byte> h, long objectSize)
+    {
+        CheckMagicAndVersion(name, h);
+        int headerSize = ReadHeaderSize(name, h, objectSize);
+        if (h.Length != headerSize)
+            throw new InvalidOperationException("header copy has the wrong length");
+
+        var kind = (SegmentKind)h[Kind];
+        if (kind is not (SegmentKind.Array or SegmentKind.Value or SegmentKind.Lock))
+            throw Corrupt(name, $"kind {h[Kind]} is not 1 (array), 2 (value) or 3 (lock)");
+
+        char typeCode = (char)h[HeaderLayout.TypeCode];
+        uint elementSize = BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSize..]);
+        ulong count = BinaryPrimitives.ReadUInt64LittleEndian(h[ElementCount..]);
+        ulong dataOffset = BinaryPrimitives.ReadUInt64LittleEndian(h[DataOffset..]);
+        ulong dataSize = BinaryPrimitives.ReadUInt64LittleEndian(h[DataSize..]);
+
+        if (kind == SegmentKind.Lock)
+        {
+            if (typeCode != '\0' || elementSize != 0 || count != 0)
+                throw Corrupt(name, "a lock-only segment must have typecode 0, element_size 0 and element_count 0");
+        }
+        else if (typeCode == TypeCodes.Structure)
+        {
+            if (elementSize == 0) throw Corrupt(name, "structure element_size is 0");
+        }
+        else
+        {
+            int expected = TypeCodes.SizeOf(typeCode);
+            if (expected == 0) throw Corrupt(name, $"unknown typecode 0x{(int)typeCode:X2}");
+            if (elementSize != expected)
+                throw Corrupt(name, $"element_size {elementSize} does not match typecode '{typeCode}' ({expected} bytes)");
+        }
+        if (kind == SegmentKind.Value && count != 1)
+            throw Corrupt(name, $"a value segment has element_count {count} (must be 1)");
+
+        UInt128 product = (UInt128)elementSize * count;
+        if (product != dataSize)
+            throw Corrupt(name, $"data_size {dataSize} is not element_size {elementSize} x element_count {count}");
+        if (dataOffset % 64 != 0 || dataOffset < (ulong)headerSize)
+            throw Corrupt(name, $"data_offset {dataOffset} is not a multiple of 64 at or after header_size {headerSize}");
+        if ((UInt128)dataOffset + dataSize > (ulong)objectSize)
+            throw Corrupt(name, $"the data area ({dataOffset} + {dataSize} bytes) extends past the object size {objectSize} (truncated segment or bad sizes)");
+
+        var (lockKind, lockAbi, lockSize, lockOffset, lockType, lockName) = ParseLock(name, h, kind);
+        string typeName = ReadText(name, h.Slice(HeaderLayout.TypeName, TypeNameWidth), "type_name");
+        if (typeName.Length > 0 && (typeCode != TypeCodes.Structure || !IsIdentifierText(typeName, allowLeadingDigit: true)))
+            throw Corrupt(name, $"type_name \"{typeName}\" is not allowed here");
+
+        var fields = ParseFieldTable(name, h, typeCode, elementSize, headerSize);
+
+        uint state = BinaryPrimitives.ReadUInt32LittleEndian(h[State..]);
+        if (state is not (StateReady or StateRetired))
+            throw Corrupt(name, $"state {state} is not 1 (ready) or 2 (retired)");
+        uint storedCrc = BinaryPrimitives.ReadUInt32LittleEndian(h[HeaderCrc32..]);
+        uint actualCrc = ComputeCrc(h);
+        if (storedCrc != actualCrc)
+            throw Corrupt(name, $"header checksum mismatch (stored 0x{storedCrc:X8}, computed 0x{actualCrc:X8})");
+
+        ulong recoveries = BinaryPrimitives.ReadUInt64LittleEndian(h[RecoveryCount..]);
+        long createdNs = BinaryPrimitives.ReadInt64LittleEndian(h[CreatedUnixNs..]);
+        return new SegmentHeader
+        {
+            Name = name,
+            Version = BinaryPrimitives.ReadUInt16LittleEndian(h[HeaderLayout.Version..]),
+            CompatVersion = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersion..]),
+            HeaderSize = headerSize,
+            Kind = kind,
+            TypeCode = typeCode,
+            ElementSize = (int)elementSize,
+            Length = (long)count,
+            DataOffset = (long)dataOffset,
+            DataSize = (long)dataSize,
+            ObjectSize = objectSize,
+            LockKind = lockKind,
+            LockAbi = lockAbi,
+            LockSize = lockSize,
+            LockOffset = lockOffset,
+            LockType = lockType,
+            LockName = lockName,
+            TypeName = typeName,
+            Fields = fields,
+            CreatorPid = (int)BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPid..]),
+            CreatorStartTime = BinaryPrimitives.ReadUInt64LittleEndian(h[CreatorStartTime..]),
+            CreatedAt = DateTimeOffset.UnixEpoch.AddTicks(createdNs / 100),
+            State = (int)state,
+            HeaderCrc32 = storedCrc,
+            RecoveryCount = recoveries > long.MaxValue ? long.MaxValue : (long)recoveries,
+            LastRecoveredByPid = (int)BinaryPrimitives.ReadUInt32LittleEndian(h[LastRecoveredByPid..]),
+        };
+    }
+
+    private static (LockKind, int, int, int, LockType, string) ParseLock(string name, ReadOnlySpan<byte> h, SegmentKind kind)
+    {
+        var lockKind = (LockKind)h[HeaderLayout.LockKind];
+        int abi = h[HeaderLayout.LockAbi];
+        int size = BinaryPrimitives.ReadUInt16LittleEndian(h[LockSize..]);
+        uint offset = BinaryPrimitives.ReadUInt32LittleEndian(h[LockOffset..]);
+        var type = (LockType)h[HeaderLayout.LockType];
+        string lockName = ReadText(name, h.Slice(HeaderLayout.LockName, LockNameWidth), "lock_name");
+
+        if (lockKind is not (LockKind.None or LockKind.Embedded or LockKind.External or LockKind.ProcessLocal))
+            throw Corrupt(name, $"lock_kind {h[HeaderLayout.LockKind]} is not 0, 1, 2 or 3");
+        if (lockKind == LockKind.Embedded)
+        {
+            var own = LockAbi.Current;
+            if (own is null)
+                throw Corrupt(name, $"the segment has an embedded lock, and this machine ({System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}) has no supported lock ABI");
+            if (abi != own.Id)
+                throw Corrupt(name, $"lock_abi {abi} is not this machine's ({own.Id}, {own.Description}): the lock was made on another platform");
+            if (size != own.MutexSize || offset != HeaderLayout.Mutex)
+                throw Corrupt(name, $"lock_size {size} / lock_offset 0x{offset:X} do not match lock_abi {abi} ({own.MutexSize} bytes at 0x{HeaderLayout.Mutex:X})");
+            if (type is not (LockType.Recursive or LockType.ErrorChecking))
+                throw Corrupt(name, $"lock_type {(int)type} is not 1 (recursive) or 2 (error-checking)");
+            if (lockName.Length != 0)
+                throw Corrupt(name, "lock_name must be empty for an embedded lock");
+        }
+        else
+        {
+            if (abi != 0 || size != 0 || offset != 0 || type != LockType.None)
+                throw Corrupt(name, $"lock_kind {(int)lockKind} must have lock_abi, lock_size, lock_offset and lock_type 0");
+            if (lockKind == LockKind.External)
+            {
+                if (SegmentName.Check(lockName) is { } problem)
+                    throw Corrupt(name, $"lock_name \"{lockName}\" is not a valid segment name ({problem})");
+            }
+            else if (lockName.Length != 0)
+                throw Corrupt(name, $"lock_name must be empty for lock_kind {(int)lockKind}");
+        }
+        if (kind == SegmentKind.Lock && lockKind != LockKind.Embedded)
+            throw Corrupt(name, "a lock-only segment must have an embedded lock (lock_kind 1)");
+        return (lockKind, abi, size, (int)offset, type, lockName);
+    }
+
+    private static StructField[] ParseFieldTable(string name, ReadOnlySpan<byte> h, char typeCode, uint elementSize, int headerSize)
+    {
+        int entrySize = BinaryPrimitives.ReadUInt16LittleEndian(h[FieldEntrySizeField..]);
+        uint count = BinaryPrimitives.ReadUInt32LittleEndian(h[FieldCount..]);
+        uint tableOffset = BinaryPrimitives.ReadUInt32LittleEndian(h[FieldTableOffset..]);
+        if (typeCode != TypeCodes.Structure)
+        {
+            if (count != 0 || entrySize != 0 || tableOffset != 0)
+                throw Corrupt(name, "field_count, field_entry_size and field_table_offset must be 0 unless the typecode is 'T'");
+            return [];
+        }
+        if (count == 0) throw Corrupt(name, "a structure segment has no field table");
+        if (entrySize < FieldEntrySize) throw Corrupt(name, $"field_entry_size {entrySize} is smaller than {FieldEntrySize}");
+        if (tableOffset != FixedSize) throw Corrupt(name, $"field_table_offset 0x{tableOffset:X} is not 0x200");
+        if ((ulong)tableOffset + (ulong)count * (ulong)entrySize > (ulong)headerSize)
+            throw Corrupt(name, $"the field table ({count} entries of {entrySize} bytes) does not fit in header_size {headerSize}");
+
+        var fields = new StructField[count];
+        // Pre-order walk: the stack holds the open 'T' entries (index, size, children seen, last end).
+        var open = new List<(int Index, long Size, int Children, long End)>();
+        long topEnd = 0;
+        int topChildren = 0;
+        for (int i = 0; i < count; i++)
+        {
+            var e = h.Slice((int)tableOffset + i * entrySize, FieldEntrySize);
+            string where = $"field table entry {i}";
+            string fieldName = ReadText(name, e[..EntryNameWidth], where + " name");
+            if (fieldName.Length == 0 || !IsIdentifierText(fieldName, allowLeadingDigit: false))
+                throw Corrupt(name, $"{where}: name \"{fieldName}\" is not an ASCII identifier");
+            char code = (char)e[EntryTypeCode];
+            uint offset = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryOffset..]);
+            uint itemCount = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryCount..]);
+            uint itemSize = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryItemSize..]);
+            int parent = BinaryPrimitives.ReadInt32LittleEndian(e[EntryParent..]);
+            if (code != TypeCodes.Structure && !TypeCodes.IsScalarCode(code))
+                throw Corrupt(name, $"{where} ({fieldName}): unknown typecode 0x{(int)code:X2}");
+            if (itemCount == 0) throw Corrupt(name, $"{where} ({fieldName}): count is 0");
+            if (code == TypeCodes.Structure ? itemSize == 0 : itemSize != TypeCodes.SizeOf(code))
+                throw Corrupt(name, $"{where} ({fieldName}): item_size {itemSize} does not match typecode '{code}'");
+
+            // Close the nested structures this entry is not part of.
+            while (open.Count > 0 && open[^1].Index != parent)
+            {
+                if (open[^1].Children == 0) throw Corrupt(name, $"field table entry {open[^1].Index} is a structure with no fields");
+                open.RemoveAt(open.Count - 1);
+            }
+            if (parent != -1 && open.Count == 0)
+                throw Corrupt(name, $"{where} ({fieldName}): parent {parent} is not an enclosing structure entry (entries must be in pre-order)");
+
+            long parentSize = open.Count == 0 ? elementSize : open[^1].Size;
+            long previousEnd = open.Count == 0 ? topEnd : open[^1].End;
+            int previousChildren = open.Count == 0 ? topChildren : open[^1].Children;
+            if (previousChildren > 0 && offset < previousEnd)
+                throw Corrupt(name, $"{where} ({fieldName}): offset {offset} overlaps or precedes the previous field (offsets must increase)");
+            ulong end = (ulong)offset + (ulong)itemCount * itemSize;
+            if (end > (ulong)parentSize)
+                throw Corrupt(name, $"{where} ({fieldName}): offset {offset} + {itemCount} x {itemSize} exceeds its parent's size {parentSize}");
+
+            if (open.Count == 0) { topEnd = (long)end; topChildren++; }
+            else open[^1] = open[^1] with { End = (long)end, Children = open[^1].Children + 1 };
+
+            fields[i] = new StructField(fieldName, code, (int)offset, (int)itemCount, (int)itemSize, parent);
+            if (code == TypeCodes.Structure) open.Add((i, itemSize, 0, 0));
+        }
+        foreach (var o in open)
+            if (o.Children == 0) throw Corrupt(name, $"field table entry {o.Index} is a structure with no fields");
+        return fields;
+    }
+
+    /// <summary>Reads a NUL-terminated ASCII text field; no NUL within the width is corrupt.</summary>
+    private static string ReadText(string name, ReadOnlySpan<byte> field, string what)
+    {
+        int end = field.IndexOf((byte)0);
+        if (end < 0) throw Corrupt(name, $"{what} is not NUL-terminated");
+        var text = field[..end];
+        foreach (byte b in text)
+            if (b < 0x21 || b > 0x7E) throw Corrupt(name, $"{what} holds a non-printable or non-ASCII byte 0x{b:X2}");
+        return Encoding.ASCII.GetString(text);
+    }
+
+    internal static bool IsIdentifierText(string s, bool allowLeadingDigit)
+    {
+        if (s.Length == 0) return false;
+        for (int i = 0; i < s.Length; i++)
+        {
+            char c = s[i];
+            bool ok = c is (>= 'a' and <= 'z') or (>= 'A' and <= 'Z') or '_' || (c is >= '0' and <= '9' && (i > 0 || allowLeadingDigit));
+            if (!ok) return false;
+        }
+        return true;
+    }
+
+    internal static CorruptSegmentException Corrupt(string name, string problem) =>
+        new($"Segment \"{name}\" has a corrupt header: {problem}. It was not written by a conforming SharedBridge " +
+            "(or was damaged); recreate it.");
+}

@@ -1,0 +1,140 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace SharedBridge;
+
+/// <summary>
+/// Every call into libc. Functions that report failure through <c>errno</c> set
+/// <c>SetLastError</c>; the pthread functions return their error code directly.
+/// </summary>
+internal static unsafe partial class Interop
+{
+    private const string Libc = "libc";
+
+    // Open flags and errno values: identical on Linux x86_64 and aarch64 (asm-generic).
+    internal const int O_RDONLY = 0;
+    internal const int O_RDWR = 2;
+    internal const int O_CREAT = 0x40;
+    internal const int O_EXCL = 0x80;
+
+    internal const int EPERM = 1;
+    internal const int ENOENT = 2;
+    internal const int EACCES = 13;
+    internal const int EBUSY = 16;
+    internal const int EEXIST = 17;
+    internal const int EINVAL = 22;
+    internal const int EFBIG = 27;
+    internal const int ENOSPC = 28;
+    internal const int EDEADLK = 35;
+    internal const int ENAMETOOLONG = 36;
+    internal const int ETIMEDOUT = 110;
+    internal const int EOWNERDEAD = 130;
+    internal const int ENOTRECOVERABLE = 131;
+
+    internal const int CLOCK_MONOTONIC = 1;
+    internal const int PTHREAD_PROCESS_SHARED = 1;
+    internal const int PTHREAD_MUTEX_ROBUST = 1;
+    internal const int PTHREAD_MUTEX_RECURSIVE = 1;
+    internal const int PTHREAD_MUTEX_ERRORCHECK = 2;
+
+    /// <summary>struct timespec on LP64 Linux.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct Timespec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+
+    [LibraryImport(Libc, EntryPoint = "shm_open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int ShmOpenRaw(string name, int oflag, uint mode);
+
+    [LibraryImport(Libc, EntryPoint = "shm_unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int ShmUnlink(string name);
+
+    [LibraryImport(Libc, EntryPoint = "ftruncate", SetLastError = true)]
+    internal static partial int FTruncate(SafeFileHandle fd, long length);
+
+    [LibraryImport(Libc, EntryPoint = "fchmod", SetLastError = true)]
+    internal static partial int FChmod(SafeFileHandle fd, uint mode);
+
+    /// <summary>Returns an error number (0 on success), not -1/errno.</summary>
+    [LibraryImport(Libc, EntryPoint = "posix_fallocate")]
+    internal static partial int PosixFallocate(SafeFileHandle fd, long offset, long length);
+
+    [LibraryImport(Libc, EntryPoint = "fstat", SetLastError = true)]
+    private static partial int FStatRaw(SafeFileHandle fd, byte* buffer);
+
+    [LibraryImport(Libc, EntryPoint = "pthread_mutexattr_init")]
+    internal static partial int MutexAttrInit(void* attr);
+
+    [LibraryImport(Libc, EntryPoint = "pthread_mutexattr_setpshared")]
+    internal static partial int MutexAttrSetPShared(void* attr, int value);
+
+    [LibraryImport(Libc, EntryPoint = "pthread_mutexattr_setrobust")]
+    internal static partial int MutexAttrSetRobust(void* attr, int value);
+
+    [LibraryImport(Libc, EntryPoint = "pthread_mutexattr_settype")]
+    internal static partial int MutexAttrSetType(void* attr, int value);
+
+    [LibraryImport(Libc, EntryPoint = "pthread_mutexattr_destroy")]
+    internal static partial int MutexAttrDestroy(void* attr);
+
+    [LibraryImport(Libc, EntryPoint = "pthread_mutex_init")]
+    internal static partial int MutexInit(void* mutex, void* attr);
+
+    /// <summary>Blocking: keeps the GC transition so the runtime can suspend this thread while it waits.</summary>
+    [LibraryImport(Libc, EntryPoint = "pthread_mutex_lock")]
+    internal static partial int MutexLock(void* mutex);
+
+    /// <summary>Blocking up to the deadline: keeps the GC transition.</summary>
+    [LibraryImport(Libc, EntryPoint = "pthread_mutex_clocklock")]
+    internal static partial int MutexClockLock(void* mutex, int clock, Timespec* deadline);
+
+    // trylock and unlock never block (an unlock at most issues one FUTEX_WAKE), never call back
+    // into the runtime and do not use errno, so skipping the GC transition is safe here and keeps
+    // the uncontended Lock() close to a bare pthread pair.
+    [LibraryImport(Libc, EntryPoint = "pthread_mutex_trylock")]
+    [SuppressGCTransition]
+    internal static partial int MutexTryLock(void* mutex);
+
+    [LibraryImport(Libc, EntryPoint = "pthread_mutex_unlock")]
+    [SuppressGCTransition]
+    internal static partial int MutexUnlock(void* mutex);
+
+    [LibraryImport(Libc, EntryPoint = "pthread_mutex_consistent")]
+    internal static partial int MutexConsistent(void* mutex);
+
+    [LibraryImport(Libc, EntryPoint = "clock_gettime")]
+    internal static partial int ClockGetTime(int clock, Timespec* time);
+
+    /// <summary>shm_open wrapped into a SafeFileHandle; null (and the errno) on failure.</summary>
+    internal static SafeFileHandle? ShmOpen(string osName, int flags, uint mode, out int errno)
+    {
+        int fd = ShmOpenRaw(osName, flags, mode);
+        if (fd < 0)
+        {
+            errno = Marshal.GetLastPInvokeError();
+            return null;
+        }
+        errno = 0;
+        return new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    /// <summary>The fields of struct stat SharedBridge needs. Offsets 0, 8 and 48 are the same
+    /// in the x86_64 and the generic (aarch64) layouts.</summary>
+    internal readonly record struct FileStat(ulong Device, ulong Inode, long Size);
+
+    internal static FileStat FStat(SafeFileHandle fd)
+    {
+        byte* buffer = stackalloc byte[256]; // struct stat is 144 bytes on x86_64, 128 on aarch64
+        if (FStatRaw(fd, buffer) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"fstat failed: {Describe(errno)}");
+        }
+        return new FileStat(*(ulong*)buffer, *(ulong*)(buffer + 8), *(long*)(buffer + 48));
+    }
+
+    internal static string Describe(int errno) => $"{Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})";
+}

@@ -1,0 +1,187 @@
+using System.Runtime.CompilerServices;
+
+namespace SharedBridge;
+
+/// <summary>
+/// What every public segment object shares: the segment, the lock it is synchronized with (its own
+/// or another segment's), ownership and disposal. The public classes delegate to this.
+/// </summary>
+internal sealed class SegmentBinding
+{
+    private readonly Segment? _lockSegment; // the other segment whose lock we use (lock_kind 2)
+    private readonly RobustMutex? _mutex;
+    private readonly string _owner;
+    private int _disposed;
+
+    private SegmentBinding(string owner, Segment segment, Segment? lockSegment)
+    {
+        _owner = owner;
+        Segment = segment;
+        _lockSegment = lockSegment;
+        _mutex = lockSegment?.Mutex ?? segment.Mutex;
+    }
+
+    internal Segment Segment { get; }
+    internal SegmentHeader Header => Segment.Header;
+    internal string Name => Segment.Name;
+    internal bool IsOwner => Segment.IsCreator;
+    internal bool HasLock => _mutex is not null;
+    internal bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>The segment holding the lock (this one or the external lock segment).</summary>
+    internal Segment? LockHolder => _lockSegment ?? (Segment.Mutex is not null ? Segment : null);
+
+    internal static SegmentBinding Create(string owner, string? name, SegmentKind kind, char typeCode, int elementSize,
+        long count, string typeName, StructField[] fields, SegmentOptions? options, ReadOnlySpan<byte> initial)
+    {
+        options ??= SegmentOptions.Default;
+        if (((int)options.Mode & ~0xFFF) != 0)
+            throw new ArgumentException($"Mode {options.Mode} is not a set of permission bits.", nameof(options));
+        Segment? lockSegment = null;
+        LockKind lockKind = LockKind.None;
+        string lockName = "";
+        if (options.SharedLock is { } shared)
+        {
+            if (!options.Synchronized)
+                throw new ArgumentException("Synchronized = false and a SharedLock contradict each other: drop one.", nameof(options));
+            lockSegment = shared.LockSegmentForSharing();
+            lockKind = LockKind.External;
+            lockName = lockSegment.Name;
+        }
+        else if (options.Synchronized)
+        {
+            LockAbi.RequireCurrent();
+            lockKind = LockKind.Embedded;
+        }
+        try
+        {
+            var spec = new HeaderSpec(kind, typeCode, elementSize, count, lockKind,
+                lockKind == LockKind.Embedded ? (options.RecursiveLock ? LockType.Recursive : LockType.ErrorChecking) : LockType.None,
+                lockName, typeName, fields);
+            var segment = Segment.Create(name, spec, options.Mode, options.KeepOnDispose, initial);
+            return new SegmentBinding(owner, segment, lockSegment);
+        }
+        catch
+        {
+            lockSegment?.Release();
+            throw;
+        }
+    }
+
+    /// <summary>Opens a segment; <paramref name="verify"/> returns why the header does not fit the
+    /// caller's type (TypeMismatchException), or null.</summary>
+    internal static SegmentBinding Open(string owner, string name, TimeSpan? readyTimeout, Func<SegmentHeader, string?> verify)
+    {
+        var segment = Segment.Open(name, readyTimeout);
+        Segment? lockSegment = null;
+        try
+        {
+            if (verify(segment.Header) is { } why)
+                throw new TypeMismatchException($"Segment \"{name}\" cannot be opened as {owner}: {why}.");
+            if (segment.Header.LockKind == LockKind.External)
+                lockSegment = OpenLockSegment(segment.Header, readyTimeout);
+            return new SegmentBinding(owner, segment, lockSegment);
+        }
+        catch
+        {
+            lockSegment?.Release();
+            segment.Release();
+            throw;
+        }
+    }
+
+    /// <summary>A second binding on an already open segment (for example an array's GetLock()).</summary>
+    internal static SegmentBinding Share(string owner, Segment segment)
+    {
+        segment.AddRef();
+        return new SegmentBinding(owner, segment, null, shared: true);
+    }
+
+    private SegmentBinding(string owner, Segment segment, Segment? lockSegment, bool shared) : this(owner, segment, lockSegment)
+    {
+        _shared = shared;
+    }
+
+    private readonly bool _shared;
+
+    private static Segment OpenLockSegment(SegmentHeader header, TimeSpan? readyTimeout)
+    {
+        Segment lockSegment;
+        try
+        {
+            lockSegment = Segment.Open(header.LockName, readyTimeout);
+        }
+        catch (SegmentNotFoundException)
+        {
+            throw new SegmentNotFoundException(header.LockName,
+                $"Segment \"{header.Name}\" is synchronized by the lock of segment \"{header.LockName}\", which no longer exists: " +
+                "keep the lock's creator alive while the segments that use it are in use.");
+        }
+        if (lockSegment.Mutex is null)
+        {
+            lockSegment.Release();
+            throw new CorruptSegmentException(
+                $"Segment \"{header.Name}\" names \"{header.LockName}\" as its lock, but that segment has no embedded lock.");
+        }
+        return lockSegment;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void ThrowIfDisposed()
+    {
+        if (_disposed != 0) ThrowDisposed();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowDisposed() => throw new ObjectDisposedException(_owner, $"\"{Name}\" has been disposed.");
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal LockScope Lock()
+    {
+        ThrowIfDisposed();
+        return (_mutex ?? ThrowNoLock()).Lock();
+    }
+
+    internal LockScope Lock(TimeSpan timeout)
+    {
+        if (TryLock(timeout, out var scope)) return scope;
+        throw new LockTimeoutException(
+            $"The lock of \"{LockHolder?.Name}\" (used by \"{Name}\") was not acquired within {timeout.TotalMilliseconds:0.###} ms: " +
+            "another thread or process holds it. Retry, or increase the timeout.");
+    }
+
+    internal bool TryLock(TimeSpan timeout, out LockScope scope)
+    {
+        ThrowIfDisposed();
+        return (_mutex ?? ThrowNoLock()).TryLock(timeout, out scope);
+    }
+
+    internal long LockRecoveries
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return LockHolder?.LiveRecoveryCount ?? 0;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private RobustMutex ThrowNoLock() => throw new InvalidOperationException(
+        $"Segment \"{Name}\" is not synchronized (lock_kind {(int)Header.LockKind}, {Header.LockKind}): it has no shared lock. " +
+        "Create it with Synchronized = true (the default) or with a SharedLock.");
+
+    internal void Unlink()
+    {
+        ThrowIfDisposed();
+        Segment.Unlink();
+    }
+
+    internal void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        // The creator's name goes at once; the mapping goes when no lock is held any more.
+        if (!_shared) Segment.RetireAndUnlink();
+        Segment.Release();
+        _lockSegment?.Release();
+    }
+}

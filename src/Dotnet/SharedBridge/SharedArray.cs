@@ -1,0 +1,151 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace SharedBridge;
+
+/// <summary>
+/// A fixed-length array of <typeparamref name="T"/> in a named shared-memory segment, like Python's
+/// <c>multiprocessing.Array</c> / <c>RawArray</c>. Element access does not take the lock: hold
+/// <see cref="Lock()"/> around read-modify-write sequences.
+/// </summary>
+/// <typeparam name="T">A numeric type of docs/format.md section 3.4, <c>bool</c>, <c>Rune</c>, or a sequential struct of those.</typeparam>
+public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
+{
+    private readonly SegmentBinding _binding;
+    private readonly T* _data;
+    private readonly int _length;
+
+    private static readonly string OwnerName = $"SharedArray<{typeof(T).Name}>";
+
+    private SharedArray(SegmentBinding binding)
+    {
+        _binding = binding;
+        long length = _binding.Header.Length;
+        if (length > Array.MaxLength)
+        {
+            _binding.Dispose();
+            throw new NotSupportedException($"Segment \"{_binding.Name}\" holds {length} elements; SharedArray supports at most {Array.MaxLength}.");
+        }
+        _length = (int)length;
+        _data = (T*)_binding.Segment.Data;
+    }
+
+    /// <summary>Creates a zero-filled array of <paramref name="length"/> elements.</summary>
+    /// <param name="name">Segment name, or null for a generated <c>sb_...</c> name.</param>
+    /// <param name="length">Number of elements (0 or more).</param>
+    /// <param name="options">Lock, typecode, mode and lifetime options.</param>
+    /// <exception cref="SegmentExistsException">The name is taken.</exception>
+    /// <exception cref="UnsupportedTypeException"><typeparamref name="T"/> cannot be shared.</exception>
+    public static SharedArray<T> Create(string? name, int length, SegmentOptions? options = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        return CreateCore(name, length, default, options);
+    }
+
+    /// <summary>Creates an array holding a copy of <paramref name="initial"/>.</summary>
+    /// <param name="name">Segment name, or null for a generated <c>sb_...</c> name.</param>
+    /// <param name="initial">The initial elements; their count is the array's length.</param>
+    /// <param name="options">Lock, typecode, mode and lifetime options.</param>
+    public static SharedArray<T> Create(string? name, ReadOnlySpan<T> initial, SegmentOptions? options = null) =>
+        CreateCore(name, initial.Length, MemoryMarshal.AsBytes(initial), options);
+
+    private static SharedArray<T> CreateCore(string? name, int length, ReadOnlySpan<byte> initial, SegmentOptions? options)
+    {
+        var element = ElementType.Of<T>();
+        char code = element.CodeForCreate(options?.TypeCode);
+        if ((long)length * element.Size > long.MaxValue / 2)
+            throw new ArgumentOutOfRangeException(nameof(length), length, "The array is too large.");
+        return new SharedArray<T>(SegmentBinding.Create(OwnerName, name, SegmentKind.Array, code, element.Size, length,
+            element.TypeName, element.Fields, options, initial));
+    }
+
+    /// <summary>Opens an existing array segment (made by .NET or Python) as an array of <typeparamref name="T"/>.</summary>
+    /// <param name="name">Segment name.</param>
+    /// <param name="readyTimeout">How long to wait for a creator still initializing it (default 5 s).</param>
+    /// <exception cref="SegmentNotFoundException">No such segment.</exception>
+    /// <exception cref="TypeMismatchException">The segment's element type or layout is not <typeparamref name="T"/>.</exception>
+    /// <exception cref="CorruptSegmentException">The header is invalid.</exception>
+    /// <exception cref="SegmentNotReadyException">The creator had not finished within the timeout.</exception>
+    public static SharedArray<T> Open(string name, TimeSpan? readyTimeout = null)
+    {
+        var element = ElementType.Of<T>();
+        return new SharedArray<T>(SegmentBinding.Open(OwnerName, name, readyTimeout, header =>
+            header.Kind != SegmentKind.Array
+                ? $"it is a {header.Kind.ToString().ToLowerInvariant()} segment, not an array" +
+                  (header.Kind == SegmentKind.Value ? $" (use SharedValue<{typeof(T).Name}>.Open)" : "")
+                : element.Mismatch(header)));
+    }
+
+    /// <summary>The segment name.</summary>
+    public string Name => _binding.Name;
+
+    /// <summary>Number of elements.</summary>
+    public int Length => _length;
+
+    /// <summary>The segment's typecode ('d', 'i', 'T', ...).</summary>
+    public char TypeCode => _binding.Header.TypeCode;
+
+    /// <summary>True when the segment has a shared lock (embedded or another segment's).</summary>
+    public bool IsSynchronized => _binding.HasLock;
+
+    /// <summary>True when this object created the segment (and unlinks it on Dispose unless kept).</summary>
+    public bool IsOwner => _binding.IsOwner;
+
+    /// <summary>The validated private copy of the header.</summary>
+    public SegmentHeader Header => _binding.Header;
+
+    /// <summary>A reference to element <paramref name="index"/>; bounds-checked, does not take the lock.</summary>
+    public ref T this[int index]
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            _binding.ThrowIfDisposed();
+            if ((uint)index >= (uint)_length) ThrowIndex(index);
+            return ref _data[index];
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowIndex(int index) =>
+        throw new IndexOutOfRangeException($"Index {index} is outside \"{Name}\" (length {_length}).");
+
+    /// <summary>The elements as a span over shared memory. Do not use it after Dispose.</summary>
+    public Span<T> AsSpan()
+    {
+        _binding.ThrowIfDisposed();
+        return new Span<T>(_data, _length);
+    }
+
+    /// <summary>Copies the elements into a new array (does not take the lock).</summary>
+    public T[] ToArray() => AsSpan().ToArray();
+
+    /// <summary>Acquires the shared lock, blocking; dispose the scope to release it.</summary>
+    /// <exception cref="InvalidOperationException">The segment is unsynchronized.</exception>
+    /// <exception cref="LockNotRecoverableException">The lock is permanently unusable.</exception>
+    public LockScope Lock() => _binding.Lock();
+
+    /// <summary>Acquires the shared lock within <paramref name="timeout"/>.</summary>
+    /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
+    public LockScope Lock(TimeSpan timeout) => _binding.Lock(timeout);
+
+    /// <summary>Tries to acquire the shared lock within <paramref name="timeout"/>.</summary>
+    public bool TryLock(TimeSpan timeout, out LockScope scope) => _binding.TryLock(timeout, out scope);
+
+    /// <summary>A <see cref="SharedLock"/> for this array's lock, usable as <see cref="SegmentOptions.SharedLock"/>
+    /// (like Python's <c>get_lock()</c>); it keeps the mapping alive until disposed.</summary>
+    public SharedLock GetLock() => SharedLock.ForSegmentOf(_binding);
+
+    /// <summary>Dead-owner recoveries of the lock so far (live, from shared memory).</summary>
+    public long LockRecoveries => _binding.LockRecoveries;
+
+    /// <summary>Removes the name now; the memory stays mapped for everyone who has it open.</summary>
+    /// <exception cref="SegmentNotFoundException">The name was already removed.</exception>
+    public void Unlink() => _binding.Unlink();
+
+    /// <summary>Closes the array; the creator also unlinks the name unless <see cref="SegmentOptions.KeepOnDispose"/>.</summary>
+    public void Dispose() => _binding.Dispose();
+
+    /// <inheritdoc/>
+    public override string ToString() => $"SharedArray<{typeof(T).Name}>(\"{Name}\", {_length})";
+}

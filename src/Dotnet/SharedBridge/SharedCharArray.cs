@@ -1,0 +1,156 @@
+namespace SharedBridge;
+
+/// <summary>
+/// A byte string in shared memory (typecode 'c') with the semantics of a ctypes <c>c_char</c>
+/// array: <see cref="Value"/> is the bytes up to the first NUL, <see cref="Raw"/> all of them.
+/// </summary>
+public sealed unsafe class SharedCharArray : IDisposable
+{
+    private const string OwnerName = "SharedCharArray";
+    private readonly SegmentBinding _binding;
+    private readonly byte* _data;
+    private readonly int _length;
+
+    private SharedCharArray(SegmentBinding binding)
+    {
+        _binding = binding;
+        if (binding.Header.Length > Array.MaxLength)
+        {
+            binding.Dispose();
+            throw new NotSupportedException($"Segment \"{binding.Name}\" is too long for SharedCharArray.");
+        }
+        _length = (int)binding.Header.Length;
+        _data = binding.Segment.Data;
+    }
+
+    /// <summary>Creates a zero-filled byte string of <paramref name="length"/> bytes.</summary>
+    /// <param name="name">Segment name, or null for a generated name.</param>
+    /// <param name="length">Number of bytes.</param>
+    /// <param name="options">Lock, mode and lifetime options (TypeCode must be null or 'c').</param>
+    public static SharedCharArray Create(string? name, int length, SegmentOptions? options = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        return CreateCore(name, length, default, options);
+    }
+
+    /// <summary>Creates a byte string holding <paramref name="initial"/> (its length is the array's length).</summary>
+    /// <param name="name">Segment name, or null for a generated name.</param>
+    /// <param name="initial">The initial bytes.</param>
+    /// <param name="options">Lock, mode and lifetime options.</param>
+    public static SharedCharArray Create(string? name, ReadOnlySpan<byte> initial, SegmentOptions? options = null) =>
+        CreateCore(name, initial.Length, initial, options);
+
+    private static SharedCharArray CreateCore(string? name, int length, ReadOnlySpan<byte> initial, SegmentOptions? options)
+    {
+        if (options?.TypeCode is { } code && code != 'c')
+            throw new ArgumentException($"A SharedCharArray always has typecode 'c', not '{code}'.", nameof(options));
+        return new SharedCharArray(SegmentBinding.Create(OwnerName, name, SegmentKind.Array, 'c', 1, length, "", [], options, initial));
+    }
+
+    /// <summary>Opens an existing 'c' array segment (for example Python's <c>Array('c', ...)</c>).</summary>
+    /// <param name="name">Segment name.</param>
+    /// <param name="readyTimeout">How long to wait for a creator still initializing it (default 5 s).</param>
+    public static SharedCharArray Open(string name, TimeSpan? readyTimeout = null) =>
+        new(SegmentBinding.Open(OwnerName, name, readyTimeout, header =>
+            header.Kind != SegmentKind.Array || header.TypeCode != 'c'
+                ? $"it is a {header.Kind.ToString().ToLowerInvariant()} of {header.TypeDescription}, not an array of 'c' (c_char)"
+                : null));
+
+    /// <summary>The segment name.</summary>
+    public string Name => _binding.Name;
+
+    /// <summary>Number of bytes.</summary>
+    public int Length => _length;
+
+    /// <summary>Always 'c'.</summary>
+    public char TypeCode => 'c';
+
+    /// <summary>True when the segment has a shared lock.</summary>
+    public bool IsSynchronized => _binding.HasLock;
+
+    /// <summary>True when this object created the segment.</summary>
+    public bool IsOwner => _binding.IsOwner;
+
+    /// <summary>The validated private copy of the header.</summary>
+    public SegmentHeader Header => _binding.Header;
+
+    /// <summary>Byte <paramref name="index"/> (bounds-checked; does not take the lock).</summary>
+    public byte this[int index]
+    {
+        get => Bytes[CheckIndex(index)];
+        set => Bytes[CheckIndex(index)] = value;
+    }
+
+    private int CheckIndex(int index) => (uint)index < (uint)_length ? index
+        : throw new IndexOutOfRangeException($"Index {index} is outside \"{Name}\" (length {_length}).");
+
+    /// <summary>
+    /// The bytes up to the first NUL (all bytes if there is none). Setting copies the bytes and writes
+    /// a terminating NUL when room is left; the bytes after it are unchanged (ctypes semantics).
+    /// </summary>
+    /// <exception cref="ArgumentException">The new value is longer than the array (ctypes' ValueError).</exception>
+    public byte[] Value
+    {
+        get
+        {
+            var bytes = Bytes;
+            int end = bytes.IndexOf((byte)0);
+            return (end < 0 ? bytes : bytes[..end]).ToArray();
+        }
+        set
+        {
+            ArgumentNullException.ThrowIfNull(value);
+            var bytes = Bytes;
+            if (value.Length > bytes.Length)
+                throw new ArgumentException($"byte string too long ({value.Length} bytes for an array of {bytes.Length})", nameof(value));
+            value.CopyTo(bytes);
+            if (value.Length < bytes.Length) bytes[value.Length] = 0;
+        }
+    }
+
+    /// <summary>All bytes. Setting copies the bytes to the start; the rest is unchanged (ctypes semantics).</summary>
+    /// <exception cref="ArgumentException">The new value is longer than the array.</exception>
+    public byte[] Raw
+    {
+        get => Bytes.ToArray();
+        set
+        {
+            ArgumentNullException.ThrowIfNull(value);
+            var bytes = Bytes;
+            if (value.Length > bytes.Length)
+                throw new ArgumentException($"byte string too long ({value.Length} bytes for an array of {bytes.Length})", nameof(value));
+            value.CopyTo(bytes);
+        }
+    }
+
+    /// <summary>The bytes as a span over shared memory. Do not use it after Dispose.</summary>
+    public Span<byte> AsSpan() => Bytes;
+
+    private Span<byte> Bytes
+    {
+        get
+        {
+            _binding.ThrowIfDisposed();
+            return new Span<byte>(_data, _length);
+        }
+    }
+
+    /// <summary>Acquires the shared lock, blocking; dispose the scope to release it.</summary>
+    public LockScope Lock() => _binding.Lock();
+
+    /// <summary>Acquires the shared lock within <paramref name="timeout"/>.</summary>
+    /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
+    public LockScope Lock(TimeSpan timeout) => _binding.Lock(timeout);
+
+    /// <summary>Tries to acquire the shared lock within <paramref name="timeout"/>.</summary>
+    public bool TryLock(TimeSpan timeout, out LockScope scope) => _binding.TryLock(timeout, out scope);
+
+    /// <summary>Dead-owner recoveries of the lock so far.</summary>
+    public long LockRecoveries => _binding.LockRecoveries;
+
+    /// <summary>Removes the name now; the memory stays mapped.</summary>
+    public void Unlink() => _binding.Unlink();
+
+    /// <summary>Closes the array; the creator also unlinks the name unless kept.</summary>
+    public void Dispose() => _binding.Dispose();
+}

@@ -1,0 +1,83 @@
+namespace SharedBridge;
+
+/// <summary>
+/// A named robust lock shared between processes: a lock-only segment (kind 3), or the embedded lock
+/// of an array/value segment. Pass it as <see cref="SegmentOptions.SharedLock"/> to synchronize
+/// several segments with one lock (Python's <c>lock=lock</c>).
+/// </summary>
+public sealed class SharedLock : IDisposable
+{
+    private const string OwnerName = "SharedLock";
+    private readonly SegmentBinding _binding;
+
+    private SharedLock(SegmentBinding binding) => _binding = binding;
+
+    /// <summary>Creates a lock-only segment.</summary>
+    /// <param name="name">Segment name, or null for a generated name.</param>
+    /// <param name="options">Mode, lifetime and lock type (RecursiveLock); Synchronized must stay true.</param>
+    public static SharedLock Create(string? name = null, SegmentOptions? options = null)
+    {
+        if (options is not null && (!options.Synchronized || options.SharedLock is not null || options.TypeCode is not null))
+            throw new ArgumentException("A SharedLock has its own embedded lock and no data: Synchronized must be true, SharedLock and TypeCode null.", nameof(options));
+        return new SharedLock(SegmentBinding.Create(OwnerName, name, SegmentKind.Lock, '\0', 0, 0, "", [], options, default));
+    }
+
+    /// <summary>Opens the lock of an existing segment: a lock-only segment (Python's <c>sharedbridge.Lock</c>/<c>RLock</c>)
+    /// or any segment with an embedded lock.</summary>
+    /// <param name="name">Segment name.</param>
+    /// <param name="readyTimeout">How long to wait for a creator still initializing it (default 5 s).</param>
+    /// <exception cref="TypeMismatchException">The segment has no embedded lock.</exception>
+    public static SharedLock Open(string name, TimeSpan? readyTimeout = null) =>
+        new(SegmentBinding.Open(OwnerName, name, readyTimeout, header => header.LockKind == LockKind.Embedded ? null
+            : header.LockKind == LockKind.External
+                ? $"it has no lock of its own: it uses the lock of \"{header.LockName}\" (open that one)"
+                : "it has no shared lock"));
+
+    internal static SharedLock ForSegmentOf(SegmentBinding binding)
+    {
+        binding.ThrowIfDisposed();
+        var holder = binding.LockHolder ?? throw new InvalidOperationException(
+            $"Segment \"{binding.Name}\" is not synchronized: it has no lock to share.");
+        return new SharedLock(SegmentBinding.Share(OwnerName, holder));
+    }
+
+    /// <summary>The segment holding the lock, with one more reference for a new user (lock_kind 2).</summary>
+    internal Segment LockSegmentForSharing()
+    {
+        _binding.ThrowIfDisposed();
+        var segment = _binding.Segment;
+        segment.AddRef();
+        return segment;
+    }
+
+    /// <summary>The name of the segment that holds the lock.</summary>
+    public string Name => _binding.Name;
+
+    /// <summary>True when this object created the lock segment.</summary>
+    public bool IsOwner => _binding.IsOwner;
+
+    /// <summary>Recursive (RLock) or error-checking (Lock).</summary>
+    public LockType LockType => _binding.Header.LockType;
+
+    /// <summary>The validated private copy of the header.</summary>
+    public SegmentHeader Header => _binding.Header;
+
+    /// <summary>Acquires the lock, blocking; dispose the scope to release it.</summary>
+    public LockScope Lock() => _binding.Lock();
+
+    /// <summary>Acquires the lock within <paramref name="timeout"/>.</summary>
+    /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
+    public LockScope Lock(TimeSpan timeout) => _binding.Lock(timeout);
+
+    /// <summary>Tries to acquire the lock within <paramref name="timeout"/>.</summary>
+    public bool TryLock(TimeSpan timeout, out LockScope scope) => _binding.TryLock(timeout, out scope);
+
+    /// <summary>Dead-owner recoveries of this lock so far.</summary>
+    public long Recoveries => _binding.LockRecoveries;
+
+    /// <summary>Removes the name now; the memory stays mapped.</summary>
+    public void Unlink() => _binding.Unlink();
+
+    /// <summary>Closes the lock; the creator also unlinks the name unless kept.</summary>
+    public void Dispose() => _binding.Dispose();
+}

@@ -1,0 +1,102 @@
+namespace SharedBridge;
+
+/// <summary>
+/// Any segment opened without knowing its type in advance, for tools and for segments made by
+/// Python: the validated header, the raw data bytes and the lock.
+/// </summary>
+public sealed unsafe class SharedSegment : IDisposable
+{
+    private const string OwnerName = "SharedSegment";
+    private readonly SegmentBinding _binding;
+
+    private SharedSegment(SegmentBinding binding) => _binding = binding;
+
+    /// <summary>Opens and validates any segment (array, value or lock, any element type).</summary>
+    /// <param name="name">Segment name.</param>
+    /// <param name="readyTimeout">How long to wait for a creator still initializing it (default 5 s).</param>
+    public static SharedSegment Open(string name, TimeSpan? readyTimeout = null) =>
+        new(SegmentBinding.Open(OwnerName, name, readyTimeout, _ => null));
+
+    /// <summary>Removes a segment name (explicit unlink; memory stays mapped for processes using it).</summary>
+    /// <exception cref="SegmentNotFoundException">No such segment.</exception>
+    public static void Unlink(string name)
+    {
+        SegmentName.Validate(name);
+        if (Interop.ShmUnlink(SegmentName.ToOsName(name)) != 0)
+        {
+            int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            throw errno == Interop.ENOENT
+                ? new SegmentNotFoundException(name, $"No segment named \"{name}\" exists.")
+                : new IOException($"shm_unlink(\"{name}\") failed: {Interop.Describe(errno)}");
+        }
+    }
+
+    /// <summary>True when a segment of this name exists (the name is validated first).</summary>
+    public static bool Exists(string name)
+    {
+        SegmentName.Validate(name);
+        using var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDONLY, 0, out int errno);
+        return fd is not null || errno != Interop.ENOENT;
+    }
+
+    /// <summary>The segment name.</summary>
+    public string Name => _binding.Name;
+
+    /// <summary>The validated private copy of the header.</summary>
+    public SegmentHeader Header => _binding.Header;
+
+    /// <summary>The data area (data_size bytes) over shared memory. Do not use it after Dispose.</summary>
+    /// <exception cref="NotSupportedException">The data area is larger than 2 GiB.</exception>
+    public Span<byte> Data
+    {
+        get
+        {
+            _binding.ThrowIfDisposed();
+            long size = Header.DataSize;
+            if (size > int.MaxValue) throw new NotSupportedException($"The data area of \"{Name}\" ({size} bytes) is too large for a Span.");
+            return new Span<byte>(_binding.Segment.Data, (int)size);
+        }
+    }
+
+    /// <summary>True when the segment is synchronized by a shared lock (embedded, or external and opened).</summary>
+    public bool HasLock => _binding.HasLock;
+
+    /// <summary>Acquires the segment's shared lock, blocking.</summary>
+    public LockScope Lock() => _binding.Lock();
+
+    /// <summary>Acquires the lock within <paramref name="timeout"/>.</summary>
+    /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
+    public LockScope Lock(TimeSpan timeout) => _binding.Lock(timeout);
+
+    /// <summary>Tries to acquire the lock within <paramref name="timeout"/>.</summary>
+    public bool TryLock(TimeSpan timeout, out LockScope scope) => _binding.TryLock(timeout, out scope);
+
+    /// <summary>Dead-owner recoveries of the lock so far (live).</summary>
+    public long LockRecoveries => _binding.LockRecoveries;
+
+    /// <summary>
+    /// Thread id (Linux tid) of the current holder of the embedded lock, 0 when it is free, read from
+    /// the mutex's lock word without locking (a snapshot, for tools). Not available for external locks.
+    /// </summary>
+    public int LockOwnerThreadId
+    {
+        get
+        {
+            _binding.ThrowIfDisposed();
+            return _binding.Segment.Mutex is { } mutex ? mutex.OwnerThreadId : 0;
+        }
+    }
+
+    /// <summary>True when the embedded lock's holder died and nobody has recovered it yet (snapshot).</summary>
+    public bool LockOwnerDied
+    {
+        get
+        {
+            _binding.ThrowIfDisposed();
+            return _binding.Segment.Mutex is { } mutex && mutex.OwnerDied;
+        }
+    }
+
+    /// <summary>Closes this view (never unlinks: an attacher only unlinks explicitly).</summary>
+    public void Dispose() => _binding.Dispose();
+}

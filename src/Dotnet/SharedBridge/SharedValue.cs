@@ -1,0 +1,105 @@
+using System.Runtime.InteropServices;
+
+namespace SharedBridge;
+
+/// <summary>
+/// A single <typeparamref name="T"/> in a named shared-memory segment, like Python's
+/// <c>multiprocessing.Value</c> / <c>RawValue</c>. <see cref="Value"/> and <see cref="Ref"/> do not
+/// take the lock: hold <see cref="Lock()"/> around read-modify-write sequences such as <c>Value++</c>.
+/// </summary>
+/// <typeparam name="T">A numeric type of docs/format.md section 3.4, <c>bool</c>, <c>Rune</c>, or a sequential struct of those.</typeparam>
+public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
+{
+    private static readonly string OwnerName = $"SharedValue<{typeof(T).Name}>";
+    private readonly SegmentBinding _binding;
+    private readonly T* _data;
+
+    private SharedValue(SegmentBinding binding)
+    {
+        _binding = binding;
+        _data = (T*)binding.Segment.Data;
+    }
+
+    /// <summary>Creates a value segment holding <paramref name="initial"/>.</summary>
+    /// <param name="name">Segment name, or null for a generated <c>sb_...</c> name.</param>
+    /// <param name="initial">The initial value.</param>
+    /// <param name="options">Lock, typecode, mode and lifetime options.</param>
+    public static SharedValue<T> Create(string? name, T initial = default, SegmentOptions? options = null)
+    {
+        var element = ElementType.Of<T>();
+        char code = element.CodeForCreate(options?.TypeCode);
+        return new SharedValue<T>(SegmentBinding.Create(OwnerName, name, SegmentKind.Value, code, element.Size, 1,
+            element.TypeName, element.Fields, options, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in initial))));
+    }
+
+    /// <summary>Opens an existing value segment (made by .NET or Python).</summary>
+    /// <param name="name">Segment name.</param>
+    /// <param name="readyTimeout">How long to wait for a creator still initializing it (default 5 s).</param>
+    /// <exception cref="TypeMismatchException">The segment is not a value of type <typeparamref name="T"/>.</exception>
+    public static SharedValue<T> Open(string name, TimeSpan? readyTimeout = null)
+    {
+        var element = ElementType.Of<T>();
+        return new SharedValue<T>(SegmentBinding.Open(OwnerName, name, readyTimeout, header =>
+            header.Kind != SegmentKind.Value
+                ? $"it is {(header.Kind == SegmentKind.Array ? "an array" : "a lock-only")} segment, not a value" +
+                  (header.Kind == SegmentKind.Array ? $" (use SharedArray<{typeof(T).Name}>.Open)" : "")
+                : element.Mismatch(header)));
+    }
+
+    /// <summary>The segment name.</summary>
+    public string Name => _binding.Name;
+
+    /// <summary>The segment's typecode.</summary>
+    public char TypeCode => _binding.Header.TypeCode;
+
+    /// <summary>True when the segment has a shared lock.</summary>
+    public bool IsSynchronized => _binding.HasLock;
+
+    /// <summary>True when this object created the segment.</summary>
+    public bool IsOwner => _binding.IsOwner;
+
+    /// <summary>The validated private copy of the header.</summary>
+    public SegmentHeader Header => _binding.Header;
+
+    /// <summary>The value (a plain read or write of shared memory; does not take the lock).</summary>
+    public T Value
+    {
+        get => Ref;
+        set => Ref = value;
+    }
+
+    /// <summary>A reference to the value in shared memory (does not take the lock).</summary>
+    public ref T Ref
+    {
+        get
+        {
+            _binding.ThrowIfDisposed();
+            return ref *_data;
+        }
+    }
+
+    /// <summary>Acquires the shared lock, blocking; dispose the scope to release it.</summary>
+    public LockScope Lock() => _binding.Lock();
+
+    /// <summary>Acquires the shared lock within <paramref name="timeout"/>.</summary>
+    /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
+    public LockScope Lock(TimeSpan timeout) => _binding.Lock(timeout);
+
+    /// <summary>Tries to acquire the shared lock within <paramref name="timeout"/>.</summary>
+    public bool TryLock(TimeSpan timeout, out LockScope scope) => _binding.TryLock(timeout, out scope);
+
+    /// <summary>A <see cref="SharedLock"/> for this value's lock (like Python's <c>get_lock()</c>).</summary>
+    public SharedLock GetLock() => SharedLock.ForSegmentOf(_binding);
+
+    /// <summary>Dead-owner recoveries of the lock so far.</summary>
+    public long LockRecoveries => _binding.LockRecoveries;
+
+    /// <summary>Removes the name now; the memory stays mapped.</summary>
+    public void Unlink() => _binding.Unlink();
+
+    /// <summary>Closes the value; the creator also unlinks the name unless kept.</summary>
+    public void Dispose() => _binding.Dispose();
+
+    /// <inheritdoc/>
+    public override string ToString() => $"SharedValue<{typeof(T).Name}>(\"{Name}\")";
+}

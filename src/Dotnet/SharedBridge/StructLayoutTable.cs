@@ -1,0 +1,186 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Reflection;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace SharedBridge;
+
+/// <summary>
+/// Describes a .NET struct as a C structure with natural alignment (docs/format.md section 4):
+/// the field table in pre-order, the size, and a check that the CLR really lays the struct out
+/// that way. Nested structs become 'T' entries; fixed buffers and [InlineArray] fields get count N.
+/// </summary>
+[UnconditionalSuppressMessage("Trimming", "IL2070", Justification = "Instance fields of value types are never trimmed: they define the layout.")]
+[UnconditionalSuppressMessage("Trimming", "IL2075", Justification = "Instance fields of value types are never trimmed: they define the layout.")]
+internal static class StructLayoutTable
+{
+    internal sealed record Result(StructField[] Fields, Type[] LeafTypes, int Size, string TypeName);
+
+    private sealed record Entry(StructField Field, Type LeafType, FieldInfo[] Path);
+
+    /// <summary>Builds and verifies the table of <typeparamref name="T"/>, or throws UnsupportedTypeException.</summary>
+    internal static Result Build<T>() where T : unmanaged
+    {
+        Type type = typeof(T);
+        string typeName = type.Name;
+        int tick = typeName.IndexOf('`');
+        if (tick >= 0) typeName = typeName[..tick];
+        if (typeName.Length >= HeaderLayout.TypeNameWidth || !HeaderCodec.IsIdentifierText(typeName, allowLeadingDigit: false))
+            throw Unsupported(type, $"its name \"{typeName}\" must be an ASCII identifier of at most 31 characters");
+
+        var entries = new List<Entry>();
+        var (size, _) = Describe(type, parent: -1, [], entries, type);
+        int clrSize = Unsafe.SizeOf<T>();
+        if (clrSize != size)
+            throw Unsupported(type, $"the CLR lays it out in {clrSize} bytes, C natural alignment gives {size} " +
+                                    "(remove Pack/Size from [StructLayout], or reorder the fields)");
+        VerifyOffsets<T>(entries);
+        return new Result(entries.Select(e => e.Field).ToArray(), entries.Select(e => e.LeafType).ToArray(), size, typeName);
+    }
+
+    /// <summary>Appends the entries of <paramref name="type"/>; returns its C size and alignment.</summary>
+    private static (int Size, int Align) Describe(Type type, int parent, FieldInfo[] path, List<Entry> entries, Type root)
+    {
+        if (type.IsExplicitLayout)
+            throw Unsupported(root, $"{type.Name} has explicit layout (unions and overlapping fields are not supported)");
+        if (!type.IsLayoutSequential)
+            throw Unsupported(root, $"{type.Name} does not have LayoutKind.Sequential");
+        var fields = type.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)
+                         .OrderBy(f => f.MetadataToken).ToArray();
+        if (fields.Length == 0)
+            throw Unsupported(root, $"{type.Name} has no fields (C has no empty structures)");
+
+        int offset = 0, align = 1, lastChildOffset = -1;
+        foreach (var field in fields)
+        {
+            var (itemType, count, innerField) = Shape(field, root);
+            string name = FieldName(field, root);
+            FieldInfo[] fieldPath = innerField is null ? [.. path, field] : [.. path, field, innerField];
+            int index = entries.Count;
+            int itemSize, itemAlign;
+            char code;
+            if (IsScalar(itemType, field, root, out char scalarCode))
+            {
+                code = Override(field, itemType, scalarCode, root);
+                itemSize = itemAlign = TypeCodes.SizeOf(code);
+                offset = AlignUp(offset, itemAlign);
+                entries.Add(new Entry(new StructField(name, code, offset, count, itemSize, parent), itemType, fieldPath));
+            }
+            else
+            {
+                code = TypeCodes.Structure;
+                entries.Add(null!); // placeholder: a 'T' entry precedes its children (pre-order)
+                var (nestedSize, nestedAlign) = Describe(itemType, index, fieldPath, entries, root);
+                itemSize = nestedSize;
+                itemAlign = nestedAlign;
+                offset = AlignUp(offset, itemAlign);
+                entries[index] = new Entry(new StructField(name, code, offset, count, itemSize, parent), itemType, fieldPath);
+            }
+            if (offset <= lastChildOffset) throw new InvalidOperationException("offsets must increase");
+            lastChildOffset = offset;
+            offset += count * itemSize;
+            align = Math.Max(align, itemAlign);
+        }
+        return (AlignUp(offset, align), align);
+    }
+
+    /// <summary>Item type and count: fixed buffers and [InlineArray] structs are arrays of their element.</summary>
+    private static (Type ItemType, int Count, FieldInfo? Inner) Shape(FieldInfo field, Type root)
+    {
+        if (field.GetCustomAttribute<FixedBufferAttribute>() is { } fixedBuffer)
+            return (fixedBuffer.ElementType, fixedBuffer.Length, field.FieldType.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)[0]);
+        if (field.FieldType.GetCustomAttribute<InlineArrayAttribute>() is { } inline)
+        {
+            var inner = field.FieldType.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic);
+            if (inner.Length != 1) throw Unsupported(root, $"inline array {field.FieldType.Name} must have exactly one field");
+            return (inner[0].FieldType, inline.Length, inner[0]);
+        }
+        return (field.FieldType, 1, null);
+    }
+
+    private static bool IsScalar(Type type, FieldInfo field, Type root, out char code)
+    {
+        if (TypeCodes.RefusalFor(type) is { } refusal)
+            throw Unsupported(root, $"field {field.DeclaringType?.Name}.{field.Name}: {refusal}");
+        if (TypeCodes.DefaultCodeFor(type) is { } c)
+        {
+            code = c;
+            return true;
+        }
+        if (type.IsPrimitive || type.Assembly == typeof(object).Assembly)
+            throw Unsupported(root, $"field {field.DeclaringType?.Name}.{field.Name} has type {type.Name}, which has no typecode");
+        code = TypeCodes.Structure;
+        return false;
+    }
+
+    /// <summary>[SharedTypeCode('c')] and friends choose a non-default typecode for a field.</summary>
+    private static char Override(FieldInfo field, Type itemType, char code, Type root)
+    {
+        if (field.GetCustomAttribute<SharedTypeCodeAttribute>() is not { } attr) return code;
+        if (!TypeCodes.Accepts(attr.TypeCode, itemType))
+            throw Unsupported(root, $"field {field.Name}: typecode '{attr.TypeCode}' cannot hold {itemType.Name}");
+        return attr.TypeCode;
+    }
+
+    /// <summary>Auto-property backing fields (&lt;X&gt;k__BackingField) are recorded as X.</summary>
+    private static string FieldName(FieldInfo field, Type root)
+    {
+        string name = field.Name;
+        if (name.StartsWith('<') && name.IndexOf('>') is > 1 and var close) name = name[1..close];
+        if (name.Length >= HeaderLayout.EntryNameWidth || !HeaderCodec.IsIdentifierText(name, allowLeadingDigit: false))
+            throw Unsupported(root, $"field name \"{name}\" must be an ASCII identifier of at most 31 characters");
+        return name;
+    }
+
+    /// <summary>Writes a marker into each leaf field of a boxed T through reflection and checks that it
+    /// lands at the offset the table claims, so a table never disagrees with the real layout.</summary>
+    private static void VerifyOffsets<T>(List<Entry> entries) where T : unmanaged
+    {
+        var absolute = new int[entries.Count];
+        for (int i = 0; i < entries.Count; i++)
+        {
+            var f = entries[i].Field;
+            absolute[i] = f.Offset + (f.Parent >= 0 ? absolute[f.Parent] : 0);
+            if (f.TypeCode == TypeCodes.Structure) continue;
+            object box = default(T);
+            SetPath(box, entries[i].Path, 0, Marker(entries[i].LeafType));
+            var bytes = MemoryMarshal.AsBytes(new ReadOnlySpan<T>(ref Unsafe.Unbox<T>(box)));
+            int actual = bytes.IndexOfAnyExcept((byte)0);
+            if (actual != absolute[i])
+                throw Unsupported(typeof(T), $"the CLR places field {f.Name} at byte {actual}, C natural alignment at {absolute[i]}");
+        }
+    }
+
+    private static void SetPath(object box, FieldInfo[] path, int depth, object value)
+    {
+        if (depth == path.Length - 1)
+        {
+            path[depth].SetValue(box, value);
+            return;
+        }
+        object inner = path[depth].GetValue(box)!;
+        SetPath(inner, path, depth + 1, value);
+        path[depth].SetValue(box, inner);
+    }
+
+    /// <summary>A value of the leaf type whose lowest (first, little-endian) byte is non-zero.</summary>
+    private static object Marker(Type type)
+    {
+        Type scalar = TypeCodes.ScalarOf(type);
+        object value = scalar switch
+        {
+            _ when scalar == typeof(bool) => true,
+            _ when scalar == typeof(float) => BitConverter.Int32BitsToSingle(0x3F800001),
+            _ when scalar == typeof(double) => BitConverter.Int64BitsToDouble(0x3FF0000000000001),
+            _ when scalar == typeof(System.Text.Rune) => new System.Text.Rune('A'),
+            _ => Convert.ChangeType(1, scalar),
+        };
+        return type.IsEnum ? Enum.ToObject(type, value) : value;
+    }
+
+    private static int AlignUp(int x, int a) => (x + a - 1) / a * a;
+
+    private static UnsupportedTypeException Unsupported(Type type, string problem) =>
+        new($"{type.Name} cannot be stored in a shared segment: {problem}. Use a [StructLayout(LayoutKind.Sequential)] " +
+            "struct of the numeric types of docs/format.md section 3.4, nested structs and fixed buffers.");
+}
