@@ -45,7 +45,9 @@ def field_ctype(field):
 
 
 def element_type(vector):
-    return struct_type(vector["struct"]) if vector["typecode"] == "T" else CTYPES[vector["typecode"]]
+    """What to pass as typecode_or_type: the typecode string for scalars, because ctypes makes
+    c_longlong an alias of c_long on LP64, so only the string tells 'l' from 'q'."""
+    return struct_type(vector["struct"]) if vector["typecode"] == "T" else vector["typecode"]
 
 
 # ---- JSON -> Python values ----------------------------------------------------------------

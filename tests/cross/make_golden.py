@@ -9,11 +9,25 @@ External-lock vectors use their fixed lock-segment name, which the header record
 import glob
 import os
 import struct
+import zlib
 
 import cross_vectors as cv
 import python_driver
 
 VECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors")
+
+
+# Masked fields (docs/format.md section 9) get fixed values so that regenerating changes no
+# byte unless the format did: pid 1 (never a dead creator), start time 0 ("unknown"),
+# 2026-01-01T00:00:00Z; the checksum is then recomputed over the result.
+FIXED_CREATOR = struct.pack("<IQq", 1, 0, 1_767_225_600 * 1_000_000_000)
+
+
+def normalized(header):
+    h = bytearray(header)
+    h[0x044:0x058] = FIXED_CREATOR
+    struct.pack_into("<I", h, 0x184, zlib.crc32(bytes(h[0x000:0x180]) + bytes(h[0x200:])))
+    return bytes(h)
 
 
 def main():
@@ -32,7 +46,7 @@ def main():
                 f.seek(0)
                 header = f.read(header_size)
             with open(path[: -len(".json")] + ".header.bin", "wb") as out:
-                out.write(header)
+                out.write(normalized(header))
             print(f"{vector['id']}: {header_size} bytes")
         finally:
             for obj in objects:

@@ -127,21 +127,44 @@ def _check_lock_only(vector, lock, errors):
 def verify(vector, name, lock_name):
     sb = _sharedbridge()
     errors = []
+    # Not closed afterwards: in the creating process (host) attach returns the creator's own
+    # segment, and closing it would give up the creator's claim and unlink the name.
     obj = sb.attach(name)
-    try:
-        if vector["object"] == "lock":
-            _check_lock_only(vector, obj, errors)
-            return {"ok": not errors, "errors": errors, "values": []}
-        _check_lock(vector, obj, lock_name, errors)
-        raw = obj.get_obj() if hasattr(obj, "get_obj") else obj
-        expected = cv.canon_expected(vector)
-        actual = _elements(vector, raw)
-        if vector["object"] == "array" and len(raw) != len(vector["values"]):
-            errors.append(f"length: expected {len(vector['values'])}, found {len(raw)}")
-        errors += cv.diff(expected, actual)
-        return {"ok": not errors, "errors": errors, "values": actual}
-    finally:
-        _close(obj)
+    if vector["object"] == "lock":
+        _check_lock_only(vector, obj, errors)
+        return {"ok": not errors, "errors": errors, "values": []}
+    _check_header(vector, sb.header_of(name), lock_name, errors)
+    _check_lock(vector, obj, lock_name, errors)
+    raw = obj.get_obj() if hasattr(obj, "get_obj") else obj
+    expected = cv.canon_expected(vector)
+    actual = _elements(vector, raw)
+    if vector["object"] == "array" and len(raw) != len(vector["values"]):
+        errors.append(f"length: expected {len(vector['values'])}, found {len(raw)}")
+    errors += cv.diff(expected, actual)
+    return {"ok": not errors, "errors": errors, "values": actual}
+
+
+KINDS = {"array": 1, "chararray": 1, "value": 2, "lock": 3}
+LOCK_KINDS = {"none": 0, "embedded": 1, "external": 2}
+
+
+def _check_header(vector, h, lock_name, errors):
+    """What the validated header says must match the vector (as the C# driver checks)."""
+    expected = {
+        "kind": KINDS[vector["object"]],
+        "typecode": vector["typecode"],
+        "length": (len(vector["values"]) if vector["object"] == "array"
+                   else vector["length"] if vector["object"] == "chararray" else 1),
+        "type name": vector["struct"]["name"] if "struct" in vector else "",
+        "lock kind": LOCK_KINDS[vector["lock"]["kind"]],
+    }
+    actual = {"kind": int(h.kind), "typecode": h.typecode, "length": h.element_count,
+              "type name": h.type_name, "lock kind": int(h.lock_kind)}
+    if vector["lock"]["kind"] == "external":
+        expected["lock name"], actual["lock name"] = lock_name, h.lock_name
+    for what, value in expected.items():
+        if actual[what] != value:
+            errors.append(f"{what}: expected {value}, found {actual[what]}")
 
 
 def _close(obj):

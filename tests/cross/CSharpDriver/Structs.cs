@@ -1,0 +1,67 @@
+using System.Runtime.InteropServices;
+using System.Text.Json;
+
+namespace SharedBridge.CrossDriver;
+
+// Field names are lower case on purpose: they are written into the segment's field table, and the
+// golden vectors (made from the Python declarations) hold the Python names byte for byte.
+
+/// <summary>The multiprocessing documentation's Point: _fields_ = [('x', c_double), ('y', c_double)].</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct Point
+{
+    public double x;
+    public double y;
+
+    public Point(double x, double y) { this.x = x; this.y = y; }
+
+    public static Point FromJson(JsonElement e) => new(Canonical.Double(e[0]), Canonical.Double(e[1]));
+
+    public readonly string Canonical_() => Canonical.Struct(Canonical.Of(x), Canonical.Of(y));
+}
+
+/// <summary>A structure with one field of most kinds: bool, signed byte, ushort, int, double,
+/// c_char * 6, float, a nested Point and long long (56 bytes, natural alignment), matching
+/// tests/cross/vectors' "Mixed".</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct Mixed
+{
+    public bool flag;
+    public sbyte small;
+    public ushort code;
+    public int count;
+    public double ratio;
+    [SharedTypeCode('c')] public fixed byte tag[6];  // c_char * 6, not c_ubyte * 6
+    public float weight;
+    public Point pos;
+    public long total;
+
+    public static Mixed FromJson(JsonElement e)
+    {
+        var m = new Mixed
+        {
+            flag = e[0].GetBoolean(),
+            small = e[1].GetSByte(),
+            code = e[2].GetUInt16(),
+            count = e[3].GetInt32(),
+            ratio = Canonical.Double(e[4]),
+            weight = (float)Canonical.Double(e[6]),
+            pos = Point.FromJson(e[7]),
+            total = e[8].GetInt64(),
+        };
+        byte[] tagBytes = Canonical.Latin1(e[5]);
+        if (tagBytes.Length > 6) throw new ArgumentException("Mixed.tag holds at most 6 bytes");
+        for (int i = 0; i < tagBytes.Length; i++) m.tag[i] = tagBytes[i];
+        return m;
+    }
+
+    public readonly string Canonical_()
+    {
+        fixed (byte* t = tag)
+        {
+            return Canonical.Struct(Canonical.Of(flag), Canonical.Of(small), Canonical.Of(code), Canonical.Of(count),
+                Canonical.Of(ratio), Canonical.CharField(new ReadOnlySpan<byte>(t, 6)), Canonical.Of(weight),
+                pos.Canonical_(), Canonical.Of(total));
+        }
+    }
+}

@@ -1,0 +1,55 @@
+using System.Text.Json;
+
+namespace SharedBridge.CrossDriver;
+
+/// <summary>A test vector (tests/cross/vectors/*.json): what segment to build and what it holds.</summary>
+public sealed class Vector
+{
+    public required string Id { get; init; }
+    public required string Object { get; init; }        // array | value | chararray | lock
+    public char TypeCode { get; init; }
+    public required string LockKind { get; init; }      // none | embedded | external
+    public string? LockType { get; init; }              // lock | rlock (lock-only and external)
+    public string? LockSegment { get; init; }           // the fixed lock-segment name of an external lock
+    public string? StructName { get; init; }
+    public int Length { get; init; }
+    public JsonElement Values { get; init; }
+
+    public static Vector Load(string path)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+        JsonElement root = doc.RootElement.Clone();
+        JsonElement lockSpec = root.GetProperty("lock");
+        return new Vector
+        {
+            Id = root.GetProperty("id").GetString()!,
+            Object = root.GetProperty("object").GetString()!,
+            TypeCode = root.TryGetProperty("typecode", out var tc) ? tc.GetString()![0] : '\0',
+            LockKind = lockSpec.GetProperty("kind").GetString()!,
+            LockType = lockSpec.TryGetProperty("type", out var lt) ? lt.GetString() : null,
+            LockSegment = lockSpec.TryGetProperty("segment", out var ls) ? ls.GetString() : null,
+            StructName = root.TryGetProperty("struct", out var st) ? st.GetProperty("name").GetString() : null,
+            Length = root.GetProperty("object").GetString() switch
+            {
+                "chararray" => root.GetProperty("length").GetInt32(),
+                "array" => root.GetProperty("values").GetArrayLength(),
+                "value" => 1,
+                _ => 0,
+            },
+            Values = root.TryGetProperty("values", out var values) ? values : default,
+        };
+    }
+
+    /// <summary>A char array's full contents: the vector's bytes (latin-1), NUL-padded to its length.</summary>
+    public byte[] CharBytes()
+    {
+        string text = Values.GetString()!;
+        var bytes = new byte[Length];
+        for (int i = 0; i < text.Length; i++) bytes[i] = checked((byte)text[i]);
+        return bytes;
+    }
+
+    /// <summary>The elements as JSON items (a value is a one-element list).</summary>
+    public IReadOnlyList<JsonElement> Elements() =>
+        Object == "array" ? Values.EnumerateArray().ToList() : [Values];
+}

@@ -1,0 +1,38 @@
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
+
+namespace SharedBridge.CrossTests.Infrastructure;
+
+/// <summary>Where things are: found by walking up from the test assembly to SharedBridge.sln,
+/// so the suite works from any checkout location and any working directory.</summary>
+public static class Repo
+{
+    public static readonly string Root = FindRoot();
+
+    public static string CrossDir => Path.Combine(Root, "tests", "cross");
+    public static string VectorsDir => Path.Combine(CrossDir, "vectors");
+    public static string PythonPackageDir => Path.Combine(Root, "python");
+    public static string PythonDriver => Path.Combine(CrossDir, "python_driver.py");
+
+    /// <summary>The csharp-driver apphost of the same configuration as this test assembly
+    /// (built through the ProjectReference with ReferenceOutputAssembly=false).</summary>
+    public static string CSharpDriver
+    {
+        get
+        {
+            var dir = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/'));
+            string framework = dir.Name;
+            string configuration = dir.Parent!.Name;
+            string path = Path.Combine(CrossDir, "CSharpDriver", "bin", configuration, framework, "csharp-driver");
+            if (!File.Exists(path))
+                throw new FileNotFoundException($"csharp-driver is not built at {path}: run `dotnet build tests/cross/SharedBridge.CrossTests -c {configuration}`");
+            return path;
+        }
+    }
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "SharedBridge.sln"))) return dir.FullName;
+        throw new DirectoryNotFoundException($"no SharedBridge.sln above {AppContext.BaseDirectory}");
+    }
+}
