@@ -28,7 +28,8 @@ public static class Scenarios
 
     private static int ParentSharedCtypes(string @base, IReadOnlyList<IReadOnlyList<string>> children)
     {
-        using var lk = SharedLock.Create(@base + "_lk");
+        // multiprocessing.Lock(): a non-recursive lock shared by s and A
+        using var lk = SharedLock.Create(@base + "_lk", new SegmentOptions { RecursiveLock = false });
         using var n = SharedValue<int>.Create(@base + "_n", 7);
         using var x = SharedValue<double>.Create(@base + "_x", 1.0 / 3.0, new SegmentOptions { Synchronized = false });
         using var s = SharedCharArray.Create(@base + "_s", "hello world"u8, new SegmentOptions { SharedLock = lk });

@@ -41,12 +41,11 @@ public sealed class ScenarioTests : CrossTestBase
         from way in Enum.GetValues<Way>()
         select new TestCaseData(scenario, py.Label, way).SetName($"{py.Label} | {scenario} | {Describe(way)}");
 
-    public static IEnumerable<TestCaseData> HeavyCases()
-    {
-        string py = Interpreters.Preferred.Label;
-        yield return new TestCaseData(py, true).SetName($"{py} only | heavy | C# parent, 2 C# + 2 Python workers x 100,000 locked increments");
-        yield return new TestCaseData(py, false).SetName($"{py} only | heavy | Python parent, 2 C# + 2 Python workers x 100,000 locked increments");
-    }
+    public static IEnumerable<TestCaseData> HeavyCases() =>
+        from py in Interpreters.All
+        from csharpParent in new[] { true, false }
+        select new TestCaseData(py.Label, csharpParent).SetName(
+            $"{py.Label} | heavy | {(csharpParent ? "C#" : "Python")} parent, 2 C# + 2 Python workers x 100,000 locked increments");
 
     private static DriverResult Baseline(string scenario, string py) =>
         Baselines.GetOrAdd((scenario, py), key => new Lazy<DriverResult>(() =>
