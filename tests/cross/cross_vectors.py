@@ -60,11 +60,18 @@ def py_scalar(typecode, value):
     return value
 
 
+def _is_item_array(field):
+    """A fixed array field other than c_char * N (which reads and writes as one bytes value)."""
+    return "count" in field and field["type"] != "c"
+
+
 def py_struct(spec, values):
     out = []
     for field, value in zip(spec["fields"], values):
         if field["type"] == "T":
             out.append(py_struct(field["struct"], value))
+        elif _is_item_array(field):
+            out.append(tuple(py_scalar(field["type"], v) for v in value))
         else:
             out.append(py_scalar(field["type"], value))
     return tuple(out)
@@ -108,6 +115,8 @@ def canon_struct(spec, values):
     for field, value in zip(spec["fields"], values):
         if field["type"] == "T":
             parts.append(canon_struct(field["struct"], value))
+        elif _is_item_array(field):
+            parts.append("[" + ",".join(canon_scalar(field["type"], v) for v in value) + "]")
         else:
             parts.append(canon_scalar(field["type"], value))
     return "{" + ",".join(parts) + "}"
@@ -128,7 +137,11 @@ def ctypes_to_plain(spec, obj):
     out = []
     for field in spec["fields"]:
         value = getattr(obj, field["name"])
-        out.append(ctypes_to_plain(field["struct"], value) if field["type"] == "T" else value)
+        if field["type"] == "T":
+            value = ctypes_to_plain(field["struct"], value)
+        elif _is_item_array(field):
+            value = list(value)
+        out.append(value)
     return out
 
 

@@ -43,11 +43,7 @@ def _lock_argument(sb, vector, lock_name, keep):
 
 
 def _create_lock(factory, name, keep):
-    try:
-        return factory(name=name, keep=keep)
-    except TypeError:
-        # docs/api.md gives Lock(name=None) no keep=; a lock made here must outlive this process.
-        return factory(name=name)
+    return factory(name=name, keep=keep)
 
 
 def create(vector, name, lock_name, keep=True):

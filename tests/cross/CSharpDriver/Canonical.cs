@@ -30,6 +30,14 @@ public static class Canonical
 
     public static string Struct(params string[] fields) => "{" + string.Join(",", fields) + "}";
 
+    /// <summary>A fixed array field (other than c_char * N): "[a,b,c]".</summary>
+    public static string Items<T>(ReadOnlySpan<T> items, Func<T, string> each)
+    {
+        var parts = new string[items.Length];
+        for (int i = 0; i < items.Length; i++) parts[i] = each(items[i]);
+        return "[" + string.Join(",", parts) + "]";
+    }
+
     // ---- JSON -> values ----
 
     public static double Double(JsonElement e) => e.ValueKind == JsonValueKind.String

@@ -21,8 +21,8 @@ public struct Point
 }
 
 /// <summary>A structure with one field of most kinds: bool, signed byte, ushort, int, double,
-/// c_char * 6, float, a nested Point and long long (56 bytes, natural alignment), matching
-/// tests/cross/vectors' "Mixed".</summary>
+/// c_char * 6, float, a nested Point, long long and c_short * 3 (64 bytes, natural alignment),
+/// matching tests/cross/vectors' "Mixed".</summary>
 [StructLayout(LayoutKind.Sequential)]
 public unsafe struct Mixed
 {
@@ -35,6 +35,7 @@ public unsafe struct Mixed
     public float weight;
     public Point pos;
     public long total;
+    public fixed short ints[3];
 
     public static Mixed FromJson(JsonElement e)
     {
@@ -52,16 +53,18 @@ public unsafe struct Mixed
         byte[] tagBytes = Canonical.Latin1(e[5]);
         if (tagBytes.Length > 6) throw new ArgumentException("Mixed.tag holds at most 6 bytes");
         for (int i = 0; i < tagBytes.Length; i++) m.tag[i] = tagBytes[i];
+        for (int i = 0; i < 3; i++) m.ints[i] = e[9][i].GetInt16();
         return m;
     }
 
     public readonly string Canonical_()
     {
         fixed (byte* t = tag)
+        fixed (short* n = ints)
         {
             return Canonical.Struct(Canonical.Of(flag), Canonical.Of(small), Canonical.Of(code), Canonical.Of(count),
                 Canonical.Of(ratio), Canonical.CharField(new ReadOnlySpan<byte>(t, 6)), Canonical.Of(weight),
-                pos.Canonical_(), Canonical.Of(total));
+                pos.Canonical_(), Canonical.Of(total), Canonical.Items(new ReadOnlySpan<short>(n, 3), v => Canonical.Of(v)));
         }
     }
 }

@@ -156,6 +156,8 @@ public static class SpecEncoder
             Span<byte> at = slot.Slice(f.Offset, f.ItemSize * f.Count);
             if (f.TypeCode == 'T') WriteStruct(entries, i, v, at);
             else if (f.TypeCode == 'c' && f.Count > 1) Encoding.Latin1.GetBytes(v.GetString()!).CopyTo(at);
+            else if (f.Count > 1)
+                for (int k = 0; k < f.Count; k++) WriteScalar(f.TypeCode, v[k], at.Slice(k * f.ItemSize, f.ItemSize));
             else WriteScalar(f.TypeCode, v, at);
         }
     }
