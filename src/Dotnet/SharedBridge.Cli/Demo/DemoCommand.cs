@@ -14,6 +14,9 @@ public static class DemoCommand
 {
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
+    /// <summary>The whole demo must stay under a minute: a worker still running after this is stuck.</summary>
+    private static readonly TimeSpan WorkerTimeout = TimeSpan.FromSeconds(40);
+
     public static int Run(string[] args)
     {
         DemoOptions o = DemoOptions.Parse(args);
@@ -82,7 +85,7 @@ public static class DemoCommand
         var chunksBy = new Dictionary<string, long>();
         double seconds;
         bool workersOk = true;
-        var pythons = new List<Process>();
+        var pythons = new List<PythonProcess>();
         try
         {
             using var shared = SharedLock.Create(@base + "_lock");
@@ -95,7 +98,7 @@ public static class DemoCommand
             using var counts = SharedArray<long>.Create(@base + "_counts", workers, withLock);
 
             for (int w = 0; w < pythonWorkers; w++)
-                pythons.Add(StartPython(o, Path.Combine(o.ExamplesDir, "demo_worker.py"),
+                pythons.Add(new PythonProcess(o, Path.Combine(o.ExamplesDir, "demo_worker.py"),
                     inp.Name, hist.Name, queue.Name, counts.Name, w.ToString(Inv), o.Chunk.ToString(Inv)));
             WaitUntilReady(queue, pythonWorkers, pythons);
             var clock = Stopwatch.StartNew();
@@ -104,15 +107,8 @@ public static class DemoCommand
                 Task.Factory.StartNew(() => Workload.Work(inp.Name, hist.Name, queue.Name, counts.Name, index, o.Chunk),
                     TaskCreationOptions.LongRunning)).ToArray();
             Task.WaitAll(threads);
-            foreach (var p in pythons)
-            {
-                p.WaitForExit();
-                if (p.ExitCode != 0)
-                {
-                    workersOk = false;
-                    Console.Error.WriteLine($"python worker {p.Id} exited with {p.ExitCode}: {p.StandardError.ReadToEnd()}");
-                }
-            }
+            for (int w = 0; w < pythons.Count; w++)
+                workersOk &= pythons[w].Finish(WorkerTimeout, $"python worker #{w + 1} (demo_worker.py)");
             seconds = clock.Elapsed.TotalSeconds;
 
             using (hist.Lock())
@@ -126,18 +122,14 @@ public static class DemoCommand
         }
         finally
         {
-            foreach (var p in pythons)
-            {
-                if (!p.HasExited) p.Kill(entireProcessTree: true);
-                p.Dispose();
-            }
+            foreach (var p in pythons) p.Dispose();
         }
         var leftovers = Directory.GetFiles("/dev/shm", @base + "*").Select(Path.GetFileName).OfType<string>().ToList();
         return new SharedRun(@base, histogram, total, chunksBy, seconds, workersOk, leftovers);
     }
 
     /// <summary>Waits until every Python worker has attached and counted itself in (or one died).</summary>
-    private static void WaitUntilReady(SharedArray<long> queue, int expected, List<Process> pythons)
+    private static void WaitUntilReady(SharedArray<long> queue, int expected, List<PythonProcess> pythons)
     {
         var deadline = Stopwatch.StartNew();
         while (true)
@@ -154,17 +146,11 @@ public static class DemoCommand
 
     private static MultiprocessingRun RunMultiprocessing(DemoOptions o, int workers)
     {
-        using var p = StartPython(o, Path.Combine(o.ExamplesDir, "demo_multiprocessing.py"),
+        using var p = new PythonProcess(o, Path.Combine(o.ExamplesDir, "demo_multiprocessing.py"),
             o.Count.ToString(Inv), o.Chunk.ToString(Inv), workers.ToString(Inv));
-        string stdout = p.StandardOutput.ReadToEnd();
-        string stderr = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        string? line = stdout.Split('\n').LastOrDefault(l => l.StartsWith('{'));
-        if (p.ExitCode != 0 || line == null)
-        {
-            Console.Error.WriteLine($"demo_multiprocessing.py exited with {p.ExitCode}:\n{stdout}{stderr}");
-            return new MultiprocessingRun([], 0, [], 0, false);
-        }
+        bool finished = p.Finish(WorkerTimeout, "demo_multiprocessing.py");
+        string? line = p.Stdout.Split('\n').LastOrDefault(l => l.StartsWith('{'));
+        if (!finished || line == null) return new MultiprocessingRun([], 0, [], 0, false);
         using var doc = JsonDocument.Parse(line);
         var root = doc.RootElement;
         return new MultiprocessingRun(
@@ -173,17 +159,6 @@ public static class DemoCommand
             root.GetProperty("chunks").EnumerateArray().Select(e => e.GetInt64()).ToArray(),
             root.GetProperty("seconds").GetDouble(),
             root.GetProperty("failed").GetArrayLength() == 0);
-    }
-
-    private static Process StartPython(DemoOptions o, string script, params string[] args)
-    {
-        if (!File.Exists(script)) throw new UsageException($"missing {script}: is --repo the SharedBridge checkout?");
-        var psi = new ProcessStartInfo(o.Python) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(script);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        string? existing = Environment.GetEnvironmentVariable("PYTHONPATH");
-        psi.Environment["PYTHONPATH"] = string.IsNullOrEmpty(existing) ? o.PythonPackageDir : o.PythonPackageDir + ":" + existing;
-        return Process.Start(psi) ?? throw new UsageException($"could not start {o.Python}");
     }
 
     private static string PythonVersion(string python)

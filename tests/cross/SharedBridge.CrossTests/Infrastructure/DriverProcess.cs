@@ -25,7 +25,7 @@ public sealed class DriverProcess : IDisposable
     private readonly TaskCompletionSource _stdoutClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _stderrClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private DriverProcess(IReadOnlyList<string> argv)
+    private DriverProcess(IReadOnlyList<string> argv, bool withPythonPath)
     {
         _argv = argv;
         var psi = new ProcessStartInfo(argv[0])
@@ -37,7 +37,8 @@ public sealed class DriverProcess : IDisposable
         };
         foreach (var a in argv.Skip(1)) psi.ArgumentList.Add(a);
         string? pythonPath = Environment.GetEnvironmentVariable("PYTHONPATH");
-        psi.Environment["PYTHONPATH"] = string.IsNullOrEmpty(pythonPath) ? Repo.PythonPackageDir : Repo.PythonPackageDir + ":" + pythonPath;
+        if (!withPythonPath) psi.Environment.Remove("PYTHONPATH");
+        else psi.Environment["PYTHONPATH"] = string.IsNullOrEmpty(pythonPath) ? Repo.PythonPackageDir : Repo.PythonPackageDir + ":" + pythonPath;
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         _process = new Process { StartInfo = psi };
         _process.OutputDataReceived += (_, e) =>
@@ -57,7 +58,9 @@ public sealed class DriverProcess : IDisposable
         _process.BeginErrorReadLine();
     }
 
-    public static DriverProcess Start(IReadOnlyList<string> argv) => new(argv);
+    /// <param name="withPythonPath">false starts it without PYTHONPATH (no sharedbridge on it
+    /// unless the program adds it itself).</param>
+    public static DriverProcess Start(IReadOnlyList<string> argv, bool withPythonPath = true) => new(argv, withPythonPath);
 
     public int Id => _process.Id;
 

@@ -15,18 +15,20 @@ public static class Repo
 
     /// <summary>The csharp-driver apphost of the same configuration as this test assembly
     /// (built through the ProjectReference with ReferenceOutputAssembly=false).</summary>
-    public static string CSharpDriver
+    public static string CSharpDriver => BuiltExecutable(Path.Combine(CrossDir, "CSharpDriver"), "csharp-driver");
+
+    /// <summary>sharedbridge-cli (the `make demo` program), built the same way.</summary>
+    public static string Cli => BuiltExecutable(Path.Combine(Root, "src", "Dotnet", "SharedBridge.Cli"), "sharedbridge-cli");
+
+    private static string BuiltExecutable(string projectDir, string name)
     {
-        get
-        {
-            var dir = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/'));
-            string framework = dir.Name;
-            string configuration = dir.Parent!.Name;
-            string path = Path.Combine(CrossDir, "CSharpDriver", "bin", configuration, framework, "csharp-driver");
-            if (!File.Exists(path))
-                throw new FileNotFoundException($"csharp-driver is not built at {path}: run `dotnet build tests/cross/SharedBridge.CrossTests -c {configuration}`");
-            return path;
-        }
+        var dir = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/'));
+        string framework = dir.Name;
+        string configuration = dir.Parent!.Name;
+        string path = Path.Combine(projectDir, "bin", configuration, framework, name);
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"{name} is not built at {path}: run `dotnet build tests/cross/SharedBridge.CrossTests -c {configuration}`");
+        return path;
     }
 
     private static string FindRoot()
