@@ -26,6 +26,11 @@ namespace SharedBridge.CrossDriver
             {
                 case "create" or "verify" or "host":
                 {
+                    if (args.Length < 3)
+                    {
+                        Console.Error.WriteLine(Usage);
+                        return 2;
+                    }
                     var vector = Vector.Load(args[1]);
                     string name = args[2];
                     string? lockName = Option(args, "--lock-name") ?? vector.LockSegment;

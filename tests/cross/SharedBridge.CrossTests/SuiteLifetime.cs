@@ -22,11 +22,17 @@ public sealed class SuiteLifetime
     }
 }
 
-/// <summary>Per-test hygiene shared by every fixture: children of the test die with it.</summary>
+/// <summary>Per-test hygiene shared by every fixture: children of the test die with it, and a
+/// test that passed while leaving a child running fails (it would leak into the next test).</summary>
 public abstract class CrossTestBase
 {
     [TearDown]
-    public void KillLeftoverChildren() => DriverProcess.KillAll();
+    public void KillLeftoverChildren()
+    {
+        int killed = DriverProcess.KillAll();
+        if (killed > 0 && TestContext.CurrentContext.Result.Outcome.Status == NUnit.Framework.Interfaces.TestStatus.Passed)
+            Assert.Fail($"the test left {killed} child process(es) running (killed now)");
+    }
 
     protected static readonly TimeSpan Quick = TimeSpan.FromSeconds(60);
 }

@@ -21,6 +21,7 @@ public sealed class Batch : IDisposable
     /// instead of a fresh one.</param>
     public Batch(IEnumerable<VectorFile> vectors, bool fixedLockNames)
     {
+        if (fixedLockNames) _fixedNamesLock = FixedNamesLock.Acquire();
         var entries = new Dictionary<string, (string, string?)>();
         var manifest = new List<object>();
         foreach (var v in vectors)
@@ -61,5 +62,32 @@ public sealed class Batch : IDisposable
     {
         foreach (var n in _names) Shm.Remove(n);
         File.Delete(_manifestPath);
+        _fixedNamesLock?.Dispose();
+    }
+
+    private readonly IDisposable? _fixedNamesLock;
+}
+
+/// <summary>The golden vectors' lock segments have fixed names, so two runs of the suite on one
+/// machine (two checkouts, two users of `make test`) must not use them at the same time: an
+/// exclusive lock on a file in the temp directory serializes those batches across processes.</summary>
+public static class FixedNamesLock
+{
+    private static readonly string PathName = Path.Combine(Path.GetTempPath(), "sharedbridge-cross-fixed-names.lock");
+
+    public static IDisposable Acquire()
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(120);
+        while (true)
+        {
+            try
+            {
+                return new FileStream(PathName, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            }
+            catch (IOException) when (DateTime.UtcNow < deadline)
+            {
+                Thread.Sleep(50);  // another run of the suite holds it
+            }
+        }
     }
 }
