@@ -121,11 +121,12 @@ def worker_fill(name, start, end, value):
 
 
 def worker_hold(name, *values):
-    """Take the lock twice (recursively), write the values, say so, and wait to be killed."""
+    """Take the lock (twice if it is recursive), write the values, say so, wait to be killed."""
     arr = sb.attach(name)
     lock = arr.get_lock()
     lock.acquire()
-    lock.acquire()
+    if isinstance(lock, sb.RLock):
+        lock.acquire()
     for i, v in enumerate(values):
         arr.get_obj()[i] = int(v)
     print(json.dumps({"holding": name}), flush=True)

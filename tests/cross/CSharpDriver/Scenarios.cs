@@ -125,12 +125,13 @@ public static class Scenarios
         return 0;
     }
 
-    /// <summary>Takes the lock twice (recursively), writes the values, says so, waits to be killed.</summary>
+    /// <summary>Takes the lock (twice if it is recursive), writes the values, says so, waits to be killed.</summary>
     private static int WorkerHold(string name, int[] values)
     {
         var arr = SharedArray<int>.Open(name);
+        var sharedLock = arr.GetLock();
         arr.Lock();
-        arr.Lock();
+        if (sharedLock.LockType == LockType.Recursive) arr.Lock();
         values.CopyTo(arr.AsSpan());
         Json.Emit(new { holding = name });
         Thread.Sleep(TimeSpan.FromMinutes(10));

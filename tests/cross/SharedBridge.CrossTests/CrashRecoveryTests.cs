@@ -3,8 +3,8 @@ using SharedBridge.CrossTests.Infrastructure;
 
 namespace SharedBridge.CrossTests;
 
-/// <summary>A process of one language holds the lock (twice, recursively), writes data and is
-/// killed with SIGKILL; a process of the other language then acquires: it must get the lock, be
+/// <summary>A process of one language holds the lock (twice when it is recursive), writes data
+/// and is killed with SIGKILL; a process of the other language then acquires: it must get the lock, be
 /// told it recovered it, and see the data written before the kill. The segment is created by the
 /// test process itself, which stays out of the lock.</summary>
 public sealed class CrashRecoveryTests : CrossTestBase
@@ -12,17 +12,20 @@ public sealed class CrashRecoveryTests : CrossTestBase
     private static readonly int[] Written = [11, 22, 33, 44, 55];
 
     public static IEnumerable<TestCaseData> Cases() =>
-        Interpreters.All.SelectMany(py => new[]
-        {
-            new TestCaseData(py.Label, Driver.CSharpLabel).SetName($"{py.Label} holder SIGKILLed -> C# recovers the lock"),
-            new TestCaseData(Driver.CSharpLabel, py.Label).SetName($"C# holder SIGKILLed -> {py.Label} recovers the lock"),
-        });
+        from py in Interpreters.All
+        from shared in new[] { false, true }
+        let what = shared ? "a shared Lock segment" : "an embedded RLock held twice"
+        from pair in new[] { (py.Label, Driver.CSharpLabel), (Driver.CSharpLabel, py.Label) }
+        select new TestCaseData(pair.Item1, pair.Item2, shared)
+            .SetName($"{pair.Item1} holder of {what} SIGKILLed -> {pair.Item2} recovers the lock");
 
     [TestCaseSource(nameof(Cases))]
-    public void NextAcquireRecoversFromTheKilledHolder(string holderLabel, string recovererLabel)
+    public void NextAcquireRecoversFromTheKilledHolder(string holderLabel, string recovererLabel, bool sharedLock)
     {
         string name = Shm.NewName();
-        using var array = SharedArray<int>.Create(name, Written.Length);
+        // lock=Lock() in Python terms: a non-recursive lock in its own segment (lock_kind 2)
+        using var lockSegment = sharedLock ? SharedLock.Create(name + "l", new SegmentOptions { RecursiveLock = false }) : null;
+        using var array = SharedArray<int>.Create(name, Written.Length, new SegmentOptions { SharedLock = lockSegment });
         Driver holder = Driver.ByLabel(holderLabel), recoverer = Driver.ByLabel(recovererLabel);
 
         using (var holding = holder.Start(["worker", "hold", name, .. Written.Select(v => v.ToString())]))
