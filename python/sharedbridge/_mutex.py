@@ -24,6 +24,7 @@ _pylibc = ctypes.PyDLL(None)
 
 trylock = _pylibc.pthread_mutex_trylock
 unlock = _pylibc.pthread_mutex_unlock
+unlock.restype = None   # callers hold the mutex (tracked in Python); skip the int result
 _consistent = _pylibc.pthread_mutex_consistent
 try:
     _clocklock = _libc.pthread_mutex_clocklock      # glibc >= 2.30

@@ -18,7 +18,7 @@ def as_numpy(obj):
         raise ImportError("sharedbridge.as_numpy needs numpy: pip install numpy "
                           "(or apt-get install python3-numpy)") from None
     raw = obj.get_obj() if hasattr(obj, "get_obj") else obj
-    if not isinstance(raw, ctypes._CData):
+    if not isinstance(raw, (ctypes.Array, ctypes.Structure, ctypes._SimpleCData)):
         raise TypeError(f"as_numpy expects a sharedbridge or ctypes object, not "
                         f"{type(raw).__name__}")
     is_array = isinstance(raw, ctypes.Array)

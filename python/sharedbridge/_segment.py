@@ -158,6 +158,17 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
     try:
         total = header.total_size
         os.ftruncate(fd, total)
+        # Reserve the pages now: on a full /dev/shm this fails cleanly (ENOSPC) instead
+        # of a SIGBUS at the first write into an unbacked page.
+        try:
+            os.posix_fallocate(fd, 0, total)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise MemoryError(
+                    f"cannot allocate {total} bytes of shared memory for {seg_name!r}: "
+                    "/dev/shm is full (free space there or create a smaller object)") from None
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
         inode = os.fstat(fd).st_ino
         mm = mmap.mmap(fd, total)
     except BaseException:

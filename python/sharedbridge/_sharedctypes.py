@@ -290,11 +290,20 @@ _struct_wrappers = {}
 
 
 def _locked_property(name):
+    # Like the inlined accessors: a thread that already holds a sharedbridge lock
+    # (even a non-recursive Lock) reads and writes without re-acquiring it.
     def get(self):
+        lk = self._sblock
+        if lk is not None and lk._depth and lk._owner == get_ident():
+            return getattr(self._obj, name)
         with self._lock:
             return getattr(self._obj, name)
 
     def set(self, value):
+        lk = self._sblock
+        if lk is not None and lk._depth and lk._owner == get_ident():
+            setattr(self._obj, name, value)
+            return
         with self._lock:
             setattr(self._obj, name, value)
 
@@ -313,8 +322,15 @@ class SynchronizedBase:
     def __init__(self, obj, lock=None, ctx=None):
         self._obj = obj
         self._lock = lock if lock else RLock()
-        # sharedbridge locks get the inlined fast path below; others use `with`.
-        self._sblock = self._lock if isinstance(self._lock, _SharedLock) else None
+        if isinstance(self._lock, _SharedLock):
+            # The subclasses' element/value accessors inline the lock's fast path.
+            self._sblock = self._lock
+            self._m = self._lock._m
+        else:
+            self._sblock = self._m = None
+            foreign = _FOREIGN_LOCK_VARIANT.get(type(self))
+            if foreign is not None:
+                self.__class__ = foreign
         self.acquire = self._lock.acquire
         self.release = self._lock.release
 
@@ -355,18 +371,21 @@ class SynchronizedBase:
         return '<%s wrapper for %s>' % (type(self).__name__, self._obj)
 
 
+# The accessors below are the hot path of `arr[i] += 1`. With a sharedbridge lock they
+# take the pthread mutex directly (one trylock + one unlock ctypes call, no extra
+# Python frame); when this thread already holds the lock through acquire()/`with`
+# (lk._depth is non-zero only then) they skip locking, as a recursive lock would.
+
+
 class Synchronized(SynchronizedBase):
     """Wrapper of a simple ctypes value: .value under the lock."""
 
     @property
     def value(self):
         lk = self._sblock
-        if lk is None:
-            with self._lock:
-                return self._obj.value
-        if lk._owner == get_ident():
+        if lk._depth and lk._owner == get_ident():
             return self._obj.value
-        m = lk._m
+        m = self._m
         rc = _trylock(m)
         if rc:
             lk._contended(rc)
@@ -378,14 +397,10 @@ class Synchronized(SynchronizedBase):
     @value.setter
     def value(self, value):
         lk = self._sblock
-        if lk is None:
-            with self._lock:
-                self._obj.value = value
-            return
-        if lk._owner == get_ident():
+        if lk._depth and lk._owner == get_ident():
             self._obj.value = value
             return
-        m = lk._m
+        m = self._m
         rc = _trylock(m)
         if rc:
             lk._contended(rc)
@@ -403,12 +418,9 @@ class SynchronizedArray(SynchronizedBase):
 
     def __getitem__(self, i):
         lk = self._sblock
-        if lk is None:
-            with self._lock:
-                return self._obj[i]
-        if lk._owner == get_ident():
+        if lk._depth and lk._owner == get_ident():
             return self._obj[i]
-        m = lk._m
+        m = self._m
         rc = _trylock(m)
         if rc:
             lk._contended(rc)
@@ -419,14 +431,10 @@ class SynchronizedArray(SynchronizedBase):
 
     def __setitem__(self, i, value):
         lk = self._sblock
-        if lk is None:
-            with self._lock:
-                self._obj[i] = value
-            return
-        if lk._owner == get_ident():
+        if lk._depth and lk._owner == get_ident():
             self._obj[i] = value
             return
-        m = lk._m
+        m = self._m
         rc = _trylock(m)
         if rc:
             lk._contended(rc)
@@ -447,6 +455,40 @@ class SynchronizedString(SynchronizedArray):
 
     value = _locked_property("value")
     raw = _locked_property("raw")
+
+
+# Variants for a lock that is not a sharedbridge lock (multiprocessing.Lock, ...):
+# same public class names, plain `with lock:` accessors.
+
+class _ForeignItems:
+    def __getitem__(self, i):
+        with self._lock:
+            return self._obj[i]
+
+    def __setitem__(self, i, value):
+        with self._lock:
+            self._obj[i] = value
+
+
+class _ForeignSynchronized(Synchronized):
+    value = _locked_property("value")
+
+
+class _ForeignSynchronizedArray(_ForeignItems, SynchronizedArray):
+    pass
+
+
+class _ForeignSynchronizedString(_ForeignItems, SynchronizedString):
+    pass
+
+
+_FOREIGN_LOCK_VARIANT = {
+    Synchronized: _ForeignSynchronized,
+    SynchronizedArray: _ForeignSynchronizedArray,
+    SynchronizedString: _ForeignSynchronizedString,
+}
+for _public, _variant in _FOREIGN_LOCK_VARIANT.items():
+    _variant.__name__ = _variant.__qualname__ = _public.__name__
 
 
 def _rebuild_synchronized(obj, lock):
