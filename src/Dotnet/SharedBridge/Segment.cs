@@ -161,7 +161,7 @@ internal sealed unsafe class Segment
     /// <summary>Section 6.2 step 2: wait until the object has a header and its state is not 0.</summary>
     private static Segment MapWhenReady(string name, SafeFileHandle fd, TimeSpan timeout)
     {
-        long start = Environment.TickCount64;
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         int sleepMs = 1;
         Segment? mapped = null;
         while (true)
@@ -187,8 +187,7 @@ internal sealed unsafe class Segment
                     continue;
                 }
             }
-            long elapsed = Environment.TickCount64 - start;
-            if (timeout != Timeout.InfiniteTimeSpan && elapsed >= (long)timeout.TotalMilliseconds)
+            if (timeout != Timeout.InfiniteTimeSpan && System.Diagnostics.Stopwatch.GetElapsedTime(start) >= timeout)
             {
                 mapped?.FreeMappingOnly(closeDescriptor: false);
                 throw new SegmentNotReadyException(

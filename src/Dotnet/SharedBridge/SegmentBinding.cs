@@ -24,7 +24,7 @@ internal sealed class SegmentBinding
     internal Segment Segment { get; }
     internal SegmentHeader Header => Segment.Header;
     internal string Name => Segment.Name;
-    internal bool IsOwner => Segment.IsCreator;
+    internal bool IsOwner => !_shared && Segment.IsCreator;
     internal bool HasLock => _mutex is not null;
     internal bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
