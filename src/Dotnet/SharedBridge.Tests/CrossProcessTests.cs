@@ -66,6 +66,28 @@ public class CrossProcessTests
     }
 
     [Fact]
+    public void EachKilledHolderCountsOneRecovery()
+    {
+        string name = Names.Unique("kill2");
+        using var array = SharedArray<long>.Create(name, 1);
+        for (int round = 1; round <= 2; round++)
+        {
+            using (var child = Child.Start("hold", name, "2", (100 * round).ToString()))
+            {
+                child.ExpectLine("locked");
+                child.KillHard();
+            }
+            using var scope = array.Lock(TimeSpan.FromSeconds(10));
+            Assert.True(scope.Recovered);
+            Assert.Equal(100 * round, array[0]);
+            Assert.Equal(round, array.LockRecoveries);
+        }
+        using var fresh = SharedArray<long>.Open(name);
+        Assert.Equal(2, fresh.LockRecoveries);
+        Assert.Equal(2, fresh.Header.RecoveryCount);
+    }
+
+    [Fact]
     public void SharedLockOfAKilledHolderIsRecoveredThroughASegmentThatUsesIt()
     {
         using var shared = SharedLock.Create(Names.Unique("klock"));

@@ -158,7 +158,7 @@ internal static class HeaderCodec
 
         var (lockKind, lockAbi, lockSize, lockOffset, lockType, lockName) = ParseLock(name, h, kind);
         string typeName = ReadText(name, h.Slice(HeaderLayout.TypeName, TypeNameWidth), "type_name");
-        if (typeName.Length > 0 && (typeCode != TypeCodes.Structure || !IsIdentifierText(typeName, allowLeadingDigit: true)))
+        if (typeName.Length > 0 && (typeCode != TypeCodes.Structure || !IsIdentifierText(typeName, allowLeadingDigit: false)))
             throw Corrupt(name, $"type_name \"{typeName}\" is not allowed here");
 
         var fields = ParseFieldTable(name, h, typeCode, elementSize, headerSize);
