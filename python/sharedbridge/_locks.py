@@ -21,6 +21,12 @@ from .errors import TypeMismatchError
 
 _live_locks = weakref.WeakSet()
 
+# Locks this process holds, kept alive while held. glibc links every held robust mutex
+# into the owning thread's robust list *through the mutex memory*; if a held mutex's
+# mapping were unmapped (its objects garbage-collected), the next lock operation would
+# follow a dangling pointer and crash. A held lock therefore pins its mapping.
+_held = {}
+
 
 def _forget_owners_in_child():
     # A fork child has only the forking thread, and it does not own the parent's
@@ -28,6 +34,7 @@ def _forget_owners_in_child():
     for lock in list(_live_locks):
         lock._owner = None
         lock._depth = 0
+    _held.clear()
 
 
 os.register_at_fork(after_in_child=_forget_owners_in_child)
@@ -92,6 +99,7 @@ class _SharedLock:
                 _mutex.recover(self._m, self._seg.mm, self._seg.name)
         self._owner = me
         self._depth = 1
+        _held[id(self)] = self
         return True
 
     def release(self):
@@ -105,6 +113,7 @@ class _SharedLock:
         self._owner = None
         self._depth = 0
         _mutex.unlock(self._m)
+        del _held[id(self)]
 
     __enter__ = acquire
 

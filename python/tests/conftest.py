@@ -5,6 +5,7 @@ import itertools
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -13,8 +14,22 @@ SHM = "/dev/shm"
 _counter = itertools.count()
 
 
+def _created_here(name):
+    # Other programs (the .NET suite, the cross suite) may create sb_ segments at the
+    # same time: only segments whose header names this process as creator are ours.
+    if name.startswith(f"sbt_{os.getpid()}_"):
+        return True
+    try:
+        with open(os.path.join(SHM, name), "rb") as f:
+            head = f.read(0x48)
+    except OSError:
+        return False
+    return len(head) == 0x48 and head[:8] == b"SHBRIDGE" and \
+        int.from_bytes(head[0x44:0x48], "little") == os.getpid()
+
+
 def our_segments():
-    return {n for n in os.listdir(SHM) if n.startswith(("sb_", "sbt_"))}
+    return {n for n in os.listdir(SHM) if n.startswith(("sb_", "sbt_")) and _created_here(n)}
 
 
 @pytest.fixture(autouse=True)
@@ -45,8 +60,13 @@ def child_env():
 def run_python(code, *args, timeout=60, check=True):
     """Run *code* in a fresh interpreter (the one running the tests); returns the
     CompletedProcess. With check=True, a non-zero exit fails the test with stderr."""
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                          text=True, env=child_env(), timeout=timeout, cwd=PYTHON_DIR)
+    # A real file, not -c: spawn/forkserver children re-import the main module.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "child_main.py")
+        with open(path, "w") as f:
+            f.write(code)
+        proc = subprocess.run([sys.executable, path, *args], capture_output=True,
+                              text=True, env=child_env(), timeout=timeout, cwd=PYTHON_DIR)
     if check and proc.returncode != 0:
         pytest.fail(f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -1,0 +1,278 @@
+"""Header encoding and validation: every corrupt field is a CorruptSegmentError."""
+
+import ctypes
+import os
+import struct
+import zlib
+
+import pytest
+
+import sharedbridge as sb
+from sharedbridge import _header as H
+
+
+class Point(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_double), ("y", ctypes.c_double)]
+
+
+def crc_of(buf, header_size):
+    return zlib.crc32(bytes(buf[:0x180]) + bytes(buf[0x200:header_size]))
+
+
+def image_of(obj):
+    """The exact bytes of obj's segment, read from /dev/shm."""
+    with open(f"/dev/shm/{obj.name}", "rb") as f:
+        return bytearray(f.read())
+
+
+def write_segment(name, data):
+    fd = os.open(f"/dev/shm/{name}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.write(fd, bytes(data))
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def forged(seg_name):
+    """forged(bytes) writes a hand-made segment under a test name and returns the name;
+    the file is removed afterwards."""
+    def make(data):
+        write_segment(seg_name, data)
+        return seg_name
+    yield make
+    if os.path.exists(f"/dev/shm/{seg_name}"):
+        os.unlink(f"/dev/shm/{seg_name}")
+
+
+def test_array_header_bytes():
+    a = sb.Array("d", [1.5, 2.5])
+    img = image_of(a)
+    assert img[0:8] == b"SHBRIDGE"
+    assert struct.unpack_from("<HHIBBHIQQQ", img, 8) == (1, 1, 0x200, 1, ord("d"), 0, 8, 2, 0x200, 16)
+    assert struct.unpack_from("<BBHIBBHII", img, 0x30) == (1, 1, 40, 0x1C0, 1, 0, 0, 0, 0)
+    assert struct.unpack_from("<I", img, 0x44)[0] == os.getpid()
+    assert struct.unpack_from("<Q", img, 0x48)[0] > 0
+    assert img[0x60:0x180] == bytes(0x120)                 # type_name, lock_name empty
+    assert struct.unpack_from("<II", img, 0x180) == (1, crc_of(img, 0x200))
+    assert img[0x188:0x1C0] == bytes(0x38)
+    assert struct.unpack_from("<2d", img, 0x200) == (1.5, 2.5)
+    assert len(img) == 0x210
+
+
+def test_struct_header_and_field_table_bytes():
+    v = sb.RawValue(Point, 1, 2)
+    img = image_of(v)
+    assert struct.unpack_from("<I", img, 0x0C)[0] == 0x280
+    assert img[0x11] == ord("T") and img[0x60:0x66] == b"Point\0"
+    assert struct.unpack_from("<HII", img, 0x3A) == (64, 2, 0x200)
+    assert struct.unpack_from("<32sB3xIIIi", img, 0x200) == (b"x".ljust(32, b"\0"), ord("d"), 0, 1, 8, -1)
+    assert struct.unpack_from("<32sB3xIIIi", img, 0x240) == (b"y".ljust(32, b"\0"), ord("d"), 8, 1, 8, -1)
+    assert struct.unpack_from("<I", img, 0x184)[0] == crc_of(img, 0x280)
+    assert struct.unpack_from("<2d", img, 0x280) == (1.0, 2.0)
+
+
+def test_lock_only_segment_bytes():
+    lock = sb.Lock()
+    img = image_of(lock)
+    assert len(img) == 512
+    assert img[0x10] == 3 and img[0x11] == 0
+    assert struct.unpack_from("<IQQQ", img, 0x14) == (0, 0, 0x200, 0)
+    assert struct.unpack_from("<BBHIB", img, 0x30) == (1, 1, 40, 0x1C0, 2)
+
+
+def test_external_lock_name_is_recorded():
+    lock = sb.RLock()
+    a = sb.Array("i", 1, lock=lock)
+    img = image_of(a)
+    assert img[0x30] == 2 and img[0x31:0x39] == bytes(8)
+    assert img[0x80:0x80 + len(lock.name) + 1] == lock.name.encode() + b"\0"
+
+
+def _put(fmt, offset, value):
+    return lambda b: struct.pack_into(fmt, b, offset, value)
+
+
+# (id, mutation of a 'd' x 2 array image with an embedded lock, message fragment)
+ARRAY_MUTATIONS = [
+    ("version0", _put("<H", 0x08, 0), "version"),
+    ("header_size_unaligned", _put("<I", 0x0C, 0x210), "header_size"),
+    ("header_size_small", _put("<I", 0x0C, 0x1C0), "header_size"),
+    ("header_size_huge", _put("<I", 0x0C, 0x7FFFFFC0), "header_size"),
+    ("header_size_past_object", _put("<I", 0x0C, 0x240), "header_size"),
+    ("kind0", _put("<B", 0x10, 0), "kind"),
+    ("kind4", _put("<B", 0x10, 4), "kind"),
+    ("typecode_unknown", _put("<B", 0x11, ord("x")), "typecode"),
+    ("typecode_zero", _put("<B", 0x11, 0), "typecode"),
+    ("typecode_struct_without_table", _put("<B", 0x11, ord("T")), "field table"),
+    ("element_size", _put("<I", 0x14, 4), "element_size"),
+    ("element_count_huge", _put("<Q", 0x18, 2**62), "data_size"),
+    ("count_and_size_huge", lambda b: struct.pack_into("<QQQ", b, 0x18, 2**61, 0x200, 2**64 - 8),
+     "data_size"),
+    ("count_size_past_object", lambda b: struct.pack_into("<QQQ", b, 0x18, 2**40, 0x200, 2**43),
+     "data area"),
+    ("data_offset_unaligned", _put("<Q", 0x20, 0x208), "data area"),
+    ("data_offset_before_header", _put("<Q", 0x20, 0x1C0), "data area"),
+    ("data_offset_past_object", _put("<Q", 0x20, 0x10000), "data area"),
+    ("data_size", _put("<Q", 0x28, 8), "data_size"),
+    ("lock_kind", _put("<B", 0x30, 7), "lock"),
+    ("lock_abi", _put("<B", 0x31, 9), "lock_abi"),
+    ("lock_size", _put("<H", 0x32, 24), "lock fields"),
+    ("lock_offset", _put("<I", 0x34, 0x100), "lock fields"),
+    ("lock_type", _put("<B", 0x38, 3), "lock fields"),
+    ("lock_kind_none_with_lock_fields", _put("<B", 0x30, 0), "lock fields"),
+    ("external_without_name", lambda b: b.__setitem__(slice(0x30, 0x39), bytes([2] + [0] * 8)),
+     "lock_name"),
+    ("lock_name_with_embedded_lock", lambda b: b.__setitem__(slice(0x80, 0x83), b"abc"),
+     "lock fields"),
+    ("lock_name_not_terminated", lambda b: b.__setitem__(slice(0x80, 0x180), b"a" * 256),
+     "NUL"),
+    ("type_name_not_terminated", lambda b: b.__setitem__(slice(0x60, 0x80), b"A" * 32), "NUL"),
+    ("type_name_for_non_struct", lambda b: b.__setitem__(slice(0x60, 0x63), b"Foo"), "type_name"),
+    ("field_count_for_non_struct", _put("<I", 0x3C, 1), "field table"),
+    ("state_unknown", _put("<I", 0x180, 7), "state"),
+]
+
+
+@pytest.mark.parametrize("mutate,fragment", [m[1:] for m in ARRAY_MUTATIONS],
+                         ids=[m[0] for m in ARRAY_MUTATIONS])
+def test_corrupt_array_fields(forged, mutate, fragment):
+    img = image_of(sb.Array("d", [1.5, 2.5]))
+    mutate(img)
+    struct.pack_into("<I", img, 0x184, crc_of(img, 0x200))   # so the field check, not the crc, fires
+    with pytest.raises(sb.CorruptSegmentError, match=fragment):
+        sb.attach(forged(img), timeout=0.2)
+
+
+def _field(index, offset_in_entry, fmt, value):
+    return _put(fmt, 0x200 + 64 * index + offset_in_entry, value)
+
+
+class Nested(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_int), ("p", Point), ("c", ctypes.c_char * 3)]
+
+
+STRUCT_MUTATIONS = [
+    ("field_count_huge", _put("<I", 0x3C, 0xFFFFFFFF), "field table"),
+    ("field_count_past_header", _put("<I", 0x3C, 6), "field table"),
+    ("field_entry_size_small", _put("<H", 0x3A, 32), "field table"),
+    ("field_table_offset", _put("<I", 0x40, 0x100), "field table"),
+    ("field_name_empty", _field(0, 0, "<B", 0), "empty"),
+    ("field_name_not_identifier", _field(0, 0, "<B", ord("1")), "characters"),
+    ("field_name_not_terminated", lambda b: b.__setitem__(slice(0x200, 0x220), b"n" * 32), "NUL"),
+    ("field_typecode", _field(0, 32, "<B", ord("z")), "typecode"),
+    ("field_item_size", _field(0, 44, "<I", 2), "item_size"),
+    ("field_count_zero", _field(0, 40, "<I", 0), "count"),
+    ("field_past_struct", _field(0, 36, "<I", 60), "past"),
+    ("field_past_parent", _field(2, 36, "<I", 12), "past"),
+    ("field_offsets_not_increasing", _field(1, 36, "<I", 0), "increasing"),
+    ("parent_not_struct", _field(2, 48, "<i", 0), "parent"),
+    ("parent_out_of_range", _field(2, 48, "<i", 9), "parent"),
+    ("type_name_bad_chars", lambda b: b.__setitem__(slice(0x60, 0x62), b"N-"), "characters"),
+]
+
+
+@pytest.mark.parametrize("mutate,fragment", [m[1:] for m in STRUCT_MUTATIONS],
+                         ids=[m[0] for m in STRUCT_MUTATIONS])
+def test_corrupt_field_tables(forged, mutate, fragment):
+    v = sb.RawValue(Nested)
+    img = image_of(v)
+    header_size = struct.unpack_from("<I", img, 0x0C)[0]
+    mutate(img)
+    struct.pack_into("<I", img, 0x184, crc_of(img, header_size))
+    with pytest.raises(sb.CorruptSegmentError, match=fragment):
+        sb.attach(forged(img), timeout=0.2)
+
+
+def test_nested_table_is_preorder():
+    h = sb.header_of(sb.RawValue(Nested))
+    assert [(f.name, f.typecode, f.offset, f.count, f.item_size, f.parent) for f in h.fields] == [
+        ("a", "i", 0, 1, 4, -1), ("p", "T", 8, 1, 16, -1), ("x", "d", 0, 1, 8, 1),
+        ("y", "d", 8, 1, 8, 1), ("c", "c", 24, 3, 1, -1)]
+    assert h.element_size == 32
+
+
+def test_bad_magic_and_bad_crc_and_new_version(forged, seg_name):
+    img = image_of(sb.Array("i", 1))
+    bad = bytearray(img)
+    bad[0:8] = b"NOTOURS!"
+    with pytest.raises(sb.CorruptSegmentError, match="not a SharedBridge segment"):
+        sb.attach(forged(bad), timeout=0.2)
+    os.unlink(f"/dev/shm/{seg_name}")
+    bad = bytearray(img)
+    bad[0x1F] ^= 0xFF     # inside data_offset... a valid field flip the crc must catch
+    bad = bytearray(img)
+    bad[0x5A] = 1         # reserved byte: readers ignore it, but it is covered by the crc
+    with pytest.raises(sb.CorruptSegmentError, match="crc32"):
+        sb.attach(forged(bad), timeout=0.2)
+    os.unlink(f"/dev/shm/{seg_name}")
+    newer = bytearray(img)
+    struct.pack_into("<HH", newer, 8, 3, 2)
+    struct.pack_into("<I", newer, 0x184, crc_of(newer, 0x200))
+    with pytest.raises(sb.UnsupportedVersionError, match="upgrade"):
+        sb.attach(forged(newer), timeout=0.2)
+
+
+def test_newer_minor_version_is_accepted(forged):
+    img = image_of(sb.Array("i", [5]))
+    struct.pack_into("<H", img, 8, 2)       # version 2, compat_version still 1
+    img[0x12] = 1                           # flags: reserved for later, ignored
+    img[0x5A] = 9                           # reserved byte, ignored (but checksummed)
+    struct.pack_into("<I", img, 0x184, crc_of(img, 0x200))
+    got = sb.attach(forged(img), timeout=0.2)
+    assert got[:] == [5] and sb.header_of(got).version == 2
+
+
+@pytest.mark.parametrize("size", [1, 100, 511])
+def test_truncated_below_the_header(forged, size):
+    img = image_of(sb.Array("i", 1))
+    with pytest.raises(sb.CorruptSegmentError, match="smaller than the 512-byte header"):
+        sb.attach(forged(img[:size]), timeout=0.2)
+
+
+def test_truncated_data_area(forged):
+    img = image_of(sb.Array("d", 100))
+    with pytest.raises(sb.CorruptSegmentError, match="data area"):
+        sb.attach(forged(img[:600]), timeout=0.2)
+
+
+def test_truncated_field_table(forged):
+    img = image_of(sb.RawValue(Nested))
+    with pytest.raises(sb.CorruptSegmentError, match="header_size"):
+        sb.attach(forged(img[:0x240]), timeout=0.2)
+
+
+def test_initializing_segment_times_out(forged):
+    img = image_of(sb.Array("i", 1))
+    struct.pack_into("<I", img, 0x180, 0)
+    name = forged(img)
+    with pytest.raises(sb.SegmentNotReadyError, match="still initializing") as e:
+        sb.attach(name, timeout=0.1)
+    assert isinstance(e.value, TimeoutError)
+
+
+def test_empty_object_times_out(forged):
+    with pytest.raises(sb.SegmentNotReadyError):
+        sb.attach(forged(b""), timeout=0.05)
+
+
+def test_retired_segment_is_usable(forged):
+    img = image_of(sb.Array("i", [3]))
+    struct.pack_into("<I", img, 0x180, 2)
+    assert sb.attach(forged(img), timeout=0.2)[0] == 3
+
+
+def test_decoded_header_is_a_private_copy():
+    a = sb.RawArray("i", 3)
+    seg = a._sb_segment
+    struct.pack_into("<Q", seg.mm, 0x18, 2**40)      # scribble on the shared header
+    assert sb.header_of(a).element_count == 3
+    assert len(a) == 3
+
+
+def test_encode_decode_round_trip():
+    h = sb.header_of(sb.Value(Nested))
+    raw = H.encode(h)
+    struct.pack_into("<I", raw, 0x184, H.checksum(raw, h.header_size))
+    again = H.decode(bytes(raw[:512]), bytes(raw[512:]), h.total_size, 1)
+    assert again == h

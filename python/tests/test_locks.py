@@ -1,0 +1,151 @@
+"""The robust lock across processes: contention, timeouts, a holder killed with
+SIGKILL, Ctrl-C while blocked."""
+
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+
+import sharedbridge as sb
+from conftest import child_env, run_python
+
+HOLDER = (
+    "import sys, time, sharedbridge as sb\n"
+    "obj = sb.attach(sys.argv[1])\n"
+    "lock = obj if isinstance(obj, (sb.Lock, sb.RLock)) else obj.get_lock()\n"
+    "for _ in range(int(sys.argv[2])):\n"
+    "    assert lock.acquire()\n"
+    "if not isinstance(obj, (sb.Lock, sb.RLock)):\n"
+    "    obj[0] = 1234            # a completed write under the lock\n"
+    "print('held', flush=True)\n"
+    "time.sleep(60)\n")
+
+
+def hold_in_child(name, depth=1):
+    """Start a process that attaches *name*, takes its lock *depth* times and waits."""
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, name, str(depth)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=child_env())
+    assert child.stdout.readline() == "held\n", child.stderr.read()
+    return child
+
+
+def kill(child):
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    child.stdout.close()
+    child.stderr.close()
+
+
+def test_other_process_holds_then_releases_on_timeout():
+    lock = sb.RLock()
+    child = hold_in_child(lock.name)
+    try:
+        assert lock.acquire(block=False) is False
+        t0 = time.monotonic()
+        assert lock.acquire(timeout=0.2) is False
+        assert 0.15 < time.monotonic() - t0 < 2
+    finally:
+        kill(child)
+    with pytest.warns(sb.LockRecoveredWarning):
+        assert lock.acquire(timeout=5)
+    lock.release()
+
+
+@pytest.mark.parametrize("kind,depth", [("RLock", 1), ("RLock", 3), ("Lock", 1), ("Array", 2)])
+def test_holder_killed_with_sigkill_is_recovered(kind, depth):
+    obj = {"RLock": sb.RLock, "Lock": sb.Lock, "Array": lambda: sb.Array("i", 2)}[kind]()
+    lock = obj if kind != "Array" else obj.get_lock()
+    child = hold_in_child(obj.name, depth)
+    kill(child)
+    assert lock.recoveries == 0
+    with pytest.warns(sb.LockRecoveredWarning, match="died"):
+        assert lock.acquire(timeout=5) is True
+    h = obj._seg if kind != "Array" else obj.get_obj()._sb_segment
+    assert lock.recoveries == 1
+    assert h.read_u64(0x188) == 1
+    assert int.from_bytes(h.mm[0x190:0x194], "little") == __import__("os").getpid()
+    if kind == "Array":
+        assert obj[0] == 1234           # the dead holder's completed write is intact
+    lock.release()                      # one release, whatever the dead owner's depth
+    assert lock.acquire(block=False) is True
+    lock.release()
+    # and another process can take it: the lock is fully usable again
+    run_python("import sys, sharedbridge as sb\n"
+               "o = sb.attach(sys.argv[1])\n"
+               "l = o if hasattr(o, 'recoveries') else o.get_lock()\n"
+               "assert l.acquire(timeout=5); l.release(); assert l.recoveries == 1\n", obj.name)
+
+
+def test_synchronized_access_recovers_too():
+    arr = sb.Array("q", [5, 0])
+    child = hold_in_child(arr.name, 1)
+    kill(child)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arr[1] += 1
+    assert [w.category for w in caught] == [sb.LockRecoveredWarning]
+    assert arr[:] == [1234, 1]
+    assert arr.get_lock().recoveries == 1
+    again = sb.attach(arr.name).get_lock()
+    assert again is arr.get_lock()
+    assert again.acquire(block=False)
+    again.release()
+
+
+def test_a_held_lock_keeps_its_memory_mapped():
+    # Dropping every reference to a held lock must not unmap the mutex: glibc's robust
+    # list points into it, and the next lock operation would crash.
+    run_python("import gc, sharedbridge as sb\n"
+               "for _ in range(3):\n"
+               "    a = sb.Array('i', 1); a.get_lock().acquire(); del a; gc.collect()\n"
+               "    l = sb.Lock(); l.acquire(); del l; gc.collect()\n"
+               "b = sb.Array('i', 1); b[0] += 1\n"
+               "with sb.RLock(): pass\n"
+               "print(b[0])\n")
+
+
+def test_blocked_acquire_is_interruptible_by_ctrl_c():
+    proc = run_python(
+        "import os, signal, threading, time, sharedbridge as sb\n"
+        "lock = sb.RLock()\n"
+        "held = threading.Event()\n"
+        "def holder():\n"
+        "    lock.acquire(); held.set(); time.sleep(30)\n"
+        "threading.Thread(target=holder, daemon=True).start()\n"
+        "held.wait()\n"
+        "threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "t0 = time.monotonic()\n"
+        "try:\n"
+        "    lock.acquire()\n"
+        "    print('acquired?!')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted after %.2f s' % (time.monotonic() - t0))\n"
+        "os._exit(0)\n", timeout=30)
+    assert proc.stdout.startswith("interrupted after"), proc.stdout + proc.stderr
+    assert float(proc.stdout.split()[2]) < 1.5
+
+
+def test_nonrecursive_lock_never_hangs_in_its_owner_thread():
+    lock = sb.Lock()
+    with lock:
+        with pytest.raises(RuntimeError, match="deadlock"):
+            lock.acquire()
+        assert lock.acquire(timeout=0.05) is False
+    assert lock.acquire(False)
+    lock.release()
+
+
+def test_lock_pickles_to_the_same_mutex_in_another_process():
+    lock = sb.Lock()
+    assert lock.acquire()
+    try:
+        proc = run_python("import pickle, sys, sharedbridge as sb\n"
+                          "l = sb.attach(sys.argv[1])\n"
+                          "print(type(l).__name__, l.acquire(timeout=0.1))\n", lock.name)
+        assert proc.stdout.split() == ["Lock", "False"]
+    finally:
+        lock.release()

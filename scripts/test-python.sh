@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Run the Python suite (python/tests) on every CPython >= 3.10 on this machine: the
+# pyenv interpreters, Debian's /usr/bin/python3 and build/venv/bin/python if present.
+# Usage: scripts/test-python.sh RESULTS_DIR
+# Writes RESULTS_DIR/python-<label>.junit.xml and RESULTS_DIR/python-<label>.status per
+# interpreter; exits non-zero if any run failed. The package is used from the source
+# tree (PYTHONPATH=python), not installed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RESULTS="${1:?usage: scripts/test-python.sh RESULTS_DIR}"
+mkdir -p "$RESULTS"
+RESULTS="$(cd "$RESULTS" && pwd)"
+. scripts/python-env.sh
+
+status=0
+found=0
+declare -A seen=()
+while read -r py; do
+    [ -n "$py" ] || continue
+    version="$("$py" -c 'import platform; print(platform.python_version())')"
+    label="$version"
+    case "$py" in
+        /usr/bin/*) label="$version-system" ;;
+        */build/venv/*) label="$version-venv" ;;
+    esac
+    [ -z "${seen[$label]:-}" ] || continue
+    seen[$label]=1
+    found=1
+    if ! extra="$(pytest_path_for "$py")"; then
+        echo "python-$label: no pytest for $py (run scripts/ensure-deps.sh)" >&2
+        echo 1 > "$RESULTS/python-$label.status"
+        status=1
+        continue
+    fi
+    echo "=== python-$label ($py)"
+    PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
+        timeout 600 "$py" -m pytest python/tests -q -p no:cacheprovider -p no:hypothesispytest \
+        -o junit_suite_name="python-$label" --junitxml="$RESULTS/python-$label.junit.xml"
+    rc=$?
+    echo "$rc" > "$RESULTS/python-$label.status"
+    [ "$rc" = 0 ] || status=1
+done < <(python_interpreters)
+
+if [ "$found" = 0 ]; then
+    echo "no CPython >= 3.10 found" >&2
+    echo 1 > "$RESULTS/python.status"
+    exit 1
+fi
+exit $status
