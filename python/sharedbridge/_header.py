@@ -257,7 +257,7 @@ def _decode_fields(fixed, table, header_size, element_size, entry_size, count, o
     fields = []
     sizes = []          # size of each entry's parent scope: item_size for 'T' entries
     open_parents = []   # stack of 'T' entry indexes whose children may still follow
-    last_offset = {}    # parent index -> offset of its previous child
+    next_free = {}      # parent index -> end of its previous child
     for i in range(count):
         raw_name, tc, f_off, f_count, item_size, parent = _FIELD.unpack_from(
             whole, offset + i * entry_size)
@@ -277,13 +277,19 @@ def _decode_fields(fixed, table, header_size, element_size, entry_size, count, o
         else:
             open_parents.clear()
             parent_size = element_size
-        if parent in last_offset and f_off <= last_offset[parent]:
-            raise _corrupt(f"field {name!r}: offsets not strictly increasing")
-        last_offset[parent] = f_off
-        if f_off + f_count * item_size > parent_size:
+        if f_off < next_free.get(parent, 0):
+            raise _corrupt(f"field {name!r} at offset {f_off} overlaps the field before it "
+                           "(offsets must be increasing, fields must not overlap)")
+        end = f_off + f_count * item_size
+        next_free[parent] = end
+        if end > parent_size:
             raise _corrupt(f"field {name!r} ends past its structure's {parent_size} bytes")
         fields.append(StructField(name, code, f_off, f_count, item_size, parent))
         sizes.append(item_size if code == STRUCT else 0)
         if code == STRUCT:
             open_parents.append(i)
+    childless = {i for i, f in enumerate(fields) if f.typecode == STRUCT} - \
+        {f.parent for f in fields}
+    if childless:
+        raise _corrupt(f"structure field {fields[min(childless)].name!r} has no fields")
     return tuple(fields)
