@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 
 command -v dotnet >/dev/null || { echo "dotnet (SDK 10) is required: https://dotnet.microsoft.com/download" >&2; exit 1; }
 
-have_debian_pytest() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import pytest, numpy' 2>/dev/null; }
+# exceptiongroup and tomli are not needed by Debian's own 3.11, but the pyenv 3.10 run of
+# scripts/test-python.sh borrows Debian's pure-Python pytest and needs them there.
+have_debian_pytest() {
+    [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import pytest, numpy, exceptiongroup, tomli' 2>/dev/null
+}
 
 if have_debian_pytest; then exit 0; fi
 if [ -x build/venv/bin/python ] && build/venv/bin/python -c 'import pytest' 2>/dev/null; then exit 0; fi
@@ -15,8 +19,9 @@ if [ -x build/venv/bin/python ] && build/venv/bin/python -c 'import pytest' 2>/d
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing python3-pytest python3-numpy from Debian..."
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q python3-pytest python3-numpy >/dev/null 2>&1 \
-        || { apt-get update -q >/dev/null && apt-get install -y -q python3-pytest python3-numpy >/dev/null; }
+    pkgs="python3-pytest python3-numpy python3-exceptiongroup python3-tomli"
+    apt-get install -y -q $pkgs >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q $pkgs >/dev/null; }
     have_debian_pytest && exit 0
 fi
 
