@@ -77,6 +77,17 @@ public struct WithPointerSized
     public nint Address;
 }
 
+public unsafe struct WithPointer
+{
+    public int Count;
+    public double* Items;
+}
+
+public unsafe struct WithFunctionPointer
+{
+    public delegate* unmanaged<int, int> Callback;
+}
+
 public struct WithDecimal
 {
     public decimal Amount;
@@ -135,6 +146,10 @@ public class TypeTests
         Assert.Throws<UnsupportedTypeException>(() => SharedArray<Packed>.Create(Names.Unique(), 1));
         Assert.Contains("char", Assert.Throws<UnsupportedTypeException>(() => SharedArray<WithChar>.Create(Names.Unique(), 1)).Message);
         Assert.Throws<UnsupportedTypeException>(() => SharedArray<WithPointerSized>.Create(Names.Unique(), 1));
+        var pointer = Assert.Throws<UnsupportedTypeException>(() => SharedArray<WithPointer>.Create(Names.Unique(), 1));
+        Assert.Contains("pointer", pointer.Message);
+        Assert.Contains("Items", pointer.Message);
+        Assert.Contains("pointer", Assert.Throws<UnsupportedTypeException>(() => SharedValue<WithFunctionPointer>.Create(Names.Unique())).Message);
         Assert.Throws<UnsupportedTypeException>(() => SharedArray<WithDecimal>.Create(Names.Unique(), 1));
     }
 

@@ -128,7 +128,7 @@ internal sealed unsafe class Segment
         }
         catch
         {
-            segment.Free();
+            segment.FreeMappingOnly(closeDescriptor: false); // Create's handler unlinks and closes
             throw;
         }
     }
@@ -164,38 +164,43 @@ internal sealed unsafe class Segment
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         int sleepMs = 1;
         Segment? mapped = null;
-        while (true)
+        try
         {
-            long size = Interop.FStat(fd).Size;
-            if (size > 0 && size < FixedSize)
-                throw HeaderCodec.Corrupt(name, $"the object is only {size} bytes, smaller than the {FixedSize}-byte header (truncated)");
-            if (size >= FixedSize)
+            while (true)
             {
-                if (mapped is not null && mapped.MappedSize != size)
+                long size = Interop.FStat(fd).Size;
+                if (size > 0 && size < FixedSize)
+                    throw HeaderCodec.Corrupt(name, $"the object is only {size} bytes, smaller than the {FixedSize}-byte header (truncated)");
+                if (size >= FixedSize)
                 {
-                    mapped.FreeMappingOnly(closeDescriptor: false);
-                    mapped = null;
+                    if (mapped is not null && mapped.MappedSize != size)
+                    {
+                        mapped.FreeMappingOnly(closeDescriptor: false);
+                        mapped = null;
+                    }
+                    mapped ??= new Segment(name, fd, size, isCreator: false, keep: true);
+                    uint state = Volatile.Read(ref *(uint*)(mapped._base + State));
+                    if (state != StateInitializing)
+                    {
+                        Interlocked.MemoryBarrier();
+                        // The creator sizes the object once, before writing the header; a size that
+                        // changed after our mapping means we must map again to see all of it.
+                        if (Interop.FStat(fd).Size == size) return mapped;
+                        continue;
+                    }
                 }
-                mapped ??= new Segment(name, fd, size, isCreator: false, keep: true);
-                uint state = Volatile.Read(ref *(uint*)(mapped._base + State));
-                if (state != StateInitializing)
-                {
-                    Interlocked.MemoryBarrier();
-                    // The creator sizes the object once, before writing the header; a size that changed
-                    // after our mapping means we must map again to see all of it.
-                    if (Interop.FStat(fd).Size == size) return mapped;
-                    continue;
-                }
+                if (timeout != Timeout.InfiniteTimeSpan && System.Diagnostics.Stopwatch.GetElapsedTime(start) >= timeout)
+                    throw new SegmentNotReadyException(
+                        $"Segment \"{name}\" is still initializing after {timeout.TotalSeconds:0.###} s: its creator has not " +
+                        "finished writing it (or died while doing so). Retry later, or unlink it if its creator is gone.");
+                Thread.Sleep(sleepMs);
+                sleepMs = Math.Min(sleepMs * 2, 10);
             }
-            if (timeout != Timeout.InfiniteTimeSpan && System.Diagnostics.Stopwatch.GetElapsedTime(start) >= timeout)
-            {
-                mapped?.FreeMappingOnly(closeDescriptor: false);
-                throw new SegmentNotReadyException(
-                    $"Segment \"{name}\" is still initializing after {timeout.TotalSeconds:0.###} s: its creator has not " +
-                    "finished writing it (or died while doing so). Retry later, or unlink it if its creator is gone.");
-            }
-            Thread.Sleep(sleepMs);
-            sleepMs = Math.Min(sleepMs * 2, 10);
+        }
+        catch
+        {
+            mapped?.FreeMappingOnly(closeDescriptor: false);
+            throw;
         }
     }
 
@@ -265,6 +270,17 @@ internal sealed unsafe class Segment
             AddRefSlow();
     }
 
+    /// <summary>Takes a reference unless the mapping is already gone.</summary>
+    private bool TryAddRef()
+    {
+        while (true)
+        {
+            int current = Volatile.Read(ref _refs);
+            if (current <= 0) return false;
+            if (Interlocked.CompareExchange(ref _refs, current + 1, current) == current) return true;
+        }
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void AddRefSlow()
     {
@@ -284,8 +300,17 @@ internal sealed unsafe class Segment
         if (Interlocked.Decrement(ref _refs) == 0) Free();
     }
 
-    /// <summary>Creator cleanup (section 8): state = 2, then unlink the name if it is still ours.</summary>
+    /// <summary>Creator cleanup (section 8): state = 2, then unlink the name if it is still ours.
+    /// Safe to call at any time: does nothing once the mapping is gone.</summary>
     internal void RetireAndUnlink()
+    {
+        if (!TryAddRef()) return;
+        try { RetireAndUnlinkMapped(); }
+        finally { Release(); }
+    }
+
+    /// <summary>RetireAndUnlink for callers that already keep the mapping alive.</summary>
+    private void RetireAndUnlinkMapped()
     {
         if (!IsCreator || KeepOnDispose) return;
         if (Interlocked.Exchange(ref _unlinked, 1) != 0) return;
@@ -335,7 +360,7 @@ internal sealed unsafe class Segment
 
     private void Free()
     {
-        try { RetireAndUnlink(); }
+        try { RetireAndUnlinkMapped(); }
         finally
         {
             OwnedSegments.TryRemove(this, out _);
