@@ -211,6 +211,19 @@ public class CorruptHeaderTests
     }
 
     [Fact]
+    public void CreatorLivenessUsesPidAndStartTime()
+    {
+        byte[] bytes = DoubleSegment();
+        Assert.Null(OpenCopy(bytes, name => { using var s = SharedSegment.Open(name); Assert.True(s.Header.CreatorIsRunning()); }));
+        U64(bytes, 0x048, 12345); // our pid, another start time: a reused pid
+        FixCrc(bytes);
+        Assert.Null(OpenCopy(bytes, name => { using var s = SharedSegment.Open(name); Assert.False(s.Header.CreatorIsRunning()); }));
+        U32(bytes, 0x044, 0x3FFFFFFF); // no such process
+        FixCrc(bytes);
+        Assert.Null(OpenCopy(bytes, name => { using var s = SharedSegment.Open(name); Assert.False(s.Header.CreatorIsRunning()); }));
+    }
+
+    [Fact]
     public void StateOtherThanReadyOrRetiredIsCorrupt()
     {
         byte[] bytes = DoubleSegment();

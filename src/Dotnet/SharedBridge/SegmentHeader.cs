@@ -106,6 +106,17 @@ public sealed class SegmentHeader
     /// <summary>Pid of the process that performed the last recovery, 0 if none, at open time.</summary>
     public int LastRecoveredByPid { get; internal init; }
 
+    /// <summary>
+    /// True when the creator process is still running: a process with <see cref="CreatorPid"/> exists
+    /// and (when recorded) has <see cref="CreatorStartTime"/>, so a reused pid does not count. Tools use
+    /// it to find segments left behind by crashed creators (docs/format.md section 8).
+    /// </summary>
+    public bool CreatorIsRunning()
+    {
+        if (CreatorPid <= 0 || !Directory.Exists($"/proc/{CreatorPid}")) return false;
+        return CreatorStartTime == 0 || ProcessInfo.ReadStartTime(CreatorPid) == CreatorStartTime;
+    }
+
     /// <summary>True when the segment has a lock shared between processes (embedded or external).</summary>
     public bool IsSynchronized => LockKind is LockKind.Embedded or LockKind.External;
 
