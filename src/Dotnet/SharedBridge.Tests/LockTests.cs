@@ -132,6 +132,42 @@ public class LockTests
     }
 
     [Fact]
+    public void DisposingWhileOtherThreadsLockNeverCrashes()
+    {
+        // Each held lock keeps the mapping alive; lockers racing with Dispose either finish their
+        // round or get ObjectDisposedException, never an access to unmapped memory.
+        for (int round = 0; round < 20; round++)
+        {
+            var a = SharedArray<int>.Create(Names.Unique(), 1);
+            int disposedSeen = 0;
+            using var started = new CountdownEvent(3);
+            var lockers = Enumerable.Range(0, 3).Select(_ => new Thread(() =>
+            {
+                started.Signal();
+                while (true)
+                {
+                    try
+                    {
+                        using (a.Lock()) Thread.SpinWait(20);
+                    }
+                    catch (ObjectDisposedException)
+                    {
+                        Interlocked.Increment(ref disposedSeen);
+                        return;
+                    }
+                }
+            })).ToList();
+            lockers.ForEach(t => t.Start());
+            started.Wait();
+            Thread.Sleep(2);
+            a.Dispose();
+            lockers.ForEach(t => t.Join());
+            Assert.Equal(3, disposedSeen);
+            Assert.False(Names.Exists(a.Name));
+        }
+    }
+
+    [Fact]
     public void DefaultScopeDisposesAsANoOp()
     {
         LockScope none = default;
