@@ -106,15 +106,35 @@ public class NameAndLifecycleTests
     }
 
     [Fact]
-    public void RetiredStateIsVisibleAfterTheCreatorUnlinks()
+    public void RetiredStateIsVisibleToAttachersAfterTheCreatorUnlinks()
     {
         string name = Names.Unique();
-        var creator = SharedArray<long>.Create(name, 1, new SegmentOptions { KeepOnDispose = true });
-        using (var first = SharedSegment.Open(name))
-            Assert.Equal(1, first.Header.State);
-        creator.Unlink();
+        var creator = SharedArray<long>.Create(name, 1);
+        using var watcher = SharedSegment.Open(name);
+        Assert.Equal(1, watcher.Header.State);
+        Assert.Equal(1, watcher.CurrentState);
         creator.Dispose();
+        Assert.Equal(2, watcher.CurrentState);
+        Assert.Equal(1, watcher.Header.State); // the header is the snapshot taken at open
         Assert.False(Names.Exists(name));
+    }
+
+    [Fact]
+    public void KeptSegmentIsNotRetiredByItsCreator()
+    {
+        string name = Names.Unique();
+        try
+        {
+            var creator = SharedArray<long>.Create(name, 1, new SegmentOptions { KeepOnDispose = true });
+            using var watcher = SharedSegment.Open(name);
+            creator.Dispose();
+            Assert.Equal(1, watcher.CurrentState);
+            Assert.True(Names.Exists(name));
+        }
+        finally
+        {
+            SharedSegment.Unlink(name);
+        }
     }
 
     [Fact]

@@ -245,6 +245,17 @@ internal sealed unsafe class Segment
         Volatile.Write(ref *(uint*)(_base + LastRecoveredByPid), (uint)ProcessInfo.Pid);
     }
 
+    /// <summary>The state word now (0 initializing, 1 ready, 2 retired), not the snapshot of the header.</summary>
+    internal int LiveState
+    {
+        get
+        {
+            AddRef();
+            try { return (int)Volatile.Read(ref *(uint*)(_base + State)); }
+            finally { Release(); }
+        }
+    }
+
     internal long LiveRecoveryCount
     {
         get

@@ -58,6 +58,16 @@ public sealed unsafe class SharedSegment : IDisposable
         }
     }
 
+    /// <summary>The state word read now: 1 ready, 2 retired (its creator has unlinked the name since).</summary>
+    public int CurrentState
+    {
+        get
+        {
+            _binding.ThrowIfDisposed();
+            return _binding.Segment.LiveState;
+        }
+    }
+
     /// <summary>True when the segment is synchronized by a shared lock (embedded, or external and opened).</summary>
     public bool HasLock => _binding.HasLock;
 
