@@ -18,9 +18,9 @@ from _thread import get_ident
 from . import _header as H
 from . import _layout
 from . import _mutex
-from ._locks import Lock, RLock, _SharedLock, lock_from_segment
+from ._locks import RLock, _SharedLock, lock_from_segment
 from ._segment import create, open_segment, process_start_time
-from ._typecodes import STRUCT, TYPECODE_SIZE, TYPECODE_TO_TYPE, typecode_of_simple
+from ._typecodes import STRUCT, TYPECODE_SIZE, TYPECODE_TO_TYPE
 from .errors import CorruptSegmentError, TypeMismatchError, UnsupportedTypeError
 
 __all__ = ["RawValue", "RawArray", "Value", "Array", "copy", "synchronized", "attach"]

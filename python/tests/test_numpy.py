@@ -5,7 +5,7 @@ import ctypes
 import pytest
 
 import sharedbridge as sb
-from conftest import HAVE_NUMPY, needs_numpy, run_python
+from conftest import needs_numpy
 
 pytestmark = needs_numpy
 
