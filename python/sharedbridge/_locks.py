@@ -21,11 +21,12 @@ from .errors import TypeMismatchError
 
 _live_locks = weakref.WeakSet()
 
-# Locks this process holds, kept alive while held. glibc links every held robust mutex
-# into the owning thread's robust list *through the mutex memory*; if a held mutex's
-# mapping were unmapped (its objects garbage-collected), the next lock operation would
-# follow a dangling pointer and crash. A held lock therefore pins its mapping.
-_held = {}
+# glibc links every held robust mutex into the owning thread's robust list *through the
+# mutex memory*: if a held mutex's mapping were unmapped, the next lock operation would
+# follow a dangling pointer and crash. A lock object collected while still held (its
+# holder dropped every reference) therefore leaves its mutex view here, which keeps the
+# mapping alive; this costs nothing on the acquire/release path.
+_orphaned_held_mutexes = []
 
 
 def _forget_owners_in_child():
@@ -34,7 +35,6 @@ def _forget_owners_in_child():
     for lock in list(_live_locks):
         lock._owner = None
         lock._depth = 0
-    _held.clear()
 
 
 os.register_at_fork(after_in_child=_forget_owners_in_child)
@@ -99,7 +99,6 @@ class _SharedLock:
                 _mutex.recover(self._m, self._seg.mm, self._seg.name)
         self._owner = me
         self._depth = 1
-        _held[id(self)] = self
         return True
 
     def release(self):
@@ -113,12 +112,18 @@ class _SharedLock:
         self._owner = None
         self._depth = 0
         _mutex.unlock(self._m)
-        del _held[id(self)]
 
     __enter__ = acquire
 
     def __exit__(self, *exc_info):
         self.release()
+
+    def __del__(self):
+        if self._depth:
+            try:
+                _orphaned_held_mutexes.append(self._m)
+            except Exception:      # interpreter shutdown: the process is exiting anyway
+                pass
 
     def _held_by_me(self):
         return self._owner == get_ident()

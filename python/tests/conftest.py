@@ -14,22 +14,34 @@ SHM = "/dev/shm"
 _counter = itertools.count()
 
 
-def _created_here(name):
-    # Other programs (the .NET suite, the cross suite) may create sb_ segments at the
-    # same time: only segments whose header names this process as creator are ours.
-    if name.startswith(f"sbt_{os.getpid()}_"):
-        return True
+def _creator_pid(name):
     try:
         with open(os.path.join(SHM, name), "rb") as f:
             head = f.read(0x48)
     except OSError:
-        return False
-    return len(head) == 0x48 and head[:8] == b"SHBRIDGE" and \
-        int.from_bytes(head[0x44:0x48], "little") == os.getpid()
+        return None
+    if len(head) == 0x48 and head[:8] == b"SHBRIDGE":
+        return int.from_bytes(head[0x44:0x48], "little")
+    return None
+
+
+def segments_created_by(pid):
+    """Segments in /dev/shm whose header names *pid* as the creator. Other programs
+    (the .NET suite, the cross suite) may create sb_ segments at the same time: the
+    creator pid tells ours apart."""
+    return {n for n in os.listdir(SHM) if n.startswith("sb") and _creator_pid(n) == pid}
 
 
 def our_segments():
-    return {n for n in os.listdir(SHM) if n.startswith(("sb_", "sbt_")) and _created_here(n)}
+    own = {n for n in os.listdir(SHM) if n.startswith(f"sbt_{os.getpid()}_")}
+    return own | segments_created_by(os.getpid())
+
+
+def _check_child_left_nothing(pid, keep):
+    left = segments_created_by(pid) - set(keep)
+    for name in left:
+        os.unlink(os.path.join(SHM, name))
+    assert not left, f"child process {pid} left segments behind: {sorted(left)}"
 
 
 @pytest.fixture(autouse=True)
@@ -57,25 +69,37 @@ def child_env():
     return env
 
 
-def run_python(code, *args, timeout=60, check=True):
+def run_python(code, *args, timeout=60, check=True, keep=()):
     """Run *code* in a fresh interpreter (the one running the tests); returns the
-    CompletedProcess. With check=True, a non-zero exit fails the test with stderr."""
+    CompletedProcess. With check=True, a non-zero exit fails the test with stderr.
+    Segments the child created must be gone when it exits, except those named in keep."""
     # A real file, not -c: spawn/forkserver children re-import the main module.
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "child_main.py")
         with open(path, "w") as f:
             f.write(code)
-        proc = subprocess.run([sys.executable, path, *args], capture_output=True,
-                              text=True, env=child_env(), timeout=timeout, cwd=PYTHON_DIR)
+        child = subprocess.Popen([sys.executable, path, *args], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=child_env(),
+                                 cwd=PYTHON_DIR)
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            out, err = child.communicate()
+            pytest.fail(f"child timed out after {timeout} s:\n{out}\n{err}")
+    proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
+    _check_child_left_nothing(child.pid, keep)
     if check and proc.returncode != 0:
         pytest.fail(f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
 def run_script(path, *args, timeout=90):
-    proc = subprocess.run([sys.executable, path, *args], capture_output=True, text=True,
-                          env=child_env(), timeout=timeout, cwd=PYTHON_DIR)
-    return proc
+    child = subprocess.Popen([sys.executable, path, *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=child_env(), cwd=PYTHON_DIR)
+    out, err = child.communicate(timeout=timeout)
+    _check_child_left_nothing(child.pid, ())
+    return subprocess.CompletedProcess(child.args, child.returncode, out, err)
 
 
 def shm_exists(name):

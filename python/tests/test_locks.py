@@ -98,14 +98,20 @@ def test_synchronized_access_recovers_too():
 
 def test_a_held_lock_keeps_its_memory_mapped():
     # Dropping every reference to a held lock must not unmap the mutex: glibc's robust
-    # list points into it, and the next lock operation would crash.
-    run_python("import gc, sharedbridge as sb\n"
-               "for _ in range(3):\n"
-               "    a = sb.Array('i', 1); a.get_lock().acquire(); del a; gc.collect()\n"
-               "    l = sb.Lock(); l.acquire(); del l; gc.collect()\n"
-               "b = sb.Array('i', 1); b[0] += 1\n"
-               "with sb.RLock(): pass\n"
-               "print(b[0])\n")
+    # list points into it, and the next lock operation would write through it.
+    proc = run_python(
+        "import gc, sharedbridge as sb\n"
+        "def mapped(name):\n"
+        "    return any(name in line for line in open('/proc/self/maps'))\n"
+        "names = []\n"
+        "for _ in range(3):\n"
+        "    a = sb.Array('i', 1000); a.get_lock().acquire(); names.append(a.name)\n"
+        "    l = sb.Lock(); l.acquire(); names.append(l.name)\n"
+        "    del a, l; gc.collect()\n"
+        "b = sb.Array('d', 5000); b[0] += 1\n"
+        "with sb.RLock(): pass\n"
+        "print(all(mapped(n) for n in names), b[0])\n")
+    assert proc.stdout.split() == ["True", "1.0"]
 
 
 def test_blocked_acquire_is_interruptible_by_ctrl_c():
@@ -124,7 +130,8 @@ def test_blocked_acquire_is_interruptible_by_ctrl_c():
         "    print('acquired?!')\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted after %.2f s' % (time.monotonic() - t0))\n"
-        "os._exit(0)\n", timeout=30)
+        "lock.close()\n"
+        "os._exit(0)   # the daemon holder thread still sleeps\n", timeout=30)
     assert proc.stdout.startswith("interrupted after"), proc.stdout + proc.stderr
     assert float(proc.stdout.split()[2]) < 1.5
 

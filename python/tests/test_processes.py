@@ -135,7 +135,7 @@ def test_creator_process_unlinks_at_exit_unless_keep(seg_name):
         "a = sb.Array('i', 3)\n"
         "k = sb.RawArray('i', [1, 2], name=sys.argv[1], keep=True)\n"
         "l = sb.RLock()\n"
-        "print(a.name, l.name)\n", kept)
+        "print(a.name, l.name)\n", kept, keep=[kept])
     gone = proc.stdout.split()
     assert proc.stderr == ""
     assert not any(shm_exists(n) for n in gone)
