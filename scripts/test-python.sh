@@ -19,10 +19,12 @@ while read -r py; do
     [ -n "$py" ] || continue
     version="$("$py" -c 'import platform; print(platform.python_version())')"
     label="$version"
-    case "$py" in
-        /usr/bin/*) label="$version-system" ;;
-        */build/venv/*) label="$version-venv" ;;
-    esac
+    if [ -n "${seen[$label]:-}" ]; then      # same version twice (e.g. a venv): tell them apart
+        case "$py" in
+            /usr/bin/*) label="$version-system" ;;
+            */build/venv/*) label="$version-venv" ;;
+        esac
+    fi
     [ -z "${seen[$label]:-}" ] || continue
     seen[$label]=1
     found=1

@@ -199,6 +199,17 @@ _open_segments = {}
 _open_lock = threading.Lock()
 
 
+def _fresh_locks_in_child():
+    # A fork can happen while another thread holds one of these: the child, which has
+    # only the forking thread, would then block forever on its first create/attach.
+    global _open_lock, _FENCE_LOCK
+    _open_lock = threading.Lock()
+    _FENCE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
 def _remember(seg):
     with _open_lock:
         _open_segments[seg.name] = weakref.ref(seg)
