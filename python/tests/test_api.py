@@ -392,3 +392,27 @@ def test_copy_and_synchronized():
     sp.x = 3.0
     assert p.x == 3.0
     assert sb.copy(sb.RawValue("h", -2)).value == -2
+
+
+def test_another_objects_lock_as_lock_argument():
+    first = sb.Array("i", 2)
+    second = sb.Value("d", 0.5, lock=first.get_lock())
+    h = sb.header_of(second)
+    assert (h.lock_kind, h.lock_name) == (2, first.name)
+    assert second.get_lock() is first.get_lock()
+    with first.get_lock():
+        first[0] += 1
+        second.value += 1
+    attached = sb.attach(second.name)
+    assert attached.get_lock() is first.get_lock()     # same mutex, same lock object
+    assert attached.value == 1.5
+
+
+def test_external_lock_segment_must_exist(seg_name):
+    lock = sb.RLock(name=seg_name)
+    v = sb.Value("i", 1, lock=lock)
+    lock.unlink()
+    with pytest.raises(sb.SegmentNotFoundError, match=seg_name):
+        sb.attach(v.name)
+    v.value += 1                     # the objects already open keep working
+    assert v.value == 2

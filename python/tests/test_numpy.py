@@ -5,15 +5,20 @@ import ctypes
 import pytest
 
 import sharedbridge as sb
-from conftest import needs_numpy
-
-pytestmark = needs_numpy
+from conftest import HAVE_NUMPY, needs_numpy
 
 
 class Point(ctypes.Structure):
     _fields_ = [("x", ctypes.c_double), ("y", ctypes.c_int)]
 
 
+@pytest.mark.skipif(HAVE_NUMPY, reason="numpy is installed here")
+def test_without_numpy_as_numpy_says_how_to_install_it():
+    with pytest.raises(ImportError, match="pip install numpy"):
+        sb.as_numpy(sb.RawArray("d", 2))
+
+
+@needs_numpy
 @pytest.mark.parametrize("typecode", list("bBhHiIlLqQfd"))
 def test_view_shares_memory(typecode):
     import numpy as np
@@ -28,6 +33,7 @@ def test_view_shares_memory(typecode):
     assert np.frombuffer(arr.get_obj(), dtype=typecode)[2] == 9
 
 
+@needs_numpy
 def test_special_types_values_and_structs():
     import numpy as np
     assert sb.as_numpy(sb.RawArray("c", b"ab")).tolist() == [b"a", b"b"]
@@ -45,6 +51,7 @@ def test_special_types_values_and_structs():
     assert pts[1].y == 40
 
 
+@needs_numpy
 def test_view_of_an_attached_segment():
     a = sb.RawArray("d", 1000)
     b = sb.as_numpy(sb.attach(a.name))
@@ -52,6 +59,7 @@ def test_view_of_an_attached_segment():
     assert a[999] == 1.5
 
 
+@needs_numpy
 def test_rejects_non_ctypes():
     with pytest.raises(TypeError):
         sb.as_numpy([1, 2, 3])
