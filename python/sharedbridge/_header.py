@@ -52,6 +52,7 @@ def native_lock_abi():
 
 
 _IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*\Z")
+_NAME_CHARS = re.compile(rb"[A-Za-z0-9_.\-]+\Z")
 
 StructField = namedtuple("StructField", "name typecode offset count item_size parent")
 StructField.__doc__ = "One field-table entry (docs/format.md section 4)."
@@ -197,7 +198,7 @@ def decode(fixed, table, object_size, state):
     if data_offset % 64 or data_offset < header_size or data_offset + data_size > object_size:
         raise _corrupt(f"data area {data_offset}+{data_size} does not fit the "
                        f"{object_size}-byte object after the {header_size}-byte header")
-    lock_name = _text(lock_name_raw, "lock_name", pattern=None)
+    lock_name = _text(lock_name_raw, "lock_name", pattern=_NAME_CHARS)
     _check_lock(kind, lock_kind, lock_abi, lock_size, lock_offset, lock_type, lock_name)
     type_name = _text(type_name_raw, "type_name")
     if code != STRUCT and type_name:

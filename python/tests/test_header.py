@@ -279,3 +279,62 @@ def test_encode_decode_round_trip():
     struct.pack_into("<I", raw, 0x184, H.checksum(raw, h.header_size))
     again = H.decode(bytes(raw[:512]), bytes(raw[512:]), h.total_size, 1)
     assert again == h
+
+
+def test_attach_waits_for_the_creator_to_publish(forged):
+    import threading
+    img = image_of(sb.Array("i", [8]))
+    struct.pack_into("<I", img, 0x180, 0)
+    name = forged(img)
+
+    def publish():
+        with open(f"/dev/shm/{name}", "r+b") as f:
+            f.seek(0x180)
+            f.write(struct.pack("<I", 1))
+
+    timer = threading.Timer(0.1, publish)
+    timer.start()
+    try:
+        assert sb.attach(name, timeout=5)[0] == 8
+    finally:
+        timer.join()
+
+
+@pytest.mark.parametrize("source", ["array", "struct", "external", "lock"])
+def test_random_corruption_never_crashes(forged, seg_name, source):
+    """Seeded random byte changes anywhere in the header (with the checksum recomputed,
+    so the field checks are what stands in the way): attach either refuses with
+    CorruptSegmentError or returns an object that works within its memory."""
+    import random
+    lock = sb.RLock()
+    obj = {"array": lambda: sb.Array("d", [1.0, 2.0, 3.0]),
+           "struct": lambda: sb.RawArray(Nested, 2),
+           "external": lambda: sb.Value("q", 5, lock=lock),
+           "lock": lambda: lock}[source]()
+    pristine = image_of(obj)
+    header_size = struct.unpack_from("<I", pristine, 0x0C)[0]
+    rng = random.Random(source + os.environ.get("SB_FUZZ_SEED", ""))
+    refused = accepted = 0
+    for _ in range(int(os.environ.get("SB_FUZZ_ROUNDS", "150"))):
+        img = bytearray(pristine)
+        for _ in range(rng.choice((1, 1, 2, 4))):
+            pos = rng.randrange(header_size)
+            if 0x1C0 <= pos < 0x200:
+                continue                       # the mutex bytes belong to pthreads
+            img[pos] = rng.choice((0, 1, 0xFF, rng.randrange(256)))
+        if rng.random() < 0.9:
+            struct.pack_into("<I", img, 0x184, crc_of(img, header_size))
+        name = forged(img)
+        try:
+            got = sb.attach(name, timeout=0.05)
+        except (sb.CorruptSegmentError, sb.SegmentNotReadyError, sb.SegmentNotFoundError,
+                sb.TypeMismatchError):
+            refused += 1
+        else:
+            accepted += 1
+            inner = got.get_obj() if hasattr(got, "get_obj") else got
+            if isinstance(inner, ctypes.Array):
+                inner[:]
+            del got, inner
+        os.unlink(f"/dev/shm/{name}")
+    assert refused > 0
