@@ -416,3 +416,10 @@ def test_external_lock_segment_must_exist(seg_name):
         sb.attach(v.name)
     v.value += 1                     # the objects already open keep working
     assert v.value == 2
+
+
+def test_more_than_dev_shm_holds_is_a_clean_memory_error():
+    before = set(os.listdir("/dev/shm"))
+    with pytest.raises(MemoryError, match="/dev/shm is full"):
+        sb.Array("d", 10**12)       # 8 TB: reserved up front, never a SIGBUS later
+    assert set(os.listdir("/dev/shm")) - before == set()
