@@ -419,7 +419,6 @@ def test_external_lock_segment_must_exist(seg_name):
 
 
 def test_more_than_dev_shm_holds_is_a_clean_memory_error():
-    before = set(os.listdir("/dev/shm"))
     with pytest.raises(MemoryError, match="/dev/shm is full"):
         sb.Array("d", 10**12)       # 8 TB: reserved up front, never a SIGBUS later
-    assert set(os.listdir("/dev/shm")) - before == set()
+    # (the autouse guard checks that the half-made segment was unlinked)
