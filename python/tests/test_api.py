@@ -418,7 +418,7 @@ def test_external_lock_segment_must_exist(seg_name):
     assert v.value == 2
 
 
-def test_more_than_dev_shm_holds_is_a_clean_memory_error():
+def test_more_than_dev_shm_holds_is_a_clean_memory_error(seg_name):
     with pytest.raises(MemoryError, match="/dev/shm is full"):
-        sb.Array("d", 10**12)       # 8 TB: reserved up front, never a SIGBUS later
-    # (the autouse guard checks that the half-made segment was unlinked)
+        sb.Array("d", 10**12, name=seg_name)   # 8 TB: reserved up front, no SIGBUS later
+    assert not shm_exists(seg_name)            # the half-made segment is gone
