@@ -7,13 +7,14 @@ Objects pickle by name, so they travel to any process; locks are robust (a holde
 dies is recovered). Pure standard library; numpy is optional (as_numpy).
 """
 
+from ._attach import attach
+from ._header import SegmentHeader, StructField
 from ._locks import Lock, RLock
 from ._numpy import as_numpy
 from ._segment import unlink
-from ._sharedctypes import (Array, RawArray, RawValue, Synchronized, SynchronizedArray,
-                            SynchronizedBase, SynchronizedString, Value, attach, copy,
-                            synchronized)
-from ._header import SegmentHeader, StructField
+from ._sharedctypes import Array, RawArray, RawValue, Value, copy
+from ._synchronized import (Synchronized, SynchronizedArray, SynchronizedBase,
+                            SynchronizedString, synchronized)
 from .errors import (CorruptSegmentError, InvalidNameError, LockNotRecoverableError,
                      LockRecoveredWarning, SegmentExistsError, SegmentNotFoundError,
                      SegmentNotReadyError, SharedBridgeError, TypeMismatchError,

@@ -1,0 +1,244 @@
+"""synchronized() and the wrapper classes of multiprocessing.sharedctypes.
+
+Synchronized, SynchronizedArray, SynchronizedString and Synchronized<Struct> behave as
+in multiprocessing.sharedctypes (get_obj, get_lock, acquire, release, the context
+manager, accessors under the lock). With a sharedbridge lock the element and value
+accessors inline the lock's fast path; with any other lock (multiprocessing.Lock...)
+they use ``with lock:``.
+"""
+
+import ctypes
+from _thread import get_ident
+
+from . import _mutex
+from ._locks import RLock, _SharedLock
+from ._raw import _base_type, _segment_of
+
+_trylock = _mutex.trylock
+_unlock = _mutex.unlock
+
+
+def synchronized(obj, lock=None, ctx=None):
+    """Return a process-safe wrapper for the ctypes object obj which uses lock to
+    synchronize access; lock=None creates a new named sharedbridge RLock."""
+    assert not isinstance(obj, SynchronizedBase), 'object already synchronized'
+    if isinstance(obj, ctypes._SimpleCData):
+        return Synchronized(obj, lock)
+    if isinstance(obj, ctypes.Array):
+        if obj._type_ is ctypes.c_char:
+            return SynchronizedString(obj, lock)
+        return SynchronizedArray(obj, lock)
+    cls = _base_type(type(obj))
+    try:
+        scls = _struct_wrappers[cls]
+    except KeyError:
+        names = [spec[0] for klass in reversed(cls.__mro__)
+                 for spec in klass.__dict__.get("_fields_", ())]
+        ns = {n: _locked_property(n) for n in names}
+        scls = _struct_wrappers[cls] = type("Synchronized" + cls.__name__,
+                                            (SynchronizedBase,), ns)
+    return scls(obj, lock)
+
+
+_struct_wrappers = {}
+
+
+def _locked_property(name):
+    # Like the inlined accessors: a thread that already holds a sharedbridge lock
+    # (even a non-recursive Lock) reads and writes without re-acquiring it.
+    def get(self):
+        lk = self._sblock
+        if lk is not None and lk._depth and lk._owner == get_ident():
+            return getattr(self._obj, name)
+        with self._lock:
+            return getattr(self._obj, name)
+
+    def set(self, value):
+        lk = self._sblock
+        if lk is not None and lk._depth and lk._owner == get_ident():
+            setattr(self._obj, name, value)
+            return
+        with self._lock:
+            setattr(self._obj, name, value)
+
+    return property(get, set, doc=f"the {name} field, read and written under the lock")
+
+
+class SynchronizedBase:
+    """A ctypes object and the lock that guards it; get_obj(), get_lock(), acquire(),
+    release() and the context manager as in multiprocessing.sharedctypes."""
+
+    def __init__(self, obj, lock=None, ctx=None):
+        self._obj = obj
+        self._lock = lock if lock else RLock()
+        if isinstance(self._lock, _SharedLock):
+            # The subclasses' element/value accessors inline the lock's fast path.
+            self._sblock = self._lock
+            self._m = self._lock._m
+        else:
+            self._sblock = self._m = None
+            foreign = _FOREIGN_LOCK_VARIANT.get(type(self))
+            if foreign is not None:
+                self.__class__ = foreign
+        self.acquire = self._lock.acquire
+        self.release = self._lock.release
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *args):
+        return self._lock.__exit__(*args)
+
+    def __reduce__(self):
+        # By name: the object and the lock each attach in the receiving process.
+        return _rebuild_synchronized, (self._obj, self._lock)
+
+    def get_obj(self):
+        return self._obj
+
+    def get_lock(self):
+        return self._lock
+
+    @property
+    def name(self):
+        """Name of the segment holding the object (None for a private ctypes object)."""
+        seg = _segment_of(self._obj)
+        return seg.name if seg is not None else None
+
+    def close(self):
+        """The creator unlinks the segment's name now (unless keep=True); this object
+        and every view of it stay usable."""
+        seg = _segment_of(self._obj)
+        if seg is not None:
+            seg.close()
+
+    def unlink(self):
+        """Remove the segment's name now, whoever created it."""
+        _segment_of(self._obj).unlink()
+
+    def __repr__(self):
+        return '<%s wrapper for %s>' % (type(self).__name__, self._obj)
+
+
+# The accessors below are the hot path of `arr[i] += 1`. With a sharedbridge lock they
+# take the pthread mutex directly (one trylock + one unlock ctypes call, no extra
+# Python frame); when this thread already holds the lock through acquire()/`with`
+# (lk._depth is non-zero only then) they skip locking, as a recursive lock would.
+
+
+class Synchronized(SynchronizedBase):
+    """Wrapper of a simple ctypes value: .value under the lock."""
+
+    @property
+    def value(self):
+        lk = self._sblock
+        if lk._depth and lk._owner == get_ident():
+            return self._obj.value
+        m = self._m
+        rc = _trylock(m)
+        if rc:
+            lk._contended(rc)
+        try:
+            return self._obj.value
+        finally:
+            _unlock(m)
+
+    @value.setter
+    def value(self, value):
+        lk = self._sblock
+        if lk._depth and lk._owner == get_ident():
+            self._obj.value = value
+            return
+        m = self._m
+        rc = _trylock(m)
+        if rc:
+            lk._contended(rc)
+        try:
+            self._obj.value = value
+        finally:
+            _unlock(m)
+
+
+class SynchronizedArray(SynchronizedBase):
+    """Wrapper of a ctypes array: len(), indexing and slicing under the lock."""
+
+    def __len__(self):
+        return len(self._obj)
+
+    def __getitem__(self, i):
+        lk = self._sblock
+        if lk._depth and lk._owner == get_ident():
+            return self._obj[i]
+        m = self._m
+        rc = _trylock(m)
+        if rc:
+            lk._contended(rc)
+        try:
+            return self._obj[i]
+        finally:
+            _unlock(m)
+
+    def __setitem__(self, i, value):
+        lk = self._sblock
+        if lk._depth and lk._owner == get_ident():
+            self._obj[i] = value
+            return
+        m = self._m
+        rc = _trylock(m)
+        if rc:
+            lk._contended(rc)
+        try:
+            self._obj[i] = value
+        finally:
+            _unlock(m)
+
+    def __getslice__(self, start, stop):
+        return self[start:stop]
+
+    def __setslice__(self, start, stop, values):
+        self[start:stop] = values
+
+
+class SynchronizedString(SynchronizedArray):
+    """Wrapper of a c_char array: also .value and .raw under the lock."""
+
+    value = _locked_property("value")
+    raw = _locked_property("raw")
+
+
+# Variants for a lock that is not a sharedbridge lock (multiprocessing.Lock, ...):
+# same public class names, plain `with lock:` accessors.
+
+class _ForeignItems:
+    def __getitem__(self, i):
+        with self._lock:
+            return self._obj[i]
+
+    def __setitem__(self, i, value):
+        with self._lock:
+            self._obj[i] = value
+
+
+class _ForeignSynchronized(Synchronized):
+    value = _locked_property("value")
+
+
+class _ForeignSynchronizedArray(_ForeignItems, SynchronizedArray):
+    pass
+
+
+class _ForeignSynchronizedString(_ForeignItems, SynchronizedString):
+    pass
+
+
+_FOREIGN_LOCK_VARIANT = {
+    Synchronized: _ForeignSynchronized,
+    SynchronizedArray: _ForeignSynchronizedArray,
+    SynchronizedString: _ForeignSynchronizedString,
+}
+for _public, _variant in _FOREIGN_LOCK_VARIANT.items():
+    _variant.__name__ = _variant.__qualname__ = _public.__name__
+
+
+def _rebuild_synchronized(obj, lock):
+    return synchronized(obj, lock)
