@@ -9,7 +9,7 @@
 
 SB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SB_PYTEST_SHIM="$SB_ROOT/build/pytest-shim"
-SB_DIST=/usr/lib/python3/dist-packages
+SB_DIST="${SB_DIST:-/usr/lib/python3/dist-packages}"
 SB_PYTEST_PARTS="pytest _pytest pluggy iniconfig packaging py py.py attr attrs exceptiongroup tomli"
 
 python_interpreters() {

@@ -27,13 +27,13 @@ while read -r py; do
     fi
     [ -z "${seen[$label]:-}" ] || continue
     seen[$label]=1
-    found=1
     if ! extra="$(pytest_path_for "$py")"; then
-        echo "python-$label: no pytest for $py (run scripts/ensure-deps.sh)" >&2
-        echo 1 > "$RESULTS/python-$label.status"
-        status=1
+        # No pytest for this interpreter and no Debian pytest to lend it (a machine where
+        # scripts/ensure-deps.sh made build/venv instead): say so and test on the others.
+        echo "=== python-$label ($py): not tested, it has no pytest (build/venv or Debian's python3-pytest is used instead)"
         continue
     fi
+    found=1
     echo "=== python-$label ($py)"
     PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
         timeout 600 "$py" -m pytest python/tests -q -p no:cacheprovider -p no:hypothesispytest \
@@ -44,7 +44,7 @@ while read -r py; do
 done < <(python_interpreters)
 
 if [ "$found" = 0 ]; then
-    echo "no CPython >= 3.10 found" >&2
+    echo "no CPython >= 3.10 with pytest found (run scripts/ensure-deps.sh)" >&2
     echo 1 > "$RESULTS/python.status"
     exit 1
 fi
