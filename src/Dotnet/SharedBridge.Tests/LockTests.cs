@@ -95,6 +95,7 @@ public class LockTests
             var e = Assert.Throws<LockRecursionException>(() => l.Lock());
             Assert.Contains("non-recursive", e.Message);
             Assert.Throws<LockRecursionException>(() => l.TryLock(TimeSpan.FromMilliseconds(10), out _));
+            Assert.Throws<LockRecursionException>(() => l.TryLock(TimeSpan.Zero, out _));
         }
         using (l.Lock()) { } // still usable
     }

@@ -73,7 +73,10 @@ internal sealed unsafe class RobustMutex
             throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "The timeout must be non-negative or Timeout.InfiniteTimeSpan.");
         _segment.AddRef();
         int rc = MutexTryLock(_mutex);
-        if (rc == EBUSY && timeout > TimeSpan.Zero)
+        // Busy: wait with a deadline, even a zero timeout (a deadline already past). glibc's trylock
+        // answers EBUSY to the owner of a non-recursive lock while clocklock answers EDEADLK, so
+        // going through clocklock makes every timeout report self-recursion the same way.
+        if (rc == EBUSY)
         {
             Timespec deadline;
             ClockGetTime(CLOCK_MONOTONIC, &deadline);
