@@ -45,6 +45,27 @@ def _segment_name(self):
     return self._sb_segment.name
 
 
+def _close(self):
+    """The creator unlinks the segment's name now (unless keep=True); this object and
+    every view of it stay usable."""
+    self._sb_segment.close()
+
+
+def _unlink(self):
+    """Remove the segment's name now, whoever created it."""
+    self._sb_segment.unlink()
+
+
+# What raw objects add to their ctypes type, like the synchronized wrappers offer;
+# a Structure field of the same name wins (the segment is then reachable through the
+# module functions sharedbridge.close(obj) / header_of(obj)).
+_EXTRAS = {
+    "name": property(_segment_name, doc="name of the shared-memory segment"),
+    "close": _close,
+    "unlink": _unlink,
+}
+
+
 def _shared_subclass(base):
     try:
         return _subclass_cache[base]
@@ -54,8 +75,7 @@ def _shared_subclass(base):
           "__qualname__": base.__qualname__, "__doc__": base.__doc__}
     if issubclass(base, ctypes._SimpleCData):
         ns["__repr__"] = _simple_repr
-    if not hasattr(base, "name"):      # a Structure field called "name" wins
-        ns["name"] = property(_segment_name, doc="name of the shared-memory segment")
+    ns.update((attr, extra) for attr, extra in _EXTRAS.items() if not hasattr(base, attr))
     sub = _subclass_cache[base] = type(base.__name__, (base,), ns)
     return sub
 

@@ -375,6 +375,28 @@ def test_explicit_unlink_by_an_attacher():
     assert b[0] == 1
 
 
+def test_raw_objects_close_and_unlink_like_the_wrappers():
+    raw = sb.RawArray("i", [1, 2])
+    name = raw.name
+    raw.close()                          # the creator gives up the name...
+    assert not shm_exists(name)
+    raw[0] = 7                           # ...and the memory stays usable
+    assert raw[:] == [7, 2]
+    value = sb.RawValue("d", 1.5)
+    other = sb.attach(value.name)
+    other.unlink()                       # an explicit unlink, from any handle
+    assert not shm_exists(value.name)
+    with pytest.raises(sb.SegmentNotFoundError):
+        other.unlink()
+
+    class Named(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_int), ("close", ctypes.c_int)]
+
+    s = sb.RawValue(Named, 3, 4)         # the user's fields win over our extras
+    assert (s.name, s.close) == (3, 4)
+    sb.close(s)
+
+
 def test_copy_and_synchronized():
     private = (ctypes.c_int * 3)(4, 5, 6)
     c = sb.copy(private)
