@@ -99,11 +99,7 @@ public sealed unsafe class SharedCharArray : IDisposable
         }
         set
         {
-            ArgumentNullException.ThrowIfNull(value);
-            var bytes = Bytes;
-            if (value.Length > bytes.Length)
-                throw new ArgumentException($"byte string too long ({value.Length} bytes for an array of {bytes.Length})", nameof(value));
-            value.CopyTo(bytes);
+            var bytes = CopyToStart(value);
             if (value.Length < bytes.Length) bytes[value.Length] = 0;
         }
     }
@@ -113,14 +109,18 @@ public sealed unsafe class SharedCharArray : IDisposable
     public byte[] Raw
     {
         get => Bytes.ToArray();
-        set
-        {
-            ArgumentNullException.ThrowIfNull(value);
-            var bytes = Bytes;
-            if (value.Length > bytes.Length)
-                throw new ArgumentException($"byte string too long ({value.Length} bytes for an array of {bytes.Length})", nameof(value));
-            value.CopyTo(bytes);
-        }
+        set => CopyToStart(value);
+    }
+
+    // What setting Value and Raw share (ctypes: a too-long byte string is an error, never truncated).
+    private Span<byte> CopyToStart(byte[] value)
+    {
+        ArgumentNullException.ThrowIfNull(value);
+        var bytes = Bytes;
+        if (value.Length > bytes.Length)
+            throw new ArgumentException($"byte string too long ({value.Length} bytes for an array of {bytes.Length})", nameof(value));
+        value.CopyTo(bytes);
+        return bytes;
     }
 
     /// <summary>The bytes as a span over shared memory. Do not use it after Dispose.</summary>
