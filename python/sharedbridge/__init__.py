@@ -9,13 +9,14 @@ dies is recovered). Pure standard library; numpy is optional (as_numpy).
 
 from ._attach import attach
 from ._header import SegmentHeader, StructField
-from ._locks import Lock, RLock
+from ._locks import Lock, RLock, reset_lock
 from ._numpy import as_numpy
 from ._segment import unlink
 from ._sharedctypes import Array, RawArray, RawValue, Value, copy
 from ._synchronized import (Synchronized, SynchronizedArray, SynchronizedBase,
                             SynchronizedString, synchronized)
-from .errors import (CorruptSegmentError, InvalidNameError, LockNotRecoverableError,
+from .errors import (CorruptLockError, CorruptSegmentError, InvalidNameError,
+                     LockNotRecoverableError, SegmentInUseError,
                      LockRecoveredWarning, SegmentExistsError, SegmentNotFoundError,
                      SegmentNotReadyError, SharedBridgeError, TypeMismatchError,
                      UnsupportedTypeError, UnsupportedVersionError)
@@ -49,10 +50,10 @@ def _segment_for(obj):
 
 __all__ = [
     "Array", "Value", "RawArray", "RawValue", "copy", "synchronized", "attach", "Lock",
-    "RLock", "as_numpy", "unlink", "close", "header_of", "SegmentHeader", "StructField",
+    "RLock", "reset_lock", "as_numpy", "unlink", "close", "header_of", "SegmentHeader", "StructField",
     "Synchronized", "SynchronizedArray", "SynchronizedBase", "SynchronizedString",
     "SharedBridgeError", "SegmentNotFoundError", "SegmentExistsError", "InvalidNameError",
     "CorruptSegmentError", "UnsupportedVersionError", "TypeMismatchError",
     "UnsupportedTypeError", "SegmentNotReadyError", "LockNotRecoverableError",
-    "LockRecoveredWarning",
+    "CorruptLockError", "SegmentInUseError", "LockRecoveredWarning",
 ]

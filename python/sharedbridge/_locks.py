@@ -16,18 +16,13 @@ from _thread import get_ident
 
 from . import _header as H
 from . import _mutex
+from ._proc import processes_mapping
 from ._segment import create, open_segment
-from .errors import TypeMismatchError
+from .errors import SegmentInUseError, TypeMismatchError
+
+_lock_now, _unlock, _CLOCK, _PAST = _mutex.lock_now, _mutex.unlock, _mutex.CLOCK_MONOTONIC, _mutex.PAST
 
 _live_locks = weakref.WeakSet()
-
-# glibc links every held robust mutex into the owning thread's robust list *through the
-# mutex memory*: if a held mutex's mapping were unmapped, the next lock operation would
-# follow a dangling pointer and crash. A lock object collected while still held (its
-# holder dropped every reference) therefore leaves its mutex view here, which keeps the
-# mapping alive; this costs nothing on the acquire/release path.
-_orphaned_held_mutexes = []
-
 
 def _forget_owners_in_child():
     # A fork child has only the forking thread, and it does not own the parent's
@@ -44,7 +39,7 @@ class _SharedLock:
     """Base of Lock and RLock: a robust mutex inside a segment."""
 
     _lock_type = 0
-    __slots__ = ("_seg", "_m", "_owner", "_depth", "__weakref__")
+    __slots__ = ("_seg", "_mx", "_m", "_kind_word", "_kind", "_owner", "_depth", "__weakref__")
 
     def __init__(self, name=None, *, keep=False):
         abi, size = H.native_lock_abi()
@@ -63,7 +58,10 @@ class _SharedLock:
 
     def _setup(self, seg):
         self._seg = seg
-        self._m = _mutex.mutex_view(seg.mm, seg.header.lock_size)
+        mx = self._mx = _mutex.RobustMutex(seg.mm, seg.header.lock_type, seg.header.lock_size,
+                                           seg.name)
+        # Copies for the fast paths (here and in the synchronized wrappers' accessors).
+        self._m, self._kind_word, self._kind = mx.m, mx.kind_word, mx.kind
         self._owner = None
         self._depth = 0
         seg.lock_ref = weakref.ref(self)
@@ -90,13 +88,15 @@ class _SharedLock:
         me = get_ident()
         if self._owner == me:
             return self._reacquire(block, timeout)
-        rc = _mutex.trylock(self._m)
+        if self._kind_word.value != self._kind:
+            self._mx.check_kind()
+        rc = _lock_now(self._m, _CLOCK, _PAST)
         if rc:
-            got = _mutex.wait(self._m, rc, block, timeout)
+            got = self._mx.finish(rc, block, timeout)
             if not got:
                 return False
             if got == "recovered":
-                _mutex.recover(self._m, self._seg.mm, self._seg.name)
+                self._mx.recover()
         self._owner = me
         self._depth = 1
         return True
@@ -111,7 +111,9 @@ class _SharedLock:
             return
         self._owner = None
         self._depth = 0
-        _mutex.unlock(self._m)
+        rc = _unlock(self._m)
+        if rc:
+            self._mx.unlock_failed(rc)
 
     __enter__ = acquire
 
@@ -119,9 +121,9 @@ class _SharedLock:
         self.release()
 
     def __del__(self):
-        if self._depth:
+        if getattr(self, "_depth", 0):
             try:
-                _orphaned_held_mutexes.append(self._m)
+                _mutex.PINNED.append(self._m)
             except Exception:      # interpreter shutdown: the process is exiting anyway
                 pass
 
@@ -130,10 +132,19 @@ class _SharedLock:
 
     def _contended(self, rc):
         """Slow path of a synchronized wrapper's single operation (no Python-level
-        ownership is recorded: the wrapper unlocks right after)."""
-        got = _mutex.wait(self._m, rc, True, None)
+        ownership is recorded: the wrapper unlocks right after). *rc* is the result of
+        the non-blocking attempt, or None when the kind check failed."""
+        if rc is None:
+            self._mx.check_kind()
+        got = self._mx.finish(rc, True, None)
         if got == "recovered":
-            _mutex.recover(self._m, self._seg.mm, self._seg.name)
+            self._mx.recover()
+
+    @property
+    def state(self):
+        """'free', 'held', 'owner dead', 'not recoverable' or 'corrupt' (for tools: the
+        state changes as soon as it is read)."""
+        return self._mx.state()
 
     def close(self):
         """The creator unlinks the lock's name now (unless keep=True)."""
@@ -204,6 +215,35 @@ def lock_from_segment(seg):
     lock = _CLASS_FOR_TYPE[seg.header.lock_type].__new__(_CLASS_FOR_TYPE[seg.header.lock_type])
     lock._setup(seg)
     return lock
+
+
+def reset_lock(name):
+    """Reset the shared lock of segment *name* (docs/format.md section 7.4): an operator's
+    action for a lock that is not recoverable or whose mutex bytes are corrupt.
+
+    Refused with SegmentInUseError while any other process maps the segment. Returns
+    True when the mutex was re-initialized (counted as a recovery), False when it was
+    healthy and nothing was done. Never done implicitly by the library.
+    """
+    seg = open_segment(name)
+    h = seg.header
+    if h.lock_kind == H.LOCK_EXTERNAL:
+        raise TypeMismatchError(f"segment {name!r} uses the lock of segment {h.lock_name!r}: "
+                                "reset that one")
+    if h.lock_kind != H.LOCK_EMBEDDED:
+        raise TypeMismatchError(f"segment {name!r} has no shared lock to reset")
+    others = [pid for pid in processes_mapping(seg.inode) if pid != os.getpid()]
+    if others:
+        raise SegmentInUseError(
+            f"segment {name!r} is mapped by process(es) {', '.join(map(str, others))}: a lock "
+            "is never reset under its users; stop them first", others)
+    lock = lock_from_segment(seg)
+    if lock._mx.state() not in ("not recoverable", "corrupt"):
+        return False
+    lock._mx.reset()
+    lock._owner = None
+    lock._depth = 0
+    return True
 
 
 def _attach_lock(name):

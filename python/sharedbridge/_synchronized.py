@@ -14,8 +14,7 @@ from . import _mutex
 from ._locks import RLock, _SharedLock
 from ._raw import _base_type, _segment_of
 
-_trylock = _mutex.trylock
-_unlock = _mutex.unlock
+_lock_now, _unlock, _CLOCK, _PAST = _mutex.lock_now, _mutex.unlock, _mutex.CLOCK_MONOTONIC, _mutex.PAST
 
 
 def synchronized(obj, lock=None, ctx=None):
@@ -121,9 +120,10 @@ class SynchronizedBase:
 
 
 # The accessors below are the hot path of `arr[i] += 1`. With a sharedbridge lock they
-# take the pthread mutex directly (one trylock + one unlock ctypes call, no extra
-# Python frame); when this thread already holds the lock through acquire()/`with`
-# (lk._depth is non-zero only then) they skip locking, as a recursive lock would.
+# take the pthread mutex directly (the kind check of docs/format.md section 7.2, then one
+# non-blocking clocklock + one unlock ctypes call, no extra Python frame); when this
+# thread already holds the lock through acquire()/`with` (lk._depth is non-zero only
+# then) they skip locking, as a recursive lock would.
 
 
 class Synchronized(SynchronizedBase):
@@ -135,13 +135,17 @@ class Synchronized(SynchronizedBase):
         if lk._depth and lk._owner == get_ident():
             return self._obj.value
         m = self._m
-        rc = _trylock(m)
+        if lk._kind_word.value != lk._kind:
+            lk._contended(None)
+        rc = _lock_now(m, _CLOCK, _PAST)
         if rc:
             lk._contended(rc)
         try:
             return self._obj.value
         finally:
-            _unlock(m)
+            rc = _unlock(m)
+            if rc:
+                lk._mx.unlock_failed(rc)
 
     @value.setter
     def value(self, value):
@@ -150,13 +154,17 @@ class Synchronized(SynchronizedBase):
             self._obj.value = value
             return
         m = self._m
-        rc = _trylock(m)
+        if lk._kind_word.value != lk._kind:
+            lk._contended(None)
+        rc = _lock_now(m, _CLOCK, _PAST)
         if rc:
             lk._contended(rc)
         try:
             self._obj.value = value
         finally:
-            _unlock(m)
+            rc = _unlock(m)
+            if rc:
+                lk._mx.unlock_failed(rc)
 
 
 class SynchronizedArray(SynchronizedBase):
@@ -170,13 +178,17 @@ class SynchronizedArray(SynchronizedBase):
         if lk._depth and lk._owner == get_ident():
             return self._obj[i]
         m = self._m
-        rc = _trylock(m)
+        if lk._kind_word.value != lk._kind:
+            lk._contended(None)
+        rc = _lock_now(m, _CLOCK, _PAST)
         if rc:
             lk._contended(rc)
         try:
             return self._obj[i]
         finally:
-            _unlock(m)
+            rc = _unlock(m)
+            if rc:
+                lk._mx.unlock_failed(rc)
 
     def __setitem__(self, i, value):
         lk = self._sblock
@@ -184,13 +196,17 @@ class SynchronizedArray(SynchronizedBase):
             self._obj[i] = value
             return
         m = self._m
-        rc = _trylock(m)
+        if lk._kind_word.value != lk._kind:
+            lk._contended(None)
+        rc = _lock_now(m, _CLOCK, _PAST)
         if rc:
             lk._contended(rc)
         try:
             self._obj[i] = value
         finally:
-            _unlock(m)
+            rc = _unlock(m)
+            if rc:
+                lk._mx.unlock_failed(rc)
 
     def __getslice__(self, start, stop):
         return self[start:stop]

@@ -9,7 +9,7 @@ __all__ = [
     "SharedBridgeError", "SegmentNotFoundError", "SegmentExistsError", "InvalidNameError",
     "CorruptSegmentError", "UnsupportedVersionError", "TypeMismatchError",
     "UnsupportedTypeError", "SegmentNotReadyError", "LockNotRecoverableError",
-    "LockRecoveredWarning",
+    "CorruptLockError", "SegmentInUseError", "LockRecoveredWarning",
 ]
 
 
@@ -51,6 +51,20 @@ class SegmentNotReadyError(SharedBridgeError, TimeoutError):
 
 class LockNotRecoverableError(SharedBridgeError, RuntimeError):
     """The shared lock is permanently unusable (a recovery was never completed)."""
+
+
+class CorruptLockError(SharedBridgeError, RuntimeError):
+    """The bytes of the shared mutex were overwritten (a wrong kind word, a forged or
+    stale owner, an unlock the mutex refuses): nothing more is called on it."""
+
+
+class SegmentInUseError(SharedBridgeError, RuntimeError):
+    """An operator action (reset_lock) was refused because other processes map the
+    segment; ``pids`` lists them."""
+
+    def __init__(self, message, pids=()):
+        super().__init__(message)
+        self.pids = tuple(pids)
 
 
 class LockRecoveredWarning(RuntimeWarning):
