@@ -62,8 +62,41 @@ internal static class ChildCommands
                 Console.WriteLine(string.Join(",", array.ToArray()));
                 return 0;
             }
+            // try-lock NAME MS: open the lock of segment NAME, try Lock(MS ms) twice, print the outcome of
+            // each ("acquired", "timeout" or the exception's type name).
+            case ["try-lock", var name, var ms]:
+            {
+                using var shared = SharedLock.Open(name);
+                for (int i = 0; i < 2; i++)
+                {
+                    try
+                    {
+                        if (shared.TryLock(TimeSpan.FromMilliseconds(int.Parse(ms)), out var scope))
+                        {
+                            scope.Dispose();
+                            Console.WriteLine("acquired");
+                        }
+                        else Console.WriteLine("timeout");
+                    }
+                    catch (SharedBridgeException e)
+                    {
+                        Console.WriteLine(e.GetType().Name);
+                    }
+                }
+                return 0;
+            }
+            // open-and-wait NAME: open segment NAME, say "opened", wait to be killed.
+            case ["open-and-wait", var name]:
+            {
+                var segment = SharedSegment.Open(name);
+                Console.WriteLine("opened");
+                Console.Out.Flush();
+                Thread.Sleep(Timeout.Infinite);
+                GC.KeepAlive(segment);
+                return 1;
+            }
             default:
-                Console.Error.WriteLine("usage: child increment NAME COUNT | hold NAME DEPTH VALUE | hold-lock NAME | create-and-exit NAME | read NAME");
+                Console.Error.WriteLine("usage: child increment NAME COUNT | hold NAME DEPTH VALUE | hold-lock NAME | create-and-exit NAME | read NAME | try-lock NAME MS | open-and-wait NAME");
                 return 2;
         }
     }

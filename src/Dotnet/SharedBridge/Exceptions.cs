@@ -87,6 +87,24 @@ public sealed class LockNotRecoverableException : SharedBridgeException
     public LockNotRecoverableException(string message) : base(message) { }
 }
 
+/// <summary>The bytes of the shared mutex were overwritten (a wrong kind word, an owner thread that does not
+/// exist, an unlock the mutex refuses); nothing more is called on it. See docs/format.md section 7.2.</summary>
+public sealed class CorruptLockException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public CorruptLockException(string message) : base(message) { }
+}
+
+/// <summary>An operator action (<see cref="SharedLock.Reset"/>) was refused because other processes map the segment.</summary>
+public sealed class SegmentInUseException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public SegmentInUseException(string message, IReadOnlyList<int> processIds) : base(message) => ProcessIds = processIds;
+
+    /// <summary>The processes that map the segment.</summary>
+    public IReadOnlyList<int> ProcessIds { get; }
+}
+
 /// <summary>The system has not enough shared memory (<c>/dev/shm</c>) for the requested segment.</summary>
 public sealed class InsufficientSharedMemoryException : SharedBridgeException
 {

@@ -83,20 +83,21 @@ internal static unsafe partial class Interop
     [LibraryImport(Libc, EntryPoint = "pthread_mutex_init")]
     internal static partial int MutexInit(void* mutex, void* attr);
 
-    /// <summary>Blocking: keeps the GC transition so the runtime can suspend this thread while it waits.</summary>
-    [LibraryImport(Libc, EntryPoint = "pthread_mutex_lock")]
-    internal static partial int MutexLock(void* mutex);
-
-    /// <summary>Blocking up to the deadline: keeps the GC transition.</summary>
+    /// <summary>Blocking up to the deadline: keeps the GC transition so the runtime can suspend this
+    /// thread while it waits.</summary>
     [LibraryImport(Libc, EntryPoint = "pthread_mutex_clocklock")]
     internal static partial int MutexClockLock(void* mutex, int clock, Timespec* deadline);
 
-    // trylock and unlock never block (an unlock at most issues one FUTEX_WAKE), never call back
-    // into the runtime and do not use errno, so skipping the GC transition is safe here and keeps
-    // the uncontended Lock() close to a bare pthread pair.
-    [LibraryImport(Libc, EntryPoint = "pthread_mutex_trylock")]
+    // The non-blocking acquire of docs/format.md section 7.3: clocklock with a deadline already
+    // past ({-1, 0}), which glibc answers before setting FUTEX_WAITERS or entering the kernel. Never
+    // pthread_mutex_trylock: it leaves the caller's tid in a not-recoverable mutex. This call and
+    // unlock never block (an unlock at most issues one FUTEX_WAKE), never call back into the runtime
+    // and do not use errno, so skipping the GC transition is safe and keeps the uncontended Lock()
+    // close to a bare pthread pair. The caller checks the mutex kind first (a PI kind would enter the
+    // kernel).
+    [LibraryImport(Libc, EntryPoint = "pthread_mutex_clocklock")]
     [SuppressGCTransition]
-    internal static partial int MutexTryLock(void* mutex);
+    internal static partial int MutexLockNow(void* mutex, int clock, Timespec* pastDeadline);
 
     [LibraryImport(Libc, EntryPoint = "pthread_mutex_unlock")]
     [SuppressGCTransition]
@@ -104,6 +105,9 @@ internal static unsafe partial class Interop
 
     [LibraryImport(Libc, EntryPoint = "pthread_mutex_consistent")]
     internal static partial int MutexConsistent(void* mutex);
+
+    [LibraryImport(Libc, EntryPoint = "gettid")]
+    internal static partial int GetTid();
 
     [LibraryImport(Libc, EntryPoint = "clock_gettime")]
     internal static partial int ClockGetTime(int clock, Timespec* time);

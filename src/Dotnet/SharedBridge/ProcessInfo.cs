@@ -24,5 +24,33 @@ internal static class ProcessInfo
         catch (UnauthorizedAccessException) { return 0; }
     }
 
+    /// <summary>Pids whose /proc/PID/maps show a /dev/shm object with this inode mapped (where readable).</summary>
+    internal static IReadOnlyList<int> ProcessesMapping(ulong inode)
+    {
+        string wanted = inode.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var pids = new List<int>();
+        foreach (string dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            try
+            {
+                foreach (string line in File.ReadLines(Path.Combine(dir, "maps")))
+                {
+                    // address perms offset dev inode path
+                    string[] parts = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
+                    if (parts.Length == 6 && parts[4] == wanted && parts[5].StartsWith("/dev/shm/", StringComparison.Ordinal))
+                    {
+                        pids.Add(pid);
+                        break;
+                    }
+                }
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        pids.Sort();
+        return pids;
+    }
+
     internal static long UnixNanosecondsNow() => (DateTime.UtcNow - DateTime.UnixEpoch).Ticks * 100;
 }

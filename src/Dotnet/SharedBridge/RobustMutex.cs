@@ -3,38 +3,71 @@ using static SharedBridge.Interop;
 
 namespace SharedBridge;
 
+/// <summary>The state of a shared lock as a tool sees it (it may change as soon as it is read).</summary>
+public enum LockState
+{
+    /// <summary>Nobody holds it.</summary>
+    Free,
+    /// <summary>A live thread holds it.</summary>
+    Held,
+    /// <summary>Its holder died; the next acquirer recovers it.</summary>
+    OwnerDead,
+    /// <summary>Permanently unusable until an operator resets it (docs/format.md section 7.4).</summary>
+    NotRecoverable,
+    /// <summary>Its bytes were overwritten: a wrong kind word, or an owner thread that does not exist.</summary>
+    Corrupt,
+}
+
 /// <summary>
 /// The embedded robust process-shared mutex of one segment and the lock protocol of
-/// docs/format.md section 7.3. While the lock is held (or being acquired) the segment's mapping
-/// holds a reference, so disposing the segment never unmaps a mutex this process is using.
+/// docs/format.md sections 7.2 to 7.4. While the lock is held (or being acquired) the segment's
+/// mapping holds a reference, so disposing the segment never unmaps a mutex this process is using.
+/// The mutex bytes are writable by every process that maps the segment: the kind word is checked
+/// before every pthread call, and a waiter checks that the recorded owner is a live thread.
 /// </summary>
 internal sealed unsafe class RobustMutex
 {
     private readonly Segment _segment;
-    private readonly void* _mutex;
+    private readonly byte* _mutex;
     private readonly LockType _type;
+    private readonly int _expectedKind;
+
+    // glibc's pthread_mutex_t words (same offsets on x86_64 and aarch64): __lock holds the owner's
+    // tid with FUTEX_OWNER_DIED (bit 30) and FUTEX_WAITERS (bit 31); __owner is 0x7FFFFFFE once the
+    // mutex is not recoverable; __kind is the type | robust | process-shared.
+    private const int LockWord = 0, OwnerWord = 8, KindWord = 16;
+    private const int FutexTidMask = 0x3FFFFFFF;
+    private const int FutexOwnerDied = 0x40000000;
+    private const int KindRobustProcessShared = 0x10 | 0x80;
+    private const int OwnerNotRecoverable = 0x7FFFFFFE;
+
+    // Blocking waits run in slices so that the kind and the owner are re-checked while waiting.
+    private static readonly TimeSpan WaitSlice = TimeSpan.FromMilliseconds(250);
+    private static readonly TimeSpan OwnerCheckInterval = TimeSpan.FromSeconds(1);
 
     internal RobustMutex(Segment segment, byte* mutex, LockType type)
     {
         _segment = segment;
         _mutex = mutex;
         _type = type;
+        _expectedKind = ExpectedKind(type);
     }
 
     internal string SegmentName => _segment.Name;
 
-    // glibc keeps the owner's tid in the first int of the mutex (__lock, offset 0 on x86_64 and
-    // aarch64) for robust mutexes, with FUTEX_OWNER_DIED (bit 30) set when the owner died.
-    private const int FutexTidMask = 0x3FFFFFFF;
-    private const int FutexOwnerDied = 0x40000000;
+    private static int ExpectedKind(LockType type) =>
+        (type == LockType.Recursive ? PTHREAD_MUTEX_RECURSIVE : PTHREAD_MUTEX_ERRORCHECK) | KindRobustProcessShared;
 
-    internal int OwnerThreadId => Volatile.Read(ref *(int*)_mutex) & FutexTidMask;
+    private int Word(int offset) => Volatile.Read(ref *(int*)(_mutex + offset));
 
-    internal bool OwnerDied => (Volatile.Read(ref *(int*)_mutex) & FutexOwnerDied) != 0;
+    internal int OwnerThreadId => Word(LockWord) & FutexTidMask;
 
-    /// <summary>Initializes a fresh mutex (creator only, before the segment is ready).</summary>
-    internal static void Initialize(byte* mutex, LockType type)
+    internal bool OwnerDied => (Word(LockWord) & FutexOwnerDied) != 0;
+
+    /// <summary>Initializes a fresh mutex (creator only, before the segment is ready; and the operator's reset).</summary>
+    internal static void Initialize(byte* mutex, int size, LockType type)
     {
+        new Span<byte>(mutex, size).Clear();
         ulong* attr = stackalloc ulong[4]; // pthread_mutexattr_t is 4 bytes on x86_64, 8 on aarch64
         Check(MutexAttrInit(attr), "pthread_mutexattr_init");
         try
@@ -51,14 +84,16 @@ internal sealed unsafe class RobustMutex
         }
     }
 
+    // ---------------------------------------------------------------- acquire
+
     /// <summary>Blocks until the lock is held.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal LockScope Lock()
     {
         _segment.AddRef();
-        int rc = MutexTryLock(_mutex);
+        int rc = KindIsIntact() ? LockNow() : ThrowCorruptKind();
         if (rc == 0) return new LockScope(this, false);
-        return Finish(rc == EBUSY ? MutexLock(_mutex) : rc, timeoutText: null);
+        return Finish(rc is ETIMEDOUT or EBUSY ? Wait(Timeout.InfiniteTimeSpan) : rc);
     }
 
     /// <summary>Waits at most <paramref name="timeout"/>; false when the lock was not acquired in time.</summary>
@@ -72,31 +107,73 @@ internal sealed unsafe class RobustMutex
         if (timeout < TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "The timeout must be non-negative or Timeout.InfiniteTimeSpan.");
         _segment.AddRef();
-        int rc = MutexTryLock(_mutex);
-        // Busy: wait with a deadline, even a zero timeout (a deadline already past). glibc's trylock
-        // answers EBUSY to the owner of a non-recursive lock while clocklock answers EDEADLK, so
-        // going through clocklock makes every timeout report self-recursion the same way.
-        if (rc == EBUSY)
-        {
-            Timespec deadline;
-            ClockGetTime(CLOCK_MONOTONIC, &deadline);
-            long ns = deadline.Nanoseconds + (timeout.Ticks % TimeSpan.TicksPerSecond) * 100;
-            deadline.Seconds += timeout.Ticks / TimeSpan.TicksPerSecond + ns / 1_000_000_000;
-            deadline.Nanoseconds = ns % 1_000_000_000;
-            rc = MutexClockLock(_mutex, CLOCK_MONOTONIC, &deadline);
-        }
-        if (rc is EBUSY or ETIMEDOUT)
+        int rc = KindIsIntact() ? LockNow() : ThrowCorruptKind();
+        if (rc is ETIMEDOUT or EBUSY && timeout > TimeSpan.Zero) rc = Wait(timeout);
+        if (rc is ETIMEDOUT or EBUSY)
         {
             _segment.Release();
             scope = default;
             return false;
         }
-        scope = Finish(rc, timeoutText: null);
+        scope = Finish(rc);
         return true;
     }
 
-    /// <summary>Handles every result but "acquired cleanly" (section 7.3).</summary>
-    private LockScope Finish(int rc, string? timeoutText)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool KindIsIntact() => Word(KindWord) == _expectedKind;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int LockNow()
+    {
+        Timespec past = new() { Seconds = -1 };
+        return MutexLockNow(_mutex, CLOCK_MONOTONIC, &past);
+    }
+
+    /// <summary>Waits in slices until acquired or the timeout expires (ETIMEDOUT); checks the kind
+    /// before every slice and the owner every second (section 7.2). The caller holds a reference.</summary>
+    private int Wait(TimeSpan timeout)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        TimeSpan nextOwnerCheck = OwnerCheckInterval;
+        while (true)
+        {
+            TimeSpan elapsed = System.Diagnostics.Stopwatch.GetElapsedTime(start);
+            TimeSpan slice = WaitSlice;
+            if (timeout != Timeout.InfiniteTimeSpan)
+            {
+                if (elapsed >= timeout) return ETIMEDOUT;
+                if (timeout - elapsed < slice) slice = timeout - elapsed;
+            }
+            if (elapsed >= nextOwnerCheck)
+            {
+                if (StaleOwner() is int tid and not 0) ThrowStaleOwner(tid);
+                nextOwnerCheck = elapsed + OwnerCheckInterval;
+            }
+            if (!KindIsIntact()) ThrowCorruptKind();
+            Timespec deadline;
+            ClockGetTime(CLOCK_MONOTONIC, &deadline);
+            long ns = deadline.Nanoseconds + (slice.Ticks % TimeSpan.TicksPerSecond) * 100;
+            deadline.Seconds += slice.Ticks / TimeSpan.TicksPerSecond + ns / 1_000_000_000;
+            deadline.Nanoseconds = ns % 1_000_000_000;
+            int rc = MutexClockLock(_mutex, CLOCK_MONOTONIC, &deadline);
+            if (rc != ETIMEDOUT) return rc;
+        }
+    }
+
+    /// <summary>The owner tid recorded in the lock word when no such thread exists (forged or stale), else 0.</summary>
+    private int StaleOwner()
+    {
+        int word = Word(LockWord);
+        int tid = word & FutexTidMask;
+        if (tid == 0 || (word & FutexOwnerDied) != 0 || tid == GetTid()) return 0;
+        if (Directory.Exists($"/proc/{tid}")) return 0;
+        // A real owner that dies is marked FUTEX_OWNER_DIED before its id disappears: the same word
+        // after the check means nobody will ever release it.
+        return Word(LockWord) == word ? tid : 0;
+    }
+
+    /// <summary>Handles every result but "acquired cleanly" (section 7.3). The caller holds a reference.</summary>
+    private LockScope Finish(int rc)
     {
         if (rc == 0) return new LockScope(this, false);
         if (rc == EOWNERDEAD)
@@ -120,10 +197,34 @@ internal sealed unsafe class RobustMutex
                 $"This thread already holds the non-recursive lock of \"{_segment.Name}\"; release it before locking again."),
             ENOTRECOVERABLE => new LockNotRecoverableException(
                 $"The lock of \"{_segment.Name}\" is permanently unusable: a process recovered it from a dead owner " +
-                "without completing the recovery. Copy the data to a new segment."),
-            _ => new IOException($"Locking \"{_segment.Name}\" failed: {Describe(rc)}{timeoutText}"),
+                $"without completing the recovery. Copy the data to a new segment, or, once no process uses it, reset it " +
+                $"with SharedLock.Reset(\"{_segment.Name}\")."),
+            _ => new IOException($"Locking \"{_segment.Name}\" failed: {Describe(rc)}"),
         };
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int ThrowCorruptKind()
+    {
+        int kind = Word(KindWord);
+        _segment.Release();
+        throw new CorruptLockException(
+            $"The lock of \"{_segment.Name}\" is corrupt: its pthread mutex kind is 0x{kind:X}, not the robust " +
+            $"process-shared 0x{_expectedKind:X} it was created with (another process overwrote the mutex). Nothing was " +
+            $"called on it; if no process uses the segment, SharedLock.Reset(\"{_segment.Name}\") re-initializes it.");
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowStaleOwner(int tid)
+    {
+        _segment.Release();
+        throw new CorruptLockException(
+            $"The lock of \"{_segment.Name}\" is held by thread {tid}, which does not exist (the lock word was " +
+            "overwritten, or its owner's robust-list entry was lost): it will never be released. If no process uses " +
+            $"the segment, SharedLock.Reset(\"{_segment.Name}\") re-initializes it.");
+    }
+
+    // ---------------------------------------------------------------- release
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Unlock()
@@ -133,14 +234,40 @@ internal sealed unsafe class RobustMutex
         _segment.Release();
     }
 
+    // The reference is not released on failure: the mutex may still be linked in this thread's
+    // robust list, so its mapping must stay.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowUnlockFailed(int rc)
     {
         if (rc == EPERM)
             throw new SynchronizationLockException(
                 $"The lock of \"{_segment.Name}\" is not held by this thread: dispose the LockScope on the thread that " +
-                "acquired it, exactly once (do not await while holding a shared lock).");
-        throw new IOException($"Unlocking \"{_segment.Name}\" failed: {Describe(rc)}");
+                "acquired it, exactly once (do not await while holding a shared lock); or another process overwrote " +
+                "the mutex's owner.");
+        throw new CorruptLockException($"Unlocking \"{_segment.Name}\" failed: {Describe(rc)}");
+    }
+
+    // ---------------------------------------------------------------- tools
+
+    /// <summary>The lock's state now, for tools.</summary>
+    internal LockState State
+    {
+        get
+        {
+            if (!KindIsIntact() || StaleOwner() != 0) return LockState.Corrupt;
+            if (Word(OwnerWord) == OwnerNotRecoverable) return LockState.NotRecoverable;
+            int word = Word(LockWord);
+            if ((word & FutexOwnerDied) != 0) return LockState.OwnerDead;
+            return (word & FutexTidMask) != 0 ? LockState.Held : LockState.Free;
+        }
+    }
+
+    /// <summary>Section 7.4 step 4: re-initializes the mutex and counts it as a recovery. The caller
+    /// checked that no other process maps the segment and that the lock needs it.</summary>
+    internal void Reset(int mutexSize)
+    {
+        Initialize(_mutex, mutexSize, _type);
+        _segment.RecordRecovery();
     }
 
     private static void Check(int rc, string what)

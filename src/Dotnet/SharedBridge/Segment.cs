@@ -115,7 +115,7 @@ internal sealed unsafe class Segment
             var header = new Span<byte>(segment._base, spec.HeaderSize);
             HeaderCodec.WriteIdentity(header, spec, ProcessInfo.Pid, ProcessInfo.StartTime, ProcessInfo.UnixNanosecondsNow());
             if (spec.LockKind == LockKind.Embedded)
-                RobustMutex.Initialize(segment._base + HeaderLayout.Mutex, spec.LockType);
+                RobustMutex.Initialize(segment._base + HeaderLayout.Mutex, LockAbi.RequireCurrent().MutexSize, spec.LockType);
             initialData.CopyTo(new Span<byte>(segment._base + spec.HeaderSize, (int)Math.Min(spec.DataSize, int.MaxValue)));
             *(uint*)(segment._base + HeaderCrc32) = HeaderCodec.ComputeCrc(header);
             Interlocked.MemoryBarrier();
@@ -236,6 +236,10 @@ internal sealed unsafe class Segment
     };
 
     // ---------------------------------------------------------------- lock bookkeeping
+
+    /// <summary>Pids of the other processes that map this object now (section 7.4 step 2).</summary>
+    internal IReadOnlyList<int> OtherProcessesMapping() =>
+        ProcessInfo.ProcessesMapping(_identity.Inode).Where(pid => pid != ProcessInfo.Pid).ToList();
 
     /// <summary>Called with the lock held after a dead-owner recovery (section 7.3 step 2).</summary>
     internal void RecordRecovery()

@@ -165,6 +165,38 @@ internal sealed class SegmentBinding
         }
     }
 
+    internal LockState LockState
+    {
+        get
+        {
+            ThrowIfDisposed();
+            var holder = LockHolder ?? throw ThrowNoLockException();
+            holder.AddRef();
+            try { return _mutex!.State; }
+            finally { holder.Release(); }
+        }
+    }
+
+    /// <summary>Section 7.4: the operator's reset of this segment's own embedded lock.</summary>
+    internal bool ResetLock()
+    {
+        ThrowIfDisposed();
+        var others = Segment.OtherProcessesMapping();
+        if (others.Count > 0)
+            throw new SegmentInUseException(
+                $"Segment \"{Name}\" is mapped by process(es) {string.Join(", ", others)}: a lock is never reset under its users; stop them first.",
+                others);
+        if (LockState is not (LockState.NotRecoverable or LockState.Corrupt)) return false;
+        Segment.AddRef();
+        try { _mutex!.Reset(Header.LockSize); }
+        finally { Segment.Release(); }
+        return true;
+    }
+
+    private InvalidOperationException ThrowNoLockException() => new(
+        $"Segment \"{Name}\" is not synchronized (lock_kind {(int)Header.LockKind}, {Header.LockKind}): it has no shared lock. " +
+        "Create it with Synchronized = true (the default) or with a SharedLock.");
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private RobustMutex ThrowNoLock() => throw new InvalidOperationException(
         $"Segment \"{Name}\" is not synchronized (lock_kind {(int)Header.LockKind}, {Header.LockKind}): it has no shared lock. " +

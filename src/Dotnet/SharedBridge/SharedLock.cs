@@ -72,6 +72,26 @@ public sealed class SharedLock : IDisposable
     /// <summary>Tries to acquire the lock within <paramref name="timeout"/>.</summary>
     public bool TryLock(TimeSpan timeout, out LockScope scope) => _binding.TryLock(timeout, out scope);
 
+    /// <summary>The lock's state now (for tools: it may change as soon as it is read).</summary>
+    public LockState State => _binding.LockState;
+
+    /// <summary>
+    /// The operator's reset of docs/format.md section 7.4: re-initializes the lock of segment <paramref name="name"/>
+    /// when it is not recoverable or its mutex bytes are corrupt. Never done implicitly.
+    /// </summary>
+    /// <returns>True when the mutex was re-initialized (counted as a recovery); false when it was healthy and nothing was done.</returns>
+    /// <exception cref="SegmentInUseException">Another process maps the segment: a lock is never reset under its users.</exception>
+    /// <exception cref="TypeMismatchException">The segment has no lock of its own (the message names its lock segment, if any).</exception>
+    public static bool Reset(string name)
+    {
+        var binding = SegmentBinding.Open(OwnerName, name, null, header => header.LockKind == LockKind.Embedded ? null
+            : header.LockKind == LockKind.External
+                ? $"it uses the lock of \"{header.LockName}\": reset that one"
+                : "it has no shared lock to reset");
+        try { return binding.ResetLock(); }
+        finally { binding.Dispose(); }
+    }
+
     /// <summary>Dead-owner recoveries of this lock so far.</summary>
     public long Recoveries => _binding.LockRecoveries;
 
