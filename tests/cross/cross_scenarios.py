@@ -155,7 +155,53 @@ def worker_acquire(name):
     return 0
 
 
+def _probe(call):
+    """The outcome of one acquire attempt, in the words both drivers use."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = call()
+    except sb.LockNotRecoverableError:
+        return "not-recoverable"
+    except sb.CorruptLockError:
+        return "corrupt-lock"
+    except Exception as exc:  # noqa: BLE001 - reported, the test decides
+        return f"other:{type(exc).__name__}:{exc}"
+    return "acquired" if got else "busy"
+
+
+def worker_lock_probe(name):
+    """Every acquire entry point, twice, on the lock of the int array *name*; then the lock
+    word. Output: {"outcomes": [...], "lock_word": N}."""
+    arr = sb.attach(name)
+    lock = arr.get_lock()
+
+    def held(acquired):
+        if acquired:
+            lock.release()
+        return acquired
+
+    def accessor():
+        arr[0] = arr[0]
+        return True
+
+    calls = [lambda: held(lock.acquire()), lambda: held(lock.acquire(timeout=1.5)),
+             lambda: held(lock.acquire(False)), accessor]
+    outcomes = [_probe(call) for _ in range(2) for call in calls]
+    word = int.from_bytes(arr.get_lock()._seg.mm[0x1C0:0x1C4], "little")
+    print(json.dumps({"outcomes": outcomes, "lock_word": word}), flush=True)
+    return 0
+
+
+def worker_reset_lock(name):
+    """The operator's reset (docs/format.md section 7.4). Output: {"reset": bool}."""
+    print(json.dumps({"reset": sb.reset_lock(name)}), flush=True)
+    return 0
+
+
 WORKERS = {
+    "lock-probe": worker_lock_probe,
+    "reset-lock": worker_reset_lock,
     "sharedctypes": worker_sharedctypes,
     "increment": worker_increment,
     "fill": worker_fill,

@@ -77,6 +77,8 @@ public static class Scenarios
         "fill" => WorkerFill(args[0], int.Parse(args[1]), int.Parse(args[2]), int.Parse(args[3])),
         "hold" => WorkerHold(args[0], args.Skip(1).Select(int.Parse).ToArray()),
         "acquire" => WorkerAcquire(args[0]),
+        "lock-probe" => WorkerLockProbe(args[0]),
+        "reset-lock" => WorkerResetLock(args[0]),
         _ => throw new ArgumentException($"unknown scenario '{scenario}'"),
     };
 
@@ -151,6 +153,43 @@ public static class Scenarios
         {
             Json.Emit(new { acquired = true, recovered = scope.Recovered, recoveries = arr.LockRecoveries, values = arr.ToArray() });
         }
+        return 0;
+    }
+
+    /// <summary>Every acquire entry point, twice, on the lock of the int array; then the lock word.
+    /// Outcomes in the words the Python driver uses.</summary>
+    private static int WorkerLockProbe(string name)
+    {
+        using var arr = SharedArray<int>.Open(name);
+        using var shared = arr.GetLock();
+        var calls = new Func<bool>[]
+        {
+            () => { arr.Lock().Dispose(); return true; },
+            () => { if (!arr.TryLock(TimeSpan.FromMilliseconds(1500), out var s)) return false; s.Dispose(); return true; },
+            () => { if (!arr.TryLock(TimeSpan.Zero, out var s)) return false; s.Dispose(); return true; },
+            () => { using (shared.Lock()) arr[0] = arr[0]; return true; },
+        };
+        var outcomes = new List<string>();
+        for (int round = 0; round < 2; round++)
+        {
+            foreach (var call in calls)
+            {
+                try { outcomes.Add(call() ? "acquired" : "busy"); }
+                catch (LockNotRecoverableException) { outcomes.Add("not-recoverable"); }
+                catch (CorruptLockException) { outcomes.Add("corrupt-lock"); }
+                catch (Exception e) { outcomes.Add($"other:{e.GetType().Name}:{e.Message}"); }
+            }
+        }
+        int word = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(
+            File.ReadAllBytes("/dev/shm/" + name).AsSpan(0x1C0, 4));
+        Json.Emit(new { outcomes, lock_word = word });
+        return 0;
+    }
+
+    /// <summary>The operator's reset (docs/format.md section 7.4).</summary>
+    private static int WorkerResetLock(string name)
+    {
+        Json.Emit(new { reset = SharedLock.Reset(name) });
         return 0;
     }
 
