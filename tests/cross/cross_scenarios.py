@@ -199,7 +199,29 @@ def worker_reset_lock(name):
     return 0
 
 
+def worker_soak(name, seconds):
+    """Locked increments of a[0] of the int64 array *name* until *seconds* have passed,
+    alternating the two lock idioms; reports its own count: {"count": N}."""
+    arr = sb.attach(name)
+    lock = arr.get_lock()
+    deadline = time.monotonic() + float(seconds)
+    count = 0
+    while time.monotonic() < deadline:
+        for _ in range(100):
+            with lock:
+                arr[0] += 1
+            lock.acquire(timeout=5)
+            try:
+                arr.get_obj()[0] += 1
+            finally:
+                lock.release()
+        count += 200
+    print(json.dumps({"count": count}), flush=True)
+    return 0
+
+
 WORKERS = {
+    "soak": worker_soak,
     "lock-probe": worker_lock_probe,
     "reset-lock": worker_reset_lock,
     "sharedctypes": worker_sharedctypes,

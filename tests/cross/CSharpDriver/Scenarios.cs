@@ -78,6 +78,7 @@ public static class Scenarios
         "hold" => WorkerHold(args[0], args.Skip(1).Select(int.Parse).ToArray()),
         "acquire" => WorkerAcquire(args[0]),
         "lock-probe" => WorkerLockProbe(args[0]),
+        "soak" => WorkerSoak(args[0], double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture)),
         "reset-lock" => WorkerResetLock(args[0]),
         _ => throw new ArgumentException($"unknown scenario '{scenario}'"),
     };
@@ -183,6 +184,27 @@ public static class Scenarios
         int word = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(
             File.ReadAllBytes("/dev/shm/" + name).AsSpan(0x1C0, 4));
         Json.Emit(new { outcomes, lock_word = word });
+        return 0;
+    }
+
+    /// <summary>Locked increments of a[0] until the time is up, alternating Lock() and TryLock(timeout);
+    /// reports its own count.</summary>
+    private static int WorkerSoak(string name, double seconds)
+    {
+        using var arr = SharedArray<long>.Open(name);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        long count = 0;
+        while (watch.Elapsed.TotalSeconds < seconds)
+        {
+            for (int i = 0; i < 1000; i++)
+            {
+                using (arr.Lock()) arr[0]++;
+                if (!arr.TryLock(TimeSpan.FromSeconds(5), out var scope)) throw new TimeoutException("lock not acquired in 5 s");
+                using (scope) arr[0]++;
+            }
+            count += 2000;
+        }
+        Json.Emit(new { count });
         return 0;
     }
 
