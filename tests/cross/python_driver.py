@@ -6,6 +6,7 @@ Commands (every command prints JSON or the scenario's text on stdout; diagnostic
   create-batch MANIFEST                create every segment a manifest lists (one result each)
   verify-batch MANIFEST                verify every segment a manifest lists (one result each)
   verify VECTOR NAME [--lock-name L]   attach by name, check header facts and values, exit 0/1
+  classify-batch MANIFEST              open every name of a manifest, report each error class
   host VECTOR NAME [--lock-name L]     create and stay: stdin "verify" re-checks, "exit" closes
   worker SCENARIO ARGS...              one child of a scenario (cross_scenarios.WORKERS)
   parent SCENARIO BASE --child ARGV_JSON [--child ...]
@@ -250,6 +251,40 @@ def cmd_parent(args):
     return cross_scenarios.run_parent(args.scenario, args.base, children)
 
 
+def classify(name, timeout):
+    """The error class of opening *name*, in the words of tests/cross/vectors/invalid."""
+    sb = _sharedbridge()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sb.attach(name, timeout=timeout)
+    except sb.NotASharedBridgeSegmentError:
+        return "not-sharedbridge"
+    except sb.UnsupportedVersionError:
+        return "unsupported-version"
+    except sb.CorruptSegmentError:
+        return "corrupt"
+    except sb.SegmentNotFoundError:
+        return "not-found"
+    except sb.SegmentPermissionError:
+        return "permission"
+    except sb.SegmentNotReadyError:
+        return "initializing"
+    except Exception as exc:  # noqa: BLE001 - the test reports it as a foreign exception
+        return f"other:{type(exc).__module__}.{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def cmd_classify_batch(args):
+    """Open every name of the manifest ({"names": [...], "timeout": s}); print one JSON
+    object {"classes": {name: class}}."""
+    with open(args.manifest) as f:
+        manifest = json.load(f)
+    classes = {name: classify(name, manifest.get("timeout", 0.3)) for name in manifest["names"]}
+    print(json.dumps({"classes": classes}), flush=True)
+    return 0
+
+
 def cmd_baseline(args):
     import cross_baseline
     return cross_baseline.run(args.scenario)
@@ -264,7 +299,8 @@ def main(argv):
         p.add_argument("name")
         p.add_argument("--lock-name")
         p.set_defaults(handler=handler)
-    for command, handler in (("create-batch", cmd_create_batch), ("verify-batch", cmd_verify_batch)):
+    for command, handler in (("create-batch", cmd_create_batch), ("verify-batch", cmd_verify_batch),
+                             ("classify-batch", cmd_classify_batch)):
         p = sub.add_parser(command)
         p.add_argument("manifest")
         p.set_defaults(handler=handler)

@@ -10,7 +10,7 @@ namespace SharedBridge.CrossDriver
     {
         private const string Usage = """
             usage: csharp-driver create|verify|host VECTOR NAME [--lock-name L]
-                   csharp-driver create-batch|verify-batch MANIFEST
+                   csharp-driver create-batch|verify-batch|classify-batch MANIFEST
                    csharp-driver worker SCENARIO ARGS...
                    csharp-driver parent SCENARIO BASE --child ARGV_JSON [--child ARGV_JSON ...]
             """;
@@ -41,6 +41,8 @@ namespace SharedBridge.CrossDriver
                         _ => VectorCommands.HostCommand(vector, name, lockName),
                     };
                 }
+                case "classify-batch":
+                    return Classify.Batch(args[1]);
                 case "create-batch" or "verify-batch":
                     return Batch.Run(args[1], create: args[0] == "create-batch");
                 case "worker":

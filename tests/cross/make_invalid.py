@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""Regenerate tests/cross/vectors/invalid/: header bytes every reader must classify the same way.
+
+Each case is a rule of docs/format.md broken once (or, for "ok" cases, an edge the rules
+allow), built from a valid header by an encoder written here from the spec alone (not the
+sharedbridge package). Files per case:
+  <id>.json   {"id", "rule", "expect", "size", "special", "lock": <companion id or null>}
+  <id>.bin    the object's first bytes (the rest of the object, up to "size", is zero)
+expect is the error class every reader must report on open: not-sharedbridge,
+unsupported-version, corrupt, not-found, initializing, permission, or ok. "special" asks the
+test to put something other than a plain object at the name (fifo, dir, symlink,
+other-owner). Segment names are fixed (sbinv_<id>, lock companions sbinv_<id>_l) because
+kind-2 headers record the lock segment's name.
+
+Run: python3 tests/cross/make_invalid.py (no PYTHONPATH needed), then review the diff.
+"""
+import json
+import os
+import shutil
+import struct
+import zlib
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors", "invalid")
+
+IDENTITY = struct.Struct("<8sHHIBBHIQQQBBHIBBHIIIQq8x32s256s")
+FIELD = struct.Struct("<32sB3xIIIi12x")
+SIZES = {"c": 1, "u": 4, "b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "l": 8, "L": 8,
+         "q": 8, "Q": 8, "f": 4, "d": 8, "?": 1}
+MUTEX = 0x1C0
+CREATED = 1_767_225_600 * 1_000_000_000
+
+
+def name_of(case_id):
+    return "sbinv_" + case_id
+
+
+def align64(x):
+    return (x + 63) & ~63
+
+
+def header(kind=1, typecode="d", count=4, lock_kind=0, lock_type=0, fields=(), type_name="",
+           lock_name="", state=1, version=1, compat=1, **overrides):
+    """A valid version-1 header (bytes 0 .. header_size-1) per docs/format.md section 3;
+    *overrides* replace identity fields by name before the checksum is computed."""
+    f = dict(magic=b"SHBRIDGE", version=version, compat=compat,
+             header_size=align64(0x200 + 64 * len(fields)), kind=kind,
+             typecode=0 if kind == 3 else ord(typecode), flags=0,
+             element_size=0 if kind == 3 else (
+                 SIZES[typecode] if typecode != "T" else overrides.pop("struct_size")),
+             element_count=0 if kind == 3 else (1 if kind == 2 else count),
+             lock_kind=lock_kind, lock_abi=1 if lock_kind == 1 else 0,
+             lock_size=40 if lock_kind == 1 else 0, lock_offset=MUTEX if lock_kind == 1 else 0,
+             lock_type=lock_type, field_entry_size=64 if fields else 0, field_count=len(fields),
+             field_table_offset=0x200 if fields else 0, creator_pid=1, start=0,
+             created=CREATED, type_name=type_name.encode(), lock_name=lock_name.encode())
+    f["data_offset"] = f["header_size"]
+    f["data_size"] = f["element_size"] * f["element_count"]
+    f.update(overrides)
+    buf = bytearray(f["header_size"] if f["header_size"] >= 0x200 and f["header_size"] % 64 == 0
+                    and f["header_size"] < 1 << 16 else align64(0x200 + 64 * len(fields)))
+    IDENTITY.pack_into(buf, 0, f["magic"], f["version"], f["compat"], f["header_size"], f["kind"],
+                       f["typecode"], f["flags"], f["element_size"], f["element_count"],
+                       f["data_offset"], f["data_size"], f["lock_kind"], f["lock_abi"],
+                       f["lock_size"], f["lock_offset"], f["lock_type"], 0, f["field_entry_size"],
+                       f["field_count"], f["field_table_offset"], f["creator_pid"], f["start"],
+                       f["created"], f["type_name"], f["lock_name"])
+    for i, (fname, code, offset, cnt, item, parent) in enumerate(fields):
+        FIELD.pack_into(buf, 0x200 + 64 * i, fname.encode(), ord(code), offset, cnt, item, parent)
+    if f["lock_kind"] == 1 and f["lock_type"]:
+        # A freshly initialized glibc x86_64 robust process-shared mutex: only __kind is set.
+        struct.pack_into("<i", buf, MUTEX + 16, f["lock_type"] | 0x90)
+    struct.pack_into("<I", buf, 0x180, state)
+    struct.pack_into("<I", buf, 0x184, crc(buf))
+    return buf, f["data_offset"] + f["data_size"]
+
+
+def crc(buf):
+    hs = struct.unpack_from("<I", buf, 0x0C)[0]
+    return zlib.crc32(bytes(buf[0:0x180]) + bytes(buf[0x200:hs]))
+
+
+def recrc(buf):
+    struct.pack_into("<I", buf, 0x184, crc(buf))
+    return buf
+
+
+POINT = [("x", "d", 0, 1, 8, -1), ("y", "d", 8, 1, 8, -1)]
+
+
+def nested(depth):
+    """A structure nested *depth* levels deep: each level holds one double and the next."""
+    fields = []
+    for level in range(depth):
+        parent = -1 if level == 0 else len(fields) - 1
+        remaining = depth - level
+        if remaining == 1:
+            fields.append(("v", "d", 0, 1, 8, parent))
+        else:
+            fields.append(("n", "T", 0, 1, 8, parent))
+    return fields
+
+
+CASES = []
+
+
+def case(case_id, expect, rule, built=None, special=None, lock=None, size=None):
+    buf, total = built if built is not None else (b"", 0)
+    CASES.append(dict(id=case_id, expect=expect, rule=rule, bytes=bytes(buf),
+                      size=size if size is not None else total, special=special, lock=lock))
+
+
+def patch(built, offset, fmt, value, fix_crc=True):
+    buf, total = built
+    struct.pack_into(fmt, buf, offset, value)
+    return (recrc(buf) if fix_crc else buf), total
+
+
+def build():
+    d4 = lambda **kw: header(typecode="d", count=4, **kw)  # noqa: E731
+    # --- 6.2 step 3: order of checks ---------------------------------------------------
+    case("foreign_text", "not-sharedbridge", "6.2 step 3: magic first; a foreign object",
+         (bytearray(b"hello, this is not a segment\n" * 20), 580))
+    case("tiny_5_bytes", "not-sharedbridge", "6.2 step 3: size 1 to 7", (bytearray(b"SHBRI"), 5))
+    ready = bytearray(512)
+    struct.pack_into("<I", ready, 0x180, 1)
+    case("zero_magic_ready", "not-sharedbridge", "6.2 step 3: zero magic with state != 0",
+         (ready, 512))
+    case("zero_magic_initializing", "initializing",
+         "6.2 step 3: zero magic, state 0: the creator has not written yet (wait, then time out)",
+         (bytearray(512), 512))
+    case("magic_truncated", "corrupt", "6.2 step 3: the right magic in an object under 512 bytes",
+         (bytearray(b"SHBRIDGE" + bytes(92)), 100))
+    case("state_initializing", "initializing", "6.2 step 3: state 0 is waited for",
+         patch(d4(), 0x180, "<I", 0, fix_crc=False))
+    case("state_3", "corrupt", "6.2 step 3: state other than 0, 1, 2",
+         patch(d4(), 0x180, "<I", 3, fix_crc=False))
+    case("state_retired_ok", "ok", "6.2 step 3: state 2 (retired) is usable",
+         patch(d4(), 0x180, "<I", 2, fix_crc=False))
+    # --- versions ---------------------------------------------------------------------------
+    case("compat_2", "unsupported-version", "6.3: compat_version above the reader's",
+         d4(version=2, compat=2))
+    case("compat_0", "corrupt", "6.2 step 5: compat_version >= 1", d4(version=1, compat=0))
+    case("version_below_compat", "corrupt", "6.2 step 5: version >= compat_version",
+         d4(version=0, compat=1))
+    case("newer_writer_ok", "ok", "6.3: version 3 with compat_version 1 is read",
+         d4(version=3, compat=1))
+    # --- identity fields --------------------------------------------------------------------
+    case("bad_crc", "corrupt", "3.3: header_crc32 mismatch",
+         patch(d4(), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
+    case("header_size_unaligned", "corrupt", "6.2 step 5: header_size a multiple of 64",
+         d4(header_size=0x210))
+    case("kind_4", "corrupt", "3.1: kind in {1, 2, 3}", d4(kind=4))
+    case("typecode_x", "corrupt", "3.4: unknown typecode", patch(d4(), 0x11, "<B", ord("x")))
+    case("element_size_wrong", "corrupt", "6.2 step 5: element_size equals the typecode's size",
+         d4(element_size=4, data_size=16))
+    case("value_count_2", "corrupt", "6.2 step 5: a value has element_count 1",
+         header(kind=2, typecode="i", element_count=2, data_size=8))
+    case("data_size_mismatch", "corrupt", "3.1: data_size = element_size * element_count",
+         d4(data_size=24))
+    case("data_past_object", "corrupt", "5: data_offset + data_size <= object size",
+         d4(), size=0x200 + 16)
+    case("data_offset_unaligned", "corrupt", "3.1: data_offset a multiple of 64",
+         d4(data_offset=0x220), size=0x220 + 32)
+    case("zero_length_array_ok", "ok", "5: zero-length arrays are valid", header(count=0))
+    case("zero_length_struct_array_ok", "ok", "5: zero-length arrays are valid, T included",
+         header(typecode="T", count=0, fields=POINT, type_name="Point", struct_size=16))
+    case("larger_object_ok", "ok", "5: the object may be larger than data_offset + data_size",
+         d4(), size=0x200 + 32 + 4096)
+    # --- lock-only (kind 3) -----------------------------------------------------------------
+    case("lock_only_ok", "ok", "5: a lock-only segment", header(kind=3, lock_kind=1, lock_type=2))
+    case("lock_only_larger_ok", "ok", "5: a lock-only object larger than 512 bytes is accepted",
+         header(kind=3, lock_kind=1, lock_type=1), size=4096)
+    case("lock_only_typecode_ascii_0", "corrupt", "3.1: the lock-only typecode is byte 0x00",
+         patch(header(kind=3, lock_kind=1, lock_type=2), 0x11, "<B", ord("0")))
+    case("lock_only_without_lock", "corrupt", "6.2 step 5: a lock-only segment has lock_kind 1",
+         header(kind=3, lock_kind=0))
+    case("lock_only_with_data", "corrupt", "5: lock-only segments have no elements",
+         header(kind=3, lock_kind=1, lock_type=2, element_count=1))
+    # --- embedded lock ----------------------------------------------------------------------
+    case("lock_abi_aarch64", "corrupt", "6.2 step 5: lock_abi must be the reader's own",
+         d4(lock_kind=1, lock_type=1, lock_abi=2, lock_size=48))
+    case("lock_type_3", "corrupt", "3.1: lock_type 1 or 2 with an embedded lock",
+         d4(lock_kind=1, lock_type=3))
+    case("lock_fields_without_lock", "corrupt", "7.1: lock fields are zero without an embedded lock",
+         d4(lock_kind=0, lock_type=1))
+    case("lock_region_tail_ok", "ok", "7.1: readers ignore the lock region past the mutex",
+         patch(d4(lock_kind=1, lock_type=1), MUTEX + 48, "<Q", 0x1122334455667788,
+               fix_crc=False))
+    case("lock_name_unterminated", "corrupt", "2: text fields are NUL-terminated",
+         d4(lock_kind=2, lock_name="a" * 256))
+    # --- external lock (kind 2) ---------------------------------------------------------------
+    case("external_empty_name", "corrupt", "7.1: an external lock names its lock segment",
+         d4(lock_kind=2, lock_name=""))
+    case("external_names_itself", "corrupt", "7.1: a lock_name naming the segment itself",
+         d4(lock_kind=2, lock_name=name_of("external_names_itself")))
+    case("external_missing", "not-found", "7.1: a lock segment that is gone is an unknown name",
+         d4(lock_kind=2, lock_name=name_of("external_missing") + "_l"))
+    case("external_lock_has_no_mutex", "corrupt",
+         "6.2 step 7: the lock segment must have an embedded lock",
+         d4(lock_kind=2, lock_name=name_of("external_lock_has_no_mutex") + "_l"),
+         lock="raw_array")
+    case("external_ok", "ok", "7.1: an external lock in a lock-only segment",
+         d4(lock_kind=2, lock_name=name_of("external_ok") + "_l"), lock="lock_only")
+    # --- field table --------------------------------------------------------------------------
+    t = lambda fields, size=16, **kw: header(  # noqa: E731
+        typecode="T", count=2, fields=fields, type_name=kw.pop("type_name", "Point"),
+        struct_size=size, **kw)
+    case("struct_ok", "ok", "4: the docs' Point", t(POINT))
+    case("struct_without_fields", "corrupt", "4: typecode T needs at least one field",
+         t([], field_entry_size=0, field_count=0, field_table_offset=0))
+    case("struct_item_size_wrong", "corrupt", "4: item_size equals the typecode's size",
+         t([("x", "d", 0, 1, 4, -1), ("y", "d", 8, 1, 8, -1)]))
+    case("struct_duplicate_names", "corrupt", "4: field names unique within a parent",
+         t([("x", "d", 0, 1, 8, -1), ("x", "d", 8, 1, 8, -1)]))
+    case("struct_same_name_other_parent_ok", "ok",
+         "4: the same name under different parents is fine",
+         t([("x", "d", 0, 1, 8, -1), ("p", "T", 8, 1, 8, -1), ("x", "d", 0, 1, 8, 1)]))
+    case("struct_entry_size_32", "corrupt", "4: field_entry_size >= 64",
+         t(POINT, field_entry_size=32))
+    case("struct_table_offset_0x240", "corrupt", "4: field_table_offset is 0x200",
+         t(POINT, field_table_offset=0x240, header_size=0x2C0))
+    case("fields_on_double", "corrupt", "4: no field table unless typecode is T",
+         d4(field_count=1, field_entry_size=64, field_table_offset=0x200))
+    case("struct_depth_16_ok", "ok", "4: nesting depth 16 is allowed",
+         t(nested(16), size=8, type_name="Deep"))
+    case("struct_depth_17", "corrupt", "4: nesting depth above 16",
+         t(nested(17), size=8, type_name="Deep"))
+    case("struct_reserved_dunder", "corrupt", "4: reserved field names (__...)",
+         t([("__class__", "d", 0, 1, 8, -1), ("y", "d", 8, 1, 8, -1)]))
+    case("struct_reserved_fields_", "corrupt", "4: reserved field names (_fields_)",
+         t([("_fields_", "d", 0, 1, 8, -1), ("y", "d", 8, 1, 8, -1)]))
+    case("struct_underscore_name_ok", "ok", "4: a leading single underscore is an identifier",
+         t([("_x", "d", 0, 1, 8, -1), ("y_", "d", 8, 1, 8, -1)]))
+    case("struct_overlap", "corrupt", "4: fields never overlap",
+         t([("x", "d", 0, 1, 8, -1), ("y", "d", 4, 1, 8, -1)]))
+    case("type_name_not_identifier", "corrupt", "6.2 step 5: type_name is an identifier",
+         t(POINT, type_name="a-b"))
+    case("type_name_on_double", "corrupt", "6.2 step 5: type_name only with typecode T",
+         d4(type_name="Point"))
+    # --- not a regular file / not ours ------------------------------------------------------
+    case("fifo", "not-sharedbridge", "6.2 step 2: a FIFO at the name", special="fifo")
+    case("directory", "not-sharedbridge", "6.2 step 1: a directory at the name", special="dir")
+    case("symlink", "not-sharedbridge", "6.2 step 1: a symbolic link at the name (O_NOFOLLOW)",
+         special="symlink")
+    case("other_owner", "permission", "1.2: a segment owned by another user",
+         d4(), special="other-owner")
+
+
+COMPANIONS = {
+    "raw_array": lambda: header(typecode="i", count=2),
+    "lock_only": lambda: header(kind=3, lock_kind=1, lock_type=2),
+}
+
+
+def main():
+    build()
+    ids = [c["id"] for c in CASES]
+    assert len(ids) == len(set(ids)), "duplicate case ids"
+    if os.path.isdir(OUT):
+        shutil.rmtree(OUT)
+    os.makedirs(OUT)
+    for c in CASES:
+        meta = {k: c[k] for k in ("id", "expect", "rule", "size", "special", "lock")}
+        with open(os.path.join(OUT, c["id"] + ".json"), "w") as f:
+            json.dump(meta, f, indent=1)
+            f.write("\n")
+        with open(os.path.join(OUT, c["id"] + ".bin"), "wb") as f:
+            f.write(c["bytes"])
+    for cid, make in COMPANIONS.items():
+        buf, total = make()
+        with open(os.path.join(OUT, "companion_" + cid + ".bin"), "wb") as f:
+            f.write(bytes(buf))
+        with open(os.path.join(OUT, "companion_" + cid + ".json"), "w") as f:
+            json.dump({"id": cid, "size": total}, f)
+            f.write("\n")
+    print(f"{len(CASES)} cases in {OUT}")
+
+
+if __name__ == "__main__":
+    main()
