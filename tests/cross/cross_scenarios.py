@@ -220,7 +220,22 @@ def worker_soak(name, seconds):
     return 0
 
 
+def worker_read_elements(name):
+    """Read every element of the array *name* the way a user does (arr[:]); report the values
+    (characters as code points, bools as true/false) or the error class."""
+    arr = sb.attach(name)
+    try:
+        values = arr[:]
+    except sb.CorruptDataError as exc:
+        print(json.dumps({"result": "corrupt-data", "message": str(exc)}), flush=True)
+        return 0
+    canon = [v if isinstance(v, bool) else ord(v) if isinstance(v, str) else v for v in values]
+    print(json.dumps({"result": "ok", "values": canon}), flush=True)
+    return 0
+
+
 WORKERS = {
+    "read-elements": worker_read_elements,
     "soak": worker_soak,
     "lock-probe": worker_lock_probe,
     "reset-lock": worker_reset_lock,

@@ -78,6 +78,12 @@ public static class Scenarios
         "hold" => WorkerHold(args[0], args.Skip(1).Select(int.Parse).ToArray()),
         "acquire" => WorkerAcquire(args[0]),
         "lock-probe" => WorkerLockProbe(args[0]),
+        "read-elements" => args[1] switch
+        {
+            "u" => WorkerReadElements<System.Text.Rune>(args[0], r => r.Value),
+            "?" => WorkerReadElements<bool>(args[0], b => b),
+            _ => throw new ArgumentException($"read-elements: unsupported typecode {args[1]}"),
+        },
         "soak" => WorkerSoak(args[0], double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture)),
         "reset-lock" => WorkerResetLock(args[0]),
         _ => throw new ArgumentException($"unknown scenario '{scenario}'"),
@@ -205,6 +211,21 @@ public static class Scenarios
             count += 2000;
         }
         Json.Emit(new { count });
+        return 0;
+    }
+
+    /// <summary>Reads every element the way a user does (ToArray); reports the values or the error class.</summary>
+    private static int WorkerReadElements<T>(string name, Func<T, object> canonical) where T : unmanaged
+    {
+        using var arr = SharedArray<T>.Open(name);
+        try
+        {
+            Json.Emit(new { result = "ok", values = arr.ToArray().Select(canonical).ToArray() });
+        }
+        catch (CorruptDataException e)
+        {
+            Json.Emit(new { result = "corrupt-data", message = e.Message });
+        }
         return 0;
     }
 
