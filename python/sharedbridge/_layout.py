@@ -8,7 +8,7 @@ format's "layouts match" rule.
 import ctypes
 import re
 
-from ._header import StructField
+from ._header import MAX_STRUCT_DEPTH, StructField, is_reserved_field_name
 from ._typecodes import STRUCT, TYPECODE_TO_TYPE, refuse_pointer, typecode_of_simple
 from .errors import TypeMismatchError, UnsupportedTypeError
 
@@ -72,13 +72,16 @@ def check_element_type(ctype):
 def describe(cls):
     """Field-table entries (a tuple of StructField) of a Structure class."""
     entries = []
-    _describe_into(cls, -1, entries)
+    _describe_into(cls, -1, entries, 1)
     if ctypes.sizeof(cls) == 0:
         raise UnsupportedTypeError(f"{cls.__name__} has size 0: give it at least one field")
     return tuple(entries)
 
 
-def _describe_into(cls, parent, entries):
+def _describe_into(cls, parent, entries, depth):
+    # depth of this structure's fields: checked before recursing, so a type nested
+    # deeper than the format allows is refused up front, never by a RecursionError.
+    seen = set()
     for spec in _struct_fields(cls):
         name, ftype = spec[0], spec[1]
         if len(spec) > 2:
@@ -88,15 +91,36 @@ def _describe_into(cls, parent, entries):
             raise UnsupportedTypeError(
                 f"{cls.__name__} field name {name!r} must be an ASCII identifier of at most "
                 "31 characters")
+        if is_reserved_field_name(name):
+            raise UnsupportedTypeError(
+                f"{cls.__name__} field name {name!r} is reserved (names starting with '__' "
+                "and ctypes' own attributes such as _fields_ cannot be shared)")
+        if name in seen:
+            raise UnsupportedTypeError(
+                f"{cls.__name__} has two fields named {name!r}: field names must be unique")
+        seen.add(name)
+        if depth > MAX_STRUCT_DEPTH:
+            raise UnsupportedTypeError(
+                f"{cls.__name__}.{name} is nested {depth} structures deep: format version 1 "
+                f"allows at most {MAX_STRUCT_DEPTH} levels")
         item, count = _element_of(ftype)
         code = check_element_type(item)
         if count == 0 or ctypes.sizeof(item) == 0:
             raise UnsupportedTypeError(f"{cls.__name__}.{name} has size 0")
-        offset = getattr(cls, name).offset
+        offset = _field_descriptor(cls, name).offset
         index = len(entries)
         entries.append(StructField(name, code, offset, count, ctypes.sizeof(item), parent))
         if code == STRUCT:
-            _describe_into(item, index, entries)
+            _describe_into(item, index, entries, depth + 1)
+
+
+def _field_descriptor(cls, name):
+    # From the class dictionaries, not getattr: a field may be named like a ctypes
+    # class method (from_buffer...), which getattr would not return on every version.
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return getattr(cls, name)
 
 
 def same_layout(a, b):

@@ -119,7 +119,8 @@ class _SharedLock:
         self.release()
 
     def __del__(self):
-        if self._depth:
+        # getattr: __init__ may have failed before _setup (name taken, invalid name...).
+        if getattr(self, "_depth", 0):
             try:
                 _orphaned_held_mutexes.append(self._m)
             except Exception:      # interpreter shutdown: the process is exiting anyway
@@ -144,6 +145,8 @@ class _SharedLock:
         self._seg.unlink()
 
     def __reduce__(self):
+        if self._seg.trusted:
+            return _attach_lock, (self._seg.name, True)
         return _attach_lock, (self._seg.name,)
 
     def __repr__(self):
@@ -206,8 +209,8 @@ def lock_from_segment(seg):
     return lock
 
 
-def _attach_lock(name):
-    return lock_from_segment(open_segment(name))
+def _attach_lock(name, allow_other_owner=False):
+    return lock_from_segment(open_segment(name, allow_other_owner=allow_other_owner))
 
 
 def _start_time():
