@@ -12,6 +12,7 @@ from ._header import MAX_STRUCT_DEPTH, StructField, is_reserved_field_name
 from ._typecodes import STRUCT, TYPECODE_TO_TYPE, refuse_pointer, typecode_of_simple
 from .errors import TypeMismatchError, UnsupportedTypeError
 
+_CFIELD = type(type("_Probe", (ctypes.Structure,), {"_fields_": [("x", ctypes.c_int)]}).x)
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
 _TYPE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
 # ctypes cannot tell c_long from c_longlong on LP64: compare them as one typecode.
@@ -30,7 +31,7 @@ def type_name_of(cls):
 def _struct_fields(cls):
     """(name, type, extra...) of a Structure class including its Structure bases."""
     for klass in cls.__mro__:
-        if "_pack_" in klass.__dict__:
+        if "_pack_" in klass.__dict__ and not isinstance(klass.__dict__["_pack_"], _CFIELD):
             raise UnsupportedTypeError(
                 f"{cls.__name__} is packed (_pack_): format version 1 shares only naturally "
                 "aligned structures; remove _pack_ or reorder the fields")

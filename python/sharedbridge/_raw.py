@@ -250,8 +250,12 @@ def _shared_subclass(base):
     if issubclass(base, ctypes._SimpleCData):
         ns["__repr__"] = _simple_repr
     ns.update((attr, extra) for attr, extra in _EXTRAS.items() if not hasattr(base, attr))
-    ns.update(_u_methods(base))
-    sub = _subclass_cache[base] = type(base.__name__, (base,), ns)
+    sub = type(base.__name__, (base,), ns)
+    # Set after the class exists: ctypes adds c_wchar arrays' own 'value' while making
+    # the class, over anything given in the namespace.
+    for attr, method in _u_methods(base).items():
+        setattr(sub, attr, method)
+    _subclass_cache[base] = sub
     _SHARED_CLASSES.add(sub)
     return sub
 

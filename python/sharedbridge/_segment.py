@@ -258,9 +258,10 @@ def _forget(name):
         _open_segments.pop(name, None)
 
 
-# errno values of shm_open on a name that is not a regular shared-memory object:
-# a symbolic link (shm_open uses O_NOFOLLOW), a directory, a socket, a device.
-_NOT_AN_OBJECT_ERRNOS = {errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV,
+# errno values of shm_open on a (valid) name that is not a regular shared-memory object:
+# a symbolic link (ELOOP: shm_open uses O_NOFOLLOW), a directory (EISDIR, which glibc's
+# shm_open reports as EINVAL), a socket (ENXIO), a device.
+_NOT_AN_OBJECT_ERRNOS = {errno.ELOOP, errno.EISDIR, errno.EINVAL, errno.ENXIO, errno.ENODEV,
                          errno.ENOTDIR, errno.EOPNOTSUPP}
 # How many times attach starts over when the object changes size under it.
 _SIZE_CHANGE_RETRIES = 5
@@ -286,7 +287,7 @@ def open_segment(name, timeout=5.0, allow_other_owner=False):
             "(it belongs to another user or its mode does not let you read and write it)",
             name) from None
     except OSError as e:
-        if e.errno in _NOT_AN_OBJECT_ERRNOS:
+        if e.errno in _NOT_AN_OBJECT_ERRNOS or not _is_regular_file(name):
             raise _not_ours(name, f"it is not a shared-memory object ({os.strerror(e.errno)})") \
                 from None
         raise
@@ -312,6 +313,13 @@ def open_segment(name, timeout=5.0, allow_other_owner=False):
     seg.trusted = allow_other_owner
     _remember(seg)
     return seg
+
+
+def _is_regular_file(name):
+    try:
+        return stat.S_ISREG(os.lstat(f"/dev/shm/{name}").st_mode)
+    except OSError:
+        return True         # cannot tell: report the original error
 
 
 def _not_ours(name, why):
