@@ -8,6 +8,7 @@ format's "layouts match" rule.
 import ctypes
 import re
 
+from ._raw import CheckedWcharField
 from ._header import MAX_STRUCT_DEPTH, StructField, is_reserved_field_name
 from ._typecodes import STRUCT, TYPECODE_TO_TYPE, refuse_pointer, typecode_of_simple
 from .errors import TypeMismatchError, UnsupportedTypeError
@@ -153,7 +154,12 @@ def rebuild(fields, element_size, type_name):
             ftype = build(index, f"{type_name or 'Struct'}_{f.name}") \
                 if f.typecode == STRUCT else TYPECODE_TO_TYPE[f.typecode]
             spec.append((f.name, ftype * f.count if f.count != 1 else ftype))
-        return type(name, (ctypes.Structure,), {"_fields_": spec})
+        cls = type(name, (ctypes.Structure,), {"_fields_": spec})
+        for index in children.get(parent, ()):
+            f = fields[index]
+            if f.typecode == "u":       # checked reads and writes (rulings A.6)
+                setattr(cls, f.name, CheckedWcharField(cls.__dict__[f.name], f.name, f.count))
+        return cls
 
     cls = build(-1, type_name or "Struct")
     if ctypes.sizeof(cls) != element_size or not same_layout(describe(cls), fields):

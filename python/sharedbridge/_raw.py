@@ -109,10 +109,12 @@ def _raw_u32(obj, n):
     return (ctypes.c_uint32 * n).from_address(ctypes.addressof(obj))
 
 
-def _corrupt_u(obj, index, v):
+def _corrupt_u(obj, index, v, field=None):
     seg = _segment_of(obj)
     name = seg.name if seg is not None else None
     where = "the value" if index is None else f"element {index}"
+    if field is not None:
+        where += f" of field {field!r}"
     return CorruptDataError(
         f"corrupt data in segment {name!r}: {where} of a 'u' (c_wchar) object holds "
         f"{v:#x}, which is not a Unicode scalar value (0..0x10FFFF without the surrogates "
@@ -175,6 +177,50 @@ def check_u_initial(obj, count):
                 "utf-32", text, 0, 1,
                 f"element {i} is {v:#x}, not a Unicode scalar value: a 'u' element cannot "
                 "hold it")
+
+
+class CheckedWcharField:
+    """A c_wchar (or c_wchar array) field of a structure rebuilt from a field table:
+    the ctypes field, but reads raise CorruptDataError for an element that is not a
+    Unicode scalar value and writes refuse lone surrogates. Keeps ``offset`` and
+    ``size`` of the ctypes field (the layout is unchanged)."""
+
+    __slots__ = ("_field", "_name", "_count", "offset", "size")
+
+    def __init__(self, field, name, count):
+        self._field = field
+        self._name = name
+        self._count = count
+        self.offset = field.offset
+        self.size = field.size
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        try:
+            v = self._field.__get__(obj, cls)
+        except ValueError:
+            v = None
+        if v is None or _SURROGATE.search(v):
+            raw = (ctypes.c_uint32 * self._count).from_address(
+                ctypes.addressof(obj) + self.offset)
+            for i, code in enumerate(raw):
+                if code == 0 and self._count > 1:
+                    break
+                if not _is_scalar_value(code):
+                    raise _corrupt_u(_root(obj), i, code, self._name)
+        return v
+
+    def __set__(self, obj, value):
+        _refuse_surrogates(value)
+        self._field.__set__(obj, value)
+
+
+def _root(obj):
+    """The object owning the memory of a (nested) structure instance."""
+    while getattr(obj, "_b_base_", None) is not None:
+        obj = obj._b_base_
+    return obj
 
 
 def _u_array_getitem(self, index):
