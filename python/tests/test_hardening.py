@@ -811,3 +811,48 @@ def test_an_object_changing_size_while_attaching_gives_only_library_errors(pyh_n
     assert sum(outcomes.values()) > 10
     assert set(outcomes) <= {"ok", "CorruptSegmentError", "CorruptSegmentError:changed",
                              "NotASharedBridgeSegmentError", "SegmentNotReadyError"}, outcomes
+
+
+def test_u_fields_of_rebuilt_structures_are_checked(pyh_name):
+    class Inner(ctypes.Structure):
+        _fields_ = [("w", ctypes.c_wchar * 3), ("c", ctypes.c_wchar)]
+
+    class Outer(ctypes.Structure):
+        _fields_ = [("i", Inner), ("z", ctypes.c_wchar), ("n", ctypes.c_int)]
+
+    name = pyh_name()
+    made = sb.RawValue(Outer, ("ab", "c"), "z", 5, name=name)
+    got = sb.attach(name)                   # the class is rebuilt from the field table
+    assert (got.i.w, got.i.c, got.z, got.n) == ("ab", "c", "z", 5)
+    raw = (ctypes.c_uint32 * 5).from_address(ctypes.addressof(made))
+    raw[1] = 0x110000
+    with pytest.raises(sb.CorruptDataError, match="element 1 of field 'w'") as e:
+        got.i.w
+    assert name in str(e.value)
+    raw[1] = 0
+    raw[2] = 0xD800                         # past the NUL: not part of the string read
+    assert got.i.w == "a"
+    raw[3] = 0xDFFF
+    with pytest.raises(sb.CorruptDataError, match="field 'c'"):
+        got.i.c
+    with pytest.raises(UnicodeEncodeError):
+        got.z = "\udc00"
+    got.z = "\U0001F600"
+    assert got.z == "\U0001F600"
+    assert sb.header_of(got).fields[1].typecode == "u"
+
+
+def test_failed_lock_construction_is_quiet(pyh_name):
+    name = pyh_name()
+    held = sb.Lock(name=name)
+    proc = run_python(
+        "import gc, sys, sharedbridge as sb\n"
+        "for bad in (sys.argv[1], 'no/slash'):\n"
+        "    try:\n"
+        "        sb.Lock(name=bad)\n"
+        "    except (sb.SegmentExistsError, sb.InvalidNameError) as e:\n"
+        "        print(type(e).__name__)\n"
+        "gc.collect()\n", name)
+    assert proc.stdout.split() == ["SegmentExistsError", "InvalidNameError"]
+    assert proc.stderr == ""
+    assert held.name == name
