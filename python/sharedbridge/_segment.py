@@ -5,6 +5,11 @@ Uses ``_posixshmem.shm_open`` and ``mmap`` directly rather than
 segments with the resource tracker, which unlinks them when the *attaching* process
 exits (CPython gh-82300). Nothing here ever registers with the resource tracker.
 
+Attaching treats the object as untrusted (docs/format.md section 6.2, rulings A.2/C):
+the header is copied with pread, validated, and only then is exactly data_offset +
+data_size mapped (never the whole object, never resizing it); an object that changes
+size meanwhile is retried, then refused.
+
 The mmap is never closed explicitly: ctypes objects export its buffer, and closing a
 mapping with live exports raises BufferError. The mapping goes away when the last
 object using it does, or at process exit.
@@ -110,7 +115,7 @@ class Segment:
 def _full(name, total):
     return InsufficientMemoryError(
         f"cannot allocate {total} bytes of shared memory for {name!r}: /dev/shm is full "
-        "(free space there or create a smaller object)")
+        "or cannot hold an object that large (free space there or create a smaller object)")
 
 
 def _retire(mm):
