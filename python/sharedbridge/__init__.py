@@ -15,20 +15,22 @@ from ._segment import unlink
 from ._sharedctypes import Array, RawArray, RawValue, Value, copy
 from ._synchronized import (Synchronized, SynchronizedArray, SynchronizedBase,
                             SynchronizedString, synchronized)
-from .errors import (CorruptLockError, CorruptSegmentError, InvalidNameError,
-                     LockNotRecoverableError, SegmentInUseError,
-                     LockRecoveredWarning, SegmentExistsError, SegmentNotFoundError,
-                     SegmentNotReadyError, SharedBridgeError, TypeMismatchError,
+from .errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
+                     InsufficientMemoryError, InvalidNameError, LockNotRecoverableError,
+                     LockRecoveredWarning, NotASharedBridgeSegmentError, SegmentExistsError,
+                     SegmentInUseError, SegmentNotFoundError, SegmentNotReadyError,
+                     SegmentPermissionError, SharedBridgeError, TypeMismatchError,
                      UnsupportedTypeError, UnsupportedVersionError)
 
 __version__ = "0.1.0"
 
 
-def header_of(obj_or_name):
-    """The validated SegmentHeader of a shared object, lock or segment name."""
+def header_of(obj_or_name, *, allow_other_owner=False):
+    """The validated SegmentHeader of a shared object, lock or segment name.
+    allow_other_owner: as for attach()."""
     from ._segment import open_segment
     if isinstance(obj_or_name, str):
-        return open_segment(obj_or_name).header
+        return open_segment(obj_or_name, allow_other_owner=allow_other_owner).header
     return _segment_for(obj_or_name).header
 
 
@@ -42,7 +44,9 @@ def close(obj):
 def _segment_for(obj):
     if isinstance(obj, SynchronizedBase):
         obj = obj.get_obj()
-    seg = getattr(obj, "_sb_segment", None) or getattr(obj, "_seg", None)
+    from ._locks import _SharedLock
+    from ._raw import _segment_of
+    seg = obj._seg if isinstance(obj, _SharedLock) else _segment_of(obj)
     if seg is None:
         raise TypeError(f"{type(obj).__name__} is not a sharedbridge object")
     return seg
@@ -55,5 +59,7 @@ __all__ = [
     "SharedBridgeError", "SegmentNotFoundError", "SegmentExistsError", "InvalidNameError",
     "CorruptSegmentError", "UnsupportedVersionError", "TypeMismatchError",
     "UnsupportedTypeError", "SegmentNotReadyError", "LockNotRecoverableError",
-    "CorruptLockError", "SegmentInUseError", "LockRecoveredWarning",
+    "LockRecoveredWarning", "NotASharedBridgeSegmentError", "CorruptDataError",
+    "SegmentPermissionError", "InsufficientMemoryError", "CorruptLockError",
+    "SegmentInUseError",
 ]

@@ -9,7 +9,7 @@ from ._raw import _raw_object
 from ._segment import open_segment
 from ._synchronized import synchronized
 from ._typecodes import STRUCT, TYPECODE_TO_TYPE
-from .errors import CorruptSegmentError, TypeMismatchError
+from .errors import CorruptSegmentError, TypeMismatchError, UnsupportedVersionError
 
 _CANONICAL = {"l": "q", "L": "Q"}
 
@@ -49,7 +49,7 @@ def _element_type(h, requested):
     return requested
 
 
-def attach(name, typecode_or_type=None, *, timeout=5.0):
+def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False):
     """Open the existing segment *name* and rebuild the object it holds.
 
     Returns what the creator made: a synchronized wrapper (embedded or external lock),
@@ -57,8 +57,12 @@ def attach(name, typecode_or_type=None, *, timeout=5.0):
     cannot reach), or a Lock/RLock for a lock-only segment. Structures are rebuilt from
     the field table unless *typecode_or_type* gives the class (then checked against
     the recorded layout). Attaching never unlinks anything.
+
+    A segment owned by another user is refused (SegmentPermissionError) unless
+    allow_other_owner=True: only attach to other users' segments you trust. Objects
+    attached that way carry the permission when pickled to other processes.
     """
-    seg = open_segment(name, timeout)
+    seg = open_segment(name, timeout, allow_other_owner)
     h = seg.header
     if h.kind == H.KIND_LOCK:
         if typecode_or_type is not None:
@@ -68,14 +72,31 @@ def attach(name, typecode_or_type=None, *, timeout=5.0):
     if h.lock_kind == H.LOCK_EMBEDDED:
         return synchronized(raw, lock_from_segment(seg))
     if h.lock_kind == H.LOCK_EXTERNAL:
-        lock_seg = open_segment(h.lock_name, timeout)
-        if lock_seg.header.lock_kind != H.LOCK_EMBEDDED:
-            raise CorruptSegmentError(
-                f"segment {name!r} uses the lock of {h.lock_name!r}, which has no lock")
-        return synchronized(raw, lock_from_segment(lock_seg))
+        return synchronized(raw, lock_from_segment(
+            _open_external_lock(name, h.lock_name, timeout, allow_other_owner)))
     return raw
 
 
-def _rebuild_raw(name, struct_cls):
-    seg = open_segment(name)
+def _open_external_lock(name, lock_name, timeout, allow_other_owner):
+    """The segment holding the lock of segment *name* (lock_kind 2, rulings A.11): it
+    must hold an embedded mutex of this machine's ABI, else *name* is corrupt. A
+    missing lock segment stays SegmentNotFoundError."""
+    try:
+        lock_seg = open_segment(lock_name, timeout, allow_other_owner)
+    except UnsupportedVersionError:
+        raise
+    except CorruptSegmentError as e:
+        raise CorruptSegmentError(
+            f"corrupt SharedBridge segment {name!r}: it uses the lock of segment "
+            f"{lock_name!r}, which is not a valid lock segment ({e})") from e
+    if lock_seg.header.lock_kind != H.LOCK_EMBEDDED:
+        raise CorruptSegmentError(
+            f"corrupt SharedBridge segment {name!r}: it uses the lock of segment "
+            f"{lock_name!r}, which has no embedded lock (lock_kind "
+            f"{lock_seg.header.lock_kind})")
+    return lock_seg
+
+
+def _rebuild_raw(name, struct_cls, allow_other_owner=False):
+    seg = open_segment(name, allow_other_owner=allow_other_owner)
     return _raw_object(seg, _element_type(seg.header, struct_cls))

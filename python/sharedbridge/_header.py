@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from ._names import validate_name
 from ._typecodes import STRUCT, TYPECODE_SIZE
-from .errors import CorruptSegmentError, InvalidNameError, UnsupportedVersionError
+from .errors import (CorruptSegmentError, InvalidNameError, NotASharedBridgeSegmentError,
+                     UnsupportedVersionError)
 
 MAGIC = b"SHBRIDGE"
 FORMAT_VERSION = 1
@@ -24,6 +25,17 @@ MAX_HEADER_SIZE = 1 << 20
 FIELD_ENTRY_SIZE = 64
 FIELD_TABLE_OFFSET = 0x200
 LOCK_OFFSET = 0x1C0
+MAX_STRUCT_DEPTH = 16        # a top-level field has depth 1 (rulings A.5)
+
+# Field names no writer writes and no reader accepts (rulings A.10): besides these, any
+# name starting with "__". They are ctypes' own class attributes.
+RESERVED_FIELD_NAMES = frozenset((
+    "_fields_", "_pack_", "_anonymous_", "_swappedbytes_", "_objects", "_b_base_",
+    "_b_needsfree_", "_type_", "_length_", "_align_", "_layout_"))
+
+
+def is_reserved_field_name(name):
+    return name.startswith("__") or name in RESERVED_FIELD_NAMES
 
 KIND_ARRAY, KIND_VALUE, KIND_LOCK = 1, 2, 3
 LOCK_NONE, LOCK_EMBEDDED, LOCK_EXTERNAL, LOCK_PROCESS_LOCAL = 0, 1, 2, 3
@@ -147,14 +159,27 @@ def peek_header_size(fixed):
     return struct.unpack_from("<I", fixed, 0x0C)[0]
 
 
-def decode(fixed, table, object_size, state):
+def decode(fixed, table, object_size, state, name=None):
     """Validate a header copy and return a SegmentHeader.
 
     *fixed* is a private copy of bytes 0..511, *table* of bytes 512..header_size-1 (may
     be shorter when header_size is out of bounds: that is reported as corrupt),
-    *object_size* the fstat size of the object and *state* the state word that was
-    read. Raises CorruptSegmentError (or UnsupportedVersionError) on any violation.
+    *object_size* the fstat size of the object, *state* the state word that was read and
+    *name* the segment's name (named in the errors). Raises CorruptSegmentError (or
+    NotASharedBridgeSegmentError, UnsupportedVersionError) on any violation.
     """
+    try:
+        return _decode(fixed, table, object_size, state, name)
+    except CorruptSegmentError as e:
+        if name is not None:
+            msg = str(e)
+            prefix = "corrupt SharedBridge header:"
+            e.args = (msg.replace(prefix, f"corrupt SharedBridge header of {name!r}:", 1)
+                      if msg.startswith(prefix) else f"segment {name!r}: {msg}",)
+        raise
+
+
+def _decode(fixed, table, object_size, state, name):
     if len(fixed) < FIXED_SIZE:
         raise _corrupt(f"the object is {object_size} bytes, smaller than the 512-byte header")
     (magic, version, compat, header_size, kind, typecode, _flags, element_size,
@@ -162,7 +187,7 @@ def decode(fixed, table, object_size, state):
      lock_type, _reserved, field_entry_size, field_count, field_table_offset, creator_pid,
      start_time, created_ns, type_name_raw, lock_name_raw) = _IDENTITY.unpack_from(fixed, 0)
     if magic != MAGIC:
-        raise CorruptSegmentError(
+        raise NotASharedBridgeSegmentError(
             "not a SharedBridge segment (wrong magic): this name belongs to another program")
     if compat > FORMAT_VERSION:
         raise UnsupportedVersionError(
@@ -200,6 +225,9 @@ def decode(fixed, table, object_size, state):
                        f"{object_size}-byte object after the {header_size}-byte header")
     lock_name = _text(lock_name_raw, "lock_name", pattern=_NAME_CHARS)
     _check_lock(kind, lock_kind, lock_abi, lock_size, lock_offset, lock_type, lock_name)
+    if lock_kind == LOCK_EXTERNAL and lock_name == name:
+        raise _corrupt(f"lock_name {lock_name!r} is the segment's own name (an external "
+                       "lock must live in another segment)")
     type_name = _text(type_name_raw, "type_name")
     if code != STRUCT and type_name:
         raise _corrupt("type_name set for a non-structure")
@@ -248,7 +276,7 @@ def _check_lock(kind, lock_kind, abi, size, offset, ltype, lock_name):
 
 
 def _decode_fields(fixed, table, header_size, element_size, entry_size, count, offset):
-    if count == 0 or entry_size < FIELD_ENTRY_SIZE or offset < FIXED_SIZE:
+    if count == 0 or entry_size < FIELD_ENTRY_SIZE or offset != FIELD_TABLE_OFFSET:
         raise _corrupt(f"structure field table: count {count}, entry size {entry_size}, "
                        f"offset {offset}")
     if offset + count * entry_size > header_size:
@@ -259,10 +287,14 @@ def _decode_fields(fixed, table, header_size, element_size, entry_size, count, o
     sizes = []          # size of each entry's parent scope: item_size for 'T' entries
     open_parents = []   # stack of 'T' entry indexes whose children may still follow
     next_free = {}      # parent index -> end of its previous child
+    names = {}          # parent index -> set of its children's names
+    depths = []         # nesting depth of each entry (top level: 1)
     for i in range(count):
         raw_name, tc, f_off, f_count, item_size, parent = _FIELD.unpack_from(
             whole, offset + i * entry_size)
         name = _text(raw_name, f"field {i} name", allow_empty=False)
+        if is_reserved_field_name(name):
+            raise _corrupt(f"field name {name!r} is reserved")
         code = chr(tc)
         if code != STRUCT and (code not in TYPECODE_SIZE or item_size != TYPECODE_SIZE[code]):
             raise _corrupt(f"field {name!r}: typecode {tc:#04x} with item_size {item_size}")
@@ -275,9 +307,19 @@ def _decode_fields(fixed, table, header_size, element_size, entry_size, count, o
                 raise _corrupt(f"field {name!r}: parent {parent} is not an enclosing "
                                "structure entry (entries must be in pre-order)")
             parent_size = sizes[parent]
+            depth = depths[parent] + 1
         else:
             open_parents.clear()
             parent_size = element_size
+            depth = 1
+        if depth > MAX_STRUCT_DEPTH:
+            raise _corrupt(f"field {name!r} is nested {depth} structures deep (at most "
+                           f"{MAX_STRUCT_DEPTH})")
+        siblings = names.setdefault(parent, set())
+        if name in siblings:
+            raise _corrupt(f"field name {name!r} appears twice in one structure")
+        siblings.add(name)
+        depths.append(depth)
         if f_off < next_free.get(parent, 0):
             raise _corrupt(f"field {name!r} at offset {f_off} overlaps the field before it "
                            "(offsets must be increasing, fields must not overlap)")

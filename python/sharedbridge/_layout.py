@@ -8,10 +8,12 @@ format's "layouts match" rule.
 import ctypes
 import re
 
-from ._header import StructField
+from ._raw import CheckedWcharField
+from ._header import MAX_STRUCT_DEPTH, StructField, is_reserved_field_name
 from ._typecodes import STRUCT, TYPECODE_TO_TYPE, refuse_pointer, typecode_of_simple
 from .errors import TypeMismatchError, UnsupportedTypeError
 
+_CFIELD = type(type("_Probe", (ctypes.Structure,), {"_fields_": [("x", ctypes.c_int)]}).x)
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
 _TYPE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
 # ctypes cannot tell c_long from c_longlong on LP64: compare them as one typecode.
@@ -30,7 +32,7 @@ def type_name_of(cls):
 def _struct_fields(cls):
     """(name, type, extra...) of a Structure class including its Structure bases."""
     for klass in cls.__mro__:
-        if "_pack_" in klass.__dict__:
+        if "_pack_" in klass.__dict__ and not isinstance(klass.__dict__["_pack_"], _CFIELD):
             raise UnsupportedTypeError(
                 f"{cls.__name__} is packed (_pack_): format version 1 shares only naturally "
                 "aligned structures; remove _pack_ or reorder the fields")
@@ -72,13 +74,16 @@ def check_element_type(ctype):
 def describe(cls):
     """Field-table entries (a tuple of StructField) of a Structure class."""
     entries = []
-    _describe_into(cls, -1, entries)
+    _describe_into(cls, -1, entries, 1)
     if ctypes.sizeof(cls) == 0:
         raise UnsupportedTypeError(f"{cls.__name__} has size 0: give it at least one field")
     return tuple(entries)
 
 
-def _describe_into(cls, parent, entries):
+def _describe_into(cls, parent, entries, depth):
+    # depth of this structure's fields: checked before recursing, so a type nested
+    # deeper than the format allows is refused up front, never by a RecursionError.
+    seen = set()
     for spec in _struct_fields(cls):
         name, ftype = spec[0], spec[1]
         if len(spec) > 2:
@@ -88,15 +93,36 @@ def _describe_into(cls, parent, entries):
             raise UnsupportedTypeError(
                 f"{cls.__name__} field name {name!r} must be an ASCII identifier of at most "
                 "31 characters")
+        if is_reserved_field_name(name):
+            raise UnsupportedTypeError(
+                f"{cls.__name__} field name {name!r} is reserved (names starting with '__' "
+                "and ctypes' own attributes such as _fields_ cannot be shared)")
+        if name in seen:
+            raise UnsupportedTypeError(
+                f"{cls.__name__} has two fields named {name!r}: field names must be unique")
+        seen.add(name)
+        if depth > MAX_STRUCT_DEPTH:
+            raise UnsupportedTypeError(
+                f"{cls.__name__}.{name} is nested {depth} structures deep: format version 1 "
+                f"allows at most {MAX_STRUCT_DEPTH} levels")
         item, count = _element_of(ftype)
         code = check_element_type(item)
         if count == 0 or ctypes.sizeof(item) == 0:
             raise UnsupportedTypeError(f"{cls.__name__}.{name} has size 0")
-        offset = getattr(cls, name).offset
+        offset = _field_descriptor(cls, name).offset
         index = len(entries)
         entries.append(StructField(name, code, offset, count, ctypes.sizeof(item), parent))
         if code == STRUCT:
-            _describe_into(item, index, entries)
+            _describe_into(item, index, entries, depth + 1)
+
+
+def _field_descriptor(cls, name):
+    # From the class dictionaries, not getattr: a field may be named like a ctypes
+    # class method (from_buffer...), which getattr would not return on every version.
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return getattr(cls, name)
 
 
 def same_layout(a, b):
@@ -128,7 +154,12 @@ def rebuild(fields, element_size, type_name):
             ftype = build(index, f"{type_name or 'Struct'}_{f.name}") \
                 if f.typecode == STRUCT else TYPECODE_TO_TYPE[f.typecode]
             spec.append((f.name, ftype * f.count if f.count != 1 else ftype))
-        return type(name, (ctypes.Structure,), {"_fields_": spec})
+        cls = type(name, (ctypes.Structure,), {"_fields_": spec})
+        for index in children.get(parent, ()):
+            f = fields[index]
+            if f.typecode == "u":       # checked reads and writes (rulings A.6)
+                setattr(cls, f.name, CheckedWcharField(cls.__dict__[f.name], f.name, f.count))
+        return cls
 
     cls = build(-1, type_name or "Struct")
     if ctypes.sizeof(cls) != element_size or not same_layout(describe(cls), fields):

@@ -121,6 +121,7 @@ class _SharedLock:
         self.release()
 
     def __del__(self):
+        # getattr: __init__ may have failed before _setup (name taken, invalid name...).
         if getattr(self, "_depth", 0):
             try:
                 _mutex.PINNED.append(self._m)
@@ -155,6 +156,8 @@ class _SharedLock:
         self._seg.unlink()
 
     def __reduce__(self):
+        if self._seg.trusted:
+            return _attach_lock, (self._seg.name, True)
         return _attach_lock, (self._seg.name,)
 
     def __repr__(self):
@@ -217,7 +220,7 @@ def lock_from_segment(seg):
     return lock
 
 
-def reset_lock(name):
+def reset_lock(name, *, allow_other_owner=False):
     """Reset the shared lock of segment *name* (docs/format.md section 7.4): an operator's
     action for a lock that is not recoverable or whose mutex bytes are corrupt.
 
@@ -225,7 +228,7 @@ def reset_lock(name):
     True when the mutex was re-initialized (counted as a recovery), False when it was
     healthy and nothing was done. Never done implicitly by the library.
     """
-    seg = open_segment(name)
+    seg = open_segment(name, allow_other_owner=allow_other_owner)
     h = seg.header
     if h.lock_kind == H.LOCK_EXTERNAL:
         raise TypeMismatchError(f"segment {name!r} uses the lock of segment {h.lock_name!r}: "
@@ -246,8 +249,9 @@ def reset_lock(name):
     return True
 
 
-def _attach_lock(name):
-    return lock_from_segment(open_segment(name))
+def _attach_lock(name, allow_other_owner=False):
+    return lock_from_segment(open_segment(name, allow_other_owner=allow_other_owner))
+
 
 
 def _start_time():

@@ -2,6 +2,8 @@
 
 import ctypes
 
+from ._raw import _base_type
+
 _SPECIAL = {ctypes.c_char: "S1", ctypes.c_wchar: "<U1", ctypes.c_bool: "?"}
 
 
@@ -22,8 +24,7 @@ def as_numpy(obj):
         raise TypeError(f"as_numpy expects a sharedbridge or ctypes object, not "
                         f"{type(raw).__name__}")
     is_array = isinstance(raw, ctypes.Array)
-    elem = raw._type_ if is_array else type(raw).__mro__[1] if \
-        type(raw).__dict__.get("_sb_shared") else type(raw)
+    elem = raw._type_ if is_array else _base_type(type(raw))
     dtype = numpy.dtype(_SPECIAL.get(elem, elem))
     view = numpy.frombuffer(raw, dtype=numpy.uint8)    # the raw bytes, no copy
     view = view.view(dtype)

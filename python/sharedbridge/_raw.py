@@ -3,29 +3,56 @@
 Their class is a cached, dynamically made subclass of the user's ctypes type (same
 name, same module, same repr) whose ``__reduce__`` pickles by name: the receiving
 process attaches to the same memory instead of getting a copy.
+
+'u' (c_wchar) objects also check what they read and write (rulings A.6): an element
+that is not a Unicode scalar value (a surrogate 0xD800..0xDFFF or above 0x10FFFF) is
+CorruptDataError naming the segment and the index, and a lone surrogate is refused
+when written (UnicodeEncodeError, a ValueError). Only 'u' classes get these methods:
+the other typecodes keep ctypes' own accessors. Raw views (memoryview, numpy) are
+raw memory and are not checked.
 """
 
 import ctypes
+import re
 import sys
 
 from . import _header as H
+from .errors import CorruptDataError
+
+# Our shared subclasses (a set, not a class attribute: a Structure field may have any
+# non-reserved name, and a class attribute would hide it).
+_SHARED_CLASSES = set()
+
 
 def _base_type(obj_type):
     """The user-visible ctypes type behind one of our shared subclasses."""
-    return obj_type.__mro__[1] if obj_type.__dict__.get("_sb_shared") else obj_type
+    return obj_type.__mro__[1] if obj_type in _SHARED_CLASSES else obj_type
 
 
 _subclass_cache = {}
 
 
+def _segment_of(obj):
+    """The Segment of a raw shared object, or None. Kept in the instance dictionary,
+    read from there: a Structure field named _sb_segment would hide the attribute."""
+    d = getattr(obj, "__dict__", None)
+    return d.get("_sb_segment") if d is not None else None
+
+
 def _simple_repr(self):
-    return f"{_base_type(type(self)).__name__}({self.value!r})"
+    try:
+        value = self.value
+    except CorruptDataError:
+        return f"{_base_type(type(self)).__name__}(<corrupt {_raw_u32(self, 1)[0]:#x}>)"
+    return f"{_base_type(type(self)).__name__}({value!r})"
 
 
 def _raw_reduce(self):
-    seg = self._sb_segment
+    seg = _segment_of(self)
     elem = self._type_ if isinstance(self, ctypes.Array) else _base_type(type(self))
     from ._attach import _rebuild_raw
+    if seg.trusted:
+        return _rebuild_raw, (seg.name, _importable(elem), True)
     return _rebuild_raw, (seg.name, _importable(elem))
 
 
@@ -42,18 +69,18 @@ def _importable(cls):
 
 
 def _segment_name(self):
-    return self._sb_segment.name
+    return _segment_of(self).name
 
 
 def _close(self):
     """The creator unlinks the segment's name now (unless keep=True); this object and
     every view of it stay usable."""
-    self._sb_segment.close()
+    _segment_of(self).close()
 
 
 def _unlink(self):
     """Remove the segment's name now, whoever created it."""
-    self._sb_segment.unlink()
+    _segment_of(self).unlink()
 
 
 # What raw objects add to their ctypes type, like the synchronized wrappers offer;
@@ -66,27 +93,224 @@ _EXTRAS = {
 }
 
 
+# --- 'u' elements (rulings A.6) --------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ARRAY_GETITEM = ctypes.Array.__getitem__
+_ARRAY_SETITEM = ctypes.Array.__setitem__
+_SIMPLE_VALUE = ctypes._SimpleCData.__dict__["value"]
+
+
+def _is_scalar_value(v):
+    return v < 0xD800 or 0xDFFF < v <= 0x10FFFF
+
+
+def _raw_u32(obj, n):
+    return (ctypes.c_uint32 * n).from_address(ctypes.addressof(obj))
+
+
+def _corrupt_u(obj, index, v, field=None):
+    seg = _segment_of(obj)
+    name = seg.name if seg is not None else None
+    where = "the value" if index is None else f"element {index}"
+    if field is not None:
+        where += f" of field {field!r}"
+    return CorruptDataError(
+        f"corrupt data in segment {name!r}: {where} of a 'u' (c_wchar) object holds "
+        f"{v:#x}, which is not a Unicode scalar value (0..0x10FFFF without the surrogates "
+        "0xD800..0xDFFF); a conforming writer never stores it", name, index)
+
+
+def _check_u_elements(self, index):
+    """Raise CorruptDataError for the first non-scalar element among those *index*
+    (an int or a slice) selects; return quietly if there is none."""
+    n = len(self)
+    if isinstance(index, slice):
+        indexes = range(*index.indices(n))
+    else:
+        try:
+            i = index.__index__()
+        except (AttributeError, TypeError):
+            return
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            return
+        indexes = (i,)
+    raw = _raw_u32(self, n)
+    for i in indexes:
+        v = raw[i]
+        if not _is_scalar_value(v):
+            raise _corrupt_u(self, i, v)
+
+
+def _check_u_prefix(self):
+    """Like _check_u_elements for the elements .value reads (up to the first NUL)."""
+    raw = _raw_u32(self, len(self))
+    for i, v in enumerate(raw):
+        if v == 0:
+            return
+        if not _is_scalar_value(v):
+            raise _corrupt_u(self, i, v)
+
+
+def _refuse_surrogates(value):
+    """Writers store only Unicode scalar values: a lone surrogate is refused."""
+    if isinstance(value, str):
+        m = _SURROGATE.search(value)
+        if m:
+            raise UnicodeEncodeError(
+                "utf-32", value, m.start(), m.start() + 1,
+                "a lone surrogate is not a Unicode scalar value: a 'u' element cannot hold it")
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _refuse_surrogates(item)
+
+
+def check_u_initial(obj, count):
+    """Refuse a private c_wchar object (initial values, copy()) that holds an element
+    which is not a Unicode scalar value, before any segment is made."""
+    for i, v in enumerate(_raw_u32(obj, count)):
+        if not _is_scalar_value(v):
+            text = chr(v) if v <= 0x10FFFF else ""
+            raise UnicodeEncodeError(
+                "utf-32", text, 0, 1,
+                f"element {i} is {v:#x}, not a Unicode scalar value: a 'u' element cannot "
+                "hold it")
+
+
+class CheckedWcharField:
+    """A c_wchar (or c_wchar array) field of a structure rebuilt from a field table:
+    the ctypes field, but reads raise CorruptDataError for an element that is not a
+    Unicode scalar value and writes refuse lone surrogates. Keeps ``offset`` and
+    ``size`` of the ctypes field (the layout is unchanged)."""
+
+    __slots__ = ("_field", "_name", "_count", "offset", "size")
+
+    def __init__(self, field, name, count):
+        self._field = field
+        self._name = name
+        self._count = count
+        self.offset = field.offset
+        self.size = field.size
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        try:
+            v = self._field.__get__(obj, cls)
+        except ValueError:
+            v = None
+        if v is None or _SURROGATE.search(v):
+            raw = (ctypes.c_uint32 * self._count).from_address(
+                ctypes.addressof(obj) + self.offset)
+            for i, code in enumerate(raw):
+                if code == 0 and self._count > 1:
+                    break
+                if not _is_scalar_value(code):
+                    raise _corrupt_u(_root(obj), i, code, self._name)
+        return v
+
+    def __set__(self, obj, value):
+        _refuse_surrogates(value)
+        self._field.__set__(obj, value)
+
+
+def _root(obj):
+    """The object owning the memory of a (nested) structure instance."""
+    while getattr(obj, "_b_base_", None) is not None:
+        obj = obj._b_base_
+    return obj
+
+
+def _u_array_getitem(self, index):
+    try:
+        v = _ARRAY_GETITEM(self, index)
+    except ValueError:          # ctypes: "character U+110000 is not in range"
+        _check_u_elements(self, index)
+        raise
+    if _SURROGATE.search(v):
+        _check_u_elements(self, index)
+    return v
+
+
+def _u_array_setitem(self, index, value):
+    _refuse_surrogates(value)
+    _ARRAY_SETITEM(self, index, value)
+
+
+def _u_array_value_property(base):
+    desc = next(k.__dict__["value"] for k in base.__mro__ if "value" in k.__dict__)
+
+    def get(self):
+        try:
+            v = desc.__get__(self, type(self))
+        except ValueError:
+            _check_u_prefix(self)
+            raise
+        if _SURROGATE.search(v):
+            _check_u_prefix(self)
+        return v
+
+    def set(self, value):
+        _refuse_surrogates(value)
+        desc.__set__(self, value)
+
+    return property(get, set, doc="the string up to the first NUL")
+
+
+def _u_value_get(self):
+    try:
+        v = _SIMPLE_VALUE.__get__(self, type(self))
+    except ValueError:
+        v = None
+    if v is None or _SURROGATE.search(v):
+        raw = _raw_u32(self, 1)[0]
+        if not _is_scalar_value(raw):
+            raise _corrupt_u(self, None, raw)
+    return v
+
+
+def _u_value_set(self, value):
+    _refuse_surrogates(value)
+    _SIMPLE_VALUE.__set__(self, value)
+
+
+def _u_methods(base):
+    """The checking accessors of a c_wchar value or c_wchar array class, else {}."""
+    if base is ctypes.c_wchar or (isinstance(base, type) and issubclass(base, ctypes.c_wchar)):
+        return {"value": property(_u_value_get, _u_value_set)}
+    if issubclass(base, ctypes.Array) and base._type_ is ctypes.c_wchar:
+        return {"__getitem__": _u_array_getitem, "__setitem__": _u_array_setitem,
+                "value": _u_array_value_property(base)}
+    return {}
+
+
 def _shared_subclass(base):
     try:
         return _subclass_cache[base]
     except KeyError:
         pass
-    ns = {"__reduce__": _raw_reduce, "_sb_shared": True, "__module__": base.__module__,
+    ns = {"__reduce__": _raw_reduce, "__module__": base.__module__,
           "__qualname__": base.__qualname__, "__doc__": base.__doc__}
     if issubclass(base, ctypes._SimpleCData):
         ns["__repr__"] = _simple_repr
     ns.update((attr, extra) for attr, extra in _EXTRAS.items() if not hasattr(base, attr))
-    sub = _subclass_cache[base] = type(base.__name__, (base,), ns)
+    sub = type(base.__name__, (base,), ns)
+    # Set after the class exists: ctypes adds c_wchar arrays' own 'value' while making
+    # the class, over anything given in the namespace.
+    for attr, method in _u_methods(base).items():
+        setattr(sub, attr, method)
+    _subclass_cache[base] = sub
+    _SHARED_CLASSES.add(sub)
     return sub
 
 
 def _raw_object(seg, elem_type):
     h = seg.header
     base = elem_type * h.element_count if h.kind == H.KIND_ARRAY else elem_type
-    obj = _shared_subclass(base).from_buffer(seg.mm, h.data_offset)
-    obj._sb_segment = seg
+    sub = _shared_subclass(base)
+    # The metaclass's from_buffer: a Structure field may be named from_buffer.
+    obj = type(sub).from_buffer(sub, seg.mm, h.data_offset)
+    obj.__dict__["_sb_segment"] = seg
     return obj
-
-
-def _segment_of(obj):
-    return getattr(obj, "_sb_segment", None)

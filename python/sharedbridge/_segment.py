@@ -5,6 +5,11 @@ Uses ``_posixshmem.shm_open`` and ``mmap`` directly rather than
 segments with the resource tracker, which unlinks them when the *attaching* process
 exits (CPython gh-82300). Nothing here ever registers with the resource tracker.
 
+Attaching treats the object as untrusted (docs/format.md section 6.2, rulings A.2/C):
+the header is copied with pread, validated, and only then is exactly data_offset +
+data_size mapped (never the whole object, never resizing it); an object that changes
+size meanwhile is retried, then refused.
+
 The mmap is never closed explicitly: ctypes objects export its buffer, and closing a
 mapping with live exports raises BufferError. The mapping goes away when the last
 object using it does, or at process exit.
@@ -21,10 +26,12 @@ import weakref
 
 import _posixshmem
 
+from . import _endings
 from . import _header as H
 from ._names import generate_name, os_name, validate_name
-from .errors import (CorruptSegmentError, SegmentExistsError, SegmentNotFoundError,
-                     SegmentNotReadyError)
+from .errors import (CorruptSegmentError, InsufficientMemoryError,
+                     NotASharedBridgeSegmentError, SegmentExistsError, SegmentNotFoundError,
+                     SegmentNotReadyError, SegmentPermissionError)
 
 DEFAULT_MODE = 0o600
 
@@ -62,7 +69,7 @@ class Segment:
     """
 
     __slots__ = ("name", "header", "mm", "size", "owner_pid", "keep", "inode", "_finalizer",
-                 "lock_ref", "__weakref__")
+                 "lock_ref", "trusted", "__weakref__")
 
     def __init__(self, name, header, mm, size, owner_pid, keep, inode):
         self.name = name
@@ -74,8 +81,11 @@ class Segment:
         self.inode = inode
         self._finalizer = None
         self.lock_ref = None     # weak reference to the one lock object over this mutex
+        self.trusted = False     # opened with allow_other_owner=True (travels in pickles)
         if owner_pid:
             self._finalizer = weakref.finalize(self, _release_ownership, name, mm, owner_pid, keep)
+            if not keep:
+                _endings.own(self)
 
     @property
     def is_owner(self):
@@ -100,6 +110,12 @@ class Segment:
 
     def read_state(self):
         return struct.unpack_from("<I", self.mm, H.STATE_OFFSET)[0]
+
+
+def _full(name, total):
+    return InsufficientMemoryError(
+        f"cannot allocate {total} bytes of shared memory for {name!r}: /dev/shm is full "
+        "or cannot hold an object that large (free space there or create a smaller object)")
 
 
 def _retire(mm):
@@ -133,13 +149,26 @@ def unlink(name):
     _forget(name)
 
 
+def check_mode(mode):
+    """A configured creation mode: permission bits only, and the owner reads and writes."""
+    if isinstance(mode, bool) or not isinstance(mode, int) or mode & ~0o777:
+        raise ValueError(f"invalid mode {mode!r}: give permission bits only (0o000..0o777), "
+                         "for example 0o600")
+    if mode & 0o600 != 0o600:
+        raise ValueError(f"invalid mode {mode:#o}: the owner must be able to read and write "
+                         "the segment (mode & 0o600 == 0o600)")
+    return mode
+
+
 def create(name, header, init, mode=DEFAULT_MODE, keep=False):
     """Create a segment (docs/format.md section 6.1) and return it.
 
     *header* is a SegmentHeader (state/crc ignored); *init(mm)* writes the mutex and the
     initial data, between writing the identity region and publishing state = ready.
-    A name of None is generated, retrying on EEXIST.
+    A name of None is generated, retrying on EEXIST. The object gets exactly *mode*,
+    whatever the umask.
     """
+    check_mode(mode)
     generated = name is None
     if not generated:
         validate_name(name)
@@ -156,21 +185,32 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
                 "pick another name, attach to it with sharedbridge.attach(name), or remove "
                 "it with sharedbridge.unlink(name)", name) from None
     try:
+        os.fchmod(fd, mode)          # the exact mode asked for, whatever the umask
         total = header.total_size
-        os.ftruncate(fd, total)
+        try:
+            os.ftruncate(fd, total)
+        except OSError as e:
+            if e.errno not in (errno.EFBIG, errno.EINVAL, errno.ENOSPC):
+                raise
+            raise _full(seg_name, total) from None
         # Reserve the pages now: on a full /dev/shm this fails cleanly (ENOSPC) instead
         # of a SIGBUS at the first write into an unbacked page.
         try:
             os.posix_fallocate(fd, 0, total)
         except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise MemoryError(
-                    f"cannot allocate {total} bytes of shared memory for {seg_name!r}: "
-                    "/dev/shm is full (free space there or create a smaller object)") from None
+            if e.errno in (errno.ENOSPC, errno.EFBIG):
+                raise _full(seg_name, total) from None
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
         inode = os.fstat(fd).st_ino
-        mm = mmap.mmap(fd, total)
+        try:
+            mm = mmap.mmap(fd, total)
+        except (OverflowError, MemoryError):
+            raise _too_large(seg_name, total) from None
+        except OSError as e:
+            if e.errno != errno.ENOMEM:
+                raise
+            raise _too_large(seg_name, total) from None
     except BaseException:
         os.close(fd)
         _posixshmem.shm_unlink(os_name(seg_name))
@@ -178,7 +218,10 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
     os.close(fd)
     try:
         raw = H.encode(header)
-        mm[0:header.header_size] = raw
+        # The magic goes in last, as one aligned 8-byte store: a reader polling the
+        # object sees either all zeros (wait) or the whole magic, never a part of it.
+        mm[len(H.MAGIC):header.header_size] = raw[len(H.MAGIC):]
+        struct.pack_into("<Q", mm, 0, int.from_bytes(H.MAGIC, "little"))
         init(mm)
         crc = H.checksum(raw, header.header_size)
         struct.pack_into("<I", mm, H.CRC_OFFSET, crc)
@@ -220,8 +263,21 @@ def _forget(name):
         _open_segments.pop(name, None)
 
 
-def open_segment(name, timeout=5.0):
-    """Attach to the segment *name* (docs/format.md section 6.2) and return it."""
+# errno values of shm_open on a (valid) name that is not a regular shared-memory object:
+# a symbolic link (ELOOP: shm_open uses O_NOFOLLOW), a directory (EISDIR, which glibc's
+# shm_open reports as EINVAL), a socket (ENXIO), a device.
+_NOT_AN_OBJECT_ERRNOS = {errno.ELOOP, errno.EISDIR, errno.EINVAL, errno.ENXIO, errno.ENODEV,
+                         errno.ENOTDIR, errno.EOPNOTSUPP}
+# How many times attach starts over when the object changes size under it.
+_SIZE_CHANGE_RETRIES = 5
+
+
+def open_segment(name, timeout=5.0, allow_other_owner=False):
+    """Attach to the segment *name* (docs/format.md section 6.2) and return it.
+
+    Refuses an object owned by another user (SegmentPermissionError) unless
+    *allow_other_owner* is true.
+    """
     validate_name(name)
     try:
         fd = _posixshmem.shm_open(os_name(name), os.O_RDWR, 0)
@@ -230,51 +286,143 @@ def open_segment(name, timeout=5.0):
             errno.ENOENT, f"no shared-memory segment named {name!r}: check the name, and "
             "that its creator is still running (a creator unlinks its segments when it "
             "closes them or exits unless keep=True)", name) from None
+    except PermissionError as e:
+        raise SegmentPermissionError(
+            e.errno, f"no permission to open the shared-memory segment {name!r} "
+            "(it belongs to another user or its mode does not let you read and write it)",
+            name) from None
+    except OSError as e:
+        if e.errno in _NOT_AN_OBJECT_ERRNOS or not _is_regular_file(name):
+            raise _not_ours(name, f"it is not a shared-memory object ({os.strerror(e.errno)})") \
+                from None
+        raise
     try:
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_ours(name, "it is not a regular shared-memory object")
+        if st.st_uid != os.geteuid() and not allow_other_owner:
+            raise SegmentPermissionError(
+                errno.EPERM, f"shared-memory segment {name!r} is owned by uid {st.st_uid}, "
+                f"not you (uid {os.geteuid()}); pass allow_other_owner=True if you trust it",
+                name)
         with _open_lock:
             ref = _open_segments.get(name)
             cached = ref() if ref is not None else None
         if cached is not None and cached.inode == st.st_ino:
+            if allow_other_owner:
+                cached.trusted = True
             return cached
         seg = _map_and_validate(name, fd, timeout)
     finally:
         os.close(fd)
+    seg.trusted = allow_other_owner
     _remember(seg)
     return seg
 
 
+def _is_regular_file(name):
+    try:
+        return stat.S_ISREG(os.lstat(f"/dev/shm/{name}").st_mode)
+    except OSError:
+        return True         # cannot tell: report the original error
+
+
+def _not_ours(name, why):
+    return NotASharedBridgeSegmentError(
+        f"{name!r} is not a SharedBridge segment: {why}; this name belongs to another "
+        "program")
+
+
+class _SizeChanged(Exception):
+    """The object changed size while it was being attached: start over."""
+
+
 def _map_and_validate(name, fd, timeout):
     deadline = time.monotonic() + timeout
+    for _ in range(_SIZE_CHANGE_RETRIES):
+        try:
+            return _attach_once(name, fd, deadline, timeout)
+        except _SizeChanged:
+            time.sleep(0.001)
+    raise CorruptSegmentError(
+        f"corrupt SharedBridge segment {name!r}: it changed size while attaching "
+        f"({_SIZE_CHANGE_RETRIES} attempts); no conforming creator resizes a segment it "
+        "has published: recreate it")
+
+
+def _pread_exactly(fd, n, offset):
+    data = os.pread(fd, n, offset)
+    if len(data) != n:
+        raise _SizeChanged()
+    return data
+
+
+def _attach_once(name, fd, deadline, timeout):
+    """One attach attempt (docs/format.md section 6.2 and its order of checks): wait for
+    the creator, copy and validate the header, then map exactly the validated size.
+
+    The header is read with pread (a private copy, never a mapping of untrusted
+    length); only data_offset + data_size bytes are mapped, never the whole object."""
     delay = 0.001
-    mm = None
     while True:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CorruptSegmentError(f"{name!r} is not a shared-memory object")
-        size = st.st_size
-        if 0 < size < H.FIXED_SIZE:
-            # ftruncate sets the final size in one step: 1..511 bytes is never a
-            # segment being initialized, it is a truncated or foreign object.
-            raise CorruptSegmentError(
-                f"corrupt SharedBridge header: {name!r} is {size} bytes, smaller than the "
-                "512-byte header: recreate it")
-        if size:
-            if mm is None:
-                mm = mmap.mmap(fd, size)
-            state = struct.unpack_from("<I", mm, H.STATE_OFFSET)[0]
-            if state != H.STATE_INITIALIZING:
-                break
+        size = os.fstat(fd).st_size
+        if size == 0:
+            pass                                     # not sized yet: wait
+        elif size < len(H.MAGIC):
+            raise _not_ours(name, f"the object is only {size} bytes")
+        else:
+            head = os.pread(fd, H.FIXED_SIZE, 0)
+            if len(head) != min(size, H.FIXED_SIZE):
+                raise _SizeChanged()
+            magic = head[:len(H.MAGIC)]
+            if magic == H.MAGIC:
+                if size < H.FIXED_SIZE:
+                    # ftruncate sets the final size in one step: a SharedBridge object of
+                    # 8..511 bytes is never one being initialized.
+                    raise CorruptSegmentError(
+                        f"corrupt SharedBridge header: {name!r} is truncated: {size} bytes, "
+                        "smaller than the 512-byte header: recreate it")
+                if struct.unpack_from("<I", head, H.STATE_OFFSET)[0] != H.STATE_INITIALIZING:
+                    break
+            elif not (magic == bytes(len(H.MAGIC)) and size >= H.FIXED_SIZE
+                      and struct.unpack_from("<I", head, H.STATE_OFFSET)[0]
+                      == H.STATE_INITIALIZING):
+                raise _not_ours(name, "wrong magic")
+            # else: all zero, state 0: the creator has sized it but not written yet.
         if time.monotonic() >= deadline:
             raise SegmentNotReadyError(
                 f"segment {name!r} is still initializing after {timeout} s: its creator "
                 "may have died while creating it; unlink it and create it again")
         time.sleep(delay)
         delay = min(delay * 2, 0.01)
-    # One private copy of the header; nothing below reads the header from shared memory.
-    fixed = bytes(mm[0:H.FIXED_SIZE])
+    # The private copy, read after the state word was seen published; nothing below
+    # reads the header from shared memory.
+    fixed = _pread_exactly(fd, H.FIXED_SIZE, 0)
+    state = struct.unpack_from("<I", fixed, H.STATE_OFFSET)[0]
     header_size = H.peek_header_size(fixed)
-    table = bytes(mm[H.FIXED_SIZE:header_size]) if H.FIXED_SIZE <= header_size <= min(
-        size, H.MAX_HEADER_SIZE) else b""
-    header = H.decode(fixed, table, size, state)
-    return Segment(name, header, mm, size, 0, True, st.st_ino)
+    table = b""
+    if H.FIXED_SIZE <= header_size <= min(size, H.MAX_HEADER_SIZE):
+        table = _pread_exactly(fd, header_size - H.FIXED_SIZE, H.FIXED_SIZE)
+    header = H.decode(fixed, table, size, state, name)
+    length = header.total_size
+    try:
+        mm = mmap.mmap(fd, length)
+    except ValueError:              # "mmap length is greater than file size": it shrank
+        raise _SizeChanged() from None
+    except (OverflowError, MemoryError):
+        raise _too_large(name, length) from None
+    except OSError as e:
+        if e.errno in (errno.ENOMEM, errno.EOVERFLOW, errno.EFBIG):
+            raise _too_large(name, length) from None
+        raise
+    st = os.fstat(fd)
+    if st.st_size != size:
+        mm.close()
+        raise _SizeChanged()
+    return Segment(name, header, mm, length, 0, True, st.st_ino)
+
+
+def _too_large(name, length):
+    return InsufficientMemoryError(
+        f"cannot map the {length} bytes of segment {name!r}: not enough address space or "
+        "memory in this process")

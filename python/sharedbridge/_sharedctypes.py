@@ -17,7 +17,7 @@ from . import _header as H
 from . import _layout
 from . import _mutex
 from ._locks import _SharedLock, lock_from_segment
-from ._raw import _base_type, _raw_object
+from ._raw import _base_type, _raw_object, _segment_of, check_u_initial
 from ._segment import create, process_start_time
 from ._synchronized import synchronized
 from ._typecodes import STRUCT, TYPECODE_SIZE, TYPECODE_TO_TYPE
@@ -62,6 +62,8 @@ def _create_raw(elem_type, code, kind, count, initial, lock_fields, name, keep):
         element_size = ctypes.sizeof(elem_type)
     else:
         fields, type_name, element_size = (), "", TYPECODE_SIZE[code]
+    if code == "u" and initial is not None:
+        check_u_initial(initial, count)
     lock_kind, lock_type, lock_name = lock_fields
     abi, lock_size = H.native_lock_abi() if lock_kind == H.LOCK_EMBEDDED else (0, 0)
     if lock_kind == H.LOCK_EMBEDDED and not abi:
@@ -175,7 +177,7 @@ def _wrap_new(obj, lock, fields):
     if fields[0] == H.LOCK_NONE:
         return obj
     if fields[0] == H.LOCK_EMBEDDED:
-        lock = lock_from_segment(obj._sb_segment)
+        lock = lock_from_segment(_segment_of(obj))
     return synchronized(obj, lock)
 
 

@@ -19,7 +19,11 @@ _lock_now, _unlock, _CLOCK, _PAST = _mutex.lock_now, _mutex.unlock, _mutex.CLOCK
 
 def synchronized(obj, lock=None, ctx=None):
     """Return a process-safe wrapper for the ctypes object obj which uses lock to
-    synchronize access; lock=None creates a new named sharedbridge RLock."""
+    synchronize access; lock=None creates a new named sharedbridge RLock.
+
+    A structure's wrapper has one locked property per field, except for fields named
+    like the wrapper's own attributes (get_obj, get_lock, acquire, release, name, close,
+    unlink, ...): those stay the wrapper's, and the field is read through get_obj()."""
     assert not isinstance(obj, SynchronizedBase), 'object already synchronized'
     if isinstance(obj, ctypes._SimpleCData):
         return Synchronized(obj, lock)
@@ -31,9 +35,13 @@ def synchronized(obj, lock=None, ctx=None):
     try:
         scls = _struct_wrappers[cls]
     except KeyError:
+        # One locked property per field, except where a field is named like the
+        # wrapper's own API or internals (get_obj, acquire, name, _lock...): the wrapper
+        # keeps working and such a field is reached through get_obj().
         names = [spec[0] for klass in reversed(cls.__mro__)
                  for spec in klass.__dict__.get("_fields_", ())]
-        ns = {n: _locked_property(n) for n in names}
+        ns = {n: _locked_property(n) for n in names
+              if isinstance(n, str) and n not in _WRAPPER_NAMES}
         scls = _struct_wrappers[cls] = type("Synchronized" + cls.__name__,
                                             (SynchronizedBase,), ns)
     return scls(obj, lock)
@@ -117,6 +125,11 @@ class SynchronizedBase:
 
     def __repr__(self):
         return '<%s wrapper for %s>' % (type(self).__name__, self._obj)
+
+
+# Attributes of every wrapper: a Structure field of one of these names gets no property.
+_WRAPPER_NAMES = frozenset(dir(SynchronizedBase)) | {
+    "_obj", "_lock", "_sblock", "_m", "acquire", "release"}
 
 
 # The accessors below are the hot path of `arr[i] += 1`. With a sharedbridge lock they

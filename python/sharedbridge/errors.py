@@ -9,7 +9,9 @@ __all__ = [
     "SharedBridgeError", "SegmentNotFoundError", "SegmentExistsError", "InvalidNameError",
     "CorruptSegmentError", "UnsupportedVersionError", "TypeMismatchError",
     "UnsupportedTypeError", "SegmentNotReadyError", "LockNotRecoverableError",
-    "CorruptLockError", "SegmentInUseError", "LockRecoveredWarning",
+    "LockRecoveredWarning", "NotASharedBridgeSegmentError", "CorruptDataError",
+    "SegmentPermissionError", "InsufficientMemoryError", "CorruptLockError",
+    "SegmentInUseError",
 ]
 
 
@@ -31,6 +33,32 @@ class InvalidNameError(SharedBridgeError, ValueError):
 
 class CorruptSegmentError(SharedBridgeError, ValueError):
     """The segment's header failed validation (docs/format.md section 6.2)."""
+
+
+class NotASharedBridgeSegmentError(CorruptSegmentError):
+    """The name belongs to something that is not a SharedBridge segment: wrong magic,
+    an object too small to hold the magic, or not a regular shared-memory object at all
+    (a directory, FIFO, socket or symbolic link)."""
+
+
+class CorruptDataError(CorruptSegmentError):
+    """An element of the data area holds a value its type cannot have (a 'u' element
+    that is not a Unicode scalar value). The message names the segment and the index."""
+
+    def __init__(self, message, segment=None, index=None):
+        super().__init__(message)
+        self.segment = segment
+        self.index = index
+
+
+class SegmentPermissionError(SharedBridgeError, PermissionError):
+    """The segment may not be opened: the OS refused access (EACCES), or it belongs to
+    another user and attach() was not given allow_other_owner=True."""
+
+
+class InsufficientMemoryError(SharedBridgeError, MemoryError):
+    """The object does not fit: /dev/shm is full, or the segment is too large to map
+    into this process's address space."""
 
 
 class UnsupportedVersionError(CorruptSegmentError):

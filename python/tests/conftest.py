@@ -29,11 +29,13 @@ def segments_created_by(pid):
     """Segments in /dev/shm whose header names *pid* as the creator. Other programs
     (the .NET suite, the cross suite) may create sb_ segments at the same time: the
     creator pid tells ours apart."""
-    return {n for n in os.listdir(SHM) if n.startswith("sb") and _creator_pid(n) == pid}
+    return {n for n in os.listdir(SHM)
+            if n.startswith(("sb", "pyh_")) and _creator_pid(n) == pid}
 
 
 def our_segments():
-    own = {n for n in os.listdir(SHM) if n.startswith(f"sbt_{os.getpid()}_")}
+    own = {n for n in os.listdir(SHM)
+           if n.startswith((f"sbt_{os.getpid()}_", f"pyh_{os.getpid()}_"))}
     return own | segments_created_by(os.getpid())
 
 
@@ -52,7 +54,11 @@ def no_leaked_segments():
     gc.collect()
     leaked = our_segments() - before
     for name in leaked:            # clean up so one leak does not fail every later test
-        os.unlink(os.path.join(SHM, name))
+        path = os.path.join(SHM, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.rmdir(path)
+        else:
+            os.unlink(path)
     assert not leaked, f"test left shared-memory segments behind: {sorted(leaked)}"
 
 
@@ -60,6 +66,13 @@ def no_leaked_segments():
 def seg_name():
     """A fresh explicit segment name for this test (prefix sbt_, checked by the guard)."""
     return f"sbt_{os.getpid()}_{next(_counter)}"
+
+
+@pytest.fixture
+def pyh_name():
+    """Fresh explicit segment names for the hardening tests (prefix pyh_<pid>_, checked
+    by the leak guard): pyh_name() returns a new one at each call."""
+    return lambda: f"pyh_{os.getpid()}_{next(_counter)}"
 
 
 def child_env():

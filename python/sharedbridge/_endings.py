@@ -1,0 +1,87 @@
+"""Remove the creator's segments when its process ends by a signal (rulings D).
+
+A normal exit and an unhandled exception end with the interpreter's exit path, which runs
+every Segment finalizer (weakref.finalize is atexit-aware): the creator retires and
+unlinks its segments. A signal whose action is the default one (SIGTERM, SIGHUP, and
+SIGINT when its handler was set to SIG_DFL) kills the process without that path; for
+these, the first owned, non-kept segment installs a handler that retires and unlinks
+this process's owned segments, restores the default action and re-sends the signal, so
+the process still dies by that signal with the same exit status.
+
+What is left alone:
+- a signal set to SIG_IGN stays ignored;
+- a signal with a Python handler (the application's, or Python's own SIGINT handler that
+  raises KeyboardInterrupt) keeps it: that handler decides, and if it ends the process
+  by an exception or sys.exit the normal exit path unlinks; if it keeps running, the
+  segments stay;
+- a handler installed from C (signal.getsignal() is None) is not replaced.
+Handlers can only be installed from the main thread of the main interpreter: when the
+first owned segment is created anywhere else, nothing is installed (silently) until a
+later segment is created from the main thread.
+
+Only the creating process unlinks: a fork child inherits the handler, but the
+finalizers check the creator's pid, so the child unlinks nothing of its parent's.
+"""
+
+import os
+import signal
+import threading
+import weakref
+
+SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
+
+_owned = weakref.WeakSet()     # Segments this process created and does not keep
+_installed = set()             # signals whose handler is ours
+_checked = False               # installation was attempted from the main thread
+
+
+def own(seg):
+    """Register a segment created here (not kept); install the handlers the first time."""
+    _owned.add(seg)
+    if not _checked:
+        _install()
+
+
+def _install():
+    global _checked
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in SIGNALS:
+        try:
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, _on_signal)
+                _installed.add(sig)
+        except (ValueError, OSError, RuntimeError):
+            return       # not the main interpreter (or signals unavailable): skip silently
+    _checked = True
+
+
+def release_owned():
+    """Retire and unlink every segment this process created and still owns."""
+    for seg in list(_owned):
+        try:
+            seg.close()
+        except Exception:
+            pass
+
+
+def _on_signal(signum, frame):
+    release_owned()
+    # The default action, exactly as if this handler had never been installed.
+    signal.signal(signum, signal.SIG_DFL)
+    _installed.discard(signum)
+    os.kill(os.getpid(), signum)
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    except (AttributeError, OSError, ValueError):
+        pass
+    os._exit(128 + signum)      # only if the signal could not be delivered
+
+
+def _reset_in_child():
+    # A fork child keeps the handlers (harmless: the finalizers check the pid) but owns
+    # nothing yet: it installs again when it creates a segment itself.
+    _owned.clear()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
