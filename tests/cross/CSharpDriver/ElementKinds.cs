@@ -78,6 +78,8 @@ public static class ElementKinds
     {
         ["Point"] = new ElementKind<Point>(Point.FromJson, p => p.Canonical_()),
         ["Mixed"] = new ElementKind<Mixed>(Mixed.FromJson, m => m.Canonical_()),
+        ["SensorReadingWithAnUnreasonablyLongName"] = new ElementKind<SensorReadingWithAnUnreasonablyLongName>(
+            SensorReadingWithAnUnreasonablyLongName.FromJson, s => s.Canonical_()),
     };
 
     public static IElementKind For(Vector vector) => vector.TypeCode == 'T'

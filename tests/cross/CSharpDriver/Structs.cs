@@ -68,3 +68,16 @@ public unsafe struct Mixed
         }
     }
 }
+
+/// <summary>A structure whose name is longer than type_name's 31 bytes: every writer derives the same
+/// type_name from it (docs/format.md section 4.1), "SensorReadingWithAnUnreasonably".</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct SensorReadingWithAnUnreasonablyLongName
+{
+    public long t;
+    public double v;
+
+    public static SensorReadingWithAnUnreasonablyLongName FromJson(JsonElement e) => new() { t = e[0].GetInt64(), v = Canonical.Double(e[1]) };
+
+    public readonly string Canonical_() => Canonical.Struct(Canonical.Of(t), Canonical.Of(v));
+}

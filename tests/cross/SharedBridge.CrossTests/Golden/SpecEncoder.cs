@@ -108,7 +108,7 @@ public static class SpecEncoder
             U16(h, 0x03A, EntrySize);
             U32(h, 0x03C, (uint)fieldCount);
             U32(h, 0x040, FixedHeader);
-            Text(h.Slice(0x060, 32), vector.GetProperty("struct").GetProperty("name").GetString()!);
+            Text(h.Slice(0x060, 32), TypeName(vector.GetProperty("struct").GetProperty("name").GetString()!));
             for (int i = 0; i < fieldCount; i++)
             {
                 Field f = layout.Entries[i];
@@ -196,4 +196,14 @@ public static class SpecEncoder
     private static void U16(Span<byte> s, int o, ushort v) => BinaryPrimitives.WriteUInt16LittleEndian(s[o..], v);
     private static void U32(Span<byte> s, int o, uint v) => BinaryPrimitives.WriteUInt32LittleEndian(s[o..], v);
     private static void U64(Span<byte> s, int o, ulong v) => BinaryPrimitives.WriteUInt64LittleEndian(s[o..], v);
+
+    /// <summary>type_name from a structure's name (section 4.1): characters outside [A-Za-z0-9_] become
+    /// '_', a leading digit gets a '_' prefix, the result is cut to 31 bytes.</summary>
+    public static string TypeName(string name)
+    {
+        var chars = name.Select(c => c is (>= 'A' and <= 'Z') or (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_' ? c : '_').ToArray();
+        string s = new(chars);
+        if (s.Length > 0 && char.IsAsciiDigit(s[0])) s = "_" + s;
+        return s.Length > 31 ? s[..31] : s;
+    }
 }
