@@ -8,9 +8,9 @@ internal static class Names
 {
     private static int s_counter;
 
-    /// <summary>"sbt-&lt;pid&gt;-&lt;n&gt;-&lt;tag&gt;": unique per process, recognizable in /dev/shm.</summary>
+    /// <summary>"neth_&lt;pid&gt;-&lt;n&gt;-&lt;tag&gt;": unique per process, recognizable in /dev/shm.</summary>
     internal static string Unique(string tag = "t") =>
-        $"sbt-{Environment.ProcessId}-{Interlocked.Increment(ref s_counter)}-{tag}";
+        $"neth_{Environment.ProcessId}-{Interlocked.Increment(ref s_counter)}-{tag}";
 
     internal static string ShmPath(string name) => "/dev/shm/" + name;
 
