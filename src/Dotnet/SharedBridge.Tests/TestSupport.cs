@@ -206,3 +206,45 @@ internal sealed class WatchedChild : IDisposable
         _child.Dispose();
     }
 }
+
+/// <summary>Segments written byte by byte into /dev/shm (damaged or hand-made headers).</summary>
+internal static class SegmentFiles
+{
+    /// <summary>Recomputes header_crc32 over the identity region and the field table.</summary>
+    internal static void FixCrc(byte[] b)
+    {
+        int headerSize = (int)Math.Min(System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(0x00C)), (uint)b.Length);
+        uint crc = Crc32.Compute(b.AsSpan(0, 0x180));
+        if (headerSize > 0x200) crc = Crc32.Append(crc, b.AsSpan(0x200, headerSize - 0x200));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(0x184), crc);
+    }
+
+    /// <summary>The bytes of a real segment made by <paramref name="create"/> (disposed afterwards).</summary>
+    internal static byte[] Of(Func<string, IDisposable> create)
+    {
+        string name = Names.Unique("src");
+        using (create(name))
+            return File.ReadAllBytes(Names.ShmPath(name));
+    }
+
+    /// <summary>Writes <paramref name="bytes"/> as a segment, runs <paramref name="use"/>, removes it;
+    /// returns what <paramref name="use"/> threw, or null.</summary>
+    internal static Exception? Try(byte[] bytes, Action<string> use)
+    {
+        string name = Names.Unique("file");
+        File.WriteAllBytes(Names.ShmPath(name), bytes);
+        try
+        {
+            use(name);
+            return null;
+        }
+        catch (Exception e)
+        {
+            return e;
+        }
+        finally
+        {
+            File.Delete(Names.ShmPath(name));
+        }
+    }
+}

@@ -141,8 +141,7 @@ internal sealed unsafe class Segment
         {
             var identity = FStat(name, fd);
             if (!identity.IsRegularFile)
-                throw NotASharedBridgeSegment(name,
-                    $"it is not a regular file (file type 0{(identity.Mode & Interop.S_IFMT) >> 12:o})");
+                throw NotASharedBridgeSegment(name, $"it is not a regular file ({FileTypeName(identity.Mode)})");
             uint me = Interop.GetEUid();
             if (identity.Uid != me && !options.AllowOtherOwner)
                 throw new SegmentAccessDeniedException(name,
@@ -267,6 +266,17 @@ internal sealed unsafe class Segment
         if (Header.LockKind == LockKind.Embedded)
             Mutex = new RobustMutex(this, _base + HeaderLayout.Mutex, Header.LockType);
     }
+
+    private static string FileTypeName(uint mode) => (mode & Interop.S_IFMT) switch
+    {
+        0x1000 => "a FIFO",
+        0x2000 => "a character device",
+        0x4000 => "a directory",
+        0x6000 => "a block device",
+        0xA000 => "a symbolic link",
+        0xC000 => "a socket",
+        var type => $"file type 0x{type:X}",
+    };
 
     internal static NotASharedBridgeSegmentException NotASharedBridgeSegment(string name, string problem) =>
         new($"Segment \"{name}\" is not a SharedBridge segment: {problem}. Choose another name; do not unlink it unless you know whose it is.");
