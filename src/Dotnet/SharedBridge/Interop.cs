@@ -95,10 +95,6 @@ internal static unsafe partial class Interop
     [LibraryImport(Libc, EntryPoint = "getpid")]
     internal static partial int GetPid();
 
-    /// <summary>fchown, used by tests (as root) to give a segment to another user.</summary>
-    [LibraryImport(Libc, EntryPoint = "fchown", SetLastError = true)]
-    internal static partial int FChown(SafeFileHandle fd, uint owner, uint group);
-
     [LibraryImport(Libc, EntryPoint = "pthread_mutexattr_init")]
     internal static partial int MutexAttrInit(void* attr);
 
