@@ -133,7 +133,7 @@ public class CorruptHeaderTests
         FixCrc(bytes);
         var e = OpenCopy(bytes, OpenAny);
         Assert.IsAssignableFrom<CorruptSegmentException>(e);
-        Assert.Contains("Segment \"sbt-", e!.Message);
+        Assert.Contains("Segment \"neth_", e!.Message);
     }
 
     [Fact]
@@ -290,7 +290,7 @@ public class CorruptHeaderTests
     }
 
     [Theory]
-    [InlineData(1)]
+    [InlineData(8)]
     [InlineData(100)]
     [InlineData(511)]
     public void ObjectSmallerThanTheHeaderIsCorrupt(int size)

@@ -26,7 +26,7 @@ public class NameAndLifecycleTests
     [Fact]
     public void NamesUpTo255BytesAreAcceptedAndLongerRefused()
     {
-        string longest = "n" + Environment.ProcessId + new string('x', 255 - 1 - Environment.ProcessId.ToString().Length);
+        string longest = "neth_" + Environment.ProcessId + new string('x', 255 - 5 - Environment.ProcessId.ToString().Length);
         Assert.Equal(255, longest.Length);
         using (var a = SharedArray<int>.Create(longest, 1))
             Assert.True(Names.Exists(longest));

@@ -8,9 +8,9 @@ internal static class Names
 {
     private static int s_counter;
 
-    /// <summary>"sbt-&lt;pid&gt;-&lt;n&gt;-&lt;tag&gt;": unique per process, recognizable in /dev/shm.</summary>
+    /// <summary>"neth_&lt;pid&gt;-&lt;n&gt;-&lt;tag&gt;": unique per process, recognizable in /dev/shm.</summary>
     internal static string Unique(string tag = "t") =>
-        $"sbt-{Environment.ProcessId}-{Interlocked.Increment(ref s_counter)}-{tag}";
+        $"neth_{Environment.ProcessId}-{Interlocked.Increment(ref s_counter)}-{tag}";
 
     internal static string ShmPath(string name) => "/dev/shm/" + name;
 
@@ -46,10 +46,19 @@ internal sealed class Child : IDisposable
     internal static string ProgramPath { get; } =
         typeof(Child).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "ChildProgram").Value!;
 
-    internal static Child Start(params string[] args)
+    internal static Child Start(params string[] args) => StartVia([], args);
+
+    /// <summary>Starts the child through <paramref name="launcher"/> (for example <c>nohup</c>, or a
+    /// wrapper that reports the child's wait status): <c>launcher... dotnet exec program child args...</c>.</summary>
+    internal static Child StartVia(string[] launcher, params string[] args)
     {
         Assert.True(File.Exists(ProgramPath), $"child program not built: {ProgramPath}");
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var info = new ProcessStartInfo(launcher.Length > 0 ? launcher[0] : "dotnet")
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false,
+        };
+        foreach (var a in launcher.Skip(1)) info.ArgumentList.Add(a);
+        if (launcher.Length > 0) info.ArgumentList.Add("dotnet");
         info.ArgumentList.Add("exec");
         info.ArgumentList.Add(ProgramPath);
         info.ArgumentList.Add("child");
@@ -59,7 +68,16 @@ internal sealed class Child : IDisposable
 
     internal int Pid => _process.Id;
 
-    private string Stderr
+    /// <summary>Writes a line to the child's stdin.</summary>
+    internal void WriteLine(string line)
+    {
+        _process.StandardInput.WriteLine(line);
+        _process.StandardInput.Flush();
+    }
+
+    internal bool HasExited => _process.HasExited;
+
+    internal string Stderr
     {
         get { lock (_stderr) return _stderr.ToString(); }
     }
@@ -107,5 +125,126 @@ internal sealed class Child : IDisposable
             _process.WaitForExit();
         }
         _process.Dispose();
+    }
+}
+
+/// <summary>Signals and the other processes' view of a child.</summary>
+internal static class Signals
+{
+    /// <summary>Sends signal <paramref name="signal"/> (a name such as TERM) to <paramref name="pid"/>.</summary>
+    internal static void Send(int pid, string signal)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("kill", ["-s", signal, pid.ToString()]) { UseShellExecute = false })!;
+        kill.WaitForExit();
+        Assert.Equal(0, kill.ExitCode);
+    }
+
+    /// <summary>python3 runs a wrapper that reports the child's raw wait status (a negative status is
+    /// death by that signal, which .NET's ExitCode cannot tell from an exit code of 128 + signal).</summary>
+    internal static string? Python { get; } = FindOnPath("python3");
+
+    /// <summary>Prints "pid N" when the child started and "status S" (Popen.returncode) when it ended.</summary>
+    internal const string StatusWrapper =
+        "import subprocess, sys\n" +
+        "p = subprocess.Popen(sys.argv[1:])\n" +
+        "print('pid', p.pid, flush=True)\n" +
+        "print('status', p.wait(), flush=True)\n";
+
+    private static string? FindOnPath(string program) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
+            .Select(dir => Path.Combine(dir, program)).FirstOrDefault(File.Exists);
+}
+
+/// <summary>A child whose end is observed exactly: killed by which signal, or exited with which code.</summary>
+internal sealed class WatchedChild : IDisposable
+{
+    private readonly Child _child;
+
+    private WatchedChild(Child child, int pid)
+    {
+        _child = child;
+        Pid = pid;
+    }
+
+    /// <summary>The pid of the dotnet process itself (not of a wrapper).</summary>
+    internal int Pid { get; }
+
+    internal static WatchedChild Start(string[] launcher, params string[] args)
+    {
+        if (Signals.Python is { } python)
+        {
+            var child = Child.StartVia([python, "-c", Signals.StatusWrapper, .. launcher], args);
+            string first = child.ReadLine();
+            Assert.StartsWith("pid ", first);
+            return new WatchedChild(child, int.Parse(first[4..]));
+        }
+        var direct = Child.StartVia(launcher, args);
+        return new WatchedChild(direct, direct.Pid);
+    }
+
+    internal Child Child => _child;
+
+    /// <summary>Waits for the end: -N when killed by signal N, otherwise the exit code. Without python3
+    /// it falls back to .NET's ExitCode and maps 128 + N to -N.</summary>
+    internal int WaitForEnd(int timeoutMs = 60_000)
+    {
+        if (Signals.Python is not null)
+        {
+            string line = _child.ReadLine(timeoutMs);
+            while (!line.StartsWith("status ", StringComparison.Ordinal)) line = _child.ReadLine(timeoutMs);
+            _child.WaitForExit(timeoutMs);
+            return int.Parse(line[7..]);
+        }
+        int code = _child.WaitForExit(timeoutMs);
+        return code > 128 ? -(code - 128) : code;
+    }
+
+    public void Dispose()
+    {
+        try { if (Signals.Python is not null && !_child.HasExited) Signals.Send(Pid, "KILL"); }
+        catch (Exception) { /* already gone */ }
+        _child.Dispose();
+    }
+}
+
+/// <summary>Segments written byte by byte into /dev/shm (damaged or hand-made headers).</summary>
+internal static class SegmentFiles
+{
+    /// <summary>Recomputes header_crc32 over the identity region and the field table.</summary>
+    internal static void FixCrc(byte[] b)
+    {
+        int headerSize = (int)Math.Min(System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(0x00C)), (uint)b.Length);
+        uint crc = Crc32.Compute(b.AsSpan(0, 0x180));
+        if (headerSize > 0x200) crc = Crc32.Append(crc, b.AsSpan(0x200, headerSize - 0x200));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(0x184), crc);
+    }
+
+    /// <summary>The bytes of a real segment made by <paramref name="create"/> (disposed afterwards).</summary>
+    internal static byte[] Of(Func<string, IDisposable> create)
+    {
+        string name = Names.Unique("src");
+        using (create(name))
+            return File.ReadAllBytes(Names.ShmPath(name));
+    }
+
+    /// <summary>Writes <paramref name="bytes"/> as a segment, runs <paramref name="use"/>, removes it;
+    /// returns what <paramref name="use"/> threw, or null.</summary>
+    internal static Exception? Try(byte[] bytes, Action<string> use)
+    {
+        string name = Names.Unique("file");
+        File.WriteAllBytes(Names.ShmPath(name), bytes);
+        try
+        {
+            use(name);
+            return null;
+        }
+        catch (Exception e)
+        {
+            return e;
+        }
+        finally
+        {
+            File.Delete(Names.ShmPath(name));
+        }
     }
 }

@@ -1,4 +1,7 @@
+using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
 
 namespace SharedBridge;
 
@@ -15,6 +18,65 @@ internal sealed class ElementType
         TypeName = typeName;
         Fields = fields;
         _leafTypes = leafTypes;
+        var bools = new List<int>();
+        var runes = new List<int>();
+        if (typeCode == TypeCodes.Structure) CollectLeaves(-1, 0, bools, runes);
+        else if (clrType == typeof(bool)) bools.Add(0);
+        else if (clrType == typeof(Rune)) runes.Add(0);
+        _boolOffsets = [.. bools];
+        _runeOffsets = [.. runes];
+    }
+
+    // Byte offsets, inside one element, of every bool and every Rune the .NET type holds (fixed arrays
+    // and arrays of structures expanded): what a copy must normalize or check (hardening rule A.6).
+    private readonly int[] _boolOffsets;
+    private readonly int[] _runeOffsets;
+
+    private void CollectLeaves(int parent, int baseOffset, List<int> bools, List<int> runes)
+    {
+        for (int i = 0; i < Fields.Length; i++)
+        {
+            var f = Fields[i];
+            if (f.Parent != parent) continue;
+            Type leaf = TypeCodes.ScalarOf(_leafTypes[i]);
+            for (int k = 0; k < f.Count; k++)
+            {
+                int offset = baseOffset + f.Offset + k * f.ItemSize;
+                if (f.TypeCode == TypeCodes.Structure) CollectLeaves(i, offset, bools, runes);
+                else if (leaf == typeof(bool)) bools.Add(offset);
+                else if (leaf == typeof(Rune)) runes.Add(offset);
+            }
+        }
+    }
+
+    /// <summary>True when copies of this type must be fixed (bools normalized, Runes checked).</summary>
+    internal bool CopiesNeedFixing => _boolOffsets.Length != 0 || _runeOffsets.Length != 0;
+
+    /// <summary>
+    /// Makes copies taken from shared memory safe to hand out by value: every bool becomes a proper
+    /// true (1) or false (0) (C _Bool semantics: any non-zero byte is true), and a Rune that is not a
+    /// Unicode scalar value is corrupt data (<see cref="CorruptDataException"/>, naming the segment
+    /// and the element index <paramref name="firstIndex"/> + i).
+    /// </summary>
+    internal void FixCopies<T>(Span<T> copies, string segmentName, long firstIndex) where T : unmanaged
+    {
+        if (!CopiesNeedFixing) return;
+        Span<byte> bytes = MemoryMarshal.AsBytes(copies);
+        for (int i = 0; i < copies.Length; i++)
+        {
+            Span<byte> element = bytes.Slice(i * Size, Size);
+            foreach (int offset in _runeOffsets)
+            {
+                uint value = BinaryPrimitives.ReadUInt32LittleEndian(element[offset..]);
+                if (!Rune.IsValid(value))
+                    throw new CorruptDataException(segmentName, firstIndex + i,
+                        $"Segment \"{segmentName}\" holds corrupt data: element {firstIndex + i} " +
+                        (TypeCode == TypeCodes.Structure ? $"(byte {offset} of the structure) " : "") +
+                        $"is 0x{value:X}, which is not a Unicode scalar value (a 'u' element must not be a surrogate or above 0x10FFFF).");
+            }
+            foreach (int offset in _boolOffsets)
+                element[offset] = element[offset] != 0 ? (byte)1 : (byte)0;
+        }
     }
 
     internal Type ClrType { get; }

@@ -42,6 +42,9 @@ public class CorruptSegmentException : SharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
     public CorruptSegmentException(string message) : base(message) { }
+
+    /// <summary>Creates the exception with the underlying cause.</summary>
+    public CorruptSegmentException(string message, Exception? inner) : base(message, inner) { }
 }
 
 /// <summary>The segment was written for a newer format version than this library can read.</summary>
@@ -87,14 +90,6 @@ public sealed class LockNotRecoverableException : SharedBridgeException
     public LockNotRecoverableException(string message) : base(message) { }
 }
 
-/// <summary>The bytes of the shared mutex were overwritten (a wrong kind word, an owner thread that does not
-/// exist, an unlock the mutex refuses); nothing more is called on it. See docs/format.md section 7.2.</summary>
-public sealed class CorruptLockException : SharedBridgeException
-{
-    /// <summary>Creates the exception.</summary>
-    public CorruptLockException(string message) : base(message) { }
-}
-
 /// <summary>An operator action (<see cref="SharedLock.Reset"/>) was refused because other processes map the segment.</summary>
 public sealed class SegmentInUseException : SharedBridgeException
 {
@@ -105,9 +100,58 @@ public sealed class SegmentInUseException : SharedBridgeException
     public IReadOnlyList<int> ProcessIds { get; }
 }
 
-/// <summary>The system has not enough shared memory (<c>/dev/shm</c>) for the requested segment.</summary>
+/// <summary>The system has not enough shared memory (<c>/dev/shm</c>) for the requested segment, or not
+/// enough address space or memory to map a segment being opened.</summary>
 public sealed class InsufficientSharedMemoryException : SharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
     public InsufficientSharedMemoryException(string message) : base(message) { }
+}
+
+/// <summary>The name belongs to something that is not a SharedBridge segment: another program's
+/// shared memory (wrong magic), an object too small to hold a magic, or not a regular file (a FIFO,
+/// a directory, a socket, a symbolic link).</summary>
+public sealed class NotASharedBridgeSegmentException : CorruptSegmentException
+{
+    /// <summary>Creates the exception.</summary>
+    public NotASharedBridgeSegmentException(string message) : base(message) { }
+}
+
+/// <summary>An element holds a value its type cannot have (for example a <c>u</c> element that is not
+/// a Unicode scalar value), found when the element was read as a .NET value.</summary>
+public sealed class CorruptDataException : CorruptSegmentException
+{
+    /// <summary>Creates the exception for element <paramref name="index"/> of <paramref name="segmentName"/>.</summary>
+    public CorruptDataException(string segmentName, long index, string message) : base(message)
+    {
+        SegmentName = segmentName;
+        Index = index;
+    }
+
+    /// <summary>The segment holding the bad element.</summary>
+    public string SegmentName { get; }
+
+    /// <summary>The index of the bad element.</summary>
+    public long Index { get; }
+}
+
+/// <summary>The segment may not be used by this process: the system refused access (EACCES), or it
+/// is owned by another user and the caller did not opt in with <see cref="OpenOptions.AllowOtherOwner"/>.</summary>
+public sealed class SegmentAccessDeniedException : SharedBridgeException
+{
+    /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
+    public SegmentAccessDeniedException(string segmentName, string message) : base(message) => SegmentName = segmentName;
+
+    /// <summary>The segment that could not be used.</summary>
+    public string SegmentName { get; }
+}
+
+/// <summary>A segment's embedded lock is in a state no conforming SharedBridge process leaves it in.</summary>
+public sealed class CorruptLockException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public CorruptLockException(string message) : base(message) { }
+
+    /// <summary>Creates the exception with the underlying cause.</summary>
+    public CorruptLockException(string message, Exception? inner) : base(message, inner) { }
 }

@@ -28,7 +28,8 @@ internal static class HeaderCodec
     /// (HeaderSize bytes, zero-filled). The control and lock regions are left alone.</summary>
     internal static void WriteIdentity(Span<byte> header, HeaderSpec spec, int creatorPid, ulong creatorStartTime, long createdUnixNs)
     {
-        MagicBytes.CopyTo(header[Magic..]);
+        // One 8-byte store: a reader never sees half a magic (it would take the name for another program's).
+        BinaryPrimitives.WriteUInt64LittleEndian(header[Magic..], BinaryPrimitives.ReadUInt64LittleEndian(MagicBytes));
         BinaryPrimitives.WriteUInt16LittleEndian(header[HeaderLayout.Version..], FormatVersion);
         BinaryPrimitives.WriteUInt16LittleEndian(header[CompatVersion..], FormatVersion);
         BinaryPrimitives.WriteUInt32LittleEndian(header[HeaderLayout.HeaderSize..], (uint)spec.HeaderSize);
@@ -100,7 +101,7 @@ internal static class HeaderCodec
     private static void CheckMagicAndVersion(string name, ReadOnlySpan<byte> h)
     {
         if (!h[..8].SequenceEqual(MagicBytes))
-            throw Corrupt(name, "wrong magic: this is not a SharedBridge segment");
+            throw Segment.NotASharedBridgeSegment(name, "wrong magic: this name belongs to another program");
         int version = BinaryPrimitives.ReadUInt16LittleEndian(h[HeaderLayout.Version..]);
         int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersion..]);
         if (compat > FormatVersion)
@@ -145,6 +146,8 @@ internal static class HeaderCodec
             if (elementSize != expected)
                 throw Corrupt(name, $"element_size {elementSize} does not match typecode '{typeCode}' ({expected} bytes)");
         }
+        if (elementSize > int.MaxValue)
+            throw Corrupt(name, $"element_size {elementSize} is larger than the largest element this library supports ({int.MaxValue} bytes)");
         if (kind == SegmentKind.Value && count != 1)
             throw Corrupt(name, $"a value segment has element_count {count} (must be 1)");
 
@@ -157,6 +160,8 @@ internal static class HeaderCodec
             throw Corrupt(name, $"the data area ({dataOffset} + {dataSize} bytes) extends past the object size {objectSize} (truncated segment or bad sizes)");
 
         var (lockKind, lockAbi, lockSize, lockOffset, lockType, lockName) = ParseLock(name, h, kind);
+        if (lockKind == LockKind.External && lockName == name)
+            throw Corrupt(name, "lock_name names the segment itself (an external lock must live in another segment)");
         string typeName = ReadText(name, h.Slice(HeaderLayout.TypeName, TypeNameWidth), "type_name");
         if (typeName.Length > 0 && (typeCode != TypeCodes.Structure || !IsIdentifierText(typeName, allowLeadingDigit: false)))
             throw Corrupt(name, $"type_name \"{typeName}\" is not allowed here");
@@ -194,15 +199,31 @@ internal static class HeaderCodec
             LockName = lockName,
             TypeName = typeName,
             Fields = fields,
-            CreatorPid = (int)BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPid..]),
+            CreatorPid = PidOrZero(BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPid..])),
             CreatorStartTime = BinaryPrimitives.ReadUInt64LittleEndian(h[CreatorStartTime..]),
             CreatedAt = DateTimeOffset.UnixEpoch.AddTicks(createdNs / 100),
             State = (int)state,
             HeaderCrc32 = storedCrc,
             RecoveryCount = recoveries > long.MaxValue ? long.MaxValue : (long)recoveries,
-            LastRecoveredByPid = (int)BinaryPrimitives.ReadUInt32LittleEndian(h[LastRecoveredByPid..]),
+            LastRecoveredByPid = PidOrZero(BinaryPrimitives.ReadUInt32LittleEndian(h[LastRecoveredByPid..])),
         };
     }
+
+    /// <summary>A u32 pid field as an int; a value no pid can have (above int.MaxValue) reads as 0, "unknown".</summary>
+    private static int PidOrZero(uint pid) => pid <= int.MaxValue ? (int)pid : 0;
+
+    /// <summary>Deepest allowed nesting of structures: a top-level field has depth 1.</summary>
+    internal const int MaxStructDepth = 16;
+
+    private static readonly HashSet<string> CtypesReservedNames = new(StringComparer.Ordinal)
+    {
+        "_fields_", "_pack_", "_anonymous_", "_swappedbytes_", "_objects", "_b_base_", "_b_needsfree_",
+        "_type_", "_length_", "_align_", "_layout_",
+    };
+
+    /// <summary>Field names no writer may use and every reader refuses: "__..." and the ctypes internals.</summary>
+    internal static bool IsReservedFieldName(string name) =>
+        name.StartsWith("__", StringComparison.Ordinal) || CtypesReservedNames.Contains(name);
 
     private static (LockKind, int, int, int, LockType, string) ParseLock(string name, ReadOnlySpan<byte> h, SegmentKind kind)
     {
@@ -264,10 +285,12 @@ internal static class HeaderCodec
             throw Corrupt(name, $"the field table ({count} entries of {entrySize} bytes) does not fit in header_size {headerSize}");
 
         var fields = new StructField[count];
-        // Pre-order walk: the stack holds the open 'T' entries (index, size, children seen, last end).
-        var open = new List<(int Index, long Size, int Children, long End)>();
+        // Pre-order walk: the stack holds the open 'T' entries (index, size, children seen, last end,
+        // names seen); its depth is the nesting depth of the next child.
+        var open = new List<(int Index, long Size, int Children, long End, HashSet<string> Names)>();
         long topEnd = 0;
         int topChildren = 0;
+        var topNames = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < count; i++)
         {
             var e = h.Slice((int)tableOffset + i * entrySize, FieldEntrySize);
@@ -275,6 +298,8 @@ internal static class HeaderCodec
             string fieldName = ReadText(name, e[..EntryNameWidth], where + " name");
             if (fieldName.Length == 0 || !IsIdentifierText(fieldName, allowLeadingDigit: false))
                 throw Corrupt(name, $"{where}: name \"{fieldName}\" is not an ASCII identifier");
+            if (IsReservedFieldName(fieldName))
+                throw Corrupt(name, $"{where}: field name {fieldName} is reserved");
             char code = (char)e[EntryTypeCode];
             uint offset = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryOffset..]);
             uint itemCount = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryCount..]);
@@ -294,6 +319,10 @@ internal static class HeaderCodec
             }
             if (parent != -1 && open.Count == 0)
                 throw Corrupt(name, $"{where} ({fieldName}): parent {parent} is not an enclosing structure entry (entries must be in pre-order)");
+            if (open.Count + 1 > MaxStructDepth)
+                throw Corrupt(name, $"{where} ({fieldName}): structures nest deeper than {MaxStructDepth} levels");
+            if (!(open.Count == 0 ? topNames : open[^1].Names).Add(fieldName))
+                throw Corrupt(name, $"{where}: field name {fieldName} appears twice in the same structure");
 
             long parentSize = open.Count == 0 ? elementSize : open[^1].Size;
             long previousEnd = open.Count == 0 ? topEnd : open[^1].End;
@@ -308,7 +337,7 @@ internal static class HeaderCodec
             else open[^1] = open[^1] with { End = (long)end, Children = open[^1].Children + 1 };
 
             fields[i] = new StructField(fieldName, code, (int)offset, (int)itemCount, (int)itemSize, parent);
-            if (code == TypeCodes.Structure) open.Add((i, itemSize, 0, 0));
+            if (code == TypeCodes.Structure) open.Add((i, itemSize, 0, 0, new HashSet<string>(StringComparer.Ordinal)));
         }
         foreach (var o in open)
             if (o.Children == 0) throw Corrupt(name, $"field table entry {o.Index} is a structure with no fields");

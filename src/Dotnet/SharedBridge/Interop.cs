@@ -17,9 +17,12 @@ internal static unsafe partial class Interop
     internal const int O_RDWR = 2;
     internal const int O_CREAT = 0x40;
     internal const int O_EXCL = 0x80;
+    internal const int O_NONBLOCK = 0x800;
 
     internal const int EPERM = 1;
     internal const int ENOENT = 2;
+    internal const int ENXIO = 6;
+    internal const int ENOMEM = 12;
     internal const int EACCES = 13;
     internal const int EBUSY = 16;
     internal const int EEXIST = 17;
@@ -28,9 +31,21 @@ internal static unsafe partial class Interop
     internal const int ENOSPC = 28;
     internal const int EDEADLK = 35;
     internal const int ENAMETOOLONG = 36;
+    internal const int ELOOP = 40;
+    internal const int EISDIR = 21;
+    internal const int EINTR = 4;
+    internal const int EOVERFLOW = 75;
     internal const int ETIMEDOUT = 110;
     internal const int EOWNERDEAD = 130;
     internal const int ENOTRECOVERABLE = 131;
+
+    internal const int PROT_READ = 1;
+    internal const int PROT_WRITE = 2;
+    internal const int MAP_SHARED = 1;
+
+    // st_mode file types (S_IFMT mask).
+    internal const uint S_IFMT = 0xF000;
+    internal const uint S_IFREG = 0x8000;
 
     internal const int CLOCK_MONOTONIC = 1;
     internal const int PTHREAD_PROCESS_SHARED = 1;
@@ -64,6 +79,21 @@ internal static unsafe partial class Interop
 
     [LibraryImport(Libc, EntryPoint = "fstat", SetLastError = true)]
     private static partial int FStatRaw(SafeFileHandle fd, byte* buffer);
+
+    [LibraryImport(Libc, EntryPoint = "pread", SetLastError = true)]
+    private static partial nint PReadRaw(SafeFileHandle fd, byte* buffer, nuint count, long offset);
+
+    [LibraryImport(Libc, EntryPoint = "mmap", SetLastError = true)]
+    internal static partial nint MMap(nint address, nuint length, int protection, int flags, SafeFileHandle fd, long offset);
+
+    [LibraryImport(Libc, EntryPoint = "munmap", SetLastError = true)]
+    internal static partial int MUnmap(nint address, nuint length);
+
+    [LibraryImport(Libc, EntryPoint = "geteuid")]
+    internal static partial uint GetEUid();
+
+    [LibraryImport(Libc, EntryPoint = "getpid")]
+    internal static partial int GetPid();
 
     [LibraryImport(Libc, EntryPoint = "pthread_mutexattr_init")]
     internal static partial int MutexAttrInit(void* attr);
@@ -125,19 +155,53 @@ internal static unsafe partial class Interop
         return new SafeFileHandle(fd, ownsHandle: true);
     }
 
-    /// <summary>The fields of struct stat SharedBridge needs. Offsets 0, 8 and 48 are the same
-    /// in the x86_64 and the generic (aarch64) layouts.</summary>
-    internal readonly record struct FileStat(ulong Device, ulong Inode, long Size);
+    /// <summary>The fields of struct stat SharedBridge needs. st_dev (0), st_ino (8) and st_size (48)
+    /// sit at the same offsets in the x86_64 and the generic (aarch64) layouts; st_mode and st_uid
+    /// do not (x86_64: 24 and 28, after an 8-byte st_nlink; generic: 16 and 24).</summary>
+    internal readonly record struct FileStat(ulong Device, ulong Inode, long Size, uint Mode, uint Uid)
+    {
+        internal bool IsRegularFile => (Mode & S_IFMT) == S_IFREG;
+    }
 
-    internal static FileStat FStat(SafeFileHandle fd)
+    private static readonly bool s_genericStatLayout = RuntimeInformation.ProcessArchitecture == Architecture.Arm64;
+
+    /// <summary>fstat; null (and the errno) on failure.</summary>
+    internal static FileStat? TryFStat(SafeFileHandle fd, out int errno)
     {
         byte* buffer = stackalloc byte[256]; // struct stat is 144 bytes on x86_64, 128 on aarch64
         if (FStatRaw(fd, buffer) != 0)
         {
-            int errno = Marshal.GetLastPInvokeError();
-            throw new IOException($"fstat failed: {Describe(errno)}");
+            errno = Marshal.GetLastPInvokeError();
+            return null;
         }
-        return new FileStat(*(ulong*)buffer, *(ulong*)(buffer + 8), *(long*)(buffer + 48));
+        errno = 0;
+        uint mode = s_genericStatLayout ? *(uint*)(buffer + 16) : *(uint*)(buffer + 24);
+        uint uid = s_genericStatLayout ? *(uint*)(buffer + 24) : *(uint*)(buffer + 28);
+        return new FileStat(*(ulong*)buffer, *(ulong*)(buffer + 8), *(long*)(buffer + 48), mode, uid);
+    }
+
+    /// <summary>pread until <paramref name="buffer"/> is full or the end of the file; returns the
+    /// number of bytes read, or -1 (and the errno) on failure.</summary>
+    internal static long PRead(SafeFileHandle fd, Span<byte> buffer, long offset, out int errno)
+    {
+        long total = 0;
+        fixed (byte* p = buffer)
+        {
+            while (total < buffer.Length)
+            {
+                nint n = PReadRaw(fd, p + total, (nuint)(buffer.Length - total), offset + total);
+                if (n < 0)
+                {
+                    errno = Marshal.GetLastPInvokeError();
+                    if (errno == EINTR) continue;
+                    return -1;
+                }
+                if (n == 0) break;
+                total += n;
+            }
+        }
+        errno = 0;
+        return total;
     }
 
     internal static string Describe(int errno) => $"{Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})";

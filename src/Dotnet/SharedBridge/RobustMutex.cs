@@ -185,7 +185,7 @@ internal sealed unsafe class RobustMutex
             {
                 MutexUnlock(_mutex);
                 _segment.Release();
-                throw new IOException($"pthread_mutex_consistent failed on the lock of \"{_segment.Name}\": {Describe(c)}");
+                throw new SharedBridgeException($"pthread_mutex_consistent failed on the lock of \"{_segment.Name}\": {Describe(c)}");
             }
             _segment.RecordRecovery();
             return new LockScope(this, true);
@@ -199,7 +199,7 @@ internal sealed unsafe class RobustMutex
                 $"The lock of \"{_segment.Name}\" is permanently unusable: a process recovered it from a dead owner " +
                 $"without completing the recovery. Copy the data to a new segment, or, once no process uses it, reset it " +
                 $"with SharedLock.Reset(\"{_segment.Name}\")."),
-            _ => new IOException($"Locking \"{_segment.Name}\" failed: {Describe(rc)}"),
+            _ => new SharedBridgeException($"Locking \"{_segment.Name}\" failed: {Describe(rc)}"),
         };
     }
 
@@ -272,6 +272,6 @@ internal sealed unsafe class RobustMutex
 
     private static void Check(int rc, string what)
     {
-        if (rc != 0) throw new IOException($"{what} failed: {Describe(rc)}");
+        if (rc != 0) throw new SharedBridgeException($"{what} failed: {Describe(rc)}");
     }
 }

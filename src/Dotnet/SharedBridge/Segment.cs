@@ -1,5 +1,4 @@
-using System.Collections.Concurrent;
-using System.IO.MemoryMappedFiles;
+using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using Microsoft.Win32.SafeHandles;
 using static SharedBridge.HeaderLayout;
@@ -13,13 +12,13 @@ namespace SharedBridge;
 /// </summary>
 internal sealed unsafe class Segment
 {
-    private static readonly ConcurrentDictionary<Segment, byte> OwnedSegments = new();
-    private static int s_exitHookInstalled;
+    /// <summary>How often attaching starts over because the object changed size under it.</summary>
+    private const int MaxSizeChanges = 5;
 
     private readonly SafeFileHandle _fd;
-    private readonly MemoryMappedFile _file;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly MappedMemory _mapping;
     private readonly Interop.FileStat _identity;
+    private readonly int _creatorPid;
     private byte* _base;
     private int _refs = 1;
     private int _unlinked;
@@ -29,31 +28,24 @@ internal sealed unsafe class Segment
     internal bool IsCreator { get; }
     internal bool KeepOnDispose { get; }
     internal RobustMutex? Mutex { get; private set; }
+
+    /// <summary>Bytes mapped: data_offset + data_size of the validated header (never the whole object).</summary>
     internal long MappedSize { get; }
 
-    private Segment(string name, SafeFileHandle fd, long size, bool isCreator, bool keep)
+    private Segment(string name, SafeFileHandle fd, MappedMemory mapping, Interop.FileStat identity, bool isCreator, bool keep)
     {
         Name = name;
         _fd = fd;
+        _mapping = mapping;
+        _identity = identity;
         IsCreator = isCreator;
         KeepOnDispose = keep;
-        MappedSize = size;
-        _identity = Interop.FStat(fd);
-        _file = MemoryMappedFile.CreateFromFile(fd, mapName: null, size, MemoryMappedFileAccess.ReadWrite,
-            HandleInheritability.None, leaveOpen: true);
-        try
-        {
-            _view = _file.CreateViewAccessor(0, size, MemoryMappedFileAccess.ReadWrite);
-            byte* p = null;
-            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            _base = p + _view.PointerOffset;
-        }
-        catch
-        {
-            _view?.Dispose();
-            _file.Dispose();
-            throw;
-        }
+        _creatorPid = isCreator ? Interop.GetPid() : 0;
+        MappedSize = (long)mapping.Length;
+        // Held until FreeMappingOnly: the mapping stays while this object hands out pointers into it.
+        bool added = false;
+        mapping.DangerousAddRef(ref added);
+        _base = (byte*)mapping.DangerousGetHandle();
     }
 
     /// <summary>Start of the data area (valid while a reference is held).</summary>
@@ -93,13 +85,13 @@ internal sealed unsafe class Segment
     {
         // shm_open's mode is reduced by the umask; the user asked for this exact mode.
         if (Interop.FChmod(fd, (uint)mode) != 0)
-            throw new IOException($"fchmod on \"{name}\" failed: {Interop.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}");
+            throw OsError($"fchmod on \"{name}\" failed", System.Runtime.InteropServices.Marshal.GetLastPInvokeError());
         if (Interop.FTruncate(fd, total) != 0)
         {
             int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
             throw errno is Interop.ENOSPC or Interop.EINVAL or Interop.EFBIG
                 ? new InsufficientSharedMemoryException($"Cannot size \"{name}\" to {total} bytes: {Interop.Describe(errno)}.")
-                : new IOException($"ftruncate on \"{name}\" failed: {Interop.Describe(errno)}");
+                : OsError($"ftruncate on \"{name}\" failed", errno);
         }
         // Reserve the pages now: on a full /dev/shm a later first touch would be a SIGBUS, not an error.
         int rc = Interop.PosixFallocate(fd, 0, total);
@@ -107,9 +99,10 @@ internal sealed unsafe class Segment
             throw rc is Interop.ENOSPC or Interop.EFBIG
                 ? new InsufficientSharedMemoryException(
                     $"Not enough shared memory for \"{name}\" ({total} bytes): /dev/shm is full or too small. Free some segments or use a smaller size.")
-                : new IOException($"posix_fallocate on \"{name}\" failed: {Interop.Describe(rc)}");
+                : OsError($"posix_fallocate on \"{name}\" failed", rc);
 
-        var segment = new Segment(name, fd, total, isCreator: true, keep);
+        var identity = FStat(name, fd);
+        var segment = new Segment(name, fd, Map(name, fd, total), identity, isCreator: true, keep);
         try
         {
             var header = new Span<byte>(segment._base, spec.HeaderSize);
@@ -135,85 +128,137 @@ internal sealed unsafe class Segment
 
     // ---------------------------------------------------------------- opening
 
-    internal static Segment Open(string name, TimeSpan? readyTimeout)
+    internal static Segment Open(string name, OpenOptions options)
     {
         SegmentName.Validate(name);
-        TimeSpan timeout = readyTimeout ?? TimeSpan.FromSeconds(5);
+        TimeSpan timeout = options.ReadyTimeout ?? TimeSpan.FromSeconds(5);
         if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
-            throw new ArgumentOutOfRangeException(nameof(readyTimeout), timeout, "The ready timeout must be non-negative.");
-        var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDWR, 0, out int errno);
+            throw new ArgumentOutOfRangeException(nameof(options), timeout, "The ready timeout must be non-negative.");
+        // O_NONBLOCK: a FIFO planted under the name must never block the open.
+        var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDWR | Interop.O_NONBLOCK, 0, out int errno);
         if (fd is null) throw OpenError(name, errno, creating: false);
-        Segment? segment = null;
         try
         {
-            segment = MapWhenReady(name, fd, timeout);
-            segment.LoadHeader();
+            var identity = FStat(name, fd);
+            if (!identity.IsRegularFile)
+                throw NotASharedBridgeSegment(name, $"it is not a regular file ({FileTypeName(identity.Mode)})");
+            uint me = Interop.GetEUid();
+            if (identity.Uid != me && !options.AllowOtherOwner)
+                throw new SegmentAccessDeniedException(name,
+                    $"Segment \"{name}\" is owned by uid {identity.Uid}, not you (uid {me}); its owner can change or resize it at any time. " +
+                    "Pass AllowOtherOwner = true in OpenOptions if you trust it.");
+            var segment = Attach(name, fd, identity, timeout);
             return segment;
         }
         catch
         {
-            segment?.FreeMappingOnly(closeDescriptor: false);
             fd.Dispose();
             throw;
         }
     }
 
-    /// <summary>Section 6.2 step 2: wait until the object has a header and its state is not 0.</summary>
-    private static Segment MapWhenReady(string name, SafeFileHandle fd, TimeSpan timeout)
+    /// <summary>Section 6.2 with the order of checks of the hardening rules: size, magic, state, then
+    /// the copied header's fields; maps data_offset + data_size only after validation.</summary>
+    private static Segment Attach(string name, SafeFileHandle fd, Interop.FileStat identity, TimeSpan timeout)
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         int sleepMs = 1;
-        Segment? mapped = null;
-        try
+        int sizeChanges = 0;
+        var fixedCopy = new byte[FixedSize];
+        Span<byte> stateWord = stackalloc byte[4];
+        while (true)
         {
-            while (true)
+            long size = FStat(name, fd).Size;
+            if (size > 0 && size < MagicBytes.Length)
+                throw NotASharedBridgeSegment(name, $"the object is only {size} bytes, too small to hold a SharedBridge header");
+            if (size >= MagicBytes.Length)
             {
-                long size = Interop.FStat(fd).Size;
-                if (size > 0 && size < FixedSize)
-                    throw HeaderCodec.Corrupt(name, $"the object is only {size} bytes, smaller than the {FixedSize}-byte header (truncated)");
+                // The state word first (acquire): a creator writes it last, so what is read after it is complete.
+                uint firstState = uint.MaxValue;
                 if (size >= FixedSize)
                 {
-                    if (mapped is not null && mapped.MappedSize != size)
-                    {
-                        mapped.FreeMappingOnly(closeDescriptor: false);
-                        mapped = null;
-                    }
-                    mapped ??= new Segment(name, fd, size, isCreator: false, keep: true);
-                    uint state = Volatile.Read(ref *(uint*)(mapped._base + State));
-                    if (state != StateInitializing)
-                    {
-                        Interlocked.MemoryBarrier();
-                        // The creator sizes the object once, before writing the header; a size that
-                        // changed after our mapping means we must map again to see all of it.
-                        if (Interop.FStat(fd).Size == size) return mapped;
-                        continue;
-                    }
+                    if (ReadAt(name, fd, stateWord, State) < stateWord.Length) goto SizeChanged;
+                    firstState = BinaryPrimitives.ReadUInt32LittleEndian(stateWord);
                 }
-                if (timeout != Timeout.InfiniteTimeSpan && System.Diagnostics.Stopwatch.GetElapsedTime(start) >= timeout)
-                    throw new SegmentNotReadyException(
-                        $"Segment \"{name}\" is still initializing after {timeout.TotalSeconds:0.###} s: its creator has not " +
-                        "finished writing it (or died while doing so). Retry later, or unlink it if its creator is gone.");
-                Thread.Sleep(sleepMs);
-                sleepMs = Math.Min(sleepMs * 2, 10);
+                int want = (int)Math.Min(size, FixedSize);
+                if (ReadAt(name, fd, fixedCopy.AsSpan(0, want), 0) < want) goto SizeChanged;
+                var magic = fixedCopy.AsSpan(0, MagicBytes.Length);
+                if (!magic.SequenceEqual(MagicBytes))
+                {
+                    // A creator that has sized the object but not written yet: all zero, state 0.
+                    bool unwritten = magic.IndexOfAnyExcept((byte)0) < 0 && size >= FixedSize && firstState == StateInitializing
+                                     && BinaryPrimitives.ReadUInt32LittleEndian(fixedCopy.AsSpan(State)) == StateInitializing;
+                    if (!unwritten)
+                        throw NotASharedBridgeSegment(name, "wrong magic: this name belongs to another program");
+                }
+                else if (size < FixedSize)
+                {
+                    throw HeaderCodec.Corrupt(name, $"the object is only {size} bytes, smaller than the {FixedSize}-byte header (truncated)");
+                }
+                else if (firstState != StateInitializing)
+                {
+                    if (firstState is not (StateReady or StateRetired))
+                        throw HeaderCodec.Corrupt(name, $"state {firstState} is not 0 (initializing), 1 (ready) or 2 (retired)");
+                    Interlocked.MemoryBarrier();
+                    var segment = TryLoad(name, fd, identity, fixedCopy, size);
+                    if (segment is not null) return segment;
+                    goto SizeChanged;
+                }
             }
-        }
-        catch
-        {
-            mapped?.FreeMappingOnly(closeDescriptor: false);
-            throw;
+            if (timeout != Timeout.InfiniteTimeSpan && System.Diagnostics.Stopwatch.GetElapsedTime(start) >= timeout)
+                throw new SegmentNotReadyException(
+                    $"Segment \"{name}\" is still initializing after {timeout.TotalSeconds:0.###} s: its creator has not " +
+                    "finished writing it (or died while doing so). Retry later, or unlink it if its creator is gone.");
+            Thread.Sleep(sleepMs);
+            sleepMs = Math.Min(sleepMs * 2, 10);
+            continue;
+
+        SizeChanged:
+            if (++sizeChanges > MaxSizeChanges)
+                throw HeaderCodec.Corrupt(name, $"the object changed size while attaching ({MaxSizeChanges} attempts); something is resizing it");
         }
     }
 
-    /// <summary>Section 6.2 steps 3 and 4: copy the header once, validate the copy.</summary>
-    private void LoadHeader()
+    /// <summary>Copies the whole header once (section 6.2 step 3), validates the copy, maps what it
+    /// describes. Null when the object changed size meanwhile (the caller starts over).</summary>
+    private static Segment? TryLoad(string name, SafeFileHandle fd, Interop.FileStat identity, byte[] fixedCopy, long size)
     {
-        var fixedCopy = new ReadOnlySpan<byte>(_base, FixedSize).ToArray();
-        int headerSize = HeaderCodec.ReadHeaderSize(Name, fixedCopy, MappedSize);
+        int headerSize = HeaderCodec.ReadHeaderSize(name, fixedCopy, size);
         var copy = new byte[headerSize];
         fixedCopy.CopyTo(copy, 0);
-        new ReadOnlySpan<byte>(_base + FixedSize, headerSize - FixedSize).CopyTo(copy.AsSpan(FixedSize));
-        Header = HeaderCodec.Parse(Name, copy, MappedSize);
-        AttachMutex();
+        if (headerSize > FixedSize && ReadAt(name, fd, copy.AsSpan(FixedSize), FixedSize) < headerSize - FixedSize)
+            return null;
+        var header = HeaderCodec.Parse(name, copy, size);
+        long length = header.DataOffset + header.DataSize; // both bounded by the object size: no overflow
+        var mapping = Map(name, fd, length);
+        if (FStat(name, fd).Size != size)
+        {
+            mapping.Dispose();
+            return null;
+        }
+        var segment = new Segment(name, fd, mapping, identity, isCreator: false, keep: true) { Header = header };
+        segment.AttachMutex();
+        return segment;
+    }
+
+    private static int ReadAt(string name, SafeFileHandle fd, Span<byte> buffer, long offset)
+    {
+        long n = Interop.PRead(fd, buffer, offset, out int errno);
+        if (n < 0) throw OsError($"Reading the header of segment \"{name}\" failed", errno);
+        return (int)n;
+    }
+
+    private static Interop.FileStat FStat(string name, SafeFileHandle fd) =>
+        Interop.TryFStat(fd, out int errno) ?? throw OsError($"fstat on segment \"{name}\" failed", errno);
+
+    private static MappedMemory Map(string name, SafeFileHandle fd, long length)
+    {
+        var mapping = MappedMemory.TryMap(fd, length, out int errno);
+        if (mapping is not null) return mapping;
+        throw errno is Interop.ENOMEM or Interop.EOVERFLOW or Interop.EFBIG
+            ? new InsufficientSharedMemoryException(
+                $"Cannot map segment \"{name}\" ({length} bytes): {Interop.Describe(errno)}. The process lacks address space or memory for it.")
+            : OsError($"mmap of segment \"{name}\" ({length} bytes) failed", errno);
     }
 
     private void AttachMutex()
@@ -222,17 +267,37 @@ internal sealed unsafe class Segment
             Mutex = new RobustMutex(this, _base + HeaderLayout.Mutex, Header.LockType);
     }
 
+    private static string FileTypeName(uint mode) => (mode & Interop.S_IFMT) switch
+    {
+        0x1000 => "a FIFO",
+        0x2000 => "a character device",
+        0x4000 => "a directory",
+        0x6000 => "a block device",
+        0xA000 => "a symbolic link",
+        0xC000 => "a socket",
+        var type => $"file type 0x{type:X}",
+    };
+
+    internal static NotASharedBridgeSegmentException NotASharedBridgeSegment(string name, string problem) =>
+        new($"Segment \"{name}\" is not a SharedBridge segment: {problem}. Choose another name; do not unlink it unless you know whose it is.");
+
+    internal static SharedBridgeException OsError(string what, int errno) => new($"{what}: {Interop.Describe(errno)}");
+
     private static Exception OpenError(string name, int errno, bool creating) => errno switch
     {
         Interop.EEXIST => new SegmentExistsException(name,
             $"A segment named \"{name}\" already exists: choose another name, open it instead, or unlink it first."),
         Interop.ENOENT => new SegmentNotFoundException(name,
             $"No segment named \"{name}\" exists (check the name, and that its creator has not disposed it)."),
-        Interop.EACCES => new UnauthorizedAccessException(
+        Interop.EACCES or Interop.EPERM => new SegmentAccessDeniedException(name,
             $"Permission denied {(creating ? "creating" : "opening")} segment \"{name}\": it belongs to another user or its mode forbids access."),
+        // glibc's shm_open opens with O_NOFOLLOW (a symbolic link gives ELOOP) and turns EISDIR into
+        // EINVAL; the name itself was validated before, so these mean "something else lives here".
+        Interop.ELOOP or Interop.EISDIR or Interop.ENXIO or Interop.EINVAL when !creating => NotASharedBridgeSegment(name,
+            $"it is not a regular file ({(errno == Interop.ELOOP ? "a symbolic link" : errno == Interop.ENXIO ? "a socket or device" : "a directory")})"),
         Interop.EINVAL or Interop.ENAMETOOLONG => new InvalidSegmentNameException(
             $"The system refused the segment name \"{name}\": {Interop.Describe(errno)}."),
-        _ => new IOException($"shm_open(\"{name}\") failed: {Interop.Describe(errno)}"),
+        _ => OsError($"shm_open(\"{name}\") failed", errno),
     };
 
     // ---------------------------------------------------------------- lock bookkeeping
@@ -328,6 +393,8 @@ internal sealed unsafe class Segment
     private void RetireAndUnlinkMapped()
     {
         if (!IsCreator || KeepOnDispose) return;
+        // A fork child inherits the object but never cleans up its parent's segments.
+        if (Interop.GetPid() != _creatorPid) return;
         if (Interlocked.Exchange(ref _unlinked, 1) != 0) return;
         Volatile.Write(ref *(uint*)(_base + State), StateRetired);
         UnlinkIfStillOurs(explicitCall: false);
@@ -351,9 +418,9 @@ internal sealed unsafe class Segment
     {
         string osName = SegmentName.ToOsName(Name);
         // Never remove a stranger's segment that reused the name after ours was unlinked.
-        using (var current = Interop.ShmOpen(osName, Interop.O_RDONLY, 0, out int errno))
+        using (var current = Interop.ShmOpen(osName, Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out _))
         {
-            bool ours = current is not null && Interop.FStat(current) is var st
+            bool ours = current is not null && Interop.TryFStat(current, out _) is { } st
                         && st.Device == _identity.Device && st.Inode == _identity.Inode;
             if (!ours)
             {
@@ -369,7 +436,9 @@ internal sealed unsafe class Segment
             if (explicitCall || errno != Interop.ENOENT)
                 throw errno == Interop.ENOENT
                     ? new SegmentNotFoundException(Name, $"Segment \"{Name}\" no longer exists.")
-                    : new IOException($"shm_unlink(\"{Name}\") failed: {Interop.Describe(errno)}");
+                    : errno is Interop.EACCES or Interop.EPERM
+                        ? new SegmentAccessDeniedException(Name, $"Permission denied unlinking segment \"{Name}\": {Interop.Describe(errno)}.")
+                        : OsError($"shm_unlink(\"{Name}\") failed", errno);
         }
     }
 
@@ -378,7 +447,7 @@ internal sealed unsafe class Segment
         try { RetireAndUnlinkMapped(); }
         finally
         {
-            OwnedSegments.TryRemove(this, out _);
+            ExitCleanup.Unregister(this);
             FreeMappingOnly();
         }
     }
@@ -387,26 +456,15 @@ internal sealed unsafe class Segment
     {
         if (_base == null) return;
         _base = null;
-        _view.SafeMemoryMappedViewHandle.ReleasePointer();
-        _view.Dispose();
-        _file.Dispose();
+        _mapping.DangerousRelease();
+        _mapping.Dispose();
         if (closeDescriptor) _fd.Dispose();
     }
 
-    // A creator's segments are unlinked when the process exits normally (.NET runs no finalizers
-    // at exit), unless kept. Attachers are never registered.
+    // A creator's segments are unlinked when the process ends (normal exit, SIGTERM/SIGINT/SIGHUP,
+    // unhandled exception: ExitCleanup), unless kept. Attachers are never registered.
     private void RegisterOwned()
     {
-        if (KeepOnDispose) return;
-        OwnedSegments.TryAdd(this, 0);
-        if (Interlocked.Exchange(ref s_exitHookInstalled, 1) == 0)
-            AppDomain.CurrentDomain.ProcessExit += (_, _) =>
-            {
-                foreach (var segment in OwnedSegments.Keys)
-                {
-                    try { segment.RetireAndUnlink(); }
-                    catch (Exception) { /* best effort at exit */ }
-                }
-            };
+        if (!KeepOnDispose) ExitCleanup.Register(this);
     }
 }

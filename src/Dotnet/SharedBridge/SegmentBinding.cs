@@ -35,8 +35,13 @@ internal sealed class SegmentBinding
         long count, string typeName, StructField[] fields, SegmentOptions? options, ReadOnlySpan<byte> initial)
     {
         options ??= SegmentOptions.Default;
-        if (((int)options.Mode & ~0xFFF) != 0)
-            throw new ArgumentException($"Mode {options.Mode} is not a set of permission bits.", nameof(options));
+        int mode = (int)options.Mode;
+        if ((mode & ~0x1FF) != 0)
+            throw new ArgumentException(
+                $"Mode {Convert.ToString(mode, 8)} (octal) is not a set of permission bits: only the bits of 0777 are allowed.", nameof(options));
+        if ((mode & 0x180) != 0x180)
+            throw new ArgumentException(
+                $"Mode {Convert.ToString(mode, 8)} (octal) does not give the owner read and write (0600): the creator must be able to use its segment.", nameof(options));
         Segment? lockSegment = null;
         LockKind lockKind = LockKind.None;
         string lockName = "";
@@ -70,16 +75,17 @@ internal sealed class SegmentBinding
 
     /// <summary>Opens a segment; <paramref name="verify"/> returns why the header does not fit the
     /// caller's type (TypeMismatchException), or null.</summary>
-    internal static SegmentBinding Open(string owner, string name, TimeSpan? readyTimeout, Func<SegmentHeader, string?> verify)
+    internal static SegmentBinding Open(string owner, string name, OpenOptions? options, Func<SegmentHeader, string?> verify)
     {
-        var segment = Segment.Open(name, readyTimeout);
+        options ??= OpenOptions.Default;
+        var segment = Segment.Open(name, options);
         Segment? lockSegment = null;
         try
         {
             if (verify(segment.Header) is { } why)
                 throw new TypeMismatchException($"Segment \"{name}\" cannot be opened as {owner}: {why}.");
             if (segment.Header.LockKind == LockKind.External)
-                lockSegment = OpenLockSegment(segment.Header, readyTimeout);
+                lockSegment = OpenLockSegment(segment.Header, options);
             return new SegmentBinding(owner, segment, lockSegment);
         }
         catch
@@ -104,12 +110,17 @@ internal sealed class SegmentBinding
 
     private readonly bool _shared;
 
-    private static Segment OpenLockSegment(SegmentHeader header, TimeSpan? readyTimeout)
+    private static Segment OpenLockSegment(SegmentHeader header, OpenOptions options)
     {
         Segment lockSegment;
         try
         {
-            lockSegment = Segment.Open(header.LockName, readyTimeout);
+            lockSegment = Segment.Open(header.LockName, options);
+        }
+        catch (CorruptSegmentException e)
+        {
+            throw new CorruptSegmentException(
+                $"Segment \"{header.Name}\" is synchronized by the lock of segment \"{header.LockName}\", which cannot serve as its lock: {e.Message}", e);
         }
         catch (SegmentNotFoundException)
         {
@@ -119,9 +130,11 @@ internal sealed class SegmentBinding
         }
         if (lockSegment.Mutex is null)
         {
+            var lockKind = lockSegment.Header.LockKind;
             lockSegment.Release();
             throw new CorruptSegmentException(
-                $"Segment \"{header.Name}\" names \"{header.LockName}\" as its lock, but that segment has no embedded lock.");
+                $"Segment \"{header.Name}\" names \"{header.LockName}\" as its lock, but that segment has no embedded lock " +
+                $"(its lock_kind is {(int)lockKind}, {lockKind}; an external lock must have lock_kind 1): the two segments do not belong together.");
         }
         return lockSegment;
     }

@@ -12,19 +12,21 @@ namespace SharedBridge;
 public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
 {
     private readonly SegmentBinding _binding;
+    private readonly ElementType _element;
     private readonly T* _data;
     private readonly int _length;
 
     private static readonly string OwnerName = $"SharedArray<{typeof(T).Name}>";
 
-    private SharedArray(SegmentBinding binding)
+    private SharedArray(SegmentBinding binding, ElementType element)
     {
         _binding = binding;
+        _element = element;
         long length = _binding.Header.Length;
-        if (length > Array.MaxLength)
+        if (length > Array.MaxLength) // Open refuses these first (TooLong); a created array never is
         {
             _binding.Dispose();
-            throw new NotSupportedException($"Segment \"{_binding.Name}\" holds {length} elements; SharedArray supports at most {Array.MaxLength}.");
+            throw new TypeMismatchException(TooLong(_binding.Name, length));
         }
         _length = (int)length;
         _data = (T*)_binding.Segment.Data;
@@ -56,8 +58,11 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
         if ((long)length * element.Size > long.MaxValue / 2)
             throw new ArgumentOutOfRangeException(nameof(length), length, "The array is too large.");
         return new SharedArray<T>(SegmentBinding.Create(OwnerName, name, SegmentKind.Array, code, element.Size, length,
-            element.TypeName, element.Fields, options, initial));
+            element.TypeName, element.Fields, options, initial), element);
     }
+
+    private static string TooLong(string name, long length) =>
+        $"Segment \"{name}\" holds {length} elements, more than a SharedArray can index ({Array.MaxLength}); open it as a SharedSegment";
 
     /// <summary>Opens an existing array segment (made by .NET or Python) as an array of <typeparamref name="T"/>.</summary>
     /// <param name="name">Segment name.</param>
@@ -66,14 +71,26 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
     /// <exception cref="TypeMismatchException">The segment's element type or layout is not <typeparamref name="T"/>.</exception>
     /// <exception cref="CorruptSegmentException">The header is invalid.</exception>
     /// <exception cref="SegmentNotReadyException">The creator had not finished within the timeout.</exception>
-    public static SharedArray<T> Open(string name, TimeSpan? readyTimeout = null)
+    public static SharedArray<T> Open(string name, TimeSpan? readyTimeout = null) =>
+        Open(name, OpenOptions.WithTimeout(readyTimeout));
+
+    /// <summary>Opens an existing array segment with <paramref name="options"/> (ready timeout, other owners).</summary>
+    /// <param name="name">Segment name.</param>
+    /// <param name="options">How long to wait for the creator, and whether another user's segment is accepted.</param>
+    /// <exception cref="SegmentNotFoundException">No such segment.</exception>
+    /// <exception cref="SegmentAccessDeniedException">The segment belongs to another user (see <see cref="OpenOptions.AllowOtherOwner"/>) or its mode forbids access.</exception>
+    /// <exception cref="TypeMismatchException">The segment's element type or layout is not <typeparamref name="T"/>.</exception>
+    /// <exception cref="CorruptSegmentException">The header is invalid (<see cref="NotASharedBridgeSegmentException"/>: the name is not a SharedBridge segment).</exception>
+    /// <exception cref="SegmentNotReadyException">The creator had not finished within the timeout.</exception>
+    public static SharedArray<T> Open(string name, OpenOptions options)
     {
+        ArgumentNullException.ThrowIfNull(options);
         var element = ElementType.Of<T>();
-        return new SharedArray<T>(SegmentBinding.Open(OwnerName, name, readyTimeout, header =>
+        return new SharedArray<T>(SegmentBinding.Open(OwnerName, name, options, header =>
             header.Kind != SegmentKind.Array
                 ? $"it is a {header.Kind.ToString().ToLowerInvariant()} segment, not an array" +
                   (header.Kind == SegmentKind.Value ? $" (use SharedValue<{typeof(T).Name}>.Open)" : "")
-                : element.Mismatch(header)));
+                : element.Mismatch(header) ?? (header.Length > Array.MaxLength ? TooLong(name, header.Length) : null)), element);
     }
 
     /// <summary>The segment name.</summary>
@@ -94,7 +111,10 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
     /// <summary>The validated private copy of the header.</summary>
     public SegmentHeader Header => _binding.Header;
 
-    /// <summary>A reference to element <paramref name="index"/>; bounds-checked, does not take the lock.</summary>
+    /// <summary>A reference to element <paramref name="index"/>; bounds-checked, does not take the lock.
+    /// This is raw shared memory: a <c>bool</c> reads whatever byte another process wrote (any non-zero
+    /// byte is true) and a <c>Rune</c> is not checked; <see cref="ToArray"/> and <see cref="CopyTo"/>
+    /// return normalized bools and checked Runes.</summary>
     public ref T this[int index]
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -110,15 +130,33 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
     private void ThrowIndex(int index) =>
         throw new IndexOutOfRangeException($"Index {index} is outside \"{Name}\" (length {_length}).");
 
-    /// <summary>The elements as a span over shared memory. Do not use it after Dispose.</summary>
+    /// <summary>The elements as a span over shared memory (raw, like the indexer). Do not use it after Dispose.</summary>
     public Span<T> AsSpan()
     {
         _binding.ThrowIfDisposed();
         return new Span<T>(_data, _length);
     }
 
-    /// <summary>Copies the elements into a new array (does not take the lock).</summary>
-    public T[] ToArray() => AsSpan().ToArray();
+    /// <summary>Copies the elements into a new array (does not take the lock). Bools are normalized
+    /// to true/false; a Rune that is not a Unicode scalar value throws.</summary>
+    /// <exception cref="CorruptDataException">A 'u' element is not a Unicode scalar value.</exception>
+    public T[] ToArray()
+    {
+        T[] copy = AsSpan().ToArray();
+        _element.FixCopies<T>(copy, Name, 0);
+        return copy;
+    }
+
+    /// <summary>Copies the elements into <paramref name="destination"/> (does not take the lock), like
+    /// <see cref="ToArray"/>.</summary>
+    /// <exception cref="ArgumentException"><paramref name="destination"/> is shorter than the array.</exception>
+    /// <exception cref="CorruptDataException">A 'u' element is not a Unicode scalar value.</exception>
+    public void CopyTo(Span<T> destination)
+    {
+        var source = AsSpan();
+        source.CopyTo(destination);
+        _element.FixCopies(destination[..source.Length], Name, 0);
+    }
 
     /// <summary>Acquires the shared lock, blocking; dispose the scope to release it.</summary>
     /// <exception cref="InvalidOperationException">The segment is unsynchronized.</exception>

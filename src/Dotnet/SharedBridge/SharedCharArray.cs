@@ -14,10 +14,10 @@ public sealed unsafe class SharedCharArray : IDisposable
     private SharedCharArray(SegmentBinding binding)
     {
         _binding = binding;
-        if (binding.Header.Length > Array.MaxLength)
+        if (binding.Header.Length > Array.MaxLength) // Open refuses these first
         {
             binding.Dispose();
-            throw new NotSupportedException($"Segment \"{binding.Name}\" is too long for SharedCharArray.");
+            throw new TypeMismatchException(TooLong(binding.Name, binding.Header.Length));
         }
         _length = (int)binding.Header.Length;
         _data = binding.Segment.Data;
@@ -51,10 +51,22 @@ public sealed unsafe class SharedCharArray : IDisposable
     /// <param name="name">Segment name.</param>
     /// <param name="readyTimeout">How long to wait for a creator still initializing it (default 5 s).</param>
     public static SharedCharArray Open(string name, TimeSpan? readyTimeout = null) =>
-        new(SegmentBinding.Open(OwnerName, name, readyTimeout, header =>
+        Open(name, OpenOptions.WithTimeout(readyTimeout));
+
+    /// <summary>Opens an existing 'c' array segment with <paramref name="options"/> (ready timeout, other owners).</summary>
+    /// <param name="name">Segment name.</param>
+    /// <param name="options">How long to wait for the creator, and whether another user's segment is accepted.</param>
+    public static SharedCharArray Open(string name, OpenOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return new(SegmentBinding.Open(OwnerName, name, options, header =>
             header.Kind != SegmentKind.Array || header.TypeCode != 'c'
                 ? $"it is a {header.Kind.ToString().ToLowerInvariant()} of {header.TypeDescription}, not an array of 'c' (c_char)"
-                : null));
+                : header.Length > Array.MaxLength ? TooLong(name, header.Length) : null));
+    }
+
+    private static string TooLong(string name, long length) =>
+        $"Segment \"{name}\" holds {length} bytes, more than a SharedCharArray can index ({Array.MaxLength}); open it as a SharedSegment";
 
     /// <summary>The segment name.</summary>
     public string Name => _binding.Name;

@@ -28,7 +28,15 @@ public sealed class SharedLock : IDisposable
     /// <param name="readyTimeout">How long to wait for a creator still initializing it (default 5 s).</param>
     /// <exception cref="TypeMismatchException">The segment has no embedded lock.</exception>
     public static SharedLock Open(string name, TimeSpan? readyTimeout = null) =>
-        new(SegmentBinding.Open(OwnerName, name, readyTimeout, header => header.LockKind == LockKind.Embedded ? null
+        Open(name, OpenOptions.WithTimeout(readyTimeout));
+
+    /// <summary>Opens the lock of an existing segment with <paramref name="options"/> (ready timeout, other owners).</summary>
+    /// <param name="name">Segment name.</param>
+    /// <param name="options">How long to wait for the creator, and whether another user's segment is accepted.</param>
+    /// <exception cref="TypeMismatchException">The segment has no embedded lock.</exception>
+    public static SharedLock Open(string name, OpenOptions options) =>
+        new(SegmentBinding.Open(OwnerName, name, options ?? throw new ArgumentNullException(nameof(options)),
+            header => header.LockKind == LockKind.Embedded ? null
             : header.LockKind == LockKind.External
                 ? $"it has no lock of its own: it uses the lock of \"{header.LockName}\" (open that one)"
                 : "it has no shared lock"));

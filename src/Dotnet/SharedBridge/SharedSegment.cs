@@ -15,7 +15,13 @@ public sealed unsafe class SharedSegment : IDisposable
     /// <param name="name">Segment name.</param>
     /// <param name="readyTimeout">How long to wait for a creator still initializing it (default 5 s).</param>
     public static SharedSegment Open(string name, TimeSpan? readyTimeout = null) =>
-        new(SegmentBinding.Open(OwnerName, name, readyTimeout, _ => null));
+        Open(name, OpenOptions.WithTimeout(readyTimeout));
+
+    /// <summary>Opens and validates any segment with <paramref name="options"/> (ready timeout, other owners).</summary>
+    /// <param name="name">Segment name.</param>
+    /// <param name="options">How long to wait for the creator, and whether another user's segment is accepted.</param>
+    public static SharedSegment Open(string name, OpenOptions options) =>
+        new(SegmentBinding.Open(OwnerName, name, options ?? throw new ArgumentNullException(nameof(options)), _ => null));
 
     /// <summary>Removes a segment name (explicit unlink; memory stays mapped for processes using it).</summary>
     /// <exception cref="SegmentNotFoundException">No such segment.</exception>
@@ -25,9 +31,13 @@ public sealed unsafe class SharedSegment : IDisposable
         if (Interop.ShmUnlink(SegmentName.ToOsName(name)) != 0)
         {
             int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
-            throw errno == Interop.ENOENT
-                ? new SegmentNotFoundException(name, $"No segment named \"{name}\" exists.")
-                : new IOException($"shm_unlink(\"{name}\") failed: {Interop.Describe(errno)}");
+            throw errno switch
+            {
+                Interop.ENOENT => new SegmentNotFoundException(name, $"No segment named \"{name}\" exists."),
+                Interop.EACCES or Interop.EPERM => new SegmentAccessDeniedException(name,
+                    $"Permission denied unlinking segment \"{name}\": {Interop.Describe(errno)}."),
+                _ => Segment.OsError($"shm_unlink(\"{name}\") failed", errno),
+            };
         }
     }
 
@@ -35,7 +45,7 @@ public sealed unsafe class SharedSegment : IDisposable
     public static bool Exists(string name)
     {
         SegmentName.Validate(name);
-        using var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDONLY, 0, out int errno);
+        using var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out int errno);
         return fd is not null || errno != Interop.ENOENT;
     }
 

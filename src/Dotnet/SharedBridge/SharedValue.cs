@@ -12,11 +12,13 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
 {
     private static readonly string OwnerName = $"SharedValue<{typeof(T).Name}>";
     private readonly SegmentBinding _binding;
+    private readonly ElementType _element;
     private readonly T* _data;
 
-    private SharedValue(SegmentBinding binding)
+    private SharedValue(SegmentBinding binding, ElementType element)
     {
         _binding = binding;
+        _element = element;
         _data = (T*)binding.Segment.Data;
     }
 
@@ -29,21 +31,30 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
         var element = ElementType.Of<T>();
         char code = element.CodeForCreate(options?.TypeCode);
         return new SharedValue<T>(SegmentBinding.Create(OwnerName, name, SegmentKind.Value, code, element.Size, 1,
-            element.TypeName, element.Fields, options, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in initial))));
+            element.TypeName, element.Fields, options, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in initial))), element);
     }
 
     /// <summary>Opens an existing value segment (made by .NET or Python).</summary>
     /// <param name="name">Segment name.</param>
     /// <param name="readyTimeout">How long to wait for a creator still initializing it (default 5 s).</param>
     /// <exception cref="TypeMismatchException">The segment is not a value of type <typeparamref name="T"/>.</exception>
-    public static SharedValue<T> Open(string name, TimeSpan? readyTimeout = null)
+    public static SharedValue<T> Open(string name, TimeSpan? readyTimeout = null) =>
+        Open(name, OpenOptions.WithTimeout(readyTimeout));
+
+    /// <summary>Opens an existing value segment with <paramref name="options"/> (ready timeout, other owners).</summary>
+    /// <param name="name">Segment name.</param>
+    /// <param name="options">How long to wait for the creator, and whether another user's segment is accepted.</param>
+    /// <exception cref="TypeMismatchException">The segment is not a value of type <typeparamref name="T"/>.</exception>
+    /// <exception cref="SegmentAccessDeniedException">The segment belongs to another user (see <see cref="OpenOptions.AllowOtherOwner"/>).</exception>
+    public static SharedValue<T> Open(string name, OpenOptions options)
     {
+        ArgumentNullException.ThrowIfNull(options);
         var element = ElementType.Of<T>();
-        return new SharedValue<T>(SegmentBinding.Open(OwnerName, name, readyTimeout, header =>
+        return new SharedValue<T>(SegmentBinding.Open(OwnerName, name, options, header =>
             header.Kind != SegmentKind.Value
                 ? $"it is {(header.Kind == SegmentKind.Array ? "an array" : "a lock-only")} segment, not a value" +
                   (header.Kind == SegmentKind.Array ? $" (use SharedArray<{typeof(T).Name}>.Open)" : "")
-                : element.Mismatch(header)));
+                : element.Mismatch(header)), element);
     }
 
     /// <summary>The segment name.</summary>
@@ -61,14 +72,22 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
     /// <summary>The validated private copy of the header.</summary>
     public SegmentHeader Header => _binding.Header;
 
-    /// <summary>The value (a plain read or write of shared memory; does not take the lock).</summary>
+    /// <summary>The value (a plain read or write of shared memory; does not take the lock). The getter
+    /// returns a copy with bools normalized to true/false and Runes checked.</summary>
+    /// <exception cref="CorruptDataException">A 'u' value is not a Unicode scalar value.</exception>
     public T Value
     {
-        get => Ref;
+        get
+        {
+            T copy = Ref;
+            _element.FixCopies(new Span<T>(ref copy), Name, 0);
+            return copy;
+        }
         set => Ref = value;
     }
 
-    /// <summary>A reference to the value in shared memory (does not take the lock).</summary>
+    /// <summary>A reference to the value in shared memory (does not take the lock). Raw memory: bools
+    /// and Runes are not normalized or checked (<see cref="Value"/> is).</summary>
     public ref T Ref
     {
         get

@@ -22,14 +22,10 @@ internal static class StructLayoutTable
     internal static Result Build<T>() where T : unmanaged
     {
         Type type = typeof(T);
-        string typeName = type.Name;
-        int tick = typeName.IndexOf('`');
-        if (tick >= 0) typeName = typeName[..tick];
-        if (typeName.Length >= HeaderLayout.TypeNameWidth || !HeaderCodec.IsIdentifierText(typeName, allowLeadingDigit: false))
-            throw Unsupported(type, $"its name \"{typeName}\" must be an ASCII identifier of at most 31 characters");
+        string typeName = TypeNameOf(type);
 
         var entries = new List<Entry>();
-        var (size, _) = Describe(type, parent: -1, [], entries, type);
+        var (size, _) = Describe(type, parent: -1, [], entries, type, depth: 1);
         int clrSize = Unsafe.SizeOf<T>();
         if (clrSize != size)
             throw Unsupported(type, $"the CLR lays it out in {clrSize} bytes, C natural alignment gives {size} " +
@@ -38,8 +34,34 @@ internal static class StructLayoutTable
         return new Result(entries.Select(e => e.Field).ToArray(), entries.Select(e => e.LeafType).ToArray(), size, typeName);
     }
 
+    /// <summary>
+    /// The header's type_name for a struct (hardening rule A.10), byte for byte what Python's
+    /// <c>type_name_of</c> gives for a class of the same name: the simple name (<c>Inner</c> for
+    /// <c>Outer.Inner</c>; a generic's arity suffix <c>`1</c> dropped), every character (Unicode code
+    /// point) outside [A-Za-z0-9_] replaced by '_', cut to 31 characters, then '_' prefixed (and cut
+    /// to 31 again) when it starts with a digit.
+    /// </summary>
+    internal static string TypeNameOf(Type type)
+    {
+        string name = type.Name; // the simple name: no namespace, no declaring type
+        int tick = name.IndexOf('`');
+        if (tick >= 0) name = name[..tick];
+        var sanitized = new System.Text.StringBuilder(name.Length);
+        foreach (var rune in name.EnumerateRunes())
+        {
+            if (sanitized.Length == HeaderLayout.TypeNameWidth - 1) break;
+            int c = rune.Value;
+            bool keep = c is (>= 'A' and <= 'Z') or (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_';
+            sanitized.Append(keep ? (char)c : '_');
+        }
+        string result = sanitized.ToString();
+        if (result.Length > 0 && result[0] is >= '0' and <= '9')
+            result = "_" + result[..Math.Min(result.Length, HeaderLayout.TypeNameWidth - 2)];
+        return result.Length == 0 ? "Struct" : result;
+    }
+
     /// <summary>Appends the entries of <paramref name="type"/>; returns its C size and alignment.</summary>
-    private static (int Size, int Align) Describe(Type type, int parent, FieldInfo[] path, List<Entry> entries, Type root)
+    private static (int Size, int Align) Describe(Type type, int parent, FieldInfo[] path, List<Entry> entries, Type root, int depth)
     {
         if (type.IsExplicitLayout)
             throw Unsupported(root, $"{type.Name} has explicit layout (unions and overlapping fields are not supported)");
@@ -69,8 +91,11 @@ internal static class StructLayoutTable
             else
             {
                 code = TypeCodes.Structure;
+                // Refused before recursing: the children of this field would sit at depth + 1.
+                if (depth + 1 > HeaderCodec.MaxStructDepth)
+                    throw Unsupported(root, $"field {field.DeclaringType?.Name}.{field.Name} nests structures deeper than {HeaderCodec.MaxStructDepth} levels");
                 entries.Add(null!); // placeholder: a 'T' entry precedes its children (pre-order)
-                var (nestedSize, nestedAlign) = Describe(itemType, index, fieldPath, entries, root);
+                var (nestedSize, nestedAlign) = Describe(itemType, index, fieldPath, entries, root, depth + 1);
                 itemSize = nestedSize;
                 itemAlign = nestedAlign;
                 offset = AlignUp(offset, itemAlign);
@@ -129,6 +154,8 @@ internal static class StructLayoutTable
         if (name.StartsWith('<') && name.IndexOf('>') is > 1 and var close) name = name[1..close];
         if (name.Length >= HeaderLayout.EntryNameWidth || !HeaderCodec.IsIdentifierText(name, allowLeadingDigit: false))
             throw Unsupported(root, $"field name \"{name}\" must be an ASCII identifier of at most 31 characters");
+        if (HeaderCodec.IsReservedFieldName(name))
+            throw Unsupported(root, $"field name {name} is reserved (names starting with \"__\" and the ctypes internals such as _fields_ cannot be shared)");
         return name;
     }
 

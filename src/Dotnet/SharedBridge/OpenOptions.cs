@@ -1,0 +1,23 @@
+namespace SharedBridge;
+
+/// <summary>
+/// Options for opening an existing segment (the <c>Open(name, options)</c> overloads).
+/// </summary>
+public sealed class OpenOptions
+{
+    /// <summary>How long to wait for a creator that is still initializing the segment
+    /// (null: 5 seconds; <see cref="Timeout.InfiniteTimeSpan"/>: no limit).</summary>
+    public TimeSpan? ReadyTimeout { get; init; }
+
+    /// <summary>
+    /// False (the default) refuses a segment whose shared-memory object belongs to another user with
+    /// <see cref="SegmentAccessDeniedException"/>: its owner could change or resize it at any time.
+    /// Set it to true when you trust that user. Applies to the external lock segment too.
+    /// </summary>
+    public bool AllowOtherOwner { get; init; }
+
+    internal static OpenOptions Default { get; } = new();
+
+    internal static OpenOptions WithTimeout(TimeSpan? readyTimeout) =>
+        readyTimeout is null ? Default : new OpenOptions { ReadyTimeout = readyTimeout };
+}
