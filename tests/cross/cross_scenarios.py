@@ -220,7 +220,7 @@ def worker_soak(name, seconds):
     return 0
 
 
-def worker_read_elements(name):
+def worker_read_elements(name, _typecode=None):
     """Read every element of the array *name* the way a user does (arr[:]); report the values
     (characters as code points, bools as true/false) or the error class."""
     arr = sb.attach(name)

@@ -152,7 +152,8 @@ def _check_header(vector, h, lock_name, errors):
         "typecode": vector["typecode"],
         "length": (len(vector["values"]) if vector["object"] == "array"
                    else vector["length"] if vector["object"] == "chararray" else 1),
-        "type name": vector["struct"]["name"] if "struct" in vector else "",
+        "type name": (vector["struct"].get("type_name", vector["struct"]["name"])
+                      if "struct" in vector else ""),
         "lock kind": LOCK_KINDS[vector["lock"]["kind"]],
     }
     actual = {"kind": int(h.kind), "typecode": h.typecode, "length": h.element_count,
@@ -254,10 +255,15 @@ def cmd_parent(args):
 def classify(name, timeout):
     """The error class of opening *name*, in the words of tests/cross/vectors/invalid."""
     sb = _sharedbridge()
+    from sharedbridge._attach import _open_external_lock
+    from sharedbridge._segment import open_segment
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sb.attach(name, timeout=timeout)
+        # What the C# driver's untyped SharedSegment.Open checks: the header (section 6.2)
+        # and, for an external lock, the lock segment (step 7). attach() would also
+        # rebuild a ctypes structure, which a valid header may not allow.
+        h = open_segment(name, timeout).header
+        if h.lock_kind == 2:
+            _open_external_lock(name, h.lock_name, timeout, False)
     except sb.NotASharedBridgeSegmentError:
         return "not-sharedbridge"
     except sb.UnsupportedVersionError:

@@ -12,6 +12,10 @@ public sealed class Vector
     public string? LockType { get; init; }              // lock | rlock (lock-only and external)
     public string? LockSegment { get; init; }           // the fixed lock-segment name of an external lock
     public string? StructName { get; init; }
+
+    /// <summary>The type_name writers record (docs/format.md section 4.1): "type_name" when the vector
+    /// gives it, else the structure's name.</summary>
+    public string? TypeName { get; init; }
     public int Length { get; init; }
     public JsonElement Values { get; init; }
 
@@ -29,6 +33,8 @@ public sealed class Vector
             LockType = lockSpec.TryGetProperty("type", out var lt) ? lt.GetString() : null,
             LockSegment = lockSpec.TryGetProperty("segment", out var ls) ? ls.GetString() : null,
             StructName = root.TryGetProperty("struct", out var st) ? st.GetProperty("name").GetString() : null,
+            TypeName = root.TryGetProperty("struct", out var st2)
+                ? (st2.TryGetProperty("type_name", out var tn) ? tn : st2.GetProperty("name")).GetString() : null,
             Length = root.GetProperty("object").GetString() switch
             {
                 "chararray" => root.GetProperty("length").GetInt32(),

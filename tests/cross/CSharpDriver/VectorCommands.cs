@@ -97,7 +97,7 @@ public static class VectorCommands
         {
             Expect(errors, "typecode", vector.TypeCode, h.TypeCode);
             Expect(errors, "length", (long)vector.Length, h.Length);
-            Expect(errors, "type name", vector.StructName ?? "", h.TypeName ?? "");
+            Expect(errors, "type name", vector.TypeName ?? "", h.TypeName ?? "");
         }
         int lockKind = vector.LockKind switch { "none" => 0, "embedded" => 1, _ => 2 };
         Expect(errors, "lock kind", lockKind, Convert.ToInt32(h.LockKind));
