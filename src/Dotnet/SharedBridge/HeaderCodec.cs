@@ -98,7 +98,7 @@ internal static class HeaderCodec
         return (int)size;
     }
 
-    private static void CheckMagicAndVersion(string name, ReadOnlySpan<byte> h)
+    internal static void CheckMagicAndVersion(string name, ReadOnlySpan<byte> h)
     {
         if (!h[..8].SequenceEqual(MagicBytes))
             throw Segment.NotASharedBridgeSegment(name, "wrong magic: this name belongs to another program");

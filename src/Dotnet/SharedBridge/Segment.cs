@@ -197,6 +197,8 @@ internal sealed unsafe class Segment
                 }
                 else if (firstState != StateInitializing)
                 {
+                    // A too-new compat_version first: a newer writer may use states this reader does not know.
+                    HeaderCodec.CheckMagicAndVersion(name, fixedCopy);
                     if (firstState is not (StateReady or StateRetired))
                         throw HeaderCodec.Corrupt(name, $"state {firstState} is not 0 (initializing), 1 (ready) or 2 (retired)");
                     Interlocked.MemoryBarrier();
