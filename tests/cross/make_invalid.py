@@ -139,6 +139,9 @@ def build():
     # --- versions ---------------------------------------------------------------------------
     case("compat_2", "unsupported-version", "6.3: compat_version above the reader's",
          d4(version=2, compat=2))
+    case("compat_2_state_3", "unsupported-version",
+         "6.2 step 3: a too-new compat_version wins over a state this reader does not know",
+         patch(d4(version=2, compat=2), 0x180, "<I", 3, fix_crc=False))
     case("compat_0", "corrupt", "6.2 step 5: compat_version >= 1", d4(version=1, compat=0))
     case("version_below_compat", "corrupt", "6.2 step 5: version >= compat_version",
          d4(version=0, compat=1))
