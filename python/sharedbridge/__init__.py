@@ -5,16 +5,22 @@ RawValue, copy and synchronized, whose objects live in named segments with a
 self-describing header (docs/format.md) that the .NET SharedBridge library reads too.
 Objects pickle by name, so they travel to any process; locks are robust (a holder that
 dies is recovered). Pure standard library; numpy is optional (as_numpy).
+
+This module is the public surface. Underneath, in layers that only import downward
+(scripts/check_python_layers.py checks it): errors, then _format (the binary contract),
+_platform (the operating system), _objects (what users get), then this module.
 """
 
-from ._attach import attach
-from ._header import SegmentHeader, StructField
-from ._locks import Lock, RLock, reset_lock
-from ._numpy import as_numpy
-from ._segment import unlink
-from ._sharedctypes import Array, RawArray, RawValue, Value, copy
-from ._synchronized import (Synchronized, SynchronizedArray, SynchronizedBase,
-                            SynchronizedString, synchronized)
+from ._format.header import SegmentHeader, StructField
+from ._objects.attach import attach
+from ._objects.numpy_view import as_numpy
+from ._objects.raw_object import segment_of
+from ._objects.shared_lock import Lock, RLock, SharedLock, reset_lock
+from ._objects.sharedctypes import Array, RawArray, RawValue, Value, copy
+from ._objects.synchronized import (Synchronized, SynchronizedArray, SynchronizedBase,
+                                    SynchronizedString, synchronized)
+from ._platform.segment import open_segment as _open_segment
+from ._platform.segment import unlink
 from .errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
                      InsufficientMemoryError, InvalidNameError, LockNotRecoverableError,
                      LockRecoveredWarning, NotASharedBridgeSegmentError, SegmentExistsError,
@@ -28,9 +34,8 @@ __version__ = "0.1.0"
 def header_of(obj_or_name, *, allow_other_owner=False):
     """The validated SegmentHeader of a shared object, lock or segment name.
     allow_other_owner: as for attach()."""
-    from ._segment import open_segment
     if isinstance(obj_or_name, str):
-        return open_segment(obj_or_name, allow_other_owner=allow_other_owner).header
+        return _open_segment(obj_or_name, allow_other_owner=allow_other_owner).header
     return _segment_for(obj_or_name).header
 
 
@@ -44,9 +49,7 @@ def close(obj):
 def _segment_for(obj):
     if isinstance(obj, SynchronizedBase):
         obj = obj.get_obj()
-    from ._locks import _SharedLock
-    from ._raw import _segment_of
-    seg = obj._seg if isinstance(obj, _SharedLock) else _segment_of(obj)
+    seg = obj._seg if isinstance(obj, SharedLock) else segment_of(obj)
     if seg is None:
         raise TypeError(f"{type(obj).__name__} is not a sharedbridge object")
     return seg

@@ -32,7 +32,7 @@ from collections import Counter
 import pytest
 
 import sharedbridge as sb
-from sharedbridge import _header as H
+from sharedbridge._format import header as H
 from conftest import PYTHON_DIR, SHM, child_env
 
 CASES = int(os.environ.get("SB_FUZZ_CASES", "400"))

@@ -14,9 +14,9 @@ import zlib
 import pytest
 
 import sharedbridge as sb
-from sharedbridge import _header as H
-from sharedbridge import _layout
-from sharedbridge._segment import create as create_segment
+from sharedbridge._format import header as H
+from sharedbridge._format import struct_layout
+from sharedbridge._platform.segment import create as create_segment
 from conftest import run_python, shm_exists
 
 SHM = "/dev/shm"
@@ -388,7 +388,7 @@ def test_writers_allow_depth_16_and_refuse_17():
 
 def test_writers_refuse_very_deep_types_without_recursion_error():
     with pytest.raises(sb.UnsupportedTypeError, match="deep"):
-        _layout.describe(nested_type(400))
+        struct_layout.describe(nested_type(400))
 
 
 def _depths(fields):
@@ -612,7 +612,7 @@ def test_field_names_must_be_short_ascii_identifiers(field):
     ("caf\u00e9", "caf_"), ("x" * 40, "x" * 31), ("1" + "y" * 40, "_1" + "y" * 29)])
 def test_type_name_is_derived_from_the_class_name(name, expected):
     cls = type(name, (ctypes.Structure,), {"_fields_": [("v", ctypes.c_int)]})
-    assert _layout.type_name_of(cls) == expected
+    assert struct_layout.type_name_of(cls) == expected
     assert sb.header_of(sb.RawValue(cls)).type_name == expected
 
 

@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 import sharedbridge as sb
-from sharedbridge import _header as H
+from sharedbridge._format import header as H
 
 
 class Point(ctypes.Structure):

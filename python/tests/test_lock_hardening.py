@@ -18,8 +18,8 @@ import time
 import pytest
 
 import sharedbridge as sb
-from sharedbridge import _header as H
-from sharedbridge import _mutex
+from sharedbridge._format import header as H
+from sharedbridge._platform import robust_mutex
 
 from conftest import child_env, run_python
 
@@ -49,9 +49,9 @@ def _make_not_recoverable(lock):
     """What a careless third program does: unlock a dead owner's lock without
     pthread_mutex_consistent."""
     _die_holding(lock)
-    assert _libc.pthread_mutex_lock(lock._m) == _mutex.EOWNERDEAD
+    assert _libc.pthread_mutex_lock(lock._m) == robust_mutex.EOWNERDEAD
     assert _libc.pthread_mutex_unlock(lock._m) == 0
-    assert _word(lock, _mutex.OWNER_WORD) == _mutex.OWNER_NOTRECOVERABLE
+    assert _word(lock, robust_mutex.OWNER_WORD) == robust_mutex.OWNER_NOTRECOVERABLE
 
 
 def _nonexistent_tid():
@@ -99,7 +99,7 @@ def test_every_entry_point_reports_not_recoverable_every_time(lock_cls):
             with pytest.raises(sb.LockNotRecoverableError, match="reset_lock"):
                 call()
             assert time.monotonic() - start < 1, what
-            assert _word(lock, _mutex.LOCK_WORD) == 0, f"{what} left the lock word set"
+            assert _word(lock, robust_mutex.LOCK_WORD) == 0, f"{what} left the lock word set"
     assert lock.state == "not recoverable"
 
 
@@ -120,7 +120,7 @@ for call in (lambda: lk.acquire(), lambda: lk.acquire(timeout=1), lambda: lk.acq
     first = run_python(code, timeout=20).stdout.split()
     second = run_python(code, timeout=20).stdout.split()
     assert first == second == ["not", "recoverable"] * 6
-    assert _word(lock, _mutex.LOCK_WORD) == 0
+    assert _word(lock, robust_mutex.LOCK_WORD) == 0
 
 
 # ---------------------------------------------------------------- corrupt mutex bytes
@@ -129,14 +129,14 @@ for call in (lambda: lk.acquire(), lambda: lk.acquire(timeout=1), lambda: lk.acq
 def test_wrong_kind_word_is_a_corrupt_lock_error(kind):
     arr = sb.Array("i", 2)
     lock = arr.get_lock()
-    good = _word(lock, _mutex.KIND_WORD)
-    _set_word(lock, _mutex.KIND_WORD, kind)
+    good = _word(lock, robust_mutex.KIND_WORD)
+    _set_word(lock, robust_mutex.KIND_WORD, kind)
     for call in (lock.acquire, lambda: lock.acquire(timeout=0.1), lambda: lock.acquire(False),
                  lambda: arr[0], lambda: arr.__setitem__(1, 5)):
         with pytest.raises(sb.CorruptLockError, match="kind"):
             call()
     assert lock.state == "corrupt"
-    _set_word(lock, _mutex.KIND_WORD, good)
+    _set_word(lock, robust_mutex.KIND_WORD, good)
     arr[0] = 7
     assert arr[0] == 7
 
@@ -147,7 +147,7 @@ def test_priority_inheritance_kind_with_forged_owner_never_aborts():
     # that a regression shows as an abort, not as a dead test run.
     code = f"""
 import struct, sharedbridge as sb
-from sharedbridge import _header as H
+from sharedbridge._format import header as H
 a = sb.Array('i', 1)
 mm = a.get_lock()._seg.mm
 struct.pack_into('<i', mm, H.LOCK_OFFSET + 16, 0x91 | 0x20)
@@ -167,7 +167,7 @@ def test_forged_owner_that_does_not_exist_stops_a_blocked_acquire(lock_cls):
     lock = lock_cls()
     arr = sb.Array("d", 1, lock=lock)
     tid = _nonexistent_tid()
-    _set_word(lock, _mutex.LOCK_WORD, tid)
+    _set_word(lock, robust_mutex.LOCK_WORD, tid)
     assert lock.acquire(False) is False            # busy, as far as a try can tell
     for call in (lock.acquire, lambda: lock.acquire(timeout=30), lambda: arr[0]):
         start = time.monotonic()
@@ -175,7 +175,7 @@ def test_forged_owner_that_does_not_exist_stops_a_blocked_acquire(lock_cls):
             call()
         assert time.monotonic() - start < 5
     assert lock.state == "corrupt"
-    _set_word(lock, _mutex.LOCK_WORD, 0)
+    _set_word(lock, robust_mutex.LOCK_WORD, 0)
     arr[0] = 1.5
     assert arr[0] == 1.5
 
@@ -204,14 +204,14 @@ def test_unlock_result_is_checked(lock_cls):
     lock = lock_cls()
     arr = sb.Array("i", 1, lock=lock)
     lock.acquire()
-    me = _word(lock, _mutex.LOCK_WORD)
+    me = _word(lock, robust_mutex.LOCK_WORD)
     # Someone overwrote the owner (glibc checks __lock for Lock, __owner for RLock).
-    _set_word(lock, _mutex.LOCK_WORD, _nonexistent_tid())
-    _set_word(lock, _mutex.OWNER_WORD, _nonexistent_tid())
+    _set_word(lock, robust_mutex.LOCK_WORD, _nonexistent_tid())
+    _set_word(lock, robust_mutex.OWNER_WORD, _nonexistent_tid())
     with pytest.raises(sb.CorruptLockError, match="unlock"):
         lock.release()
-    _set_word(lock, _mutex.LOCK_WORD, me)                   # repair, then release for real
-    _set_word(lock, _mutex.OWNER_WORD, me)
+    _set_word(lock, robust_mutex.LOCK_WORD, me)                   # repair, then release for real
+    _set_word(lock, robust_mutex.OWNER_WORD, me)
     assert _libc.pthread_mutex_unlock(lock._m) == 0
     arr[0] = 3
     assert arr[0] == 3
@@ -224,7 +224,7 @@ def test_accessor_unlock_result_is_checked():
     # The element write runs between the accessor's lock and unlock: make it overwrite
     # the owner, as a buggy peer would, by writing through a view of the lock word.
     word = ctypes.c_uint32.from_buffer(lock._seg.mm, H.LOCK_OFFSET)
-    owner = ctypes.c_int32.from_buffer(lock._seg.mm, H.LOCK_OFFSET + _mutex.OWNER_WORD)
+    owner = ctypes.c_int32.from_buffer(lock._seg.mm, H.LOCK_OFFSET + robust_mutex.OWNER_WORD)
     real = arr.get_obj()
 
     class Hook:
@@ -283,7 +283,7 @@ sys.stdin.readline()
 
 def test_reset_lock_of_a_corrupt_kind(seg_name):
     arr = sb.Array("i", 1, name=seg_name)
-    _set_word(arr, _mutex.KIND_WORD, 0)
+    _set_word(arr, robust_mutex.KIND_WORD, 0)
     with pytest.raises(sb.CorruptLockError):
         arr[0] = 1
     assert sb.reset_lock(seg_name) is True

@@ -255,15 +255,15 @@ def cmd_parent(args):
 def classify(name, timeout):
     """The error class of opening *name*, in the words of tests/cross/vectors/invalid."""
     sb = _sharedbridge()
-    from sharedbridge._attach import _open_external_lock
-    from sharedbridge._segment import open_segment
+    from sharedbridge._objects.attach import open_external_lock
+    from sharedbridge._platform.segment import open_segment
     try:
         # What the C# driver's untyped SharedSegment.Open checks: the header (section 6.2)
         # and, for an external lock, the lock segment (step 7). attach() would also
         # rebuild a ctypes structure, which a valid header may not allow.
         h = open_segment(name, timeout).header
         if h.lock_kind == 2:
-            _open_external_lock(name, h.lock_name, timeout, False)
+            open_external_lock(name, h.lock_name, timeout, False)
     except sb.NotASharedBridgeSegmentError:
         return "not-sharedbridge"
     except sb.UnsupportedVersionError:

@@ -12,10 +12,10 @@ import zlib
 from collections import namedtuple
 from dataclasses import dataclass
 
-from ._names import validate_name
-from ._typecodes import STRUCT, TYPECODE_SIZE
-from .errors import (CorruptSegmentError, InvalidNameError, NotASharedBridgeSegmentError,
-                     UnsupportedVersionError)
+from ..errors import (CorruptSegmentError, InvalidNameError, NotASharedBridgeSegmentError,
+                      UnsupportedVersionError)
+from .segment_name import validate_name
+from .typecodes import STRUCT, TYPECODE_SIZE
 
 MAGIC = b"SHBRIDGE"
 FORMAT_VERSION = 1

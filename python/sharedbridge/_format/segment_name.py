@@ -3,7 +3,7 @@
 import re
 import secrets
 
-from .errors import InvalidNameError
+from ..errors import InvalidNameError
 
 # Letters, digits, '_', '-', '.'; 1 to 255 bytes; never a leading '.'.
 _VALID_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}\Z")

@@ -8,16 +8,14 @@ format's "layouts match" rule.
 import ctypes
 import re
 
-from ._raw import CheckedWcharField
-from ._header import MAX_STRUCT_DEPTH, StructField, is_reserved_field_name
-from ._typecodes import STRUCT, TYPECODE_TO_TYPE, refuse_pointer, typecode_of_simple
-from .errors import TypeMismatchError, UnsupportedTypeError
+from ..errors import TypeMismatchError, UnsupportedTypeError
+from .header import MAX_STRUCT_DEPTH, StructField, is_reserved_field_name
+from .typecodes import (STRUCT, TYPECODE_TO_TYPE, refuse_pointer, same_typecode,
+                        typecode_of_simple)
 
 _CFIELD = type(type("_Probe", (ctypes.Structure,), {"_fields_": [("x", ctypes.c_int)]}).x)
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
 _TYPE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
-# ctypes cannot tell c_long from c_longlong on LP64: compare them as one typecode.
-_CANONICAL = {"l": "q", "L": "Q"}
 
 
 def type_name_of(cls):
@@ -131,15 +129,20 @@ def same_layout(a, b):
         return False
     for x, y in zip(a, b):
         if (x.name.lower() != y.name.lower()
-                or _CANONICAL.get(x.typecode, x.typecode) != _CANONICAL.get(y.typecode, y.typecode)
+                or not same_typecode(x.typecode, y.typecode)
                 or (x.offset, x.count, x.item_size, x.parent)
                 != (y.offset, y.count, y.item_size, y.parent)):
             return False
     return True
 
 
-def rebuild(fields, element_size, type_name):
+def rebuild(fields, element_size, type_name, *, wchar_field):
     """A Structure class with the layout of *fields*, named *type_name*.
+
+    wchar_field(ctypes_field, name, count) gives the descriptor that replaces each 'u'
+    field's: the objects layer passes its checked one (rulings A.6). A parameter, not an
+    import: the layout is the format's business, what a read of a bad element does is
+    the objects'.
 
     Raises TypeMismatchError if natural alignment cannot reproduce the recorded
     layout (then the caller must pass the class to attach())."""
@@ -158,7 +161,7 @@ def rebuild(fields, element_size, type_name):
         for index in children.get(parent, ()):
             f = fields[index]
             if f.typecode == "u":       # checked reads and writes (rulings A.6)
-                setattr(cls, f.name, CheckedWcharField(cls.__dict__[f.name], f.name, f.count))
+                setattr(cls, f.name, wchar_field(cls.__dict__[f.name], f.name, f.count))
         return cls
 
     cls = build(-1, type_name or "Struct")

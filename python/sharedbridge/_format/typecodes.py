@@ -2,7 +2,7 @@
 
 import ctypes
 
-from .errors import UnsupportedTypeError
+from ..errors import UnsupportedTypeError
 
 STRUCT = "T"
 
@@ -23,6 +23,16 @@ TYPECODE_SIZE = {
     "c": 1, "u": 4, "b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4,
     "l": 8, "L": 8, "q": 8, "Q": 8, "f": 4, "d": 8, "?": 1,
 }
+
+# ctypes cannot tell c_long from c_longlong on LP64: 'l' and 'q' (and 'L' and 'Q') are
+# compared as one typecode.
+_CANONICAL = {"l": "q", "L": "Q"}
+
+
+def same_typecode(a, b):
+    """True if typecodes *a* and *b* name the same element type ('l' is 'q', 'L' is 'Q')."""
+    return _CANONICAL.get(a, a) == _CANONICAL.get(b, b)
+
 
 # ctypes' own format letter (_type_) of a simple type -> the typecode it is written as.
 # On LP64 ctypes.c_longlong *is* c_long, so a type cannot say whether the user meant 'l'

@@ -2,7 +2,7 @@
 
 import ctypes
 
-from ._raw import _base_type
+from .raw_object import base_type
 
 _SPECIAL = {ctypes.c_char: "S1", ctypes.c_wchar: "<U1", ctypes.c_bool: "?"}
 
@@ -24,7 +24,7 @@ def as_numpy(obj):
         raise TypeError(f"as_numpy expects a sharedbridge or ctypes object, not "
                         f"{type(raw).__name__}")
     is_array = isinstance(raw, ctypes.Array)
-    elem = raw._type_ if is_array else _base_type(type(raw))
+    elem = raw._type_ if is_array else base_type(type(raw))
     dtype = numpy.dtype(_SPECIAL.get(elem, elem))
     view = numpy.frombuffer(raw, dtype=numpy.uint8)    # the raw bytes, no copy
     view = view.view(dtype)

@@ -2,7 +2,9 @@
 
 Their class is a cached, dynamically made subclass of the user's ctypes type (same
 name, same module, same repr) whose ``__reduce__`` pickles by name: the receiving
-process attaches to the same memory instead of getting a copy.
+process attaches to the same memory instead of getting a copy. The element type of a
+segment (element_type) and that unpickling attach (_attach_raw) live here too, below
+attach.py, so that pickling a raw object needs nothing from a higher module.
 
 'u' (c_wchar) objects also check what they read and write (rulings A.6): an element
 that is not a Unicode scalar value (a surrogate 0xD800..0xDFFF or above 0x10FFFF) is
@@ -16,15 +18,18 @@ import ctypes
 import re
 import sys
 
-from . import _header as H
-from .errors import CorruptDataError
+from .._format import header as H
+from .._format import struct_layout
+from .._format.typecodes import STRUCT, TYPECODE_TO_TYPE, same_typecode
+from .._platform.segment import open_segment
+from ..errors import CorruptDataError, TypeMismatchError
 
 # Our shared subclasses (a set, not a class attribute: a Structure field may have any
 # non-reserved name, and a class attribute would hide it).
 _SHARED_CLASSES = set()
 
 
-def _base_type(obj_type):
+def base_type(obj_type):
     """The user-visible ctypes type behind one of our shared subclasses."""
     return obj_type.__mro__[1] if obj_type in _SHARED_CLASSES else obj_type
 
@@ -32,7 +37,7 @@ def _base_type(obj_type):
 _subclass_cache = {}
 
 
-def _segment_of(obj):
+def segment_of(obj):
     """The Segment of a raw shared object, or None. Kept in the instance dictionary,
     read from there: a Structure field named _sb_segment would hide the attribute."""
     d = getattr(obj, "__dict__", None)
@@ -43,17 +48,16 @@ def _simple_repr(self):
     try:
         value = self.value
     except CorruptDataError:
-        return f"{_base_type(type(self)).__name__}(<corrupt {_raw_u32(self, 1)[0]:#x}>)"
-    return f"{_base_type(type(self)).__name__}({value!r})"
+        return f"{base_type(type(self)).__name__}(<corrupt {_raw_u32(self, 1)[0]:#x}>)"
+    return f"{base_type(type(self)).__name__}({value!r})"
 
 
 def _raw_reduce(self):
-    seg = _segment_of(self)
-    elem = self._type_ if isinstance(self, ctypes.Array) else _base_type(type(self))
-    from ._attach import _rebuild_raw
+    seg = segment_of(self)
+    elem = self._type_ if isinstance(self, ctypes.Array) else base_type(type(self))
     if seg.trusted:
-        return _rebuild_raw, (seg.name, _importable(elem), True)
-    return _rebuild_raw, (seg.name, _importable(elem))
+        return _attach_raw, (seg.name, _importable(elem), True)
+    return _attach_raw, (seg.name, _importable(elem))
 
 
 def _importable(cls):
@@ -69,18 +73,18 @@ def _importable(cls):
 
 
 def _segment_name(self):
-    return _segment_of(self).name
+    return segment_of(self).name
 
 
 def _close(self):
     """The creator unlinks the segment's name now (unless keep=True); this object and
     every view of it stay usable."""
-    _segment_of(self).close()
+    segment_of(self).close()
 
 
 def _unlink(self):
     """Remove the segment's name now, whoever created it."""
-    _segment_of(self).unlink()
+    segment_of(self).unlink()
 
 
 # What raw objects add to their ctypes type, like the synchronized wrappers offer;
@@ -110,7 +114,7 @@ def _raw_u32(obj, n):
 
 
 def _corrupt_u(obj, index, v, field=None):
-    seg = _segment_of(obj)
+    seg = segment_of(obj)
     name = seg.name if seg is not None else None
     where = "the value" if index is None else f"element {index}"
     if field is not None:
@@ -306,7 +310,9 @@ def _shared_subclass(base):
     return sub
 
 
-def _raw_object(seg, elem_type):
+def raw_object(seg, elem_type):
+    """The raw shared object over *seg*'s data area: one *elem_type*, or an array of
+    them for an array segment (an instance of the cached shared subclass)."""
     h = seg.header
     base = elem_type * h.element_count if h.kind == H.KIND_ARRAY else elem_type
     sub = _shared_subclass(base)
@@ -314,3 +320,50 @@ def _raw_object(seg, elem_type):
     obj = type(sub).from_buffer(sub, seg.mm, h.data_offset)
     obj.__dict__["_sb_segment"] = seg
     return obj
+
+
+# --- from a header: the element type, and attaching by name when unpickling -------------
+
+_rebuilt_structs = {}
+
+
+def element_type(h, requested):
+    """The ctypes element type for header *h*, checked against *requested* (None, a
+    typecode or a ctypes type): a structure is rebuilt from the field table unless the
+    caller gives its class."""
+    if requested is None:
+        if h.typecode != STRUCT:
+            return TYPECODE_TO_TYPE[h.typecode]
+        key = (h.fields, h.element_size, h.type_name)
+        if key not in _rebuilt_structs:
+            _rebuilt_structs[key] = struct_layout.rebuild(
+                h.fields, h.element_size, h.type_name, wchar_field=CheckedWcharField)
+        return _rebuilt_structs[key]
+    recorded = ("structure " + (h.type_name or "?")) if h.typecode == STRUCT \
+        else f"typecode {h.typecode!r}"
+    if isinstance(requested, str):
+        if requested not in TYPECODE_TO_TYPE:
+            raise TypeError(f"unknown typecode {requested!r}")
+        if not same_typecode(requested, h.typecode):
+            raise TypeMismatchError(f"type mismatch: asked for typecode {requested!r}, "
+                                    f"the segment holds {recorded}")
+        return TYPECODE_TO_TYPE[requested]
+    code = struct_layout.check_element_type(requested)
+    if code == STRUCT:
+        if (h.typecode != STRUCT or ctypes.sizeof(requested) != h.element_size
+                or not struct_layout.same_layout(struct_layout.describe(requested), h.fields)):
+            raise TypeMismatchError(
+                f"type mismatch: asked for structure {requested.__name__} "
+                f"({ctypes.sizeof(requested)} bytes), the segment holds {recorded} "
+                f"({h.element_size} bytes) with a different layout")
+        return requested
+    if not same_typecode(code, h.typecode):
+        raise TypeMismatchError(f"type mismatch: asked for {requested.__name__} "
+                                f"(typecode {code!r}), the segment holds {recorded}")
+    return requested
+
+
+def _attach_raw(name, struct_cls, allow_other_owner=False):
+    # What a pickled raw object calls in the receiving process (see _raw_reduce).
+    seg = open_segment(name, allow_other_owner=allow_other_owner)
+    return raw_object(seg, element_type(seg.header, struct_cls))

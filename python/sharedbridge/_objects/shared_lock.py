@@ -11,16 +11,19 @@ costs one pthread call pair, not three.
 """
 
 import os
+import time
 import weakref
 from _thread import get_ident
 
-from . import _header as H
-from . import _mutex
-from ._proc import processes_mapping
-from ._segment import create, open_segment
-from .errors import SegmentInUseError, TypeMismatchError
+from .._format import header as H
+from .._platform import robust_mutex
+from .._platform.process_info import process_start_time, processes_mapping
+from .._platform.segment import create, open_segment
+from ..errors import SegmentInUseError, TypeMismatchError
 
-_lock_now, _unlock, _CLOCK, _PAST = _mutex.lock_now, _mutex.unlock, _mutex.CLOCK_MONOTONIC, _mutex.PAST
+# Module globals for the hot paths: one lookup each, no attribute access per call.
+_lock_now, _unlock = robust_mutex.lock_now, robust_mutex.unlock
+_CLOCK, _PAST = robust_mutex.CLOCK_MONOTONIC, robust_mutex.PAST
 
 _live_locks = weakref.WeakSet()
 
@@ -35,7 +38,7 @@ def _forget_owners_in_child():
 os.register_at_fork(after_in_child=_forget_owners_in_child)
 
 
-class _SharedLock:
+class SharedLock:
     """Base of Lock and RLock: a robust mutex inside a segment."""
 
     _lock_type = 0
@@ -50,16 +53,16 @@ class _SharedLock:
             typecode="", element_size=0, element_count=0, data_offset=H.FIXED_SIZE,
             data_size=0, lock_kind=H.LOCK_EMBEDDED, lock_abi=abi, lock_size=size,
             lock_offset=H.LOCK_OFFSET, lock_type=self._lock_type, fields=(),
-            creator_pid=os.getpid(), creator_start_time=_start_time(),
-            created_unix_ns=_now_ns(), type_name="", lock_name="")
-        seg = create(name, header, lambda mm: _mutex.init_mutex(mm, self._lock_type, size),
+            creator_pid=os.getpid(), creator_start_time=process_start_time(),
+            created_unix_ns=time.time_ns(), type_name="", lock_name="")
+        seg = create(name, header, lambda mm: robust_mutex.init_mutex(mm, self._lock_type, size),
                      keep=keep)
         self._setup(seg)
 
     def _setup(self, seg):
         self._seg = seg
-        mx = self._mx = _mutex.RobustMutex(seg.mm, seg.header.lock_type, seg.header.lock_size,
-                                           seg.name)
+        mx = self._mx = robust_mutex.RobustMutex(seg.mm, seg.header.lock_type,
+                                                 seg.header.lock_size, seg.name)
         # Copies for the fast paths (here and in the synchronized wrappers' accessors).
         self._m, self._kind_word, self._kind = mx.m, mx.kind_word, mx.kind
         self._owner = None
@@ -124,7 +127,7 @@ class _SharedLock:
         # getattr: __init__ may have failed before _setup (name taken, invalid name...).
         if getattr(self, "_depth", 0):
             try:
-                _mutex.PINNED.append(self._m)
+                robust_mutex.PINNED.append(self._m)
             except Exception:      # interpreter shutdown: the process is exiting anyway
                 pass
 
@@ -165,7 +168,7 @@ class _SharedLock:
         return f"<sharedbridge.{type(self).__name__} {self.name!r} {owner}>"
 
 
-class RLock(_SharedLock):
+class RLock(SharedLock):
     """A recursive, robust, named lock (lock_type 1), usable as ``lock=``.
 
     RLock(name=None, *, keep=False): name=None generates sb_...; the creating process
@@ -183,7 +186,7 @@ class RLock(_SharedLock):
         raise AssertionError("attempt to release recursive lock not owned by thread")
 
 
-class Lock(_SharedLock):
+class Lock(SharedLock):
     """A non-recursive, robust, named lock (lock_type 2, error-checking), usable as ``lock=``.
 
     Unlike multiprocessing.Lock, a thread that acquires it a second time does not hang:
@@ -251,14 +254,3 @@ def reset_lock(name, *, allow_other_owner=False):
 
 def _attach_lock(name, allow_other_owner=False):
     return lock_from_segment(open_segment(name, allow_other_owner=allow_other_owner))
-
-
-
-def _start_time():
-    from ._segment import process_start_time
-    return process_start_time()
-
-
-def _now_ns():
-    import time
-    return time.time_ns()

@@ -13,15 +13,16 @@ import ctypes
 import os
 import time
 
-from . import _header as H
-from . import _layout
-from . import _mutex
-from ._locks import _SharedLock, lock_from_segment
-from ._raw import _base_type, _raw_object, _segment_of, check_u_initial
-from ._segment import create, process_start_time
-from ._synchronized import synchronized
-from ._typecodes import STRUCT, TYPECODE_SIZE, TYPECODE_TO_TYPE
-from .errors import UnsupportedTypeError
+from .._format import header as H
+from .._format import struct_layout
+from .._format.typecodes import STRUCT, TYPECODE_SIZE, TYPECODE_TO_TYPE
+from .._platform import robust_mutex
+from .._platform.process_info import process_start_time
+from .._platform.segment import create
+from ..errors import UnsupportedTypeError
+from .raw_object import base_type, check_u_initial, raw_object, segment_of
+from .shared_lock import SharedLock, lock_from_segment
+from .synchronized import synchronized
 
 __all__ = ["RawValue", "RawArray", "Value", "Array", "copy"]
 
@@ -50,15 +51,15 @@ def _resolve(typecode_or_type):
             raise UnsupportedTypeError(
                 "multi-dimensional arrays cannot be shared: use a flat array of "
                 "rows*columns elements")
-    return ctype, _layout.check_element_type(ctype), length
+    return ctype, struct_layout.check_element_type(ctype), length
 
 
 def _create_raw(elem_type, code, kind, count, initial, lock_fields, name, keep):
     """Create a segment holding *count* elements initialized from the private ctypes
     object *initial* (or zero) and return the raw shared object."""
     if code == STRUCT:
-        fields = _layout.describe(elem_type)
-        type_name = _layout.type_name_of(elem_type)
+        fields = struct_layout.describe(elem_type)
+        type_name = struct_layout.type_name_of(elem_type)
         element_size = ctypes.sizeof(elem_type)
     else:
         fields, type_name, element_size = (), "", TYPECODE_SIZE[code]
@@ -81,13 +82,13 @@ def _create_raw(elem_type, code, kind, count, initial, lock_fields, name, keep):
 
     def init(mm):
         if abi:
-            _mutex.init_mutex(mm, lock_type, lock_size)
+            robust_mutex.init_mutex(mm, lock_type, lock_size)
         if initial is not None and header.data_size:
             mm[header_size:header_size + header.data_size] = ctypes.string_at(
                 ctypes.addressof(initial), header.data_size)
 
     seg = create(name, header, init, keep=keep)
-    return _raw_object(seg, elem_type)
+    return raw_object(seg, elem_type)
 
 
 _NO_LOCK = (H.LOCK_NONE, H.LOCK_TYPE_NONE, "")
@@ -100,7 +101,7 @@ def _lock_fields(lock):
         return _NO_LOCK
     if lock in (True, None):
         return _EMBEDDED_RLOCK
-    if isinstance(lock, _SharedLock):
+    if isinstance(lock, SharedLock):
         return (H.LOCK_EXTERNAL, H.LOCK_TYPE_NONE, lock.name)
     if not hasattr(lock, "acquire"):
         raise AttributeError("%r has no method 'acquire'" % lock)
@@ -177,14 +178,14 @@ def _wrap_new(obj, lock, fields):
     if fields[0] == H.LOCK_NONE:
         return obj
     if fields[0] == H.LOCK_EMBEDDED:
-        lock = lock_from_segment(_segment_of(obj))
+        lock = lock_from_segment(segment_of(obj))
     return synchronized(obj, lock)
 
 
 def copy(obj, *, name=None, keep=False):
     """Return a ctypes object allocated from a new shared-memory segment which is a
     copy of the ctypes object obj."""
-    base = _base_type(type(obj))
+    base = base_type(type(obj))
     elem, code, length = _resolve(base)
     if length is None:
         kind, count = H.KIND_VALUE, 1

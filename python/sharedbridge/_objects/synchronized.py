@@ -10,11 +10,13 @@ they use ``with lock:``.
 import ctypes
 from _thread import get_ident
 
-from . import _mutex
-from ._locks import RLock, _SharedLock
-from ._raw import _base_type, _segment_of
+from .._platform import robust_mutex
+from .raw_object import base_type, segment_of
+from .shared_lock import RLock, SharedLock
 
-_lock_now, _unlock, _CLOCK, _PAST = _mutex.lock_now, _mutex.unlock, _mutex.CLOCK_MONOTONIC, _mutex.PAST
+# Module globals for the hot paths: one lookup each, no attribute access per call.
+_lock_now, _unlock = robust_mutex.lock_now, robust_mutex.unlock
+_CLOCK, _PAST = robust_mutex.CLOCK_MONOTONIC, robust_mutex.PAST
 
 
 def synchronized(obj, lock=None, ctx=None):
@@ -31,7 +33,7 @@ def synchronized(obj, lock=None, ctx=None):
         if obj._type_ is ctypes.c_char:
             return SynchronizedString(obj, lock)
         return SynchronizedArray(obj, lock)
-    cls = _base_type(type(obj))
+    cls = base_type(type(obj))
     try:
         scls = _struct_wrappers[cls]
     except KeyError:
@@ -78,7 +80,7 @@ class SynchronizedBase:
     def __init__(self, obj, lock=None, ctx=None):
         self._obj = obj
         self._lock = lock if lock else RLock()
-        if isinstance(self._lock, _SharedLock):
+        if isinstance(self._lock, SharedLock):
             # The subclasses' element/value accessors inline the lock's fast path.
             self._sblock = self._lock
             self._m = self._lock._m
@@ -109,19 +111,19 @@ class SynchronizedBase:
     @property
     def name(self):
         """Name of the segment holding the object (None for a private ctypes object)."""
-        seg = _segment_of(self._obj)
+        seg = segment_of(self._obj)
         return seg.name if seg is not None else None
 
     def close(self):
         """The creator unlinks the segment's name now (unless keep=True); this object
         and every view of it stay usable."""
-        seg = _segment_of(self._obj)
+        seg = segment_of(self._obj)
         if seg is not None:
             seg.close()
 
     def unlink(self):
         """Remove the segment's name now, whoever created it."""
-        _segment_of(self._obj).unlink()
+        segment_of(self._obj).unlink()
 
     def __repr__(self):
         return '<%s wrapper for %s>' % (type(self).__name__, self._obj)

@@ -1,6 +1,21 @@
-"""What /proc says about other processes: who maps a segment now."""
+"""What /proc says about processes: when one started, and who maps a segment now."""
 
 import os
+
+_start_time_cache = {}
+
+
+def process_start_time(pid=None):
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot), or 0 if unknown."""
+    pid = os.getpid() if pid is None else pid
+    if pid not in _start_time_cache:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                data = f.read()
+            _start_time_cache[pid] = int(data[data.rindex(b")") + 2:].split()[19])
+        except (OSError, ValueError, IndexError):
+            return 0
+    return _start_time_cache[pid]
 
 
 def processes_mapping(inode):

@@ -21,8 +21,8 @@ import threading
 import time
 import warnings
 
-from . import _header as H
-from .errors import CorruptLockError, LockNotRecoverableError, LockRecoveredWarning
+from .._format import header as H
+from ..errors import CorruptLockError, LockNotRecoverableError, LockRecoveredWarning
 
 EPERM, EBUSY, EDEADLK, ETIMEDOUT, EOWNERDEAD, ENOTRECOVERABLE = 1, 16, 35, 110, 130, 131
 CLOCK_MONOTONIC = 1

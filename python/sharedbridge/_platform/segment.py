@@ -26,29 +26,14 @@ import weakref
 
 import _posixshmem
 
-from . import _endings
-from . import _header as H
-from ._names import generate_name, os_name, validate_name
-from .errors import (CorruptSegmentError, InsufficientMemoryError,
-                     NotASharedBridgeSegmentError, SegmentExistsError, SegmentNotFoundError,
-                     SegmentNotReadyError, SegmentPermissionError)
+from .._format import header as H
+from .._format.segment_name import generate_name, os_name, validate_name
+from ..errors import (CorruptSegmentError, InsufficientMemoryError,
+                      NotASharedBridgeSegmentError, SegmentExistsError, SegmentNotFoundError,
+                      SegmentNotReadyError, SegmentPermissionError)
+from . import exit_cleanup
 
 DEFAULT_MODE = 0o600
-
-_start_time_cache = {}
-
-
-def process_start_time(pid=None):
-    """Field 22 of /proc/<pid>/stat (clock ticks after boot), or 0 if unknown."""
-    pid = os.getpid() if pid is None else pid
-    if pid not in _start_time_cache:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                data = f.read()
-            _start_time_cache[pid] = int(data[data.rindex(b")") + 2:].split()[19])
-        except (OSError, ValueError, IndexError):
-            return 0
-    return _start_time_cache[pid]
 
 
 def _fence():
@@ -85,7 +70,7 @@ class Segment:
         if owner_pid:
             self._finalizer = weakref.finalize(self, _release_ownership, name, mm, owner_pid, keep)
             if not keep:
-                _endings.own(self)
+                exit_cleanup.own(self)
 
     @property
     def is_owner(self):
