@@ -4,7 +4,7 @@
 
 RESULTS := build/test-results
 
-.PHONY: all build demo test test-dotnet test-python test-cross deps clean
+.PHONY: all build demo test test-dotnet test-python test-layers test-cross deps clean
 
 all: build
 
@@ -23,6 +23,7 @@ test: deps build
 	@status=0; \
 	bash scripts/test-dotnet.sh $(RESULTS) || status=1; \
 	bash scripts/test-python.sh $(RESULTS) || status=1; \
+	python3 scripts/check_python_layers.py $(RESULTS) || status=1; \
 	bash scripts/test-cross.sh $(RESULTS) || status=1; \
 	python3 scripts/summarize.py $(RESULTS) || status=1; \
 	exit $$status
@@ -32,6 +33,10 @@ test-dotnet: build
 
 test-python: deps
 	@mkdir -p $(RESULTS); bash scripts/test-python.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
+
+# The Python package's layering: no import cycle, no import from a lower layer to a higher one.
+test-layers:
+	@mkdir -p $(RESULTS); python3 scripts/check_python_layers.py $(RESULTS); python3 scripts/summarize.py $(RESULTS)
 
 test-cross: build
 	@mkdir -p $(RESULTS); bash scripts/test-cross.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
