@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Reflection;
+using SharedBridge.Format;
 
 namespace SharedBridge.Tests;
 
