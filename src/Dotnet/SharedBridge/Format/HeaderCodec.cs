@@ -371,6 +371,7 @@ internal static class HeaderCodec
         new($"Segment \"{name}\" has a corrupt header: {problem}. It was not written by a conforming SharedBridge " +
             "(or was damaged); recreate it.");
 
+    /// <summary>The name holds something that is not a SharedBridge segment (wrong magic, not a regular file, ...).</summary>
     internal static NotASharedBridgeSegmentException NotASharedBridgeSegment(string name, string problem) =>
         new($"Segment \"{name}\" is not a SharedBridge segment: {problem}. Choose another name; do not unlink it unless you know whose it is.");
 }

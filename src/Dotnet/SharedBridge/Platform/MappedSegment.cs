@@ -108,7 +108,7 @@ internal sealed unsafe class MappedSegment
         {
             var header = new Span<byte>(segment._base, spec.HeaderSize);
             HeaderCodec.WriteIdentity(header, spec, ProcessInfo.Pid, ProcessInfo.StartTime, ProcessInfo.UnixNanosecondsNow());
-            if (spec.LockKind == LockKind.Embedded)
+            if (spec.LockKind == LockKind.Embedded) // Format.LockAbi: the type, not HeaderLayout.LockAbi (the offset)
                 RobustMutex.Initialize(segment._base + HeaderLayout.Mutex, Format.LockAbi.RequireCurrent().MutexSize, spec.LockType);
             initialData.CopyTo(new Span<byte>(segment._base + spec.HeaderSize, (int)Math.Min(spec.DataSize, int.MaxValue)));
             *(uint*)(segment._base + HeaderCrc32) = HeaderCodec.ComputeCrc(header);
