@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using SharedBridge.Format;
 using static SharedBridge.Tests.HeaderFormatTests;
 
 namespace SharedBridge.Tests;

@@ -1,8 +1,8 @@
 namespace SharedBridge.Tests;
 
 /// <summary>
-/// The lock across real processes: children are `dotnet exec SharedBridge.Benchmarks.dll child ...`
-/// (see Child in TestSupport.cs and ChildCommands.cs in the Benchmarks project).
+/// The lock across real processes: children are `dotnet exec SharedBridge.TestChild.dll COMMAND ...`
+/// (see Child in TestSupport.cs and ChildCommands.cs in the SharedBridge.TestChild project).
 /// </summary>
 public class CrossProcessTests
 {

@@ -4,7 +4,7 @@ using Xunit.Abstractions;
 
 namespace SharedBridge.Tests;
 
-/// <summary>The structure of the fuzzer's 'T' shape; SharedBridge.Benchmarks' ChildCommands has the same
+/// <summary>The structure of the fuzzer's 'T' shape; SharedBridge.TestChild's ChildCommands has the same
 /// one (the child opens the mutated segments as it).</summary>
 public struct FuzzInner
 {

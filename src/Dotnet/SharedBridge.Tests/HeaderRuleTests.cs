@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
+using SharedBridge.Format;
 using static SharedBridge.Tests.HeaderFormatTests;
 
 namespace SharedBridge.Tests;

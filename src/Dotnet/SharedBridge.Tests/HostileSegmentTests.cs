@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Globalization;
+using SharedBridge.Platform;
 using static SharedBridge.Tests.HeaderFormatTests;
 
 namespace SharedBridge.Tests;

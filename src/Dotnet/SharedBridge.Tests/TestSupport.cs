@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Reflection;
+using SharedBridge.Format;
 
 namespace SharedBridge.Tests;
 
@@ -17,7 +18,7 @@ internal static class Names
     internal static bool Exists(string name) => File.Exists(ShmPath(name));
 }
 
-/// <summary>A child process running `dotnet exec SharedBridge.Benchmarks.dll child ...`. Its output is
+/// <summary>A child process running `dotnet exec SharedBridge.TestChild.dll COMMAND ...`. Its output is
 /// read by dedicated threads (no async continuations that could wait for xunit's test threads).</summary>
 internal sealed class Child : IDisposable
 {
@@ -49,7 +50,7 @@ internal sealed class Child : IDisposable
     internal static Child Start(params string[] args) => StartVia([], args);
 
     /// <summary>Starts the child through <paramref name="launcher"/> (for example <c>nohup</c>, or a
-    /// wrapper that reports the child's wait status): <c>launcher... dotnet exec program child args...</c>.</summary>
+    /// wrapper that reports the child's wait status): <c>launcher... dotnet exec program args...</c>.</summary>
     internal static Child StartVia(string[] launcher, params string[] args)
     {
         Assert.True(File.Exists(ProgramPath), $"child program not built: {ProgramPath}");
@@ -61,7 +62,6 @@ internal sealed class Child : IDisposable
         if (launcher.Length > 0) info.ArgumentList.Add("dotnet");
         info.ArgumentList.Add("exec");
         info.ArgumentList.Add(ProgramPath);
-        info.ArgumentList.Add("child");
         foreach (var a in args) info.ArgumentList.Add(a);
         return new Child(Process.Start(info)!);
     }

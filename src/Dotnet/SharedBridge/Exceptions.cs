@@ -1,3 +1,4 @@
+// Public API: the errors every layer throws, so at the root, below the layer folders (README.md).
 namespace SharedBridge;
 
 /// <summary>Base class of every error SharedBridge reports.</summary>

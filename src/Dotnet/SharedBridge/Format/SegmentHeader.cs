@@ -1,3 +1,6 @@
+// Public API: namespace SharedBridge, not SharedBridge.Format; the folder names the layer (README.md).
+using SharedBridge.Format;
+
 namespace SharedBridge;
 
 /// <summary>What a segment holds (header field <c>kind</c>).</summary>
@@ -111,11 +114,7 @@ public sealed class SegmentHeader
     /// and (when recorded) has <see cref="CreatorStartTime"/>, so a reused pid does not count. Tools use
     /// it to find segments left behind by crashed creators (docs/format.md section 8).
     /// </summary>
-    public bool CreatorIsRunning()
-    {
-        if (CreatorPid <= 0 || !Directory.Exists($"/proc/{CreatorPid}")) return false;
-        return CreatorStartTime == 0 || ProcessInfo.ReadStartTime(CreatorPid) == CreatorStartTime;
-    }
+    public bool CreatorIsRunning() => CreatorIdentity.IsRunning(CreatorPid, CreatorStartTime);
 
     /// <summary>True when the segment has a lock shared between processes (embedded or external).</summary>
     public bool IsSynchronized => LockKind is LockKind.Embedded or LockKind.External;

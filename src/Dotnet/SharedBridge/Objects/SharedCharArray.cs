@@ -1,3 +1,6 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+using SharedBridge.Objects;
+
 namespace SharedBridge;
 
 /// <summary>
@@ -7,20 +10,20 @@ namespace SharedBridge;
 public sealed unsafe class SharedCharArray : IDisposable
 {
     private const string OwnerName = "SharedCharArray";
-    private readonly SegmentBinding _binding;
+    private readonly SharedObjectCore _core;
     private readonly byte* _data;
     private readonly int _length;
 
-    private SharedCharArray(SegmentBinding binding)
+    private SharedCharArray(SharedObjectCore core)
     {
-        _binding = binding;
-        if (binding.Header.Length > Array.MaxLength) // Open refuses these first
+        _core = core;
+        if (core.Header.Length > Array.MaxLength) // Open refuses these first
         {
-            binding.Dispose();
-            throw new TypeMismatchException(TooLong(binding.Name, binding.Header.Length));
+            core.Dispose();
+            throw new TypeMismatchException(TooLong(core.Name, core.Header.Length));
         }
-        _length = (int)binding.Header.Length;
-        _data = binding.Segment.Data;
+        _length = (int)core.Header.Length;
+        _data = core.Segment.Data;
     }
 
     /// <summary>Creates a zero-filled byte string of <paramref name="length"/> bytes.</summary>
@@ -44,7 +47,7 @@ public sealed unsafe class SharedCharArray : IDisposable
     {
         if (options?.TypeCode is { } code && code != 'c')
             throw new ArgumentException($"A SharedCharArray always has typecode 'c', not '{code}'.", nameof(options));
-        return new SharedCharArray(SegmentBinding.Create(OwnerName, name, SegmentKind.Array, 'c', 1, length, "", [], options, initial));
+        return new SharedCharArray(SharedObjectCore.Create(OwnerName, name, SegmentKind.Array, 'c', 1, length, "", [], options, initial));
     }
 
     /// <summary>Opens an existing 'c' array segment (for example Python's <c>Array('c', ...)</c>).</summary>
@@ -59,7 +62,7 @@ public sealed unsafe class SharedCharArray : IDisposable
     public static SharedCharArray Open(string name, OpenOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        return new(SegmentBinding.Open(OwnerName, name, options, header =>
+        return new(SharedObjectCore.Open(OwnerName, name, options, header =>
             header.Kind != SegmentKind.Array || header.TypeCode != 'c'
                 ? $"it is a {header.Kind.ToString().ToLowerInvariant()} of {header.TypeDescription}, not an array of 'c' (c_char)"
                 : header.Length > Array.MaxLength ? TooLong(name, header.Length) : null));
@@ -69,7 +72,7 @@ public sealed unsafe class SharedCharArray : IDisposable
         $"Segment \"{name}\" holds {length} bytes, more than a SharedCharArray can index ({Array.MaxLength}); open it as a SharedSegment";
 
     /// <summary>The segment name.</summary>
-    public string Name => _binding.Name;
+    public string Name => _core.Name;
 
     /// <summary>Number of bytes.</summary>
     public int Length => _length;
@@ -78,13 +81,13 @@ public sealed unsafe class SharedCharArray : IDisposable
     public char TypeCode => 'c';
 
     /// <summary>True when the segment has a shared lock.</summary>
-    public bool IsSynchronized => _binding.HasLock;
+    public bool IsSynchronized => _core.HasLock;
 
     /// <summary>True when this object created the segment.</summary>
-    public bool IsOwner => _binding.IsOwner;
+    public bool IsOwner => _core.IsOwner;
 
     /// <summary>The validated private copy of the header.</summary>
-    public SegmentHeader Header => _binding.Header;
+    public SegmentHeader Header => _core.Header;
 
     /// <summary>Byte <paramref name="index"/> (bounds-checked; does not take the lock).</summary>
     public byte this[int index]
@@ -142,27 +145,27 @@ public sealed unsafe class SharedCharArray : IDisposable
     {
         get
         {
-            _binding.ThrowIfDisposed();
+            _core.ThrowIfDisposed();
             return new Span<byte>(_data, _length);
         }
     }
 
     /// <summary>Acquires the shared lock, blocking; dispose the scope to release it.</summary>
-    public LockScope Lock() => _binding.Lock();
+    public LockScope Lock() => _core.Lock();
 
     /// <summary>Acquires the shared lock within <paramref name="timeout"/>.</summary>
     /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
-    public LockScope Lock(TimeSpan timeout) => _binding.Lock(timeout);
+    public LockScope Lock(TimeSpan timeout) => _core.Lock(timeout);
 
     /// <summary>Tries to acquire the shared lock within <paramref name="timeout"/>.</summary>
-    public bool TryLock(TimeSpan timeout, out LockScope scope) => _binding.TryLock(timeout, out scope);
+    public bool TryLock(TimeSpan timeout, out LockScope scope) => _core.TryLock(timeout, out scope);
 
     /// <summary>Dead-owner recoveries of the lock so far.</summary>
-    public long LockRecoveries => _binding.LockRecoveries;
+    public long LockRecoveries => _core.LockRecoveries;
 
     /// <summary>Removes the name now; the memory stays mapped.</summary>
-    public void Unlink() => _binding.Unlink();
+    public void Unlink() => _core.Unlink();
 
     /// <summary>Closes the array; the creator also unlinks the name unless kept.</summary>
-    public void Dispose() => _binding.Dispose();
+    public void Dispose() => _core.Dispose();
 }

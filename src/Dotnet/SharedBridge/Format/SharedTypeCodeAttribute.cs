@@ -1,3 +1,5 @@
+// Public API: namespace SharedBridge, not SharedBridge.Format; the folder names the layer (README.md).
+// In Format, not Objects: StructLayoutTable reads it to build the field table.
 namespace SharedBridge;
 
 /// <summary>

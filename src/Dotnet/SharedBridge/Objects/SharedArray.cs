@@ -1,5 +1,8 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using SharedBridge.Format;
+using SharedBridge.Objects;
 
 namespace SharedBridge;
 
@@ -11,25 +14,25 @@ namespace SharedBridge;
 /// <typeparam name="T">A numeric type of docs/format.md section 3.4, <c>bool</c>, <c>Rune</c>, or a sequential struct of those.</typeparam>
 public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
 {
-    private readonly SegmentBinding _binding;
+    private readonly SharedObjectCore _core;
     private readonly ElementType _element;
     private readonly T* _data;
     private readonly int _length;
 
     private static readonly string OwnerName = $"SharedArray<{typeof(T).Name}>";
 
-    private SharedArray(SegmentBinding binding, ElementType element)
+    private SharedArray(SharedObjectCore core, ElementType element)
     {
-        _binding = binding;
+        _core = core;
         _element = element;
-        long length = _binding.Header.Length;
+        long length = _core.Header.Length;
         if (length > Array.MaxLength) // Open refuses these first (TooLong); a created array never is
         {
-            _binding.Dispose();
-            throw new TypeMismatchException(TooLong(_binding.Name, length));
+            _core.Dispose();
+            throw new TypeMismatchException(TooLong(_core.Name, length));
         }
         _length = (int)length;
-        _data = (T*)_binding.Segment.Data;
+        _data = (T*)_core.Segment.Data;
     }
 
     /// <summary>Creates a zero-filled array of <paramref name="length"/> elements.</summary>
@@ -57,7 +60,7 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
         char code = element.CodeForCreate(options?.TypeCode);
         if ((long)length * element.Size > long.MaxValue / 2)
             throw new ArgumentOutOfRangeException(nameof(length), length, "The array is too large.");
-        return new SharedArray<T>(SegmentBinding.Create(OwnerName, name, SegmentKind.Array, code, element.Size, length,
+        return new SharedArray<T>(SharedObjectCore.Create(OwnerName, name, SegmentKind.Array, code, element.Size, length,
             element.TypeName, element.Fields, options, initial), element);
     }
 
@@ -86,7 +89,7 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(options);
         var element = ElementType.Of<T>();
-        return new SharedArray<T>(SegmentBinding.Open(OwnerName, name, options, header =>
+        return new SharedArray<T>(SharedObjectCore.Open(OwnerName, name, options, header =>
             header.Kind != SegmentKind.Array
                 ? $"it is a {header.Kind.ToString().ToLowerInvariant()} segment, not an array" +
                   (header.Kind == SegmentKind.Value ? $" (use SharedValue<{typeof(T).Name}>.Open)" : "")
@@ -94,22 +97,22 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
     }
 
     /// <summary>The segment name.</summary>
-    public string Name => _binding.Name;
+    public string Name => _core.Name;
 
     /// <summary>Number of elements.</summary>
     public int Length => _length;
 
     /// <summary>The segment's typecode ('d', 'i', 'T', ...).</summary>
-    public char TypeCode => _binding.Header.TypeCode;
+    public char TypeCode => _core.Header.TypeCode;
 
     /// <summary>True when the segment has a shared lock (embedded or another segment's).</summary>
-    public bool IsSynchronized => _binding.HasLock;
+    public bool IsSynchronized => _core.HasLock;
 
     /// <summary>True when this object created the segment (and unlinks it on Dispose unless kept).</summary>
-    public bool IsOwner => _binding.IsOwner;
+    public bool IsOwner => _core.IsOwner;
 
     /// <summary>The validated private copy of the header.</summary>
-    public SegmentHeader Header => _binding.Header;
+    public SegmentHeader Header => _core.Header;
 
     /// <summary>A reference to element <paramref name="index"/>; bounds-checked, does not take the lock.
     /// This is raw shared memory: a <c>bool</c> reads whatever byte another process wrote (any non-zero
@@ -120,7 +123,7 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         get
         {
-            _binding.ThrowIfDisposed();
+            _core.ThrowIfDisposed();
             if ((uint)index >= (uint)_length) ThrowIndex(index);
             return ref _data[index];
         }
@@ -133,7 +136,7 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
     /// <summary>The elements as a span over shared memory (raw, like the indexer). Do not use it after Dispose.</summary>
     public Span<T> AsSpan()
     {
-        _binding.ThrowIfDisposed();
+        _core.ThrowIfDisposed();
         return new Span<T>(_data, _length);
     }
 
@@ -161,28 +164,28 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
     /// <summary>Acquires the shared lock, blocking; dispose the scope to release it.</summary>
     /// <exception cref="InvalidOperationException">The segment is unsynchronized.</exception>
     /// <exception cref="LockNotRecoverableException">The lock is permanently unusable.</exception>
-    public LockScope Lock() => _binding.Lock();
+    public LockScope Lock() => _core.Lock();
 
     /// <summary>Acquires the shared lock within <paramref name="timeout"/>.</summary>
     /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
-    public LockScope Lock(TimeSpan timeout) => _binding.Lock(timeout);
+    public LockScope Lock(TimeSpan timeout) => _core.Lock(timeout);
 
     /// <summary>Tries to acquire the shared lock within <paramref name="timeout"/>.</summary>
-    public bool TryLock(TimeSpan timeout, out LockScope scope) => _binding.TryLock(timeout, out scope);
+    public bool TryLock(TimeSpan timeout, out LockScope scope) => _core.TryLock(timeout, out scope);
 
     /// <summary>A <see cref="SharedLock"/> for this array's lock, usable as <see cref="SegmentOptions.SharedLock"/>
     /// (like Python's <c>get_lock()</c>); it keeps the mapping alive until disposed.</summary>
-    public SharedLock GetLock() => SharedLock.ForSegmentOf(_binding);
+    public SharedLock GetLock() => SharedLock.ForSegmentOf(_core);
 
     /// <summary>Dead-owner recoveries of the lock so far (live, from shared memory).</summary>
-    public long LockRecoveries => _binding.LockRecoveries;
+    public long LockRecoveries => _core.LockRecoveries;
 
     /// <summary>Removes the name now; the memory stays mapped for everyone who has it open.</summary>
     /// <exception cref="SegmentNotFoundException">The name was already removed.</exception>
-    public void Unlink() => _binding.Unlink();
+    public void Unlink() => _core.Unlink();
 
     /// <summary>Closes the array; the creator also unlinks the name unless <see cref="SegmentOptions.KeepOnDispose"/>.</summary>
-    public void Dispose() => _binding.Dispose();
+    public void Dispose() => _core.Dispose();
 
     /// <inheritdoc/>
     public override string ToString() => $"SharedArray<{typeof(T).Name}>(\"{Name}\", {_length})";

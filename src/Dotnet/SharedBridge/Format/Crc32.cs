@@ -1,4 +1,4 @@
-namespace SharedBridge;
+namespace SharedBridge.Format;
 
 /// <summary>CRC-32 of zlib / IEEE 802.3 (reflected 0xEDB88320, init and final XOR 0xFFFFFFFF);
 /// System.IO.Hashing is not part of the BCL.</summary>

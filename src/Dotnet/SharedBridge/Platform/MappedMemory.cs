@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
-namespace SharedBridge;
+namespace SharedBridge.Platform;
 
 /// <summary>
 /// One <c>mmap(MAP_SHARED)</c> mapping of a shared-memory object, unmapped (<c>munmap</c>) when the

@@ -1,22 +1,7 @@
 using System.Runtime.CompilerServices;
-using static SharedBridge.Interop;
+using static SharedBridge.Platform.Interop;
 
-namespace SharedBridge;
-
-/// <summary>The state of a shared lock as a tool sees it (it may change as soon as it is read).</summary>
-public enum LockState
-{
-    /// <summary>Nobody holds it.</summary>
-    Free,
-    /// <summary>A live thread holds it.</summary>
-    Held,
-    /// <summary>Its holder died; the next acquirer recovers it.</summary>
-    OwnerDead,
-    /// <summary>Permanently unusable until an operator resets it (docs/format.md section 7.4).</summary>
-    NotRecoverable,
-    /// <summary>Its bytes were overwritten: a wrong kind word, or an owner thread that does not exist.</summary>
-    Corrupt,
-}
+namespace SharedBridge.Platform;
 
 /// <summary>
 /// The embedded robust process-shared mutex of one segment and the lock protocol of
@@ -27,7 +12,7 @@ public enum LockState
 /// </summary>
 internal sealed unsafe class RobustMutex
 {
-    private readonly Segment _segment;
+    private readonly MappedSegment _segment;
     private readonly byte* _mutex;
     private readonly LockType _type;
     private readonly int _expectedKind;
@@ -45,7 +30,7 @@ internal sealed unsafe class RobustMutex
     private static readonly TimeSpan WaitSlice = TimeSpan.FromMilliseconds(250);
     private static readonly TimeSpan OwnerCheckInterval = TimeSpan.FromSeconds(1);
 
-    internal RobustMutex(Segment segment, byte* mutex, LockType type)
+    internal RobustMutex(MappedSegment segment, byte* mutex, LockType type)
     {
         _segment = segment;
         _mutex = mutex;
@@ -86,22 +71,26 @@ internal sealed unsafe class RobustMutex
 
     // ---------------------------------------------------------------- acquire
 
-    /// <summary>Blocks until the lock is held.</summary>
+    // Lock and TryLock report whether the acquisition recovered the lock from a dead owner; the
+    // public objects wrap that into a LockScope, whose Dispose calls Unlock.
+
+    /// <summary>Blocks until the lock is held; returns true when it was recovered from a dead owner.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal LockScope Lock()
+    internal bool Lock()
     {
         _segment.AddRef();
         int rc = KindIsIntact() ? LockNow() : ThrowCorruptKind();
-        if (rc == 0) return new LockScope(this, false);
+        if (rc == 0) return false;
         return Finish(rc is ETIMEDOUT or EBUSY ? Wait(Timeout.InfiniteTimeSpan) : rc);
     }
 
-    /// <summary>Waits at most <paramref name="timeout"/>; false when the lock was not acquired in time.</summary>
-    internal bool TryLock(TimeSpan timeout, out LockScope scope)
+    /// <summary>Waits at most <paramref name="timeout"/>; false when the lock was not acquired in time.
+    /// <paramref name="recovered"/> is true when it was recovered from a dead owner.</summary>
+    internal bool TryLock(TimeSpan timeout, out bool recovered)
     {
         if (timeout == Timeout.InfiniteTimeSpan)
         {
-            scope = Lock();
+            recovered = Lock();
             return true;
         }
         if (timeout < TimeSpan.Zero)
@@ -112,10 +101,10 @@ internal sealed unsafe class RobustMutex
         if (rc is ETIMEDOUT or EBUSY)
         {
             _segment.Release();
-            scope = default;
+            recovered = false;
             return false;
         }
-        scope = Finish(rc);
+        recovered = Finish(rc);
         return true;
     }
 
@@ -172,10 +161,11 @@ internal sealed unsafe class RobustMutex
         return Word(LockWord) == word ? tid : 0;
     }
 
-    /// <summary>Handles every result but "acquired cleanly" (section 7.3). The caller holds a reference.</summary>
-    private LockScope Finish(int rc)
+    /// <summary>Handles every result but "acquired cleanly" (section 7.3); returns true for a recovery.
+    /// The caller holds a reference.</summary>
+    private bool Finish(int rc)
     {
-        if (rc == 0) return new LockScope(this, false);
+        if (rc == 0) return false;
         if (rc == EOWNERDEAD)
         {
             // We hold the lock now. Make it consistent before anything else, so that no unlock can
@@ -188,7 +178,7 @@ internal sealed unsafe class RobustMutex
                 throw new SharedBridgeException($"pthread_mutex_consistent failed on the lock of \"{_segment.Name}\": {Describe(c)}");
             }
             _segment.RecordRecovery();
-            return new LockScope(this, true);
+            return true;
         }
         _segment.Release();
         throw rc switch

@@ -1,16 +1,17 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using Microsoft.Win32.SafeHandles;
-using static SharedBridge.HeaderLayout;
+using SharedBridge.Format;
+using static SharedBridge.Format.HeaderLayout;
 
-namespace SharedBridge;
+namespace SharedBridge.Platform;
 
 /// <summary>
 /// One mapped shared-memory object: creates, opens, validates, maps and unlinks it, and owns the
 /// descriptor, the mapping and the pointer into it. Reference counted: every public object using
 /// the segment and every held lock keeps one reference; the mapping goes when the last one does.
 /// </summary>
-internal sealed unsafe class Segment
+internal sealed unsafe class MappedSegment
 {
     /// <summary>How often attaching starts over because the object changed size under it.</summary>
     private const int MaxSizeChanges = 5;
@@ -32,7 +33,7 @@ internal sealed unsafe class Segment
     /// <summary>Bytes mapped: data_offset + data_size of the validated header (never the whole object).</summary>
     internal long MappedSize { get; }
 
-    private Segment(string name, SafeFileHandle fd, MappedMemory mapping, Interop.FileStat identity, bool isCreator, bool keep)
+    private MappedSegment(string name, SafeFileHandle fd, MappedMemory mapping, Interop.FileStat identity, bool isCreator, bool keep)
     {
         Name = name;
         _fd = fd;
@@ -53,7 +54,7 @@ internal sealed unsafe class Segment
 
     // ---------------------------------------------------------------- creation
 
-    internal static Segment Create(string? name, HeaderSpec spec, UnixFileMode mode, bool keep, ReadOnlySpan<byte> initialData)
+    internal static MappedSegment Create(string? name, HeaderSpec spec, UnixFileMode mode, bool keep, ReadOnlySpan<byte> initialData)
     {
         if (name is not null) SegmentName.Validate(name);
         if (spec.TypeName.Length >= TypeNameWidth) throw new InvalidOperationException("type name too long");
@@ -80,7 +81,7 @@ internal sealed unsafe class Segment
         }
     }
 
-    private static Segment Initialize(string name, SafeFileHandle fd, HeaderSpec spec, UnixFileMode mode, bool keep,
+    private static MappedSegment Initialize(string name, SafeFileHandle fd, HeaderSpec spec, UnixFileMode mode, bool keep,
         long total, ReadOnlySpan<byte> initialData)
     {
         // shm_open's mode is reduced by the umask; the user asked for this exact mode.
@@ -102,13 +103,13 @@ internal sealed unsafe class Segment
                 : OsError($"posix_fallocate on \"{name}\" failed", rc);
 
         var identity = FStat(name, fd);
-        var segment = new Segment(name, fd, Map(name, fd, total), identity, isCreator: true, keep);
+        var segment = new MappedSegment(name, fd, Map(name, fd, total), identity, isCreator: true, keep);
         try
         {
             var header = new Span<byte>(segment._base, spec.HeaderSize);
             HeaderCodec.WriteIdentity(header, spec, ProcessInfo.Pid, ProcessInfo.StartTime, ProcessInfo.UnixNanosecondsNow());
-            if (spec.LockKind == LockKind.Embedded)
-                RobustMutex.Initialize(segment._base + HeaderLayout.Mutex, LockAbi.RequireCurrent().MutexSize, spec.LockType);
+            if (spec.LockKind == LockKind.Embedded) // Format.LockAbi: the type, not HeaderLayout.LockAbi (the offset)
+                RobustMutex.Initialize(segment._base + HeaderLayout.Mutex, Format.LockAbi.RequireCurrent().MutexSize, spec.LockType);
             initialData.CopyTo(new Span<byte>(segment._base + spec.HeaderSize, (int)Math.Min(spec.DataSize, int.MaxValue)));
             *(uint*)(segment._base + HeaderCrc32) = HeaderCodec.ComputeCrc(header);
             Interlocked.MemoryBarrier();
@@ -128,12 +129,11 @@ internal sealed unsafe class Segment
 
     // ---------------------------------------------------------------- opening
 
-    internal static Segment Open(string name, OpenOptions options)
+    /// <summary>Opens and validates segment <paramref name="name"/>, waiting up to <paramref name="readyTimeout"/>
+    /// (non-negative or infinite; the caller checked it) for a creator still initializing it.</summary>
+    internal static MappedSegment Open(string name, TimeSpan readyTimeout, bool allowOtherOwner)
     {
         SegmentName.Validate(name);
-        TimeSpan timeout = options.ReadyTimeout ?? TimeSpan.FromSeconds(5);
-        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
-            throw new ArgumentOutOfRangeException(nameof(options), timeout, "The ready timeout must be non-negative.");
         // O_NONBLOCK: a FIFO planted under the name must never block the open.
         var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDWR | Interop.O_NONBLOCK, 0, out int errno);
         if (fd is null) throw OpenError(name, errno, creating: false);
@@ -141,13 +141,13 @@ internal sealed unsafe class Segment
         {
             var identity = FStat(name, fd);
             if (!identity.IsRegularFile)
-                throw NotASharedBridgeSegment(name, $"it is not a regular file ({FileTypeName(identity.Mode)})");
+                throw HeaderCodec.NotASharedBridgeSegment(name, $"it is not a regular file ({FileTypeName(identity.Mode)})");
             uint me = Interop.GetEUid();
-            if (identity.Uid != me && !options.AllowOtherOwner)
+            if (identity.Uid != me && !allowOtherOwner)
                 throw new SegmentAccessDeniedException(name,
                     $"Segment \"{name}\" is owned by uid {identity.Uid}, not you (uid {me}); its owner can change or resize it at any time. " +
                     "Pass AllowOtherOwner = true in OpenOptions if you trust it.");
-            var segment = Attach(name, fd, identity, timeout);
+            var segment = Attach(name, fd, identity, readyTimeout);
             return segment;
         }
         catch
@@ -159,7 +159,7 @@ internal sealed unsafe class Segment
 
     /// <summary>Section 6.2 with the order of checks of the hardening rules: size, magic, state, then
     /// the copied header's fields; maps data_offset + data_size only after validation.</summary>
-    private static Segment Attach(string name, SafeFileHandle fd, Interop.FileStat identity, TimeSpan timeout)
+    private static MappedSegment Attach(string name, SafeFileHandle fd, Interop.FileStat identity, TimeSpan timeout)
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         int sleepMs = 1;
@@ -170,7 +170,7 @@ internal sealed unsafe class Segment
         {
             long size = FStat(name, fd).Size;
             if (size > 0 && size < MagicBytes.Length)
-                throw NotASharedBridgeSegment(name, $"the object is only {size} bytes, too small to hold a SharedBridge header");
+                throw HeaderCodec.NotASharedBridgeSegment(name, $"the object is only {size} bytes, too small to hold a SharedBridge header");
             if (size >= MagicBytes.Length)
             {
                 // The state word first (acquire): a creator writes it last, so what is read after it is complete.
@@ -189,7 +189,7 @@ internal sealed unsafe class Segment
                     bool unwritten = magic.IndexOfAnyExcept((byte)0) < 0 && size >= FixedSize && firstState == StateInitializing
                                      && BinaryPrimitives.ReadUInt32LittleEndian(fixedCopy.AsSpan(State)) == StateInitializing;
                     if (!unwritten)
-                        throw NotASharedBridgeSegment(name, "wrong magic: this name belongs to another program");
+                        throw HeaderCodec.NotASharedBridgeSegment(name, "wrong magic: this name belongs to another program");
                 }
                 else if (size < FixedSize)
                 {
@@ -223,7 +223,7 @@ internal sealed unsafe class Segment
 
     /// <summary>Copies the whole header once (section 6.2 step 3), validates the copy, maps what it
     /// describes. Null when the object changed size meanwhile (the caller starts over).</summary>
-    private static Segment? TryLoad(string name, SafeFileHandle fd, Interop.FileStat identity, byte[] fixedCopy, long size)
+    private static MappedSegment? TryLoad(string name, SafeFileHandle fd, Interop.FileStat identity, byte[] fixedCopy, long size)
     {
         int headerSize = HeaderCodec.ReadHeaderSize(name, fixedCopy, size);
         var copy = new byte[headerSize];
@@ -238,7 +238,7 @@ internal sealed unsafe class Segment
             mapping.Dispose();
             return null;
         }
-        var segment = new Segment(name, fd, mapping, identity, isCreator: false, keep: true) { Header = header };
+        var segment = new MappedSegment(name, fd, mapping, identity, isCreator: false, keep: true) { Header = header };
         segment.AttachMutex();
         return segment;
     }
@@ -280,9 +280,6 @@ internal sealed unsafe class Segment
         var type => $"file type 0x{type:X}",
     };
 
-    internal static NotASharedBridgeSegmentException NotASharedBridgeSegment(string name, string problem) =>
-        new($"Segment \"{name}\" is not a SharedBridge segment: {problem}. Choose another name; do not unlink it unless you know whose it is.");
-
     internal static SharedBridgeException OsError(string what, int errno) => new($"{what}: {Interop.Describe(errno)}");
 
     private static Exception OpenError(string name, int errno, bool creating) => errno switch
@@ -295,12 +292,39 @@ internal sealed unsafe class Segment
             $"Permission denied {(creating ? "creating" : "opening")} segment \"{name}\": it belongs to another user or its mode forbids access."),
         // glibc's shm_open opens with O_NOFOLLOW (a symbolic link gives ELOOP) and turns EISDIR into
         // EINVAL; the name itself was validated before, so these mean "something else lives here".
-        Interop.ELOOP or Interop.EISDIR or Interop.ENXIO or Interop.EINVAL when !creating => NotASharedBridgeSegment(name,
+        Interop.ELOOP or Interop.EISDIR or Interop.ENXIO or Interop.EINVAL when !creating => HeaderCodec.NotASharedBridgeSegment(name,
             $"it is not a regular file ({(errno == Interop.ELOOP ? "a symbolic link" : errno == Interop.ENXIO ? "a socket or device" : "a directory")})"),
         Interop.EINVAL or Interop.ENAMETOOLONG => new InvalidSegmentNameException(
             $"The system refused the segment name \"{name}\": {Interop.Describe(errno)}."),
         _ => OsError($"shm_open(\"{name}\") failed", errno),
     };
+
+    // ---------------------------------------------------------------- by name, without mapping
+
+    /// <summary>Removes a segment name without opening it (an explicit unlink, section 8).</summary>
+    internal static void UnlinkByName(string name)
+    {
+        SegmentName.Validate(name);
+        if (Interop.ShmUnlink(SegmentName.ToOsName(name)) != 0)
+        {
+            int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            throw errno switch
+            {
+                Interop.ENOENT => new SegmentNotFoundException(name, $"No segment named \"{name}\" exists."),
+                Interop.EACCES or Interop.EPERM => new SegmentAccessDeniedException(name,
+                    $"Permission denied unlinking segment \"{name}\": {Interop.Describe(errno)}."),
+                _ => OsError($"shm_unlink(\"{name}\") failed", errno),
+            };
+        }
+    }
+
+    /// <summary>True when something exists under the name (the name is validated first).</summary>
+    internal static bool Exists(string name)
+    {
+        SegmentName.Validate(name);
+        using var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out int errno);
+        return fd is not null || errno != Interop.ENOENT;
+    }
 
     // ---------------------------------------------------------------- lock bookkeeping
 

@@ -1,3 +1,6 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+using SharedBridge.Platform;
+
 namespace SharedBridge;
 
 /// <summary>

@@ -1,3 +1,7 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+using SharedBridge.Objects;
+using SharedBridge.Platform;
+
 namespace SharedBridge;
 
 /// <summary>
@@ -7,9 +11,9 @@ namespace SharedBridge;
 public sealed unsafe class SharedSegment : IDisposable
 {
     private const string OwnerName = "SharedSegment";
-    private readonly SegmentBinding _binding;
+    private readonly SharedObjectCore _core;
 
-    private SharedSegment(SegmentBinding binding) => _binding = binding;
+    private SharedSegment(SharedObjectCore core) => _core = core;
 
     /// <summary>Opens and validates any segment (array, value or lock, any element type).</summary>
     /// <param name="name">Segment name.</param>
@@ -21,39 +25,20 @@ public sealed unsafe class SharedSegment : IDisposable
     /// <param name="name">Segment name.</param>
     /// <param name="options">How long to wait for the creator, and whether another user's segment is accepted.</param>
     public static SharedSegment Open(string name, OpenOptions options) =>
-        new(SegmentBinding.Open(OwnerName, name, options ?? throw new ArgumentNullException(nameof(options)), _ => null));
+        new(SharedObjectCore.Open(OwnerName, name, options ?? throw new ArgumentNullException(nameof(options)), _ => null));
 
     /// <summary>Removes a segment name (explicit unlink; memory stays mapped for processes using it).</summary>
     /// <exception cref="SegmentNotFoundException">No such segment.</exception>
-    public static void Unlink(string name)
-    {
-        SegmentName.Validate(name);
-        if (Interop.ShmUnlink(SegmentName.ToOsName(name)) != 0)
-        {
-            int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
-            throw errno switch
-            {
-                Interop.ENOENT => new SegmentNotFoundException(name, $"No segment named \"{name}\" exists."),
-                Interop.EACCES or Interop.EPERM => new SegmentAccessDeniedException(name,
-                    $"Permission denied unlinking segment \"{name}\": {Interop.Describe(errno)}."),
-                _ => Segment.OsError($"shm_unlink(\"{name}\") failed", errno),
-            };
-        }
-    }
+    public static void Unlink(string name) => MappedSegment.UnlinkByName(name);
 
     /// <summary>True when a segment of this name exists (the name is validated first).</summary>
-    public static bool Exists(string name)
-    {
-        SegmentName.Validate(name);
-        using var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out int errno);
-        return fd is not null || errno != Interop.ENOENT;
-    }
+    public static bool Exists(string name) => MappedSegment.Exists(name);
 
     /// <summary>The segment name.</summary>
-    public string Name => _binding.Name;
+    public string Name => _core.Name;
 
     /// <summary>The validated private copy of the header.</summary>
-    public SegmentHeader Header => _binding.Header;
+    public SegmentHeader Header => _core.Header;
 
     /// <summary>The data area (data_size bytes) over shared memory. Do not use it after Dispose.</summary>
     /// <exception cref="NotSupportedException">The data area is larger than 2 GiB.</exception>
@@ -61,10 +46,10 @@ public sealed unsafe class SharedSegment : IDisposable
     {
         get
         {
-            _binding.ThrowIfDisposed();
+            _core.ThrowIfDisposed();
             long size = Header.DataSize;
             if (size > int.MaxValue) throw new NotSupportedException($"The data area of \"{Name}\" ({size} bytes) is too large for a Span.");
-            return new Span<byte>(_binding.Segment.Data, (int)size);
+            return new Span<byte>(_core.Segment.Data, (int)size);
         }
     }
 
@@ -73,26 +58,26 @@ public sealed unsafe class SharedSegment : IDisposable
     {
         get
         {
-            _binding.ThrowIfDisposed();
-            return _binding.Segment.LiveState;
+            _core.ThrowIfDisposed();
+            return _core.Segment.LiveState;
         }
     }
 
     /// <summary>True when the segment is synchronized by a shared lock (embedded, or external and opened).</summary>
-    public bool HasLock => _binding.HasLock;
+    public bool HasLock => _core.HasLock;
 
     /// <summary>Acquires the segment's shared lock, blocking.</summary>
-    public LockScope Lock() => _binding.Lock();
+    public LockScope Lock() => _core.Lock();
 
     /// <summary>Acquires the lock within <paramref name="timeout"/>.</summary>
     /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
-    public LockScope Lock(TimeSpan timeout) => _binding.Lock(timeout);
+    public LockScope Lock(TimeSpan timeout) => _core.Lock(timeout);
 
     /// <summary>Tries to acquire the lock within <paramref name="timeout"/>.</summary>
-    public bool TryLock(TimeSpan timeout, out LockScope scope) => _binding.TryLock(timeout, out scope);
+    public bool TryLock(TimeSpan timeout, out LockScope scope) => _core.TryLock(timeout, out scope);
 
     /// <summary>Dead-owner recoveries of the lock so far (live).</summary>
-    public long LockRecoveries => _binding.LockRecoveries;
+    public long LockRecoveries => _core.LockRecoveries;
 
     /// <summary>
     /// Thread id (Linux tid) of the current holder of the embedded lock, 0 when it is free, read from
@@ -102,8 +87,8 @@ public sealed unsafe class SharedSegment : IDisposable
     {
         get
         {
-            _binding.ThrowIfDisposed();
-            return _binding.Segment.Mutex is { } mutex ? mutex.OwnerThreadId : 0;
+            _core.ThrowIfDisposed();
+            return _core.Segment.Mutex is { } mutex ? mutex.OwnerThreadId : 0;
         }
     }
 
@@ -112,11 +97,11 @@ public sealed unsafe class SharedSegment : IDisposable
     {
         get
         {
-            _binding.ThrowIfDisposed();
-            return _binding.Segment.Mutex is { } mutex && mutex.OwnerDied;
+            _core.ThrowIfDisposed();
+            return _core.Segment.Mutex is { } mutex && mutex.OwnerDied;
         }
     }
 
     /// <summary>Closes this view (never unlinks: an attacher only unlinks explicitly).</summary>
-    public void Dispose() => _binding.Dispose();
+    public void Dispose() => _core.Dispose();
 }

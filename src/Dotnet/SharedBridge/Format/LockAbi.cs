@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace SharedBridge;
+namespace SharedBridge.Format;
 
 /// <summary>The layout of glibc's pthread_mutex_t on this machine (header field <c>lock_abi</c>).</summary>
 internal sealed record LockAbi(int Id, int MutexSize, string Description)

@@ -1,8 +1,8 @@
 using System.Buffers.Binary;
 using System.Text;
-using static SharedBridge.HeaderLayout;
+using static SharedBridge.Format.HeaderLayout;
 
-namespace SharedBridge;
+namespace SharedBridge.Format;
 
 /// <summary>What a creator puts into a header.</summary>
 internal sealed record HeaderSpec(
@@ -101,7 +101,7 @@ internal static class HeaderCodec
     internal static void CheckMagicAndVersion(string name, ReadOnlySpan<byte> h)
     {
         if (!h[..8].SequenceEqual(MagicBytes))
-            throw Segment.NotASharedBridgeSegment(name, "wrong magic: this name belongs to another program");
+            throw NotASharedBridgeSegment(name, "wrong magic: this name belongs to another program");
         int version = BinaryPrimitives.ReadUInt16LittleEndian(h[HeaderLayout.Version..]);
         int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersion..]);
         if (compat > FormatVersion)
@@ -370,4 +370,8 @@ internal static class HeaderCodec
     internal static CorruptSegmentException Corrupt(string name, string problem) =>
         new($"Segment \"{name}\" has a corrupt header: {problem}. It was not written by a conforming SharedBridge " +
             "(or was damaged); recreate it.");
+
+    /// <summary>The name holds something that is not a SharedBridge segment (wrong magic, not a regular file, ...).</summary>
+    internal static NotASharedBridgeSegmentException NotASharedBridgeSegment(string name, string problem) =>
+        new($"Segment \"{name}\" is not a SharedBridge segment: {problem}. Choose another name; do not unlink it unless you know whose it is.");
 }

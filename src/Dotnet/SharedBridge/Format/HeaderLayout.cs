@@ -1,4 +1,4 @@
-namespace SharedBridge;
+namespace SharedBridge.Format;
 
 /// <summary>Byte offsets and sizes of docs/format.md sections 3 and 4.</summary>
 internal static class HeaderLayout

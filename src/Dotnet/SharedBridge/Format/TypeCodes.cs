@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace SharedBridge;
+namespace SharedBridge.Format;
 
 /// <summary>One row of the element type table (docs/format.md section 3.4).</summary>
 internal sealed record TypeCodeRow(char Code, int Size, string CtypesName, Type Canonical, Type[] Accepted);

@@ -1,19 +1,22 @@
 using System.Runtime.CompilerServices;
+using SharedBridge.Format;
+using SharedBridge.Platform;
 
-namespace SharedBridge;
+namespace SharedBridge.Objects;
 
 /// <summary>
-/// What every public segment object shares: the segment, the lock it is synchronized with (its own
-/// or another segment's), ownership and disposal. The public classes delegate to this.
+/// What every public object (SharedArray, SharedValue, SharedCharArray, SharedLock, SharedSegment)
+/// is made of and delegates to: its mapped segment, the lock it is synchronized with (its own or
+/// another segment's), whether it owns the segment, and its disposal.
 /// </summary>
-internal sealed class SegmentBinding
+internal sealed class SharedObjectCore
 {
-    private readonly Segment? _lockSegment; // the other segment whose lock we use (lock_kind 2)
+    private readonly MappedSegment? _lockSegment; // the other segment whose lock we use (lock_kind 2)
     private readonly RobustMutex? _mutex;
     private readonly string _owner;
     private int _disposed;
 
-    private SegmentBinding(string owner, Segment segment, Segment? lockSegment)
+    private SharedObjectCore(string owner, MappedSegment segment, MappedSegment? lockSegment)
     {
         _owner = owner;
         Segment = segment;
@@ -21,7 +24,7 @@ internal sealed class SegmentBinding
         _mutex = lockSegment?.Mutex ?? segment.Mutex;
     }
 
-    internal Segment Segment { get; }
+    internal MappedSegment Segment { get; }
     internal SegmentHeader Header => Segment.Header;
     internal string Name => Segment.Name;
     internal bool IsOwner => !_shared && Segment.IsCreator;
@@ -29,9 +32,9 @@ internal sealed class SegmentBinding
     internal bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
     /// <summary>The segment holding the lock (this one or the external lock segment).</summary>
-    internal Segment? LockHolder => _lockSegment ?? (Segment.Mutex is not null ? Segment : null);
+    internal MappedSegment? LockHolder => _lockSegment ?? (Segment.Mutex is not null ? Segment : null);
 
-    internal static SegmentBinding Create(string owner, string? name, SegmentKind kind, char typeCode, int elementSize,
+    internal static SharedObjectCore Create(string owner, string? name, SegmentKind kind, char typeCode, int elementSize,
         long count, string typeName, StructField[] fields, SegmentOptions? options, ReadOnlySpan<byte> initial)
     {
         options ??= SegmentOptions.Default;
@@ -42,7 +45,7 @@ internal sealed class SegmentBinding
         if ((mode & 0x180) != 0x180)
             throw new ArgumentException(
                 $"Mode {Convert.ToString(mode, 8)} (octal) does not give the owner read and write (0600): the creator must be able to use its segment.", nameof(options));
-        Segment? lockSegment = null;
+        MappedSegment? lockSegment = null;
         LockKind lockKind = LockKind.None;
         string lockName = "";
         if (options.SharedLock is { } shared)
@@ -63,8 +66,8 @@ internal sealed class SegmentBinding
             var spec = new HeaderSpec(kind, typeCode, elementSize, count, lockKind,
                 lockKind == LockKind.Embedded ? (options.RecursiveLock ? LockType.Recursive : LockType.ErrorChecking) : LockType.None,
                 lockName, typeName, fields);
-            var segment = Segment.Create(name, spec, options.Mode, options.KeepOnDispose, initial);
-            return new SegmentBinding(owner, segment, lockSegment);
+            var segment = MappedSegment.Create(name, spec, options.Mode, options.KeepOnDispose, initial);
+            return new SharedObjectCore(owner, segment, lockSegment);
         }
         catch
         {
@@ -75,18 +78,18 @@ internal sealed class SegmentBinding
 
     /// <summary>Opens a segment; <paramref name="verify"/> returns why the header does not fit the
     /// caller's type (TypeMismatchException), or null.</summary>
-    internal static SegmentBinding Open(string owner, string name, OpenOptions? options, Func<SegmentHeader, string?> verify)
+    internal static SharedObjectCore Open(string owner, string name, OpenOptions? options, Func<SegmentHeader, string?> verify)
     {
         options ??= OpenOptions.Default;
-        var segment = Segment.Open(name, options);
-        Segment? lockSegment = null;
+        var segment = OpenMapped(name, options);
+        MappedSegment? lockSegment = null;
         try
         {
             if (verify(segment.Header) is { } why)
                 throw new TypeMismatchException($"Segment \"{name}\" cannot be opened as {owner}: {why}.");
             if (segment.Header.LockKind == LockKind.External)
                 lockSegment = OpenLockSegment(segment.Header, options);
-            return new SegmentBinding(owner, segment, lockSegment);
+            return new SharedObjectCore(owner, segment, lockSegment);
         }
         catch
         {
@@ -96,26 +99,36 @@ internal sealed class SegmentBinding
         }
     }
 
-    /// <summary>A second binding on an already open segment (for example an array's GetLock()).</summary>
-    internal static SegmentBinding Share(string owner, Segment segment)
+    /// <summary>A second core on an already open segment (for example an array's GetLock()).</summary>
+    internal static SharedObjectCore Share(string owner, MappedSegment segment)
     {
         segment.AddRef();
-        return new SegmentBinding(owner, segment, null, shared: true);
+        return new SharedObjectCore(owner, segment, null, shared: true);
     }
 
-    private SegmentBinding(string owner, Segment segment, Segment? lockSegment, bool shared) : this(owner, segment, lockSegment)
+    private SharedObjectCore(string owner, MappedSegment segment, MappedSegment? lockSegment, bool shared) : this(owner, segment, lockSegment)
     {
         _shared = shared;
     }
 
     private readonly bool _shared;
 
-    private static Segment OpenLockSegment(SegmentHeader header, OpenOptions options)
+    /// <summary>The options resolved to what the mapping layer takes (the name is checked first, as ever).</summary>
+    private static MappedSegment OpenMapped(string name, OpenOptions options)
     {
-        Segment lockSegment;
+        SegmentName.Validate(name);
+        TimeSpan timeout = options.ReadyTimeout ?? TimeSpan.FromSeconds(5);
+        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
+            throw new ArgumentOutOfRangeException(nameof(options), timeout, "The ready timeout must be non-negative.");
+        return MappedSegment.Open(name, timeout, options.AllowOtherOwner);
+    }
+
+    private static MappedSegment OpenLockSegment(SegmentHeader header, OpenOptions options)
+    {
+        MappedSegment lockSegment;
         try
         {
-            lockSegment = Segment.Open(header.LockName, options);
+            lockSegment = OpenMapped(header.LockName, options);
         }
         catch (CorruptSegmentException e)
         {
@@ -152,7 +165,9 @@ internal sealed class SegmentBinding
     internal LockScope Lock()
     {
         ThrowIfDisposed();
-        return (_mutex ?? ThrowNoLock()).Lock();
+        var mutex = _mutex ?? ThrowNoLock();
+        bool recovered = mutex.Lock();
+        return new LockScope(mutex, recovered);
     }
 
     internal LockScope Lock(TimeSpan timeout)
@@ -166,7 +181,10 @@ internal sealed class SegmentBinding
     internal bool TryLock(TimeSpan timeout, out LockScope scope)
     {
         ThrowIfDisposed();
-        return (_mutex ?? ThrowNoLock()).TryLock(timeout, out scope);
+        var mutex = _mutex ?? ThrowNoLock();
+        bool acquired = mutex.TryLock(timeout, out bool recovered);
+        scope = acquired ? new LockScope(mutex, recovered) : default;
+        return acquired;
     }
 
     internal long LockRecoveries

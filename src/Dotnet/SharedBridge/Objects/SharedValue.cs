@@ -1,4 +1,7 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
 using System.Runtime.InteropServices;
+using SharedBridge.Format;
+using SharedBridge.Objects;
 
 namespace SharedBridge;
 
@@ -11,15 +14,15 @@ namespace SharedBridge;
 public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
 {
     private static readonly string OwnerName = $"SharedValue<{typeof(T).Name}>";
-    private readonly SegmentBinding _binding;
+    private readonly SharedObjectCore _core;
     private readonly ElementType _element;
     private readonly T* _data;
 
-    private SharedValue(SegmentBinding binding, ElementType element)
+    private SharedValue(SharedObjectCore core, ElementType element)
     {
-        _binding = binding;
+        _core = core;
         _element = element;
-        _data = (T*)binding.Segment.Data;
+        _data = (T*)core.Segment.Data;
     }
 
     /// <summary>Creates a value segment holding <paramref name="initial"/>.</summary>
@@ -30,7 +33,7 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
     {
         var element = ElementType.Of<T>();
         char code = element.CodeForCreate(options?.TypeCode);
-        return new SharedValue<T>(SegmentBinding.Create(OwnerName, name, SegmentKind.Value, code, element.Size, 1,
+        return new SharedValue<T>(SharedObjectCore.Create(OwnerName, name, SegmentKind.Value, code, element.Size, 1,
             element.TypeName, element.Fields, options, MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in initial))), element);
     }
 
@@ -50,7 +53,7 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(options);
         var element = ElementType.Of<T>();
-        return new SharedValue<T>(SegmentBinding.Open(OwnerName, name, options, header =>
+        return new SharedValue<T>(SharedObjectCore.Open(OwnerName, name, options, header =>
             header.Kind != SegmentKind.Value
                 ? $"it is {(header.Kind == SegmentKind.Array ? "an array" : "a lock-only")} segment, not a value" +
                   (header.Kind == SegmentKind.Array ? $" (use SharedArray<{typeof(T).Name}>.Open)" : "")
@@ -58,19 +61,19 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
     }
 
     /// <summary>The segment name.</summary>
-    public string Name => _binding.Name;
+    public string Name => _core.Name;
 
     /// <summary>The segment's typecode.</summary>
-    public char TypeCode => _binding.Header.TypeCode;
+    public char TypeCode => _core.Header.TypeCode;
 
     /// <summary>True when the segment has a shared lock.</summary>
-    public bool IsSynchronized => _binding.HasLock;
+    public bool IsSynchronized => _core.HasLock;
 
     /// <summary>True when this object created the segment.</summary>
-    public bool IsOwner => _binding.IsOwner;
+    public bool IsOwner => _core.IsOwner;
 
     /// <summary>The validated private copy of the header.</summary>
-    public SegmentHeader Header => _binding.Header;
+    public SegmentHeader Header => _core.Header;
 
     /// <summary>The value (a plain read or write of shared memory; does not take the lock). The getter
     /// returns a copy with bools normalized to true/false and Runes checked.</summary>
@@ -92,32 +95,32 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
     {
         get
         {
-            _binding.ThrowIfDisposed();
+            _core.ThrowIfDisposed();
             return ref *_data;
         }
     }
 
     /// <summary>Acquires the shared lock, blocking; dispose the scope to release it.</summary>
-    public LockScope Lock() => _binding.Lock();
+    public LockScope Lock() => _core.Lock();
 
     /// <summary>Acquires the shared lock within <paramref name="timeout"/>.</summary>
     /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
-    public LockScope Lock(TimeSpan timeout) => _binding.Lock(timeout);
+    public LockScope Lock(TimeSpan timeout) => _core.Lock(timeout);
 
     /// <summary>Tries to acquire the shared lock within <paramref name="timeout"/>.</summary>
-    public bool TryLock(TimeSpan timeout, out LockScope scope) => _binding.TryLock(timeout, out scope);
+    public bool TryLock(TimeSpan timeout, out LockScope scope) => _core.TryLock(timeout, out scope);
 
     /// <summary>A <see cref="SharedLock"/> for this value's lock (like Python's <c>get_lock()</c>).</summary>
-    public SharedLock GetLock() => SharedLock.ForSegmentOf(_binding);
+    public SharedLock GetLock() => SharedLock.ForSegmentOf(_core);
 
     /// <summary>Dead-owner recoveries of the lock so far.</summary>
-    public long LockRecoveries => _binding.LockRecoveries;
+    public long LockRecoveries => _core.LockRecoveries;
 
     /// <summary>Removes the name now; the memory stays mapped.</summary>
-    public void Unlink() => _binding.Unlink();
+    public void Unlink() => _core.Unlink();
 
     /// <summary>Closes the value; the creator also unlinks the name unless kept.</summary>
-    public void Dispose() => _binding.Dispose();
+    public void Dispose() => _core.Dispose();
 
     /// <inheritdoc/>
     public override string ToString() => $"SharedValue<{typeof(T).Name}>(\"{Name}\")";

@@ -1,3 +1,7 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+using SharedBridge.Objects;
+using SharedBridge.Platform;
+
 namespace SharedBridge;
 
 /// <summary>
@@ -8,9 +12,9 @@ namespace SharedBridge;
 public sealed class SharedLock : IDisposable
 {
     private const string OwnerName = "SharedLock";
-    private readonly SegmentBinding _binding;
+    private readonly SharedObjectCore _core;
 
-    private SharedLock(SegmentBinding binding) => _binding = binding;
+    private SharedLock(SharedObjectCore core) => _core = core;
 
     /// <summary>Creates a lock-only segment.</summary>
     /// <param name="name">Segment name, or null for a generated name.</param>
@@ -19,7 +23,7 @@ public sealed class SharedLock : IDisposable
     {
         if (options is not null && (!options.Synchronized || options.SharedLock is not null || options.TypeCode is not null))
             throw new ArgumentException("A SharedLock has its own embedded lock and no data: Synchronized must be true, SharedLock and TypeCode null.", nameof(options));
-        return new SharedLock(SegmentBinding.Create(OwnerName, name, SegmentKind.Lock, '\0', 0, 0, "", [], options, default));
+        return new SharedLock(SharedObjectCore.Create(OwnerName, name, SegmentKind.Lock, '\0', 0, 0, "", [], options, default));
     }
 
     /// <summary>Opens the lock of an existing segment: a lock-only segment (Python's <c>sharedbridge.Lock</c>/<c>RLock</c>)
@@ -35,53 +39,53 @@ public sealed class SharedLock : IDisposable
     /// <param name="options">How long to wait for the creator, and whether another user's segment is accepted.</param>
     /// <exception cref="TypeMismatchException">The segment has no embedded lock.</exception>
     public static SharedLock Open(string name, OpenOptions options) =>
-        new(SegmentBinding.Open(OwnerName, name, options ?? throw new ArgumentNullException(nameof(options)),
+        new(SharedObjectCore.Open(OwnerName, name, options ?? throw new ArgumentNullException(nameof(options)),
             header => header.LockKind == LockKind.Embedded ? null
             : header.LockKind == LockKind.External
                 ? $"it has no lock of its own: it uses the lock of \"{header.LockName}\" (open that one)"
                 : "it has no shared lock"));
 
-    internal static SharedLock ForSegmentOf(SegmentBinding binding)
+    internal static SharedLock ForSegmentOf(SharedObjectCore core)
     {
-        binding.ThrowIfDisposed();
-        var holder = binding.LockHolder ?? throw new InvalidOperationException(
-            $"Segment \"{binding.Name}\" is not synchronized: it has no lock to share.");
-        return new SharedLock(SegmentBinding.Share(OwnerName, holder));
+        core.ThrowIfDisposed();
+        var holder = core.LockHolder ?? throw new InvalidOperationException(
+            $"Segment \"{core.Name}\" is not synchronized: it has no lock to share.");
+        return new SharedLock(SharedObjectCore.Share(OwnerName, holder));
     }
 
     /// <summary>The segment holding the lock, with one more reference for a new user (lock_kind 2).</summary>
-    internal Segment LockSegmentForSharing()
+    internal MappedSegment LockSegmentForSharing()
     {
-        _binding.ThrowIfDisposed();
-        var segment = _binding.Segment;
+        _core.ThrowIfDisposed();
+        var segment = _core.Segment;
         segment.AddRef();
         return segment;
     }
 
     /// <summary>The name of the segment that holds the lock.</summary>
-    public string Name => _binding.Name;
+    public string Name => _core.Name;
 
     /// <summary>True when this object created the lock segment.</summary>
-    public bool IsOwner => _binding.IsOwner;
+    public bool IsOwner => _core.IsOwner;
 
     /// <summary>Recursive (RLock) or error-checking (Lock).</summary>
-    public LockType LockType => _binding.Header.LockType;
+    public LockType LockType => _core.Header.LockType;
 
     /// <summary>The validated private copy of the header.</summary>
-    public SegmentHeader Header => _binding.Header;
+    public SegmentHeader Header => _core.Header;
 
     /// <summary>Acquires the lock, blocking; dispose the scope to release it.</summary>
-    public LockScope Lock() => _binding.Lock();
+    public LockScope Lock() => _core.Lock();
 
     /// <summary>Acquires the lock within <paramref name="timeout"/>.</summary>
     /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
-    public LockScope Lock(TimeSpan timeout) => _binding.Lock(timeout);
+    public LockScope Lock(TimeSpan timeout) => _core.Lock(timeout);
 
     /// <summary>Tries to acquire the lock within <paramref name="timeout"/>.</summary>
-    public bool TryLock(TimeSpan timeout, out LockScope scope) => _binding.TryLock(timeout, out scope);
+    public bool TryLock(TimeSpan timeout, out LockScope scope) => _core.TryLock(timeout, out scope);
 
     /// <summary>The lock's state now (for tools: it may change as soon as it is read).</summary>
-    public LockState State => _binding.LockState;
+    public LockState State => _core.LockState;
 
     /// <summary>
     /// The operator's reset of docs/format.md section 7.4: re-initializes the lock of segment <paramref name="name"/>
@@ -92,20 +96,20 @@ public sealed class SharedLock : IDisposable
     /// <exception cref="TypeMismatchException">The segment has no lock of its own (the message names its lock segment, if any).</exception>
     public static bool Reset(string name)
     {
-        var binding = SegmentBinding.Open(OwnerName, name, null, header => header.LockKind == LockKind.Embedded ? null
+        var core = SharedObjectCore.Open(OwnerName, name, null, header => header.LockKind == LockKind.Embedded ? null
             : header.LockKind == LockKind.External
                 ? $"it uses the lock of \"{header.LockName}\": reset that one"
                 : "it has no shared lock to reset");
-        try { return binding.ResetLock(); }
-        finally { binding.Dispose(); }
+        try { return core.ResetLock(); }
+        finally { core.Dispose(); }
     }
 
     /// <summary>Dead-owner recoveries of this lock so far.</summary>
-    public long Recoveries => _binding.LockRecoveries;
+    public long Recoveries => _core.LockRecoveries;
 
     /// <summary>Removes the name now; the memory stays mapped.</summary>
-    public void Unlink() => _binding.Unlink();
+    public void Unlink() => _core.Unlink();
 
     /// <summary>Closes the lock; the creator also unlinks the name unless kept.</summary>
-    public void Dispose() => _binding.Dispose();
+    public void Dispose() => _core.Dispose();
 }

@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 
-namespace SharedBridge;
+namespace SharedBridge.Format;
 
 /// <summary>Name rules of docs/format.md section 1.1 and generated names.</summary>
 internal static class SegmentName

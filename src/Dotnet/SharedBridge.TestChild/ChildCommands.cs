@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using SharedBridge;
 
-namespace SharedBridge.Benchmarks;
+namespace SharedBridge.TestChild;
 
 /// <summary>
 /// Commands the xunit suite runs in a separate process (a test assembly cannot be launched as a
@@ -158,7 +158,7 @@ internal static partial class ChildCommands
                 return 0;
             }
             default:
-                Console.Error.WriteLine("usage: child increment NAME COUNT | hold NAME DEPTH VALUE | hold-lock NAME | create-and-exit NAME | read NAME" +
+                Console.Error.WriteLine("usage: SharedBridge.TestChild increment NAME COUNT | hold NAME DEPTH VALUE | hold-lock NAME | create-and-exit NAME | read NAME" +
                                         " | create-and-wait NAME KEPT [cancel-term] | throw-unhandled NAME | fork-dispose NAME | fuzz-open" +
                                         " | try-lock NAME MS | open-and-wait NAME");
                 return 2;

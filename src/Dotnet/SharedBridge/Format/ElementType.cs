@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 
-namespace SharedBridge;
+namespace SharedBridge.Format;
 
 /// <summary>How a .NET element type is stored: typecode, size and (for structs) the field table.</summary>
 internal sealed class ElementType

@@ -1,3 +1,4 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
 namespace SharedBridge;
 
 /// <summary>

@@ -3,7 +3,7 @@ using System.Reflection;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
-namespace SharedBridge;
+namespace SharedBridge.Format;
 
 /// <summary>
 /// Describes a .NET struct as a C structure with natural alignment (docs/format.md section 4):

@@ -3,7 +3,7 @@ using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
-namespace SharedBridge;
+namespace SharedBridge.Platform;
 
 /// <summary>
 /// Retires and unlinks the segments this process created (and did not keep) when the process ends:
@@ -28,7 +28,7 @@ namespace SharedBridge;
 /// </remarks>
 internal static class ExitCleanup
 {
-    private static readonly ConcurrentDictionary<Segment, byte> Owned = new();
+    private static readonly ConcurrentDictionary<MappedSegment, byte> Owned = new();
     private static readonly PosixSignal[] Signals = [PosixSignal.SIGTERM, PosixSignal.SIGINT, PosixSignal.SIGHUP];
     private static readonly object Gate = new();
     private static PosixSignalRegistration[]? s_registrations;
@@ -42,7 +42,7 @@ internal static class ExitCleanup
     internal static void InstallEarly() => InstallSignalHandlers();
 
     /// <summary>Adds a segment this process created and must clean up.</summary>
-    internal static void Register(Segment segment)
+    internal static void Register(MappedSegment segment)
     {
         Owned.TryAdd(segment, 0);
         lock (Gate)
@@ -56,7 +56,7 @@ internal static class ExitCleanup
     }
 
     /// <summary>Forgets a segment (its last reference is gone).</summary>
-    internal static void Unregister(Segment segment) => Owned.TryRemove(segment, out _);
+    internal static void Unregister(MappedSegment segment) => Owned.TryRemove(segment, out _);
 
     private static void InstallSignalHandlers()
     {

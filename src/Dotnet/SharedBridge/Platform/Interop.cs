@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
-namespace SharedBridge;
+namespace SharedBridge.Platform;
 
 /// <summary>
 /// Every call into libc. Functions that report failure through <c>errno</c> set
