@@ -10,11 +10,18 @@ the header is copied with pread, validated, and only then is exactly data_offset
 data_size mapped (never the whole object, never resizing it); an object that changes
 size meanwhile is retried, then refused.
 
-The mmap is never closed explicitly: ctypes objects export its buffer, and closing a
-mapping with live exports raises BufferError. The mapping goes away when the last
-object using it does, or at process exit.
+Mappings are made with libc mmap(2) through ctypes, not with the mmap module: CPython's
+mmap.mmap duplicates the descriptor it is given and keeps it open for the mapping's life,
+so every live object would hold a file descriptor (EMFILE after ~1,020 objects under
+``ulimit -n 1024``). Here the descriptor is closed right after mmap(2); the mapping is a
+ctypes ``c_char`` array over the mapped address (``Segment.mm``: a writable buffer that
+supports len, slicing, struct.pack_into and from_buffer like an mmap) whose instance
+dictionary holds an _Unmapper: munmap(2) runs when the last object using the mapping
+(every from_buffer view, memoryview and numpy array keeps it alive) is gone. A mutex view
+pinned in robust_mutex.PINNED keeps its mapping for the life of the process.
 """
 
+import ctypes
 import errno
 import mmap
 import os
@@ -34,6 +41,53 @@ from ..errors import (CorruptSegmentError, InsufficientMemoryError,
 from . import exit_cleanup
 
 DEFAULT_MODE = 0o600
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_mmap = _libc.mmap
+_mmap.restype = ctypes.c_void_p
+_mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                  ctypes.c_long)
+_munmap = _libc.munmap
+_munmap.restype = ctypes.c_int
+_munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class _Unmapper:
+    """Unmaps one mapping when collected (kept in the mapping view's __dict__)."""
+
+    __slots__ = ("addr", "length")
+
+    def __init__(self, addr, length):
+        self.addr = addr
+        self.length = length
+
+    def __del__(self):
+        try:
+            _munmap(self.addr, self.length)
+        except Exception:       # interpreter shutdown: the process unmaps everything anyway
+            pass
+
+
+def map_shared(fd, length):
+    """Map *length* bytes of *fd* read-write, MAP_SHARED, without keeping *fd*: returns a
+    ctypes c_char array over the mapping, unmapped when it (and every view) is gone.
+    Raises OSError (errno) like mmap.mmap, OverflowError for an impossible length."""
+    if length <= 0:
+        raise ValueError("cannot map an empty segment")
+    if length >= 2 ** 63:
+        raise OverflowError("mapping length too large")
+    addr = _mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    if addr is None or addr == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    try:
+        view = (ctypes.c_char * length).from_address(addr)
+    except BaseException:
+        _munmap(addr, length)
+        raise
+    view.__dict__["_sb_unmapper"] = _Unmapper(addr, length)
+    return view
 
 
 def _fence():
@@ -189,7 +243,7 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
                 raise
         inode = os.fstat(fd).st_ino
         try:
-            mm = mmap.mmap(fd, total)
+            mm = map_shared(fd, total)
         except (OverflowError, MemoryError):
             raise _too_large(seg_name, total) from None
         except OSError as e:
@@ -391,9 +445,9 @@ def _attach_once(name, fd, deadline, timeout):
     header = H.decode(fixed, table, size, state, name)
     length = header.total_size
     try:
-        mm = mmap.mmap(fd, length)
-    except ValueError:              # "mmap length is greater than file size": it shrank
-        raise _SizeChanged() from None
+        if os.fstat(fd).st_size < length:     # it shrank: mapping past the end would SIGBUS
+            raise _SizeChanged()
+        mm = map_shared(fd, length)
     except (OverflowError, MemoryError):
         raise _too_large(name, length) from None
     except OSError as e:
@@ -402,7 +456,7 @@ def _attach_once(name, fd, deadline, timeout):
         raise
     st = os.fstat(fd)
     if st.st_size != size:
-        mm.close()
+        del mm                      # unmapped now: nothing else refers to it
         raise _SizeChanged()
     return Segment(name, header, mm, length, 0, True, st.st_ino)
 
