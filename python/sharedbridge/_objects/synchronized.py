@@ -13,6 +13,7 @@ from _thread import get_ident
 from .._platform import robust_mutex
 from .raw_object import base_type, segment_of
 from .shared_lock import RLock, SharedLock
+from .unavailable import UnavailableObject, unavailable
 
 # Module globals for the hot paths: one lookup each, no attribute access per call.
 _lock_now, _unlock = robust_mutex.lock_now, robust_mutex.unlock
@@ -101,6 +102,17 @@ class SynchronizedBase:
     def __reduce__(self):
         # By name: the object and the lock each attach in the receiving process.
         return _rebuild_synchronized, (self._obj, self._lock)
+
+    def __copy__(self):
+        # multiprocessing: RuntimeError (assert_spawning) for copy and deepcopy alike.
+        raise RuntimeError(
+            f"{type(self).__name__} objects cannot be copied with the copy module (as in "
+            "multiprocessing): copy.copy(obj.get_obj()) gives a private copy, "
+            "sharedbridge.copy(obj.get_obj()) a new shared one, and pickling shares this "
+            "object by name")
+
+    def __deepcopy__(self, memo=None):
+        self.__copy__()
 
     def get_obj(self):
         return self._obj
@@ -272,4 +284,11 @@ for _public, _variant in _FOREIGN_LOCK_VARIANT.items():
 
 
 def _rebuild_synchronized(obj, lock):
-    return synchronized(obj, lock)
+    # Never raises (unavailable.py): a part that could not be attached stands for all.
+    for part in (obj, lock):
+        if isinstance(part, UnavailableObject):
+            return part
+    try:
+        return synchronized(obj, lock)
+    except Exception as e:
+        return unavailable(getattr(segment_of(obj), "name", None), e)

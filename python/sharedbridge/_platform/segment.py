@@ -131,11 +131,20 @@ class Segment:
         """True in the process that created the segment (not in its fork children)."""
         return self.owner_pid == os.getpid()
 
+    def export(self):
+        """This process is pickling an object of this segment: if it is the creator, the
+        name now stays until the process ends (not until the object is collected), so
+        that the receiver finds it (docs/api.md, "Pickling and ownership")."""
+        if self._finalizer is not None and self._finalizer.alive \
+                and self.owner_pid == os.getpid():
+            exit_cleanup.export(self)
+
     def close(self):
         """Give up this process's claim: the creator retires and unlinks the name now
         (unless keep=True). The memory stays valid for every object still using it."""
         if self._finalizer is not None:
             self._finalizer()
+        exit_cleanup.forget_export(self)
 
     def unlink(self):
         """Remove the name now, whoever created it; SegmentNotFoundError if it is gone."""
