@@ -26,7 +26,7 @@ from .errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
                      InsufficientMemoryError, InvalidNameError, LockNotRecoverableError,
                      LockRecoveredWarning, NotASharedBridgeSegmentError, SegmentExistsError,
                      SegmentInUseError, SegmentNotFoundError, SegmentNotReadyError,
-                     SegmentPermissionError, SharedBridgeError, TypeMismatchError,
+                     SegmentPermissionError, SegmentTooLargeError, SharedBridgeError, TypeMismatchError,
                      UnsupportedTypeError, UnsupportedVersionError)
 
 __version__ = "0.1.0"
@@ -65,5 +65,5 @@ __all__ = [
     "UnsupportedTypeError", "SegmentNotReadyError", "LockNotRecoverableError",
     "LockRecoveredWarning", "NotASharedBridgeSegmentError", "CorruptDataError",
     "SegmentPermissionError", "InsufficientMemoryError", "CorruptLockError",
-    "SegmentInUseError", "UnavailableObject",
+    "SegmentInUseError", "SegmentTooLargeError", "UnavailableObject",
 ]

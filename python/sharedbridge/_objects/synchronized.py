@@ -8,6 +8,7 @@ they use ``with lock:``.
 """
 
 import ctypes
+import multiprocessing.sharedctypes as _mpsc
 from _thread import get_ident
 
 from .._platform import robust_mutex
@@ -74,7 +75,7 @@ def _locked_property(name):
     return property(get, set, doc=f"the {name} field, read and written under the lock")
 
 
-class SynchronizedBase:
+class SynchronizedBase(_mpsc.SynchronizedBase):
     """A ctypes object and the lock that guards it; get_obj(), get_lock(), acquire(),
     release() and the context manager as in multiprocessing.sharedctypes."""
 
@@ -153,7 +154,11 @@ _WRAPPER_NAMES = frozenset(dir(SynchronizedBase)) | {
 # then) they skip locking, as a recursive lock would.
 
 
-class Synchronized(SynchronizedBase):
+# Each wrapper class also derives from multiprocessing's class of the same name, so that
+# isinstance checks written for multiprocessing pass; every method is our own (ours come
+# first in the MRO) and multiprocessing's __init__ is never called.
+
+class Synchronized(SynchronizedBase, _mpsc.Synchronized):
     """Wrapper of a simple ctypes value: .value under the lock."""
 
     @property
@@ -194,7 +199,7 @@ class Synchronized(SynchronizedBase):
                 lk._mx.unlock_failed(rc)
 
 
-class SynchronizedArray(SynchronizedBase):
+class SynchronizedArray(SynchronizedBase, _mpsc.SynchronizedArray):
     """Wrapper of a ctypes array: len(), indexing and slicing under the lock."""
 
     def __len__(self):
@@ -242,7 +247,7 @@ class SynchronizedArray(SynchronizedBase):
         self[start:stop] = values
 
 
-class SynchronizedString(SynchronizedArray):
+class SynchronizedString(SynchronizedArray, _mpsc.SynchronizedString):
     """Wrapper of a c_char array: also .value and .raw under the lock."""
 
     value = _locked_property("value")

@@ -35,7 +35,7 @@ import _posixshmem
 
 from .._format import header as H
 from .._format.segment_name import generate_name, os_name, validate_name
-from ..errors import (CorruptSegmentError, InsufficientMemoryError,
+from ..errors import (CorruptSegmentError, InsufficientMemoryError, SegmentTooLargeError,
                       NotASharedBridgeSegmentError, SegmentExistsError, SegmentNotFoundError,
                       SegmentNotReadyError, SegmentPermissionError)
 from . import exit_cleanup
@@ -160,10 +160,39 @@ class Segment:
         return struct.unpack_from("<I", self.mm, H.STATE_OFFSET)[0]
 
 
+# Larger than any file multiprocessing's disk-backed fallback could hold (ext4: 16 TiB):
+# multiprocessing reports EFBIG there.
+_NO_FILE_THAT_LARGE = 2 ** 44
+
+
 def _full(name, total):
+    try:
+        st = os.statvfs("/dev/shm")
+        capacity = st.f_blocks * st.f_frsize
+        room = (f" (/dev/shm holds {capacity // 2**20} MiB, "
+                f"{st.f_bavail * st.f_frsize // 2**20} MiB free)")
+    except OSError:
+        capacity, room = None, ""
+    if capacity is not None and total > capacity:
+        # It can never fit: also an OSError, as multiprocessing's disk-file fallback
+        # raises for sizes no file can have (EFBIG); ENOSPC below that.
+        code = errno.EFBIG if total >= _NO_FILE_THAT_LARGE else errno.ENOSPC
+        return SegmentTooLargeError(
+            code, f"cannot create a {total}-byte shared-memory segment {name!r}: larger "
+            f"than the whole of /dev/shm{room}; create a smaller object, or give the "
+            "machine a larger /dev/shm (in a container: docker run --shm-size=1g; "
+            "Kubernetes: an emptyDir volume with medium: Memory mounted on /dev/shm)")
     return InsufficientMemoryError(
         f"cannot allocate {total} bytes of shared memory for {name!r}: /dev/shm is full "
-        "or cannot hold an object that large (free space there or create a smaller object)")
+        f"or smaller than that{room}; free space there, create a smaller object, or give "
+        "the machine a larger /dev/shm (in a container: docker run --shm-size=1g, "
+        "Kubernetes: an emptyDir volume with medium: Memory mounted on /dev/shm)")
+
+
+def _too_big(name, total):
+    return SegmentTooLargeError(
+        errno.EFBIG, f"cannot create a {total}-byte shared-memory segment {name!r}: "
+        "larger than a file can be (EFBIG)")
 
 
 def _retire(mm):
@@ -240,13 +269,17 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
         except OSError as e:
             if e.errno not in (errno.EFBIG, errno.EINVAL, errno.ENOSPC):
                 raise
+            if e.errno != errno.ENOSPC:
+                raise _too_big(seg_name, total) from None
             raise _full(seg_name, total) from None
         # Reserve the pages now: on a full /dev/shm this fails cleanly (ENOSPC) instead
         # of a SIGBUS at the first write into an unbacked page.
         try:
             os.posix_fallocate(fd, 0, total)
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EFBIG):
+            if e.errno == errno.EFBIG:
+                raise _too_big(seg_name, total) from None
+            if e.errno == errno.ENOSPC:
                 raise _full(seg_name, total) from None
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
