@@ -178,8 +178,8 @@ def _full(name, total):
         # raises for sizes no file can have (EFBIG); ENOSPC below that.
         code = errno.EFBIG if total >= _NO_FILE_THAT_LARGE else errno.ENOSPC
         return SegmentTooLargeError(
-            code, f"cannot create a {total}-byte shared-memory segment {name!r}: larger "
-            f"than the whole of /dev/shm{room}; create a smaller object, or give the "
+            code, f"cannot create a {total}-byte shared-memory segment {name!r}: /dev/shm is "
+            f"full: the object is larger than the whole of /dev/shm{room}; create a smaller object, or give the "
             "machine a larger /dev/shm (in a container: docker run --shm-size=1g; "
             "Kubernetes: an emptyDir volume with medium: Memory mounted on /dev/shm)")
     return InsufficientMemoryError(
