@@ -36,6 +36,8 @@ finalizers check the creator's pid, so the child unlinks nothing of its parent's
 
 import os
 import signal
+
+import _posixshmem
 import threading
 import weakref
 
@@ -55,6 +57,24 @@ def own(seg):
         _register_mp_finalizer()
     if not _checked:
         _install()
+
+
+_pending = set()               # names between shm_open and their Segment (being created)
+
+
+def prepare():
+    """Before creating: install the handlers now (main thread), so that a signal that
+    arrives while the segment is being made finds them."""
+    if not _checked:
+        _install()
+
+
+def creating(name):
+    _pending.add(name)
+
+
+def created(name):
+    _pending.discard(name)
 
 
 def export(seg):
@@ -106,6 +126,12 @@ def release_owned():
         except Exception:
             pass
     _exported.clear()
+    for name in list(_pending):          # interrupted while being created
+        try:
+            _posixshmem.shm_unlink("/" + name)
+        except OSError:
+            pass
+    _pending.clear()
 
 
 def _on_signal(signum, frame):
@@ -126,6 +152,7 @@ def _reset_in_child():
     # nothing yet: it installs again when it creates a segment itself.
     _owned.clear()
     _exported.clear()
+    _pending.clear()
 
 
 os.register_at_fork(after_in_child=_reset_in_child)

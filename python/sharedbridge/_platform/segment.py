@@ -249,18 +249,26 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
     generated = name is None
     if not generated:
         validate_name(name)
+    if not keep:
+        exit_cleanup.prepare()
     while True:
         seg_name = generate_name() if generated else name
         try:
+            if not keep:
+                exit_cleanup.creating(seg_name)
             fd = _posixshmem.shm_open(os_name(seg_name), os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
             break
         except FileExistsError:
+            exit_cleanup.created(seg_name)      # not ours: never unlink it
             if generated:
                 continue
             raise SegmentExistsError(
                 errno.EEXIST, f"a shared-memory segment named {name!r} already exists: "
                 "pick another name, attach to it with sharedbridge.attach(name), or remove "
                 "it with sharedbridge.unlink(name)", name) from None
+        except BaseException:
+            exit_cleanup.created(seg_name)      # nothing was created
+            raise
     try:
         os.fchmod(fd, mode)          # the exact mode asked for, whatever the umask
         total = header.total_size
@@ -295,6 +303,7 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
     except BaseException:
         os.close(fd)
         _posixshmem.shm_unlink(os_name(seg_name))
+        exit_cleanup.created(seg_name)
         raise
     os.close(fd)
     try:
@@ -310,8 +319,10 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
         struct.pack_into("<I", mm, H.STATE_OFFSET, H.STATE_READY)
     except BaseException:
         _posixshmem.shm_unlink(os_name(seg_name))
+        exit_cleanup.created(seg_name)
         raise
     seg = Segment(seg_name, header, mm, total, os.getpid(), keep, inode)
+    exit_cleanup.created(seg_name)
     _remember(seg)
     return seg
 
