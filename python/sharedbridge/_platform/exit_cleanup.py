@@ -53,6 +53,7 @@ _finalize_pid = 0              # pid for which the multiprocessing Finalize is r
 def own(seg):
     """Register a segment created here (not kept); install the handlers the first time."""
     _owned.add(seg)
+    _names[seg.name] = seg.owner_pid
     if _finalize_pid != os.getpid():
         _register_mp_finalizer()
     if not _checked:
@@ -60,6 +61,10 @@ def own(seg):
 
 
 _pending = set()               # names between shm_open and their Segment (being created)
+# name -> creator pid of every owned name not yet unlinked, dropped only once shm_unlink
+# has returned: the signal handler unlinks these itself, so a signal that interrupts a
+# finalizer (which has already consumed itself) in the middle still removes the name.
+_names = {}
 
 
 def prepare():
@@ -67,6 +72,11 @@ def prepare():
     arrives while the segment is being made finds them."""
     if not _checked:
         _install()
+
+
+def unlinked(name):
+    """The owned name *name* is gone (unlinked by its finalizer or explicitly)."""
+    _names.pop(name, None)
 
 
 def creating(name):
@@ -126,6 +136,14 @@ def release_owned():
         except Exception:
             pass
     _exported.clear()
+    pid = os.getpid()
+    for name, owner in list(_names.items()):     # finalizers interrupted half-way
+        if owner == pid:
+            try:
+                _posixshmem.shm_unlink("/" + name)
+            except OSError:
+                pass
+        _names.pop(name, None)
     for name in list(_pending):          # interrupted while being created
         try:
             _posixshmem.shm_unlink("/" + name)
@@ -153,6 +171,7 @@ def _reset_in_child():
     _owned.clear()
     _exported.clear()
     _pending.clear()
+    _names.clear()
 
 
 os.register_at_fork(after_in_child=_reset_in_child)

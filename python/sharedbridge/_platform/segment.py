@@ -151,6 +151,7 @@ class Segment:
         if self._finalizer is not None:
             self._finalizer.detach()
         _retire(self.mm)
+        exit_cleanup.unlinked(self.name)
         unlink(self.name)
 
     def read_u64(self, offset):
@@ -212,6 +213,7 @@ def _release_ownership(name, mm, owner_pid, keep):
         _posixshmem.shm_unlink(os_name(name))
     except FileNotFoundError:
         pass
+    exit_cleanup.unlinked(name)
 
 
 def unlink(name):
@@ -223,6 +225,7 @@ def unlink(name):
         raise SegmentNotFoundError(
             errno.ENOENT, f"no shared-memory segment named {name!r} (already unlinked?)",
             name) from None
+    exit_cleanup.unlinked(name)
     _forget(name)
 
 
