@@ -17,6 +17,7 @@ from ._objects.numpy_view import as_numpy
 from ._objects.raw_object import segment_of
 from ._objects.shared_lock import Lock, RLock, SharedLock, reset_lock
 from ._objects.sharedctypes import Array, RawArray, RawValue, Value, copy
+from ._objects.unavailable import UnavailableObject
 from ._objects.synchronized import (Synchronized, SynchronizedArray, SynchronizedBase,
                                     SynchronizedString, synchronized)
 from ._platform.segment import open_segment as _open_segment
@@ -25,7 +26,7 @@ from .errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
                      InsufficientMemoryError, InvalidNameError, LockNotRecoverableError,
                      LockRecoveredWarning, NotASharedBridgeSegmentError, SegmentExistsError,
                      SegmentInUseError, SegmentNotFoundError, SegmentNotReadyError,
-                     SegmentPermissionError, SharedBridgeError, TypeMismatchError,
+                     SegmentPermissionError, SegmentTooLargeError, SharedBridgeError, TypeMismatchError,
                      UnsupportedTypeError, UnsupportedVersionError)
 
 __version__ = "0.1.0"
@@ -64,5 +65,5 @@ __all__ = [
     "UnsupportedTypeError", "SegmentNotReadyError", "LockNotRecoverableError",
     "LockRecoveredWarning", "NotASharedBridgeSegmentError", "CorruptDataError",
     "SegmentPermissionError", "InsufficientMemoryError", "CorruptLockError",
-    "SegmentInUseError",
+    "SegmentInUseError", "SegmentTooLargeError", "UnavailableObject",
 ]

@@ -101,3 +101,9 @@ class LockRecoveredWarning(RuntimeWarning):
     The data the lock protects is whatever the dead holder left: writes it completed are
     intact, a write it was doing may be partial.
     """
+
+
+class SegmentTooLargeError(OSError, InsufficientMemoryError):
+    """A segment larger than /dev/shm can ever hold, or than a file can be: an OSError
+    (errno EFBIG or ENOSPC: the class multiprocessing raises for such sizes) that is also
+    an InsufficientMemoryError (a MemoryError), as sharedbridge raised before."""

@@ -23,6 +23,7 @@ from .._format import struct_layout
 from .._format.typecodes import STRUCT, TYPECODE_TO_TYPE, same_typecode
 from .._platform.segment import open_segment
 from ..errors import CorruptDataError, TypeMismatchError
+from .unavailable import unavailable
 
 # Our shared subclasses (a set, not a class attribute: a Structure field may have any
 # non-reserved name, and a class attribute would hide it).
@@ -54,6 +55,7 @@ def _simple_repr(self):
 
 def _raw_reduce(self):
     seg = segment_of(self)
+    seg.export()
     elem = self._type_ if isinstance(self, ctypes.Array) else base_type(type(self))
     if seg.trusted:
         return _attach_raw, (seg.name, _importable(elem), True)
@@ -85,6 +87,20 @@ def _close(self):
 def _unlink(self):
     """Remove the segment's name now, whoever created it."""
     segment_of(self).unlink()
+
+
+def _raw_copy(self):
+    """copy.copy: an independent private ctypes object of the same type and contents,
+    as multiprocessing gives (pickling by name would give another view of the memory)."""
+    return base_type(type(self)).from_buffer_copy(self)
+
+
+def _raw_deepcopy(self, memo=None):
+    # multiprocessing: TypeError ("cannot pickle 'mmap.mmap' object").
+    raise TypeError(
+        f"cannot deepcopy a shared {base_type(type(self)).__name__} object (as in "
+        "multiprocessing): use copy.copy(obj) for a private copy, or sharedbridge.copy(obj) "
+        "for a new shared one")
 
 
 # What raw objects add to their ctypes type, like the synchronized wrappers offer;
@@ -295,7 +311,8 @@ def _shared_subclass(base):
         return _subclass_cache[base]
     except KeyError:
         pass
-    ns = {"__reduce__": _raw_reduce, "__module__": base.__module__,
+    ns = {"__reduce__": _raw_reduce, "__copy__": _raw_copy, "__deepcopy__": _raw_deepcopy,
+          "__module__": base.__module__,
           "__qualname__": base.__qualname__, "__doc__": base.__doc__}
     if issubclass(base, ctypes._SimpleCData):
         ns["__repr__"] = _simple_repr
@@ -364,6 +381,10 @@ def element_type(h, requested):
 
 
 def _attach_raw(name, struct_cls, allow_other_owner=False):
-    # What a pickled raw object calls in the receiving process (see _raw_reduce).
-    seg = open_segment(name, allow_other_owner=allow_other_owner)
-    return raw_object(seg, element_type(seg.header, struct_cls))
+    # What a pickled raw object calls in the receiving process (see _raw_reduce). Never
+    # raises (unavailable.py: an exception here can hang multiprocessing.Pool).
+    try:
+        seg = open_segment(name, allow_other_owner=allow_other_owner)
+        return raw_object(seg, element_type(seg.header, struct_cls))
+    except Exception as e:
+        return unavailable(name, e)

@@ -20,6 +20,7 @@ from .._platform import robust_mutex
 from .._platform.process_info import process_start_time, processes_mapping
 from .._platform.segment import create, open_segment
 from ..errors import SegmentInUseError, TypeMismatchError
+from .unavailable import unavailable
 
 # Module globals for the hot paths: one lookup each, no attribute access per call.
 _lock_now, _unlock = robust_mutex.lock_now, robust_mutex.unlock
@@ -159,6 +160,7 @@ class SharedLock:
         self._seg.unlink()
 
     def __reduce__(self):
+        self._seg.export()
         if self._seg.trusted:
             return _attach_lock, (self._seg.name, True)
         return _attach_lock, (self._seg.name,)
@@ -253,4 +255,8 @@ def reset_lock(name, *, allow_other_owner=False):
 
 
 def _attach_lock(name, allow_other_owner=False):
-    return lock_from_segment(open_segment(name, allow_other_owner=allow_other_owner))
+    # Never raises: see unavailable.py.
+    try:
+        return lock_from_segment(open_segment(name, allow_other_owner=allow_other_owner))
+    except Exception as e:
+        return unavailable(name, e)

@@ -84,8 +84,8 @@ def _create_raw(elem_type, code, kind, count, initial, lock_fields, name, keep):
         if abi:
             robust_mutex.init_mutex(mm, lock_type, lock_size)
         if initial is not None and header.data_size:
-            mm[header_size:header_size + header.data_size] = ctypes.string_at(
-                ctypes.addressof(initial), header.data_size)
+            ctypes.memmove(ctypes.addressof(mm) + header_size, ctypes.addressof(initial),
+                           header.data_size)
 
     seg = create(name, header, init, keep=keep)
     return raw_object(seg, elem_type)

@@ -8,11 +8,13 @@ they use ``with lock:``.
 """
 
 import ctypes
+import multiprocessing.sharedctypes as _mpsc
 from _thread import get_ident
 
 from .._platform import robust_mutex
 from .raw_object import base_type, segment_of
 from .shared_lock import RLock, SharedLock
+from .unavailable import UnavailableObject, unavailable
 
 # Module globals for the hot paths: one lookup each, no attribute access per call.
 _lock_now, _unlock = robust_mutex.lock_now, robust_mutex.unlock
@@ -73,7 +75,7 @@ def _locked_property(name):
     return property(get, set, doc=f"the {name} field, read and written under the lock")
 
 
-class SynchronizedBase:
+class SynchronizedBase(_mpsc.SynchronizedBase):
     """A ctypes object and the lock that guards it; get_obj(), get_lock(), acquire(),
     release() and the context manager as in multiprocessing.sharedctypes."""
 
@@ -101,6 +103,17 @@ class SynchronizedBase:
     def __reduce__(self):
         # By name: the object and the lock each attach in the receiving process.
         return _rebuild_synchronized, (self._obj, self._lock)
+
+    def __copy__(self):
+        # multiprocessing: RuntimeError (assert_spawning) for copy and deepcopy alike.
+        raise RuntimeError(
+            f"{type(self).__name__} objects cannot be copied with the copy module (as in "
+            "multiprocessing): copy.copy(obj.get_obj()) gives a private copy, "
+            "sharedbridge.copy(obj.get_obj()) a new shared one, and pickling shares this "
+            "object by name")
+
+    def __deepcopy__(self, memo=None):
+        self.__copy__()
 
     def get_obj(self):
         return self._obj
@@ -141,7 +154,11 @@ _WRAPPER_NAMES = frozenset(dir(SynchronizedBase)) | {
 # then) they skip locking, as a recursive lock would.
 
 
-class Synchronized(SynchronizedBase):
+# Each wrapper class also derives from multiprocessing's class of the same name, so that
+# isinstance checks written for multiprocessing pass; every method is our own (ours come
+# first in the MRO) and multiprocessing's __init__ is never called.
+
+class Synchronized(SynchronizedBase, _mpsc.Synchronized):
     """Wrapper of a simple ctypes value: .value under the lock."""
 
     @property
@@ -182,7 +199,7 @@ class Synchronized(SynchronizedBase):
                 lk._mx.unlock_failed(rc)
 
 
-class SynchronizedArray(SynchronizedBase):
+class SynchronizedArray(SynchronizedBase, _mpsc.SynchronizedArray):
     """Wrapper of a ctypes array: len(), indexing and slicing under the lock."""
 
     def __len__(self):
@@ -230,7 +247,7 @@ class SynchronizedArray(SynchronizedBase):
         self[start:stop] = values
 
 
-class SynchronizedString(SynchronizedArray):
+class SynchronizedString(SynchronizedArray, _mpsc.SynchronizedString):
     """Wrapper of a c_char array: also .value and .raw under the lock."""
 
     value = _locked_property("value")
@@ -272,4 +289,11 @@ for _public, _variant in _FOREIGN_LOCK_VARIANT.items():
 
 
 def _rebuild_synchronized(obj, lock):
-    return synchronized(obj, lock)
+    # Never raises (unavailable.py): a part that could not be attached stands for all.
+    for part in (obj, lock):
+        if isinstance(part, UnavailableObject):
+            return part
+    try:
+        return synchronized(obj, lock)
+    except Exception as e:
+        return unavailable(getattr(segment_of(obj), "name", None), e)

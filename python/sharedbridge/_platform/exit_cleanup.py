@@ -19,12 +19,25 @@ Handlers can only be installed from the main thread of the main interpreter: whe
 first owned segment is created anywhere else, nothing is installed (silently) until a
 later segment is created from the main thread.
 
+Processes started by multiprocessing (fork, spawn, forkserver) end with os._exit, which
+runs no atexit handler and no weakref.finalize: for them, the first owned segment also
+registers multiprocessing.util.Finalize(None, release_owned, exitpriority=0), which
+multiprocessing's own bootstrap runs before os._exit (workers that return, Pool workers
+stopped by close()/join(), maxtasksperchild, ProcessPoolExecutor shutdown; terminate()
+sends SIGTERM, handled above).
+
+Segments whose object was pickled by the creating process (exported) stay until the
+process ends: kept here with a strong reference, so that garbage collection does not
+unlink a name a receiver may not have attached yet (a Pool worker returning an object).
+
 Only the creating process unlinks: a fork child inherits the handler, but the
 finalizers check the creator's pid, so the child unlinks nothing of its parent's.
 """
 
 import os
 import signal
+
+import _posixshmem
 import threading
 import weakref
 
@@ -33,13 +46,72 @@ SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if h
 _owned = weakref.WeakSet()     # Segments this process created and does not keep
 _installed = set()             # signals whose handler is ours
 _checked = False               # installation was attempted from the main thread
+_exported = set()              # owned Segments that were pickled: alive until the end
+_finalize_pid = 0              # pid for which the multiprocessing Finalize is registered
 
 
 def own(seg):
     """Register a segment created here (not kept); install the handlers the first time."""
     _owned.add(seg)
+    _names[seg.name] = seg.owner_pid
+    if _finalize_pid != os.getpid():
+        _register_mp_finalizer()
     if not _checked:
         _install()
+
+
+_pending = set()               # names between shm_open and their Segment (being created)
+# name -> creator pid of every owned name not yet unlinked, dropped only once shm_unlink
+# has returned: the signal handler unlinks these itself, so a signal that interrupts a
+# finalizer (which has already consumed itself) in the middle still removes the name.
+_names = {}
+
+
+def prepare():
+    """Before creating: install the handlers now (main thread), so that a signal that
+    arrives while the segment is being made finds them."""
+    if not _checked:
+        _install()
+
+
+def unlinked(name):
+    """The owned name *name* is gone (unlinked by its finalizer or explicitly)."""
+    _names.pop(name, None)
+
+
+def creating(name):
+    _pending.add(name)
+
+
+def created(name):
+    _pending.discard(name)
+
+
+def export(seg):
+    """An owned segment was pickled: keep its name until this process ends."""
+    _exported.add(seg)
+
+
+def forget_export(seg):
+    _exported.discard(seg)
+
+
+def release_exported():
+    """Retire and unlink now every segment kept only because it was pickled (tests, and
+    long-lived processes that know their receivers have attached)."""
+    for seg in list(_exported):
+        try:
+            seg.close()
+        except Exception:
+            pass
+    _exported.clear()
+
+
+def _register_mp_finalizer():
+    global _finalize_pid
+    _finalize_pid = os.getpid()
+    from multiprocessing import util          # stdlib; imported lazily (cheap when unused)
+    util.Finalize(None, release_owned, exitpriority=0)
 
 
 def _install():
@@ -63,6 +135,21 @@ def release_owned():
             seg.close()
         except Exception:
             pass
+    _exported.clear()
+    pid = os.getpid()
+    for name, owner in list(_names.items()):     # finalizers interrupted half-way
+        if owner == pid:
+            try:
+                _posixshmem.shm_unlink("/" + name)
+            except OSError:
+                pass
+        _names.pop(name, None)
+    for name in list(_pending):          # interrupted while being created
+        try:
+            _posixshmem.shm_unlink("/" + name)
+        except OSError:
+            pass
+    _pending.clear()
 
 
 def _on_signal(signum, frame):
@@ -82,6 +169,9 @@ def _reset_in_child():
     # A fork child keeps the handlers (harmless: the finalizers check the pid) but owns
     # nothing yet: it installs again when it creates a segment itself.
     _owned.clear()
+    _exported.clear()
+    _pending.clear()
+    _names.clear()
 
 
 os.register_at_fork(after_in_child=_reset_in_child)

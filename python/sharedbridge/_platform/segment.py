@@ -10,11 +10,18 @@ the header is copied with pread, validated, and only then is exactly data_offset
 data_size mapped (never the whole object, never resizing it); an object that changes
 size meanwhile is retried, then refused.
 
-The mmap is never closed explicitly: ctypes objects export its buffer, and closing a
-mapping with live exports raises BufferError. The mapping goes away when the last
-object using it does, or at process exit.
+Mappings are made with libc mmap(2) through ctypes, not with the mmap module: CPython's
+mmap.mmap duplicates the descriptor it is given and keeps it open for the mapping's life,
+so every live object would hold a file descriptor (EMFILE after ~1,020 objects under
+``ulimit -n 1024``). Here the descriptor is closed right after mmap(2); the mapping is a
+ctypes ``c_char`` array over the mapped address (``Segment.mm``: a writable buffer that
+supports len, slicing, struct.pack_into and from_buffer like an mmap) whose instance
+dictionary holds an _Unmapper: munmap(2) runs when the last object using the mapping
+(every from_buffer view, memoryview and numpy array keeps it alive) is gone. A mutex view
+pinned in robust_mutex.PINNED keeps its mapping for the life of the process.
 """
 
+import ctypes
 import errno
 import mmap
 import os
@@ -28,12 +35,59 @@ import _posixshmem
 
 from .._format import header as H
 from .._format.segment_name import generate_name, os_name, validate_name
-from ..errors import (CorruptSegmentError, InsufficientMemoryError,
+from ..errors import (CorruptSegmentError, InsufficientMemoryError, SegmentTooLargeError,
                       NotASharedBridgeSegmentError, SegmentExistsError, SegmentNotFoundError,
                       SegmentNotReadyError, SegmentPermissionError)
 from . import exit_cleanup
 
 DEFAULT_MODE = 0o600
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_mmap = _libc.mmap
+_mmap.restype = ctypes.c_void_p
+_mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                  ctypes.c_long)
+_munmap = _libc.munmap
+_munmap.restype = ctypes.c_int
+_munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class _Unmapper:
+    """Unmaps one mapping when collected (kept in the mapping view's __dict__)."""
+
+    __slots__ = ("addr", "length")
+
+    def __init__(self, addr, length):
+        self.addr = addr
+        self.length = length
+
+    def __del__(self):
+        try:
+            _munmap(self.addr, self.length)
+        except Exception:       # interpreter shutdown: the process unmaps everything anyway
+            pass
+
+
+def map_shared(fd, length):
+    """Map *length* bytes of *fd* read-write, MAP_SHARED, without keeping *fd*: returns a
+    ctypes c_char array over the mapping, unmapped when it (and every view) is gone.
+    Raises OSError (errno) like mmap.mmap, OverflowError for an impossible length."""
+    if length <= 0:
+        raise ValueError("cannot map an empty segment")
+    if length >= 2 ** 63:
+        raise OverflowError("mapping length too large")
+    addr = _mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    if addr is None or addr == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    try:
+        view = (ctypes.c_char * length).from_address(addr)
+    except BaseException:
+        _munmap(addr, length)
+        raise
+    view.__dict__["_sb_unmapper"] = _Unmapper(addr, length)
+    return view
 
 
 def _fence():
@@ -77,17 +131,27 @@ class Segment:
         """True in the process that created the segment (not in its fork children)."""
         return self.owner_pid == os.getpid()
 
+    def export(self):
+        """This process is pickling an object of this segment: if it is the creator, the
+        name now stays until the process ends (not until the object is collected), so
+        that the receiver finds it (docs/api.md, "Pickling and ownership")."""
+        if self._finalizer is not None and self._finalizer.alive \
+                and self.owner_pid == os.getpid():
+            exit_cleanup.export(self)
+
     def close(self):
         """Give up this process's claim: the creator retires and unlinks the name now
         (unless keep=True). The memory stays valid for every object still using it."""
         if self._finalizer is not None:
             self._finalizer()
+        exit_cleanup.forget_export(self)
 
     def unlink(self):
         """Remove the name now, whoever created it; SegmentNotFoundError if it is gone."""
         if self._finalizer is not None:
             self._finalizer.detach()
         _retire(self.mm)
+        exit_cleanup.unlinked(self.name)
         unlink(self.name)
 
     def read_u64(self, offset):
@@ -97,10 +161,39 @@ class Segment:
         return struct.unpack_from("<I", self.mm, H.STATE_OFFSET)[0]
 
 
+# Larger than any file multiprocessing's disk-backed fallback could hold (ext4: 16 TiB):
+# multiprocessing reports EFBIG there.
+_NO_FILE_THAT_LARGE = 2 ** 44
+
+
 def _full(name, total):
+    try:
+        st = os.statvfs("/dev/shm")
+        capacity = st.f_blocks * st.f_frsize
+        room = (f" (/dev/shm holds {capacity // 2**20} MiB, "
+                f"{st.f_bavail * st.f_frsize // 2**20} MiB free)")
+    except OSError:
+        capacity, room = None, ""
+    if capacity is not None and total > capacity:
+        # It can never fit: also an OSError, as multiprocessing's disk-file fallback
+        # raises for sizes no file can have (EFBIG); ENOSPC below that.
+        code = errno.EFBIG if total >= _NO_FILE_THAT_LARGE else errno.ENOSPC
+        return SegmentTooLargeError(
+            code, f"cannot create a {total}-byte shared-memory segment {name!r}: /dev/shm is "
+            f"full: the object is larger than the whole of /dev/shm{room}; create a smaller object, or give the "
+            "machine a larger /dev/shm (in a container: docker run --shm-size=1g; "
+            "Kubernetes: an emptyDir volume with medium: Memory mounted on /dev/shm)")
     return InsufficientMemoryError(
         f"cannot allocate {total} bytes of shared memory for {name!r}: /dev/shm is full "
-        "or cannot hold an object that large (free space there or create a smaller object)")
+        f"or smaller than that{room}; free space there, create a smaller object, or give "
+        "the machine a larger /dev/shm (in a container: docker run --shm-size=1g, "
+        "Kubernetes: an emptyDir volume with medium: Memory mounted on /dev/shm)")
+
+
+def _too_big(name, total):
+    return SegmentTooLargeError(
+        errno.EFBIG, f"cannot create a {total}-byte shared-memory segment {name!r}: "
+        "larger than a file can be (EFBIG)")
 
 
 def _retire(mm):
@@ -120,6 +213,7 @@ def _release_ownership(name, mm, owner_pid, keep):
         _posixshmem.shm_unlink(os_name(name))
     except FileNotFoundError:
         pass
+    exit_cleanup.unlinked(name)
 
 
 def unlink(name):
@@ -131,6 +225,7 @@ def unlink(name):
         raise SegmentNotFoundError(
             errno.ENOENT, f"no shared-memory segment named {name!r} (already unlinked?)",
             name) from None
+    exit_cleanup.unlinked(name)
     _forget(name)
 
 
@@ -157,18 +252,26 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
     generated = name is None
     if not generated:
         validate_name(name)
+    if not keep:
+        exit_cleanup.prepare()
     while True:
         seg_name = generate_name() if generated else name
         try:
+            if not keep:
+                exit_cleanup.creating(seg_name)
             fd = _posixshmem.shm_open(os_name(seg_name), os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
             break
         except FileExistsError:
+            exit_cleanup.created(seg_name)      # not ours: never unlink it
             if generated:
                 continue
             raise SegmentExistsError(
                 errno.EEXIST, f"a shared-memory segment named {name!r} already exists: "
                 "pick another name, attach to it with sharedbridge.attach(name), or remove "
                 "it with sharedbridge.unlink(name)", name) from None
+        except BaseException:
+            exit_cleanup.created(seg_name)      # nothing was created
+            raise
     try:
         os.fchmod(fd, mode)          # the exact mode asked for, whatever the umask
         total = header.total_size
@@ -177,19 +280,23 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
         except OSError as e:
             if e.errno not in (errno.EFBIG, errno.EINVAL, errno.ENOSPC):
                 raise
+            if e.errno != errno.ENOSPC:
+                raise _too_big(seg_name, total) from None
             raise _full(seg_name, total) from None
         # Reserve the pages now: on a full /dev/shm this fails cleanly (ENOSPC) instead
         # of a SIGBUS at the first write into an unbacked page.
         try:
             os.posix_fallocate(fd, 0, total)
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EFBIG):
+            if e.errno == errno.EFBIG:
+                raise _too_big(seg_name, total) from None
+            if e.errno == errno.ENOSPC:
                 raise _full(seg_name, total) from None
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
         inode = os.fstat(fd).st_ino
         try:
-            mm = mmap.mmap(fd, total)
+            mm = map_shared(fd, total)
         except (OverflowError, MemoryError):
             raise _too_large(seg_name, total) from None
         except OSError as e:
@@ -199,6 +306,7 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
     except BaseException:
         os.close(fd)
         _posixshmem.shm_unlink(os_name(seg_name))
+        exit_cleanup.created(seg_name)
         raise
     os.close(fd)
     try:
@@ -214,8 +322,10 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
         struct.pack_into("<I", mm, H.STATE_OFFSET, H.STATE_READY)
     except BaseException:
         _posixshmem.shm_unlink(os_name(seg_name))
+        exit_cleanup.created(seg_name)
         raise
     seg = Segment(seg_name, header, mm, total, os.getpid(), keep, inode)
+    exit_cleanup.created(seg_name)
     _remember(seg)
     return seg
 
@@ -391,9 +501,9 @@ def _attach_once(name, fd, deadline, timeout):
     header = H.decode(fixed, table, size, state, name)
     length = header.total_size
     try:
-        mm = mmap.mmap(fd, length)
-    except ValueError:              # "mmap length is greater than file size": it shrank
-        raise _SizeChanged() from None
+        if os.fstat(fd).st_size < length:     # it shrank: mapping past the end would SIGBUS
+            raise _SizeChanged()
+        mm = map_shared(fd, length)
     except (OverflowError, MemoryError):
         raise _too_large(name, length) from None
     except OSError as e:
@@ -402,7 +512,7 @@ def _attach_once(name, fd, deadline, timeout):
         raise
     st = os.fstat(fd)
     if st.st_size != size:
-        mm.close()
+        del mm                      # unmapped now: nothing else refers to it
         raise _SizeChanged()
     return Segment(name, header, mm, length, 0, True, st.st_ino)
 
