@@ -79,7 +79,7 @@ def Point(sb):
         pytest.skip(f"{DEMO_DIR / 'NotebookDemo.dll'} is not built")
     import clr
     clr.AddReference(str(DEMO_DIR / "NotebookDemo.dll"))
-    from NotebookDemo import Point
+    from SharedBridgeDemo import Point   # the C# namespace of NotebookDemo.dll
     return Point
 
 

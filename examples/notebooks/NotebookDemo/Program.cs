@@ -1,6 +1,6 @@
 using SharedBridge;
 
-namespace NotebookDemo;
+namespace SharedBridgeDemo;
 
 /// <summary>The multiprocessing documentation's Point (x, y: c_double), as in docs/format.md section 4.</summary>
 public struct Point
