@@ -4,7 +4,7 @@
 
 RESULTS := build/test-results
 
-.PHONY: all build demo test test-dotnet test-python test-layers test-cross deps clean
+.PHONY: all build demo test test-dotnet test-python test-layers test-cross test-notebook deps clean
 
 all: build
 
@@ -25,6 +25,7 @@ test: deps build
 	bash scripts/test-python.sh $(RESULTS) || status=1; \
 	python3 scripts/check_python_layers.py $(RESULTS) || status=1; \
 	bash scripts/test-cross.sh $(RESULTS) || status=1; \
+	bash scripts/test-notebook.sh $(RESULTS) || status=1; \
 	python3 scripts/summarize.py $(RESULTS) || status=1; \
 	exit $$status
 
@@ -40,6 +41,10 @@ test-layers:
 
 test-cross: build
 	@mkdir -p $(RESULTS); bash scripts/test-cross.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
+
+# examples/notebooks/dotnet_and_numpy.ipynb executed headless (nbclient), outputs and /dev/shm checked.
+test-notebook: build deps
+	@mkdir -p $(RESULTS); bash scripts/test-notebook.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
 
 clean:
 	rm -rf build

@@ -3,7 +3,7 @@
 # pyenv interpreters, Debian's /usr/bin/python3 and build/venv/bin/python if present.
 # Usage: scripts/test-python.sh RESULTS_DIR
 # Writes RESULTS_DIR/python-<label>.junit.xml and RESULTS_DIR/python-<label>.status per
-# interpreter; exits non-zero if any run failed. The package is used from the source
+# interpreter (and pythonnet-<label>.* for python/tests_dotnet); exits non-zero if any run failed. The package is used from the source
 # tree (PYTHONPATH=python), not installed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +40,17 @@ while read -r py; do
         -o junit_suite_name="python-$label" --junitxml="$RESULTS/python-$label.junit.xml"
     rc=$?
     echo "$rc" > "$RESULTS/python-$label.status"
+    [ "$rc" = 0 ] || status=1
+    # sharedbridge.dotnet with pythonnet, in its own process (the .NET runtime stays loaded):
+    # pythonnet from the interpreter, else ../shared/vendor/pythonnet or
+    # SHAREDBRIDGE_PYTHONNET_PATH (python/tests_dotnet/conftest.py); skipped with the reason
+    # where it is nowhere.
+    echo "=== pythonnet-$label ($py)"
+    PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
+        timeout 600 "$py" -m pytest python/tests_dotnet -q -rs -p no:cacheprovider -p no:hypothesispytest \
+        -o junit_suite_name="pythonnet-$label" --junitxml="$RESULTS/pythonnet-$label.junit.xml"
+    rc=$?
+    echo "$rc" > "$RESULTS/pythonnet-$label.status"
     [ "$rc" = 0 ] || status=1
 done < <(python_interpreters)
 

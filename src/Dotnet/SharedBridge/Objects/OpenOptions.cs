@@ -6,6 +6,19 @@ namespace SharedBridge;
 /// </summary>
 public sealed class OpenOptions
 {
+    /// <summary>The defaults; set the properties with an object initializer.</summary>
+    public OpenOptions() { }
+
+    /// <summary>Every option as a parameter, for hosts that cannot use object initializers of <c>init</c>
+    /// properties (pythonnet, PowerShell, F# interactive).</summary>
+    /// <param name="readyTimeout">See <see cref="ReadyTimeout"/>.</param>
+    /// <param name="allowOtherOwner">See <see cref="AllowOtherOwner"/>.</param>
+    public OpenOptions(TimeSpan? readyTimeout = null, bool allowOtherOwner = false)
+    {
+        ReadyTimeout = readyTimeout;
+        AllowOtherOwner = allowOtherOwner;
+    }
+
     /// <summary>How long to wait for a creator that is still initializing the segment
     /// (null: 5 seconds; <see cref="Timeout.InfiniteTimeSpan"/>: no limit).</summary>
     public TimeSpan? ReadyTimeout { get; init; }

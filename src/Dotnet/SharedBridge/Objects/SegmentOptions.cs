@@ -7,6 +7,28 @@ namespace SharedBridge;
 /// </summary>
 public sealed class SegmentOptions
 {
+    /// <summary>The defaults; set the properties with an object initializer.</summary>
+    public SegmentOptions() { }
+
+    /// <summary>Every option as a parameter, for hosts that cannot use object initializers of <c>init</c>
+    /// properties (pythonnet: <c>SegmentOptions(synchronized=False)</c>, PowerShell, F# interactive).</summary>
+    /// <param name="synchronized">See <see cref="Synchronized"/>.</param>
+    /// <param name="sharedLock">See <see cref="SharedLock"/>.</param>
+    /// <param name="typeCode">See <see cref="TypeCode"/>; null for the type's default.</param>
+    /// <param name="mode">See <see cref="Mode"/>; null for 0600.</param>
+    /// <param name="keepOnDispose">See <see cref="KeepOnDispose"/>.</param>
+    /// <param name="recursiveLock">See <see cref="RecursiveLock"/>.</param>
+    public SegmentOptions(bool synchronized = true, SharedLock? sharedLock = null, char? typeCode = null,
+        UnixFileMode? mode = null, bool keepOnDispose = false, bool recursiveLock = true)
+    {
+        Synchronized = synchronized;
+        SharedLock = sharedLock;
+        TypeCode = typeCode;
+        if (mode is { } m) Mode = m;
+        KeepOnDispose = keepOnDispose;
+        RecursiveLock = recursiveLock;
+    }
+
     /// <summary>False creates an unsynchronized segment (RawArray, RawValue, <c>lock=False</c>).</summary>
     public bool Synchronized { get; init; } = true;
 

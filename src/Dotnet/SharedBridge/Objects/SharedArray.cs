@@ -54,6 +54,18 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
     public static SharedArray<T> Create(string? name, ReadOnlySpan<T> initial, SegmentOptions? options = null) =>
         CreateCore(name, initial.Length, MemoryMarshal.AsBytes(initial), options);
 
+    /// <summary>Creates an array holding a copy of <paramref name="initial"/> (the overload for hosts that
+    /// cannot pass a span: pythonnet, PowerShell, F# interactive).</summary>
+    /// <param name="name">Segment name, or null for a generated <c>sb_...</c> name.</param>
+    /// <param name="initial">The initial elements; their count is the array's length.</param>
+    /// <param name="options">Lock, typecode, mode and lifetime options.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="initial"/> is null.</exception>
+    public static SharedArray<T> Create(string? name, T[] initial, SegmentOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(initial);
+        return Create(name, new ReadOnlySpan<T>(initial), options);
+    }
+
     private static SharedArray<T> CreateCore(string? name, int length, ReadOnlySpan<byte> initial, SegmentOptions? options)
     {
         var element = ElementType.Of<T>();
@@ -116,7 +128,7 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
 
     /// <summary>A reference to element <paramref name="index"/>; bounds-checked, does not take the lock.
     /// This is raw shared memory: a <c>bool</c> reads whatever byte another process wrote (any non-zero
-    /// byte is true) and a <c>Rune</c> is not checked; <see cref="ToArray"/> and <see cref="CopyTo"/>
+    /// byte is true) and a <c>Rune</c> is not checked; <see cref="ToArray"/> and <see cref="CopyTo(Span{T})"/>
     /// return normalized bools and checked Runes.</summary>
     public ref T this[int index]
     {
@@ -160,6 +172,92 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
         source.CopyTo(destination);
         _element.FixCopies(destination[..source.Length], Name, 0);
     }
+
+    // ---- The same capabilities without spans or ref returns, for reflection-based hosts (pythonnet,
+    // PowerShell, F# interactive): they can neither assign through a ref-returning indexer nor pass a span.
+
+    /// <summary>Element <paramref name="index"/> (a copy; does not take the lock), normalized like
+    /// <see cref="ToArray"/>: a bool is true/false, a Rune is checked.</summary>
+    /// <exception cref="IndexOutOfRangeException"><paramref name="index"/> is outside the array.</exception>
+    /// <exception cref="CorruptDataException">A 'u' element is not a Unicode scalar value.</exception>
+    public T Get(int index)
+    {
+        T copy = this[index];
+        _element.FixCopies(new Span<T>(ref copy), Name, index);
+        return copy;
+    }
+
+    /// <summary>Writes <paramref name="value"/> into element <paramref name="index"/> (does not take the lock).</summary>
+    /// <exception cref="IndexOutOfRangeException"><paramref name="index"/> is outside the array.</exception>
+    public void Set(int index, T value) => this[index] = value;
+
+    /// <summary>Copies all of <paramref name="source"/> into the array from element 0 (does not take the lock).</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="source"/> is longer than the array.</exception>
+    public void CopyFrom(T[] source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        CopyFrom(source, 0, 0, source.Length);
+    }
+
+    /// <summary>Copies <paramref name="count"/> elements of <paramref name="source"/> from
+    /// <paramref name="sourceIndex"/> into the array from <paramref name="destinationIndex"/> (does not take the lock).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A range falls outside <paramref name="source"/> or the array.</exception>
+    public void CopyFrom(T[] source, int sourceIndex, int destinationIndex, int count)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        CheckRange(source.Length, sourceIndex, count, nameof(sourceIndex));
+        CheckRange(_length, destinationIndex, count, nameof(destinationIndex));
+        new ReadOnlySpan<T>(source, sourceIndex, count).CopyTo(AsSpan().Slice(destinationIndex, count));
+    }
+
+    /// <summary>Copies the elements into <paramref name="destination"/>, like <see cref="CopyTo(Span{T})"/>.</summary>
+    /// <exception cref="ArgumentException"><paramref name="destination"/> is shorter than the array.</exception>
+    /// <exception cref="CorruptDataException">A 'u' element is not a Unicode scalar value.</exception>
+    public void CopyTo(T[] destination)
+    {
+        ArgumentNullException.ThrowIfNull(destination);
+        CopyTo(new Span<T>(destination));
+    }
+
+    /// <summary>Copies <paramref name="count"/> elements from <paramref name="sourceIndex"/> into
+    /// <paramref name="destination"/> at <paramref name="destinationIndex"/>, normalized like <see cref="ToArray"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A range falls outside the array or <paramref name="destination"/>.</exception>
+    /// <exception cref="CorruptDataException">A 'u' element is not a Unicode scalar value.</exception>
+    public void CopyTo(int sourceIndex, T[] destination, int destinationIndex, int count)
+    {
+        ArgumentNullException.ThrowIfNull(destination);
+        CheckRange(_length, sourceIndex, count, nameof(sourceIndex));
+        CheckRange(destination.Length, destinationIndex, count, nameof(destinationIndex));
+        var target = new Span<T>(destination, destinationIndex, count);
+        AsSpan().Slice(sourceIndex, count).CopyTo(target);
+        _element.FixCopies(target, Name, sourceIndex);
+    }
+
+    private static void CheckRange(int length, int start, int count, string startName)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        if (start < 0 || start > length || count > length - start)
+            throw new ArgumentOutOfRangeException(startName, start,
+                $"The range [{start}, {(long)start + count}) does not fit in {length} elements.");
+    }
+
+    /// <summary>The address of element 0 in this process's mapping, for interop (numpy, native code). It is
+    /// valid until <see cref="Dispose"/>; <see cref="CreateDataView"/> keeps it valid independently.</summary>
+    public nint DataAddress
+    {
+        get
+        {
+            _core.ThrowIfDisposed();
+            return (nint)_data;
+        }
+    }
+
+    /// <summary>The size of the data area in bytes (<see cref="Length"/> times the element size).</summary>
+    public long ByteLength => (long)_length * _element.Size;
+
+    /// <summary>A handle on this array's data that keeps the mapping (not the name) alive until the handle
+    /// is disposed, even after this array is: what a foreign view (a numpy array) holds on to.</summary>
+    public SharedDataView CreateDataView() => SharedDataView.Of(_core, ByteLength);
 
     /// <summary>Acquires the shared lock, blocking; dispose the scope to release it.</summary>
     /// <exception cref="InvalidOperationException">The segment is unsynchronized.</exception>

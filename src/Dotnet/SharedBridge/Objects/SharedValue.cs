@@ -100,6 +100,23 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
         }
     }
 
+    /// <summary>The address of the value in this process's mapping, for interop (numpy, native code);
+    /// valid until <see cref="Dispose"/>, or for the life of a <see cref="CreateDataView"/> handle.</summary>
+    public nint DataAddress
+    {
+        get
+        {
+            _core.ThrowIfDisposed();
+            return (nint)_data;
+        }
+    }
+
+    /// <summary>The size of the value in bytes.</summary>
+    public long ByteLength => _element.Size;
+
+    /// <summary>A handle on the value's memory that keeps the mapping (not the name) alive until disposed.</summary>
+    public SharedDataView CreateDataView() => SharedDataView.Of(_core, ByteLength);
+
     /// <summary>Acquires the shared lock, blocking; dispose the scope to release it.</summary>
     public LockScope Lock() => _core.Lock();
 

@@ -84,13 +84,47 @@ internal static class ExitCleanup
         CleanUp();
     }
 
-    /// <summary>Retires and unlinks every owned segment (best effort: never throws).</summary>
-    internal static void CleanUp()
+    /// <summary>Retires and unlinks every owned segment (best effort: never throws); returns how many.</summary>
+    internal static int CleanUp()
     {
+        int released = 0;
         foreach (var segment in Owned.Keys)
         {
-            try { segment.RetireAndUnlink(); }
+            try
+            {
+                segment.RetireAndUnlink();
+                Owned.TryRemove(segment, out _);
+                released++;
+            }
             catch (Exception) { /* best effort while the process ends */ }
+        }
+        return released;
+    }
+
+    internal static int OwnedCount => Owned.Count;
+
+    /// <summary>Whether our signal handlers are registered (a host that owns the signals, such as
+    /// pythonnet's Python interpreter, turns them off and calls <see cref="CleanUp"/> itself).</summary>
+    internal static bool SignalHandlersEnabled
+    {
+        get
+        {
+            lock (Gate) return s_registrations is { Length: > 0 };
+        }
+        set
+        {
+            lock (Gate)
+            {
+                if (value)
+                {
+                    if (s_registrations is { Length: 0 }) s_registrations = null;
+                    InstallSignalHandlers();
+                    return;
+                }
+                foreach (var registration in s_registrations ?? [])
+                    registration.Dispose();
+                s_registrations = [];   // empty, not null: Register must not install them again
+            }
         }
     }
 }

@@ -1,0 +1,43 @@
+using SharedBridge;
+
+namespace SharedBridgeDemo;
+
+/// <summary>The multiprocessing documentation's Point (x, y: c_double), as in docs/format.md section 4.</summary>
+public struct Point
+{
+    public double X;
+    public double Y;
+}
+
+public static class Program
+{
+    /// <summary>
+    /// fill NAME STEPS DELAY_MS: opens the double array NAME (made by the notebook) and, STEPS times,
+    /// writes a travelling sine wave into it under the shared lock, then counts the step in element 0
+    /// of NAME_step (a SharedValue&lt;long&gt;). Exits 0 when done, 2 on a usage error.
+    /// </summary>
+    public static int Main(string[] args)
+    {
+        if (args is not ["fill", var name, var stepsText, var delayText]
+            || !int.TryParse(stepsText, out int steps) || !int.TryParse(delayText, out int delayMs))
+        {
+            Console.Error.WriteLine("usage: NotebookDemo fill NAME STEPS DELAY_MS");
+            return 2;
+        }
+        using var wave = SharedArray<double>.Open(name);
+        using var step = SharedValue<long>.Open(name + "_step");
+        var span = wave.AsSpan();
+        for (int s = 1; s <= steps; s++)
+        {
+            using (wave.Lock())
+            {
+                for (int i = 0; i < span.Length; i++)
+                    span[i] = Math.Sin(2 * Math.PI * (i / (double)span.Length * 2 + s / 10.0));
+                step.Value = s;
+            }
+            Thread.Sleep(delayMs);
+        }
+        Console.WriteLine($"filled {name} {steps} times");
+        return 0;
+    }
+}

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Execute examples/notebooks/dotnet_and_numpy.ipynb headless and check it.
+
+Usage: scripts/run_notebook.py RESULTS_DIR
+Runs the notebook in a fresh ipykernel of this interpreter (nbclient), with the package from
+the source tree and pythonnet from the interpreter, SHAREDBRIDGE_PYTHONNET_PATH or
+../shared/vendor/pythonnet next to the repository. The kernel is shut down the way Jupyter does
+(a shutdown request, SIGTERM after 2.5 s). Checks: no error output, the cells' OK lines, and no
+pyn_nb_ segment left in /dev/shm after the shutdown. Writes RESULTS_DIR/notebook.junit.xml
+(every check skipped, with the reason, when nbclient, ipykernel or pythonnet is missing) and
+the executed copy RESULTS_DIR/dotnet_and_numpy.executed.ipynb.
+"""
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "examples/notebooks/dotnet_and_numpy.ipynb"
+CHECKS = ["the notebook runs without an error output", "the C# writer is plotted live",
+          "the in-process hand-off", "the Point structured array", "the timing table",
+          "no segment is left after the kernel shuts down"]
+EXPECTED = {1: "C# writer: OK", 2: "hand-off: OK", 3: "points: OK", 4: "view in microseconds: OK"}
+
+
+def write_junit(results, outcomes):
+    suite = ET.Element("testsuite", name="notebook")
+    for name, (status, message) in outcomes.items():
+        case = ET.SubElement(suite, "testcase", classname="notebook", name=name)
+        if status == "skip":
+            ET.SubElement(case, "skipped", message=message)
+        elif status == "fail":
+            ET.SubElement(case, "failure", message=message[:2000])
+    ET.ElementTree(suite).write(results / "notebook.junit.xml")
+
+
+def pythonnet_path():
+    try:
+        import pythonnet  # noqa: F401
+        return []
+    except ImportError:
+        pass
+    for base in filter(None, [os.environ.get("SHAREDBRIDGE_PYTHONNET_PATH"),
+                              str(ROOT.parent / "shared/vendor/pythonnet")]):
+        site = pathlib.Path(base) / "site"
+        if (site / "pythonnet").is_dir():
+            cffi = pathlib.Path(base) / f"site-cffi-{sys.version_info[0]}.{sys.version_info[1]}"
+            return ([str(cffi)] if cffi.is_dir() else []) + [str(site)]
+    return None
+
+
+def why_skip():
+    try:
+        import nbclient, nbformat, ipykernel, matplotlib, numpy  # noqa: F401,E401
+    except ImportError as e:
+        return None, f"{e.name} is not installed (Debian: apt-get install jupyter-nbconvert python3-nbclient python3-ipykernel python3-matplotlib)"
+    path = pythonnet_path()
+    if path is None:
+        return None, "pythonnet is not installed and no vendored copy was found (SHAREDBRIDGE_PYTHONNET_PATH or ../shared/vendor/pythonnet)"
+    sys.path[:0] = path
+    try:
+        import cffi  # noqa: F401
+    except ImportError:
+        return None, "cffi (needed by pythonnet) is missing for this interpreter (Debian: apt-get install python3-cffi)"
+    for need in ["src/Dotnet/SharedBridge/bin/Release/net10.0/SharedBridge.dll",
+                 "examples/notebooks/NotebookDemo/bin/Release/net10.0/NotebookDemo.dll"]:
+        if not (ROOT / need).is_file():
+            return None, f"{need} is not built (dotnet build SharedBridge.sln -c Release)"
+    return path, None
+
+
+def left_segments():
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith("pyn_nb_"))
+
+
+def main(results):
+    results = pathlib.Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    path, reason = why_skip()
+    if reason:
+        print(f"notebook: skipped: {reason}")
+        write_junit(results, {c: ("skip", reason) for c in CHECKS})
+        return 0
+    import nbformat
+    from jupyter_client import KernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    before = set(left_segments())
+    with tempfile.TemporaryDirectory() as spec_dir:
+        # A kernel of this very interpreter (whatever `python3` on PATH is).
+        kernel_dir = pathlib.Path(spec_dir) / "kernels" / "sharedbridge-test"
+        kernel_dir.mkdir(parents=True)
+        (kernel_dir / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "sharedbridge test", "language": "python"}))
+        env_path = os.pathsep.join([str(ROOT / "python")] + path + [os.environ.get("PYTHONPATH", "")])
+        os.environ["JUPYTER_PATH"] = spec_dir + os.pathsep + os.environ.get("JUPYTER_PATH", "")
+        os.environ["PYTHONPATH"] = env_path.rstrip(os.pathsep)
+        os.environ["SHAREDBRIDGE_DOTNET_ASSEMBLY"] = str(ROOT / "src/Dotnet/SharedBridge/bin/Release/net10.0")
+        nb = nbformat.read(NOTEBOOK, as_version=4)
+        km = KernelManager(kernel_name="sharedbridge-test")
+        km.shutdown_wait_time = 5.0          # Jupyter's default: SIGTERM 2.5 s (half of it) after the request
+        client = NotebookClient(nb, km=km, timeout=600, kernel_name="sharedbridge-test",
+                                resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+                                shutdown_kernel="graceful")
+        error = None
+        started = time.monotonic()
+        try:
+            client.execute()
+        except CellExecutionError as e:
+            error = str(e)
+        elapsed = time.monotonic() - started
+        # The client does not stop a kernel manager it was given: shut the kernel down as
+        # Jupyter does (a shutdown request; SIGTERM after half of shutdown_wait_time, SIGKILL
+        # at its end), then look at /dev/shm.
+        stop = time.monotonic()
+        shutdown = 0.0
+        if km.has_kernel:
+            km.shutdown_kernel(now=False)
+        shutdown = time.monotonic() - stop
+        nbformat.write(nb, results / "dotnet_and_numpy.executed.ipynb")
+
+    outputs = {}
+    errors = []
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    for i, cell in enumerate(code_cells):
+        text = []
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                errors.append(f"cell {i}: {out.ename}: {out.evalue}")
+            elif out.output_type == "stream":
+                if out.name == "stderr" and "Traceback" in out.text:
+                    errors.append(f"cell {i} stderr: {out.text[:500]}")
+                text.append(out.text)
+        outputs[i] = "".join(text)
+    o = {}
+    o[CHECKS[0]] = ("fail", error or "; ".join(errors)) if (error or errors) else ("pass", "")
+    for check, (index, marker) in zip(CHECKS[1:5], EXPECTED.items()):
+        o[check] = ("pass", "") if marker in outputs.get(index, "") else (
+            "fail", f"{marker!r} not in the output of code cell {index}: {outputs.get(index, '')[-800:]}")
+    left = sorted(set(left_segments()) - before)
+    o[CHECKS[5]] = ("pass", "") if not left else ("fail", f"left in /dev/shm: {left}")
+    for name in left:
+        os.unlink("/dev/shm/" + name)
+    write_junit(results, o)
+    for name, (status, message) in o.items():
+        print(f"notebook: {status:4} {name}" + (f": {message}" if message else ""))
+    for line in outputs.get(4, "").splitlines():
+        if line.startswith("timings:"):
+            print("notebook " + line)
+    print(f"notebook: executed in {elapsed:.1f} s, kernel shut down in {shutdown:.1f} s")
+    return 0 if all(s != "fail" for s, _ in o.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "build/test-results"))
