@@ -446,14 +446,8 @@ def _at_exit():
 
 def _on_signal(signum, frame):
     release_created_segments()
-    signal.signal(signum, signal.SIG_DFL)
     _installed.discard(signum)
-    os.kill(os.getpid(), signum)
-    try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
-    except (AttributeError, OSError, ValueError):
-        pass
-    os._exit(128 + signum)      # only if the signal could not be delivered
+    exit_cleanup.die_by_default_action(signum)
 
 
 def _take_over_cleanup(sb):

@@ -152,17 +152,22 @@ def release_owned():
     _pending.clear()
 
 
-def _on_signal(signum, frame):
-    release_owned()
-    # The default action, exactly as if this handler had never been installed.
+def die_by_default_action(signum):
+    """End the process by *signum*'s default action, exactly as if no handler had been
+    installed (the same exit status for the parent, a service manager or Jupyter)."""
     signal.signal(signum, signal.SIG_DFL)
-    _installed.discard(signum)
     os.kill(os.getpid(), signum)
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
     except (AttributeError, OSError, ValueError):
         pass
     os._exit(128 + signum)      # only if the signal could not be delivered
+
+
+def _on_signal(signum, frame):
+    release_owned()
+    _installed.discard(signum)
+    die_by_default_action(signum)
 
 
 def _reset_in_child():
