@@ -368,16 +368,21 @@ def _segment_options(sb, lock, keep, typecode=None):
                              typeCode=typecode)
 
 
+def _element_and_code(typecode_or_type):
+    """(.NET element type, explicit typecode for SegmentOptions or None) of a typecode or a
+    .NET type: 'l'/'L' are recorded as such, every other typecode by the .NET type alone."""
+    if isinstance(typecode_or_type, str):
+        code = typecode_or_type if typecode_or_type in ("l", "L") else None
+        return _net_element_type(typecode_or_type, None), code
+    return typecode_or_type, None
+
+
 def create_array(typecode_or_type, size_or_initializer, *, name=None, lock=True, keep=False):
     """Create a .NET ``SharedArray<T>`` from Python: *typecode_or_type* is a typecode ('d',
     'i', ...) or a .NET type; *size_or_initializer* a length or a sequence / numpy array
     (copied in through a numpy view when numpy is there: one memcpy, not element by element)."""
     sb = _sb_or_load()
-    if isinstance(typecode_or_type, str):
-        element = _net_element_type(typecode_or_type, None)
-        code = typecode_or_type if typecode_or_type in ("l", "L") else None
-    else:
-        element, code = typecode_or_type, None
+    element, code = _element_and_code(typecode_or_type)
     initial = None
     if isinstance(size_or_initializer, int):
         length = size_or_initializer
@@ -398,11 +403,7 @@ def create_array(typecode_or_type, size_or_initializer, *, name=None, lock=True,
 def create_value(typecode_or_type, value=None, *, name=None, lock=True, keep=False):
     """Create a .NET ``SharedValue<T>`` holding *value* (default zero)."""
     sb = _sb_or_load()
-    if isinstance(typecode_or_type, str):
-        element = _net_element_type(typecode_or_type, None)
-        code = typecode_or_type if typecode_or_type in ("l", "L") else None
-    else:
-        element, code = typecode_or_type, None
+    element, code = _element_and_code(typecode_or_type)
     options = _segment_options(sb, lock, keep, code)
     with errors():
         if value is None:
