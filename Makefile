@@ -4,7 +4,7 @@
 
 RESULTS := build/test-results
 
-.PHONY: all build demo test test-dotnet test-python test-layers test-cross test-notebook deps clean
+.PHONY: all build demo dist test test-dotnet test-python test-layers test-cross test-notebook test-install deps clean
 
 all: build
 
@@ -16,6 +16,11 @@ build:
 
 demo: build
 	bash scripts/demo.sh
+
+# Every package a user installs, into build/dist/: the NuGet packages SharedBridge (+ .snupkg) and
+# SharedBridge.Tool, the Python sdist and wheel (scripts/dist.sh). Version: python/sharedbridge/VERSION.
+dist:
+	bash scripts/dist.sh
 
 # Every suite runs even if an earlier one fails; the exit status is non-zero if any failed.
 test: deps build
