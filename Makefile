@@ -31,6 +31,7 @@ test: deps build
 	python3 scripts/check_python_layers.py $(RESULTS) || status=1; \
 	bash scripts/test-cross.sh $(RESULTS) || status=1; \
 	bash scripts/test-notebook.sh $(RESULTS) || status=1; \
+	bash scripts/test-install.sh $(RESULTS) || status=1; \
 	python3 scripts/summarize.py $(RESULTS) || status=1; \
 	exit $$status
 
@@ -50,6 +51,11 @@ test-cross: build
 # examples/notebooks/dotnet_and_numpy.ipynb executed headless (nbclient), outputs and /dev/shm checked.
 test-notebook: build deps
 	@mkdir -p $(RESULTS); bash scripts/test-notebook.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
+
+# The packages (make dist) installed into a fresh venv, console project and tool folder, and a
+# C# <-> Python round trip through the installed copies (tests/install).
+test-install: deps
+	@mkdir -p $(RESULTS); bash scripts/test-install.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
 
 clean:
 	rm -rf build

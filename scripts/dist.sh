@@ -21,8 +21,12 @@ for project in src/Dotnet/SharedBridge/SharedBridge.csproj src/Dotnet/SharedBrid
     dotnet pack "$project" -c Release -nologo -v quiet -o "$out"
 done
 
+# Debian's python3 (python3-build, setuptools, wheel from apt), else build/venv's (made by
+# scripts/ensure-deps.sh where PyPI is reachable), else python3 on PATH.
 python=/usr/bin/python3
-[ -x "$python" ] || python="$(command -v python3)"
+if ! [ -x "$python" ] || ! "$python" -c 'import build, setuptools, wheel' 2>/dev/null; then
+    if [ -x build/venv/bin/python ]; then python=build/venv/bin/python; else python="$(command -v python3)"; fi
+fi
 cp pyproject.toml README.md LICENSE "$stage/"
 cp -r python/sharedbridge "$stage/python/"
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
