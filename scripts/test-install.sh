@@ -14,7 +14,14 @@ py=/usr/bin/python3
 if ! [ -x "$py" ] || ! "$py" -c 'import pytest, venv, ensurepip' 2>/dev/null; then
     [ -x build/venv/bin/python ] && py=build/venv/bin/python
 fi
-echo "=== install ($py)"
+# The wheel is also installed into a venv of the newest CPython >= 3.10 of another minor version
+# (pyenv's), so the installed copies are used from two interpreters.
+. scripts/python-env.sh
+other="$(python_interpreters | while read -r p; do
+    echo "$("$p" -c 'import sys; print("%d.%03d" % sys.version_info[:2])') $p"
+done | grep -v "^$("$py" -c 'import sys; print("%d.%03d" % sys.version_info[:2])') " | sort -n | tail -1 | cut -d' ' -f2)"
+echo "=== install ($py${other:+, the wheel also into a venv of $other})"
+export SB_INSTALL_PYTHONS="$other"
 status=0
 bash scripts/dist.sh || status=$?
 if [ "$status" = 0 ]; then

@@ -89,11 +89,23 @@ def dotnet_env(work):
     return env
 
 
-@pytest.fixture(scope="module")
-def venv(work):
-    """A fresh venv with only the built wheel installed; returns its python."""
-    path = work / "venv"
-    run([sys.executable, "-m", "venv", path])
+def interpreters():
+    """This interpreter, and those in SB_INSTALL_PYTHONS (scripts/test-install.sh passes the newest
+    other CPython >= 3.10 it finds)."""
+    found = [sys.executable] + [p for p in os.environ.get("SB_INSTALL_PYTHONS", "").split(os.pathsep) if p]
+    return list(dict.fromkeys(found))
+
+
+def label(python):
+    return subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture(scope="module", params=interpreters(), ids=label)
+def venv(work, request):
+    """A fresh venv of each interpreter with only the built wheel installed; returns its python."""
+    path = work / f"venv-{label(request.param)}"
+    run([request.param, "-m", "venv", path])
     python = path / "bin" / "python"
     run([python, "-m", "pip", "install", "-q", "--no-index", "--disable-pip-version-check",
          dist_file(f"sharedbridge-{VERSION}-py3-none-any.whl")])
@@ -148,19 +160,21 @@ class Creator:
     """A `serve` process: it has created the segment once started, and reports what the segment
     holds when released."""
 
-    def __init__(self, cmd, name, env=None):
-        self.proc = subprocess.Popen([str(c) for c in cmd] + ["serve", name] + [repr(x) for x in INITIAL],
+    def __init__(self, cmd, name, verb="serve"):
+        self.proc = subprocess.Popen([str(c) for c in cmd] + [verb, name] + [repr(x) for x in INITIAL],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env)
+                                     stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().strip()
         if line != "created":
             self.proc.kill()
-            raise AssertionError(f"{cmd} serve {name}: {line!r} {self.proc.communicate()[1]}")
+            raise AssertionError(f"{cmd} {verb} {name}: {line!r} {self.proc.communicate()[1]}")
 
     def release(self):
+        """The values the segment held when released, and any further output lines."""
         out, err = self.proc.communicate("\n", timeout=60)
         assert self.proc.returncode == 0, err
-        return [float(x) for x in out.split()]
+        values, *rest = out.splitlines()
+        return [float(x) for x in values.split()], rest
 
     def __enter__(self):
         return self
@@ -270,14 +284,41 @@ def test_csharp_creates_installed_python_modifies_csharp_sees_it(csharp_side, py
     name = names()
     with Creator(csharp_side, name) as creator:
         assert run(python_side + ["modify", name]).stdout.strip() == "modified"
-        assert creator.release() == modified(INITIAL)
+        assert creator.release()[0] == modified(INITIAL)
 
 
 def test_installed_python_creates_csharp_modifies_python_sees_it(csharp_side, python_side, names):
     name = names()
     with Creator(python_side, name) as creator:
         assert run(csharp_side + ["modify", name]).stdout.strip() == "modified"
-        assert creator.release() == modified(INITIAL)
+        assert creator.release()[0] == modified(INITIAL)
+
+
+def vendored_pythonnet(python):
+    """The folders that give *python* pythonnet and cffi from ../shared/vendor/pythonnet (next to
+    the repository; pythonnet is on no registry these machines reach), or None."""
+    vendor = ROOT.parent / "shared" / "vendor" / "pythonnet"
+    version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    cffi = vendor / f"site-cffi-{version}"
+    return [vendor / "site", cffi] if (vendor / "site" / "pythonnet").is_dir() and cffi.is_dir() else None
+
+
+def test_pythonnet_host_uses_the_assembly_the_wheel_installed(venv, python_side, csharp_side, names):
+    """sharedbridge.dotnet.load() with no path loads sharedbridge/_dotnet/SharedBridge.dll from the
+    venv; a .NET array made that way is modified by the installed C# console project."""
+    paths = vendored_pythonnet(venv)
+    if paths is None:
+        pytest.skip(f"no pythonnet for {venv}: pip install pythonnet, or a vendored copy with cffi "
+                    f"for this version in ../shared/vendor/pythonnet")
+    [site] = run([venv, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.split()
+    pathlib.Path(site, "vendored-pythonnet.pth").write_text("".join(f"{p}\n" for p in paths))
+    name = names()
+    with Creator(python_side, name, "serve-pythonnet") as creator:
+        assert run(csharp_side + ["modify", name]).stdout.strip() == "modified"
+        values, [assembly] = creator.release()
+    assert values == modified(INITIAL)
+    assert pathlib.Path(assembly) == pathlib.Path(site, "sharedbridge", "_dotnet", "SharedBridge.dll")
 
 
 def test_console_script_lists_a_segment_made_by_csharp(venv, csharp_side, names):
@@ -289,7 +330,7 @@ def test_console_script_lists_a_segment_made_by_csharp(venv, csharp_side, names)
         listed = json.loads(run([venv.parent / "sharedbridge", "ls", "--json"], cwd=venv.parent).stdout)
         [entry] = [e for e in listed if e["name"] == name]
         assert entry["length"] == len(INITIAL)
-        creator.release()
+        assert creator.release()[0] == INITIAL
 
 
 def test_dotnet_tool_installs_and_runs(work, dotnet_env):
