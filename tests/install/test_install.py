@@ -327,14 +327,17 @@ def test_pythonnet_host_uses_the_assembly_the_wheel_installed(venv, python_side,
 
 
 def test_console_script_lists_a_segment_made_by_csharp(venv, csharp_side, names):
+    """The installed `sharedbridge` command and `python -m sharedbridge` see a segment the installed
+    C# project made."""
     if not (ROOT / "python" / "sharedbridge" / "cli.py").exists():
         pytest.skip("python/sharedbridge/cli.py is not in this tree yet (the CLI branch): "
                     "no console script to run")
     name = names()
     with Creator(csharp_side, name) as creator:
-        listed = json.loads(run([venv.parent / "sharedbridge", "ls", "--json"], cwd=venv.parent).stdout)
-        [entry] = [e for e in listed if e["name"] == name]
-        assert entry["length"] == len(INITIAL)
+        for cmd in [[venv.parent / "sharedbridge"], [venv, "-I", "-m", "sharedbridge"]]:
+            listed = json.loads(run(cmd + ["ls", "--json"], cwd=venv.parent).stdout)
+            [entry] = [e for e in listed if e["name"] == name]
+            assert entry["length"] == len(INITIAL)
         assert creator.release()[0] == INITIAL
 
 
