@@ -72,8 +72,8 @@ def type_ref(cls):
     type the header describes instead of failing to unpickle (see _pickled_type)."""
     if issubclass(cls, ctypes.Array):
         return ("array", cls._length_, type_ref(cls._type_))
-    if cls in _CTYPES_OWN:
-        return None
+    if cls in _CTYPES_OWN or _import_ref(cls.__module__, cls.__qualname__) is not cls:
+        return None         # ctypes' own, or not importable here either (a local class)
     return ("class", cls.__module__, cls.__qualname__)
 
 
@@ -81,7 +81,9 @@ _CTYPES_OWN = frozenset(TYPECODE_TO_TYPE.values())
 
 
 def _import_ref(module, qualname):
-    """The class *module*.*qualname* if this process has or can import it, else None."""
+    """The class *module*.*qualname* if this process has or can import it, else None.
+    (The sender checks it finds the very class it names; a receiver's class of the same
+    name is checked against the header by _pickled_type.)"""
     try:
         target = sys.modules.get(module) or importlib.import_module(module)
         for part in qualname.split("."):
