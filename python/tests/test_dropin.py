@@ -294,7 +294,10 @@ def test_subclass_of_a_simple_type_keeps_its_class_when_pickled():
     assert isinstance(value, MyInt) and repr(value).startswith("<MyInt object at")
     assert type(pickle.loads(pickle.dumps(sb.RawArray(MyInt, [1, 2])))[0]) is MyInt
     assert isinstance(pickle.loads(pickle.dumps(sb.Value(MyInt, 4))).get_obj(), MyInt)
-    assert sb.header_of(sb.RawValue(MyInt)).typecode == "i"
+    created = sb.RawValue(MyInt, 5)
+    assert sb.header_of(created).typecode == "i"
+    assert isinstance(sb.attach(created.name, MyInt), MyInt)
+    assert repr(sb.attach(created.name)) == "c_int(5)"      # by name alone: the base type
 
 
 def test_a_class_the_receiver_cannot_import_falls_back_to_the_recorded_type():
