@@ -327,3 +327,20 @@ def test_a_killed_semaphore_holder_keeps_its_unit_and_a_dead_lock_holder_is_reco
         assert sem.acquire(timeout=5)
     assert any(issubclass(w.category, sb.LockRecoveredWarning) for w in caught)
     assert sem.get_value() == 0
+
+
+def test_corrupt_immutable_words_are_refused_on_attach():
+    bsem, sem, bar = sb.BoundedSemaphore(2), sb.Semaphore(2), sb.Barrier(2)
+    for obj, index, value in ((bsem, S.BOUNDED, 2), (sem, S.MAX_VALUE, 5), (bar, S.PARTIES, 0)):
+        saved = obj._w[index]
+        obj._w[index] = value
+        try:
+            with pytest.raises(sb.CorruptSegmentError, match="corrupt"):
+                S.sync_from_segment(obj._seg)
+        finally:
+            obj._w[index] = saved
+    ev = sb.Event()
+    ev._w[S.FLAG] = 7           # a mutable word out of range: reported, nothing changed
+    with pytest.raises(sb.CorruptSegmentError, match="flag 7"):
+        ev.set()
+    assert ev._w[S.FLAG] == 7 and ev._lock.state == "free"

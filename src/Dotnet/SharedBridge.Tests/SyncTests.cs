@@ -235,4 +235,25 @@ public class SyncTests
         Assert.Equal(0, sem.CurrentCount);                 // section 10.4: units of a dead holder stay taken
         Assert.False(sem.Wait(TimeSpan.FromMilliseconds(50)));
     }
+
+    [Fact]
+    public void CorruptWordsAreReportedNotUsed()
+    {
+        using var sem = SharedSemaphore.Create(NewName("csem"), 1);
+        using var ev = SharedEvent.Create(NewName("cev"));
+        WriteWord(sem.Name, 5, 2);          // bounded = 2
+        Assert.Throws<CorruptSegmentException>(() => SharedSemaphore.Open(sem.Name));
+        WriteWord(ev.Name, 3, 7);           // flag = 7: a mutable word out of range
+        var e = Assert.Throws<CorruptSegmentException>(() => ev.Set());
+        Assert.Contains("flag 7", e.Message);
+        using var evLock = SharedLock.Open(ev.Name);
+        Assert.Equal(LockState.Free, evLock.State);    // nothing was left held
+    }
+
+    private static void WriteWord(string name, int index, uint value)
+    {
+        using var f = new FileStream("/dev/shm/" + name, FileMode.Open, FileAccess.Write);
+        f.Position = 0x200 + 4 * index;
+        f.Write(BitConverter.GetBytes(value));
+    }
 }
