@@ -185,7 +185,8 @@ public class SyncTests
         using var ev = SharedEvent.Create(NewName("kind"));
         var e = Assert.Throws<TypeMismatchException>(() => SharedSemaphore.Open(ev.Name));
         Assert.Contains("an event segment", e.Message);
-        Assert.Throws<TypeMismatchException>(() => SharedArray<uint>.Open(ev.Name));
+        Assert.Contains("an event segment, not an array", Assert.Throws<TypeMismatchException>(() => SharedArray<uint>.Open(ev.Name)).Message);
+        Assert.Contains("an event segment, not a value", Assert.Throws<TypeMismatchException>(() => SharedValue<uint>.Open(ev.Name)).Message);
         Assert.Throws<ArgumentException>(() => SharedEvent.Create(NewName("opt"), options: new SegmentOptions { Synchronized = false }));
     }
 
