@@ -13,6 +13,7 @@ _platform (the operating system), _objects (what users get), then this module.
 
 from ._format.header import SegmentHeader, StructField
 from ._objects.attach import attach
+from ._objects.lifetimes import ReapedSegment, reap
 from ._objects.numpy_view import as_numpy
 from ._objects.raw_object import segment_of
 from ._objects.shared_lock import Lock, RLock, SharedLock, reset_lock
@@ -41,9 +42,11 @@ def header_of(obj_or_name, *, allow_other_owner=False):
 
 
 def close(obj):
-    """Give up the creator's claim on *obj*'s segment now: the creating process unlinks
-    the name (unless keep=True). Every object and view keeps working; other processes
-    that already attached are unaffected."""
+    """Give up this process's claim on *obj*'s segment now: for a lifetime="creator"
+    segment the creating process unlinks the name; for a "last-closer" one this process
+    releases its hold and unlinks the name if it was the last to hold it; "persistent"
+    ones stay. Every object and view keeps working; other processes that already
+    attached are unaffected."""
     _segment_for(obj).close()
 
 
@@ -58,7 +61,7 @@ def _segment_for(obj):
 
 __all__ = [
     "Array", "Value", "RawArray", "RawValue", "copy", "synchronized", "attach", "Lock",
-    "RLock", "reset_lock", "as_numpy", "unlink", "close", "header_of", "SegmentHeader", "StructField",
+    "RLock", "reset_lock", "as_numpy", "unlink", "close", "header_of", "reap", "ReapedSegment", "SegmentHeader", "StructField",
     "Synchronized", "SynchronizedArray", "SynchronizedBase", "SynchronizedString",
     "SharedBridgeError", "SegmentNotFoundError", "SegmentExistsError", "InvalidNameError",
     "CorruptSegmentError", "UnsupportedVersionError", "TypeMismatchError",
