@@ -74,7 +74,7 @@ def reap(*, dry_run=False, prefix=None):
         try:
             result = _judge(name, fd, st, seg.header, dry_run)
         finally:
-            os.close(fd)
+            S.close_unlocked(fd)      # seg's mapping would keep an exclusive lock alive
         if result is not None:
             reaped.append(result)
     return reaped

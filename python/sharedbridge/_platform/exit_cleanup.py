@@ -92,8 +92,10 @@ _after_fork_registered = False
 
 
 def _participate_after_fork_in_mp_child(_):
-    # A multiprocessing child started by fork: its bootstrap cleared the Finalize registry.
-    if len(_participants) and _finalize_pid != os.getpid():
+    # A multiprocessing child's bootstrap has just cleared the Finalize registry (after
+    # a fork, and after unpickling the arguments under spawn and forkserver, which may
+    # have attached): register again. forkserver children end with os._exit.
+    if len(_participants):
         _register_mp_finalizer()
 
 

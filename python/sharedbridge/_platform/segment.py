@@ -112,6 +112,11 @@ class _FlockHolder:
     keeps that one and closes the inherited descriptor (the parent still holds it, so its
     lock stays), the parent closes the child's copy. A child for which that failed
     (``fd == -1``) does not take part: it never unlinks.
+
+    A mapping holds a reference to the open file description, and the kernel drops a
+    flock only when the description's last reference goes: closing the descriptor while
+    the memory is still mapped would keep the lock. Leaving is therefore always an
+    explicit LOCK_UN before the close (close_unlocked), never the close alone.
     """
 
     __slots__ = ("fd", "pid", "child_fd", "__weakref__")
@@ -131,9 +136,8 @@ class _FlockHolder:
         return fd
 
     def close(self):
-        fd = self.take()
-        if fd >= 0:
-            os.close(fd)
+        """Leave without the last-closer check (explicit unlink, a failed create)."""
+        close_unlocked(self.take())
 
     def before_fork(self):
         if self.fd < 0 or self.pid != os.getpid():
@@ -324,6 +328,17 @@ def _release_last_closer(name, mm, holder):
     except OSError:
         pass        # best effort: called from finalizers and signal handlers
     finally:
+        close_unlocked(fd)
+
+
+def close_unlocked(fd):
+    """Release the flock of *fd* explicitly, then close it (a mapping of the object
+    would otherwise keep the lock alive: see _FlockHolder). Does nothing for -1."""
+    if fd < 0:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
         os.close(fd)
 
 
@@ -495,7 +510,7 @@ def create(name, header, init, mode=DEFAULT_MODE):
     except BaseException:
         if holder is not None:
             holder.take()
-        os.close(fd)
+        close_unlocked(fd) if holder is not None else os.close(fd)
         _posixshmem.shm_unlink(os_name(seg_name))
         exit_cleanup.created(seg_name)
         raise
