@@ -35,9 +35,11 @@ __version__ = "0.1.0"
 
 def header_of(obj_or_name, *, allow_other_owner=False):
     """The validated SegmentHeader of a shared object, lock or segment name.
-    allow_other_owner: as for attach()."""
+    allow_other_owner: as for attach(). Looking at a name never takes part in a
+    last-closer segment's lifetime (it neither holds nor unlinks it)."""
     if isinstance(obj_or_name, str):
-        return _open_segment(obj_or_name, allow_other_owner=allow_other_owner).header
+        return _open_segment(obj_or_name, allow_other_owner=allow_other_owner,
+                             join=False).header
     return _segment_for(obj_or_name).header
 
 

@@ -307,3 +307,65 @@ def test_reap_re_verifies_the_name_before_unlinking(names, monkeypatch):
     assert sb.reap(prefix=name) == []
     assert exists(name) and sb.header_of(name).lifetime == "persistent"
     sb.unlink(name)
+
+
+# --- the lifetime byte on open (docs/format.md 6.2 step 5, 6.3) ---------------------------
+
+def _forge(name, img):
+    import zlib
+    struct_ = __import__("struct")
+    crc = zlib.crc32(bytes(img[:0x180]) + bytes(img[0x200:struct_.unpack_from("<I", img, 12)[0]]))
+    struct_.pack_into("<I", img, 0x184, crc)
+    fd = os.open(f"/dev/shm/{name}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    os.write(fd, bytes(img))
+    os.close(fd)
+    return name
+
+
+def _image(obj):
+    with open(f"/dev/shm/{obj.name}", "rb") as f:
+        return bytearray(f.read())
+
+
+@pytest.mark.parametrize("version,compat,byte,outcome", [
+    (2, 1, 3, sb.CorruptSegmentError),       # no such lifetime
+    (2, 1, 255, sb.CorruptSegmentError),
+    (2, 1, 1, sb.CorruptSegmentError),       # last-closer needs compat_version 2
+    (2, 1, 2, "persistent"),
+    (2, 2, 1, "last-closer"),
+    (1, 1, 1, "creator"),                    # version 1: a reserved byte, ignored
+    (1, 1, 200, "creator"),
+])
+def test_lifetime_byte_on_open(names, version, compat, byte, outcome):
+    src = sb.RawArray("i", [6], name=names())
+    img = _image(src)
+    img[8:12] = bytes([version, 0, compat, 0])
+    img[0x39] = byte
+    name = _forge(names(), img)
+    if isinstance(outcome, str):
+        h = sb.header_of(name)
+        assert (h.lifetime, h.version) == (outcome, version)
+        got = sb.attach(name)
+        assert got[0] == 6
+        sb.close(got)
+    else:
+        with pytest.raises(outcome, match="lifetime|compat_version"):
+            sb.attach(name, timeout=0.1)
+    sb.close(src)
+
+
+def test_reap_never_touches_a_version_1_segment(names):
+    """Version 1 did not record keep=True: a dead creator's version-1 segment may be a
+    kept one, so the reaper leaves it."""
+    p = child("a = sb.RawArray('i', [6], name=sys.argv[0]); print('ready', flush=True); "
+              "time.sleep(60)".replace("sys.argv[0]", repr(names())))
+    name = f"sblt_{os.getpid()}_{next(_counter) - 1}"
+    kill(p)
+    with open(f"/dev/shm/{name}", "rb") as f:
+        img = bytearray(f.read())
+    img[8:12] = bytes([1, 0, 1, 0])
+    os.unlink(f"/dev/shm/{name}")
+    _forge(name, img)
+    assert sb.header_of(name).version == 1
+    assert sb.reap(prefix=name) == []
+    assert exists(name)

@@ -581,15 +581,17 @@ _SIZE_CHANGE_RETRIES = 5
 _LAST_CLOSER_RETRIES = 3
 
 
-def open_segment(name, timeout=5.0, allow_other_owner=False):
+def open_segment(name, timeout=5.0, allow_other_owner=False, join=True):
     """Attach to the segment *name* (docs/format.md section 6.2) and return it.
 
     Refuses an object owned by another user (SegmentPermissionError) unless
     *allow_other_owner* is true. A last-closer segment is joined: this process holds a
-    shared flock on it until the Segment is closed or collected (section 8).
+    shared flock on it until the Segment is closed or collected (section 8). join=False
+    only looks (header_of, tools): the Segment takes part in no lifetime protocol and is
+    not reused by later opens.
     """
     for _ in range(_LAST_CLOSER_RETRIES):
-        seg = _open_once(name, timeout, allow_other_owner)
+        seg = _open_once(name, timeout, allow_other_owner, join)
         if seg is not None:
             return seg
     raise SegmentNotFoundError(
@@ -597,15 +599,16 @@ def open_segment(name, timeout=5.0, allow_other_owner=False):
         "while this process attached to it: it is gone; create it again", name)
 
 
-def _open_once(name, timeout, allow_other_owner):
+def _open_once(name, timeout, allow_other_owner, join):
     validate_name(name)
     try:
         fd = _posixshmem.shm_open(os_name(name), os.O_RDWR, 0)
     except FileNotFoundError:
         raise SegmentNotFoundError(
             errno.ENOENT, f"no shared-memory segment named {name!r}: check the name, and "
-            "that its creator is still running (a creator unlinks its segments when it "
-            "closes them or exits unless keep=True)", name) from None
+            "that it is still alive (by default a creator unlinks its segments when it "
+            "closes them or exits; lifetime='last-closer' or 'persistent' keep them "
+            "longer)", name) from None
     except PermissionError as e:
         raise SegmentPermissionError(
             e.errno, f"no permission to open the shared-memory segment {name!r} "
@@ -634,6 +637,8 @@ def _open_once(name, timeout, allow_other_owner):
                 cached.trusted = True
             return cached
         seg = _map_and_validate(name, fd, timeout)
+        if not join:
+            return seg
         if seg.header.lifetime_code == H.LIFETIME_LAST_CLOSER:
             if not _join_last_closer(name, fd, st, seg, timeout):
                 return None
