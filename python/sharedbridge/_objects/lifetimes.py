@@ -40,7 +40,7 @@ class ReapedSegment:
     def __init__(self, name, reason, removed):
         self.name = name          # the segment name (no leading slash)
         self.reason = reason      # why it is garbage, for people
-        self.removed = removed    # False in a dry run (or if it vanished meanwhile)
+        self.removed = removed    # False in a dry run
 
     def __repr__(self):
         return (f"ReapedSegment(name={self.name!r}, reason={self.reason!r}, "
@@ -101,4 +101,4 @@ def _judge(name, fd, st, header, dry_run):
     if not S.same_object(name, st):
         return None             # replaced since it was judged: not ours to remove
     S.retire_by_descriptor(fd)
-    return ReapedSegment(name, reason, S.unlink_if_same(name, st))
+    return ReapedSegment(name, reason, True) if S.unlink_if_same(name, st) else None

@@ -6,7 +6,7 @@ internal static class HeaderLayout
     internal const int FixedSize = 0x200;
     internal const int MaxHeaderSize = 1 << 20;
     internal const int FieldEntrySize = 64;
-    internal const int FormatVersion = 1;
+    internal const int FormatVersion = 2;
 
     internal const int Magic = 0x000;
     internal const int Version = 0x008;
@@ -24,6 +24,7 @@ internal static class HeaderLayout
     internal const int LockSize = 0x032;
     internal const int LockOffset = 0x034;
     internal const int LockType = 0x038;
+    internal const int Lifetime = 0x039;
     internal const int FieldEntrySizeField = 0x03A;
     internal const int FieldCount = 0x03C;
     internal const int FieldTableOffset = 0x040;

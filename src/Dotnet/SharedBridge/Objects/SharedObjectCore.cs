@@ -65,8 +65,8 @@ internal sealed class SharedObjectCore
         {
             var spec = new HeaderSpec(kind, typeCode, elementSize, count, lockKind,
                 lockKind == LockKind.Embedded ? (options.RecursiveLock ? LockType.Recursive : LockType.ErrorChecking) : LockType.None,
-                lockName, typeName, fields);
-            var segment = MappedSegment.Create(name, spec, options.Mode, options.KeepOnDispose, initial);
+                lockName, typeName, fields, options.ResolveLifetime());
+            var segment = MappedSegment.Create(name, spec, options.Mode, initial);
             return new SharedObjectCore(owner, segment, lockSegment);
         }
         catch
