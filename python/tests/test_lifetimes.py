@@ -369,3 +369,25 @@ def test_reap_never_touches_a_version_1_segment(names):
     assert sb.header_of(name).version == 1
     assert sb.reap(prefix=name) == []
     assert exists(name)
+
+
+V1_GOLDEN = os.path.join(os.path.dirname(PYTHON_DIR), "tests", "cross", "vectors", "v1")
+
+
+@pytest.mark.parametrize("path", sorted(
+    os.path.join(V1_GOLDEN, f) for f in os.listdir(V1_GOLDEN) if f.endswith(".header.bin")),
+    ids=os.path.basename)
+def test_every_version_1_golden_header_is_still_read(names, path):
+    """The golden headers of format version 1 (kept in tests/cross/vectors/v1) open with a
+    version-2 reader, as lifetime "creator"."""
+    import struct
+    with open(path, "rb") as f:
+        head = f.read()
+    data_offset, data_size = struct.unpack_from("<QQ", head, 0x20)
+    name = names()
+    with open(f"/dev/shm/{name}", "xb") as f:
+        f.write(head + bytes(data_offset + data_size - len(head)))
+    h = sb.header_of(name)
+    assert (h.version, h.compat_version, h.lifetime) == (1, 1, "creator")
+    if h.lock_kind != 2:                   # an external lock needs its lock segment too
+        sb.attach(name)

@@ -44,31 +44,33 @@ def _lock_argument(sb, vector, lock_name, keep):
 
 
 def _create_lock(factory, name, keep):
-    return factory(name=name, keep=keep)
+    return factory(name=name, lifetime=keep)
 
 
 def create(vector, name, lock_name, keep=True):
-    """Create the vector's segment; returns the objects to keep alive."""
+    """Create the vector's segment; returns the objects to keep alive. keep=True: with the
+    vector's lifetime (cv.lifetime); keep=False: lifetime "creator"."""
     sb = _sharedbridge()
+    keep = cv.lifetime(vector) if keep else "creator"     # passed on as lifetime=
     obj_kind = vector["object"]
     if obj_kind == "lock":
         factory = sb.Lock if vector["lock"]["type"] == "lock" else sb.RLock
         return [_create_lock(factory, name, keep)]
     lock, lock_obj = _lock_argument(sb, vector, lock_name, keep)
     if obj_kind == "chararray":
-        obj = sb.Array("c", cv.char_bytes(vector), lock=lock, name=name, keep=keep)
+        obj = sb.Array("c", cv.char_bytes(vector), lock=lock, name=name, lifetime=keep)
     elif obj_kind == "array":
         etype = cv.element_type(vector)
         init = [cv.py_element(vector, v) for v in vector["values"]]
-        obj = sb.Array(etype, init, lock=lock, name=name, keep=keep)
+        obj = sb.Array(etype, init, lock=lock, name=name, lifetime=keep)
     else:
         etype = cv.element_type(vector)
         value = cv.py_element(vector, vector["values"])
         args = value if vector["typecode"] == "T" else (value,)
         if lock is False:
-            obj = sb.RawValue(etype, *args, name=name, keep=keep)
+            obj = sb.RawValue(etype, *args, name=name, lifetime=keep)
         else:
-            obj = sb.Value(etype, *args, lock=lock, name=name, keep=keep)
+            obj = sb.Value(etype, *args, lock=lock, name=name, lifetime=keep)
     return [o for o in (obj, lock_obj) if o is not None]
 
 
@@ -155,9 +157,10 @@ def _check_header(vector, h, lock_name, errors):
         "type name": (vector["struct"].get("type_name", vector["struct"]["name"])
                       if "struct" in vector else ""),
         "lock kind": LOCK_KINDS[vector["lock"]["kind"]],
+        "lifetime": cv.lifetime(vector),
     }
     actual = {"kind": int(h.kind), "typecode": h.typecode, "length": h.element_count,
-              "type name": h.type_name, "lock kind": int(h.lock_kind)}
+              "type name": h.type_name, "lock kind": int(h.lock_kind), "lifetime": h.lifetime}
     if vector["lock"]["kind"] == "external":
         expected["lock name"], actual["lock name"] = lock_name, h.lock_name
     for what, value in expected.items():
@@ -209,14 +212,28 @@ def _batch(manifest_path, action):
     return 0
 
 
+# Objects of creator and last-closer vectors: closing them would unlink them, so create-batch
+# leaves them as a crash would (os._exit: no finalizer, no exit cleanup).
+_left_open = []
+
+
 def _create_and_release(vector, name, lock_name):
-    for obj in create(vector, name, lock_name):
-        _close(obj)
+    objects = create(vector, name, lock_name)
+    if cv.lifetime(vector) == "persistent":
+        for obj in objects:
+            _close(obj)
+    else:
+        _left_open.extend(objects)
     return {"ok": True, "errors": [], "values": [], "pid": os.getpid()}
 
 
 def cmd_create_batch(args):
-    return _batch(args.manifest, _create_and_release)
+    status = _batch(args.manifest, _create_and_release)
+    if _left_open:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def cmd_verify_batch(args):

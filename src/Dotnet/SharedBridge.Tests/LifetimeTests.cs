@@ -325,6 +325,42 @@ public class LifetimeTests
         }
     }
 
+    public static IEnumerable<object[]> Version1Goldens()
+    {
+        string dir = AppContext.BaseDirectory;
+        while (!Directory.Exists(Path.Combine(dir, "tests", "cross", "vectors", "v1"))) dir = Path.GetDirectoryName(dir)!;
+        return Directory.GetFiles(Path.Combine(dir, "tests", "cross", "vectors", "v1"), "*.header.bin")
+            .Order(StringComparer.Ordinal).Select(p => new object[] { p });
+    }
+
+    /// <summary>The golden headers of format version 1 (kept in tests/cross/vectors/v1) open with this
+    /// version-2 reader, as lifetime Creator.</summary>
+    [Theory]
+    [MemberData(nameof(Version1Goldens))]
+    public void EveryVersion1GoldenHeaderIsStillRead(string path)
+    {
+        string name = NewName();
+        try
+        {
+            byte[] head = File.ReadAllBytes(path);
+            long total = (long)(BinaryPrimitives.ReadUInt64LittleEndian(head.AsSpan(0x020)) + BinaryPrimitives.ReadUInt64LittleEndian(head.AsSpan(0x028)));
+            var bytes = new byte[Math.Max(total, head.Length)];
+            head.CopyTo(bytes, 0);
+            File.WriteAllBytes(Names.ShmPath(name), bytes);
+            var header = HeaderCodec.Parse(name, head, bytes.Length);
+            Assert.Equal((1, 1, SegmentLifetime.Creator), (header.Version, header.CompatVersion, header.Lifetime));
+            if (header.LockKind != LockKind.External)  // an external lock needs its lock segment too
+            {
+                using var segment = SharedSegment.Open(name);
+                Assert.Equal(SegmentLifetime.Creator, segment.Header.Lifetime);
+            }
+        }
+        finally
+        {
+            Remove(name);
+        }
+    }
+
     private static void Reseal(byte[] b) =>
         BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(0x184), HeaderCodec.ComputeCrc(b.AsSpan(0, 0x200)));
 }
