@@ -19,6 +19,9 @@ public sealed class Vector
     /// <summary>The segment lifetime (docs/format.md section 8); default Persistent: a producer of the
     /// suite leaves its segments for consumers that start after it ended.</summary>
     public SegmentLifetime Lifetime { get; init; } = SegmentLifetime.Persistent;
+
+    /// <summary>The vector names its lifetime (else the producer chose: host Creator, batch Persistent).</summary>
+    public bool LifetimeGiven { get; init; }
     public int Length { get; init; }
     public JsonElement Values { get; init; }
 
@@ -31,6 +34,7 @@ public sealed class Vector
         {
             Id = root.GetProperty("id").GetString()!,
             Object = root.GetProperty("object").GetString()!,
+            LifetimeGiven = root.TryGetProperty("lifetime", out _),
             Lifetime = root.TryGetProperty("lifetime", out var lifetime) ? lifetime.GetString() switch
             {
                 "creator" => SegmentLifetime.Creator,

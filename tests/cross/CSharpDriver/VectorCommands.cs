@@ -107,7 +107,7 @@ public static class VectorCommands
         int lockKind = vector.LockKind switch { "none" => 0, "embedded" => 1, _ => 2 };
         Expect(errors, "lock kind", lockKind, Convert.ToInt32(h.LockKind));
         if (vector.LockKind == "external") Expect(errors, "lock name", lockName ?? "", h.LockName ?? "");
-        Expect(errors, "lifetime", vector.Lifetime, h.Lifetime);
+        if (vector.LifetimeGiven) Expect(errors, "lifetime", vector.Lifetime, h.Lifetime);
     }
 
     /// <summary>A Lock refuses a second acquire by its holder; an RLock grants it.</summary>
