@@ -12,6 +12,11 @@ Commands (every command prints JSON or the scenario's text on stdout; diagnostic
   parent SCENARIO BASE --child ARGV_JSON [--child ...]
                                        the parent of a scenario; children are other drivers
   baseline SCENARIO                    the scenario with the standard library's multiprocessing
+  hold create NAME LIFETIME | hold open NAME
+                                       a 2-element 'q' array with that lifetime (creator,
+                                       last-closer, persistent), or attached; prints ready;
+                                       stdin "close" closes it, "exit" ends normally
+  reap PREFIX [--dry-run]              sharedbridge.reap(prefix=PREFIX): {"reaped": [...]}
 
 Needs only the standard library and sharedbridge on PYTHONPATH (PYTHONPATH=python).
 """
@@ -309,6 +314,30 @@ def cmd_classify_batch(args):
     return 0
 
 
+def cmd_hold(args):
+    sb = _sharedbridge()
+    if args.mode == "create":
+        obj = sb.Array("q", 2, name=args.name, lifetime=args.lifetime)
+    else:
+        obj = sb.attach(args.name)
+    _emit({"ready": args.name, "lifetime": sb.header_of(obj).lifetime})
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "close":
+            sb.close(obj)
+            _emit({"closed": args.name})
+        elif command == "exit":
+            break
+    return 0
+
+
+def cmd_reap(args):
+    sb = _sharedbridge()
+    reaped = sb.reap(dry_run=args.dry_run, prefix=args.prefix)
+    _emit({"reaped": [{"name": r.name, "reason": r.reason, "removed": r.removed} for r in reaped]})
+    return 0
+
+
 def cmd_baseline(args):
     import cross_baseline
     return cross_baseline.run(args.scenario)
@@ -337,6 +366,15 @@ def main(argv):
     p.add_argument("base")
     p.add_argument("--child", action="append", default=[])
     p.set_defaults(handler=cmd_parent)
+    p = sub.add_parser("hold")
+    p.add_argument("mode", choices=("create", "open"))
+    p.add_argument("name")
+    p.add_argument("lifetime", nargs="?", default="creator")
+    p.set_defaults(handler=cmd_hold)
+    p = sub.add_parser("reap")
+    p.add_argument("prefix")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(handler=cmd_reap)
     p = sub.add_parser("baseline")
     p.add_argument("scenario")
     p.set_defaults(handler=cmd_baseline)
