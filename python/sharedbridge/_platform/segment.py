@@ -13,7 +13,8 @@ size meanwhile is retried, then refused.
 Mappings are made with libc mmap(2) through ctypes, not with the mmap module: CPython's
 mmap.mmap duplicates the descriptor it is given and keeps it open for the mapping's life,
 so every live object would hold a file descriptor (EMFILE after ~1,020 objects under
-``ulimit -n 1024``). Here the descriptor is closed right after mmap(2); the mapping is a
+``ulimit -n 1024``). Here the descriptor is closed right after mmap(2) (except for a
+last-closer segment: one descriptor per segment holds its flock, docs/format.md section 8); the mapping is a
 ctypes ``c_char`` array over the mapped address (``Segment.mm``: a writable buffer that
 supports len, slicing, struct.pack_into and from_buffer like an mmap) whose instance
 dictionary holds an _Unmapper: munmap(2) runs when the last object using the mapping
