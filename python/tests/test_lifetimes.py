@@ -169,6 +169,17 @@ def test_sigkill_drops_the_hold(names, victim):
     assert not exists(name)
 
 
+def test_header_of_a_name_only_looks(names):
+    name = names()
+    kill(child(f"a = sb.Array('d', 2, name={name!r}, lifetime='last-closer'); "
+               "print('ready', flush=True); time.sleep(60)"))
+    for _ in range(2):
+        assert sb.header_of(name).lifetime == "last-closer"
+    assert exists(name)                # nobody holds it, yet looking did not remove it
+    sb.close(sb.attach(name))          # joining and leaving did: it was the last
+    assert not exists(name)
+
+
 def test_sigterm_of_an_attacher_releases_its_hold(names):
     name = names()
     p = child(f"a = sb.Array('d', 2, name={name!r}, lifetime='last-closer'); "

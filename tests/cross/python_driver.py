@@ -284,7 +284,7 @@ def classify(name, timeout):
         # What the C# driver's untyped SharedSegment.Open checks: the header (section 6.2)
         # and, for an external lock, the lock segment (step 7). attach() would also
         # rebuild a ctypes structure, which a valid header may not allow.
-        h = open_segment(name, timeout).header
+        h = open_segment(name, timeout, join=False).header   # never joins a last-closer segment
         if h.lock_kind == 2:
             open_external_lock(name, h.lock_name, timeout, False)
     except sb.NotASharedBridgeSegmentError:

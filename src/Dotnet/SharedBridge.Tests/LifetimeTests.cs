@@ -264,6 +264,25 @@ public class LifetimeTests
     }
 
     [Fact]
+    public void ReadHeaderOnlyLooks()
+    {
+        string name = NewName();
+        try
+        {
+            using (var creator = StartHolder(name, SegmentLifetime.LastCloser)) creator.KillHard();
+            for (int i = 0; i < 2; i++)
+                Assert.Equal(SegmentLifetime.LastCloser, SharedSegment.ReadHeader(name).Lifetime);
+            Assert.True(Names.Exists(name));        // nobody holds it, yet looking did not remove it
+            SharedSegment.Open(name).Dispose();     // joining and leaving did: it was the last
+            Assert.False(Names.Exists(name));
+        }
+        finally
+        {
+            Remove(name);
+        }
+    }
+
+    [Fact]
     public void OpenRacingTheLastCloserReportsNotFound()
     {
         // A segment nobody holds; this test plays the last closer: exclusive lock, retire, unlink.

@@ -146,12 +146,14 @@ internal sealed unsafe class MappedSegment
 
     /// <summary>Opens and validates segment <paramref name="name"/>, waiting up to <paramref name="readyTimeout"/>
     /// (non-negative or infinite; the caller checked it) for a creator still initializing it.</summary>
-    internal static MappedSegment Open(string name, TimeSpan readyTimeout, bool allowOtherOwner)
+    /// <summary>Opens segment <paramref name="name"/>; a last-closer segment is joined (section 8) unless
+    /// <paramref name="join"/> is false (only looking: the result takes part in no lifetime).</summary>
+    internal static MappedSegment Open(string name, TimeSpan readyTimeout, bool allowOtherOwner, bool join = true)
     {
         for (int attempt = 0; attempt < LastCloserRetries; attempt++)
         {
             var segment = OpenOnce(name, readyTimeout, allowOtherOwner);
-            if (segment.Header.Lifetime != SegmentLifetime.LastCloser) return segment;
+            if (!join || segment.Header.Lifetime != SegmentLifetime.LastCloser) return segment;
             bool joined = false;
             try { joined = segment.Join(readyTimeout); }
             finally
