@@ -108,6 +108,7 @@ public class LifetimeTests
     [Theory]
     [InlineData("dispose")]
     [InlineData("exit")]
+    [InlineData("term")]
     [InlineData("kill")]
     public void LastCloserChildAttacherEndsAfterTheCreator(string ending)
     {
@@ -128,6 +129,11 @@ public class LifetimeTests
                 case "exit":
                     child.WriteLine("exit");
                     Assert.Equal(0, child.WaitForExit());
+                    Assert.False(Names.Exists(name));
+                    break;
+                case "term":                        // ExitCleanup's signal handler leaves it: the last
+                    Signals.Send(child.Pid, "TERM");
+                    child.WaitForExit();
                     Assert.False(Names.Exists(name));
                     break;
                 default:                            // the last holder killed: garbage for the reaper
