@@ -68,8 +68,7 @@ def test_every_create_records_its_lifetime(names, lifetime, compat):
     for obj in made:
         h = sb.header_of(obj)
         assert (h.lifetime, h.version, h.compat_version) == (lifetime, 2, compat)
-        assert sb.header_of(obj.name if hasattr(obj, "name") else h).lifetime == lifetime \
-            if isinstance(getattr(obj, "name", None), str) else True
+        assert sb.header_of(obj.name).lifetime == lifetime     # read back by name
     for obj in made:
         sb.close(obj)
         if lifetime == "persistent":
@@ -368,10 +367,9 @@ def test_lifetime_byte_on_open(names, version, compat, byte, outcome):
 def test_reap_never_touches_a_version_1_segment(names):
     """Version 1 did not record keep=True: a dead creator's version-1 segment may be a
     kept one, so the reaper leaves it."""
-    p = child("a = sb.RawArray('i', [6], name=sys.argv[0]); print('ready', flush=True); "
-              "time.sleep(60)".replace("sys.argv[0]", repr(names())))
-    name = f"sblt_{os.getpid()}_{next(_counter) - 1}"
-    kill(p)
+    name = names()
+    kill(child(f"a = sb.RawArray('i', [6], name={name!r}); print('ready', flush=True); "
+               "time.sleep(60)"))
     with open(f"/dev/shm/{name}", "rb") as f:
         img = bytearray(f.read())
     img[8:12] = bytes([1, 0, 1, 0])
