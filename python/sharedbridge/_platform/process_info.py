@@ -9,13 +9,29 @@ def process_start_time(pid=None):
     """Field 22 of /proc/<pid>/stat (clock ticks after boot), or 0 if unknown."""
     pid = os.getpid() if pid is None else pid
     if pid not in _start_time_cache:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                data = f.read()
-            _start_time_cache[pid] = int(data[data.rindex(b")") + 2:].split()[19])
-        except (OSError, ValueError, IndexError):
+        ticks = _read_start_time(pid)
+        if not ticks:
             return 0
+        _start_time_cache[pid] = ticks
     return _start_time_cache[pid]
+
+
+def _read_start_time(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def process_is_running(pid, start_time):
+    """True when a process with *pid* exists and (when *start_time* is non-zero) has that
+    start time, so a reused pid does not count (docs/format.md section 8). Read fresh
+    from /proc every time (never cached: the pid may have been reused since)."""
+    if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
+        return False
+    return start_time == 0 or _read_start_time(pid) == start_time
 
 
 def processes_mapping(inode):
