@@ -8,9 +8,10 @@ interpreter was built with (sysconfig), so the interpreters of scripts/test-pyth
 share one source tree. Up to date (newer than the .c): nothing is done. Written to a
 temporary file and renamed: a process that has the old one loaded is not disturbed.
 
-Prints one line and exits 0 when the module is there ("built" / "up to date") or cannot
-be built here (no compiler, no Python.h: install python3-dev); exits 1 when the compiler
-ran and failed (a bug to fix). pip installs build the same file through setup.py.
+Prints one line. Exit status: 0 when the module is there ("built" / "up to date"), 3 when
+it cannot be built here (no compiler, no Python.h: install python3-dev; the package then
+uses its ctypes path), 1 when the compiler ran and failed (a bug to fix). pip installs
+build the same file through setup.py.
 """
 
 import os
@@ -22,6 +23,7 @@ import sysconfig
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOT_BUILDABLE = 3
 SRC = os.path.join(ROOT, "python", "sharedbridge", "_platform", "_fastlock.c")
 
 
@@ -38,10 +40,10 @@ def main():
     if not os.path.exists(os.path.join(include, "Python.h")):
         print(f"{label}: not built, no {include}/Python.h (Debian: apt-get install python3-dev); "
               "the ctypes lock path is used")
-        return 0
+        return NOT_BUILDABLE
     if not shutil.which(cc[0]):
         print(f"{label}: not built, no C compiler ({cc[0]}); the ctypes lock path is used")
-        return 0
+        return NOT_BUILDABLE
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(SRC))
     os.close(fd)
     cmd = cc + ["-shared", "-fPIC", "-O2", "-Wall", "-Werror=implicit-function-declaration",
