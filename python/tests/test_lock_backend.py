@@ -80,3 +80,23 @@ def test_both_paths_exclude_each_other_on_one_mutex():
     else:
         assert child_backend == "ctypes"
     assert arr[:] == [2 * n, 2 * n]
+
+
+@pytest.mark.parametrize("lock_cls", [sb.Lock, sb.RLock])
+def test_acquire_takes_the_arguments_of_its_python_signature(lock_cls):
+    lock = lock_cls()
+    assert lock.acquire(True, None) is True
+    lock.release()
+    assert lock.acquire(block=False) is True
+    lock.release()
+    assert lock.acquire(timeout=0.1) is True
+    lock.release()
+    assert lock.acquire(True, timeout=0.1) is True
+    lock.release()
+    for args, kwargs in (((True, None, 1), {}), ((), {"wait": True}), ((True,), {"block": True})):
+        with pytest.raises(TypeError):
+            lock.acquire(*args, **kwargs)
+    assert lock.state == "free"
+    with lock:
+        assert lock._owner is not None and lock._depth == 1
+    assert lock._owner is None and lock._depth == 0

@@ -266,14 +266,16 @@ static PyMethodDef core_methods[] = {
     {"_bind", (PyCFunction)core_bind, METH_O,
      "_bind(mx): use the mutex of the robust_mutex.RobustMutex mx; the lock is unowned."},
     {"acquire", (PyCFunction)(void (*)(void))core_acquire, METH_FASTCALL | METH_KEYWORDS,
-     "acquire(block=True, timeout=None): acquire the lock, like multiprocessing.RLock/Lock.\n\n"
+     "acquire($self, /, block=True, timeout=None)\n--\n\n"
+     "Acquire the lock, like multiprocessing.RLock/Lock.acquire.\n\n"
      "block=False: do not wait. timeout (seconds, block=True only): wait at most that\n"
      "long. Returns True if acquired, False if not. A holder that died is recovered:\n"
      "the call then warns with LockRecoveredWarning and returns True."},
     {"release", (PyCFunction)core_release, METH_NOARGS,
-     "Release the lock; the calling thread must hold it."},
-    {"__enter__", (PyCFunction)core_enter, METH_NOARGS, "acquire()"},
-    {"__exit__", (PyCFunction)(void (*)(void))core_exit, METH_FASTCALL, "release()"},
+     "release($self, /)\n--\n\nRelease the lock; the calling thread must hold it."},
+    {"__enter__", (PyCFunction)core_enter, METH_NOARGS, "__enter__($self, /)\n--\n\nacquire()"},
+    {"__exit__", (PyCFunction)(void (*)(void))core_exit, METH_FASTCALL,
+     "__exit__($self, /, *exc_info)\n--\n\nrelease()"},
     {NULL}
 };
 
