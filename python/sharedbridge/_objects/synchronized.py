@@ -45,7 +45,7 @@ def synchronized(obj, lock=None, ctx=None):
         # keeps working and such a field is reached through get_obj().
         names = [spec[0] for klass in reversed(cls.__mro__)
                  for spec in klass.__dict__.get("_fields_", ())]
-        ns = {n: _locked_property(n) for n in names
+        ns = {n: _locked_field(n) for n in names
               if isinstance(n, str) and n not in _WRAPPER_NAMES}
         scls = _struct_wrappers[cls] = type("Synchronized" + cls.__name__,
                                             (SynchronizedBase,), ns)
@@ -288,6 +288,9 @@ if accel is not None:
     SynchronizedArray.__setitem__ = accel.locked_setitem
     SynchronizedString.value = accel.locked_attr("value")
     SynchronizedString.raw = accel.locked_attr("raw")
+    _locked_field = accel.locked_attr       # a structure wrapper's fields
+else:
+    _locked_field = _locked_property
 
 _FOREIGN_LOCK_VARIANT = {
     Synchronized: _ForeignSynchronized,
