@@ -16,8 +16,11 @@ command -v dotnet >/dev/null || { echo "dotnet (SDK 10) is required: https://dot
 have_debian_pytest() {
     [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import pytest, numpy, exceptiongroup, tomli' 2>/dev/null
 }
+# python3-dev: the headers scripts/build_fastlock.py compiles the optional lock accelerator with.
 have_debian_extras() {
-    /usr/bin/python3 -c 'import cffi, nbclient, nbformat, ipykernel, matplotlib, ensurepip, build' 2>/dev/null
+    /usr/bin/python3 -c 'import cffi, nbclient, nbformat, ipykernel, matplotlib, ensurepip, build' 2>/dev/null &&
+        /usr/bin/python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
 }
 
 if have_debian_pytest && { have_debian_extras || [ "$(id -u)" != 0 ]; }; then exit 0; fi
@@ -27,7 +30,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing python3-pytest python3-numpy from Debian..."
     export DEBIAN_FRONTEND=noninteractive
     pkgs="python3-pytest python3-numpy python3-exceptiongroup python3-tomli python3-cffi"
-    pkgs="$pkgs jupyter-nbconvert python3-nbclient python3-ipykernel python3-matplotlib"
+    pkgs="$pkgs jupyter-nbconvert python3-nbclient python3-ipykernel python3-matplotlib python3-dev"
     pkgs="$pkgs python3-venv python3-build"      # make dist and the install test (scripts/test-install.sh)
     apt-get install -y -q $pkgs >/dev/null 2>&1 \
         || { apt-get update -q >/dev/null && apt-get install -y -q $pkgs >/dev/null; }

@@ -5,12 +5,21 @@
 # Writes RESULTS_DIR/python-<label>.junit.xml and RESULTS_DIR/python-<label>.status per
 # interpreter (and pythonnet-<label>.* for python/tests_dotnet); exits non-zero if any run failed. The package is used from the source
 # tree (PYTHONPATH=python), not installed.
+# The optional compiled lock fast path (python/sharedbridge/_platform/_fastlock.c) is built
+# in place for each interpreter first (scripts/build_fastlock.py); where it is built the
+# suite must use it (SHAREDBRIDGE_EXPECT_ACCEL=1, python/tests/test_lock_backend.py), and on
+# Debian's python3 and the newest interpreter the lock tests run again on the ctypes path
+# (SHAREDBRIDGE_NO_ACCEL=1): python-<label>-ctypes.*.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS="${1:?usage: scripts/test-python.sh RESULTS_DIR}"
 mkdir -p "$RESULTS"
 RESULTS="$(cd "$RESULTS" && pwd)"
 . scripts/python-env.sh
+
+# The lock and synchronized-object tests, run a second time on the ctypes path.
+CTYPES_TESTS="test_locks.py test_lock_hardening.py test_lock_backend.py test_dropin.py test_processes.py test_api.py"
+newest="$(python_interpreters | while read -r p; do "$p" -c 'import sys; print("%d.%03d %s" % (sys.version_info[0], sys.version_info[1], sys.executable))'; done | sort | tail -n1 | cut -d' ' -f2-)"
 
 status=0
 found=0
@@ -35,12 +44,30 @@ while read -r py; do
     fi
     found=1
     echo "=== python-$label ($py)"
-    PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
+    "$py" scripts/build_fastlock.py
+    rc=$?
+    expect=""
+    case "$rc" in
+        0) expect=1 ;;
+        3) ;;                                   # no compiler or headers: ctypes only, said above
+        *) echo 1 > "$RESULTS/fastlock-$label.status"; status=1 ;;
+    esac
+    SHAREDBRIDGE_EXPECT_ACCEL="$expect" PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
         timeout 600 "$py" -m pytest python/tests -q -p no:cacheprovider -p no:hypothesispytest \
         -o junit_suite_name="python-$label" --junitxml="$RESULTS/python-$label.junit.xml"
     rc=$?
     echo "$rc" > "$RESULTS/python-$label.status"
     [ "$rc" = 0 ] || status=1
+    if [ -n "$expect" ] && { [ "$py" = /usr/bin/python3 ] || [ "$py" = "$newest" ]; }; then
+        echo "=== python-$label-ctypes ($py, SHAREDBRIDGE_NO_ACCEL=1: the lock tests on the ctypes path)"
+        SHAREDBRIDGE_NO_ACCEL=1 PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
+            timeout 600 "$py" -m pytest $(printf 'python/tests/%s ' $CTYPES_TESTS) -q -p no:cacheprovider \
+            -p no:hypothesispytest -o junit_suite_name="python-$label-ctypes" \
+            --junitxml="$RESULTS/python-$label-ctypes.junit.xml"
+        rc=$?
+        echo "$rc" > "$RESULTS/python-$label-ctypes.status"
+        [ "$rc" = 0 ] || status=1
+    fi
     # sharedbridge.dotnet with pythonnet, in its own process (the .NET runtime stays loaded):
     # pythonnet from the interpreter, else ../shared/vendor/pythonnet or
     # SHAREDBRIDGE_PYTHONNET_PATH (python/tests_dotnet/conftest.py); skipped with the reason

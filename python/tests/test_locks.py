@@ -62,8 +62,9 @@ def test_holder_killed_with_sigkill_is_recovered(kind, depth):
     child = hold_in_child(obj.name, depth)
     kill(child)
     assert lock.recoveries == 0
-    with pytest.warns(sb.LockRecoveredWarning, match="died"):
+    with pytest.warns(sb.LockRecoveredWarning, match="died") as warned:
         assert lock.acquire(timeout=5) is True
+    assert warned[0].filename == __file__       # the user's line, C or ctypes fast path
     h = obj._seg if kind != "Array" else obj.get_obj()._sb_segment
     assert lock.recoveries == 1
     assert h.read_u64(0x188) == 1
@@ -87,7 +88,7 @@ def test_synchronized_access_recovers_too():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         arr[1] += 1
-    assert [w.category for w in caught] == [sb.LockRecoveredWarning]
+    assert [(w.category, w.filename) for w in caught] == [(sb.LockRecoveredWarning, __file__)]
     assert arr[:] == [1234, 1]
     assert arr.get_lock().recoveries == 1
     again = sb.attach(arr.name).get_lock()

@@ -17,16 +17,13 @@ from _thread import get_ident
 
 from .._format import header as H
 from .._platform import robust_mutex
+from .._platform.lock_core import LockCore
 from .._platform.process_info import process_start_time, processes_mapping
 from .._platform.segment import create, open_segment
 from ..errors import (CorruptSegmentError, SegmentInUseError, TypeMismatchError,
                       UnsupportedVersionError)
 from .lifetimes import lifetime_code
 from .unavailable import unavailable
-
-# Module globals for the hot paths: one lookup each, no attribute access per call.
-_lock_now, _unlock = robust_mutex.lock_now, robust_mutex.unlock
-_CLOCK, _PAST = robust_mutex.CLOCK_MONOTONIC, robust_mutex.PAST
 
 _live_locks = weakref.WeakSet()
 
@@ -41,11 +38,12 @@ def _forget_owners_in_child():
 os.register_at_fork(after_in_child=_forget_owners_in_child)
 
 
-class SharedLock:
-    """Base of Lock and RLock: a robust mutex inside a segment."""
+class SharedLock(LockCore):
+    """Base of Lock and RLock: a robust mutex inside a segment. acquire(), release() and
+    the context manager are LockCore's (compiled or ctypes: _platform/lock_core.py)."""
 
     _lock_type = 0
-    __slots__ = ("_seg", "_mx", "_m", "_kind_word", "_kind", "_owner", "_depth", "__weakref__")
+    __slots__ = ("_seg", "_mx", "__weakref__")
 
     def __init__(self, name=None, *, lifetime=None, keep=False):
         abi, size = H.native_lock_abi()
@@ -66,12 +64,11 @@ class SharedLock:
 
     def _setup(self, seg):
         self._seg = seg
-        mx = self._mx = robust_mutex.RobustMutex(seg.mm, seg.header.lock_type,
-                                                 seg.header.lock_size, seg.name)
-        # Copies for the fast paths (here and in the synchronized wrappers' accessors).
-        self._m, self._kind_word, self._kind = mx.m, mx.kind_word, mx.kind
-        self._owner = None
-        self._depth = 0
+        self._mx = robust_mutex.RobustMutex(seg.mm, seg.header.lock_type,
+                                            seg.header.lock_size, seg.name)
+        # The fast paths (LockCore, the synchronized wrappers' accessors) use the
+        # mutex directly; the lock is unowned.
+        self._bind(self._mx)
         seg.lock_ref = weakref.ref(self)
         _live_locks.add(self)
 
@@ -85,48 +82,6 @@ class SharedLock:
         """How many times this lock was recovered from a dead holder, by any process
         (recovery_count in the segment's control region)."""
         return self._seg.read_u64(H.RECOVERY_COUNT_OFFSET)
-
-    def acquire(self, block=True, timeout=None):
-        """Acquire the lock, like multiprocessing.RLock/Lock.acquire.
-
-        block=False: do not wait. timeout (seconds, block=True only): wait at most that
-        long. Returns True if acquired, False if not. A holder that died is recovered:
-        the call then warns with LockRecoveredWarning and returns True.
-        """
-        me = get_ident()
-        if self._owner == me:
-            return self._reacquire(block, timeout)
-        if self._kind_word.value != self._kind:
-            self._mx.check_kind()
-        rc = _lock_now(self._m, _CLOCK, _PAST)
-        if rc:
-            got = self._mx.finish(rc, block, timeout)
-            if not got:
-                return False
-            if got == "recovered":
-                self._mx.recover()
-        self._owner = me
-        self._depth = 1
-        return True
-
-    def release(self):
-        """Release the lock; the calling thread must hold it."""
-        if self._owner != get_ident():
-            self._not_owner()
-        depth = self._depth - 1
-        if depth:
-            self._depth = depth
-            return
-        self._owner = None
-        self._depth = 0
-        rc = _unlock(self._m)
-        if rc:
-            self._mx.unlock_failed(rc)
-
-    __enter__ = acquire
-
-    def __exit__(self, *exc_info):
-        self.release()
 
     def __del__(self):
         # getattr: __init__ may have failed before _setup (name taken, invalid name...).
@@ -145,7 +100,7 @@ class SharedLock:
         depth = self._depth
         self._owner = None
         self._depth = 0
-        rc = _unlock(self._m)
+        rc = robust_mutex.unlock(self._m)
         if rc:
             self._mx.unlock_failed(rc)
         return depth
@@ -154,16 +109,6 @@ class SharedLock:
         """Acquire the lock again after _release_save, to the saved depth."""
         self.acquire()
         self._depth = depth
-
-    def _contended(self, rc):
-        """Slow path of a synchronized wrapper's single operation (no Python-level
-        ownership is recorded: the wrapper unlocks right after). *rc* is the result of
-        the non-blocking attempt, or None when the kind check failed."""
-        if rc is None:
-            self._mx.check_kind()
-        got = self._mx.finish(rc, True, None)
-        if got == "recovered":
-            self._mx.recover()
 
     @property
     def state(self):

@@ -12,6 +12,7 @@ import multiprocessing.sharedctypes as _mpsc
 from _thread import get_ident
 
 from .._platform import robust_mutex
+from .._platform.lock_core import accel
 from .raw_object import base_type, segment_of
 from .shared_lock import RLock, SharedLock
 from .unavailable import UnavailableObject, unavailable
@@ -44,7 +45,7 @@ def synchronized(obj, lock=None, ctx=None):
         # keeps working and such a field is reached through get_obj().
         names = [spec[0] for klass in reversed(cls.__mro__)
                  for spec in klass.__dict__.get("_fields_", ())]
-        ns = {n: _locked_property(n) for n in names
+        ns = {n: _locked_field(n) for n in names
               if isinstance(n, str) and n not in _WRAPPER_NAMES}
         scls = _struct_wrappers[cls] = type("Synchronized" + cls.__name__,
                                             (SynchronizedBase,), ns)
@@ -278,6 +279,18 @@ class _ForeignSynchronizedArray(_ForeignItems, SynchronizedArray):
 class _ForeignSynchronizedString(_ForeignItems, SynchronizedString):
     pass
 
+
+if accel is not None:
+    # The compiled twins of the accessors above (_platform/_fastlock.c): the same fast
+    # path, slow paths and results; used unless SHAREDBRIDGE_NO_ACCEL=1.
+    Synchronized.value = accel.locked_attr("value")
+    SynchronizedArray.__getitem__ = accel.locked_getitem
+    SynchronizedArray.__setitem__ = accel.locked_setitem
+    SynchronizedString.value = accel.locked_attr("value")
+    SynchronizedString.raw = accel.locked_attr("raw")
+    _locked_field = accel.locked_attr       # a structure wrapper's fields
+else:
+    _locked_field = _locked_property
 
 _FOREIGN_LOCK_VARIANT = {
     Synchronized: _ForeignSynchronized,

@@ -17,6 +17,7 @@ in ``__lock`` is a live thread.
 import ctypes
 import os
 import struct
+import sys
 import threading
 import time
 import warnings
@@ -67,6 +68,16 @@ PAST = ctypes.byref(_Timespec(-1, 0))
 PINNED = []
 unlock = _pylibc.pthread_mutex_unlock
 _consistent = _pylibc.pthread_mutex_consistent
+
+
+def _caller_stacklevel():
+    """warnings.warn's stacklevel, for a warning issued in the caller of this function,
+    that points at the first frame outside the sharedbridge package (the user's line,
+    whether the lock's fast path is compiled or Python)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("sharedbridge."):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def expected_kind(lock_type):
@@ -226,7 +237,7 @@ class RobustMutex:
             warnings.warn(LockRecoveredWarning(
                 f"the lock of segment {self.name!r} was held by a process that died; it was "
                 f"recovered (recovery #{count}). The data it protects may hold a partial "
-                "update from the dead process: check it"), stacklevel=4)
+                "update from the dead process: check it"), stacklevel=_caller_stacklevel())
         except BaseException:
             self.release_after_error()    # warnings turned into errors: do not keep it held
             raise

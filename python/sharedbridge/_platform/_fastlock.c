@@ -1,0 +1,597 @@
+/* sharedbridge._platform._fastlock: the optional compiled fast path of the shared lock.
+ *
+ * What it does, and nothing more (docs/format.md sections 7.2 and 7.3):
+ *   - the kind check of the mutex's __kind word before the non-blocking attempt,
+ *   - the non-blocking acquire pthread_mutex_clocklock(CLOCK_MONOTONIC, {-1, 0})
+ *     (never pthread_mutex_trylock),
+ *   - the unlock, whose result is always checked,
+ *   - the per-thread ownership record (owner thread, recursion depth) of the lock object.
+ * Everything else (waiting in slices, the stale-owner check, EOWNERDEAD recovery,
+ * not-recoverable, every error message) is the Python code of robust_mutex.py, called
+ * through the lock object's slow-path methods (lock_core.LockSlowPaths, shared_lock.py):
+ *   _check_kind(), _finish_acquire(rc, block, timeout), _contended(rc),
+ *   _unlock_failed(rc), _reacquire(block, timeout), _not_owner().
+ * lock_core.py holds the pure-Python twin of this file (the ctypes path): the two must
+ * behave the same; python/tests run on both (SHAREDBRIDGE_NO_ACCEL=1).
+ *
+ * No call here blocks or waits, so the GIL is held throughout, as with ctypes.PyDLL.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#define INTERFACE 1     /* lock_core.py refuses a module built from another version */
+
+static const struct timespec PAST = {-1, 0};
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+#define LOCK_NOW(m) pthread_mutex_clocklock((m), CLOCK_MONOTONIC, &PAST)
+#else   /* older glibc: CLOCK_REALTIME deadlines, as robust_mutex.py does there */
+#define LOCK_NOW(m) pthread_mutex_timedlock((m), &PAST)
+#endif
+
+static PyObject *s_check_kind, *s_finish_acquire, *s_contended, *s_unlock_failed,
+    *s_reacquire, *s_not_owner, *s_sblock, *s_obj, *s_lock, *s_m, *s_kind_word, *s_kind,
+    *s_enter, *s_exit;
+
+/* ------------------------------------------------------------------ LockCore */
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t *m;          /* the mutex inside the mapping; NULL until _bind */
+    int32_t *kind_word;          /* its __kind word */
+    int32_t kind;                /* the __kind it was initialized with */
+    unsigned long owner;         /* PyThread ident of the owning thread, 0: none */
+    Py_ssize_t depth;            /* recursion depth of the owner */
+    PyObject *m_obj;             /* the ctypes views: they keep the mapping alive */
+    PyObject *kind_word_obj;
+} LockCore;
+
+static PyTypeObject LockCoreType;
+
+static inline int kind_ok(LockCore *self)
+{
+    return __atomic_load_n(self->kind_word, __ATOMIC_RELAXED) == self->kind;
+}
+
+static int call_void(PyObject *self, PyObject *name, PyObject *arg)
+{
+    PyObject *r = arg ? PyObject_CallMethodOneArg(self, name, arg)
+                      : PyObject_CallMethodNoArgs(self, name);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int call_with_rc(PyObject *self, PyObject *name, int rc)
+{
+    PyObject *arg = PyLong_FromLong(rc);
+    if (!arg)
+        return -1;
+    int r = call_void(self, name, arg);
+    Py_DECREF(arg);
+    return r;
+}
+
+static int buffer_address(PyObject *obj, Py_ssize_t need, void **out)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+        return -1;
+    int ok = view.len >= need;
+    *out = view.buf;
+    PyBuffer_Release(&view);    /* obj itself keeps the mapping exported */
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "the mutex view is smaller than a mutex");
+        return -1;
+    }
+    return 0;
+}
+
+static int not_bound(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "this lock is not bound to a mutex");
+    return -1;
+}
+
+/* _bind(mx): take the mutex of a robust_mutex.RobustMutex (its views m and kind_word,
+ * and the expected kind); the lock is then unowned. */
+static PyObject *core_bind(LockCore *self, PyObject *mx)
+{
+    PyObject *m = NULL, *kw = NULL, *kind = NULL;
+    void *maddr, *kaddr;
+    if (!(m = PyObject_GetAttr(mx, s_m)) || !(kw = PyObject_GetAttr(mx, s_kind_word))
+        || !(kind = PyObject_GetAttr(mx, s_kind)))
+        goto fail;
+    long k = PyLong_AsLong(kind);
+    if (k == -1 && PyErr_Occurred())
+        goto fail;
+    if (buffer_address(m, (Py_ssize_t)sizeof(pthread_mutex_t), &maddr) < 0
+        || buffer_address(kw, 4, &kaddr) < 0)
+        goto fail;
+    Py_XSETREF(self->m_obj, m);
+    Py_XSETREF(self->kind_word_obj, kw);
+    Py_DECREF(kind);
+    self->m = maddr;
+    self->kind_word = kaddr;
+    self->kind = (int32_t)k;
+    self->owner = 0;
+    self->depth = 0;
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(m);
+    Py_XDECREF(kw);
+    Py_XDECREF(kind);
+    return NULL;
+}
+
+static PyObject *acquire_impl(LockCore *self, PyObject *block, PyObject *timeout)
+{
+    unsigned long me = PyThread_get_thread_ident();
+    if (self->depth && self->owner == me)
+        return PyObject_CallMethodObjArgs((PyObject *)self, s_reacquire, block, timeout, NULL);
+    if (!self->m)
+        return not_bound(), NULL;
+    if (!kind_ok(self) && call_void((PyObject *)self, s_check_kind, NULL) < 0)
+        return NULL;
+    int rc = LOCK_NOW(self->m);
+    if (rc) {
+        PyObject *rcobj = PyLong_FromLong(rc);
+        if (!rcobj)
+            return NULL;
+        PyObject *got = PyObject_CallMethodObjArgs((PyObject *)self, s_finish_acquire,
+                                                   rcobj, block, timeout, NULL);
+        Py_DECREF(rcobj);
+        if (!got)
+            return NULL;
+        int t = PyObject_IsTrue(got);
+        Py_DECREF(got);
+        if (t < 0)
+            return NULL;
+        if (!t)
+            Py_RETURN_FALSE;
+    }
+    self->owner = me;
+    self->depth = 1;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *core_acquire(LockCore *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    PyObject *block = Py_True, *timeout = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (nargs > 0) block = args[0];
+    if (nargs > 1) timeout = args[1];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(key, "block") == 0 && nargs < 1)
+            block = args[nargs + i];
+        else if (PyUnicode_CompareWithASCIIString(key, "timeout") == 0 && nargs < 2)
+            timeout = args[nargs + i];
+        else {
+            PyErr_Format(PyExc_TypeError, "acquire() got an unexpected or repeated keyword "
+                         "argument '%U'", key);
+            return NULL;
+        }
+    }
+    return acquire_impl(self, block, timeout);
+}
+
+static PyObject *core_enter(LockCore *self, PyObject *unused)
+{
+    return acquire_impl(self, Py_True, Py_None);
+}
+
+static PyObject *core_release(LockCore *self, PyObject *unused)
+{
+    if (!(self->depth && self->owner == PyThread_get_thread_ident())
+        && call_void((PyObject *)self, s_not_owner, NULL) < 0)
+        return NULL;
+    Py_ssize_t depth = self->depth - 1;
+    if (depth) {
+        self->depth = depth;
+        Py_RETURN_NONE;
+    }
+    self->owner = 0;
+    self->depth = 0;
+    if (!self->m)
+        return not_bound(), NULL;
+    int rc = pthread_mutex_unlock(self->m);
+    if (rc && call_with_rc((PyObject *)self, s_unlock_failed, rc) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_exit(LockCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return core_release(self, NULL);
+}
+
+static PyObject *core_get_owner(LockCore *self, void *closure)
+{
+    if (!self->owner)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(self->owner);
+}
+
+static int core_set_owner(LockCore *self, PyObject *value, void *closure)
+{
+    if (!value || value == Py_None) {
+        self->owner = 0;
+        return 0;
+    }
+    unsigned long v = PyLong_AsUnsignedLong(value);
+    if (v == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    self->owner = v;
+    return 0;
+}
+
+static PyObject *core_get_depth(LockCore *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->depth);
+}
+
+static int core_set_depth(LockCore *self, PyObject *value, void *closure)
+{
+    Py_ssize_t v = value ? PyLong_AsSsize_t(value) : 0;
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    self->depth = v;
+    return 0;
+}
+
+static PyObject *core_get_kind(LockCore *self, void *closure)
+{
+    return PyLong_FromLong(self->kind);
+}
+
+static void core_dealloc(LockCore *self)
+{
+    Py_CLEAR(self->m_obj);
+    Py_CLEAR(self->kind_word_obj);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef core_methods[] = {
+    {"_bind", (PyCFunction)core_bind, METH_O,
+     "_bind(mx): use the mutex of the robust_mutex.RobustMutex mx; the lock is unowned."},
+    {"acquire", (PyCFunction)(void (*)(void))core_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire($self, /, block=True, timeout=None)\n--\n\n"
+     "Acquire the lock, like multiprocessing.RLock/Lock.acquire.\n\n"
+     "block=False: do not wait. timeout (seconds, block=True only): wait at most that\n"
+     "long. Returns True if acquired, False if not. A holder that died is recovered:\n"
+     "the call then warns with LockRecoveredWarning and returns True."},
+    {"release", (PyCFunction)core_release, METH_NOARGS,
+     "release($self, /)\n--\n\nRelease the lock; the calling thread must hold it."},
+    {"__enter__", (PyCFunction)core_enter, METH_NOARGS, "__enter__($self, /)\n--\n\nacquire()"},
+    {"__exit__", (PyCFunction)(void (*)(void))core_exit, METH_FASTCALL,
+     "__exit__($self, /, *exc_info)\n--\n\nrelease()"},
+    {NULL}
+};
+
+static PyMemberDef core_members[] = {
+    {"_m", T_OBJECT, offsetof(LockCore, m_obj), READONLY, "ctypes view of the mutex bytes"},
+    {"_kind_word", T_OBJECT, offsetof(LockCore, kind_word_obj), READONLY,
+     "ctypes view of the mutex's __kind word"},
+    {NULL}
+};
+
+static PyGetSetDef core_getset[] = {
+    {"_owner", (getter)core_get_owner, (setter)core_set_owner,
+     "thread ident (threading.get_ident) of the owner, None when unowned", NULL},
+    {"_depth", (getter)core_get_depth, (setter)core_set_depth,
+     "the owner's recursion depth, 0 when unowned", NULL},
+    {"_kind", (getter)core_get_kind, NULL, "the __kind the mutex was initialized with", NULL},
+    {NULL}
+};
+
+static PyTypeObject LockCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sharedbridge._platform._fastlock.LockCore",
+    .tp_basicsize = sizeof(LockCore),
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The fast path of a shared lock (compiled): acquire, release, with.",
+    .tp_methods = core_methods,
+    .tp_members = core_members,
+    .tp_getset = core_getset,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ------------------------------------------------------------ locked accessors */
+
+enum { OP_GETITEM, OP_SETITEM, OP_GETATTR, OP_SETATTR };
+
+static PyObject *do_op(PyObject *obj, int op, PyObject *key, PyObject *value)
+{
+    int r;
+    switch (op) {
+    case OP_GETITEM: return PyObject_GetItem(obj, key);
+    case OP_GETATTR: return PyObject_GetAttr(obj, key);
+    case OP_SETITEM: r = PyObject_SetItem(obj, key, value); break;
+    default: r = PyObject_SetAttr(obj, key, value); break;
+    }
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* The error raised by the unlock replaces the operation's, with that as its context. */
+static PyObject *unlock_failed_after(LockCore *lk, int rc, PyObject *result)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *pending = PyErr_GetRaisedException();
+#else
+    PyObject *et, *pending, *tb;
+    PyErr_Fetch(&et, &pending, &tb);
+    if (et) {
+        PyErr_NormalizeException(&et, &pending, &tb);
+        if (tb)
+            PyException_SetTraceback(pending, tb);
+        Py_XDECREF(et);
+        Py_XDECREF(tb);
+    }
+#endif
+    if (call_with_rc((PyObject *)lk, s_unlock_failed, rc) == 0) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyErr_SetRaisedException(pending);
+#else
+        if (pending)
+            PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(pending)), pending,
+                          PyException_GetTraceback(pending));
+#endif
+        return result;
+    }
+    Py_XDECREF(result);
+    if (pending) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *now = PyErr_GetRaisedException();
+        PyException_SetContext(now, pending);
+        PyErr_SetRaisedException(now);
+#else
+        PyObject *nt, *nv, *ntb;
+        PyErr_Fetch(&nt, &nv, &ntb);
+        PyErr_NormalizeException(&nt, &nv, &ntb);
+        PyException_SetContext(nv, pending);
+        PyErr_Restore(nt, nv, ntb);
+#endif
+    }
+    return NULL;
+}
+
+/* With a lock that is not a sharedbridge lock: `with wrapper._lock: op`. */
+static PyObject *foreign_op(PyObject *wrapper, PyObject *obj, int op, PyObject *key,
+                            PyObject *value)
+{
+    PyObject *lock = PyObject_GetAttr(wrapper, s_lock);
+    if (!lock)
+        return NULL;
+    PyObject *r = PyObject_CallMethodNoArgs(lock, s_enter);
+    if (!r) {
+        Py_DECREF(lock);
+        return NULL;
+    }
+    Py_DECREF(r);
+    PyObject *result = do_op(obj, op, key, value);
+    r = PyObject_CallMethodObjArgs(lock, s_exit, Py_None, Py_None, Py_None, NULL);
+    Py_DECREF(lock);
+    if (!r) {
+        Py_XDECREF(result);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return result;
+}
+
+/* One operation on wrapper._obj under wrapper._sblock: the inlined fast path of
+ * synchronized.py's accessors. */
+static PyObject *locked_op(PyObject *wrapper, int op, PyObject *key, PyObject *value)
+{
+    PyObject *result = NULL;
+    PyObject *lkobj = PyObject_GetAttr(wrapper, s_sblock);
+    if (!lkobj)
+        return NULL;
+    PyObject *obj = PyObject_GetAttr(wrapper, s_obj);
+    if (!obj) {
+        Py_DECREF(lkobj);
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(lkobj, &LockCoreType)) {
+        result = foreign_op(wrapper, obj, op, key, value);
+        goto done;
+    }
+    LockCore *lk = (LockCore *)lkobj;
+    if (lk->depth && lk->owner == PyThread_get_thread_ident()) {
+        result = do_op(obj, op, key, value);     /* this thread holds it already */
+        goto done;
+    }
+    if (!lk->m) {
+        not_bound();
+        goto done;
+    }
+    if (!kind_ok(lk) && call_void(lkobj, s_contended, Py_None) < 0)
+        goto done;
+    int rc = LOCK_NOW(lk->m);
+    if (rc && call_with_rc(lkobj, s_contended, rc) < 0)
+        goto done;
+    result = do_op(obj, op, key, value);
+    rc = pthread_mutex_unlock(lk->m);
+    if (rc)
+        result = unlock_failed_after(lk, rc, result);
+done:
+    Py_DECREF(obj);
+    Py_DECREF(lkobj);
+    return result;
+}
+
+/* LockedOp: a method for a wrapper class (__getitem__ / __setitem__). It is a method
+ * descriptor, so `wrapper[i]` calls it unbound with the wrapper first, like a function
+ * defined in the class. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    int op;
+} LockedOp;
+
+static PyObject *lockedop_call(PyObject *callable, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames)
+{
+    LockedOp *self = (LockedOp *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t want = self->op == OP_GETITEM ? 2 : 3;
+    if (nargs != want || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd positional arguments",
+                     self->op == OP_GETITEM ? "__getitem__" : "__setitem__", want - 1);
+        return NULL;
+    }
+    return locked_op(args[0], self->op, args[1], want == 3 ? args[2] : NULL);
+}
+
+static PyObject *lockedop_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (!obj || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static PyTypeObject LockedOpType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sharedbridge._platform._fastlock.LockedOp",
+    .tp_basicsize = sizeof(LockedOp),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "An item accessor of a synchronized wrapper, under its lock.",
+    .tp_vectorcall_offset = offsetof(LockedOp, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = lockedop_get,
+};
+
+/* LockedAttr: a property of a wrapper class (value) read and written under the lock. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *name;
+} LockedAttr;
+
+static PyObject *lockedattr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (!obj || obj == Py_None)
+        return Py_NewRef(self);
+    return locked_op(obj, OP_GETATTR, ((LockedAttr *)self)->name, NULL);
+}
+
+static int lockedattr_set(PyObject *self, PyObject *obj, PyObject *value)
+{
+    if (!value) {
+        PyErr_Format(PyExc_AttributeError, "cannot delete attribute %R", ((LockedAttr *)self)->name);
+        return -1;
+    }
+    PyObject *r = locked_op(obj, OP_SETATTR, ((LockedAttr *)self)->name, value);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static void lockedattr_dealloc(LockedAttr *self)
+{
+    Py_XDECREF(self->name);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject LockedAttrType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sharedbridge._platform._fastlock.LockedAttr",
+    .tp_basicsize = sizeof(LockedAttr),
+    .tp_dealloc = (destructor)lockedattr_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An attribute of a synchronized wrapper's object, read and written under its lock.",
+    .tp_descr_get = lockedattr_get,
+    .tp_descr_set = lockedattr_set,
+};
+
+static PyObject *make_locked_attr(PyObject *module, PyObject *name)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "locked_attr(name): name must be a str");
+        return NULL;
+    }
+    LockedAttr *a = PyObject_New(LockedAttr, &LockedAttrType);
+    if (!a)
+        return NULL;
+    a->name = Py_NewRef(name);
+    PyUnicode_InternInPlace(&a->name);
+    return (PyObject *)a;
+}
+
+static PyObject *make_locked_op(int op)
+{
+    LockedOp *f = PyObject_New(LockedOp, &LockedOpType);
+    if (!f)
+        return NULL;
+    f->vectorcall = lockedop_call;
+    f->op = op;
+    return (PyObject *)f;
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyMethodDef module_methods[] = {
+    {"locked_attr", make_locked_attr, METH_O,
+     "locked_attr(name): a data descriptor for a synchronized wrapper class whose get and set\n"
+     "read and write wrapper._obj.<name> under wrapper._sblock."},
+    {NULL}
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_fastlock",
+    "The compiled fast path of sharedbridge's shared lock (optional; see lock_core.py).",
+    -1, module_methods,
+};
+
+#define INTERN(var, text) if (!(var = PyUnicode_InternFromString(text))) return NULL
+
+PyMODINIT_FUNC PyInit__fastlock(void)
+{
+    INTERN(s_check_kind, "_check_kind");
+    INTERN(s_finish_acquire, "_finish_acquire");
+    INTERN(s_contended, "_contended");
+    INTERN(s_unlock_failed, "_unlock_failed");
+    INTERN(s_reacquire, "_reacquire");
+    INTERN(s_not_owner, "_not_owner");
+    INTERN(s_sblock, "_sblock");
+    INTERN(s_obj, "_obj");
+    INTERN(s_lock, "_lock");
+    INTERN(s_m, "m");
+    INTERN(s_kind_word, "kind_word");
+    INTERN(s_kind, "kind");
+    INTERN(s_enter, "__enter__");
+    INTERN(s_exit, "__exit__");
+    if (PyType_Ready(&LockCoreType) < 0 || PyType_Ready(&LockedOpType) < 0
+        || PyType_Ready(&LockedAttrType) < 0)
+        return NULL;
+    PyObject *mod = PyModule_Create(&moduledef);
+    if (!mod)
+        return NULL;
+    PyObject *getitem = make_locked_op(OP_GETITEM), *setitem = make_locked_op(OP_SETITEM);
+    if (PyModule_AddObjectRef(mod, "LockCore", (PyObject *)&LockCoreType) < 0
+        || PyModule_AddObjectRef(mod, "locked_getitem", getitem) < 0
+        || PyModule_AddObjectRef(mod, "locked_setitem", setitem) < 0
+        || PyModule_AddIntConstant(mod, "INTERFACE", INTERFACE) < 0) {
+        Py_XDECREF(getitem);
+        Py_XDECREF(setitem);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    Py_DECREF(getitem);
+    Py_DECREF(setitem);
+    return mod;
+}

@@ -1,0 +1,66 @@
+"""Build the optional compiled lock accelerator in the source tree, for this interpreter.
+
+Usage: PYTHON scripts/build_fastlock.py [--quiet]
+
+Compiles python/sharedbridge/_platform/_fastlock.c into _fastlock<EXT_SUFFIX> next to it
+(e.g. _fastlock.cpython-313-x86_64-linux-gnu.so), with the compiler and the headers this
+interpreter was built with (sysconfig), so the interpreters of scripts/test-python.sh can
+share one source tree. Up to date (newer than the .c): nothing is done. Written to a
+temporary file and renamed: a process that has the old one loaded is not disturbed.
+
+Prints one line. Exit status: 0 when the module is there ("built" / "up to date"), 3 when
+it cannot be built here (no compiler, no Python.h: install python3-dev; the package then
+uses its ctypes path), 1 when the compiler ran and failed (a bug to fix). pip installs
+build the same file through setup.py.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOT_BUILDABLE = 3
+SRC = os.path.join(ROOT, "python", "sharedbridge", "_platform", "_fastlock.c")
+
+
+def main():
+    quiet = "--quiet" in sys.argv
+    out = os.path.join(os.path.dirname(SRC), "_fastlock" + sysconfig.get_config_var("EXT_SUFFIX"))
+    label = f"_fastlock for Python {sys.version.split()[0]}"
+    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(SRC):
+        if not quiet:
+            print(f"{label}: up to date ({os.path.relpath(out, ROOT)})")
+        return 0
+    include = sysconfig.get_paths()["include"]
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    if not os.path.exists(os.path.join(include, "Python.h")):
+        print(f"{label}: not built, no {include}/Python.h (Debian: apt-get install python3-dev); "
+              "the ctypes lock path is used")
+        return NOT_BUILDABLE
+    if not shutil.which(cc[0]):
+        print(f"{label}: not built, no C compiler ({cc[0]}); the ctypes lock path is used")
+        return NOT_BUILDABLE
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(SRC))
+    os.close(fd)
+    cmd = cc + ["-shared", "-fPIC", "-O2", "-Wall", "-Werror=implicit-function-declaration",
+                "-I", include, SRC, "-o", tmp, "-lpthread"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            print(f"{label}: the compiler failed:\n{shlex.join(cmd)}\n{done.stdout}{done.stderr}")
+            return 1
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(f"{label}: built {os.path.relpath(out, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
