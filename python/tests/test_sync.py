@@ -344,3 +344,22 @@ def test_corrupt_immutable_words_are_refused_on_attach():
     with pytest.raises(sb.CorruptSegmentError, match="flag 7"):
         ev.set()
     assert ev._w[S.FLAG] == 7 and ev._lock.state == "free"
+
+
+def test_synchronization_objects_take_a_lifetime():
+    kept = sb.Semaphore(1, lifetime="persistent")
+    name = kept.name
+    try:
+        assert sb.header_of(kept).lifetime == "persistent"
+        kept.close()
+        assert os.path.exists(f"/dev/shm/{name}")
+    finally:
+        sb.unlink(name)
+    ev = sb.Event(lifetime="last-closer")
+    name = ev.name
+    assert sb.header_of(ev).lifetime == "last-closer"
+    assert sb.header_of(ev).compat_version == 2
+    ev.close()                                     # this process was the only holder
+    assert not os.path.exists(f"/dev/shm/{name}")
+    with pytest.raises(ValueError, match="contradictory"):
+        sb.Event(keep=True, lifetime="creator")

@@ -13,6 +13,27 @@ public class SyncTests
     private static readonly TimeSpan Long = TimeSpan.FromSeconds(10);
 
     [Fact]
+    public void SynchronizationObjectsRecordTheLifetimeAsked()
+    {
+        string persistentName = NewName("keep"), closerName = NewName("lc");
+        using (var kept = SharedSemaphore.Create(persistentName, 1, null, new SegmentOptions { Lifetime = SegmentLifetime.Persistent }))
+            Assert.Equal(SegmentLifetime.Persistent, kept.Header.Lifetime);
+        Assert.True(File.Exists("/dev/shm/" + persistentName));
+        File.Delete("/dev/shm/" + persistentName);
+        var last = SharedEvent.Create(closerName, false, new SegmentOptions { Lifetime = SegmentLifetime.LastCloser });
+        Assert.Equal(SegmentLifetime.LastCloser, last.Header.Lifetime);
+        Assert.Equal(2, last.Header.CompatVersion);
+        using (var other = SharedEvent.Open(closerName))
+        {
+            last.Dispose();
+            Assert.True(File.Exists("/dev/shm/" + closerName));   // the other holder is still there
+        }
+        Assert.False(File.Exists("/dev/shm/" + closerName));      // the last closer removed it
+        Assert.Throws<ArgumentException>(() => SharedEvent.Create(NewName("bad"), false,
+            new SegmentOptions { KeepOnDispose = true, Lifetime = SegmentLifetime.LastCloser }));
+    }
+
+    [Fact]
     public void EventSetWakesEveryWaiterAndResetClearsIt()
     {
         using var ev = SharedEvent.Create(NewName("ev"));

@@ -67,7 +67,7 @@ internal sealed unsafe class WaitWords
         var effective = new SegmentOptions
         {
             Mode = options.Mode,
-            KeepOnDispose = options.KeepOnDispose,
+            Lifetime = options.ResolveLifetime(),
             RecursiveLock = kind == SegmentKind.Condition,
             SharedLock = externalLock,
         };
