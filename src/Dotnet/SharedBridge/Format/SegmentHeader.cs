@@ -100,6 +100,8 @@ public sealed class SegmentHeader
     public ulong CreatorStartTime { get; internal init; }
     /// <summary>Creation time (UTC).</summary>
     public DateTimeOffset CreatedAt { get; internal init; }
+    /// <summary>Creation time as recorded: nanoseconds since the Unix epoch (<see cref="CreatedAt"/> keeps 100 ns ticks).</summary>
+    public long CreatedUnixNanoseconds { get; internal init; }
     /// <summary>1 ready, 2 retired (the creator has unlinked the name), at open time.</summary>
     public int State { get; internal init; }
     /// <summary>The stored CRC-32 of the immutable bytes.</summary>

@@ -80,6 +80,9 @@ internal static unsafe partial class Interop
     [LibraryImport(Libc, EntryPoint = "fstat", SetLastError = true)]
     private static partial int FStatRaw(SafeFileHandle fd, byte* buffer);
 
+    [LibraryImport(Libc, EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int LStatRaw(string path, byte* buffer);
+
     [LibraryImport(Libc, EntryPoint = "pread", SetLastError = true)]
     private static partial nint PReadRaw(SafeFileHandle fd, byte* buffer, nuint count, long offset);
 
@@ -175,6 +178,24 @@ internal static unsafe partial class Interop
             return null;
         }
         errno = 0;
+        return ParseStat(buffer);
+    }
+
+    /// <summary>lstat of a path (a symbolic link is not followed); null (and the errno) on failure.</summary>
+    internal static FileStat? TryLStat(string path, out int errno)
+    {
+        byte* buffer = stackalloc byte[256];
+        if (LStatRaw(path, buffer) != 0)
+        {
+            errno = Marshal.GetLastPInvokeError();
+            return null;
+        }
+        errno = 0;
+        return ParseStat(buffer);
+    }
+
+    private static FileStat ParseStat(byte* buffer)
+    {
         uint mode = s_genericStatLayout ? *(uint*)(buffer + 16) : *(uint*)(buffer + 24);
         uint uid = s_genericStatLayout ? *(uint*)(buffer + 24) : *(uint*)(buffer + 28);
         return new FileStat(*(ulong*)buffer, *(ulong*)(buffer + 8), *(long*)(buffer + 48), mode, uid);
