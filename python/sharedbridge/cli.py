@@ -82,12 +82,10 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         return _VERBS[args.verb](args)
-    except SharedBridgeError as e:
-        return _fail(args.verb, e)
-    except (OSError, ValueError) as e:
-        return _fail(args.verb, e)
-    except BrokenPipeError:
+    except BrokenPipeError:         # `sharedbridge ls | head`
         return 1
+    except (SharedBridgeError, OSError, ValueError) as e:
+        return _fail(args.verb, e)
 
 
 def _fail(verb, e):

@@ -49,9 +49,9 @@ internal sealed class Arguments
     internal int Count(string option)
     {
         if (Value(option) is not { } text) return 0;
-        if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n))
+        if (!System.Numerics.BigInteger.TryParse(text.Trim(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var n))
             throw new UsageException($"argument {option}: not a number: '{text}'");
         if (n < 0) throw new UsageException($"argument {option}: must be 0 or more: {n}");
-        return n;
+        return n > int.MaxValue ? int.MaxValue : (int)n; // more than any segment holds: all of them
     }
 }

@@ -116,8 +116,17 @@ public static class SegmentDirectory
             State = segment.LiveState, CreatorPid = h.CreatorPid, CreatorStartTime = h.CreatorStartTime,
             CreatorAlive = h.CreatorIsRunning(), CreatedUnixNanoseconds = h.CreatedUnixNanoseconds,
             Age = TimeSpan.FromTicks(Math.Max(0, ProcessInfo.UnixNanosecondsNow() - h.CreatedUnixNanoseconds) / 100),
-            Header = h, Elements = ElementReader.Read(h, new ReadOnlySpan<byte>(segment.Data, (int)Math.Min(h.DataSize, (long)Math.Min(data, h.Length) * h.ElementSize)), data),
+            Header = h, Elements = ReadElements(segment, data),
         };
+    }
+
+    /// <summary>The first <paramref name="data"/> elements (at most what a span can hold), copied without the lock.</summary>
+    private static unsafe IReadOnlyList<object?> ReadElements(MappedSegment segment, int data)
+    {
+        var h = segment.Header;
+        if (h.ElementSize == 0) return [];
+        long count = Math.Min(Math.Min(data, h.Length), int.MaxValue / h.ElementSize);
+        return ElementReader.Read(h, new ReadOnlySpan<byte>(segment.Data, (int)(count * h.ElementSize)), (int)count);
     }
 
     /// <summary>(state, problem, holder pid, recoveries) of the segment's shared lock, read without taking it.</summary>
