@@ -181,6 +181,31 @@ public sealed partial class CliTests : CrossTestBase
         }
     }
 
+    /// <summary>A lock held by a live process of one language, then its holder killed: both CLIs report
+    /// "held" by that pid, then "owner dead", identically.</summary>
+    [TestCase(CSharp)]
+    [TestCase(Python)]
+    public void BothClisSeeAHeldLockThenItsDeadOwner(string holderLanguage)
+    {
+        string name = NewPrefix() + "h";
+        if (holderLanguage == CSharp) using (SharedArray<int>.Create(name, 1, new SegmentOptions { KeepOnDispose = true })) { }
+        using var holder = holderLanguage == Python
+            ? DriverProcess.Start([Interpreters.Preferred.Executable, "-c",
+                $"import sys, sharedbridge as sb\nlk = sb.RLock('{name}', keep=True)\nlk.acquire()\nprint('held', flush=True)\nsys.stdin.readline()\n"])
+            : Driver.CSharp.Start("worker", "hold", name, "1");
+        Assert.That(holder.ReadLine(Quick), Does.Contain("held").Or.Contain("holding"), holder.Describe());
+        JsonNode cs = Json(Cli(CSharp, "inspect", name, "--json"));
+        AssertSameJson(cs, Json(Cli(Python, "inspect", name, "--json")), "inspect of a held lock");
+        Assert.That(((string?)cs["lock_state"], (int?)cs["lock_holder_pid"]), Is.EqualTo(("held", (int?)holder.Id)));
+        Assert.That(cs["mapped_by"]!.AsArray().Select(x => (int)x!), Is.EqualTo(new[] { holder.Id }));
+        Assert.That(Cli(Python, "ls", "--prefix", name).Stdout, Does.Contain($"held by pid {holder.Id}"));
+        holder.Kill();
+        JsonNode dead = Json(Cli(Python, "inspect", name, "--json"));
+        AssertSameJson(Json(Cli(CSharp, "inspect", name, "--json")), dead, "inspect after the holder died");
+        Assert.That(((string?)dead["lock_state"], (int?)dead["lock_holder_pid"]), Is.EqualTo(("owner dead", (int?)null)));
+        Assert.That(Cli(CSharp, "ls", "--prefix", name).Stdout, Does.Contain("owner dead: will be recovered"));
+    }
+
     /// <summary>A segment whose maker (the other language) has exited, leaving a corrupt mutex: the CLI resets
     /// the lock, reports it healthy afterwards, unlinks the segment, and fails (1) on a second unlink.</summary>
     [TestCase(CSharp)]
