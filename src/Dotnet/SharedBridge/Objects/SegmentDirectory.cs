@@ -50,19 +50,10 @@ public static class SegmentDirectory
     private static List<SegmentInfo> WithMappers(List<(SegmentInfo Info, ulong Inode)> found)
     {
         var mappers = ProcessInfo.ProcessesMappingAny(found.Where(f => f.Inode != 0).Select(f => f.Inode));
-        return found.Select(f => mappers.TryGetValue(f.Inode, out var pids) && f.Inode != 0
-            ? With(f.Info, pids) : f.Info).ToList();
+        foreach (var (info, inode) in found)
+            if (inode != 0 && mappers.TryGetValue(inode, out var pids)) info.MappedBy = pids;
+        return found.Select(f => f.Info).ToList();
     }
-
-    private static SegmentInfo With(SegmentInfo i, IReadOnlyList<int> pids) => new()
-    {
-        Name = i.Name, Status = i.Status, Reason = i.Reason, Kind = i.Kind, TypeCode = i.TypeCode, TypeName = i.TypeName,
-        Length = i.Length, Bytes = i.Bytes, Lock = i.Lock, LockName = i.LockName, LockState = i.LockState,
-        LockProblem = i.LockProblem, LockHolderPid = i.LockHolderPid, Recoveries = i.Recoveries, State = i.State,
-        CreatorPid = i.CreatorPid, CreatorStartTime = i.CreatorStartTime, CreatorAlive = i.CreatorAlive,
-        CreatedUnixNanoseconds = i.CreatedUnixNanoseconds, Age = i.Age, MappedBy = pids, Header = i.Header,
-        Elements = i.Elements,
-    };
 
     private static (SegmentInfo Info, ulong Inode)? Survey(string name, int data)
     {

@@ -72,7 +72,7 @@ public sealed class SegmentInfo
     /// <summary>Time since creation, when the survey ran.</summary>
     public TimeSpan? Age { get; internal init; }
     /// <summary>Pids whose /proc/PID/maps show the object (readable ones only).</summary>
-    public IReadOnlyList<int> MappedBy { get; internal init; } = [];
+    public IReadOnlyList<int> MappedBy { get; internal set; } = [];
     /// <summary>The validated header, null unless Ok.</summary>
     public SegmentHeader? Header { get; internal init; }
     /// <summary>The first elements asked of <see cref="SegmentDirectory.Inspect"/>, copied without the lock: long (signed),
