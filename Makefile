@@ -4,7 +4,7 @@
 
 RESULTS := build/test-results
 
-.PHONY: all build demo test test-dotnet test-python test-layers test-cross test-notebook deps clean
+.PHONY: all build demo dist test test-dotnet test-python test-layers test-cross test-notebook test-install deps clean
 
 all: build
 
@@ -17,6 +17,11 @@ build:
 demo: build
 	bash scripts/demo.sh
 
+# Every package a user installs, into build/dist/: the NuGet packages SharedBridge (+ .snupkg) and
+# SharedBridge.Tool, the Python sdist and wheel (scripts/dist.sh). Version: python/sharedbridge/VERSION.
+dist:
+	bash scripts/dist.sh
+
 # Every suite runs even if an earlier one fails; the exit status is non-zero if any failed.
 test: deps build
 	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
@@ -26,6 +31,7 @@ test: deps build
 	python3 scripts/check_python_layers.py $(RESULTS) || status=1; \
 	bash scripts/test-cross.sh $(RESULTS) || status=1; \
 	bash scripts/test-notebook.sh $(RESULTS) || status=1; \
+	bash scripts/test-install.sh $(RESULTS) || status=1; \
 	python3 scripts/summarize.py $(RESULTS) || status=1; \
 	exit $$status
 
@@ -45,6 +51,11 @@ test-cross: build
 # examples/notebooks/dotnet_and_numpy.ipynb executed headless (nbclient), outputs and /dev/shm checked.
 test-notebook: build deps
 	@mkdir -p $(RESULTS); bash scripts/test-notebook.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
+
+# The packages (make dist) installed into a fresh venv, console project and tool folder, and a
+# C# <-> Python round trip through the installed copies (tests/install).
+test-install: deps
+	@mkdir -p $(RESULTS); bash scripts/test-install.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
 
 clean:
 	rm -rf build

@@ -11,11 +11,13 @@ command -v dotnet >/dev/null || { echo "dotnet (SDK 10) is required: https://dot
 # scripts/test-python.sh borrows Debian's pure-Python pytest and needs them there.
 # cffi (for pythonnet: python/tests_dotnet) and nbclient, ipykernel, matplotlib (the executed
 # notebook, scripts/test-notebook.sh) are optional: without them those runs are skipped.
+# venv and build (python3-venv, python3-build) make the packages and the install test's venv
+# (scripts/dist.sh, scripts/test-install.sh).
 have_debian_pytest() {
     [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import pytest, numpy, exceptiongroup, tomli' 2>/dev/null
 }
 have_debian_extras() {
-    /usr/bin/python3 -c 'import cffi, nbclient, nbformat, ipykernel, matplotlib' 2>/dev/null
+    /usr/bin/python3 -c 'import cffi, nbclient, nbformat, ipykernel, matplotlib, ensurepip, build' 2>/dev/null
 }
 
 if have_debian_pytest && { have_debian_extras || [ "$(id -u)" != 0 ]; }; then exit 0; fi
@@ -26,6 +28,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     pkgs="python3-pytest python3-numpy python3-exceptiongroup python3-tomli python3-cffi"
     pkgs="$pkgs jupyter-nbconvert python3-nbclient python3-ipykernel python3-matplotlib"
+    pkgs="$pkgs python3-venv python3-build"      # make dist and the install test (scripts/test-install.sh)
     apt-get install -y -q $pkgs >/dev/null 2>&1 \
         || { apt-get update -q >/dev/null && apt-get install -y -q $pkgs >/dev/null; }
     have_debian_pytest && exit 0
@@ -33,6 +36,6 @@ fi
 
 echo "creating build/venv with pytest and numpy from PyPI..."
 python3 -m venv build/venv
-build/venv/bin/python -m pip install -q pytest numpy
+build/venv/bin/python -m pip install -q pytest numpy build setuptools wheel
 build/venv/bin/python -m pip install -q pythonnet nbclient ipykernel matplotlib \
     || echo "pythonnet / nbclient not installed: the pythonnet suite and the notebook are skipped" >&2

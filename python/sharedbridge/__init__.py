@@ -11,6 +11,8 @@ This module is the public surface. Underneath, in layers that only import downwa
 _platform (the operating system), _objects (what users get), then this module.
 """
 
+from pathlib import Path as _Path
+
 from ._format.header import SegmentHeader, StructField
 from ._objects.attach import attach
 from ._objects.numpy_view import as_numpy
@@ -30,7 +32,8 @@ from .errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
                      SegmentPermissionError, SegmentTooLargeError, SharedBridgeError, TypeMismatchError,
                      UnsupportedTypeError, UnsupportedVersionError)
 
-__version__ = "0.1.0"
+# The one version of the Python and .NET packages (pyproject.toml and Directory.Build.props read it).
+__version__ = _Path(__file__).with_name("VERSION").read_text(encoding="ascii").strip()
 
 
 def header_of(obj_or_name, *, allow_other_owner=False):

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `make dist`: every package a user installs, into build/dist/ (emptied first):
+#   SharedBridge.<v>.nupkg + .snupkg   the .NET library (readme, licence, XML docs, symbols)
+#   SharedBridge.Tool.<v>.nupkg        the .NET tool: `dotnet tool install SharedBridge.Tool` -> `sharedbridge`
+#   sharedbridge-<v>.tar.gz            the Python sdist (pure source)
+#   sharedbridge-<v>-py3-none-any.whl  the Python wheel, with SharedBridge.dll in sharedbridge/_dotnet/
+#                                      for sharedbridge.dotnet under pythonnet
+# <v> is python/sharedbridge/VERSION, the one version of all of them. The Python packages are built
+# from a staging copy (build/dist-stage) so the assembly never lands in the source tree. Uses
+# `python -m build --no-isolation` where the interpreter has it (Debian: python3-build), else
+# `pip wheel --no-build-isolation` and setuptools' PEP 517 sdist hook: both work offline.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+out="$root/build/dist"
+stage="$root/build/dist-stage"
+rm -rf "$out" "$stage"
+mkdir -p "$out" "$stage/python"
+
+for project in src/Dotnet/SharedBridge/SharedBridge.csproj src/Dotnet/SharedBridge.Cli/SharedBridge.Cli.csproj; do
+    dotnet pack "$project" -c Release -nologo -v quiet -o "$out"
+done
+
+# Debian's python3 (python3-build, setuptools, wheel from apt), else build/venv's (made by
+# scripts/ensure-deps.sh where PyPI is reachable), else python3 on PATH.
+python=/usr/bin/python3
+if ! [ -x "$python" ] || ! "$python" -c 'import build, setuptools, wheel' 2>/dev/null; then
+    if [ -x build/venv/bin/python ]; then python=build/venv/bin/python; else python="$(command -v python3)"; fi
+fi
+cp pyproject.toml README.md LICENSE "$stage/"
+cp -r python/sharedbridge "$stage/python/"
+find "$stage" -name __pycache__ -prune -exec rm -rf {} +
+
+if "$python" -c 'import build' 2>/dev/null; then
+    "$python" -m build --no-isolation --sdist --outdir "$out" "$stage" >/dev/null
+else
+    (cd "$stage" && "$python" -c 'import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])' "$out" >/dev/null)
+fi
+mkdir -p "$stage/python/sharedbridge/_dotnet"
+cp src/Dotnet/SharedBridge/bin/Release/net10.0/SharedBridge.dll src/Dotnet/SharedBridge/bin/Release/net10.0/SharedBridge.xml \
+    "$stage/python/sharedbridge/_dotnet/"
+if "$python" -c 'import build' 2>/dev/null; then
+    "$python" -m build --no-isolation --wheel --outdir "$out" "$stage" >/dev/null
+else
+    "$python" -m pip wheel --no-deps --no-build-isolation -q -w "$out" "$stage"
+fi
+rm -rf "$stage"
+ls -1 "$out"

@@ -1,0 +1,352 @@
+"""The packages a user installs (`make dist`, build/dist/), installed the way a user would, outside
+the repository, then used across languages through those installed copies only.
+
+- the wheel goes into a fresh venv of this interpreter with `pip install --no-index` (no source
+  tree on its path: the helper runs in isolated mode from a temporary folder);
+- the SharedBridge NuGet package goes into a fresh `dotnet new console` project in a temporary
+  folder, restored from a nuget.config whose feeds are build/dist (for SharedBridge*, by package
+  source mapping) and nuget.org (everything else), into a private NuGet packages folder so no
+  cached copy of the same version can stand in for the one just built;
+- the SharedBridge.Tool package is installed with `dotnet tool install --tool-path`.
+
+Run by scripts/test-install.sh, which runs scripts/dist.sh first.
+Segment names start with sbdist_ and every test checks that none is left behind.
+"""
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import xml.etree.ElementTree as ET
+import zipfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HERE = pathlib.Path(__file__).resolve().parent
+DIST = ROOT / "build" / "dist"
+VERSION = (ROOT / "python" / "sharedbridge" / "VERSION").read_text(encoding="ascii").strip()
+INITIAL = [1.5, -2.25, 1e100, 0.0]
+NUSPEC_NS = "{http://schemas.microsoft.com/packaging/2013/05/nuspec.xsd}"
+
+
+def run(cmd, **kwargs):
+    """Run *cmd*; fail the test with its output when it fails."""
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300, **kwargs)
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, cmd))} exited with {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dist_file(name):
+    path = DIST / name
+    assert path.is_file(), f"{path} is missing: run `make dist` (scripts/dist.sh)"
+    return path
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def nuspec(package):
+    with zipfile.ZipFile(package) as z:
+        [spec] = [n for n in z.namelist() if n.endswith(".nuspec")]
+        root = ET.fromstring(z.read(spec))
+    # nuspec files use one of several namespace versions: match tags by local name.
+    return {el.tag.split("}")[-1]: el for el in root.iter()}
+
+
+@pytest.fixture(scope="module")
+def work():
+    path = pathlib.Path(tempfile.mkdtemp(prefix="sbdist-install-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def dotnet_env(work):
+    env = dict(os.environ, DOTNET_NOLOGO="1", DOTNET_CLI_TELEMETRY_OPTOUT="1",
+               DOTNET_SKIP_FIRST_TIME_EXPERIENCE="1", NUGET_PACKAGES=str(work / "nuget-packages"))
+    env.pop("MSBuildSDKsPath", None)
+    config = work / "nuget.config"
+    config.write_text(f"""<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <packageSources>
+    <clear />
+    <add key="local" value="{DIST}" />
+    <add key="nuget.org" value="https://api.nuget.org/v3/index.json" protocolVersion="3" />
+  </packageSources>
+  <packageSourceMapping>
+    <packageSource key="local"><package pattern="SharedBridge" /><package pattern="SharedBridge.*" /></packageSource>
+    <packageSource key="nuget.org"><package pattern="*" /></packageSource>
+  </packageSourceMapping>
+</configuration>
+""")
+    return env
+
+
+def interpreters():
+    """This interpreter, and those in SB_INSTALL_PYTHONS (scripts/test-install.sh passes the newest
+    other CPython >= 3.10 it finds)."""
+    found = [sys.executable] + [p for p in os.environ.get("SB_INSTALL_PYTHONS", "").split(os.pathsep) if p]
+    return list(dict.fromkeys(found))
+
+
+def label(python):
+    return subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture(scope="module", params=interpreters(), ids=label)
+def venv(work, request):
+    """A fresh venv of each interpreter with only the built wheel installed; returns its python."""
+    path = work / f"venv-{label(request.param)}"
+    run([request.param, "-m", "venv", path])
+    python = path / "bin" / "python"
+    run([python, "-m", "pip", "install", "-q", "--no-index", "--disable-pip-version-check",
+         dist_file(f"sharedbridge-{VERSION}-py3-none-any.whl")])
+    return python
+
+
+@pytest.fixture(scope="module")
+def python_side(venv, work):
+    """The command line that runs tests/install/install_check.py with the venv's interpreter,
+    from a folder that holds nothing of the repository."""
+    script = work / "install_check.py"
+    shutil.copy(HERE / "install_check.py", script)
+    return [venv, "-I", script]
+
+
+@pytest.fixture(scope="module")
+def app(work, dotnet_env):
+    """A fresh console project that references the SharedBridge package; returns its directory."""
+    path = work / "InstallCheck"
+    run(["dotnet", "new", "console", "--no-restore", "-o", path, "-n", "InstallCheck"], cwd=work, env=dotnet_env)
+    (path / "Program.cs").unlink()
+    shutil.copy(HERE / "InstallCheck.cs", path / "InstallCheck.cs")
+    run(["dotnet", "add", path / "InstallCheck.csproj", "package", "SharedBridge", "--version", VERSION,
+         "--no-restore"], cwd=work, env=dotnet_env)
+    run(["dotnet", "build", path, "-c", "Release", "-nologo", "-v", "quiet"], cwd=work, env=dotnet_env)
+    return path
+
+
+@pytest.fixture(scope="module")
+def csharp_side(app):
+    return [app / "bin" / "Release" / "net10.0" / "InstallCheck"]
+
+
+@pytest.fixture
+def names(request):
+    """Segment names for one test: sbdist_<pid>_<test>_<n>; afterwards none may be left in
+    /dev/shm (a leftover is removed and fails the test)."""
+    made = []
+
+    def new():
+        made.append(f"sbdist_{os.getpid()}_{request.node.name[:20]}_{len(made)}")
+        return made[-1]
+
+    yield new
+    left = [n for n in made if os.path.exists(f"/dev/shm/{n}")]
+    for n in left:
+        os.unlink(f"/dev/shm/{n}")
+    assert not left, f"segments left in /dev/shm after their creator exited: {left}"
+
+
+class Creator:
+    """A `serve` process: it has created the segment once started, and reports what the segment
+    holds when released."""
+
+    def __init__(self, cmd, name, verb="serve"):
+        self.proc = subprocess.Popen([str(c) for c in cmd] + [verb, name] + [repr(x) for x in INITIAL],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        if line != "created":
+            self.proc.kill()
+            raise AssertionError(f"{cmd} {verb} {name}: {line!r} {self.proc.communicate()[1]}")
+
+    def release(self):
+        """The values the segment held when released, and any further output lines."""
+        out, err = self.proc.communicate("\n", timeout=60)
+        assert self.proc.returncode == 0, err
+        values, *rest = out.splitlines()
+        return [float(x) for x in values.split()], rest
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def modified(values):
+    return [x * 2 + 0.25 for x in values]
+
+
+# --- what was built -------------------------------------------------------------------------
+
+def test_every_package_carries_the_one_version():
+    """python/sharedbridge/VERSION names every file make dist produced."""
+    for name in [f"SharedBridge.{VERSION}.nupkg", f"SharedBridge.{VERSION}.snupkg",
+                 f"SharedBridge.Tool.{VERSION}.nupkg", f"sharedbridge-{VERSION}.tar.gz",
+                 f"sharedbridge-{VERSION}-py3-none-any.whl"]:
+        dist_file(name)
+    assert nuspec(dist_file(f"SharedBridge.{VERSION}.nupkg"))["version"].text == VERSION
+    assert nuspec(dist_file(f"SharedBridge.Tool.{VERSION}.nupkg"))["version"].text == VERSION
+
+
+def test_nuget_package_has_readme_licence_repository_tags_docs_and_symbols():
+    package = dist_file(f"SharedBridge.{VERSION}.nupkg")
+    meta = nuspec(package)
+    assert meta["license"].text == "MIT" and meta["license"].get("type") == "expression"
+    assert meta["readme"].text == "README.md"
+    assert meta["repository"].get("url", "").startswith("https://")
+    assert meta["repository"].get("commit"), "the repository element should name the commit built"
+    assert {"shared-memory", "python", "ipc"} <= set(meta["tags"].text.split())
+    assert "Python" in meta["description"].text
+    with zipfile.ZipFile(package) as z:
+        files = set(z.namelist())
+        assert {"README.md", "lib/net10.0/SharedBridge.dll", "lib/net10.0/SharedBridge.xml"} <= files
+        docs = ET.fromstring(z.read("lib/net10.0/SharedBridge.xml"))
+        assert len(docs.findall("./members/member[@name='T:SharedBridge.SharedArray`1']")) == 1
+    with zipfile.ZipFile(dist_file(f"SharedBridge.{VERSION}.snupkg")) as z:
+        assert "lib/net10.0/SharedBridge.pdb" in z.namelist()
+
+
+def test_tool_package_is_a_dotnet_tool_named_sharedbridge():
+    with zipfile.ZipFile(dist_file(f"SharedBridge.Tool.{VERSION}.nupkg")) as z:
+        settings = ET.fromstring(z.read("tools/net10.0/any/DotnetToolSettings.xml"))
+    [command] = settings.iter("Command")
+    assert command.get("Name") == "sharedbridge"
+
+
+def test_wheel_has_types_licence_console_script_and_the_package_assembly():
+    wheel = dist_file(f"sharedbridge-{VERSION}-py3-none-any.whl")
+    info = f"sharedbridge-{VERSION}.dist-info"
+    with zipfile.ZipFile(wheel) as z:
+        files = set(z.namelist())
+        assert {"sharedbridge/py.typed", "sharedbridge/VERSION", f"{info}/LICENSE"} <= files
+        assert z.read("sharedbridge/VERSION").decode().strip() == VERSION
+        assert "sharedbridge = sharedbridge.cli:main" in z.read(f"{info}/entry_points.txt").decode()
+        assert not [f for f in files if "__pycache__" in f or f.startswith(("tests/", "python/"))]
+        wheel_dll = z.read("sharedbridge/_dotnet/SharedBridge.dll")
+    with zipfile.ZipFile(dist_file(f"SharedBridge.{VERSION}.nupkg")) as z:
+        assert sha256(wheel_dll) == sha256(z.read("lib/net10.0/SharedBridge.dll")), \
+            "the wheel's SharedBridge.dll is not the one in the NuGet package"
+
+
+def test_sdist_is_the_source_and_builds_a_wheel(work):
+    sdist = dist_file(f"sharedbridge-{VERSION}.tar.gz")
+    top = f"sharedbridge-{VERSION}"
+    with tarfile.open(sdist) as t:
+        names = set(t.getnames())
+    assert {f"{top}/pyproject.toml", f"{top}/LICENSE", f"{top}/README.md",
+            f"{top}/python/sharedbridge/VERSION", f"{top}/python/sharedbridge/py.typed"} <= names
+    assert not [n for n in names if n.endswith(".dll")], "the sdist is source only"
+    # Offline, the build needs an interpreter that has setuptools and wheel itself.
+    builders = [p for p in dict.fromkeys([sys.executable, "/usr/bin/python3"]) if os.path.exists(p)
+                and subprocess.run([p, "-c", "import setuptools, wheel"], capture_output=True).returncode == 0]
+    if not builders:
+        pytest.skip("no interpreter with setuptools and wheel to build the sdist without PyPI")
+    out = work / "from-sdist"
+    run([builders[0], "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "-w", out, sdist], cwd=work)
+    assert [p.name for p in out.iterdir()] == [f"sharedbridge-{VERSION}-py3-none-any.whl"]
+
+
+# --- installed ------------------------------------------------------------------------------
+
+def test_installed_python_package_is_the_venv_copy_and_reports_the_version(python_side, venv):
+    version, file = run(python_side + ["where"]).stdout.split("\n")[:2]
+    assert version == VERSION
+    venv_root = venv.parent.parent
+    assert pathlib.Path(file).resolve().is_relative_to(venv_root.resolve()), file
+    assert not pathlib.Path(file).resolve().is_relative_to(ROOT), file
+    # sharedbridge.dotnet finds the assembly the wheel installed, next to the package.
+    assert (pathlib.Path(file).parent / "_dotnet" / "SharedBridge.dll").is_file()
+
+
+def test_console_project_uses_the_package_and_reports_the_version(app, csharp_side, dotnet_env):
+    assets = json.loads((app / "obj" / "project.assets.json").read_text())
+    library = assets["libraries"][f"SharedBridge/{VERSION}"]
+    assert library["type"] == "package"
+    assert not [k for k, v in assets["libraries"].items() if v["type"] == "project"]
+    assert pathlib.Path(dotnet_env["NUGET_PACKAGES"], library["path"]).is_dir()
+    version, location = run(csharp_side + ["where"]).stdout.split("\n")[:2]
+    assert version == VERSION
+    with zipfile.ZipFile(dist_file(f"SharedBridge.{VERSION}.nupkg")) as z:
+        assert sha256(pathlib.Path(location).read_bytes()) == sha256(z.read("lib/net10.0/SharedBridge.dll")), \
+            f"{location} is not the assembly of the SharedBridge package just built"
+
+
+def test_csharp_creates_installed_python_modifies_csharp_sees_it(csharp_side, python_side, names):
+    name = names()
+    with Creator(csharp_side, name) as creator:
+        assert run(python_side + ["modify", name]).stdout.strip() == "modified"
+        assert creator.release()[0] == modified(INITIAL)
+
+
+def test_installed_python_creates_csharp_modifies_python_sees_it(csharp_side, python_side, names):
+    name = names()
+    with Creator(python_side, name) as creator:
+        assert run(csharp_side + ["modify", name]).stdout.strip() == "modified"
+        assert creator.release()[0] == modified(INITIAL)
+
+
+def vendored_pythonnet(python):
+    """The folders that give *python* pythonnet and cffi from ../shared/vendor/pythonnet (next to
+    the repository; pythonnet is on no registry these machines reach), or None."""
+    vendor = ROOT.parent / "shared" / "vendor" / "pythonnet"
+    version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    cffi = vendor / f"site-cffi-{version}"
+    return [vendor / "site", cffi] if (vendor / "site" / "pythonnet").is_dir() and cffi.is_dir() else None
+
+
+def test_pythonnet_host_uses_the_assembly_the_wheel_installed(venv, python_side, csharp_side, names):
+    """sharedbridge.dotnet.load() with no path loads sharedbridge/_dotnet/SharedBridge.dll from the
+    venv; a .NET array made that way is modified by the installed C# console project."""
+    paths = vendored_pythonnet(venv)
+    if paths is None:
+        pytest.skip(f"no pythonnet for {venv}: pip install pythonnet, or a vendored copy with cffi "
+                    f"for this version in ../shared/vendor/pythonnet")
+    [site] = run([venv, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.split()
+    pathlib.Path(site, "vendored-pythonnet.pth").write_text("".join(f"{p}\n" for p in paths))
+    name = names()
+    with Creator(python_side, name, "serve-pythonnet") as creator:
+        assert run(csharp_side + ["modify", name]).stdout.strip() == "modified"
+        values, [assembly] = creator.release()
+    assert values == modified(INITIAL)
+    assert pathlib.Path(assembly) == pathlib.Path(site, "sharedbridge", "_dotnet", "SharedBridge.dll")
+
+
+def test_console_script_lists_a_segment_made_by_csharp(venv, csharp_side, names):
+    """The installed `sharedbridge` command and `python -m sharedbridge` see a segment the installed
+    C# project made."""
+    if not (ROOT / "python" / "sharedbridge" / "cli.py").exists():
+        pytest.skip("python/sharedbridge/cli.py is not in this tree yet (the CLI branch): "
+                    "no console script to run")
+    name = names()
+    with Creator(csharp_side, name) as creator:
+        for cmd in [[venv.parent / "sharedbridge"], [venv, "-I", "-m", "sharedbridge"]]:
+            listed = json.loads(run(cmd + ["ls", "--json"], cwd=venv.parent).stdout)
+            [entry] = [e for e in listed if e["name"] == name]
+            assert entry["length"] == len(INITIAL)
+        assert creator.release()[0] == INITIAL
+
+
+def test_dotnet_tool_installs_and_runs(work, dotnet_env):
+    tools = work / "tools"
+    run(["dotnet", "tool", "install", "--tool-path", tools, "--configfile", work / "nuget.config",
+         "--version", VERSION, "SharedBridge.Tool"], cwd=work, env=dotnet_env)
+    result = subprocess.run([tools / "sharedbridge", "--help"], capture_output=True, text=True,
+                            timeout=60, cwd=work)
+    assert result.returncode == 0, result.stderr
+    # `demo` is the command every version of the tool has had; the verbs of issue 10 join it.
+    assert "demo" in result.stdout + result.stderr
