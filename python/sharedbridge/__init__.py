@@ -1,7 +1,8 @@
 """sharedbridge: multiprocessing.sharedctypes over named POSIX shared memory.
 
 Drop-in replacements for multiprocessing.sharedctypes' Array, Value, RawArray,
-RawValue, copy and synchronized, whose objects live in named segments with a
+RawValue, copy and synchronized, and for multiprocessing's Event, Condition, Semaphore,
+BoundedSemaphore and Barrier, whose objects live in named segments with a
 self-describing header (docs/format.md) that the .NET SharedBridge library reads too.
 Objects pickle by name, so they travel to any process; locks are robust (a holder that
 dies is recovered). Pure standard library; numpy is optional (as_numpy).
@@ -20,6 +21,7 @@ from ._objects.raw_object import segment_of
 from ._objects.shared_lock import Lock, RLock, SharedLock, reset_lock
 from ._objects.survey import SegmentInfo, inspect_segment, list_segments
 from ._objects.sharedctypes import Array, RawArray, RawValue, Value, copy
+from ._objects.sync import Barrier, BoundedSemaphore, Condition, Event, Semaphore
 from ._objects.unavailable import UnavailableObject
 from ._objects.synchronized import (Synchronized, SynchronizedArray, SynchronizedBase,
                                     SynchronizedString, synchronized)
@@ -54,7 +56,8 @@ def close(obj):
 def _segment_for(obj):
     if isinstance(obj, SynchronizedBase):
         obj = obj.get_obj()
-    seg = obj._seg if isinstance(obj, SharedLock) else segment_of(obj)
+    seg = obj._seg if isinstance(obj, (SharedLock, Event, Semaphore, Condition, Barrier)) \
+        else segment_of(obj)
     if seg is None:
         raise TypeError(f"{type(obj).__name__} is not a sharedbridge object")
     return seg
@@ -62,7 +65,7 @@ def _segment_for(obj):
 
 __all__ = [
     "Array", "Value", "RawArray", "RawValue", "copy", "synchronized", "attach", "Lock",
-    "RLock", "reset_lock", "as_numpy", "unlink", "close", "header_of", "SegmentHeader", "StructField",
+    "RLock", "Event", "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "reset_lock", "as_numpy", "unlink", "close", "header_of", "SegmentHeader", "StructField",
     "Synchronized", "SynchronizedArray", "SynchronizedBase", "SynchronizedString",
     "SharedBridgeError", "SegmentNotFoundError", "SegmentExistsError", "InvalidNameError",
     "CorruptSegmentError", "UnsupportedVersionError", "TypeMismatchError",

@@ -301,7 +301,7 @@ def test_unions_bitfields_and_packed_structures_are_refused():
         _pack_ = 1
         _fields_ = [("a", ctypes.c_char), ("b", ctypes.c_int)]
 
-    for cls, word in ((U, "union"), (Bits, "bit field"), (Packed, "packed")):
+    for cls, word in ((U, "Union"), (Bits, "bit field"), (Packed, "natural alignment")):
         with pytest.raises(sb.UnsupportedTypeError, match=word):
             sb.RawValue(cls)
 

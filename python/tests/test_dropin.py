@@ -11,6 +11,7 @@ import pickle
 import pytest
 
 import sharedbridge as sb
+import mp_workers
 from conftest import run_python
 
 START_METHODS = ("fork", "spawn", "forkserver")
@@ -168,3 +169,141 @@ def test_impossible_size_is_an_oserror_efbig_like_multiprocessing():
         sb.RawArray("b", 2 ** 62)
     assert theirs.value.errno == ours.value.errno == errno.EFBIG
     assert isinstance(ours.value, MemoryError) and "/dev/shm" in str(ours.value)
+
+
+# --- Item 5: types multiprocessing accepts --------------------------------------------
+
+class _Union(ctypes.Union):
+    _fields_ = [("i", ctypes.c_int), ("f", ctypes.c_float)]
+
+
+class _Bits(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_int, 3), ("b", ctypes.c_int, 5)]
+
+
+class _Big(ctypes.BigEndianStructure):
+    _fields_ = [("a", ctypes.c_int)]
+
+
+class _Packed(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("a", ctypes.c_char), ("b", ctypes.c_int)]
+
+
+class _PackedNested(ctypes.Structure):
+    _fields_ = [("p", _Packed)]
+
+
+class _LongName(ctypes.Structure):
+    _fields_ = [("a_field_name_of_forty_characters_long___", ctypes.c_int)]
+
+
+class _Empty(ctypes.Structure):
+    _fields_ = []
+
+
+class _PackedNatural(ctypes.Structure):
+    _pack_ = 4
+    _fields_ = [("a", ctypes.c_int), ("b", ctypes.c_short), ("c", ctypes.c_short)]
+
+
+class _Natural(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_int), ("b", ctypes.c_short), ("c", ctypes.c_short)]
+
+
+# (element type, words of the reason, words of what to use instead)
+REFUSED = {
+    "union": (_Union, "Union, whose fields overlap", "from_buffer"),
+    "bit_field": (_Bits, "bit field", "mask it"),
+    "big_endian": (_Big, "BigEndianStructure", "use a Structure"),
+    "big_endian_simple": (ctypes.c_int.__ctype_be__, "big-endian", "native type"),
+    "packed": (_Packed, "not C natural alignment", "remove _pack_"),
+    "packed_nested": (_PackedNested, "not C natural alignment", "remove _pack_"),
+    "long_double": (ctypes.c_longdouble, "80-bit", "c_double"),
+    "long_field_name": (_LongName, "40 characters", "rename the field"),
+    "empty_structure": (_Empty, "no fields", "give it a field"),
+    "wchar_rows": (ctypes.c_wchar * 2, "rows of c_wchar", "flat Array('u'"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_types_multiprocessing_accepts_are_refused_with_why_and_what_instead(case):
+    ctype, why, instead = REFUSED[case]
+    makers = [lambda m: m.RawValue(ctype * 2), lambda m: m.RawArray(ctype, 2),
+              lambda m: m.Array(ctype, 2)]
+    if not issubclass(ctype, ctypes.Array):     # RawValue(c_wchar * 2) is one row: fine
+        makers.append(lambda m: m.RawValue(ctype))
+    for make in makers:
+        make(mpsc)              # multiprocessing accepts every one of them
+        with pytest.raises(sb.UnsupportedTypeError) as e:
+            make(sb)
+        assert why in str(e.value) and instead in str(e.value), str(e.value)
+
+
+def test_the_advised_byte_array_carries_a_refused_type():
+    # What the refusals advise: share the bytes, lay the user's class over them.
+    arr = sb.RawArray("B", ctypes.sizeof(_Union))
+    _Union.from_buffer(arr).f = 1.5
+    other = _Union.from_buffer(sb.attach(arr.name))
+    assert other.f == 1.5 and other.i == ctypes.c_int.from_buffer(ctypes.c_float(1.5)).value
+
+
+def test_packed_structure_with_the_natural_layout_is_shared_as_natural():
+    # _pack_ that moves nothing: accepted, recorded exactly as the unpacked structure.
+    obj = sb.RawValue(_PackedNatural, 1, 2, 3)
+    assert (obj.a, obj.b, obj.c) == (1, 2, 3)
+    twin = sb.RawValue(_Natural)
+    h, t = sb.header_of(obj), sb.header_of(twin)
+    assert (h.fields, h.element_size) == (t.fields, t.element_size)
+    back = sb.attach(obj.name)
+    assert (back.a, back.b, back.c) == (1, 2, 3)
+
+
+@pytest.mark.parametrize("make, flat", [
+    (lambda m: m.Array(ctypes.c_int * 2, [(1, 2), (3, 4), (5, 6)]), "i"),
+    (lambda m: m.RawArray(ctypes.c_double * 3, 2), "d"),
+    (lambda m: m.RawValue((ctypes.c_short * 2) * 3), "h"),
+    (lambda m: m.RawArray(mp_workers.Point * 2, 2), mp_workers.Point),
+])
+def test_two_dimensional_elements_are_flat_arrays_of_the_inner_type(make, flat):
+    theirs, ours = (unwrap(make(m)) for m in (mpsc, sb))
+    assert type(ours).__name__ == type(theirs).__name__
+    assert bytes(memoryview(ours).cast("B")) == bytes(memoryview(theirs).cast("B"))
+    rows, per_row = len(ours), len(ours[0])
+    # What .NET attachers see: the header of a flat array of the innermost type.
+    h, twin = sb.header_of(ours), sb.header_of(sb.RawArray(flat, rows * per_row))
+    keys = ("kind", "typecode", "element_size", "element_count", "data_size", "fields")
+    assert [getattr(h, k) for k in keys] == [getattr(twin, k) for k in keys]
+    assert len(unwrap(sb.attach(ours.name, ours._type_))) == rows
+    assert len(unwrap(sb.attach(ours.name))) == rows * per_row   # by name alone: flat
+    with pytest.raises(sb.TypeMismatchError):
+        sb.attach(ours.name, ours._type_._type_ * (rows * per_row + 1))
+
+
+def unwrap(obj):
+    return obj.get_obj() if hasattr(obj, "get_obj") else obj
+
+
+class MyInt(ctypes.c_int):
+    pass
+
+
+def test_subclass_of_a_simple_type_keeps_its_class_when_pickled():
+    # The segment records 'i'; the pickle names the class (spawn children: test_parity).
+    value = pickle.loads(pickle.dumps(sb.RawValue(MyInt, 3)))
+    assert isinstance(value, MyInt) and repr(value).startswith("<MyInt object at")
+    assert type(pickle.loads(pickle.dumps(sb.RawArray(MyInt, [1, 2])))[0]) is MyInt
+    assert isinstance(pickle.loads(pickle.dumps(sb.Value(MyInt, 4))).get_obj(), MyInt)
+    created = sb.RawValue(MyInt, 5)
+    assert sb.header_of(created).typecode == "i"
+    assert isinstance(sb.attach(created.name, MyInt), MyInt)
+    assert repr(sb.attach(created.name)) == "c_int(5)"      # by name alone: the base type
+
+
+def test_a_class_the_receiver_cannot_import_falls_back_to_the_recorded_type():
+    class Local(ctypes.c_int):          # '<locals>' in its qualname: not importable
+        pass
+
+    obj = sb.RawValue(Local, 9)
+    back = pickle.loads(pickle.dumps(obj))
+    assert not isinstance(back, Local) and repr(back) == "c_int(9)"

@@ -63,3 +63,12 @@ def test_view_of_an_attached_segment():
 def test_rejects_non_ctypes():
     with pytest.raises(TypeError):
         sb.as_numpy([1, 2, 3])
+
+
+@needs_numpy
+def test_rows_of_an_array_element_give_a_two_dimensional_view():
+    arr = sb.Array(ctypes.c_int * 2, [(1, 2), (3, 4), (5, 6)])
+    view = sb.as_numpy(arr)
+    assert view.shape == (3, 2) and view.tolist() == [[1, 2], [3, 4], [5, 6]]
+    view[2, 1] = 60
+    assert arr[2][1] == 60

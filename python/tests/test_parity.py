@@ -219,3 +219,63 @@ def test_wrapper_api_parity():
             t[0] += 1
         assert t[0] == 1
         assert callable(t.get_obj) and callable(t.get_lock)
+
+
+# --- In worker processes, under every start method ------------------------------------
+
+START_METHODS = ("fork", "spawn", "forkserver")
+
+
+@pytest.fixture(scope="module", params=START_METHODS)
+def parity_pool(request):
+    """One Pool(1) per start method for every case: the objects of all cases travel
+    once, through initargs (multiprocessing's objects may travel no other way)."""
+    import multiprocessing
+    import parity_workers
+    objects = parity_workers.make_all(request.param)
+    pool = multiprocessing.get_context(request.param).Pool(
+        1, initializer=parity_workers.init, initargs=(objects,))
+    pool.apply(len, ((),))              # the worker has attached every object
+    # The leak guard releases pickled segments after each test (release_exported); these
+    # stay until the fixture drops the objects, as unpickled objects' names would.
+    from sharedbridge._platform import exit_cleanup
+    for pair in objects.values():
+        exit_cleanup.forget_export(sb.segment_of(parity_workers.raw(pair["sb"])))
+    yield pool, objects, request.param
+    pool.terminate()
+    pool.join()
+
+
+def _in_worker_cases():
+    import parity_workers
+    return list(parity_workers.CASES)
+
+
+@pytest.mark.parametrize("case", _in_worker_cases())
+def test_same_result_in_a_worker_under_every_start_method(parity_pool, case):
+    import parity_workers as pw
+    pool, objects, method = parity_pool
+    got = {w: pool.apply(pw.observe, (case, w)) for w in objects[case]}
+    after = pw.CASES[case][2]
+    got_after = {w: after(obj) for w, obj in objects[case].items()}
+    if "mp" not in got:         # multiprocessing cannot send it to this start method
+        got["mp"], got_after["mp"] = pw.observe_here(case)
+    if case in pw.DIFFERENCES:  # deliberate, documented in docs/api.md
+        assert (got["mp"], got["sb"]) == pw.DIFFERENCES[case], got
+    else:
+        assert got["mp"][0] == "ok", got      # a case itself must run
+        assert got["sb"] == got["mp"]
+    assert got_after["sb"] == got_after["mp"]
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_multiprocessing_cannot_send_rows_to_this_start_method_but_sharedbridge_can(method):
+    # The documented difference behind parity_workers.ROWS.
+    import multiprocessing
+    import pickle as _pickle
+    ctx = multiprocessing.get_context(method)
+    p = ctx.Process(target=len, args=(mpsc.RawArray(ctypes.c_int * 2, 2),))
+    with pytest.raises(_pickle.PicklingError):
+        p.start()
+    ours = sb.RawArray(ctypes.c_int * 2, 2)
+    assert type(_pickle.loads(_pickle.dumps(ours))).__name__ == "c_int_Array_2_Array_2"

@@ -288,3 +288,26 @@ def test_release_at_exit_runs_before_pythonnet_unload(sb):
     out = p.stdout.read()
     assert p.wait(30) == 0
     assert "left at unload: []" in out, out
+
+
+def test_python_rows_and_simple_subclasses_open_in_dotnet_as_their_flat_type(sb, names):
+    # Issue 9 item 5: Array(c_int * 2, 3) is a flat int array of 6 for .NET; a subclass of
+    # c_int is an int value. Written from either side, read on the other.
+    import ctypes
+
+    class MyInt(ctypes.c_int):
+        pass
+
+    rows = sharedbridge.Array(ctypes.c_int * 2, [(1, 2), (3, 4), (5, 6)], name=names("rows"))
+    net = sbn.to_dotnet(rows)
+    assert type(net).__name__.startswith("SharedArray") and net.Length == 6
+    assert [net.Get(i) for i in range(6)] == [1, 2, 3, 4, 5, 6]
+    net.Set(5, 60)
+    assert rows[2][1] == 60
+    net.Dispose()
+    value = sharedbridge.Value(MyInt, 7, name=names("myint"))
+    net = sbn.to_dotnet(value)
+    assert net.Value == 7
+    net.Value = 8
+    assert value.value == 8 and isinstance(value.get_obj(), MyInt)
+    net.Dispose()

@@ -248,4 +248,7 @@ WORKERS = {
 
 
 def run_worker(scenario, args):
+    if scenario.startswith("sync-"):
+        import cross_sync
+        return cross_sync.WORKERS[scenario](*args)
     return WORKERS[scenario](*args)

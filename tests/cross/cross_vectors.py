@@ -21,6 +21,11 @@ CTYPES = {
 SPECIAL_FLOATS = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
+# Synchronization segments (docs/format.md section 10): "values" are the 16 data words.
+SYNC_OBJECTS = {"event": 4, "semaphore": 5, "condition": 6, "barrier": 7}
+LIST_OBJECTS = ("array", *SYNC_OBJECTS)
+
+
 def load(path):
     with open(path, encoding="ascii") as f:
         return json.load(f)
@@ -126,7 +131,7 @@ def canon_expected(vector):
     """The canonical text of every element a vector describes."""
     if vector["object"] == "chararray":
         return ["x" + char_bytes(vector).hex()]
-    values = vector["values"] if vector["object"] == "array" else [vector["values"]]
+    values = vector["values"] if vector["object"] in LIST_OBJECTS else [vector["values"]]
     if vector["typecode"] == "T":
         return [canon_struct(vector["struct"], v) for v in values]
     return [canon_scalar(vector["typecode"], v) for v in values]

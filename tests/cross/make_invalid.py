@@ -137,11 +137,13 @@ def build():
     case("state_retired_ok", "ok", "6.2 step 3: state 2 (retired) is usable",
          patch(d4(), 0x180, "<I", 2, fix_crc=False))
     # --- versions ---------------------------------------------------------------------------
-    case("compat_2", "unsupported-version", "6.3: compat_version above the reader's",
-         d4(version=2, compat=2))
-    case("compat_2_state_3", "unsupported-version",
+    case("compat_3", "unsupported-version", "6.3: compat_version above the reader's (2)",
+         d4(version=3, compat=3))
+    case("compat_3_state_3", "unsupported-version",
          "6.2 step 3: a too-new compat_version wins over a state this reader does not know",
-         patch(d4(version=2, compat=2), 0x180, "<I", 3, fix_crc=False))
+         patch(d4(version=3, compat=3), 0x180, "<I", 3, fix_crc=False))
+    case("compat_2_array_ok", "ok", "6.3: a version-2 reader reads compat_version 2",
+         d4(version=2, compat=2))
     case("compat_0", "corrupt", "6.2 step 5: compat_version >= 1", d4(version=1, compat=0))
     case("version_below_compat", "corrupt", "6.2 step 5: version >= compat_version",
          d4(version=0, compat=1))
@@ -152,7 +154,29 @@ def build():
          patch(d4(), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
     case("header_size_unaligned", "corrupt", "6.2 step 5: header_size a multiple of 64",
          d4(header_size=0x210))
-    case("kind_4", "corrupt", "3.1: kind in {1, 2, 3}", d4(kind=4))
+    case("kind_4", "corrupt", "10.1: kind 4 (event) needs compat_version 2 and its own fields",
+         d4(kind=4))
+    case("kind_0", "corrupt", "6.2 step 5: kind 0 is corrupt", d4(kind=0))
+    case("kind_8", "unsupported-version",
+         "6.2 step 5, 6.3: an unknown kind is refused as written by a newer SharedBridge",
+         d4(kind=8))
+    # --- synchronization kinds (section 10) -------------------------------------------------
+    sync = lambda kind, **kw: header(**{**dict(kind=kind, typecode="I", count=16,  # noqa: E731
+                                              lock_kind=1, lock_type=1 if kind == 6 else 2,
+                                              version=2, compat=2), **kw})
+    for kind, label in ((4, "event"), (5, "semaphore"), (6, "condition"), (7, "barrier")):
+        case(f"{label}_ok", "ok", f"10.1: a valid {label} header (kind {kind})", sync(kind))
+        case(f"{label}_compat_1", "corrupt", "10.1: the synchronization kinds need compat_version 2",
+             sync(kind, version=1, compat=1))
+    case("event_typecode_d", "corrupt", "10.1: typecode I", sync(4, typecode="d"))
+    case("semaphore_count_8", "corrupt", "10.1: element_count 16", sync(5, count=8))
+    case("event_recursive_lock", "corrupt", "10.1: an event's own lock is error-checking",
+         sync(4, lock_type=1))
+    case("condition_errorcheck_lock", "corrupt", "10.1: a condition's own lock is recursive",
+         sync(6, lock_type=2))
+    case("barrier_no_lock", "corrupt", "10.1: lock_kind 1", sync(7, lock_kind=0, lock_type=0))
+    case("semaphore_external_lock", "corrupt", "10.1: only a condition uses lock_kind 2",
+         sync(5, lock_kind=2, lock_type=0, lock_name="sbinv_semaphore_external_lock_l"))
     case("typecode_x", "corrupt", "3.4: unknown typecode", patch(d4(), 0x11, "<B", ord("x")))
     case("element_size_wrong", "corrupt", "6.2 step 5: element_size equals the typecode's size",
          d4(element_size=4, data_size=16))

@@ -54,6 +54,8 @@ def create(vector, name, lock_name, keep=True):
     if obj_kind == "lock":
         factory = sb.Lock if vector["lock"]["type"] == "lock" else sb.RLock
         return [_create_lock(factory, name, keep)]
+    if obj_kind in cv.SYNC_OBJECTS:
+        return _create_sync(sb, vector, name, lock_name, keep)
     lock, lock_obj = _lock_argument(sb, vector, lock_name, keep)
     if obj_kind == "chararray":
         obj = sb.Array("c", cv.char_bytes(vector), lock=lock, name=name, keep=keep)
@@ -70,6 +72,41 @@ def create(vector, name, lock_name, keep=True):
         else:
             obj = sb.Value(etype, *args, lock=lock, name=name, keep=keep)
     return [o for o in (obj, lock_obj) if o is not None]
+
+
+def _create_sync(sb, vector, name, lock_name, keep):
+    """A synchronization segment whose words are the vector's values, made through the API."""
+    obj_kind, words = vector["object"], vector["values"]
+    if obj_kind == "event":
+        obj = sb.Event(name=name, keep=keep)
+        if words[3]:
+            obj.set()
+    elif obj_kind == "semaphore":
+        obj = (sb.BoundedSemaphore if words[5] else sb.Semaphore)(words[3], name=name, keep=keep)
+    elif obj_kind == "barrier":
+        obj = sb.Barrier(words[3], name=name, keep=keep)
+    else:
+        lock, lock_obj = _lock_argument(sb, vector, lock_name, keep)
+        obj = sb.Condition(lock_obj, name=name, keep=keep)
+        return [o for o in (obj, lock_obj) if o is not None]
+    return [obj]
+
+
+def _verify_sync(vector, obj, name, lock_name, errors):
+    sb = _sharedbridge()
+    _check_header(vector, sb.header_of(name), lock_name, errors)
+    lock = obj._lock
+    if vector["lock"]["kind"] == "external" and lock.name != lock_name:
+        errors.append(f"expected the lock of segment {lock_name!r}, found {lock.name!r}")
+    if not lock.acquire(timeout=5):
+        errors.append("could not acquire the lock within 5 s")
+        return []
+    try:
+        actual = cv.canon_actual(vector, list(obj._w))
+    finally:
+        lock.release()
+    errors += cv.diff(cv.canon_expected(vector), actual)
+    return actual
 
 
 # ---- verify ---------------------------------------------------------------------------------
@@ -130,6 +167,9 @@ def verify(vector, name, lock_name):
     if vector["object"] == "lock":
         _check_lock_only(vector, obj, errors)
         return {"ok": not errors, "errors": errors, "values": []}
+    if vector["object"] in cv.SYNC_OBJECTS:
+        actual = _verify_sync(vector, obj, name, lock_name, errors)
+        return {"ok": not errors, "errors": errors, "values": actual}
     _check_header(vector, sb.header_of(name), lock_name, errors)
     _check_lock(vector, obj, lock_name, errors)
     raw = obj.get_obj() if hasattr(obj, "get_obj") else obj
@@ -141,7 +181,7 @@ def verify(vector, name, lock_name):
     return {"ok": not errors, "errors": errors, "values": actual}
 
 
-KINDS = {"array": 1, "chararray": 1, "value": 2, "lock": 3}
+KINDS = {"array": 1, "chararray": 1, "value": 2, "lock": 3, **cv.SYNC_OBJECTS}
 LOCK_KINDS = {"none": 0, "embedded": 1, "external": 2}
 
 
@@ -150,7 +190,7 @@ def _check_header(vector, h, lock_name, errors):
     expected = {
         "kind": KINDS[vector["object"]],
         "typecode": vector["typecode"],
-        "length": (len(vector["values"]) if vector["object"] == "array"
+        "length": (len(vector["values"]) if vector["object"] in cv.LIST_OBJECTS
                    else vector["length"] if vector["object"] == "chararray" else 1),
         "type name": (vector["struct"].get("type_name", vector["struct"]["name"])
                       if "struct" in vector else ""),

@@ -18,7 +18,10 @@ from .segment_name import validate_name
 from .typecodes import STRUCT, TYPECODE_SIZE
 
 MAGIC = b"SHBRIDGE"
-FORMAT_VERSION = 1
+# The newest format version this package reads (section 6.3). Writers record their own
+# version per kind: 1 for kinds 1-3, 2 for the synchronization kinds (section 10).
+FORMAT_VERSION = 2
+SYNC_VERSION = 2
 FIXED_SIZE = 0x200
 IDENTITY_END = 0x180
 MAX_HEADER_SIZE = 1 << 20
@@ -38,6 +41,11 @@ def is_reserved_field_name(name):
     return name.startswith("__") or name in RESERVED_FIELD_NAMES
 
 KIND_ARRAY, KIND_VALUE, KIND_LOCK = 1, 2, 3
+# Synchronization kinds (section 10): a 64-byte data area of sixteen u32 words.
+KIND_EVENT, KIND_SEMAPHORE, KIND_CONDITION, KIND_BARRIER = 4, 5, 6, 7
+SYNC_KINDS = (KIND_EVENT, KIND_SEMAPHORE, KIND_CONDITION, KIND_BARRIER)
+SYNC_WORDS = 16
+MAX_KIND = KIND_BARRIER
 LOCK_NONE, LOCK_EMBEDDED, LOCK_EXTERNAL, LOCK_PROCESS_LOCAL = 0, 1, 2, 3
 LOCK_TYPE_NONE, LOCK_TYPE_RECURSIVE, LOCK_TYPE_ERRORCHECK = 0, 1, 2
 STATE_INITIALIZING, STATE_READY, STATE_RETIRED = 0, 1, 2
@@ -109,13 +117,13 @@ def header_size_for(field_count):
 
 
 def encode(header):
-    """The header bytes (0 .. header_size-1) a version-1 writer produces, with state 0
+    """The header bytes (0 .. header_size-1) a writer produces, with state 0
     and header_crc32 0; the creator fills those in last (docs/format.md section 6.1)."""
     h = header
     fields = h.fields
     buf = bytearray(h.header_size)
     _IDENTITY.pack_into(
-        buf, 0, MAGIC, FORMAT_VERSION, FORMAT_VERSION, h.header_size, h.kind,
+        buf, 0, MAGIC, h.version, h.compat_version, h.header_size, h.kind,
         ord(h.typecode) if h.typecode else 0, 0, h.element_size, h.element_count,
         h.data_offset, h.data_size, h.lock_kind, h.lock_abi, h.lock_size, h.lock_offset,
         h.lock_type, 0, FIELD_ENTRY_SIZE if fields else 0, len(fields),
@@ -201,8 +209,14 @@ def _decode(fixed, table, object_size, state, name):
     if (header_size % 64 or header_size < FIXED_SIZE or header_size > MAX_HEADER_SIZE
             or header_size > object_size or len(table) != header_size - FIXED_SIZE):
         raise _corrupt(f"header_size {header_size} (object is {object_size} bytes)")
-    if kind not in (KIND_ARRAY, KIND_VALUE, KIND_LOCK):
-        raise _corrupt(f"kind {kind}")
+    if kind > MAX_KIND:
+        raise UnsupportedVersionError(
+            f"unknown segment kind {kind}: written by a newer SharedBridge, upgrade "
+            f"sharedbridge (this one knows kinds 1 to {MAX_KIND})")
+    if kind == 0:
+        raise _corrupt("kind 0")
+    if kind in SYNC_KINDS:
+        _check_sync(kind, compat, typecode, element_size, element_count, lock_kind, lock_type)
     code = chr(typecode)
     if kind == KIND_LOCK:
         if typecode or element_size or element_count or data_size:
@@ -249,6 +263,19 @@ def _decode(fixed, table, object_size, state, name):
         lock_type=lock_type, fields=fields, creator_pid=creator_pid,
         creator_start_time=start_time, created_unix_ns=created_ns,
         type_name=type_name, lock_name=lock_name, state=state)
+
+
+def _check_sync(kind, compat, typecode, element_size, element_count, lock_kind, lock_type):
+    """The header rules of the synchronization kinds (section 10.1)."""
+    if compat < SYNC_VERSION:
+        raise _corrupt(f"kind {kind} (a synchronization object) with compat_version {compat}: "
+                       f"it needs compat_version {SYNC_VERSION}")
+    if typecode != ord("I") or element_size != 4 or element_count != SYNC_WORDS:
+        raise _corrupt(f"kind {kind} needs typecode 'I' and {SYNC_WORDS} elements of 4 bytes")
+    own_lock = LOCK_TYPE_RECURSIVE if kind == KIND_CONDITION else LOCK_TYPE_ERRORCHECK
+    if not ((lock_kind == LOCK_EMBEDDED and lock_type == own_lock)
+            or (kind == KIND_CONDITION and lock_kind == LOCK_EXTERNAL)):
+        raise _corrupt(f"kind {kind} with lock_kind {lock_kind} / lock_type {lock_type}")
 
 
 def _check_lock(kind, lock_kind, abi, size, offset, ltype, lock_name):

@@ -27,17 +27,25 @@ def type_name_of(cls):
     return name
 
 
+# What to do instead, for every type the field table cannot describe: the bytes are
+# shareable, and the user's own class can be laid over them in each process.
+BYTES_ADVICE = ("share the bytes instead: arr = RawArray('B', ctypes.sizeof({t})) and "
+                "{t}.from_buffer(arr) in each process (.NET then sees a byte array)")
+
+
+def _unsupported(cls, why, advice=True):
+    text = f"cannot share {cls.__name__}: {why}"
+    if advice:
+        text += " " + BYTES_ADVICE.format(t=cls.__name__)
+    return UnsupportedTypeError(text)
+
+
 def _struct_fields(cls):
     """(name, type, extra...) of a Structure class including its Structure bases."""
-    for klass in cls.__mro__:
-        if "_pack_" in klass.__dict__ and not isinstance(klass.__dict__["_pack_"], _CFIELD):
-            raise UnsupportedTypeError(
-                f"{cls.__name__} is packed (_pack_): format version 1 shares only naturally "
-                "aligned structures; remove _pack_ or reorder the fields")
-        if issubclass(klass, ctypes.BigEndianStructure) and klass is not ctypes.BigEndianStructure \
-                and ctypes.BigEndianStructure is not ctypes.Structure:
-            raise UnsupportedTypeError(
-                f"{cls.__name__} is a BigEndianStructure: only native byte order is shared")
+    if issubclass(cls, ctypes.BigEndianStructure) and ctypes.BigEndianStructure is not ctypes.Structure:
+        raise _unsupported(cls, "it is a BigEndianStructure, and a segment holds native "
+                                "(little-endian) values only, which .NET reads as they are; "
+                                "use a Structure, or")
     chain = []
     for klass in reversed(cls.__mro__):
         if "_fields_" in klass.__dict__:
@@ -45,7 +53,7 @@ def _struct_fields(cls):
     return chain
 
 
-def _element_of(ftype):
+def element_of(ftype):
     """Unwrap (nested) ctypes arrays: (innermost type, total count)."""
     count = 1
     while isinstance(ftype, type) and issubclass(ftype, ctypes.Array):
@@ -60,8 +68,9 @@ def check_element_type(ctype):
         raise TypeError(f"{ctype!r} is neither a typecode nor a ctypes type")
     refuse_pointer(ctype)
     if issubclass(ctype, ctypes.Union):
-        raise UnsupportedTypeError(
-            f"cannot share {ctype.__name__}: unions are not supported in format version 1")
+        raise _unsupported(ctype, "it is a Union, whose fields overlap, and the field table "
+                                  "(docs/format.md section 4) describes fields that never "
+                                  "overlap; use a Structure with one field per member, or")
     if issubclass(ctype, ctypes.Structure):
         return STRUCT
     if issubclass(ctype, ctypes._SimpleCData):
@@ -71,11 +80,42 @@ def check_element_type(ctype):
 
 def describe(cls):
     """Field-table entries (a tuple of StructField) of a Structure class."""
+    if ctypes.sizeof(cls) == 0:
+        raise _unsupported(cls, "it has no fields (size 0), and a shared structure has at "
+                                "least one field (docs/format.md section 4); give it a field",
+                           advice=False)
     entries = []
     _describe_into(cls, -1, entries, 1)
-    if ctypes.sizeof(cls) == 0:
-        raise UnsupportedTypeError(f"{cls.__name__} has size 0: give it at least one field")
+    offsets, sizes = natural_layout(entries)
+    if sizes[-1] != ctypes.sizeof(cls) or any(
+            e.offset != o or (e.typecode == STRUCT and e.item_size != sizes[i])
+            for i, (e, o) in enumerate(zip(entries, offsets))):
+        raise _unsupported(
+            cls, "its layout is not C natural alignment (a _pack_ or _align_ that moves "
+                 "fields or padding), and .NET attaches only naturally aligned structures; "
+                 "remove _pack_, or reorder the fields so that packing changes nothing, or")
     return tuple(entries)
+
+
+def natural_layout(entries):
+    """Natural alignment from the entries' sizes alone: (the offset of each entry,
+    {parent index: size of that structure}, -1 being the element structure)."""
+    align = [f.item_size if f.typecode != STRUCT else 1 for f in entries]
+    for i in reversed(range(len(entries))):         # children come after their parent
+        p = entries[i].parent
+        if p >= 0:
+            align[p] = max(align[p], align[i])
+    ends, widest, offsets = {}, {}, []
+    for i, f in enumerate(entries):
+        offset = _align_up(ends.get(f.parent, 0), align[i])
+        offsets.append(offset)
+        ends[f.parent] = offset + f.count * f.item_size
+        widest[f.parent] = max(widest.get(f.parent, 1), align[i])
+    return offsets, {p: _align_up(end, widest[p]) for p, end in ends.items()}
+
+
+def _align_up(x, a):
+    return (x + a - 1) // a * a
 
 
 def _describe_into(cls, parent, entries, depth):
@@ -85,8 +125,14 @@ def _describe_into(cls, parent, entries, depth):
     for spec in _struct_fields(cls):
         name, ftype = spec[0], spec[1]
         if len(spec) > 2:
-            raise UnsupportedTypeError(
-                f"{cls.__name__}.{name} is a bit field: not supported in format version 1")
+            raise _unsupported(cls, f"field {name!r} is a bit field, and the field table "
+                                    "describes whole bytes only (.NET has no bit fields); "
+                                    "use a whole integer field and mask it, or")
+        if isinstance(name, str) and name.isascii() and len(name) > 31 \
+                and _FIELD_NAME.match(name[:31]) and name.isidentifier():
+            raise _unsupported(cls, f"field name {name!r} is an identifier of {len(name)} "
+                                    "characters, and the field table stores at most 31 (docs/format.md section 4); "
+                                    "rename the field, or")
         if not isinstance(name, str) or not name.isascii() or not _FIELD_NAME.match(name):
             raise UnsupportedTypeError(
                 f"{cls.__name__} field name {name!r} must be an ASCII identifier of at most "
@@ -103,10 +149,12 @@ def _describe_into(cls, parent, entries, depth):
             raise UnsupportedTypeError(
                 f"{cls.__name__}.{name} is nested {depth} structures deep: format version 1 "
                 f"allows at most {MAX_STRUCT_DEPTH} levels")
-        item, count = _element_of(ftype)
+        item, count = element_of(ftype)
         code = check_element_type(item)
         if count == 0 or ctypes.sizeof(item) == 0:
-            raise UnsupportedTypeError(f"{cls.__name__}.{name} has size 0")
+            raise _unsupported(cls, f"field {name!r} has size 0, and every field of a shared "
+                                    "structure has at least one byte; remove the field",
+                               advice=False)
         offset = _field_descriptor(cls, name).offset
         index = len(entries)
         entries.append(StructField(name, code, offset, count, ctypes.sizeof(item), parent))

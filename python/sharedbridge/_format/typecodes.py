@@ -48,9 +48,16 @@ _REFUSED_LETTERS = {
     "Z": "c_wchar_p is a pointer",
     "P": "c_void_p is a pointer",
     "O": "py_object is a pointer to a Python object",
-    "g": "c_longdouble has no SharedBridge typecode",
     "X": "BSTR is a pointer",
     "v": "VARIANT_BOOL has no SharedBridge typecode",
+}
+
+# Letters of simple types that are values but have no typecode: why, and what to use.
+_NO_TYPECODE = {
+    "g": ("c_longdouble is x87 80-bit extended precision in 16 bytes on x86_64 and IEEE "
+          "binary128 on aarch64, which .NET has no type for and the two machines do not "
+          "share; use c_double ('d'), or keep the 16 bytes: RawArray('B', 16 * n) and "
+          "(c_longdouble * n).from_buffer(arr) in each Python process"),
 }
 
 _ADVICE = ("; an address means nothing in another process: store indexes or offsets "
@@ -62,6 +69,9 @@ def typecode_of_simple(ctype):
     letter = getattr(ctype, "_type_", None)
     if not isinstance(letter, str):
         raise UnsupportedTypeError(f"{ctype!r} is not a supported ctypes type")
+    if letter in _NO_TYPECODE:
+        raise UnsupportedTypeError(
+            f"cannot place {ctype.__name__} in shared memory: {_NO_TYPECODE[letter]}")
     if letter in _REFUSED_LETTERS:
         raise UnsupportedTypeError(
             f"cannot place {ctype.__name__} in shared memory: "
@@ -71,7 +81,10 @@ def typecode_of_simple(ctype):
         raise UnsupportedTypeError(
             f"{ctype.__name__} (ctypes letter {letter!r}) has no SharedBridge typecode")
     if ctype.__dict__.get("__ctype_be__") is ctype and ctype.__dict__.get("__ctype_le__") is not ctype:
-        raise UnsupportedTypeError(f"{ctype.__name__} is big-endian; only native byte order is shared")
+        raise UnsupportedTypeError(
+            f"cannot place {ctype.__name__} in shared memory: it is big-endian, and a segment "
+            "holds native (little-endian) values only, which .NET reads as they are; use "
+            "the native type and convert")
     return code
 
 

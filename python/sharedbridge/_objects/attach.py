@@ -2,9 +2,10 @@
 
 from .._format import header as H
 from .._platform.segment import open_segment
-from ..errors import CorruptSegmentError, TypeMismatchError, UnsupportedVersionError
+from ..errors import TypeMismatchError
 from .raw_object import element_type, raw_object
-from .shared_lock import lock_from_segment
+from .shared_lock import lock_from_segment, open_external_lock
+from .sync import sync_from_segment
 from .synchronized import synchronized
 
 
@@ -13,7 +14,8 @@ def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False)
 
     Returns what the creator made: a synchronized wrapper (embedded or external lock),
     a raw ctypes array/object (no lock, or a process-local lock that other processes
-    cannot reach), or a Lock/RLock for a lock-only segment. Structures are rebuilt from
+    cannot reach), a Lock/RLock for a lock-only segment, or an Event, Semaphore,
+    BoundedSemaphore, Condition or Barrier for a synchronization segment. Structures are rebuilt from
     the field table unless *typecode_or_type* gives the class (then checked against
     the recorded layout). Attaching never unlinks anything.
 
@@ -23,6 +25,11 @@ def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False)
     """
     seg = open_segment(name, timeout, allow_other_owner)
     h = seg.header
+    if h.kind in H.SYNC_KINDS:
+        if typecode_or_type is not None:
+            raise TypeMismatchError(f"type mismatch: {name!r} is a synchronization object "
+                                    f"(kind {h.kind}), not {typecode_or_type!r}")
+        return sync_from_segment(seg, timeout, allow_other_owner)
     if h.kind == H.KIND_LOCK:
         if typecode_or_type is not None:
             raise TypeMismatchError(f"type mismatch: {name!r} is a lock, not {typecode_or_type!r}")
@@ -34,23 +41,3 @@ def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False)
         return synchronized(raw, lock_from_segment(
             open_external_lock(name, h.lock_name, timeout, allow_other_owner)))
     return raw
-
-
-def open_external_lock(name, lock_name, timeout, allow_other_owner):
-    """The segment holding the lock of segment *name* (lock_kind 2, rulings A.11): it
-    must hold an embedded mutex of this machine's ABI, else *name* is corrupt. A
-    missing lock segment stays SegmentNotFoundError."""
-    try:
-        lock_seg = open_segment(lock_name, timeout, allow_other_owner)
-    except UnsupportedVersionError:
-        raise
-    except CorruptSegmentError as e:
-        raise CorruptSegmentError(
-            f"corrupt SharedBridge segment {name!r}: it uses the lock of segment "
-            f"{lock_name!r}, which is not a valid lock segment ({e})") from e
-    if lock_seg.header.lock_kind != H.LOCK_EMBEDDED:
-        raise CorruptSegmentError(
-            f"corrupt SharedBridge segment {name!r}: it uses the lock of segment "
-            f"{lock_name!r}, which has no embedded lock (lock_kind "
-            f"{lock_seg.header.lock_kind})")
-    return lock_seg

@@ -10,7 +10,8 @@ _SPECIAL = {ctypes.c_char: "S1", ctypes.c_wchar: "<U1", ctypes.c_bool: "?"}
 def as_numpy(obj):
     """Return a numpy array sharing memory with *obj* (a raw object or a synchronized
     wrapper; the view is NOT synchronized: hold obj.get_lock() around access that
-    races with other processes). Arrays give shape (n,), values shape ().
+    races with other processes). Arrays give shape (n,), values shape (), rows of
+    an array element (Array(c_int * 2, n)) shape (n, 2).
 
     Raises ImportError (with instructions) when numpy is not installed.
     """
@@ -23,9 +24,10 @@ def as_numpy(obj):
     if not isinstance(raw, (ctypes.Array, ctypes.Structure, ctypes._SimpleCData)):
         raise TypeError(f"as_numpy expects a sharedbridge or ctypes object, not "
                         f"{type(raw).__name__}")
-    is_array = isinstance(raw, ctypes.Array)
-    elem = raw._type_ if is_array else base_type(type(raw))
+    elem, shape = base_type(type(raw)), []
+    while issubclass(elem, ctypes.Array):      # rows of a multi-dimensional element too
+        shape.append(elem._length_)
+        elem = elem._type_
     dtype = numpy.dtype(_SPECIAL.get(elem, elem))
     view = numpy.frombuffer(raw, dtype=numpy.uint8)    # the raw bytes, no copy
-    view = view.view(dtype)
-    return view if is_array else view.reshape(())
+    return view.view(dtype).reshape(tuple(shape))

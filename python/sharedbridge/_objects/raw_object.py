@@ -15,6 +15,7 @@ raw memory and are not checked.
 """
 
 import ctypes
+import importlib
 import re
 import sys
 
@@ -22,7 +23,7 @@ from .._format import header as H
 from .._format import struct_layout
 from .._format.typecodes import STRUCT, TYPECODE_TO_TYPE, same_typecode
 from .._platform.segment import open_segment
-from ..errors import CorruptDataError, TypeMismatchError
+from ..errors import CorruptDataError, TypeMismatchError, UnsupportedTypeError
 from .unavailable import unavailable
 
 # Our shared subclasses (a set, not a class attribute: a Structure field may have any
@@ -58,20 +59,52 @@ def _raw_reduce(self):
     seg.export()
     elem = self._type_ if isinstance(self, ctypes.Array) else base_type(type(self))
     if seg.trusted:
-        return _attach_raw, (seg.name, _importable(elem), True)
-    return _attach_raw, (seg.name, _importable(elem))
+        return _attach_raw, (seg.name, type_ref(elem), True)
+    return _attach_raw, (seg.name, type_ref(elem))
 
 
-def _importable(cls):
-    """*cls* if pickle can find it by reference (so the receiver gets the very same
-    Structure class), else None (the receiver rebuilds it from the field table)."""
-    if not (isinstance(cls, type) and issubclass(cls, ctypes.Structure)):
+def type_ref(cls):
+    """What a pickle carries of an element type, beyond what the header records: the
+    rows of a multi-dimensional element (("array", length, inner)), and the user's class
+    as ("class", module, qualname) when it is not ctypes' own (a Structure, a subclass
+    of a simple type such as class MyInt(c_int)); None for a plain simple type. Names,
+    not the class itself: a receiver that cannot import the class falls back to the
+    type the header describes instead of failing to unpickle (see _pickled_type)."""
+    if issubclass(cls, ctypes.Array):
+        return ("array", cls._length_, type_ref(cls._type_))
+    if cls in _CTYPES_OWN or _import_ref(cls.__module__, cls.__qualname__) is not cls:
+        return None         # ctypes' own, or not importable here either (a local class)
+    return ("class", cls.__module__, cls.__qualname__)
+
+
+_CTYPES_OWN = frozenset(TYPECODE_TO_TYPE.values())
+
+
+def _import_ref(module, qualname):
+    """The class *module*.*qualname* if this process has or can import it, else None.
+    (The sender checks it finds the very class it names; a receiver's class of the same
+    name is checked against the header by _pickled_type.)"""
+    try:
+        target = sys.modules.get(module) or importlib.import_module(module)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except Exception:
         return None
-    module = sys.modules.get(cls.__module__)
-    target = module
-    for part in cls.__qualname__.split("."):
-        target = getattr(target, part, None)
-    return cls if target is cls else None
+    return target if isinstance(target, type) else None
+
+
+def _pickled_type(h, ref):
+    """The element type for a pickled type_ref: the user's class if this process can
+    import it and it fits the header, else the type the header describes."""
+    if ref is not None and ref[0] == "array":
+        return element_type(h, _pickled_type(h, ref[2]) * ref[1])
+    cls = _import_ref(ref[1], ref[2]) if ref is not None else None
+    if cls is not None:
+        try:
+            return element_type(h, cls)
+        except (TypeError, TypeMismatchError, UnsupportedTypeError):
+            pass
+    return element_type(h, None)
 
 
 def _segment_name(self):
@@ -314,7 +347,9 @@ def _shared_subclass(base):
     ns = {"__reduce__": _raw_reduce, "__copy__": _raw_copy, "__deepcopy__": _raw_deepcopy,
           "__module__": base.__module__,
           "__qualname__": base.__qualname__, "__doc__": base.__doc__}
-    if issubclass(base, ctypes._SimpleCData):
+    if base.__bases__ == (ctypes._SimpleCData,):
+        # ctypes' repr: 'c_int(5)' for its own types, '<MyInt object at ...>' for a
+        # user's subclass (which the subclass's default repr already gives).
         ns["__repr__"] = _simple_repr
     ns.update((attr, extra) for attr, extra in _EXTRAS.items() if not hasattr(base, attr))
     sub = type(base.__name__, (base,), ns)
@@ -322,16 +357,50 @@ def _shared_subclass(base):
     # the class, over anything given in the namespace.
     for attr, method in _u_methods(base).items():
         setattr(sub, attr, method)
+    _same_pointer_type(sub, base)
     _subclass_cache[base] = sub
     _SHARED_CLASSES.add(sub)
     return sub
 
 
+def _same_pointer_type(sub, base):
+    """ctypes.pointer(raw) and POINTER(type(raw)) give POINTER(base), as for an object of
+    the user's type: pointer(RawValue('i'))[0] is an int, as in multiprocessing (a
+    pointer to a subclass of a simple type would return the object, not its value)."""
+    pointer_type = ctypes.POINTER(base)
+    cache = getattr(ctypes, "_pointer_type_cache", None)
+    if sys.version_info < (3, 14) and cache is not None:
+        cache[sub] = pointer_type
+    else:                                   # 3.14 keeps it on the class
+        try:
+            sub.__pointer_type__ = pointer_type
+        except (AttributeError, TypeError):
+            pass
+
+
+def row_parts(row):
+    """(innermost element type, elements per row) of an element type: a ctypes array
+    type as element (Array(c_int * 2, 3)) is a row of several segment elements. Rows of
+    c_wchar are refused: their reads would skip the checks of rulings A.6."""
+    inner, per_row = struct_layout.element_of(row)
+    if inner is not row and isinstance(inner, type) and issubclass(inner, ctypes.c_wchar):
+        raise UnsupportedTypeError(
+            f"cannot share rows of c_wchar ({row.__name__}): the element checks of 'u' "
+            "objects cover one dimension only; use a flat Array('u', rows * columns) and "
+            "index it as row * columns + column")
+    return inner, per_row
+
+
 def raw_object(seg, elem_type):
     """The raw shared object over *seg*'s data area: one *elem_type*, or an array of
-    them for an array segment (an instance of the cached shared subclass)."""
+    them for an array segment (an instance of the cached shared subclass). An array
+    type as *elem_type* makes rows: the segment's element_count elements are
+    element_count / per_row of them."""
     h = seg.header
-    base = elem_type * h.element_count if h.kind == H.KIND_ARRAY else elem_type
+    if h.kind == H.KIND_ARRAY:
+        base = elem_type * (h.element_count // row_parts(elem_type)[1])
+    else:
+        base = elem_type
     sub = _shared_subclass(base)
     # The metaclass's from_buffer: a Structure field may be named from_buffer.
     obj = type(sub).from_buffer(sub, seg.mm, h.data_offset)
@@ -348,6 +417,15 @@ def element_type(h, requested):
     """The ctypes element type for header *h*, checked against *requested* (None, a
     typecode or a ctypes type): a structure is rebuilt from the field table unless the
     caller gives its class."""
+    if isinstance(requested, type) and issubclass(requested, ctypes.Array):
+        inner, per_row = row_parts(requested)
+        element_type(h, inner)
+        if h.kind != H.KIND_ARRAY or h.element_count % per_row:
+            raise TypeMismatchError(
+                f"type mismatch: asked for rows of {per_row} elements "
+                f"({requested.__name__}), the segment holds "
+                f"{h.element_count if h.kind == H.KIND_ARRAY else 'one'} element(s)")
+        return requested
     if requested is None:
         if h.typecode != STRUCT:
             return TYPECODE_TO_TYPE[h.typecode]
@@ -380,11 +458,11 @@ def element_type(h, requested):
     return requested
 
 
-def _attach_raw(name, struct_cls, allow_other_owner=False):
+def _attach_raw(name, ref, allow_other_owner=False):
     # What a pickled raw object calls in the receiving process (see _raw_reduce). Never
     # raises (unavailable.py: an exception here can hang multiprocessing.Pool).
     try:
         seg = open_segment(name, allow_other_owner=allow_other_owner)
-        return raw_object(seg, element_type(seg.header, struct_cls))
+        return raw_object(seg, _pickled_type(seg.header, ref))
     except Exception as e:
         return unavailable(name, e)

@@ -19,7 +19,8 @@ from .._format import header as H
 from .._platform import robust_mutex
 from .._platform.process_info import process_start_time, processes_mapping
 from .._platform.segment import create, open_segment
-from ..errors import SegmentInUseError, TypeMismatchError
+from ..errors import (CorruptSegmentError, SegmentInUseError, TypeMismatchError,
+                      UnsupportedVersionError)
 from .unavailable import unavailable
 
 # Module globals for the hot paths: one lookup each, no attribute access per call.
@@ -134,6 +135,22 @@ class SharedLock:
 
     def _held_by_me(self):
         return self._owner == get_ident()
+
+    def _release_save(self):
+        """Release the lock completely (whatever the recursion depth) for a condition
+        wait; returns the depth for _acquire_restore. The caller holds it."""
+        depth = self._depth
+        self._owner = None
+        self._depth = 0
+        rc = _unlock(self._m)
+        if rc:
+            self._mx.unlock_failed(rc)
+        return depth
+
+    def _acquire_restore(self, depth):
+        """Acquire the lock again after _release_save, to the saved depth."""
+        self.acquire()
+        self._depth = depth
 
     def _contended(self, rc):
         """Slow path of a synchronized wrapper's single operation (no Python-level
@@ -260,3 +277,23 @@ def _attach_lock(name, allow_other_owner=False):
         return lock_from_segment(open_segment(name, allow_other_owner=allow_other_owner))
     except Exception as e:
         return unavailable(name, e)
+
+
+def open_external_lock(name, lock_name, timeout, allow_other_owner):
+    """The segment holding the lock of segment *name* (lock_kind 2, rulings A.11): it
+    must hold an embedded mutex of this machine's ABI, else *name* is corrupt. A
+    missing lock segment stays SegmentNotFoundError."""
+    try:
+        lock_seg = open_segment(lock_name, timeout, allow_other_owner)
+    except UnsupportedVersionError:
+        raise
+    except CorruptSegmentError as e:
+        raise CorruptSegmentError(
+            f"corrupt SharedBridge segment {name!r}: it uses the lock of segment "
+            f"{lock_name!r}, which is not a valid lock segment ({e})") from e
+    if lock_seg.header.lock_kind != H.LOCK_EMBEDDED:
+        raise CorruptSegmentError(
+            f"corrupt SharedBridge segment {name!r}: it uses the lock of segment "
+            f"{lock_name!r}, which has no embedded lock (lock_kind "
+            f"{lock_seg.header.lock_kind})")
+    return lock_seg

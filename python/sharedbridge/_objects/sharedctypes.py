@@ -19,8 +19,7 @@ from .._format.typecodes import STRUCT, TYPECODE_SIZE, TYPECODE_TO_TYPE
 from .._platform import robust_mutex
 from .._platform.process_info import process_start_time
 from .._platform.segment import create
-from ..errors import UnsupportedTypeError
-from .raw_object import base_type, check_u_initial, raw_object, segment_of
+from .raw_object import base_type, check_u_initial, raw_object, row_parts, segment_of
 from .shared_lock import SharedLock, lock_from_segment
 from .synchronized import synchronized
 
@@ -33,8 +32,10 @@ __all__ = ["RawValue", "RawArray", "Value", "Array", "copy"]
 
 
 def _resolve(typecode_or_type):
-    """(element ctypes type, typecode, array length or None) for a typecode or ctypes
-    type; a ctypes array type (allowed by RawValue/Value) yields its length."""
+    """(row type, typecode, array length or None) for a typecode or ctypes type; a
+    ctypes array type (allowed by RawValue/Value) yields its length. The row type is
+    the element type, or itself an array type (a multi-dimensional element, stored as
+    a flat array of its innermost type; see raw_object.row_parts)."""
     if isinstance(typecode_or_type, str):
         try:
             return TYPECODE_TO_TYPE[typecode_or_type], typecode_or_type, None
@@ -42,21 +43,22 @@ def _resolve(typecode_or_type):
             raise TypeError(
                 f"unknown typecode {typecode_or_type!r}: use one of "
                 f"{''.join(TYPECODE_TO_TYPE)!r} or a ctypes type") from None
-    ctype = typecode_or_type
+    row = typecode_or_type
     length = None
-    if isinstance(ctype, type) and issubclass(ctype, ctypes.Array):
-        length = ctype._length_
-        ctype = ctype._type_
-        if isinstance(ctype, type) and issubclass(ctype, ctypes.Array):
-            raise UnsupportedTypeError(
-                "multi-dimensional arrays cannot be shared: use a flat array of "
-                "rows*columns elements")
-    return ctype, struct_layout.check_element_type(ctype), length
+    if isinstance(row, type) and issubclass(row, ctypes.Array):
+        length = row._length_
+        row = row._type_
+    code = struct_layout.check_element_type(struct_layout.element_of(row)[0])
+    row_parts(row)
+    return row, code, length
 
 
-def _create_raw(elem_type, code, kind, count, initial, lock_fields, name, keep):
-    """Create a segment holding *count* elements initialized from the private ctypes
-    object *initial* (or zero) and return the raw shared object."""
+def _create_raw(row, code, kind, rows, initial, lock_fields, name, keep):
+    """Create a segment holding *rows* rows (elements, or arrays of them) initialized
+    from the private ctypes object *initial* (or zero) and return the raw shared
+    object."""
+    elem_type, per_row = row_parts(row)
+    count = rows * per_row
     if code == STRUCT:
         fields = struct_layout.describe(elem_type)
         type_name = struct_layout.type_name_of(elem_type)
@@ -88,7 +90,7 @@ def _create_raw(elem_type, code, kind, count, initial, lock_fields, name, keep):
                            header.data_size)
 
     seg = create(name, header, init, keep=keep)
-    return raw_object(seg, elem_type)
+    return raw_object(seg, row)
 
 
 _NO_LOCK = (H.LOCK_NONE, H.LOCK_TYPE_NONE, "")
@@ -110,10 +112,8 @@ def _lock_fields(lock):
 
 def _array_parts(typecode_or_type, size_or_initializer):
     elem, code, length = _resolve(typecode_or_type)
-    if length is not None:
-        raise UnsupportedTypeError(
-            "multi-dimensional arrays cannot be shared: use a flat array of "
-            "rows*columns elements")
+    if length is not None:          # Array(c_int * 2, 3): rows of an array type
+        elem = typecode_or_type
     if isinstance(size_or_initializer, int):
         elem * size_or_initializer      # ctypes' own errors for negative/huge sizes
         return elem, code, size_or_initializer, None

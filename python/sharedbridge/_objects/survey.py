@@ -29,7 +29,9 @@ from .attach import open_external_lock
 
 SHM_DIR = "/dev/shm"
 
-KINDS = {H.KIND_ARRAY: "array", H.KIND_VALUE: "value", H.KIND_LOCK: "lock"}
+KINDS = {H.KIND_ARRAY: "array", H.KIND_VALUE: "value", H.KIND_LOCK: "lock",
+         H.KIND_EVENT: "event", H.KIND_SEMAPHORE: "semaphore", H.KIND_CONDITION: "condition",
+         H.KIND_BARRIER: "barrier"}
 LOCK_KINDS = {H.LOCK_NONE: "none", H.LOCK_EMBEDDED: "embedded", H.LOCK_EXTERNAL: "external",
               H.LOCK_PROCESS_LOCAL: "process-local"}
 STATES = {H.STATE_INITIALIZING: "initializing", H.STATE_READY: "ready",
@@ -177,7 +179,7 @@ def _describe(seg, size, data):
     lock_state, holder, recoveries = _lock_of(seg)
     alive = process_info.is_running(h.creator_pid, h.creator_start_time)
     return SegmentInfo(
-        seg.name, "ok", kind=KINDS[h.kind], typecode=h.typecode, type_name=h.type_name,
+        seg.name, "ok", kind=KINDS.get(h.kind, str(h.kind)), typecode=h.typecode, type_name=h.type_name,
         length=h.element_count, bytes=size, lock=LOCK_KINDS[h.lock_kind],
         lock_name=h.lock_name or None, lock_state=lock_state, lock_holder_pid=holder,
         recoveries=recoveries, state=STATES.get(seg.read_state(), "corrupt"),

@@ -158,9 +158,10 @@ internal static partial class ChildCommands
                 return 0;
             }
             default:
+                if (RunSync(args) is int syncResult) return syncResult;
                 Console.Error.WriteLine("usage: SharedBridge.TestChild increment NAME COUNT | hold NAME DEPTH VALUE | hold-lock NAME | create-and-exit NAME | read NAME" +
                                         " | create-and-wait NAME KEPT [cancel-term] | throw-unhandled NAME | fork-dispose NAME | fuzz-open" +
-                                        " | try-lock NAME MS | open-and-wait NAME");
+                                        " | try-lock NAME MS | open-and-wait NAME | " + SyncUsage);
                 return 2;
         }
     }

@@ -141,11 +141,21 @@ public class CorruptHeaderTests
     public void TooNewCompatVersionAsksForAnUpgrade()
     {
         byte[] bytes = DoubleSegment();
-        U16(bytes, 0x008, 2);
-        U16(bytes, 0x00A, 2);
+        U16(bytes, 0x008, 3);
+        U16(bytes, 0x00A, 3);
         FixCrc(bytes);
         var e = Assert.IsType<UnsupportedFormatVersionException>(OpenCopy(bytes, OpenAny));
         Assert.Contains("upgrade", e.Message);
+    }
+
+    [Fact]
+    public void UnknownKindAsksForAnUpgrade()
+    {
+        byte[] bytes = DoubleSegment();
+        bytes[0x010] = 8;
+        FixCrc(bytes);
+        var e = Assert.IsType<UnsupportedFormatVersionException>(OpenCopy(bytes, OpenAny));
+        Assert.Contains("unknown segment kind 8: written by a newer SharedBridge, upgrade", e.Message);
     }
 
     [Fact]

@@ -156,3 +156,11 @@ public sealed class CorruptLockException : SharedBridgeException
     /// <summary>Creates the exception with the underlying cause.</summary>
     public CorruptLockException(string message, Exception? inner) : base(message, inner) { }
 }
+
+/// <summary>A <see cref="SharedBarrier"/> is broken: a party timed out, it was aborted or reset while
+/// this party waited, or its post-phase action threw (Python's <c>threading.BrokenBarrierError</c>).</summary>
+public sealed class BrokenBarrierException : SharedBridgeException
+{
+    /// <summary>Creates the exception.</summary>
+    public BrokenBarrierException(string message) : base(message) { }
+}

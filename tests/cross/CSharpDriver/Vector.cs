@@ -6,7 +6,13 @@ namespace SharedBridge.CrossDriver;
 public sealed class Vector
 {
     public required string Id { get; init; }
-    public required string Object { get; init; }        // array | value | chararray | lock
+    public required string Object { get; init; }        // array | value | chararray | lock | event | semaphore | condition | barrier
+
+    /// <summary>The synchronization objects (docs/format.md section 10) and their kinds; their values are the 16 data words.</summary>
+    public static readonly IReadOnlyDictionary<string, int> SyncKinds =
+        new Dictionary<string, int> { ["event"] = 4, ["semaphore"] = 5, ["condition"] = 6, ["barrier"] = 7 };
+
+    public bool IsSync => SyncKinds.ContainsKey(Object);
     public char TypeCode { get; init; }
     public required string LockKind { get; init; }      // none | embedded | external
     public string? LockType { get; init; }              // lock | rlock (lock-only and external)
@@ -38,7 +44,7 @@ public sealed class Vector
             Length = root.GetProperty("object").GetString() switch
             {
                 "chararray" => root.GetProperty("length").GetInt32(),
-                "array" => root.GetProperty("values").GetArrayLength(),
+                "array" or "event" or "semaphore" or "condition" or "barrier" => root.GetProperty("values").GetArrayLength(),
                 "value" => 1,
                 _ => 0,
             },
@@ -57,5 +63,8 @@ public sealed class Vector
 
     /// <summary>The elements as JSON items (a value is a one-element list).</summary>
     public IReadOnlyList<JsonElement> Elements() =>
-        Object == "array" ? Values.EnumerateArray().ToList() : [Values];
+        Object == "array" || IsSync ? Values.EnumerateArray().ToList() : [Values];
+
+    /// <summary>Data word <paramref name="index"/> of a synchronization vector.</summary>
+    public uint Word(int index) => Values[index].GetUInt32();
 }

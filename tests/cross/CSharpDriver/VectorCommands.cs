@@ -23,6 +23,11 @@ public static class VectorCommands
                 sharedLock = CreateLock(vector, lockName ?? throw new ArgumentException("an external-lock vector needs --lock-name"), keep);
                 created.Add(sharedLock);
             }
+            if (vector.IsSync)
+            {
+                created.Insert(0, CreateSync(vector, name, sharedLock, new SegmentOptions { KeepOnDispose = keep }));
+                return created;
+            }
             var options = new SegmentOptions
             {
                 Synchronized = vector.LockKind != "none",
@@ -46,6 +51,32 @@ public static class VectorCommands
         }
     }
 
+    /// <summary>A synchronization segment whose words are the vector's values, made through the API.</summary>
+    private static IDisposable CreateSync(Vector vector, string name, SharedLock? sharedLock, SegmentOptions options) => vector.Object switch
+    {
+        "event" => SharedEvent.Create(name, vector.Word(3) == 1, options),
+        "semaphore" => SharedSemaphore.Create(name, (int)vector.Word(3), vector.Word(5) == 1 ? (int)vector.Word(4) : null, options),
+        "barrier" => SharedBarrier.Create(name, (int)vector.Word(3), options),
+        _ => SharedCondition.Create(name, sharedLock, options),
+    };
+
+    /// <summary>The data words of a synchronization segment, read under its lock (an external one included).</summary>
+    private static Result VerifySync(Vector vector, string name, List<string> errors)
+    {
+        using var segment = SharedSegment.Open(name);
+        var expected = vector.Elements().Select(e => e.GetUInt32().ToString()).ToList();
+        List<string> values;
+        if (!segment.TryLock(TimeSpan.FromSeconds(5), out var scope))
+        {
+            errors.Add("could not acquire the lock within 5 s");
+            return new Result(false, errors, []);
+        }
+        using (scope)
+            values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(segment.Data).ToArray().Select(w => w.ToString()).ToList();
+        errors.AddRange(Canonical.Diff(expected, values));
+        return new Result(errors.Count == 0, errors, values);
+    }
+
     private static SharedLock CreateLock(Vector vector, string name, bool keep) =>
         SharedLock.Create(name, new SegmentOptions { KeepOnDispose = keep, RecursiveLock = vector.LockType == "rlock" });
 
@@ -60,6 +91,7 @@ public static class VectorCommands
             CheckLockOnly(vector, name, errors);
             return new Result(errors.Count == 0, errors, []);
         }
+        if (vector.IsSync) return VerifySync(vector, name, errors);
         var expected = vector.Object == "chararray"
             ? [Canonical.Hex(vector.CharBytes())]
             : vector.Elements().Select(ElementKinds.For(vector).Canonical).ToList();
@@ -91,7 +123,7 @@ public static class VectorCommands
     {
         using var segment = SharedSegment.Open(name);
         SegmentHeader h = segment.Header;
-        int kind = vector.Object switch { "array" or "chararray" => 1, "value" => 2, _ => 3 };
+        int kind = vector.IsSync ? Vector.SyncKinds[vector.Object] : vector.Object switch { "array" or "chararray" => 1, "value" => 2, _ => 3 };
         Expect(errors, "kind", kind, Convert.ToInt32(h.Kind));
         if (vector.Object != "lock")
         {

@@ -19,6 +19,11 @@ internal sealed record HeaderSpec(
     internal int HeaderSize => HeaderSizeFor(Fields.Count);
     internal long DataSize => checked(ElementSize * ElementCount);
     internal long TotalSize => checked(HeaderSize + DataSize);
+
+    /// <summary>The format version the writer records: 2 for the synchronization kinds (section 10), else 1.</summary>
+    internal ushort Version => IsSync(Kind) ? (ushort)SyncVersion : (ushort)1;
+
+    internal static bool IsSync(SegmentKind kind) => kind is >= SegmentKind.Event and <= SegmentKind.Barrier;
 }
 
 /// <summary>Writes headers and parses untrusted ones (docs/format.md sections 3, 4 and 6.2).</summary>
@@ -30,8 +35,8 @@ internal static class HeaderCodec
     {
         // One 8-byte store: a reader never sees half a magic (it would take the name for another program's).
         BinaryPrimitives.WriteUInt64LittleEndian(header[Magic..], BinaryPrimitives.ReadUInt64LittleEndian(MagicBytes));
-        BinaryPrimitives.WriteUInt16LittleEndian(header[HeaderLayout.Version..], FormatVersion);
-        BinaryPrimitives.WriteUInt16LittleEndian(header[CompatVersion..], FormatVersion);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[HeaderLayout.Version..], spec.Version);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[CompatVersion..], spec.Version);
         BinaryPrimitives.WriteUInt32LittleEndian(header[HeaderLayout.HeaderSize..], (uint)spec.HeaderSize);
         header[Kind] = (byte)spec.Kind;
         header[HeaderLayout.TypeCode] = (byte)spec.TypeCode;
@@ -121,8 +126,14 @@ internal static class HeaderCodec
             throw new InvalidOperationException("header copy has the wrong length");
 
         var kind = (SegmentKind)h[Kind];
-        if (kind is not (SegmentKind.Array or SegmentKind.Value or SegmentKind.Lock))
-            throw Corrupt(name, $"kind {h[Kind]} is not 1 (array), 2 (value) or 3 (lock)");
+        if (h[Kind] > MaxKind)
+            throw new UnsupportedFormatVersionException(
+                $"Segment \"{name}\": unknown segment kind {h[Kind]}: written by a newer SharedBridge, upgrade " +
+                $"(this library knows kinds 1 to {MaxKind}).");
+        if (h[Kind] == 0)
+            throw Corrupt(name, "kind 0 is not a segment kind");
+        if (HeaderSpec.IsSync(kind))
+            CheckSync(name, h, kind);
 
         char typeCode = (char)h[HeaderLayout.TypeCode];
         uint elementSize = BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSize..]);
@@ -225,6 +236,22 @@ internal static class HeaderCodec
     /// <summary>Field names no writer may use and every reader refuses: "__..." and the ctypes internals.</summary>
     internal static bool IsReservedFieldName(string name) =>
         name.StartsWith("__", StringComparison.Ordinal) || CtypesReservedNames.Contains(name);
+
+    /// <summary>The header rules of the synchronization kinds (section 10.1).</summary>
+    private static void CheckSync(string name, ReadOnlySpan<byte> h, SegmentKind kind)
+    {
+        int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersion..]);
+        if (compat < SyncVersion)
+            throw Corrupt(name, $"kind {(int)kind} (a synchronization object) needs compat_version {SyncVersion}, not {compat}");
+        if (h[HeaderLayout.TypeCode] != 'I' || BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSize..]) != 4
+            || BinaryPrimitives.ReadUInt64LittleEndian(h[ElementCount..]) != SyncWords)
+            throw Corrupt(name, $"kind {(int)kind} needs typecode 'I' and {SyncWords} elements of 4 bytes");
+        var lockKind = (LockKind)h[HeaderLayout.LockKind];
+        var lockType = (LockType)h[HeaderLayout.LockType];
+        var ownType = kind == SegmentKind.Condition ? LockType.Recursive : LockType.ErrorChecking;
+        if (!((lockKind == LockKind.Embedded && lockType == ownType) || (kind == SegmentKind.Condition && lockKind == LockKind.External)))
+            throw Corrupt(name, $"kind {(int)kind} with lock_kind {(int)lockKind} / lock_type {(int)lockType}");
+    }
 
     private static (LockKind, int, int, int, LockType, string) ParseLock(string name, ReadOnlySpan<byte> h, SegmentKind kind)
     {

@@ -6,7 +6,12 @@ internal static class HeaderLayout
     internal const int FixedSize = 0x200;
     internal const int MaxHeaderSize = 1 << 20;
     internal const int FieldEntrySize = 64;
-    internal const int FormatVersion = 1;
+    /// <summary>The newest format version this library reads (section 6.3). Writers record their
+    /// own version per kind: 1 for kinds 1-3, <see cref="SyncVersion"/> for kinds 4-7.</summary>
+    internal const int FormatVersion = 2;
+    internal const int SyncVersion = 2;
+    internal const int SyncWords = 16;
+    internal const int MaxKind = 7;
 
     internal const int Magic = 0x000;
     internal const int Version = 0x008;

@@ -12,6 +12,14 @@ public enum SegmentKind : byte
     Value = 2,
     /// <summary>Only a lock, no data.</summary>
     Lock = 3,
+    /// <summary>An event (format version 2, section 10).</summary>
+    Event = 4,
+    /// <summary>A semaphore, bounded or not (format version 2, section 10).</summary>
+    Semaphore = 5,
+    /// <summary>A condition variable on a shared lock (format version 2, section 10).</summary>
+    Condition = 6,
+    /// <summary>A barrier (format version 2, section 10).</summary>
+    Barrier = 7,
 }
 
 /// <summary>How a segment is synchronized (header field <c>lock_kind</c>).</summary>

@@ -103,7 +103,7 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
         var element = ElementType.Of<T>();
         return new SharedArray<T>(SharedObjectCore.Open(OwnerName, name, options, header =>
             header.Kind != SegmentKind.Array
-                ? $"it is a {header.Kind.ToString().ToLowerInvariant()} segment, not an array" +
+                ? $"it is {(header.Kind == SegmentKind.Event ? "an" : "a")} {header.Kind.ToString().ToLowerInvariant()} segment, not an array" +
                   (header.Kind == SegmentKind.Value ? $" (use SharedValue<{typeof(T).Name}>.Open)" : "")
                 : element.Mismatch(header) ?? (header.Length > Array.MaxLength ? TooLong(name, header.Length) : null)), element);
     }

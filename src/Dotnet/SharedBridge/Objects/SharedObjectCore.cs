@@ -29,6 +29,9 @@ internal sealed class SharedObjectCore
     internal string Name => Segment.Name;
     internal bool IsOwner => !_shared && Segment.IsCreator;
     internal bool HasLock => _mutex is not null;
+
+    /// <summary>The mutex this object is synchronized with (its own or the external lock segment's).</summary>
+    internal RobustMutex? Mutex => _mutex;
     internal bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
     /// <summary>The segment holding the lock (this one or the external lock segment).</summary>

@@ -139,6 +139,10 @@ internal static unsafe partial class Interop
     [LibraryImport(Libc, EntryPoint = "pthread_mutex_consistent")]
     internal static partial int MutexConsistent(void* mutex);
 
+    /// <summary>syscall(2) for futex(2) only: (SYS_futex, uaddr, op, val, timeout, uaddr2, val3).</summary>
+    [LibraryImport(Libc, EntryPoint = "syscall", SetLastError = true)]
+    internal static partial long SyscallFutex(long number, uint* address, long operation, long value, Timespec* timeout, void* address2, long value3);
+
     [LibraryImport(Libc, EntryPoint = "gettid")]
     internal static partial int GetTid();
 

@@ -69,6 +69,8 @@ public static class SpecEncoder
             "chararray" => vector.GetProperty("length").GetInt64(),
             _ => vector.GetProperty("values").GetArrayLength(),
         };
+        // Section 10: the synchronization kinds are format version 2 (version and compat_version).
+        int syncKind = obj switch { "event" => 4, "semaphore" => 5, "condition" => 6, "barrier" => 7, _ => 0 };
         int fieldCount = layout?.Entries.Count ?? 0;
         int headerSize = AlignUp(FixedHeader + fieldCount * EntrySize, 64);
         long dataSize = elementSize * count;
@@ -76,10 +78,10 @@ public static class SpecEncoder
         Span<byte> h = seg;
 
         "SHBRIDGE"u8.CopyTo(h);
-        U16(h, 0x008, 1);
-        U16(h, 0x00A, 1);
+        U16(h, 0x008, syncKind > 0 ? (ushort)2 : (ushort)1);
+        U16(h, 0x00A, syncKind > 0 ? (ushort)2 : (ushort)1);
         U32(h, 0x00C, (uint)headerSize);
-        h[0x010] = obj switch { "array" or "chararray" => 1, "value" => 2, _ => 3 };
+        h[0x010] = (byte)(syncKind > 0 ? syncKind : obj switch { "array" or "chararray" => 1, "value" => 2, _ => 3 });
         h[0x011] = (byte)tc;
         U32(h, 0x014, (uint)elementSize);
         U64(h, 0x018, (ulong)count);
@@ -136,7 +138,7 @@ public static class SpecEncoder
             Encoding.Latin1.GetBytes(values.GetString()!).CopyTo(data);
             return;
         }
-        var elements = obj == "array" ? values.EnumerateArray().ToList() : [values];
+        var elements = obj is "array" or "event" or "semaphore" or "condition" or "barrier" ? values.EnumerateArray().ToList() : [values];
         for (int i = 0; i < elements.Count; i++)
         {
             Span<byte> slot = data.Slice(i * elementSize, elementSize);

@@ -1,0 +1,522 @@
+"""Event, Condition, Semaphore, BoundedSemaphore and Barrier in named segments.
+
+They behave like multiprocessing's (same signatures, results and exceptions) and follow
+docs/format.md section 10, so .NET's SharedEvent, SharedCondition, SharedSemaphore and
+SharedBarrier wait on the same objects. Each segment holds sixteen u32 words; every word
+changes only under a robust mutex (the segment's own, or for a Condition the lock it was
+built on), and waiters sleep with the futex system call on the sequence word ``seq``,
+in 50 ms slices: Ctrl-C interrupts a wait, and a wake-up whose notifier died before the
+futex call is seen at the next slice. Python has no atomic instructions on shared
+memory; the mutex makes them unnecessary and keeps crash recovery (EOWNERDEAD) for
+every update.
+"""
+
+import ctypes
+import errno
+import os
+import struct
+import threading
+import time
+
+from .._format import header as H
+from .._platform import futex, robust_mutex
+from .._platform.process_info import process_start_time
+from .._platform.segment import create, open_segment
+from ..errors import CorruptSegmentError
+from .shared_lock import SharedLock, lock_from_segment, open_external_lock
+from .unavailable import unavailable
+
+# Word indexes (section 10.2).
+SEQ, WAITERS, SIGNALS, W3, W4, W5 = range(6)
+FLAG = VALUE = PARTIES = W3
+MAX_VALUE = STATE = W4
+BOUNDED = COUNT = W5
+VALUE_MAX = 0x7FFFFFFF
+FILLING, DRAINING, RESETTING, BROKEN = 0, 1, 2, 3
+SLICE_NS = 50_000_000
+
+_now = time.monotonic_ns
+_KIND_NAMES = {H.KIND_EVENT: "event", H.KIND_SEMAPHORE: "semaphore",
+               H.KIND_CONDITION: "condition", H.KIND_BARRIER: "barrier"}
+
+
+def _deadline(timeout):
+    return None if timeout is None else _now() + max(0.0, timeout) * 1e9
+
+
+def _create(name, keep, kind, words, lock_kind=H.LOCK_EMBEDDED,
+            lock_type=H.LOCK_TYPE_ERRORCHECK, lock_name=""):
+    if not futex.available():
+        raise OSError("sharedbridge synchronization objects need Linux on x86_64 or aarch64")
+    abi, size = H.native_lock_abi() if lock_kind == H.LOCK_EMBEDDED else (0, 0)
+    if lock_kind == H.LOCK_EMBEDDED and not abi:
+        raise OSError("sharedbridge synchronization objects need Linux glibc on x86_64 or "
+                      "aarch64")
+    header = H.SegmentHeader(
+        version=H.SYNC_VERSION, compat_version=H.SYNC_VERSION, header_size=H.FIXED_SIZE,
+        kind=kind, typecode="I", element_size=4, element_count=H.SYNC_WORDS,
+        data_offset=H.FIXED_SIZE, data_size=4 * H.SYNC_WORDS, lock_kind=lock_kind,
+        lock_abi=abi, lock_size=size, lock_offset=H.LOCK_OFFSET if abi else 0,
+        lock_type=lock_type if abi else H.LOCK_TYPE_NONE, fields=(), creator_pid=os.getpid(),
+        creator_start_time=process_start_time(), created_unix_ns=time.time_ns(),
+        type_name="", lock_name=lock_name)
+
+    def init(mm):
+        if abi:
+            robust_mutex.init_mutex(mm, lock_type, size)
+        for index, value in words.items():
+            struct.pack_into("<I", mm, H.FIXED_SIZE + 4 * index, value)
+
+    return create(name, header, init, keep=keep)
+
+
+class _Waitable:
+    """The words of one synchronization segment, its mutex, and the wait protocol of
+    section 10.3."""
+
+    def _setup(self, seg, lock):
+        self._seg = seg
+        self._w = (ctypes.c_uint32 * H.SYNC_WORDS).from_buffer(seg.mm, seg.header.data_offset)
+        self._seq_address = ctypes.addressof(self._w)
+        self._lock = lock
+
+    @property
+    def name(self):
+        """The name of the segment."""
+        return self._seg.name
+
+    def _corrupt(self, what):
+        return CorruptSegmentError(
+            f"the {_KIND_NAMES[self._seg.header.kind]} segment {self._seg.name!r} is corrupt: "
+            f"{what} (another process overwrote its words): recreate it")
+
+    def _wait(self, deadline):
+        """Wait for a notification with the lock held once by this thread; True when
+        notified, False at the deadline (None: none). The lock is held on return, also
+        when an exception (Ctrl-C) ends the wait."""
+        w, lock = self._w, self._lock
+        self._check_signals()
+        w[WAITERS] += 1
+        seq = w[SEQ]
+        depth = lock._release_save()
+        held = False
+        try:
+            while True:
+                now = _now()
+                if w[SEQ] == seq and (deadline is None or now < deadline):
+                    futex.wait(self._seq_address, seq,
+                               SLICE_NS if deadline is None else min(SLICE_NS, deadline - now))
+                    if w[SEQ] == seq and (deadline is None or _now() < deadline):
+                        continue
+                lock._acquire_restore(depth)
+                held = True
+                self._check_signals()
+                if w[SIGNALS]:
+                    w[SIGNALS] -= 1
+                    w[WAITERS] -= 1
+                    return True
+                if deadline is not None and _now() >= deadline:
+                    w[WAITERS] -= 1
+                    return False
+                seq = w[SEQ]
+                held = False
+                depth = lock._release_save()
+        except BaseException:
+            if not held:
+                lock._acquire_restore(depth)
+            waiters = max(0, w[WAITERS] - 1)
+            w[WAITERS] = waiters
+            w[SIGNALS] = min(w[SIGNALS], waiters)
+            raise
+
+    def _check_signals(self):
+        if self._w[SIGNALS] > self._w[WAITERS]:
+            raise self._corrupt(f"signals {self._w[SIGNALS]} > waiters {self._w[WAITERS]}")
+
+    def _notify(self, n):
+        """Section 10.3 notify(n); the caller holds the lock."""
+        w = self._w
+        self._check_signals()
+        k = min(n, w[WAITERS] - w[SIGNALS])
+        if k > 0:
+            w[SIGNALS] += k
+            w[SEQ] = (w[SEQ] + 1) & 0xFFFFFFFF
+            futex.wake(self._seq_address)
+
+    def close(self):
+        """The creator unlinks the name now (unless keep=True); the object keeps working."""
+        self._seg.close()
+
+    def unlink(self):
+        """Remove the name now."""
+        self._seg.unlink()
+
+    def _reduce_args(self):
+        self._seg.export()
+        return (self._seg.name, self._seg.trusted)
+
+    def __reduce__(self):
+        return _attach_sync, self._reduce_args()
+
+    def __repr__(self):
+        return f"<sharedbridge.{type(self).__name__} {self.name!r}>"
+
+
+class Event(_Waitable):
+    """multiprocessing.Event in a named segment (kind 4).
+
+    Event(*, name=None, keep=False): name=None generates sb_...; the creating process
+    unlinks the name when the object is closed or collected, unless keep=True.
+    """
+
+    def __init__(self, *, name=None, keep=False, ctx=None):
+        seg = _create(name, keep, H.KIND_EVENT, {})
+        self._setup(seg, lock_from_segment(seg))
+
+    def _flag(self):
+        flag = self._w[FLAG]
+        if flag > 1:
+            raise self._corrupt(f"flag {flag}")
+        return flag
+
+    def is_set(self):
+        with self._lock:
+            return self._flag() == 1
+
+    def set(self):
+        with self._lock:
+            self._flag()
+            self._w[FLAG] = 1
+            self._notify(VALUE_MAX)
+
+    def clear(self):
+        with self._lock:
+            self._flag()
+            self._w[FLAG] = 0
+
+    def wait(self, timeout=None):
+        """Block until the flag is set or *timeout* seconds pass; returns the flag."""
+        deadline = _deadline(timeout)
+        with self._lock:
+            while not self._flag():
+                if deadline is not None and _now() >= deadline:
+                    return False
+                self._wait(deadline)
+            return True
+
+    def __repr__(self):
+        state = "set" if self._w[FLAG] == 1 else "unset"
+        return f"<sharedbridge.Event {self.name!r} {state}>"
+
+
+class Semaphore(_Waitable):
+    """multiprocessing.Semaphore in a named segment (kind 5).
+
+    Units held by a process that dies are not returned (docs/format.md section 10.4).
+    """
+
+    _bounded = 0
+
+    def __init__(self, value=1, *, name=None, keep=False, ctx=None):
+        if value < 0:      # OSError(EINVAL), as multiprocessing's sem_open reports it
+            raise OSError(errno.EINVAL, "semaphore initial value must be >= 0")
+        if value > VALUE_MAX:
+            raise OverflowError(f"semaphore initial value must be <= {VALUE_MAX}")
+        seg = _create(name, keep, H.KIND_SEMAPHORE, {
+            VALUE: value, MAX_VALUE: value if self._bounded else VALUE_MAX,
+            BOUNDED: self._bounded})
+        self._setup(seg, lock_from_segment(seg))
+
+    def _setup(self, seg, lock):
+        super()._setup(seg, lock)
+        self._max = self._w[MAX_VALUE]
+
+    def _value(self):
+        value = self._w[VALUE]
+        if value > self._max:
+            raise self._corrupt(f"value {value} > max_value {self._max}")
+        return value
+
+    def acquire(self, block=True, timeout=None):
+        """Take one unit; with block=False or a timeout, False when none came in time."""
+        deadline = _deadline(timeout if block else 0)
+        with self._lock:
+            while not self._value():
+                if deadline is not None and _now() >= deadline:
+                    return False
+                self._wait(deadline)
+            self._w[VALUE] -= 1
+            return True
+
+    def release(self):
+        """Return one unit, waking one waiter."""
+        with self._lock:
+            value = self._value()
+            if value >= self._max:
+                if self._bounded:
+                    raise ValueError("semaphore or lock released too many times")
+                raise OverflowError(f"semaphore value would exceed {VALUE_MAX}")
+            self._w[VALUE] = value + 1
+            self._notify(1)
+
+    def get_value(self):
+        with self._lock:
+            return self._value()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+    def __repr__(self):
+        return f"<sharedbridge.{type(self).__name__} {self.name!r} value={self._w[VALUE]}>"
+
+
+class BoundedSemaphore(Semaphore):
+    """multiprocessing.BoundedSemaphore: releasing above the initial value raises
+    ValueError."""
+
+    _bounded = 1
+
+
+class Condition(_Waitable):
+    """multiprocessing.Condition in a named segment (kind 6), built on a sharedbridge lock.
+
+    Condition(lock=None, *, name=None, keep=False): with lock=None the condition has its
+    own recursive lock; otherwise *lock* is any sharedbridge Lock or RLock, including the
+    lock of a synchronized Array or Value (``Condition(arr.get_lock())``), and the segment
+    records that lock's name, so other processes and .NET use the same lock.
+    """
+
+    def __init__(self, lock=None, *, name=None, keep=False, ctx=None):
+        if lock is None:
+            seg = _create(name, keep, H.KIND_CONDITION, {}, lock_type=H.LOCK_TYPE_RECURSIVE)
+            lock = lock_from_segment(seg)
+        elif isinstance(lock, SharedLock):
+            seg = _create(name, keep, H.KIND_CONDITION, {}, lock_kind=H.LOCK_EXTERNAL,
+                          lock_type=H.LOCK_TYPE_NONE, lock_name=lock.name)
+        else:
+            raise TypeError(
+                f"Condition(lock): the lock must be a sharedbridge Lock or RLock (for example "
+                f"arr.get_lock() of a sharedbridge Array), not {type(lock).__name__}: other "
+                "processes must be able to find it by name")
+        self._setup(seg, lock)
+
+    def get_lock(self):
+        return self._lock
+
+    def acquire(self, block=True, timeout=None):
+        return self._lock.acquire(block, timeout)
+
+    def release(self):
+        self._lock.release()
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info):
+        return self._lock.__exit__(*exc_info)
+
+    def wait(self, timeout=None):
+        """Release the lock, wait for a notification or *timeout* seconds, take the lock
+        again. True unless the timeout expired."""
+        if not self._lock._held_by_me():
+            raise AssertionError("must acquire() condition before using wait()")
+        return self._wait(_deadline(timeout))
+
+    def wait_for(self, predicate, timeout=None):
+        """multiprocessing.Condition.wait_for: wait until predicate() is true."""
+        result = predicate()
+        if result:
+            return result
+        endtime = None if timeout is None else time.monotonic() + timeout
+        waittime = None
+        while not result:
+            if endtime is not None:
+                waittime = endtime - time.monotonic()
+                if waittime <= 0:
+                    break
+            self.wait(waittime)
+            result = predicate()
+        return result
+
+    def notify(self, n=1):
+        """Wake at most *n* waiters (in any process); the caller holds the lock."""
+        if not self._lock._held_by_me():
+            raise AssertionError("lock is not owned")
+        self._notify(n)
+
+    def notify_all(self):
+        self.notify(VALUE_MAX)
+
+    def __repr__(self):
+        return (f"<sharedbridge.Condition {self.name!r} lock={self._lock.name!r} "
+                f"waiters={self._w[WAITERS] - self._w[SIGNALS]}>")
+
+
+class Barrier(_Waitable):
+    """multiprocessing.Barrier in a named segment (kind 7): CPython's threading.Barrier
+    algorithm over the shared words. *action* and *timeout* belong to this object (they
+    travel in pickles, as multiprocessing's do); other processes and .NET give their own.
+    """
+
+    def __init__(self, parties, action=None, timeout=None, *, name=None, keep=False,
+                 ctx=None):
+        if parties < 1:
+            raise ValueError("parties must be >= 1")
+        if parties > VALUE_MAX:
+            raise OverflowError(f"parties must be <= {VALUE_MAX}")
+        seg = _create(name, keep, H.KIND_BARRIER, {PARTIES: parties})
+        self._setup(seg, lock_from_segment(seg))
+        self._action = action
+        self._timeout = timeout
+
+    def _setup(self, seg, lock):
+        super()._setup(seg, lock)
+        self._parties = self._w[PARTIES]
+        self._action = None
+        self._timeout = None
+
+    def _state(self):
+        state = self._w[STATE]
+        if state > BROKEN or self._w[COUNT] > self._parties:
+            raise self._corrupt(f"state {state}, count {self._w[COUNT]}")
+        return state
+
+    def wait(self, timeout=None):
+        """Wait until all parties have called wait(); returns this party's index (0 to
+        parties - 1). BrokenBarrierError when the barrier breaks, is reset or aborted,
+        or the timeout (this call's, else the barrier's) expires."""
+        if timeout is None:
+            timeout = self._timeout
+        deadline = _deadline(timeout)
+        w = self._w
+        with self._lock:
+            while self._state() in (DRAINING, RESETTING):
+                self._wait(None)
+            if self._state() == BROKEN:
+                raise threading.BrokenBarrierError
+            index = w[COUNT]
+            w[COUNT] = index + 1
+            try:
+                if index + 1 == self._parties:
+                    self._release()
+                else:
+                    self._wait_round(deadline)
+                return index
+            finally:
+                w[COUNT] -= 1
+                if w[COUNT] == 0 and self._state() in (DRAINING, RESETTING):
+                    w[STATE] = FILLING
+                    self._notify(VALUE_MAX)
+
+    def _release(self):
+        try:
+            if self._action:
+                self._action()
+            self._w[STATE] = DRAINING
+            self._notify(VALUE_MAX)
+        except BaseException:
+            self._break()
+            raise
+
+    def _wait_round(self, deadline):
+        while self._state() == FILLING:
+            if deadline is not None and _now() >= deadline:
+                self._break()
+                raise threading.BrokenBarrierError
+            self._wait(deadline)
+        if self._state() in (RESETTING, BROKEN):
+            raise threading.BrokenBarrierError
+
+    def _break(self):
+        self._w[STATE] = BROKEN
+        self._notify(VALUE_MAX)
+
+    def reset(self):
+        """Return the barrier to its empty state; parties waiting now get
+        BrokenBarrierError."""
+        with self._lock:
+            if self._w[COUNT] > 0:
+                if self._state() in (FILLING, BROKEN):
+                    self._w[STATE] = RESETTING
+            else:
+                self._w[STATE] = FILLING
+            self._notify(VALUE_MAX)
+
+    def abort(self):
+        """Put the barrier into the broken state."""
+        with self._lock:
+            self._break()
+
+    @property
+    def parties(self):
+        return self._parties
+
+    @property
+    def n_waiting(self):
+        with self._lock:
+            return self._w[COUNT] if self._state() == FILLING else 0
+
+    @property
+    def broken(self):
+        with self._lock:
+            return self._state() == BROKEN
+
+    def __reduce__(self):
+        return _attach_barrier, self._reduce_args() + (self._action, self._timeout)
+
+    def __repr__(self):
+        return (f"<sharedbridge.Barrier {self.name!r} waiters={self._w[COUNT]}/"
+                f"{self._parties}>")
+
+
+def _new(cls, seg, lock):
+    obj = cls.__new__(cls)
+    obj._setup(seg, lock)
+    return obj
+
+
+def sync_from_segment(seg, timeout=5.0, allow_other_owner=False):
+    """The object of a synchronization segment (kinds 4 to 7), checking the immutable
+    words of section 10.2."""
+    h = seg.header
+    if h.lock_kind == H.LOCK_EXTERNAL:
+        lock = lock_from_segment(open_external_lock(seg.name, h.lock_name, timeout,
+                                                    allow_other_owner))
+    else:
+        lock = lock_from_segment(seg)
+    words = struct.unpack_from(f"<{H.SYNC_WORDS}I", seg.mm, h.data_offset)
+    if h.kind == H.KIND_EVENT:
+        return _new(Event, seg, lock)
+    if h.kind == H.KIND_CONDITION:
+        return _new(Condition, seg, lock)
+    if h.kind == H.KIND_SEMAPHORE:
+        bounded, max_value = words[BOUNDED], words[MAX_VALUE]
+        if bounded > 1 or max_value > VALUE_MAX or (not bounded and max_value != VALUE_MAX):
+            raise CorruptSegmentError(
+                f"the semaphore segment {seg.name!r} is corrupt: bounded {bounded}, max_value "
+                f"{max_value}: recreate it")
+        return _new(BoundedSemaphore if bounded else Semaphore, seg, lock)
+    if not 1 <= words[PARTIES] <= VALUE_MAX:
+        raise CorruptSegmentError(
+            f"the barrier segment {seg.name!r} is corrupt: parties {words[PARTIES]}: "
+            "recreate it")
+    return _new(Barrier, seg, lock)
+
+
+def _attach_sync(name, allow_other_owner=False):
+    # Never raises: see unavailable.py.
+    try:
+        return sync_from_segment(open_segment(name, allow_other_owner=allow_other_owner),
+                                 allow_other_owner=allow_other_owner)
+    except Exception as e:
+        return unavailable(name, e)
+
+
+def _attach_barrier(name, allow_other_owner, action, timeout):
+    barrier = _attach_sync(name, allow_other_owner)
+    if isinstance(barrier, Barrier):
+        barrier._action = action
+        barrier._timeout = timeout
+    return barrier

@@ -1,0 +1,51 @@
+"""Functions run in child processes by test_sync.py (importable by spawn children)."""
+
+import os
+import signal
+
+
+def wait_then_report(event, done, timeout):
+    # Runs in a child: waits for the parent's event, then sets its own.
+    if event.wait(timeout):
+        done.set()
+
+
+def take_units(sem, count, out):
+    for _ in range(count):
+        sem.acquire()
+    out.set()
+
+
+def barrier_rounds(barrier, rounds, arr):
+    for _ in range(rounds):
+        i = barrier.wait(10)
+        with arr.get_lock():
+            arr[i] += 1
+
+
+def produce(cond, buf, items):
+    # buf: [head, tail, slot0 .. slotN-1]; bounded ring of len(buf) - 2 slots.
+    size = len(buf) - 2
+    raw = buf.get_obj()
+    for item in items:
+        with cond:
+            cond.wait_for(lambda: raw[1] - raw[0] < size, 10)
+            raw[2 + raw[1] % size] = item
+            raw[1] += 1
+            cond.notify_all()
+
+
+def wait_forever_on(cond):
+    with cond:
+        cond.wait()
+
+
+def hold_units_and_die(sem, started):
+    sem.acquire()
+    started.set()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_holding_internal_lock(sem):
+    sem._lock.acquire()
+    os.kill(os.getpid(), signal.SIGKILL)

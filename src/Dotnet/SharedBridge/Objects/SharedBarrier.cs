@@ -1,0 +1,192 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+using System.Diagnostics;
+using SharedBridge.Objects;
+using static SharedBridge.Objects.WaitWords;
+
+namespace SharedBridge;
+
+/// <summary>
+/// A named barrier shared between processes and languages (docs/format.md section 10, kind 7): Python's
+/// <c>sharedbridge.Barrier</c>, with the algorithm of CPython's <c>threading.Barrier</c>. A timeout, an
+/// <see cref="Abort"/>, a <see cref="Reset"/> while parties wait, or a failing <see cref="PostPhaseAction"/>
+/// breaks it: waiters get <see cref="BrokenBarrierException"/>.
+/// </summary>
+public sealed class SharedBarrier : IDisposable
+{
+    private const string OwnerName = "SharedBarrier";
+    private const uint Filling = 0, Draining = 1, Resetting = 2, Broken = 3;
+    private const int Parties = W3, State = W4, Count = W5;
+    private readonly WaitWords _words;
+
+    private SharedBarrier(WaitWords words)
+    {
+        _words = words;
+        ParticipantCount = (int)words[Parties];
+    }
+
+    /// <summary>Creates a barrier segment for <paramref name="participantCount"/> parties (in any processes).</summary>
+    public static SharedBarrier Create(string? name, int participantCount, SegmentOptions? options = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(participantCount, 1);
+        return new(new WaitWords(WaitWords.Create(OwnerName, name, SegmentKind.Barrier, options, [0, 0, 0, (uint)participantCount])));
+    }
+
+    /// <summary>Opens an existing barrier segment.</summary>
+    /// <exception cref="TypeMismatchException">The segment is not a barrier.</exception>
+    public static SharedBarrier Open(string name, OpenOptions? options = null) =>
+        new(OpenChecked(OwnerName, name, options, SegmentKind.Barrier,
+            w => w[Parties] is 0 or > ValueMax ? $"parties {w[Parties]}" : null));
+
+    /// <summary>The segment name.</summary>
+    public string Name => _words.Core.Name;
+
+    /// <summary>True when this object created the segment.</summary>
+    public bool IsOwner => _words.Core.IsOwner;
+
+    /// <summary>The validated private copy of the header.</summary>
+    public SegmentHeader Header => _words.Core.Header;
+
+    /// <summary>Parties needed to pass (Python's <c>parties</c>).</summary>
+    public int ParticipantCount { get; }
+
+    /// <summary>Run by the last party to arrive in this process, before the others are released (Python's
+    /// <c>action</c>; each process sets its own). If it throws, the barrier breaks.</summary>
+    public Action? PostPhaseAction { get; set; }
+
+    /// <summary>Parties waiting now (Python's <c>n_waiting</c>).</summary>
+    public int ParticipantsWaiting
+    {
+        get
+        {
+            using var scope = _words.Lock();
+            return ReadState() == Filling ? (int)_words[Count] : 0;
+        }
+    }
+
+    /// <summary>True when the barrier is broken (Python's <c>broken</c>).</summary>
+    public bool IsBroken
+    {
+        get
+        {
+            using var scope = _words.Lock();
+            return ReadState() == Broken;
+        }
+    }
+
+    private uint ReadState()
+    {
+        uint state = _words[State], count = _words[Count];
+        if (state > Broken || count > (uint)ParticipantCount) throw _words.Corrupt($"state {state}, count {count}");
+        return state;
+    }
+
+    /// <summary>Waits for every party; returns this party's arrival index (0 to ParticipantCount - 1).</summary>
+    public int SignalAndWait() => SignalAndWait(Timeout.InfiniteTimeSpan, default);
+
+    /// <summary>Waits for every party within <paramref name="timeout"/>; a timeout breaks the barrier.</summary>
+    /// <exception cref="BrokenBarrierException">The barrier is or became broken, or was reset.</exception>
+    public int SignalAndWait(TimeSpan timeout) => SignalAndWait(timeout, default);
+
+    /// <summary>As <see cref="SignalAndWait(TimeSpan)"/>, ended by <paramref name="cancellationToken"/> too
+    /// (OperationCanceledException; this party leaves, as after a Ctrl-C in Python).</summary>
+    public int SignalAndWait(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        CheckTimeout(timeout);
+        long start = Stopwatch.GetTimestamp();
+        using var scope = _words.Lock();
+        while (ReadState() is Draining or Resetting)
+            _words.Wait(Timeout.InfiniteTimeSpan, cancellationToken);
+        if (ReadState() == Broken) throw BrokenError();
+        uint index = _words[Count];
+        _words[Count] = index + 1;
+        try
+        {
+            if (index + 1 == (uint)ParticipantCount)
+                ReleaseAll();
+            else
+                WaitRound(timeout, start, cancellationToken);
+            return (int)index;
+        }
+        finally
+        {
+            _words[Count] -= 1;
+            if (_words[Count] == 0 && ReadState() is Draining or Resetting)
+            {
+                _words[State] = Filling;
+                _words.Notify(ValueMax);
+            }
+        }
+    }
+
+    /// <summary>Waits on a dedicated thread (the robust lock never crosses an await).</summary>
+    public Task<int> SignalAndWaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        RunBlocking(() => SignalAndWait(timeout, cancellationToken), cancellationToken);
+
+    private void ReleaseAll()
+    {
+        try
+        {
+            PostPhaseAction?.Invoke();
+            _words[State] = Draining;
+            _words.Notify(ValueMax);
+        }
+        catch
+        {
+            Break();
+            throw;
+        }
+    }
+
+    private void WaitRound(TimeSpan timeout, long start, CancellationToken cancellationToken)
+    {
+        while (ReadState() == Filling)
+        {
+            var left = Left(timeout, start);
+            if (left == TimeSpan.Zero)
+            {
+                Break();
+                throw BrokenError();
+            }
+            _words.Wait(left, cancellationToken);
+        }
+        if (ReadState() is Resetting or Broken) throw BrokenError();
+    }
+
+    private void Break()
+    {
+        _words[State] = Broken;
+        _words.Notify(ValueMax);
+    }
+
+    private BrokenBarrierException BrokenError() => new(
+        $"The barrier \"{Name}\" is broken (a party timed out, it was aborted or reset, or an action failed): " +
+        "Reset() it once no party is inside, or create a new one.");
+
+    /// <summary>Returns the barrier to its empty state; parties waiting now get BrokenBarrierException.</summary>
+    public void Reset()
+    {
+        using var scope = _words.Lock();
+        if (_words[Count] > 0)
+        {
+            if (ReadState() is Filling or Broken) _words[State] = Resetting;
+        }
+        else
+        {
+            _words[State] = Filling;
+        }
+        _words.Notify(ValueMax);
+    }
+
+    /// <summary>Breaks the barrier: every waiter, now and later, gets BrokenBarrierException until Reset.</summary>
+    public void Abort()
+    {
+        using var scope = _words.Lock();
+        Break();
+    }
+
+    /// <summary>Removes the name now; the memory stays mapped.</summary>
+    public void Unlink() => _words.Core.Unlink();
+
+    /// <summary>Closes the barrier; the creator also unlinks the name unless kept.</summary>
+    public void Dispose() => _words.Core.Dispose();
+}

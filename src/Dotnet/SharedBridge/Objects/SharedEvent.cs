@@ -1,0 +1,105 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+using System.Diagnostics;
+using SharedBridge.Objects;
+using static SharedBridge.Objects.WaitWords;
+
+namespace SharedBridge;
+
+/// <summary>
+/// A named event shared between processes and languages (docs/format.md section 10, kind 4): Python's
+/// <c>sharedbridge.Event</c>. <see cref="Set"/> wakes every waiter, in any process.
+/// </summary>
+public sealed class SharedEvent : IDisposable
+{
+    private const string OwnerName = "SharedEvent";
+    private readonly WaitWords _words;
+
+    private SharedEvent(WaitWords words) => _words = words;
+
+    /// <summary>Creates an event segment.</summary>
+    /// <param name="name">Segment name, or null for a generated name.</param>
+    /// <param name="initialState">True to create it set.</param>
+    /// <param name="options">Mode and lifetime (Synchronized must stay true, SharedLock and TypeCode null).</param>
+    public static SharedEvent Create(string? name = null, bool initialState = false, SegmentOptions? options = null) =>
+        new(new WaitWords(WaitWords.Create(OwnerName, name, SegmentKind.Event, options, [0, 0, 0, initialState ? 1u : 0u])));
+
+    /// <summary>Opens an existing event segment.</summary>
+    /// <exception cref="TypeMismatchException">The segment is not an event.</exception>
+    public static SharedEvent Open(string name, OpenOptions? options = null) =>
+        new(OpenChecked(OwnerName, name, options, SegmentKind.Event));
+
+    /// <summary>The segment name.</summary>
+    public string Name => _words.Core.Name;
+
+    /// <summary>True when this object created the segment.</summary>
+    public bool IsOwner => _words.Core.IsOwner;
+
+    /// <summary>The validated private copy of the header.</summary>
+    public SegmentHeader Header => _words.Core.Header;
+
+    /// <summary>True while the event is set.</summary>
+    public bool IsSet
+    {
+        get
+        {
+            using var scope = _words.Lock();
+            return Flag() == 1;
+        }
+    }
+
+    private uint Flag()
+    {
+        uint flag = _words[W3];
+        if (flag > 1) throw _words.Corrupt($"flag {flag}");
+        return flag;
+    }
+
+    /// <summary>Sets the event and wakes every waiter.</summary>
+    public void Set()
+    {
+        using var scope = _words.Lock();
+        Flag();
+        _words[W3] = 1;
+        _words.Notify(ValueMax);
+    }
+
+    /// <summary>Clears the event.</summary>
+    public void Reset()
+    {
+        using var scope = _words.Lock();
+        Flag();
+        _words[W3] = 0;
+    }
+
+    /// <summary>Waits until the event is set.</summary>
+    public void Wait() => Wait(Timeout.InfiniteTimeSpan, default);
+
+    /// <summary>Waits until the event is set or <paramref name="timeout"/> passes; returns whether it is set.</summary>
+    public bool Wait(TimeSpan timeout) => Wait(timeout, default);
+
+    /// <summary>Waits until the event is set, <paramref name="timeout"/> passes or <paramref name="cancellationToken"/> is
+    /// cancelled (OperationCanceledException, within 50 ms).</summary>
+    public bool Wait(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        CheckTimeout(timeout);
+        long start = Stopwatch.GetTimestamp();
+        using var scope = _words.Lock();
+        while (Flag() == 0)
+        {
+            var left = Left(timeout, start);
+            if (left == TimeSpan.Zero) return false;
+            _words.Wait(left, cancellationToken);
+        }
+        return true;
+    }
+
+    /// <summary>Waits on a dedicated thread (the robust lock never crosses an await).</summary>
+    public Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        RunBlocking(() => Wait(timeout, cancellationToken), cancellationToken);
+
+    /// <summary>Removes the name now; the memory stays mapped.</summary>
+    public void Unlink() => _words.Core.Unlink();
+
+    /// <summary>Closes the event; the creator also unlinks the name unless kept.</summary>
+    public void Dispose() => _words.Core.Dispose();
+}

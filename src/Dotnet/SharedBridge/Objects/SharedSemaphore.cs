@@ -1,0 +1,131 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+using System.Diagnostics;
+using SharedBridge.Objects;
+using static SharedBridge.Objects.WaitWords;
+
+namespace SharedBridge;
+
+/// <summary>
+/// A named counting semaphore shared between processes and languages (docs/format.md section 10, kind 5):
+/// Python's <c>sharedbridge.Semaphore</c> / <c>BoundedSemaphore</c>. Units taken by a process that dies are
+/// not given back (section 10.4): nothing records who holds them.
+/// </summary>
+public sealed class SharedSemaphore : IDisposable
+{
+    private const string OwnerName = "SharedSemaphore";
+    private readonly WaitWords _words;
+    private readonly uint _max;
+
+    private SharedSemaphore(WaitWords words)
+    {
+        _words = words;
+        _max = words[W4];
+        IsBounded = words[W5] == 1;
+    }
+
+    /// <summary>Creates a semaphore segment.</summary>
+    /// <param name="name">Segment name, or null for a generated name.</param>
+    /// <param name="initialCount">Units available at first (0 to int.MaxValue).</param>
+    /// <param name="maximumCount">Null for an unbounded semaphore; otherwise a bounded one (Python's
+    /// <c>BoundedSemaphore</c>): releasing above it throws <see cref="SemaphoreFullException"/>.</param>
+    /// <param name="options">Mode and lifetime (Synchronized must stay true, SharedLock and TypeCode null).</param>
+    public static SharedSemaphore Create(string? name = null, int initialCount = 1, int? maximumCount = null, SegmentOptions? options = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(initialCount);
+        if (maximumCount is { } max && (max < initialCount || max < 1))
+            throw new ArgumentOutOfRangeException(nameof(maximumCount), max, "The maximum count must be at least 1 and at least the initial count.");
+        uint bound = maximumCount is { } m ? (uint)m : ValueMax;
+        return new(new WaitWords(WaitWords.Create(OwnerName, name, SegmentKind.Semaphore, options,
+            [0, 0, 0, (uint)initialCount, bound, maximumCount is null ? 0u : 1u])));
+    }
+
+    /// <summary>Opens an existing semaphore segment (bounded or not).</summary>
+    /// <exception cref="TypeMismatchException">The segment is not a semaphore.</exception>
+    public static SharedSemaphore Open(string name, OpenOptions? options = null) =>
+        new(OpenChecked(OwnerName, name, options, SegmentKind.Semaphore, w =>
+        {
+            uint bounded = w[W5], max = w[W4];
+            return bounded > 1 || max > ValueMax || (bounded == 0 && max != ValueMax) ? $"bounded {bounded}, max_value {max}" : null;
+        }));
+
+    /// <summary>The segment name.</summary>
+    public string Name => _words.Core.Name;
+
+    /// <summary>True when this object created the segment.</summary>
+    public bool IsOwner => _words.Core.IsOwner;
+
+    /// <summary>The validated private copy of the header.</summary>
+    public SegmentHeader Header => _words.Core.Header;
+
+    /// <summary>True for a bounded semaphore (Python's BoundedSemaphore).</summary>
+    public bool IsBounded { get; }
+
+    /// <summary>The bound of a bounded semaphore; null when unbounded.</summary>
+    public int? MaximumCount => IsBounded ? (int)_max : null;
+
+    /// <summary>Units available now.</summary>
+    public int CurrentCount
+    {
+        get
+        {
+            using var scope = _words.Lock();
+            return (int)Value();
+        }
+    }
+
+    private uint Value()
+    {
+        uint value = _words[W3];
+        if (value > _max) throw _words.Corrupt($"value {value} > max_value {_max}");
+        return value;
+    }
+
+    /// <summary>Takes one unit, waiting as long as needed.</summary>
+    public void Wait() => Wait(Timeout.InfiniteTimeSpan, default);
+
+    /// <summary>Takes one unit within <paramref name="timeout"/>; false when none came in time.</summary>
+    public bool Wait(TimeSpan timeout) => Wait(timeout, default);
+
+    /// <summary>Takes one unit within <paramref name="timeout"/>, or until <paramref name="cancellationToken"/> is cancelled.</summary>
+    public bool Wait(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        CheckTimeout(timeout);
+        long start = Stopwatch.GetTimestamp();
+        using var scope = _words.Lock();
+        while (Value() == 0)
+        {
+            var left = Left(timeout, start);
+            if (left == TimeSpan.Zero) return false;
+            _words.Wait(left, cancellationToken);
+        }
+        _words[W3] -= 1;
+        return true;
+    }
+
+    /// <summary>Waits on a dedicated thread (the robust lock never crosses an await).</summary>
+    public Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        RunBlocking(() => Wait(timeout, cancellationToken), cancellationToken);
+
+    /// <summary>Returns <paramref name="releaseCount"/> units and wakes as many waiters; returns the count before.</summary>
+    /// <exception cref="SemaphoreFullException">The count would exceed the bound (a bounded semaphore: Python's
+    /// "semaphore or lock released too many times"), or int.MaxValue; nothing is changed.</exception>
+    public int Release(int releaseCount = 1)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(releaseCount, 1);
+        using var scope = _words.Lock();
+        uint value = Value();
+        if ((ulong)value + (uint)releaseCount > _max)
+            throw new SemaphoreFullException(
+                $"Releasing {releaseCount} unit(s) of semaphore \"{Name}\" would exceed its {(IsBounded ? "bound" : "maximum")} {_max} " +
+                $"(count now {value}): released too many times.");
+        _words[W3] = value + (uint)releaseCount;
+        _words.Notify((uint)releaseCount);
+        return (int)value;
+    }
+
+    /// <summary>Removes the name now; the memory stays mapped.</summary>
+    public void Unlink() => _words.Core.Unlink();
+
+    /// <summary>Closes the semaphore; the creator also unlinks the name unless kept.</summary>
+    public void Dispose() => _words.Core.Dispose();
+}

@@ -1,0 +1,138 @@
+using System.Text.Json;
+using SharedBridge;
+
+namespace SharedBridge.CrossDriver;
+
+/// <summary>The C# side of the synchronization scenarios: the same workers, arguments and output as
+/// cross_sync.py (see SharedBridge.CrossTests/SyncTests.cs).</summary>
+public static class SyncWorkers
+{
+    private static readonly TimeSpan Long = TimeSpan.FromSeconds(20);
+
+    public static int? Run(string scenario, IReadOnlyList<string> args) => scenario switch
+    {
+        "sync-event-wait" => EventWait(args[0], int.Parse(args[1])),
+        "sync-event-set" => EventSet(args[0]),
+        "sync-cond-wait" => CondWait(args[0], int.Parse(args[1])),
+        "sync-sem-hold" => SemHold(args[0]),
+        "sync-barrier" => Barrier(args[0], int.Parse(args[1]), args[2]),
+        "sync-produce" => Produce(args[0], args[1], long.Parse(args[2]), int.Parse(args[3])),
+        "sync-consume" => Consume(args[0], args[1], int.Parse(args[2])),
+        "sync-pingpong" => PingPong(args[0], args[1], int.Parse(args[2])),
+        _ => null,
+    };
+
+    private static void Say(string line)
+    {
+        Console.WriteLine(line);
+        Console.Out.Flush();
+    }
+
+    private static int EventWait(string name, int ms)
+    {
+        using var ev = SharedEvent.Open(name);
+        Say("waiting");
+        Say(ev.Wait(TimeSpan.FromMilliseconds(ms)) ? "set" : "timeout");
+        return 0;
+    }
+
+    private static int EventSet(string name)
+    {
+        using var ev = SharedEvent.Open(name);
+        ev.Set();
+        Say("done");
+        return 0;
+    }
+
+    private static int CondWait(string name, int ms)
+    {
+        using var cond = SharedCondition.Open(name);
+        bool got;
+        using (cond.Lock())
+        {
+            Say("waiting");
+            got = cond.Wait(ms < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(ms));
+        }
+        Say(got ? "notified" : "timeout");
+        return 0;
+    }
+
+    private static int SemHold(string name)
+    {
+        var sem = SharedSemaphore.Open(name);
+        sem.Wait();
+        Say("held");
+        Thread.Sleep(TimeSpan.FromMinutes(10));
+        return 3;
+    }
+
+    private static int Barrier(string name, int rounds, string countsName)
+    {
+        using var barrier = SharedBarrier.Open(name);
+        using var counts = SharedArray<long>.Open(countsName);
+        for (int r = 0; r < rounds; r++)
+        {
+            int i = barrier.SignalAndWait(Long);
+            using (counts.Lock()) counts[i]++;
+        }
+        Say("done");
+        return 0;
+    }
+
+    private static int Produce(string condName, string bufName, long first, int count)
+    {
+        using var cond = SharedCondition.Open(condName);
+        using var buf = SharedArray<long>.Open(bufName);
+        int size = buf.Length - 2;
+        for (long item = first; item < first + count; item++)
+        {
+            using var scope = cond.Lock();
+            if (!cond.WaitFor(() => buf[1] - buf[0] < size, Long))
+            {
+                Say("stuck");
+                return 1;
+            }
+            buf[2 + (int)(buf[1] % size)] = item;
+            buf[1]++;
+            cond.NotifyAll();
+        }
+        Say("done");
+        return 0;
+    }
+
+    private static int Consume(string condName, string bufName, int count)
+    {
+        using var cond = SharedCondition.Open(condName);
+        using var buf = SharedArray<long>.Open(bufName);
+        int size = buf.Length - 2;
+        var got = new List<long>();
+        for (int n = 0; n < count; n++)
+        {
+            using var scope = cond.Lock();
+            if (!cond.WaitFor(() => buf[1] > buf[0], Long))
+            {
+                Say("stuck");
+                return 1;
+            }
+            got.Add(buf[2 + (int)(buf[0] % size)]);
+            buf[0]++;
+            cond.NotifyAll();
+        }
+        Say(JsonSerializer.Serialize(got));
+        return 0;
+    }
+
+    private static int PingPong(string pingName, string pongName, int rounds)
+    {
+        using var ping = SharedEvent.Open(pingName);
+        using var pong = SharedEvent.Open(pongName);
+        Say("ready");
+        for (int r = 0; r < rounds; r++)
+        {
+            if (!ping.Wait(Long)) return 1;
+            ping.Reset();
+            pong.Set();
+        }
+        return 0;
+    }
+}
