@@ -16,6 +16,7 @@ from pathlib import Path as _Path
 
 from ._format.header import SegmentHeader, StructField
 from ._objects.attach import attach
+from ._objects.lifetimes import ReapedSegment, reap
 from ._objects.numpy_view import as_numpy
 from ._objects.raw_object import segment_of
 from ._objects.shared_lock import Lock, RLock, SharedLock, reset_lock
@@ -40,16 +41,20 @@ __version__ = _Path(__file__).with_name("VERSION").read_text(encoding="ascii").s
 
 def header_of(obj_or_name, *, allow_other_owner=False):
     """The validated SegmentHeader of a shared object, lock or segment name.
-    allow_other_owner: as for attach()."""
+    allow_other_owner: as for attach(). Looking at a name never takes part in a
+    last-closer segment's lifetime (it neither holds nor unlinks it)."""
     if isinstance(obj_or_name, str):
-        return _open_segment(obj_or_name, allow_other_owner=allow_other_owner).header
+        return _open_segment(obj_or_name, allow_other_owner=allow_other_owner,
+                             join=False).header
     return _segment_for(obj_or_name).header
 
 
 def close(obj):
-    """Give up the creator's claim on *obj*'s segment now: the creating process unlinks
-    the name (unless keep=True). Every object and view keeps working; other processes
-    that already attached are unaffected."""
+    """Give up this process's claim on *obj*'s segment now: for a lifetime="creator"
+    segment the creating process unlinks the name; for a "last-closer" one this process
+    releases its hold and unlinks the name if it was the last to hold it; "persistent"
+    ones stay. Every object and view keeps working; other processes that already
+    attached are unaffected."""
     _segment_for(obj).close()
 
 
@@ -65,7 +70,9 @@ def _segment_for(obj):
 
 __all__ = [
     "Array", "Value", "RawArray", "RawValue", "copy", "synchronized", "attach", "Lock",
-    "RLock", "Event", "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "reset_lock", "as_numpy", "unlink", "close", "header_of", "SegmentHeader", "StructField",
+    "RLock", "Event", "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "reset_lock",
+    "as_numpy", "unlink", "close", "header_of", "reap", "ReapedSegment", "SegmentHeader",
+    "StructField",
     "Synchronized", "SynchronizedArray", "SynchronizedBase", "SynchronizedString",
     "SharedBridgeError", "SegmentNotFoundError", "SegmentExistsError", "InvalidNameError",
     "CorruptSegmentError", "UnsupportedVersionError", "TypeMismatchError",

@@ -10,7 +10,7 @@ import json
 import sys
 
 from . import (SegmentInUseError, SharedBridgeError, TypeMismatchError, inspect_segment,
-               list_segments, reset_lock, unlink)
+               list_segments, reap, reset_lock, unlink)
 from ._format.header import STRUCT
 
 PROG = "sharedbridge"
@@ -18,12 +18,12 @@ PROG = "sharedbridge"
 # The keys of one segment in `ls --json` and `inspect --json`, in order (docs/cli.md).
 INFO_KEYS = ("name", "status", "reason", "kind", "typecode", "type_name", "length", "bytes",
              "lock", "lock_name", "lock_state", "lock_holder_pid", "recoveries", "state",
-             "creator_pid", "creator_start_time", "creator_alive", "created_unix_ns",
+             "lifetime", "creator_pid", "creator_start_time", "creator_alive", "created_unix_ns",
              "age_seconds", "mapped_by")
 HEADER_KEYS = ("version", "compat_version", "header_size", "kind", "typecode",
                "element_size", "element_count", "data_offset", "data_size", "lock_kind",
-               "lock_abi", "lock_size", "lock_offset", "lock_type", "type_name", "lock_name",
-               "creator_pid", "creator_start_time", "created_unix_ns", "state")
+               "lock_abi", "lock_size", "lock_offset", "lock_type", "lifetime_code", "type_name",
+               "lock_name", "creator_pid", "creator_start_time", "created_unix_ns", "state")
 CONTROL_KEYS = ("header_crc32", "recovery_count", "last_recovered_pid")
 
 
@@ -55,6 +55,15 @@ def _parser():
     ins.add_argument("--data", type=_count, default=0, metavar="N",
                      help="also show the first N elements (read without the lock)")
     ins.add_argument("--json", action="store_true", help="one JSON object (docs/cli.md)")
+    rp = sub.add_parser("reap", help="remove the segments left behind by dead processes",
+                        description="Remove the SharedBridge segments that are garbage "
+                        "(docs/format.md section 8): a 'creator' segment whose creator is gone, "
+                        "a 'last-closer' segment that no process holds open. Persistent, "
+                        "version-1, corrupt, foreign and other users' objects are never "
+                        "touched. A dry run unless --yes.")
+    rp.add_argument("--yes", action="store_true", help="really remove them")
+    rp.add_argument("--prefix", help="only names starting with PREFIX")
+    rp.add_argument("--json", action="store_true", help="one JSON array (docs/cli.md)")
     un = sub.add_parser("unlink", help="remove a segment's name",
                         description="Remove the name of segment NAME from /dev/shm; "
                         "processes that map it keep their memory.")
@@ -109,15 +118,15 @@ def _ls(args):
         _print_json([info_json(i) for i in infos])
         return 0
     rows = [("NAME", "KIND", "TYPE", "LENGTH", "BYTES", "LOCK", "LOCK STATE", "RECOVERIES",
-             "STATE", "CREATOR", "MAPPED BY", "AGE")]
+             "STATE", "LIFETIME", "CREATOR", "MAPPED BY", "AGE")]
     for i in infos:
         if i.status != "ok":
             rows.append((i.name, "-", "-", "-", _text(i.bytes), "-", "-", "-",
-                         i.state or i.status, "-", _pids(i.mapped_by), "-", i.reason))
+                         i.state or i.status, "-", "-", _pids(i.mapped_by), "-", i.reason))
             continue
         rows.append((i.name, i.kind, i.element_type or "-", str(i.length), str(i.bytes),
                      lock_text(i), lock_state_text(i), _text(i.recoveries), i.state,
-                     creator_text(i), _pids(i.mapped_by), age_text(i.age_seconds)))
+                     i.lifetime, creator_text(i), _pids(i.mapped_by), age_text(i.age_seconds)))
     print(_table(rows))
     return 0
 
@@ -214,7 +223,8 @@ def _print_inspect(info):
         out += [f"kind: {info.kind}", f"element type: {info.element_type or '-'}",
                 f"length: {info.length}", f"bytes: {info.bytes}", f"lock: {lock_text(info)}",
                 f"lock state: {lock_state_text(info)}", f"recoveries: {_text(info.recoveries)}",
-                f"state: {info.state}", f"creator: {creator_text(info)}",
+                f"state: {info.state}", f"lifetime: {info.lifetime}",
+                f"creator: {creator_text(info)}",
                 f"age: {age_text(info.age_seconds)}"]
     out.append(f"mapped by: {_pids(info.mapped_by)}")
     if info.header is not None:
@@ -242,6 +252,23 @@ def _tree_lines(nodes, depth, out):
 
 # ---------------------------------------------------------------------------- actions
 
+def _reap(args):
+    reaped = reap(dry_run=not args.yes, prefix=args.prefix)
+    if args.json:
+        _print_json([{"name": r.name, "reason": r.reason, "removed": r.removed} for r in reaped])
+        return 0
+    for r in reaped:
+        print(f"{'removed' if r.removed else 'would remove'} {r.name}: {r.reason}")
+    if not reaped:
+        print("nothing to reap")
+    elif args.yes:
+        print(f"removed {len(reaped)} segment(s)")
+    else:
+        print(f"dry run: {len(reaped)} segment(s) would be removed; run `sharedbridge reap "
+              "--yes` to remove them")
+    return 0
+
+
 def _unlink(args):
     unlink(args.name)
     print(f"unlinked {args.name}")
@@ -264,7 +291,8 @@ def _print_json(value):
     print(json.dumps(value, indent=2))
 
 
-_VERBS = {"ls": _ls, "inspect": _inspect, "unlink": _unlink, "reset-lock": _reset_lock}
+_VERBS = {"ls": _ls, "inspect": _inspect, "reap": _reap, "unlink": _unlink,
+          "reset-lock": _reset_lock}
 
 
 if __name__ == "__main__":

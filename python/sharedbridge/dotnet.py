@@ -55,6 +55,7 @@ from . import _segment_for, header_of
 from . import attach as _py_attach
 from ._format import header as H
 from ._platform import exit_cleanup
+from ._objects.lifetimes import lifetime_code as _lifetime_code
 from .errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
                      InsufficientMemoryError, InvalidNameError, LockNotRecoverableError,
                      NotASharedBridgeSegmentError, SegmentExistsError, SegmentInUseError,
@@ -363,9 +364,13 @@ def to_python(net_obj, typecode_or_type=None):
     return _py_attach(name, typecode_or_type)
 
 
-def _segment_options(sb, lock, keep, typecode=None):
-    return sb.SegmentOptions(synchronized=bool(lock), keepOnDispose=bool(keep),
-                             typeCode=typecode)
+def _segment_options(sb, lock, keep, typecode=None, lifetime=None):
+    # lifetime= and keep= as in sharedbridge.Array (keep=True: persistent; contradictions
+    # are a ValueError), given to .NET as SegmentOptions.Lifetime.
+    code = _lifetime_code(lifetime, keep)
+    net_lifetime = (sb.SegmentLifetime.Creator, sb.SegmentLifetime.LastCloser,
+                    sb.SegmentLifetime.Persistent)[code]
+    return sb.SegmentOptions(synchronized=bool(lock), typeCode=typecode, lifetime=net_lifetime)
 
 
 def _element_and_code(typecode_or_type):
@@ -377,7 +382,8 @@ def _element_and_code(typecode_or_type):
     return typecode_or_type, None
 
 
-def create_array(typecode_or_type, size_or_initializer, *, name=None, lock=True, keep=False):
+def create_array(typecode_or_type, size_or_initializer, *, name=None, lock=True, lifetime=None,
+                 keep=False):
     """Create a .NET ``SharedArray<T>`` from Python: *typecode_or_type* is a typecode ('d',
     'i', ...) or a .NET type; *size_or_initializer* a length or a sequence / numpy array
     (copied in through a numpy view when numpy is there: one memcpy, not element by element)."""
@@ -390,7 +396,8 @@ def create_array(typecode_or_type, size_or_initializer, *, name=None, lock=True,
         initial = size_or_initializer
         length = len(initial)
     with errors():
-        arr = sb.SharedArray[element].Create(name, length, _segment_options(sb, lock, keep, code))
+        arr = sb.SharedArray[element].Create(name, length,
+                                             _segment_options(sb, lock, keep, code, lifetime))
     if initial is not None:
         try:
             as_numpy(arr)[:] = initial
@@ -400,11 +407,12 @@ def create_array(typecode_or_type, size_or_initializer, *, name=None, lock=True,
     return arr
 
 
-def create_value(typecode_or_type, value=None, *, name=None, lock=True, keep=False):
+def create_value(typecode_or_type, value=None, *, name=None, lock=True, lifetime=None,
+                 keep=False):
     """Create a .NET ``SharedValue<T>`` holding *value* (default zero)."""
     sb = _sb_or_load()
     element, code = _element_and_code(typecode_or_type)
-    options = _segment_options(sb, lock, keep, code)
+    options = _segment_options(sb, lock, keep, code, lifetime)
     with errors():
         if value is None:
             return sb.SharedValue[element].Create(name, options=options)

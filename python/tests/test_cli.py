@@ -64,7 +64,8 @@ def test_ls_shows_every_column_of_this_process_segments(names):
     assert set(found) == names_made
     a = found[prefix + "a"]
     assert (a["status"], a["kind"], a["typecode"], a["length"], a["lock"], a["lock_state"],
-            a["state"]) == ("ok", "array", "d", 3, "embedded", "free", "ready")
+            a["state"], a["lifetime"]) == ("ok", "array", "d", 3, "embedded", "free", "ready",
+                                            "creator")
     assert a["bytes"] == os.stat(f"/dev/shm/{prefix}a").st_size
     assert a["creator_pid"] == os.getpid() and a["creator_alive"] is True
     assert os.getpid() in a["mapped_by"] and a["recoveries"] == 0
@@ -197,14 +198,14 @@ def test_errors_and_usage(names):
     code, out, err = cli("inspect", "bad/name", check=1)
     assert "invalid segment name" in err
     for args in ([], ["frobnicate"], ["inspect"], ["inspect", "x", "--data", "-1"],
-                 ["ls", "--nope"], ["unlink", "a", "b"]):
+                 ["ls", "--nope"], ["unlink", "a", "b"], ["reap", "NAME"]):
         code, out, err = cli(*args, check=2)
         assert err.startswith("usage:") and out == "", args
     code, out, err = cli("--help", check=0)
-    for verb in ("ls", "inspect", "unlink", "reset-lock"):
+    for verb in ("ls", "inspect", "reap", "unlink", "reset-lock"):
         assert verb in out
     assert "exit status" in out
-    for verb in ("ls", "inspect", "unlink", "reset-lock"):
+    for verb in ("ls", "inspect", "reap", "unlink", "reset-lock"):
         assert cli(verb, "--help", check=0)[1].startswith(f"usage: sharedbridge {verb}")
 
 
@@ -233,3 +234,30 @@ def test_the_package_runs_from_its_directory():
                           capture_output=True, text=True, cwd=PYTHON_DIR,
                           env={**os.environ, "PYTHONPATH": PYTHON_DIR})
     assert proc.returncode == 0 and proc.stdout.startswith("NAME")
+
+
+def test_reap_is_a_dry_run_unless_yes_and_spares_persistent_segments(names):
+    base = names()
+    # A creator that dies without cleaning up (os._exit skips it), a last-closer segment
+    # nobody holds any more, and a persistent one: only the first two are garbage.
+    run_python(f"""
+import os, sharedbridge as sb
+a = sb.RawArray('i', 1, name={base + 'creator'!r})
+b = sb.RawArray('i', 1, name={base + 'last'!r}, lifetime='last-closer')
+c = sb.RawArray('i', 1, name={base + 'kept'!r}, lifetime='persistent')
+os._exit(0)
+""", timeout=30, keep=(base + "creator", base + "last", base + "kept"))
+    assert ls_json(base)[base + "last"]["lifetime"] == "last-closer"
+    code, out, err = cli("reap", "--prefix", base, "--json", check=0)
+    dry = {r["name"]: r for r in json.loads(out)}
+    assert set(dry) == {base + "creator", base + "last"}
+    assert not any(r["removed"] for r in dry.values())
+    assert "is gone" in dry[base + "creator"]["reason"]
+    assert "no process holds it open" in dry[base + "last"]["reason"]
+    assert set(ls_json(base)) == {base + "creator", base + "last", base + "kept"}
+    out = cli("reap", "--prefix", base, check=0)[1]
+    assert f"would remove {base}creator: " in out and "--yes" in out.splitlines()[-1]
+    out = cli("reap", "--yes", "--prefix", base, check=0)[1]
+    assert f"removed {base}last: " in out and out.splitlines()[-1] == "removed 2 segment(s)"
+    assert set(ls_json(base)) == {base + "kept"}
+    assert cli("reap", "--prefix", base, check=0)[1].strip() == "nothing to reap"

@@ -49,7 +49,7 @@ def test_array_header_bytes():
     a = sb.Array("d", [1.5, 2.5])
     img = image_of(a)
     assert img[0:8] == b"SHBRIDGE"
-    assert struct.unpack_from("<HHIBBHIQQQ", img, 8) == (1, 1, 0x200, 1, ord("d"), 0, 8, 2, 0x200, 16)
+    assert struct.unpack_from("<HHIBBHIQQQ", img, 8) == (2, 1, 0x200, 1, ord("d"), 0, 8, 2, 0x200, 16)
     assert struct.unpack_from("<BBHIBBHII", img, 0x30) == (1, 1, 40, 0x1C0, 1, 0, 0, 0, 0)
     assert struct.unpack_from("<I", img, 0x44)[0] == os.getpid()
     assert struct.unpack_from("<Q", img, 0x48)[0] > 0
@@ -210,7 +210,7 @@ def test_bad_magic_and_bad_crc_and_new_version(forged, seg_name):
         sb.attach(forged(bad), timeout=0.2)
     os.unlink(f"/dev/shm/{seg_name}")
     newer = bytearray(img)
-    struct.pack_into("<HH", newer, 8, 3, 3)
+    struct.pack_into("<HH", newer, 8, 4, 3)
     struct.pack_into("<I", newer, 0x184, crc_of(newer, 0x200))
     with pytest.raises(sb.UnsupportedVersionError, match="upgrade"):
         sb.attach(forged(newer), timeout=0.2)
@@ -218,12 +218,12 @@ def test_bad_magic_and_bad_crc_and_new_version(forged, seg_name):
 
 def test_newer_minor_version_is_accepted(forged):
     img = image_of(sb.Array("i", [5]))
-    struct.pack_into("<H", img, 8, 2)       # version 2, compat_version still 1
+    struct.pack_into("<H", img, 8, 3)       # version 3, compat_version still 1
     img[0x12] = 1                           # flags: reserved for later, ignored
     img[0x5A] = 9                           # reserved byte, ignored (but checksummed)
     struct.pack_into("<I", img, 0x184, crc_of(img, 0x200))
     got = sb.attach(forged(img), timeout=0.2)
-    assert got[:] == [5] and sb.header_of(got).version == 2
+    assert got[:] == [5] and sb.header_of(got).version == 3
 
 
 @pytest.mark.parametrize("size", [8, 100, 511])

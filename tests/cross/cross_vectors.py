@@ -31,6 +31,12 @@ def load(path):
         return json.load(f)
 
 
+def lifetime(vector):
+    """The vector's segment lifetime (docs/format.md section 8). Default "persistent": a
+    producer of the suite leaves its segments for consumers that start after it ended."""
+    return vector.get("lifetime", "persistent")
+
+
 # ---- types --------------------------------------------------------------------------------
 
 _structs = {}

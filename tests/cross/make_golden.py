@@ -38,7 +38,7 @@ def main():
         for stale in (name, lock_name):
             if stale and os.path.exists("/dev/shm/" + stale):
                 os.unlink("/dev/shm/" + stale)
-        objects = python_driver.create(vector, name, lock_name, keep=True)
+        objects = python_driver.create(vector, name, lock_name, keep=True)   # the vector's lifetime
         try:
             with open("/dev/shm/" + name, "rb") as f:
                 head = f.read(512)
@@ -49,7 +49,7 @@ def main():
                 out.write(normalized(header))
             print(f"{vector['id']}: {header_size} bytes")
         finally:
-            for obj in objects:
+            for obj in objects:         # creator and last-closer: closing unlinks
                 python_driver._close(obj)
             for created in (name, lock_name):
                 if created and os.path.exists("/dev/shm/" + created):

@@ -39,9 +39,10 @@ def align64(x):
 
 
 def header(kind=1, typecode="d", count=4, lock_kind=0, lock_type=0, fields=(), type_name="",
-           lock_name="", state=1, version=1, compat=1, **overrides):
-    """A valid version-1 header (bytes 0 .. header_size-1) per docs/format.md section 3;
-    *overrides* replace identity fields by name before the checksum is computed."""
+           lock_name="", state=1, version=1, compat=1, lifetime=0, **overrides):
+    """A valid header (bytes 0 .. header_size-1) per docs/format.md section 3, version 1
+    unless asked (byte 0x039 is *lifetime*, reserved in version 1); *overrides* replace
+    identity fields by name before the checksum is computed."""
     f = dict(magic=b"SHBRIDGE", version=version, compat=compat,
              header_size=align64(0x200 + 64 * len(fields)), kind=kind,
              typecode=0 if kind == 3 else ord(typecode), flags=0,
@@ -61,7 +62,7 @@ def header(kind=1, typecode="d", count=4, lock_kind=0, lock_type=0, fields=(), t
     IDENTITY.pack_into(buf, 0, f["magic"], f["version"], f["compat"], f["header_size"], f["kind"],
                        f["typecode"], f["flags"], f["element_size"], f["element_count"],
                        f["data_offset"], f["data_size"], f["lock_kind"], f["lock_abi"],
-                       f["lock_size"], f["lock_offset"], f["lock_type"], 0, f["field_entry_size"],
+                       f["lock_size"], f["lock_offset"], f["lock_type"], lifetime, f["field_entry_size"],
                        f["field_count"], f["field_table_offset"], f["creator_pid"], f["start"],
                        f["created"], f["type_name"], f["lock_name"])
     for i, (fname, code, offset, cnt, item, parent) in enumerate(fields):
@@ -144,6 +145,19 @@ def build():
          patch(d4(version=3, compat=3), 0x180, "<I", 3, fix_crc=False))
     case("compat_2_array_ok", "ok", "6.3: a version-2 reader reads compat_version 2",
          d4(version=2, compat=2))
+    # --- lifetime (format version 2, byte 0x039) ----------------------------------------------
+    case("lifetime_3", "corrupt", "3.1, 6.2 step 5: lifetime is 0, 1 or 2",
+         d4(version=2, compat=1, lifetime=3))
+    case("lifetime_255", "corrupt", "3.1, 6.2 step 5: lifetime is 0, 1 or 2",
+         d4(version=2, compat=1, lifetime=255))
+    case("last_closer_compat_1", "corrupt",
+         "6.3: a last-closer segment has compat_version 2 (a version-1 reader must refuse it)",
+         d4(version=2, compat=1, lifetime=1))
+    case("persistent_ok", "ok", "3.1: lifetime 2 (persistent), compat_version 1",
+         d4(version=2, compat=1, lifetime=2))
+    case("v1_reserved_lifetime_byte_ok", "ok",
+         "6.3: in a version-1 header byte 0x039 is reserved: ignored (covered by the crc)",
+         d4(version=1, compat=1, lifetime=7))
     case("compat_0", "corrupt", "6.2 step 5: compat_version >= 1", d4(version=1, compat=0))
     case("version_below_compat", "corrupt", "6.2 step 5: version >= compat_version",
          d4(version=0, compat=1))

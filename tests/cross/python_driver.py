@@ -12,6 +12,11 @@ Commands (every command prints JSON or the scenario's text on stdout; diagnostic
   parent SCENARIO BASE --child ARGV_JSON [--child ...]
                                        the parent of a scenario; children are other drivers
   baseline SCENARIO                    the scenario with the standard library's multiprocessing
+  hold create NAME LIFETIME | hold open NAME
+                                       a 2-element 'q' array with that lifetime (creator,
+                                       last-closer, persistent), or attached; prints ready;
+                                       stdin "close" closes it, "exit" ends normally
+  reap PREFIX [--dry-run]              sharedbridge.reap(prefix=PREFIX): {"reaped": [...]}
 
 Needs only the standard library and sharedbridge on PYTHONPATH (PYTHONPATH=python).
 """
@@ -31,7 +36,7 @@ def _sharedbridge():
 
 # ---- create ---------------------------------------------------------------------------------
 
-def _lock_argument(sb, vector, lock_name, keep):
+def _lock_argument(sb, vector, lock_name, lifetime):
     """The lock= argument for a vector, and the lock segment it created (or None)."""
     kind = vector["lock"]["kind"]
     if kind == "none":
@@ -39,55 +44,57 @@ def _lock_argument(sb, vector, lock_name, keep):
     if kind == "embedded":
         return True, None
     factory = sb.Lock if vector["lock"]["type"] == "lock" else sb.RLock
-    lock = _create_lock(factory, lock_name, keep)
+    lock = _create_lock(factory, lock_name, lifetime)
     return lock, lock
 
 
-def _create_lock(factory, name, keep):
-    return factory(name=name, keep=keep)
+def _create_lock(factory, name, lifetime):
+    return factory(name=name, lifetime=lifetime)
 
 
 def create(vector, name, lock_name, keep=True):
-    """Create the vector's segment; returns the objects to keep alive."""
+    """Create the vector's segment; returns the objects to keep alive. keep=True: with the
+    vector's lifetime (cv.lifetime); keep=False: lifetime "creator"."""
     sb = _sharedbridge()
+    lifetime = cv.lifetime(vector) if keep else "creator"
     obj_kind = vector["object"]
     if obj_kind == "lock":
         factory = sb.Lock if vector["lock"]["type"] == "lock" else sb.RLock
-        return [_create_lock(factory, name, keep)]
+        return [_create_lock(factory, name, lifetime)]
     if obj_kind in cv.SYNC_OBJECTS:
-        return _create_sync(sb, vector, name, lock_name, keep)
-    lock, lock_obj = _lock_argument(sb, vector, lock_name, keep)
+        return _create_sync(sb, vector, name, lock_name, lifetime)
+    lock, lock_obj = _lock_argument(sb, vector, lock_name, lifetime)
     if obj_kind == "chararray":
-        obj = sb.Array("c", cv.char_bytes(vector), lock=lock, name=name, keep=keep)
+        obj = sb.Array("c", cv.char_bytes(vector), lock=lock, name=name, lifetime=lifetime)
     elif obj_kind == "array":
         etype = cv.element_type(vector)
         init = [cv.py_element(vector, v) for v in vector["values"]]
-        obj = sb.Array(etype, init, lock=lock, name=name, keep=keep)
+        obj = sb.Array(etype, init, lock=lock, name=name, lifetime=lifetime)
     else:
         etype = cv.element_type(vector)
         value = cv.py_element(vector, vector["values"])
         args = value if vector["typecode"] == "T" else (value,)
         if lock is False:
-            obj = sb.RawValue(etype, *args, name=name, keep=keep)
+            obj = sb.RawValue(etype, *args, name=name, lifetime=lifetime)
         else:
-            obj = sb.Value(etype, *args, lock=lock, name=name, keep=keep)
+            obj = sb.Value(etype, *args, lock=lock, name=name, lifetime=lifetime)
     return [o for o in (obj, lock_obj) if o is not None]
 
 
-def _create_sync(sb, vector, name, lock_name, keep):
+def _create_sync(sb, vector, name, lock_name, lifetime):
     """A synchronization segment whose words are the vector's values, made through the API."""
     obj_kind, words = vector["object"], vector["values"]
     if obj_kind == "event":
-        obj = sb.Event(name=name, keep=keep)
+        obj = sb.Event(name=name, lifetime=lifetime)
         if words[3]:
             obj.set()
     elif obj_kind == "semaphore":
-        obj = (sb.BoundedSemaphore if words[5] else sb.Semaphore)(words[3], name=name, keep=keep)
+        obj = (sb.BoundedSemaphore if words[5] else sb.Semaphore)(words[3], name=name, lifetime=lifetime)
     elif obj_kind == "barrier":
-        obj = sb.Barrier(words[3], name=name, keep=keep)
+        obj = sb.Barrier(words[3], name=name, lifetime=lifetime)
     else:
-        lock, lock_obj = _lock_argument(sb, vector, lock_name, keep)
-        obj = sb.Condition(lock_obj, name=name, keep=keep)
+        lock, lock_obj = _lock_argument(sb, vector, lock_name, lifetime)
+        obj = sb.Condition(lock_obj, name=name, lifetime=lifetime)
         return [o for o in (obj, lock_obj) if o is not None]
     return [obj]
 
@@ -197,7 +204,9 @@ def _check_header(vector, h, lock_name, errors):
         "lock kind": LOCK_KINDS[vector["lock"]["kind"]],
     }
     actual = {"kind": int(h.kind), "typecode": h.typecode, "length": h.element_count,
-              "type name": h.type_name, "lock kind": int(h.lock_kind)}
+              "type name": h.type_name, "lock kind": int(h.lock_kind), "lifetime": h.lifetime}
+    if "lifetime" in vector:       # else the producer chose (host: creator, batch: persistent)
+        expected["lifetime"] = vector["lifetime"]
     if vector["lock"]["kind"] == "external":
         expected["lock name"], actual["lock name"] = lock_name, h.lock_name
     for what, value in expected.items():
@@ -249,14 +258,28 @@ def _batch(manifest_path, action):
     return 0
 
 
+# Objects of creator and last-closer vectors: closing them would unlink them, so create-batch
+# leaves them as a crash would (os._exit: no finalizer, no exit cleanup).
+_left_open = []
+
+
 def _create_and_release(vector, name, lock_name):
-    for obj in create(vector, name, lock_name):
-        _close(obj)
+    objects = create(vector, name, lock_name)
+    if cv.lifetime(vector) == "persistent":
+        for obj in objects:
+            _close(obj)
+    else:
+        _left_open.extend(objects)
     return {"ok": True, "errors": [], "values": [], "pid": os.getpid()}
 
 
 def cmd_create_batch(args):
-    return _batch(args.manifest, _create_and_release)
+    status = _batch(args.manifest, _create_and_release)
+    if _left_open:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def cmd_verify_batch(args):
@@ -301,7 +324,7 @@ def classify(name, timeout):
         # What the C# driver's untyped SharedSegment.Open checks: the header (section 6.2)
         # and, for an external lock, the lock segment (step 7). attach() would also
         # rebuild a ctypes structure, which a valid header may not allow.
-        h = open_segment(name, timeout).header
+        h = open_segment(name, timeout, join=False).header   # never joins a last-closer segment
         if h.lock_kind == 2:
             open_external_lock(name, h.lock_name, timeout, False)
     except sb.NotASharedBridgeSegmentError:
@@ -328,6 +351,30 @@ def cmd_classify_batch(args):
         manifest = json.load(f)
     classes = {name: classify(name, manifest.get("timeout", 0.3)) for name in manifest["names"]}
     print(json.dumps({"classes": classes}), flush=True)
+    return 0
+
+
+def cmd_hold(args):
+    sb = _sharedbridge()
+    if args.mode == "create":
+        obj = sb.Array("q", 2, name=args.name, lifetime=args.lifetime)
+    else:
+        obj = sb.attach(args.name)
+    _emit({"ready": args.name, "lifetime": sb.header_of(obj).lifetime})
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "close":
+            sb.close(obj)
+            _emit({"closed": args.name})
+        elif command == "exit":
+            break
+    return 0
+
+
+def cmd_reap(args):
+    sb = _sharedbridge()
+    reaped = sb.reap(dry_run=args.dry_run, prefix=args.prefix)
+    _emit({"reaped": [{"name": r.name, "reason": r.reason, "removed": r.removed} for r in reaped]})
     return 0
 
 
@@ -359,6 +406,15 @@ def main(argv):
     p.add_argument("base")
     p.add_argument("--child", action="append", default=[])
     p.set_defaults(handler=cmd_parent)
+    p = sub.add_parser("hold")
+    p.add_argument("mode", choices=("create", "open"))
+    p.add_argument("name")
+    p.add_argument("lifetime", nargs="?", default="creator")
+    p.set_defaults(handler=cmd_hold)
+    p = sub.add_parser("reap")
+    p.add_argument("prefix")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(handler=cmd_reap)
     p = sub.add_parser("baseline")
     p.add_argument("scenario")
     p.set_defaults(handler=cmd_baseline)

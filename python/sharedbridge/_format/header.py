@@ -18,9 +18,9 @@ from .segment_name import validate_name
 from .typecodes import STRUCT, TYPECODE_SIZE
 
 MAGIC = b"SHBRIDGE"
-# The newest format version this package reads (section 6.3). Writers record their own
-# version per kind: 1 for kinds 1-3, 2 for the synchronization kinds (section 10).
+# The format version this package writes and the newest it reads (section 6.3).
 FORMAT_VERSION = 2
+# The lowest compat_version of the synchronization kinds (section 10).
 SYNC_VERSION = 2
 FIXED_SIZE = 0x200
 IDENTITY_END = 0x180
@@ -49,6 +49,27 @@ MAX_KIND = KIND_BARRIER
 LOCK_NONE, LOCK_EMBEDDED, LOCK_EXTERNAL, LOCK_PROCESS_LOCAL = 0, 1, 2, 3
 LOCK_TYPE_NONE, LOCK_TYPE_RECURSIVE, LOCK_TYPE_ERRORCHECK = 0, 1, 2
 STATE_INITIALIZING, STATE_READY, STATE_RETIRED = 0, 1, 2
+
+# lifetime (byte 0x039, format version 2; docs/format.md sections 3.1 and 8).
+LIFETIME_CREATOR, LIFETIME_LAST_CLOSER, LIFETIME_PERSISTENT = 0, 1, 2
+LIFETIME_NAMES = ("creator", "last-closer", "persistent")
+LIFETIME_OFFSET = 0x039
+
+
+def lifetime_code(lifetime):
+    """The header byte for a lifetime name ("creator", "last-closer", "persistent")."""
+    try:
+        return LIFETIME_NAMES.index(lifetime)
+    except ValueError:
+        raise ValueError(f"invalid lifetime {lifetime!r}: use 'creator', 'last-closer' or "
+                         "'persistent'") from None
+
+
+def compat_version_for(lifetime, kind=1):
+    """compat_version a version-2 writer records: 2 for last-closer (a version-1 reader
+    would not take part in the protocol) and for the synchronization kinds (a version-1
+    reader does not know them), otherwise 1 (docs/format.md section 6.3)."""
+    return 2 if lifetime == LIFETIME_LAST_CLOSER or kind in SYNC_KINDS else 1
 
 # Control-region offsets (mutable words, accessed in place, never through the copy).
 STATE_OFFSET = 0x180
@@ -102,10 +123,17 @@ class SegmentHeader:
     type_name: str
     lock_name: str
     state: int = STATE_READY
+    lifetime_code: int = LIFETIME_CREATOR
 
     @property
     def total_size(self):
         return self.data_offset + self.data_size
+
+    @property
+    def lifetime(self):
+        """"creator", "last-closer" or "persistent" (a version-1 segment: "creator",
+        whether or not it was kept: version 1 did not record it)."""
+        return LIFETIME_NAMES[self.lifetime_code]
 
 
 def align64(x):
@@ -117,16 +145,19 @@ def header_size_for(field_count):
 
 
 def encode(header):
-    """The header bytes (0 .. header_size-1) a writer produces, with state 0
-    and header_crc32 0; the creator fills those in last (docs/format.md section 6.1)."""
+    """The header bytes (0 .. header_size-1) a version-2 writer produces, with state 0
+    and header_crc32 0; the creator fills those in last (docs/format.md section 6.1).
+    version and compat_version follow the lifetime (section 6.3), not the fields of
+    *header*."""
     h = header
     fields = h.fields
     buf = bytearray(h.header_size)
     _IDENTITY.pack_into(
-        buf, 0, MAGIC, h.version, h.compat_version, h.header_size, h.kind,
+        buf, 0, MAGIC, FORMAT_VERSION, compat_version_for(h.lifetime_code, h.kind),
+        h.header_size, h.kind,
         ord(h.typecode) if h.typecode else 0, 0, h.element_size, h.element_count,
         h.data_offset, h.data_size, h.lock_kind, h.lock_abi, h.lock_size, h.lock_offset,
-        h.lock_type, 0, FIELD_ENTRY_SIZE if fields else 0, len(fields),
+        h.lock_type, h.lifetime_code, FIELD_ENTRY_SIZE if fields else 0, len(fields),
         FIELD_TABLE_OFFSET if fields else 0, h.creator_pid, h.creator_start_time,
         h.created_unix_ns, h.type_name.encode("ascii"), h.lock_name.encode("ascii"))
     for i, f in enumerate(fields):
@@ -192,7 +223,7 @@ def _decode(fixed, table, object_size, state, name):
         raise _corrupt(f"the object is {object_size} bytes, smaller than the 512-byte header")
     (magic, version, compat, header_size, kind, typecode, _flags, element_size,
      element_count, data_offset, data_size, lock_kind, lock_abi, lock_size, lock_offset,
-     lock_type, _reserved, field_entry_size, field_count, field_table_offset, creator_pid,
+     lock_type, lifetime, field_entry_size, field_count, field_table_offset, creator_pid,
      start_time, created_ns, type_name_raw, lock_name_raw) = _IDENTITY.unpack_from(fixed, 0)
     if magic != MAGIC:
         raise NotASharedBridgeSegmentError(
@@ -206,6 +237,13 @@ def _decode(fixed, table, object_size, state, name):
         raise _corrupt(f"version {version} / compat_version {compat}")
     if state not in (STATE_READY, STATE_RETIRED):
         raise _corrupt(f"state {state}")
+    if version < 2:
+        lifetime = LIFETIME_CREATOR      # reserved in version 1: ignored (section 6.3)
+    elif lifetime >= len(LIFETIME_NAMES):
+        raise _corrupt(f"lifetime {lifetime} is not 0 (creator), 1 (last-closer) or "
+                       "2 (persistent)")
+    elif compat < compat_version_for(lifetime):
+        raise _corrupt(f"compat_version {compat} for a last-closer segment (must be >= 2)")
     if (header_size % 64 or header_size < FIXED_SIZE or header_size > MAX_HEADER_SIZE
             or header_size > object_size or len(table) != header_size - FIXED_SIZE):
         raise _corrupt(f"header_size {header_size} (object is {object_size} bytes)")
@@ -262,7 +300,7 @@ def _decode(fixed, table, object_size, state, name):
         lock_abi=lock_abi, lock_size=lock_size, lock_offset=lock_offset,
         lock_type=lock_type, fields=fields, creator_pid=creator_pid,
         creator_start_time=start_time, created_unix_ns=created_ns,
-        type_name=type_name, lock_name=lock_name, state=state)
+        type_name=type_name, lock_name=lock_name, state=state, lifetime_code=lifetime)
 
 
 def _check_sync(kind, compat, typecode, element_size, element_count, lock_kind, lock_type):

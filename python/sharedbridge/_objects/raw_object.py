@@ -112,7 +112,7 @@ def _segment_name(self):
 
 
 def _close(self):
-    """The creator unlinks the segment's name now (unless keep=True); this object and
+    """Give up this process's claim now (see sharedbridge.close); this object and
     every view of it stay usable."""
     segment_of(self).close()
 

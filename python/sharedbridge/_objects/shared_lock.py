@@ -21,6 +21,7 @@ from .._platform.process_info import process_start_time, processes_mapping
 from .._platform.segment import create, open_segment
 from ..errors import (CorruptSegmentError, SegmentInUseError, TypeMismatchError,
                       UnsupportedVersionError)
+from .lifetimes import lifetime_code
 from .unavailable import unavailable
 
 # Module globals for the hot paths: one lookup each, no attribute access per call.
@@ -46,19 +47,21 @@ class SharedLock:
     _lock_type = 0
     __slots__ = ("_seg", "_mx", "_m", "_kind_word", "_kind", "_owner", "_depth", "__weakref__")
 
-    def __init__(self, name=None, *, keep=False):
+    def __init__(self, name=None, *, lifetime=None, keep=False):
         abi, size = H.native_lock_abi()
         if not abi:
             raise OSError("sharedbridge locks need Linux glibc on x86_64 or aarch64")
+        lifetime = lifetime_code(lifetime, keep)
         header = H.SegmentHeader(
-            version=1, compat_version=1, header_size=H.FIXED_SIZE, kind=H.KIND_LOCK,
+            version=H.FORMAT_VERSION, compat_version=H.compat_version_for(lifetime),
+            header_size=H.FIXED_SIZE, kind=H.KIND_LOCK,
             typecode="", element_size=0, element_count=0, data_offset=H.FIXED_SIZE,
             data_size=0, lock_kind=H.LOCK_EMBEDDED, lock_abi=abi, lock_size=size,
             lock_offset=H.LOCK_OFFSET, lock_type=self._lock_type, fields=(),
             creator_pid=os.getpid(), creator_start_time=process_start_time(),
-            created_unix_ns=time.time_ns(), type_name="", lock_name="")
-        seg = create(name, header, lambda mm: robust_mutex.init_mutex(mm, self._lock_type, size),
-                     keep=keep)
+            created_unix_ns=time.time_ns(), type_name="", lock_name="",
+            lifetime_code=lifetime)
+        seg = create(name, header, lambda mm: robust_mutex.init_mutex(mm, self._lock_type, size))
         self._setup(seg)
 
     def _setup(self, seg):
@@ -169,7 +172,8 @@ class SharedLock:
         return self._mx.state()
 
     def close(self):
-        """The creator unlinks the lock's name now (unless keep=True)."""
+        """Give up this process's claim on the lock's segment now (see
+        sharedbridge.close)."""
         self._seg.close()
 
     def unlink(self):
@@ -190,8 +194,9 @@ class SharedLock:
 class RLock(SharedLock):
     """A recursive, robust, named lock (lock_type 1), usable as ``lock=``.
 
-    RLock(name=None, *, keep=False): name=None generates sb_...; the creating process
-    unlinks the name when the lock is closed or collected, unless keep=True.
+    RLock(name=None, *, lifetime=None, keep=False): name=None generates sb_...; lifetime
+    and keep as for RawArray (by default the creating process unlinks the name when the
+    lock is closed or collected).
     """
 
     _lock_type = H.LOCK_TYPE_RECURSIVE
@@ -279,12 +284,12 @@ def _attach_lock(name, allow_other_owner=False):
         return unavailable(name, e)
 
 
-def open_external_lock(name, lock_name, timeout, allow_other_owner):
+def open_external_lock(name, lock_name, timeout, allow_other_owner, join=True):
     """The segment holding the lock of segment *name* (lock_kind 2, rulings A.11): it
     must hold an embedded mutex of this machine's ABI, else *name* is corrupt. A
-    missing lock segment stays SegmentNotFoundError."""
+    missing lock segment stays SegmentNotFoundError. join=False only looks (tools)."""
     try:
-        lock_seg = open_segment(lock_name, timeout, allow_other_owner)
+        lock_seg = open_segment(lock_name, timeout, allow_other_owner, join)
     except UnsupportedVersionError:
         raise
     except CorruptSegmentError as e:

@@ -1,7 +1,8 @@
 """Array, Value, RawArray, RawValue and copy over new named segments.
 
 Same signatures, defaults, results and exceptions as multiprocessing.sharedctypes, plus
-keyword-only ``name=`` and ``keep=``. Raw objects are genuine ctypes instances whose
+keyword-only ``name=``, ``lifetime=`` and ``keep=`` (docs/api.md). Raw objects are
+genuine ctypes instances whose
 memory is the segment's data area (memoryview, ctypes.addressof and numpy.frombuffer
 see the shared memory without a copy). Their class is a cached subclass of the ctypes
 type whose ``__reduce__`` pickles by name, so every object can be sent to any process
@@ -20,6 +21,7 @@ from .._platform import robust_mutex
 from .._platform.process_info import process_start_time
 from .._platform.segment import create
 from .raw_object import base_type, check_u_initial, raw_object, row_parts, segment_of
+from .lifetimes import lifetime_code
 from .shared_lock import SharedLock, lock_from_segment
 from .synchronized import synchronized
 
@@ -53,10 +55,10 @@ def _resolve(typecode_or_type):
     return row, code, length
 
 
-def _create_raw(row, code, kind, rows, initial, lock_fields, name, keep):
+def _create_raw(row, code, kind, rows, initial, lock_fields, name, lifetime, keep):
     """Create a segment holding *rows* rows (elements, or arrays of them) initialized
     from the private ctypes object *initial* (or zero) and return the raw shared
-    object."""
+    object. *lifetime* and *keep* are the create's arguments (lifetimes.lifetime_code)."""
     elem_type, per_row = row_parts(row)
     count = rows * per_row
     if code == STRUCT:
@@ -73,14 +75,16 @@ def _create_raw(row, code, kind, rows, initial, lock_fields, name, keep):
         raise OSError("an embedded shared lock needs Linux glibc on x86_64 or aarch64; "
                       "use lock=False")
     header_size = H.header_size_for(len(fields))
+    lifetime = lifetime_code(lifetime, keep)
     header = H.SegmentHeader(
-        version=1, compat_version=1, header_size=header_size, kind=kind, typecode=code,
+        version=H.FORMAT_VERSION, compat_version=H.compat_version_for(lifetime),
+        header_size=header_size, kind=kind, typecode=code,
         element_size=element_size, element_count=count, data_offset=header_size,
         data_size=element_size * count, lock_kind=lock_kind, lock_abi=abi,
         lock_size=lock_size, lock_offset=H.LOCK_OFFSET if abi else 0,
         lock_type=lock_type, fields=fields, creator_pid=os.getpid(),
         creator_start_time=process_start_time(), created_unix_ns=time.time_ns(),
-        type_name=type_name, lock_name=lock_name)
+        type_name=type_name, lock_name=lock_name, lifetime_code=lifetime)
 
     def init(mm):
         if abi:
@@ -89,7 +93,7 @@ def _create_raw(row, code, kind, rows, initial, lock_fields, name, keep):
             ctypes.memmove(ctypes.addressof(mm) + header_size, ctypes.addressof(initial),
                            header.data_size)
 
-    seg = create(name, header, init, keep=keep)
+    seg = create(name, header, init)
     return raw_object(seg, row)
 
 
@@ -128,27 +132,30 @@ def _value_parts(typecode_or_type, args):
     return elem, code, H.KIND_ARRAY, length, (elem * length)(*args)
 
 
-def RawArray(typecode_or_type, size_or_initializer, *, name=None, keep=False):
+def RawArray(typecode_or_type, size_or_initializer, *, name=None, lifetime=None, keep=False):
     """Return a ctypes array allocated from a new named shared-memory segment.
 
     typecode_or_type is a ctypes type or an array-module typecode ('cubBhHiIlLqQfd'
     and '?'); size_or_initializer is a length (zero-filled) or a sequence of initial
-    values. name=None generates 'sb_...' (readable as .name). The creating process
-    unlinks the segment when the object is collected or at exit, unless keep=True.
+    values. name=None generates 'sb_...' (readable as .name).
+    lifetime: "creator" (default: the creating process unlinks the segment when the
+    object is closed or collected, or at exit), "last-closer" (the last process that has
+    it open unlinks it, whatever the order, crashes included) or "persistent" (never
+    unlinked implicitly). keep=True is an alias of lifetime="persistent".
     """
     elem, code, count, initial = _array_parts(typecode_or_type, size_or_initializer)
-    return _create_raw(elem, code, H.KIND_ARRAY, count, initial, _NO_LOCK, name, keep)
+    return _create_raw(elem, code, H.KIND_ARRAY, count, initial, _NO_LOCK, name, lifetime, keep)
 
 
-def RawValue(typecode_or_type, *args, name=None, keep=False):
+def RawValue(typecode_or_type, *args, name=None, lifetime=None, keep=False):
     """Return a ctypes object allocated from a new named shared-memory segment;
-    *args are passed to the type's constructor. See RawArray for name and keep."""
+    *args are passed to the type's constructor. See RawArray for name, lifetime, keep."""
     elem, code, kind, count, initial = _value_parts(typecode_or_type, args)
-    return _create_raw(elem, code, kind, count, initial, _NO_LOCK, name, keep)
+    return _create_raw(elem, code, kind, count, initial, _NO_LOCK, name, lifetime, keep)
 
 
-def Array(typecode_or_type, size_or_initializer, *, lock=True, name=None, keep=False,
-          ctx=None):
+def Array(typecode_or_type, size_or_initializer, *, lock=True, name=None, lifetime=None,
+          keep=False, ctx=None):
     """The same as RawArray() except that, depending on lock, a process-safe
     synchronization wrapper may be returned instead of a raw ctypes array.
 
@@ -160,17 +167,18 @@ def Array(typecode_or_type, size_or_initializer, *, lock=True, name=None, keep=F
     """
     elem, code, count, initial = _array_parts(typecode_or_type, size_or_initializer)
     fields = _lock_fields(lock)
-    obj = _create_raw(elem, code, H.KIND_ARRAY, count, initial, fields, name, keep)
+    obj = _create_raw(elem, code, H.KIND_ARRAY, count, initial, fields, name, lifetime, keep)
     return _wrap_new(obj, lock, fields)
 
 
-def Value(typecode_or_type, *args, lock=True, name=None, keep=False, ctx=None):
+def Value(typecode_or_type, *args, lock=True, name=None, lifetime=None, keep=False,
+          ctx=None):
     """The same as RawValue() except that, depending on lock, a process-safe
     synchronization wrapper may be returned instead of a raw ctypes object.
-    See Array for lock, name and keep."""
+    See Array for lock, and RawArray for name, lifetime and keep."""
     elem, code, kind, count, initial = _value_parts(typecode_or_type, args)
     fields = _lock_fields(lock)
-    obj = _create_raw(elem, code, kind, count, initial, fields, name, keep)
+    obj = _create_raw(elem, code, kind, count, initial, fields, name, lifetime, keep)
     return _wrap_new(obj, lock, fields)
 
 
@@ -182,7 +190,7 @@ def _wrap_new(obj, lock, fields):
     return synchronized(obj, lock)
 
 
-def copy(obj, *, name=None, keep=False):
+def copy(obj, *, name=None, lifetime=None, keep=False):
     """Return a ctypes object allocated from a new shared-memory segment which is a
     copy of the ctypes object obj."""
     base = base_type(type(obj))
@@ -191,4 +199,4 @@ def copy(obj, *, name=None, keep=False):
         kind, count = H.KIND_VALUE, 1
     else:
         kind, count = H.KIND_ARRAY, length
-    return _create_raw(elem, code, kind, count, obj, _NO_LOCK, name, keep)
+    return _create_raw(elem, code, kind, count, obj, _NO_LOCK, name, lifetime, keep)

@@ -25,7 +25,7 @@ from .._platform.segment import open_segment
 from ..errors import (CorruptSegmentError, InvalidNameError, NotASharedBridgeSegmentError,
                       SegmentNotFoundError, SegmentNotReadyError, SegmentPermissionError,
                       SharedBridgeError, UnsupportedVersionError)
-from .attach import open_external_lock
+from .shared_lock import open_external_lock
 
 SHM_DIR = "/dev/shm"
 
@@ -54,7 +54,8 @@ class SegmentInfo:
     read. lock: 'none', 'embedded', 'external' (lock_name names the lock's segment) or
     'process-local'; lock_state: 'free', 'held' (lock_holder_pid), 'owner dead',
     'not recoverable', 'corrupt', 'missing' (an external lock segment that is gone) or
-    'unreadable', None without a shared lock. mapped_by: pids whose /proc/PID/maps show
+    'unreadable', None without a shared lock. lifetime: 'creator', 'last-closer' or
+    'persistent' (docs/format.md section 8). mapped_by: pids whose /proc/PID/maps show
     it (readable ones only). header: the validated SegmentHeader; header_crc32,
     recovery_count, last_recovered_pid: the words of the segment's control region
     (recovery_count is this segment's own; recoveries counts the lock's); elements: the first
@@ -76,6 +77,7 @@ class SegmentInfo:
     lock_holder_pid: Optional[int] = None
     recoveries: Optional[int] = None
     state: Optional[str] = None
+    lifetime: Optional[str] = None
     creator_pid: Optional[int] = None
     creator_start_time: Optional[int] = None
     creator_alive: Optional[bool] = None
@@ -146,7 +148,7 @@ def _survey(name, data):
     inode = st.st_ino if stat.S_ISREG(st.st_mode) else 0
     try:
         validate_name(name)
-        seg = open_segment(name, timeout=0)
+        seg = open_segment(name, timeout=0, join=False)     # look only: never joins a lifetime
     except SegmentNotFoundError:
         raise
     except (SharedBridgeError, OSError) as e:
@@ -177,12 +179,12 @@ def _reason(e):
 def _describe(seg, size, data):
     h = seg.header
     lock_state, holder, recoveries = _lock_of(seg)
-    alive = process_info.is_running(h.creator_pid, h.creator_start_time)
+    alive = process_info.process_is_running(h.creator_pid, h.creator_start_time)
     return SegmentInfo(
-        seg.name, "ok", kind=KINDS.get(h.kind, str(h.kind)), typecode=h.typecode, type_name=h.type_name,
+        seg.name, "ok", kind=KINDS[h.kind], typecode=h.typecode, type_name=h.type_name,
         length=h.element_count, bytes=size, lock=LOCK_KINDS[h.lock_kind],
         lock_name=h.lock_name or None, lock_state=lock_state, lock_holder_pid=holder,
-        recoveries=recoveries, state=STATES.get(seg.read_state(), "corrupt"),
+        recoveries=recoveries, state=STATES.get(seg.read_state(), "corrupt"), lifetime=h.lifetime,
         creator_pid=h.creator_pid, creator_start_time=h.creator_start_time,
         creator_alive=alive, created_unix_ns=h.created_unix_ns,
         age_seconds=round(max(0, time.time_ns() - h.created_unix_ns) / 1e9, 3), header=h,
@@ -200,7 +202,7 @@ def _lock_of(seg):
         lock_seg = seg
     elif h.lock_kind == H.LOCK_EXTERNAL:
         try:
-            lock_seg = open_external_lock(seg.name, h.lock_name, 0, False)
+            lock_seg = open_external_lock(seg.name, h.lock_name, 0, False, join=False)
         except SegmentNotFoundError:
             return "missing", None, None
         except (SharedBridgeError, OSError):

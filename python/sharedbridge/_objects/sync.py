@@ -24,6 +24,7 @@ from .._platform.process_info import process_start_time
 from .._platform.segment import create, open_segment
 from ..errors import CorruptSegmentError
 from .shared_lock import SharedLock, lock_from_segment, open_external_lock
+from .lifetimes import lifetime_code
 from .unavailable import unavailable
 
 # Word indexes (section 10.2).
@@ -44,7 +45,7 @@ def _deadline(timeout):
     return None if timeout is None else _now() + max(0.0, timeout) * 1e9
 
 
-def _create(name, keep, kind, words, lock_kind=H.LOCK_EMBEDDED,
+def _create(name, lifetime, keep, kind, words, lock_kind=H.LOCK_EMBEDDED,
             lock_type=H.LOCK_TYPE_ERRORCHECK, lock_name=""):
     if not futex.available():
         raise OSError("sharedbridge synchronization objects need Linux on x86_64 or aarch64")
@@ -52,14 +53,16 @@ def _create(name, keep, kind, words, lock_kind=H.LOCK_EMBEDDED,
     if lock_kind == H.LOCK_EMBEDDED and not abi:
         raise OSError("sharedbridge synchronization objects need Linux glibc on x86_64 or "
                       "aarch64")
+    code = lifetime_code(lifetime, keep)
     header = H.SegmentHeader(
-        version=H.SYNC_VERSION, compat_version=H.SYNC_VERSION, header_size=H.FIXED_SIZE,
+        version=H.FORMAT_VERSION, compat_version=H.compat_version_for(code, kind),
+        header_size=H.FIXED_SIZE,
         kind=kind, typecode="I", element_size=4, element_count=H.SYNC_WORDS,
         data_offset=H.FIXED_SIZE, data_size=4 * H.SYNC_WORDS, lock_kind=lock_kind,
         lock_abi=abi, lock_size=size, lock_offset=H.LOCK_OFFSET if abi else 0,
         lock_type=lock_type if abi else H.LOCK_TYPE_NONE, fields=(), creator_pid=os.getpid(),
         creator_start_time=process_start_time(), created_unix_ns=time.time_ns(),
-        type_name="", lock_name=lock_name)
+        type_name="", lock_name=lock_name, lifetime_code=code)
 
     def init(mm):
         if abi:
@@ -67,7 +70,7 @@ def _create(name, keep, kind, words, lock_kind=H.LOCK_EMBEDDED,
         for index, value in words.items():
             struct.pack_into("<I", mm, H.FIXED_SIZE + 4 * index, value)
 
-    return create(name, header, init, keep=keep)
+    return create(name, header, init)
 
 
 class _Waitable:
@@ -165,12 +168,13 @@ class _Waitable:
 class Event(_Waitable):
     """multiprocessing.Event in a named segment (kind 4).
 
-    Event(*, name=None, keep=False): name=None generates sb_...; the creating process
-    unlinks the name when the object is closed or collected, unless keep=True.
+    Event(*, name=None, lifetime=None, keep=False): name=None generates sb_...; who removes
+    the name is the lifetime's rule (docs/format.md section 8): by default the creating
+    process, when the object is closed or collected; keep=True means lifetime="persistent".
     """
 
-    def __init__(self, *, name=None, keep=False, ctx=None):
-        seg = _create(name, keep, H.KIND_EVENT, {})
+    def __init__(self, *, name=None, lifetime=None, keep=False, ctx=None):
+        seg = _create(name, lifetime, keep, H.KIND_EVENT, {})
         self._setup(seg, lock_from_segment(seg))
 
     def _flag(self):
@@ -217,12 +221,12 @@ class Semaphore(_Waitable):
 
     _bounded = 0
 
-    def __init__(self, value=1, *, name=None, keep=False, ctx=None):
+    def __init__(self, value=1, *, name=None, lifetime=None, keep=False, ctx=None):
         if value < 0:      # OSError(EINVAL), as multiprocessing's sem_open reports it
             raise OSError(errno.EINVAL, "semaphore initial value must be >= 0")
         if value > VALUE_MAX:
             raise OverflowError(f"semaphore initial value must be <= {VALUE_MAX}")
-        seg = _create(name, keep, H.KIND_SEMAPHORE, {
+        seg = _create(name, lifetime, keep, H.KIND_SEMAPHORE, {
             VALUE: value, MAX_VALUE: value if self._bounded else VALUE_MAX,
             BOUNDED: self._bounded})
         self._setup(seg, lock_from_segment(seg))
@@ -288,12 +292,13 @@ class Condition(_Waitable):
     records that lock's name, so other processes and .NET use the same lock.
     """
 
-    def __init__(self, lock=None, *, name=None, keep=False, ctx=None):
+    def __init__(self, lock=None, *, name=None, lifetime=None, keep=False, ctx=None):
         if lock is None:
-            seg = _create(name, keep, H.KIND_CONDITION, {}, lock_type=H.LOCK_TYPE_RECURSIVE)
+            seg = _create(name, lifetime, keep, H.KIND_CONDITION, {},
+                          lock_type=H.LOCK_TYPE_RECURSIVE)
             lock = lock_from_segment(seg)
         elif isinstance(lock, SharedLock):
-            seg = _create(name, keep, H.KIND_CONDITION, {}, lock_kind=H.LOCK_EXTERNAL,
+            seg = _create(name, lifetime, keep, H.KIND_CONDITION, {}, lock_kind=H.LOCK_EXTERNAL,
                           lock_type=H.LOCK_TYPE_NONE, lock_name=lock.name)
         else:
             raise TypeError(
@@ -360,13 +365,13 @@ class Barrier(_Waitable):
     travel in pickles, as multiprocessing's do); other processes and .NET give their own.
     """
 
-    def __init__(self, parties, action=None, timeout=None, *, name=None, keep=False,
-                 ctx=None):
+    def __init__(self, parties, action=None, timeout=None, *, name=None, lifetime=None,
+                 keep=False, ctx=None):
         if parties < 1:
             raise ValueError("parties must be >= 1")
         if parties > VALUE_MAX:
             raise OverflowError(f"parties must be <= {VALUE_MAX}")
-        seg = _create(name, keep, H.KIND_BARRIER, {PARTIES: parties})
+        seg = _create(name, lifetime, keep, H.KIND_BARRIER, {PARTIES: parties})
         self._setup(seg, lock_from_segment(seg))
         self._action = action
         self._timeout = timeout

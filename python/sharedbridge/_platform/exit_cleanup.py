@@ -32,6 +32,14 @@ unlink a name a receiver may not have attached yet (a Pool worker returning an o
 
 Only the creating process unlinks: a fork child inherits the handler, but the
 finalizers check the creator's pid, so the child unlinks nothing of its parent's.
+
+Last-closer segments (docs/format.md section 8) are different: every process that has
+one open, creator or attacher, takes part (participate()), and the same endings run the
+last-closer release for them (the last one unlinks). Fork children keep taking part with
+their own flock description (segment._FlockHolder); multiprocessing's bootstrap clears
+the Finalize registry in a fork child, so an after-fork hook registers it again there.
+A process killed by SIGKILL drops its flock in the kernel: if it was the last, the
+segment is left for reap().
 """
 
 import os
@@ -44,6 +52,7 @@ import weakref
 SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
 
 _owned = weakref.WeakSet()     # Segments this process created and does not keep
+_participants = weakref.WeakSet()  # last-closer Segments this process holds open
 _installed = set()             # signals whose handler is ours
 _checked = False               # installation was attempted from the main thread
 _exported = set()              # owned Segments that were pickled: alive until the end
@@ -58,6 +67,36 @@ def own(seg):
         _register_mp_finalizer()
     if not _checked:
         _install()
+
+
+def participate(seg):
+    """Register a last-closer segment this process holds open (created or attached)."""
+    global _after_fork_registered
+    _participants.add(seg)
+    if _finalize_pid != os.getpid():
+        _register_mp_finalizer()
+    if not _after_fork_registered:
+        _after_fork_registered = True
+        from multiprocessing import util      # stdlib; imported lazily
+        util.register_after_fork(_participate_after_fork, _participate_after_fork_in_mp_child)
+    if not _checked:
+        _install()
+
+
+class _AfterFork:
+    """Key of multiprocessing.util.register_after_fork (it needs a weak-referenceable object)."""
+
+
+_participate_after_fork = _AfterFork()
+_after_fork_registered = False
+
+
+def _participate_after_fork_in_mp_child(_):
+    # A multiprocessing child's bootstrap has just cleared the Finalize registry (after
+    # a fork, and after unpickling the arguments under spawn and forkserver, which may
+    # have attached): register again. forkserver children end with os._exit.
+    if len(_participants):
+        _register_mp_finalizer()
 
 
 _pending = set()               # names between shm_open and their Segment (being created)
@@ -129,7 +168,13 @@ def _install():
 
 
 def release_owned():
-    """Retire and unlink every segment this process created and still owns."""
+    """Retire and unlink every segment this process created and still owns, and release
+    every last-closer segment it holds open (the last one unlinks)."""
+    for seg in list(_participants):
+        try:
+            seg.close()
+        except Exception:
+            pass
     for seg in list(_owned):
         try:
             seg.close()

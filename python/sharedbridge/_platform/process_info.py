@@ -25,6 +25,15 @@ def _read_start_time(pid):
         return 0
 
 
+def process_is_running(pid, start_time):
+    """True when a process with *pid* exists and (when *start_time* is non-zero) has that
+    start time, so a reused pid does not count (docs/format.md section 8). Read fresh
+    from /proc every time (never cached: the pid may have been reused since)."""
+    if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
+        return False
+    return start_time == 0 or _read_start_time(pid) == start_time
+
+
 def processes_mapping(inode):
     """Pids of the processes whose /proc/<pid>/maps show a /dev/shm object with this
     inode mapped (where readable: other users' maps are skipped)."""
@@ -56,14 +65,6 @@ def processes_mapping_any(inodes):
     for pids in found.values():
         pids.sort()
     return found
-
-
-def is_running(pid, start_time):
-    """True when a process *pid* exists and (when *start_time* is recorded, non-zero) has
-    that start time, so a reused pid does not count (docs/format.md section 8)."""
-    if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
-        return False
-    return start_time == 0 or _read_start_time(pid) == start_time
 
 
 def process_of_thread(tid):

@@ -13,7 +13,8 @@ size meanwhile is retried, then refused.
 Mappings are made with libc mmap(2) through ctypes, not with the mmap module: CPython's
 mmap.mmap duplicates the descriptor it is given and keeps it open for the mapping's life,
 so every live object would hold a file descriptor (EMFILE after ~1,020 objects under
-``ulimit -n 1024``). Here the descriptor is closed right after mmap(2); the mapping is a
+``ulimit -n 1024``). Here the descriptor is closed right after mmap(2) (except for a
+last-closer segment: one descriptor per segment holds its flock, docs/format.md section 8); the mapping is a
 ctypes ``c_char`` array over the mapped address (``Segment.mm``: a writable buffer that
 supports len, slicing, struct.pack_into and from_buffer like an mmap) whose instance
 dictionary holds an _Unmapper: munmap(2) runs when the last object using the mapping
@@ -23,6 +24,7 @@ pinned in robust_mutex.PINNED keeps its mapping for the life of the process.
 
 import ctypes
 import errno
+import fcntl
 import mmap
 import os
 import stat
@@ -37,7 +39,7 @@ from .._format import header as H
 from .._format.segment_name import generate_name, os_name, validate_name
 from ..errors import (CorruptSegmentError, InsufficientMemoryError, SegmentTooLargeError,
                       NotASharedBridgeSegmentError, SegmentExistsError, SegmentNotFoundError,
-                      SegmentNotReadyError, SegmentPermissionError)
+                      SegmentNotReadyError, SegmentPermissionError, SharedBridgeError)
 from . import exit_cleanup
 
 DEFAULT_MODE = 0o600
@@ -99,18 +101,106 @@ def _fence():
 _FENCE_LOCK = threading.Lock()
 
 
+class _FlockHolder:
+    """The descriptor of a last-closer segment, holding a shared flock for as long as this
+    process takes part (docs/format.md section 8): one per Segment, the accepted exception
+    to "no descriptor per object".
+
+    flock locks belong to the open file description, which a fork child shares with its
+    parent: a child that converted or released it would act for the parent too. So before
+    every fork, each holder opens a second description of the same object
+    (/proc/self/fd/N: it works after the name is gone) with its own shared lock; the child
+    keeps that one and closes the inherited descriptor (the parent still holds it, so its
+    lock stays), the parent closes the child's copy. A child for which that failed
+    (``fd == -1``) does not take part: it never unlinks.
+
+    A mapping holds a reference to the open file description, and the kernel drops a
+    flock only when the description's last reference goes: closing the descriptor while
+    the memory is still mapped would keep the lock. Leaving is therefore always an
+    explicit LOCK_UN before the close (close_unlocked), never the close alone.
+    """
+
+    __slots__ = ("fd", "pid", "child_fd", "__weakref__")
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.pid = os.getpid()
+        self.child_fd = -1
+        _holders.add(self)
+
+    def take(self):
+        """Give the descriptor to the caller (the release protocol); -1 if this process
+        has none (released already, or a fork child without its own description)."""
+        fd, self.fd = self.fd, -1
+        if self.pid != os.getpid():
+            return -1
+        return fd
+
+    def close(self):
+        """Leave without the last-closer check (explicit unlink, a failed create)."""
+        close_unlocked(self.take())
+
+    def before_fork(self):
+        if self.fd < 0 or self.pid != os.getpid():
+            return
+        try:
+            child_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(child_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            os.close(child_fd)
+            return
+        self.child_fd = child_fd
+
+    def after_fork_in_parent(self):
+        if self.child_fd >= 0:
+            os.close(self.child_fd)
+            self.child_fd = -1
+
+    def after_fork_in_child(self):
+        inherited, self.fd, self.child_fd = self.fd, self.child_fd, -1
+        self.pid = os.getpid()
+        if inherited >= 0:
+            os.close(inherited)      # the parent's description: closing never unlocks it
+
+
+_holders = weakref.WeakSet()
+
+
+def _holders_before_fork():
+    for holder in list(_holders):
+        holder.before_fork()
+
+
+def _holders_after_fork_in_parent():
+    for holder in list(_holders):
+        holder.after_fork_in_parent()
+
+
+def _holders_after_fork_in_child():
+    for holder in list(_holders):
+        holder.after_fork_in_child()
+
+
+os.register_at_fork(before=_holders_before_fork, after_in_parent=_holders_after_fork_in_parent,
+                    after_in_child=_holders_after_fork_in_child)
+
+
 class Segment:
     """A mapped segment with its validated header.
 
     Attributes: ``name``, ``header`` (SegmentHeader, the private copy), ``mm`` (the
     mmap), ``size`` (object size), ``owner_pid`` (pid that created it here, or 0 when
-    attached), ``keep``.
+    attached), ``keep`` (the creator does not unlink it: lifetime other than creator),
+    ``holder`` (the flock descriptor of a last-closer segment, else None).
     """
 
     __slots__ = ("name", "header", "mm", "size", "owner_pid", "keep", "inode", "_finalizer",
-                 "lock_ref", "trusted", "__weakref__")
+                 "lock_ref", "trusted", "holder", "__weakref__")
 
-    def __init__(self, name, header, mm, size, owner_pid, keep, inode):
+    def __init__(self, name, header, mm, size, owner_pid, keep, inode, holder=None):
         self.name = name
         self.header = header
         self.mm = mm
@@ -121,7 +211,11 @@ class Segment:
         self._finalizer = None
         self.lock_ref = None     # weak reference to the one lock object over this mutex
         self.trusted = False     # opened with allow_other_owner=True (travels in pickles)
-        if owner_pid:
+        self.holder = holder
+        if holder is not None:
+            self._finalizer = weakref.finalize(self, _release_last_closer, name, mm, holder)
+            exit_cleanup.participate(self)
+        elif owner_pid:
             self._finalizer = weakref.finalize(self, _release_ownership, name, mm, owner_pid, keep)
             if not keep:
                 exit_cleanup.own(self)
@@ -136,12 +230,14 @@ class Segment:
         name now stays until the process ends (not until the object is collected), so
         that the receiver finds it (docs/api.md, "Pickling and ownership")."""
         if self._finalizer is not None and self._finalizer.alive \
-                and self.owner_pid == os.getpid():
+                and (self.holder is not None or self.owner_pid == os.getpid()):
             exit_cleanup.export(self)
 
     def close(self):
-        """Give up this process's claim: the creator retires and unlinks the name now
-        (unless keep=True). The memory stays valid for every object still using it."""
+        """Give up this process's claim: the creator of a creator-lifetime segment
+        retires and unlinks the name now; a last-closer participant releases its flock
+        and unlinks if it was the last. The memory stays valid for every object still
+        using it."""
         if self._finalizer is not None:
             self._finalizer()
         exit_cleanup.forget_export(self)
@@ -150,6 +246,8 @@ class Segment:
         """Remove the name now, whoever created it; SegmentNotFoundError if it is gone."""
         if self._finalizer is not None:
             self._finalizer.detach()
+        if self.holder is not None:
+            self.holder.close()
         _retire(self.mm)
         exit_cleanup.unlinked(self.name)
         unlink(self.name)
@@ -216,6 +314,105 @@ def _release_ownership(name, mm, owner_pid, keep):
     exit_cleanup.unlinked(name)
 
 
+def _release_last_closer(name, mm, holder):
+    # The last-closer protocol (docs/format.md section 8): drop the shared lock by trying
+    # to convert it to an exclusive one without waiting. Whoever gets it is the last
+    # process that has the segment open: it retires the segment and unlinks the name, if
+    # the name still refers to this object, before releasing it (closing the descriptor).
+    fd = holder.take()
+    if fd < 0:
+        return
+    try:
+        if try_exclusive(fd):
+            _retire(mm)
+            unlink_if_same(name, os.fstat(fd))
+    except OSError:
+        pass        # best effort: called from finalizers and signal handlers
+    finally:
+        close_unlocked(fd)
+
+
+def close_unlocked(fd):
+    """Release the flock of *fd* explicitly, then close it (a mapping of the object
+    would otherwise keep the lock alive: see _FlockHolder). Does nothing for -1."""
+    if fd < 0:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def try_exclusive(fd):
+    """flock(fd, LOCK_EX | LOCK_NB): True if acquired (then no other description of the
+    object holds a lock), False if another process holds it open."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def same_object(name, st):
+    """True if *name* refers now to the object whose fstat is *st* (device and inode)."""
+    try:
+        now = os.stat(f"/dev/shm/{name}", follow_symlinks=False)
+    except OSError:
+        return False
+    return now.st_ino == st.st_ino and now.st_dev == st.st_dev
+
+
+def unlink_if_same(name, st):
+    """shm_unlink *name* if it still refers to the object *st*: never a stranger that
+    reused the name (the window between the check and the unlink cannot be closed with
+    shm_unlink, which takes a name). True if removed."""
+    if not same_object(name, st):
+        return False
+    try:
+        _posixshmem.shm_unlink(os_name(name))
+    except FileNotFoundError:
+        return False
+    _forget(name)
+    return True
+
+
+def shm_names():
+    """The names in /dev/shm (empty if it cannot be listed)."""
+    try:
+        return sorted(os.listdir("/dev/shm"))
+    except OSError:
+        return []
+
+
+def open_for_reap(name):
+    """(descriptor, fstat, Segment) for a SharedBridge segment *name* that this user owns,
+    validated like an attach without waiting; None for anything else (not a valid name,
+    not a regular file, another owner, not SharedBridge, corrupt, still initializing,
+    too new). The caller closes the descriptor. The Segment takes no part in any
+    lifetime protocol (no finalizer, no flock)."""
+    try:
+        validate_name(name)
+        st = os.lstat(f"/dev/shm/{name}")
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return None
+        fd = _posixshmem.shm_open(os_name(name), os.O_RDWR, 0)
+    except (OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+            return fd, st, _map_and_validate(name, fd, 0)
+    except (OSError, ValueError, SharedBridgeError):
+        pass
+    os.close(fd)
+    return None
+
+
+def retire_by_descriptor(fd):
+    """Store state = retired through the descriptor (the reaper does not map data)."""
+    os.pwrite(fd, struct.pack("<I", H.STATE_RETIRED), H.STATE_OFFSET)
+
+
 def unlink(name):
     """Remove the segment name *name* (the memory stays valid where it is mapped)."""
     validate_name(name)
@@ -240,24 +437,28 @@ def check_mode(mode):
     return mode
 
 
-def create(name, header, init, mode=DEFAULT_MODE, keep=False):
+def create(name, header, init, mode=DEFAULT_MODE):
     """Create a segment (docs/format.md section 6.1) and return it.
 
-    *header* is a SegmentHeader (state/crc ignored); *init(mm)* writes the mutex and the
-    initial data, between writing the identity region and publishing state = ready.
-    A name of None is generated, retrying on EEXIST. The object gets exactly *mode*,
-    whatever the umask.
+    *header* is a SegmentHeader (state/crc ignored; its lifetime_code says who unlinks
+    it); *init(mm)* writes the mutex and the initial data, between writing the identity
+    region and publishing state = ready. A name of None is generated, retrying on EEXIST.
+    The object gets exactly *mode*, whatever the umask. A last-closer segment keeps its
+    descriptor, with a shared flock taken right after shm_open (section 8).
     """
     check_mode(mode)
+    lifetime = header.lifetime_code
+    keep = lifetime != H.LIFETIME_CREATOR
+    persistent = lifetime == H.LIFETIME_PERSISTENT
     generated = name is None
     if not generated:
         validate_name(name)
-    if not keep:
+    if not persistent:
         exit_cleanup.prepare()
     while True:
         seg_name = generate_name() if generated else name
         try:
-            if not keep:
+            if not persistent:
                 exit_cleanup.creating(seg_name)
             fd = _posixshmem.shm_open(os_name(seg_name), os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
             break
@@ -272,7 +473,11 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
         except BaseException:
             exit_cleanup.created(seg_name)      # nothing was created
             raise
+    holder = None
     try:
+        if lifetime == H.LIFETIME_LAST_CLOSER:
+            fcntl.flock(fd, fcntl.LOCK_SH)   # nobody else can hold it yet: never waits
+            holder = _FlockHolder(fd)
         os.fchmod(fd, mode)          # the exact mode asked for, whatever the umask
         total = header.total_size
         try:
@@ -304,11 +509,14 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
                 raise
             raise _too_large(seg_name, total) from None
     except BaseException:
-        os.close(fd)
+        if holder is not None:
+            holder.take()
+        close_unlocked(fd) if holder is not None else os.close(fd)
         _posixshmem.shm_unlink(os_name(seg_name))
         exit_cleanup.created(seg_name)
         raise
-    os.close(fd)
+    if holder is None:
+        os.close(fd)
     try:
         raw = H.encode(header)
         # The magic goes in last, as one aligned 8-byte store: a reader polling the
@@ -321,10 +529,12 @@ def create(name, header, init, mode=DEFAULT_MODE, keep=False):
         _fence()
         struct.pack_into("<I", mm, H.STATE_OFFSET, H.STATE_READY)
     except BaseException:
+        if holder is not None:
+            holder.close()
         _posixshmem.shm_unlink(os_name(seg_name))
         exit_cleanup.created(seg_name)
         raise
-    seg = Segment(seg_name, header, mm, total, os.getpid(), keep, inode)
+    seg = Segment(seg_name, header, mm, total, os.getpid(), keep, inode, holder)
     exit_cleanup.created(seg_name)
     _remember(seg)
     return seg
@@ -367,20 +577,39 @@ _NOT_AN_OBJECT_ERRNOS = {errno.ELOOP, errno.EISDIR, errno.EINVAL, errno.ENXIO, e
 _SIZE_CHANGE_RETRIES = 5
 
 
-def open_segment(name, timeout=5.0, allow_other_owner=False):
+# How many times attach starts over when a last-closer segment was removed by its last
+# closer between shm_open and the attacher's shared flock (docs/format.md section 8).
+_LAST_CLOSER_RETRIES = 3
+
+
+def open_segment(name, timeout=5.0, allow_other_owner=False, join=True):
     """Attach to the segment *name* (docs/format.md section 6.2) and return it.
 
     Refuses an object owned by another user (SegmentPermissionError) unless
-    *allow_other_owner* is true.
+    *allow_other_owner* is true. A last-closer segment is joined: this process holds a
+    shared flock on it until the Segment is closed or collected (section 8). join=False
+    only looks (header_of, tools): the Segment takes part in no lifetime protocol and is
+    not reused by later opens.
     """
+    for _ in range(_LAST_CLOSER_RETRIES):
+        seg = _open_once(name, timeout, allow_other_owner, join)
+        if seg is not None:
+            return seg
+    raise SegmentNotFoundError(
+        errno.ENOENT, f"the shared-memory segment {name!r} was removed by its last closer "
+        "while this process attached to it: it is gone; create it again", name)
+
+
+def _open_once(name, timeout, allow_other_owner, join):
     validate_name(name)
     try:
         fd = _posixshmem.shm_open(os_name(name), os.O_RDWR, 0)
     except FileNotFoundError:
         raise SegmentNotFoundError(
             errno.ENOENT, f"no shared-memory segment named {name!r}: check the name, and "
-            "that its creator is still running (a creator unlinks its segments when it "
-            "closes them or exits unless keep=True)", name) from None
+            "that it is still alive (by default a creator unlinks its segments when it "
+            "closes them or exits; lifetime='last-closer' or 'persistent' keep them "
+            "longer)", name) from None
     except PermissionError as e:
         raise SegmentPermissionError(
             e.errno, f"no permission to open the shared-memory segment {name!r} "
@@ -403,16 +632,47 @@ def open_segment(name, timeout=5.0, allow_other_owner=False):
         with _open_lock:
             ref = _open_segments.get(name)
             cached = ref() if ref is not None else None
-        if cached is not None and cached.inode == st.st_ino:
+        if cached is not None and cached.inode == st.st_ino and (
+                cached.holder is None or cached.holder.fd >= 0):
             if allow_other_owner:
                 cached.trusted = True
             return cached
         seg = _map_and_validate(name, fd, timeout)
+        if not join:
+            return seg
+        if seg.header.lifetime_code == H.LIFETIME_LAST_CLOSER:
+            if not _join_last_closer(name, fd, st, seg, timeout):
+                return None
+            seg = Segment(name, seg.header, seg.mm, seg.size, 0, True, seg.inode,
+                          _FlockHolder(fd))
+            fd = -1          # the holder keeps it
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
     seg.trusted = allow_other_owner
     _remember(seg)
     return seg
+
+
+def _join_last_closer(name, fd, st, seg, timeout):
+    """Take the shared flock of a last-closer segment (polling without waiting in the
+    kernel: a closer or reaper holds the exclusive lock only for an instant), then make
+    sure the segment is still alive: the name still refers to this object and its state
+    is not retired. False when the last closer (or a reaper) removed it meanwhile: the
+    caller starts over with the name (docs/format.md section 8)."""
+    deadline = time.monotonic() + max(timeout, 0.1)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise SegmentNotReadyError(
+                    f"segment {name!r} stayed locked exclusively for {timeout} s: a process "
+                    "is removing it, or holds its flock for another reason; retry later") \
+                    from None
+            time.sleep(0.001)
+    return seg.read_state() != H.STATE_RETIRED and same_object(name, st)
 
 
 def _is_regular_file(name):

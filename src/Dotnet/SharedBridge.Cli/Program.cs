@@ -15,6 +15,7 @@ namespace SharedBridge.Cli
         [
             ("ls", "list the SharedBridge segments in /dev/shm", Segments.LsCommand.Run),
             ("inspect", "show one segment: header, field tree, lock, data", Segments.InspectCommand.Run),
+            ("reap", "remove the segments left behind by dead processes", Segments.ReapCommand.Run),
             ("unlink", "remove a segment's name", Segments.UnlinkCommand.Run),
             ("reset-lock", "re-initialize a not-recoverable or corrupt lock", Segments.ResetLockCommand.Run),
             ("demo", "run a mixed C#/Python pipeline over shared memory and compare it with multiprocessing", Demo.DemoCommand.Run),

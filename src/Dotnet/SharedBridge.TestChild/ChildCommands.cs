@@ -14,6 +14,26 @@ internal static partial class ChildCommands
     {
         switch (args)
         {
+            // lifetime create NAME LIFETIME | lifetime open NAME: create (with that SegmentLifetime) or open
+            // SharedArray<long> NAME, print "ready", then obey stdin: "dispose" (print "disposed", keep
+            // running), "exit" (return without disposing: ProcessExit cleans up); or wait to be killed.
+            case ["lifetime", "create" or "open", var name, ..] when args.Length == (args[1] == "create" ? 4 : 3):
+            {
+                var array = args[1] == "create"
+                    ? SharedArray<long>.Create(name, 2, new SegmentOptions { Lifetime = Enum.Parse<SegmentLifetime>(args[3]) })
+                    : SharedArray<long>.Open(name);
+                Console.WriteLine("ready");
+                Console.Out.Flush();
+                while (Console.ReadLine() is { } command)
+                {
+                    if (command == "exit") return 0;
+                    if (command != "dispose") continue;
+                    array.Dispose();
+                    Console.WriteLine("disposed");
+                    Console.Out.Flush();
+                }
+                return 0;
+            }
             // increment NAME COUNT: COUNT times { lock; a[0]++; unlock } on SharedArray<long> NAME.
             case ["increment", var name, var count]:
             {

@@ -27,7 +27,7 @@ public class HeaderFormatTests
 
         var expected = new byte[0x280];
         "SHBRIDGE"u8.CopyTo(expected);
-        U16(expected, 0x008, 1);
+        U16(expected, 0x008, 2);
         U16(expected, 0x00A, 1);
         U32(expected, 0x00C, 0x280);
         expected[0x010] = 1;            // array
@@ -115,7 +115,7 @@ public class HeaderFormatTests
         using var a = SharedArray<long>.Create(name, 3, new SegmentOptions { TypeCode = 'l' });
         using var s = SharedSegment.Open(name);
         var h = s.Header;
-        Assert.Equal((1, 1, 512), (h.Version, h.CompatVersion, h.HeaderSize));
+        Assert.Equal((2, 1, 512), (h.Version, h.CompatVersion, h.HeaderSize));
         Assert.Equal((SegmentKind.Array, 'l', 8, 3L), (h.Kind, h.TypeCode, h.ElementSize, h.Length));
         Assert.Equal((512L, 24L), (h.DataOffset, h.DataSize));
         Assert.Equal((LockKind.Embedded, 1, 40, 0x1C0, LockType.Recursive), (h.LockKind, h.LockAbi, h.LockSize, h.LockOffset, h.LockType));

@@ -18,8 +18,15 @@ public static class Batch
             e.TryGetProperty("lock_name", out var l) && l.ValueKind == JsonValueKind.String ? l.GetString() : null)).ToList();
     }
 
+    /// <summary>_exit(2): ends the process without ProcessExit handlers (ExitCleanup), as a crash would.</summary>
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "_exit")]
+    private static extern void ExitNow(int status);
+
     public static int Run(string manifest, bool create)
     {
+        // Creator and last-closer segments: disposing them (or ending normally) would unlink them, so
+        // create-batch leaves them as a crash would and ends with _exit.
+        var leftOpen = new List<IDisposable>();
         var results = new List<object>();
         foreach (var entry in ReadManifest(manifest))
         {
@@ -28,7 +35,11 @@ public static class Batch
             {
                 if (create)
                 {
-                    foreach (var d in VectorCommands.Create(vector, entry.Name, entry.LockName, keep: true)) d.Dispose();
+                    var created = VectorCommands.Create(vector, entry.Name, entry.LockName, keep: true);
+                    if (vector.Lifetime == SegmentLifetime.Persistent)
+                        foreach (var d in created) d.Dispose();
+                    else
+                        leftOpen.AddRange(created);
                     results.Add(new { id = vector.Id, ok = true, errors = Array.Empty<string>(), values = Array.Empty<string>(), pid = Environment.ProcessId });
                 }
                 else
@@ -43,6 +54,11 @@ public static class Batch
             }
         }
         Json.Emit(new { results });
+        if (leftOpen.Count > 0)
+        {
+            Console.Out.Flush();
+            ExitNow(0);
+        }
         return 0;
     }
 }

@@ -22,7 +22,11 @@ public static class Classify
     {
         try
         {
-            using var segment = SharedSegment.Open(name, timeout);
+            // Only looking (never joining a last-closer segment: the first classifier would remove it);
+            // an external lock's segment is then checked by opening (section 6.2 step 7).
+            var header = SharedSegment.ReadHeader(name, new OpenOptions { ReadyTimeout = timeout });
+            if (header.LockKind == LockKind.External)
+                using (SharedSegment.Open(name, timeout)) { }
             return "ok";
         }
         catch (NotASharedBridgeSegmentException) { return "not-sharedbridge"; }

@@ -13,6 +13,8 @@ namespace SharedBridge.CrossDriver
                    csharp-driver create-batch|verify-batch|classify-batch MANIFEST
                    csharp-driver worker SCENARIO ARGS...
                    csharp-driver parent SCENARIO BASE --child ARGV_JSON [--child ARGV_JSON ...]
+                   csharp-driver hold create NAME LIFETIME | hold open NAME
+                   csharp-driver reap PREFIX [--dry-run]
             """;
 
         public static int Run(string[] args)
@@ -47,6 +49,10 @@ namespace SharedBridge.CrossDriver
                     return Batch.Run(args[1], create: args[0] == "create-batch");
                 case "worker":
                     return Scenarios.Worker(args[1], args[2..]);
+                case "hold" when args.Length >= 3:
+                    return LifetimeCommands.Hold(args[1], args[2], args.Length > 3 ? args[3] : "creator");
+                case "reap":
+                    return LifetimeCommands.Reap(args[1], args.Contains("--dry-run"));
                 case "parent":
                 {
                     var children = new List<IReadOnlyList<string>>();

@@ -22,6 +22,12 @@ public sealed class Vector
     /// <summary>The type_name writers record (docs/format.md section 4.1): "type_name" when the vector
     /// gives it, else the structure's name.</summary>
     public string? TypeName { get; init; }
+    /// <summary>The segment lifetime (docs/format.md section 8); default Persistent: a producer of the
+    /// suite leaves its segments for consumers that start after it ended.</summary>
+    public SegmentLifetime Lifetime { get; init; } = SegmentLifetime.Persistent;
+
+    /// <summary>The vector names its lifetime (else the producer chose: host Creator, batch Persistent).</summary>
+    public bool LifetimeGiven { get; init; }
     public int Length { get; init; }
     public JsonElement Values { get; init; }
 
@@ -34,6 +40,14 @@ public sealed class Vector
         {
             Id = root.GetProperty("id").GetString()!,
             Object = root.GetProperty("object").GetString()!,
+            LifetimeGiven = root.TryGetProperty("lifetime", out _),
+            Lifetime = root.TryGetProperty("lifetime", out var lifetime) ? lifetime.GetString() switch
+            {
+                "creator" => SegmentLifetime.Creator,
+                "last-closer" => SegmentLifetime.LastCloser,
+                "persistent" => SegmentLifetime.Persistent,
+                var other => throw new FormatException($"unknown lifetime '{other}'"),
+            } : SegmentLifetime.Persistent,
             TypeCode = root.TryGetProperty("typecode", out var tc) ? tc.GetString()![0] : '\0',
             LockKind = lockSpec.GetProperty("kind").GetString()!,
             LockType = lockSpec.TryGetProperty("type", out var lt) ? lt.GetString() : null,

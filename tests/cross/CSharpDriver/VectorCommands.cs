@@ -6,33 +6,35 @@ namespace SharedBridge.CrossDriver;
 public static class VectorCommands
 {
     /// <summary>Creates the vector's segment (and its lock segment for an external lock);
-    /// returns every object to keep alive, the lock segment last.</summary>
+    /// returns every object to keep alive, the lock segment last. keep: with the vector's lifetime;
+    /// otherwise with lifetime Creator.</summary>
     public static List<IDisposable> Create(Vector vector, string name, string? lockName, bool keep)
     {
+        var lifetime = keep ? vector.Lifetime : SegmentLifetime.Creator;
         var created = new List<IDisposable>();
         try
         {
             if (vector.Object == "lock")
             {
-                created.Add(CreateLock(vector, name, keep));
+                created.Add(CreateLock(vector, name, lifetime));
                 return created;
             }
             SharedLock? sharedLock = null;
             if (vector.LockKind == "external")
             {
-                sharedLock = CreateLock(vector, lockName ?? throw new ArgumentException("an external-lock vector needs --lock-name"), keep);
+                sharedLock = CreateLock(vector, lockName ?? throw new ArgumentException("an external-lock vector needs --lock-name"), lifetime);
                 created.Add(sharedLock);
             }
             if (vector.IsSync)
             {
-                created.Insert(0, CreateSync(vector, name, sharedLock, new SegmentOptions { KeepOnDispose = keep }));
+                created.Insert(0, CreateSync(vector, name, sharedLock, new SegmentOptions { Lifetime = lifetime }));
                 return created;
             }
             var options = new SegmentOptions
             {
                 Synchronized = vector.LockKind != "none",
                 SharedLock = sharedLock,
-                KeepOnDispose = keep,
+                Lifetime = lifetime,
                 TypeCode = vector.Object == "chararray" || vector.TypeCode == 'T' ? null : vector.TypeCode,
             };
             created.Insert(0, vector.Object switch
@@ -77,14 +79,17 @@ public static class VectorCommands
         return new Result(errors.Count == 0, errors, values);
     }
 
-    private static SharedLock CreateLock(Vector vector, string name, bool keep) =>
-        SharedLock.Create(name, new SegmentOptions { KeepOnDispose = keep, RecursiveLock = vector.LockType == "rlock" });
+    private static SharedLock CreateLock(Vector vector, string name, SegmentLifetime lifetime) =>
+        SharedLock.Create(name, new SegmentOptions { Lifetime = lifetime, RecursiveLock = vector.LockType == "rlock" });
 
     public sealed record Result(bool Ok, IReadOnlyList<string> Errors, IReadOnlyList<string> Values);
 
     public static Result Verify(Vector vector, string name, string? lockName)
     {
         var errors = new List<string>();
+        // A last-closer segment nobody else holds is removed by the first open that is disposed:
+        // hold it for the whole check (the last dispose, at the end, then removes it).
+        using var hold = vector.Lifetime == SegmentLifetime.LastCloser ? SharedSegment.Open(name) : null;
         CheckHeader(vector, name, lockName, errors);
         if (vector.Object == "lock")
         {
@@ -134,6 +139,7 @@ public static class VectorCommands
         int lockKind = vector.LockKind switch { "none" => 0, "embedded" => 1, _ => 2 };
         Expect(errors, "lock kind", lockKind, Convert.ToInt32(h.LockKind));
         if (vector.LockKind == "external") Expect(errors, "lock name", lockName ?? "", h.LockName ?? "");
+        if (vector.LifetimeGiven) Expect(errors, "lifetime", vector.Lifetime, h.Lifetime);
     }
 
     /// <summary>A Lock refuses a second acquire by its holder; an RLock grants it.</summary>

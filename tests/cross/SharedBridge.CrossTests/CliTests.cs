@@ -247,6 +247,41 @@ public sealed partial class CliTests : CrossTestBase
         Assert.That(again.Stderr, Does.Contain(name));
     }
 
+    /// <summary>A killed maker (the drivers' `hold create`, SIGKILL) leaves a creator, a last-closer and a
+    /// persistent segment: both CLIs' dry runs report the first two with the same reasons, the other language's
+    /// CLI removes them with --yes, and the persistent one stays.</summary>
+    [TestCase(CSharp)]
+    [TestCase(Python)]
+    public void BothClisReapWhatAKilledMakerOfTheOtherLanguageLeft(string maker)
+    {
+        string p = NewPrefix();
+        var driver = maker == CSharp ? Driver.CSharp : Driver.Python(Interpreters.Preferred);
+        foreach (var (suffix, lifetime) in new[] { ("c", "creator"), ("l", "last-closer"), ("p", "persistent") })
+        {
+            using var holder = driver.Start("hold", "create", p + suffix, lifetime);
+            Assert.That(holder.ReadLine(Quick), Does.Contain("\"ready\""), holder.Describe());
+            holder.Kill();
+        }
+        JsonNode csLs = Json(Cli(CSharp, "ls", "--json", "--prefix", p));
+        AssertSameJson(csLs, Json(Cli(Python, "ls", "--json", "--prefix", p)), "ls --json");
+        Assert.That(csLs.AsArray().Select(i => ((string)i!["name"]!, (string)i["lifetime"]!, (bool)i["creator_alive"]!)),
+            Is.EqualTo(new[] { (p + "c", "creator", false), (p + "l", "last-closer", false), (p + "p", "persistent", false) }));
+
+        JsonNode dry = Json(Cli(CSharp, "reap", "--prefix", p, "--json"));
+        AssertSameJson(dry, Json(Cli(Python, "reap", "--prefix", p, "--json")), "reap --json (dry run)");
+        Assert.That(dry.AsArray().Select(r => ((string)r!["name"]!, (bool)r["removed"]!)), Is.EqualTo(new[] { (p + "c", false), (p + "l", false) }));
+        Assert.That((string?)dry[0]!["reason"], Does.EndWith("is gone"));
+        Assert.That(Shm.Leftovers(p), Has.Count.EqualTo(3), "a dry run removes nothing");
+
+        string other = maker == CSharp ? Python : CSharp;
+        DriverResult text = Cli(other, "reap", "--prefix", p);
+        Assert.That(text.Stdout, Does.Contain($"would remove {p}l: last-closer: no process holds it open"), text.Describe());
+        JsonNode done = Json(Cli(other, "reap", "--yes", "--prefix", p, "--json"));
+        Assert.That(done.AsArray().Select(r => ((string)r!["name"]!, (bool)r["removed"]!)), Is.EqualTo(new[] { (p + "c", true), (p + "l", true) }));
+        Assert.That(Shm.Leftovers(p), Is.EqualTo(new[] { p + "p" }));
+        Assert.That(Cli(maker, "reap", "--yes", "--prefix", p).Stdout.Trim(), Is.EqualTo("nothing to reap"));
+    }
+
     private static readonly Dictionary<string, string> StatusOfClass = new()
     {
         ["ok"] = "ok", ["corrupt"] = "corrupt", ["not-sharedbridge"] = "foreign",
@@ -301,9 +336,9 @@ public sealed partial class CliTests : CrossTestBase
         (string[] Args, int Code)[] cases =
         [
             ([], 2), (["frobnicate"], 2), (["inspect"], 2), (["inspect", "x", "--data", "-1"], 2), (["inspect", "x", "--data", "many"], 2),
-            (["ls", "--nope"], 2), (["unlink", "a", "b"], 2), (["reset-lock"], 2),
+            (["ls", "--nope"], 2), (["unlink", "a", "b"], 2), (["reset-lock"], 2), (["reap", "NAME"], 2), (["reap", "--yes=1"], 2),
             (["inspect", missing], 1), (["unlink", missing], 1), (["reset-lock", missing], 1), (["inspect", "bad/name"], 1),
-            (["--help"], 0), (["ls", "--help"], 0), (["inspect", "--help"], 0), (["unlink", "--help"], 0), (["reset-lock", "--help"], 0),
+            (["--help"], 0), (["ls", "--help"], 0), (["inspect", "--help"], 0), (["unlink", "--help"], 0), (["reset-lock", "--help"], 0), (["reap", "--help"], 0),
         ];
         foreach (var (args, code) in cases)
             foreach (string cli in new[] { CSharp, Python })
@@ -314,7 +349,7 @@ public sealed partial class CliTests : CrossTestBase
                 if (code == 2) Assert.That(r.Stderr, Does.Contain("usage: sharedbridge").Or.Contain("error:"), r.Describe());
                 if (code == 0) Assert.That(r.Stdout, Does.StartWith("usage: sharedbridge"), r.Describe());
             }
-        foreach (string verb in new[] { "ls", "inspect", "unlink", "reset-lock" })
+        foreach (string verb in new[] { "ls", "inspect", "reap", "unlink", "reset-lock" })
             Assert.That(Cli(CSharp, "--help").Stdout + Cli(Python, "--help").Stdout, Does.Contain(verb));
         Assert.That(Cli(CSharp, "--help").Stdout, Does.Contain("demo"));
     }

@@ -28,19 +28,19 @@ public static class LsCommand
         }
         var rows = new List<string[]>
         {
-            new[] { "NAME", "KIND", "TYPE", "LENGTH", "BYTES", "LOCK", "LOCK STATE", "RECOVERIES", "STATE", "CREATOR", "MAPPED BY", "AGE" },
+            new[] { "NAME", "KIND", "TYPE", "LENGTH", "BYTES", "LOCK", "LOCK STATE", "RECOVERIES", "STATE", "LIFETIME", "CREATOR", "MAPPED BY", "AGE" },
         };
         foreach (var i in infos)
         {
             if (i.Status != SegmentStatus.Ok)
             {
                 rows.Add([i.Name, "-", "-", "-", TextOutput.Text(i.Bytes), "-", "-", "-",
-                    i.State is { } s ? Words.State(s) : Words.Status(i.Status), "-", TextOutput.Pids(i.MappedBy), "-", i.Reason ?? ""]);
+                    i.State is { } s ? Words.State(s) : Words.Status(i.Status), "-", "-", TextOutput.Pids(i.MappedBy), "-", i.Reason ?? ""]);
                 continue;
             }
             rows.Add([i.Name, Words.Kind(i.Kind!.Value), i.ElementType is { Length: > 0 } t ? t : "-", $"{i.Length}", $"{i.Bytes}",
                 TextOutput.LockText(i), TextOutput.LockStateText(i), TextOutput.Text(i.Recoveries), Words.State(i.State!.Value),
-                TextOutput.CreatorText(i), TextOutput.Pids(i.MappedBy), TextOutput.AgeText(i.Age!.Value)]);
+                Words.Lifetime(i.Lifetime!.Value), TextOutput.CreatorText(i), TextOutput.Pids(i.MappedBy), TextOutput.AgeText(i.Age!.Value)]);
         }
         Console.WriteLine(TextOutput.Table(rows));
         return 0;
@@ -75,6 +75,45 @@ public static class InspectCommand
         if (info.Status == SegmentStatus.Ok) return 0;
         Console.Error.WriteLine($"{Commands.Prog} inspect: {name}: {Words.Status(info.Status)}: {info.Reason}");
         return 1;
+    }
+}
+
+/// <summary>`sharedbridge reap [--yes] [--prefix P] [--json]`: a dry run unless --yes (SegmentReaper.Reap).</summary>
+public static class ReapCommand
+{
+    private const string Help = """
+        usage: sharedbridge reap [-h] [--yes] [--prefix PREFIX] [--json]
+
+        Remove the SharedBridge segments that are garbage (docs/format.md section 8): a 'creator' segment whose
+        creator is gone, a 'last-closer' segment that no process holds open. Persistent, version-1, corrupt,
+        foreign and other users' objects are never touched. A dry run unless --yes.
+
+        options:
+          -h, --help       show this help message and exit
+          --yes            really remove them
+          --prefix PREFIX  only names starting with PREFIX
+          --json           one JSON array (docs/cli.md)
+        """;
+
+    public static int Run(string[] args)
+    {
+        var a = Arguments.Parse(args, ["--yes", "--json"], ["--prefix"], 0);
+        if (a.Help) { Console.WriteLine(Help); return 0; }
+        bool yes = a.Has("--yes");
+        var reaped = SegmentReaper.Reap(dryRun: !yes, prefix: a.Value("--prefix"));
+        if (a.Has("--json"))
+        {
+            Console.WriteLine(SegmentJson.Write(new System.Text.Json.Nodes.JsonArray(reaped.Select(r => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonObject
+            {
+                ["name"] = r.Name, ["reason"] = r.Reason, ["removed"] = r.Removed,
+            }).ToArray())));
+            return 0;
+        }
+        foreach (var r in reaped) Console.WriteLine($"{(r.Removed ? "removed" : "would remove")} {r.Name}: {r.Reason}");
+        Console.WriteLine(reaped.Count == 0 ? "nothing to reap"
+            : yes ? $"removed {reaped.Count} segment(s)"
+            : $"dry run: {reaped.Count} segment(s) would be removed; run `sharedbridge reap --yes` to remove them");
+        return 0;
     }
 }
 

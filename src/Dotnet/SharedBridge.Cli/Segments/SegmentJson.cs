@@ -27,6 +27,7 @@ internal static class SegmentJson
         ["lock_holder_pid"] = i.LockHolderPid,
         ["recoveries"] = i.Recoveries,
         ["state"] = i.State is { } s ? Words.State(s) : null,
+        ["lifetime"] = i.Lifetime is { } lt ? Words.Lifetime(lt) : null,
         ["creator_pid"] = i.CreatorPid,
         ["creator_start_time"] = i.CreatorStartTime,
         ["creator_alive"] = i.CreatorAlive,
@@ -56,6 +57,7 @@ internal static class SegmentJson
             ["lock_size"] = h.LockSize,
             ["lock_offset"] = h.LockOffset,
             ["lock_type"] = (int)h.LockType,
+            ["lifetime_code"] = (int)h.Lifetime,
             ["type_name"] = h.TypeName,
             ["lock_name"] = h.LockName,
             ["creator_pid"] = h.CreatorPid,
@@ -123,6 +125,13 @@ internal static class Words
         SharedBridge.LockState.OwnerDead => "owner dead",
         SharedBridge.LockState.NotRecoverable => "not recoverable",
         _ => "corrupt",
+    };
+
+    internal static string Lifetime(SegmentLifetime l) => l switch
+    {
+        SegmentLifetime.Creator => "creator",
+        SegmentLifetime.LastCloser => "last-closer",
+        _ => "persistent",
     };
 
     internal static string State(int s) => s switch { 0 => "initializing", 1 => "ready", 2 => "retired", _ => "corrupt" };

@@ -51,7 +51,8 @@ internal static class TextOutput
             o.AddRange([
                 $"kind: {Words.Kind(i.Kind!.Value)}", $"element type: {(i.ElementType is { Length: > 0 } t ? t : "-")}",
                 $"length: {i.Length}", $"bytes: {i.Bytes}", $"lock: {LockText(i)}", $"lock state: {LockStateText(i)}",
-                $"recoveries: {Text(i.Recoveries)}", $"state: {Words.State(i.State!.Value)}", $"creator: {CreatorText(i)}",
+                $"recoveries: {Text(i.Recoveries)}", $"state: {Words.State(i.State!.Value)}",
+                $"lifetime: {Words.Lifetime(i.Lifetime!.Value)}", $"creator: {CreatorText(i)}",
                 $"age: {AgeText(i.Age!.Value)}",
             ]);
         }

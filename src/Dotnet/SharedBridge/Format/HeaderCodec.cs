@@ -14,14 +14,17 @@ internal sealed record HeaderSpec(
     LockType LockType,
     string LockName,
     string TypeName,
-    IReadOnlyList<StructField> Fields)
+    IReadOnlyList<StructField> Fields,
+    SegmentLifetime Lifetime = SegmentLifetime.Creator)
 {
+    /// <summary>compat_version a version-2 writer records (section 6.3): 2 for last-closer (a
+    /// version-1 reader would not take part in its protocol) and for the synchronization kinds (a
+    /// version-1 reader does not know them), otherwise 1.</summary>
+    internal int CompatVersion => IsSync(Kind) ? SyncVersion : HeaderCodec.CompatVersionFor(Lifetime);
+
     internal int HeaderSize => HeaderSizeFor(Fields.Count);
     internal long DataSize => checked(ElementSize * ElementCount);
     internal long TotalSize => checked(HeaderSize + DataSize);
-
-    /// <summary>The format version the writer records: 2 for the synchronization kinds (section 10), else 1.</summary>
-    internal ushort Version => IsSync(Kind) ? (ushort)SyncVersion : (ushort)1;
 
     internal static bool IsSync(SegmentKind kind) => kind is >= SegmentKind.Event and <= SegmentKind.Barrier;
 }
@@ -35,8 +38,8 @@ internal static class HeaderCodec
     {
         // One 8-byte store: a reader never sees half a magic (it would take the name for another program's).
         BinaryPrimitives.WriteUInt64LittleEndian(header[Magic..], BinaryPrimitives.ReadUInt64LittleEndian(MagicBytes));
-        BinaryPrimitives.WriteUInt16LittleEndian(header[HeaderLayout.Version..], spec.Version);
-        BinaryPrimitives.WriteUInt16LittleEndian(header[CompatVersion..], spec.Version);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[HeaderLayout.Version..], FormatVersion);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[CompatVersion..], (ushort)spec.CompatVersion);
         BinaryPrimitives.WriteUInt32LittleEndian(header[HeaderLayout.HeaderSize..], (uint)spec.HeaderSize);
         header[Kind] = (byte)spec.Kind;
         header[HeaderLayout.TypeCode] = (byte)spec.TypeCode;
@@ -53,6 +56,7 @@ internal static class HeaderCodec
             BinaryPrimitives.WriteUInt32LittleEndian(header[LockOffset..], HeaderLayout.Mutex);
             header[HeaderLayout.LockType] = (byte)spec.LockType;
         }
+        header[HeaderLayout.Lifetime] = (byte)spec.Lifetime;
         if (spec.Fields.Count > 0)
         {
             BinaryPrimitives.WriteUInt16LittleEndian(header[FieldEntrySizeField..], FieldEntrySize);
@@ -75,6 +79,25 @@ internal static class HeaderCodec
             BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryItemSize..], (uint)f.ItemSize);
             BinaryPrimitives.WriteInt32LittleEndian(entry[EntryParent..], f.Parent);
         }
+    }
+
+    internal static int CompatVersionFor(SegmentLifetime lifetime) => lifetime == SegmentLifetime.LastCloser ? 2 : 1;
+
+    /// <summary>The lifetime byte (0x039) of a validated version/compat pair: reserved (ignored, so
+    /// <see cref="SegmentLifetime.Creator"/>) in version 1; 0-2 from version 2 on, and last-closer
+    /// only with compat_version 2 or more.</summary>
+    private static SegmentLifetime ParseLifetime(string name, ReadOnlySpan<byte> h)
+    {
+        int version = BinaryPrimitives.ReadUInt16LittleEndian(h[HeaderLayout.Version..]);
+        if (version < 2) return SegmentLifetime.Creator;
+        byte value = h[HeaderLayout.Lifetime];
+        if (value > (byte)SegmentLifetime.Persistent)
+            throw Corrupt(name, $"lifetime {value} is not 0 (creator), 1 (last-closer) or 2 (persistent)");
+        var lifetime = (SegmentLifetime)value;
+        int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersion..]);
+        if (compat < CompatVersionFor(lifetime))
+            throw Corrupt(name, $"compat_version {compat} for a last-closer segment (must be 2 or more: a version-1 reader would not take part in its protocol)");
+        return lifetime;
     }
 
     /// <summary>CRC-32 over the identity region and the field table (section 3.3).</summary>
@@ -182,6 +205,7 @@ internal static class HeaderCodec
         uint state = BinaryPrimitives.ReadUInt32LittleEndian(h[State..]);
         if (state is not (StateReady or StateRetired))
             throw Corrupt(name, $"state {state} is not 1 (ready) or 2 (retired)");
+        var lifetime = ParseLifetime(name, h);
         uint storedCrc = BinaryPrimitives.ReadUInt32LittleEndian(h[HeaderCrc32..]);
         uint actualCrc = ComputeCrc(h);
         if (storedCrc != actualCrc)
@@ -208,6 +232,7 @@ internal static class HeaderCodec
             LockOffset = lockOffset,
             LockType = lockType,
             LockName = lockName,
+            Lifetime = lifetime,
             TypeName = typeName,
             Fields = fields,
             CreatorPid = PidOrZero(BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPid..])),

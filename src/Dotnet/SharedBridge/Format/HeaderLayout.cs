@@ -6,8 +6,8 @@ internal static class HeaderLayout
     internal const int FixedSize = 0x200;
     internal const int MaxHeaderSize = 1 << 20;
     internal const int FieldEntrySize = 64;
-    /// <summary>The newest format version this library reads (section 6.3). Writers record their
-    /// own version per kind: 1 for kinds 1-3, <see cref="SyncVersion"/> for kinds 4-7.</summary>
+    /// <summary>The format version this library writes and the newest it reads (section 6.3).
+    /// <see cref="SyncVersion"/> is the lowest compat_version of the synchronization kinds 4-7.</summary>
     internal const int FormatVersion = 2;
     internal const int SyncVersion = 2;
     internal const int SyncWords = 16;
@@ -29,6 +29,7 @@ internal static class HeaderLayout
     internal const int LockSize = 0x032;
     internal const int LockOffset = 0x034;
     internal const int LockType = 0x038;
+    internal const int Lifetime = 0x039;
     internal const int FieldEntrySizeField = 0x03A;
     internal const int FieldCount = 0x03C;
     internal const int FieldTableOffset = 0x040;

@@ -46,6 +46,18 @@ public enum LockType : byte
     ErrorChecking = 2,
 }
 
+/// <summary>Who removes a segment's name, and when (header field <c>lifetime</c>, docs/format.md section 8).</summary>
+public enum SegmentLifetime : byte
+{
+    /// <summary>The creator unlinks it when it disposes it or exits (the default).</summary>
+    Creator = 0,
+    /// <summary>The last process that has it open unlinks it when it disposes it or exits, in whatever
+    /// order the processes go, crashes included (every opener holds a shared <c>flock</c> on it).</summary>
+    LastCloser = 1,
+    /// <summary>Never unlinked implicitly (<see cref="SegmentOptions.KeepOnDispose"/>).</summary>
+    Persistent = 2,
+}
+
 /// <summary>One entry of a structure's field table (docs/format.md section 4).</summary>
 /// <param name="Name">Field name (ASCII identifier, at most 31 bytes).</param>
 /// <param name="TypeCode">Typecode of the field's items, or 'T' for a nested structure.</param>
@@ -110,6 +122,9 @@ public sealed class SegmentHeader
     public DateTimeOffset CreatedAt { get; internal init; }
     /// <summary>Creation time as recorded: nanoseconds since the Unix epoch (<see cref="CreatedAt"/> keeps 100 ns ticks).</summary>
     public long CreatedUnixNanoseconds { get; internal init; }
+    /// <summary>Who removes the name, and when. A version-1 segment reports <see cref="SegmentLifetime.Creator"/>:
+    /// version 1 did not record whether it was kept.</summary>
+    public SegmentLifetime Lifetime { get; internal init; }
     /// <summary>1 ready, 2 retired (the creator has unlinked the name), at open time.</summary>
     public int State { get; internal init; }
     /// <summary>The stored CRC-32 of the immutable bytes.</summary>

@@ -14,12 +14,13 @@ namespace SharedBridge;
 /// </summary>
 public static class SegmentCleanup
 {
-    /// <summary>Retires and unlinks every segment this process created and has neither kept
-    /// (<see cref="SegmentOptions.KeepOnDispose"/>) nor disposed yet; never throws. Objects still open
-    /// keep working on their mapping, but their names are gone. Returns how many segments were released.</summary>
+    /// <summary>Retires and unlinks every <see cref="SegmentLifetime.Creator"/> segment this process created
+    /// and has not disposed yet, and leaves every <see cref="SegmentLifetime.LastCloser"/> segment it holds
+    /// (created or opened: the last holder unlinks it); never throws. Objects still open keep working on
+    /// their mapping. Returns how many segments were released.</summary>
     public static int ReleaseCreatedSegments() => ExitCleanup.CleanUp();
 
-    /// <summary>How many created, not kept segments would be released now.</summary>
+    /// <summary>How many segments would be released now (created creator-lifetime ones, held last-closer ones).</summary>
     public static int CreatedSegmentCount => ExitCleanup.OwnedCount;
 
     /// <summary>True (the default) while SharedBridge handles SIGTERM, SIGINT and SIGHUP to unlink its

@@ -66,7 +66,7 @@ public static class SegmentDirectory
         try
         {
             SegmentName.Validate(name);
-            segment = MappedSegment.Open(name, TimeSpan.Zero, allowOtherOwner: false);
+            segment = MappedSegment.OpenOnce(name, TimeSpan.Zero, allowOtherOwner: false); // look only: never joins a lifetime
         }
         catch (SegmentNotFoundException)
         {
@@ -104,7 +104,7 @@ public static class SegmentDirectory
             Name = segment.Name, Status = SegmentStatus.Ok, Kind = h.Kind, TypeCode = h.TypeCode, TypeName = h.TypeName,
             Length = h.Length, Bytes = size, Lock = h.LockKind, LockName = h.LockKind == LockKind.External ? h.LockName : null,
             LockState = lockState, LockProblem = problem, LockHolderPid = holder, Recoveries = recoveries,
-            State = segment.LiveState, CreatorPid = h.CreatorPid, CreatorStartTime = h.CreatorStartTime,
+            State = segment.LiveState, Lifetime = h.Lifetime, CreatorPid = h.CreatorPid, CreatorStartTime = h.CreatorStartTime,
             CreatorAlive = h.CreatorIsRunning(), CreatedUnixNanoseconds = h.CreatedUnixNanoseconds,
             Age = TimeSpan.FromTicks(Math.Max(0, ProcessInfo.UnixNanosecondsNow() - h.CreatedUnixNanoseconds) / 100),
             Header = h, Elements = ReadElements(segment, data),
@@ -129,7 +129,7 @@ public static class SegmentDirectory
         MappedSegment lockSegment;
         try
         {
-            lockSegment = MappedSegment.Open(h.LockName, TimeSpan.Zero, allowOtherOwner: false);
+            lockSegment = MappedSegment.OpenOnce(h.LockName, TimeSpan.Zero, allowOtherOwner: false);
         }
         catch (SegmentNotFoundException) { return (null, "missing", null, null); }
         catch (Exception e) when (e is SharedBridgeException or IOException or UnauthorizedAccessException)

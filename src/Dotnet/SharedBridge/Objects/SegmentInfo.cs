@@ -61,6 +61,8 @@ public sealed class SegmentInfo
     public long? Recoveries { get; internal init; }
     /// <summary>The state word read now: 0 initializing, 1 ready, 2 retired.</summary>
     public int? State { get; internal init; }
+    /// <summary>Who removes the name, and when (docs/format.md section 8).</summary>
+    public SegmentLifetime? Lifetime { get; internal init; }
     /// <summary>The creator's pid.</summary>
     public int? CreatorPid { get; internal init; }
     /// <summary>The creator's start time (clock ticks after boot, 0 if unknown).</summary>

@@ -3,7 +3,7 @@ namespace SharedBridge;
 
 /// <summary>
 /// Options for creating a segment. Defaults: synchronized by an embedded robust recursive lock,
-/// mode 0600, unlinked when the creating object is disposed.
+/// mode 0600, lifetime <see cref="SegmentLifetime.Creator"/> (unlinked when the creating object is disposed).
 /// </summary>
 public sealed class SegmentOptions
 {
@@ -18,9 +18,11 @@ public sealed class SegmentOptions
     /// <param name="mode">See <see cref="Mode"/>; null for 0600.</param>
     /// <param name="keepOnDispose">See <see cref="KeepOnDispose"/>.</param>
     /// <param name="recursiveLock">See <see cref="RecursiveLock"/>.</param>
+    /// <param name="lifetime">See <see cref="Lifetime"/>; null for the default (or Persistent with keepOnDispose).</param>
     public SegmentOptions(bool synchronized = true, SharedLock? sharedLock = null, char? typeCode = null,
-        UnixFileMode? mode = null, bool keepOnDispose = false, bool recursiveLock = true)
+        UnixFileMode? mode = null, bool keepOnDispose = false, bool recursiveLock = true, SegmentLifetime? lifetime = null)
     {
+        _lifetime = lifetime;
         Synchronized = synchronized;
         SharedLock = sharedLock;
         TypeCode = typeCode;
@@ -41,8 +43,31 @@ public sealed class SegmentOptions
     /// <summary>Permission bits of the shared-memory object (applied exactly, regardless of the umask).</summary>
     public UnixFileMode Mode { get; init; } = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
-    /// <summary>True leaves the segment in place when the creating object is disposed or the process exits.</summary>
+    /// <summary>True leaves the segment in place when the creating object is disposed or the process exits:
+    /// an alias of <see cref="Lifetime"/> = <see cref="SegmentLifetime.Persistent"/> (setting both to
+    /// different lifetimes is refused when the segment is created).</summary>
     public bool KeepOnDispose { get; init; }
+
+    private readonly SegmentLifetime? _lifetime;
+
+    /// <summary>Who removes the name, and when (docs/api.md, "Lifetimes"): <see cref="SegmentLifetime.Creator"/>
+    /// (default), <see cref="SegmentLifetime.LastCloser"/> or <see cref="SegmentLifetime.Persistent"/>.</summary>
+    public SegmentLifetime Lifetime
+    {
+        get => _lifetime ?? (KeepOnDispose ? SegmentLifetime.Persistent : SegmentLifetime.Creator);
+        init => _lifetime = value;
+    }
+
+    /// <summary>The lifetime to record; throws for contradictory options or an undefined value.</summary>
+    internal SegmentLifetime ResolveLifetime()
+    {
+        if (_lifetime is { } chosen && !Enum.IsDefined(chosen))
+            throw new ArgumentException($"Lifetime {(int)chosen} is not a SegmentLifetime (Creator, LastCloser or Persistent).", "options");
+        if (KeepOnDispose && _lifetime is { } explicitLifetime && explicitLifetime != SegmentLifetime.Persistent)
+            throw new ArgumentException(
+                $"Contradictory options: KeepOnDispose = true means Lifetime = Persistent, but Lifetime = {explicitLifetime} was given; set only one of them.", "options");
+        return Lifetime;
+    }
 
     /// <summary>The embedded lock's type: recursive like RLock (default), or false for an error-checking
     /// non-recursive lock like Python's Lock (locking it twice from one thread throws).</summary>

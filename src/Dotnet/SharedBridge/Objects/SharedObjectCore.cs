@@ -68,8 +68,8 @@ internal sealed class SharedObjectCore
         {
             var spec = new HeaderSpec(kind, typeCode, elementSize, count, lockKind,
                 lockKind == LockKind.Embedded ? (options.RecursiveLock ? LockType.Recursive : LockType.ErrorChecking) : LockType.None,
-                lockName, typeName, fields);
-            var segment = MappedSegment.Create(name, spec, options.Mode, options.KeepOnDispose, initial);
+                lockName, typeName, fields, options.ResolveLifetime());
+            var segment = MappedSegment.Create(name, spec, options.Mode, initial);
             return new SharedObjectCore(owner, segment, lockSegment);
         }
         catch
@@ -117,13 +117,21 @@ internal sealed class SharedObjectCore
     private readonly bool _shared;
 
     /// <summary>The options resolved to what the mapping layer takes (the name is checked first, as ever).</summary>
-    private static MappedSegment OpenMapped(string name, OpenOptions options)
+    private static MappedSegment OpenMapped(string name, OpenOptions options, bool join = true)
     {
         SegmentName.Validate(name);
         TimeSpan timeout = options.ReadyTimeout ?? TimeSpan.FromSeconds(5);
         if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
             throw new ArgumentOutOfRangeException(nameof(options), timeout, "The ready timeout must be non-negative.");
-        return MappedSegment.Open(name, timeout, options.AllowOtherOwner);
+        return MappedSegment.Open(name, timeout, options.AllowOtherOwner, join);
+    }
+
+    /// <summary>The validated header of <paramref name="name"/>, opened without joining its lifetime.</summary>
+    internal static SegmentHeader ReadHeader(string name, OpenOptions options)
+    {
+        var segment = OpenMapped(name, options, join: false);
+        try { return segment.Header; }
+        finally { segment.Release(); }
     }
 
     private static MappedSegment OpenLockSegment(SegmentHeader header, OpenOptions options)

@@ -27,6 +27,14 @@ public sealed unsafe class SharedSegment : IDisposable
     public static SharedSegment Open(string name, OpenOptions options) =>
         new(SharedObjectCore.Open(OwnerName, name, options ?? throw new ArgumentNullException(nameof(options)), _ => null));
 
+    /// <summary>Reads and validates the header of segment <paramref name="name"/> without keeping it open:
+    /// looking never takes part in a segment's lifetime (a last-closer segment is neither held nor removed;
+    /// docs/format.md section 8). For tools (the CLI's ls and inspect). The external lock segment is not opened.</summary>
+    /// <param name="name">Segment name.</param>
+    /// <param name="options">How long to wait for the creator, and whether another user's segment is accepted.</param>
+    public static SegmentHeader ReadHeader(string name, OpenOptions? options = null) =>
+        SharedObjectCore.ReadHeader(name, options ?? OpenOptions.Default);
+
     /// <summary>Removes a segment name (explicit unlink; memory stays mapped for processes using it).</summary>
     /// <exception cref="SegmentNotFoundException">No such segment.</exception>
     public static void Unlink(string name) => MappedSegment.UnlinkByName(name);

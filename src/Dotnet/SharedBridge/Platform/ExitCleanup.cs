@@ -6,7 +6,8 @@ using System.Runtime.InteropServices;
 namespace SharedBridge.Platform;
 
 /// <summary>
-/// Retires and unlinks the segments this process created (and did not keep) when the process ends:
+/// Retires and unlinks the creator-lifetime segments this process created, and leaves the last-closer
+/// segments it holds (created or opened; the last holder unlinks, docs/format.md section 8), when the process ends:
 /// a normal exit (<see cref="AppDomain.ProcessExit"/>), SIGTERM, SIGINT or SIGHUP, or an unhandled
 /// exception. It never changes how the process ends: a signal's default action still follows (the
 /// process dies by that signal, same exit status), an ignored signal stays ignored, and an unhandled
@@ -41,7 +42,7 @@ internal static class ExitCleanup
         Justification = "Signal handlers must be registered before the application's own ones to see their Cancel.")]
     internal static void InstallEarly() => InstallSignalHandlers();
 
-    /// <summary>Adds a segment this process created and must clean up.</summary>
+    /// <summary>Adds a segment this process created and must clean up, or a last-closer segment it holds.</summary>
     internal static void Register(MappedSegment segment)
     {
         Owned.TryAdd(segment, 0);

@@ -11,6 +11,14 @@ namespace SharedBridge.Platform;
 /// descriptor, the mapping and the pointer into it. Reference counted: every public object using
 /// the segment and every held lock keeps one reference; the mapping goes when the last one does.
 /// </summary>
+/// <remarks>
+/// A last-closer segment (docs/format.md section 8) is joined by every process that creates or
+/// opens it: a shared <c>flock</c> on the descriptor, held until the segment is released (dispose,
+/// finalizer, process exit through <see cref="ExitCleanup"/>). Leaving tries to convert it to an
+/// exclusive lock without waiting; the one that gets it is the last: it retires the segment and
+/// unlinks the name. The lock is always released explicitly (<c>LOCK_UN</c>): the kernel drops a
+/// flock only when the open file description's last reference goes, and a mapping is one.
+/// </remarks>
 internal sealed unsafe class MappedSegment
 {
     /// <summary>How often attaching starts over because the object changed size under it.</summary>
@@ -23,6 +31,8 @@ internal sealed unsafe class MappedSegment
     private byte* _base;
     private int _refs = 1;
     private int _unlinked;
+    private int _joined;     // 1 while this object holds the shared flock of a last-closer segment
+    private int _exclusive;  // 1 while the reaper holds the exclusive flock
 
     internal string Name { get; }
     internal SegmentHeader Header { get; private set; } = null!;
@@ -54,8 +64,9 @@ internal sealed unsafe class MappedSegment
 
     // ---------------------------------------------------------------- creation
 
-    internal static MappedSegment Create(string? name, HeaderSpec spec, UnixFileMode mode, bool keep, ReadOnlySpan<byte> initialData)
+    internal static MappedSegment Create(string? name, HeaderSpec spec, UnixFileMode mode, ReadOnlySpan<byte> initialData)
     {
+        bool keep = spec.Lifetime != SegmentLifetime.Creator;
         if (name is not null) SegmentName.Validate(name);
         if (spec.TypeName.Length >= TypeNameWidth) throw new InvalidOperationException("type name too long");
         long total = spec.TotalSize;
@@ -70,6 +81,9 @@ internal sealed unsafe class MappedSegment
             }
             try
             {
+                // Joined before anything is written: nobody else can hold the lock yet (never waits).
+                if (spec.Lifetime == SegmentLifetime.LastCloser && Interop.Flock(fd, Interop.LOCK_SH) != 0)
+                    throw OsError($"flock on \"{actual}\" failed", System.Runtime.InteropServices.Marshal.GetLastPInvokeError());
                 return Initialize(actual, fd, spec, mode, keep, total, initialData);
             }
             catch
@@ -117,6 +131,7 @@ internal sealed unsafe class MappedSegment
 
             segment.Header = HeaderCodec.Parse(name, header, total);
             segment.AttachMutex();
+            if (spec.Lifetime == SegmentLifetime.LastCloser) segment._joined = 1;
             segment.RegisterOwned();
             return segment;
         }
@@ -131,7 +146,59 @@ internal sealed unsafe class MappedSegment
 
     /// <summary>Opens and validates segment <paramref name="name"/>, waiting up to <paramref name="readyTimeout"/>
     /// (non-negative or infinite; the caller checked it) for a creator still initializing it.</summary>
-    internal static MappedSegment Open(string name, TimeSpan readyTimeout, bool allowOtherOwner)
+    /// <summary>Opens segment <paramref name="name"/>; a last-closer segment is joined (section 8) unless
+    /// <paramref name="join"/> is false (only looking: the result takes part in no lifetime).</summary>
+    internal static MappedSegment Open(string name, TimeSpan readyTimeout, bool allowOtherOwner, bool join = true)
+    {
+        for (int attempt = 0; attempt < LastCloserRetries; attempt++)
+        {
+            var segment = OpenOnce(name, readyTimeout, allowOtherOwner);
+            if (!join || segment.Header.Lifetime != SegmentLifetime.LastCloser) return segment;
+            bool joined = false;
+            try { joined = segment.Join(readyTimeout); }
+            finally
+            {
+                if (!joined) segment.Release();
+            }
+            if (joined) return segment;
+        }
+        throw new SegmentNotFoundException(name,
+            $"Segment \"{name}\" was removed by its last closer while this process opened it: it is gone; create it again.");
+    }
+
+    /// <summary>How many times opening starts over when the last closer removed a last-closer segment
+    /// between shm_open and this process's shared flock (docs/format.md section 8).</summary>
+    private const int LastCloserRetries = 3;
+
+    /// <summary>Takes the shared flock of a last-closer segment (polling: a closer or reaper holds the
+    /// exclusive lock only for an instant), then checks the segment is still alive: the name still
+    /// refers to this object and it is not retired. False when it was removed meanwhile.</summary>
+    private bool Join(TimeSpan timeout)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        TimeSpan limit = timeout == Timeout.InfiniteTimeSpan || timeout > TimeSpan.FromMilliseconds(100) ? timeout : TimeSpan.FromMilliseconds(100);
+        while (Interop.Flock(_fd, Interop.LOCK_SH | Interop.LOCK_NB) != 0)
+        {
+            int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            if (errno != Interop.EWOULDBLOCK) throw OsError($"flock on \"{Name}\" failed", errno);
+            if (limit != Timeout.InfiniteTimeSpan && System.Diagnostics.Stopwatch.GetElapsedTime(start) >= limit)
+                throw new SegmentNotReadyException(
+                    $"Segment \"{Name}\" stayed locked exclusively for {limit.TotalSeconds:0.###} s: a process is removing it, or holds its flock for another reason. Retry later.");
+            Thread.Sleep(1);
+        }
+        if (LiveState == (int)StateRetired || !IsStillNamed())
+        {
+            Interop.Flock(_fd, Interop.LOCK_UN);
+            return false;
+        }
+        _joined = 1;
+        ExitCleanup.Register(this);
+        return true;
+    }
+
+    /// <summary>Opens and validates without joining a last-closer segment (Open without its lifetime
+    /// protocol): what tools that only look use (SegmentDirectory).</summary>
+    internal static MappedSegment OpenOnce(string name, TimeSpan readyTimeout, bool allowOtherOwner)
     {
         SegmentName.Validate(name);
         // O_NONBLOCK: a FIFO planted under the name must never block the open.
@@ -418,6 +485,11 @@ internal sealed unsafe class MappedSegment
     /// <summary>RetireAndUnlink for callers that already keep the mapping alive.</summary>
     private void RetireAndUnlinkMapped()
     {
+        if (Interlocked.Exchange(ref _joined, 0) != 0)
+        {
+            LeaveLastCloser();
+            return;
+        }
         if (!IsCreator || KeepOnDispose) return;
         // A fork child inherits the object but never cleans up its parent's segments.
         if (Interop.GetPid() != _creatorPid) return;
@@ -426,12 +498,32 @@ internal sealed unsafe class MappedSegment
         UnlinkIfStillOurs(explicitCall: false);
     }
 
+    /// <summary>The last-closer protocol (section 8): whoever converts its shared flock to an exclusive
+    /// one without waiting is the last process holding the segment: it retires it and unlinks the
+    /// name if the name is still this object. The lock is then released explicitly.</summary>
+    private void LeaveLastCloser()
+    {
+        try
+        {
+            if (Interop.Flock(_fd, Interop.LOCK_EX | Interop.LOCK_NB) == 0 && Interlocked.Exchange(ref _unlinked, 1) == 0)
+            {
+                Volatile.Write(ref *(uint*)(_base + State), StateRetired);
+                UnlinkIfStillOurs(explicitCall: false);
+            }
+        }
+        finally
+        {
+            Interop.Flock(_fd, Interop.LOCK_UN);
+        }
+    }
+
     /// <summary>Explicit unlink: removes the name now; the memory stays mapped.</summary>
     internal void Unlink()
     {
         AddRef();
         try
         {
+            if (Interlocked.Exchange(ref _joined, 0) != 0) Interop.Flock(_fd, Interop.LOCK_UN);
             if (Interlocked.Exchange(ref _unlinked, 1) != 0)
                 throw new SegmentNotFoundException(Name, $"Segment \"{Name}\" has already been unlinked.");
             Volatile.Write(ref *(uint*)(_base + State), StateRetired);
@@ -440,21 +532,27 @@ internal sealed unsafe class MappedSegment
         finally { Release(); }
     }
 
+    /// <summary>True when the name refers now to this object (same device and inode).</summary>
+    private bool IsStillNamed() => IsStillNamed(out _);
+
+    private bool IsStillNamed(out bool nameExists)
+    {
+        using var current = Interop.ShmOpen(SegmentName.ToOsName(Name), Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out _);
+        nameExists = current is not null;
+        return current is not null && Interop.TryFStat(current, out _) is { } st
+               && st.Device == _identity.Device && st.Inode == _identity.Inode;
+    }
+
     private void UnlinkIfStillOurs(bool explicitCall)
     {
         string osName = SegmentName.ToOsName(Name);
         // Never remove a stranger's segment that reused the name after ours was unlinked.
-        using (var current = Interop.ShmOpen(osName, Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out _))
+        if (!IsStillNamed(out bool nameExists))
         {
-            bool ours = current is not null && Interop.TryFStat(current, out _) is { } st
-                        && st.Device == _identity.Device && st.Inode == _identity.Inode;
-            if (!ours)
-            {
-                if (explicitCall)
-                    throw new SegmentNotFoundException(Name,
-                        $"Segment \"{Name}\" no longer exists under that name (someone else unlinked it{(current is null ? "" : " and reused the name")}).");
-                return;
-            }
+            if (explicitCall)
+                throw new SegmentNotFoundException(Name,
+                    $"Segment \"{Name}\" no longer exists under that name (someone else unlinked it{(nameExists ? " and reused the name" : "")}).");
+            return;
         }
         if (Interop.ShmUnlink(osName) != 0)
         {
@@ -481,6 +579,7 @@ internal sealed unsafe class MappedSegment
     private void FreeMappingOnly(bool closeDescriptor = true)
     {
         if (_base == null) return;
+        if (Interlocked.Exchange(ref _exclusive, 0) != 0) Interop.Flock(_fd, Interop.LOCK_UN);
         _base = null;
         _mapping.DangerousRelease();
         _mapping.Dispose();
@@ -488,9 +587,77 @@ internal sealed unsafe class MappedSegment
     }
 
     // A creator's segments are unlinked when the process ends (normal exit, SIGTERM/SIGINT/SIGHUP,
-    // unhandled exception: ExitCleanup), unless kept. Attachers are never registered.
+    // unhandled exception: ExitCleanup), unless kept. Attachers are registered only for last-closer
+    // segments (Join), and so are their creators: every holder runs the protocol when it ends.
     private void RegisterOwned()
     {
-        if (!KeepOnDispose) ExitCleanup.Register(this);
+        if (!KeepOnDispose || _joined != 0) ExitCleanup.Register(this);
+    }
+
+    // ---------------------------------------------------------------- the reaper's view (section 8)
+
+    /// <summary>The names in /dev/shm, sorted (empty if it cannot be listed).</summary>
+    internal static IReadOnlyList<string> ShmNames()
+    {
+        try
+        {
+            var names = Directory.EnumerateFileSystemEntries("/dev/shm").Select(Path.GetFileName).OfType<string>().ToList();
+            names.Sort(StringComparer.Ordinal);
+            return names;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return []; }
+    }
+
+    /// <summary>Opens <paramref name="name"/> for the reaper: a SharedBridge segment this user owns,
+    /// validated like an open without waiting, taking part in no lifetime protocol. Null for anything
+    /// else (invalid name, not a regular file, another owner, not SharedBridge, corrupt, still
+    /// initializing, too new). The caller releases it.</summary>
+    internal static MappedSegment? TryOpenForReap(string name)
+    {
+        try
+        {
+            SegmentName.Validate(name);
+            var info = new FileInfo("/dev/shm/" + name);
+            if (info.LinkTarget is not null || (info.Attributes & (FileAttributes.Directory | FileAttributes.Device)) != 0) return null;
+            var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDWR | Interop.O_NONBLOCK, 0, out _);
+            if (fd is null) return null;
+            try
+            {
+                var identity = FStat(name, fd);
+                if (!identity.IsRegularFile || identity.Uid != Interop.GetEUid())
+                {
+                    fd.Dispose();
+                    return null;
+                }
+                return Attach(name, fd, identity, TimeSpan.Zero);
+            }
+            catch
+            {
+                fd.Dispose();
+                throw;
+            }
+        }
+        catch (Exception e) when (e is SharedBridgeException or IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The reaper's test of a last-closer segment: true when it got the exclusive flock
+    /// without waiting, so that no other process holds the segment open (held until released).</summary>
+    internal bool TryLockExclusive()
+    {
+        if (Interop.Flock(_fd, Interop.LOCK_EX | Interop.LOCK_NB) != 0) return false;
+        _exclusive = 1;
+        return true;
+    }
+
+    /// <summary>The reaper's removal: re-checks that the name is still this object, stores
+    /// state = retired, unlinks. False when the name was replaced or is gone.</summary>
+    internal bool RetireAndUnlinkForReaper()
+    {
+        if (!IsStillNamed()) return false;
+        Volatile.Write(ref *(uint*)(_base + State), StateRetired);
+        return Interop.ShmUnlink(SegmentName.ToOsName(Name)) == 0;
     }
 }

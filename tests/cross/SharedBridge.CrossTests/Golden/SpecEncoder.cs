@@ -78,8 +78,13 @@ public static class SpecEncoder
         Span<byte> h = seg;
 
         "SHBRIDGE"u8.CopyTo(h);
-        U16(h, 0x008, syncKind > 0 ? (ushort)2 : (ushort)1);
-        U16(h, 0x00A, syncKind > 0 ? (ushort)2 : (ushort)1);
+        // lifetime (section 3.1, byte 0x039): the vector's, default persistent; compat_version 2 for
+        // last-closer and the synchronization kinds (section 6.3).
+        string lifetime = vector.TryGetProperty("lifetime", out var lt) ? lt.GetString()! : "persistent";
+        byte lifetimeByte = lifetime switch { "creator" => 0, "last-closer" => 1, "persistent" => 2, _ => throw new FormatException(lifetime) };
+        U16(h, 0x008, 2);
+        U16(h, 0x00A, (ushort)(lifetimeByte == 1 || syncKind > 0 ? 2 : 1));
+        h[0x039] = lifetimeByte;
         U32(h, 0x00C, (uint)headerSize);
         h[0x010] = (byte)(syncKind > 0 ? syncKind : obj switch { "array" or "chararray" => 1, "value" => 2, _ => 3 });
         h[0x011] = (byte)tc;
