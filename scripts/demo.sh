@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a mixed C#/Python pipeline over SharedBridge shared memory, compared with the same
 # work done by Python's own multiprocessing. Builds the CLI if needed, picks /usr/bin/python3 (else
-# python3 on PATH) and runs `sharedbridge-cli demo`, whose exit status is 0 only if every run
+# python3 on PATH) and runs `sharedbridge demo` (the .NET CLI, apphost sharedbridge-cli), whose exit status is 0 only if every run
 # matched the reference and no segment was left behind. Extra arguments go to the demo
 # (for example --count 8000000 --python-workers 3).
 set -euo pipefail

@@ -20,6 +20,7 @@ from ._objects.lifetimes import ReapedSegment, reap
 from ._objects.numpy_view import as_numpy
 from ._objects.raw_object import segment_of
 from ._objects.shared_lock import Lock, RLock, SharedLock, reset_lock
+from ._objects.survey import SegmentInfo, inspect_segment, list_segments
 from ._objects.sharedctypes import Array, RawArray, RawValue, Value, copy
 from ._objects.sync import Barrier, BoundedSemaphore, Condition, Event, Semaphore
 from ._objects.unavailable import UnavailableObject
@@ -88,5 +89,6 @@ __all__ = [
     "UnsupportedTypeError", "SegmentNotReadyError", "LockNotRecoverableError",
     "LockRecoveredWarning", "NotASharedBridgeSegmentError", "CorruptDataError",
     "SegmentPermissionError", "InsufficientMemoryError", "CorruptLockError",
-    "SegmentInUseError", "SegmentTooLargeError", "UnavailableObject",
+    "SegmentInUseError", "SegmentTooLargeError", "UnavailableObject", "SegmentInfo",
+    "list_segments", "inspect_segment",
 ]

@@ -37,8 +37,16 @@ def process_is_running(pid, start_time):
 def processes_mapping(inode):
     """Pids of the processes whose /proc/<pid>/maps show a /dev/shm object with this
     inode mapped (where readable: other users' maps are skipped)."""
-    wanted = str(inode)
-    pids = []
+    return processes_mapping_any({inode}).get(inode, [])
+
+
+def processes_mapping_any(inodes):
+    """{inode: sorted pids} for the /dev/shm objects of *inodes* that some process maps,
+    in one pass over /proc (where readable)."""
+    wanted = {str(i).encode(): i for i in inodes}
+    found = {}
+    if not wanted:
+        return found
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -47,10 +55,25 @@ def processes_mapping(inode):
                 data = f.read()
         except OSError:
             continue
+        seen = set()
         for line in data.split(b"\n"):
             parts = line.split(None, 5)
-            if (len(parts) == 6 and parts[4].decode() == wanted
+            if (len(parts) == 6 and parts[4] in wanted and parts[4] not in seen
                     and parts[5].startswith(b"/dev/shm/")):
-                pids.append(int(entry))
-                break
-    return sorted(pids)
+                seen.add(parts[4])
+                found.setdefault(wanted[parts[4]], []).append(int(entry))
+    for pids in found.values():
+        pids.sort()
+    return found
+
+
+def process_of_thread(tid):
+    """The pid (thread group) of thread *tid*, or 0 if there is no such thread."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

@@ -2,14 +2,14 @@ using SharedBridge.CrossTests.Infrastructure;
 
 namespace SharedBridge.CrossTests;
 
-/// <summary>`make demo` (sharedbridge-cli demo): it succeeds on this machine, and its exit status
+/// <summary>`make demo` (`sharedbridge demo`, the .NET CLI's demo verb): it succeeds on this machine, and its exit status
 /// reports a broken run instead of hiding it.</summary>
 public sealed class DemoTests : CrossTestBase
 {
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
 
     public static IEnumerable<TestCaseData> Cases() =>
-        Interpreters.All.Select(py => new TestCaseData(py.Label).SetName($"{py.Label} | sharedbridge-cli demo: every run matches, nothing left behind"));
+        Interpreters.All.Select(py => new TestCaseData(py.Label).SetName($"{py.Label} | sharedbridge demo: every run matches, nothing left behind"));
 
     [TestCaseSource(nameof(Cases))]
     public void DemoMatchesMultiprocessing(string py)

@@ -16,13 +16,13 @@ public sealed partial class InvalidVectorTests : CrossTestBase
     private static readonly string Dir = Path.Combine(Repo.Root, "tests", "cross", "vectors", "invalid");
     private static readonly Lazy<IReadOnlyDictionary<string, IReadOnlyDictionary<string, string>>> Classes = new(ClassifyAll);
 
-    private sealed record Case(string Id, string Expect, string Rule, long Size, string? Special, string? Lock)
+    internal sealed record Case(string Id, string Expect, string Rule, long Size, string? Special, string? Lock)
     {
         public string Name => "sbinv_" + Id;
         public string LockName => Name + "_l";
     }
 
-    private static IReadOnlyList<Case> Cases => CasesLoaded.Value;
+    internal static IReadOnlyList<Case> Cases => CasesLoaded.Value;
 
     private static readonly Lazy<IReadOnlyList<Case>> CasesLoaded = new(() =>
         Directory.GetFiles(Dir, "*.json").Where(p => !Path.GetFileName(p).StartsWith("companion_", StringComparison.Ordinal)).Order()
@@ -89,7 +89,8 @@ public sealed partial class InvalidVectorTests : CrossTestBase
         }
     }
 
-    private static IEnumerable<string> Materialize(Case c)
+    /// <summary>Puts case <paramref name="c"/> at its fixed name(s), which it returns (hold FixedNamesLock).</summary>
+    internal static IEnumerable<string> Materialize(Case c)
     {
         RemoveAnything(c.Name);
         RemoveAnything(c.LockName);
@@ -127,7 +128,7 @@ public sealed partial class InvalidVectorTests : CrossTestBase
         fs.SetLength(size);
     }
 
-    private static void RemoveAnything(string name)
+    internal static void RemoveAnything(string name)
     {
         string path = Shm.PathOf(name);
         var info = new FileInfo(path);
@@ -142,5 +143,5 @@ public sealed partial class InvalidVectorTests : CrossTestBase
     private static partial int Chown(string path, uint uid, uint gid);
 
     [LibraryImport("libc", EntryPoint = "geteuid")]
-    private static partial uint Geteuid();
+    internal static partial uint Geteuid();
 }

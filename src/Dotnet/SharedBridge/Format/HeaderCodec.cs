@@ -238,6 +238,7 @@ internal static class HeaderCodec
             CreatorPid = PidOrZero(BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPid..])),
             CreatorStartTime = BinaryPrimitives.ReadUInt64LittleEndian(h[CreatorStartTime..]),
             CreatedAt = DateTimeOffset.UnixEpoch.AddTicks(createdNs / 100),
+            CreatedUnixNanoseconds = createdNs,
             State = (int)state,
             HeaderCrc32 = storedCrc,
             RecoveryCount = recoveries > long.MaxValue ? long.MaxValue : (long)recoveries,

@@ -120,6 +120,8 @@ public sealed class SegmentHeader
     public ulong CreatorStartTime { get; internal init; }
     /// <summary>Creation time (UTC).</summary>
     public DateTimeOffset CreatedAt { get; internal init; }
+    /// <summary>Creation time as recorded: nanoseconds since the Unix epoch (<see cref="CreatedAt"/> keeps 100 ns ticks).</summary>
+    public long CreatedUnixNanoseconds { get; internal init; }
     /// <summary>Who removes the name, and when. A version-1 segment reports <see cref="SegmentLifetime.Creator"/>:
     /// version 1 did not record whether it was kept.</summary>
     public SegmentLifetime Lifetime { get; internal init; }

@@ -88,6 +88,8 @@ internal static unsafe partial class Interop
     [LibraryImport(Libc, EntryPoint = "fstat", SetLastError = true)]
     private static partial int FStatRaw(SafeFileHandle fd, byte* buffer);
 
+    [LibraryImport(Libc, EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int LStatRaw(string path, byte* buffer);
     /// <summary>flock(2) on the open file description of <paramref name="fd"/> (docs/format.md section 8).</summary>
     [LibraryImport(Libc, EntryPoint = "flock", SetLastError = true)]
     internal static partial int Flock(SafeFileHandle fd, int operation);
@@ -205,6 +207,24 @@ internal static unsafe partial class Interop
             return null;
         }
         errno = 0;
+        return ParseStat(buffer);
+    }
+
+    /// <summary>lstat of a path (a symbolic link is not followed); null (and the errno) on failure.</summary>
+    internal static FileStat? TryLStat(string path, out int errno)
+    {
+        byte* buffer = stackalloc byte[256];
+        if (LStatRaw(path, buffer) != 0)
+        {
+            errno = Marshal.GetLastPInvokeError();
+            return null;
+        }
+        errno = 0;
+        return ParseStat(buffer);
+    }
+
+    private static FileStat ParseStat(byte* buffer)
+    {
         uint mode = s_genericStatLayout ? *(uint*)(buffer + 16) : *(uint*)(buffer + 24);
         uint uid = s_genericStatLayout ? *(uint*)(buffer + 24) : *(uint*)(buffer + 28);
         return new FileStat(*(ulong*)buffer, *(ulong*)(buffer + 8), *(long*)(buffer + 48), mode, uid);

@@ -196,7 +196,9 @@ internal sealed unsafe class MappedSegment
         return true;
     }
 
-    private static MappedSegment OpenOnce(string name, TimeSpan readyTimeout, bool allowOtherOwner)
+    /// <summary>Opens and validates without joining a last-closer segment (Open without its lifetime
+    /// protocol): what tools that only look use (SegmentDirectory).</summary>
+    internal static MappedSegment OpenOnce(string name, TimeSpan readyTimeout, bool allowOtherOwner)
     {
         SegmentName.Validate(name);
         // O_NONBLOCK: a FIFO planted under the name must never block the open.

@@ -17,7 +17,7 @@ public static class Repo
     /// (built through the ProjectReference with ReferenceOutputAssembly=false).</summary>
     public static string CSharpDriver => BuiltExecutable(Path.Combine(CrossDir, "CSharpDriver"), "csharp-driver");
 
-    /// <summary>sharedbridge-cli (the `make demo` program), built the same way.</summary>
+    /// <summary>The .NET `sharedbridge` CLI (apphost sharedbridge-cli: ls, inspect, unlink, reset-lock, demo), built the same way.</summary>
     public static string Cli => BuiltExecutable(Path.Combine(Root, "src", "Dotnet", "SharedBridge.Cli"), "sharedbridge-cli");
 
     private static string BuiltExecutable(string projectDir, string name)

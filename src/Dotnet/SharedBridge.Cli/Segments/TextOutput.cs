@@ -1,0 +1,90 @@
+using System.Text.Json.Nodes;
+
+namespace SharedBridge.Cli.Segments;
+
+/// <summary>The human-readable forms of ls and inspect, laid out like the Python CLI's.</summary>
+internal static class TextOutput
+{
+    internal static string Table(IReadOnlyList<string[]> rows)
+    {
+        int columns = rows[0].Length;
+        var widths = Enumerable.Range(0, columns).Select(c => rows.Where(r => c < r.Length).Max(r => r[c].Length)).ToArray();
+        return string.Join('\n', rows.Select(r =>
+            string.Join("  ", r.Select((cell, c) => c < columns ? cell.PadRight(widths[c]) : cell)).TrimEnd()));
+    }
+
+    internal static string Text(object? v) => v?.ToString() ?? "-";
+
+    internal static string Pids(IReadOnlyList<int> pids) => pids.Count == 0 ? "-" : string.Join(',', pids);
+
+    internal static string LockText(SegmentInfo i) => i.Lock == LockKind.External ? $"-> {i.LockName}" : Words.Lock(i.Lock!.Value);
+
+    internal static string LockStateText(SegmentInfo i) => Words.LockState(i) switch
+    {
+        null => "-",
+        "held" when i.LockHolderPid is { } pid => $"held by pid {pid}",
+        "owner dead" => "owner dead: will be recovered",
+        var word => word,
+    };
+
+    internal static string CreatorText(SegmentInfo i) => $"{i.CreatorPid} ({(i.CreatorAlive == true ? "alive" : "dead")})";
+
+    internal static string AgeText(TimeSpan age)
+    {
+        long s = (long)age.TotalSeconds;
+        if (s < 60) return $"{s}s";
+        if (s < 3600) return $"{s / 60}m{s % 60:00}s";
+        if (s < 86400) return $"{s / 3600}h{s % 3600 / 60:00}m";
+        return $"{s / 86400}d{s % 86400 / 3600:00}h";
+    }
+
+    internal static string Inspect(SegmentInfo i)
+    {
+        var o = new List<string> { $"name: {i.Name}", $"status: {Words.Status(i.Status)}" };
+        if (i.Status != SegmentStatus.Ok)
+        {
+            o.Add($"reason: {i.Reason}");
+            o.Add($"bytes: {Text(i.Bytes)}");
+        }
+        else
+        {
+            o.AddRange([
+                $"kind: {Words.Kind(i.Kind!.Value)}", $"element type: {(i.ElementType is { Length: > 0 } t ? t : "-")}",
+                $"length: {i.Length}", $"bytes: {i.Bytes}", $"lock: {LockText(i)}", $"lock state: {LockStateText(i)}",
+                $"recoveries: {Text(i.Recoveries)}", $"state: {Words.State(i.State!.Value)}",
+                $"lifetime: {Words.Lifetime(i.Lifetime!.Value)}", $"creator: {CreatorText(i)}",
+                $"age: {AgeText(i.Age!.Value)}",
+            ]);
+        }
+        o.Add($"mapped by: {Pids(i.MappedBy)}");
+        if (i.Header is { } h)
+        {
+            o.Add("header:");
+            foreach (var (key, value) in SegmentJson.Inspect(i)["header"]!.AsObject())
+                o.Add(value is JsonValue v && v.TryGetValue(out string? s) ? $"  {key}: '{s}'" : $"  {key}: {value}");
+            if (h.Fields.Count > 0)
+            {
+                o.Add($"fields of {(h.TypeName.Length > 0 ? h.TypeName : "T")}:");
+                TreeLines(h.Fields, -1, 1, o);
+            }
+        }
+        if (i.Elements.Count > 0)
+        {
+            o.Add($"data (first {i.Elements.Count}):");
+            for (int n = 0; n < i.Elements.Count; n++) o.Add($"  [{n}] {SegmentJson.Value(i.Elements[n])?.ToJsonString() ?? "null"}");
+        }
+        return string.Join('\n', o);
+    }
+
+    private static void TreeLines(IReadOnlyList<StructField> fields, int parent, int depth, List<string> o)
+    {
+        for (int index = 0; index < fields.Count; index++)
+        {
+            var f = fields[index];
+            if (f.Parent != parent) continue;
+            string count = f.Count != 1 ? $"[{f.Count}]" : "";
+            o.Add($"{new string(' ', 2 * depth)}{f.Name}{count}: '{f.TypeCode}' at offset {f.Offset}, {f.ItemSize} bytes each");
+            TreeLines(fields, index, depth + 1, o);
+        }
+    }
+}

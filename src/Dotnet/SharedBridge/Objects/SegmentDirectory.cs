@@ -1,0 +1,163 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+using SharedBridge.Format;
+using SharedBridge.Platform;
+
+namespace SharedBridge;
+
+/// <summary>
+/// What is in /dev/shm: the data of <c>sharedbridge ls</c> and <c>sharedbridge inspect</c> (docs/cli.md).
+/// Built on the ordinary open path (the header is validated there, never parsed a second time); an object
+/// that fails it is described with <see cref="SegmentInfo.Status"/> and <see cref="SegmentInfo.Reason"/>, not
+/// thrown. Nothing here takes a lock: its state is read from the mutex words.
+/// </summary>
+public static class SegmentDirectory
+{
+    private const string ShmDir = "/dev/shm";
+
+    /// <summary>Every SharedBridge segment in /dev/shm (with <paramref name="includeForeign"/>, every object
+    /// there), sorted by name (ordinal), optionally only names starting with <paramref name="prefix"/>.</summary>
+    public static IReadOnlyList<SegmentInfo> List(bool includeForeign = false, string? prefix = null)
+    {
+        var names = Directory.Exists(ShmDir)
+            ? Directory.EnumerateFileSystemEntries(ShmDir).Select(p => Path.GetFileName(p)).ToList()
+            : [];
+        names.Sort(StringComparer.Ordinal);
+        var found = new List<(SegmentInfo, ulong)>();
+        foreach (string name in names)
+        {
+            if (prefix is not null && !name.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            if (Survey(name, 0) is not { } entry) continue; // gone meanwhile
+            if (includeForeign || entry.Info.Status is SegmentStatus.Ok or SegmentStatus.Initializing
+                    or SegmentStatus.Corrupt or SegmentStatus.Unsupported)
+                found.Add(entry);
+        }
+        return WithMappers(found);
+    }
+
+    /// <summary>The description of segment <paramref name="name"/> with its first <paramref name="data"/> elements
+    /// (a snapshot copied without the lock). A corrupt or foreign object is described, not thrown.</summary>
+    /// <exception cref="SegmentNotFoundException">Nothing has that name.</exception>
+    public static SegmentInfo Inspect(string name, int data = 0)
+    {
+        SegmentName.Validate(name);
+        ArgumentOutOfRangeException.ThrowIfNegative(data);
+        var entry = Survey(name, data) ?? throw new SegmentNotFoundException(name,
+            $"No segment named \"{name}\" exists in {ShmDir}: check the name (`sharedbridge ls` lists them).");
+        return WithMappers([entry])[0];
+    }
+
+    /// <summary>Fills MappedBy with one pass over /proc, after this survey's own mappings are gone.</summary>
+    private static List<SegmentInfo> WithMappers(List<(SegmentInfo Info, ulong Inode)> found)
+    {
+        var mappers = ProcessInfo.ProcessesMappingAny(found.Where(f => f.Inode != 0).Select(f => f.Inode));
+        foreach (var (info, inode) in found)
+            if (inode != 0 && mappers.TryGetValue(inode, out var pids)) info.MappedBy = pids;
+        return found.Select(f => f.Info).ToList();
+    }
+
+    private static (SegmentInfo Info, ulong Inode)? Survey(string name, int data)
+    {
+        if (Interop.TryLStat(Path.Combine(ShmDir, name), out int errno) is not { } st)
+            return errno == Interop.ENOENT ? null
+                : (new SegmentInfo { Name = name, Status = SegmentStatus.Inaccessible, Reason = $"lstat failed: {Interop.Describe(errno)}" }, 0);
+        long? size = st.IsRegularFile ? st.Size : null;
+        ulong inode = st.IsRegularFile ? st.Inode : 0;
+        MappedSegment segment;
+        try
+        {
+            SegmentName.Validate(name);
+            segment = MappedSegment.OpenOnce(name, TimeSpan.Zero, allowOtherOwner: false); // look only: never joins a lifetime
+        }
+        catch (SegmentNotFoundException)
+        {
+            return null;
+        }
+        catch (Exception e) when (e is SharedBridgeException or IOException or UnauthorizedAccessException)
+        {
+            var status = StatusOf(e);
+            return (new SegmentInfo
+            {
+                Name = name, Status = status, Reason = e.Message, Bytes = size,
+                State = status == SegmentStatus.Initializing ? (int)HeaderLayout.StateInitializing : null,
+            }, inode);
+        }
+        try { return (Describe(segment, size, data), inode); }
+        finally { segment.Release(); }
+    }
+
+    private static SegmentStatus StatusOf(Exception e) => e switch
+    {
+        SegmentNotReadyException => SegmentStatus.Initializing,
+        NotASharedBridgeSegmentException or InvalidSegmentNameException => SegmentStatus.Foreign,
+        UnsupportedFormatVersionException => SegmentStatus.Unsupported,
+        CorruptSegmentException => SegmentStatus.Corrupt,
+        SegmentAccessDeniedException or UnauthorizedAccessException => SegmentStatus.Inaccessible,
+        _ => SegmentStatus.Corrupt,
+    };
+
+    private static unsafe SegmentInfo Describe(MappedSegment segment, long? size, int data)
+    {
+        var h = segment.Header;
+        var (lockState, problem, holder, recoveries) = LockOf(segment);
+        return new SegmentInfo
+        {
+            Name = segment.Name, Status = SegmentStatus.Ok, Kind = h.Kind, TypeCode = h.TypeCode, TypeName = h.TypeName,
+            Length = h.Length, Bytes = size, Lock = h.LockKind, LockName = h.LockKind == LockKind.External ? h.LockName : null,
+            LockState = lockState, LockProblem = problem, LockHolderPid = holder, Recoveries = recoveries,
+            State = segment.LiveState, Lifetime = h.Lifetime, CreatorPid = h.CreatorPid, CreatorStartTime = h.CreatorStartTime,
+            CreatorAlive = h.CreatorIsRunning(), CreatedUnixNanoseconds = h.CreatedUnixNanoseconds,
+            Age = TimeSpan.FromTicks(Math.Max(0, ProcessInfo.UnixNanosecondsNow() - h.CreatedUnixNanoseconds) / 100),
+            Header = h, Elements = ReadElements(segment, data),
+        };
+    }
+
+    /// <summary>The first <paramref name="data"/> elements (at most what a span can hold), copied without the lock.</summary>
+    private static unsafe IReadOnlyList<object?> ReadElements(MappedSegment segment, int data)
+    {
+        var h = segment.Header;
+        if (h.ElementSize == 0) return [];
+        long count = Math.Min(Math.Min(data, h.Length), int.MaxValue / h.ElementSize);
+        return ElementReader.Read(h, new ReadOnlySpan<byte>(segment.Data, (int)(count * h.ElementSize)), (int)count);
+    }
+
+    /// <summary>(state, problem, holder pid, recoveries) of the segment's shared lock, read without taking it.</summary>
+    private static (LockState?, string?, int?, long?) LockOf(MappedSegment segment)
+    {
+        var h = segment.Header;
+        if (h.LockKind == LockKind.Embedded) return LockOfHolder(segment);
+        if (h.LockKind != LockKind.External) return (null, null, null, null);
+        MappedSegment lockSegment;
+        try
+        {
+            lockSegment = MappedSegment.OpenOnce(h.LockName, TimeSpan.Zero, allowOtherOwner: false);
+        }
+        catch (SegmentNotFoundException) { return (null, "missing", null, null); }
+        catch (Exception e) when (e is SharedBridgeException or IOException or UnauthorizedAccessException)
+        {
+            return (null, "unreadable", null, null);
+        }
+        try
+        {
+            return lockSegment.Mutex is null ? (null, "unreadable", null, null) : LockOfHolder(lockSegment);
+        }
+        finally { lockSegment.Release(); }
+    }
+
+    private static (LockState?, string?, int?, long?) LockOfHolder(MappedSegment holder)
+    {
+        var mutex = holder.Mutex!;
+        int tid = mutex.OwnerThreadId;
+        var state = mutex.State;
+        int? pid = null;
+        if (state == SharedBridge.LockState.Held)
+        {
+            pid = ProcessInfo.ProcessOfThread(tid) is int p and not 0 ? p : null;
+            if (mutex.OwnerThreadId != tid)
+            {
+                state = mutex.State; // released or taken again meanwhile
+                pid = null;
+            }
+        }
+        return (state, null, pid, holder.LiveRecoveryCount);
+    }
+}

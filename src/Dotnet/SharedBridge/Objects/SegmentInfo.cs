@@ -1,0 +1,84 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+namespace SharedBridge;
+
+/// <summary>What <see cref="SegmentDirectory"/> found under a name in /dev/shm.</summary>
+public enum SegmentStatus
+{
+    /// <summary>A valid SharedBridge segment.</summary>
+    Ok,
+    /// <summary>Its creator has not published it yet (or died while creating it).</summary>
+    Initializing,
+    /// <summary>A SharedBridge header that fails validation (<see cref="SegmentInfo.Reason"/> says why).</summary>
+    Corrupt,
+    /// <summary>Written for a newer format than this library reads.</summary>
+    Unsupported,
+    /// <summary>Not a SharedBridge segment (another program's object, a FIFO, a directory, an invalid name).</summary>
+    Foreign,
+    /// <summary>Another user's segment, or one this process may not open.</summary>
+    Inaccessible,
+}
+
+/// <summary>
+/// One object in /dev/shm as <c>sharedbridge ls</c> shows it (docs/cli.md). The header-derived
+/// properties are null unless <see cref="Status"/> is <see cref="SegmentStatus.Ok"/>.
+/// </summary>
+public sealed class SegmentInfo
+{
+    internal SegmentInfo() { }
+
+    /// <summary>The segment name.</summary>
+    public string Name { get; internal init; } = "";
+    /// <summary>Ok, or what is wrong with the object.</summary>
+    public SegmentStatus Status { get; internal init; }
+    /// <summary>Why the object is not usable (the error message), null when Ok.</summary>
+    public string? Reason { get; internal init; }
+    /// <summary>Array, value or lock-only.</summary>
+    public SegmentKind? Kind { get; internal init; }
+    /// <summary>The element typecode ('\0' for a lock-only segment).</summary>
+    public char? TypeCode { get; internal init; }
+    /// <summary>The structure name for typecode 'T', otherwise empty.</summary>
+    public string? TypeName { get; internal init; }
+    /// <summary>What <c>ls</c> shows as the element type: the structure's name, or the typecode (empty for a lock).</summary>
+    public string? ElementType => TypeCode is not { } code ? null
+        : code == 'T' ? (TypeName is { Length: > 0 } n ? n : "T")
+        : code == '\0' ? "" : code.ToString();
+    /// <summary>Number of elements (1 for a value, 0 for a lock).</summary>
+    public long? Length { get; internal init; }
+    /// <summary>Size of the object in bytes (regular files only).</summary>
+    public long? Bytes { get; internal init; }
+    /// <summary>How the segment is synchronized.</summary>
+    public LockKind? Lock { get; internal init; }
+    /// <summary>The lock's segment for an external lock, otherwise null.</summary>
+    public string? LockName { get; internal init; }
+    /// <summary>The state of the segment's shared lock, read without taking it; null without a lock
+    /// (or when <see cref="LockProblem"/> is set).</summary>
+    public LockState? LockState { get; internal init; }
+    /// <summary>"missing" (an external lock segment that is gone) or "unreadable" (it cannot serve as a lock), otherwise null.</summary>
+    public string? LockProblem { get; internal init; }
+    /// <summary>The pid of the process whose thread holds the lock, when it is held.</summary>
+    public int? LockHolderPid { get; internal init; }
+    /// <summary>Dead-owner recoveries of the lock (live).</summary>
+    public long? Recoveries { get; internal init; }
+    /// <summary>The state word read now: 0 initializing, 1 ready, 2 retired.</summary>
+    public int? State { get; internal init; }
+    /// <summary>Who removes the name, and when (docs/format.md section 8).</summary>
+    public SegmentLifetime? Lifetime { get; internal init; }
+    /// <summary>The creator's pid.</summary>
+    public int? CreatorPid { get; internal init; }
+    /// <summary>The creator's start time (clock ticks after boot, 0 if unknown).</summary>
+    public ulong? CreatorStartTime { get; internal init; }
+    /// <summary>True when the creator (pid and start time) is still running.</summary>
+    public bool? CreatorAlive { get; internal init; }
+    /// <summary>Creation time, nanoseconds since the Unix epoch.</summary>
+    public long? CreatedUnixNanoseconds { get; internal init; }
+    /// <summary>Time since creation, when the survey ran.</summary>
+    public TimeSpan? Age { get; internal init; }
+    /// <summary>Pids whose /proc/PID/maps show the object (readable ones only).</summary>
+    public IReadOnlyList<int> MappedBy { get; internal set; } = [];
+    /// <summary>The validated header, null unless Ok.</summary>
+    public SegmentHeader? Header { get; internal init; }
+    /// <summary>The first elements asked of <see cref="SegmentDirectory.Inspect"/>, copied without the lock: long (signed),
+    /// ulong (unsigned), double ('f', 'd'), bool, string ('u' characters), byte values as long ('c'), dictionaries for
+    /// structures and lists for field arrays.</summary>
+    public IReadOnlyList<object?> Elements { get; internal init; } = [];
+}

@@ -1,0 +1,356 @@
+using System.Runtime.InteropServices;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using SharedBridge.CrossTests.Infrastructure;
+
+namespace SharedBridge.CrossTests;
+
+/// <summary>
+/// The two `sharedbridge` CLIs (the .NET tool and `python -m sharedbridge`, docs/cli.md) as real processes:
+/// every verb of each against segments made by the other language (live makers, dead makers, corrupt mutexes,
+/// the invalid vectors), and the same --json (keys and values, except age_seconds and reason), the same table
+/// and the same exit codes from both.
+/// </summary>
+[NonParallelizable]
+public sealed partial class CliTests : CrossTestBase
+{
+    private const string CSharp = "C#", Python = "Python";
+    /// <summary>Keys whose values legitimately differ between the two CLIs (docs/cli.md).</summary>
+    private static readonly string[] Differing = ["age_seconds", "reason"];
+    private static int s_counter;
+
+    private readonly List<string> _prefixes = [];
+
+    private string NewPrefix()
+    {
+        _prefixes.Add($"sbcli_x{Environment.ProcessId}_{Interlocked.Increment(ref s_counter)}_");
+        return _prefixes[^1];
+    }
+
+    [TearDown]
+    public void RemoveSegments()
+    {
+        foreach (string prefix in _prefixes) Shm.RemoveAll(prefix);
+        _prefixes.Clear();
+    }
+
+    private static DriverResult Cli(string which, params string[] args)
+    {
+        using var p = which == CSharp
+            ? DriverProcess.Start([Repo.Cli, .. args], withPythonPath: false)
+            : DriverProcess.Start([Interpreters.Preferred.Executable, "-m", "sharedbridge", .. args]);
+        var r = p.WaitForExit(Quick);
+        Assert.That(r.Stderr, Does.Not.Contain("Traceback").And.Not.Contain("Unhandled exception").And.Not.Contain("   at "), r.Describe());
+        return r;
+    }
+
+    private static JsonNode Json(DriverResult r, int exitCode = 0)
+    {
+        Assert.That(r.ExitCode, Is.EqualTo(exitCode), r.Describe());
+        return JsonNode.Parse(r.Stdout)!;
+    }
+
+    /// <summary>Every difference between two JSON documents (numbers compared by value), ignoring Differing keys.</summary>
+    private static List<string> Differences(JsonNode? a, JsonNode? b, string path = "$")
+    {
+        var diffs = new List<string>();
+        switch (a, b)
+        {
+            case (null, null):
+                break;
+            case (JsonObject oa, JsonObject ob):
+                foreach (string key in oa.Select(p => p.Key).Union(ob.Select(p => p.Key)))
+                {
+                    if (Differing.Contains(key)) continue;
+                    if (!oa.ContainsKey(key) || !ob.ContainsKey(key)) diffs.Add($"{path}.{key}: only in one");
+                    else diffs.AddRange(Differences(oa[key], ob[key], $"{path}.{key}"));
+                }
+                break;
+            case (JsonArray xa, JsonArray xb):
+                if (xa.Count != xb.Count) diffs.Add($"{path}: {xa.Count} vs {xb.Count} items");
+                else for (int i = 0; i < xa.Count; i++) diffs.AddRange(Differences(xa[i], xb[i], $"{path}[{i}]"));
+                break;
+            case (JsonValue va, JsonValue vb) when va.GetValueKind() == System.Text.Json.JsonValueKind.Number
+                                                   && vb.GetValueKind() == System.Text.Json.JsonValueKind.Number:
+                if (va.GetValue<decimal>() != vb.GetValue<decimal>()) diffs.Add($"{path}: {va} vs {vb}");
+                break;
+            default:
+                if (a?.ToJsonString() != b?.ToJsonString()) diffs.Add($"{path}: {a?.ToJsonString()} vs {b?.ToJsonString()}");
+                break;
+        }
+        return diffs;
+    }
+
+    private static void AssertSameJson(JsonNode csharp, JsonNode python, string what) =>
+        Assert.That(Differences(csharp, python), Is.Empty, $"{what}: the .NET and the Python CLI differ");
+
+    /// <summary>The `ls` table without its last column (AGE, which moves between the two runs).</summary>
+    private static List<string> TableWithoutAge(string stdout) =>
+        stdout.TrimEnd('\n').Split('\n').Select(line => LastColumn().Replace(line, "")).ToList();
+
+    [GeneratedRegex(@"\s+\S+$")]
+    private static partial Regex LastColumn();
+
+    private const string PythonMaker = """
+        import ctypes, sys, sharedbridge as sb
+        P = sys.argv[1]
+        class Point(ctypes.Structure):
+            _fields_ = [("X", ctypes.c_double), ("Y", ctypes.c_double)]
+        lock = sb.RLock(P + "l")
+        a = sb.Array("d", [1.5, -2.0, float("nan")], name=P + "a")
+        v = sb.Value("i", 7, lock=lock, name=P + "v")
+        p = sb.RawArray(Point, [(1.0, 2.0), (3.0, -4.5)], name=P + "p")
+        u = sb.RawArray("u", "h\u00e9", name=P + "u")
+        print("ready", flush=True)
+        sys.stdin.readline()
+        """;
+
+    public struct Point
+    {
+        public double X;
+        public double Y;
+    }
+
+    /// <summary>Makes the same five segments in this (C#) process; dispose to remove them.</summary>
+    private static IDisposable[] MakeInCSharp(string p)
+    {
+        var lk = SharedLock.Create(p + "l", new SegmentOptions { RecursiveLock = true });
+        return
+        [
+            SharedArray<double>.Create(p + "a", [1.5, -2.0, double.NaN]),
+            SharedValue<int>.Create(p + "v", 7, new SegmentOptions { SharedLock = lk }),
+            SharedArray<Point>.Create(p + "p", [new Point { X = 1, Y = 2 }, new Point { X = 3, Y = -4.5 }], new SegmentOptions { Synchronized = false }),
+            SharedArray<System.Text.Rune>.Create(p + "u", [new System.Text.Rune('h'), new System.Text.Rune('\u00e9')], new SegmentOptions { Synchronized = false }),
+            lk,
+        ];
+    }
+
+    [TestCase(CSharp)]
+    [TestCase(Python)]
+    public void BothClisShowTheSameSegments(string maker)
+    {
+        string p = NewPrefix();
+        DriverProcess? child = null;
+        IDisposable[] made = [];
+        int makerPid = Environment.ProcessId;
+        try
+        {
+            if (maker == Python)
+            {
+                child = DriverProcess.Start([Interpreters.Preferred.Executable, "-c", PythonMaker, p]);
+                Assert.That(child.ReadLine(Quick), Is.EqualTo("ready"), child.Describe());
+                makerPid = child.Id;
+            }
+            else made = MakeInCSharp(p);
+
+            JsonNode csLs = Json(Cli(CSharp, "ls", "--json", "--prefix", p)), pyLs = Json(Cli(Python, "ls", "--json", "--prefix", p));
+            AssertSameJson(csLs, pyLs, "ls --json");
+            var byName = csLs.AsArray().ToDictionary(i => (string)i!["name"]!, i => i!);
+            Assert.That(byName.Keys, Is.EquivalentTo(new[] { p + "a", p + "l", p + "p", p + "u", p + "v" }));
+            foreach (var info in byName.Values)
+            {
+                Assert.That((string?)info["status"], Is.EqualTo("ok"));
+                Assert.That((int?)info["creator_pid"], Is.EqualTo(makerPid));
+                Assert.That((bool?)info["creator_alive"], Is.True);
+                Assert.That(info["mapped_by"]!.AsArray().Select(x => (int)x!), Does.Contain(makerPid));
+            }
+            Assert.That((string?)byName[p + "v"]["lock_name"], Is.EqualTo(p + "l"));
+            Assert.That((string?)byName[p + "p"]["type_name"], Is.EqualTo("Point"));
+
+            foreach (string name in byName.Keys)
+            {
+                JsonNode cs = Json(Cli(CSharp, "inspect", name, "--json", "--data", "3"));
+                AssertSameJson(cs, Json(Cli(Python, "inspect", name, "--json", "--data", "3")), $"inspect {name}");
+                if (name == p + "a") Assert.That(cs["data"]!.ToJsonString(), Is.EqualTo("[1.5,-2,\"NaN\"]"));
+                if (name == p + "u") Assert.That(cs["data"]!.AsArray().Select(x => (string)x!), Is.EqualTo(new[] { "h", "\u00e9" }));
+                if (name == p + "p") Assert.That(cs["fields"]!.AsArray().Select(f => (string)f!["name"]!), Is.EqualTo(new[] { "X", "Y" }));
+            }
+
+            DriverResult csTable = Cli(CSharp, "ls", "--prefix", p), pyTable = Cli(Python, "ls", "--prefix", p);
+            Assert.That(TableWithoutAge(csTable.Stdout), Is.EqualTo(TableWithoutAge(pyTable.Stdout)), csTable.Stdout + pyTable.Stdout);
+        }
+        finally
+        {
+            if (child is not null)
+            {
+                child.WriteLine("");
+                Assert.That(child.WaitForExit(Quick).ExitCode, Is.Zero, child.Describe());
+                child.Dispose();
+            }
+            foreach (var d in made) d.Dispose();
+        }
+    }
+
+    /// <summary>A lock held by a live process of one language, then its holder killed: both CLIs report
+    /// "held" by that pid, then "owner dead", identically.</summary>
+    [TestCase(CSharp)]
+    [TestCase(Python)]
+    public void BothClisSeeAHeldLockThenItsDeadOwner(string holderLanguage)
+    {
+        string name = NewPrefix() + "h";
+        if (holderLanguage == CSharp) using (SharedArray<int>.Create(name, 1, new SegmentOptions { KeepOnDispose = true })) { }
+        using var holder = holderLanguage == Python
+            ? DriverProcess.Start([Interpreters.Preferred.Executable, "-c",
+                $"import sys, sharedbridge as sb\nlk = sb.RLock('{name}', keep=True)\nlk.acquire()\nprint('held', flush=True)\nsys.stdin.readline()\n"])
+            : Driver.CSharp.Start("worker", "hold", name, "1");
+        Assert.That(holder.ReadLine(Quick), Does.Contain("held").Or.Contain("holding"), holder.Describe());
+        JsonNode cs = Json(Cli(CSharp, "inspect", name, "--json"));
+        AssertSameJson(cs, Json(Cli(Python, "inspect", name, "--json")), "inspect of a held lock");
+        Assert.That(((string?)cs["lock_state"], (int?)cs["lock_holder_pid"]), Is.EqualTo(("held", (int?)holder.Id)));
+        Assert.That(cs["mapped_by"]!.AsArray().Select(x => (int)x!), Is.EqualTo(new[] { holder.Id }));
+        Assert.That(Cli(Python, "ls", "--prefix", name).Stdout, Does.Contain($"held by pid {holder.Id}"));
+        holder.Kill();
+        JsonNode dead = Json(Cli(Python, "inspect", name, "--json"));
+        AssertSameJson(Json(Cli(CSharp, "inspect", name, "--json")), dead, "inspect after the holder died");
+        Assert.That(((string?)dead["lock_state"], (int?)dead["lock_holder_pid"]), Is.EqualTo(("owner dead", (int?)null)));
+        Assert.That(Cli(CSharp, "ls", "--prefix", name).Stdout, Does.Contain("owner dead: will be recovered"));
+    }
+
+    /// <summary>A segment whose maker (the other language) has exited, leaving a corrupt mutex: the CLI resets
+    /// the lock, reports it healthy afterwards, unlinks the segment, and fails (1) on a second unlink.</summary>
+    [TestCase(CSharp)]
+    [TestCase(Python)]
+    public void ResetLockAndUnlinkASegmentOfTheOtherLanguage(string cli)
+    {
+        string name = NewPrefix() + "r";
+        if (cli == CSharp)
+        {
+            using var maker = DriverProcess.Start([Interpreters.Preferred.Executable, "-c", $"""
+                import struct, sharedbridge as sb
+                a = sb.Array("i", 2, name="{name}", keep=True)
+                struct.pack_into("<i", a.get_lock()._seg.mm, 0x1C0 + 16, 0)
+                """]);
+            Assert.That(maker.WaitForExit(Quick).ExitCode, Is.Zero, maker.Describe());
+        }
+        else
+        {
+            using (SharedArray<int>.Create(name, 2, new SegmentOptions { KeepOnDispose = true })) { }
+            using var fs = new FileStream(Shm.PathOf(name), FileMode.Open, FileAccess.Write);
+            fs.Position = 0x1C0 + 16; // the mutex's kind word
+            fs.Write(new byte[4]);
+        }
+        JsonNode before = Json(Cli(cli, "inspect", name, "--json"));
+        // The Python maker has exited; the C# maker is this test process.
+        Assert.That(((string?)before["lock_state"], (bool?)before["creator_alive"]), Is.EqualTo(("corrupt", (bool?)(cli == Python))));
+
+        DriverResult reset = Cli(cli, "reset-lock", name);
+        Assert.That((reset.ExitCode, reset.Stdout.Trim()), Is.EqualTo((0, $"reset the lock of {name}")), reset.Describe());
+        JsonNode after = Json(Cli(cli == CSharp ? Python : CSharp, "inspect", name, "--json"));
+        Assert.That(((string?)after["lock_state"], (int?)after["recoveries"]), Is.EqualTo(("free", (int?)1)));
+        Assert.That(Cli(cli, "reset-lock", name).Stdout, Does.Contain("healthy: nothing done"));
+
+        DriverResult unlink = Cli(cli, "unlink", name);
+        Assert.That((unlink.ExitCode, unlink.Stdout.Trim()), Is.EqualTo((0, $"unlinked {name}")), unlink.Describe());
+        Assert.That(Shm.Exists(name), Is.False);
+        DriverResult again = Cli(cli, "unlink", name);
+        Assert.That((again.ExitCode, again.Stdout), Is.EqualTo((1, "")), again.Describe());
+        Assert.That(again.Stderr, Does.Contain(name));
+    }
+
+    /// <summary>A killed maker (the drivers' `hold create`, SIGKILL) leaves a creator, a last-closer and a
+    /// persistent segment: both CLIs' dry runs report the first two with the same reasons, the other language's
+    /// CLI removes them with --yes, and the persistent one stays.</summary>
+    [TestCase(CSharp)]
+    [TestCase(Python)]
+    public void BothClisReapWhatAKilledMakerOfTheOtherLanguageLeft(string maker)
+    {
+        string p = NewPrefix();
+        var driver = maker == CSharp ? Driver.CSharp : Driver.Python(Interpreters.Preferred);
+        foreach (var (suffix, lifetime) in new[] { ("c", "creator"), ("l", "last-closer"), ("p", "persistent") })
+        {
+            using var holder = driver.Start("hold", "create", p + suffix, lifetime);
+            Assert.That(holder.ReadLine(Quick), Does.Contain("\"ready\""), holder.Describe());
+            holder.Kill();
+        }
+        JsonNode csLs = Json(Cli(CSharp, "ls", "--json", "--prefix", p));
+        AssertSameJson(csLs, Json(Cli(Python, "ls", "--json", "--prefix", p)), "ls --json");
+        Assert.That(csLs.AsArray().Select(i => ((string)i!["name"]!, (string)i["lifetime"]!, (bool)i["creator_alive"]!)),
+            Is.EqualTo(new[] { (p + "c", "creator", false), (p + "l", "last-closer", false), (p + "p", "persistent", false) }));
+
+        JsonNode dry = Json(Cli(CSharp, "reap", "--prefix", p, "--json"));
+        AssertSameJson(dry, Json(Cli(Python, "reap", "--prefix", p, "--json")), "reap --json (dry run)");
+        Assert.That(dry.AsArray().Select(r => ((string)r!["name"]!, (bool)r["removed"]!)), Is.EqualTo(new[] { (p + "c", false), (p + "l", false) }));
+        Assert.That((string?)dry[0]!["reason"], Does.EndWith("is gone"));
+        Assert.That(Shm.Leftovers(p), Has.Count.EqualTo(3), "a dry run removes nothing");
+
+        string other = maker == CSharp ? Python : CSharp;
+        DriverResult text = Cli(other, "reap", "--prefix", p);
+        Assert.That(text.Stdout, Does.Contain($"would remove {p}l: last-closer: no process holds it open"), text.Describe());
+        JsonNode done = Json(Cli(other, "reap", "--yes", "--prefix", p, "--json"));
+        Assert.That(done.AsArray().Select(r => ((string)r!["name"]!, (bool)r["removed"]!)), Is.EqualTo(new[] { (p + "c", true), (p + "l", true) }));
+        Assert.That(Shm.Leftovers(p), Is.EqualTo(new[] { p + "p" }));
+        Assert.That(Cli(maker, "reap", "--yes", "--prefix", p).Stdout.Trim(), Is.EqualTo("nothing to reap"));
+    }
+
+    private static readonly Dictionary<string, string> StatusOfClass = new()
+    {
+        ["ok"] = "ok", ["corrupt"] = "corrupt", ["not-sharedbridge"] = "foreign",
+        ["unsupported-version"] = "unsupported", ["initializing"] = "initializing", ["permission"] = "inaccessible",
+    };
+
+    /// <summary>The invalid vectors of tests/cross/vectors/invalid at their fixed names: both CLIs list and
+    /// inspect every one with the same status (corrupt with its reason, never a traceback) and exit code.</summary>
+    [Test]
+    public void BothClisDescribeTheInvalidVectorsAlike()
+    {
+        using var fixedNames = FixedNamesLock.Acquire();
+        var names = new List<string>();
+        try
+        {
+            foreach (var c in InvalidVectorTests.Cases) names.AddRange(InvalidVectorTests.Materialize(c));
+            JsonNode cs = Json(Cli(CSharp, "ls", "--all", "--json", "--prefix", "sbinv_"));
+            AssertSameJson(cs, Json(Cli(Python, "ls", "--all", "--json", "--prefix", "sbinv_")), "ls --all --json of the invalid vectors");
+            var byName = cs.AsArray().ToDictionary(i => (string)i!["name"]!, i => i!);
+            foreach (var c in InvalidVectorTests.Cases)
+            {
+                if (c.Special == "other-owner" && InvalidVectorTests.Geteuid() != 0) continue;
+                // A segment whose external lock segment is gone or is no lock: its own header is fine (status ok),
+                // its lock is "missing" or "unreadable" (attach refuses it: not-found, corrupt).
+                bool lockProblem = c.Expect == "not-found" || (c.Lock is not null && c.Expect == "corrupt");
+                string status = lockProblem ? "ok" : StatusOfClass[c.Expect];
+                Assert.That((string?)byName[c.Name]["status"], Is.EqualTo(status), $"{c.Id}: {c.Rule}");
+                if (status != "ok") Assert.That((string?)byName[c.Name]["reason"], Is.Not.Empty, c.Id);
+                if (lockProblem)
+                    Assert.That((string?)byName[c.Name]["lock_state"], Is.EqualTo(c.Expect == "not-found" ? "missing" : "unreadable"), c.Id);
+                DriverResult ci = Cli(CSharp, "inspect", c.Name, "--json"), pi = Cli(Python, "inspect", c.Name, "--json");
+                Assert.That(ci.ExitCode, Is.EqualTo(status == "ok" ? 0 : 1), ci.Describe());
+                Assert.That(pi.ExitCode, Is.EqualTo(ci.ExitCode), pi.Describe());
+                AssertSameJson(JsonNode.Parse(ci.Stdout)!, JsonNode.Parse(pi.Stdout)!, $"inspect {c.Id}");
+                if (status != "ok") Assert.That(ci.Stderr + pi.Stderr, Does.Contain($"{c.Name}: {status}: "), c.Id);
+            }
+            Assert.That(Json(Cli(CSharp, "ls", "--json", "--prefix", "sbinv_")).AsArray().Select(i => (string)i!["status"]!),
+                Is.All.AnyOf("ok", "corrupt", "unsupported", "initializing"), "ls without --all lists only SharedBridge segments");
+        }
+        finally
+        {
+            foreach (string n in names) InvalidVectorTests.RemoveAnything(n);
+        }
+    }
+
+    /// <summary>Usage errors (2), runtime errors (1) and help (0): the same exit code from both CLIs, messages on
+    /// stderr, nothing on stdout.</summary>
+    [Test]
+    public void BothClisExitAlike()
+    {
+        string missing = NewPrefix() + "none";
+        (string[] Args, int Code)[] cases =
+        [
+            ([], 2), (["frobnicate"], 2), (["inspect"], 2), (["inspect", "x", "--data", "-1"], 2), (["inspect", "x", "--data", "many"], 2),
+            (["ls", "--nope"], 2), (["unlink", "a", "b"], 2), (["reset-lock"], 2), (["reap", "NAME"], 2), (["reap", "--yes=1"], 2),
+            (["inspect", missing], 1), (["unlink", missing], 1), (["reset-lock", missing], 1), (["inspect", "bad/name"], 1),
+            (["--help"], 0), (["ls", "--help"], 0), (["inspect", "--help"], 0), (["unlink", "--help"], 0), (["reset-lock", "--help"], 0), (["reap", "--help"], 0),
+        ];
+        foreach (var (args, code) in cases)
+            foreach (string cli in new[] { CSharp, Python })
+            {
+                DriverResult r = Cli(cli, args);
+                Assert.That(r.ExitCode, Is.EqualTo(code), r.Describe());
+                if (code != 0) Assert.That((r.Stdout, r.Stderr.Length > 0), Is.EqualTo(("", true)), r.Describe());
+                if (code == 2) Assert.That(r.Stderr, Does.Contain("usage: sharedbridge").Or.Contain("error:"), r.Describe());
+                if (code == 0) Assert.That(r.Stdout, Does.StartWith("usage: sharedbridge"), r.Describe());
+            }
+        foreach (string verb in new[] { "ls", "inspect", "reap", "unlink", "reset-lock" })
+            Assert.That(Cli(CSharp, "--help").Stdout + Cli(Python, "--help").Stdout, Does.Contain(verb));
+        Assert.That(Cli(CSharp, "--help").Stdout, Does.Contain("demo"));
+    }
+}
