@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """One Python worker of `make demo`: attaches by name to the segments the C# CLI
-(`sharedbridge-cli demo`) created and runs demo_work.work on them next to C# workers.
+(`sharedbridge demo`) created and runs demo_work.work on them next to C# workers.
 
 Usage: demo_worker.py INPUT HIST QUEUE COUNTS INDEX CHUNK   (PYTHONPATH must include python/)
 Prints one JSON line: {"worker": INDEX, "chunks": N, "pid": PID}.
