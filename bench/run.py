@@ -127,14 +127,14 @@ def _py_contend(arr, start, duration, queue):
     queue.put(count)
 
 
-def _contend_once(kind, n_py, n_cs, duration):
+def _contend_once(kind, n_py, n_cs, duration, lead):
     ctx = multiprocessing.get_context("fork")
     if kind == "multiprocessing":
         arr = ctx.Array("q", 1)
     else:
         arr = sb.Array("q", 1, name=f"{PREFIX}contend_{os.getpid()}")
     queue = ctx.Queue()
-    start = time.time() + 1.0 + 0.3 * n_cs
+    start = time.time() + lead + 0.3 * n_cs      # every worker is up and waiting by then
     try:
         procs = [ctx.Process(target=_py_contend, args=(arr, start, duration, queue)) for _ in range(n_py)]
         for p in procs:
@@ -171,7 +171,7 @@ def item_contended(smoke):
     samples = {c: [] for c in configs}
     for r in range(rounds):
         for c in configs[r % len(configs):] + configs[:r % len(configs)]:
-            samples[c].append(_contend_once(c[1], c[2], c[3], duration))
+            samples[c].append(_contend_once(c[1], c[2], c[3], duration, 0.2 if smoke else 0.8))
     cases = [{"variant": c[0], "processes": c[4], "python_processes": c[2], "csharp_processes": c[3],
               "value": statistics.median(v) / 1e6} for c, v in samples.items()]
     return {"title": "Contended throughput on one locked counter (`with a.get_lock(): a[0] += 1` / "
@@ -243,8 +243,10 @@ def item_attach_cost(smoke):
     cases = []
     for n in sizes:
         name = f"{PREFIX}attach_{os.getpid()}_{n}"
-        owner = sb.RawArray("d", n // 8, name=name)
-        path = "/dev/shm/" + sb._segment_for(owner).name.lstrip("/")
+        # Created persistent and closed again: an attach in the creating process would share the
+        # creator's mapping (no open, no mmap); this one does what another process does.
+        sb.close(sb.RawArray("d", n // 8, name=name, keep=True))
+        path = "/dev/shm/" + name
 
         def ours():
             obj = sb.attach(name)
@@ -263,7 +265,7 @@ def item_attach_cost(smoke):
         res = interleaved({"sharedbridge.attach + as_numpy + close": ours,
                            "bare os.open + mmap + numpy.frombuffer": bare}, rounds, reps, lambda s: s * 1e6)
         cases += [{"lang": "Python", "case": k, "bytes": n, "value": v} for k, v in res.items()]
-        sb.close(owner)
+        sb.unlink(name)
     for row in json.loads(dotnet("open", rounds, *sizes)):
         cases.append({"lang": row["lang"], "case": row["case"], "bytes": row["bytes"],
                       "value": row["us_per_call"]})
