@@ -62,7 +62,7 @@ test-install: deps
 test-bench: build
 	@mkdir -p $(RESULTS); bash scripts/test-bench.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
 
-# Every benchmark of docs/benchmarks.md against its baseline, in one run (about 6-8 min on 2 cores):
+# Every benchmark of docs/benchmarks.md against its baseline, in one run (a few minutes on 2 cores):
 # build/bench/results.json, then docs/benchmarks.md + docs/benchmarks/*.png + a copy of the JSON.
 bench: build
 	/usr/bin/python3 bench/run.py --out build/bench

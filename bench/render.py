@@ -140,8 +140,8 @@ def render(results, doc):
         "",
         f"Last full run: **{results['date']}**, commit `{results['git_commit'][:12]}`, "
         f"{results['duration_s']:.0f} s{' (SMOKE run: tiny sizes, not figures to quote)' if results['smoke'] else ''}. "
-        "Regenerate with `make bench` (about 6-8 minutes on the machine below; results in "
-        "`build/bench/results.json`, schema in `bench/run.py`); the raw figures of this page are "
+        "Regenerate with `make bench` (it writes `build/bench/results.json`, schema in `bench/run.py`, "
+        "then this page); the raw figures of this page are "
         f"[{plots.name}/results.json]({plots.name}/results.json).",
         "",
         "Every benchmark runs against its baseline **in the same run**. Figures are **medians of "
