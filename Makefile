@@ -4,7 +4,7 @@
 
 RESULTS := build/test-results
 
-.PHONY: all build demo dist test test-dotnet test-python test-layers test-cross test-notebook test-install deps clean
+.PHONY: all build demo dist test test-dotnet test-python test-layers test-cross test-notebook test-install test-bench bench bench-smoke deps clean
 
 all: build
 
@@ -32,6 +32,7 @@ test: deps build
 	bash scripts/test-cross.sh $(RESULTS) || status=1; \
 	bash scripts/test-notebook.sh $(RESULTS) || status=1; \
 	bash scripts/test-install.sh $(RESULTS) || status=1; \
+	bash scripts/test-bench.sh $(RESULTS) || status=1; \
 	python3 scripts/summarize.py $(RESULTS) || status=1; \
 	exit $$status
 
@@ -56,6 +57,21 @@ test-notebook: build deps
 # C# <-> Python round trip through the installed copies (tests/install).
 test-install: deps
 	@mkdir -p $(RESULTS); bash scripts/test-install.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
+
+# The `make bench` smoke run (tiny sizes, well under a minute) checked as a suite (tests/bench).
+test-bench: build
+	@mkdir -p $(RESULTS); bash scripts/test-bench.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
+
+# Every benchmark of docs/benchmarks.md against its baseline, in one run (a few minutes on 2 cores):
+# build/bench/results.json, then docs/benchmarks.md + docs/benchmarks/*.png + a copy of the JSON.
+bench: build
+	/usr/bin/python3 bench/run.py --out build/bench
+	/usr/bin/python3 bench/render.py build/bench/results.json docs/benchmarks.md --copy-json
+
+# The same, tiny sizes, into build/bench-smoke/ (never the checked-in docs).
+bench-smoke: build
+	/usr/bin/python3 bench/run.py --smoke --out build/bench-smoke
+	/usr/bin/python3 bench/render.py build/bench-smoke/results.json build/bench-smoke/doc/benchmarks.md
 
 clean:
 	rm -rf build

@@ -13,10 +13,10 @@ namespace SharedBridge.Benchmarks;
 internal static unsafe partial class LockBenchmark
 {
     [LibraryImport("libc", EntryPoint = "pthread_mutex_lock")]
-    private static partial int MutexLock(void* mutex);
+    internal static partial int MutexLock(void* mutex);
 
     [LibraryImport("libc", EntryPoint = "pthread_mutex_unlock")]
-    private static partial int MutexUnlock(void* mutex);
+    internal static partial int MutexUnlock(void* mutex);
 
     [LibraryImport("libc", EntryPoint = "pthread_mutex_trylock")]
     [SuppressGCTransition]
@@ -41,13 +41,25 @@ internal static unsafe partial class LockBenchmark
     [LibraryImport("libc", EntryPoint = "pthread_mutexattr_settype")]
     private static partial int AttrSetType(void* attr, int value);
 
-    internal static int Run(long iterations)
+    /// <summary>A process-shared, robust, recursive pthread mutex (the library's kind) in native memory, or null.</summary>
+    internal static void* NewMutex()
     {
         void* mutex = NativeMemory.AlignedAlloc(64, 64);
         NativeMemory.Clear(mutex, 64);
         ulong attr = 0;
         if (AttrInit(&attr) != 0 || AttrSetPShared(&attr, 1) != 0 || AttrSetRobust(&attr, 1) != 0
             || AttrSetType(&attr, 1) != 0 || MutexInit(mutex, &attr) != 0)
+        {
+            NativeMemory.AlignedFree(mutex);
+            return null;
+        }
+        return mutex;
+    }
+
+    internal static int Run(long iterations)
+    {
+        void* mutex = NewMutex();
+        if (mutex == null)
         {
             Console.Error.WriteLine("pthread mutex initialization failed");
             return 1;

@@ -1,12 +1,22 @@
-// SharedBridge benchmark:
+// SharedBridge benchmarks (the .NET side of `make bench`, bench/run.py; docs/benchmarks.md):
 //
 //   dotnet SharedBridge.Benchmarks.dll [iterations]      uncontended Lock()+increment+unlock vs a bare
 //                                                         pthread_mutex_lock/unlock pair, same run
-//   dotnet SharedBridge.Benchmarks.dll pingpong-serve PING PONG ROUNDS
-//                                                         the C# side of python/benchmarks/bench_sync_pingpong.py
+//   ... pingpong-serve PING PONG ROUNDS                   the C# side of python/benchmarks/bench_sync_pingpong.py
+//   ... contend NAME START_UNIX_MS DURATION_MS            item 2: Lock()+a[0]++ on a shared long array until
+//                                                         the deadline; prints the count
+//   ... copy ROUNDS SIZE...                               item 3: Span.CopyTo into/out of a segment vs private (JSON)
+//   ... open ROUNDS SIZE...                               item 4: SharedArray<double>.Open+Dispose vs a bare mmap (JSON)
+//   ... bdn smoke|short OUT.json                          item 5: BenchmarkDotNet, Lock() vs Monitor vs pthread (JSON)
 using SharedBridge.Benchmarks;
 
-if (args is ["pingpong-serve", var ping, var pong, var rounds])
-    return PingPong.Serve(ping, pong, int.Parse(rounds));
-long iterations = args.Length > 0 ? long.Parse(args[0]) : 20_000_000;
-return LockBenchmark.Run(iterations);
+return args switch
+{
+    ["pingpong-serve", var ping, var pong, var rounds] => PingPong.Serve(ping, pong, int.Parse(rounds)),
+    ["contend", var name, var start, var duration] => BenchItems.Contend(name, long.Parse(start), int.Parse(duration)),
+    ["copy", var rounds, .. var sizes] => BenchItems.Copy(int.Parse(rounds), sizes.Select(long.Parse).ToArray()),
+    ["open", var rounds, .. var sizes] => BenchItems.Open(int.Parse(rounds), sizes.Select(long.Parse).ToArray()),
+    ["bdn", var mode, var output] => LockBdn.RunAll(mode == "smoke", output),
+    [var iterations] => LockBenchmark.Run(long.Parse(iterations)),
+    _ => LockBenchmark.Run(20_000_000),
+};

@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Render results.json (bench/run.py) as a Markdown page with PNG plots.
+
+Usage: python3 bench/render.py RESULTS.json DOC.md [--copy-json]
+The plots go to <DOC without .md>/ (docs/benchmarks.md -> docs/benchmarks/*.png); with
+--copy-json results.json is copied there too. matplotlib: Debian's python3-matplotlib.
+"""
+import json
+import pathlib
+import shutil
+import sys
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def human_bytes(n):
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} B"
+
+
+def fmt(v):
+    return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def bars(ax, groups, series, value, ylabel):
+    """Grouped bar chart: groups on the x axis, one bar per series in each group."""
+    width = 0.8 / max(1, len(series))
+    for i, s in enumerate(series):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [value(g, s) or 0 for g in groups], width, label=s)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def lines(ax, rows, key, ylabel):
+    """One line per key(row) of value against bytes, log x."""
+    for label in dict.fromkeys(key(r) for r in rows):
+        pts = sorted((r["bytes"], r["value"]) for r in rows if key(r) == label)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bytes")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def save(fig, plots, name):
+    fig.tight_layout()
+    fig.savefig(plots / name, dpi=90)
+    plt.close(fig)
+    return f"![{name}]({plots.name}/{name})"
+
+
+def lock_increment(b, plots):
+    interps = list(dict.fromkeys(c["interpreter"] for c in b["cases"]))
+    series = list(dict.fromkeys(f"{c['impl']} ({c['backend']})" for c in b["cases"]))
+    fig, axes = plt.subplots(1, len(interps), figsize=(3.2 * len(interps), 3.6), squeeze=False, sharey=True)
+    for ax, it in zip(axes[0], interps):
+        def value(case, s, it=it):
+            return next((c["value"] for c in b["cases"] if c["interpreter"] == it and c["case"] == case
+                         and f"{c['impl']} ({c['backend']})" == s), None)
+        bars(ax, ["lock", "sync"], series, value, "ns/op" if ax is axes[0][0] else "")
+        ax.set_title(f"CPython {it}")
+    axes[0][-1].legend(fontsize=7)
+    img = save(fig, plots, "lock_increment.png")
+    rows = [(c["interpreter"], c["case"], c["impl"], c["backend"], fmt(c["value"]),
+             f"{c['ratio_to_multiprocessing']:.2f}") for c in b["cases"]]
+    return img + "\n\n" + table(["CPython", "case", "impl", "lock path", "ns/op", "x multiprocessing"], rows)
+
+
+def contended(b, plots):
+    variants = list(dict.fromkeys(c["variant"] for c in b["cases"]))
+    procs = sorted({c["processes"] for c in b["cases"]})
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+
+    def value(p, v):
+        return next((c["value"] for c in b["cases"] if c["processes"] == int(p) and c["variant"] == v), None)
+    bars(ax, [str(p) for p in procs], variants, value, "M increments/s (all processes)")
+    ax.set_xlabel("processes")
+    ax.legend(fontsize=7)
+    img = save(fig, plots, "contended.png")
+    base = {c["processes"]: c["value"] for c in b["cases"] if c["variant"].startswith("multiprocessing")}
+    rows = [(c["variant"], c["processes"], fmt(c["value"]),
+             f"{c['value'] / base[c['processes']]:.2f}" if c["processes"] in base else "")
+            for c in b["cases"]]
+    return img + "\n\n" + table(["variant", "processes", "M increments/s", "x multiprocessing"], rows)
+
+
+def by_size(b, plots, name, key, group, cols):
+    groups = list(dict.fromkeys(group(c) for c in b["cases"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        lines(ax, [c for c in b["cases"] if group(c) == g], key, b["unit"])
+        ax.set_title(g, fontsize=9)
+        ax.legend(fontsize=7)
+    img = save(fig, plots, name)
+    sizes = sorted({c["bytes"] for c in b["cases"]})
+    labels = list(dict.fromkeys(f"{group(c)}: {key(c)}" for c in b["cases"]))
+    vals = {(f"{group(c)}: {key(c)}", c["bytes"]): c["value"] for c in b["cases"]}
+    rows = [[lab] + [fmt(vals[(lab, s)]) if (lab, s) in vals else "" for s in sizes] for lab in labels]
+    return img + "\n\n" + table([cols] + [human_bytes(s) for s in sizes], rows)
+
+
+def simple(b, plots, name, key, group=None):
+    rows = b["cases"]
+    if group:
+        groups = list(dict.fromkeys(str(group(c)) for c in rows))
+        series = list(dict.fromkeys(key(c) for c in rows))
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        bars(ax, groups, series, lambda g, s: next((c["value"] for c in rows if str(group(c)) == g
+                                                    and key(c) == s), None), b["unit"])
+        ax.legend(fontsize=7)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        ax.barh([key(c) for c in rows], [c["value"] for c in rows])
+        ax.set_xlabel(b["unit"])
+        ax.invert_yaxis()
+    img = save(fig, plots, name)
+    return img
+
+
+def render(results, doc):
+    doc = pathlib.Path(doc)
+    plots = doc.with_suffix("")
+    plots.mkdir(parents=True, exist_ok=True)
+    m, B = results["machine"], results["benchmarks"]
+    out = [
+        "# SharedBridge benchmarks",
+        "",
+        f"Last full run: **{results['date']}**, commit `{results['git_commit'][:12]}`, "
+        f"{results['duration_s']:.0f} s{' (SMOKE run: tiny sizes, not figures to quote)' if results['smoke'] else ''}. "
+        "Regenerate with `make bench` (it writes `build/bench/results.json`, schema in `bench/run.py`, "
+        "then this page); the raw figures of this page are "
+        f"[{plots.name}/results.json]({plots.name}/results.json).",
+        "",
+        "Every benchmark runs against its baseline **in the same run**. Figures are **medians of "
+        "interleaved rounds**: each round times every case once, the order rotating between rounds, so "
+        "drift and other load hit every case alike. The machine was shared with other work during the "
+        f"run (load average {m['load_average_start'][0]:.2f} at the start, "
+        f"{m.get('load_average_end', [0])[0]:.2f} at the end, on {m['cores']} cores): absolute figures "
+        "are noisier than the ratios.",
+        "",
+        "## Machine",
+        "",
+        table(["", ""], [
+            ("CPU", m["cpu_model"]), ("cores", m["cores"]), ("kernel", m["kernel"]), ("glibc", m["glibc"]),
+            (".NET runtime", m["dotnet_runtime"]),
+            ("memory available / /dev/shm free", f"{m['mem_available_mib']} MiB / {m['shm_free_mib']} MiB"),
+            ("load average (1/5/15 min) at start", " / ".join(f"{x:.2f}" for x in m["load_average_start"])),
+            ("interpreters (lock path)", "<br>".join(f"CPython {i['version']} `{i['path']}` ({i['lock_backend']})"
+                                                     for i in m["interpreters"])),
+        ]),
+    ]
+    sections = [
+        ("lock_increment", "1. Locked element increment",
+         "One process, `Array('q', 5)`; case `lock` is the seeds' idiom `with arr.get_lock(): arr[i] += 1`, "
+         "case `sync` the synchronized `arr[i] += 1`. SharedBridge on both lock paths: `c` (the compiled "
+         "`_fastlock` extension) and `ctypes` (`SHAREDBRIDGE_NO_ACCEL=1`); baseline "
+         "`multiprocessing.Array` (a POSIX semaphore). `bench/lock_increment.py`.",
+         lambda b: lock_increment(b, plots)),
+        ("contended", "2. Contended throughput on one locked counter",
+         "1, 2 and 4 processes increment one shared counter under its lock for a fixed time, starting "
+         "together; the figure is all processes' increments per second (the counter is checked against "
+         "the sum). On 2 cores, 4 processes oversubscribe the CPU.",
+         lambda b: contended(b, plots)),
+        ("bulk_copy", "3. Bulk copy into and out of a segment",
+         "A segment of N bytes and two private buffers of N bytes; `into segment` copies a private buffer "
+         "into the segment, `out of segment` the reverse, `private to private` is the baseline. Python: "
+         "`numpy.copyto` on `as_numpy` and a `memoryview` slice assignment; .NET: `Span<byte>.CopyTo` on "
+         "`SharedArray<byte>.AsSpan()`. The largest size is capped by free memory and /dev/shm.",
+         lambda b: by_size(b, plots, "bulk_copy.png", lambda c: c["case"],
+                           lambda c: f"{c['lang']} {c['method']}", "copy (GB/s)")),
+        ("attach_cost", "4. Cost of attaching to an array, by its size",
+         "Another process's array (persistent segment, closed by its creator so nothing is shared "
+         "in-process): Python `sharedbridge.attach(name)` + `as_numpy` + `close`; .NET "
+         "`SharedArray<double>.Open(name)` + `AsSpan` + `Dispose`; baselines: the bare "
+         "`os.open` + `mmap` + `numpy.frombuffer` and `MemoryMappedFile.CreateFromFile` + view of the same "
+         "file. Flat is the goal: nothing is copied or touched per element.",
+         lambda b: by_size(b, plots, "attach_cost.png", lambda c: c["case"], lambda c: c["lang"],
+                           "attach (us/call)")),
+        ("dotnet_lock", "5. .NET `Lock()` against `Monitor` and a bare pthread mutex (BenchmarkDotNet)",
+         "BenchmarkDotNet {benchmarkdotnet}, job {job}, toolchain {toolchain}. The pthread mutex is of the "
+         "library's kind (process-shared, robust, recursive). 2 threads: both hammer the same lock; ns/op "
+         "is wall time over both threads' operations.",
+         lambda b: simple(b, plots, "dotnet_lock.png", lambda c: c["case"], lambda c: f"{c['threads']} thread(s)")
+         + "\n\n" + table(["case", "threads", "ns/op", "stddev"],
+                          [(c["case"], c["threads"], fmt(c["value"]), fmt(c["stddev"])) for c in b["cases"]])),
+        ("pingpong", "6a. Event ping-pong",
+         "Round trip between two processes: one sets `ping` and waits for `pong`, the other waits, clears "
+         "`ping`, sets `pong` (`python/benchmarks/bench_sync_pingpong.py`; the C# side is "
+         "`SharedBridge.Benchmarks pingpong-serve`). Baselines: `multiprocessing.Event` and a "
+         "`multiprocessing.Pipe` echo.",
+         lambda b: simple(b, plots, "pingpong.png", lambda c: c["variant"])
+         + "\n\n" + table(["variant", "median us", "p90 us", "round trips"],
+                          [(c["variant"], fmt(c["value"]), fmt(c["p90_us"]), c["round_trips"]) for c in b["cases"]])),
+        ("pythonnet_handoff", "6b. The pythonnet hand-off",
+         "`sharedbridge.dotnet` in one process (pythonnet, CoreCLR): a .NET `SharedArray<double>` to a "
+         "zero-copy numpy view (`as_numpy`), to the Python package's object (`to_python`, then closed), and a "
+         "Python object back to .NET (`to_dotnet`, then disposed), against copying the same data "
+         "(`numpy.copy`), which a by-value hand-off costs at least (`bench/pythonnet_handoff.py`).",
+         lambda b: by_size(b, plots, "pythonnet_handoff.png", lambda c: c["case"], lambda c: "Python + pythonnet",
+                           "hand-off (us/call)")),
+    ]
+    for key, title, text, body in sections:
+        b = B.get(key)
+        if b is None:
+            continue
+        out += ["", f"## {title}", "", text.format(**{k: b.get(k, "") for k in ("benchmarkdotnet", "job", "toolchain")}),
+                "", f"Unit: {b['unit']} ({'higher' if b['higher_is_better'] else 'lower'} is better). "
+                    f"Took {b.get('seconds', 0):.0f} s.", ""]
+        out.append(f"Skipped: {b['skipped']}" if b.get("skipped") else body(b))
+    doc.write_text("\n".join(out) + "\n")
+    return plots
+
+
+def main(argv):
+    results = json.loads(pathlib.Path(argv[0]).read_text())
+    plots = render(results, argv[1])
+    if "--copy-json" in argv:
+        shutil.copy(argv[0], plots / "results.json")
+    print(f"render: wrote {argv[1]} and {plots}/", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

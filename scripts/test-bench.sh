@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The `make bench` smoke run as a test suite (tests/bench/test_bench_smoke.py): bench/run.py --smoke
+# and bench/render.py into a temporary directory, results.json's schema and figures checked.
+# Usage: scripts/test-bench.sh RESULTS_DIR; writes RESULTS_DIR/bench-smoke.junit.xml and .status.
+# Needs the Release build (SharedBridge.Benchmarks) and Debian's python3 (numpy, matplotlib, pytest).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RESULTS="${1:?usage: scripts/test-bench.sh RESULTS_DIR}"
+mkdir -p "$RESULTS"
+echo "=== bench-smoke (/usr/bin/python3)"
+timeout 300 /usr/bin/python3 -m pytest tests/bench/test_bench_smoke.py -q -p no:cacheprovider \
+    --junitxml="$RESULTS/bench-smoke.junit.xml"
+status=$?
+echo "$status" > "$RESULTS/bench-smoke.status"
+exit $status

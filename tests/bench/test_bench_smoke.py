@@ -1,0 +1,116 @@
+"""The `make bench` smoke run (issue 13): bench/run.py --smoke into a temporary directory, then
+bench/render.py; checks results.json has every benchmark, the documented schema and positive
+figures, and that the rendered page and plots exist. Figures are never compared with each other.
+Run by scripts/test-bench.sh (suite `bench-smoke`)."""
+import hashlib
+import json
+import math
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ITEMS = {"lock_increment", "contended", "bulk_copy", "attach_cost", "dotnet_lock", "pingpong",
+         "pythonnet_handoff"}
+CHECKED_IN = [ROOT / "docs/benchmarks.md", ROOT / "docs/benchmarks/results.json"]
+
+
+def _digest(paths):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None for p in paths}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    before = _digest(CHECKED_IN)
+    run = subprocess.run([sys.executable, str(ROOT / "bench/run.py"), "--smoke", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = out / "doc" / "benchmarks.md"
+    render = subprocess.run([sys.executable, str(ROOT / "bench/render.py"), str(out / "results.json"),
+                             str(doc), "--copy-json"], capture_output=True, text=True, timeout=120)
+    assert render.returncode == 0, render.stderr[-3000:]
+    return {"results": json.loads((out / "results.json").read_text()), "doc": doc, "before": before}
+
+
+def test_top_level_schema_and_machine(smoke):
+    r = smoke["results"]
+    assert r["schema"] == 1 and r["smoke"] is True
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", r["date"])
+    assert re.fullmatch(r"[0-9a-f]{40}", r["git_commit"])
+    assert r["duration_s"] > 0
+    m = r["machine"]
+    for key in ("cpu_model", "kernel", "glibc", "dotnet_runtime"):
+        assert isinstance(m[key], str) and m[key], key
+    assert m["cores"] >= 1 and m["mem_available_mib"] > 0 and m["shm_free_mib"] > 0
+    assert len(m["load_average_start"]) == 3 and len(m["load_average_end"]) == 3
+    assert m["interpreters"] and all(re.fullmatch(r"3\.\d+\.\d+", i["version"]) for i in m["interpreters"])
+    assert all(i["lock_backend"] in ("c", "ctypes") for i in m["interpreters"])
+
+
+def test_every_benchmark_has_positive_figures_with_units(smoke):
+    b = smoke["results"]["benchmarks"]
+    assert set(b) == ITEMS
+    for name, item in b.items():
+        assert item["title"] and item["unit"] and isinstance(item["higher_is_better"], bool), name
+        if item.get("skipped"):
+            assert name == "pythonnet_handoff" and item["cases"] == [], name
+            continue
+        assert item["cases"], name
+        for case in item["cases"]:
+            assert math.isfinite(case["value"]) and case["value"] > 0, (name, case)
+
+
+def test_lock_increment_reports_both_idioms_baseline_and_lock_path(smoke):
+    cases = smoke["results"]["benchmarks"]["lock_increment"]["cases"]
+    interps = {i["version"]: i["lock_backend"] for i in smoke["results"]["machine"]["interpreters"]}
+    for version, backend in interps.items():
+        mine = [c for c in cases if c["interpreter"] == version]
+        assert {(c["case"], c["impl"]) for c in mine} >= {
+            ("lock", "multiprocessing"), ("sync", "multiprocessing"), ("lock", "sharedbridge"),
+            ("sync", "sharedbridge")}
+        assert {c["backend"] for c in mine if c["impl"] == "sharedbridge"} >= {backend, "ctypes"}
+
+
+def test_contended_has_every_variant_and_process_count(smoke):
+    cases = smoke["results"]["benchmarks"]["contended"]["cases"]
+    got = {(c["variant"], c["processes"]) for c in cases}
+    for n in (1, 2, 4):
+        for v in ("multiprocessing.Array (Python only)", "SharedBridge, Python only", "SharedBridge, C# only"):
+            assert (v, n) in got
+    assert ("SharedBridge, 2 C# + 2 Python", 4) in got
+
+
+@pytest.mark.parametrize("item, per_size", [("bulk_copy", 9), ("attach_cost", 4)])
+def test_sized_items_cover_every_case_at_every_size(smoke, item, per_size):
+    cases = smoke["results"]["benchmarks"][item]["cases"]
+    sizes = {c["bytes"] for c in cases}
+    assert len(sizes) >= 2
+    for s in sizes:
+        assert len([c for c in cases if c["bytes"] == s]) == per_size, (item, s)
+
+
+def test_dotnet_lock_has_three_locks_uncontended_and_two_threads(smoke):
+    item = smoke["results"]["benchmarks"]["dotnet_lock"]
+    assert item["benchmarkdotnet"] and item["toolchain"]
+    assert {c["threads"] for c in item["cases"]} == {1, 2}
+    assert len({c["case"] for c in item["cases"]}) == 3
+
+
+def test_rendered_page_references_existing_plots(smoke):
+    doc = smoke["doc"]
+    text = doc.read_text()
+    assert smoke["results"]["machine"]["cpu_model"] in text and "SMOKE" in text
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    expected = len(ITEMS) - (1 if smoke["results"]["benchmarks"]["pythonnet_handoff"].get("skipped") else 0)
+    assert len(images) == expected
+    for rel in images:
+        assert (doc.parent / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
+    assert json.loads((doc.parent / "benchmarks/results.json").read_text()) == smoke["results"]
+
+
+def test_smoke_leaves_the_checked_in_results_alone(smoke):
+    assert _digest(CHECKED_IN) == smoke["before"]
