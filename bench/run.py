@@ -79,6 +79,8 @@ def machine(pythons):
     netcore = [line.split()[1] for line in runtimes.splitlines() if line.startswith("Microsoft.NETCore.App")]
     interps = []
     for p in pythons:
+        # Build the optional lock extension first, so lock_backend is the path the run uses.
+        subprocess.run([p, str(ROOT / "scripts/build_fastlock.py"), "--quiet"], capture_output=True)
         info = subprocess.run([p, "-c", "import sys, platform; sys.path.insert(0, sys.argv[1]); "
                                "import sharedbridge; print(platform.python_version(), sharedbridge.lock_backend())",
                                str(ROOT / "python")], capture_output=True, text=True).stdout.split()
@@ -96,7 +98,6 @@ def machine(pythons):
 def item_lock_increment(smoke, pythons):
     cases = []
     for p in pythons:
-        subprocess.run([p, str(ROOT / "scripts/build_fastlock.py"), "--quiet"], capture_output=True)
         ops, rounds = ("2000", "2") if smoke else ("60000", "7")
         out = subprocess.run([p, str(ROOT / "bench/lock_increment.py"), "--json-only", "--ops", ops,
                               "--rounds", rounds], check=True, capture_output=True, text=True,
