@@ -27,15 +27,21 @@ python=/usr/bin/python3
 if ! [ -x "$python" ] || ! "$python" -c 'import build, setuptools, wheel' 2>/dev/null; then
     if [ -x build/venv/bin/python ]; then python=build/venv/bin/python; else python="$(command -v python3)"; fi
 fi
-cp pyproject.toml README.md LICENSE "$stage/"
+# The sdist carries setup.py, so `pip install` of it builds the optional lock accelerator
+# (_platform/_fastlock.c) where a compiler and the headers are there. The wheel stays pure
+# (py3-none-any, the ctypes lock path) so one wheel installs on every CPython: setup.py is
+# removed before it is built, and modules built in place in the source tree are never copied.
+cp pyproject.toml README.md LICENSE setup.py "$stage/"
 cp -r python/sharedbridge "$stage/python/"
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
+find "$stage" -name '*.so' -delete
 
 if "$python" -c 'import build' 2>/dev/null; then
     "$python" -m build --no-isolation --sdist --outdir "$out" "$stage" >/dev/null
 else
     (cd "$stage" && "$python" -c 'import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])' "$out" >/dev/null)
 fi
+rm "$stage/setup.py"
 mkdir -p "$stage/python/sharedbridge/_dotnet"
 cp src/Dotnet/SharedBridge/bin/Release/net10.0/SharedBridge.dll src/Dotnet/SharedBridge/bin/Release/net10.0/SharedBridge.xml \
     "$stage/python/sharedbridge/_dotnet/"

@@ -235,6 +235,7 @@ def test_wheel_has_types_licence_console_script_and_the_package_assembly():
         assert z.read("sharedbridge/VERSION").decode().strip() == VERSION
         assert "sharedbridge = sharedbridge.cli:main" in z.read(f"{info}/entry_points.txt").decode()
         assert not [f for f in files if "__pycache__" in f or f.startswith(("tests/", "python/"))]
+        assert not [f for f in files if f.endswith(".so")], "the py3-none-any wheel is pure"
         wheel_dll = z.read("sharedbridge/_dotnet/SharedBridge.dll")
     with zipfile.ZipFile(dist_file(f"SharedBridge.{VERSION}.nupkg")) as z:
         assert sha256(wheel_dll) == sha256(z.read("lib/net10.0/SharedBridge.dll")), \
@@ -246,9 +247,10 @@ def test_sdist_is_the_source_and_builds_a_wheel(work):
     top = f"sharedbridge-{VERSION}"
     with tarfile.open(sdist) as t:
         names = set(t.getnames())
-    assert {f"{top}/pyproject.toml", f"{top}/LICENSE", f"{top}/README.md",
+    assert {f"{top}/pyproject.toml", f"{top}/LICENSE", f"{top}/README.md", f"{top}/setup.py",
+            f"{top}/python/sharedbridge/_platform/_fastlock.c",
             f"{top}/python/sharedbridge/VERSION", f"{top}/python/sharedbridge/py.typed"} <= names
-    assert not [n for n in names if n.endswith(".dll")], "the sdist is source only"
+    assert not [n for n in names if n.endswith((".dll", ".so"))], "the sdist is source only"
     # Offline, the build needs an interpreter that has setuptools and wheel itself.
     builders = [p for p in dict.fromkeys([sys.executable, "/usr/bin/python3"]) if os.path.exists(p)
                 and subprocess.run([p, "-c", "import setuptools, wheel"], capture_output=True).returncode == 0]
@@ -257,7 +259,16 @@ def test_sdist_is_the_source_and_builds_a_wheel(work):
     out = work / "from-sdist"
     run([builders[0], "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
          "--disable-pip-version-check", "-w", out, sdist], cwd=work)
-    assert [p.name for p in out.iterdir()] == [f"sharedbridge-{VERSION}-py3-none-any.whl"]
+    # setup.py builds the optional lock accelerator when a compiler and the headers are
+    # there (a wheel for this interpreter with the module), else a pure wheel (ctypes path).
+    [built] = list(out.iterdir())
+    with zipfile.ZipFile(built) as z:
+        accel = [n for n in z.namelist() if n.startswith("sharedbridge/_platform/_fastlock")
+                 and n.endswith(".so")]
+    if built.name == f"sharedbridge-{VERSION}-py3-none-any.whl":
+        assert not accel
+    else:
+        assert built.name.startswith(f"sharedbridge-{VERSION}-cp") and len(accel) == 1, built.name
 
 
 # --- installed ------------------------------------------------------------------------------
