@@ -132,6 +132,15 @@ class _Waitable:
             w[SIGNALS] = min(w[SIGNALS], waiters)
             raise
 
+    def _wait_until(self, ready, deadline):
+        """Wait (the lock held once by this thread) until ready() is true: True, or False
+        at the deadline (None: none)."""
+        while not ready():
+            if deadline is not None and _now() >= deadline:
+                return False
+            self._wait(deadline)
+        return True
+
     def _check_signals(self):
         if self._w[SIGNALS] > self._w[WAITERS]:
             raise self._corrupt(f"signals {self._w[SIGNALS]} > waiters {self._w[WAITERS]}")
@@ -202,11 +211,7 @@ class Event(_Waitable):
         """Block until the flag is set or *timeout* seconds pass; returns the flag."""
         deadline = _deadline(timeout)
         with self._lock:
-            while not self._flag():
-                if deadline is not None and _now() >= deadline:
-                    return False
-                self._wait(deadline)
-            return True
+            return self._wait_until(self._flag, deadline)
 
     def __repr__(self):
         state = "set" if self._w[FLAG] == 1 else "unset"
@@ -245,10 +250,8 @@ class Semaphore(_Waitable):
         """Take one unit; with block=False or a timeout, False when none came in time."""
         deadline = _deadline(timeout if block else 0)
         with self._lock:
-            while not self._value():
-                if deadline is not None and _now() >= deadline:
-                    return False
-                self._wait(deadline)
+            if not self._wait_until(self._value, deadline):
+                return False
             self._w[VALUE] -= 1
             return True
 

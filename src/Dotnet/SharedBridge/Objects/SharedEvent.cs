@@ -84,13 +84,7 @@ public sealed class SharedEvent : IDisposable
         CheckTimeout(timeout);
         long start = Stopwatch.GetTimestamp();
         using var scope = _words.Lock();
-        while (Flag() == 0)
-        {
-            var left = Left(timeout, start);
-            if (left == TimeSpan.Zero) return false;
-            _words.Wait(left, cancellationToken);
-        }
-        return true;
+        return _words.WaitUntil(() => Flag() != 0, timeout, start, cancellationToken);
     }
 
     /// <summary>Waits on a dedicated thread (the robust lock never crosses an await).</summary>

@@ -92,12 +92,7 @@ public sealed class SharedSemaphore : IDisposable
         CheckTimeout(timeout);
         long start = Stopwatch.GetTimestamp();
         using var scope = _words.Lock();
-        while (Value() == 0)
-        {
-            var left = Left(timeout, start);
-            if (left == TimeSpan.Zero) return false;
-            _words.Wait(left, cancellationToken);
-        }
+        if (!_words.WaitUntil(() => Value() != 0, timeout, start, cancellationToken)) return false;
         _words[W3] -= 1;
         return true;
     }

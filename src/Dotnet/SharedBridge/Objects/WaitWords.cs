@@ -132,6 +132,19 @@ internal sealed unsafe class WaitWords
 
     // ------------------------------------------------------------------ the protocol
 
+    /// <summary>Waits (the lock held once by this thread) until <paramref name="ready"/> is true; false when
+    /// <paramref name="timeout"/>, counted from <paramref name="start"/>, passes first.</summary>
+    internal bool WaitUntil(Func<bool> ready, TimeSpan timeout, long start, CancellationToken cancellationToken)
+    {
+        while (!ready())
+        {
+            var left = Left(timeout, start);
+            if (left == TimeSpan.Zero) return false;
+            Wait(left, cancellationToken);
+        }
+        return true;
+    }
+
     /// <summary>Section 10.3 wait. The calling thread holds the mutex once; it holds it again on return,
     /// also when a cancellation ends the wait (OperationCanceledException). True when notified.</summary>
     internal bool Wait(TimeSpan timeout, CancellationToken cancellationToken)
