@@ -4,9 +4,14 @@
 Reads every result file a suite script left in the results directory:
   <suite>.trx          VSTest TRX (dotnet test --logger trx)
   <suite>.junit.xml    JUnit XML (pytest --junitxml)
+  <suite>.progress     each pytest test's start and outcome as it happened (conftest.py at
+                       the repository root); read when the JUnit file is missing or cut short:
+                       the run was killed (the suite scripts' `timeout`), and the test that was
+                       running is a failure named here
   <suite>.status       the suite script's exit status (one integer)
-A suite whose script failed without recording any failed test (a build error,
-a crash) counts as one failure, so a broken suite can never look green.
+Every failed test is listed by name under its suite's line (a test that hit its time limit
+says so in its message). A suite whose script failed without recording any failed test (a
+build error, a crash) counts as one failure, so a broken suite can never look green.
 Exit status: 0 only if nothing failed and at least one test ran.
 """
 import pathlib
@@ -16,8 +21,17 @@ import xml.etree.ElementTree as ET
 TRX_NS = "{http://microsoft.com/schemas/VisualStudio/TeamTest/2010}"
 
 
+MAX_NAMED = 20          # failed tests listed per suite
+
+
+def _first_line(text):
+    text = (text or "").strip()
+    return text.splitlines()[0][:160] if text else ""
+
+
 def count_trx(path):
     passed = failed = skipped = 0
+    names = []
     for result in ET.parse(path).getroot().iter(TRX_NS + "UnitTestResult"):
         outcome = result.get("outcome", "")
         if outcome == "Passed":
@@ -26,45 +40,106 @@ def count_trx(path):
             skipped += 1
         else:
             failed += 1
-    return passed, failed, skipped
+            message = result.find(f"{TRX_NS}Output/{TRX_NS}ErrorInfo/{TRX_NS}Message")
+            names.append((result.get("testName", "?"),
+                          _first_line(message.text if message is not None else outcome)))
+    return passed, failed, skipped, names
 
 
 def count_junit(path):
     passed = failed = skipped = 0
+    names = []
     for case in ET.parse(path).getroot().iter("testcase"):
-        tags = {child.tag for child in case}
-        if tags & {"failure", "error"}:
+        bad = [child for child in case if child.tag in ("failure", "error")]
+        if bad:
             failed += 1
-        elif "skipped" in tags:
+            names.append((f"{case.get('classname', '')}::{case.get('name', '?')}",
+                          _first_line(bad[0].get("message") or bad[0].text)))
+        elif any(child.tag == "skipped" for child in case):
             skipped += 1
         else:
             passed += 1
-    return passed, failed, skipped
+    return passed, failed, skipped, names
+
+
+def count_progress(path):
+    """A killed pytest run: the outcomes it recorded, and the test that was running
+    (started, never finished) as a failure."""
+    passed = failed = skipped = 0
+    names, running, timed_out = [], None, set()
+    for line in path.read_text().splitlines():
+        word, _, nodeid = line.partition(" ")
+        if word == "start":
+            running = nodeid
+        elif word == "timeout":
+            timed_out.add(nodeid)
+        elif word in ("passed", "failed", "skipped"):
+            running = None
+            if word == "passed":
+                passed += 1
+            elif word == "skipped":
+                skipped += 1
+            else:
+                failed += 1
+                names.append((nodeid, "hit the per-test time limit" if nodeid in timed_out
+                              else "failed (details were in the JUnit file the killed run never wrote)"))
+    if running is not None:
+        failed += 1
+        names.append((running, "was running when the suite was killed (hung): its stacks are in "
+                      "the log above, from faulthandler"))
+    return passed, failed, skipped, names
 
 
 def main(results_dir):
     root = pathlib.Path(results_dir)
-    suites = {}
-    for path in sorted(root.iterdir()) if root.is_dir() else []:
+    suites, named, notes = {}, {}, {}
+    paths = sorted(root.iterdir()) if root.is_dir() else []
+    for path in paths:
         if path.name.endswith(".trx"):
             suite, counter = path.name[: -len(".trx")], count_trx
         elif path.name.endswith(".junit.xml"):
             suite, counter = path.name[: -len(".junit.xml")], count_junit
         else:
             continue
+        try:
+            counts = counter(path)
+        except ET.ParseError as e:         # cut short: the run was killed while writing it
+            notes.setdefault(suite, []).append(f"{path.name} is unreadable ({e})")
+            continue
         totals = suites.setdefault(suite, [0, 0, 0])
-        for i, n in enumerate(counter(path)):
+        for i, n in enumerate(counts[:3]):
             totals[i] += n
+        named.setdefault(suite, []).extend(counts[3])
+    for path in paths:
+        if not path.name.endswith(".progress"):
+            continue
+        suite = path.name[: -len(".progress")]
+        if suite in suites:              # the JUnit file was written: it has everything
+            continue
+        p, f, s, names = count_progress(path)
+        notes.setdefault(suite, []).append(
+            f"no JUnit file (the run was killed): {p + f + s} results from {path.name}")
+        suites[suite] = [p, f, s]
+        named.setdefault(suite, []).extend(names)
     for path in sorted(root.glob("*.status")) if root.is_dir() else []:
         suite = path.name[: -len(".status")]
         status = path.read_text().strip()
         totals = suites.setdefault(suite, [0, 0, 0])
+        if status in ("124", "137"):
+            notes.setdefault(suite, []).append(f"the suite hit its time limit (status {status})")
         if status != "0" and totals[1] == 0:
             print(f"{suite}: the suite exited with status {status} without a failed test: counted as 1 failure")
             totals[1] += 1
     grand = [0, 0, 0]
     for suite, (p, f, s) in sorted(suites.items()):
         print(f"{suite}: {p} passed, {f} failed, {s} skipped")
+        for note in notes.get(suite, []):
+            print(f"    ({note})")
+        names = named.get(suite, [])
+        for name, why in names[:MAX_NAMED]:
+            print(f"    FAILED {name}" + (f": {why}" if why else ""))
+        if len(names) > MAX_NAMED:
+            print(f"    ... and {len(names) - MAX_NAMED} more failed")
         grand = [grand[0] + p, grand[1] + f, grand[2] + s]
     print(f"{grand[0]} passed, {grand[1]} failed, {grand[2]} skipped")
     return 0 if grand[1] == 0 and grand[0] > 0 else 1

@@ -6,6 +6,10 @@
 # Runs on Debian's /usr/bin/python3 (pytest, venv from apt), else build/venv's python; writes
 # RESULTS_DIR/install.junit.xml and RESULTS_DIR/install.status.
 set -uo pipefail
+# Hangs: a test fails alone after its limit (-o test_timeout, conftest.py at the repository root)
+# and the suite goes on; `timeout -s ABRT` ends a run that still overruns, with every thread's
+# stack (faulthandler) and the running test named in RESULTS_DIR/<suite>.progress.
+ulimit -c 0
 cd "$(dirname "$0")/.."
 RESULTS="${1:?usage: scripts/test-install.sh RESULTS_DIR}"
 mkdir -p "$RESULTS"
@@ -25,7 +29,7 @@ export SB_INSTALL_PYTHONS="$other"
 status=0
 bash scripts/dist.sh || status=$?
 if [ "$status" = 0 ]; then
-    PYTHONDONTWRITEBYTECODE=1 timeout 600 "$py" -m pytest tests/install -q -rs -p no:cacheprovider \
+    PYTHONDONTWRITEBYTECODE=1 timeout -s ABRT -k 30 600 "$py" -m pytest tests/install -q -rs -p no:cacheprovider -o test_timeout=400 \
         -p no:hypothesispytest -o junit_suite_name=install --junitxml="$RESULTS/install.junit.xml"
     status=$?
 fi

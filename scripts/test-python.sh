@@ -10,7 +10,13 @@
 # suite must use it (SHAREDBRIDGE_EXPECT_ACCEL=1, python/tests/test_lock_backend.py), and on
 # Debian's python3 and the newest interpreter the lock tests run again on the ctypes path
 # (SHAREDBRIDGE_NO_ACCEL=1): python-<label>-ctypes.*.
+# A hung test fails alone after its per-test limit (pyproject.toml test_timeout, conftest.py at
+# the repository root: its name and every thread's stacks are printed) and the run goes on.
+# If a whole run still exceeds 600 s, `timeout -s ABRT` ends it and its processes: pytest's
+# faulthandler prints every thread's stack, and RESULTS_DIR/<suite>.progress names the test
+# that was running (scripts/summarize.py reports it as failed).
 set -uo pipefail
+ulimit -c 0        # the SIGABRT of a timed-out run leaves no core files
 cd "$(dirname "$0")/.."
 RESULTS="${1:?usage: scripts/test-python.sh RESULTS_DIR}"
 mkdir -p "$RESULTS"
@@ -53,7 +59,7 @@ while read -r py; do
         *) echo 1 > "$RESULTS/fastlock-$label.status"; status=1 ;;
     esac
     SHAREDBRIDGE_EXPECT_ACCEL="$expect" PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
-        timeout 600 "$py" -m pytest python/tests -q -p no:cacheprovider -p no:hypothesispytest \
+        timeout -s ABRT -k 30 600 "$py" -m pytest python/tests -q -p no:cacheprovider -p no:hypothesispytest \
         -o junit_suite_name="python-$label" --junitxml="$RESULTS/python-$label.junit.xml"
     rc=$?
     echo "$rc" > "$RESULTS/python-$label.status"
@@ -61,7 +67,7 @@ while read -r py; do
     if [ -n "$expect" ] && { [ "$py" = /usr/bin/python3 ] || [ "$py" = "$newest" ]; }; then
         echo "=== python-$label-ctypes ($py, SHAREDBRIDGE_NO_ACCEL=1: the lock tests on the ctypes path)"
         SHAREDBRIDGE_NO_ACCEL=1 PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
-            timeout 600 "$py" -m pytest $(printf 'python/tests/%s ' $CTYPES_TESTS) -q -p no:cacheprovider \
+            timeout -s ABRT -k 30 600 "$py" -m pytest $(printf 'python/tests/%s ' $CTYPES_TESTS) -q -p no:cacheprovider \
             -p no:hypothesispytest -o junit_suite_name="python-$label-ctypes" \
             --junitxml="$RESULTS/python-$label-ctypes.junit.xml"
         rc=$?
@@ -74,7 +80,7 @@ while read -r py; do
     # where it is nowhere.
     echo "=== pythonnet-$label ($py)"
     PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
-        timeout 600 "$py" -m pytest python/tests_dotnet -q -rs -p no:cacheprovider -p no:hypothesispytest \
+        timeout -s ABRT -k 30 600 "$py" -m pytest python/tests_dotnet -q -rs -p no:cacheprovider -p no:hypothesispytest \
         -o junit_suite_name="pythonnet-$label" --junitxml="$RESULTS/pythonnet-$label.junit.xml"
     rc=$?
     echo "$rc" > "$RESULTS/pythonnet-$label.status"

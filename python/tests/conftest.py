@@ -3,9 +3,11 @@
 import gc
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -84,13 +86,71 @@ def child_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = PYTHON_DIR + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("PYTHONWARNINGS", None)
+    # A child ended for a timeout (SIGABRT first, stop_tree) prints the stacks of its threads.
+    env["PYTHONFAULTHANDLER"] = "1"
     return env
+
+
+def _descendants(pid):
+    """*pid*'s living descendants, read from /proc (grandchildren too: Pool workers,
+    forkservers)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat[stat.rfind(b")") + 2:].split()[1])
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier and p not in found}
+        found += frontier
+    return found
+
+
+def stop_tree(child, grace=3):
+    """End *child* (a Popen) and every process under it: SIGABRT first, so that Python
+    processes (PYTHONFAULTHANDLER=1, child_env) print their stacks, then SIGKILL. The tree
+    is read before anything is killed: once the child is gone its workers are orphans."""
+    tree = [child.pid] + _descendants(child.pid)
+    for sig in (signal.SIGABRT, signal.SIGKILL):
+        for pid in tree:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        if sig == signal.SIGABRT:
+            try:
+                child.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(0.2)
+
+
+def _communicate(child, timeout):
+    """communicate() with a deadline; on timeout the whole process tree is ended and the
+    test fails with what the processes printed (their stacks included). The output is read
+    with a deadline too: an orphaned grandchild could hold the pipes open."""
+    try:
+        return child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    stop_tree(child)
+    try:
+        out, err = child.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        out, err = "(the output pipes stayed open)", ""
+    pytest.fail(f"child {child.args} timed out after {timeout} s and was ended with its "
+                f"processes; its output:\n{out}\n{err}")
 
 
 def run_python(code, *args, timeout=60, check=True, keep=()):
     """Run *code* in a fresh interpreter (the one running the tests); returns the
     CompletedProcess. With check=True, a non-zero exit fails the test with stderr.
-    Segments the child created must be gone when it exits, except those named in keep."""
+    Segments the child created must be gone when it exits, except those named in keep.
+    A child still running after *timeout* seconds fails the test (stop_tree)."""
     # A real file, not -c: spawn/forkserver children re-import the main module.
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "child_main.py")
@@ -99,12 +159,7 @@ def run_python(code, *args, timeout=60, check=True, keep=()):
         child = subprocess.Popen([sys.executable, path, *args], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=child_env(),
                                  cwd=PYTHON_DIR)
-        try:
-            out, err = child.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            out, err = child.communicate()
-            pytest.fail(f"child timed out after {timeout} s:\n{out}\n{err}")
+        out, err = _communicate(child, timeout)
     proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
     _check_child_left_nothing(child.pid, keep)
     if check and proc.returncode != 0:
@@ -115,7 +170,7 @@ def run_python(code, *args, timeout=60, check=True, keep=()):
 def run_script(path, *args, timeout=90):
     child = subprocess.Popen([sys.executable, path, *args], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=child_env(), cwd=PYTHON_DIR)
-    out, err = child.communicate(timeout=timeout)
+    out, err = _communicate(child, timeout)
     _check_child_left_nothing(child.pid, ())
     return subprocess.CompletedProcess(child.args, child.returncode, out, err)
 

@@ -10,9 +10,15 @@ def wait_then_report(event, done, timeout):
         done.set()
 
 
+# Every wait here has a deadline, so that a bug shows as a failed assertion in the test
+# (an Event never set, an exit code) and never as a hung child.
+WAIT = 60
+
+
 def take_units(sem, count, out):
     for _ in range(count):
-        sem.acquire()
+        if not sem.acquire(timeout=WAIT):
+            raise SystemExit("take_units: no unit came within %d s" % WAIT)
     out.set()
 
 
@@ -36,16 +42,19 @@ def produce(cond, buf, items):
 
 
 def wait_forever_on(cond):
+    # "For ever" as far as the test is concerned: it kills this child long before.
     with cond:
-        cond.wait()
+        cond.wait(WAIT)
 
 
 def hold_units_and_die(sem, started):
-    sem.acquire()
+    if not sem.acquire(timeout=WAIT):
+        raise SystemExit("hold_units_and_die: no unit within %d s" % WAIT)
     started.set()
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def die_holding_internal_lock(sem):
-    sem._lock.acquire()
+    if not sem._lock.acquire(timeout=WAIT):
+        raise SystemExit("die_holding_internal_lock: the lock stayed held %d s" % WAIT)
     os.kill(os.getpid(), signal.SIGKILL)
