@@ -8,6 +8,9 @@ Reads every result file a suite script left in the results directory:
                        the repository root); read when the JUnit file is missing or cut short:
                        the run was killed (the suite scripts' `timeout`), and the test that was
                        running is a failure named here
+  <suite>-blame/       `dotnet test --blame-hang` output: Sequence_*.xml lists the tests the
+                       test host ran, a test not Completed is the one that hung (a failure
+                       named here), *_hangdump.dmp its dump; the run stopped there
   <suite>.status       the suite script's exit status (one integer)
 Every failed test is listed by name under its suite's line (a test that hit its time limit
 says so in its message). A suite whose script failed without recording any failed test (a
@@ -62,6 +65,32 @@ def count_junit(path):
     return passed, failed, skipped, names
 
 
+def trx_run_errors(path):
+    """The run-level errors of a TRX file (an aborted run: its test host crashed or was ended)."""
+    return [_first_line(text.text) for info in ET.parse(path).getroot().iter(TRX_NS + "RunInfo")
+            if info.get("outcome") == "Error" for text in info.iter(TRX_NS + "Text")]
+
+
+def count_blame(directory):
+    """The tests `--blame-hang` found still running when it ended the test host, with the
+    dumps it wrote."""
+    hung = {}
+    for seq in sorted(directory.rglob("Sequence_*.xml")):
+        try:
+            tests = ET.parse(seq).getroot().iter("Test")
+        except ET.ParseError:
+            continue
+        for test in tests:
+            if test.get("Completed") == "False":
+                hung.setdefault(test.get("Name", "?"), seq.parent)
+    names = []
+    for name, folder in hung.items():
+        dumps = sorted(str(d) for d in folder.glob("*.dmp"))
+        names.append((name, "hung: --blame-hang ended the run"
+                      + (f"; dump of its stacks: {dumps[0]}" if dumps else "")))
+    return names
+
+
 def count_progress(path):
     """A killed pytest run: the outcomes it recorded, and the test that was running
     (started, never finished) as a failure."""
@@ -110,6 +139,14 @@ def main(results_dir):
         for i, n in enumerate(counts[:3]):
             totals[i] += n
         named.setdefault(suite, []).extend(counts[3])
+        if counter is count_trx:
+            notes.setdefault(suite, []).extend(trx_run_errors(path))
+    for path in paths:
+        if path.is_dir() and path.name.endswith("-blame"):
+            suite = path.name[: -len("-blame")]
+            hung = count_blame(path)
+            suites.setdefault(suite, [0, 0, 0])[1] += len(hung)
+            named.setdefault(suite, []).extend(hung)
     for path in paths:
         if not path.name.endswith(".progress"):
             continue
