@@ -167,7 +167,8 @@ class Creator:
         line = self.proc.stdout.readline().strip()
         if line != "created":
             self.proc.kill()
-            raise AssertionError(f"{cmd} {verb} {name}: {line!r} {self.proc.communicate()[1]}")
+            raise AssertionError(f"{cmd} {verb} {name}: {line!r} "
+                                 f"{self.proc.communicate(timeout=60)[1]}")
 
     def release(self):
         """The values the segment held when released, and any further output lines."""
@@ -182,7 +183,7 @@ class Creator:
     def __exit__(self, *exc):
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+            self.proc.wait(60)
 
 
 def modified(values):
