@@ -38,7 +38,7 @@ import pytest
 
 _REPEAT = 5.0          # seconds between alarms once the limit is exceeded
 _GIVE_UP = 60.0        # then the process ends: the test swallows every Failed raised in it
-_ABRT_GRACE = 2.0      # seconds children get to print their stacks before SIGKILL
+_ABRT_GRACE = 1.0      # seconds a child gets to print its stacks before SIGKILL
 _TEARDOWN_AFTER_TIMEOUT = 30.0   # seconds the teardown of a test failed for its limit gets
 
 
@@ -77,19 +77,21 @@ def descendants(pid):
 
 
 def end_processes(pids):
-    """SIGABRT (Python children with PYTHONFAULTHANDLER=1 print their stacks), a short
-    grace, then SIGKILL for any that is left."""
-    for sig in (signal.SIGABRT, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except OSError:
-                pass
-        if sig == signal.SIGABRT and pids:
-            deadline = time.monotonic() + _ABRT_GRACE
-            while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}/stat")
-                                                       and not _zombie(p) for p in pids):
-                time.sleep(0.05)
+    """SIGABRT one process at a time (Python children with PYTHONFAULTHANDLER=1 print their
+    stacks, which must not interleave), a short grace each, then SIGKILL for any left."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGABRT)
+        except OSError:
+            continue
+        deadline = time.monotonic() + _ABRT_GRACE
+        while not _zombie(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 _NOISE = ("/_pytest/", "/pluggy/", "/pytest/__main__.py", "<frozen runpy>", __file__)

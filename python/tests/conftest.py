@@ -110,23 +110,34 @@ def _descendants(pid):
     return found
 
 
-def stop_tree(child, grace=3):
-    """End *child* (a Popen) and every process under it: SIGABRT first, so that Python
-    processes (PYTHONFAULTHANDLER=1, child_env) print their stacks, then SIGKILL. The tree
-    is read before anything is killed: once the child is gone its workers are orphans."""
+def _ended(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except OSError:
+        return True
+
+
+def stop_tree(child, grace=1.0):
+    """End *child* (a Popen) and every process under it: SIGABRT first, one process at a
+    time so that their stacks (Python processes: PYTHONFAULTHANDLER=1, child_env) do not
+    interleave on the shared pipe, then SIGKILL for any left. The tree is read before
+    anything is killed: once the child is gone its workers are orphans. Returns the pids."""
     tree = [child.pid] + _descendants(child.pid)
-    for sig in (signal.SIGABRT, signal.SIGKILL):
-        for pid in tree:
-            try:
-                os.kill(pid, sig)
-            except OSError:
-                pass
-        if sig == signal.SIGABRT:
-            try:
-                child.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-            time.sleep(0.2)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGABRT)
+        except OSError:
+            continue
+        deadline = time.monotonic() + grace
+        while not _ended(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return tree
 
 
 def _communicate(child, timeout):
@@ -137,13 +148,22 @@ def _communicate(child, timeout):
         return child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         pass
-    stop_tree(child)
+    tree = stop_tree(child)
     try:
         out, err = child.communicate(timeout=10)
     except subprocess.TimeoutExpired:
         out, err = "(the output pipes stayed open)", ""
+    left = set()
+    for pid in tree:               # killed processes cannot clean up: do it for them
+        left |= segments_created_by(pid)
+    for name in left:
+        try:
+            os.unlink(os.path.join(SHM, name))
+        except FileNotFoundError:
+            pass
     pytest.fail(f"child {child.args} timed out after {timeout} s and was ended with its "
-                f"processes; its output:\n{out}\n{err}")
+                f"processes {tree} (their segments removed: {sorted(left)}); its output:\n"
+                f"{out}\n{err}")
 
 
 def run_python(code, *args, timeout=60, check=True, keep=()):
