@@ -60,13 +60,13 @@ internal static class SegmentJson
             ["lifetime_code"] = (int)h.Lifetime,
             ["type_name"] = h.TypeName,
             ["lock_name"] = h.LockName,
-            ["creator_pid"] = h.CreatorPid,
+            ["creator_pid"] = i.CreatorPid,
             ["creator_start_time"] = h.CreatorStartTime,
             ["created_unix_ns"] = h.CreatedUnixNanoseconds,
             ["state"] = h.State,
             ["header_crc32"] = h.HeaderCrc32,
             ["recovery_count"] = h.RecoveryCount,
-            ["last_recovered_pid"] = h.LastRecoveredByPid,
+            ["last_recovered_pid"] = i.LastRecoveredPid,
         };
         o["fields"] = h is null ? new JsonArray() : FieldTree(h.Fields, -1);
         o["data"] = new JsonArray(i.Elements.Select(Value).ToArray());

@@ -147,6 +147,13 @@ internal static class HeaderCodec
         int headerSize = ReadHeaderSize(name, h, objectSize);
         if (h.Length != headerSize)
             throw new InvalidOperationException("header copy has the wrong length");
+        // Section 6.2 step 5 fixes the order up to the kind: header_size, then the checksum (damaged
+        // bytes say nothing about who wrote them), then the kind (an unknown one is a newer writer's,
+        // whatever else its header holds); the rest in any order.
+        uint storedCrc = BinaryPrimitives.ReadUInt32LittleEndian(h[HeaderCrc32..]);
+        uint actualCrc = ComputeCrc(h);
+        if (storedCrc != actualCrc)
+            throw Corrupt(name, $"header checksum mismatch (stored 0x{storedCrc:X8}, computed 0x{actualCrc:X8})");
 
         var kind = (SegmentKind)h[Kind];
         if (h[Kind] > MaxKind)
@@ -206,10 +213,6 @@ internal static class HeaderCodec
         if (state is not (StateReady or StateRetired))
             throw Corrupt(name, $"state {state} is not 1 (ready) or 2 (retired)");
         var lifetime = ParseLifetime(name, h);
-        uint storedCrc = BinaryPrimitives.ReadUInt32LittleEndian(h[HeaderCrc32..]);
-        uint actualCrc = ComputeCrc(h);
-        if (storedCrc != actualCrc)
-            throw Corrupt(name, $"header checksum mismatch (stored 0x{storedCrc:X8}, computed 0x{actualCrc:X8})");
 
         ulong recoveries = BinaryPrimitives.ReadUInt64LittleEndian(h[RecoveryCount..]);
         long createdNs = BinaryPrimitives.ReadInt64LittleEndian(h[CreatedUnixNs..]);
@@ -236,6 +239,8 @@ internal static class HeaderCodec
             TypeName = typeName,
             Fields = fields,
             CreatorPid = PidOrZero(BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPid..])),
+            RecordedCreatorPid = BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPid..]),
+            RecordedLastRecoveredByPid = BinaryPrimitives.ReadUInt32LittleEndian(h[LastRecoveredByPid..]),
             CreatorStartTime = BinaryPrimitives.ReadUInt64LittleEndian(h[CreatorStartTime..]),
             CreatedAt = DateTimeOffset.UnixEpoch.AddTicks(createdNs / 100),
             CreatedUnixNanoseconds = createdNs,

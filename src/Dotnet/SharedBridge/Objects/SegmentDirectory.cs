@@ -104,7 +104,7 @@ public static class SegmentDirectory
             Name = segment.Name, Status = SegmentStatus.Ok, Kind = h.Kind, TypeCode = h.TypeCode, TypeName = h.TypeName,
             Length = h.Length, Bytes = size, Lock = h.LockKind, LockName = h.LockKind == LockKind.External ? h.LockName : null,
             LockState = lockState, LockProblem = problem, LockHolderPid = holder, Recoveries = recoveries,
-            State = segment.LiveState, Lifetime = h.Lifetime, CreatorPid = h.CreatorPid, CreatorStartTime = h.CreatorStartTime,
+            State = segment.LiveState, Lifetime = h.Lifetime, CreatorPid = h.RecordedCreatorPid, LastRecoveredPid = h.RecordedLastRecoveredByPid, CreatorStartTime = h.CreatorStartTime,
             CreatorAlive = h.CreatorIsRunning(), CreatedUnixNanoseconds = h.CreatedUnixNanoseconds,
             Age = TimeSpan.FromTicks(Math.Max(0, ProcessInfo.UnixNanosecondsNow() - h.CreatedUnixNanoseconds) / 100),
             Header = h, Elements = ReadElements(segment, data),

@@ -63,8 +63,10 @@ public sealed class SegmentInfo
     public int? State { get; internal init; }
     /// <summary>Who removes the name, and when (docs/format.md section 8).</summary>
     public SegmentLifetime? Lifetime { get; internal init; }
-    /// <summary>The creator's pid.</summary>
-    public int? CreatorPid { get; internal init; }
+    /// <summary>The creator's pid as recorded (the header's u32; a value above the system's pid_max names no process).</summary>
+    public long? CreatorPid { get; internal init; }
+    /// <summary>The header's last_recovered_by_pid as recorded (a u32), read when the segment was opened.</summary>
+    public long? LastRecoveredPid { get; internal init; }
     /// <summary>The creator's start time (clock ticks after boot, 0 if unknown).</summary>
     public ulong? CreatorStartTime { get; internal init; }
     /// <summary>True when the creator (pid and start time) is still running.</summary>
