@@ -321,6 +321,34 @@ public sealed partial class CliTests : CrossTestBase
         }
     }
 
+    /// <summary>A killed maker's segment that a live process of the other language still maps: both CLIs name
+    /// that process on the segment's reap line and in --json (its memory stays valid, the name is gone).</summary>
+    [TestCase(CSharp)]
+    [TestCase(Python)]
+    public void BothClisNameTheProcessThatStillMapsWhatTheyReap(string maker)
+    {
+        string p = NewReapPrefix(), name = p + "m";
+        var makerDriver = maker == CSharp ? Driver.CSharp : Driver.Python(Interpreters.Preferred);
+        var attacherDriver = maker == CSharp ? Driver.Python(Interpreters.Preferred) : Driver.CSharp;
+        using var creator = makerDriver.Start("hold", "create", name, "creator");
+        Assert.That(creator.ReadLine(Quick), Does.Contain("\"ready\""), creator.Describe());
+        using var attacher = attacherDriver.Start("hold", "open", name);
+        Assert.That(attacher.ReadLine(Quick), Does.Contain("\"ready\""), attacher.Describe());
+        creator.Kill();
+        JsonNode dry = Json(Cli(CSharp, "reap", "--prefix", p, "--json"));
+        AssertSameJson(dry, Json(Cli(Python, "reap", "--prefix", p, "--json")), "reap --json (dry run)");
+        Assert.That(dry[0]!["mapped_by"]!.AsArray().Select(x => (int)x!), Is.EqualTo(new[] { attacher.Id }));
+        DriverResult csText = Cli(CSharp, "reap", "--prefix", p);
+        Assert.That(csText.Stdout, Is.EqualTo(Cli(Python, "reap", "--prefix", p).Stdout), "both CLIs' dry runs");
+        Assert.That(csText.Stdout, Does.Contain($"(still mapped by pid {attacher.Id}: memory would stay valid for it, the name would be gone)"));
+        string removed = Cli(maker == CSharp ? Python : CSharp, "reap", "--yes", "--prefix", p).Stdout;
+        Assert.That(removed.Split('\n')[0], Does.StartWith($"removed {name}: ")
+            .And.EndWith($" (still mapped by pid {attacher.Id}: memory stays valid for it, the name is gone)"));
+        Assert.That(Shm.Exists(name), Is.False);
+        attacher.WriteLine("exit");
+        Assert.That(attacher.WaitForExit(Quick).ExitCode, Is.Zero, attacher.Describe());
+    }
+
     private const string PythonSyncMaker = """
         import sys, sharedbridge as sb
         P = sys.argv[1]
