@@ -148,6 +148,9 @@ internal static class HeaderCodec
     internal static SegmentHeader Parse(string name, ReadOnlySpan<byte> h, long objectSize)
     {
         CheckMagicAndVersion(name, h);
+        uint state = BinaryPrimitives.ReadUInt32LittleEndian(h[State..]);
+        if (state is not (StateReady or StateRetired))
+            throw Corrupt(name, $"state {state} is not 1 (ready) or 2 (retired)");
         int headerSize = ReadHeaderSize(name, h, objectSize);
         if (h.Length != headerSize)
             throw new InvalidOperationException("header copy has the wrong length");
@@ -213,9 +216,6 @@ internal static class HeaderCodec
 
         var fields = ParseFieldTable(name, h, typeCode, elementSize, headerSize);
 
-        uint state = BinaryPrimitives.ReadUInt32LittleEndian(h[State..]);
-        if (state is not (StateReady or StateRetired))
-            throw Corrupt(name, $"state {state} is not 1 (ready) or 2 (retired)");
         var lifetime = ParseLifetime(name, h);
 
         ulong recoveries = BinaryPrimitives.ReadUInt64LittleEndian(h[RecoveryCount..]);
