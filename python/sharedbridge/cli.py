@@ -7,6 +7,7 @@ public API only (list_segments, inspect_segment, unlink, reset_lock). Exit statu
 
 import argparse
 import json
+import shlex
 import sys
 
 from . import (SegmentInUseError, SharedBridgeError, TypeMismatchError, inspect_segment,
@@ -19,7 +20,7 @@ PROG = "sharedbridge"
 INFO_KEYS = ("name", "status", "reason", "kind", "typecode", "type_name", "length", "bytes",
              "lock", "lock_name", "lock_state", "lock_holder_pid", "recoveries", "state",
              "lifetime", "creator_pid", "creator_start_time", "creator_alive", "created_unix_ns",
-             "age_seconds", "mapped_by")
+             "age_seconds", "mapped_by", "sync")
 HEADER_KEYS = ("version", "compat_version", "header_size", "kind", "typecode",
                "element_size", "element_count", "data_offset", "data_size", "lock_kind",
                "lock_abi", "lock_size", "lock_offset", "lock_type", "lifetime_code", "type_name",
@@ -117,14 +118,14 @@ def _ls(args):
     if args.json:
         _print_json([info_json(i) for i in infos])
         return 0
-    rows = [("NAME", "KIND", "TYPE", "LENGTH", "BYTES", "LOCK", "LOCK STATE", "RECOVERIES",
-             "STATE", "LIFETIME", "CREATOR", "MAPPED BY", "AGE")]
+    rows = [("NAME", "KIND", "TYPE", "LENGTH", "SYNC", "BYTES", "LOCK", "LOCK STATE",
+             "RECOVERIES", "STATE", "LIFETIME", "CREATOR", "MAPPED BY", "AGE")]
     for i in infos:
         if i.status != "ok":
-            rows.append((i.name, "-", "-", "-", _text(i.bytes), "-", "-", "-",
+            rows.append((i.name, "-", "-", "-", "-", _text(i.bytes), "-", "-", "-",
                          i.state or i.status, "-", "-", _pids(i.mapped_by), "-", i.reason))
             continue
-        rows.append((i.name, i.kind, i.element_type or "-", str(i.length), str(i.bytes),
+        rows.append((i.name, i.kind, type_text(i), length_text(i), sync_text(i), str(i.bytes),
                      lock_text(i), lock_state_text(i), _text(i.recoveries), i.state,
                      i.lifetime, creator_text(i), _pids(i.mapped_by), age_text(i.age_seconds)))
     print(_table(rows))
@@ -146,6 +147,37 @@ def _text(v):
 
 def _pids(pids):
     return ",".join(map(str, pids)) or "-"
+
+
+def type_text(i):
+    """TYPE: the element type; '-' for a lock and the synchronization kinds (their 16
+    words are not data: SYNC decodes them)."""
+    return "-" if i.sync is not None else i.element_type or "-"
+
+
+def length_text(i):
+    return "-" if i.sync is not None else str(i.length)
+
+
+def sync_text(i):
+    """SYNC: a synchronization object's words for people (docs/cli.md), '-' otherwise."""
+    w = i.sync
+    if w is None:
+        return "-"
+    if i.kind == "event":
+        text = {0: "clear", 1: "set"}.get(w["flag"], f"flag {w['flag']} (corrupt)")
+    elif i.kind == "semaphore":
+        text = f"value {w['value']}"
+        if w["bounded"]:
+            text += f" of at most {w['max_value']}"
+    elif i.kind == "barrier":
+        text = f"{w['state']}, {w['count']} of {w['parties']} parties waiting"
+    else:
+        text = ""
+    waiting = f"{w['waiters']} waiting"
+    if i.kind == "barrier":
+        return text
+    return f"{text}, {waiting}" if text and w["waiters"] else text or waiting
 
 
 def lock_text(i):
@@ -220,8 +252,9 @@ def _print_inspect(info):
         out.append(f"reason: {info.reason}")
         out.append(f"bytes: {_text(info.bytes)}")
     else:
-        out += [f"kind: {info.kind}", f"element type: {info.element_type or '-'}",
-                f"length: {info.length}", f"bytes: {info.bytes}", f"lock: {lock_text(info)}",
+        out += [f"kind: {info.kind}", f"element type: {type_text(info)}",
+                f"length: {length_text(info)}", f"sync: {sync_text(info)}",
+                f"bytes: {info.bytes}", f"lock: {lock_text(info)}",
                 f"lock state: {lock_state_text(info)}", f"recoveries: {_text(info.recoveries)}",
                 f"state: {info.state}", f"lifetime: {info.lifetime}",
                 f"creator: {creator_text(info)}",
@@ -255,18 +288,36 @@ def _tree_lines(nodes, depth, out):
 def _reap(args):
     reaped = reap(dry_run=not args.yes, prefix=args.prefix)
     if args.json:
-        _print_json([{"name": r.name, "reason": r.reason, "removed": r.removed} for r in reaped])
+        _print_json([{"name": r.name, "reason": r.reason, "removed": r.removed,
+                      "mapped_by": list(r.mapped_by)} for r in reaped])
         return 0
     for r in reaped:
-        print(f"{'removed' if r.removed else 'would remove'} {r.name}: {r.reason}")
+        print(f"{'removed' if r.removed else 'would remove'} {r.name}: {r.reason}"
+              f"{still_mapped_text(r.mapped_by, r.removed)}")
     if not reaped:
         print("nothing to reap")
     elif args.yes:
         print(f"removed {len(reaped)} segment(s)")
     else:
-        print(f"dry run: {len(reaped)} segment(s) would be removed; run `sharedbridge reap "
-              "--yes` to remove them")
+        # The user's own filters: the suggested command removes what this run listed.
+        command = f"{PROG} reap --yes"
+        if args.prefix is not None:
+            command += f" --prefix {shlex.quote(args.prefix)}"
+        print(f"dry run: {len(reaped)} segment(s) would be removed; run `{command}` to remove "
+              "them")
     return 0
+
+
+def still_mapped_text(pids, removed):
+    """What a reap line adds when other processes still map the segment."""
+    if not pids:
+        return ""
+    who = f"pid {pids[0]}" if len(pids) == 1 else f"pids {_pids(pids)}"
+    them = "it" if len(pids) == 1 else "them"
+    if removed:
+        return f" (still mapped by {who}: memory stays valid for {them}, the name is gone)"
+    return (f" (still mapped by {who}: memory would stay valid for {them}, the name would "
+            "be gone)")
 
 
 def _unlink(args):

@@ -261,3 +261,108 @@ os._exit(0)
     assert f"removed {base}last: " in out and out.splitlines()[-1] == "removed 2 segment(s)"
     assert set(ls_json(base)) == {base + "kept"}
     assert cli("reap", "--prefix", base, check=0)[1].strip() == "nothing to reap"
+
+
+@pytest.fixture
+def rnames():
+    """Like names(), with the prefix sbreap_ (the reap and synchronization-word tests)."""
+    made = []
+
+    def new():
+        made.append(f"sbreap_{os.getpid()}_{next(_counter)}_")
+        return made[-1]
+    yield new
+    gc.collect()
+    for entry in os.listdir("/dev/shm"):
+        if entry.startswith(tuple(made)):
+            os.unlink(f"/dev/shm/{entry}")
+
+
+def _holder(code):
+    """A Python child running *code*, then printing 'ready' and waiting to be killed."""
+    p = subprocess.Popen([sys.executable, "-c", "import sharedbridge as sb, time\n" + code
+                          + "\nprint('ready', flush=True)\ntime.sleep(120)"],
+                         stdout=subprocess.PIPE, text=True, env=child_env())
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def _stop(p):
+    p.kill()
+    p.wait(30)
+    p.stdout.close()
+
+
+def test_reap_dry_run_suggests_the_command_with_the_users_own_prefix(rnames):
+    base = rnames()
+    p = _holder(f"a = sb.RawArray('i', 1, name={base + 'a'!r})")
+    _stop(p)
+    out = cli("reap", "--prefix", base, check=0)[1]
+    assert out.splitlines()[-1] == ("dry run: 1 segment(s) would be removed; run "
+                                    f"`sharedbridge reap --yes --prefix {base}` to remove them")
+    assert os.path.exists(f"/dev/shm/{base}a")
+    cli("reap", "--yes", "--prefix", base, check=0)
+    assert not os.path.exists(f"/dev/shm/{base}a")
+
+
+def test_reap_names_the_live_processes_that_still_map_what_it_removes(rnames):
+    base = rnames()
+    name = base + "a"
+    creator = _holder(f"a = sb.RawArray('i', 1, name={name!r})")
+    attacher = _holder(f"a = sb.attach({name!r}); assert a[0] == 0")
+    try:
+        pid, start = creator.pid, sb.header_of(name).creator_start_time
+        _stop(creator)
+        reason = f"creator pid {pid} (started {start}) is gone"
+        dry = json.loads(cli("reap", "--prefix", base, "--json", check=0)[1])
+        assert dry == [{"name": name, "reason": reason, "removed": False,
+                        "mapped_by": [attacher.pid]}]
+        out = cli("reap", "--yes", "--prefix", base, check=0)[1]
+        assert out.splitlines()[0] == (
+            f"removed {name}: {reason} (still mapped by pid {attacher.pid}: memory stays valid "
+            "for it, the name is gone)")
+        assert not os.path.exists(f"/dev/shm/{name}")
+    finally:
+        _stop(attacher)
+
+
+def test_ls_and_inspect_decode_the_synchronization_words(rnames):
+    base = rnames()
+    event = sb.Event(name=base + "e")
+    event.set()
+    bounded = sb.BoundedSemaphore(3, name=base + "s")
+    bounded.acquire()
+    waited = sb.Semaphore(0, name=base + "w")
+    barrier = sb.Barrier(3, name=base + "b")
+    cond = sb.Condition(name=base + "c")
+    waiter = subprocess.Popen([sys.executable, "-c", "import sharedbridge as sb\n"
+                               f"s = sb.attach({base + 'w'!r}); print(s.acquire(timeout=60))"],
+                              stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        deadline = __import__("time").monotonic() + 30
+        while ls_json(base)[base + "w"]["sync"]["waiters"] != 1:
+            assert __import__("time").monotonic() < deadline, "the waiter never waited"
+        barrier.abort()
+        found = ls_json(base)
+        assert {n[len(base):]: i["sync"] for n, i in found.items()} == {
+            "e": {"waiters": 0, "flag": 1},
+            "s": {"waiters": 0, "value": 2, "max_value": 3, "bounded": 1},
+            "w": {"waiters": 1, "value": 0, "max_value": 0x7FFFFFFF, "bounded": 0},
+            "b": {"waiters": 0, "parties": 3, "count": 0, "state": "broken"},
+            "c": {"waiters": 0}}
+        rows = {line.split()[0]: line for line in cli("ls", "--prefix", base, check=0)[1]
+                .splitlines()[1:]}
+        assert "  set  " in rows[base + "e"]
+        assert "  value 2 of at most 3  " in rows[base + "s"]
+        assert "  value 0, 1 waiting  " in rows[base + "w"]
+        assert "  broken, 0 of 3 parties waiting  " in rows[base + "b"]
+        assert "  0 waiting  " in rows[base + "c"]
+        assert " I " not in rows[base + "e"] and " 16 " not in rows[base + "e"]
+        text = cli("inspect", base + "s", check=0)[1].splitlines()
+        assert "element type: -" in text and "length: -" in text
+        assert "sync: value 2 of at most 3" in text
+    finally:
+        waited.release()
+        assert waiter.communicate(timeout=60)[0].strip() == "True"
+        for o in (event, bounded, waited, barrier, cond):
+            sb.close(o)

@@ -37,6 +37,22 @@ def names():
             pass
 
 
+@pytest.fixture
+def rnames():
+    """Like names(), with the prefix sbreap_ (the reaping tests of initializing segments)."""
+    made = []
+
+    def make():
+        made.append(f"sbreap_{os.getpid()}_{next(_counter)}")
+        return made[-1]
+    yield make
+    for n in made:
+        try:
+            os.unlink(f"/dev/shm/{n}")
+        except FileNotFoundError:
+            pass
+
+
 def exists(name):
     return os.path.exists(f"/dev/shm/{name}")
 
@@ -279,15 +295,89 @@ def test_reap_leaves_foreign_corrupt_and_initializing_objects_alone(names):
     with open(f"/dev/shm/{foreign}", "wb") as f:
         f.write(b"not sharedbridge" * 64)
     with open(f"/dev/shm/{zero}", "wb") as f:
-        f.write(bytes(4096))                      # sized, nothing written yet: initializing
+        f.write(bytes(4096))      # sized, nothing written yet: initializing, not yet old
     p = child(f"a = sb.RawArray('i', 1, name={corrupt!r}); print('ready', flush=True); "
               "time.sleep(60)")
     kill(p)
     with open(f"/dev/shm/{corrupt}", "r+b") as f:  # a dead creator, but a corrupt header
         f.seek(0x10)
         f.write(b"\x09")
-    assert sb.reap(prefix=f"sblt_{os.getpid()}_") == []
+    # Nothing recorded and open here: never garbage, however long the children took to start.
+    held = os.open(f"/dev/shm/{zero}", os.O_RDONLY)
+    try:
+        assert sb.reap(prefix=f"sblt_{os.getpid()}_") == []
+    finally:
+        os.close(held)
     assert exists(foreign) and exists(zero) and exists(corrupt)
+
+
+def _paused_creator(name, lifetime="creator"):
+    """A child that creates *name* and stops between writing the identity and state =
+    ready (the creator's test hook); it prints 'ready' when it has stopped there."""
+    return child("from sharedbridge._platform import segment as S\n"
+                 "S._before_ready = lambda n: (print('ready', flush=True), time.sleep(60))\n"
+                 f"sb.Array('i', 4, name={name!r}, lifetime={lifetime!r})")
+
+
+def _age(name, seconds=60):
+    """Make the object look *seconds* old (its modification time, docs/format.md 8)."""
+    t = time.time() - seconds
+    os.utime(f"/dev/shm/{name}", (t, t))
+
+
+def _recorded_creator(name):
+    with open(f"/dev/shm/{name}", "rb") as f:
+        head = f.read(0x200)
+    assert head[:8] == b"SHBRIDGE" and head[0x180:0x184] == bytes(4)     # initializing
+    return __import__("struct").unpack_from("<IQ", head, 0x44)
+
+
+@pytest.mark.parametrize("lifetime", ["creator", "last-closer", "persistent"])
+def test_reap_removes_a_segment_whose_creator_was_killed_while_initializing(rnames, lifetime):
+    name = rnames()
+    p = _paused_creator(name, lifetime)
+    kill(p)
+    pid, start = _recorded_creator(name)
+    assert pid == p.pid and start > 0
+    assert sb.reap(prefix=name) == []          # younger than the grace period
+    assert exists(name)
+    _age(name)
+    reason = f"initializing: creator pid {pid} (started {start}) is gone"
+    assert sb.reap(dry_run=True, prefix=name) == [sb.ReapedSegment(name, reason, False)]
+    assert exists(name)
+    assert sb.reap(prefix=name) == [sb.ReapedSegment(name, reason, True)]
+    assert not exists(name)
+
+
+def test_reap_never_removes_the_segment_of_a_live_initializing_creator(rnames):
+    name = rnames()
+    p = _paused_creator(name)
+    try:
+        _age(name, 3600)
+        assert sb.reap(prefix=name) == []
+        assert exists(name)
+    finally:
+        kill(p)
+
+
+def test_reap_removes_an_initializing_object_with_nothing_recorded_only_if_nobody_has_it_open(
+        rnames):
+    empty, zero = rnames(), rnames()
+    open(f"/dev/shm/{empty}", "wb").close()          # killed before ftruncate
+    with open(f"/dev/shm/{zero}", "wb") as f:         # killed after ftruncate
+        f.write(bytes(4096))
+    for n in (empty, zero):
+        os.chmod(f"/dev/shm/{n}", 0o600)
+        _age(n)
+    reason = "initializing: no creator recorded and no process has it open"
+    held = os.open(f"/dev/shm/{zero}", os.O_RDONLY)
+    try:
+        assert sb.reap(prefix=f"sbreap_{os.getpid()}_") == [sb.ReapedSegment(empty, reason, True)]
+        assert exists(zero) and not exists(empty)
+    finally:
+        os.close(held)
+    assert sb.reap(prefix=zero) == [sb.ReapedSegment(zero, reason, True)]
+    assert not exists(zero)
 
 
 def test_reap_leaves_a_last_closer_segment_that_someone_holds(names):

@@ -174,6 +174,35 @@ def build():
     case("kind_8", "unsupported-version",
          "6.2 step 5, 6.3: an unknown kind is refused as written by a newer SharedBridge",
          d4(kind=8))
+    # --- 6.2 step 5: the order of checks around an unknown kind -------------------------------
+    # magic, compat_version, version, state (step 3), header_size, header_crc32, then kind:
+    # an unknown kind is "upgrade" whatever else is wrong after it, "corrupt" when a check
+    # before it fails.
+    case("kind_8_lifetime_3", "unsupported-version",
+         "6.2 step 5: the kind is checked before the lifetime byte",
+         d4(kind=8, version=2, compat=2, lifetime=3))
+    case("kind_8_typecode_x", "unsupported-version",
+         "6.2 step 5: the kind is checked before the typecode and every later field",
+         patch(d4(kind=8), 0x011, "<B", ord("x")))
+    case("kind_8_lock_type_3", "unsupported-version",
+         "6.2 step 5: the kind is checked before the lock fields",
+         patch(d4(kind=8), 0x038, "<B", 3))
+    case("kind_8_bad_crc", "corrupt",
+         "6.2 step 5: header_crc32 is checked before the kind (damaged bytes name no writer)",
+         patch(d4(kind=8), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
+    case("kind_8_header_size_unaligned", "corrupt",
+         "6.2 step 5: header_size is checked before the kind",
+         d4(kind=8, header_size=0x210))
+    case("kind_8_version_below_compat", "corrupt",
+         "6.2 step 5: version >= compat_version is checked before the kind",
+         d4(kind=8, version=1, compat=2))
+    case("kind_8_state_3", "corrupt", "6.2 step 3: the state word is checked before the kind",
+         patch(d4(kind=8), 0x180, "<I", 3, fix_crc=False))
+    case("kind_8_compat_3", "unsupported-version", "6.2 step 3: a too-new compat_version first",
+         patch(d4(kind=8, version=3, compat=3), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
+    case("creator_pid_max_u32_ok", "ok",
+         "3.1, 8: creator_pid is a u32: 0xFFFFFFFF is read as recorded and names no process",
+         d4(version=2, compat=1, creator_pid=0xFFFFFFFF))
     # --- synchronization kinds (section 10) -------------------------------------------------
     sync = lambda kind, **kw: header(**{**dict(kind=kind, typecode="I", count=16,  # noqa: E731
                                               lock_kind=1, lock_type=1 if kind == 6 else 2,

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 
 import cross_vectors as cv
@@ -356,6 +357,17 @@ def cmd_classify_batch(args):
 
 def cmd_hold(args):
     sb = _sharedbridge()
+    if args.mode == "paused":
+        # Stop the creator between its identity write and state = ready (the library's test
+        # hook), say so, and wait to be killed (format.md section 8, reaping).
+        from sharedbridge._platform import segment as S
+
+        def pause(name):
+            _emit({"ready": name, "lifetime": args.lifetime})
+            time.sleep(600)
+        S._before_ready = pause
+        sb.Array("q", 2, name=args.name, lifetime=args.lifetime)
+        return 1
     if args.mode == "create":
         obj = sb.Array("q", 2, name=args.name, lifetime=args.lifetime)
     else:
@@ -407,7 +419,7 @@ def main(argv):
     p.add_argument("--child", action="append", default=[])
     p.set_defaults(handler=cmd_parent)
     p = sub.add_parser("hold")
-    p.add_argument("mode", choices=("create", "open"))
+    p.add_argument("mode", choices=("create", "open", "paused"))
     p.add_argument("name")
     p.add_argument("lifetime", nargs="?", default="creator")
     p.set_defaults(handler=cmd_hold)

@@ -237,6 +237,21 @@ def _decode(fixed, table, object_size, state, name):
         raise _corrupt(f"version {version} / compat_version {compat}")
     if state not in (STATE_READY, STATE_RETIRED):
         raise _corrupt(f"state {state}")
+    # Section 6.2 step 5 fixes the order up to the kind: header_size, then the checksum
+    # (damaged bytes say nothing about who wrote them), then the kind (an unknown one is a
+    # newer writer's, whatever else its header holds); the rest in any order.
+    if (header_size % 64 or header_size < FIXED_SIZE or header_size > MAX_HEADER_SIZE
+            or header_size > object_size or len(table) != header_size - FIXED_SIZE):
+        raise _corrupt(f"header_size {header_size} (object is {object_size} bytes)")
+    stored_crc = struct.unpack_from("<I", fixed, CRC_OFFSET)[0]
+    if checksum(bytes(fixed) + bytes(table), header_size) != stored_crc:
+        raise _corrupt("header_crc32 does not match")
+    if kind > MAX_KIND:
+        raise UnsupportedVersionError(
+            f"unknown segment kind {kind}: written by a newer SharedBridge, upgrade "
+            f"sharedbridge (this one knows kinds 1 to {MAX_KIND})")
+    if kind == 0:
+        raise _corrupt("kind 0")
     if version < 2:
         lifetime = LIFETIME_CREATOR      # reserved in version 1: ignored (section 6.3)
     elif lifetime >= len(LIFETIME_NAMES):
@@ -244,15 +259,6 @@ def _decode(fixed, table, object_size, state, name):
                        "2 (persistent)")
     elif compat < compat_version_for(lifetime):
         raise _corrupt(f"compat_version {compat} for a last-closer segment (must be >= 2)")
-    if (header_size % 64 or header_size < FIXED_SIZE or header_size > MAX_HEADER_SIZE
-            or header_size > object_size or len(table) != header_size - FIXED_SIZE):
-        raise _corrupt(f"header_size {header_size} (object is {object_size} bytes)")
-    if kind > MAX_KIND:
-        raise UnsupportedVersionError(
-            f"unknown segment kind {kind}: written by a newer SharedBridge, upgrade "
-            f"sharedbridge (this one knows kinds 1 to {MAX_KIND})")
-    if kind == 0:
-        raise _corrupt("kind 0")
     if kind in SYNC_KINDS:
         _check_sync(kind, compat, typecode, element_size, element_count, lock_kind, lock_type)
     code = chr(typecode)
@@ -290,9 +296,6 @@ def _decode(fixed, table, object_size, state, name):
         if field_count or field_entry_size or field_table_offset:
             raise _corrupt("a field table for a non-structure")
         fields = ()
-    stored_crc = struct.unpack_from("<I", fixed, CRC_OFFSET)[0]
-    if checksum(bytes(fixed) + bytes(table), header_size) != stored_crc:
-        raise _corrupt("header_crc32 does not match")
     return SegmentHeader(
         version=version, compat_version=compat, header_size=header_size, kind=kind,
         typecode=code, element_size=element_size, element_count=element_count,

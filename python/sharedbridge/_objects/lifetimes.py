@@ -2,17 +2,30 @@
 
 reap() removes the segments that are garbage by the rules of the header alone: a
 ``creator`` segment whose creator (pid + start time) is gone, a ``last-closer`` segment
-that no process holds open (the reaper gets the exclusive flock without waiting).
+that no process holds open (the reaper gets the exclusive flock without waiting), and a
+segment whose creator died while initializing it (state 0, older than the grace period,
+its recorded creator gone, or nothing recorded and nobody has it open).
 ``persistent`` segments, version-1 segments (their header does not say whether they were
-kept), segments still initializing, corrupt or foreign objects and other users' objects
-are never touched, and not reported.
+kept), segments being initialized by a live creator, corrupt or foreign objects and other
+users' objects are never touched, and not reported.
 """
 
 import os
+import stat
+import struct
+import time
+
+import _posixshmem
 
 from .._format import header as H
+from .._format.segment_name import os_name, validate_name
 from .._platform import segment as S
-from .._platform.process_info import process_is_running
+from .._platform.process_info import process_is_running, processes_mapping_any
+from ..errors import SharedBridgeError
+
+# A segment still initializing is garbage only when its object is at least this old
+# (docs/format.md section 8): the default open timeout, after which attachers give up on it.
+INITIALIZING_GRACE_NS = 5 * 10**9
 
 __all__ = ["ReapedSegment", "reap", "lifetime_code"]
 
@@ -35,22 +48,25 @@ def lifetime_code(lifetime, keep):
 class ReapedSegment:
     """One segment reap() removed (or, in a dry run, would remove)."""
 
-    __slots__ = ("name", "reason", "removed")
+    __slots__ = ("name", "reason", "removed", "mapped_by")
 
-    def __init__(self, name, reason, removed):
+    def __init__(self, name, reason, removed, mapped_by=()):
         self.name = name          # the segment name (no leading slash)
         self.reason = reason      # why it is garbage, for people
         self.removed = removed    # False in a dry run
+        # pids of the other processes that still map it (their memory stays valid; the
+        # name is gone for everyone else), from /proc/*/maps where readable
+        self.mapped_by = tuple(mapped_by)
 
     def __repr__(self):
         return (f"ReapedSegment(name={self.name!r}, reason={self.reason!r}, "
-                f"removed={self.removed!r})")
+                f"removed={self.removed!r}, mapped_by={self.mapped_by!r})")
 
     def __eq__(self, other):
         if not isinstance(other, ReapedSegment):
             return NotImplemented
-        return (self.name, self.reason, self.removed) == (other.name, other.reason,
-                                                         other.removed)
+        return ((self.name, self.reason, self.removed, self.mapped_by)
+                == (other.name, other.reason, other.removed, other.mapped_by))
 
     __hash__ = None
 
@@ -59,25 +75,39 @@ def reap(*, dry_run=False, prefix=None):
     """Remove the SharedBridge segments in /dev/shm that are garbage (docs/format.md
     section 8) and return what was removed, as ReapedSegment objects (name, reason,
     removed). dry_run=True removes nothing (removed=False). prefix limits it to names
-    starting with that string. Call it at start-up to clean up after a crashed
-    predecessor; it never touches persistent segments or anything it cannot prove dead."""
+    starting with that string. mapped_by names the other processes that still map a
+    segment (their memory stays valid; the name is gone). Call it at start-up to clean up
+    after a crashed predecessor; it never touches persistent segments or anything it
+    cannot prove dead."""
     if prefix is not None and not isinstance(prefix, str):
         raise TypeError(f"prefix must be a string or None, not {type(prefix).__name__}")
-    reaped = []
+    reaped = []     # (ReapedSegment, inode)
     for name in S.shm_names():
         if prefix and not name.startswith(prefix):
             continue
         found = S.open_for_reap(name)
         if found is None:
-            continue
-        fd, st, seg = found
-        try:
-            result = _judge(name, fd, st, seg.header, dry_run)
-        finally:
-            S.close_unlocked(fd)      # seg's mapping would keep an exclusive lock alive
+            result = _judge_initializing(name, dry_run)
+        else:
+            fd, st, seg = found
+            try:
+                result = _judge(name, fd, st, seg.header, dry_run)
+            finally:
+                S.close_unlocked(fd)      # seg's mapping would keep an exclusive lock alive
+            del seg
         if result is not None:
             reaped.append(result)
-    return reaped
+    return _with_mappers(reaped)
+
+
+def _with_mappers(reaped):
+    """The ReapedSegments, each with mapped_by: the other processes that map it (one pass
+    over /proc, after the reaper's own mappings are gone)."""
+    mappers = processes_mapping_any({inode for _, inode in reaped})
+    me = os.getpid()
+    for r, inode in reaped:
+        r.mapped_by = tuple(p for p in mappers.get(inode, ()) if p != me)
+    return [r for r, _ in reaped]
 
 
 def _judge(name, fd, st, header, dry_run):
@@ -97,8 +127,99 @@ def _judge(name, fd, st, header, dry_run):
     else:
         return None
     if dry_run:
-        return ReapedSegment(name, reason, False)
+        return ReapedSegment(name, reason, False), st.st_ino
     if not S.same_object(name, st):
         return None             # replaced since it was judged: not ours to remove
     S.retire_by_descriptor(fd)
-    return ReapedSegment(name, reason, True) if S.unlink_if_same(name, st) else None
+    return (ReapedSegment(name, reason, True), st.st_ino) if S.unlink_if_same(name, st) \
+        else None
+
+
+def _judge_initializing(name, dry_run):
+    """A segment still initializing (state 0) that can never become ready: its creator died
+    between shm_open and publishing it (docs/format.md section 8). Only the bytes a creator
+    writes first are read (magic, state, creator_pid, creator_start_time); nothing is written
+    to it (an empty object has no state word). None for anything else."""
+    try:
+        validate_name(name)
+        st = os.lstat(f"/dev/shm/{name}")
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return None
+        fd = _posixshmem.shm_open(os_name(name), os.O_RDONLY, 0)
+    except (OSError, ValueError, SharedBridgeError):
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return None
+        creator = _initializing_creator(fd, st.st_size)
+        if creator is None or time.time_ns() - st.st_mtime_ns < INITIALIZING_GRACE_NS:
+            return None
+        pid, start = creator
+        if pid:
+            if process_is_running(pid, start):
+                return None
+            reason = f"initializing: creator pid {pid} (started {start}) is gone"
+        else:
+            if _opened_by_any(st, fd):
+                return None
+            reason = "initializing: no creator recorded and no process has it open"
+        if dry_run:
+            return ReapedSegment(name, reason, False), st.st_ino
+        # Still unpublished and recording the same creator (the name is re-checked next).
+        if _initializing_creator(fd, os.fstat(fd).st_size) != creator:
+            return None
+        return (ReapedSegment(name, reason, True), st.st_ino) if S.unlink_if_same(name, st) \
+            else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _initializing_creator(fd, size):
+    """(creator_pid, creator_start_time) of a state-0 object: (0, 0) when nothing is
+    recorded (size 0, or a sized object whose magic and state are still zero); None when
+    it is not an initializing SharedBridge segment."""
+    if size == 0:
+        return 0, 0
+    if size < H.FIXED_SIZE:
+        return None
+    head = os.pread(fd, H.FIXED_SIZE, 0)
+    if len(head) != H.FIXED_SIZE or struct.unpack_from("<I", head, H.STATE_OFFSET)[0] != 0:
+        return None
+    magic = head[:len(H.MAGIC)]
+    if magic == bytes(len(H.MAGIC)):
+        return 0, 0
+    if magic != H.MAGIC:
+        return None
+    return struct.unpack_from("<IQ", head, CREATOR_OFFSET)
+
+
+CREATOR_OFFSET = 0x044       # creator_pid, then creator_start_time (docs/format.md 3.1)
+
+
+def _opened_by_any(st, own_fd):
+    """True when some process (where /proc lets us look) has the object open or mapped:
+    /proc/PID/fd and /proc/PID/maps, same device and inode. The reaper's own descriptor
+    does not count."""
+    if processes_mapping_any({st.st_ino}):
+        return True
+    me = str(os.getpid())
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            if pid == me and fd == str(own_fd):
+                continue
+            try:
+                other = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if other.st_ino == st.st_ino and other.st_dev == st.st_dev:
+                return True
+    return False

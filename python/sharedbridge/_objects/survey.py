@@ -61,7 +61,11 @@ class SegmentInfo:
     (recovery_count is this segment's own; recoveries counts the lock's); elements: the first
     elements asked of inspect_segment (numbers, bools, one-character strings for 'u',
     byte values for 'c', dicts for structures, lists for field arrays; NaN and the
-    infinities as the strings "NaN", "Infinity", "-Infinity").
+    infinities as the strings "NaN", "Infinity", "-Infinity"); sync: for the
+    synchronization kinds, their words decoded (docs/format.md section 10.2, read without
+    the lock): always "waiters"; an event's "flag"; a semaphore's "value", "max_value" and
+    "bounded"; a barrier's "parties", "count" and "state" ('filling', 'draining',
+    'resetting', 'broken', or 'corrupt' for another value); None for other kinds.
     """
     name: str
     status: str
@@ -89,6 +93,7 @@ class SegmentInfo:
     recovery_count: Optional[int] = None
     last_recovered_pid: Optional[int] = None
     elements: tuple = ()
+    sync: Optional[dict] = None
 
     @property
     def element_type(self):
@@ -191,7 +196,27 @@ def _describe(seg, size, data):
         header_crc32=struct.unpack_from("<I", seg.mm, H.CRC_OFFSET)[0],
         recovery_count=seg.read_u64(H.RECOVERY_COUNT_OFFSET),
         last_recovered_pid=struct.unpack_from("<I", seg.mm, H.LAST_RECOVERED_PID_OFFSET)[0],
-        elements=tuple(_elements(seg, data)))
+        elements=tuple(_elements(seg, data)), sync=_sync_words(seg))
+
+
+BARRIER_STATES = ("filling", "draining", "resetting", "broken")
+
+
+def _sync_words(seg):
+    """The words of a synchronization segment, decoded (section 10.2), or None."""
+    h = seg.header
+    if h.kind not in H.SYNC_KINDS:
+        return None
+    (waiters,) = struct.unpack_from("<I", seg.mm, h.data_offset + 4)
+    w3, w4, w5 = struct.unpack_from("<3I", seg.mm, h.data_offset + 12)
+    if h.kind == H.KIND_EVENT:
+        return {"waiters": waiters, "flag": w3}
+    if h.kind == H.KIND_SEMAPHORE:
+        return {"waiters": waiters, "value": w3, "max_value": w4, "bounded": w5}
+    if h.kind == H.KIND_BARRIER:
+        return {"waiters": waiters, "parties": w3, "count": w5,
+                "state": BARRIER_STATES[w4] if w4 < len(BARRIER_STATES) else "corrupt"}
+    return {"waiters": waiters}
 
 
 def _lock_of(seg):

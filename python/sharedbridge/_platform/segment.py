@@ -437,6 +437,11 @@ def check_mode(mode):
     return mode
 
 
+# Tests only: called with the name between initialization and state = ready, so that a
+# test can kill a creator there (the reaper's rule for state-0 segments, format.md section 8).
+_before_ready = None
+
+
 def create(name, header, init, mode=DEFAULT_MODE):
     """Create a segment (docs/format.md section 6.1) and return it.
 
@@ -524,6 +529,8 @@ def create(name, header, init, mode=DEFAULT_MODE):
         mm[len(H.MAGIC):header.header_size] = raw[len(H.MAGIC):]
         struct.pack_into("<Q", mm, 0, int.from_bytes(H.MAGIC, "little"))
         init(mm)
+        if _before_ready is not None:
+            _before_ready(seg_name)
         crc = H.checksum(raw, header.header_size)
         struct.pack_into("<I", mm, H.CRC_OFFSET, crc)
         _fence()

@@ -34,6 +34,22 @@ internal static partial class ChildCommands
                 }
                 return 0;
             }
+            // create-paused NAME LIFETIME: create SharedArray<long> NAME and stop between writing its identity
+            // and state = ready (the library's test hook, set by reflection), saying "ready" there; wait
+            // to be killed (format.md section 8: reaping a segment whose creator died initializing it).
+            case ["create-paused", var name, var lifetime]:
+            {
+                var hook = typeof(SharedSegment).Assembly.GetType("SharedBridge.Platform.MappedSegment")!
+                    .GetField("BeforeReadyHook", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!;
+                hook.SetValue(null, (Action<string>)(_ =>
+                {
+                    Console.WriteLine("ready");
+                    Console.Out.Flush();
+                    Thread.Sleep(Timeout.Infinite);
+                }));
+                SharedArray<long>.Create(name, 2, new SegmentOptions { Lifetime = Enum.Parse<SegmentLifetime>(lifetime) });
+                return 1;
+            }
             // increment NAME COUNT: COUNT times { lock; a[0]++; unlock } on SharedArray<long> NAME.
             case ["increment", var name, var count]:
             {

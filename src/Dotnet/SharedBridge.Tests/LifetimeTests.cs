@@ -241,12 +241,166 @@ public class LifetimeTests
             BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(0x008), 1);  // version 1: keep was not recorded
             Reseal(bytes);
             File.WriteAllBytes(Names.ShmPath(v1), bytes);
-            Assert.Empty(SegmentReaper.Reap(prefix: Prefix));
+            // Nothing recorded and open here: never garbage, however long the children took to start.
+            using (File.OpenHandle(Names.ShmPath(zero), FileMode.Open, FileAccess.Read))
+                Assert.Empty(SegmentReaper.Reap(prefix: Prefix));
             Assert.True(new[] { foreign, zero, corrupt, v1 }.All(Names.Exists));
         }
         finally
         {
             foreach (var n in new[] { foreign, zero, corrupt, v1 }) Remove(n);
+        }
+    }
+
+    // ------------------------------------------------ segments whose creator died while initializing them
+
+    private static string ReapName() => $"sbreap_{Environment.ProcessId}-{Interlocked.Increment(ref s_counter)}";
+
+    private static string ReapPrefix => $"sbreap_{Environment.ProcessId}-";
+
+    /// <summary>A child that creates NAME and stops between writing its identity and state = ready.</summary>
+    private static Child StartPausedCreator(string name, SegmentLifetime lifetime)
+    {
+        var child = Child.Start("create-paused", name, lifetime.ToString());
+        child.ExpectLine("ready");
+        return child;
+    }
+
+    /// <summary>Makes the object look old: its modification time is what the reaper's grace period measures.</summary>
+    private static void Age(string name, int seconds = 60) =>
+        File.SetLastWriteTimeUtc(Names.ShmPath(name), DateTime.UtcNow.AddSeconds(-seconds));
+
+    private static (uint Pid, ulong Start) RecordedCreator(string name)
+    {
+        var head = File.ReadAllBytes(Names.ShmPath(name)).AsSpan(0, 0x200);
+        Assert.True(head[..8].SequenceEqual("SHBRIDGE"u8) && BinaryPrimitives.ReadUInt32LittleEndian(head[0x180..]) == 0,
+            "the segment should be written and still initializing");
+        return (BinaryPrimitives.ReadUInt32LittleEndian(head[0x44..]), BinaryPrimitives.ReadUInt64LittleEndian(head[0x48..]));
+    }
+
+    [Theory]
+    [InlineData(SegmentLifetime.Creator)]
+    [InlineData(SegmentLifetime.LastCloser)]
+    [InlineData(SegmentLifetime.Persistent)]
+    public void ReapRemovesASegmentWhoseCreatorWasKilledWhileInitializing(SegmentLifetime lifetime)
+    {
+        string name = ReapName();
+        try
+        {
+            int pid;
+            using (var creator = StartPausedCreator(name, lifetime))
+            {
+                pid = creator.Pid;
+                creator.KillHard();
+            }
+            var (recorded, start) = RecordedCreator(name);
+            Assert.Equal((uint)pid, recorded);
+            Assert.NotEqual(0UL, start);
+            Assert.Empty(SegmentReaper.Reap(prefix: name));     // younger than the grace period
+            Age(name);
+            string reason = $"initializing: creator pid {pid} (started {start}) is gone";
+            var dry = Assert.Single(SegmentReaper.Reap(dryRun: true, prefix: name));
+            Assert.Equal((name, reason, false), (dry.Name, dry.Reason, dry.Removed));
+            Assert.True(Names.Exists(name));
+            var real = Assert.Single(SegmentReaper.Reap(prefix: name));
+            Assert.Equal((name, reason, true), (real.Name, real.Reason, real.Removed));
+            Assert.False(Names.Exists(name));
+        }
+        finally
+        {
+            Remove(name);
+        }
+    }
+
+    [Fact]
+    public void ReapNeverRemovesTheSegmentOfALiveInitializingCreator()
+    {
+        string name = ReapName();
+        try
+        {
+            using var creator = StartPausedCreator(name, SegmentLifetime.Creator);
+            Age(name, 3600);
+            Assert.Empty(SegmentReaper.Reap(prefix: name));
+            Assert.True(Names.Exists(name));
+        }
+        finally
+        {
+            Remove(name);
+        }
+    }
+
+    [Fact]
+    public void ReapRemovesAnInitializingObjectWithNothingRecordedOnlyIfNobodyHasItOpen()
+    {
+        string empty = ReapName(), zero = ReapName();
+        try
+        {
+            File.WriteAllBytes(Names.ShmPath(empty), []);             // killed before ftruncate
+            File.WriteAllBytes(Names.ShmPath(zero), new byte[4096]);  // killed after ftruncate
+            foreach (string n in new[] { empty, zero })
+            {
+                File.SetUnixFileMode(Names.ShmPath(n), UnixFileMode.UserRead | UnixFileMode.UserWrite);
+                Age(n);
+            }
+            const string reason = "initializing: no creator recorded and no process has it open";
+            using (File.OpenHandle(Names.ShmPath(zero), FileMode.Open, FileAccess.Read))
+            {
+                var removed = Assert.Single(SegmentReaper.Reap(prefix: ReapPrefix));
+                Assert.Equal((empty, reason, true), (removed.Name, removed.Reason, removed.Removed));
+                Assert.True(Names.Exists(zero));
+            }
+            var later = Assert.Single(SegmentReaper.Reap(prefix: zero));
+            Assert.Equal((zero, reason, true), (later.Name, later.Reason, later.Removed));
+            Assert.False(Names.Exists(zero));
+        }
+        finally
+        {
+            Remove(empty);
+            Remove(zero);
+        }
+    }
+
+    [Fact]
+    public void ACreatorPidNoProcessCanHaveIsReportedAsRecordedAndItsSegmentIsReaped()
+    {
+        string name = ReapName();
+        try
+        {
+            using (var creator = StartHolder(name, SegmentLifetime.Creator)) creator.KillHard();
+            var bytes = File.ReadAllBytes(Names.ShmPath(name));
+            BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(0x044), 0xFFFFFFFF);
+            BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan(0x048), 0);
+            Reseal(bytes);
+            File.WriteAllBytes(Names.ShmPath(name), bytes);
+            var info = SegmentDirectory.Inspect(name);
+            Assert.Equal((4294967295L, false), (info.CreatorPid, info.CreatorAlive));
+            var reaped = Assert.Single(SegmentReaper.Reap(prefix: name));
+            Assert.Equal("creator pid 4294967295 (started 0) is gone", reaped.Reason);
+        }
+        finally
+        {
+            Remove(name);
+        }
+    }
+
+    [Fact]
+    public void ReapNamesTheProcessesThatStillMapWhatItRemoves()
+    {
+        string name = ReapName();
+        try
+        {
+            using (var creator = StartHolder(name, SegmentLifetime.Creator))
+            using (var attacher = StartHolder(name))
+            {
+                creator.KillHard();
+                var reaped = Assert.Single(SegmentReaper.Reap(prefix: name));
+                Assert.Equal([attacher.Pid], reaped.MappedBy);
+                Assert.False(Names.Exists(name));
+            }
+        }
+        finally
+        {
+            Remove(name);
         }
     }
 

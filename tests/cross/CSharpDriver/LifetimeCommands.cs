@@ -22,6 +22,20 @@ public static class LifetimeCommands
     /// ready; stdin "close" disposes it, "exit" ends the process normally.</summary>
     public static int Hold(string mode, string name, string lifetime)
     {
+        if (mode == "paused")
+        {
+            // Stop the creator between its identity write and state = ready (the library's test hook, set by
+            // reflection), say so, and wait to be killed (format.md section 8, reaping).
+            typeof(SharedSegment).Assembly.GetType("SharedBridge.Platform.MappedSegment")!
+                .GetField("BeforeReadyHook", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+                .SetValue(null, (Action<string>)(_ =>
+                {
+                    Json.Emit(new { ready = name, lifetime });
+                    Thread.Sleep(Timeout.Infinite);
+                }));
+            SharedArray<long>.Create(name, 2, new SegmentOptions { Lifetime = Parse(lifetime) });
+            return 1;
+        }
         var array = mode == "create"
             ? SharedArray<long>.Create(name, 2, new SegmentOptions { Lifetime = Parse(lifetime) })
             : SharedArray<long>.Open(name);

@@ -13,7 +13,7 @@ namespace SharedBridge.CrossDriver
                    csharp-driver create-batch|verify-batch|classify-batch MANIFEST
                    csharp-driver worker SCENARIO ARGS...
                    csharp-driver parent SCENARIO BASE --child ARGV_JSON [--child ARGV_JSON ...]
-                   csharp-driver hold create NAME LIFETIME | hold open NAME
+                   csharp-driver hold create NAME LIFETIME | hold open NAME | hold paused NAME LIFETIME
                    csharp-driver reap PREFIX [--dry-run]
             """;
 

@@ -28,17 +28,17 @@ public static class LsCommand
         }
         var rows = new List<string[]>
         {
-            new[] { "NAME", "KIND", "TYPE", "LENGTH", "BYTES", "LOCK", "LOCK STATE", "RECOVERIES", "STATE", "LIFETIME", "CREATOR", "MAPPED BY", "AGE" },
+            new[] { "NAME", "KIND", "TYPE", "LENGTH", "SYNC", "BYTES", "LOCK", "LOCK STATE", "RECOVERIES", "STATE", "LIFETIME", "CREATOR", "MAPPED BY", "AGE" },
         };
         foreach (var i in infos)
         {
             if (i.Status != SegmentStatus.Ok)
             {
-                rows.Add([i.Name, "-", "-", "-", TextOutput.Text(i.Bytes), "-", "-", "-",
+                rows.Add([i.Name, "-", "-", "-", "-", TextOutput.Text(i.Bytes), "-", "-", "-",
                     i.State is { } s ? Words.State(s) : Words.Status(i.Status), "-", "-", TextOutput.Pids(i.MappedBy), "-", i.Reason ?? ""]);
                 continue;
             }
-            rows.Add([i.Name, Words.Kind(i.Kind!.Value), i.ElementType is { Length: > 0 } t ? t : "-", $"{i.Length}", $"{i.Bytes}",
+            rows.Add([i.Name, Words.Kind(i.Kind!.Value), TextOutput.TypeText(i), TextOutput.LengthText(i), TextOutput.SyncText(i), $"{i.Bytes}",
                 TextOutput.LockText(i), TextOutput.LockStateText(i), TextOutput.Text(i.Recoveries), Words.State(i.State!.Value),
                 Words.Lifetime(i.Lifetime!.Value), TextOutput.CreatorText(i), TextOutput.Pids(i.MappedBy), TextOutput.AgeText(i.Age!.Value)]);
         }
@@ -106,13 +106,17 @@ public static class ReapCommand
             Console.WriteLine(SegmentJson.Write(new System.Text.Json.Nodes.JsonArray(reaped.Select(r => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonObject
             {
                 ["name"] = r.Name, ["reason"] = r.Reason, ["removed"] = r.Removed,
+                ["mapped_by"] = new System.Text.Json.Nodes.JsonArray(r.MappedBy.Select(p => (System.Text.Json.Nodes.JsonNode?)p).ToArray()),
             }).ToArray())));
             return 0;
         }
-        foreach (var r in reaped) Console.WriteLine($"{(r.Removed ? "removed" : "would remove")} {r.Name}: {r.Reason}");
+        foreach (var r in reaped)
+            Console.WriteLine($"{(r.Removed ? "removed" : "would remove")} {r.Name}: {r.Reason}{TextOutput.StillMappedText(r.MappedBy, r.Removed)}");
+        // The user's own filters: the suggested command removes what this run listed.
+        string command = $"{Commands.Prog} reap --yes" + (a.Value("--prefix") is { } prefix ? $" --prefix {TextOutput.ShellQuote(prefix)}" : "");
         Console.WriteLine(reaped.Count == 0 ? "nothing to reap"
             : yes ? $"removed {reaped.Count} segment(s)"
-            : $"dry run: {reaped.Count} segment(s) would be removed; run `sharedbridge reap --yes` to remove them");
+            : $"dry run: {reaped.Count} segment(s) would be removed; run `{command}` to remove them");
         return 0;
     }
 }

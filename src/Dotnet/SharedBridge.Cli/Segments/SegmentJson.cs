@@ -34,7 +34,32 @@ internal static class SegmentJson
         ["created_unix_ns"] = i.CreatedUnixNanoseconds,
         ["age_seconds"] = i.Age is { } age ? Math.Round(age.TotalSeconds, 3) : null,
         ["mapped_by"] = new JsonArray(i.MappedBy.Select(p => (JsonNode?)p).ToArray()),
+        ["sync"] = Sync(i),
     };
+
+    /// <summary>The decoded words of a synchronization segment, the keys of the Python CLI in its order.</summary>
+    internal static JsonObject? Sync(SegmentInfo i)
+    {
+        if (i.Sync is not { } w) return null;
+        var o = new JsonObject { ["waiters"] = w.Waiters };
+        switch (i.Kind)
+        {
+            case SegmentKind.Event:
+                o["flag"] = w.Flag;
+                break;
+            case SegmentKind.Semaphore:
+                o["value"] = w.Value;
+                o["max_value"] = w.MaxValue;
+                o["bounded"] = w.Bounded;
+                break;
+            case SegmentKind.Barrier:
+                o["parties"] = w.Parties;
+                o["count"] = w.Count;
+                o["state"] = w.BarrierState;
+                break;
+        }
+        return o;
+    }
 
     /// <summary>One segment as `inspect --json` shows it.</summary>
     internal static JsonObject Inspect(SegmentInfo i)
@@ -60,13 +85,13 @@ internal static class SegmentJson
             ["lifetime_code"] = (int)h.Lifetime,
             ["type_name"] = h.TypeName,
             ["lock_name"] = h.LockName,
-            ["creator_pid"] = h.CreatorPid,
+            ["creator_pid"] = i.CreatorPid,
             ["creator_start_time"] = h.CreatorStartTime,
             ["created_unix_ns"] = h.CreatedUnixNanoseconds,
             ["state"] = h.State,
             ["header_crc32"] = h.HeaderCrc32,
             ["recovery_count"] = h.RecoveryCount,
-            ["last_recovered_pid"] = h.LastRecoveredByPid,
+            ["last_recovered_pid"] = i.LastRecoveredPid,
         };
         o["fields"] = h is null ? new JsonArray() : FieldTree(h.Fields, -1);
         o["data"] = new JsonArray(i.Elements.Select(Value).ToArray());

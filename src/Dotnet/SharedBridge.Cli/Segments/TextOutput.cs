@@ -17,6 +17,47 @@ internal static class TextOutput
 
     internal static string Pids(IReadOnlyList<int> pids) => pids.Count == 0 ? "-" : string.Join(',', pids);
 
+    /// <summary>TYPE: the element type; "-" for a lock and the synchronization kinds (their 16 words are not
+    /// data: SYNC decodes them).</summary>
+    internal static string TypeText(SegmentInfo i) => i.Sync is null && i.ElementType is { Length: > 0 } t ? t : "-";
+
+    internal static string LengthText(SegmentInfo i) => i.Sync is null ? $"{i.Length}" : "-";
+
+    /// <summary>SYNC: a synchronization object's words for people (docs/cli.md), "-" otherwise.</summary>
+    internal static string SyncText(SegmentInfo i)
+    {
+        if (i.Sync is not { } w) return "-";
+        string text = i.Kind switch
+        {
+            SegmentKind.Event => w.Flag switch { 0 => "clear", 1 => "set", var f => $"flag {f} (corrupt)" },
+            SegmentKind.Semaphore => w.Bounded != 0 ? $"value {w.Value} of at most {w.MaxValue}" : $"value {w.Value}",
+            SegmentKind.Barrier => $"{w.BarrierState}, {w.Count} of {w.Parties} parties waiting",
+            _ => "",
+        };
+        if (i.Kind == SegmentKind.Barrier) return text;
+        string waiting = $"{w.Waiters} waiting";
+        return text.Length > 0 && w.Waiters != 0 ? $"{text}, {waiting}" : text.Length > 0 ? text : waiting;
+    }
+
+    /// <summary>What a reap line adds when other processes still map the segment.</summary>
+    internal static string StillMappedText(IReadOnlyList<int> pids, bool removed)
+    {
+        if (pids.Count == 0) return "";
+        string who = pids.Count == 1 ? $"pid {pids[0]}" : $"pids {Pids(pids)}";
+        string them = pids.Count == 1 ? "it" : "them";
+        return removed
+            ? $" (still mapped by {who}: memory stays valid for {them}, the name is gone)"
+            : $" (still mapped by {who}: memory would stay valid for {them}, the name would be gone)";
+    }
+
+    /// <summary>Python's shlex.quote: the word as a POSIX shell reads it back.</summary>
+    internal static string ShellQuote(string s)
+    {
+        if (s.Length == 0) return "''";
+        if (s.All(c => c < 128 && (char.IsAsciiLetterOrDigit(c) || "_@%+=:,./-".Contains(c)))) return s;
+        return "'" + s.Replace("'", "'\"'\"'") + "'";
+    }
+
     internal static string LockText(SegmentInfo i) => i.Lock == LockKind.External ? $"-> {i.LockName}" : Words.Lock(i.Lock!.Value);
 
     internal static string LockStateText(SegmentInfo i) => Words.LockState(i) switch
@@ -49,8 +90,8 @@ internal static class TextOutput
         else
         {
             o.AddRange([
-                $"kind: {Words.Kind(i.Kind!.Value)}", $"element type: {(i.ElementType is { Length: > 0 } t ? t : "-")}",
-                $"length: {i.Length}", $"bytes: {i.Bytes}", $"lock: {LockText(i)}", $"lock state: {LockStateText(i)}",
+                $"kind: {Words.Kind(i.Kind!.Value)}", $"element type: {TypeText(i)}",
+                $"length: {LengthText(i)}", $"sync: {SyncText(i)}", $"bytes: {i.Bytes}", $"lock: {LockText(i)}", $"lock state: {LockStateText(i)}",
                 $"recoveries: {Text(i.Recoveries)}", $"state: {Words.State(i.State!.Value)}",
                 $"lifetime: {Words.Lifetime(i.Lifetime!.Value)}", $"creator: {CreatorText(i)}",
                 $"age: {AgeText(i.Age!.Value)}",

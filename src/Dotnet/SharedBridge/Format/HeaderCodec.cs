@@ -36,8 +36,11 @@ internal static class HeaderCodec
     /// (HeaderSize bytes, zero-filled). The control and lock regions are left alone.</summary>
     internal static void WriteIdentity(Span<byte> header, HeaderSpec spec, int creatorPid, ulong creatorStartTime, long createdUnixNs)
     {
-        // One 8-byte store: a reader never sees half a magic (it would take the name for another program's).
-        BinaryPrimitives.WriteUInt64LittleEndian(header[Magic..], BinaryPrimitives.ReadUInt64LittleEndian(MagicBytes));
+        // The creator record first and the magic last (section 6.1 step 2): a reaper that sees the
+        // magic of a segment still initializing finds who is creating it (section 8).
+        BinaryPrimitives.WriteUInt32LittleEndian(header[CreatorPid..], (uint)creatorPid);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[CreatorStartTime..], creatorStartTime);
+        BinaryPrimitives.WriteInt64LittleEndian(header[CreatedUnixNs..], createdUnixNs);
         BinaryPrimitives.WriteUInt16LittleEndian(header[HeaderLayout.Version..], FormatVersion);
         BinaryPrimitives.WriteUInt16LittleEndian(header[CompatVersion..], (ushort)spec.CompatVersion);
         BinaryPrimitives.WriteUInt32LittleEndian(header[HeaderLayout.HeaderSize..], (uint)spec.HeaderSize);
@@ -63,9 +66,6 @@ internal static class HeaderCodec
             BinaryPrimitives.WriteUInt32LittleEndian(header[FieldCount..], (uint)spec.Fields.Count);
             BinaryPrimitives.WriteUInt32LittleEndian(header[FieldTableOffset..], FixedSize);
         }
-        BinaryPrimitives.WriteUInt32LittleEndian(header[CreatorPid..], (uint)creatorPid);
-        BinaryPrimitives.WriteUInt64LittleEndian(header[CreatorStartTime..], creatorStartTime);
-        BinaryPrimitives.WriteInt64LittleEndian(header[CreatedUnixNs..], createdUnixNs);
         WriteText(header.Slice(HeaderLayout.TypeName, TypeNameWidth), spec.TypeName);
         WriteText(header.Slice(HeaderLayout.LockName, LockNameWidth), spec.LockName);
         for (int i = 0; i < spec.Fields.Count; i++)
@@ -79,6 +79,10 @@ internal static class HeaderCodec
             BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryItemSize..], (uint)f.ItemSize);
             BinaryPrimitives.WriteInt32LittleEndian(entry[EntryParent..], f.Parent);
         }
+        // One aligned 8-byte store after a fence: a reader never sees half a magic (it would take the
+        // name for another program's), and one that sees the magic sees the whole identity region.
+        Interlocked.MemoryBarrier();
+        BinaryPrimitives.WriteUInt64LittleEndian(header[Magic..], BinaryPrimitives.ReadUInt64LittleEndian(MagicBytes));
     }
 
     internal static int CompatVersionFor(SegmentLifetime lifetime) => lifetime == SegmentLifetime.LastCloser ? 2 : 1;
@@ -144,9 +148,19 @@ internal static class HeaderCodec
     internal static SegmentHeader Parse(string name, ReadOnlySpan<byte> h, long objectSize)
     {
         CheckMagicAndVersion(name, h);
+        uint state = BinaryPrimitives.ReadUInt32LittleEndian(h[State..]);
+        if (state is not (StateReady or StateRetired))
+            throw Corrupt(name, $"state {state} is not 1 (ready) or 2 (retired)");
         int headerSize = ReadHeaderSize(name, h, objectSize);
         if (h.Length != headerSize)
             throw new InvalidOperationException("header copy has the wrong length");
+        // Section 6.2 step 5 fixes the order up to the kind: header_size, then the checksum (damaged
+        // bytes say nothing about who wrote them), then the kind (an unknown one is a newer writer's,
+        // whatever else its header holds); the rest in any order.
+        uint storedCrc = BinaryPrimitives.ReadUInt32LittleEndian(h[HeaderCrc32..]);
+        uint actualCrc = ComputeCrc(h);
+        if (storedCrc != actualCrc)
+            throw Corrupt(name, $"header checksum mismatch (stored 0x{storedCrc:X8}, computed 0x{actualCrc:X8})");
 
         var kind = (SegmentKind)h[Kind];
         if (h[Kind] > MaxKind)
@@ -202,14 +216,7 @@ internal static class HeaderCodec
 
         var fields = ParseFieldTable(name, h, typeCode, elementSize, headerSize);
 
-        uint state = BinaryPrimitives.ReadUInt32LittleEndian(h[State..]);
-        if (state is not (StateReady or StateRetired))
-            throw Corrupt(name, $"state {state} is not 1 (ready) or 2 (retired)");
         var lifetime = ParseLifetime(name, h);
-        uint storedCrc = BinaryPrimitives.ReadUInt32LittleEndian(h[HeaderCrc32..]);
-        uint actualCrc = ComputeCrc(h);
-        if (storedCrc != actualCrc)
-            throw Corrupt(name, $"header checksum mismatch (stored 0x{storedCrc:X8}, computed 0x{actualCrc:X8})");
 
         ulong recoveries = BinaryPrimitives.ReadUInt64LittleEndian(h[RecoveryCount..]);
         long createdNs = BinaryPrimitives.ReadInt64LittleEndian(h[CreatedUnixNs..]);
@@ -236,6 +243,8 @@ internal static class HeaderCodec
             TypeName = typeName,
             Fields = fields,
             CreatorPid = PidOrZero(BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPid..])),
+            RecordedCreatorPid = BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPid..]),
+            RecordedLastRecoveredByPid = BinaryPrimitives.ReadUInt32LittleEndian(h[LastRecoveredByPid..]),
             CreatorStartTime = BinaryPrimitives.ReadUInt64LittleEndian(h[CreatorStartTime..]),
             CreatedAt = DateTimeOffset.UnixEpoch.AddTicks(createdNs / 100),
             CreatedUnixNanoseconds = createdNs,

@@ -114,8 +114,13 @@ public sealed class SegmentHeader
     public string TypeName { get; internal init; } = "";
     /// <summary>The structure's field table, empty for scalar types.</summary>
     public IReadOnlyList<StructField> Fields { get; internal init; } = [];
-    /// <summary>Process id of the creator.</summary>
+    /// <summary>Process id of the creator; 0 when the recorded u32 is above <see cref="int.MaxValue"/> (no
+    /// process has such a pid: the creator is gone, docs/format.md section 8).</summary>
     public int CreatorPid { get; internal init; }
+    /// <summary>creator_pid exactly as recorded (a u32), what the tools print.</summary>
+    internal uint RecordedCreatorPid { get; init; }
+    /// <summary>last_recovered_by_pid exactly as recorded (a u32), what the tools print.</summary>
+    internal uint RecordedLastRecoveredByPid { get; init; }
     /// <summary>Creator start time in clock ticks after boot (0 if unknown).</summary>
     public ulong CreatorStartTime { get; internal init; }
     /// <summary>Creation time (UTC).</summary>

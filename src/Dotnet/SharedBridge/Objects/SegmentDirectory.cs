@@ -104,10 +104,32 @@ public static class SegmentDirectory
             Name = segment.Name, Status = SegmentStatus.Ok, Kind = h.Kind, TypeCode = h.TypeCode, TypeName = h.TypeName,
             Length = h.Length, Bytes = size, Lock = h.LockKind, LockName = h.LockKind == LockKind.External ? h.LockName : null,
             LockState = lockState, LockProblem = problem, LockHolderPid = holder, Recoveries = recoveries,
-            State = segment.LiveState, Lifetime = h.Lifetime, CreatorPid = h.CreatorPid, CreatorStartTime = h.CreatorStartTime,
+            State = segment.LiveState, Lifetime = h.Lifetime, CreatorPid = h.RecordedCreatorPid, LastRecoveredPid = h.RecordedLastRecoveredByPid, CreatorStartTime = h.CreatorStartTime,
             CreatorAlive = h.CreatorIsRunning(), CreatedUnixNanoseconds = h.CreatedUnixNanoseconds,
             Age = TimeSpan.FromTicks(Math.Max(0, ProcessInfo.UnixNanosecondsNow() - h.CreatedUnixNanoseconds) / 100),
-            Header = h, Elements = ReadElements(segment, data),
+            Header = h, Elements = ReadElements(segment, data), Sync = ReadSync(segment),
+        };
+    }
+
+    private static readonly string[] BarrierStates = ["filling", "draining", "resetting", "broken"];
+
+    /// <summary>The words of a synchronization segment, decoded (format.md section 10.2), or null.</summary>
+    private static unsafe SynchronizationWords? ReadSync(MappedSegment segment)
+    {
+        var h = segment.Header;
+        if (h.Kind is not (SegmentKind.Event or SegmentKind.Semaphore or SegmentKind.Condition or SegmentKind.Barrier)) return null;
+        uint* words = (uint*)segment.Data;
+        uint waiters = Volatile.Read(ref words[1]), w3 = Volatile.Read(ref words[3]), w4 = Volatile.Read(ref words[4]),
+             w5 = Volatile.Read(ref words[5]);
+        return h.Kind switch
+        {
+            SegmentKind.Event => new SynchronizationWords { Waiters = waiters, Flag = w3 },
+            SegmentKind.Semaphore => new SynchronizationWords { Waiters = waiters, Value = w3, MaxValue = w4, Bounded = w5 },
+            SegmentKind.Barrier => new SynchronizationWords
+            {
+                Waiters = waiters, Parties = w3, Count = w5, BarrierState = w4 < BarrierStates.Length ? BarrierStates[w4] : "corrupt",
+            },
+            _ => new SynchronizationWords { Waiters = waiters },
         };
     }
 

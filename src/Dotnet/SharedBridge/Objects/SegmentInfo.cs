@@ -63,8 +63,10 @@ public sealed class SegmentInfo
     public int? State { get; internal init; }
     /// <summary>Who removes the name, and when (docs/format.md section 8).</summary>
     public SegmentLifetime? Lifetime { get; internal init; }
-    /// <summary>The creator's pid.</summary>
-    public int? CreatorPid { get; internal init; }
+    /// <summary>The creator's pid as recorded (the header's u32; a value above the system's pid_max names no process).</summary>
+    public long? CreatorPid { get; internal init; }
+    /// <summary>The header's last_recovered_by_pid as recorded (a u32), read when the segment was opened.</summary>
+    public long? LastRecoveredPid { get; internal init; }
     /// <summary>The creator's start time (clock ticks after boot, 0 if unknown).</summary>
     public ulong? CreatorStartTime { get; internal init; }
     /// <summary>True when the creator (pid and start time) is still running.</summary>
@@ -77,8 +79,35 @@ public sealed class SegmentInfo
     public IReadOnlyList<int> MappedBy { get; internal set; } = [];
     /// <summary>The validated header, null unless Ok.</summary>
     public SegmentHeader? Header { get; internal init; }
+    /// <summary>For the synchronization kinds (event, semaphore, condition, barrier), their words decoded
+    /// (docs/format.md section 10.2, read without the lock); null for other kinds.</summary>
+    public SynchronizationWords? Sync { get; internal init; }
     /// <summary>The first elements asked of <see cref="SegmentDirectory.Inspect"/>, copied without the lock: long (signed),
     /// ulong (unsigned), double ('f', 'd'), bool, string ('u' characters), byte values as long ('c'), dictionaries for
     /// structures and lists for field arrays.</summary>
     public IReadOnlyList<object?> Elements { get; internal init; } = [];
+}
+
+/// <summary>The words of a synchronization segment as <c>sharedbridge ls</c> shows them (docs/format.md
+/// section 10.2), read without the lock: a snapshot. Properties that do not apply to the kind are null.</summary>
+public sealed class SynchronizationWords
+{
+    internal SynchronizationWords() { }
+
+    /// <summary>Threads waiting now (every kind).</summary>
+    public uint Waiters { get; internal init; }
+    /// <summary>An event's flag: 0 clear, 1 set (another value is corrupt).</summary>
+    public uint? Flag { get; internal init; }
+    /// <summary>A semaphore's units available.</summary>
+    public uint? Value { get; internal init; }
+    /// <summary>A semaphore's bound (0x7FFFFFFF when unbounded).</summary>
+    public uint? MaxValue { get; internal init; }
+    /// <summary>A semaphore's bounded word: 1 bounded, 0 not.</summary>
+    public uint? Bounded { get; internal init; }
+    /// <summary>A barrier's number of parties.</summary>
+    public uint? Parties { get; internal init; }
+    /// <summary>A barrier's parties inside <c>wait</c> now.</summary>
+    public uint? Count { get; internal init; }
+    /// <summary>A barrier's state: "filling", "draining", "resetting", "broken", or "corrupt" for another value.</summary>
+    public string? BarrierState { get; internal init; }
 }

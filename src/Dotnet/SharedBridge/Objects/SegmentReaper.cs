@@ -1,4 +1,7 @@
 // Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+using System.Buffers.Binary;
+using Microsoft.Win32.SafeHandles;
+using SharedBridge.Format;
 using SharedBridge.Platform;
 
 namespace SharedBridge;
@@ -23,42 +26,60 @@ public sealed class ReapedSegment
     /// <summary>True when it was removed; false in a dry run.</summary>
     public bool Removed { get; }
 
+    /// <summary>The other processes that still map it (from /proc/*/maps, where readable), sorted: their
+    /// memory stays valid, the name is gone for everyone else.</summary>
+    public IReadOnlyList<int> MappedBy { get; internal set; } = [];
+
     /// <inheritdoc/>
     public override string ToString() => $"{Name}: {Reason}{(Removed ? "" : " (not removed)")}";
 }
 
 /// <summary>
 /// Removes the segments left behind by crashed processes (docs/format.md section 8): a
-/// <see cref="SegmentLifetime.Creator"/> segment whose creator (pid and start time) is gone, and a
+/// <see cref="SegmentLifetime.Creator"/> segment whose creator (pid and start time) is gone, a
 /// <see cref="SegmentLifetime.LastCloser"/> segment that no process holds open (the reaper gets the
-/// exclusive flock without waiting). Persistent segments, version-1 segments (their header does not
-/// say whether they were kept), segments still initializing, corrupt or foreign objects and other
-/// users' objects are never touched and not reported.
+/// exclusive flock without waiting), and a segment whose creator died while initializing it (state 0,
+/// older than the grace period, its recorded creator gone, or nothing recorded and nobody has it open).
+/// Persistent segments, version-1 segments (their header does not say whether they were kept), segments
+/// a live creator is initializing, corrupt or foreign objects and other users' objects are never touched
+/// and not reported.
 /// </summary>
 public static class SegmentReaper
 {
+    /// <summary>A segment still initializing is garbage only when its object is at least this old (section 8):
+    /// the default open timeout, after which attachers give up on it.</summary>
+    internal static readonly TimeSpan InitializingGrace = TimeSpan.FromSeconds(5);
+
     /// <summary>Removes the garbage segments in /dev/shm and returns what it removed and why. Call it at
     /// start-up to clean up after a crashed predecessor.</summary>
     /// <param name="dryRun">True removes nothing (every result has <see cref="ReapedSegment.Removed"/> false).</param>
     /// <param name="prefix">Only names starting with this string; null for all.</param>
     public static IReadOnlyList<ReapedSegment> Reap(bool dryRun = false, string? prefix = null)
     {
-        var reaped = new List<ReapedSegment>();
+        var reaped = new List<(ReapedSegment Result, ulong Inode)>();
         foreach (string name in MappedSegment.ShmNames())
         {
             if (prefix is not null && !name.StartsWith(prefix, StringComparison.Ordinal)) continue;
             var segment = MappedSegment.TryOpenForReap(name);
-            if (segment is null) continue;
+            if (segment is null)
+            {
+                if (JudgeInitializing(name, dryRun) is { } initializing) reaped.Add(initializing);
+                continue;
+            }
             try
             {
-                if (Judge(segment, dryRun) is { } result) reaped.Add(result);
+                if (Judge(segment, dryRun) is { } result) reaped.Add((result, segment.Inode));
             }
             finally
             {
                 segment.Release();
             }
         }
-        return reaped;
+        // One pass over /proc, after the reaper's own mappings are gone.
+        var mappers = ProcessInfo.ProcessesMappingAny(reaped.Select(r => r.Inode));
+        foreach (var (result, inode) in reaped)
+            if (mappers.TryGetValue(inode, out var pids)) result.MappedBy = pids.Where(p => p != ProcessInfo.Pid).ToArray();
+        return reaped.Select(r => r.Result).ToList();
     }
 
     private static ReapedSegment? Judge(MappedSegment segment, bool dryRun)
@@ -70,7 +91,7 @@ public static class SegmentReaper
         {
             case SegmentLifetime.Creator:
                 if (header.CreatorIsRunning()) return null;
-                reason = $"creator pid {header.CreatorPid} (started {header.CreatorStartTime}) is gone";
+                reason = $"creator pid {header.RecordedCreatorPid} (started {header.CreatorStartTime}) is gone";
                 break;
             case SegmentLifetime.LastCloser:
                 // Holding the exclusive lock keeps attachers out until the name is gone: they re-check
@@ -83,5 +104,90 @@ public static class SegmentReaper
         }
         if (dryRun) return new ReapedSegment(segment.Name, reason, false);
         return segment.RetireAndUnlinkForReaper() ? new ReapedSegment(segment.Name, reason, true) : null;
+    }
+
+    /// <summary>A segment still initializing (state 0) that can never become ready: its creator died between
+    /// shm_open and publishing it (section 8). Only the bytes a creator writes first are read (magic, state,
+    /// creator_pid, creator_start_time); nothing is written to it (an empty object has no state word).</summary>
+    private static (ReapedSegment, ulong)? JudgeInitializing(string name, bool dryRun)
+    {
+        try
+        {
+            SegmentName.Validate(name);
+        }
+        catch (SharedBridgeException) { return null; }
+        if (Interop.TryLStat("/dev/shm/" + name, out _) is not { } linkStat || !linkStat.IsRegularFile || linkStat.Uid != Interop.GetEUid())
+            return null;
+        using var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out _);
+        if (fd is null || Interop.TryFStat(fd, out _) is not { } st || !st.IsRegularFile || st.Uid != Interop.GetEUid())
+            return null;
+        try
+        {
+            if (InitializingCreator(fd, st.Size) is not { } creator) return null;
+            if (DateTime.UtcNow - File.GetLastWriteTimeUtc(fd) < InitializingGrace) return null;
+            string reason;
+            if (creator.Pid != 0)
+            {
+                if (CreatorIdentity.IsRunning(creator.Pid > int.MaxValue ? 0 : (int)creator.Pid, creator.StartTime)) return null;
+                reason = $"initializing: creator pid {creator.Pid} (started {creator.StartTime}) is gone";
+            }
+            else
+            {
+                if (OpenedByAny(name, st, (int)fd.DangerousGetHandle())) return null;
+                reason = "initializing: no creator recorded and no process has it open";
+            }
+            if (dryRun) return (new ReapedSegment(name, reason, false), st.Inode);
+            // Still unpublished and recording the same creator, and the name is still this object.
+            if (Interop.TryFStat(fd, out _) is not { } now || InitializingCreator(fd, now.Size) != creator) return null;
+            if (Interop.TryLStat("/dev/shm/" + name, out _) is not { } named || named.Device != st.Device || named.Inode != st.Inode)
+                return null;
+            return Interop.ShmUnlink(SegmentName.ToOsName(name)) == 0 ? (new ReapedSegment(name, reason, true), st.Inode) : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+    }
+
+    /// <summary>(creator_pid, creator_start_time) of a state-0 object: (0, 0) when nothing is recorded (size 0,
+    /// or a sized object whose magic and state are still zero); null when it is not an initializing segment.</summary>
+    private static (uint Pid, ulong StartTime)? InitializingCreator(SafeFileHandle fd, long size)
+    {
+        if (size == 0) return (0, 0);
+        if (size < HeaderLayout.FixedSize) return null;
+        var head = new byte[HeaderLayout.FixedSize];
+        if (Interop.PRead(fd, head, 0, out _) != head.Length) return null;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(HeaderLayout.State)) != HeaderLayout.StateInitializing) return null;
+        var magic = head.AsSpan(HeaderLayout.Magic, HeaderLayout.MagicBytes.Length);
+        if (magic.IndexOfAnyExcept((byte)0) < 0) return (0, 0);
+        if (!magic.SequenceEqual(HeaderLayout.MagicBytes)) return null;
+        return (BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(HeaderLayout.CreatorPid)),
+                BinaryPrimitives.ReadUInt64LittleEndian(head.AsSpan(HeaderLayout.CreatorStartTime)));
+    }
+
+    /// <summary>True when some process (where /proc lets us look) has the object open or mapped: /proc/PID/maps,
+    /// and /proc/PID/fd links to /dev/shm/NAME whose object has the same device and inode. The reaper's own
+    /// descriptor does not count.</summary>
+    private static bool OpenedByAny(string name, Interop.FileStat st, int ownFd)
+    {
+        if (ProcessInfo.ProcessesMappingAny([st.Inode]).Count > 0) return true;
+        string path = "/dev/shm/" + name;
+        string own = ownFd.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        foreach (string dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            IEnumerable<string> fds;
+            try { fds = Directory.EnumerateFileSystemEntries(Path.Combine(dir, "fd")).ToList(); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { continue; }
+            foreach (string link in fds)
+            {
+                if (pid == ProcessInfo.Pid && Path.GetFileName(link) == own) continue;
+                try
+                {
+                    if (new FileInfo(link).LinkTarget != path) continue;
+                    using var other = File.OpenHandle(link, FileMode.Open, FileAccess.Read);
+                    if (Interop.TryFStat(other, out _) is { } o && o.Device == st.Device && o.Inode == st.Inode) return true;
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+            }
+        }
+        return false;
     }
 }

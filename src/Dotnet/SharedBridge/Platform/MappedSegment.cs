@@ -95,6 +95,10 @@ internal sealed unsafe class MappedSegment
         }
     }
 
+    /// <summary>Tests only (set by reflection in the test child): called with the name between initialization
+    /// and state = ready, so that a test can kill a creator there (format.md section 8, reaping).</summary>
+    private static Action<string>? BeforeReadyHook = null;
+
     private static MappedSegment Initialize(string name, SafeFileHandle fd, HeaderSpec spec, UnixFileMode mode, bool keep,
         long total, ReadOnlySpan<byte> initialData)
     {
@@ -125,6 +129,7 @@ internal sealed unsafe class MappedSegment
             if (spec.LockKind == LockKind.Embedded) // Format.LockAbi: the type, not HeaderLayout.LockAbi (the offset)
                 RobustMutex.Initialize(segment._base + HeaderLayout.Mutex, Format.LockAbi.RequireCurrent().MutexSize, spec.LockType);
             initialData.CopyTo(new Span<byte>(segment._base + spec.HeaderSize, (int)Math.Min(spec.DataSize, int.MaxValue)));
+            BeforeReadyHook?.Invoke(name);
             *(uint*)(segment._base + HeaderCrc32) = HeaderCodec.ComputeCrc(header);
             Interlocked.MemoryBarrier();
             Volatile.Write(ref *(uint*)(segment._base + State), StateReady);
@@ -533,6 +538,9 @@ internal sealed unsafe class MappedSegment
     }
 
     /// <summary>True when the name refers now to this object (same device and inode).</summary>
+    /// <summary>The object's inode (fstat when it was opened).</summary>
+    internal ulong Inode => _identity.Inode;
+
     private bool IsStillNamed() => IsStillNamed(out _);
 
     private bool IsStillNamed(out bool nameExists)
