@@ -43,7 +43,9 @@ def _in_thread(fn, *args):
 def _kill_party_inside_wait(barrier, waiting_before):
     child = MP.Process(target=enter_barrier, args=(barrier, 120))
     child.start()
-    _until(lambda: barrier._w[S.COUNT] == waiting_before + 1)
+    # Inside the wait: counted, and recorded in the holder table (section 10.2).
+    _until(lambda: barrier._w[S.COUNT] == waiting_before + 1
+           and child.pid in barrier._entries()[0::4])
     os.kill(child.pid, signal.SIGKILL)
     child.join(10)
     assert child.exitcode == -signal.SIGKILL
@@ -215,7 +217,11 @@ def test_an_event_set_and_cleared_at_once_ends_the_wait():
     e = sb.Event()
     t, out = _in_thread(e.wait, 60)
     _until(lambda: e._w[S.WAITERS] == 1)
-    e.set()
-    e.clear()
+    w = e._w
+    with e._lock:       # a peer's set() and clear() with no unlock between them (10.3)
+        w[S.FLAG] = 1
+        w[4] = w[4] + 1                 # sets
+        e._notify(S.VALUE_MAX)
+        w[S.FLAG] = 0
     t.join(20)                   # before: it waited for its whole timeout
     assert not t.is_alive() and out == [False]

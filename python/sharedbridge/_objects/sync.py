@@ -102,6 +102,8 @@ class _Waitable:
         self._table_format = struct.Struct(f"<{4 * self._slots}I")
         self._table_offset = h.data_offset + 4 * TABLE
         self._me = (0, 0)
+        if self._slots:     # now, not between counting a unit and recording it
+            self._identity()
 
     # ---- the holder table (section 10.2), with the lock held --------------------------
 
