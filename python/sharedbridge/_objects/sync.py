@@ -102,6 +102,7 @@ class _Waitable:
         self._table_format = struct.Struct(f"<{4 * self._slots}I")
         self._table_offset = h.data_offset + 4 * TABLE
         self._me = (0, 0)
+        self._hint = -1         # the entry this process held last (checked before use)
         if self._slots:     # now, not between counting a unit and recording it
             self._identity()
 
@@ -117,9 +118,16 @@ class _Waitable:
     def _entries(self):
         return self._table_format.unpack_from(self._seg.mm, self._table_offset)
 
-    def _own_entry(self, entries):
-        """Index of the entry this process holds, or -1."""
+    def _own_entry(self):
+        """Index of the entry this process holds, or -1: the last one it used if it still
+        holds it, else a search of the table."""
         pid, start = self._identity()
+        w, i = self._w, self._hint
+        if i >= 0:
+            b = TABLE + 4 * i
+            if w[b] == pid and w[b + 1] and w[b + 2] | w[b + 3] << 32 == start:
+                return i
+        entries = self._entries()
         pids = entries[0::4]
         i = -1
         while True:
@@ -128,6 +136,7 @@ class _Waitable:
             except ValueError:
                 return -1
             if entries[4 * i + 1] and entries[4 * i + 2] | entries[4 * i + 3] << 32 == start:
+                self._hint = i
                 return i
 
     def _clear_entry(self, i):
@@ -140,41 +149,51 @@ class _Waitable:
         recorded when the table is full or absent."""
         if not self._slots:
             return
-        entries = self._entries()
-        i = self._own_entry(entries)
-        if i >= 0:
-            self._w[TABLE + 4 * i + 1] = min(entries[4 * i + 1] + 1, 0xFFFFFFFF)
+        w = self._w
+        pid, start = self._identity()
+        i = self._hint          # the entry used last, even if freed since (units 0) by us
+        if i >= 0 and w[TABLE + 4 * i] == pid and (
+                w[TABLE + 4 * i + 2] | w[TABLE + 4 * i + 3] << 32 == start):
+            w[TABLE + 4 * i + 1] = min(w[TABLE + 4 * i + 1] + 1, 0xFFFFFFFF)
             return
+        i = self._own_entry()
+        if i >= 0:
+            w[TABLE + 4 * i + 1] = min(w[TABLE + 4 * i + 1] + 1, 0xFFFFFFFF)
+            return
+        entries = self._entries()
         free = [x.index(0) for x in (entries[0::4], entries[1::4]) if 0 in x]
         if free:
-            pid, start = self._identity()
-            base = TABLE + 4 * min(free)
-            w = self._w
+            i = min(free)
+            base = TABLE + 4 * i
             w[base], w[base + 1] = pid, 1
             w[base + 2], w[base + 3] = start & 0xFFFFFFFF, start >> 32
+            self._hint = i
+
+    def _take_from(self, i, n):
+        # units 0 frees the entry (section 10.2); pid and start_time stay, so that this
+        # process can take it again without a search.
+        units = self._w[TABLE + 4 * i + 1]
+        k = min(units, n)
+        self._w[TABLE + 4 * i + 1] = units - k
+        return k
 
     def _take_units(self, n, own_only=False):
         """Take up to *n* units off the table: the entry this process holds first, then
         (unless *own_only*) the other entries in slot order. Returns how many it took."""
         if not self._slots:
             return 0
-        entries = self._entries()
-        order = [self._own_entry(entries)]
-        if not own_only:
-            order += [i for i in range(self._slots) if entries[4 * i] and entries[4 * i + 1]]
         taken = 0
-        for i in order:
-            if i < 0 or taken == n:
-                continue
-            units = self._w[TABLE + 4 * i + 1]
-            if not self._w[TABLE + 4 * i] or not units:
-                continue
-            k = min(units, n - taken)
-            taken += k
-            if k == units:
-                self._clear_entry(i)
-            else:
-                self._w[TABLE + 4 * i + 1] = units - k
+        i = self._own_entry()
+        if i >= 0:
+            taken = self._take_from(i, n)
+        if taken == n or own_only:
+            return taken
+        entries = self._entries()
+        for i in range(self._slots):
+            if entries[4 * i] and entries[4 * i + 1]:
+                taken += self._take_from(i, n - taken)
+                if taken == n:
+                    break
         return taken
 
     def _free_gone(self):

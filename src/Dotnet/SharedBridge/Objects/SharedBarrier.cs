@@ -34,10 +34,10 @@ public sealed class SharedBarrier : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(participantCount, 1);
         uint[] words = [0, 0, 0, (uint)participantCount, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         return new(new WaitWords(WaitWords.Create(OwnerName, name, SegmentKind.Barrier, options, words,
-            slots: Math.Min(participantCount, HeaderLayoutSlots))), words);
+            slots: Math.Min(participantCount, MaxSlots))), words);
     }
 
-    private const int HeaderLayoutSlots = Format.HeaderLayout.MaxSlots;
+    private const int MaxSlots = Format.HeaderLayout.MaxSlots;   // section 10.1: writers record every party up to 1024
 
     /// <summary>Opens an existing barrier segment.</summary>
     /// <exception cref="TypeMismatchException">The segment is not a barrier.</exception>

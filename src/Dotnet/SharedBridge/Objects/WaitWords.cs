@@ -129,14 +129,20 @@ internal sealed unsafe class WaitWords
 
     // ------------------------------------------------------------------ the holder table (section 10.2), lock held
 
+    private int _hint = -1;     // the entry this process used last (checked before use)
+
+    private bool IsOwn(int i) =>
+        this[Table + 4 * i] == (uint)ProcessInfo.Pid && (this[Table + 4 * i + 2] | (ulong)this[Table + 4 * i + 3] << 32) == ProcessInfo.StartTime;
+
     private int OwnEntry()
     {
+        if (_hint >= 0 && this[Table + 4 * _hint + 1] != 0 && IsOwn(_hint)) return _hint;
         for (int i = 0; i < Slots; i++)
         {
             int b = Table + 4 * i;
             if (this[b] == (uint)ProcessInfo.Pid && this[b + 1] != 0
                 && (this[b + 2] | (ulong)this[b + 3] << 32) == ProcessInfo.StartTime)
-                return i;
+                return _hint = i;
         }
         return -1;
     }
@@ -151,7 +157,8 @@ internal sealed unsafe class WaitWords
     internal void Record()
     {
         if (Slots == 0) return;
-        int own = OwnEntry();
+        // The entry used last, even if this process freed it since (units 0: pid and start_time stay).
+        int own = _hint >= 0 && IsOwn(_hint) ? _hint : OwnEntry();
         if (own >= 0)
         {
             uint units = this[Table + 4 * own + 1];
@@ -166,6 +173,7 @@ internal sealed unsafe class WaitWords
             this[b + 1] = 1;
             this[b + 2] = (uint)ProcessInfo.StartTime;
             this[b + 3] = (uint)(ProcessInfo.StartTime >> 32);
+            _hint = i;
             return;
         }
     }
@@ -179,16 +187,17 @@ internal sealed unsafe class WaitWords
         int own = OwnEntry();
         if (own >= 0) taken += TakeFrom(own, count);
         for (int i = 0; !ownOnly && i < Slots && taken < count; i++)
-            if (this[Table + 4 * i] != 0) taken += TakeFrom(i, count - taken);
+            if (this[Table + 4 * i] != 0 && this[Table + 4 * i + 1] != 0) taken += TakeFrom(i, count - taken);
         return taken;
     }
 
+    /// <summary>units 0 frees the entry (section 10.2); pid and start_time stay, so that this process can take
+    /// it again without a search.</summary>
     private uint TakeFrom(int i, uint count)
     {
         uint units = this[Table + 4 * i + 1];
         uint k = Math.Min(units, count);
-        if (k == units) ClearEntry(i);
-        else this[Table + 4 * i + 1] = units - k;
+        this[Table + 4 * i + 1] = units - k;
         return k;
     }
 
