@@ -58,3 +58,29 @@ def die_holding_internal_lock(sem):
     if not sem._lock.acquire(timeout=WAIT):
         raise SystemExit("die_holding_internal_lock: the lock stayed held %d s" % WAIT)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def enter_barrier(barrier, timeout):
+    # Runs in a child that the test kills inside wait().
+    barrier.wait(timeout)
+
+
+def acquire_and_wait(sem, started, timeout):
+    # Takes one unit and then sits (the test kills it while it holds the unit).
+    sem.acquire()
+    started.set()
+    import time
+    time.sleep(timeout)
+
+
+def toggle_word(path, offset, values, started):
+    # A hostile peer: flips one u32 of the segment file between *values* until killed.
+    import mmap
+    import struct
+    with open(path, "r+b") as f:
+        mm = mmap.mmap(f.fileno(), 0)
+    packed = [struct.pack("<I", v) for v in values]
+    started.set()
+    while True:
+        for p in packed:
+            mm[offset:offset + 4] = p

@@ -265,8 +265,9 @@ def test_not_a_regular_file_is_not_a_sharedbridge_segment(pyh_name, what):
 # --- A.3 versions ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("version,compat,outcome", [
-    (1, 1, None), (2, 1, None), (7, 1, None), (2, 2, None), (3, 3, sb.UnsupportedVersionError),
-    (1, 3, sb.UnsupportedVersionError), (2, 3, sb.UnsupportedVersionError),
+    (1, 1, None), (2, 1, None), (7, 1, None), (2, 2, None), (3, 3, None),
+    (4, 4, sb.UnsupportedVersionError), (1, 4, sb.UnsupportedVersionError),
+    (2, 4, sb.UnsupportedVersionError), (3, 4, sb.UnsupportedVersionError),
     (1, 2, sb.CorruptSegmentError),
     (1, 0, sb.CorruptSegmentError),
     (0, 0, sb.CorruptSegmentError), (0, 1, sb.CorruptSegmentError),

@@ -210,7 +210,7 @@ def test_bad_magic_and_bad_crc_and_new_version(forged, seg_name):
         sb.attach(forged(bad), timeout=0.2)
     os.unlink(f"/dev/shm/{seg_name}")
     newer = bytearray(img)
-    struct.pack_into("<HH", newer, 8, 4, 3)
+    struct.pack_into("<HH", newer, 8, 5, 4)     # this package reads up to version 3
     struct.pack_into("<I", newer, 0x184, crc_of(newer, 0x200))
     with pytest.raises(sb.UnsupportedVersionError, match="upgrade"):
         sb.attach(forged(newer), timeout=0.2)

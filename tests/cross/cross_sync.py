@@ -6,6 +6,7 @@ processes; the C# driver's SyncWorkers.cs implements the same workers with the s
 import json
 import os
 import signal
+import threading
 import time
 
 import sharedbridge as sb
@@ -61,6 +62,27 @@ def sync_sem_hold(name):
     _say("held")
     time.sleep(600)
     return 3
+
+
+def sync_sem_acquire(name, ms):
+    """Take one unit within MS ms; prints acquired / timeout (then gives it back)."""
+    sem = sb.attach(name)
+    got = sem.acquire(timeout=int(ms) / 1000)
+    _say("acquired" if got else "timeout")
+    if got:
+        sem.release()
+    return 0
+
+
+def sync_barrier_wait(name, ms):
+    """Say "entering", wait once on the barrier up to MS ms; prints the index or "broken"."""
+    barrier = sb.attach(name)
+    _say("entering")
+    try:
+        _say(str(barrier.wait(int(ms) / 1000)))
+    except threading.BrokenBarrierError:
+        _say("broken")
+    return 0
 
 
 def sync_barrier(name, rounds, counts_name):
@@ -123,6 +145,8 @@ WORKERS = {
     "sync-cond-wait": sync_cond_wait,
     "sync-notify-then-die": sync_notify_then_die,
     "sync-sem-hold": sync_sem_hold,
+    "sync-sem-acquire": sync_sem_acquire,
+    "sync-barrier-wait": sync_barrier_wait,
     "sync-barrier": sync_barrier,
     "sync-produce": sync_produce,
     "sync-consume": sync_consume,

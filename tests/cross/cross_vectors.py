@@ -21,7 +21,8 @@ CTYPES = {
 SPECIAL_FLOATS = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
-# Synchronization segments (docs/format.md section 10): "values" are the 16 data words.
+# Synchronization segments (docs/format.md section 10): "values" are the data words (16, and
+# the holder table of a semaphore or barrier, section 10.2).
 SYNC_OBJECTS = {"event": 4, "semaphore": 5, "condition": 6, "barrier": 7}
 LIST_OBJECTS = ("array", *SYNC_OBJECTS)
 

@@ -138,11 +138,13 @@ def build():
     case("state_retired_ok", "ok", "6.2 step 3: state 2 (retired) is usable",
          patch(d4(), 0x180, "<I", 2, fix_crc=False))
     # --- versions ---------------------------------------------------------------------------
-    case("compat_3", "unsupported-version", "6.3: compat_version above the reader's (2)",
-         d4(version=3, compat=3))
-    case("compat_3_state_3", "unsupported-version",
+    case("compat_4", "unsupported-version", "6.3: compat_version above the reader's (3)",
+         d4(version=4, compat=4))
+    case("compat_4_state_3", "unsupported-version",
          "6.2 step 3: a too-new compat_version wins over a state this reader does not know",
-         patch(d4(version=3, compat=3), 0x180, "<I", 3, fix_crc=False))
+         patch(d4(version=4, compat=4), 0x180, "<I", 3, fix_crc=False))
+    case("compat_3_array_ok", "ok", "6.3: a version-3 reader reads compat_version 3",
+         d4(version=3, compat=3))
     case("compat_2_array_ok", "ok", "6.3: a version-2 reader reads compat_version 2",
          d4(version=2, compat=2))
     # --- lifetime (format version 2, byte 0x039) ----------------------------------------------
@@ -211,8 +213,25 @@ def build():
         case(f"{label}_ok", "ok", f"10.1: a valid {label} header (kind {kind})", sync(kind))
         case(f"{label}_compat_1", "corrupt", "10.1: the synchronization kinds need compat_version 2",
              sync(kind, version=1, compat=1))
+    # format version 3: the holder table of semaphores and barriers (10.1, 10.2)
+    v3 = dict(version=3, compat=3)
+    case("semaphore_table_ok", "ok", "10.1: a version-3 semaphore with 64 table entries",
+         sync(5, count=16 + 4 * 64, **v3))
+    case("barrier_table_ok", "ok", "10.1: a version-3 barrier with 3 table entries",
+         sync(7, count=16 + 4 * 3, **v3))
+    case("semaphore_v3_no_table_ok", "ok", "10.1: slots 0 is valid (nothing recorded)",
+         sync(5, count=16, **v3))
+    case("semaphore_table_1025", "corrupt", "10.1: at most 1024 table entries",
+         sync(5, count=16 + 4 * 1025, **v3))
+    case("barrier_table_ragged", "corrupt", "10.1: element_count is 16 + 4 * slots",
+         sync(7, count=18, **v3))
+    case("semaphore_table_compat_2", "corrupt",
+         "10.1: a holder table needs compat_version 3 (a version-2 segment has 16 words)",
+         sync(5, count=16 + 4 * 2))
+    case("event_table", "corrupt", "10.1: only semaphores and barriers have a holder table",
+         sync(4, count=16 + 4 * 2, **v3))
     case("event_typecode_d", "corrupt", "10.1: typecode I", sync(4, typecode="d"))
-    case("semaphore_count_8", "corrupt", "10.1: element_count 16", sync(5, count=8))
+    case("semaphore_count_8", "corrupt", "10.1: element_count 16 (+ 4 * slots)", sync(5, count=8))
     case("event_recursive_lock", "corrupt", "10.1: an event's own lock is error-checking",
          sync(4, lock_type=1))
     case("condition_errorcheck_lock", "corrupt", "10.1: a condition's own lock is recursive",

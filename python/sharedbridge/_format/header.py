@@ -18,10 +18,14 @@ from .segment_name import validate_name
 from .typecodes import STRUCT, TYPECODE_SIZE
 
 MAGIC = b"SHBRIDGE"
-# The format version this package writes and the newest it reads (section 6.3).
-FORMAT_VERSION = 2
+# The newest format version this package reads (section 6.3); it writes version 3 only
+# for semaphores and barriers, whose layout version 3 changed, and 2 for the rest.
+FORMAT_VERSION = 3
 # The lowest compat_version of the synchronization kinds (section 10).
 SYNC_VERSION = 2
+# compat_version of semaphores and barriers with a holder table (section 10.1).
+HOLDER_TABLE_VERSION = 3
+MAX_SLOTS = 1024
 FIXED_SIZE = 0x200
 IDENTITY_END = 0x180
 MAX_HEADER_SIZE = 1 << 20
@@ -45,6 +49,7 @@ KIND_ARRAY, KIND_VALUE, KIND_LOCK = 1, 2, 3
 KIND_EVENT, KIND_SEMAPHORE, KIND_CONDITION, KIND_BARRIER = 4, 5, 6, 7
 SYNC_KINDS = (KIND_EVENT, KIND_SEMAPHORE, KIND_CONDITION, KIND_BARRIER)
 SYNC_WORDS = 16
+TABLE_KINDS = (KIND_SEMAPHORE, KIND_BARRIER)
 MAX_KIND = KIND_BARRIER
 LOCK_NONE, LOCK_EMBEDDED, LOCK_EXTERNAL, LOCK_PROCESS_LOCAL = 0, 1, 2, 3
 LOCK_TYPE_NONE, LOCK_TYPE_RECURSIVE, LOCK_TYPE_ERRORCHECK = 0, 1, 2
@@ -66,10 +71,19 @@ def lifetime_code(lifetime):
 
 
 def compat_version_for(lifetime, kind=1):
-    """compat_version a version-2 writer records: 2 for last-closer (a version-1 reader
-    would not take part in the protocol) and for the synchronization kinds (a version-1
-    reader does not know them), otherwise 1 (docs/format.md section 6.3)."""
+    """compat_version a version-3 writer records: 3 for semaphores and barriers (a
+    version-2 reader does not know their holder table), 2 for last-closer (a version-1
+    reader would not take part in the protocol) and for the other synchronization kinds
+    (a version-1 reader does not know them), otherwise 1 (docs/format.md section 6.3)."""
+    if kind in TABLE_KINDS:
+        return HOLDER_TABLE_VERSION
     return 2 if lifetime == LIFETIME_LAST_CLOSER or kind in SYNC_KINDS else 1
+
+
+def writer_version(compat):
+    """version a version-3 writer records: 3 where the bytes are version 3's (compat 3),
+    else 2, the bytes of a version-2 writer (section 6.3)."""
+    return max(2, compat)
 
 # Control-region offsets (mutable words, accessed in place, never through the copy).
 STATE_OFFSET = 0x180
@@ -153,7 +167,8 @@ def encode(header):
     fields = h.fields
     buf = bytearray(h.header_size)
     _IDENTITY.pack_into(
-        buf, 0, MAGIC, FORMAT_VERSION, compat_version_for(h.lifetime_code, h.kind),
+        buf, 0, MAGIC, writer_version(compat_version_for(h.lifetime_code, h.kind)),
+        compat_version_for(h.lifetime_code, h.kind),
         h.header_size, h.kind,
         ord(h.typecode) if h.typecode else 0, 0, h.element_size, h.element_count,
         h.data_offset, h.data_size, h.lock_kind, h.lock_abi, h.lock_size, h.lock_offset,
@@ -311,12 +326,31 @@ def _check_sync(kind, compat, typecode, element_size, element_count, lock_kind, 
     if compat < SYNC_VERSION:
         raise _corrupt(f"kind {kind} (a synchronization object) with compat_version {compat}: "
                        f"it needs compat_version {SYNC_VERSION}")
-    if typecode != ord("I") or element_size != 4 or element_count != SYNC_WORDS:
-        raise _corrupt(f"kind {kind} needs typecode 'I' and {SYNC_WORDS} elements of 4 bytes")
+    if typecode != ord("I") or element_size != 4:
+        raise _corrupt(f"kind {kind} needs typecode 'I' and elements of 4 bytes")
+    slots = table_slots(kind, compat, element_count)
+    if slots is None:
+        raise _corrupt(
+            f"kind {kind} with compat_version {compat} and element_count {element_count}: it "
+            f"needs {SYNC_WORDS} words" + (
+                f" plus 4 per holder-table entry (0 to {MAX_SLOTS} entries) with "
+                f"compat_version {HOLDER_TABLE_VERSION}" if kind in TABLE_KINDS else ""))
     own_lock = LOCK_TYPE_RECURSIVE if kind == KIND_CONDITION else LOCK_TYPE_ERRORCHECK
     if not ((lock_kind == LOCK_EMBEDDED and lock_type == own_lock)
             or (kind == KIND_CONDITION and lock_kind == LOCK_EXTERNAL)):
         raise _corrupt(f"kind {kind} with lock_kind {lock_kind} / lock_type {lock_type}")
+
+
+def table_slots(kind, compat, element_count):
+    """Entries of the holder table of a synchronization segment (docs/format.md section
+    10.1), or None when element_count is not valid for the kind and compat_version."""
+    if element_count == SYNC_WORDS:
+        return 0
+    extra = element_count - SYNC_WORDS
+    if (kind in TABLE_KINDS and compat >= HOLDER_TABLE_VERSION and extra > 0
+            and extra % 4 == 0 and extra // 4 <= MAX_SLOTS):
+        return extra // 4
+    return None
 
 
 def _check_lock(kind, lock_kind, abi, size, offset, ltype, lock_name):

@@ -51,7 +51,8 @@ class SharedLock(LockCore):
             raise OSError("sharedbridge locks need Linux glibc on x86_64 or aarch64")
         lifetime = lifetime_code(lifetime, keep)
         header = H.SegmentHeader(
-            version=H.FORMAT_VERSION, compat_version=H.compat_version_for(lifetime),
+            version=H.writer_version(H.compat_version_for(lifetime)),
+            compat_version=H.compat_version_for(lifetime),
             header_size=H.FIXED_SIZE, kind=H.KIND_LOCK,
             typecode="", element_size=0, element_count=0, data_offset=H.FIXED_SIZE,
             data_size=0, lock_kind=H.LOCK_EMBEDDED, lock_abi=abi, lock_size=size,

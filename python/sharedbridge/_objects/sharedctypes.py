@@ -77,7 +77,8 @@ def _create_raw(row, code, kind, rows, initial, lock_fields, name, lifetime, kee
     header_size = H.header_size_for(len(fields))
     lifetime = lifetime_code(lifetime, keep)
     header = H.SegmentHeader(
-        version=H.FORMAT_VERSION, compat_version=H.compat_version_for(lifetime),
+        version=H.writer_version(H.compat_version_for(lifetime)),
+        compat_version=H.compat_version_for(lifetime),
         header_size=header_size, kind=kind, typecode=code,
         element_size=element_size, element_count=count, data_offset=header_size,
         data_size=element_size * count, lock_kind=lock_kind, lock_abi=abi,

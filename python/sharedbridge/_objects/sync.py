@@ -2,8 +2,9 @@
 
 They behave like multiprocessing's (same signatures, results and exceptions) and follow
 docs/format.md section 10, so .NET's SharedEvent, SharedCondition, SharedSemaphore and
-SharedBarrier wait on the same objects. Each segment holds sixteen u32 words; every word
-changes only under a robust mutex (the segment's own, or for a Condition the lock it was
+SharedBarrier wait on the same objects. Each segment holds sixteen u32 words (a semaphore
+and a barrier also a holder table, section 10.2); every word changes only under a robust
+mutex (the segment's own, or for a Condition the lock it was
 built on), and waiters sleep with the futex system call on the sequence word ``seq``,
 in 50 ms slices: Ctrl-C interrupts a wait, and a wake-up whose notifier died before the
 futex call is seen at the next slice. Python has no atomic instructions on shared
@@ -20,7 +21,7 @@ import time
 
 from .._format import header as H
 from .._platform import futex, robust_mutex
-from .._platform.process_info import process_start_time
+from .._platform.process_info import process_is_running, process_start_time
 from .._platform.segment import create, open_segment
 from ..errors import CorruptSegmentError
 from .shared_lock import SharedLock, lock_from_segment, open_external_lock
@@ -30,11 +31,15 @@ from .unavailable import unavailable
 # Word indexes (section 10.2).
 SEQ, WAITERS, SIGNALS, W3, W4, W5 = range(6)
 FLAG = VALUE = PARTIES = W3
-MAX_VALUE = STATE = W4
+SETS = MAX_VALUE = STATE = W4
 BOUNDED = COUNT = W5
 VALUE_MAX = 0x7FFFFFFF
 FILLING, DRAINING, RESETTING, BROKEN = 0, 1, 2, 3
 SLICE_NS = 50_000_000
+# The holder table (section 10.2): entry i is words TABLE + 4*i .. +3: pid, units,
+# start_time (low, high).
+TABLE = H.SYNC_WORDS
+SEMAPHORE_SLOTS = 64
 
 _now = time.monotonic_ns
 _KIND_NAMES = {H.KIND_EVENT: "event", H.KIND_SEMAPHORE: "semaphore",
@@ -45,8 +50,14 @@ def _deadline(timeout):
     return None if timeout is None else _now() + max(0.0, timeout) * 1e9
 
 
+def _slice_deadline(deadline):
+    """The end of one wait slice, or *deadline* if it comes first."""
+    end = _now() + SLICE_NS
+    return end if deadline is None or deadline > end else deadline
+
+
 def _create(name, lifetime, keep, kind, words, lock_kind=H.LOCK_EMBEDDED,
-            lock_type=H.LOCK_TYPE_ERRORCHECK, lock_name=""):
+            lock_type=H.LOCK_TYPE_ERRORCHECK, lock_name="", slots=0):
     if not futex.available():
         raise OSError("sharedbridge synchronization objects need Linux on x86_64 or aarch64")
     abi, size = H.native_lock_abi() if lock_kind == H.LOCK_EMBEDDED else (0, 0)
@@ -55,10 +66,11 @@ def _create(name, lifetime, keep, kind, words, lock_kind=H.LOCK_EMBEDDED,
                       "aarch64")
     code = lifetime_code(lifetime, keep)
     header = H.SegmentHeader(
-        version=H.FORMAT_VERSION, compat_version=H.compat_version_for(code, kind),
-        header_size=H.FIXED_SIZE,
-        kind=kind, typecode="I", element_size=4, element_count=H.SYNC_WORDS,
-        data_offset=H.FIXED_SIZE, data_size=4 * H.SYNC_WORDS, lock_kind=lock_kind,
+        version=H.writer_version(H.compat_version_for(code, kind)),
+        compat_version=H.compat_version_for(code, kind), header_size=H.FIXED_SIZE,
+        kind=kind, typecode="I", element_size=4, element_count=H.SYNC_WORDS + 4 * slots,
+        data_offset=H.FIXED_SIZE, data_size=4 * (H.SYNC_WORDS + 4 * slots),
+        lock_kind=lock_kind,
         lock_abi=abi, lock_size=size, lock_offset=H.LOCK_OFFSET if abi else 0,
         lock_type=lock_type if abi else H.LOCK_TYPE_NONE, fields=(), creator_pid=os.getpid(),
         creator_start_time=process_start_time(), created_unix_ns=time.time_ns(),
@@ -77,11 +89,128 @@ class _Waitable:
     """The words of one synchronization segment, its mutex, and the wait protocol of
     section 10.3."""
 
-    def _setup(self, seg, lock):
+    def _setup(self, seg, lock, words):
+        """*words*: the sixteen words as read once at open (or written at creation); the
+        immutable ones are taken from them, validated, never read again (section 10.2)."""
+        h = seg.header
         self._seg = seg
-        self._w = (ctypes.c_uint32 * H.SYNC_WORDS).from_buffer(seg.mm, seg.header.data_offset)
+        self._w = (ctypes.c_uint32 * h.element_count).from_buffer(seg.mm, h.data_offset)
         self._seq_address = ctypes.addressof(self._w)
         self._lock = lock
+        # From the validated private header copy: never from shared memory.
+        self._slots = H.table_slots(h.kind, h.compat_version, h.element_count) or 0
+        self._table_format = struct.Struct(f"<{4 * self._slots}I")
+        self._table_offset = h.data_offset + 4 * TABLE
+        self._me = (0, 0)
+        self._hint = -1         # the entry this process held last (checked before use)
+        if self._slots:     # now, not between counting a unit and recording it
+            self._identity()
+
+    # ---- the holder table (section 10.2), with the lock held --------------------------
+
+    def _identity(self):
+        """(pid, start_time) of this process, computed again after a fork."""
+        pid = os.getpid()
+        if self._me[0] != pid:
+            self._me = (pid, process_start_time())
+        return self._me
+
+    def _entries(self):
+        return self._table_format.unpack_from(self._seg.mm, self._table_offset)
+
+    def _own_entry(self):
+        """Index of the entry this process holds, or -1: the last one it used if it still
+        holds it, else a search of the table."""
+        pid, start = self._identity()
+        w, i = self._w, self._hint
+        if i >= 0:
+            b = TABLE + 4 * i
+            if w[b] == pid and w[b + 1] and w[b + 2] | w[b + 3] << 32 == start:
+                return i
+        entries = self._entries()
+        pids = entries[0::4]
+        i = -1
+        while True:
+            try:
+                i = pids.index(pid, i + 1)
+            except ValueError:
+                return -1
+            if entries[4 * i + 1] and entries[4 * i + 2] | entries[4 * i + 3] << 32 == start:
+                self._hint = i
+                return i
+
+    def _clear_entry(self, i):
+        base = TABLE + 4 * i
+        for k in range(4):
+            self._w[base + k] = 0
+
+    def _record(self):
+        """Record one unit (a semaphore unit, a barrier party) of this process; not
+        recorded when the table is full or absent."""
+        if not self._slots:
+            return
+        w = self._w
+        pid, start = self._identity()
+        i = self._hint          # the entry used last, even if freed since (units 0) by us
+        if i >= 0 and w[TABLE + 4 * i] == pid and (
+                w[TABLE + 4 * i + 2] | w[TABLE + 4 * i + 3] << 32 == start):
+            w[TABLE + 4 * i + 1] = min(w[TABLE + 4 * i + 1] + 1, 0xFFFFFFFF)
+            return
+        i = self._own_entry()
+        if i >= 0:
+            w[TABLE + 4 * i + 1] = min(w[TABLE + 4 * i + 1] + 1, 0xFFFFFFFF)
+            return
+        entries = self._entries()
+        free = [x.index(0) for x in (entries[0::4], entries[1::4]) if 0 in x]
+        if free:
+            i = min(free)
+            base = TABLE + 4 * i
+            w[base], w[base + 1] = pid, 1
+            w[base + 2], w[base + 3] = start & 0xFFFFFFFF, start >> 32
+            self._hint = i
+
+    def _take_from(self, i, n):
+        # units 0 frees the entry (section 10.2); pid and start_time stay, so that this
+        # process can take it again without a search.
+        units = self._w[TABLE + 4 * i + 1]
+        k = min(units, n)
+        self._w[TABLE + 4 * i + 1] = units - k
+        return k
+
+    def _take_units(self, n, own_only=False):
+        """Take up to *n* units off the table: the entry this process holds first, then
+        (unless *own_only*) the other entries in slot order. Returns how many it took."""
+        if not self._slots:
+            return 0
+        taken = 0
+        i = self._own_entry()
+        if i >= 0:
+            taken = self._take_from(i, n)
+        if taken == n or own_only:
+            return taken
+        entries = self._entries()
+        for i in range(self._slots):
+            if entries[4 * i] and entries[4 * i + 1]:
+                taken += self._take_from(i, n - taken)
+                if taken == n:
+                    break
+        return taken
+
+    def _free_gone(self):
+        """Free the entries of holders that are gone (section 10.2); their units."""
+        if not self._slots:
+            return 0
+        freed = 0
+        entries = self._entries()
+        for i in range(self._slots):
+            pid, units = entries[4 * i], entries[4 * i + 1]
+            if not pid:
+                continue
+            if units and process_is_running(pid, entries[4 * i + 2] | entries[4 * i + 3] << 32):
+                continue
+            self._clear_entry(i)
+            freed += units
+        return freed
 
     @property
     def name(self):
@@ -132,15 +261,6 @@ class _Waitable:
             w[SIGNALS] = min(w[SIGNALS], waiters)
             raise
 
-    def _wait_until(self, ready, deadline):
-        """Wait (the lock held once by this thread) until ready() is true: True, or False
-        at the deadline (None: none)."""
-        while not ready():
-            if deadline is not None and _now() >= deadline:
-                return False
-            self._wait(deadline)
-        return True
-
     def _check_signals(self):
         if self._w[SIGNALS] > self._w[WAITERS]:
             raise self._corrupt(f"signals {self._w[SIGNALS]} > waiters {self._w[WAITERS]}")
@@ -184,7 +304,7 @@ class Event(_Waitable):
 
     def __init__(self, *, name=None, lifetime=None, keep=False, ctx=None):
         seg = _create(name, lifetime, keep, H.KIND_EVENT, {})
-        self._setup(seg, lock_from_segment(seg))
+        self._setup(seg, lock_from_segment(seg), (0,) * H.SYNC_WORDS)
 
     def _flag(self):
         flag = self._w[FLAG]
@@ -200,6 +320,7 @@ class Event(_Waitable):
         with self._lock:
             self._flag()
             self._w[FLAG] = 1
+            self._w[SETS] = (self._w[SETS] + 1) & 0xFFFFFFFF
             self._notify(VALUE_MAX)
 
     def clear(self):
@@ -208,10 +329,20 @@ class Event(_Waitable):
             self._w[FLAG] = 0
 
     def wait(self, timeout=None):
-        """Block until the flag is set or *timeout* seconds pass; returns the flag."""
+        """Block until the flag is set or *timeout* seconds pass; returns the flag. A set()
+        during the wait ends it even if clear() followed at once (then False), as
+        multiprocessing.Event does (docs/format.md section 10.3)."""
         deadline = _deadline(timeout)
+        w = self._w
         with self._lock:
-            return self._wait_until(self._flag, deadline)
+            if self._flag():
+                return True
+            sets = w[SETS]
+            while deadline is None or _now() < deadline:
+                self._wait(_slice_deadline(deadline))
+                if self._flag() or w[SETS] != sets:
+                    return self._flag() == 1
+            return False
 
     def __repr__(self):
         state = "set" if self._w[FLAG] == 1 else "unset"
@@ -221,24 +352,31 @@ class Event(_Waitable):
 class Semaphore(_Waitable):
     """multiprocessing.Semaphore in a named segment (kind 5).
 
-    Units held by a process that dies are not returned (docs/format.md section 10.4).
+    Semaphore(value=1, *, name=None, lifetime=None, keep=False, reclaim=True): with
+    reclaim=True the segment records which processes hold units (up to 64 processes), and
+    an acquire that finds the value at 0 takes back the units of holders that have died
+    (docs/format.md sections 10.3 and 10.4, like System V's SEM_UNDO). Use reclaim=False
+    for a semaphore that counts items (producers release, consumers acquire and keep).
     """
 
     _bounded = 0
 
-    def __init__(self, value=1, *, name=None, lifetime=None, keep=False, ctx=None):
+    def __init__(self, value=1, *, name=None, lifetime=None, keep=False, ctx=None,
+                 reclaim=True):
         if value < 0:      # OSError(EINVAL), as multiprocessing's sem_open reports it
             raise OSError(errno.EINVAL, "semaphore initial value must be >= 0")
         if value > VALUE_MAX:
             raise OverflowError(f"semaphore initial value must be <= {VALUE_MAX}")
-        seg = _create(name, lifetime, keep, H.KIND_SEMAPHORE, {
-            VALUE: value, MAX_VALUE: value if self._bounded else VALUE_MAX,
-            BOUNDED: self._bounded})
-        self._setup(seg, lock_from_segment(seg))
+        words = {VALUE: value, MAX_VALUE: value if self._bounded else VALUE_MAX,
+                 BOUNDED: self._bounded}
+        seg = _create(name, lifetime, keep, H.KIND_SEMAPHORE, words,
+                      slots=SEMAPHORE_SLOTS if reclaim else 0)
+        self._setup(seg, lock_from_segment(seg),
+                    tuple(words.get(i, 0) for i in range(H.SYNC_WORDS)))
 
-    def _setup(self, seg, lock):
-        super()._setup(seg, lock)
-        self._max = self._w[MAX_VALUE]
+    def _setup(self, seg, lock, words):
+        super()._setup(seg, lock, words)
+        self._max = words[MAX_VALUE]
 
     def _value(self):
         value = self._w[VALUE]
@@ -249,11 +387,23 @@ class Semaphore(_Waitable):
     def acquire(self, block=True, timeout=None):
         """Take one unit; with block=False or a timeout, False when none came in time."""
         deadline = _deadline(timeout if block else 0)
+        w = self._w
         with self._lock:
-            if not self._wait_until(self._value, deadline):
-                return False
-            self._w[VALUE] -= 1
-            return True
+            while True:
+                value = self._value()
+                if value:
+                    w[VALUE] = value - 1
+                    self._record()
+                    return True
+                freed = self._free_gone()
+                if freed:       # holders that died: their units come back (section 10.3)
+                    value = min(freed, self._max)
+                    w[VALUE] = value
+                    self._notify(value)
+                    continue
+                if deadline is not None and _now() >= deadline:
+                    return False
+                self._wait(_slice_deadline(deadline) if self._slots else deadline)
 
     def release(self):
         """Return one unit, waking one waiter."""
@@ -264,6 +414,7 @@ class Semaphore(_Waitable):
                     raise ValueError("semaphore or lock released too many times")
                 raise OverflowError(f"semaphore value would exceed {VALUE_MAX}")
             self._w[VALUE] = value + 1
+            self._take_units(1)
             self._notify(1)
 
     def get_value(self):
@@ -281,7 +432,7 @@ class Semaphore(_Waitable):
 
 class BoundedSemaphore(Semaphore):
     """multiprocessing.BoundedSemaphore: releasing above the initial value raises
-    ValueError."""
+    ValueError. Reclaimed units never take the value above the bound."""
 
     _bounded = 1
 
@@ -308,7 +459,7 @@ class Condition(_Waitable):
                 f"Condition(lock): the lock must be a sharedbridge Lock or RLock (for example "
                 f"arr.get_lock() of a sharedbridge Array), not {type(lock).__name__}: other "
                 "processes must be able to find it by name")
-        self._setup(seg, lock)
+        self._setup(seg, lock, (0,) * H.SYNC_WORDS)
 
     def get_lock(self):
         return self._lock
@@ -363,9 +514,11 @@ class Condition(_Waitable):
 
 
 class Barrier(_Waitable):
-    """multiprocessing.Barrier in a named segment (kind 7): CPython's threading.Barrier
-    algorithm over the shared words. *action* and *timeout* belong to this object (they
-    travel in pickles, as multiprocessing's do); other processes and .NET give their own.
+    """multiprocessing.Barrier in a named segment (kind 7), with the algorithm of
+    docs/format.md section 10.3 (CPython's threading.Barrier, every timeout honoured, and
+    parties recorded so that one that dies inside wait() breaks the barrier for the others
+    within one wait slice). *action* and *timeout* belong to this object (they travel in
+    pickles, as multiprocessing's do); other processes and .NET give their own.
     """
 
     def __init__(self, parties, action=None, timeout=None, *, name=None, lifetime=None,
@@ -374,14 +527,17 @@ class Barrier(_Waitable):
             raise ValueError("parties must be >= 1")
         if parties > VALUE_MAX:
             raise OverflowError(f"parties must be <= {VALUE_MAX}")
-        seg = _create(name, lifetime, keep, H.KIND_BARRIER, {PARTIES: parties})
-        self._setup(seg, lock_from_segment(seg))
+        seg = _create(name, lifetime, keep, H.KIND_BARRIER, {PARTIES: parties},
+                      slots=min(parties, H.MAX_SLOTS))
+        words = [0] * H.SYNC_WORDS
+        words[PARTIES] = parties
+        self._setup(seg, lock_from_segment(seg), words)
         self._action = action
         self._timeout = timeout
 
-    def _setup(self, seg, lock):
-        super()._setup(seg, lock)
-        self._parties = self._w[PARTIES]
+    def _setup(self, seg, lock, words):
+        super()._setup(seg, lock, words)
+        self._parties = words[PARTIES]
         self._action = None
         self._timeout = None
 
@@ -391,21 +547,47 @@ class Barrier(_Waitable):
             raise self._corrupt(f"state {state}, count {self._w[COUNT]}")
         return state
 
+    def _reap(self):
+        """Section 10.3 barrier step 1: parties that died inside wait() leave the count;
+        a round they were part of is broken."""
+        freed = self._free_gone()
+        if not freed:
+            return
+        w = self._w
+        state = self._state()
+        w[COUNT] = w[COUNT] - min(freed, w[COUNT])
+        if state == FILLING:
+            w[STATE] = BROKEN
+        elif w[COUNT] == 0 and state in (DRAINING, RESETTING):
+            w[STATE] = FILLING
+        self._notify(VALUE_MAX)
+
     def wait(self, timeout=None):
         """Wait until all parties have called wait(); returns this party's index (0 to
         parties - 1). BrokenBarrierError when the barrier breaks, is reset or aborted,
-        or the timeout (this call's, else the barrier's) expires."""
+        a party dies inside wait(), or the timeout (this call's, else the barrier's)
+        expires."""
         if timeout is None:
             timeout = self._timeout
         deadline = _deadline(timeout)
         w = self._w
         with self._lock:
+            self._reap()
             while self._state() in (DRAINING, RESETTING):
-                self._wait(None)
+                if w[COUNT] == 0:       # nobody left to finish the drain (section 10.3)
+                    w[STATE] = FILLING
+                    self._notify(VALUE_MAX)
+                    break
+                if deadline is not None and _now() >= deadline:
+                    self._break()
+                    raise threading.BrokenBarrierError
+                self._wait(_slice_deadline(deadline))
+                self._reap()
             if self._state() == BROKEN:
                 raise threading.BrokenBarrierError
             index = w[COUNT]
             w[COUNT] = index + 1
+            self._record()
             try:
                 if index + 1 == self._parties:
                     self._release()
@@ -413,7 +595,9 @@ class Barrier(_Waitable):
                     self._wait_round(deadline)
                 return index
             finally:
-                w[COUNT] -= 1
+                self._take_units(1, own_only=True)
+                count = w[COUNT]
+                w[COUNT] = count - 1 if count else 0
                 if w[COUNT] == 0 and self._state() in (DRAINING, RESETTING):
                     w[STATE] = FILLING
                     self._notify(VALUE_MAX)
@@ -433,7 +617,8 @@ class Barrier(_Waitable):
             if deadline is not None and _now() >= deadline:
                 self._break()
                 raise threading.BrokenBarrierError
-            self._wait(deadline)
+            self._wait(_slice_deadline(deadline))
+            self._reap()
         if self._state() in (RESETTING, BROKEN):
             raise threading.BrokenBarrierError
 
@@ -443,8 +628,9 @@ class Barrier(_Waitable):
 
     def reset(self):
         """Return the barrier to its empty state; parties waiting now get
-        BrokenBarrierError."""
+        BrokenBarrierError. Parties that died inside wait() no longer count."""
         with self._lock:
+            self._reap()
             if self._w[COUNT] > 0:
                 if self._state() in (FILLING, BROKEN):
                     self._w[STATE] = RESETTING
@@ -464,11 +650,13 @@ class Barrier(_Waitable):
     @property
     def n_waiting(self):
         with self._lock:
+            self._reap()
             return self._w[COUNT] if self._state() == FILLING else 0
 
     @property
     def broken(self):
         with self._lock:
+            self._reap()
             return self._state() == BROKEN
 
     def __reduce__(self):
@@ -479,15 +667,15 @@ class Barrier(_Waitable):
                 f"{self._parties}>")
 
 
-def _new(cls, seg, lock):
+def _new(cls, seg, lock, words):
     obj = cls.__new__(cls)
-    obj._setup(seg, lock)
+    obj._setup(seg, lock, words)
     return obj
 
 
 def sync_from_segment(seg, timeout=5.0, allow_other_owner=False):
-    """The object of a synchronization segment (kinds 4 to 7), checking the immutable
-    words of section 10.2."""
+    """The object of a synchronization segment (kinds 4 to 7). The immutable words of
+    section 10.2 are read once, validated, and the object keeps that copy."""
     h = seg.header
     if h.lock_kind == H.LOCK_EXTERNAL:
         lock = lock_from_segment(open_external_lock(seg.name, h.lock_name, timeout,
@@ -496,21 +684,21 @@ def sync_from_segment(seg, timeout=5.0, allow_other_owner=False):
         lock = lock_from_segment(seg)
     words = struct.unpack_from(f"<{H.SYNC_WORDS}I", seg.mm, h.data_offset)
     if h.kind == H.KIND_EVENT:
-        return _new(Event, seg, lock)
+        return _new(Event, seg, lock, words)
     if h.kind == H.KIND_CONDITION:
-        return _new(Condition, seg, lock)
+        return _new(Condition, seg, lock, words)
     if h.kind == H.KIND_SEMAPHORE:
         bounded, max_value = words[BOUNDED], words[MAX_VALUE]
         if bounded > 1 or max_value > VALUE_MAX or (not bounded and max_value != VALUE_MAX):
             raise CorruptSegmentError(
                 f"the semaphore segment {seg.name!r} is corrupt: bounded {bounded}, max_value "
                 f"{max_value}: recreate it")
-        return _new(BoundedSemaphore if bounded else Semaphore, seg, lock)
+        return _new(BoundedSemaphore if bounded else Semaphore, seg, lock, words)
     if not 1 <= words[PARTIES] <= VALUE_MAX:
         raise CorruptSegmentError(
             f"the barrier segment {seg.name!r} is corrupt: parties {words[PARTIES]}: "
             "recreate it")
-    return _new(Barrier, seg, lock)
+    return _new(Barrier, seg, lock, words)
 
 
 def _attach_sync(name, allow_other_owner=False):

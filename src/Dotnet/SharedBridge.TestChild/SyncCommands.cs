@@ -7,7 +7,7 @@ namespace SharedBridge.TestChild;
 internal static partial class ChildCommands
 {
     private const string SyncUsage =
-        "event-wait NAME MS | event-set NAME | sem-hold NAME | cond-wait NAME | barrier-rounds NAME ROUNDS";
+        "event-wait NAME MS | event-set NAME | sem-hold NAME | cond-wait NAME | barrier-rounds NAME ROUNDS | barrier-enter NAME";
 
     private static int? RunSync(string[] args)
     {
@@ -55,6 +55,14 @@ internal static partial class ChildCommands
                 for (int i = 0; i < int.Parse(rounds); i++) sum += barrier.SignalAndWait(TimeSpan.FromSeconds(10));
                 Say($"sum {sum}");
                 return 0;
+            }
+            // barrier-enter NAME: say "entering", then wait on the barrier (to be killed inside the wait).
+            case ["barrier-enter", var name]:
+            {
+                var barrier = SharedBarrier.Open(name);
+                Say("entering");
+                barrier.SignalAndWait(TimeSpan.FromMinutes(2));
+                return 1;
             }
             default:
                 return null;

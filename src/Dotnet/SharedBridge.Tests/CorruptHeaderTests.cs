@@ -141,8 +141,8 @@ public class CorruptHeaderTests
     public void TooNewCompatVersionAsksForAnUpgrade()
     {
         byte[] bytes = DoubleSegment();
-        U16(bytes, 0x008, 3);
-        U16(bytes, 0x00A, 3);
+        U16(bytes, 0x008, 4);       // this library reads up to version 3
+        U16(bytes, 0x00A, 4);
         FixCrc(bytes);
         var e = Assert.IsType<UnsupportedFormatVersionException>(OpenCopy(bytes, OpenAny));
         Assert.Contains("upgrade", e.Message);

@@ -15,6 +15,8 @@ public static class SyncWorkers
         "sync-event-set" => EventSet(args[0]),
         "sync-cond-wait" => CondWait(args[0], int.Parse(args[1])),
         "sync-sem-hold" => SemHold(args[0]),
+        "sync-sem-acquire" => SemAcquire(args[0], int.Parse(args[1])),
+        "sync-barrier-wait" => BarrierWait(args[0], int.Parse(args[1])),
         "sync-barrier" => Barrier(args[0], int.Parse(args[1]), args[2]),
         "sync-produce" => Produce(args[0], args[1], long.Parse(args[2]), int.Parse(args[3])),
         "sync-consume" => Consume(args[0], args[1], int.Parse(args[2])),
@@ -64,6 +66,30 @@ public static class SyncWorkers
         Say("held");
         Thread.Sleep(TimeSpan.FromMinutes(10));
         return 3;
+    }
+
+    private static int SemAcquire(string name, int ms)
+    {
+        using var sem = SharedSemaphore.Open(name);
+        bool got = sem.Wait(TimeSpan.FromMilliseconds(ms));
+        Say(got ? "acquired" : "timeout");
+        if (got) sem.Release();
+        return 0;
+    }
+
+    private static int BarrierWait(string name, int ms)
+    {
+        using var barrier = SharedBarrier.Open(name);
+        Say("entering");
+        try
+        {
+            Say(barrier.SignalAndWait(TimeSpan.FromMilliseconds(ms)).ToString());
+        }
+        catch (BrokenBarrierException)
+        {
+            Say("broken");
+        }
+        return 0;
     }
 
     private static int Barrier(string name, int rounds, string countsName)

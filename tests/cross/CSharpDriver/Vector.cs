@@ -8,7 +8,7 @@ public sealed class Vector
     public required string Id { get; init; }
     public required string Object { get; init; }        // array | value | chararray | lock | event | semaphore | condition | barrier
 
-    /// <summary>The synchronization objects (docs/format.md section 10) and their kinds; their values are the 16 data words.</summary>
+    /// <summary>The synchronization objects (docs/format.md section 10) and their kinds; their values are the data words (16, then a semaphore's or barrier's holder table).</summary>
     public static readonly IReadOnlyDictionary<string, int> SyncKinds =
         new Dictionary<string, int> { ["event"] = 4, ["semaphore"] = 5, ["condition"] = 6, ["barrier"] = 7 };
 

@@ -56,11 +56,19 @@ public static class VectorCommands
     /// <summary>A synchronization segment whose words are the vector's values, made through the API.</summary>
     private static IDisposable CreateSync(Vector vector, string name, SharedLock? sharedLock, SegmentOptions options) => vector.Object switch
     {
-        "event" => SharedEvent.Create(name, vector.Word(3) == 1, options),
+        "event" => CreateEvent(name, vector.Word(3) == 1, options),
         "semaphore" => SharedSemaphore.Create(name, (int)vector.Word(3), vector.Word(5) == 1 ? (int)vector.Word(4) : null, options),
         "barrier" => SharedBarrier.Create(name, (int)vector.Word(3), options),
         _ => SharedCondition.Create(name, sharedLock, options),
     };
+
+    /// <summary>An event set through the API (as Python's driver does: its words then count one set, section 10.2).</summary>
+    private static SharedEvent CreateEvent(string name, bool set, SegmentOptions options)
+    {
+        var ev = SharedEvent.Create(name, false, options);
+        if (set) ev.Set();
+        return ev;
+    }
 
     /// <summary>The data words of a synchronization segment, read under its lock (an external one included).</summary>
     private static Result VerifySync(Vector vector, string name, List<string> errors)

@@ -153,8 +153,29 @@ public sealed class SyncTests : CrossTestBase
         Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(3)), "woken at a slice, not at the timeout");
     }
 
+    /// <summary>Data word <paramref name="index"/> of a synchronization segment, read from the file (section 10.2).</summary>
+    private static uint Word(string name, int index)
+    {
+        using var f = new FileStream("/dev/shm/" + name, FileMode.Open, FileAccess.Read);
+        f.Position = 0x200 + 4 * index;
+        var b = new byte[4];
+        f.ReadExactly(b);
+        return BitConverter.ToUInt32(b);
+    }
+
+    /// <summary>Waits until <paramref name="pid"/> is counted inside the barrier and recorded in its holder table.</summary>
+    private static void UntilRecorded(SharedBarrier barrier, int pid)
+    {
+        var sw = Stopwatch.StartNew();
+        while (!Enumerable.Range(0, barrier.ParticipantCount).Any(i => Word(barrier.Name, 16 + 4 * i) == (uint)pid))
+        {
+            Assert.That(sw.Elapsed, Is.LessThan(Long), "the party never got inside the wait");
+            Thread.Sleep(5);
+        }
+    }
+
     [Test]
-    public void SemaphoreUnitsOfAKilledPythonHolderStayTakenUntilReleased()
+    public void SemaphoreUnitsOfAKilledPythonHolderComeBackToACSharpWaiter()
     {
         using var sem = SharedSemaphore.Create(NewName(), 1, maximumCount: 1);
         using (var holder = Py.Start("worker", "sync-sem-hold", sem.Name))
@@ -162,9 +183,74 @@ public sealed class SyncTests : CrossTestBase
             Assert.That(holder.ReadLine(Quick), Is.EqualTo("held"), holder.Describe());
             holder.Kill();
         }
-        Assert.That(sem.CurrentCount, Is.Zero, "section 10.4: nothing gives a dead holder's unit back");
-        Assert.That(sem.Wait(TimeSpan.FromMilliseconds(100)), Is.False);
-        sem.Release();                       // a survivor that knows the holder is gone
-        Assert.That(sem.Wait(TimeSpan.FromSeconds(1)), Is.True);
+        Assert.That(sem.CurrentCount, Is.Zero);
+        Assert.That(sem.Wait(Long), Is.True, "section 10.3: a dead holder's recorded unit comes back");
+        sem.Release();
+        Assert.Throws<SemaphoreFullException>(() => sem.Release(), "never above the bound");
+    }
+
+    [Test]
+    public void SemaphoreUnitsOfAKilledCSharpHolderComeBackToAPythonWaiter()
+    {
+        using var sem = SharedSemaphore.Create(NewName(), 1, maximumCount: 1);
+        using (var holder = Driver.CSharp.Start("worker", "sync-sem-hold", sem.Name))
+        {
+            Assert.That(holder.ReadLine(Quick), Is.EqualTo("held"), holder.Describe());
+            holder.Kill();
+        }
+        var r = Py.Run(Quick, "worker", "sync-sem-acquire", sem.Name, "20000");
+        Assert.That(r.Stdout.Trim(), Is.EqualTo("acquired"), r.Describe());
+        Assert.That(sem.CurrentCount, Is.EqualTo(1));
+    }
+
+    [Test]
+    public void APythonPartyKilledInsideWaitBreaksTheBarrierForACSharpPartyAtOnce()
+    {
+        using var barrier = SharedBarrier.Create(NewName(), 3);
+        object? outcome = null;
+        var survivor = new Thread(() =>
+        {
+            try { outcome = barrier.SignalAndWait(TimeSpan.FromMinutes(2)); }
+            catch (BrokenBarrierException e) { outcome = e; }
+        }) { IsBackground = true };
+        survivor.Start();
+        UntilRecorded(barrier, Environment.ProcessId);
+        using (var party = Py.Start("worker", "sync-barrier-wait", barrier.Name, "120000"))
+        {
+            Assert.That(party.ReadLine(Quick), Is.EqualTo("entering"), party.Describe());
+            UntilRecorded(barrier, party.Id);
+            party.Kill();
+        }
+        Assert.That(survivor.Join(TimeSpan.FromSeconds(30)), Is.True, "broken within a slice, not at its 2-minute timeout");
+        Assert.That(outcome, Is.InstanceOf<BrokenBarrierException>());
+        barrier.Reset();
+        Assert.That(barrier.IsBroken, Is.False);
+        using var py = Py.Start("worker", "sync-barrier-wait", barrier.Name, "20000");
+        using var cs = Driver.CSharp.Start("worker", "sync-barrier-wait", barrier.Name, "20000");
+        Assert.That(py.ReadLine(Quick), Is.EqualTo("entering"), py.Describe());
+        Assert.That(cs.ReadLine(Quick), Is.EqualTo("entering"), cs.Describe());
+        int mine = barrier.SignalAndWait(Long);
+        var indexes = new[] { mine, int.Parse(py.ReadLine(Quick)), int.Parse(cs.ReadLine(Quick)) };
+        Assert.That(indexes.Order(), Is.EqualTo(new[] { 0, 1, 2 }), "a full round after Reset");
+    }
+
+    [Test]
+    public void ACSharpPartyKilledInsideWaitBreaksTheBarrierForAPythonParty()
+    {
+        using var barrier = SharedBarrier.Create(NewName(), 2);
+        using (var party = Driver.CSharp.Start("worker", "sync-barrier-wait", barrier.Name, "120000"))
+        {
+            Assert.That(party.ReadLine(Quick), Is.EqualTo("entering"), party.Describe());
+            UntilRecorded(barrier, party.Id);
+            party.Kill();
+        }
+        // Before: the Python party passed with the dead party's phantom arrival.
+        var r = Py.Run(Quick, "worker", "sync-barrier-wait", barrier.Name, "30000");
+        Assert.That(r.Stdout.Trim().Split('\n').Last(), Is.EqualTo("broken"), r.Describe());
+        barrier.Reset();
+        using var py = Py.Start("worker", "sync-barrier-wait", barrier.Name, "20000");
+        Assert.That(py.ReadLine(Quick), Is.EqualTo("entering"), py.Describe());
+        int mine = barrier.SignalAndWait(Long);
+        Assert.That(new[] { mine, int.Parse(py.ReadLine(Quick)) }.Order(), Is.EqualTo(new[] { 0, 1 }));
     }
 }

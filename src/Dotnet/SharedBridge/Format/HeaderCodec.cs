@@ -17,10 +17,17 @@ internal sealed record HeaderSpec(
     IReadOnlyList<StructField> Fields,
     SegmentLifetime Lifetime = SegmentLifetime.Creator)
 {
-    /// <summary>compat_version a version-2 writer records (section 6.3): 2 for last-closer (a
-    /// version-1 reader would not take part in its protocol) and for the synchronization kinds (a
-    /// version-1 reader does not know them), otherwise 1.</summary>
-    internal int CompatVersion => IsSync(Kind) ? SyncVersion : HeaderCodec.CompatVersionFor(Lifetime);
+    /// <summary>compat_version a version-3 writer records (section 6.3): 3 for semaphores and barriers (a
+    /// version-2 reader does not know their holder table), 2 for last-closer (a version-1 reader would not
+    /// take part in its protocol) and for the other synchronization kinds (a version-1 reader does not know
+    /// them), otherwise 1.</summary>
+    internal int CompatVersion => HasTable(Kind) ? HolderTableVersion : IsSync(Kind) ? SyncVersion : HeaderCodec.CompatVersionFor(Lifetime);
+
+    /// <summary>version a version-3 writer records: 3 where the bytes are version 3's, else 2 (a version-2
+    /// writer's bytes, section 6.3).</summary>
+    internal int WriterVersion => Math.Max(2, CompatVersion);
+
+    internal static bool HasTable(SegmentKind kind) => kind is SegmentKind.Semaphore or SegmentKind.Barrier;
 
     internal int HeaderSize => HeaderSizeFor(Fields.Count);
     internal long DataSize => checked(ElementSize * ElementCount);
@@ -41,7 +48,7 @@ internal static class HeaderCodec
         BinaryPrimitives.WriteUInt32LittleEndian(header[CreatorPid..], (uint)creatorPid);
         BinaryPrimitives.WriteUInt64LittleEndian(header[CreatorStartTime..], creatorStartTime);
         BinaryPrimitives.WriteInt64LittleEndian(header[CreatedUnixNs..], createdUnixNs);
-        BinaryPrimitives.WriteUInt16LittleEndian(header[HeaderLayout.Version..], FormatVersion);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[HeaderLayout.Version..], (ushort)spec.WriterVersion);
         BinaryPrimitives.WriteUInt16LittleEndian(header[CompatVersion..], (ushort)spec.CompatVersion);
         BinaryPrimitives.WriteUInt32LittleEndian(header[HeaderLayout.HeaderSize..], (uint)spec.HeaderSize);
         header[Kind] = (byte)spec.Kind;
@@ -277,14 +284,27 @@ internal static class HeaderCodec
         int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersion..]);
         if (compat < SyncVersion)
             throw Corrupt(name, $"kind {(int)kind} (a synchronization object) needs compat_version {SyncVersion}, not {compat}");
-        if (h[HeaderLayout.TypeCode] != 'I' || BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSize..]) != 4
-            || BinaryPrimitives.ReadUInt64LittleEndian(h[ElementCount..]) != SyncWords)
-            throw Corrupt(name, $"kind {(int)kind} needs typecode 'I' and {SyncWords} elements of 4 bytes");
+        if (h[HeaderLayout.TypeCode] != 'I' || BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSize..]) != 4)
+            throw Corrupt(name, $"kind {(int)kind} needs typecode 'I' and elements of 4 bytes");
+        ulong count = BinaryPrimitives.ReadUInt64LittleEndian(h[ElementCount..]);
+        if (TableSlots(kind, compat, count) is null)
+            throw Corrupt(name, $"kind {(int)kind} with compat_version {compat} and element_count {count}: it needs {SyncWords} words" +
+                (HeaderSpec.HasTable(kind) ? $" plus 4 per holder-table entry (0 to {MaxSlots} entries) with compat_version {HolderTableVersion}" : ""));
         var lockKind = (LockKind)h[HeaderLayout.LockKind];
         var lockType = (LockType)h[HeaderLayout.LockType];
         var ownType = kind == SegmentKind.Condition ? LockType.Recursive : LockType.ErrorChecking;
         if (!((lockKind == LockKind.Embedded && lockType == ownType) || (kind == SegmentKind.Condition && lockKind == LockKind.External)))
             throw Corrupt(name, $"kind {(int)kind} with lock_kind {(int)lockKind} / lock_type {(int)lockType}");
+    }
+
+    /// <summary>Entries of the holder table of a synchronization segment (section 10.1), or null when
+    /// element_count is not valid for the kind and compat_version.</summary>
+    internal static int? TableSlots(SegmentKind kind, int compat, ulong elementCount)
+    {
+        if (elementCount == SyncWords) return 0;
+        if (!HeaderSpec.HasTable(kind) || compat < HolderTableVersion || elementCount < SyncWords) return null;
+        ulong extra = elementCount - SyncWords;
+        return extra % 4 == 0 && extra / 4 <= MaxSlots ? (int)(extra / 4) : null;
     }
 
     private static (LockKind, int, int, int, LockType, string) ParseLock(string name, ReadOnlySpan<byte> h, SegmentKind kind)

@@ -6,11 +6,15 @@ internal static class HeaderLayout
     internal const int FixedSize = 0x200;
     internal const int MaxHeaderSize = 1 << 20;
     internal const int FieldEntrySize = 64;
-    /// <summary>The format version this library writes and the newest it reads (section 6.3).
-    /// <see cref="SyncVersion"/> is the lowest compat_version of the synchronization kinds 4-7.</summary>
-    internal const int FormatVersion = 2;
+    /// <summary>The newest format version this library reads (section 6.3); it writes version 3 only for
+    /// semaphores and barriers, whose layout version 3 changed, and 2 for the rest.
+    /// <see cref="SyncVersion"/> is the lowest compat_version of the synchronization kinds 4-7;
+    /// <see cref="HolderTableVersion"/> that of semaphores and barriers with a holder table (section 10.1).</summary>
+    internal const int FormatVersion = 3;
     internal const int SyncVersion = 2;
+    internal const int HolderTableVersion = 3;
     internal const int SyncWords = 16;
+    internal const int MaxSlots = 1024;
     internal const int MaxKind = 7;
 
     internal const int Magic = 0x000;

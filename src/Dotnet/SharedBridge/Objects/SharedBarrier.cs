@@ -7,9 +7,10 @@ namespace SharedBridge;
 
 /// <summary>
 /// A named barrier shared between processes and languages (docs/format.md section 10, kind 7): Python's
-/// <c>sharedbridge.Barrier</c>, with the algorithm of CPython's <c>threading.Barrier</c>. A timeout, an
-/// <see cref="Abort"/>, a <see cref="Reset"/> while parties wait, or a failing <see cref="PostPhaseAction"/>
-/// breaks it: waiters get <see cref="BrokenBarrierException"/>.
+/// <c>sharedbridge.Barrier</c>, with the algorithm of section 10.3 (CPython's <c>threading.Barrier</c>, every
+/// timeout honoured). A timeout, an <see cref="Abort"/>, a <see cref="Reset"/> while parties wait, a failing
+/// <see cref="PostPhaseAction"/>, or a party that dies inside a wait (noticed within one 50 ms wait slice: parties
+/// inside are recorded) breaks it: waiters get <see cref="BrokenBarrierException"/>; Reset() then works.
 /// </summary>
 public sealed class SharedBarrier : IDisposable
 {
@@ -18,24 +19,34 @@ public sealed class SharedBarrier : IDisposable
     private const int Parties = W3, State = W4, Count = W5;
     private readonly WaitWords _words;
 
-    private SharedBarrier(WaitWords words)
+    /// <param name="words">The segment's words.</param>
+    /// <param name="snapshot">The sixteen words as read once at open (or written at creation): parties is kept
+    /// from it, never read from shared memory again (section 10.2).</param>
+    private SharedBarrier(WaitWords words, uint[] snapshot)
     {
         _words = words;
-        ParticipantCount = (int)words[Parties];
+        ParticipantCount = (int)snapshot[Parties];
     }
 
     /// <summary>Creates a barrier segment for <paramref name="participantCount"/> parties (in any processes).</summary>
     public static SharedBarrier Create(string? name, int participantCount, SegmentOptions? options = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(participantCount, 1);
-        return new(new WaitWords(WaitWords.Create(OwnerName, name, SegmentKind.Barrier, options, [0, 0, 0, (uint)participantCount])));
+        uint[] words = [0, 0, 0, (uint)participantCount, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        return new(new WaitWords(WaitWords.Create(OwnerName, name, SegmentKind.Barrier, options, words,
+            slots: Math.Min(participantCount, MaxSlots))), words);
     }
+
+    private const int MaxSlots = Format.HeaderLayout.MaxSlots;   // section 10.1: writers record every party up to 1024
 
     /// <summary>Opens an existing barrier segment.</summary>
     /// <exception cref="TypeMismatchException">The segment is not a barrier.</exception>
-    public static SharedBarrier Open(string name, OpenOptions? options = null) =>
-        new(OpenChecked(OwnerName, name, options, SegmentKind.Barrier,
-            w => w[Parties] is 0 or > ValueMax ? $"parties {w[Parties]}" : null));
+    public static SharedBarrier Open(string name, OpenOptions? options = null)
+    {
+        var (words, snapshot) = OpenChecked(OwnerName, name, options, SegmentKind.Barrier,
+            w => w[Parties] is 0 or > ValueMax ? $"parties {w[Parties]}" : null);
+        return new(words, snapshot);
+    }
 
     /// <summary>The segment name.</summary>
     public string Name => _words.Core.Name;
@@ -59,6 +70,7 @@ public sealed class SharedBarrier : IDisposable
         get
         {
             using var scope = _words.Lock();
+            Reap();
             return ReadState() == Filling ? (int)_words[Count] : 0;
         }
     }
@@ -69,6 +81,7 @@ public sealed class SharedBarrier : IDisposable
         get
         {
             using var scope = _words.Lock();
+            Reap();
             return ReadState() == Broken;
         }
     }
@@ -78,6 +91,19 @@ public sealed class SharedBarrier : IDisposable
         uint state = _words[State], count = _words[Count];
         if (state > Broken || count > (uint)ParticipantCount) throw _words.Corrupt($"state {state}, count {count}");
         return state;
+    }
+
+    /// <summary>Section 10.3 barrier step 1: parties that died inside a wait leave the count; a round they were
+    /// part of is broken.</summary>
+    private void Reap()
+    {
+        ulong freed = _words.FreeGone();
+        if (freed == 0) return;
+        uint state = ReadState(), count = _words[Count];
+        _words[Count] = count - (uint)Math.Min(freed, count);
+        if (state == Filling) _words[State] = Broken;
+        else if (_words[Count] == 0 && state is Draining or Resetting) _words[State] = Filling;
+        _words.Notify(ValueMax);
     }
 
     /// <summary>Waits for every party; returns this party's arrival index (0 to ParticipantCount - 1).</summary>
@@ -94,11 +120,28 @@ public sealed class SharedBarrier : IDisposable
         CheckTimeout(timeout);
         long start = Stopwatch.GetTimestamp();
         using var scope = _words.Lock();
+        Reap();
         while (ReadState() is Draining or Resetting)
-            _words.Wait(Timeout.InfiniteTimeSpan, cancellationToken);
+        {
+            if (_words[Count] == 0)     // nobody left to finish the drain (section 10.3 step 2)
+            {
+                _words[State] = Filling;
+                _words.Notify(ValueMax);
+                break;
+            }
+            var left = Left(timeout, start);
+            if (left == TimeSpan.Zero)
+            {
+                Break();
+                throw BrokenError();
+            }
+            _words.Wait(SliceOf(left), cancellationToken);
+            Reap();
+        }
         if (ReadState() == Broken) throw BrokenError();
         uint index = _words[Count];
         _words[Count] = index + 1;
+        _words.Record();
         try
         {
             if (index + 1 == (uint)ParticipantCount)
@@ -109,7 +152,9 @@ public sealed class SharedBarrier : IDisposable
         }
         finally
         {
-            _words[Count] -= 1;
+            _words.TakeUnits(1, ownOnly: true);
+            uint count = _words[Count];
+            _words[Count] = count == 0 ? 0 : count - 1;
             if (_words[Count] == 0 && ReadState() is Draining or Resetting)
             {
                 _words[State] = Filling;
@@ -147,7 +192,8 @@ public sealed class SharedBarrier : IDisposable
                 Break();
                 throw BrokenError();
             }
-            _words.Wait(left, cancellationToken);
+            _words.Wait(SliceOf(left), cancellationToken);
+            Reap();
         }
         if (ReadState() is Resetting or Broken) throw BrokenError();
     }
@@ -159,13 +205,15 @@ public sealed class SharedBarrier : IDisposable
     }
 
     private BrokenBarrierException BrokenError() => new(
-        $"The barrier \"{Name}\" is broken (a party timed out, it was aborted or reset, or an action failed): " +
+        $"The barrier \"{Name}\" is broken (a party timed out or died inside its wait, it was aborted or reset, or an action failed): " +
         "Reset() it once no party is inside, or create a new one.");
 
-    /// <summary>Returns the barrier to its empty state; parties waiting now get BrokenBarrierException.</summary>
+    /// <summary>Returns the barrier to its empty state; parties waiting now get BrokenBarrierException. Parties
+    /// that died inside a wait no longer count.</summary>
     public void Reset()
     {
         using var scope = _words.Lock();
+        Reap();
         if (_words[Count] > 0)
         {
             if (ReadState() is Filling or Broken) _words[State] = Resetting;

@@ -31,7 +31,7 @@ public sealed class SharedCondition : IDisposable
     /// <summary>Opens an existing condition segment (and its lock's segment).</summary>
     /// <exception cref="TypeMismatchException">The segment is not a condition.</exception>
     public static SharedCondition Open(string name, OpenOptions? options = null) =>
-        new(OpenChecked(OwnerName, name, options, SegmentKind.Condition));
+        new(OpenChecked(OwnerName, name, options, SegmentKind.Condition).Words);
 
     /// <summary>The segment name.</summary>
     public string Name => _words.Core.Name;

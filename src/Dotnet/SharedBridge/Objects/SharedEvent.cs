@@ -26,7 +26,7 @@ public sealed class SharedEvent : IDisposable
     /// <summary>Opens an existing event segment.</summary>
     /// <exception cref="TypeMismatchException">The segment is not an event.</exception>
     public static SharedEvent Open(string name, OpenOptions? options = null) =>
-        new(OpenChecked(OwnerName, name, options, SegmentKind.Event));
+        new(OpenChecked(OwnerName, name, options, SegmentKind.Event).Words);
 
     /// <summary>The segment name.</summary>
     public string Name => _words.Core.Name;
@@ -60,6 +60,7 @@ public sealed class SharedEvent : IDisposable
         using var scope = _words.Lock();
         Flag();
         _words[W3] = 1;
+        _words[W4] = unchecked(_words[W4] + 1);     // sets (section 10.2): ends waits even if Reset follows at once
         _words.Notify(ValueMax);
     }
 
@@ -78,13 +79,22 @@ public sealed class SharedEvent : IDisposable
     public bool Wait(TimeSpan timeout) => Wait(timeout, default);
 
     /// <summary>Waits until the event is set, <paramref name="timeout"/> passes or <paramref name="cancellationToken"/> is
-    /// cancelled (OperationCanceledException, within 50 ms).</summary>
+    /// cancelled (OperationCanceledException, within 50 ms). A Set during the wait ends it even if Reset followed at
+    /// once (then false), as Python's multiprocessing.Event does (docs/format.md section 10.3).</summary>
     public bool Wait(TimeSpan timeout, CancellationToken cancellationToken)
     {
         CheckTimeout(timeout);
         long start = Stopwatch.GetTimestamp();
         using var scope = _words.Lock();
-        return _words.WaitUntil(() => Flag() != 0, timeout, start, cancellationToken);
+        if (Flag() == 1) return true;
+        uint sets = _words[W4];
+        while (true)
+        {
+            var left = Left(timeout, start);
+            if (left == TimeSpan.Zero) return false;
+            _words.Wait(SliceOf(left), cancellationToken);
+            if (Flag() == 1 || _words[W4] != sets) return Flag() == 1;
+        }
     }
 
     /// <summary>Waits on a dedicated thread (the robust lock never crosses an await).</summary>

@@ -7,8 +7,10 @@ namespace SharedBridge;
 
 /// <summary>
 /// A named counting semaphore shared between processes and languages (docs/format.md section 10, kind 5):
-/// Python's <c>sharedbridge.Semaphore</c> / <c>BoundedSemaphore</c>. Units taken by a process that dies are
-/// not given back (section 10.4): nothing records who holds them.
+/// Python's <c>sharedbridge.Semaphore</c> / <c>BoundedSemaphore</c>. The segment records which processes hold
+/// units (up to 64 processes), and a wait that finds the count at 0 takes back the units of holders that have
+/// died (section 10.3 and 10.4, like System V's SEM_UNDO); a bounded semaphore never exceeds its bound by it.
+/// Create with <c>reclaim: false</c> for a semaphore that counts items (producers release, consumers keep).
 /// </summary>
 public sealed class SharedSemaphore : IDisposable
 {
@@ -16,11 +18,14 @@ public sealed class SharedSemaphore : IDisposable
     private readonly WaitWords _words;
     private readonly uint _max;
 
-    private SharedSemaphore(WaitWords words)
+    /// <param name="words">The segment's words.</param>
+    /// <param name="snapshot">The sixteen words as read once at open (or written at creation): the
+    /// immutable ones are kept from it, never read from shared memory again (section 10.2).</param>
+    private SharedSemaphore(WaitWords words, uint[] snapshot)
     {
         _words = words;
-        _max = words[W4];
-        IsBounded = words[W5] == 1;
+        _max = snapshot[W4];
+        IsBounded = snapshot[W5] == 1;
     }
 
     /// <summary>Creates a semaphore segment.</summary>
@@ -29,24 +34,31 @@ public sealed class SharedSemaphore : IDisposable
     /// <param name="maximumCount">Null for an unbounded semaphore; otherwise a bounded one (Python's
     /// <c>BoundedSemaphore</c>): releasing above it throws <see cref="SemaphoreFullException"/>.</param>
     /// <param name="options">Mode and lifetime (Synchronized must stay true, SharedLock and TypeCode null).</param>
-    public static SharedSemaphore Create(string? name = null, int initialCount = 1, int? maximumCount = null, SegmentOptions? options = null)
+    /// <param name="reclaim">True (default) to record holders so that units of a holder that died come back;
+    /// false to keep every unit taken until some process releases it.</param>
+    public static SharedSemaphore Create(string? name = null, int initialCount = 1, int? maximumCount = null, SegmentOptions? options = null,
+        bool reclaim = true)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(initialCount);
         if (maximumCount is { } max && (max < initialCount || max < 1))
             throw new ArgumentOutOfRangeException(nameof(maximumCount), max, "The maximum count must be at least 1 and at least the initial count.");
         uint bound = maximumCount is { } m ? (uint)m : ValueMax;
-        return new(new WaitWords(WaitWords.Create(OwnerName, name, SegmentKind.Semaphore, options,
-            [0, 0, 0, (uint)initialCount, bound, maximumCount is null ? 0u : 1u])));
+        uint[] words = [0, 0, 0, (uint)initialCount, bound, maximumCount is null ? 0u : 1u, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        return new(new WaitWords(WaitWords.Create(OwnerName, name, SegmentKind.Semaphore, options, words,
+            slots: reclaim ? SemaphoreSlots : 0)), words);
     }
 
     /// <summary>Opens an existing semaphore segment (bounded or not).</summary>
     /// <exception cref="TypeMismatchException">The segment is not a semaphore.</exception>
-    public static SharedSemaphore Open(string name, OpenOptions? options = null) =>
-        new(OpenChecked(OwnerName, name, options, SegmentKind.Semaphore, w =>
+    public static SharedSemaphore Open(string name, OpenOptions? options = null)
+    {
+        var (words, snapshot) = OpenChecked(OwnerName, name, options, SegmentKind.Semaphore, w =>
         {
             uint bounded = w[W5], max = w[W4];
             return bounded > 1 || max > ValueMax || (bounded == 0 && max != ValueMax) ? $"bounded {bounded}, max_value {max}" : null;
-        }));
+        });
+        return new(words, snapshot);
+    }
 
     /// <summary>The segment name.</summary>
     public string Name => _words.Core.Name;
@@ -92,9 +104,27 @@ public sealed class SharedSemaphore : IDisposable
         CheckTimeout(timeout);
         long start = Stopwatch.GetTimestamp();
         using var scope = _words.Lock();
-        if (!_words.WaitUntil(() => Value() != 0, timeout, start, cancellationToken)) return false;
-        _words[W3] -= 1;
-        return true;
+        while (true)
+        {
+            uint value = Value();
+            if (value != 0)
+            {
+                _words[W3] = value - 1;
+                _words.Record();
+                return true;
+            }
+            ulong freed = _words.FreeGone();
+            if (freed != 0)     // holders that died: their units come back (section 10.3), never above the bound
+            {
+                value = (uint)Math.Min(freed, _max);
+                _words[W3] = value;
+                _words.Notify(value);
+                continue;
+            }
+            var left = Left(timeout, start);
+            if (left == TimeSpan.Zero) return false;
+            _words.Wait(_words.Slots > 0 ? SliceOf(left) : left, cancellationToken);
+        }
     }
 
     /// <summary>Waits on a dedicated thread (the robust lock never crosses an await).</summary>
@@ -114,6 +144,7 @@ public sealed class SharedSemaphore : IDisposable
                 $"Releasing {releaseCount} unit(s) of semaphore \"{Name}\" would exceed its {(IsBounded ? "bound" : "maximum")} {_max} " +
                 $"(count now {value}): released too many times.");
         _words[W3] = value + (uint)releaseCount;
+        _words.TakeUnits((uint)releaseCount);
         _words.Notify((uint)releaseCount);
         return (int)value;
     }

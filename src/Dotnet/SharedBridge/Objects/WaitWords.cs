@@ -16,7 +16,12 @@ internal sealed unsafe class WaitWords
 {
     internal const int Seq = 0, Waiters = 1, Signals = 2, W3 = 3, W4 = 4, W5 = 5;
     internal const uint ValueMax = 0x7FFFFFFF;
-    private static readonly TimeSpan Slice = TimeSpan.FromMilliseconds(50);
+    internal static readonly TimeSpan Slice = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>The first word of the holder table (section 10.2): entry i is words Table + 4i .. + 3:
+    /// pid, units, start_time low, start_time high.</summary>
+    internal const int Table = HeaderLayout.SyncWords;
+    internal const int SemaphoreSlots = 64;
 
     private readonly SharedObjectCore _core;
     private readonly RobustMutex _mutex;
@@ -27,6 +32,21 @@ internal sealed unsafe class WaitWords
         _core = core;
         _mutex = core.Mutex ?? throw new InvalidOperationException("a synchronization segment always has a lock");
         _w = (uint*)core.Segment.Data;
+        // From the validated private header copy, never from shared memory (section 10.1).
+        Slots = HeaderCodec.TableSlots(core.Header.Kind, core.Header.CompatVersion, (ulong)core.Header.Length) ?? 0;
+        // Read this process's start time now, not between counting a unit and recording it (section 10.2).
+        if (Slots > 0) _ = ProcessInfo.StartTime;
+    }
+
+    /// <summary>Entries of the holder table (0: none).</summary>
+    internal int Slots { get; }
+
+    /// <summary>The sixteen words, read once (the immutable ones are validated and kept from this copy).</summary>
+    internal uint[] Snapshot()
+    {
+        var words = new uint[HeaderLayout.SyncWords];
+        for (int i = 0; i < words.Length; i++) words[i] = this[i];
+        return words;
     }
 
     internal SharedObjectCore Core => _core;
@@ -55,7 +75,7 @@ internal sealed unsafe class WaitWords
     // ------------------------------------------------------------------ creation
 
     internal static SharedObjectCore Create(string owner, string? name, SegmentKind kind, SegmentOptions? options,
-        ReadOnlySpan<uint> initialWords, SharedLock? externalLock = null)
+        ReadOnlySpan<uint> initialWords, SharedLock? externalLock = null, int slots = 0)
     {
         if (!Futex.Available)
             throw new PlatformNotSupportedException("SharedBridge synchronization objects need Linux on x86_64 or aarch64 (futex).");
@@ -71,28 +91,132 @@ internal sealed unsafe class WaitWords
             RecursiveLock = kind == SegmentKind.Condition,
             SharedLock = externalLock,
         };
-        Span<byte> data = stackalloc byte[4 * HeaderLayout.SyncWords];
-        data.Clear();
+        int count = HeaderLayout.SyncWords + 4 * slots;
+        var data = new byte[4 * count];     // the holder table starts free (all zero)
         for (int i = 0; i < initialWords.Length; i++)
-            BinaryPrimitives.WriteUInt32LittleEndian(data[(4 * i)..], initialWords[i]);
-        return SharedObjectCore.Create(owner, name, kind, 'I', 4, HeaderLayout.SyncWords, "", [], effective, data);
+            BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(4 * i), initialWords[i]);
+        return SharedObjectCore.Create(owner, name, kind, 'I', 4, count, "", [], effective, data);
     }
 
     internal static SharedObjectCore Open(string owner, string name, OpenOptions? options, SegmentKind kind) =>
         SharedObjectCore.Open(owner, name, options, header => header.Kind == kind ? null
             : $"it is {Article(header.Kind)} {Describe(header.Kind)} segment (kind {(int)header.Kind}), not {Article(kind)} {Describe(kind)}");
 
-    /// <summary>Opens, then checks the immutable words with <paramref name="check"/> (a reason, or null).</summary>
-    internal static WaitWords OpenChecked(string owner, string name, OpenOptions? options, SegmentKind kind, Func<WaitWords, string?>? check = null)
+    /// <summary>Opens, reads the sixteen words once and checks the immutable ones on that copy with
+    /// <paramref name="check"/> (a reason, or null); the caller keeps the copy (section 10.2).</summary>
+    internal static (WaitWords Words, uint[] Snapshot) OpenChecked(string owner, string name, OpenOptions? options, SegmentKind kind,
+        Func<uint[], string?>? check = null)
     {
         var core = Open(owner, name, options, kind);
         var words = new WaitWords(core);
-        if (check?.Invoke(words) is { } why)
+        uint[] snapshot;
+        try
+        {
+            snapshot = words.Snapshot();
+        }
+        catch
+        {
+            core.Dispose();
+            throw;
+        }
+        if (check?.Invoke(snapshot) is { } why)
         {
             core.Dispose();
             throw words.Corrupt(why);
         }
-        return words;
+        return (words, snapshot);
+    }
+
+    // ------------------------------------------------------------------ the holder table (section 10.2), lock held
+
+    private int _hint = -1;     // the entry this process used last (checked before use)
+
+    private bool IsOwn(int i) =>
+        this[Table + 4 * i] == (uint)ProcessInfo.Pid && (this[Table + 4 * i + 2] | (ulong)this[Table + 4 * i + 3] << 32) == ProcessInfo.StartTime;
+
+    private int OwnEntry()
+    {
+        if (_hint >= 0 && this[Table + 4 * _hint + 1] != 0 && IsOwn(_hint)) return _hint;
+        for (int i = 0; i < Slots; i++)
+        {
+            int b = Table + 4 * i;
+            if (this[b] == (uint)ProcessInfo.Pid && this[b + 1] != 0
+                && (this[b + 2] | (ulong)this[b + 3] << 32) == ProcessInfo.StartTime)
+                return _hint = i;
+        }
+        return -1;
+    }
+
+    private void ClearEntry(int i)
+    {
+        for (int k = 0; k < 4; k++) this[Table + 4 * i + k] = 0;
+    }
+
+    /// <summary>Records one unit (a semaphore unit, a barrier party) of this process; not recorded when the
+    /// table is full or absent.</summary>
+    internal void Record()
+    {
+        if (Slots == 0) return;
+        // The entry used last, even if this process freed it since (units 0: pid and start_time stay).
+        int own = _hint >= 0 && IsOwn(_hint) ? _hint : OwnEntry();
+        if (own >= 0)
+        {
+            uint units = this[Table + 4 * own + 1];
+            this[Table + 4 * own + 1] = units == uint.MaxValue ? units : units + 1;
+            return;
+        }
+        for (int i = 0; i < Slots; i++)
+        {
+            int b = Table + 4 * i;
+            if (this[b] != 0 && this[b + 1] != 0) continue;
+            this[b] = (uint)ProcessInfo.Pid;
+            this[b + 1] = 1;
+            this[b + 2] = (uint)ProcessInfo.StartTime;
+            this[b + 3] = (uint)(ProcessInfo.StartTime >> 32);
+            _hint = i;
+            return;
+        }
+    }
+
+    /// <summary>Takes up to <paramref name="count"/> units off the table: the entry this process holds first,
+    /// then (unless <paramref name="ownOnly"/>) the other entries in slot order. Returns how many.</summary>
+    internal uint TakeUnits(uint count, bool ownOnly = false)
+    {
+        if (Slots == 0) return 0;
+        uint taken = 0;
+        int own = OwnEntry();
+        if (own >= 0) taken += TakeFrom(own, count);
+        for (int i = 0; !ownOnly && i < Slots && taken < count; i++)
+            if (this[Table + 4 * i] != 0 && this[Table + 4 * i + 1] != 0) taken += TakeFrom(i, count - taken);
+        return taken;
+    }
+
+    /// <summary>units 0 frees the entry (section 10.2); pid and start_time stay, so that this process can take
+    /// it again without a search.</summary>
+    private uint TakeFrom(int i, uint count)
+    {
+        uint units = this[Table + 4 * i + 1];
+        uint k = Math.Min(units, count);
+        this[Table + 4 * i + 1] = units - k;
+        return k;
+    }
+
+    /// <summary>Frees the entries of holders that are gone (section 10.2: no such process, or a zombie);
+    /// returns their units (saturating).</summary>
+    internal ulong FreeGone()
+    {
+        ulong freed = 0;
+        for (int i = 0; i < Slots; i++)
+        {
+            int b = Table + 4 * i;
+            uint pid = this[b], units = this[b + 1];
+            if (pid == 0) continue;
+            if (units != 0 && pid <= int.MaxValue && CreatorIdentity.IsRunning((int)pid, this[b + 2] | (ulong)this[b + 3] << 32))
+                continue;
+            ClearEntry(i);
+            freed += units;
+        }
+        return freed;
     }
 
     private static string Describe(SegmentKind kind) => kind switch
@@ -124,6 +248,9 @@ internal sealed unsafe class WaitWords
         return left > TimeSpan.Zero ? left : TimeSpan.Zero;
     }
 
+    /// <summary>One wait slice, or the time left if shorter.</summary>
+    internal static TimeSpan SliceOf(TimeSpan left) => left == Timeout.InfiniteTimeSpan || left > Slice ? Slice : left;
+
     /// <summary>Runs a blocking wait on a dedicated thread: the robust lock is taken and released on that
     /// thread only, never held across an await.</summary>
     internal static Task<T> RunBlocking<T>(Func<T> wait, CancellationToken cancellationToken) =>
@@ -131,19 +258,6 @@ internal sealed unsafe class WaitWords
             TaskScheduler.Default);
 
     // ------------------------------------------------------------------ the protocol
-
-    /// <summary>Waits (the lock held once by this thread) until <paramref name="ready"/> is true; false when
-    /// <paramref name="timeout"/>, counted from <paramref name="start"/>, passes first.</summary>
-    internal bool WaitUntil(Func<bool> ready, TimeSpan timeout, long start, CancellationToken cancellationToken)
-    {
-        while (!ready())
-        {
-            var left = Left(timeout, start);
-            if (left == TimeSpan.Zero) return false;
-            Wait(left, cancellationToken);
-        }
-        return true;
-    }
 
     /// <summary>Section 10.3 wait. The calling thread holds the mutex once; it holds it again on return,
     /// also when a cancellation ends the wait (OperationCanceledException). True when notified.</summary>

@@ -82,8 +82,11 @@ public static class SpecEncoder
         // last-closer and the synchronization kinds (section 6.3).
         string lifetime = vector.TryGetProperty("lifetime", out var lt) ? lt.GetString()! : "persistent";
         byte lifetimeByte = lifetime switch { "creator" => 0, "last-closer" => 1, "persistent" => 2, _ => throw new FormatException(lifetime) };
-        U16(h, 0x008, 2);
-        U16(h, 0x00A, (ushort)(lifetimeByte == 1 || syncKind > 0 ? 2 : 1));
+        // Format version 3 (section 6.3): semaphores and barriers are version 3 / compat 3 (holder table);
+        // every other segment keeps version 2's bytes.
+        bool holderTable = syncKind is 5 or 7;
+        U16(h, 0x008, (ushort)(holderTable ? 3 : 2));
+        U16(h, 0x00A, (ushort)(holderTable ? 3 : lifetimeByte == 1 || syncKind > 0 ? 2 : 1));
         h[0x039] = lifetimeByte;
         U32(h, 0x00C, (uint)headerSize);
         h[0x010] = (byte)(syncKind > 0 ? syncKind : obj switch { "array" or "chararray" => 1, "value" => 2, _ => 3 });
