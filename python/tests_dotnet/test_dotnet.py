@@ -126,13 +126,14 @@ def test_to_dotnet_and_back_share_memory_and_lock(sb, names, np):
     assert net.Get(2) == 1.5
     sbn.as_numpy(net)[3] = 2.5
     assert py[3] == 2.5
-    # One thread: .NET's lock and Python's nest (a recursive mutex counts both).
-    with net.Lock():
+    # One thread: .NET's lock and Python's nest (a recursive mutex counts both). From Python the
+    # .NET lock is a LockHandle (LockUnscoped): a LockScope is a ref struct, which pythonnet cannot return.
+    with net.LockUnscoped():
         with py.get_lock():
             py[0] = 1.0
     # Another thread is excluded while .NET holds it.
     got = []
-    with net.Lock():
+    with net.LockUnscoped():
         t = threading.Thread(target=lambda: got.append(py.get_lock().acquire(timeout=0.2)))
         t.start()
         t.join()
@@ -152,13 +153,33 @@ def test_non_recursive_lock_taken_twice_on_one_thread_is_refused(sb, names):
     opts = sb.SegmentOptions(recursiveLock=False)
     net2 = sb.SharedArray[__import__("System").Int32].Create(names("errcheck2"), 1, opts)
     py = sbn.to_python(net2)
-    with net2.Lock():
+    with net2.LockUnscoped():
         with pytest.raises(RuntimeError):
             py.get_lock().acquire()
         with pytest.raises(RuntimeError):
             py.get_lock().acquire(timeout=0.05)
     net.Dispose()
     net2.Dispose()
+
+
+def test_dotnet_lock_from_python_is_the_handle_and_scope_is_refused(sb, names):
+    """LockScope is a ref struct (it cannot cross an await in C#); pythonnet cannot return one, so
+    Python code holds the .NET lock through LockUnscoped(), a LockHandle released by `with`."""
+    net = sbn.create_array("i", 1, name=names("handle"))
+    py = sbn.to_python(net)
+    from System import NotSupportedException
+    with pytest.raises(NotSupportedException):
+        net.Lock()
+    with net.LockUnscoped() as handle:
+        assert handle.IsHeld and not handle.Recovered
+        assert "held by thread" in str(handle)
+        got = []
+        t = threading.Thread(target=lambda: got.append(py.get_lock().acquire(timeout=0.1)))
+        t.start()
+        t.join()
+        assert got == [False]
+    assert not handle.IsHeld
+    net.Dispose()
 
 
 @pytest.mark.parametrize("make, expected", [

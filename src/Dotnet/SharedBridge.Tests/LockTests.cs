@@ -3,15 +3,11 @@ namespace SharedBridge.Tests;
 /// <summary>The embedded lock between threads of one process (cross-process: CrossProcessTests).</summary>
 public class LockTests
 {
-    private static bool TryLockOnOtherThread(Func<TimeSpan, (bool, LockScope)> tryLock, TimeSpan timeout)
+    // tryLock acquires and, when it did, releases at once: true when the lock was free for that thread.
+    private static bool TryLockOnOtherThread(Func<TimeSpan, bool> tryLock, TimeSpan timeout)
     {
         bool acquired = false;
-        var t = new Thread(() =>
-        {
-            var (ok, scope) = tryLock(timeout);
-            acquired = ok;
-            if (ok) scope.Dispose();
-        });
+        var t = new Thread(() => acquired = tryLock(timeout));
         t.Start();
         t.Join();
         return acquired;
@@ -21,7 +17,7 @@ public class LockTests
     public void HeldLockExcludesOtherThreadsUntilReleased()
     {
         using var a = SharedArray<int>.Create(Names.Unique(), 1);
-        Func<TimeSpan, (bool, LockScope)> tryLock = t => (a.TryLock(t, out var s), s);
+        Func<TimeSpan, bool> tryLock = t => { if (!a.TryLock(t, out var s)) return false; s.Dispose(); return true; };
         var scope = a.Lock();
         Assert.False(scope.Recovered);
         Assert.True(scope.IsHeld);
@@ -75,7 +71,7 @@ public class LockTests
     public void RecursiveLockCanBeTakenTwiceByItsThread()
     {
         using var a = SharedArray<int>.Create(Names.Unique(), 1);
-        Func<TimeSpan, (bool, LockScope)> tryLock = t => (a.TryLock(t, out var s), s);
+        Func<TimeSpan, bool> tryLock = t => { if (!a.TryLock(t, out var s)) return false; s.Dispose(); return true; };
         var outer = a.Lock();
         var inner = a.Lock();
         Assert.True(a.TryLock(TimeSpan.Zero, out var third));
@@ -101,23 +97,65 @@ public class LockTests
     }
 
     [Fact]
-    public void ReleasingOnAnotherThreadIsRefusedAndTheLockStaysUsable()
+    public void AHandleReleasedOnAnotherThreadIsRefusedLoudlyAndTheLockStaysHeldUntilItsOwnerReleasesIt()
     {
         using var a = SharedArray<int>.Create(Names.Unique(), 1);
-        var scope = a.Lock();
+        Func<TimeSpan, bool> tryLock = x => { if (!a.TryLock(x, out var s)) return false; s.Dispose(); return true; };
+        var handle = a.LockUnscoped();
+        Assert.True(handle.IsHeld);
+        Assert.False(handle.Recovered);
+        Assert.Equal(Environment.CurrentManagedThreadId, handle.ThreadId);
         Exception? error = null;
         var t = new Thread(() =>
         {
-            try { scope.Dispose(); }
+            try { handle.Dispose(); }
             catch (Exception e) { error = e; }
         });
         t.Start();
         t.Join();
-        Assert.IsType<SynchronizationLockException>(error);
-        Assert.Contains("thread", error!.Message);
-        scope.Dispose(); // the owner releases it
-        Func<TimeSpan, (bool, LockScope)> tryLock = x => (a.TryLock(x, out var s), s);
+        var refused = Assert.IsType<SynchronizationLockException>(error);
+        Assert.Contains($"acquired by managed thread {handle.ThreadId}", refused.Message);
+        Assert.Contains("still held", refused.Message);
+        Assert.Contains("LockAsync", refused.Message);
+        Assert.True(handle.IsHeld);
+        Assert.False(TryLockOnOtherThread(tryLock, TimeSpan.Zero)); // not released behind the owner's back
+        handle.Dispose(); // the owner releases it
+        Assert.False(handle.IsHeld);
+        handle.Dispose(); // a second Dispose does nothing
         Assert.True(TryLockOnOtherThread(tryLock, TimeSpan.Zero));
+    }
+
+    [Fact]
+    public void AHandleWhoseThreadExitsIsRecoveredByTheNextLocker()
+    {
+        using var a = SharedArray<int>.Create(Names.Unique(), 1);
+        LockHandle? handle = null;
+        var t = new Thread(() => handle = a.LockUnscoped());
+        t.Start();
+        t.Join(); // the thread ends holding the lock: the kernel marks its robust mutex owner-dead
+        Assert.True(handle!.IsHeld);
+        Assert.Throws<SynchronizationLockException>(() => handle.Dispose());
+        using (var scope = a.Lock(TimeSpan.FromSeconds(10)))
+            Assert.True(scope.Recovered);
+        Assert.Equal(1, a.LockRecoveries);
+    }
+
+    [Fact]
+    public void LockUnscopedWithATimeoutThrowsLockTimeoutWhenHeldElsewhere()
+    {
+        using var a = SharedArray<int>.Create(Names.Unique(), 1);
+        using var held = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var holder = new Thread(() =>
+        {
+            using (a.Lock()) { held.Set(); release.Wait(TimeSpan.FromSeconds(30)); }
+        });
+        holder.Start();
+        Assert.True(held.Wait(TimeSpan.FromSeconds(30)));
+        Assert.Throws<LockTimeoutException>(() => a.LockUnscoped(TimeSpan.FromMilliseconds(20)));
+        release.Set();
+        holder.Join();
+        using (var handle = a.LockUnscoped(TimeSpan.FromSeconds(10))) Assert.True(handle.IsHeld);
     }
 
     [Fact]
@@ -200,8 +238,8 @@ public class LockTests
 
         using var sAgain = SharedCharArray.Open(sName);
         using var pointsAgain = SharedArray<Point>.Open(aName);
-        Func<TimeSpan, (bool, LockScope)> tryPoints = t => (pointsAgain.TryLock(t, out var x), x);
-        Func<TimeSpan, (bool, LockScope)> tryLock = t => (shared.TryLock(t, out var x), x);
+        Func<TimeSpan, bool> tryPoints = t => { if (!pointsAgain.TryLock(t, out var x)) return false; x.Dispose(); return true; };
+        Func<TimeSpan, bool> tryLock = t => { if (!shared.TryLock(t, out var x)) return false; x.Dispose(); return true; };
         using (sAgain.Lock())
         {
             Assert.False(TryLockOnOtherThread(tryPoints, TimeSpan.Zero)); // same lock
@@ -221,7 +259,7 @@ public class LockTests
         string other = Names.Unique();
         using var follower = SharedValue<double>.Create(other, 0.5, new SegmentOptions { SharedLock = itsLock });
         Assert.Equal(owner.Name, follower.Header.LockName);
-        Func<TimeSpan, (bool, LockScope)> tryOwner = t => (owner.TryLock(t, out var x), x);
+        Func<TimeSpan, bool> tryOwner = t => { if (!owner.TryLock(t, out var x)) return false; x.Dispose(); return true; };
         using (follower.Lock())
             Assert.False(TryLockOnOtherThread(tryOwner, TimeSpan.Zero));
         using var opened = SharedLock.Open(owner.Name); // an array's embedded lock opens as a SharedLock
