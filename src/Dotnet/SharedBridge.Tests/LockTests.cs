@@ -97,68 +97,6 @@ public class LockTests
     }
 
     [Fact]
-    public void AHandleReleasedOnAnotherThreadIsRefusedLoudlyAndTheLockStaysHeldUntilItsOwnerReleasesIt()
-    {
-        using var a = SharedArray<int>.Create(Names.Unique(), 1);
-        Func<TimeSpan, bool> tryLock = x => { if (!a.TryLock(x, out var s)) return false; s.Dispose(); return true; };
-        var handle = a.LockUnscoped();
-        Assert.True(handle.IsHeld);
-        Assert.False(handle.Recovered);
-        Assert.Equal(Environment.CurrentManagedThreadId, handle.ThreadId);
-        Exception? error = null;
-        var t = new Thread(() =>
-        {
-            try { handle.Dispose(); }
-            catch (Exception e) { error = e; }
-        });
-        t.Start();
-        t.Join();
-        var refused = Assert.IsType<SynchronizationLockException>(error);
-        Assert.Contains($"acquired by managed thread {handle.ThreadId}", refused.Message);
-        Assert.Contains("still held", refused.Message);
-        Assert.Contains("LockAsync", refused.Message);
-        Assert.True(handle.IsHeld);
-        Assert.False(TryLockOnOtherThread(tryLock, TimeSpan.Zero)); // not released behind the owner's back
-        handle.Dispose(); // the owner releases it
-        Assert.False(handle.IsHeld);
-        handle.Dispose(); // a second Dispose does nothing
-        Assert.True(TryLockOnOtherThread(tryLock, TimeSpan.Zero));
-    }
-
-    [Fact]
-    public void AHandleWhoseThreadExitsIsRecoveredByTheNextLocker()
-    {
-        using var a = SharedArray<int>.Create(Names.Unique(), 1);
-        LockHandle? handle = null;
-        var t = new Thread(() => handle = a.LockUnscoped());
-        t.Start();
-        t.Join(); // the thread ends holding the lock: the kernel marks its robust mutex owner-dead
-        Assert.True(handle!.IsHeld);
-        Assert.Throws<SynchronizationLockException>(() => handle.Dispose());
-        using (var scope = a.Lock(TimeSpan.FromSeconds(10)))
-            Assert.True(scope.Recovered);
-        Assert.Equal(1, a.LockRecoveries);
-    }
-
-    [Fact]
-    public void LockUnscopedWithATimeoutThrowsLockTimeoutWhenHeldElsewhere()
-    {
-        using var a = SharedArray<int>.Create(Names.Unique(), 1);
-        using var held = new ManualResetEventSlim();
-        using var release = new ManualResetEventSlim();
-        var holder = new Thread(() =>
-        {
-            using (a.Lock()) { held.Set(); release.Wait(TimeSpan.FromSeconds(30)); }
-        });
-        holder.Start();
-        Assert.True(held.Wait(TimeSpan.FromSeconds(30)));
-        Assert.Throws<LockTimeoutException>(() => a.LockUnscoped(TimeSpan.FromMilliseconds(20)));
-        release.Set();
-        holder.Join();
-        using (var handle = a.LockUnscoped(TimeSpan.FromSeconds(10))) Assert.True(handle.IsHeld);
-    }
-
-    [Fact]
     public void DisposingTheArrayWhileLockedKeepsTheMutexMappedUntilRelease()
     {
         string name = Names.Unique();
