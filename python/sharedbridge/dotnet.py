@@ -33,8 +33,10 @@ action gets a handler that releases, restores the default and re-sends the signa
 application's handler is left alone. Python's own SIGINT handler (KeyboardInterrupt, and a
 notebook's interrupt) is left alone: interrupting a cell releases nothing.
 
-Locks: .NET and Python objects for one segment share one robust mutex. Called on one thread,
-they are one owner: with the default recursive lock, .NET's ``Lock()`` inside Python's
+Locks: .NET and Python objects for one segment share one robust mutex. From Python, take the
+.NET lock with ``with net_obj.LockUnscoped():`` (a LockHandle; ``Lock()`` returns a LockScope, a
+ref struct pythonnet cannot return). Called on one thread, the two languages are one owner: with
+the default recursive lock, .NET's lock inside Python's
 ``with obj.get_lock():`` (or the reverse) nests, it does not exclude; it protects against
 other threads and processes only. A non-recursive lock (``SegmentOptions(recursiveLock=False)``,
 ``sharedbridge.Lock``) taken by one language and again by the other on the same thread is

@@ -245,9 +245,8 @@ internal sealed unsafe class RobustMutex
     {
         if (rc == EPERM)
             throw new SynchronizationLockException(
-                $"The lock of \"{_segment.Name}\" is not held by this thread: dispose the LockScope on the thread that " +
-                "acquired it, exactly once (do not await while holding a shared lock); or another process overwrote " +
-                "the mutex's owner.");
+                $"The lock of \"{_segment.Name}\" is not held by this thread: release it on the thread that acquired it, " +
+                "exactly once (in async code use LockAsync); or another process overwrote the mutex's owner.");
         throw new CorruptLockException($"Unlocking \"{_segment.Name}\" failed: {Describe(rc)}");
     }
 
