@@ -102,6 +102,38 @@ def test_view_outlives_dispose_of_the_dotnet_object(sb, names, np):
     del v
 
 
+def mapped(name):
+    with open("/proc/self/maps") as f:
+        return any(line.rstrip().endswith(("/dev/shm/" + name, "/dev/shm/" + name + " (deleted)"))
+                   for line in f)
+
+
+def test_repeated_views_share_one_data_view_released_with_the_object(sb, names, np):
+    """as_numpy keeps one data view per .NET object: later calls are new numpy views of the same
+    memory; after Dispose the next call raises, and once the views are gone the mapping is too."""
+    import gc
+    from System import ObjectDisposedException
+    name = names("cache")
+    a = sbn.create_array("d", 8, name=name)
+    first, second = sbn.as_numpy(a), sbn.as_numpy(a)
+    assert first is not second and first.base is second.base
+    second.shape = (2, 4)               # a view's own shape does not change the next one
+    assert sbn.as_numpy(a).shape == (8,)
+    first[5] = 7.5
+    assert a.Get(5) == 7.5 and second[1, 1] == 7.5
+    v = sbn.create_value("i", 3, name=names("cachev"))
+    assert sbn.as_numpy(v).shape == () and int(sbn.as_numpy(v)) == 3
+    v.Dispose()
+    a.Dispose()
+    assert first[5] == 7.5              # earlier views stay valid
+    with pytest.raises(ObjectDisposedException):
+        sbn.as_numpy(a)
+    assert mapped(name)
+    del first, second
+    gc.collect()
+    assert not mapped(name)
+
+
 def test_struct_array_is_a_structured_numpy_array(sb, Point, names, np):
     name = names("pts")
     pts = sb.SharedArray[Point].Create(name, 3)

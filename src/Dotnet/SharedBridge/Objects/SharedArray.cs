@@ -255,6 +255,10 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
     /// <summary>The size of the data area in bytes (<see cref="Length"/> times the element size).</summary>
     public long ByteLength => (long)_length * _element.Size;
 
+    /// <summary>True once <see cref="Dispose"/> has run (a cheap check for hosts that cache a data view, such as
+    /// <c>sharedbridge.dotnet.as_numpy</c>).</summary>
+    public bool IsDisposed => _core.IsDisposed;
+
     /// <summary>A handle on this array's data that keeps the mapping (not the name) alive until the handle
     /// is disposed, even after this array is: what a foreign view (a numpy array) holds on to.</summary>
     public SharedDataView CreateDataView() => SharedDataView.Of(_core, ByteLength);

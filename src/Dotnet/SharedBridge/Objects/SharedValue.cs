@@ -114,6 +114,10 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
     /// <summary>The size of the value in bytes.</summary>
     public long ByteLength => _element.Size;
 
+    /// <summary>True once <see cref="Dispose"/> has run (a cheap check for hosts that cache a data view, such as
+    /// <c>sharedbridge.dotnet.as_numpy</c>).</summary>
+    public bool IsDisposed => _core.IsDisposed;
+
     /// <summary>A handle on the value's memory that keeps the mapping (not the name) alive until disposed.</summary>
     public SharedDataView CreateDataView() => SharedDataView.Of(_core, ByteLength);
 
