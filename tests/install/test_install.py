@@ -310,10 +310,17 @@ def test_installed_python_creates_csharp_modifies_python_sees_it(csharp_side, py
         assert creator.release()[0] == modified(INITIAL)
 
 
+def pythonnet_folder():
+    """The vendored pythonnet copy (a folder with site/pythonnet): SHAREDBRIDGE_PYTHONNET_PATH, else
+    ../shared/vendor/pythonnet next to the repository."""
+    return pathlib.Path(os.environ.get("SHAREDBRIDGE_PYTHONNET_PATH") or ROOT.parent / "shared" / "vendor" / "pythonnet")
+
+
 def vendored_pythonnet(python):
-    """The folders that give *python* pythonnet and cffi from ../shared/vendor/pythonnet (next to
-    the repository; pythonnet is on no registry these machines reach), or None."""
-    vendor = ROOT.parent / "shared" / "vendor" / "pythonnet"
+    """The folders that give *python* pythonnet and cffi from a vendored copy: SHAREDBRIDGE_PYTHONNET_PATH,
+    else ../shared/vendor/pythonnet next to the repository (pythonnet is on no registry these
+    machines reach), or None."""
+    vendor = pythonnet_folder()
     version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     cffi = vendor / f"site-cffi-{version}"
@@ -370,11 +377,14 @@ def test_notebook_runs_against_the_installed_packages(work, dotnet_env):
     NotebookDemo against the SharedBridge NuGet package just built."""
     missing = [m for m in ("nbclient", "nbformat", "ipykernel", "numpy", "matplotlib", "cffi")
                if subprocess.run([sys.executable, "-c", f"import {m}"], capture_output=True).returncode]
-    vendor = ROOT.parent / "shared" / "vendor" / "pythonnet" / "site"
+    vendor = pythonnet_folder() / "site"
     has_pythonnet = subprocess.run([sys.executable, "-c", "import pythonnet"], capture_output=True).returncode == 0
-    if missing or not (has_pythonnet or (vendor / "pythonnet").is_dir()):
-        pytest.skip(f"{sys.executable} lacks {', '.join(missing) or 'pythonnet'} (Debian: apt-get install "
-                    "python3-nbclient python3-ipykernel python3-matplotlib python3-cffi; pythonnet: pip install pythonnet)")
+    if missing:
+        pytest.skip(f"{sys.executable} lacks {', '.join(missing)} for the notebook (Debian: apt-get install "
+                    "python3-nbclient python3-ipykernel python3-matplotlib python3-cffi)")
+    if not (has_pythonnet or (vendor / "pythonnet").is_dir()):
+        pytest.skip(f"no pythonnet for {sys.executable}: pip install pythonnet, or "
+                    "SHAREDBRIDGE_PYTHONNET_PATH=/path/to/pythonnet (a folder with site/pythonnet)")
     # A venv that sees this interpreter's packages (ipykernel, numpy, matplotlib) but has its own
     # sharedbridge: the wheel, installed as a user would.
     venv = work / "venv-notebook"
