@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Execute examples/notebooks/dotnet_and_numpy.ipynb headless and check it.
 
-Usage: scripts/run_notebook.py RESULTS_DIR
+Usage: scripts/run_notebook.py RESULTS_DIR [--notebook-dir DIR --kernel-python PYTHON]
 Runs the notebook in a fresh ipykernel of this interpreter (nbclient), with the package from
 the source tree and pythonnet from the interpreter, SHAREDBRIDGE_PYTHONNET_PATH or
-../shared/vendor/pythonnet next to the repository. The kernel is shut down the way Jupyter does
+../shared/vendor/pythonnet next to the repository. With --notebook-dir and --kernel-python
+(tests/install): the copy of the notebook in DIR runs in a kernel of PYTHON (a venv with the
+installed wheel and pythonnet), with nothing of the source tree on its path or in its environment. The kernel is shut down the way Jupyter does
 (a shutdown request, SIGTERM after 2.5 s). Checks: no error output, the cells' OK lines, and no
 pyn_nb_ segment left in /dev/shm after the shutdown. Writes RESULTS_DIR/notebook.junit.xml
 (every check skipped, with the reason, when nbclient, ipykernel or pythonnet is missing) and
@@ -76,10 +78,20 @@ def left_segments():
     return sorted(n for n in os.listdir("/dev/shm") if n.startswith("pyn_nb_"))
 
 
-def main(results):
+def why_skip_installed():
+    try:
+        import nbclient, nbformat, ipykernel  # noqa: F401,E401
+    except ImportError as e:
+        return [], f"{e.name} is not installed (Debian: apt-get install python3-nbclient python3-ipykernel)"
+    return [], None
+
+
+def main(results, notebook_dir=None, kernel_python=None):
     results = pathlib.Path(results)
     results.mkdir(parents=True, exist_ok=True)
-    path, reason = why_skip()
+    installed = notebook_dir is not None
+    notebook = pathlib.Path(notebook_dir) / NOTEBOOK.name if installed else NOTEBOOK
+    path, reason = why_skip_installed() if installed else why_skip()
     if reason:
         print(f"notebook: skipped: {reason}")
         write_junit(results, {c: ("skip", reason) for c in CHECKS})
@@ -95,17 +107,22 @@ def main(results):
         kernel_dir = pathlib.Path(spec_dir) / "kernels" / "sharedbridge-test"
         kernel_dir.mkdir(parents=True)
         (kernel_dir / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "argv": [kernel_python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "sharedbridge test", "language": "python"}))
-        env_path = os.pathsep.join([str(ROOT / "python")] + path + [os.environ.get("PYTHONPATH", "")])
         os.environ["JUPYTER_PATH"] = spec_dir + os.pathsep + os.environ.get("JUPYTER_PATH", "")
-        os.environ["PYTHONPATH"] = env_path.rstrip(os.pathsep)
-        os.environ["SHAREDBRIDGE_DOTNET_ASSEMBLY"] = str(ROOT / "src/Dotnet/SharedBridge/bin/Release/net10.0")
-        nb = nbformat.read(NOTEBOOK, as_version=4)
+        if installed:
+            # What a user of the installed packages has: nothing points into a source tree.
+            for var in ("PYTHONPATH", "SHAREDBRIDGE_DOTNET_ASSEMBLY", "SHAREDBRIDGE_REPO"):
+                os.environ.pop(var, None)
+        else:
+            env_path = os.pathsep.join([str(ROOT / "python")] + path + [os.environ.get("PYTHONPATH", "")])
+            os.environ["PYTHONPATH"] = env_path.rstrip(os.pathsep)
+            os.environ["SHAREDBRIDGE_DOTNET_ASSEMBLY"] = str(ROOT / "src/Dotnet/SharedBridge/bin/Release/net10.0")
+        nb = nbformat.read(notebook, as_version=4)
         km = KernelManager(kernel_name="sharedbridge-test")
         km.shutdown_wait_time = 5.0          # Jupyter's default: SIGTERM 2.5 s (half of it) after the request
         client = NotebookClient(nb, km=km, timeout=600, kernel_name="sharedbridge-test",
-                                resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+                                resources={"metadata": {"path": str(notebook.parent)}},
                                 shutdown_kernel="graceful")
         error = None
         started = time.monotonic()
@@ -149,12 +166,20 @@ def main(results):
     write_junit(results, o)
     for name, (status, message) in o.items():
         print(f"notebook: {status:4} {name}" + (f": {message}" if message else ""))
-    for line in outputs.get(4, "").splitlines():
-        if line.startswith("timings:"):
-            print("notebook " + line)
+    for line in outputs.get(0, "").splitlines() + outputs.get(4, "").splitlines():
+        if line.startswith(("timings:", "sharedbridge ", "SharedBridge.dll from")):
+            print("notebook: " + line)
     print(f"notebook: executed in {elapsed:.1f} s, kernel shut down in {shutdown:.1f} s")
     return 0 if all(s != "fail" for s, _ in o.values()) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "build/test-results"))
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", default="build/test-results")
+    parser.add_argument("--notebook-dir", help="a copy of examples/notebooks (the installed-package run)")
+    parser.add_argument("--kernel-python", help="the kernel's interpreter (with --notebook-dir)")
+    args = parser.parse_args()
+    if (args.notebook_dir is None) != (args.kernel_python is None):
+        parser.error("--notebook-dir and --kernel-python go together")
+    sys.exit(main(args.results, args.notebook_dir, args.kernel_python))

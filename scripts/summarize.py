@@ -15,13 +15,38 @@ Reads every result file a suite script left in the results directory:
 Every failed test is listed by name under its suite's line (a test that hit its time limit
 says so in its message). A suite whose script failed without recording any failed test (a
 build error, a crash) counts as one failure, so a broken suite can never look green.
+Before the total line, once: the optional pieces that were missing (pythonnet, cffi, the notebook
+tools, ...), which suites and how many tests they skipped, and the one line that enables each.
 Exit status: 0 only if nothing failed and at least one test ran.
 """
 import pathlib
+import re
 import sys
 import xml.etree.ElementTree as ET
 
 TRX_NS = "{http://microsoft.com/schemas/VisualStudio/TeamTest/2010}"
+
+
+# The optional pieces a skip reason can name (first match wins): what is missing, and the one line
+# that enables the tests it skipped.
+OPTIONAL = [
+    (r"no module named '?_?cffi|cffi \(needed|cffi\)|python3-cffi", "cffi for that interpreter (pythonnet needs it)",
+     "apt-get install python3-cffi (Debian's python3), or pip install cffi into that interpreter"),
+    (r"pythonnet", "pythonnet not found",
+     "SHAREDBRIDGE_PYTHONNET_PATH=/path/to/pythonnet make test   (a folder with site/pythonnet; or pip install pythonnet)"),
+    (r"nbclient|nbformat|ipykernel|matplotlib", "the notebook tools",
+     "apt-get install python3-nbclient python3-ipykernel python3-matplotlib"),
+    (r"setuptools and wheel", "setuptools and wheel (sdist build)", "apt-get install python3-setuptools python3-wheel"),
+    (r"not built", "a build output", "make build"),
+    (r"needs root", "root", "run make test as root"),
+]
+
+
+def optional_piece(reason):
+    for pattern, what, enable in OPTIONAL:
+        if re.search(pattern, reason or "", re.IGNORECASE):
+            return what, enable
+    return None
 
 
 MAX_NAMED = 20          # failed tests listed per suite
@@ -32,7 +57,7 @@ def _first_line(text):
     return text.splitlines()[0][:160] if text else ""
 
 
-def count_trx(path):
+def count_trx(path, skips):
     passed = failed = skipped = 0
     names = []
     for result in ET.parse(path).getroot().iter(TRX_NS + "UnitTestResult"):
@@ -41,6 +66,8 @@ def count_trx(path):
             passed += 1
         elif outcome in ("NotExecuted", "Inconclusive"):
             skipped += 1
+            message = result.find(f"{TRX_NS}Output/{TRX_NS}ErrorInfo/{TRX_NS}Message")
+            skips.append(message.text if message is not None else "")
         else:
             failed += 1
             message = result.find(f"{TRX_NS}Output/{TRX_NS}ErrorInfo/{TRX_NS}Message")
@@ -49,7 +76,7 @@ def count_trx(path):
     return passed, failed, skipped, names
 
 
-def count_junit(path):
+def count_junit(path, skips):
     passed = failed = skipped = 0
     names = []
     for case in ET.parse(path).getroot().iter("testcase"):
@@ -60,6 +87,7 @@ def count_junit(path):
                           _first_line(bad[0].get("message") or bad[0].text)))
         elif any(child.tag == "skipped" for child in case):
             skipped += 1
+            skips.append(case.find("skipped").get("message", ""))
         else:
             passed += 1
     return passed, failed, skipped, names
@@ -119,9 +147,29 @@ def count_progress(path):
     return passed, failed, skipped, names
 
 
+def print_optional_skips(skips_by_suite):
+    """One block: per missing optional piece, the suites and tests it skipped and how to enable them."""
+    pieces = {}
+    for suite, reasons in sorted(skips_by_suite.items()):
+        for reason in reasons:
+            piece = optional_piece(reason)
+            if piece is None:
+                continue
+            entry = pieces.setdefault(piece, {"suites": {}, "reason": reason})
+            entry["suites"][suite] = entry["suites"].get(suite, 0) + 1
+    if not pieces:
+        return
+    print("skipped for want of an optional piece (each enabled by the line after it):")
+    for (what, enable), entry in pieces.items():
+        suites = ", ".join(f"{suite} ({n})" for suite, n in entry["suites"].items())
+        reason = " ".join(entry["reason"].split())
+        print(f"  {what}: {suites} skipped; e.g. {reason[:160]}")
+        print(f"    enable: {enable}")
+
+
 def main(results_dir):
     root = pathlib.Path(results_dir)
-    suites, named, notes = {}, {}, {}
+    suites, named, notes, skips = {}, {}, {}, {}
     paths = sorted(root.iterdir()) if root.is_dir() else []
     for path in paths:
         if path.name.endswith(".trx"):
@@ -131,7 +179,7 @@ def main(results_dir):
         else:
             continue
         try:
-            counts = counter(path)
+            counts = counter(path, skips.setdefault(suite, []))
         except ET.ParseError as e:         # cut short: the run was killed while writing it
             notes.setdefault(suite, []).append(f"{path.name} is unreadable ({e})")
             continue
@@ -178,6 +226,7 @@ def main(results_dir):
         if len(names) > MAX_NAMED:
             print(f"    ... and {len(names) - MAX_NAMED} more failed")
         grand = [grand[0] + p, grand[1] + f, grand[2] + s]
+    print_optional_skips(skips)
     print(f"{grand[0]} passed, {grand[1]} failed, {grand[2]} skipped")
     return 0 if grand[1] == 0 and grand[0] > 0 else 1
 

@@ -33,8 +33,10 @@ action gets a handler that releases, restores the default and re-sends the signa
 application's handler is left alone. Python's own SIGINT handler (KeyboardInterrupt, and a
 notebook's interrupt) is left alone: interrupting a cell releases nothing.
 
-Locks: .NET and Python objects for one segment share one robust mutex. Called on one thread,
-they are one owner: with the default recursive lock, .NET's ``Lock()`` inside Python's
+Locks: .NET and Python objects for one segment share one robust mutex. From Python, take the
+.NET lock with ``with net_obj.LockUnscoped():`` (a LockHandle; ``Lock()`` returns a LockScope, a
+ref struct pythonnet cannot return). Called on one thread, the two languages are one owner: with
+the default recursive lock, .NET's lock inside Python's
 ``with obj.get_lock():`` (or the reverse) nests, it does not exclude; it protects against
 other threads and processes only. A non-recursive lock (``SegmentOptions(recursiveLock=False)``,
 ``sharedbridge.Lock``) taken by one language and again by the other on the same thread is
@@ -276,12 +278,29 @@ def _kind(net_obj):
     return None
 
 
+# One numpy base array per .NET object (keyed by the id of its pythonnet wrapper, checked through a
+# weak reference): building it takes four pythonnet member calls (about 25 us, mostly pythonnet's
+# method binding), handing out a new view of it takes about a microsecond.
+_views = {}
+
+
 def as_numpy(net_obj):
     """A zero-copy numpy view of a .NET ``SharedArray<T>`` (shape (n,)) or ``SharedValue<T>``
     (shape ()), over .NET's own mapping (no second mapping). Struct elements give a structured
     dtype with the field names the segment records. The view holds a ``SharedDataView``, so it
     stays valid as long as the view lives, even after the .NET object is disposed. Like the
-    Python package's as_numpy, the view is raw memory and does not take the lock."""
+    Python package's as_numpy, the view is raw memory and does not take the lock.
+
+    The first call for an object makes its data view; later calls return new numpy views of the
+    same memory (about a microsecond). That data view, and so the mapping, is released when the
+    .NET object's Python wrapper and every numpy view of it are gone, or at the first call after
+    the object is disposed (which raises ObjectDisposedException, as ever)."""
+    key = id(net_obj)
+    entry = _views.get(key)
+    if entry is not None and entry[0]() is net_obj:
+        if not net_obj.IsDisposed:
+            return entry[1].view()
+        _views.pop(key, None)
     try:
         import numpy
     except ImportError:
@@ -301,8 +320,16 @@ def as_numpy(net_obj):
     buf = (ctypes.c_char * nbytes).from_address(view.Address.ToInt64())
     finalizer = weakref.finalize(buf, view.Dispose)
     finalizer.atexit = False        # at exit the runtime may be gone; the mapping goes anyway
-    array = numpy.frombuffer(buf, dtype)
-    return array if kind == "array" else array.reshape(())
+    base = numpy.frombuffer(buf, dtype)
+    if kind == "value":
+        base = base.reshape(())
+    try:
+        ref = weakref.ref(net_obj, lambda r, key=key: _views.pop(key, None)
+                          if _views.get(key, (None,))[0] is r else None)
+    except TypeError:               # a wrapper without weak references: no cache
+        return base.view()
+    _views[key] = (ref, base)
+    return base.view()
 
 
 # ---- Conversions -----------------------------------------------------------------------

@@ -102,6 +102,38 @@ def test_view_outlives_dispose_of_the_dotnet_object(sb, names, np):
     del v
 
 
+def mapped(name):
+    with open("/proc/self/maps") as f:
+        return any(line.rstrip().endswith(("/dev/shm/" + name, "/dev/shm/" + name + " (deleted)"))
+                   for line in f)
+
+
+def test_repeated_views_share_one_data_view_released_with_the_object(sb, names, np):
+    """as_numpy keeps one data view per .NET object: later calls are new numpy views of the same
+    memory; after Dispose the next call raises, and once the views are gone the mapping is too."""
+    import gc
+    from System import ObjectDisposedException
+    name = names("cache")
+    a = sbn.create_array("d", 8, name=name)
+    first, second = sbn.as_numpy(a), sbn.as_numpy(a)
+    assert first is not second and first.base is second.base
+    second.shape = (2, 4)               # a view's own shape does not change the next one
+    assert sbn.as_numpy(a).shape == (8,)
+    first[5] = 7.5
+    assert a.Get(5) == 7.5 and second[1, 1] == 7.5
+    v = sbn.create_value("i", 3, name=names("cachev"))
+    assert sbn.as_numpy(v).shape == () and int(sbn.as_numpy(v)) == 3
+    v.Dispose()
+    a.Dispose()
+    assert first[5] == 7.5              # earlier views stay valid
+    with pytest.raises(ObjectDisposedException):
+        sbn.as_numpy(a)
+    assert mapped(name)
+    del first, second
+    gc.collect()
+    assert not mapped(name)
+
+
 def test_struct_array_is_a_structured_numpy_array(sb, Point, names, np):
     name = names("pts")
     pts = sb.SharedArray[Point].Create(name, 3)
@@ -126,13 +158,14 @@ def test_to_dotnet_and_back_share_memory_and_lock(sb, names, np):
     assert net.Get(2) == 1.5
     sbn.as_numpy(net)[3] = 2.5
     assert py[3] == 2.5
-    # One thread: .NET's lock and Python's nest (a recursive mutex counts both).
-    with net.Lock():
+    # One thread: .NET's lock and Python's nest (a recursive mutex counts both). From Python the
+    # .NET lock is a LockHandle (LockUnscoped): a LockScope is a ref struct, which pythonnet cannot return.
+    with net.LockUnscoped():
         with py.get_lock():
             py[0] = 1.0
     # Another thread is excluded while .NET holds it.
     got = []
-    with net.Lock():
+    with net.LockUnscoped():
         t = threading.Thread(target=lambda: got.append(py.get_lock().acquire(timeout=0.2)))
         t.start()
         t.join()
@@ -152,13 +185,33 @@ def test_non_recursive_lock_taken_twice_on_one_thread_is_refused(sb, names):
     opts = sb.SegmentOptions(recursiveLock=False)
     net2 = sb.SharedArray[__import__("System").Int32].Create(names("errcheck2"), 1, opts)
     py = sbn.to_python(net2)
-    with net2.Lock():
+    with net2.LockUnscoped():
         with pytest.raises(RuntimeError):
             py.get_lock().acquire()
         with pytest.raises(RuntimeError):
             py.get_lock().acquire(timeout=0.05)
     net.Dispose()
     net2.Dispose()
+
+
+def test_dotnet_lock_from_python_is_the_handle_and_scope_is_refused(sb, names):
+    """LockScope is a ref struct (it cannot cross an await in C#); pythonnet cannot return one, so
+    Python code holds the .NET lock through LockUnscoped(), a LockHandle released by `with`."""
+    net = sbn.create_array("i", 1, name=names("handle"))
+    py = sbn.to_python(net)
+    from System import NotSupportedException
+    with pytest.raises(NotSupportedException):
+        net.Lock()
+    with net.LockUnscoped() as handle:
+        assert handle.IsHeld and not handle.Recovered
+        assert "held by thread" in str(handle)
+        got = []
+        t = threading.Thread(target=lambda: got.append(py.get_lock().acquire(timeout=0.1)))
+        t.start()
+        t.join()
+        assert got == [False]
+    assert not handle.IsHeld
+    net.Dispose()
 
 
 @pytest.mark.parametrize("make, expected", [

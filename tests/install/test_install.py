@@ -311,10 +311,17 @@ def test_installed_python_creates_csharp_modifies_python_sees_it(csharp_side, py
         assert creator.release()[0] == modified(INITIAL)
 
 
+def pythonnet_folder():
+    """The vendored pythonnet copy (a folder with site/pythonnet): SHAREDBRIDGE_PYTHONNET_PATH, else
+    ../shared/vendor/pythonnet next to the repository."""
+    return pathlib.Path(os.environ.get("SHAREDBRIDGE_PYTHONNET_PATH") or ROOT.parent / "shared" / "vendor" / "pythonnet")
+
+
 def vendored_pythonnet(python):
-    """The folders that give *python* pythonnet and cffi from ../shared/vendor/pythonnet (next to
-    the repository; pythonnet is on no registry these machines reach), or None."""
-    vendor = ROOT.parent / "shared" / "vendor" / "pythonnet"
+    """The folders that give *python* pythonnet and cffi from a vendored copy: SHAREDBRIDGE_PYTHONNET_PATH,
+    else ../shared/vendor/pythonnet next to the repository (pythonnet is on no registry these
+    machines reach), or None."""
+    vendor = pythonnet_folder()
     version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     cffi = vendor / f"site-cffi-{version}"
@@ -362,3 +369,45 @@ def test_dotnet_tool_installs_and_runs(work, dotnet_env):
     assert result.returncode == 0, result.stderr
     # `demo` is the command every version of the tool has had; the verbs of issue 10 join it.
     assert "demo" in result.stdout + result.stderr
+
+
+def test_notebook_runs_against_the_installed_packages(work, dotnet_env):
+    """examples/notebooks/dotnet_and_numpy.ipynb copied out of the repository (with NotebookDemo's
+    sources, not its build) and executed by scripts/run_notebook.py in a kernel of a fresh venv with
+    the built wheel: sharedbridge and SharedBridge.dll come from the venv, and the notebook builds
+    NotebookDemo against the SharedBridge NuGet package just built."""
+    missing = [m for m in ("nbclient", "nbformat", "ipykernel", "numpy", "matplotlib", "cffi")
+               if subprocess.run([sys.executable, "-c", f"import {m}"], capture_output=True).returncode]
+    vendor = pythonnet_folder() / "site"
+    has_pythonnet = subprocess.run([sys.executable, "-c", "import pythonnet"], capture_output=True).returncode == 0
+    if missing:
+        pytest.skip(f"{sys.executable} lacks {', '.join(missing)} for the notebook (Debian: apt-get install "
+                    "python3-nbclient python3-ipykernel python3-matplotlib python3-cffi)")
+    if not (has_pythonnet or (vendor / "pythonnet").is_dir()):
+        pytest.skip(f"no pythonnet for {sys.executable}: pip install pythonnet, or "
+                    "SHAREDBRIDGE_PYTHONNET_PATH=/path/to/pythonnet (a folder with site/pythonnet)")
+    # A venv that sees this interpreter's packages (ipykernel, numpy, matplotlib) but has its own
+    # sharedbridge: the wheel, installed as a user would.
+    venv = work / "venv-notebook"
+    run([sys.executable, "-m", "venv", "--system-site-packages", venv])
+    python = venv / "bin" / "python"
+    run([python, "-m", "pip", "install", "-q", "--no-index", "--disable-pip-version-check",
+         dist_file(f"sharedbridge-{VERSION}-py3-none-any.whl")])
+    [site] = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.split()
+    if not has_pythonnet:
+        pathlib.Path(site, "vendored-pythonnet.pth").write_text(f"{vendor}\n")
+    notebooks = work / "notebooks"
+    (notebooks / "NotebookDemo").mkdir(parents=True)
+    shutil.copy(ROOT / "examples/notebooks/dotnet_and_numpy.ipynb", notebooks)
+    for name in ("NotebookDemo.csproj", "Program.cs"):
+        shutil.copy(ROOT / "examples/notebooks/NotebookDemo" / name, notebooks / "NotebookDemo")
+    result = subprocess.run([sys.executable, ROOT / "scripts/run_notebook.py", work / "notebook-results",
+                             "--notebook-dir", notebooks, "--kernel-python", python],
+                            capture_output=True, text=True, timeout=900, env=dotnet_env, cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped" not in result.stdout, result.stdout
+    assert f"notebook: sharedbridge {VERSION} from {pathlib.Path(site, 'sharedbridge')}\n" in result.stdout, result.stdout
+    dll = pathlib.Path(site, "sharedbridge", "_dotnet", "SharedBridge.dll")
+    assert f"notebook: SharedBridge.dll from {dll}\n" in result.stdout, result.stdout
+    assets = json.loads((notebooks / "NotebookDemo" / "obj" / "project.assets.json").read_text())
+    assert assets["libraries"][f"SharedBridge/{VERSION}"]["type"] == "package"

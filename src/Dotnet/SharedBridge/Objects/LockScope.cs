@@ -4,10 +4,14 @@ using SharedBridge.Platform;
 namespace SharedBridge;
 
 /// <summary>
-/// A held shared lock; disposing it releases the lock. Dispose it exactly once, on the thread that
-/// acquired it (never across an <c>await</c>): the lock belongs to a thread.
+/// A held shared lock; disposing it releases the lock (<c>using var scope = arr.Lock();</c>).
+/// The lock belongs to the thread that acquired it (a pthread mutex refuses an unlock from any other
+/// thread), so a scope is a <c>ref struct</c>: it lives on that thread's stack, and the compiler refuses
+/// to keep it across an <c>await</c> or a <c>yield</c> (error CS4007), to store it in a field, a lambda or
+/// a boxed <see cref="IDisposable"/>. Async code uses <c>LockAsync</c>; code that really needs a heap
+/// object uses <c>LockUnscoped()</c> (a <see cref="LockHandle"/>). See README.md, "Locks and async code".
 /// </summary>
-public readonly struct LockScope : IDisposable
+public readonly ref struct LockScope : IDisposable
 {
     private readonly RobustMutex? _mutex;
 
@@ -27,6 +31,6 @@ public readonly struct LockScope : IDisposable
     /// <summary>True when this scope holds a lock (false for <c>default(LockScope)</c>).</summary>
     public bool IsHeld => _mutex is not null;
 
-    /// <summary>Releases the lock.</summary>
+    /// <summary>Releases the lock. Dispose a scope exactly once (a <c>using</c> declaration does).</summary>
     public void Dispose() => _mutex?.Unlock();
 }

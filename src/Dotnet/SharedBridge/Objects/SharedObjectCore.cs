@@ -184,9 +184,7 @@ internal sealed class SharedObjectCore
     internal LockScope Lock(TimeSpan timeout)
     {
         if (TryLock(timeout, out var scope)) return scope;
-        throw new LockTimeoutException(
-            $"The lock of \"{LockHolder?.Name}\" (used by \"{Name}\") was not acquired within {timeout.TotalMilliseconds:0.###} ms: " +
-            "another thread or process holds it. Retry, or increase the timeout.");
+        throw LockTimeout(timeout);
     }
 
     internal bool TryLock(TimeSpan timeout, out LockScope scope)
@@ -196,6 +194,111 @@ internal sealed class SharedObjectCore
         bool acquired = mutex.TryLock(timeout, out bool recovered);
         scope = acquired ? new LockScope(mutex, recovered) : default;
         return acquired;
+    }
+
+    private LockTimeoutException LockTimeout(TimeSpan timeout) => new(
+        $"The lock of \"{LockHolder?.Name}\" (used by \"{Name}\") was not acquired within {timeout.TotalMilliseconds:0.###} ms: " +
+        "another thread or process holds it. Retry, or increase the timeout.");
+
+    /// <summary>The lock as a thread-affine heap object (README.md, "Locks and async code").</summary>
+    internal LockHandle LockUnscoped()
+    {
+        ThrowIfDisposed();
+        var mutex = _mutex ?? ThrowNoLock();
+        bool recovered = mutex.Lock();
+        return new LockHandle(mutex, recovered);
+    }
+
+    internal LockHandle LockUnscoped(TimeSpan timeout)
+    {
+        ThrowIfDisposed();
+        var mutex = _mutex ?? ThrowNoLock();
+        if (!mutex.TryLock(timeout, out bool recovered)) throw LockTimeout(timeout);
+        return new LockHandle(mutex, recovered);
+    }
+
+    internal Task LockAsync(Action body, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        return LockAsync<bool>(() => { body(); return true; }, timeout, cancellationToken);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/> with the lock held, start to finish on one thread, never across an await:
+    /// when the lock is free, at once on the calling thread (the task is complete when this returns);
+    /// otherwise on a dedicated thread that waits for the lock (no thread-pool thread is blocked), so the
+    /// caller can await it. Usage errors (null body, bad timeout, disposed, no lock) throw here; the lock's
+    /// own outcomes (timeout, cancellation, corrupt lock, the body's exception) are the task's.
+    /// </summary>
+    internal Task<T> LockAsync<T>(Func<T> body, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        TimeSpan wait = timeout ?? Timeout.InfiniteTimeSpan;
+        if (wait < TimeSpan.Zero && wait != Timeout.InfiniteTimeSpan)
+            throw new ArgumentOutOfRangeException(nameof(timeout), wait, "The timeout must be non-negative, Timeout.InfiniteTimeSpan or null.");
+        ThrowIfDisposed();
+        var mutex = _mutex ?? ThrowNoLock();
+        if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<T>(cancellationToken);
+
+        bool acquired;
+        try { acquired = mutex.TryLock(TimeSpan.Zero, out _); }
+        catch (Exception e) { return Task.FromException<T>(e); }
+        if (acquired) return RunHeld(mutex, body, cancellationToken, out var result) is { } failed ? failed : Task.FromResult(result);
+        if (wait == TimeSpan.Zero) return Task.FromException<T>(LockTimeout(wait));
+
+        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                if (!mutex.TryLock(wait, cancellationToken, out _))
+                {
+                    done.SetException(LockTimeout(wait));
+                    return;
+                }
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                done.SetCanceled(cancellationToken);
+                return;
+            }
+            catch (Exception e)
+            {
+                done.SetException(e);
+                return;
+            }
+            if (RunHeld(mutex, body, cancellationToken, out var value) is { } failed)
+                done.SetFromTask(failed);
+            else
+                done.SetResult(value);
+        })
+        {
+            IsBackground = true,
+            Name = "SharedBridge LockAsync",
+        };
+        thread.Start();
+        return done.Task;
+    }
+
+    /// <summary>Runs the body while this thread holds <paramref name="mutex"/> and releases it on this thread;
+    /// null when the body returned, else the faulted or canceled task that reports what went wrong.</summary>
+    private static Task<T>? RunHeld<T>(RobustMutex mutex, Func<T> body, CancellationToken cancellationToken, out T result)
+    {
+        result = default!;
+        try
+        {
+            try { result = body(); }
+            finally { mutex.Unlock(); }
+            return null;
+        }
+        catch (OperationCanceledException e) when (e.CancellationToken == cancellationToken && cancellationToken.IsCancellationRequested)
+        {
+            return Task.FromCanceled<T>(cancellationToken);
+        }
+        catch (Exception e)
+        {
+            return Task.FromException<T>(e);
+        }
     }
 
     internal long LockRecoveries

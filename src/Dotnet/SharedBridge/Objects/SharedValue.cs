@@ -114,6 +114,10 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
     /// <summary>The size of the value in bytes.</summary>
     public long ByteLength => _element.Size;
 
+    /// <summary>True once <see cref="Dispose"/> has run (a cheap check for hosts that cache a data view, such as
+    /// <c>sharedbridge.dotnet.as_numpy</c>).</summary>
+    public bool IsDisposed => _core.IsDisposed;
+
     /// <summary>A handle on the value's memory that keeps the mapping (not the name) alive until disposed.</summary>
     public SharedDataView CreateDataView() => SharedDataView.Of(_core, ByteLength);
 
@@ -126,6 +130,32 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
 
     /// <summary>Tries to acquire the shared lock within <paramref name="timeout"/>.</summary>
     public bool TryLock(TimeSpan timeout, out LockScope scope) => _core.TryLock(timeout, out scope);
+
+    /// <summary>Acquires the lock as a heap object, blocking: for code that cannot use a <see cref="LockScope"/>
+    /// (released in another method, held by an object, Python's <c>with</c> through pythonnet). Thread-affine:
+    /// dispose it on this thread; never hold it across an <c>await</c> (use <see cref="LockAsync(Action, TimeSpan?, CancellationToken)"/>).</summary>
+    public LockHandle LockUnscoped() => _core.LockUnscoped();
+
+    /// <summary>As <see cref="LockUnscoped()"/>, waiting at most <paramref name="timeout"/>.</summary>
+    /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
+    public LockHandle LockUnscoped(TimeSpan timeout) => _core.LockUnscoped(timeout);
+
+    /// <summary>
+    /// Runs <paramref name="body"/> with the lock held, on one thread from start to finish (never across an
+    /// <c>await</c>): at once on the calling thread when the lock is free, else on a dedicated thread once it
+    /// is acquired. The lock is released when the body returns or throws.
+    /// </summary>
+    /// <param name="body">The critical section: synchronous code (it must not block on async work).</param>
+    /// <param name="timeout">How long to wait for the lock; null waits until it is free.</param>
+    /// <param name="cancellationToken">Cancels the wait for the lock (not a body already running).</param>
+    /// <returns>A task that completes when the body has run and the lock is released; it fails with
+    /// <see cref="LockTimeoutException"/> on timeout, is canceled on cancellation, and carries the body's exception.</returns>
+    public Task LockAsync(Action body, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
+        _core.LockAsync(body, timeout, cancellationToken);
+
+    /// <summary>As <see cref="LockAsync(Action, TimeSpan?, CancellationToken)"/>, returning the body's result.</summary>
+    public Task<TResult> LockAsync<TResult>(Func<TResult> body, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
+        _core.LockAsync(body, timeout, cancellationToken);
 
     /// <summary>A <see cref="SharedLock"/> for this value's lock (like Python's <c>get_lock()</c>).</summary>
     public SharedLock GetLock() => SharedLock.ForSegmentOf(_core);

@@ -29,6 +29,10 @@ internal sealed unsafe class RobustMutex
     // Blocking waits run in slices so that the kind and the owner are re-checked while waiting.
     private static readonly TimeSpan WaitSlice = TimeSpan.FromMilliseconds(250);
     private static readonly TimeSpan OwnerCheckInterval = TimeSpan.FromSeconds(1);
+    // A cancellable wait (LockAsync) looks at its token at least this often.
+    private static readonly TimeSpan CancelSlice = TimeSpan.FromMilliseconds(50);
+    // Wait's result when the token was canceled (not an errno: errno values are positive).
+    private const int Canceled = -1;
 
     internal RobustMutex(MappedSegment segment, byte* mutex, LockType type)
     {
@@ -86,22 +90,29 @@ internal sealed unsafe class RobustMutex
 
     /// <summary>Waits at most <paramref name="timeout"/>; false when the lock was not acquired in time.
     /// <paramref name="recovered"/> is true when it was recovered from a dead owner.</summary>
-    internal bool TryLock(TimeSpan timeout, out bool recovered)
+    internal bool TryLock(TimeSpan timeout, out bool recovered) => TryLock(timeout, default, out recovered);
+
+    /// <summary>As <see cref="TryLock(TimeSpan, out bool)"/>, and while waiting <paramref name="cancellationToken"/>
+    /// is checked between slices (at most <see cref="CancelSlice"/> apart): a cancellation throws
+    /// <see cref="OperationCanceledException"/> with nothing held.</summary>
+    internal bool TryLock(TimeSpan timeout, CancellationToken cancellationToken, out bool recovered)
     {
-        if (timeout == Timeout.InfiniteTimeSpan)
+        if (timeout == Timeout.InfiniteTimeSpan && !cancellationToken.CanBeCanceled)
         {
             recovered = Lock();
             return true;
         }
-        if (timeout < TimeSpan.Zero)
+        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
             throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "The timeout must be non-negative or Timeout.InfiniteTimeSpan.");
         _segment.AddRef();
         int rc = KindIsIntact() ? LockNow() : ThrowCorruptKind();
-        if (rc is ETIMEDOUT or EBUSY && timeout > TimeSpan.Zero) rc = Wait(timeout);
-        if (rc is ETIMEDOUT or EBUSY)
+        if (rc is ETIMEDOUT or EBUSY && timeout != TimeSpan.Zero) rc = Wait(timeout, cancellationToken);
+        if (rc is ETIMEDOUT or EBUSY or Canceled)
         {
             _segment.Release();
             recovered = false;
+            if (rc == Canceled) throw new OperationCanceledException(
+                $"Waiting for the lock of \"{_segment.Name}\" was canceled; nothing is held.", cancellationToken);
             return false;
         }
         recovered = Finish(rc);
@@ -118,16 +129,19 @@ internal sealed unsafe class RobustMutex
         return MutexLockNow(_mutex, CLOCK_MONOTONIC, &past);
     }
 
-    /// <summary>Waits in slices until acquired or the timeout expires (ETIMEDOUT); checks the kind
-    /// before every slice and the owner every second (section 7.2). The caller holds a reference.</summary>
-    private int Wait(TimeSpan timeout)
+    /// <summary>Waits in slices until acquired or the timeout expires (ETIMEDOUT) or the token is canceled
+    /// (<see cref="Canceled"/>); checks the kind before every slice and the owner every second (section 7.2).
+    /// The caller holds a reference.</summary>
+    private int Wait(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
+        TimeSpan maxSlice = cancellationToken.CanBeCanceled ? CancelSlice : WaitSlice;
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         TimeSpan nextOwnerCheck = OwnerCheckInterval;
         while (true)
         {
             TimeSpan elapsed = System.Diagnostics.Stopwatch.GetElapsedTime(start);
-            TimeSpan slice = WaitSlice;
+            if (cancellationToken.IsCancellationRequested) return Canceled;
+            TimeSpan slice = maxSlice;
             if (timeout != Timeout.InfiniteTimeSpan)
             {
                 if (elapsed >= timeout) return ETIMEDOUT;
@@ -231,9 +245,8 @@ internal sealed unsafe class RobustMutex
     {
         if (rc == EPERM)
             throw new SynchronizationLockException(
-                $"The lock of \"{_segment.Name}\" is not held by this thread: dispose the LockScope on the thread that " +
-                "acquired it, exactly once (do not await while holding a shared lock); or another process overwrote " +
-                "the mutex's owner.");
+                $"The lock of \"{_segment.Name}\" is not held by this thread: release it on the thread that acquired it, " +
+                "exactly once (in async code use LockAsync); or another process overwrote the mutex's owner.");
         throw new CorruptLockException($"Unlocking \"{_segment.Name}\" failed: {Describe(rc)}");
     }
 
