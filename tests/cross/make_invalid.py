@@ -200,8 +200,8 @@ def build():
          d4(kind=8, version=1, compat=2))
     case("kind_8_state_3", "corrupt", "6.2 step 3: the state word is checked before the kind",
          patch(d4(kind=8), 0x180, "<I", 3, fix_crc=False))
-    case("kind_8_compat_3", "unsupported-version", "6.2 step 3: a too-new compat_version first",
-         patch(d4(kind=8, version=3, compat=3), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
+    case("kind_8_compat_4", "unsupported-version", "6.2 step 3: a too-new compat_version first",
+         patch(d4(kind=8, version=4, compat=4), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
     case("creator_pid_max_u32_ok", "ok",
          "3.1, 8: creator_pid is a u32: 0xFFFFFFFF is read as recorded and names no process",
          d4(version=2, compat=1, creator_pid=0xFFFFFFFF))
