@@ -8,11 +8,13 @@ import gc
 import itertools
 import os
 import pickle
+import queue
 import random
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -68,34 +70,58 @@ def killed_by(status, sig):
 
 
 def start(code, *args):
-    """A Python subprocess running *code* (sharedbridge as sb, os, sys, signal, time
-    imported); it reads commands from stdin and prints what it did."""
+    """A Python subprocess running *code* (sharedbridge as sb, os, sys, signal, time, gc
+    imported); it reads commands from stdin and prints what it did (read_line)."""
     env = dict(os.environ, PYTHONPATH=PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("PYTHONWARNINGS", None)
-    return subprocess.Popen(
+    p = subprocess.Popen(
         [sys.executable, "-c", "import sharedbridge as sb, os, sys, signal, time, gc\n" + code,
          *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=env)
+    p.lines = queue.Queue()
+    p.err = []
+
+    def pump(stream, put):
+        for line in stream:
+            put(line)
+    threading.Thread(target=pump, args=(p.stdout, p.lines.put), daemon=True).start()
+    p.err_thread = threading.Thread(target=pump, args=(p.stderr, p.err.append), daemon=True)
+    p.err_thread.start()
+    return p
 
 
 def read_line(p, timeout=30.0):
-    ready, _, _ = select.select([p.stdout], [], [], timeout)
-    if not ready:
+    try:
+        return p.lines.get(timeout=timeout).strip()
+    except queue.Empty:
         p.kill()
-        out, err = p.communicate()
-        pytest.fail(f"the child printed nothing within {timeout} s; stderr:\n{err}")
-    return p.stdout.readline().strip()
+        p.wait()
+        p.err_thread.join(5)
+        pytest.fail(f"the child printed nothing within {timeout} s; stderr:\n{''.join(p.err)}")
+
+
+def send(p, line):
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
 
 
 def finish(p, timeout=30.0):
-    """The child's return code (negative: killed by that signal); killed after timeout."""
+    """The child's return code (negative: killed by that signal) and its stderr; the
+    child is killed (and the test fails) after *timeout*."""
     try:
-        _, err = p.communicate(timeout=timeout)
+        p.stdin.close()
+    except OSError:
+        pass
+    try:
+        p.wait(timeout)
     except subprocess.TimeoutExpired:
         p.kill()
-        _, err = p.communicate()
-        pytest.fail(f"the child did not end within {timeout} s (deadlocked?); stderr:\n{err}")
-    return p.returncode, err
+        p.wait()
+        p.err_thread.join(5)
+        pytest.fail(f"the child did not end within {timeout} s (deadlocked?); stderr:\n"
+                    f"{''.join(p.err)}")
+    p.err_thread.join(5)
+    return p.returncode, "".join(p.err)
 
 
 # --- 1. a create that fails never unlinks the name ---------------------------------------
@@ -206,21 +232,18 @@ def test_a_creator_never_removes_a_newer_segment_under_its_name(names, how, life
         b[0] = 7
         ident = inode(name)
         if how == "sigterm":
-            a.stdin.write("sigterm\n")
-            a.stdin.flush()
+            send(a, "sigterm")
             assert read_line(a) == "waiting"
             a.send_signal(signal.SIGTERM)
             rc, err = finish(a)
             assert rc == -signal.SIGTERM, err
         else:
-            a.stdin.write(how + "\n")
-            a.stdin.flush()
+            send(a, how)
             if how == "unlink":                    # explicit: says the name is not its own
                 assert read_line(a) == "not found"
             if how != "exit":
                 assert read_line(a) == "done"
-                a.stdin.write("\n")
-                a.stdin.flush()
+                send(a, "")
             rc, err = finish(a)
             assert rc == 0, err
         assert exists(name) and inode(name) == ident, \
@@ -231,7 +254,7 @@ def test_a_creator_never_removes_a_newer_segment_under_its_name(names, how, life
     finally:
         if a.poll() is None:
             a.kill()
-            a.communicate()
+            a.wait()
 
 
 def test_explicit_unlink_of_a_replaced_name_raises_and_keeps_the_newcomer(names):
