@@ -550,6 +550,8 @@ def create(name, header, init, mode=DEFAULT_MODE):
         validate_name(name)
     if not persistent:
         exit_cleanup.prepare()
+    holder = None
+    ident = None
     while True:
         seg_name = generate_name() if generated else name
         try:
@@ -563,8 +565,6 @@ def create(name, header, init, mode=DEFAULT_MODE):
                 errno.EEXIST, f"a shared-memory segment named {name!r} already exists: "
                 "pick another name, attach to it with sharedbridge.attach(name), or remove "
                 "it with sharedbridge.unlink(name)", name) from None
-    holder = None
-    ident = None
     try:
         # Marked as being created only now that O_EXCL made it ours, with its device and
         # inode: the signal cleanup removes it only while the name is still this object.
