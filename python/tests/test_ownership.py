@@ -84,19 +84,27 @@ def start(code, *args):
     def pump(stream, put):
         for line in stream:
             put(line)
-    threading.Thread(target=pump, args=(p.stdout, p.lines.put), daemon=True).start()
-    p.err_thread = threading.Thread(target=pump, args=(p.stderr, p.err.append), daemon=True)
-    p.err_thread.start()
+    # Both readers end with the child (end of file); finish() joins them, so no thread is
+    # left running when a later test forks.
+    p.threads = [threading.Thread(target=pump, args=(p.stdout, p.lines.put), daemon=True),
+                 threading.Thread(target=pump, args=(p.stderr, p.err.append), daemon=True)]
+    for t in p.threads:
+        t.start()
     return p
+
+
+def _reap(p):
+    p.kill()
+    p.wait()
+    for t in p.threads:
+        t.join(10)
 
 
 def read_line(p, timeout=30.0):
     try:
         return p.lines.get(timeout=timeout).strip()
     except queue.Empty:
-        p.kill()
-        p.wait()
-        p.err_thread.join(5)
+        _reap(p)
         pytest.fail(f"the child printed nothing within {timeout} s; stderr:\n{''.join(p.err)}")
 
 
@@ -115,12 +123,11 @@ def finish(p, timeout=30.0):
     try:
         p.wait(timeout)
     except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        p.err_thread.join(5)
+        _reap(p)
         pytest.fail(f"the child did not end within {timeout} s (deadlocked?); stderr:\n"
                     f"{''.join(p.err)}")
-    p.err_thread.join(5)
+    for t in p.threads:
+        t.join(10)
     return p.returncode, "".join(p.err)
 
 
@@ -253,8 +260,7 @@ def test_a_creator_never_removes_a_newer_segment_under_its_name(names, how, life
         assert not exists(name)
     finally:
         if a.poll() is None:
-            a.kill()
-            a.wait()
+            _reap(a)
 
 
 def test_explicit_unlink_of_a_replaced_name_raises_and_keeps_the_newcomer(names):
