@@ -114,7 +114,7 @@ public class OwnershipTests
                 ["/bin/sh", "-c", "exec 3<&0; \"$@\" 0<&3 3<&- & exec sleep 120 0<&- 3<&-", "sh"],
                 "lifetime", "create", name, nameof(SegmentLifetime.Creator));
             child.ExpectLine("ready");
-            int creator = SegmentDirectory.Inspect(name).CreatorPid!.Value;
+            int creator = checked((int)SegmentDirectory.Inspect(name).CreatorPid!.Value);
             Assert.NotEqual(child.Pid, creator);
             Signals.Send(creator, "KILL");
             var deadline = DateTime.UtcNow.AddSeconds(30);
