@@ -60,9 +60,11 @@ def lock_backend():
 
 
 def close(obj):
-    """Give up this process's claim on *obj*'s segment now: for a lifetime="creator"
-    segment the creating process unlinks the name; for a "last-closer" one this process
-    releases its hold and unlinks the name if it was the last to hold it; "persistent"
+    """Give up *obj*'s claim on its segment now (claims belong to objects: docs/api.md,
+    "Lifetimes"): for a lifetime="creator" segment the object that created it unlinks
+    the name (an object attached to it, even in the creating process, never does); for a
+    "last-closer" one this process releases its hold when its last object of the segment
+    closes, and unlinks the name if it was the last process to hold it; "persistent"
     ones stay. Every object and view keeps working; other processes that already
     attached are unaffected."""
     _segment_for(obj).close()

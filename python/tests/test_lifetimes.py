@@ -149,9 +149,11 @@ def test_fork_child_that_closes_never_unlinks_under_its_parent(names):
 def test_last_closer_attacher_and_creator_in_one_process_share_one_hold(names):
     a = sb.RawArray("i", 1, name=names(), lifetime="last-closer")
     b = sb.attach(a.name)
-    assert S.open_segment(a.name) is sb._segment_for(b)
+    assert sb._segment_for(a).holder is sb._segment_for(b).holder   # one descriptor
     sb.close(b)
-    assert not exists(a.name)          # one hold per process: closing it was the last
+    assert exists(a.name)              # claims are per object: a still holds it
+    sb.close(a)
+    assert not exists(a.name)          # the process's last object left: it was the last
 
 
 @pytest.mark.parametrize("victim", ["creator", "attacher", "last holder"])

@@ -112,7 +112,7 @@ def _segment_name(self):
 
 
 def _close(self):
-    """Give up this process's claim now (see sharedbridge.close); this object and
+    """Give up this object's claim now (see sharedbridge.close); this object and
     every view of it stay usable."""
     segment_of(self).close()
 

@@ -118,7 +118,7 @@ class SharedLock(LockCore):
         return self._mx.state()
 
     def close(self):
-        """Give up this process's claim on the lock's segment now (see
+        """Give up this lock object's claim on its segment now (see
         sharedbridge.close)."""
         self._seg.close()
 

@@ -129,7 +129,7 @@ class SynchronizedBase(_mpsc.SynchronizedBase):
         return seg.name if seg is not None else None
 
     def close(self):
-        """Give up this process's claim now (see sharedbridge.close); this object
+        """Give up this object's claim now (see sharedbridge.close); this object
         and every view of it stay usable."""
         seg = segment_of(self._obj)
         if seg is not None:

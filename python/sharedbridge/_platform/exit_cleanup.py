@@ -31,7 +31,14 @@ process ends: kept here with a strong reference, so that garbage collection does
 unlink a name a receiver may not have attached yet (a Pool worker returning an object).
 
 Only the creating process unlinks: a fork child inherits the handler, but the
-finalizers check the creator's pid, so the child unlinks nothing of its parent's.
+finalizers check the creator's pid, so the child unlinks nothing of its parent's. And it
+unlinks only what it made: a name is recorded only once shm_open(O_EXCL) has created the
+object, with that object's device and inode, and every unlink here first checks that the
+name still refers to that object (docs/format.md section 8), so a create that failed
+(EEXIST) or a name someone else removed and reused is never touched.
+
+The signal handler never blocks: it takes no lock (the interrupted code may hold it), and
+the segment module's cache lock is only ever tried without waiting on these paths.
 
 Last-closer segments (docs/format.md section 8) are different: every process that has
 one open, creator or attacher, takes part (participate()), and the same endings run the
@@ -62,7 +69,7 @@ _finalize_pid = 0              # pid for which the multiprocessing Finalize is r
 def own(seg):
     """Register a segment created here (not kept); install the handlers the first time."""
     _owned.add(seg)
-    _names[seg.name] = seg.owner_pid
+    _names[(seg.name, seg.ident)] = seg.owner_pid
     if _finalize_pid != os.getpid():
         _register_mp_finalizer()
     if not _checked:
@@ -99,11 +106,37 @@ def _participate_after_fork_in_mp_child(_):
         _register_mp_finalizer()
 
 
-_pending = set()               # names between shm_open and their Segment (being created)
-# name -> creator pid of every owned name not yet unlinked, dropped only once shm_unlink
-# has returned: the signal handler unlinks these itself, so a signal that interrupts a
-# finalizer (which has already consumed itself) in the middle still removes the name.
+# name -> (st_dev, st_ino) of the objects between a successful shm_open(O_EXCL) and their
+# Segment (being created by this process).
+_pending = {}
+# (name, (st_dev, st_ino)) -> creator pid of every owned name not yet unlinked, dropped
+# only once shm_unlink has returned: the signal handler unlinks these itself, so a signal
+# that interrupts a finalizer (which has already consumed itself) in the middle still
+# removes the name (if it is still that object).
 _names = {}
+
+
+def same_object(name, ident):
+    """True if *name* refers now to the object whose (st_dev, st_ino) is *ident*: lstat of
+    /dev/shm/NAME (Linux's shm_open directory; docs/format.md section 8)."""
+    try:
+        st = os.stat(f"/dev/shm/{name}", follow_symlinks=False)
+    except (OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == ident
+
+
+def unlink_if_same(name, ident):
+    """shm_unlink *name* if it still refers to the object *ident* (never a stranger that
+    reused the name; the window between the check and shm_unlink, which takes a name,
+    cannot be closed). True if removed."""
+    if not same_object(name, ident):
+        return False
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    except OSError:
+        return False
+    return True
 
 
 def prepare():
@@ -113,17 +146,25 @@ def prepare():
         _install()
 
 
-def unlinked(name):
-    """The owned name *name* is gone (unlinked by its finalizer or explicitly)."""
-    _names.pop(name, None)
+def unlinked(name, ident=None):
+    """The owned name *name* of object *ident* is gone (unlinked by its finalizer or
+    explicitly, or not ours any more); ident=None: every object this process had under
+    that name (an unlink by name)."""
+    if ident is not None:
+        _names.pop((name, ident), None)
+        return
+    for key in [k for k in list(_names) if k[0] == name]:
+        _names.pop(key, None)
 
 
-def creating(name):
-    _pending.add(name)
+def creating(name, ident):
+    """shm_open(O_EXCL) has just created *name*, the object *ident*: this process made it.
+    Never called before that: a create that fails (EEXIST) marks nothing."""
+    _pending[name] = ident
 
 
 def created(name):
-    _pending.discard(name)
+    _pending.pop(name, None)
 
 
 def export(seg):
@@ -182,18 +223,12 @@ def release_owned():
             pass
     _exported.clear()
     pid = os.getpid()
-    for name, owner in list(_names.items()):     # finalizers interrupted half-way
+    for key, owner in list(_names.items()):      # finalizers interrupted half-way
         if owner == pid:
-            try:
-                _posixshmem.shm_unlink("/" + name)
-            except OSError:
-                pass
-        _names.pop(name, None)
-    for name in list(_pending):          # interrupted while being created
-        try:
-            _posixshmem.shm_unlink("/" + name)
-        except OSError:
-            pass
+            unlink_if_same(*key)
+        _names.pop(key, None)
+    for name, ident in list(_pending.items()):   # interrupted while being created
+        unlink_if_same(name, ident)
     _pending.clear()
 
 

@@ -1,37 +1,68 @@
-"""What /proc says about processes: when one started, and who maps a segment now."""
+"""What /proc says about processes: when one started, whether it still runs, and who
+maps a segment now."""
 
 import os
 
-_start_time_cache = {}
+# (pid, start time) of this process, as read in this process. A fork child gets its
+# own: the value is dropped after fork (and re-read whenever the pid differs), never
+# inherited, so a descendant that gets an ancestor's recycled pid records its own start
+# time (docs/format.md section 8: start times are never taken over from another process).
+_own = (0, 0)
 
 
 def process_start_time(pid=None):
-    """Field 22 of /proc/<pid>/stat (clock ticks after boot), or 0 if unknown."""
-    pid = os.getpid() if pid is None else pid
-    if pid not in _start_time_cache:
-        ticks = _read_start_time(pid)
-        if not ticks:
-            return 0
-        _start_time_cache[pid] = ticks
-    return _start_time_cache[pid]
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot), or 0 if unknown. Another
+    process's start time is read fresh every time (pids are reused); this process's own
+    is read once per process."""
+    global _own
+    me = os.getpid()
+    if pid is not None and pid != me:
+        return _read_stat(pid)[1]
+    own_pid, ticks = _own
+    if own_pid != me or not ticks:
+        ticks = _read_stat(me)[1]
+        _own = (me, ticks)
+    return ticks
 
 
-def _read_start_time(pid):
+def _forget_own_in_child():
+    global _own
+    _own = (0, 0)
+
+
+os.register_at_fork(after_in_child=_forget_own_in_child)
+
+
+def _read_stat(pid):
+    """(state, start time) from /proc/<pid>/stat: fields 3 and 22; (b"", 0) if unreadable."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
-        return int(data[data.rindex(b")") + 2:].split()[19])
+        fields = data[data.rindex(b")") + 2:].split()
+        return fields[0], int(fields[19])
     except (OSError, ValueError, IndexError):
-        return 0
+        return b"", 0
+
+
+# States of /proc/<pid>/stat that mean the process has ended: a zombie (Z, exited but
+# not yet waited for by its parent) and dead (X). Neither runs code again.
+_ENDED_STATES = (b"Z", b"X")
 
 
 def process_is_running(pid, start_time):
-    """True when a process with *pid* exists and (when *start_time* is non-zero) has that
-    start time, so a reused pid does not count (docs/format.md section 8). Read fresh
-    from /proc every time (never cached: the pid may have been reused since)."""
-    if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
+    """True when a process with *pid* exists, has not ended (a zombie is gone) and (when
+    *start_time* is non-zero) has that start time, so a reused pid does not count
+    (docs/format.md section 8). Read fresh from /proc every time (never cached: the pid
+    may have been reused since)."""
+    if pid <= 0:
         return False
-    return start_time == 0 or _read_start_time(pid) == start_time
+    state, ticks = _read_stat(pid)
+    if not state:
+        # Unreadable: only the directory can tell (the pid alone decides).
+        return start_time == 0 and os.path.isdir(f"/proc/{pid}")
+    if state in _ENDED_STATES:
+        return False
+    return start_time == 0 or ticks == start_time
 
 
 def processes_mapping(inode):

@@ -120,7 +120,7 @@ class _FlockHolder:
     explicit LOCK_UN before the close (close_unlocked), never the close alone.
     """
 
-    __slots__ = ("fd", "pid", "child_fd", "__weakref__")
+    __slots__ = ("_fds", "pid", "child_fd", "__weakref__")
 
     def __init__(self, fd):
         self.fd = fd
@@ -128,10 +128,24 @@ class _FlockHolder:
         self.child_fd = -1
         _holders.add(self)
 
+    # The descriptor lives in a list of at most one: list.pop() hands it out exactly
+    # once even when two threads close the last two objects of the segment at once.
+    @property
+    def fd(self):
+        fds = self._fds
+        return fds[0] if fds else -1
+
+    @fd.setter
+    def fd(self, fd):
+        self._fds = [fd] if fd >= 0 else []
+
     def take(self):
         """Give the descriptor to the caller (the release protocol); -1 if this process
         has none (released already, or a fork child without its own description)."""
-        fd, self.fd = self.fd, -1
+        try:
+            fd = self._fds.pop()
+        except IndexError:
+            return -1
         if self.pid != os.getpid():
             return -1
         return fd
@@ -188,37 +202,96 @@ os.register_at_fork(before=_holders_before_fork, after_in_parent=_holders_after_
                     after_in_child=_holders_after_fork_in_child)
 
 
+class _Shared:
+    """What all of one process's objects over one segment object share: the mapping and
+    its validated header (mapped once per process), the one lock object over its mutex,
+    and for a last-closer segment the process's hold (one descriptor with a shared flock
+    per segment and process, docs/format.md section 8) with the claims of the objects
+    that keep it."""
+
+    __slots__ = ("name", "header", "mm", "size", "ident", "holder", "claims", "lock_ref",
+                 "creator", "trusted", "__weakref__")
+
+    def __init__(self, name, header, mm, size, ident, holder):
+        self.name = name
+        self.header = header
+        self.mm = mm
+        self.size = size
+        self.ident = ident
+        self.holder = holder
+        self.claims = set()      # one token per object holding the last-closer hold
+        self.lock_ref = None     # weak reference to the one lock object over this mutex
+        self.creator = None      # weak reference to the creating Segment (in its process)
+        self.trusted = False     # attached with allow_other_owner=True here (see Segment)
+
+
 class Segment:
-    """A mapped segment with its validated header.
+    """One object's use of a mapped segment, with the validated header.
+
+    Claims belong to objects, not to processes (docs/api.md, "Lifetimes"): every object
+    (created, attached, unpickled) has its own Segment; those of one process over one
+    segment object share the mapping (_Shared). The Segment of the object that created a
+    creator-lifetime segment unlinks it when closed or collected; an attached one never
+    does. For a last-closer segment each Segment is a claim on the process's one hold,
+    which is released (and the name unlinked if this process was the last) when its last
+    claim goes.
 
     Attributes: ``name``, ``header`` (SegmentHeader, the private copy), ``mm`` (the
-    mmap), ``size`` (object size), ``owner_pid`` (pid that created it here, or 0 when
-    attached), ``keep`` (the creator does not unlink it: lifetime other than creator),
+    mapping), ``size`` (mapped size), ``owner_pid`` (pid that created it, in the creating
+    object's Segment; else 0), ``keep`` (the creator does not unlink it: lifetime other
+    than creator), ``inode`` and ``ident`` ((st_dev, st_ino) of the object),
     ``holder`` (the flock descriptor of a last-closer segment, else None).
     """
 
-    __slots__ = ("name", "header", "mm", "size", "owner_pid", "keep", "inode", "_finalizer",
-                 "lock_ref", "trusted", "holder", "__weakref__")
+    __slots__ = ("name", "header", "mm", "size", "owner_pid", "keep", "inode", "ident",
+                 "_finalizer", "_shared", "holder", "__weakref__")
 
-    def __init__(self, name, header, mm, size, owner_pid, keep, inode, holder=None):
+    def __init__(self, name, header, mm, size, owner_pid, keep, ident, holder=None,
+                 shared=None, join=True):
+        if shared is None:
+            shared = _Shared(name, header, mm, size, ident, holder)
         self.name = name
         self.header = header
         self.mm = mm
         self.size = size
         self.owner_pid = owner_pid
         self.keep = keep
-        self.inode = inode
+        self.ident = ident
+        self.inode = ident[1]
         self._finalizer = None
-        self.lock_ref = None     # weak reference to the one lock object over this mutex
-        self.trusted = False     # opened with allow_other_owner=True (travels in pickles)
-        self.holder = holder
-        if holder is not None:
-            self._finalizer = weakref.finalize(self, _release_last_closer, name, mm, holder)
+        self._shared = shared
+        self.holder = shared.holder if join else None
+        if self.holder is not None:
+            token = object()
+            shared.claims.add(token)
+            self._finalizer = weakref.finalize(self, _leave, name, mm, shared, token)
             exit_cleanup.participate(self)
         elif owner_pid:
-            self._finalizer = weakref.finalize(self, _release_ownership, name, mm, owner_pid, keep)
+            shared.creator = weakref.ref(self)
             if not keep:
+                self._finalizer = weakref.finalize(self, _release_ownership, name, mm,
+                                                   owner_pid, ident)
                 exit_cleanup.own(self)
+
+    @property
+    def trusted(self):
+        """This process attached the segment with allow_other_owner=True: every object of
+        it carries that permission when pickled (one lock object per mutex and process
+        is shared by all of them)."""
+        return self._shared.trusted
+
+    @trusted.setter
+    def trusted(self, trusted):
+        self._shared.trusted = trusted
+
+    @property
+    def lock_ref(self):
+        """Weak reference to the one lock object over this mutex in this process."""
+        return self._shared.lock_ref
+
+    @lock_ref.setter
+    def lock_ref(self, ref):
+        self._shared.lock_ref = ref
 
     @property
     def is_owner(self):
@@ -226,31 +299,48 @@ class Segment:
         return self.owner_pid == os.getpid()
 
     def export(self):
-        """This process is pickling an object of this segment: if it is the creator, the
-        name now stays until the process ends (not until the object is collected), so
-        that the receiver finds it (docs/api.md, "Pickling and ownership")."""
+        """This process is pickling an object of this segment: if this process created it
+        (or the object holds a last-closer claim), the name now stays until the process
+        ends (not until the object is collected), so that the receiver finds it
+        (docs/api.md, "Pickling and ownership")."""
         if self._finalizer is not None and self._finalizer.alive \
                 and (self.holder is not None or self.owner_pid == os.getpid()):
             exit_cleanup.export(self)
+            return
+        creator = self._shared.creator() if self._shared.creator is not None else None
+        if creator is not None and creator is not self:
+            creator.export()
 
     def close(self):
-        """Give up this process's claim: the creator of a creator-lifetime segment
-        retires and unlinks the name now; a last-closer participant releases its flock
-        and unlinks if it was the last. The memory stays valid for every object still
-        using it."""
+        """Give up this object's claim: the creating object of a creator-lifetime segment
+        retires and unlinks the name now (if it is still this segment); a last-closer
+        object drops its claim, and the process releases its flock, unlinking if it was
+        the last, when its last object does. An attached object has no other claim. The
+        memory stays valid for every object still using it."""
         if self._finalizer is not None:
             self._finalizer()
         exit_cleanup.forget_export(self)
 
     def unlink(self):
-        """Remove the name now, whoever created it; SegmentNotFoundError if it is gone."""
+        """Remove the name now, whoever created it; SegmentNotFoundError if it is gone or
+        refers to another segment now (never removes a newer segment under the name)."""
         if self._finalizer is not None:
             self._finalizer.detach()
         if self.holder is not None:
             self.holder.close()
         _retire(self.mm)
-        exit_cleanup.unlinked(self.name)
-        unlink(self.name)
+        exit_cleanup.unlinked(self.name, self.ident)
+        if unlink_if_same(self.name, self.ident):
+            return
+        if os.path.lexists(f"/dev/shm/{self.name}"):
+            raise SegmentNotFoundError(
+                errno.ENOENT, f"the shared-memory segment {self.name!r} no longer exists "
+                "under that name: someone else unlinked it and reused the name for another "
+                f"segment, which was left alone (sharedbridge.unlink({self.name!r}) removes "
+                "whatever has the name)", self.name)
+        raise SegmentNotFoundError(
+            errno.ENOENT, f"no shared-memory segment named {self.name!r} (already "
+            "unlinked?)", self.name)
 
     def read_u64(self, offset):
         return struct.unpack_from("<Q", self.mm, offset)[0]
@@ -301,17 +391,23 @@ def _retire(mm):
         pass
 
 
-def _release_ownership(name, mm, owner_pid, keep):
-    # Runs from close(), garbage collection or atexit: only the creating process (not a
-    # fork child that inherited the object) removes the name.
-    if keep or os.getpid() != owner_pid:
+def _release_ownership(name, mm, owner_pid, ident):
+    # Runs from close(), garbage collection, atexit or the signal handler: only the
+    # creating process (not a fork child that inherited the object) removes the name,
+    # and only while it still refers to the object it created (docs/format.md section 8).
+    if os.getpid() != owner_pid:
         return
     _retire(mm)
-    try:
-        _posixshmem.shm_unlink(os_name(name))
-    except FileNotFoundError:
-        pass
-    exit_cleanup.unlinked(name)
+    unlink_if_same(name, ident)
+    exit_cleanup.unlinked(name, ident)
+
+
+def _leave(name, mm, shared, token):
+    # One object's claim on the process's last-closer hold goes; the last one releases
+    # the hold (docs/format.md section 8: one descriptor per segment and process).
+    shared.claims.discard(token)
+    if not shared.claims:
+        _release_last_closer(name, mm, shared.holder)
 
 
 def _release_last_closer(name, mm, holder):
@@ -353,24 +449,23 @@ def try_exclusive(fd):
         return False
 
 
+def _ident(st):
+    """(st_dev, st_ino) of an fstat result, or an ident already."""
+    return (st.st_dev, st.st_ino) if hasattr(st, "st_ino") else st
+
+
 def same_object(name, st):
-    """True if *name* refers now to the object whose fstat is *st* (device and inode)."""
-    try:
-        now = os.stat(f"/dev/shm/{name}", follow_symlinks=False)
-    except OSError:
-        return False
-    return now.st_ino == st.st_ino and now.st_dev == st.st_dev
+    """True if *name* refers now to the object whose fstat (or (st_dev, st_ino)) is *st*:
+    device and inode, from lstat of /dev/shm/NAME (docs/format.md section 8)."""
+    return exit_cleanup.same_object(name, _ident(st))
 
 
 def unlink_if_same(name, st):
-    """shm_unlink *name* if it still refers to the object *st*: never a stranger that
-    reused the name (the window between the check and the unlink cannot be closed with
-    shm_unlink, which takes a name). True if removed."""
-    if not same_object(name, st):
-        return False
-    try:
-        _posixshmem.shm_unlink(os_name(name))
-    except FileNotFoundError:
+    """shm_unlink *name* if it still refers to the object *st* (an fstat result or
+    (st_dev, st_ino)): never a stranger that reused the name (the window between the
+    check and the unlink cannot be closed with shm_unlink, which takes a name). True if
+    removed."""
+    if not exit_cleanup.unlink_if_same(name, _ident(st)):
         return False
     _forget(name)
     return True
@@ -460,26 +555,27 @@ def create(name, header, init, mode=DEFAULT_MODE):
         validate_name(name)
     if not persistent:
         exit_cleanup.prepare()
+    holder = None
+    ident = None
     while True:
         seg_name = generate_name() if generated else name
         try:
-            if not persistent:
-                exit_cleanup.creating(seg_name)
             fd = _posixshmem.shm_open(os_name(seg_name), os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
             break
         except FileExistsError:
-            exit_cleanup.created(seg_name)      # not ours: never unlink it
+            # Not ours, and never marked as ours: nothing here may unlink it.
             if generated:
                 continue
             raise SegmentExistsError(
                 errno.EEXIST, f"a shared-memory segment named {name!r} already exists: "
                 "pick another name, attach to it with sharedbridge.attach(name), or remove "
                 "it with sharedbridge.unlink(name)", name) from None
-        except BaseException:
-            exit_cleanup.created(seg_name)      # nothing was created
-            raise
-    holder = None
     try:
+        # Marked as being created only now that O_EXCL made it ours, with its device and
+        # inode: the signal cleanup removes it only while the name is still this object.
+        ident = _ident(os.fstat(fd))
+        if not persistent:
+            exit_cleanup.creating(seg_name, ident)
         if lifetime == H.LIFETIME_LAST_CLOSER:
             fcntl.flock(fd, fcntl.LOCK_SH)   # nobody else can hold it yet: never waits
             holder = _FlockHolder(fd)
@@ -504,7 +600,6 @@ def create(name, header, init, mode=DEFAULT_MODE):
                 raise _full(seg_name, total) from None
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
-        inode = os.fstat(fd).st_ino
         try:
             mm = map_shared(fd, total)
         except (OverflowError, MemoryError):
@@ -517,7 +612,7 @@ def create(name, header, init, mode=DEFAULT_MODE):
         if holder is not None:
             holder.take()
         close_unlocked(fd) if holder is not None else os.close(fd)
-        _posixshmem.shm_unlink(os_name(seg_name))
+        _unlink_failed_create(seg_name, ident)
         exit_cleanup.created(seg_name)
         raise
     if holder is None:
@@ -538,18 +633,30 @@ def create(name, header, init, mode=DEFAULT_MODE):
     except BaseException:
         if holder is not None:
             holder.close()
-        _posixshmem.shm_unlink(os_name(seg_name))
+        _unlink_failed_create(seg_name, ident)
         exit_cleanup.created(seg_name)
         raise
-    seg = Segment(seg_name, header, mm, total, os.getpid(), keep, inode, holder)
+    seg = Segment(seg_name, header, mm, total, os.getpid(), keep, ident, holder)
     exit_cleanup.created(seg_name)
     _remember(seg)
     return seg
 
 
-# name -> weak reference to the Segment this process already maps, so that unpickling
-# many objects naming one segment maps it once. Checked against the inode: a name that
-# was unlinked and created again is a different segment.
+def _unlink_failed_create(name, ident):
+    """Remove the object a create made before failing, if the name is still it (only
+    an fstat that failed leaves no identity: then the name, created an instant ago)."""
+    if ident is not None:
+        unlink_if_same(name, ident)
+        return
+    try:
+        _posixshmem.shm_unlink(os_name(name))
+    except FileNotFoundError:
+        pass
+
+
+# name -> weak reference to the _Shared of the segment this process already maps, so
+# that unpickling many objects naming one segment maps it once. Checked against device
+# and inode: a name that was unlinked and created again is a different segment.
 _open_segments = {}
 _open_lock = threading.Lock()
 
@@ -567,12 +674,20 @@ os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 def _remember(seg):
     with _open_lock:
-        _open_segments[seg.name] = weakref.ref(seg)
+        _open_segments[seg.name] = weakref.ref(seg._shared)
 
 
 def _forget(name):
-    with _open_lock:
+    # Called from finalizers (which garbage collection may run while this thread holds
+    # the lock) and from the signal handler (which may interrupt code holding it): never
+    # waits. A stale entry is harmless: it is checked against device, inode and the
+    # hold before it is reused.
+    if not _open_lock.acquire(blocking=False):
+        return
+    try:
         _open_segments.pop(name, None)
+    finally:
+        _open_lock.release()
 
 
 # errno values of shm_open on a (valid) name that is not a regular shared-memory object:
@@ -639,18 +754,20 @@ def _open_once(name, timeout, allow_other_owner, join):
         with _open_lock:
             ref = _open_segments.get(name)
             cached = ref() if ref is not None else None
-        if cached is not None and cached.inode == st.st_ino and (
+        if cached is not None and cached.ident == _ident(st) and (
                 cached.holder is None or cached.holder.fd >= 0):
+            # Mapped here already: this object gets its own Segment (its own claim).
             if allow_other_owner:
                 cached.trusted = True
-            return cached
+            return Segment(name, cached.header, cached.mm, cached.size, 0, True,
+                           cached.ident, shared=cached, join=join)
         seg = _map_and_validate(name, fd, timeout)
         if not join:
             return seg
         if seg.header.lifetime_code == H.LIFETIME_LAST_CLOSER:
             if not _join_last_closer(name, fd, st, seg, timeout):
                 return None
-            seg = Segment(name, seg.header, seg.mm, seg.size, 0, True, seg.inode,
+            seg = Segment(name, seg.header, seg.mm, seg.size, 0, True, seg.ident,
                           _FlockHolder(fd))
             fd = -1          # the holder keeps it
     finally:
@@ -781,7 +898,7 @@ def _attach_once(name, fd, deadline, timeout):
     if st.st_size != size:
         del mm                      # unmapped now: nothing else refers to it
         raise _SizeChanged()
-    return Segment(name, header, mm, length, 0, True, st.st_ino)
+    return Segment(name, header, mm, length, 0, True, _ident(st))
 
 
 def _too_large(name, length):

@@ -9,27 +9,35 @@ namespace SharedBridge.Format;
 internal static class CreatorIdentity
 {
     /// <summary>Field 22 of /proc/PID/stat (clock ticks after boot), 0 if unavailable.</summary>
-    internal static ulong StartTimeOf(int pid)
+    internal static ulong StartTimeOf(int pid) => ReadStat(pid) is { } stat ? stat.StartTime : 0;
+
+    /// <summary>Fields 3 (state) and 22 (start time) of /proc/PID/stat, null if unreadable.</summary>
+    private static (char State, ulong StartTime)? ReadStat(int pid)
     {
         try
         {
             string stat = File.ReadAllText($"/proc/{pid}/stat");
             // The command name (field 2) may contain spaces and parentheses: count from the last ')'.
             int close = stat.LastIndexOf(')');
-            if (close < 0) return 0;
+            if (close < 0) return null;
             string[] rest = stat[(close + 2)..].Split(' ');
             // rest[0] is field 3, so field 22 is rest[19].
-            return rest.Length > 19 && ulong.TryParse(rest[19], out ulong ticks) ? ticks : 0;
+            return rest.Length > 19 && rest[0].Length == 1 && ulong.TryParse(rest[19], out ulong ticks)
+                ? (rest[0][0], ticks) : null;
         }
-        catch (IOException) { return 0; }
-        catch (UnauthorizedAccessException) { return 0; }
+        catch (IOException) { return null; }
+        catch (UnauthorizedAccessException) { return null; }
     }
 
-    /// <summary>True when a process with <paramref name="pid"/> exists and (when recorded, non-zero)
-    /// has <paramref name="startTime"/>, so a reused pid does not count.</summary>
+    /// <summary>True when a process with <paramref name="pid"/> exists, has not ended and (when recorded,
+    /// non-zero) has <paramref name="startTime"/>, so a reused pid does not count. A zombie (state Z: ended,
+    /// not yet waited for by its parent) or a dead process (X) is gone (docs/format.md section 8).</summary>
     internal static bool IsRunning(int pid, ulong startTime)
     {
-        if (pid <= 0 || !Directory.Exists($"/proc/{pid}")) return false;
-        return startTime == 0 || StartTimeOf(pid) == startTime;
+        if (pid <= 0) return false;
+        if (ReadStat(pid) is not { } stat)
+            return startTime == 0 && Directory.Exists($"/proc/{pid}"); // unreadable: the pid alone decides
+        if (stat.State is 'Z' or 'X') return false;
+        return startTime == 0 || stat.StartTime == startTime;
     }
 }
