@@ -64,6 +64,7 @@ _installed = set()             # signals whose handler is ours
 _checked = False               # installation was attempted from the main thread
 _exported = set()              # owned Segments that were pickled: alive until the end
 _finalize_pid = 0              # pid for which the multiprocessing Finalize is registered
+_resender = None               # _fastlock once it re-sends a signal (chain_resend)
 
 
 def own(seg):
@@ -203,9 +204,24 @@ def _install():
             if signal.getsignal(sig) == signal.SIG_DFL:
                 signal.signal(sig, _on_signal)
                 _installed.add(sig)
+                _resend(sig)
         except (ValueError, OSError, RuntimeError):
             return       # not the main interpreter (or signals unavailable): skip silently
     _checked = True
+
+
+def _resend(sig):
+    """Make sure _on_signal runs even if the main thread is blocked in a C call when
+    *sig* arrives (compiled accelerator only; see the module docstring)."""
+    global _resender
+    from . import lock_core                  # imported lazily: it imports robust_mutex
+    if lock_core.accel is None:
+        return
+    try:
+        lock_core.accel.chain_resend(sig)
+    except OSError:
+        return           # no timer could be made: the handler works as without re-send
+    _resender = lock_core.accel
 
 
 def release_owned():
@@ -245,6 +261,8 @@ def die_by_default_action(signum):
 
 
 def _on_signal(signum, frame):
+    if _resender is not None:
+        _resender.chain_stop(signum)  # running now: no more re-sends while cleaning up
     release_owned()
     _installed.discard(signum)
     die_by_default_action(signum)
@@ -257,6 +275,14 @@ def _reset_in_child():
     _exported.clear()
     _pending.clear()
     _names.clear()
+    # The re-send's timer is not inherited and this process's main thread is another
+    # thread: make the child's own, for every signal whose handler is still ours.
+    for sig in list(_installed):
+        try:
+            if signal.getsignal(sig) is _on_signal:
+                _resend(sig)
+        except (ValueError, OSError, RuntimeError):
+            pass
 
 
 os.register_at_fork(after_in_child=_reset_in_child)
