@@ -8,6 +8,21 @@ these, the first owned, non-kept segment installs a handler that retires and unl
 this process's owned segments, restores the default action and re-sends the signal, so
 the process still dies by that signal with the same exit status.
 
+Python-level handlers run only in the main thread, between bytecodes (CPython's C
+handler just sets a flag): a signal that arrives just before the main thread enters a
+blocking C call (a multiprocessing SemLock wait, as in a Pool worker's get() when
+terminate() sends SIGTERM), or that is delivered to another thread while the main thread
+is blocked, would never run the handler and the process would hang for ever
+(python/cpython#73945). With the compiled accelerator, _fastlock.chain_resend wraps
+CPython's C handler: each delivery arms a POSIX timer that re-sends the signal to the
+main thread every 50 ms, which interrupts the blocking call (EINTR, CPython's handlers
+have no SA_RESTART) until _on_signal runs (it calls chain_stop first). Timers are not
+inherited: a fork child whose handler is still ours makes its own (_reset_in_child). On
+the ctypes path (no accelerator, SHAREDBRIDGE_NO_ACCEL=1) there is no C code to do
+this: such a signal is lost until something else wakes the main thread (the process
+stays blocked and its segments stay); the advice is to build the accelerator (Python
+headers at install time, or a binary wheel). docs/api.md, Endings.
+
 What is left alone:
 - a signal set to SIG_IGN stays ignored;
 - a signal with a Python handler (the application's, or Python's own SIGINT handler that
