@@ -27,6 +27,21 @@ NOT_BUILDABLE = 3
 SRC = os.path.join(ROOT, "python", "sharedbridge", "_platform", "_fastlock.c")
 
 
+def _librt():
+    """timer_create/timer_settime (the signal re-send) are in librt before glibc 2.34."""
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError, AttributeError):
+        return []
+    name, _, version = libc.partition(" ")
+    try:
+        if name == "glibc" and tuple(int(x) for x in version.split(".")[:2]) < (2, 34):
+            return ["-lrt"]
+    except ValueError:
+        pass
+    return []
+
+
 def main():
     quiet = "--quiet" in sys.argv
     out = os.path.join(os.path.dirname(SRC), "_fastlock" + sysconfig.get_config_var("EXT_SUFFIX"))
@@ -47,7 +62,7 @@ def main():
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(SRC))
     os.close(fd)
     cmd = cc + ["-shared", "-fPIC", "-O2", "-Wall", "-Werror=implicit-function-declaration",
-                "-I", include, SRC, "-o", tmp, "-lpthread"]
+                "-I", include, SRC, "-o", tmp, "-lpthread"] + _librt()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:

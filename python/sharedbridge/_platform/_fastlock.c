@@ -15,6 +15,10 @@
  * behave the same; python/tests run on both (SHAREDBRIDGE_NO_ACCEL=1).
  *
  * No call here blocks or waits, so the GIL is held throughout, as with ctypes.PyDLL.
+ *
+ * It also holds chain_resend()/chain_stop(), the re-send that makes the Python-level
+ * signal handler of exit_cleanup.py run even when the main thread is blocked in a C call
+ * (see "signal re-send" below and docs/api.md, "Endings").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,8 +26,15 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>
+#include <errno.h>
+#include <string.h>
+#include <signal.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 
-#define INTERFACE 1     /* lock_core.py refuses a module built from another version */
+#define INTERFACE 2     /* lock_core.py refuses a module built from another version */
 
 static const struct timespec PAST = {-1, 0};
 
@@ -542,12 +553,141 @@ static PyObject *make_locked_op(int op)
     return (PyObject *)f;
 }
 
+/* ------------------------------------------------------------------ signal re-send */
+/* CPython runs a Python-level signal handler only in the main thread, between bytecodes:
+ * its C handler just trips a flag. When the signal arrives just before the main thread
+ * enters a blocking C call (a multiprocessing SemLock's sem_wait in a Pool worker), or
+ * is delivered to another thread while the main thread is blocked, nothing interrupts
+ * that call and the handler never runs (python/cpython#73945): a SIGTERM that should
+ * have ended the process is lost. chain_resend(sig) puts a wrapper in front of CPython's
+ * C handler: it calls that handler, then arms a one-shot POSIX timer that sends the same
+ * signal to the main thread ~50 ms later. That delivery interrupts the blocking call
+ * (EINTR: CPython installs its handlers without SA_RESTART), whose retry loop calls
+ * PyErr_CheckSignals and so runs the Python handler; each delivery re-arms the timer
+ * until the Python handler calls chain_stop(sig). Everything in the wrapper is
+ * async-signal-safe (timer_settime, getpid). Linux only (SIGEV_THREAD_ID). */
+
+#if defined(__linux__) && defined(SIGEV_THREAD_ID)
+#define HAVE_RESEND 1
+#ifndef sigev_notify_thread_id          /* older glibc headers do not name the field */
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+#define RESEND_NS 50000000L
+
+static struct sigaction resend_prev[NSIG];     /* CPython's action, called first */
+static timer_t resend_timer[NSIG];
+static volatile sig_atomic_t resend_active[NSIG];  /* 1: the wrapper arms the timer */
+static volatile pid_t resend_pid[NSIG];        /* the process the timer belongs to */
+
+static void resend_wrapper(int sig, siginfo_t *info, void *ctx)
+{
+    int saved = errno;
+    struct sigaction *prev = &resend_prev[sig];
+    if (prev->sa_flags & SA_SIGINFO) {
+        if (prev->sa_sigaction)
+            prev->sa_sigaction(sig, info, ctx);
+    }
+    else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN)
+        prev->sa_handler(sig);
+    /* The pid check: a fork child inherits this action and the timer ids, but not the
+     * timers (a child's own timer may even reuse an id): it arms nothing until
+     * chain_resend has created its own timer. */
+    if (resend_active[sig] && resend_pid[sig] == getpid()) {
+        struct itimerspec when = {{0, 0}, {0, RESEND_NS}};
+        timer_settime(resend_timer[sig], 0, &when, NULL);
+    }
+    errno = saved;
+}
+
+static int signum_arg(PyObject *arg)
+{
+    long sig = PyLong_AsLong(arg);
+    if (sig == -1 && PyErr_Occurred())
+        return -1;
+    if (sig <= 0 || sig >= NSIG) {
+        PyErr_Format(PyExc_ValueError, "signal number %ld out of range 1..%d", sig, NSIG - 1);
+        return -1;
+    }
+    return (int)sig;
+}
+#endif
+
+static PyObject *chain_resend(PyObject *mod, PyObject *arg)
+{
+#ifdef HAVE_RESEND
+    int sig = signum_arg(arg);
+    if (sig < 0)
+        return NULL;
+    struct sigaction cur;
+    if (sigaction(sig, NULL, &cur) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    int ours = (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == resend_wrapper;
+    if (!ours && !(cur.sa_flags & SA_SIGINFO)
+        && (cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN))
+        Py_RETURN_FALSE;        /* no handler to chain to: the default action needs no help */
+    pid_t pid = getpid();
+    if (resend_pid[sig] != pid) {
+        /* The main thread of this process (the caller: signal.signal() only works there,
+         * and after a fork the forking thread is the child's main thread). */
+        struct sigevent ev;
+        memset(&ev, 0, sizeof ev);
+        ev.sigev_notify = SIGEV_THREAD_ID;
+        ev.sigev_signo = sig;
+        ev.sigev_notify_thread_id = (pid_t)syscall(SYS_gettid);
+        timer_t t;
+        if (timer_create(CLOCK_MONOTONIC, &ev, &t) < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        resend_active[sig] = 0;
+        resend_timer[sig] = t;
+        resend_pid[sig] = pid;
+    }
+    if (!ours) {
+        /* Same mask and flags as CPython's action (SA_ONSTACK, no SA_RESTART: the
+         * re-sent signal must interrupt the blocking call), plus SA_SIGINFO. */
+        struct sigaction act = cur;
+        act.sa_sigaction = resend_wrapper;
+        act.sa_flags |= SA_SIGINFO;
+        resend_prev[sig] = cur;     /* written before the wrapper can run */
+        if (sigaction(sig, &act, NULL) < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    resend_active[sig] = 1;
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static PyObject *chain_stop(PyObject *mod, PyObject *arg)
+{
+#ifdef HAVE_RESEND
+    int sig = signum_arg(arg);
+    if (sig < 0)
+        return NULL;
+    resend_active[sig] = 0;
+    if (resend_pid[sig] == getpid()) {
+        struct itimerspec never = {{0, 0}, {0, 0}};
+        timer_settime(resend_timer[sig], 0, &never, NULL);
+    }
+#endif
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef module_methods[] = {
     {"locked_attr", make_locked_attr, METH_O,
      "locked_attr(name): a data descriptor for a synchronized wrapper class whose get and set\n"
      "read and write wrapper._obj.<name> under wrapper._sblock."},
+    {"chain_resend", chain_resend, METH_O,
+     "chain_resend(signum) -> bool\n\nCall right after signal.signal(signum, handler) from the\n"
+     "main thread: wrap CPython's C handler so that each delivery also re-sends signum to\n"
+     "the main thread every ~50 ms until chain_stop(signum), so that the Python handler\n"
+     "runs even if the main thread is blocked in a C call. Called again in a fork child\n"
+     "(still wrapped), it makes the child's own timer. False where unsupported (not Linux)\n"
+     "or when signum has no handler to chain to."},
+    {"chain_stop", chain_stop, METH_O,
+     "chain_stop(signum)\n\nStop re-sending signum (the Python handler is running)."},
     {NULL}
 };
 

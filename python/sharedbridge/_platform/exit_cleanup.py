@@ -8,6 +8,21 @@ these, the first owned, non-kept segment installs a handler that retires and unl
 this process's owned segments, restores the default action and re-sends the signal, so
 the process still dies by that signal with the same exit status.
 
+Python-level handlers run only in the main thread, between bytecodes (CPython's C
+handler just sets a flag): a signal that arrives just before the main thread enters a
+blocking C call (a multiprocessing SemLock wait, as in a Pool worker's get() when
+terminate() sends SIGTERM), or that is delivered to another thread while the main thread
+is blocked, would never run the handler and the process would hang for ever
+(python/cpython#73945). With the compiled accelerator, _fastlock.chain_resend wraps
+CPython's C handler: each delivery arms a POSIX timer that re-sends the signal to the
+main thread every 50 ms, which interrupts the blocking call (EINTR, CPython's handlers
+have no SA_RESTART) until _on_signal runs (it calls chain_stop first). Timers are not
+inherited: a fork child whose handler is still ours makes its own (_reset_in_child). On
+the ctypes path (no accelerator, SHAREDBRIDGE_NO_ACCEL=1) there is no C code to do
+this: such a signal is lost until something else wakes the main thread (the process
+stays blocked and its segments stay); the advice is to build the accelerator (Python
+headers at install time, or a binary wheel). docs/api.md, Endings.
+
 What is left alone:
 - a signal set to SIG_IGN stays ignored;
 - a signal with a Python handler (the application's, or Python's own SIGINT handler that
@@ -64,6 +79,7 @@ _installed = set()             # signals whose handler is ours
 _checked = False               # installation was attempted from the main thread
 _exported = set()              # owned Segments that were pickled: alive until the end
 _finalize_pid = 0              # pid for which the multiprocessing Finalize is registered
+_resender = None               # _fastlock once it re-sends a signal (chain_resend)
 
 
 def own(seg):
@@ -203,9 +219,24 @@ def _install():
             if signal.getsignal(sig) == signal.SIG_DFL:
                 signal.signal(sig, _on_signal)
                 _installed.add(sig)
+                _resend(sig)
         except (ValueError, OSError, RuntimeError):
             return       # not the main interpreter (or signals unavailable): skip silently
     _checked = True
+
+
+def _resend(sig):
+    """Make sure _on_signal runs even if the main thread is blocked in a C call when
+    *sig* arrives (compiled accelerator only; see the module docstring)."""
+    global _resender
+    from . import lock_core                  # imported lazily: it imports robust_mutex
+    if lock_core.accel is None:
+        return
+    try:
+        lock_core.accel.chain_resend(sig)
+    except OSError:
+        return           # no timer could be made: the handler works as without re-send
+    _resender = lock_core.accel
 
 
 def release_owned():
@@ -245,6 +276,8 @@ def die_by_default_action(signum):
 
 
 def _on_signal(signum, frame):
+    if _resender is not None:
+        _resender.chain_stop(signum)  # running now: no more re-sends while cleaning up
     release_owned()
     _installed.discard(signum)
     die_by_default_action(signum)
@@ -257,6 +290,14 @@ def _reset_in_child():
     _exported.clear()
     _pending.clear()
     _names.clear()
+    # The re-send's timer is not inherited and this process's main thread is another
+    # thread: make the child's own, for every signal whose handler is still ours.
+    for sig in list(_installed):
+        try:
+            if signal.getsignal(sig) is _on_signal:
+                _resend(sig)
+        except (ValueError, OSError, RuntimeError):
+            pass
 
 
 os.register_at_fork(after_in_child=_reset_in_child)

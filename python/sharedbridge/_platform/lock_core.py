@@ -21,7 +21,7 @@ from _thread import get_ident
 
 from . import robust_mutex
 
-ACCEL_INTERFACE = 1     # INTERFACE in _fastlock.c
+ACCEL_INTERFACE = 2     # INTERFACE in _fastlock.c
 
 
 def _load_accelerator():
