@@ -52,6 +52,10 @@ def pid_with_global(_):
 def main(method):
     ctx = mp.get_context(method)
     pids = set()
+    # On the ctypes path a SIGTERM that lands as a worker enters a blocking call is not
+    # handled until the call returns (docs/api.md, Endings: only the compiled path re-sends
+    # it), so there the pools end by close + join before __exit__'s terminate.
+    terminate = sb.lock_backend() == "c"
     with ctx.Pool(2) as pool:                      # __exit__ terminates (SIGTERM)
         v, pid = pool.apply(make_value, (3,))
         pids.add(pid)
@@ -61,6 +65,9 @@ def main(method):
         for i, (a, pid) in enumerate(pool.map(make_raw, range(4))):
             assert a[:] == [float(i)] * 3
             pids.add(pid)
+        if not terminate:
+            pool.close()
+            pool.join()
     pool.join()
     with ctx.Pool(2, initializer=init_worker) as pool:
         names = set(pool.map(pid_with_global, range(4)))
@@ -69,6 +76,9 @@ def main(method):
         pool.join()
     with ctx.Pool(1, initializer=init_worker, maxtasksperchild=1) as pool:
         pids.update(p for p, _ in pool.map(pid_with_global, range(2)))
+        if not terminate:
+            pool.close()
+            pool.join()
     pool.join()
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
         a, pid = ex.submit(make_raw, 7).result(timeout=60)
