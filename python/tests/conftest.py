@@ -69,6 +69,30 @@ def no_leaked_segments():
     assert not leaked, f"test left shared-memory segments behind: {sorted(leaked)}"
 
 
+def fresh_names(prefix, *, as_prefix=False):
+    """The body of a name fixture: yields make(), which returns a fresh
+    ``<prefix>_<pid>_<n>`` name (with a trailing ``_`` when *as_prefix*: a name also used
+    as an ``ls``/``reap`` prefix); after the test every name made is removed (with
+    *as_prefix*, every segment starting with one, once garbage is collected)."""
+    made = []
+
+    def make():
+        made.append(f"{prefix}_{os.getpid()}_{next(_counter)}" + ("_" if as_prefix else ""))
+        return made[-1]
+    yield make
+    if as_prefix:
+        gc.collect()
+        for entry in os.listdir(SHM):
+            if entry.startswith(tuple(made)):
+                os.unlink(os.path.join(SHM, entry))
+        return
+    for n in made:
+        try:
+            os.unlink(os.path.join(SHM, n))
+        except FileNotFoundError:
+            pass
+
+
 @pytest.fixture
 def seg_name():
     """A fresh explicit segment name for this test (prefix sbt_, checked by the guard)."""

@@ -3,8 +3,6 @@ subprocess against real segments: ls, inspect, unlink, reset-lock, --json, exit 
 errors on stderr without a traceback."""
 
 import ctypes
-import gc
-import itertools
 import json
 import os
 import subprocess
@@ -13,25 +11,15 @@ import sys
 import pytest
 
 import sharedbridge as sb
-from conftest import PYTHON_DIR, child_env, run_python
+from conftest import PYTHON_DIR, child_env, fresh_names, run_python
 
-_counter = itertools.count()
 
 
 @pytest.fixture
 def names():
     """names() -> a fresh sbcli_<pid>_<n>_ name (also used as a prefix); everything
     starting with one is removed afterwards."""
-    made = []
-
-    def new():
-        made.append(f"sbcli_{os.getpid()}_{next(_counter)}_")
-        return made[-1]
-    yield new
-    gc.collect()
-    for entry in os.listdir("/dev/shm"):
-        if entry.startswith(tuple(made)):
-            os.unlink(f"/dev/shm/{entry}")
+    yield from fresh_names("sbcli", as_prefix=True)
 
 
 def cli(*args, check=None):
@@ -266,16 +254,7 @@ os._exit(0)
 @pytest.fixture
 def rnames():
     """Like names(), with the prefix sbreap_ (the reap and synchronization-word tests)."""
-    made = []
-
-    def new():
-        made.append(f"sbreap_{os.getpid()}_{next(_counter)}_")
-        return made[-1]
-    yield new
-    gc.collect()
-    for entry in os.listdir("/dev/shm"):
-        if entry.startswith(tuple(made)):
-            os.unlink(f"/dev/shm/{entry}")
+    yield from fresh_names("sbreap", as_prefix=True)
 
 
 def _holder(code):

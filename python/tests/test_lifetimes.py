@@ -3,7 +3,6 @@ section 8, docs/api.md "Lifetimes". Real processes everywhere: fork, spawn and
 forkserver children, subprocesses killed with SIGKILL."""
 
 import fcntl
-import itertools
 import multiprocessing
 import os
 import signal
@@ -14,43 +13,24 @@ import time
 
 import pytest
 
+from conftest import fresh_names
+
 import sharedbridge as sb
 from sharedbridge._platform import segment as S
 
 PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_counter = itertools.count()
 
 
 @pytest.fixture
 def names():
     """names() gives a fresh sblt_ name; every one is removed after the test."""
-    made = []
-
-    def make():
-        made.append(f"sblt_{os.getpid()}_{next(_counter)}")
-        return made[-1]
-    yield make
-    for n in made:
-        try:
-            os.unlink(f"/dev/shm/{n}")
-        except FileNotFoundError:
-            pass
+    yield from fresh_names("sblt")
 
 
 @pytest.fixture
 def rnames():
     """Like names(), with the prefix sbreap_ (the reaping tests of initializing segments)."""
-    made = []
-
-    def make():
-        made.append(f"sbreap_{os.getpid()}_{next(_counter)}")
-        return made[-1]
-    yield make
-    for n in made:
-        try:
-            os.unlink(f"/dev/shm/{n}")
-        except FileNotFoundError:
-            pass
+    yield from fresh_names("sbreap")
 
 
 def exists(name):

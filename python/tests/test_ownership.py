@@ -5,7 +5,6 @@ processes), start times are never inherited, zombies are gone, and the signal cl
 never blocks on a lock. Real processes everywhere: fork children, subprocesses, signals."""
 
 import gc
-import itertools
 import os
 import pickle
 import queue
@@ -19,27 +18,18 @@ import time
 
 import pytest
 
+from conftest import fresh_names
+
 import sharedbridge as sb
 from sharedbridge._platform import segment as S
 
 PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_counter = itertools.count()
 
 
 @pytest.fixture
 def names():
     """names() gives a fresh sbown_ name; every one is removed after the test."""
-    made = []
-
-    def make():
-        made.append(f"sbown_{os.getpid()}_{next(_counter)}")
-        return made[-1]
-    yield make
-    for n in made:
-        try:
-            os.unlink(f"/dev/shm/{n}")
-        except FileNotFoundError:
-            pass
+    yield from fresh_names("sbown")
 
 
 def exists(name):
