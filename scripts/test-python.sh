@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Run the Python suite (python/tests) on every CPython >= 3.10 on this machine: the
-# pyenv interpreters, Debian's /usr/bin/python3 and build/venv/bin/python if present.
+# Run the Python suite (python/tests) once per CPython minor version >= 3.10 on this machine:
+# Debian's /usr/bin/python3 first (it has numpy and pythonnet's cffi, so fewer tests skip), then
+# the pyenv interpreters and build/venv/bin/python. A second interpreter of a minor version
+# already tested (pyenv's 3.11.x next to Debian's 3.11) is skipped and said so: the package is
+# pure Python plus ctypes and the optional extension, whose behaviour is fixed per minor version;
+# SB_ALL_INTERPRETERS=1 tests every one anyway.
 # Usage: scripts/test-python.sh RESULTS_DIR
 # Writes RESULTS_DIR/python-<label>.junit.xml and RESULTS_DIR/python-<label>.status per
 # interpreter (and pythonnet-<label>.* for python/tests_dotnet); exits non-zero if any run failed. The package is used from the source
@@ -30,6 +34,7 @@ newest="$(python_interpreters | while read -r p; do "$p" -c 'import sys; print("
 status=0
 found=0
 declare -A seen=()
+declare -A minors_tested=()
 while read -r py; do
     [ -n "$py" ] || continue
     version="$("$py" -c 'import platform; print(platform.python_version())')"
@@ -48,6 +53,12 @@ while read -r py; do
         echo "=== python-$label ($py): not tested, it has no pytest (build/venv or Debian's python3-pytest is used instead)"
         continue
     fi
+    minor="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    if [ -n "${minors_tested[$minor]:-}" ] && [ "${SB_ALL_INTERPRETERS:-0}" != 1 ]; then
+        echo "=== python-$label ($py): not tested, Python $minor was tested with ${minors_tested[$minor]} (SB_ALL_INTERPRETERS=1 tests it too)"
+        continue
+    fi
+    minors_tested[$minor]="$py"
     found=1
     echo "=== python-$label ($py)"
     "$py" scripts/build_fastlock.py
@@ -85,7 +96,7 @@ while read -r py; do
     rc=$?
     echo "$rc" > "$RESULTS/pythonnet-$label.status"
     [ "$rc" = 0 ] || status=1
-done < <(python_interpreters)
+done < <(python_interpreters | grep -Fx /usr/bin/python3; python_interpreters | grep -Fvx /usr/bin/python3)
 
 if [ "$found" = 0 ]; then
     echo "no CPython >= 3.10 with pytest found (run scripts/ensure-deps.sh)" >&2
