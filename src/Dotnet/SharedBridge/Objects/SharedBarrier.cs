@@ -16,7 +16,6 @@ public sealed class SharedBarrier : IDisposable
 {
     private const string OwnerName = "SharedBarrier";
     private const uint Filling = 0, Draining = 1, Resetting = 2, Broken = 3;
-    private const int Parties = W3, State = W4, Count = W5;
     private readonly WaitWords _words;
 
     /// <param name="words">The segment's words.</param>
