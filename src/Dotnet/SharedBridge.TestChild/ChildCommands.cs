@@ -302,21 +302,3 @@ internal static partial class ChildCommands
     [LibraryImport("libc", EntryPoint = "waitpid", SetLastError = true)]
     private static partial int WaitPid(int pid, ref int status, int options);
 }
-
-/// <summary>The structure of the header fuzzer's 'T' shape (the test project has the same one):
-/// a nested structure, a fixed array, a bool and a Rune.</summary>
-public struct FuzzInner
-{
-    public int A;
-    public Rune Letter;
-    public bool Flag;
-}
-
-/// <summary>See <see cref="FuzzInner"/>.</summary>
-public unsafe struct FuzzOuter
-{
-    public double X;
-    public FuzzInner Inner;
-    public fixed short Codes[3];
-    public long Y;
-}

@@ -72,4 +72,38 @@ public class CharArrayTests
         using var asBytes = SharedArray<byte>.Open(name); // 'c' accepts byte
         Assert.Equal((byte)'s', asBytes[0]);
     }
+
+    [Fact]
+    public void GetLockSharesTheCharArraysLockAsAnArraysDoes()
+    {
+        using var chars = SharedCharArray.Create(Names.Unique("chars", prefix: "sbCN"), 4);
+        var itsLock = chars.GetLock();
+        Assert.Equal(chars.Name, itsLock.Name);
+        Assert.False(itsLock.IsOwner);
+        using var follower = SharedArray<int>.Create(Names.Unique("follower", prefix: "sbCN"), 1, new SegmentOptions { SharedLock = itsLock });
+        Assert.Equal(chars.Name, follower.Header.LockName);
+        bool freeForAnotherThread = true;
+        using (itsLock.Lock())
+        {
+            var other = new Thread(() =>
+            {
+                freeForAnotherThread = chars.TryLock(TimeSpan.Zero, out var scope);
+                scope.Dispose();
+            });
+            other.Start();
+            Assert.True(other.Join(TimeSpan.FromSeconds(10)));
+        }
+        Assert.False(freeForAnotherThread); // one lock: held through the SharedLock, busy for the array
+        itsLock.Dispose();
+        using (follower.Lock()) follower[0] = 1; // the follower keeps its own reference on the lock segment
+
+        using var external = SharedLock.Create(Names.Unique("lock", prefix: "sbCN"));
+        using var synced = SharedCharArray.Create(Names.Unique("synced", prefix: "sbCN"), 1, new SegmentOptions { SharedLock = external });
+        using (var lockOfSynced = synced.GetLock()) Assert.Equal(external.Name, lockOfSynced.Name);
+
+        using var raw = SharedCharArray.Create(Names.Unique("raw", prefix: "sbCN"), 1, new SegmentOptions { Synchronized = false });
+        Assert.Contains("not synchronized", Assert.Throws<InvalidOperationException>(() => raw.GetLock()).Message);
+        raw.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => raw.GetLock());
+    }
 }

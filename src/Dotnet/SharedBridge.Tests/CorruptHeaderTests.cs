@@ -14,48 +14,10 @@ public class CorruptHeaderTests
     private static readonly TimeSpan Short = TimeSpan.FromMilliseconds(200);
 
     /// <summary>A synchronized array of 2 Points (header 0x280, with a field table) as bytes.</summary>
-    private static byte[] PointSegment()
-    {
-        string name = Names.Unique();
-        using var a = SharedArray<Point>.Create(name, [new Point { X = 1, Y = 2 }, new Point { X = 3, Y = 4 }]);
-        return File.ReadAllBytes(Names.ShmPath(name));
-    }
+    private static byte[] PointSegment() =>
+        SegmentFiles.Of(name => SharedArray<Point>.Create(name, [new Point { X = 1, Y = 2 }, new Point { X = 3, Y = 4 }]));
 
-    private static byte[] DoubleSegment()
-    {
-        string name = Names.Unique();
-        using var a = SharedArray<double>.Create(name, [1.0, 2.0, 3.0, 4.0]);
-        return File.ReadAllBytes(Names.ShmPath(name));
-    }
-
-    /// <summary>Recomputes the checksum, so that the damage itself must be detected.</summary>
-    private static void FixCrc(byte[] b)
-    {
-        int headerSize = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(0x00C)), (uint)b.Length);
-        uint crc = Crc32.Compute(b.AsSpan(0, 0x180));
-        if (headerSize > 0x200) crc = Crc32.Append(crc, b.AsSpan(0x200, headerSize - 0x200));
-        U32(b, 0x184, crc);
-    }
-
-    /// <summary>Writes <paramref name="bytes"/> as a segment, runs <paramref name="open"/>, removes it.</summary>
-    private static Exception? OpenCopy(byte[] bytes, Action<string> open)
-    {
-        string name = Names.Unique("corrupt");
-        File.WriteAllBytes(Names.ShmPath(name), bytes);
-        try
-        {
-            open(name);
-            return null;
-        }
-        catch (Exception e)
-        {
-            return e;
-        }
-        finally
-        {
-            File.Delete(Names.ShmPath(name));
-        }
-    }
+    private static byte[] DoubleSegment() => SegmentFiles.Of(name => SharedArray<double>.Create(name, [1.0, 2.0, 3.0, 4.0]));
 
     private static void OpenAny(string name)
     {
@@ -131,8 +93,8 @@ public class CorruptHeaderTests
     {
         byte[] bytes = PointSegment();
         Mutations[mutation](bytes);
-        FixCrc(bytes);
-        var e = OpenCopy(bytes, OpenAny);
+        SegmentFiles.FixCrc(bytes);
+        var e = SegmentFiles.Try(bytes, OpenAny);
         Assert.IsAssignableFrom<CorruptSegmentException>(e);
         Assert.Contains("Segment \"neth_", e!.Message);
     }
@@ -143,8 +105,8 @@ public class CorruptHeaderTests
         byte[] bytes = DoubleSegment();
         U16(bytes, 0x008, 4);       // this library reads up to version 3
         U16(bytes, 0x00A, 4);
-        FixCrc(bytes);
-        var e = Assert.IsType<UnsupportedFormatVersionException>(OpenCopy(bytes, OpenAny));
+        SegmentFiles.FixCrc(bytes);
+        var e = Assert.IsType<UnsupportedFormatVersionException>(SegmentFiles.Try(bytes, OpenAny));
         Assert.Contains("upgrade", e.Message);
     }
 
@@ -153,8 +115,8 @@ public class CorruptHeaderTests
     {
         byte[] bytes = DoubleSegment();
         bytes[0x010] = 8;
-        FixCrc(bytes);
-        var e = Assert.IsType<UnsupportedFormatVersionException>(OpenCopy(bytes, OpenAny));
+        SegmentFiles.FixCrc(bytes);
+        var e = Assert.IsType<UnsupportedFormatVersionException>(SegmentFiles.Try(bytes, OpenAny));
         Assert.Contains("unknown segment kind 8: written by a newer SharedBridge, upgrade", e.Message);
     }
 
@@ -165,8 +127,8 @@ public class CorruptHeaderTests
         U16(bytes, 0x008, 7); // version 7, compat_version 1
         bytes[0x058] = 0xAA;  // reserved bytes are ignored by version-1 readers
         bytes[0x194] = 0xBB;
-        FixCrc(bytes);
-        Assert.Null(OpenCopy(bytes, name =>
+        SegmentFiles.FixCrc(bytes);
+        Assert.Null(SegmentFiles.Try(bytes, name =>
         {
             using var a = SharedArray<double>.Open(name);
             Assert.Equal([1.0, 2.0, 3.0, 4.0], a.ToArray());
@@ -179,7 +141,7 @@ public class CorruptHeaderTests
     {
         byte[] bytes = DoubleSegment();
         bytes[0x184] ^= 1;
-        Assert.Contains("checksum", Assert.IsType<CorruptSegmentException>(OpenCopy(bytes, OpenAny)).Message);
+        Assert.Contains("checksum", Assert.IsType<CorruptSegmentException>(SegmentFiles.Try(bytes, OpenAny)).Message);
     }
 
     [Fact]
@@ -191,7 +153,7 @@ public class CorruptHeaderTests
         {
             byte[] bytes = (byte[])original.Clone();
             bytes[offset] ^= 0xFF;
-            var e = OpenCopy(bytes, OpenAny);
+            var e = SegmentFiles.Try(bytes, OpenAny);
             Assert.True(e is CorruptSegmentException, $"flipping byte 0x{offset:X3} gave {e?.GetType().Name ?? "no error"}");
         }
     }
@@ -208,8 +170,8 @@ public class CorruptHeaderTests
         {
             byte[] bytes = (byte[])original.Clone();
             bytes[offset] ^= 0xFF;
-            FixCrc(bytes);
-            var e = OpenCopy(bytes, name =>
+            SegmentFiles.FixCrc(bytes);
+            var e = SegmentFiles.Try(bytes, name =>
             {
                 using var s = SharedSegment.Open(name, Short);
                 Assert.Equal(32, s.Data.Length);
@@ -225,13 +187,13 @@ public class CorruptHeaderTests
     public void CreatorLivenessUsesPidAndStartTime()
     {
         byte[] bytes = DoubleSegment();
-        Assert.Null(OpenCopy(bytes, name => { using var s = SharedSegment.Open(name); Assert.True(s.Header.CreatorIsRunning()); }));
+        Assert.Null(SegmentFiles.Try(bytes, name => { using var s = SharedSegment.Open(name); Assert.True(s.Header.CreatorIsRunning()); }));
         U64(bytes, 0x048, 12345); // our pid, another start time: a reused pid
-        FixCrc(bytes);
-        Assert.Null(OpenCopy(bytes, name => { using var s = SharedSegment.Open(name); Assert.False(s.Header.CreatorIsRunning()); }));
+        SegmentFiles.FixCrc(bytes);
+        Assert.Null(SegmentFiles.Try(bytes, name => { using var s = SharedSegment.Open(name); Assert.False(s.Header.CreatorIsRunning()); }));
         U32(bytes, 0x044, 0x3FFFFFFF); // no such process
-        FixCrc(bytes);
-        Assert.Null(OpenCopy(bytes, name => { using var s = SharedSegment.Open(name); Assert.False(s.Header.CreatorIsRunning()); }));
+        SegmentFiles.FixCrc(bytes);
+        Assert.Null(SegmentFiles.Try(bytes, name => { using var s = SharedSegment.Open(name); Assert.False(s.Header.CreatorIsRunning()); }));
     }
 
     [Fact]
@@ -239,7 +201,7 @@ public class CorruptHeaderTests
     {
         byte[] bytes = DoubleSegment();
         U32(bytes, 0x180, 7);
-        Assert.Contains("state", Assert.IsType<CorruptSegmentException>(OpenCopy(bytes, OpenAny)).Message);
+        Assert.Contains("state", Assert.IsType<CorruptSegmentException>(SegmentFiles.Try(bytes, OpenAny)).Message);
     }
 
     [Fact]
@@ -247,7 +209,7 @@ public class CorruptHeaderTests
     {
         byte[] bytes = DoubleSegment();
         U32(bytes, 0x180, 2);
-        Assert.Null(OpenCopy(bytes, name =>
+        Assert.Null(SegmentFiles.Try(bytes, name =>
         {
             using var a = SharedArray<double>.Open(name);
             Assert.Equal(2, a.Header.State);
@@ -260,7 +222,7 @@ public class CorruptHeaderTests
         byte[] bytes = DoubleSegment();
         U32(bytes, 0x180, 0);
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var e = Assert.IsType<SegmentNotReadyException>(OpenCopy(bytes, OpenAny));
+        var e = Assert.IsType<SegmentNotReadyException>(SegmentFiles.Try(bytes, OpenAny));
         Assert.Contains("still initializing", e.Message);
         Assert.InRange(clock.Elapsed, Short, TimeSpan.FromSeconds(10));
     }
@@ -268,7 +230,7 @@ public class CorruptHeaderTests
     [Fact]
     public void EmptyObjectIsNotReadyYet()
     {
-        Assert.IsType<SegmentNotReadyException>(OpenCopy([], OpenAny));
+        Assert.IsType<SegmentNotReadyException>(SegmentFiles.Try([], OpenAny));
     }
 
     [Fact]
@@ -307,7 +269,7 @@ public class CorruptHeaderTests
     public void ObjectSmallerThanTheHeaderIsCorrupt(int size)
     {
         byte[] bytes = DoubleSegment()[..size];
-        Assert.Contains("truncated", Assert.IsType<CorruptSegmentException>(OpenCopy(bytes, OpenAny)).Message);
+        Assert.Contains("truncated", Assert.IsType<CorruptSegmentException>(SegmentFiles.Try(bytes, OpenAny)).Message);
     }
 
     [Theory]
@@ -317,14 +279,14 @@ public class CorruptHeaderTests
     public void ObjectShorterThanItsDataIsCorrupt(int size)
     {
         byte[] bytes = DoubleSegment()[..size];
-        Assert.Contains("past the object size", Assert.IsType<CorruptSegmentException>(OpenCopy(bytes, OpenAny)).Message);
+        Assert.Contains("past the object size", Assert.IsType<CorruptSegmentException>(SegmentFiles.Try(bytes, OpenAny)).Message);
     }
 
     [Fact]
     public void TruncatedFieldTableIsCorrupt()
     {
         byte[] bytes = PointSegment()[..0x240];
-        Assert.IsType<CorruptSegmentException>(OpenCopy(bytes, OpenAny));
+        Assert.IsType<CorruptSegmentException>(SegmentFiles.Try(bytes, OpenAny));
     }
 
     [Fact]
@@ -332,7 +294,7 @@ public class CorruptHeaderTests
     {
         byte[] bytes = DoubleSegment();
         Array.Resize(ref bytes, bytes.Length + 4096);
-        Assert.Null(OpenCopy(bytes, name =>
+        Assert.Null(SegmentFiles.Try(bytes, name =>
         {
             using var a = SharedArray<double>.Open(name);
             Assert.Equal(4, a.Length);
@@ -344,7 +306,7 @@ public class CorruptHeaderTests
     {
         byte[] bytes = DoubleSegment();
         bytes[0x011] = (byte)'z';
-        FixCrc(bytes);
-        Assert.IsType<CorruptSegmentException>(OpenCopy(bytes, name => SharedArray<int>.Open(name).Dispose()));
+        SegmentFiles.FixCrc(bytes);
+        Assert.IsType<CorruptSegmentException>(SegmentFiles.Try(bytes, name => SharedArray<int>.Open(name).Dispose()));
     }
 }

@@ -103,8 +103,32 @@ public class CrossProcessTests
         Assert.True(data.TryLock(TimeSpan.FromSeconds(10), out var scope));
         Assert.True(scope.Recovered);
         scope.Dispose();
-        Assert.Equal(1, shared.Recoveries);
+        Assert.Equal(1, shared.LockRecoveries);
         Assert.Equal(1, data.LockRecoveries);
+    }
+
+    [Fact]
+    public void EveryObjectOnOneLockReportsItsRecoveriesAsLockRecoveries()
+    {
+        using var shared = SharedLock.Create(Names.Unique("lock", prefix: "sbCN"));
+        var options = new SegmentOptions { SharedLock = shared };
+        using var array = SharedArray<int>.Create(Names.Unique("array", prefix: "sbCN"), 1, options);
+        using var value = SharedValue<int>.Create(Names.Unique("value", prefix: "sbCN"), 0, options);
+        using var chars = SharedCharArray.Create(Names.Unique("chars", prefix: "sbCN"), 4, options);
+        using var view = SharedSegment.Open(array.Name);
+        long[] Counts() => [shared.LockRecoveries, array.LockRecoveries, value.LockRecoveries, chars.LockRecoveries, view.LockRecoveries];
+        Assert.Equal([0, 0, 0, 0, 0], Counts());
+        using (var child = Child.Start("hold-lock", shared.Name))
+        {
+            child.ExpectLine("locked");
+            child.KillHard();
+        }
+        using (var scope = chars.Lock(TimeSpan.FromSeconds(10)))
+            Assert.True(scope.Recovered);
+        Assert.Equal([1, 1, 1, 1, 1], Counts());
+#pragma warning disable CS0618 // the old name stays, as an alias
+        Assert.Equal(1, shared.Recoveries);
+#pragma warning restore CS0618
     }
 
     [Fact]

@@ -1,7 +1,7 @@
 namespace SharedBridge.Tests;
 
 /// <summary>
-/// How a creating process's end cleans up its segments (hardening rules D), with real child
+/// How a creating process's end cleans up its segments (docs/format.md section 8), with real child
 /// processes: SIGTERM, SIGINT and SIGHUP unlink the owned segments and the process still dies by the
 /// signal; kept segments stay; an application handler that cancels keeps them; an ignored signal stays
 /// ignored; an unhandled exception unlinks and still crashes; a fork child never unlinks.

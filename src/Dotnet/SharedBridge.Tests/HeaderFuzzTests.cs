@@ -1,29 +1,12 @@
 using System.Buffers.Binary;
 using System.Text;
+using SharedBridge.TestChild;
 using Xunit.Abstractions;
 
 namespace SharedBridge.Tests;
 
-/// <summary>The structure of the fuzzer's 'T' shape; SharedBridge.TestChild's ChildCommands has the same
-/// one (the child opens the mutated segments as it).</summary>
-public struct FuzzInner
-{
-    public int A;
-    public System.Text.Rune Letter;
-    public bool Flag;
-}
-
-/// <summary>See <see cref="FuzzInner"/>: a nested structure, a fixed array, a bool and a Rune.</summary>
-public unsafe struct FuzzOuter
-{
-    public double X;
-    public FuzzInner Inner;
-    public fixed short Codes[3];
-    public long Y;
-}
-
 /// <summary>
-/// Seeded header fuzzer (hardening rule E). Valid segments of many shapes (an array of every typecode,
+/// Seeded header fuzzer: the header is untrusted input (docs/security.md). Valid segments of many shapes (an array of every typecode,
 /// values, a structure with a nested structure and a fixed array, lock-only, external lock) are
 /// mutated (bit flips, interesting values in every header and field-table field, text fields,
 /// truncation, growth, magic and state, data bytes), the checksum is recomputed most of the time, and

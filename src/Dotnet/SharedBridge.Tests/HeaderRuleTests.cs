@@ -69,7 +69,7 @@ public struct Nest2 { public Nest3 N; }
 public struct Nest1 { public Nest2 N; }
 public struct Nest0 { public Nest1 N; }
 
-/// <summary>The header rules of the hardening rulings (section A), checked on real segments.</summary>
+/// <summary>The header rules of docs/format.md (sections 1.2 to 7.2, one group per rule below), checked on real segments.</summary>
 public class HeaderRuleTests
 {
     private static readonly TimeSpan Short = TimeSpan.FromMilliseconds(200);
@@ -91,7 +91,7 @@ public class HeaderRuleTests
         return (e, clock.Elapsed);
     }
 
-    // ------------------------------------------------------------ A.1 lock-only segments
+    // ------------------------------------------------------------ lock-only segments (format.md section 5)
 
     [Fact]
     public void LockOnlySegmentHasTypecodeZeroAndAcceptsALargerObjectButNotASmallerOne()
@@ -107,7 +107,7 @@ public class HeaderRuleTests
         Assert.Contains("truncated", Assert.IsType<CorruptSegmentException>(e).Message);
     }
 
-    // ------------------------------------------------------------ A.2 order of checks on open
+    // ------------------------------------------------------------ the order of checks on open (format.md section 6.2)
 
     [Theory]
     [InlineData(1)]
@@ -127,7 +127,7 @@ public class HeaderRuleTests
         var (e, elapsed) = Timed(foreign, Long);
         var error = Assert.IsType<NotASharedBridgeSegmentException>(e);
         Assert.Contains("wrong magic: this name belongs to another program", error.Message);
-        Assert.IsAssignableFrom<CorruptSegmentException>(error); // the rulings' hierarchy
+        Assert.IsAssignableFrom<CorruptSegmentException>(error); // a subclass: catching CorruptSegmentException covers it (docs/api.md)
         Assert.True(elapsed < TimeSpan.FromSeconds(3), $"took {elapsed}");
 
         // Even with a state word of 0 and a valid rest: only an all-zero magic means "not written yet".
@@ -237,7 +237,7 @@ public class HeaderRuleTests
         }
     }
 
-    // ------------------------------------------------------------ A.4 zero-length arrays, field tables
+    // ------------------------------------------------------------ zero-length arrays, field tables (format.md sections 4 and 5)
 
     [Fact]
     public void ZeroLengthArraysOfEveryTypecodeAreValid()
@@ -312,7 +312,7 @@ public class HeaderRuleTests
             Assert.Throws<UnsupportedTypeException>(() => SharedValue<ReservedDunderName>.Create(Names.Unique())).Message);
     }
 
-    // ------------------------------------------------------------ A.5 nesting depth
+    // ------------------------------------------------------------ nesting depth (format.md section 4)
 
     [Fact]
     public void WritersAcceptSixteenLevelsAndRefuseSeventeen()
@@ -351,11 +351,11 @@ public class HeaderRuleTests
         Assert.IsType<CorruptSegmentException>(SegmentFiles.Try(ChainOfDepth(4000), n => OpenAny(n, Short)));
     }
 
-    // ------------------------------------------------------------ A.6 'u' and '?' elements read by value
+    // ------------------------------------------------------------ 'u' and '?' elements read by value (format.md section 3.4)
 
     private static void PokeUInt32(string name, int index, uint value)
     {
-        using var raw = SharedArray<uint>.Open(name); // uint opens 'u' (rule A.12)
+        using var raw = SharedArray<uint>.Open(name); // uint opens 'u' (format.md section 3.4, typed-open equivalences)
         raw[index] = value;
     }
 
@@ -422,7 +422,7 @@ public class HeaderRuleTests
         Assert.Equal(1, Unsafe.As<bool, byte>(ref read.Flag));
     }
 
-    // ------------------------------------------------------------ A.7 external-lock recovery
+    // ------------------------------------------------------------ external-lock recovery (format.md sections 7.1 and 7.3)
 
     [Fact]
     public void RecoveringAnExternalLockCountsOnTheLockSegment()
@@ -437,7 +437,7 @@ public class HeaderRuleTests
         }
         using (var scope = data.Lock(TimeSpan.FromSeconds(10)))
             Assert.True(scope.Recovered);
-        Assert.Equal(1, shared.Recoveries);
+        Assert.Equal(1, shared.LockRecoveries);
         Assert.Equal(1, data.LockRecoveries); // the live counter of its lock segment
         using var lockView = SharedSegment.Open(shared.Name);
         using var dataView = SharedSegment.Open(name);
@@ -447,7 +447,7 @@ public class HeaderRuleTests
         Assert.Equal(0, dataView.Header.LastRecoveredByPid);
     }
 
-    // ------------------------------------------------------------ A.8 the lock region
+    // ------------------------------------------------------------ the lock region (format.md section 7.1)
 
     [Fact]
     public void WritersZeroTheLockRegionPastTheMutexAndReadersIgnoreIt()
@@ -466,7 +466,7 @@ public class HeaderRuleTests
         Assert.Null(SegmentFiles.Try(raw, n => OpenAny(n, Short)));
     }
 
-    // ------------------------------------------------------------ A.9 mode
+    // ------------------------------------------------------------ mode (format.md section 1.2)
 
     [Theory]
     [InlineData(0x1B0 | 0x200)] // 01660: sticky bit
@@ -489,7 +489,7 @@ public class HeaderRuleTests
             Assert.Equal(mode, File.GetUnixFileMode(Names.ShmPath(name)));
     }
 
-    // ------------------------------------------------------------ A.10 type_name
+    // ------------------------------------------------------------ type_name (format.md section 4.1)
 
     [Fact]
     public void TypeNamesAreSanitizedAndCutLikePython()
@@ -511,7 +511,7 @@ public class HeaderRuleTests
         Assert.Equal("Point", TypeName<Point>());
     }
 
-    // ------------------------------------------------------------ A.11 external locks
+    // ------------------------------------------------------------ external locks (format.md sections 6.2 step 7 and 7.1)
 
     private static byte[] WithLockName(byte[] bytes, string lockName)
     {

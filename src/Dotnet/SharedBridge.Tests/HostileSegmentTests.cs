@@ -6,7 +6,7 @@ using static SharedBridge.Tests.HeaderFormatTests;
 namespace SharedBridge.Tests;
 
 /// <summary>
-/// Hostile segments (hardening rules C): every failure is one of the library's exceptions, and
+/// Hostile segments (docs/security.md, "What it must never achieve"): every failure is one of the library's exceptions, and
 /// opening never changes the segment: no resizing, only the described bytes are mapped, another
 /// user's segment is refused unless the caller opts in.
 /// </summary>

@@ -12,7 +12,9 @@ public class SyncRecoveryTests
 
     private static string NewName(string tag) => $"sbsync_{Environment.ProcessId}_r{Interlocked.Increment(ref s_counter)}_{tag}";
 
-    private const int Seq = 0, Waiters = 1, W3 = 3, W4 = 4, W5 = 5;
+    // Word indexes of docs/format.md section 10.2, written out here so that the tests check the spec, not the code.
+    private const int Seq = 0, Waiters = 1, Signals = 2;
+    private const int EventFlag = 3, EventSets = 4, SemaphoreMaxValue = 4, BarrierParties = 3, BarrierState = 4, BarrierCount = 5;
 
     private static uint ReadWord(string name, int index)
     {
@@ -58,7 +60,7 @@ public class SyncRecoveryTests
         using var child = Child.Start("barrier-enter", barrier.Name);
         child.ExpectLine("entering");
         // Inside the wait: counted, and recorded in the holder table (section 10.2).
-        Until(() => ReadWord(barrier.Name, W5) == before + 1
+        Until(() => ReadWord(barrier.Name, BarrierCount) == before + 1
             && Enumerable.Range(0, barrier.ParticipantCount).Any(i => ReadWord(barrier.Name, 16 + 4 * i) == (uint)child.Pid));
         child.KillHard();
     }
@@ -87,13 +89,13 @@ public class SyncRecoveryTests
     {
         using var b = SharedBarrier.Create(NewName("b3"), 3);
         var (t, result) = OnThread(() => b.SignalAndWait(TimeSpan.FromMinutes(2)));
-        Until(() => ReadWord(b.Name, W5) == 1);
+        Until(() => ReadWord(b.Name, BarrierCount) == 1);
         KillPartyInsideWait(b, 1);
         Assert.True(t.Join(TimeSpan.FromSeconds(30)));      // long before its own 2-minute timeout
         Assert.Equal(typeof(BrokenBarrierException), result());
         b.Reset();
-        Assert.Equal(0u, ReadWord(b.Name, W4));               // filling
-        Assert.Equal(0u, ReadWord(b.Name, W5));
+        Assert.Equal(0u, ReadWord(b.Name, BarrierState)); // filling
+        Assert.Equal(0u, ReadWord(b.Name, BarrierCount));
         var parties = Enumerable.Range(0, 3).Select(_ => OnThread(() => b.SignalAndWait(Long))).ToList();
         Assert.All(parties, p => Assert.True(p.Thread.Join(Long)));
         Assert.Equal([0, 1, 2], parties.Select(p => (int)p.Result()!).Order());
@@ -107,8 +109,8 @@ public class SyncRecoveryTests
     public void EveryBarrierWaitHonoursItsTimeoutWhateverTheStateWord(uint state, uint count)
     {
         using var b = SharedBarrier.Create(NewName("bs"), 2);
-        WriteWord(b.Name, W4, state);       // a stale or hostile state word
-        WriteWord(b.Name, W5, count);
+        WriteWord(b.Name, BarrierState, state); // a stale or hostile state word
+        WriteWord(b.Name, BarrierCount, count);
         var (t, result) = OnThread(() => b.SignalAndWait(TimeSpan.FromMilliseconds(300)));
         Assert.True(t.Join(Long));          // before: blocked for ever, whatever the timeout
         Assert.Equal(typeof(BrokenBarrierException), result());
@@ -118,7 +120,7 @@ public class SyncRecoveryTests
     public void ADrainLeftByADeadLastPartyIsRepaired()
     {
         using var b = SharedBarrier.Create(NewName("bd"), 1);
-        WriteWord(b.Name, W4, 1);           // draining with count 0
+        WriteWord(b.Name, BarrierState, 1); // draining with count 0
         var (t, result) = OnThread(() => b.SignalAndWait(TimeSpan.FromSeconds(5)));
         Assert.True(t.Join(Long));
         Assert.Equal(0, result());
@@ -150,7 +152,7 @@ public class SyncRecoveryTests
         var maxima = new HashSet<int?>();
         using (var stop = new CancellationTokenSource())
         {
-            var peer = Toggle(bar.Name, W3, 3, 0, stop.Token);
+            var peer = Toggle(bar.Name, BarrierParties, 3, 0, stop.Token);
             for (int i = 0; i < 300; i++)
             {
                 try
@@ -166,7 +168,7 @@ public class SyncRecoveryTests
         }
         using (var stop = new CancellationTokenSource())
         {
-            var peer = Toggle(sem.Name, W4, 2, 0xFFFFFFFF, stop.Token);
+            var peer = Toggle(sem.Name, SemaphoreMaxValue, 2, 0xFFFFFFFF, stop.Token);
             for (int i = 0; i < 300; i++)
             {
                 try
@@ -257,11 +259,11 @@ public class SyncRecoveryTests
         {
             // A peer's set() and clear() with no unlock between them (section 10.3): flag 1, sets + 1,
             // notify_all (signals, seq + 1; the waiter sees seq within a slice), then flag 0.
-            WriteWord(ev.Name, W3, 1);
-            WriteWord(ev.Name, W4, ReadWord(ev.Name, W4) + 1);
-            WriteWord(ev.Name, 2, ReadWord(ev.Name, Waiters));
+            WriteWord(ev.Name, EventFlag, 1);
+            WriteWord(ev.Name, EventSets, ReadWord(ev.Name, EventSets) + 1);
+            WriteWord(ev.Name, Signals, ReadWord(ev.Name, Waiters));
             WriteWord(ev.Name, Seq, ReadWord(ev.Name, Seq) + 1);
-            WriteWord(ev.Name, W3, 0);
+            WriteWord(ev.Name, EventFlag, 0);
         }
         Assert.True(t.Join(Long));          // before: it waited for its whole timeout
         Assert.Equal(false, result());

@@ -9,9 +9,10 @@ internal static class Names
 {
     private static int s_counter;
 
-    /// <summary>"neth_&lt;pid&gt;-&lt;n&gt;-&lt;tag&gt;": unique per process, recognizable in /dev/shm.</summary>
-    internal static string Unique(string tag = "t") =>
-        $"neth_{Environment.ProcessId}-{Interlocked.Increment(ref s_counter)}-{tag}";
+    /// <summary>"&lt;prefix&gt;_&lt;pid&gt;-&lt;n&gt;-&lt;tag&gt;": unique per process, recognizable in /dev/shm
+    /// (the prefix tells which tests made a segment that was left behind).</summary>
+    internal static string Unique(string tag = "t", string prefix = "neth") =>
+        $"{prefix}_{Environment.ProcessId}-{Interlocked.Increment(ref s_counter)}-{tag}";
 
     internal static string ShmPath(string name) => "/dev/shm/" + name;
 

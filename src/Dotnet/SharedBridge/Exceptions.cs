@@ -1,4 +1,5 @@
 // Public API: the errors every layer throws, so at the root, below the layer folders (README.md).
+// Each has a Python counterpart in sharedbridge.errors with the same meaning; docs/api.md pairs the names.
 namespace SharedBridge;
 
 /// <summary>Base class of every error SharedBridge reports.</summary>
@@ -38,7 +39,7 @@ public sealed class InvalidSegmentNameException : SharedBridgeException
     public InvalidSegmentNameException(string message) : base(message) { }
 }
 
-/// <summary>The segment's header fails validation: it is not a SharedBridge segment, or it is damaged.</summary>
+/// <summary>The segment's header fails validation (docs/format.md section 6.2): it is not a SharedBridge segment, or it is damaged.</summary>
 public class CorruptSegmentException : SharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
@@ -48,7 +49,7 @@ public class CorruptSegmentException : SharedBridgeException
     public CorruptSegmentException(string message, Exception? inner) : base(message, inner) { }
 }
 
-/// <summary>The segment was written for a newer format version than this library can read.</summary>
+/// <summary>The segment was written for a newer format version than this library can read (docs/format.md section 6.3).</summary>
 public sealed class UnsupportedFormatVersionException : CorruptSegmentException
 {
     /// <summary>Creates the exception.</summary>
@@ -84,14 +85,15 @@ public sealed class LockTimeoutException : SharedBridgeException
     public LockTimeoutException(string message) : base(message) { }
 }
 
-/// <summary>The lock is permanently unusable: an earlier dead-owner recovery was not completed.</summary>
+/// <summary>The lock is permanently unusable: an earlier dead-owner recovery was not completed (docs/format.md
+/// section 7.3); <see cref="SharedLock.Reset"/> is the operator's way out (section 7.4).</summary>
 public sealed class LockNotRecoverableException : SharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
     public LockNotRecoverableException(string message) : base(message) { }
 }
 
-/// <summary>An operator action (<see cref="SharedLock.Reset"/>) was refused because other processes map the segment.</summary>
+/// <summary>An operator action (<see cref="SharedLock.Reset"/>, docs/format.md section 7.4) was refused because other processes map the segment.</summary>
 public sealed class SegmentInUseException : SharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
@@ -147,7 +149,8 @@ public sealed class SegmentAccessDeniedException : SharedBridgeException
     public string SegmentName { get; }
 }
 
-/// <summary>A segment's embedded lock is in a state no conforming SharedBridge process leaves it in.</summary>
+/// <summary>A segment's embedded lock is in a state no conforming SharedBridge process leaves it in (docs/format.md
+/// section 7.2; docs/security.md).</summary>
 public sealed class CorruptLockException : SharedBridgeException
 {
     /// <summary>Creates the exception.</summary>

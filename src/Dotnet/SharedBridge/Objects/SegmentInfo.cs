@@ -57,7 +57,9 @@ public sealed class SegmentInfo
     public string? LockProblem { get; internal init; }
     /// <summary>The pid of the process whose thread holds the lock, when it is held.</summary>
     public int? LockHolderPid { get; internal init; }
-    /// <summary>Dead-owner recoveries of the lock (live).</summary>
+    /// <summary>Dead-owner recoveries of the lock (live): what the objects on that lock report as <c>LockRecoveries</c>.
+    /// Named as the <c>recoveries</c> column and JSON key of <c>sharedbridge ls</c> (docs/cli.md) and Python's
+    /// <c>SegmentInfo.recoveries</c>, like the other properties of this record.</summary>
     public long? Recoveries { get; internal init; }
     /// <summary>The state word read now: 0 initializing, 1 ready, 2 retired.</summary>
     public int? State { get; internal init; }

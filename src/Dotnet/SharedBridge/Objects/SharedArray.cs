@@ -263,50 +263,37 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
     /// is disposed, even after this array is: what a foreign view (a numpy array) holds on to.</summary>
     public SharedDataView CreateDataView() => SharedDataView.Of(_core, ByteLength);
 
-    /// <summary>Acquires the shared lock, blocking; dispose the scope to release it.</summary>
-    /// <exception cref="InvalidOperationException">The segment is unsynchronized.</exception>
-    /// <exception cref="LockNotRecoverableException">The lock is permanently unusable.</exception>
+    /// <inheritdoc cref="SharedLock.Lock()"/>
     public LockScope Lock() => _core.Lock();
 
-    /// <summary>Acquires the shared lock within <paramref name="timeout"/>.</summary>
-    /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
+    /// <inheritdoc cref="SharedLock.Lock(TimeSpan)"/>
     public LockScope Lock(TimeSpan timeout) => _core.Lock(timeout);
 
-    /// <summary>Tries to acquire the shared lock within <paramref name="timeout"/>.</summary>
+    /// <inheritdoc cref="SharedLock.TryLock(TimeSpan, out LockScope)"/>
     public bool TryLock(TimeSpan timeout, out LockScope scope) => _core.TryLock(timeout, out scope);
 
-    /// <summary>Acquires the lock as a heap object, blocking: for code that cannot use a <see cref="LockScope"/>
-    /// (released in another method, held by an object, Python's <c>with</c> through pythonnet). Thread-affine:
-    /// dispose it on this thread; never hold it across an <c>await</c> (use <see cref="LockAsync(Action, TimeSpan?, CancellationToken)"/>).</summary>
+    /// <inheritdoc cref="SharedLock.LockUnscoped()"/>
     public LockHandle LockUnscoped() => _core.LockUnscoped();
 
-    /// <summary>As <see cref="LockUnscoped()"/>, waiting at most <paramref name="timeout"/>.</summary>
-    /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
+    /// <inheritdoc cref="SharedLock.LockUnscoped(TimeSpan)"/>
     public LockHandle LockUnscoped(TimeSpan timeout) => _core.LockUnscoped(timeout);
 
-    /// <summary>
-    /// Runs <paramref name="body"/> with the lock held, on one thread from start to finish (never across an
-    /// <c>await</c>): at once on the calling thread when the lock is free, else on a dedicated thread once it
-    /// is acquired. The lock is released when the body returns or throws.
-    /// </summary>
-    /// <param name="body">The critical section: synchronous code (it must not block on async work).</param>
-    /// <param name="timeout">How long to wait for the lock; null waits until it is free.</param>
-    /// <param name="cancellationToken">Cancels the wait for the lock (not a body already running).</param>
-    /// <returns>A task that completes when the body has run and the lock is released; it fails with
-    /// <see cref="LockTimeoutException"/> on timeout, is canceled on cancellation, and carries the body's exception.</returns>
+    /// <inheritdoc cref="SharedLock.LockAsync(Action, TimeSpan?, CancellationToken)"/>
     public Task LockAsync(Action body, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
         _core.LockAsync(body, timeout, cancellationToken);
 
-    /// <summary>As <see cref="LockAsync(Action, TimeSpan?, CancellationToken)"/>, returning the body's result.</summary>
+    /// <inheritdoc cref="SharedLock.LockAsync{TResult}(Func{TResult}, TimeSpan?, CancellationToken)"/>
     public Task<TResult> LockAsync<TResult>(Func<TResult> body, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
         _core.LockAsync(body, timeout, cancellationToken);
 
-    /// <summary>A <see cref="SharedLock"/> for this array's lock, usable as <see cref="SegmentOptions.SharedLock"/>
-    /// (like Python's <c>get_lock()</c>); it keeps the mapping alive until disposed.</summary>
-    public SharedLock GetLock() => SharedLock.ForSegmentOf(_core);
-
-    /// <summary>Dead-owner recoveries of the lock so far (live, from shared memory).</summary>
+    /// <inheritdoc cref="SharedLock.LockRecoveries"/>
     public long LockRecoveries => _core.LockRecoveries;
+
+    /// <summary>A <see cref="SharedLock"/> for this object's lock (its embedded lock, or the lock segment it was
+    /// created with), usable as <see cref="SegmentOptions.SharedLock"/> (like Python's <c>get_lock()</c>); it keeps
+    /// the mapping alive until disposed.</summary>
+    /// <exception cref="InvalidOperationException">The object is not synchronized: it has no lock to share.</exception>
+    public SharedLock GetLock() => SharedLock.ForSegmentOf(_core);
 
     /// <summary>Removes the name now; the memory stays mapped for everyone who has it open.</summary>
     /// <exception cref="SegmentNotFoundException">The name was already removed.</exception>

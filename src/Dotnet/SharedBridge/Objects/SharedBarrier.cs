@@ -16,7 +16,6 @@ public sealed class SharedBarrier : IDisposable
 {
     private const string OwnerName = "SharedBarrier";
     private const uint Filling = 0, Draining = 1, Resetting = 2, Broken = 3;
-    private const int Parties = W3, State = W4, Count = W5;
     private readonly WaitWords _words;
 
     /// <param name="words">The segment's words.</param>
@@ -129,14 +128,7 @@ public sealed class SharedBarrier : IDisposable
                 _words.Notify(ValueMax);
                 break;
             }
-            var left = Left(timeout, start);
-            if (left == TimeSpan.Zero)
-            {
-                Break();
-                throw BrokenError();
-            }
-            _words.Wait(SliceOf(left), cancellationToken);
-            Reap();
+            WaitSliceOrBreak(timeout, start, cancellationToken);
         }
         if (ReadState() == Broken) throw BrokenError();
         uint index = _words[Count];
@@ -185,17 +177,22 @@ public sealed class SharedBarrier : IDisposable
     private void WaitRound(TimeSpan timeout, long start, CancellationToken cancellationToken)
     {
         while (ReadState() == Filling)
-        {
-            var left = Left(timeout, start);
-            if (left == TimeSpan.Zero)
-            {
-                Break();
-                throw BrokenError();
-            }
-            _words.Wait(SliceOf(left), cancellationToken);
-            Reap();
-        }
+            WaitSliceOrBreak(timeout, start, cancellationToken);
         if (ReadState() is Resetting or Broken) throw BrokenError();
+    }
+
+    /// <summary>One wait of section 10.3 barrier steps 2 and 5: a slice (or the time left), then reap; when the
+    /// call's deadline has passed, the barrier breaks instead (every timeout is honoured).</summary>
+    private void WaitSliceOrBreak(TimeSpan timeout, long start, CancellationToken cancellationToken)
+    {
+        var left = Left(timeout, start);
+        if (left == TimeSpan.Zero)
+        {
+            Break();
+            throw BrokenError();
+        }
+        _words.Wait(SliceOf(left), cancellationToken);
+        Reap();
     }
 
     private void Break()

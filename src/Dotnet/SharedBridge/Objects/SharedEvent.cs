@@ -43,13 +43,13 @@ public sealed class SharedEvent : IDisposable
         get
         {
             using var scope = _words.Lock();
-            return Flag() == 1;
+            return ReadFlag() == 1;
         }
     }
 
-    private uint Flag()
+    private uint ReadFlag()
     {
-        uint flag = _words[W3];
+        uint flag = _words[Flag];
         if (flag > 1) throw _words.Corrupt($"flag {flag}");
         return flag;
     }
@@ -58,9 +58,9 @@ public sealed class SharedEvent : IDisposable
     public void Set()
     {
         using var scope = _words.Lock();
-        Flag();
-        _words[W3] = 1;
-        _words[W4] = unchecked(_words[W4] + 1);     // sets (section 10.2): ends waits even if Reset follows at once
+        ReadFlag();
+        _words[Flag] = 1;
+        _words[Sets] = unchecked(_words[Sets] + 1);     // section 10.3: ends the waits even if Reset follows at once
         _words.Notify(ValueMax);
     }
 
@@ -68,8 +68,8 @@ public sealed class SharedEvent : IDisposable
     public void Reset()
     {
         using var scope = _words.Lock();
-        Flag();
-        _words[W3] = 0;
+        ReadFlag();
+        _words[Flag] = 0;
     }
 
     /// <summary>Waits until the event is set.</summary>
@@ -86,14 +86,14 @@ public sealed class SharedEvent : IDisposable
         CheckTimeout(timeout);
         long start = Stopwatch.GetTimestamp();
         using var scope = _words.Lock();
-        if (Flag() == 1) return true;
-        uint sets = _words[W4];
+        if (ReadFlag() == 1) return true;
+        uint sets = _words[Sets];
         while (true)
         {
             var left = Left(timeout, start);
             if (left == TimeSpan.Zero) return false;
             _words.Wait(SliceOf(left), cancellationToken);
-            if (Flag() == 1 || _words[W4] != sets) return Flag() == 1;
+            if (ReadFlag() == 1 || _words[Sets] != sets) return ReadFlag() == 1;
         }
     }
 

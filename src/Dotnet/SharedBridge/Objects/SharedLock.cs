@@ -74,14 +74,23 @@ public sealed class SharedLock : IDisposable
     /// <summary>The validated private copy of the header.</summary>
     public SegmentHeader Header => _core.Header;
 
-    /// <summary>Acquires the lock, blocking; dispose the scope to release it.</summary>
+    // The lock members are documented once, here. SharedArray<T>, SharedValue<T>, SharedCharArray and
+    // SharedSegment have the same members with the same contract on their own lock (embedded, or the
+    // SharedLock they were created with) and inherit these docs; SharedObjectCore implements them all.
+
+    /// <summary>Acquires the lock, blocking; dispose the scope to release it (<c>using var scope = x.Lock();</c>).
+    /// <see cref="LockScope.Recovered"/> tells whether the previous owner died holding it (docs/format.md section 7.3).</summary>
+    /// <exception cref="InvalidOperationException">The object is not synchronized (created with <c>Synchronized = false</c>; never a SharedLock).</exception>
+    /// <exception cref="LockNotRecoverableException">The lock is permanently unusable (until <see cref="Reset"/>).</exception>
+    /// <exception cref="LockRecursionException">The lock is not recursive and this thread already holds it.</exception>
     public LockScope Lock() => _core.Lock();
 
-    /// <summary>Acquires the lock within <paramref name="timeout"/>.</summary>
+    /// <summary>Acquires the lock within <paramref name="timeout"/>, as <see cref="Lock()"/>.</summary>
     /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
     public LockScope Lock(TimeSpan timeout) => _core.Lock(timeout);
 
-    /// <summary>Tries to acquire the lock within <paramref name="timeout"/>.</summary>
+    /// <summary>Tries to acquire the lock within <paramref name="timeout"/>; false (and a default
+    /// <paramref name="scope"/>) when it was not acquired in time.</summary>
     public bool TryLock(TimeSpan timeout, out LockScope scope) => _core.TryLock(timeout, out scope);
 
     /// <summary>Acquires the lock as a heap object, blocking: for code that cannot use a <see cref="LockScope"/>
@@ -110,6 +119,10 @@ public sealed class SharedLock : IDisposable
     public Task<TResult> LockAsync<TResult>(Func<TResult> body, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
         _core.LockAsync(body, timeout, cancellationToken);
 
+    /// <summary>Dead-owner recoveries of the lock so far: the <c>recovery_count</c> of the segment that holds it,
+    /// read live (docs/format.md sections 3.2 and 7.3).</summary>
+    public long LockRecoveries => _core.LockRecoveries;
+
     /// <summary>The lock's state now (for tools: it may change as soon as it is read).</summary>
     public LockState State => _core.LockState;
 
@@ -130,8 +143,9 @@ public sealed class SharedLock : IDisposable
         finally { core.Dispose(); }
     }
 
-    /// <summary>Dead-owner recoveries of this lock so far.</summary>
-    public long Recoveries => _core.LockRecoveries;
+    /// <summary>Dead-owner recoveries of this lock so far: the old name of <see cref="LockRecoveries"/>.</summary>
+    [Obsolete("use LockRecoveries")]
+    public long Recoveries => LockRecoveries;
 
     /// <summary>Removes the name now; the memory stays mapped.</summary>
     public void Unlink() => _core.Unlink();

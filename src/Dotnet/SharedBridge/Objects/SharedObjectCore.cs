@@ -172,11 +172,18 @@ internal sealed class SharedObjectCore
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowDisposed() => throw new ObjectDisposedException(_owner, $"\"{Name}\" has been disposed.");
 
+    /// <summary>The mutex to lock: usage errors (disposed, no lock) throw here, before any wait.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private RobustMutex LockableMutex()
+    {
+        ThrowIfDisposed();
+        return _mutex ?? ThrowNoLock();
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal LockScope Lock()
     {
-        ThrowIfDisposed();
-        var mutex = _mutex ?? ThrowNoLock();
+        var mutex = LockableMutex();
         bool recovered = mutex.Lock();
         return new LockScope(mutex, recovered);
     }
@@ -189,8 +196,7 @@ internal sealed class SharedObjectCore
 
     internal bool TryLock(TimeSpan timeout, out LockScope scope)
     {
-        ThrowIfDisposed();
-        var mutex = _mutex ?? ThrowNoLock();
+        var mutex = LockableMutex();
         bool acquired = mutex.TryLock(timeout, out bool recovered);
         scope = acquired ? new LockScope(mutex, recovered) : default;
         return acquired;
@@ -203,16 +209,14 @@ internal sealed class SharedObjectCore
     /// <summary>The lock as a thread-affine heap object (README.md, "Locks and async code").</summary>
     internal LockHandle LockUnscoped()
     {
-        ThrowIfDisposed();
-        var mutex = _mutex ?? ThrowNoLock();
+        var mutex = LockableMutex();
         bool recovered = mutex.Lock();
         return new LockHandle(mutex, recovered);
     }
 
     internal LockHandle LockUnscoped(TimeSpan timeout)
     {
-        ThrowIfDisposed();
-        var mutex = _mutex ?? ThrowNoLock();
+        var mutex = LockableMutex();
         if (!mutex.TryLock(timeout, out bool recovered)) throw LockTimeout(timeout);
         return new LockHandle(mutex, recovered);
     }
@@ -236,8 +240,7 @@ internal sealed class SharedObjectCore
         TimeSpan wait = timeout ?? Timeout.InfiniteTimeSpan;
         if (wait < TimeSpan.Zero && wait != Timeout.InfiniteTimeSpan)
             throw new ArgumentOutOfRangeException(nameof(timeout), wait, "The timeout must be non-negative, Timeout.InfiniteTimeSpan or null.");
-        ThrowIfDisposed();
-        var mutex = _mutex ?? ThrowNoLock();
+        var mutex = LockableMutex();
         if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<T>(cancellationToken);
 
         bool acquired;
@@ -315,7 +318,7 @@ internal sealed class SharedObjectCore
         get
         {
             ThrowIfDisposed();
-            var holder = LockHolder ?? throw ThrowNoLockException();
+            var holder = LockHolder ?? throw NoLockError();
             holder.AddRef();
             try { return _mutex!.State; }
             finally { holder.Release(); }
@@ -338,14 +341,15 @@ internal sealed class SharedObjectCore
         return true;
     }
 
-    private InvalidOperationException ThrowNoLockException() => new(
+    /// <summary>The error of locking an object without a shared lock (lock_kind 0).</summary>
+    private InvalidOperationException NoLockError() => new(
         $"Segment \"{Name}\" is not synchronized (lock_kind {(int)Header.LockKind}, {Header.LockKind}): it has no shared lock. " +
         "Create it with Synchronized = true (the default) or with a SharedLock.");
 
+    /// <summary>Throws <see cref="NoLockError"/>; typed as a mutex so that it fits after <c>??</c>, and
+    /// never inlined so that the lock's fast path stays small.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private RobustMutex ThrowNoLock() => throw new InvalidOperationException(
-        $"Segment \"{Name}\" is not synchronized (lock_kind {(int)Header.LockKind}, {Header.LockKind}): it has no shared lock. " +
-        "Create it with Synchronized = true (the default) or with a SharedLock.");
+    private RobustMutex ThrowNoLock() => throw NoLockError();
 
     internal void Unlink()
     {

@@ -74,43 +74,30 @@ public sealed unsafe class SharedSegment : IDisposable
     /// <summary>True when the segment is synchronized by a shared lock (embedded, or external and opened).</summary>
     public bool HasLock => _core.HasLock;
 
-    /// <summary>Acquires the segment's shared lock, blocking.</summary>
+    /// <inheritdoc cref="SharedLock.Lock()"/>
     public LockScope Lock() => _core.Lock();
 
-    /// <summary>Acquires the lock within <paramref name="timeout"/>.</summary>
-    /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
+    /// <inheritdoc cref="SharedLock.Lock(TimeSpan)"/>
     public LockScope Lock(TimeSpan timeout) => _core.Lock(timeout);
 
-    /// <summary>Tries to acquire the lock within <paramref name="timeout"/>.</summary>
+    /// <inheritdoc cref="SharedLock.TryLock(TimeSpan, out LockScope)"/>
     public bool TryLock(TimeSpan timeout, out LockScope scope) => _core.TryLock(timeout, out scope);
 
-    /// <summary>Acquires the lock as a heap object, blocking: for code that cannot use a <see cref="LockScope"/>
-    /// (released in another method, held by an object, Python's <c>with</c> through pythonnet). Thread-affine:
-    /// dispose it on this thread; never hold it across an <c>await</c> (use <see cref="LockAsync(Action, TimeSpan?, CancellationToken)"/>).</summary>
+    /// <inheritdoc cref="SharedLock.LockUnscoped()"/>
     public LockHandle LockUnscoped() => _core.LockUnscoped();
 
-    /// <summary>As <see cref="LockUnscoped()"/>, waiting at most <paramref name="timeout"/>.</summary>
-    /// <exception cref="LockTimeoutException">The lock was not acquired in time.</exception>
+    /// <inheritdoc cref="SharedLock.LockUnscoped(TimeSpan)"/>
     public LockHandle LockUnscoped(TimeSpan timeout) => _core.LockUnscoped(timeout);
 
-    /// <summary>
-    /// Runs <paramref name="body"/> with the lock held, on one thread from start to finish (never across an
-    /// <c>await</c>): at once on the calling thread when the lock is free, else on a dedicated thread once it
-    /// is acquired. The lock is released when the body returns or throws.
-    /// </summary>
-    /// <param name="body">The critical section: synchronous code (it must not block on async work).</param>
-    /// <param name="timeout">How long to wait for the lock; null waits until it is free.</param>
-    /// <param name="cancellationToken">Cancels the wait for the lock (not a body already running).</param>
-    /// <returns>A task that completes when the body has run and the lock is released; it fails with
-    /// <see cref="LockTimeoutException"/> on timeout, is canceled on cancellation, and carries the body's exception.</returns>
+    /// <inheritdoc cref="SharedLock.LockAsync(Action, TimeSpan?, CancellationToken)"/>
     public Task LockAsync(Action body, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
         _core.LockAsync(body, timeout, cancellationToken);
 
-    /// <summary>As <see cref="LockAsync(Action, TimeSpan?, CancellationToken)"/>, returning the body's result.</summary>
+    /// <inheritdoc cref="SharedLock.LockAsync{TResult}(Func{TResult}, TimeSpan?, CancellationToken)"/>
     public Task<TResult> LockAsync<TResult>(Func<TResult> body, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
         _core.LockAsync(body, timeout, cancellationToken);
 
-    /// <summary>Dead-owner recoveries of the lock so far (live).</summary>
+    /// <inheritdoc cref="SharedLock.LockRecoveries"/>
     public long LockRecoveries => _core.LockRecoveries;
 
     /// <summary>

@@ -24,8 +24,8 @@ public sealed class SharedSemaphore : IDisposable
     private SharedSemaphore(WaitWords words, uint[] snapshot)
     {
         _words = words;
-        _max = snapshot[W4];
-        IsBounded = snapshot[W5] == 1;
+        _max = snapshot[MaxValue];
+        IsBounded = snapshot[Bounded] == 1;
     }
 
     /// <summary>Creates a semaphore segment.</summary>
@@ -54,7 +54,7 @@ public sealed class SharedSemaphore : IDisposable
     {
         var (words, snapshot) = OpenChecked(OwnerName, name, options, SegmentKind.Semaphore, w =>
         {
-            uint bounded = w[W5], max = w[W4];
+            uint bounded = w[Bounded], max = w[MaxValue];
             return bounded > 1 || max > ValueMax || (bounded == 0 && max != ValueMax) ? $"bounded {bounded}, max_value {max}" : null;
         });
         return new(words, snapshot);
@@ -81,13 +81,13 @@ public sealed class SharedSemaphore : IDisposable
         get
         {
             using var scope = _words.Lock();
-            return (int)Value();
+            return (int)ReadValue();
         }
     }
 
-    private uint Value()
+    private uint ReadValue()
     {
-        uint value = _words[W3];
+        uint value = _words[Value];
         if (value > _max) throw _words.Corrupt($"value {value} > max_value {_max}");
         return value;
     }
@@ -106,10 +106,10 @@ public sealed class SharedSemaphore : IDisposable
         using var scope = _words.Lock();
         while (true)
         {
-            uint value = Value();
+            uint value = ReadValue();
             if (value != 0)
             {
-                _words[W3] = value - 1;
+                _words[Value] = value - 1;
                 _words.Record();
                 return true;
             }
@@ -117,7 +117,7 @@ public sealed class SharedSemaphore : IDisposable
             if (freed != 0)     // holders that died: their units come back (section 10.3), never above the bound
             {
                 value = (uint)Math.Min(freed, _max);
-                _words[W3] = value;
+                _words[Value] = value;
                 _words.Notify(value);
                 continue;
             }
@@ -138,12 +138,12 @@ public sealed class SharedSemaphore : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(releaseCount, 1);
         using var scope = _words.Lock();
-        uint value = Value();
+        uint value = ReadValue();
         if ((ulong)value + (uint)releaseCount > _max)
             throw new SemaphoreFullException(
                 $"Releasing {releaseCount} unit(s) of semaphore \"{Name}\" would exceed its {(IsBounded ? "bound" : "maximum")} {_max} " +
                 $"(count now {value}): released too many times.");
-        _words[W3] = value + (uint)releaseCount;
+        _words[Value] = value + (uint)releaseCount;
         _words.TakeUnits((uint)releaseCount);
         _words.Notify((uint)releaseCount);
         return (int)value;

@@ -14,7 +14,13 @@ namespace SharedBridge.Objects;
 /// </summary>
 internal sealed unsafe class WaitWords
 {
-    internal const int Seq = 0, Waiters = 1, Signals = 2, W3 = 3, W4 = 4, W5 = 5;
+    // Word indexes (docs/format.md section 10.2: offset / 4), named as in Python's _objects/sync.py.
+    // Words 0 to 2 mean the same in every kind; words 3 to 5 (w3, w4, w5 in the table) mean one thing per kind.
+    internal const int Seq = 0, Waiters = 1, Signals = 2;
+    internal const int Flag = 3, Sets = 4;                      // event (4): flag 0 clear / 1 set; set() calls mod 2^32
+    internal const int Value = 3, MaxValue = 4, Bounded = 5;    // semaphore (5): units available; bound (immutable); 0 or 1 (immutable)
+    internal const int Parties = 3, State = 4, Count = 5;       // barrier (7): parties (immutable); 0 filling .. 3 broken; inside wait now
+    // a condition (6) uses words 0 to 2 only
     internal const uint ValueMax = 0x7FFFFFFF;
     internal static readonly TimeSpan Slice = TimeSpan.FromMilliseconds(50);
 
