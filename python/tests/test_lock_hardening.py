@@ -314,6 +314,22 @@ except sb.InvalidNameError:
     assert proc.stderr == ""
 
 
+def test_failed_lock_construction_is_quiet(pyh_name):
+    name = pyh_name()
+    held = sb.Lock(name=name)
+    proc = run_python(
+        "import gc, sys, sharedbridge as sb\n"
+        "for bad in (sys.argv[1], 'no/slash'):\n"
+        "    try:\n"
+        "        sb.Lock(name=bad)\n"
+        "    except (sb.SegmentExistsError, sb.InvalidNameError) as e:\n"
+        "        print(type(e).__name__)\n"
+        "gc.collect()\n", name)
+    assert proc.stdout.split() == ["SegmentExistsError", "InvalidNameError"]
+    assert proc.stderr == ""
+    assert held.name == name
+
+
 def test_kill_while_blocked_leaves_the_lock_consistent():
     # A waiter killed in the middle of its wait slices leaves nothing that blocks others.
     lock = sb.Lock()
