@@ -141,6 +141,17 @@ def write_segment(name, data, size=None):
     return name
 
 
+def assert_attach_gives(name, outcome, first):
+    """attach(name) gives an object whose element 0 is *first* (outcome None), or raises
+    *outcome*; a not-ready segment is given 0.1 s."""
+    import sharedbridge as sb
+    if outcome is None:
+        assert sb.attach(name, timeout=0.1)[0] == first
+    else:
+        with pytest.raises(outcome):
+            sb.attach(name, timeout=0.1)
+
+
 @pytest.fixture
 def forge(pyh_name):
     """forge(data, size=None) writes *data* as a new shared-memory object (then sized to

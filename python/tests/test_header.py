@@ -11,7 +11,7 @@ import pytest
 
 import sharedbridge as sb
 from sharedbridge._format import header as H
-from conftest import crc_of, image_of, reseal
+from conftest import assert_attach_gives, crc_of, image_of, reseal
 
 SHM = "/dev/shm"
 
@@ -290,11 +290,7 @@ def test_version_and_compat_version(forge, version, compat, outcome):
     img = image_of(sb.RawArray("i", [6]))
     struct.pack_into("<HH", img, 8, version, compat)
     name = forge(reseal(img))
-    if outcome is None:
-        assert sb.attach(name, timeout=0.1)[0] == 6
-    else:
-        with pytest.raises(outcome):
-            sb.attach(name, timeout=0.1)
+    assert_attach_gives(name, outcome, 6)
 
 
 def test_truncated_data_area(forge):

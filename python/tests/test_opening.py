@@ -15,7 +15,7 @@ import time
 import pytest
 
 import sharedbridge as sb
-from conftest import image_of, reseal, run_python
+from conftest import assert_attach_gives, image_of, reseal, run_python
 
 SHM = "/dev/shm"
 
@@ -129,11 +129,7 @@ def test_state_word(forge, state, outcome):
     img = image_of(sb.Array("i", [4]))
     struct.pack_into("<I", img, 0x180, state)
     name = forge(img)
-    if outcome is None:
-        assert sb.attach(name, timeout=0.1)[0] == 4
-    else:
-        with pytest.raises(outcome):
-            sb.attach(name, timeout=0.1)
+    assert_attach_gives(name, outcome, 4)
 
 
 def test_initializing_segment_times_out(forge):
