@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`make bench`: every benchmark of issue 13 against its baseline in one run -> results.json.
+"""`make bench`: every benchmark (bench/README.md) against its baseline in one run -> results.json.
 
 Usage: python3 bench/run.py [--smoke] [--out DIR] [--only ITEM,...]
   --out DIR    where results.json goes (default build/bench)

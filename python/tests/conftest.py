@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 import pytest
 
@@ -101,9 +102,70 @@ def seg_name():
 
 @pytest.fixture
 def pyh_name():
-    """Fresh explicit segment names for the hardening tests (prefix pyh_<pid>_, checked
-    by the leak guard): pyh_name() returns a new one at each call."""
+    """Fresh explicit segment names for forged and hostile objects (prefix pyh_<pid>_,
+    checked by the leak guard): pyh_name() returns a new one at each call."""
     return lambda: f"pyh_{os.getpid()}_{next(_counter)}"
+
+
+# --- hand-made segments: the bytes of a real one, changed, written under a new name -------
+
+def image_of(obj_or_name):
+    """The exact bytes of a segment (an object's, or the one at a name), read from /dev/shm."""
+    name = obj_or_name if isinstance(obj_or_name, str) else obj_or_name.name
+    with open(os.path.join(SHM, name), "rb") as f:
+        return bytearray(f.read())
+
+
+def crc_of(buf, header_size):
+    """header_crc32 computed here, independently of the package (docs/format.md 3.3)."""
+    return zlib.crc32(bytes(buf[:0x180]) + bytes(buf[0x200:header_size]))
+
+
+def reseal(img):
+    """Recompute header_crc32, so that the rule under test (not the checksum) fires."""
+    header_size = int.from_bytes(img[0x0C:0x10], "little")
+    img[0x184:0x188] = crc_of(img, header_size).to_bytes(4, "little")
+    return img
+
+
+def write_segment(name, data, size=None):
+    """Write *data* as a new shared-memory object *name* (0600, O_EXCL), then size it to
+    *size* if given."""
+    fd = os.open(os.path.join(SHM, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.write(fd, bytes(data))
+        if size is not None:
+            os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    return name
+
+
+def assert_attach_gives(name, outcome, first):
+    """attach(name) gives an object whose element 0 is *first* (outcome None), or raises
+    *outcome*; a not-ready segment is given 0.1 s."""
+    import sharedbridge as sb
+    if outcome is None:
+        assert sb.attach(name, timeout=0.1)[0] == first
+    else:
+        with pytest.raises(outcome):
+            sb.attach(name, timeout=0.1)
+
+
+@pytest.fixture
+def forge(pyh_name):
+    """forge(data, size=None) writes *data* as a new shared-memory object (then sized to
+    *size* if given) and returns its name; every forged object is removed afterwards."""
+    made = []
+
+    def make(data, size=None):
+        made.append(pyh_name())
+        return write_segment(made[-1], data, size)
+
+    yield make
+    for name in made:
+        if os.path.lexists(os.path.join(SHM, name)):
+            os.unlink(os.path.join(SHM, name))
 
 
 def child_env():

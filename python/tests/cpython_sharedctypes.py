@@ -1,4 +1,5 @@
-"""CPython's own shared-ctypes tests with sharedbridge substituted (issue 9, Tests).
+"""CPython's own shared-ctypes tests with sharedbridge substituted: the drop-in claim of
+docs/api.md checked by the interpreter's own tests.
 
 Run as a script by test_cpython_sharedctypes.py, once per start method:
 

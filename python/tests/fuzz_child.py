@@ -20,7 +20,7 @@ ATTACH_TIMEOUT = 0.05     # state 0 / size 0 cases end as SegmentNotReadyError q
 
 
 def read_everything(raw):
-    """Read every element the way a user would (what the rulings make checked reads)."""
+    """Read every element the way a user would (the reads docs/format.md section 3.4 makes checked)."""
     if isinstance(raw, ctypes.Array):
         raw[:]
         if len(raw):

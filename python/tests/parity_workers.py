@@ -91,7 +91,8 @@ case("struct_array", lambda m: m.RawArray(Point, [(1, 2), (3, 4)]),
                    setattr(a[1], "y", 40.0)),
      lambda a: [(p.x, p.y) for p in a])
 
-# Multi-dimensional elements (issue 9 item 5): rows of an array type.
+# Multi-dimensional elements (docs/api.md, "Element types multiprocessing accepts"): rows of
+# an array type.
 case("rows_array", lambda m: m.Array(ctypes.c_int * 2, [(1, 2), (3, 4), (5, 6)]),
      lambda a, m: ([list(r) for r in a], names(a), type(a[0]).__name__,
                    _set_under_lock(a, lambda: a[1].__setitem__(0, 30))),
@@ -120,7 +121,7 @@ case("packed_natural", lambda m: m.RawValue(PackedNatural, 1, 2, 3),
      lambda v, m: ((v.a, v.b, v.c), ctypes.sizeof(v), setattr(v, "c", -1)),
      lambda v: (v.a, v.b, v.c))
 
-# copy and deepcopy (item 4).
+# copy and deepcopy (docs/api.md, "Drop-in details", copy).
 case("copy_raw", lambda m: m.RawValue("i", 5),
      lambda v, m: (outcome(lambda: (lambda c: (type(c).__name__, setattr(c, "value", 99),
                                               c.value))(copy.copy(v))),
@@ -133,7 +134,7 @@ case("copy_raw_array", lambda m: m.RawArray("d", [1.0, 2.0]),
 case("copy_wrapper", lambda m: m.Value("i", 1),
      lambda v, m: (outcome(copy.copy, v), outcome(copy.deepcopy, v)))
 
-# isinstance and exact types (item 6).
+# isinstance and exact types (docs/api.md, "Drop-in details", Types).
 case("isinstance_value", lambda m: m.Value("i", 1),
      lambda v, m: [isinstance(v, c) for c in (mpsc.Synchronized, mpsc.SynchronizedBase,
                                               mpsc.SynchronizedArray)]

@@ -275,6 +275,16 @@ def test_attach_with_a_wrong_type_is_a_type_mismatch():
     assert sb.attach(a.name, ctypes.c_int)[:] == [0, 0]
 
 
+def test_typed_open_equivalences():
+    for made, asked in (("l", "q"), ("q", "l"), ("L", "Q"), ("Q", "L")):
+        a = sb.RawArray(made, [1])
+        assert sb.attach(a.name, asked)[0] == 1
+    for made, asked in (("c", "B"), ("B", "c"), ("u", "I"), ("I", "u"), ("b", "B"), ("i", "f")):
+        a = sb.RawArray(made, 1)
+        with pytest.raises(sb.TypeMismatchError):
+            sb.attach(a.name, asked)
+
+
 @pytest.mark.parametrize("bad", [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_wchar_p,
                                  ctypes.POINTER(ctypes.c_int), ctypes.py_object])
 def test_pointer_types_are_refused(bad):
@@ -444,3 +454,20 @@ def test_more_than_dev_shm_holds_is_a_clean_memory_error(seg_name):
     with pytest.raises(MemoryError, match="/dev/shm is full"):
         sb.Array("d", 10**12, name=seg_name)   # 8 TB: reserved up front, no SIGBUS later
     assert not shm_exists(seg_name)            # the half-made segment is gone
+
+
+# --- the error vocabulary ----------------------------------------------------------------
+
+@pytest.mark.parametrize("cls,bases", [
+    ("NotASharedBridgeSegmentError", (sb.CorruptSegmentError, ValueError)),
+    ("CorruptDataError", (sb.CorruptSegmentError, ValueError)),
+    ("SegmentPermissionError", (sb.SharedBridgeError, PermissionError)),
+    ("InsufficientMemoryError", (sb.SharedBridgeError, MemoryError)),
+    ("CorruptLockError", (sb.SharedBridgeError, RuntimeError)),
+])
+def test_error_classes(cls, bases):
+    assert cls in sb.__all__ and cls in sb.errors.__all__
+    klass = getattr(sb, cls)
+    assert klass is getattr(sb.errors, cls)
+    for base in bases:
+        assert issubclass(klass, base)

@@ -180,21 +180,50 @@ sys.stdin.readline()
     del r
 
 
+CLI_BATCH = r"""
+import contextlib, io, json, sys
+from sharedbridge.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+    results.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def cli_batch(*argvs):
+    """Run several command lines in one child interpreter, each through the main() that
+    `python -m sharedbridge` exits with (sharedbridge/__main__.py): one (exit status,
+    stdout, stderr) per command line. For command lines that touch no segment; cli()
+    runs one real `python -m sharedbridge` each."""
+    proc = run_python(CLI_BATCH, json.dumps(argvs), timeout=60)
+    return [tuple(r) for r in json.loads(proc.stdout)]
+
+
 def test_errors_and_usage(names):
     code, out, err = cli("inspect", names(), check=1)
     assert "no shared-memory segment named" in err and out == ""
     code, out, err = cli("inspect", "bad/name", check=1)
     assert "invalid segment name" in err
-    for args in ([], ["frobnicate"], ["inspect"], ["inspect", "x", "--data", "-1"],
-                 ["ls", "--nope"], ["unlink", "a", "b"], ["reap", "NAME"]):
-        code, out, err = cli(*args, check=2)
-        assert err.startswith("usage:") and out == "", args
+    code, out, err = cli(check=2)
+    assert err.startswith("usage:") and out == ""
+    usage_errors = (["frobnicate"], ["inspect"], ["inspect", "x", "--data", "-1"],
+                    ["ls", "--nope"], ["unlink", "a", "b"], ["reap", "NAME"])
+    verbs = ("ls", "inspect", "reap", "unlink", "reset-lock")
+    results = cli_batch(*usage_errors, *[[verb, "--help"] for verb in verbs])
+    for args, (code, out, err) in zip(usage_errors, results):
+        assert code == 2 and err.startswith("usage:") and out == "", (args, code, out, err)
     code, out, err = cli("--help", check=0)
-    for verb in ("ls", "inspect", "reap", "unlink", "reset-lock"):
+    for verb in verbs:
         assert verb in out
     assert "exit status" in out
-    for verb in ("ls", "inspect", "reap", "unlink", "reset-lock"):
-        assert cli(verb, "--help", check=0)[1].startswith(f"usage: sharedbridge {verb}")
+    for verb, (code, out, err) in zip(verbs, results[len(usage_errors):]):
+        assert code == 0 and out.startswith(f"usage: sharedbridge {verb}"), (verb, code, out, err)
 
 
 def test_an_initializing_segment_is_shown_as_such(names):

@@ -1,6 +1,7 @@
-"""Rulings D: a creator's segments (not kept ones) are retired and unlinked when its
-process ends by SIGTERM, SIGINT, SIGHUP or an unhandled exception, and the process still
-ends the way it would have without sharedbridge. Real child processes, real signals."""
+"""Endings (docs/api.md, "Endings"): a creator's segments (not kept ones) are retired and
+unlinked when its process ends by SIGTERM, SIGINT, SIGHUP or an unhandled exception, and
+the process still ends the way it would have without sharedbridge. Real child processes,
+real signals."""
 
 import os
 import signal

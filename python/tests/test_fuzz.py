@@ -1,4 +1,5 @@
-"""Seeded header fuzzer (rulings E): hostile segments opened in a child process.
+"""Seeded header fuzzer (docs/security.md, "What it must never achieve"): hostile segments
+opened in a child process.
 
 Valid segments of several shapes (an array of every typecode, values, a structure with
 a nested structure and fixed arrays, lock-only segments, external locks) are made with

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import fresh_names
+from conftest import fresh_names, image_of, reseal, write_segment
 
 import sharedbridge as sb
 from sharedbridge._platform import segment as S
@@ -394,19 +394,8 @@ def test_reap_re_verifies_the_name_before_unlinking(names, monkeypatch):
 # --- the lifetime byte on open (docs/format.md 6.2 step 5, 6.3) ---------------------------
 
 def _forge(name, img):
-    import zlib
-    struct_ = __import__("struct")
-    crc = zlib.crc32(bytes(img[:0x180]) + bytes(img[0x200:struct_.unpack_from("<I", img, 12)[0]]))
-    struct_.pack_into("<I", img, 0x184, crc)
-    fd = os.open(f"/dev/shm/{name}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    os.write(fd, bytes(img))
-    os.close(fd)
-    return name
-
-
-def _image(obj):
-    with open(f"/dev/shm/{obj.name}", "rb") as f:
-        return bytearray(f.read())
+    """Write *img*, its checksum recomputed, as the new segment *name*."""
+    return write_segment(name, reseal(img))
 
 
 @pytest.mark.parametrize("version,compat,byte,outcome", [
@@ -420,7 +409,7 @@ def _image(obj):
 ])
 def test_lifetime_byte_on_open(names, version, compat, byte, outcome):
     src = sb.RawArray("i", [6], name=names())
-    img = _image(src)
+    img = image_of(src)
     img[8:12] = bytes([version, 0, compat, 0])
     img[0x39] = byte
     name = _forge(names(), img)

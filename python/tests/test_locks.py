@@ -1,7 +1,9 @@
 """The robust lock across processes: contention, timeouts, a holder killed with
 SIGKILL, Ctrl-C while blocked."""
 
+import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -10,7 +12,7 @@ import warnings
 import pytest
 
 import sharedbridge as sb
-from conftest import child_env, run_python
+from conftest import child_env, image_of, run_python
 
 HOLDER = (
     "import sys, time, sharedbridge as sb\n"
@@ -157,3 +159,16 @@ def test_lock_pickles_to_the_same_mutex_in_another_process():
         assert proc.stdout.split() == ["Lock", "False"]
     finally:
         lock.release()
+
+
+def test_external_lock_recovery_counts_on_the_lock_segment():
+    lock = sb.RLock()
+    arr = sb.Array("i", 2, lock=lock)
+    child = hold_in_child(arr.name)          # takes the lock through the data segment
+    kill(child)
+    with pytest.warns(sb.LockRecoveredWarning):
+        arr[1] += 1
+    lock_img, data_img = image_of(lock), image_of(arr)
+    assert struct.unpack_from("<QI", lock_img, 0x188) == (1, os.getpid())
+    assert data_img[0x188:0x1C0] == bytes(0x38)
+    assert lock.recoveries == 1 and arr.get_lock() is lock

@@ -2,6 +2,7 @@
 documentation examples, and who unlinks what."""
 
 import concurrent.futures
+import functools
 import multiprocessing
 import os
 import re
@@ -83,7 +84,10 @@ DOCS_OUTPUT = {
 _PROGRESS = re.compile(r"\[Process-(\d+)\] (Started|Finished)")
 
 
+@functools.lru_cache(maxsize=None)
 def docs_output(example, method, impl):
+    """(lines, progress) of a documentation example run as a script; one run per
+    (example, method, impl) serves every test of this module that compares it."""
     proc = run_script(os.path.join(EXAMPLES, f"{example}_example.py"), method, impl)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""

@@ -70,31 +70,46 @@ def test_same_results_and_exceptions_as_multiprocessing():
     assert _scenario(sb) == _scenario(MP)
 
 
-def _wake_count(lib, n_waiters, notify):
+def _wake_count(lib, n_waiters, notify, counts):
+    """counts[lib] = how many of *n_waiters* waiting threads *notify* wakes; the others
+    time out after 1 s."""
     c = lib.Condition()
-    woken = []
+    waiting, woken = [], []
 
     def waiter():
         with c:
+            waiting.append(1)       # under the lock: released only by wait() below
             if c.wait(1.0):
                 woken.append(1)
 
     threads = [threading.Thread(target=waiter) for _ in range(n_waiters)]
     for t in threads:
         t.start()
-    time.sleep(0.15)
-    with c:
+    deadline = time.monotonic() + 20
+    while len(waiting) < n_waiters and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with c:                         # every waiter is inside wait() once we hold the lock
         notify(c)
     for t in threads:
-        t.join()
-    return len(woken)
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)
+    counts[lib] = len(woken)
 
 
 @pytest.mark.parametrize("notify,expected", [(lambda c: c.notify(), 1),
                                              (lambda c: c.notify(2), 2),
                                              (lambda c: c.notify_all(), 3)])
 def test_notify_wakes_as_many_waiters_as_multiprocessing(notify, expected):
-    assert _wake_count(sb, 3, notify) == _wake_count(MP, 3, notify) == expected
+    # Both libraries at once: the waiters that are not woken wait out their timeout
+    # side by side.
+    counts = {}
+    runs = [threading.Thread(target=_wake_count, args=(lib, 3, notify, counts))
+            for lib in (sb, MP)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(60)
+    assert counts == {sb: expected, MP: expected}
 
 
 def test_barrier_indexes_and_action_like_multiprocessing():

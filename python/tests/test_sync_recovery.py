@@ -91,7 +91,7 @@ def test_every_barrier_wait_honours_its_timeout_whatever_the_state_word(state, c
     with b._lock:               # a stale or hostile state word
         b._w[S.STATE] = state
         b._w[S.COUNT] = count
-    t, out = _in_thread(b.wait, 0.3)
+    t, out = _in_thread(b.wait, 0.1)
     t.join(20)                  # before: blocked for ever, whatever the timeout
     assert not t.is_alive() and out == [threading.BrokenBarrierError]
 

@@ -1,4 +1,4 @@
-"""The `make bench` smoke run (issue 13): bench/run.py --smoke into a temporary directory, then
+"""The `make bench` smoke run (bench/README.md): bench/run.py --smoke into a temporary directory, then
 bench/render.py; checks results.json has every benchmark, the documented schema and positive
 figures, and that the rendered page and plots exist. Figures are never compared with each other.
 Run by scripts/test-bench.sh (suite `bench-smoke`)."""
