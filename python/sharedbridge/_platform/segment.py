@@ -69,7 +69,7 @@ class Segment:
     mapping), ``size`` (mapped size), ``owner_pid`` (pid that created it, in the creating
     object's Segment; else 0), ``keep`` (the creator does not unlink it: lifetime other
     than creator), ``inode`` and ``ident`` ((st_dev, st_ino) of the object),
-    ``holder`` (the flock descriptor of a last-closer segment, else None).
+    ``holder`` (the last_closer.FlockHolder of a last-closer segment, else None).
     """
 
     __slots__ = ("name", "header", "mm", "size", "owner_pid", "keep", "inode", "ident",
