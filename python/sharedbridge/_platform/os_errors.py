@@ -9,7 +9,6 @@ errno but belong to the same name (not a SharedBridge object, another owner, a n
 reused or removed under us) are built here too.
 """
 
-import contextlib
 import errno
 import os
 import stat
@@ -80,16 +79,34 @@ def error_for(exc, name, call, size=None):
     return exc
 
 
-@contextlib.contextmanager
-def translated(name, call, size=None):
-    """Run the block; an error of *call* on *name* leaves it as error_for() says."""
-    try:
-        yield
-    except (OSError, OverflowError, MemoryError) as e:
-        error = error_for(e, name, call, size)
-        if error is e:
-            raise
-        raise error from None
+class translated:
+    """``with translated(name, call, size):`` runs the block; an error of *call* on
+    *name* leaves it as error_for() says."""
+
+    __slots__ = ("name", "call", "size")
+
+    def __init__(self, name, call, size=None):
+        self.name = name
+        self.call = call
+        self.size = size
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if not isinstance(exc, (OSError, OverflowError, MemoryError)):
+            return False
+        error = error_for(exc, self.name, self.call, self.size)
+        if error is exc:
+            return False
+        try:
+            raise error from None
+        finally:
+            # The raised exception's traceback holds this frame: without this, frame and
+            # exception would form a cycle that keeps every frame of the traceback, and
+            # so the mappings their locals refer to, alive until the garbage collector
+            # runs (sharedbridge ls would list itself among a segment's mappers).
+            del error
 
 
 def not_ours(name, why):
