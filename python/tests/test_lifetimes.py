@@ -16,6 +16,7 @@ import pytest
 from conftest import fresh_names, image_of, reseal, write_segment
 
 import sharedbridge as sb
+from sharedbridge._platform import last_closer
 from sharedbridge._platform import segment as S
 
 PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,7 +195,7 @@ def test_attach_racing_the_last_closer_raises_not_found(names):
     half-dead segment."""
     a = sb.RawArray("i", 1, name=names(), lifetime="last-closer")
     fd = os.open(f"/dev/shm/{a.name}", os.O_RDWR)
-    holder = S._FlockHolder(fd)                    # plays the closer in another process
+    holder = last_closer.FlockHolder(fd)                    # plays the closer in another process
     seg = sb._segment_for(a)
     seg.holder.close()                             # ... and is the only other holder
     seg._finalizer.detach()
@@ -231,7 +232,7 @@ def test_attach_racing_a_replaced_name_gets_the_new_segment(names):
     time.sleep(0.2)
     os.unlink(f"/dev/shm/{name}")
     b = sb.RawArray("i", [42], name=name, lifetime="last-closer")   # same name, new object
-    S.close_unlocked(fd)
+    last_closer.close_unlocked(fd)
     t.join(10)
     assert got and got[0][0] == 42
     sb.close(b)

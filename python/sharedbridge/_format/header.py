@@ -61,13 +61,18 @@ LIFETIME_NAMES = ("creator", "last-closer", "persistent")
 LIFETIME_OFFSET = 0x039
 
 
-def lifetime_code(lifetime):
-    """The header byte for a lifetime name ("creator", "last-closer", "persistent")."""
+def lifetime_from_name(lifetime):
+    """The header byte (SegmentHeader.lifetime_code) for a lifetime name ("creator", "last-closer", "persistent")."""
     try:
         return LIFETIME_NAMES.index(lifetime)
     except ValueError:
         raise ValueError(f"invalid lifetime {lifetime!r}: use 'creator', 'last-closer' or "
                          "'persistent'") from None
+
+
+# The former name of lifetime_from_name: obsolete, use lifetime_from_name
+# (lifetime_code is the header field's name).
+lifetime_code = lifetime_from_name
 
 
 def compat_version_for(lifetime, kind=1):
@@ -137,7 +142,7 @@ class SegmentHeader:
     type_name: str
     lock_name: str
     state: int = STATE_READY
-    lifetime_code: int = LIFETIME_CREATOR
+    lifetime_code: int = LIFETIME_CREATOR     # the lifetime byte; .lifetime is its name
 
     @property
     def total_size(self):

@@ -27,22 +27,28 @@ from ..errors import SharedBridgeError
 # (docs/format.md section 8): the default open timeout, after which attachers give up on it.
 INITIALIZING_GRACE_NS = 5 * 10**9
 
-__all__ = ["ReapedSegment", "reap", "lifetime_code"]
+__all__ = ["ReapedSegment", "reap", "resolve_lifetime", "lifetime_code"]
 
 
-def lifetime_code(lifetime, keep):
-    """The header's lifetime byte for a create's ``lifetime=`` and ``keep=`` arguments:
-    keep=True is an alias of lifetime="persistent"; lifetime=None means "creator"."""
+def resolve_lifetime(lifetime, keep):
+    """The header's lifetime byte (SegmentHeader.lifetime_code) for a create's
+    ``lifetime=`` and ``keep=`` arguments: keep=True is an alias of
+    lifetime="persistent"; lifetime=None means "creator" (docs/api.md, "Lifetimes")."""
     if keep not in (True, False):
         raise TypeError(f"keep must be True or False, not {keep!r}")
     if lifetime is None:
         return H.LIFETIME_PERSISTENT if keep else H.LIFETIME_CREATOR
-    code = H.lifetime_code(lifetime)
+    code = H.lifetime_from_name(lifetime)
     if keep and code != H.LIFETIME_PERSISTENT:
         raise ValueError(
             f"contradictory options: keep=True means lifetime='persistent', but "
             f"lifetime={lifetime!r} was given; pass only one of them")
     return code
+
+
+# The former name of resolve_lifetime, kept for the modules that import it: obsolete,
+# use resolve_lifetime (lifetime_code is the header field's name).
+lifetime_code = resolve_lifetime
 
 
 class ReapedSegment:
@@ -85,16 +91,12 @@ def reap(*, dry_run=False, prefix=None):
     for name in S.shm_names():
         if prefix and not name.startswith(prefix):
             continue
-        found = S.open_for_reap(name)
-        if found is None:
+        seg = S.open_for_reap(name)
+        if seg is None:
             result = _judge_initializing(name, dry_run)
         else:
-            fd, st, seg = found
-            try:
-                result = _judge(name, fd, st, seg.header, dry_run)
-            finally:
-                S.close_unlocked(fd)      # seg's mapping would keep an exclusive lock alive
-            del seg
+            with seg:
+                result = _judge(seg, dry_run)
         if result is not None:
             reaped.append(result)
     return _with_mappers(reaped)
@@ -110,7 +112,8 @@ def _with_mappers(reaped):
     return [r for r, _ in reaped]
 
 
-def _judge(name, fd, st, header, dry_run):
+def _judge(seg, dry_run):
+    header = seg.header
     if header.version < 2:
         return None
     if header.lifetime_code == H.LIFETIME_CREATOR:
@@ -121,17 +124,16 @@ def _judge(name, fd, st, header, dry_run):
     elif header.lifetime_code == H.LIFETIME_LAST_CLOSER:
         # Holding the exclusive lock also keeps attachers out until the name is gone:
         # they re-check the name after their shared lock (section 8).
-        if not S.try_exclusive(fd):
+        if not seg.try_lock_exclusive():
             return None
         reason = "last-closer: no process holds it open"
     else:
         return None
     if dry_run:
-        return ReapedSegment(name, reason, False), st.st_ino
-    if not S.same_object(name, st):
-        return None             # replaced since it was judged: not ours to remove
-    S.retire_by_descriptor(fd)
-    return (ReapedSegment(name, reason, True), st.st_ino) if S.unlink_if_same(name, st) \
+        return ReapedSegment(seg.name, reason, False), seg.inode
+    # retire_and_unlink re-checks the name: a segment replaced since it was judged is
+    # not ours to remove.
+    return (ReapedSegment(seg.name, reason, True), seg.inode) if seg.retire_and_unlink() \
         else None
 
 

@@ -1,4 +1,4 @@
-"""Remove the creator's segments when its process ends by a signal (rulings D).
+"""Remove the creator's segments when its process ends by a signal (docs/api.md, Endings).
 
 A normal exit and an unhandled exception end with the interpreter's exit path, which runs
 every Segment finalizer (weakref.finalize is atexit-aware): the creator retires and
@@ -58,7 +58,7 @@ the segment module's cache lock is only ever tried without waiting on these path
 Last-closer segments (docs/format.md section 8) are different: every process that has
 one open, creator or attacher, takes part (participate()), and the same endings run the
 last-closer release for them (the last one unlinks). Fork children keep taking part with
-their own flock description (segment._FlockHolder); multiprocessing's bootstrap clears
+their own flock description (last_closer.FlockHolder); multiprocessing's bootstrap clears
 the Finalize registry in a fork child, so an after-fork hook registers it again there.
 A process killed by SIGKILL drops its flock in the kernel: if it was the last, the
 segment is left for reap().
