@@ -45,51 +45,51 @@ internal static class HeaderCodec
     {
         // The creator record first and the magic last (section 6.1 step 2): a reaper that sees the
         // magic of a segment still initializing finds who is creating it (section 8).
-        BinaryPrimitives.WriteUInt32LittleEndian(header[CreatorPid..], (uint)creatorPid);
-        BinaryPrimitives.WriteUInt64LittleEndian(header[CreatorStartTime..], creatorStartTime);
-        BinaryPrimitives.WriteInt64LittleEndian(header[CreatedUnixNs..], createdUnixNs);
-        BinaryPrimitives.WriteUInt16LittleEndian(header[HeaderLayout.Version..], (ushort)spec.WriterVersion);
-        BinaryPrimitives.WriteUInt16LittleEndian(header[CompatVersion..], (ushort)spec.CompatVersion);
-        BinaryPrimitives.WriteUInt32LittleEndian(header[HeaderLayout.HeaderSize..], (uint)spec.HeaderSize);
-        header[Kind] = (byte)spec.Kind;
-        header[HeaderLayout.TypeCode] = (byte)spec.TypeCode;
-        BinaryPrimitives.WriteUInt32LittleEndian(header[ElementSize..], (uint)spec.ElementSize);
-        BinaryPrimitives.WriteUInt64LittleEndian(header[ElementCount..], (ulong)spec.ElementCount);
-        BinaryPrimitives.WriteUInt64LittleEndian(header[DataOffset..], (ulong)spec.HeaderSize);
-        BinaryPrimitives.WriteUInt64LittleEndian(header[DataSize..], (ulong)spec.DataSize);
-        header[HeaderLayout.LockKind] = (byte)spec.LockKind;
-        if (spec.LockKind == SharedBridge.LockKind.Embedded)
+        BinaryPrimitives.WriteUInt32LittleEndian(header[CreatorPidOffset..], (uint)creatorPid);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[CreatorStartTimeOffset..], creatorStartTime);
+        BinaryPrimitives.WriteInt64LittleEndian(header[CreatedUnixNsOffset..], createdUnixNs);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[VersionOffset..], (ushort)spec.WriterVersion);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[CompatVersionOffset..], (ushort)spec.CompatVersion);
+        BinaryPrimitives.WriteUInt32LittleEndian(header[HeaderSizeOffset..], (uint)spec.HeaderSize);
+        header[KindOffset] = (byte)spec.Kind;
+        header[TypeCodeOffset] = (byte)spec.TypeCode;
+        BinaryPrimitives.WriteUInt32LittleEndian(header[ElementSizeOffset..], (uint)spec.ElementSize);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[ElementCountOffset..], (ulong)spec.ElementCount);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[DataOffsetOffset..], (ulong)spec.HeaderSize);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[DataSizeOffset..], (ulong)spec.DataSize);
+        header[LockKindOffset] = (byte)spec.LockKind;
+        if (spec.LockKind == LockKind.Embedded)
         {
             var abi = LockAbi.RequireCurrent();
-            header[HeaderLayout.LockAbi] = (byte)abi.Id;
-            BinaryPrimitives.WriteUInt16LittleEndian(header[LockSize..], (ushort)abi.MutexSize);
-            BinaryPrimitives.WriteUInt32LittleEndian(header[LockOffset..], HeaderLayout.Mutex);
-            header[HeaderLayout.LockType] = (byte)spec.LockType;
+            header[LockAbiOffset] = (byte)abi.Id;
+            BinaryPrimitives.WriteUInt16LittleEndian(header[LockSizeOffset..], (ushort)abi.MutexSize);
+            BinaryPrimitives.WriteUInt32LittleEndian(header[LockOffsetOffset..], MutexOffset);
+            header[LockTypeOffset] = (byte)spec.LockType;
         }
-        header[HeaderLayout.Lifetime] = (byte)spec.Lifetime;
+        header[LifetimeOffset] = (byte)spec.Lifetime;
         if (spec.Fields.Count > 0)
         {
-            BinaryPrimitives.WriteUInt16LittleEndian(header[FieldEntrySizeField..], FieldEntrySize);
-            BinaryPrimitives.WriteUInt32LittleEndian(header[FieldCount..], (uint)spec.Fields.Count);
-            BinaryPrimitives.WriteUInt32LittleEndian(header[FieldTableOffset..], FixedSize);
+            BinaryPrimitives.WriteUInt16LittleEndian(header[FieldEntrySizeOffset..], FieldEntrySize);
+            BinaryPrimitives.WriteUInt32LittleEndian(header[FieldCountOffset..], (uint)spec.Fields.Count);
+            BinaryPrimitives.WriteUInt32LittleEndian(header[FieldTableOffsetOffset..], FixedSize);
         }
-        WriteText(header.Slice(HeaderLayout.TypeName, TypeNameWidth), spec.TypeName);
-        WriteText(header.Slice(HeaderLayout.LockName, LockNameWidth), spec.LockName);
+        WriteText(header.Slice(TypeNameOffset, TypeNameWidth), spec.TypeName);
+        WriteText(header.Slice(LockNameOffset, LockNameWidth), spec.LockName);
         for (int i = 0; i < spec.Fields.Count; i++)
         {
             var f = spec.Fields[i];
             var entry = header.Slice(FixedSize + i * FieldEntrySize, FieldEntrySize);
             WriteText(entry[..EntryNameWidth], f.Name);
-            entry[EntryTypeCode] = (byte)f.TypeCode;
-            BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryOffset..], (uint)f.Offset);
-            BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryCount..], (uint)f.Count);
-            BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryItemSize..], (uint)f.ItemSize);
-            BinaryPrimitives.WriteInt32LittleEndian(entry[EntryParent..], f.Parent);
+            entry[EntryTypeCodeOffset] = (byte)f.TypeCode;
+            BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryOffsetOffset..], (uint)f.Offset);
+            BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryCountOffset..], (uint)f.Count);
+            BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryItemSizeOffset..], (uint)f.ItemSize);
+            BinaryPrimitives.WriteInt32LittleEndian(entry[EntryParentOffset..], f.Parent);
         }
         // One aligned 8-byte store after a fence: a reader never sees half a magic (it would take the
         // name for another program's), and one that sees the magic sees the whole identity region.
         Interlocked.MemoryBarrier();
-        BinaryPrimitives.WriteUInt64LittleEndian(header[Magic..], BinaryPrimitives.ReadUInt64LittleEndian(MagicBytes));
+        BinaryPrimitives.WriteUInt64LittleEndian(header[MagicOffset..], BinaryPrimitives.ReadUInt64LittleEndian(MagicBytes));
     }
 
     internal static int CompatVersionFor(SegmentLifetime lifetime) => lifetime == SegmentLifetime.LastCloser ? 2 : 1;
@@ -99,13 +99,13 @@ internal static class HeaderCodec
     /// only with compat_version 2 or more.</summary>
     private static SegmentLifetime ParseLifetime(string name, ReadOnlySpan<byte> h)
     {
-        int version = BinaryPrimitives.ReadUInt16LittleEndian(h[HeaderLayout.Version..]);
+        int version = BinaryPrimitives.ReadUInt16LittleEndian(h[VersionOffset..]);
         if (version < 2) return SegmentLifetime.Creator;
-        byte value = h[HeaderLayout.Lifetime];
+        byte value = h[LifetimeOffset];
         if (value > (byte)SegmentLifetime.Persistent)
             throw Corrupt(name, $"lifetime {value} is not 0 (creator), 1 (last-closer) or 2 (persistent)");
         var lifetime = (SegmentLifetime)value;
-        int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersion..]);
+        int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersionOffset..]);
         if (compat < CompatVersionFor(lifetime))
             throw Corrupt(name, $"compat_version {compat} for a last-closer segment (must be 2 or more: a version-1 reader would not take part in its protocol)");
         return lifetime;
@@ -129,7 +129,7 @@ internal static class HeaderCodec
     internal static int ReadHeaderSize(string name, ReadOnlySpan<byte> fixedHeader, long objectSize)
     {
         CheckMagicAndVersion(name, fixedHeader);
-        uint size = BinaryPrimitives.ReadUInt32LittleEndian(fixedHeader[HeaderLayout.HeaderSize..]);
+        uint size = BinaryPrimitives.ReadUInt32LittleEndian(fixedHeader[HeaderSizeOffset..]);
         if (size < FixedSize || size % 64 != 0 || size > MaxHeaderSize)
             throw Corrupt(name, $"header_size {size} is not a multiple of 64 between {FixedSize} and {MaxHeaderSize}");
         if (size > objectSize)
@@ -141,8 +141,8 @@ internal static class HeaderCodec
     {
         if (!h[..8].SequenceEqual(MagicBytes))
             throw NotASharedBridgeSegment(name, "wrong magic: this name belongs to another program");
-        int version = BinaryPrimitives.ReadUInt16LittleEndian(h[HeaderLayout.Version..]);
-        int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersion..]);
+        int version = BinaryPrimitives.ReadUInt16LittleEndian(h[VersionOffset..]);
+        int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersionOffset..]);
         if (compat > FormatVersion)
             throw new UnsupportedFormatVersionException(
                 $"Segment \"{name}\" needs a reader of format version {compat} or later (written by version {version}); " +
@@ -155,7 +155,7 @@ internal static class HeaderCodec
     internal static SegmentHeader Parse(string name, ReadOnlySpan<byte> h, long objectSize)
     {
         CheckMagicAndVersion(name, h);
-        uint state = BinaryPrimitives.ReadUInt32LittleEndian(h[State..]);
+        uint state = BinaryPrimitives.ReadUInt32LittleEndian(h[StateOffset..]);
         if (state is not (StateReady or StateRetired))
             throw Corrupt(name, $"state {state} is not 1 (ready) or 2 (retired)");
         int headerSize = ReadHeaderSize(name, h, objectSize);
@@ -164,26 +164,26 @@ internal static class HeaderCodec
         // Section 6.2 step 5 fixes the order up to the kind: header_size, then the checksum (damaged
         // bytes say nothing about who wrote them), then the kind (an unknown one is a newer writer's,
         // whatever else its header holds); the rest in any order.
-        uint storedCrc = BinaryPrimitives.ReadUInt32LittleEndian(h[HeaderCrc32..]);
+        uint storedCrc = BinaryPrimitives.ReadUInt32LittleEndian(h[HeaderCrc32Offset..]);
         uint actualCrc = ComputeCrc(h);
         if (storedCrc != actualCrc)
             throw Corrupt(name, $"header checksum mismatch (stored 0x{storedCrc:X8}, computed 0x{actualCrc:X8})");
 
-        var kind = (SegmentKind)h[Kind];
-        if (h[Kind] > MaxKind)
+        var kind = (SegmentKind)h[KindOffset];
+        if (h[KindOffset] > MaxKind)
             throw new UnsupportedFormatVersionException(
-                $"Segment \"{name}\": unknown segment kind {h[Kind]}: written by a newer SharedBridge, upgrade " +
+                $"Segment \"{name}\": unknown segment kind {h[KindOffset]}: written by a newer SharedBridge, upgrade " +
                 $"(this library knows kinds 1 to {MaxKind}).");
-        if (h[Kind] == 0)
+        if (h[KindOffset] == 0)
             throw Corrupt(name, "kind 0 is not a segment kind");
         if (HeaderSpec.IsSync(kind))
             CheckSync(name, h, kind);
 
-        char typeCode = (char)h[HeaderLayout.TypeCode];
-        uint elementSize = BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSize..]);
-        ulong count = BinaryPrimitives.ReadUInt64LittleEndian(h[ElementCount..]);
-        ulong dataOffset = BinaryPrimitives.ReadUInt64LittleEndian(h[DataOffset..]);
-        ulong dataSize = BinaryPrimitives.ReadUInt64LittleEndian(h[DataSize..]);
+        char typeCode = (char)h[TypeCodeOffset];
+        uint elementSize = BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSizeOffset..]);
+        ulong count = BinaryPrimitives.ReadUInt64LittleEndian(h[ElementCountOffset..]);
+        ulong dataOffset = BinaryPrimitives.ReadUInt64LittleEndian(h[DataOffsetOffset..]);
+        ulong dataSize = BinaryPrimitives.ReadUInt64LittleEndian(h[DataSizeOffset..]);
 
         if (kind == SegmentKind.Lock)
         {
@@ -217,7 +217,7 @@ internal static class HeaderCodec
         var (lockKind, lockAbi, lockSize, lockOffset, lockType, lockName) = ParseLock(name, h, kind);
         if (lockKind == LockKind.External && lockName == name)
             throw Corrupt(name, "lock_name names the segment itself (an external lock must live in another segment)");
-        string typeName = ReadText(name, h.Slice(HeaderLayout.TypeName, TypeNameWidth), "type_name");
+        string typeName = ReadText(name, h.Slice(TypeNameOffset, TypeNameWidth), "type_name");
         if (typeName.Length > 0 && (typeCode != TypeCodes.Structure || !IsIdentifierText(typeName, allowLeadingDigit: false)))
             throw Corrupt(name, $"type_name \"{typeName}\" is not allowed here");
 
@@ -225,13 +225,13 @@ internal static class HeaderCodec
 
         var lifetime = ParseLifetime(name, h);
 
-        ulong recoveries = BinaryPrimitives.ReadUInt64LittleEndian(h[RecoveryCount..]);
-        long createdNs = BinaryPrimitives.ReadInt64LittleEndian(h[CreatedUnixNs..]);
+        ulong recoveries = BinaryPrimitives.ReadUInt64LittleEndian(h[RecoveryCountOffset..]);
+        long createdNs = BinaryPrimitives.ReadInt64LittleEndian(h[CreatedUnixNsOffset..]);
         return new SegmentHeader
         {
             Name = name,
-            Version = BinaryPrimitives.ReadUInt16LittleEndian(h[HeaderLayout.Version..]),
-            CompatVersion = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersion..]),
+            Version = BinaryPrimitives.ReadUInt16LittleEndian(h[VersionOffset..]),
+            CompatVersion = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersionOffset..]),
             HeaderSize = headerSize,
             Kind = kind,
             TypeCode = typeCode,
@@ -249,16 +249,16 @@ internal static class HeaderCodec
             Lifetime = lifetime,
             TypeName = typeName,
             Fields = fields,
-            CreatorPid = PidOrZero(BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPid..])),
-            RecordedCreatorPid = BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPid..]),
-            RecordedLastRecoveredByPid = BinaryPrimitives.ReadUInt32LittleEndian(h[LastRecoveredByPid..]),
-            CreatorStartTime = BinaryPrimitives.ReadUInt64LittleEndian(h[CreatorStartTime..]),
+            CreatorPid = PidOrZero(BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPidOffset..])),
+            RecordedCreatorPid = BinaryPrimitives.ReadUInt32LittleEndian(h[CreatorPidOffset..]),
+            RecordedLastRecoveredByPid = BinaryPrimitives.ReadUInt32LittleEndian(h[LastRecoveredByPidOffset..]),
+            CreatorStartTime = BinaryPrimitives.ReadUInt64LittleEndian(h[CreatorStartTimeOffset..]),
             CreatedAt = DateTimeOffset.UnixEpoch.AddTicks(createdNs / 100),
             CreatedUnixNanoseconds = createdNs,
             State = (int)state,
             HeaderCrc32 = storedCrc,
             RecoveryCount = recoveries > long.MaxValue ? long.MaxValue : (long)recoveries,
-            LastRecoveredByPid = PidOrZero(BinaryPrimitives.ReadUInt32LittleEndian(h[LastRecoveredByPid..])),
+            LastRecoveredByPid = PidOrZero(BinaryPrimitives.ReadUInt32LittleEndian(h[LastRecoveredByPidOffset..])),
         };
     }
 
@@ -281,17 +281,17 @@ internal static class HeaderCodec
     /// <summary>The header rules of the synchronization kinds (section 10.1).</summary>
     private static void CheckSync(string name, ReadOnlySpan<byte> h, SegmentKind kind)
     {
-        int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersion..]);
+        int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersionOffset..]);
         if (compat < SyncVersion)
             throw Corrupt(name, $"kind {(int)kind} (a synchronization object) needs compat_version {SyncVersion}, not {compat}");
-        if (h[HeaderLayout.TypeCode] != 'I' || BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSize..]) != 4)
+        if (h[TypeCodeOffset] != 'I' || BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSizeOffset..]) != 4)
             throw Corrupt(name, $"kind {(int)kind} needs typecode 'I' and elements of 4 bytes");
-        ulong count = BinaryPrimitives.ReadUInt64LittleEndian(h[ElementCount..]);
+        ulong count = BinaryPrimitives.ReadUInt64LittleEndian(h[ElementCountOffset..]);
         if (TableSlots(kind, compat, count) is null)
             throw Corrupt(name, $"kind {(int)kind} with compat_version {compat} and element_count {count}: it needs {SyncWords} words" +
                 (HeaderSpec.HasTable(kind) ? $" plus 4 per holder-table entry (0 to {MaxSlots} entries) with compat_version {HolderTableVersion}" : ""));
-        var lockKind = (LockKind)h[HeaderLayout.LockKind];
-        var lockType = (LockType)h[HeaderLayout.LockType];
+        var lockKind = (LockKind)h[LockKindOffset];
+        var lockType = (LockType)h[LockTypeOffset];
         var ownType = kind == SegmentKind.Condition ? LockType.Recursive : LockType.ErrorChecking;
         if (!((lockKind == LockKind.Embedded && lockType == ownType) || (kind == SegmentKind.Condition && lockKind == LockKind.External)))
             throw Corrupt(name, $"kind {(int)kind} with lock_kind {(int)lockKind} / lock_type {(int)lockType}");
@@ -309,15 +309,15 @@ internal static class HeaderCodec
 
     private static (LockKind, int, int, int, LockType, string) ParseLock(string name, ReadOnlySpan<byte> h, SegmentKind kind)
     {
-        var lockKind = (LockKind)h[HeaderLayout.LockKind];
-        int abi = h[HeaderLayout.LockAbi];
-        int size = BinaryPrimitives.ReadUInt16LittleEndian(h[LockSize..]);
-        uint offset = BinaryPrimitives.ReadUInt32LittleEndian(h[LockOffset..]);
-        var type = (LockType)h[HeaderLayout.LockType];
-        string lockName = ReadText(name, h.Slice(HeaderLayout.LockName, LockNameWidth), "lock_name");
+        var lockKind = (LockKind)h[LockKindOffset];
+        int abi = h[LockAbiOffset];
+        int size = BinaryPrimitives.ReadUInt16LittleEndian(h[LockSizeOffset..]);
+        uint offset = BinaryPrimitives.ReadUInt32LittleEndian(h[LockOffsetOffset..]);
+        var type = (LockType)h[LockTypeOffset];
+        string lockName = ReadText(name, h.Slice(LockNameOffset, LockNameWidth), "lock_name");
 
         if (lockKind is not (LockKind.None or LockKind.Embedded or LockKind.External or LockKind.ProcessLocal))
-            throw Corrupt(name, $"lock_kind {h[HeaderLayout.LockKind]} is not 0, 1, 2 or 3");
+            throw Corrupt(name, $"lock_kind {h[LockKindOffset]} is not 0, 1, 2 or 3");
         if (lockKind == LockKind.Embedded)
         {
             var own = LockAbi.Current;
@@ -325,8 +325,8 @@ internal static class HeaderCodec
                 throw Corrupt(name, $"the segment has an embedded lock, and this machine ({System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}) has no supported lock ABI");
             if (abi != own.Id)
                 throw Corrupt(name, $"lock_abi {abi} is not this machine's ({own.Id}, {own.Description}): the lock was made on another platform");
-            if (size != own.MutexSize || offset != HeaderLayout.Mutex)
-                throw Corrupt(name, $"lock_size {size} / lock_offset 0x{offset:X} do not match lock_abi {abi} ({own.MutexSize} bytes at 0x{HeaderLayout.Mutex:X})");
+            if (size != own.MutexSize || offset != MutexOffset)
+                throw Corrupt(name, $"lock_size {size} / lock_offset 0x{offset:X} do not match lock_abi {abi} ({own.MutexSize} bytes at 0x{MutexOffset:X})");
             if (type is not (LockType.Recursive or LockType.ErrorChecking))
                 throw Corrupt(name, $"lock_type {(int)type} is not 1 (recursive) or 2 (error-checking)");
             if (lockName.Length != 0)
@@ -351,9 +351,9 @@ internal static class HeaderCodec
 
     private static StructField[] ParseFieldTable(string name, ReadOnlySpan<byte> h, char typeCode, uint elementSize, int headerSize)
     {
-        int entrySize = BinaryPrimitives.ReadUInt16LittleEndian(h[FieldEntrySizeField..]);
-        uint count = BinaryPrimitives.ReadUInt32LittleEndian(h[FieldCount..]);
-        uint tableOffset = BinaryPrimitives.ReadUInt32LittleEndian(h[FieldTableOffset..]);
+        int entrySize = BinaryPrimitives.ReadUInt16LittleEndian(h[FieldEntrySizeOffset..]);
+        uint count = BinaryPrimitives.ReadUInt32LittleEndian(h[FieldCountOffset..]);
+        uint tableOffset = BinaryPrimitives.ReadUInt32LittleEndian(h[FieldTableOffsetOffset..]);
         if (typeCode != TypeCodes.Structure)
         {
             if (count != 0 || entrySize != 0 || tableOffset != 0)
@@ -382,11 +382,11 @@ internal static class HeaderCodec
                 throw Corrupt(name, $"{where}: name \"{fieldName}\" is not an ASCII identifier");
             if (IsReservedFieldName(fieldName))
                 throw Corrupt(name, $"{where}: field name {fieldName} is reserved");
-            char code = (char)e[EntryTypeCode];
-            uint offset = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryOffset..]);
-            uint itemCount = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryCount..]);
-            uint itemSize = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryItemSize..]);
-            int parent = BinaryPrimitives.ReadInt32LittleEndian(e[EntryParent..]);
+            char code = (char)e[EntryTypeCodeOffset];
+            uint offset = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryOffsetOffset..]);
+            uint itemCount = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryCountOffset..]);
+            uint itemSize = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryItemSizeOffset..]);
+            int parent = BinaryPrimitives.ReadInt32LittleEndian(e[EntryParentOffset..]);
             if (code != TypeCodes.Structure && !TypeCodes.IsScalarCode(code))
                 throw Corrupt(name, $"{where} ({fieldName}): unknown typecode 0x{(int)code:X2}");
             if (itemCount == 0) throw Corrupt(name, $"{where} ({fieldName}): count is 0");

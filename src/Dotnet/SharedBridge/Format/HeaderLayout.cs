@@ -1,6 +1,9 @@
 namespace SharedBridge.Format;
 
-/// <summary>Byte offsets and sizes of docs/format.md sections 3 and 4.</summary>
+/// <summary>Byte offsets and sizes of docs/format.md sections 3 and 4. A name ending in <c>Offset</c> is
+/// where a header field is stored (<see cref="DataOffsetOffset"/> is where data_offset is, section 3.1;
+/// the field-table <c>Entry...Offset</c>s count from the start of an entry, section 4); <c>Size</c>,
+/// <c>Width</c> and <c>End</c> name byte counts and limits.</summary>
 internal static class HeaderLayout
 {
     internal const int FixedSize = 0x200;
@@ -17,50 +20,51 @@ internal static class HeaderLayout
     internal const int MaxSlots = 1024;
     internal const int MaxKind = 7;
 
-    internal const int Magic = 0x000;
-    internal const int Version = 0x008;
-    internal const int CompatVersion = 0x00A;
-    internal const int HeaderSize = 0x00C;
-    internal const int Kind = 0x010;
-    internal const int TypeCode = 0x011;
-    internal const int Flags = 0x012;
-    internal const int ElementSize = 0x014;
-    internal const int ElementCount = 0x018;
-    internal const int DataOffset = 0x020;
-    internal const int DataSize = 0x028;
-    internal const int LockKind = 0x030;
-    internal const int LockAbi = 0x031;
-    internal const int LockSize = 0x032;
-    internal const int LockOffset = 0x034;
-    internal const int LockType = 0x038;
-    internal const int Lifetime = 0x039;
-    internal const int FieldEntrySizeField = 0x03A;
-    internal const int FieldCount = 0x03C;
-    internal const int FieldTableOffset = 0x040;
-    internal const int CreatorPid = 0x044;
-    internal const int CreatorStartTime = 0x048;
-    internal const int CreatedUnixNs = 0x050;
-    internal const int TypeName = 0x060;
+    internal const int MagicOffset = 0x000;
+    internal const int VersionOffset = 0x008;
+    internal const int CompatVersionOffset = 0x00A;
+    internal const int HeaderSizeOffset = 0x00C;
+    internal const int KindOffset = 0x010;
+    internal const int TypeCodeOffset = 0x011;
+    internal const int FlagsOffset = 0x012;
+    internal const int ElementSizeOffset = 0x014;
+    internal const int ElementCountOffset = 0x018;
+    internal const int DataOffsetOffset = 0x020;
+    internal const int DataSizeOffset = 0x028;
+    internal const int LockKindOffset = 0x030;
+    internal const int LockAbiOffset = 0x031;
+    internal const int LockSizeOffset = 0x032;
+    internal const int LockOffsetOffset = 0x034;
+    internal const int LockTypeOffset = 0x038;
+    internal const int LifetimeOffset = 0x039;
+    internal const int FieldEntrySizeOffset = 0x03A;
+    internal const int FieldCountOffset = 0x03C;
+    internal const int FieldTableOffsetOffset = 0x040;
+    internal const int CreatorPidOffset = 0x044;
+    internal const int CreatorStartTimeOffset = 0x048;
+    internal const int CreatedUnixNsOffset = 0x050;
+    internal const int TypeNameOffset = 0x060;
     internal const int TypeNameWidth = 32;
-    internal const int LockName = 0x080;
+    internal const int LockNameOffset = 0x080;
     internal const int LockNameWidth = 256;
     internal const int IdentityEnd = 0x180;
 
-    internal const int State = 0x180;
-    internal const int HeaderCrc32 = 0x184;
-    internal const int RecoveryCount = 0x188;
-    internal const int LastRecoveredByPid = 0x190;
+    internal const int StateOffset = 0x180;
+    internal const int HeaderCrc32Offset = 0x184;
+    internal const int RecoveryCountOffset = 0x188;
+    internal const int LastRecoveredByPidOffset = 0x190;
 
-    internal const int Mutex = 0x1C0;
+    /// <summary>Where the embedded mutex starts (lock_offset of lock_kind 1, section 7.2).</summary>
+    internal const int MutexOffset = 0x1C0;
 
     // Field-table entry.
-    internal const int EntryName = 0;
+    internal const int EntryNameOffset = 0;
     internal const int EntryNameWidth = 32;
-    internal const int EntryTypeCode = 32;
-    internal const int EntryOffset = 36;
-    internal const int EntryCount = 40;
-    internal const int EntryItemSize = 44;
-    internal const int EntryParent = 48;
+    internal const int EntryTypeCodeOffset = 32;
+    internal const int EntryOffsetOffset = 36;
+    internal const int EntryCountOffset = 40;
+    internal const int EntryItemSizeOffset = 44;
+    internal const int EntryParentOffset = 48;
 
     internal const uint StateInitializing = 0;
     internal const uint StateReady = 1;

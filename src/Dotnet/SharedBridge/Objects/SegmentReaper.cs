@@ -154,12 +154,12 @@ public static class SegmentReaper
         if (size < HeaderLayout.FixedSize) return null;
         var head = new byte[HeaderLayout.FixedSize];
         if (Interop.PRead(fd, head, 0, out _) != head.Length) return null;
-        if (BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(HeaderLayout.State)) != HeaderLayout.StateInitializing) return null;
-        var magic = head.AsSpan(HeaderLayout.Magic, HeaderLayout.MagicBytes.Length);
+        if (BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(HeaderLayout.StateOffset)) != HeaderLayout.StateInitializing) return null;
+        var magic = head.AsSpan(HeaderLayout.MagicOffset, HeaderLayout.MagicBytes.Length);
         if (magic.IndexOfAnyExcept((byte)0) < 0) return (0, 0);
         if (!magic.SequenceEqual(HeaderLayout.MagicBytes)) return null;
-        return (BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(HeaderLayout.CreatorPid)),
-                BinaryPrimitives.ReadUInt64LittleEndian(head.AsSpan(HeaderLayout.CreatorStartTime)));
+        return (BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(HeaderLayout.CreatorPidOffset)),
+                BinaryPrimitives.ReadUInt64LittleEndian(head.AsSpan(HeaderLayout.CreatorStartTimeOffset)));
     }
 
     /// <summary>True when some process (where /proc lets us look) has the object open or mapped: /proc/PID/maps,

@@ -126,13 +126,13 @@ internal sealed unsafe class MappedSegment
         {
             var header = new Span<byte>(segment._base, spec.HeaderSize);
             HeaderCodec.WriteIdentity(header, spec, ProcessInfo.Pid, ProcessInfo.StartTime, ProcessInfo.UnixNanosecondsNow());
-            if (spec.LockKind == LockKind.Embedded) // Format.LockAbi: the type, not HeaderLayout.LockAbi (the offset)
-                RobustMutex.Initialize(segment._base + HeaderLayout.Mutex, Format.LockAbi.RequireCurrent().MutexSize, spec.LockType);
+            if (spec.LockKind == LockKind.Embedded)
+                RobustMutex.Initialize(segment._base + MutexOffset, LockAbi.RequireCurrent().MutexSize, spec.LockType);
             initialData.CopyTo(new Span<byte>(segment._base + spec.HeaderSize, (int)Math.Min(spec.DataSize, int.MaxValue)));
             BeforeReadyHook?.Invoke(name);
-            *(uint*)(segment._base + HeaderCrc32) = HeaderCodec.ComputeCrc(header);
+            *(uint*)(segment._base + HeaderCrc32Offset) = HeaderCodec.ComputeCrc(header);
             Interlocked.MemoryBarrier();
-            Volatile.Write(ref *(uint*)(segment._base + State), StateReady);
+            Volatile.Write(ref *(uint*)(segment._base + StateOffset), StateReady);
 
             segment.Header = HeaderCodec.Parse(name, header, total);
             segment.AttachMutex();
@@ -249,7 +249,7 @@ internal sealed unsafe class MappedSegment
                 uint firstState = uint.MaxValue;
                 if (size >= FixedSize)
                 {
-                    if (ReadAt(name, fd, stateWord, State) < stateWord.Length) goto SizeChanged;
+                    if (ReadAt(name, fd, stateWord, StateOffset) < stateWord.Length) goto SizeChanged;
                     firstState = BinaryPrimitives.ReadUInt32LittleEndian(stateWord);
                 }
                 int want = (int)Math.Min(size, FixedSize);
@@ -259,7 +259,7 @@ internal sealed unsafe class MappedSegment
                 {
                     // A creator that has sized the object but not written yet: all zero, state 0.
                     bool unwritten = magic.IndexOfAnyExcept((byte)0) < 0 && size >= FixedSize && firstState == StateInitializing
-                                     && BinaryPrimitives.ReadUInt32LittleEndian(fixedCopy.AsSpan(State)) == StateInitializing;
+                                     && BinaryPrimitives.ReadUInt32LittleEndian(fixedCopy.AsSpan(StateOffset)) == StateInitializing;
                     if (!unwritten)
                         throw HeaderCodec.NotASharedBridgeSegment(name, "wrong magic: this name belongs to another program");
                 }
@@ -338,7 +338,7 @@ internal sealed unsafe class MappedSegment
     private void AttachMutex()
     {
         if (Header.LockKind == LockKind.Embedded)
-            Mutex = new RobustMutex(this, _base + HeaderLayout.Mutex, Header.LockType);
+            Mutex = new RobustMutex(this, _base + MutexOffset, Header.LockType);
     }
 
     private static string FileTypeName(uint mode) => (mode & Interop.S_IFMT) switch
@@ -407,9 +407,9 @@ internal sealed unsafe class MappedSegment
     /// <summary>Called with the lock held after a dead-owner recovery (section 7.3 step 2).</summary>
     internal void RecordRecovery()
     {
-        ulong* count = (ulong*)(_base + RecoveryCount);
+        ulong* count = (ulong*)(_base + RecoveryCountOffset);
         Volatile.Write(ref *count, *count + 1);
-        Volatile.Write(ref *(uint*)(_base + LastRecoveredByPid), (uint)ProcessInfo.Pid);
+        Volatile.Write(ref *(uint*)(_base + LastRecoveredByPidOffset), (uint)ProcessInfo.Pid);
     }
 
     /// <summary>The state word now (0 initializing, 1 ready, 2 retired), not the snapshot of the header.</summary>
@@ -418,7 +418,7 @@ internal sealed unsafe class MappedSegment
         get
         {
             AddRef();
-            try { return (int)Volatile.Read(ref *(uint*)(_base + State)); }
+            try { return (int)Volatile.Read(ref *(uint*)(_base + StateOffset)); }
             finally { Release(); }
         }
     }
@@ -430,7 +430,7 @@ internal sealed unsafe class MappedSegment
             AddRef();
             try
             {
-                ulong n = Volatile.Read(ref *(ulong*)(_base + RecoveryCount));
+                ulong n = Volatile.Read(ref *(ulong*)(_base + RecoveryCountOffset));
                 return n > long.MaxValue ? long.MaxValue : (long)n;
             }
             finally { Release(); }
@@ -499,7 +499,7 @@ internal sealed unsafe class MappedSegment
         // A fork child inherits the object but never cleans up its parent's segments.
         if (Interop.GetPid() != _creatorPid) return;
         if (Interlocked.Exchange(ref _unlinked, 1) != 0) return;
-        Volatile.Write(ref *(uint*)(_base + State), StateRetired);
+        Volatile.Write(ref *(uint*)(_base + StateOffset), StateRetired);
         UnlinkIfStillOurs(explicitCall: false);
     }
 
@@ -512,7 +512,7 @@ internal sealed unsafe class MappedSegment
         {
             if (Interop.Flock(_fd, Interop.LOCK_EX | Interop.LOCK_NB) == 0 && Interlocked.Exchange(ref _unlinked, 1) == 0)
             {
-                Volatile.Write(ref *(uint*)(_base + State), StateRetired);
+                Volatile.Write(ref *(uint*)(_base + StateOffset), StateRetired);
                 UnlinkIfStillOurs(explicitCall: false);
             }
         }
@@ -531,7 +531,7 @@ internal sealed unsafe class MappedSegment
             if (Interlocked.Exchange(ref _joined, 0) != 0) Interop.Flock(_fd, Interop.LOCK_UN);
             if (Interlocked.Exchange(ref _unlinked, 1) != 0)
                 throw new SegmentNotFoundException(Name, $"Segment \"{Name}\" has already been unlinked.");
-            Volatile.Write(ref *(uint*)(_base + State), StateRetired);
+            Volatile.Write(ref *(uint*)(_base + StateOffset), StateRetired);
             UnlinkIfStillOurs(explicitCall: true);
         }
         finally { Release(); }
@@ -665,7 +665,7 @@ internal sealed unsafe class MappedSegment
     internal bool RetireAndUnlinkForReaper()
     {
         if (!IsStillNamed()) return false;
-        Volatile.Write(ref *(uint*)(_base + State), StateRetired);
+        Volatile.Write(ref *(uint*)(_base + StateOffset), StateRetired);
         return Interop.ShmUnlink(SegmentName.ToOsName(Name)) == 0;
     }
 }
