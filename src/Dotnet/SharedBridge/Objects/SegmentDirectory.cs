@@ -59,7 +59,7 @@ public static class SegmentDirectory
     {
         if (Interop.TryLStat(Path.Combine(ShmDir, name), out int errno) is not { } st)
             return errno == Interop.ENOENT ? null
-                : (new SegmentInfo { Name = name, Status = SegmentStatus.Inaccessible, Reason = $"lstat failed: {Interop.Describe(errno)}" }, 0);
+                : (new SegmentInfo { Name = name, Status = SegmentStatus.Inaccessible, Reason = $"lstat failed: {OsErrors.Describe(errno)}" }, 0);
         long? size = st.IsRegularFile ? st.Size : null;
         ulong inode = st.IsRegularFile ? st.Inode : 0;
         MappedSegment segment;

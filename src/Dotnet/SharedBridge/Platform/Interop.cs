@@ -90,23 +90,10 @@ internal static unsafe partial class Interop
 
     [LibraryImport(Libc, EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int LStatRaw(string path, byte* buffer);
+
     /// <summary>flock(2) on the open file description of <paramref name="fd"/> (docs/format.md section 8).</summary>
     [LibraryImport(Libc, EntryPoint = "flock", SetLastError = true)]
     internal static partial int Flock(SafeFileHandle fd, int operation);
-
-    [LibraryImport(Libc, EntryPoint = "pwrite", SetLastError = true)]
-    private static partial nint PWriteRaw(SafeFileHandle fd, byte* buffer, nuint count, long offset);
-
-    /// <summary>pwrite(2) of the whole buffer; false when it wrote less (errno in <paramref name="errno"/>).</summary>
-    internal static bool PWrite(SafeFileHandle fd, ReadOnlySpan<byte> buffer, long offset, out int errno)
-    {
-        fixed (byte* p = buffer)
-        {
-            nint n = PWriteRaw(fd, p, (nuint)buffer.Length, offset);
-            errno = n < 0 ? Marshal.GetLastPInvokeError() : 0;
-            return n == buffer.Length;
-        }
-    }
 
     [LibraryImport(Libc, EntryPoint = "pread", SetLastError = true)]
     private static partial nint PReadRaw(SafeFileHandle fd, byte* buffer, nuint count, long offset);
@@ -253,6 +240,4 @@ internal static unsafe partial class Interop
         errno = 0;
         return total;
     }
-
-    internal static string Describe(int errno) => $"{Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})";
 }

@@ -189,7 +189,7 @@ internal sealed unsafe class RobustMutex
             {
                 MutexUnlock(_mutex);
                 _segment.Release();
-                throw new SharedBridgeException($"pthread_mutex_consistent failed on the lock of \"{_segment.Name}\": {Describe(c)}");
+                throw OsErrors.Failed($"pthread_mutex_consistent on the lock of \"{_segment.Name}\"", c);
             }
             _segment.RecordRecovery();
             return true;
@@ -203,7 +203,7 @@ internal sealed unsafe class RobustMutex
                 $"The lock of \"{_segment.Name}\" is permanently unusable: a process recovered it from a dead owner " +
                 $"without completing the recovery. Copy the data to a new segment, or, once no process uses it, reset it " +
                 $"with SharedLock.Reset(\"{_segment.Name}\")."),
-            _ => new SharedBridgeException($"Locking \"{_segment.Name}\" failed: {Describe(rc)}"),
+            _ => OsErrors.Failed($"Locking \"{_segment.Name}\"", rc),
         };
     }
 
@@ -247,7 +247,7 @@ internal sealed unsafe class RobustMutex
             throw new SynchronizationLockException(
                 $"The lock of \"{_segment.Name}\" is not held by this thread: release it on the thread that acquired it, " +
                 "exactly once (in async code use LockAsync); or another process overwrote the mutex's owner.");
-        throw new CorruptLockException($"Unlocking \"{_segment.Name}\" failed: {Describe(rc)}");
+        throw new CorruptLockException($"Unlocking \"{_segment.Name}\" failed: {OsErrors.Describe(rc)}");
     }
 
     // ---------------------------------------------------------------- tools
@@ -275,6 +275,6 @@ internal sealed unsafe class RobustMutex
 
     private static void Check(int rc, string what)
     {
-        if (rc != 0) throw new SharedBridgeException($"{what} failed: {Describe(rc)}");
+        if (rc != 0) throw OsErrors.Failed(what, rc);
     }
 }
