@@ -33,11 +33,7 @@ internal static class AttachChecks
         var identity = FStat(name, fd);
         if (!identity.IsRegularFile)
             throw HeaderCodec.NotASharedBridgeSegment(name, $"it is not a regular file ({FileTypeName(identity.Mode)})");
-        uint me = Interop.GetEUid();
-        if (identity.Uid != me && !allowOtherOwner)
-            throw new SegmentAccessDeniedException(name,
-                $"Segment \"{name}\" is owned by uid {identity.Uid}, not you (uid {me}); its owner can change or resize it at any time. " +
-                "Pass AllowOtherOwner = true in OpenOptions if you trust it.");
+        if (identity.Uid != Interop.GetEUid() && !allowOtherOwner) throw OsErrors.OwnedByOther(name, identity.Uid);
         return identity;
     }
 

@@ -157,8 +157,7 @@ internal sealed unsafe class MappedSegment
             }
             if (joined) return segment;
         }
-        throw new SegmentNotFoundException(name,
-            $"Segment \"{name}\" was removed by its last closer while this process opened it: it is gone; create it again.");
+        throw OsErrors.RemovedByLastCloser(name);
     }
 
     /// <summary>Opens and validates without joining a last-closer segment (Open without its lifetime
@@ -340,9 +339,7 @@ internal sealed unsafe class MappedSegment
         // Never remove a stranger's segment that reused the name after ours was unlinked.
         if (!IsStillNamed(out bool nameExists))
         {
-            if (explicitCall)
-                throw new SegmentNotFoundException(Name,
-                    $"Segment \"{Name}\" no longer exists under that name (someone else unlinked it{(nameExists ? " and reused the name" : "")}).");
+            if (explicitCall) throw OsErrors.NameGone(Name, nameExists);
             return;
         }
         if (Interop.ShmUnlink(SegmentName.ToOsName(Name)) != 0)

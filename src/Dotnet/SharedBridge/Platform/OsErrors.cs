@@ -6,7 +6,8 @@ namespace SharedBridge.Platform;
 /// The one place that turns an error number of a system call on a segment into the exception a user
 /// sees (the errors of docs/format.md section 6.2 and docs/api.md): the context (the segment's name, creating or opening, a size) goes into
 /// a message that says what happened and what to do. An errno without a specific meaning becomes a
-/// <see cref="SharedBridgeException"/> naming the call.
+/// <see cref="SharedBridgeException"/> naming the call. The failures of the same names that are not an
+/// errno (another owner, a name removed or reused under us) are built here too.
 /// </summary>
 internal static class OsErrors
 {
@@ -68,4 +69,18 @@ internal static class OsErrors
             ? new InsufficientSharedMemoryException(
                 $"Cannot map segment \"{name}\" ({length} bytes): {Describe(errno)}. The process lacks address space or memory for it.")
             : Failed($"mmap of segment \"{name}\" ({length} bytes)", errno);
+
+    /// <summary>The object belongs to user <paramref name="uid"/>, not to us (docs/format.md sections 1.2, 6.2 step 2).</summary>
+    internal static SegmentAccessDeniedException OwnedByOther(string name, uint uid) => new(name,
+        $"Segment \"{name}\" is owned by uid {uid}, not you (uid {Interop.GetEUid()}); its owner can change or resize it at any time. " +
+        "Pass AllowOtherOwner = true in OpenOptions if you trust it.");
+
+    /// <summary>The last closer removed the segment while this process opened it, every time it tried (section 8).</summary>
+    internal static SegmentNotFoundException RemovedByLastCloser(string name) => new(name,
+        $"Segment \"{name}\" was removed by its last closer while this process opened it: it is gone; create it again.");
+
+    /// <summary>An explicit unlink of a segment this process holds whose name is gone, or refers to another
+    /// object now (<paramref name="nameExists"/>), which is left alone (section 8).</summary>
+    internal static SegmentNotFoundException NameGone(string name, bool nameExists) => new(name,
+        $"Segment \"{name}\" no longer exists under that name (someone else unlinked it{(nameExists ? " and reused the name" : "")}).");
 }
