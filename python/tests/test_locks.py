@@ -216,3 +216,59 @@ def test_an_accessor_that_fails_raises_its_error_and_releases_the_lock(make_lock
         obj.close()
     if isinstance(lock, sb.SharedLock):
         lock.close()
+
+
+class _RecordingLock:
+    """A lock= that is no sharedbridge lock: records what its __exit__ gets."""
+
+    def __init__(self, suppress):
+        self.suppress, self.exits, self.held = suppress, [], 0
+
+    def acquire(self, *args):
+        self.held += 1
+        return True
+
+    def release(self):
+        self.held -= 1
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
+        self.exits.append(exc_info[0])
+        return self.suppress
+
+
+def test_any_other_lock_gets_each_access_as_a_with_statement_would(lp_name):
+    # As `with lock: arr[i]`: __exit__ sees the access's error, and may suppress it.
+    plain, swallowing = _RecordingLock(False), _RecordingLock(True)
+    arr = sb.Array("i", 2, lock=plain, name=lp_name())
+    quiet = sb.Array("i", 2, lock=swallowing, name=lp_name())
+    arr[1] = 4
+    with pytest.raises(IndexError):
+        arr[5]
+    assert (arr[1], plain.exits, plain.held) == (4, [None, IndexError, None], 0)
+    assert quiet[5] is None
+    quiet[5] = 1
+    assert (swallowing.exits, swallowing.held) == ([IndexError, IndexError], 0)
+    arr.close()
+    quiet.close()
+
+
+class _OddNames(ctypes.Structure):
+    _fields_ = [("class", ctypes.c_int), ("a b", ctypes.c_int), ("ﬁ", ctypes.c_int)]
+
+
+def test_structure_fields_of_any_name_are_locked_properties():
+    # Shared structures have identifier field names (docs/format.md section 4); synchronized() also
+    # wraps a private ctypes structure, whose field names can be anything ctypes accepts.
+    point = sb.synchronized(_OddNames(1, 2, 3))
+    for field, new in (("class", 10), ("a b", 20), ("ﬁ", 30)):
+        assert getattr(point, field) == getattr(point.get_obj(), field)
+        setattr(point, field, new)
+    assert (getattr(point, "class"), getattr(point, "a b"), getattr(point, "ﬁ")) == (10, 20, 30)
+    with point:
+        setattr(point, "a b", 21)
+    assert getattr(point.get_obj(), "a b") == 21
+    point.get_lock().close()
