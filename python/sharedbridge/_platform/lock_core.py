@@ -138,9 +138,10 @@ class PyLockCore(LockSlowPaths):
 # unlock, recording no ownership (nothing else runs in between); with any other lock
 # (multiprocessing.Lock...) inside ``with wrapper._lock:``, as multiprocessing does.
 #
-# The Python fast path is written once, here, and compiled around each operation, so
-# that the operation runs inline: an accessor costs no Python call beyond its own (a
-# locked access is a few hundred ns; one more Python frame would add a tenth).
+# The Python fast path is written once, here, and compiled around each operation (as
+# collections.namedtuple compiles its methods), so that the operation runs inline: an
+# access is one Python call, with no helper call per access; on the ctypes path a
+# Python call is a sizeable share of a locked access (docs/api.md, "The lock's fast path").
 
 _FAST_PATH = """\
 def make(name):
