@@ -37,7 +37,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from lock_increment import _loops     # noqa: E402  (the cases, shared with lock_increment.py)
+from lock_increment import _loops, add_arguments  # noqa: E402  (shared with lock_increment.py)
 
 TREES = ("before", "after")
 PATHS = ("c", "ctypes")
@@ -126,11 +126,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", help="root of the checkout before the change (required)")
     ap.add_argument("--after", help="root of the checkout with the change (required)")
-    ap.add_argument("--ops", type=int, default=100_000, help="operations per timing")
-    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batch", type=int, default=20, help="operations per sample")
-    ap.add_argument("--json-only", action="store_true")
-    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    add_arguments(ap)
     args = ap.parse_args(argv)
     if args.serve:
         serve(args.serve)
