@@ -79,12 +79,17 @@ def serve(impl):
         arr.close()
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap):
+    """The options of this script, also lock_path_compare.py's (--serve: a child)."""
     ap.add_argument("--ops", type=int, default=100_000, help="operations per timing")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--json-only", action="store_true")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
     args = ap.parse_args(argv)
     if args.serve:
         serve(args.serve)

@@ -1,18 +1,21 @@
 """The robust lock across processes: contention, timeouts, a holder killed with
 SIGKILL, Ctrl-C while blocked."""
 
+import ctypes
+import multiprocessing
 import os
 import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import warnings
 
 import pytest
 
 import sharedbridge as sb
-from conftest import child_env, image_of, run_python
+from conftest import child_env, fresh_names, image_of, run_python
 
 HOLDER = (
     "import sys, time, sharedbridge as sb\n"
@@ -172,3 +175,100 @@ def test_external_lock_recovery_counts_on_the_lock_segment():
     assert struct.unpack_from("<QI", lock_img, 0x188) == (1, os.getpid())
     assert data_img[0x188:0x1C0] == bytes(0x38)
     assert lock.recoveries == 1 and arr.get_lock() is lock
+
+
+class _Point(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_int)]
+
+
+@pytest.fixture
+def lp_name():
+    yield from fresh_names("sbLP")
+
+
+@pytest.mark.parametrize("make_lock", [multiprocessing.Lock, threading.Lock, sb.Lock, sb.RLock],
+                         ids=["multiprocessing.Lock", "threading.Lock", "sb.Lock", "sb.RLock"])
+def test_an_accessor_that_fails_raises_its_error_and_releases_the_lock(make_lock, lp_name):
+    # Any lock= works as in multiprocessing (`with lock:` around each access); an access
+    # that fails raises its own error (as with multiprocessing.sharedctypes) and leaves the
+    # lock free: a non-recursive lock would otherwise be held for good.
+    lock = make_lock()
+    text = sb.Array("c", 3, lock=lock, name=lp_name())
+    point = sb.Value(_Point, lock=lock, name=lp_name())
+    number = sb.Value("i", lock=lock, name=lp_name())
+    arr = sb.Array("i", 2, lock=lock, name=lp_name())
+    failing = [
+        (ValueError, "too long", lambda: setattr(text, "value", b"too long")),
+        (TypeError, "bytes", lambda: setattr(text, "raw", "not bytes")),
+        (TypeError, "integer", lambda: setattr(point, "x", "not a number")),
+        (TypeError, "integer", lambda: setattr(number, "value", "not a number")),
+        (IndexError, "index", lambda: arr[5]),
+        (IndexError, "index", lambda: arr.__setitem__(5, 1)),
+    ]
+    for error, words, access in failing:
+        with pytest.raises(error, match=words):
+            access()
+        assert lock.acquire(False), f"{access} left the lock held"
+        lock.release()
+    text.value, point.x, number.value, arr[1] = b"ok", 7, 8, 9
+    assert (text.value, point.x, number.value, arr[:]) == (b"ok", 7, 8, [0, 9])
+    for obj in (text, point, number, arr):
+        obj.close()
+    if isinstance(lock, sb.SharedLock):
+        lock.close()
+
+
+class _RecordingLock:
+    """A lock= that is no sharedbridge lock: records what its __exit__ gets."""
+
+    def __init__(self, suppress):
+        self.suppress, self.exits, self.held = suppress, [], 0
+
+    def acquire(self, *args):
+        self.held += 1
+        return True
+
+    def release(self):
+        self.held -= 1
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
+        self.exits.append(exc_info[0])
+        return self.suppress
+
+
+def test_any_other_lock_gets_each_access_as_a_with_statement_would(lp_name):
+    # As `with lock: arr[i]`: __exit__ sees the access's error, and may suppress it.
+    plain, swallowing = _RecordingLock(False), _RecordingLock(True)
+    arr = sb.Array("i", 2, lock=plain, name=lp_name())
+    quiet = sb.Array("i", 2, lock=swallowing, name=lp_name())
+    arr[1] = 4
+    with pytest.raises(IndexError):
+        arr[5]
+    assert (arr[1], plain.exits, plain.held) == (4, [None, IndexError, None], 0)
+    assert quiet[5] is None
+    quiet[5] = 1
+    assert (swallowing.exits, swallowing.held) == ([IndexError, IndexError], 0)
+    arr.close()
+    quiet.close()
+
+
+class _OddNames(ctypes.Structure):
+    _fields_ = [("class", ctypes.c_int), ("a b", ctypes.c_int), ("ﬁ", ctypes.c_int)]
+
+
+def test_structure_fields_of_any_name_are_locked_properties():
+    # Shared structures have identifier field names (docs/format.md section 4); synchronized() also
+    # wraps a private ctypes structure, whose field names can be anything ctypes accepts.
+    point = sb.synchronized(_OddNames(1, 2, 3))
+    for field, new in (("class", 10), ("a b", 20), ("ﬁ", 30)):
+        assert getattr(point, field) == getattr(point.get_obj(), field)
+        setattr(point, field, new)
+    assert (getattr(point, "class"), getattr(point, "a b"), getattr(point, "ﬁ")) == (10, 20, 30)
+    with point:
+        setattr(point, "a b", 21)
+    assert getattr(point.get_obj(), "a b") == 21
+    point.get_lock().close()

@@ -5,14 +5,17 @@
  *   - the non-blocking acquire pthread_mutex_clocklock(CLOCK_MONOTONIC, {-1, 0})
  *     (never pthread_mutex_trylock),
  *   - the unlock, whose result is always checked,
- *   - the per-thread ownership record (owner thread, recursion depth) of the lock object.
+ *   - the per-thread ownership record (owner thread, recursion depth) of the lock object,
+ *   - the accessors of the synchronized wrappers (locked_getitem, locked_setitem,
+ *     locked_attr): one operation on the wrapper's object under its lock.
  * Everything else (waiting in slices, the stale-owner check, EOWNERDEAD recovery,
  * not-recoverable, every error message) is the Python code of robust_mutex.py, called
  * through the lock object's slow-path methods (lock_core.LockSlowPaths, shared_lock.py):
  *   _check_kind(), _finish_acquire(rc, block, timeout), _contended(rc),
  *   _unlock_failed(rc), _reacquire(block, timeout), _not_owner().
- * lock_core.py holds the pure-Python twin of this file (the ctypes path): the two must
- * behave the same; python/tests run on both (SHAREDBRIDGE_NO_ACCEL=1).
+ * lock_core.py holds the pure-Python twin of this file (the ctypes path: PyLockCore and
+ * _FAST_PATH): the two must behave the same; python/tests run on both
+ * (SHAREDBRIDGE_NO_ACCEL=1).
  *
  * No call here blocks or waits, so the GIL is held throughout, as with ctypes.PyDLL.
  *
@@ -34,7 +37,7 @@
 #include <sys/syscall.h>
 #endif
 
-#define INTERFACE 2     /* lock_core.py refuses a module built from another version */
+#define INTERFACE 3     /* lock_core.py refuses a module built from another version */
 
 static const struct timespec PAST = {-1, 0};
 
@@ -337,50 +340,64 @@ static PyObject *do_op(PyObject *obj, int op, PyObject *key, PyObject *value)
     Py_RETURN_NONE;
 }
 
+/* The raised exception (normalized, with its traceback), taken out of the error
+ * indicator; NULL if none. */
+static PyObject *take_raised(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (!et)
+        return NULL;
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb)
+        PyException_SetTraceback(ev, tb);
+    Py_DECREF(et);
+    Py_XDECREF(tb);
+    return ev;
+#endif
+}
+
+/* Raise *exc* again (a reference taken by take_raised); NULL: nothing. */
+static void restore_raised(PyObject *exc)
+{
+    if (!exc)
+        return;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/* The error being raised now gets *earlier* (a reference, stolen) as its __context__,
+ * as when an except or finally block raises. */
+static void chain_raised(PyObject *earlier)
+{
+    if (!earlier)
+        return;
+    PyObject *now = take_raised();
+    PyException_SetContext(now, earlier);
+    restore_raised(now);
+}
+
 /* The error raised by the unlock replaces the operation's, with that as its context. */
 static PyObject *unlock_failed_after(LockCore *lk, int rc, PyObject *result)
 {
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *pending = PyErr_GetRaisedException();
-#else
-    PyObject *et, *pending, *tb;
-    PyErr_Fetch(&et, &pending, &tb);
-    if (et) {
-        PyErr_NormalizeException(&et, &pending, &tb);
-        if (tb)
-            PyException_SetTraceback(pending, tb);
-        Py_XDECREF(et);
-        Py_XDECREF(tb);
-    }
-#endif
+    PyObject *pending = take_raised();
     if (call_with_rc((PyObject *)lk, s_unlock_failed, rc) == 0) {
-#if PY_VERSION_HEX >= 0x030C0000
-        PyErr_SetRaisedException(pending);
-#else
-        if (pending)
-            PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(pending)), pending,
-                          PyException_GetTraceback(pending));
-#endif
+        restore_raised(pending);
         return result;
     }
     Py_XDECREF(result);
-    if (pending) {
-#if PY_VERSION_HEX >= 0x030C0000
-        PyObject *now = PyErr_GetRaisedException();
-        PyException_SetContext(now, pending);
-        PyErr_SetRaisedException(now);
-#else
-        PyObject *nt, *nv, *ntb;
-        PyErr_Fetch(&nt, &nv, &ntb);
-        PyErr_NormalizeException(&nt, &nv, &ntb);
-        PyException_SetContext(nv, pending);
-        PyErr_Restore(nt, nv, ntb);
-#endif
-    }
+    chain_raised(pending);
     return NULL;
 }
 
-/* With a lock that is not a sharedbridge lock: `with wrapper._lock: op`. */
+/* With a lock that is not a sharedbridge lock: `with wrapper._lock: op`. As in a with
+ * statement, __exit__ gets the operation's error, and a true result suppresses it. */
 static PyObject *foreign_op(PyObject *wrapper, PyObject *obj, int op, PyObject *key,
                             PyObject *value)
 {
@@ -394,18 +411,34 @@ static PyObject *foreign_op(PyObject *wrapper, PyObject *obj, int op, PyObject *
     }
     Py_DECREF(r);
     PyObject *result = do_op(obj, op, key, value);
-    r = PyObject_CallMethodObjArgs(lock, s_exit, Py_None, Py_None, Py_None, NULL);
+    PyObject *failed = result ? NULL : take_raised();
+    if (failed) {
+        PyObject *tb = PyException_GetTraceback(failed);
+        r = PyObject_CallMethodObjArgs(lock, s_exit, (PyObject *)Py_TYPE(failed), failed,
+                                       tb ? tb : Py_None, NULL);
+        Py_XDECREF(tb);
+    }
+    else
+        r = PyObject_CallMethodObjArgs(lock, s_exit, Py_None, Py_None, Py_None, NULL);
     Py_DECREF(lock);
-    if (!r) {
+    int suppress = r ? PyObject_IsTrue(r) : -1;
+    Py_XDECREF(r);
+    if (suppress < 0) {             /* __exit__ raised */
         Py_XDECREF(result);
+        chain_raised(failed);
         return NULL;
     }
-    Py_DECREF(r);
-    return result;
+    if (!failed)
+        return result;
+    if (suppress) {
+        Py_DECREF(failed);
+        Py_RETURN_NONE;
+    }
+    restore_raised(failed);
+    return NULL;
 }
 
-/* One operation on wrapper._obj under wrapper._sblock: the inlined fast path of
- * synchronized.py's accessors. */
+/* One operation on wrapper._obj under wrapper._sblock (lock_core.py, _FAST_PATH). */
 static PyObject *locked_op(PyObject *wrapper, int op, PyObject *key, PyObject *value)
 {
     PyObject *result = NULL;
@@ -430,7 +463,7 @@ static PyObject *locked_op(PyObject *wrapper, int op, PyObject *key, PyObject *v
         not_bound();
         goto done;
     }
-    if (!kind_ok(lk) && call_void(lkobj, s_contended, Py_None) < 0)
+    if (!kind_ok(lk) && call_void(lkobj, s_check_kind, NULL) < 0)
         goto done;
     int rc = LOCK_NOW(lk->m);
     if (rc && call_with_rc(lkobj, s_contended, rc) < 0)

@@ -2,26 +2,30 @@
 
 ``LockCore`` is the base of the lock objects (_objects/shared_lock.py): acquire(),
 release(), the context manager, and the per-thread ownership record (``_owner``, the
-owning thread's ident; ``_depth``, its recursion depth) that lets the synchronized
-accessors skip the mutex when the thread already holds it. Its fast path is the kind
-check, the non-blocking ``lock_now`` and the checked ``unlock`` of docs/format.md
+owning thread's ident; ``_depth``, its recursion depth). ``locked_getitem``,
+``locked_setitem`` and ``locked_attr(name)`` are the accessors of the synchronized
+wrappers (_objects/synchronized.py): one operation on the wrapper's object under its
+lock, skipping the mutex when the thread already holds the lock. Their fast path is the
+kind check, the non-blocking ``lock_now`` and the checked ``unlock`` of docs/format.md
 section 7.3; everything slower goes through ``LockSlowPaths`` below to robust_mutex.py.
 
 Two implementations:
 - ``_fastlock`` (``_fastlock.c``), an optional C extension, built when a compiler and
   the Python headers exist (setup.py for pip, scripts/build_fastlock.py for the source
   tree). About 3x cheaper per locked operation than ctypes.
-- ``PyLockCore`` below: the same code in Python over ctypes; used when the extension is
-  missing, stale, or ``SHAREDBRIDGE_NO_ACCEL=1`` is set.
+- ``PyLockCore`` and ``_py_accessor`` below: the same code in Python over ctypes; used
+  when the extension is missing, stale, or ``SHAREDBRIDGE_NO_ACCEL=1`` is set.
 ``BACKEND`` says which one this process uses: ``"c"`` or ``"ctypes"``.
 """
 
+import keyword
+import linecache
 import os
 from _thread import get_ident
 
 from . import robust_mutex
 
-ACCEL_INTERFACE = 2     # INTERFACE in _fastlock.c
+ACCEL_INTERFACE = 3     # INTERFACE in _fastlock.c
 
 
 def _load_accelerator():
@@ -61,10 +65,8 @@ class LockSlowPaths:
 
     def _contended(self, rc):
         """Slow path of a synchronized wrapper's single operation (no ownership is
-        recorded: the wrapper unlocks right after). *rc* is the result of the
-        non-blocking attempt, or None when the kind check failed."""
-        if rc is None:
-            self._mx.check_kind()
+        recorded: the wrapper unlocks right after); *rc* != 0 is the result of the
+        non-blocking attempt."""
         got = self._mx.finish(rc, True, None)
         if got == "recovered":
             self._mx.recover()
@@ -128,9 +130,90 @@ class PyLockCore(LockSlowPaths):
         self.release()
 
 
+# ------------------------------------------------------------------ locked accessors
+# A synchronized wrapper has ``_obj`` (its ctypes object), ``_lock`` (its lock) and
+# ``_sblock`` (the same lock when it is a LockCore, else None). Each accessor runs one
+# operation on _obj: with a LockCore, directly when this thread holds the lock already
+# (acquire() or ``with``), else between the non-blocking lock_now and the checked
+# unlock, recording no ownership (nothing else runs in between); with any other lock
+# (multiprocessing.Lock...) inside ``with wrapper._lock:``, as multiprocessing does.
+#
+# The Python fast path is written once, here, and compiled around each operation (as
+# collections.namedtuple compiles its methods), so that the operation runs inline: an
+# access is one Python call, with no helper call per access; on the ctypes path a
+# Python call is a sizeable share of a locked access (docs/api.md, "The lock's fast path").
+
+_FAST_PATH = """\
+def make(name):
+    def {function}(self{params}):
+        lk = self._sblock
+        if lk is None:
+            with self._lock:
+                {op}
+            return None         # only if the lock's __exit__ suppressed an error
+        if lk._depth and lk._owner == get_ident():
+            {op}
+        m = lk._m
+        if lk._kind_word.value != lk._kind:
+            lk._check_kind()
+        rc = _lock_now(m, _CLOCK, _PAST)
+        if rc:
+            lk._contended(rc)
+        try:
+            {op}
+        finally:
+            rc = _unlock(m)
+            if rc:
+                lk._unlock_failed(rc)
+    return {function}
+"""
+
+
+def _py_accessor(function, params, op, name=None):
+    """The fast path above as *function*(self*params*) running the statement *op*
+    (which returns); *name*, if any, is visible to *op*."""
+    source = _FAST_PATH.format(function=function, params=params, op=op)
+    filename = f"<sharedbridge._platform.lock_core fast path: {op}>"
+    # Registered for tracebacks, as a file's lines would be (mtime None: kept).
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {}
+    exec(compile(source, filename, "exec"), globals(), namespace)
+    accessor = namespace["make"](name)
+    accessor.__qualname__ = function
+    return accessor
+
+
+_py_attrs = {}
+
+
+def _py_locked_attr(name):
+    """A property of a wrapper class: its object's attribute *name* under the lock."""
+    if not isinstance(name, str):
+        raise TypeError("locked_attr(name): name must be a str")
+    prop = _py_attrs.get(name)
+    if prop is None:
+        if name.isascii() and name.isidentifier() and not keyword.iskeyword(name):
+            target = f"self._obj.{name}"                    # an attribute access, inline
+            get = _py_accessor("get", "", f"return {target}")
+            put = _py_accessor("set", ", value", f"{target} = value; return")
+        else:                                               # any other field name
+            get = _py_accessor("get", "", "return getattr(self._obj, name)", name)
+            put = _py_accessor("set", ", value", "setattr(self._obj, name, value); return", name)
+        prop = _py_attrs[name] = property(
+            get, put, doc=f"the {name} field, read and written under the lock")
+    return prop
+
+
 if accel is not None:
     class LockCore(accel.LockCore, LockSlowPaths):
         """PyLockCore in C (_fastlock.c)."""
         __slots__ = ()
+
+    # The compiled twins of _FAST_PATH: the same fast path, slow paths and results.
+    locked_getitem, locked_setitem = accel.locked_getitem, accel.locked_setitem
+    locked_attr = accel.locked_attr
 else:
     LockCore = PyLockCore
+    locked_getitem = _py_accessor("__getitem__", ", key", "return self._obj[key]")
+    locked_setitem = _py_accessor("__setitem__", ", key, value", "self._obj[key] = value; return")
+    locked_attr = _py_locked_attr
