@@ -11,11 +11,11 @@ costs one pthread call pair, not three.
 """
 
 import os
-import time
 import weakref
 from _thread import get_ident
 
 from .._format import header as H
+from .._format.header_spec import new_header
 from .._platform import robust_mutex
 from .._platform.lock_core import LockCore
 from .._platform.process_info import process_start_time, processes_mapping
@@ -46,21 +46,11 @@ class SharedLock(LockCore):
     __slots__ = ("_seg", "_mx", "__weakref__")
 
     def __init__(self, name=None, *, lifetime=None, keep=False):
-        abi, size = H.native_lock_abi()
-        if not abi:
-            raise OSError("sharedbridge locks need Linux glibc on x86_64 or aarch64")
-        lifetime = lifetime_code(lifetime, keep)
-        header = H.SegmentHeader(
-            version=H.writer_version(H.compat_version_for(lifetime)),
-            compat_version=H.compat_version_for(lifetime),
-            header_size=H.FIXED_SIZE, kind=H.KIND_LOCK,
-            typecode="", element_size=0, element_count=0, data_offset=H.FIXED_SIZE,
-            data_size=0, lock_kind=H.LOCK_EMBEDDED, lock_abi=abi, lock_size=size,
-            lock_offset=H.LOCK_OFFSET, lock_type=self._lock_type, fields=(),
-            creator_pid=os.getpid(), creator_start_time=process_start_time(),
-            created_unix_ns=time.time_ns(), type_name="", lock_name="",
-            lifetime_code=lifetime)
-        seg = create(name, header, lambda mm: robust_mutex.init_mutex(mm, self._lock_type, size))
+        header = new_header(H.KIND_LOCK, creator_start_time=process_start_time(),
+                            lifetime=lifetime_code(lifetime, keep), lock_kind=H.LOCK_EMBEDDED,
+                            lock_type=self._lock_type)
+        seg = create(name, header,
+                     lambda mm: robust_mutex.init_mutex(mm, self._lock_type, header.lock_size))
         self._setup(seg)
 
     def _setup(self, seg):
