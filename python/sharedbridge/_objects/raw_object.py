@@ -24,6 +24,7 @@ from .._format import struct_layout
 from .._format.typecodes import STRUCT, TYPECODE_TO_TYPE, same_typecode
 from .._platform.segment import open_segment
 from ..errors import CorruptDataError, TypeMismatchError, UnsupportedTypeError
+from .protocol import segment_of
 from .unavailable import unavailable
 
 # Our shared subclasses (a set, not a class attribute: a Structure field may have any
@@ -39,11 +40,19 @@ def base_type(obj_type):
 _subclass_cache = {}
 
 
-def segment_of(obj):
-    """The Segment of a raw shared object, or None. Kept in the instance dictionary,
-    read from there: a Structure field named _sb_segment would hide the attribute."""
+def _raw_segment(obj):
+    """The Segment of a raw shared object, or None (a private ctypes object). Kept in
+    the instance dictionary, read from there: a Structure field named _sb_segment would
+    hide the attribute."""
     d = getattr(obj, "__dict__", None)
     return d.get("_sb_segment") if d is not None else None
+
+
+# Every ctypes object answers segment_of (protocol.py) from its instance dictionary:
+# ours hold their segment there (raw_object() below), a private one holds none.
+for _ctypes_base in (ctypes.Array, ctypes.Structure, ctypes.Union, ctypes._SimpleCData):
+    segment_of.register(_ctypes_base, _raw_segment)
+del _ctypes_base
 
 
 def _simple_repr(self):
@@ -55,7 +64,7 @@ def _simple_repr(self):
 
 
 def _raw_reduce(self):
-    seg = segment_of(self)
+    seg = _raw_segment(self)
     seg.export()
     elem = self._type_ if isinstance(self, ctypes.Array) else base_type(type(self))
     if seg.trusted:
@@ -108,18 +117,18 @@ def _pickled_type(h, ref):
 
 
 def _segment_name(self):
-    return segment_of(self).name
+    return _raw_segment(self).name
 
 
 def _close(self):
     """Give up this object's claim now (see sharedbridge.close); this object and
     every view of it stay usable."""
-    segment_of(self).close()
+    _raw_segment(self).close()
 
 
 def _unlink(self):
     """Remove the segment's name now, whoever created it."""
-    segment_of(self).unlink()
+    _raw_segment(self).unlink()
 
 
 def _raw_copy(self):
@@ -163,7 +172,7 @@ def _raw_u32(obj, n):
 
 
 def _corrupt_u(obj, index, v, field=None):
-    seg = segment_of(obj)
+    seg = _raw_segment(obj)
     name = seg.name if seg is not None else None
     where = "the value" if index is None else f"element {index}"
     if field is not None:

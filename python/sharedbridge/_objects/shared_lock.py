@@ -23,6 +23,7 @@ from .._platform.segment import create, open_segment
 from ..errors import (CorruptSegmentError, SegmentInUseError, TypeMismatchError,
                       UnsupportedVersionError)
 from .lifetimes import lifetime_code
+from .protocol import segment_of
 from .unavailable import unavailable
 
 _live_locks = weakref.WeakSet()
@@ -126,6 +127,8 @@ class SharedLock(LockCore):
         owner = "unowned" if self._owner is None else f"owned by thread {self._owner}"
         return f"<sharedbridge.{type(self).__name__} {self.name!r} {owner}>"
 
+
+segment_of.register(SharedLock, lambda lock: lock._seg)
 
 class RLock(SharedLock):
     """A recursive, robust, named lock (lock_type 1), usable as ``lock=``.

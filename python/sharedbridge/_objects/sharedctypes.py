@@ -19,7 +19,8 @@ from .._format.typecodes import STRUCT, TYPECODE_SIZE, TYPECODE_TO_TYPE
 from .._platform import robust_mutex
 from .._platform.process_info import process_start_time
 from .._platform.segment import create
-from .raw_object import base_type, check_u_initial, raw_object, row_parts, segment_of
+from .protocol import segment_of
+from .raw_object import base_type, check_u_initial, raw_object, row_parts
 from .lifetimes import lifetime_code
 from .shared_lock import SharedLock, lock_from_segment
 from .synchronized import synchronized

@@ -27,6 +27,7 @@ from .._platform.segment import create, open_segment
 from ..errors import CorruptSegmentError
 from .shared_lock import SharedLock, lock_from_segment, open_external_lock
 from .lifetimes import lifetime_code
+from .protocol import segment_of
 from .unavailable import unavailable
 
 # Word indexes (section 10.2).
@@ -284,6 +285,8 @@ class _Waitable:
     def __repr__(self):
         return f"<sharedbridge.{type(self).__name__} {self.name!r}>"
 
+
+segment_of.register(_Waitable, lambda obj: obj._seg)
 
 class Event(_Waitable):
     """multiprocessing.Event in a named segment (kind 4).
