@@ -31,10 +31,12 @@ from ._platform import lock_core as _lock_core
 from ._platform.segment import open_segment as _open_segment
 from ._platform.segment import unlink
 from .errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
-                     InsufficientMemoryError, InvalidNameError, LockNotRecoverableError,
-                     LockRecoveredWarning, NotASharedBridgeSegmentError, SegmentExistsError,
-                     SegmentInUseError, SegmentNotFoundError, SegmentNotReadyError,
-                     SegmentPermissionError, SegmentTooLargeError, SharedBridgeError, TypeMismatchError,
+                     InsufficientMemoryError, InsufficientSharedMemoryError, InvalidNameError,
+                     InvalidSegmentNameError, LockNotRecoverableError, LockRecoveredWarning,
+                     LockTimeoutError, NotASharedBridgeSegmentError, SegmentAccessDeniedError,
+                     SegmentExistsError, SegmentInUseError, SegmentNotFoundError,
+                     SegmentNotReadyError, SegmentPermissionError, SegmentTooLargeError,
+                     SharedBridgeError, TypeMismatchError, UnsupportedFormatVersionError,
                      UnsupportedTypeError, UnsupportedVersionError)
 
 # The one version of the Python and .NET packages (pyproject.toml and Directory.Build.props read it).
@@ -87,5 +89,8 @@ __all__ = [
     "LockRecoveredWarning", "NotASharedBridgeSegmentError", "CorruptDataError",
     "SegmentPermissionError", "InsufficientMemoryError", "CorruptLockError",
     "SegmentInUseError", "SegmentTooLargeError", "UnavailableObject", "SegmentInfo",
-    "list_segments", "inspect_segment",
+    "list_segments", "inspect_segment", "LockTimeoutError",
+    # The .NET library's names of the same classes (docs/api.md, "Errors in both languages").
+    "SegmentAccessDeniedError", "InvalidSegmentNameError", "UnsupportedFormatVersionError",
+    "InsufficientSharedMemoryError",
 ]
