@@ -6,12 +6,12 @@ process attaches to the same memory instead of getting a copy. The element type 
 segment (element_type) and that unpickling attach (_attach_raw) live here too, below
 attach.py, so that pickling a raw object needs nothing from a higher module.
 
-'u' (c_wchar) objects also check what they read and write (rulings A.6): an element
-that is not a Unicode scalar value (a surrogate 0xD800..0xDFFF or above 0x10FFFF) is
-CorruptDataError naming the segment and the index, and a lone surrogate is refused
-when written (UnicodeEncodeError, a ValueError). Only 'u' classes get these methods:
-the other typecodes keep ctypes' own accessors. Raw views (memoryview, numpy) are
-raw memory and are not checked.
+'u' (c_wchar) objects also check what they read and write (docs/format.md section
+3.4): an element that is not a Unicode scalar value (a surrogate 0xD800..0xDFFF or
+above 0x10FFFF) is CorruptDataError naming the segment and the index, and a lone
+surrogate is refused when written (UnicodeEncodeError, a ValueError). Only 'u'
+classes get these methods: the other typecodes keep ctypes' own accessors. Raw views
+(memoryview, numpy) are raw memory and are not checked.
 """
 
 import ctypes
@@ -155,7 +155,7 @@ _EXTRAS = {
 }
 
 
-# --- 'u' elements (rulings A.6) --------------------------------------------------------
+# --- 'u' elements (docs/format.md section 3.4) ----------------------------------------
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ARRAY_GETITEM = ctypes.Array.__getitem__
@@ -390,7 +390,8 @@ def _same_pointer_type(sub, base):
 def row_parts(row):
     """(innermost element type, elements per row) of an element type: a ctypes array
     type as element (Array(c_int * 2, 3)) is a row of several segment elements. Rows of
-    c_wchar are refused: their reads would skip the checks of rulings A.6."""
+    c_wchar are refused: their reads would skip the checks of docs/format.md section
+    3.4."""
     inner, per_row = struct_layout.element_of(row)
     if inner is not row and isinstance(inner, type) and issubclass(inner, ctypes.c_wchar):
         raise UnsupportedTypeError(

@@ -224,9 +224,10 @@ def _attach_lock(name, allow_other_owner=False):
 
 
 def open_external_lock(name, lock_name, timeout, allow_other_owner, join=True):
-    """The segment holding the lock of segment *name* (lock_kind 2, rulings A.11): it
-    must hold an embedded mutex of this machine's ABI, else *name* is corrupt. A
-    missing lock segment stays SegmentNotFoundError. join=False only looks (tools)."""
+    """The segment holding the lock of segment *name* (lock_kind 2, docs/format.md
+    section 7.1): it must hold an embedded mutex of this machine's ABI, else *name* is
+    corrupt. A missing lock segment stays SegmentNotFoundError. join=False only looks
+    (tools)."""
     try:
         lock_seg = open_segment(lock_name, timeout, allow_other_owner, join)
     except UnsupportedVersionError:
