@@ -22,7 +22,7 @@ from .._platform.process_info import process_start_time, processes_mapping
 from .._platform.segment import create, open_segment
 from ..errors import (CorruptSegmentError, SegmentInUseError, TypeMismatchError,
                       UnsupportedVersionError)
-from .lifetimes import lifetime_code
+from .lifetimes import resolve_lifetime
 from .protocol import segment_of
 from .unavailable import unavailable
 
@@ -48,7 +48,7 @@ class SharedLock(LockCore):
 
     def __init__(self, name=None, *, lifetime=None, keep=False):
         header = new_header(H.KIND_LOCK, creator_start_time=process_start_time(),
-                            lifetime=lifetime_code(lifetime, keep), lock_kind=H.LOCK_EMBEDDED,
+                            lifetime=resolve_lifetime(lifetime, keep), lock_kind=H.LOCK_EMBEDDED,
                             lock_type=self._lock_type)
         seg = create(name, header,
                      lambda mm: robust_mutex.init_mutex(mm, self._lock_type, header.lock_size))

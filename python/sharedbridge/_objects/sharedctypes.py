@@ -21,7 +21,7 @@ from .._platform.process_info import process_start_time
 from .._platform.segment import create
 from .protocol import segment_of
 from .raw_object import base_type, check_u_initial, raw_object, row_parts
-from .lifetimes import lifetime_code
+from .lifetimes import resolve_lifetime
 from .shared_lock import SharedLock, lock_from_segment
 from .synchronized import synchronized
 
@@ -58,7 +58,7 @@ def _resolve(typecode_or_type):
 def _create_raw(row, code, kind, rows, initial, lock_fields, name, lifetime, keep):
     """Create a segment holding *rows* rows (elements, or arrays of them) initialized
     from the private ctypes object *initial* (or zero) and return the raw shared
-    object. *lifetime* and *keep* are the create's arguments (lifetimes.lifetime_code)."""
+    object. *lifetime* and *keep* are the create's arguments (lifetimes.resolve_lifetime)."""
     elem_type, per_row = row_parts(row)
     count = rows * per_row
     if code == STRUCT:
@@ -71,7 +71,7 @@ def _create_raw(row, code, kind, rows, initial, lock_fields, name, lifetime, kee
         check_u_initial(initial, count)
     lock_kind, lock_type, lock_name = lock_fields
     header = new_header(
-        kind, creator_start_time=process_start_time(), lifetime=lifetime_code(lifetime, keep),
+        kind, creator_start_time=process_start_time(), lifetime=resolve_lifetime(lifetime, keep),
         typecode=code, element_size=element_size, element_count=count, fields=fields,
         type_name=type_name, lock_kind=lock_kind, lock_type=lock_type, lock_name=lock_name,
         what="Array and Value with a lock", advice="; use lock=False")

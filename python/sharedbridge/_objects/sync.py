@@ -26,7 +26,7 @@ from .._platform.process_info import process_is_running, process_start_time
 from .._platform.segment import create, open_segment
 from ..errors import CorruptSegmentError
 from .shared_lock import SharedLock, lock_from_segment, open_external_lock
-from .lifetimes import lifetime_code
+from .lifetimes import resolve_lifetime
 from .protocol import segment_of
 from .unavailable import unavailable
 
@@ -63,7 +63,7 @@ def _create(name, lifetime, keep, kind, words, lock_kind=H.LOCK_EMBEDDED,
     if not futex.available():
         raise OSError("sharedbridge synchronization objects need Linux on x86_64 or aarch64")
     header = new_header(
-        kind, creator_start_time=process_start_time(), lifetime=lifetime_code(lifetime, keep),
+        kind, creator_start_time=process_start_time(), lifetime=resolve_lifetime(lifetime, keep),
         typecode="I", element_size=4, element_count=H.SYNC_WORDS + 4 * slots,
         lock_kind=lock_kind, lock_type=lock_type, lock_name=lock_name,
         what="sharedbridge synchronization objects")

@@ -4,7 +4,7 @@ two languages (the same segment, the same robust lock)."""
 from .. import attach as _py_attach
 from .. import header_of
 from .._format import header as H
-from .._objects.lifetimes import lifetime_code
+from .._objects.lifetimes import resolve_lifetime
 from .._objects.protocol import require_segment
 from .error_map import errors
 from .loader import sb_or_load
@@ -70,7 +70,7 @@ def to_python(net_obj, typecode_or_type=None):
 def _segment_options(sb, lock, keep, typecode=None, lifetime=None):
     # lifetime= and keep= as in sharedbridge.Array (keep=True: persistent; contradictions
     # are a ValueError), given to .NET as SegmentOptions.Lifetime.
-    code = lifetime_code(lifetime, keep)
+    code = resolve_lifetime(lifetime, keep)
     net_lifetime = (sb.SegmentLifetime.Creator, sb.SegmentLifetime.LastCloser,
                     sb.SegmentLifetime.Persistent)[code]
     return sb.SegmentOptions(synchronized=bool(lock), typeCode=typecode, lifetime=net_lifetime)
