@@ -113,6 +113,7 @@ class SynchronizedBase(_mpsc.SynchronizedBase):
 # The segment of a wrapper is its object's (protocol.py).
 segment_of.register(SynchronizedBase, lambda wrapper: segment_of(wrapper._obj))
 
+
 # Attributes of every wrapper: a Structure field of one of these names gets no property.
 _WRAPPER_NAMES = frozenset(dir(SynchronizedBase)) | {
     "_obj", "_lock", "_sblock", "acquire", "release"}
