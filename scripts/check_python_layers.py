@@ -9,8 +9,9 @@ layer and of lower layers, never of a higher one:
   _platform   the operating system (segments, the robust mutex, /proc, exit cleanup)
   _objects    the objects users get (raw objects, locks, wrappers, attach, factories)
   __init__    the public surface (the package itself)
-  dotnet      the .NET library in-process through pythonnet (optional: imported by
-              nobody in the package, it may use everything below)
+  dotnet      the .NET library in-process through pythonnet, a subpackage (optional:
+              imported by nobody in the package, it may use everything below; its
+              modules import each other, never their own __init__)
   cli         the `sharedbridge` command line (public API only; same level as dotnet)
   __main__    `python -m sharedbridge` (runs cli)
 

@@ -18,7 +18,8 @@ from ._format.header import SegmentHeader, StructField
 from ._objects.attach import attach
 from ._objects.lifetimes import ReapedSegment, reap
 from ._objects.numpy_view import as_numpy
-from ._objects.raw_object import segment_of
+from ._objects.protocol import require_segment as _require_segment
+from ._objects.protocol import segment_of
 from ._objects.shared_lock import Lock, RLock, SharedLock, reset_lock
 from ._objects.survey import SegmentInfo, inspect_segment, list_segments
 from ._objects.sharedctypes import Array, RawArray, RawValue, Value, copy
@@ -30,10 +31,12 @@ from ._platform import lock_core as _lock_core
 from ._platform.segment import open_segment as _open_segment
 from ._platform.segment import unlink
 from .errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
-                     InsufficientMemoryError, InvalidNameError, LockNotRecoverableError,
-                     LockRecoveredWarning, NotASharedBridgeSegmentError, SegmentExistsError,
-                     SegmentInUseError, SegmentNotFoundError, SegmentNotReadyError,
-                     SegmentPermissionError, SegmentTooLargeError, SharedBridgeError, TypeMismatchError,
+                     InsufficientMemoryError, InsufficientSharedMemoryError, InvalidNameError,
+                     InvalidSegmentNameError, LockNotRecoverableError, LockRecoveredWarning,
+                     LockTimeoutError, NotASharedBridgeSegmentError, SegmentAccessDeniedError,
+                     SegmentExistsError, SegmentInUseError, SegmentNotFoundError,
+                     SegmentNotReadyError, SegmentPermissionError, SegmentTooLargeError,
+                     SharedBridgeError, TypeMismatchError, UnsupportedFormatVersionError,
                      UnsupportedTypeError, UnsupportedVersionError)
 
 # The one version of the Python and .NET packages (pyproject.toml and Directory.Build.props read it).
@@ -47,7 +50,7 @@ def header_of(obj_or_name, *, allow_other_owner=False):
     if isinstance(obj_or_name, str):
         return _open_segment(obj_or_name, allow_other_owner=allow_other_owner,
                              join=False).header
-    return _segment_for(obj_or_name).header
+    return _require_segment(obj_or_name).header
 
 
 def lock_backend():
@@ -67,17 +70,11 @@ def close(obj):
     closes, and unlinks the name if it was the last process to hold it; "persistent"
     ones stay. Every object and view keeps working; other processes that already
     attached are unaffected."""
-    _segment_for(obj).close()
+    _require_segment(obj).close()
 
 
-def _segment_for(obj):
-    if isinstance(obj, SynchronizedBase):
-        obj = obj.get_obj()
-    seg = obj._seg if isinstance(obj, (SharedLock, Event, Semaphore, Condition, Barrier)) \
-        else segment_of(obj)
-    if seg is None:
-        raise TypeError(f"{type(obj).__name__} is not a sharedbridge object")
-    return seg
+# The old private name of require_segment (tests and bench/run.py use it).
+_segment_for = _require_segment
 
 
 __all__ = [
@@ -92,5 +89,8 @@ __all__ = [
     "LockRecoveredWarning", "NotASharedBridgeSegmentError", "CorruptDataError",
     "SegmentPermissionError", "InsufficientMemoryError", "CorruptLockError",
     "SegmentInUseError", "SegmentTooLargeError", "UnavailableObject", "SegmentInfo",
-    "list_segments", "inspect_segment",
+    "list_segments", "inspect_segment", "LockTimeoutError",
+    # The .NET library's names of the same classes (docs/api.md, "Errors in both languages").
+    "SegmentAccessDeniedError", "InvalidSegmentNameError", "UnsupportedFormatVersionError",
+    "InsufficientSharedMemoryError",
 ]

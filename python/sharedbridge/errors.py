@@ -3,6 +3,12 @@
 Every class derives from :class:`SharedBridgeError` *and* from the builtin exception a
 user of ``multiprocessing.sharedctypes`` would already catch for the same mistake, so
 ``except FileNotFoundError`` or ``except ValueError`` keep working.
+
+The .NET library names some of the same errors differently; each such class also has the
+.NET name with an ``Error`` suffix (``SegmentAccessDeniedError`` is
+``SegmentPermissionError``, the same class object, so either name catches both). The
+table of docs/api.md, "Errors in both languages", pairs every .NET exception with its
+Python class.
 """
 
 __all__ = [
@@ -11,7 +17,10 @@ __all__ = [
     "UnsupportedTypeError", "SegmentNotReadyError", "LockNotRecoverableError",
     "LockRecoveredWarning", "NotASharedBridgeSegmentError", "CorruptDataError",
     "SegmentPermissionError", "InsufficientMemoryError", "CorruptLockError",
-    "SegmentInUseError",
+    "SegmentInUseError", "SegmentTooLargeError", "LockTimeoutError",
+    # The .NET library's names (docs/api.md, "Errors in both languages").
+    "SegmentAccessDeniedError", "InvalidSegmentNameError", "UnsupportedFormatVersionError",
+    "InsufficientSharedMemoryError",
 ]
 
 
@@ -95,6 +104,12 @@ class SegmentInUseError(SharedBridgeError, RuntimeError):
         self.pids = tuple(pids)
 
 
+class LockTimeoutError(SharedBridgeError, TimeoutError):
+    """A lock was not acquired in time where a timeout is an error: a .NET
+    ``Lock(timeout)`` (LockTimeoutException), reached through sharedbridge.dotnet.
+    (Python's acquire(timeout=...) returns False, as multiprocessing's does.)"""
+
+
 class LockRecoveredWarning(RuntimeWarning):
     """A process died while holding a shared lock; this process recovered it.
 
@@ -107,3 +122,10 @@ class SegmentTooLargeError(OSError, InsufficientMemoryError):
     """A segment larger than /dev/shm can ever hold, or than a file can be: an OSError
     (errno EFBIG or ENOSPC: the class multiprocessing raises for such sizes) that is also
     an InsufficientMemoryError (a MemoryError), as sharedbridge raised before."""
+
+
+# The .NET library's names of the same classes (docs/api.md, "Errors in both languages").
+SegmentAccessDeniedError = SegmentPermissionError
+InvalidSegmentNameError = InvalidNameError
+UnsupportedFormatVersionError = UnsupportedVersionError
+InsufficientSharedMemoryError = InsufficientMemoryError

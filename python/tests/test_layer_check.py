@@ -105,6 +105,20 @@ def test_a_module_outside_the_table_fails(checker, tmp_path):
         "pkg._helpers: not in the layer table of scripts/check_python_layers.py (LAYERS)"]}
 
 
+
+def test_the_dotnet_subpackage_sits_above_the_package(checker, tmp_path):
+    # Its modules may use the package and each other; a lower layer importing it fails.
+    files = {
+        "dotnet/__init__.py": "from .factories import make\n",
+        "dotnet/loader.py": "from .._platform import segment\n",
+        "dotnet/factories.py": "from .. import thing\nfrom .loader import segment\nmake = 1\n",
+    }
+    assert failures(checker, make_package(tmp_path / "ok", files)) == {}
+    files["_objects/low.py"] = "from ..dotnet import loader\n"
+    assert failures(checker, make_package(tmp_path / "bad", files)) == {DOWN: [
+        "pkg._objects.low (layer _objects) imports pkg.dotnet.loader (layer dotnet, higher) "
+        "at line 1"]}
+
 def test_the_script_writes_a_failing_suite(tmp_path):
     package = make_package(tmp_path, {"_objects/low.py": "from . import top\n"})
     results = tmp_path / "results"

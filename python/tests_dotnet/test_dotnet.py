@@ -13,6 +13,7 @@ import pytest
 
 import sharedbridge
 import sharedbridge.dotnet as sbn
+from sharedbridge.dotnet import cleanup, loader
 
 
 @pytest.fixture
@@ -29,8 +30,8 @@ def test_load_is_idempotent_and_hands_signals_to_python(sb):
     assert sb.SegmentCleanup.SignalHandlersEnabled is False
     # pytest leaves SIGTERM and SIGHUP at their default action: sharedbridge.dotnet took them
     # (releasing .NET's and Python's segments); Python's SIGINT handler stays.
-    assert signal.getsignal(signal.SIGTERM) is sbn._on_signal
-    assert signal.getsignal(signal.SIGHUP) is sbn._on_signal
+    assert signal.getsignal(signal.SIGTERM) is cleanup.on_signal
+    assert signal.getsignal(signal.SIGHUP) is cleanup.on_signal
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -248,7 +249,7 @@ def test_missing_assembly_is_a_clear_error(sb, tmp_path):
     with pytest.raises(sbn.DotnetUnavailableError, match="already loaded"):
         sbn.load(tmp_path)
     with pytest.raises(sbn.DotnetUnavailableError, match="not found"):
-        sbn._find_assembly(tmp_path)
+        loader.find_assembly(tmp_path)
 
 
 # ---- The end of the process: child interpreters --------------------------------------------
@@ -335,7 +336,8 @@ def test_release_at_exit_runs_before_pythonnet_unload(sb):
         print('ready', flush=True)"""))
     # Re-register ours after the replaced unload so the order stays: ours first, then unload.
     code = code.replace("sbn.atexit_reregister_for_test = True",
-                        "atexit.unregister(sbn._at_exit); atexit.register(sbn._at_exit)")
+                        "from sharedbridge.dotnet import cleanup; atexit.unregister(cleanup.at_exit); "
+                        "atexit.register(cleanup.at_exit)")
     p = subprocess.Popen([sys.executable, "-c", code, base, "exit"], stdout=subprocess.PIPE,
                          text=True, env=_child_env())
     out = p.stdout.read()
@@ -344,8 +346,8 @@ def test_release_at_exit_runs_before_pythonnet_unload(sb):
 
 
 def test_python_rows_and_simple_subclasses_open_in_dotnet_as_their_flat_type(sb, names):
-    # Issue 9 item 5: Array(c_int * 2, 3) is a flat int array of 6 for .NET; a subclass of
-    # c_int is an int value. Written from either side, read on the other.
+    # Rows (docs/format.md section 4): Array(c_int * 2, 3) is a flat int array of 6 for .NET;
+    # a subclass of c_int is an int value. Written from either side, read on the other.
     import ctypes
 
     class MyInt(ctypes.c_int):
@@ -364,3 +366,21 @@ def test_python_rows_and_simple_subclasses_open_in_dotnet_as_their_flat_type(sb,
     net.Value = 8
     assert value.value == 8 and isinstance(value.get_obj(), MyInt)
     net.Dispose()
+
+
+def test_a_broken_dotnet_barrier_arrives_as_pythons_broken_barrier_error(sb):
+    # Python's Barrier raises threading.BrokenBarrierError (as multiprocessing's does); the
+    # same mistake made through .NET must arrive as that class (docs/api.md, "Errors in
+    # both languages"), not as the SharedBridgeError base.
+    from System import TimeSpan
+    name = f"sbPO_{os.getpid()}_barrier"
+    barrier = sb.SharedBarrier.Create(name, 2)
+    try:
+        barrier.Abort()
+        with pytest.raises(threading.BrokenBarrierError) as info:
+            with sbn.errors():
+                barrier.SignalAndWait(TimeSpan.FromSeconds(5))
+        assert type(info.value.dotnet_exception).__name__ == "BrokenBarrierException"
+    finally:
+        barrier.Dispose()
+    assert not exists(name)

@@ -32,9 +32,9 @@ MAX_HEADER_SIZE = 1 << 20
 FIELD_ENTRY_SIZE = 64
 FIELD_TABLE_OFFSET = 0x200
 LOCK_OFFSET = 0x1C0
-MAX_STRUCT_DEPTH = 16        # a top-level field has depth 1 (rulings A.5)
+MAX_STRUCT_DEPTH = 16        # a top-level field has depth 1 (docs/format.md section 4)
 
-# Field names no writer writes and no reader accepts (rulings A.10): besides these, any
+# Field names no writer writes and no reader accepts (docs/format.md section 4): besides these, any
 # name starting with "__". They are ctypes' own class attributes.
 RESERVED_FIELD_NAMES = frozenset((
     "_fields_", "_pack_", "_anonymous_", "_swappedbytes_", "_objects", "_b_base_",

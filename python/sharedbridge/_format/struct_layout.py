@@ -188,9 +188,9 @@ def rebuild(fields, element_size, type_name, *, wchar_field):
     """A Structure class with the layout of *fields*, named *type_name*.
 
     wchar_field(ctypes_field, name, count) gives the descriptor that replaces each 'u'
-    field's: the objects layer passes its checked one (rulings A.6). A parameter, not an
-    import: the layout is the format's business, what a read of a bad element does is
-    the objects'.
+    field's: the objects layer passes its checked one (docs/format.md section 3.4). A
+    parameter, not an import: the layout is the format's business, what a read of a bad
+    element does is the objects'.
 
     Raises TypeMismatchError if natural alignment cannot reproduce the recorded
     layout (then the caller must pass the class to attach())."""
@@ -208,7 +208,7 @@ def rebuild(fields, element_size, type_name, *, wchar_field):
         cls = type(name, (ctypes.Structure,), {"_fields_": spec})
         for index in children.get(parent, ()):
             f = fields[index]
-            if f.typecode == "u":       # checked reads and writes (rulings A.6)
+            if f.typecode == "u":       # checked reads and writes (format.md section 3.4)
                 setattr(cls, f.name, wchar_field(cls.__dict__[f.name], f.name, f.count))
         return cls
 

@@ -24,6 +24,14 @@ TYPECODE_SIZE = {
     "l": 8, "L": 8, "q": 8, "Q": 8, "f": 4, "d": 8, "?": 1,
 }
 
+# typecode -> numpy dtype string of one element: little-endian, the sizes above
+# (docs/format.md sections 2 and 3.4). For as_numpy of Python objects and of .NET ones.
+TYPECODE_DTYPE = {
+    "c": "S1", "u": "<U1", "?": "?", "b": "i1", "B": "u1", "h": "<i2", "H": "<u2",
+    "i": "<i4", "I": "<u4", "l": "<i8", "L": "<u8", "q": "<i8", "Q": "<u8",
+    "f": "<f4", "d": "<f8",
+}
+
 # ctypes cannot tell c_long from c_longlong on LP64: 'l' and 'q' (and 'L' and 'Q') are
 # compared as one typecode.
 _CANONICAL = {"l": "q", "L": "Q"}

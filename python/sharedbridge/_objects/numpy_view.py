@@ -2,9 +2,21 @@
 
 import ctypes
 
+from .._format.typecodes import TYPECODE_DTYPE, typecode_of_simple
+from ..errors import UnsupportedTypeError
 from .raw_object import base_type
 
-_SPECIAL = {ctypes.c_char: "S1", ctypes.c_wchar: "<U1", ctypes.c_bool: "?"}
+
+def _dtype(numpy, elem):
+    """The numpy dtype of one element of ctypes type *elem*: the format's table for a
+    simple type with a typecode, numpy's own reading of the ctypes type otherwise (a
+    Structure, or a private object of a type no segment can hold)."""
+    if issubclass(elem, ctypes._SimpleCData):
+        try:
+            return numpy.dtype(TYPECODE_DTYPE[typecode_of_simple(elem)])
+        except UnsupportedTypeError:
+            pass
+    return numpy.dtype(elem)
 
 
 def as_numpy(obj):
@@ -28,6 +40,6 @@ def as_numpy(obj):
     while issubclass(elem, ctypes.Array):      # rows of a multi-dimensional element too
         shape.append(elem._length_)
         elem = elem._type_
-    dtype = numpy.dtype(_SPECIAL.get(elem, elem))
+    dtype = _dtype(numpy, elem)
     view = numpy.frombuffer(raw, dtype=numpy.uint8)    # the raw bytes, no copy
     return view.view(dtype).reshape(tuple(shape))

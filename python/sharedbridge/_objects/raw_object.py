@@ -6,12 +6,12 @@ process attaches to the same memory instead of getting a copy. The element type 
 segment (element_type) and that unpickling attach (_attach_raw) live here too, below
 attach.py, so that pickling a raw object needs nothing from a higher module.
 
-'u' (c_wchar) objects also check what they read and write (rulings A.6): an element
-that is not a Unicode scalar value (a surrogate 0xD800..0xDFFF or above 0x10FFFF) is
-CorruptDataError naming the segment and the index, and a lone surrogate is refused
-when written (UnicodeEncodeError, a ValueError). Only 'u' classes get these methods:
-the other typecodes keep ctypes' own accessors. Raw views (memoryview, numpy) are
-raw memory and are not checked.
+'u' (c_wchar) objects also check what they read and write (docs/format.md section
+3.4): an element that is not a Unicode scalar value (a surrogate 0xD800..0xDFFF or
+above 0x10FFFF) is CorruptDataError naming the segment and the index, and a lone
+surrogate is refused when written (UnicodeEncodeError, a ValueError). Only 'u'
+classes get these methods: the other typecodes keep ctypes' own accessors. Raw views
+(memoryview, numpy) are raw memory and are not checked.
 """
 
 import ctypes
@@ -24,6 +24,7 @@ from .._format import struct_layout
 from .._format.typecodes import STRUCT, TYPECODE_TO_TYPE, same_typecode
 from .._platform.segment import open_segment
 from ..errors import CorruptDataError, TypeMismatchError, UnsupportedTypeError
+from .protocol import segment_of
 from .unavailable import unavailable
 
 # Our shared subclasses (a set, not a class attribute: a Structure field may have any
@@ -39,11 +40,19 @@ def base_type(obj_type):
 _subclass_cache = {}
 
 
-def segment_of(obj):
-    """The Segment of a raw shared object, or None. Kept in the instance dictionary,
-    read from there: a Structure field named _sb_segment would hide the attribute."""
+def _raw_segment(obj):
+    """The Segment of a raw shared object, or None (a private ctypes object). Kept in
+    the instance dictionary, read from there: a Structure field named _sb_segment would
+    hide the attribute."""
     d = getattr(obj, "__dict__", None)
     return d.get("_sb_segment") if d is not None else None
+
+
+# Every ctypes object answers segment_of (protocol.py) from its instance dictionary:
+# ours hold their segment there (raw_object() below), a private one holds none.
+for _ctypes_base in (ctypes.Array, ctypes.Structure, ctypes.Union, ctypes._SimpleCData):
+    segment_of.register(_ctypes_base, _raw_segment)
+del _ctypes_base
 
 
 def _simple_repr(self):
@@ -55,7 +64,7 @@ def _simple_repr(self):
 
 
 def _raw_reduce(self):
-    seg = segment_of(self)
+    seg = _raw_segment(self)
     seg.export()
     elem = self._type_ if isinstance(self, ctypes.Array) else base_type(type(self))
     if seg.trusted:
@@ -108,18 +117,18 @@ def _pickled_type(h, ref):
 
 
 def _segment_name(self):
-    return segment_of(self).name
+    return _raw_segment(self).name
 
 
 def _close(self):
     """Give up this object's claim now (see sharedbridge.close); this object and
     every view of it stay usable."""
-    segment_of(self).close()
+    _raw_segment(self).close()
 
 
 def _unlink(self):
     """Remove the segment's name now, whoever created it."""
-    segment_of(self).unlink()
+    _raw_segment(self).unlink()
 
 
 def _raw_copy(self):
@@ -146,7 +155,7 @@ _EXTRAS = {
 }
 
 
-# --- 'u' elements (rulings A.6) --------------------------------------------------------
+# --- 'u' elements (docs/format.md section 3.4) ----------------------------------------
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ARRAY_GETITEM = ctypes.Array.__getitem__
@@ -163,7 +172,7 @@ def _raw_u32(obj, n):
 
 
 def _corrupt_u(obj, index, v, field=None):
-    seg = segment_of(obj)
+    seg = _raw_segment(obj)
     name = seg.name if seg is not None else None
     where = "the value" if index is None else f"element {index}"
     if field is not None:
@@ -381,7 +390,8 @@ def _same_pointer_type(sub, base):
 def row_parts(row):
     """(innermost element type, elements per row) of an element type: a ctypes array
     type as element (Array(c_int * 2, 3)) is a row of several segment elements. Rows of
-    c_wchar are refused: their reads would skip the checks of rulings A.6."""
+    c_wchar are refused: their reads would skip the checks of docs/format.md section
+    3.4."""
     inner, per_row = struct_layout.element_of(row)
     if inner is not row and isinstance(inner, type) and issubclass(inner, ctypes.c_wchar):
         raise UnsupportedTypeError(

@@ -11,18 +11,19 @@ costs one pthread call pair, not three.
 """
 
 import os
-import time
 import weakref
 from _thread import get_ident
 
 from .._format import header as H
+from .._format.header_spec import new_header
 from .._platform import robust_mutex
 from .._platform.lock_core import LockCore
 from .._platform.process_info import process_start_time, processes_mapping
 from .._platform.segment import create, open_segment
 from ..errors import (CorruptSegmentError, SegmentInUseError, TypeMismatchError,
                       UnsupportedVersionError)
-from .lifetimes import lifetime_code
+from .lifetimes import resolve_lifetime
+from .protocol import segment_of
 from .unavailable import unavailable
 
 _live_locks = weakref.WeakSet()
@@ -46,21 +47,11 @@ class SharedLock(LockCore):
     __slots__ = ("_seg", "_mx", "__weakref__")
 
     def __init__(self, name=None, *, lifetime=None, keep=False):
-        abi, size = H.native_lock_abi()
-        if not abi:
-            raise OSError("sharedbridge locks need Linux glibc on x86_64 or aarch64")
-        lifetime = lifetime_code(lifetime, keep)
-        header = H.SegmentHeader(
-            version=H.writer_version(H.compat_version_for(lifetime)),
-            compat_version=H.compat_version_for(lifetime),
-            header_size=H.FIXED_SIZE, kind=H.KIND_LOCK,
-            typecode="", element_size=0, element_count=0, data_offset=H.FIXED_SIZE,
-            data_size=0, lock_kind=H.LOCK_EMBEDDED, lock_abi=abi, lock_size=size,
-            lock_offset=H.LOCK_OFFSET, lock_type=self._lock_type, fields=(),
-            creator_pid=os.getpid(), creator_start_time=process_start_time(),
-            created_unix_ns=time.time_ns(), type_name="", lock_name="",
-            lifetime_code=lifetime)
-        seg = create(name, header, lambda mm: robust_mutex.init_mutex(mm, self._lock_type, size))
+        header = new_header(H.KIND_LOCK, creator_start_time=process_start_time(),
+                            lifetime=resolve_lifetime(lifetime, keep), lock_kind=H.LOCK_EMBEDDED,
+                            lock_type=self._lock_type)
+        seg = create(name, header,
+                     lambda mm: robust_mutex.init_mutex(mm, self._lock_type, header.lock_size))
         self._setup(seg)
 
     def _setup(self, seg):
@@ -136,6 +127,8 @@ class SharedLock(LockCore):
         owner = "unowned" if self._owner is None else f"owned by thread {self._owner}"
         return f"<sharedbridge.{type(self).__name__} {self.name!r} {owner}>"
 
+
+segment_of.register(SharedLock, lambda lock: lock._seg)
 
 class RLock(SharedLock):
     """A recursive, robust, named lock (lock_type 1), usable as ``lock=``.
@@ -231,9 +224,10 @@ def _attach_lock(name, allow_other_owner=False):
 
 
 def open_external_lock(name, lock_name, timeout, allow_other_owner, join=True):
-    """The segment holding the lock of segment *name* (lock_kind 2, rulings A.11): it
-    must hold an embedded mutex of this machine's ABI, else *name* is corrupt. A
-    missing lock segment stays SegmentNotFoundError. join=False only looks (tools)."""
+    """The segment holding the lock of segment *name* (lock_kind 2, docs/format.md
+    section 7.1): it must hold an embedded mutex of this machine's ABI, else *name* is
+    corrupt. A missing lock segment stays SegmentNotFoundError. join=False only looks
+    (tools)."""
     try:
         lock_seg = open_segment(lock_name, timeout, allow_other_owner, join)
     except UnsupportedVersionError:

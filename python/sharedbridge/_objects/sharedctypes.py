@@ -11,17 +11,17 @@ same memory.
 """
 
 import ctypes
-import os
-import time
 
 from .._format import header as H
 from .._format import struct_layout
+from .._format.header_spec import new_header
 from .._format.typecodes import STRUCT, TYPECODE_SIZE, TYPECODE_TO_TYPE
 from .._platform import robust_mutex
 from .._platform.process_info import process_start_time
 from .._platform.segment import create
-from .raw_object import base_type, check_u_initial, raw_object, row_parts, segment_of
-from .lifetimes import lifetime_code
+from .protocol import segment_of
+from .raw_object import base_type, check_u_initial, raw_object, row_parts
+from .lifetimes import resolve_lifetime
 from .shared_lock import SharedLock, lock_from_segment
 from .synchronized import synchronized
 
@@ -58,7 +58,7 @@ def _resolve(typecode_or_type):
 def _create_raw(row, code, kind, rows, initial, lock_fields, name, lifetime, keep):
     """Create a segment holding *rows* rows (elements, or arrays of them) initialized
     from the private ctypes object *initial* (or zero) and return the raw shared
-    object. *lifetime* and *keep* are the create's arguments (lifetimes.lifetime_code)."""
+    object. *lifetime* and *keep* are the create's arguments (lifetimes.resolve_lifetime)."""
     elem_type, per_row = row_parts(row)
     count = rows * per_row
     if code == STRUCT:
@@ -70,26 +70,16 @@ def _create_raw(row, code, kind, rows, initial, lock_fields, name, lifetime, kee
     if code == "u" and initial is not None:
         check_u_initial(initial, count)
     lock_kind, lock_type, lock_name = lock_fields
-    abi, lock_size = H.native_lock_abi() if lock_kind == H.LOCK_EMBEDDED else (0, 0)
-    if lock_kind == H.LOCK_EMBEDDED and not abi:
-        raise OSError("an embedded shared lock needs Linux glibc on x86_64 or aarch64; "
-                      "use lock=False")
-    header_size = H.header_size_for(len(fields))
-    lifetime = lifetime_code(lifetime, keep)
-    header = H.SegmentHeader(
-        version=H.writer_version(H.compat_version_for(lifetime)),
-        compat_version=H.compat_version_for(lifetime),
-        header_size=header_size, kind=kind, typecode=code,
-        element_size=element_size, element_count=count, data_offset=header_size,
-        data_size=element_size * count, lock_kind=lock_kind, lock_abi=abi,
-        lock_size=lock_size, lock_offset=H.LOCK_OFFSET if abi else 0,
-        lock_type=lock_type, fields=fields, creator_pid=os.getpid(),
-        creator_start_time=process_start_time(), created_unix_ns=time.time_ns(),
-        type_name=type_name, lock_name=lock_name, lifetime_code=lifetime)
+    header = new_header(
+        kind, creator_start_time=process_start_time(), lifetime=resolve_lifetime(lifetime, keep),
+        typecode=code, element_size=element_size, element_count=count, fields=fields,
+        type_name=type_name, lock_kind=lock_kind, lock_type=lock_type, lock_name=lock_name,
+        what="Array and Value with a lock", advice="; use lock=False")
+    header_size = header.header_size
 
     def init(mm):
-        if abi:
-            robust_mutex.init_mutex(mm, lock_type, lock_size)
+        if header.lock_abi:
+            robust_mutex.init_mutex(mm, lock_type, header.lock_size)
         if initial is not None and header.data_size:
             ctypes.memmove(ctypes.addressof(mm) + header_size, ctypes.addressof(initial),
                            header.data_size)

@@ -20,12 +20,14 @@ import threading
 import time
 
 from .._format import header as H
+from .._format.header_spec import new_header
 from .._platform import futex, robust_mutex
 from .._platform.process_info import process_is_running, process_start_time
 from .._platform.segment import create, open_segment
 from ..errors import CorruptSegmentError
 from .shared_lock import SharedLock, lock_from_segment, open_external_lock
-from .lifetimes import lifetime_code
+from .lifetimes import resolve_lifetime
+from .protocol import segment_of
 from .unavailable import unavailable
 
 # Word indexes (section 10.2).
@@ -60,25 +62,15 @@ def _create(name, lifetime, keep, kind, words, lock_kind=H.LOCK_EMBEDDED,
             lock_type=H.LOCK_TYPE_ERRORCHECK, lock_name="", slots=0):
     if not futex.available():
         raise OSError("sharedbridge synchronization objects need Linux on x86_64 or aarch64")
-    abi, size = H.native_lock_abi() if lock_kind == H.LOCK_EMBEDDED else (0, 0)
-    if lock_kind == H.LOCK_EMBEDDED and not abi:
-        raise OSError("sharedbridge synchronization objects need Linux glibc on x86_64 or "
-                      "aarch64")
-    code = lifetime_code(lifetime, keep)
-    header = H.SegmentHeader(
-        version=H.writer_version(H.compat_version_for(code, kind)),
-        compat_version=H.compat_version_for(code, kind), header_size=H.FIXED_SIZE,
-        kind=kind, typecode="I", element_size=4, element_count=H.SYNC_WORDS + 4 * slots,
-        data_offset=H.FIXED_SIZE, data_size=4 * (H.SYNC_WORDS + 4 * slots),
-        lock_kind=lock_kind,
-        lock_abi=abi, lock_size=size, lock_offset=H.LOCK_OFFSET if abi else 0,
-        lock_type=lock_type if abi else H.LOCK_TYPE_NONE, fields=(), creator_pid=os.getpid(),
-        creator_start_time=process_start_time(), created_unix_ns=time.time_ns(),
-        type_name="", lock_name=lock_name, lifetime_code=code)
+    header = new_header(
+        kind, creator_start_time=process_start_time(), lifetime=resolve_lifetime(lifetime, keep),
+        typecode="I", element_size=4, element_count=H.SYNC_WORDS + 4 * slots,
+        lock_kind=lock_kind, lock_type=lock_type, lock_name=lock_name,
+        what="sharedbridge synchronization objects")
 
     def init(mm):
-        if abi:
-            robust_mutex.init_mutex(mm, lock_type, size)
+        if header.lock_abi:
+            robust_mutex.init_mutex(mm, lock_type, header.lock_size)
         for index, value in words.items():
             struct.pack_into("<I", mm, H.FIXED_SIZE + 4 * index, value)
 
@@ -293,6 +285,8 @@ class _Waitable:
     def __repr__(self):
         return f"<sharedbridge.{type(self).__name__} {self.name!r}>"
 
+
+segment_of.register(_Waitable, lambda obj: obj._seg)
 
 class Event(_Waitable):
     """multiprocessing.Event in a named segment (kind 4).

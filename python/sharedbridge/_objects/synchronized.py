@@ -110,6 +110,10 @@ class SynchronizedBase(_mpsc.SynchronizedBase):
         return '<%s wrapper for %s>' % (type(self).__name__, self._obj)
 
 
+# The segment of a wrapper is its object's (protocol.py).
+segment_of.register(SynchronizedBase, lambda wrapper: segment_of(wrapper._obj))
+
+
 # Attributes of every wrapper: a Structure field of one of these names gets no property.
 _WRAPPER_NAMES = frozenset(dir(SynchronizedBase)) | {
     "_obj", "_lock", "_sblock", "acquire", "release"}

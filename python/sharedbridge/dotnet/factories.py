@@ -1,0 +1,122 @@
+"""Create and open .NET SharedBridge objects from Python, and convert objects between the
+two languages (the same segment, the same robust lock)."""
+
+from .. import attach as _py_attach
+from .. import header_of
+from .._format import header as H
+from .._objects.lifetimes import resolve_lifetime
+from .._objects.protocol import require_segment
+from .error_map import errors
+from .loader import sb_or_load
+from .views import as_numpy
+
+_NET_TYPE_NAMES = {"b": "SByte", "B": "Byte", "h": "Int16", "H": "UInt16", "i": "Int32",
+                   "I": "UInt32", "l": "Int64", "L": "UInt64", "q": "Int64", "Q": "UInt64",
+                   "f": "Single", "d": "Double", "?": "Boolean"}
+
+
+def _net_element_type(typecode, net_type):
+    if net_type is not None:
+        return net_type
+    if typecode == "u":
+        from System.Text import Rune
+        return Rune
+    if typecode == "T":
+        raise TypeError("a structure segment needs its .NET struct type: pass net_type= "
+                        "(a [StructLayout(Sequential)] struct with the same fields)")
+    import System
+    return getattr(System, _NET_TYPE_NAMES[typecode])
+
+
+def attach(name, net_type=None, *, ready_timeout=None, allow_other_owner=False):
+    """Open the existing segment *name* as the .NET object its header describes:
+    ``SharedArray<T>``, ``SharedValue<T>``, ``SharedCharArray`` ('c' arrays) or ``SharedLock``.
+    T is *net_type* or the .NET type of the typecode (structures need *net_type*)."""
+    sb = sb_or_load()
+    with errors():
+        options = _open_options(sb, ready_timeout, allow_other_owner)
+        h = header_of(name, allow_other_owner=allow_other_owner)
+        if h.kind == H.KIND_LOCK:
+            return sb.SharedLock.Open(name, options)
+        if h.kind == H.KIND_ARRAY and h.typecode == "c" and net_type is None:
+            return sb.SharedCharArray.Open(name, options)
+        element = _net_element_type(h.typecode, net_type)
+        generic = sb.SharedArray if h.kind == H.KIND_ARRAY else sb.SharedValue
+        return generic[element].Open(name, options)
+
+
+def _open_options(sb, ready_timeout, allow_other_owner):
+    from System import TimeSpan
+    timeout = None if ready_timeout is None else TimeSpan.FromSeconds(float(ready_timeout))
+    return sb.OpenOptions(timeout, bool(allow_other_owner))
+
+
+def to_dotnet(py_obj, net_type=None):
+    """A .NET object for the segment of a Python sharedbridge object (Array, Value, RawArray,
+    RawValue, their synchronized wrappers, Lock, RLock): the same memory and the same robust
+    lock. The .NET object is an opener, never the creator: disposing it unlinks nothing."""
+    return attach(require_segment(py_obj).name, net_type)
+
+
+def to_python(net_obj, typecode_or_type=None):
+    """The Python package's object for the segment of a .NET SharedBridge object: attach() by
+    name (a synchronized wrapper when the segment has a lock: the same robust mutex)."""
+    sb_or_load()
+    with errors():
+        name = str(net_obj.Name)
+    return _py_attach(name, typecode_or_type)
+
+
+def _segment_options(sb, lock, keep, typecode=None, lifetime=None):
+    # lifetime= and keep= as in sharedbridge.Array (keep=True: persistent; contradictions
+    # are a ValueError), given to .NET as SegmentOptions.Lifetime.
+    code = resolve_lifetime(lifetime, keep)
+    net_lifetime = (sb.SegmentLifetime.Creator, sb.SegmentLifetime.LastCloser,
+                    sb.SegmentLifetime.Persistent)[code]
+    return sb.SegmentOptions(synchronized=bool(lock), typeCode=typecode, lifetime=net_lifetime)
+
+
+def _element_and_code(typecode_or_type):
+    """(.NET element type, explicit typecode for SegmentOptions or None) of a typecode or a
+    .NET type: 'l'/'L' are recorded as such, every other typecode by the .NET type alone."""
+    if isinstance(typecode_or_type, str):
+        code = typecode_or_type if typecode_or_type in ("l", "L") else None
+        return _net_element_type(typecode_or_type, None), code
+    return typecode_or_type, None
+
+
+def create_array(typecode_or_type, size_or_initializer, *, name=None, lock=True, lifetime=None,
+                 keep=False):
+    """Create a .NET ``SharedArray<T>`` from Python: *typecode_or_type* is a typecode ('d',
+    'i', ...) or a .NET type; *size_or_initializer* a length or a sequence / numpy array
+    (copied in through a numpy view when numpy is there: one memcpy, not element by element)."""
+    sb = sb_or_load()
+    element, code = _element_and_code(typecode_or_type)
+    initial = None
+    if isinstance(size_or_initializer, int):
+        length = size_or_initializer
+    else:
+        initial = size_or_initializer
+        length = len(initial)
+    with errors():
+        arr = sb.SharedArray[element].Create(name, length,
+                                             _segment_options(sb, lock, keep, code, lifetime))
+    if initial is not None:
+        try:
+            as_numpy(arr)[:] = initial
+        except ImportError:
+            for i, v in enumerate(initial):
+                arr.Set(i, v)
+    return arr
+
+
+def create_value(typecode_or_type, value=None, *, name=None, lock=True, lifetime=None,
+                 keep=False):
+    """Create a .NET ``SharedValue<T>`` holding *value* (default zero)."""
+    sb = sb_or_load()
+    element, code = _element_and_code(typecode_or_type)
+    options = _segment_options(sb, lock, keep, code, lifetime)
+    with errors():
+        if value is None:
+            return sb.SharedValue[element].Create(name, options=options)
+        return sb.SharedValue[element].Create(name, value, options)
