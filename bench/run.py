@@ -140,7 +140,7 @@ def _contend_once(kind, n_py, n_cs, duration, lead):
         procs = [ctx.Process(target=_py_contend, args=(arr, start, duration, queue)) for _ in range(n_py)]
         for p in procs:
             p.start()
-        cs = [subprocess.Popen(["dotnet", "exec", str(BENCH_DLL), "contend", sb._segment_for(arr).name, str(int(start * 1000)),
+        cs = [subprocess.Popen(["dotnet", "exec", str(BENCH_DLL), "contend", arr.name, str(int(start * 1000)),
                                 str(int(duration * 1000))], stdout=subprocess.PIPE, text=True)
               for _ in range(n_cs)]
         counts = [queue.get(timeout=60) for _ in procs]

@@ -73,9 +73,6 @@ def close(obj):
     _require_segment(obj).close()
 
 
-# The old private name of require_segment (tests and bench/run.py use it).
-_segment_for = _require_segment
-
 
 __all__ = [
     "Array", "Value", "RawArray", "RawValue", "copy", "synchronized", "attach", "Lock",

@@ -16,6 +16,7 @@ import pytest
 from conftest import fresh_names, image_of, reseal, write_segment
 
 import sharedbridge as sb
+from sharedbridge._objects.protocol import require_segment
 from sharedbridge._platform import last_closer
 from sharedbridge._platform import segment as S
 
@@ -130,7 +131,7 @@ def test_fork_child_that_closes_never_unlinks_under_its_parent(names):
 def test_last_closer_attacher_and_creator_in_one_process_share_one_hold(names):
     a = sb.RawArray("i", 1, name=names(), lifetime="last-closer")
     b = sb.attach(a.name)
-    assert sb._segment_for(a).holder is sb._segment_for(b).holder   # one descriptor
+    assert require_segment(a).holder is require_segment(b).holder   # one descriptor
     sb.close(b)
     assert exists(a.name)              # claims are per object: a still holds it
     sb.close(a)
@@ -196,7 +197,7 @@ def test_attach_racing_the_last_closer_raises_not_found(names):
     a = sb.RawArray("i", 1, name=names(), lifetime="last-closer")
     fd = os.open(f"/dev/shm/{a.name}", os.O_RDWR)
     holder = last_closer.FlockHolder(fd)                    # plays the closer in another process
-    seg = sb._segment_for(a)
+    seg = require_segment(a)
     seg.holder.close()                             # ... and is the only other holder
     seg._finalizer.detach()
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the closer won: it is the last
@@ -222,7 +223,7 @@ def test_attach_racing_a_replaced_name_gets_the_new_segment(names):
     name = names()
     a = sb.RawArray("i", 1, name=name, lifetime="last-closer")
     fd = os.open(f"/dev/shm/{name}", os.O_RDWR)
-    old = sb._segment_for(a)
+    old = require_segment(a)
     old.holder.close()
     old._finalizer.detach()
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
