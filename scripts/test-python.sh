@@ -53,7 +53,7 @@ while read -r py; do
         echo "=== python-$label ($py): not tested, it has no pytest (build/venv or Debian's python3-pytest is used instead)"
         continue
     fi
-    minor="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    minor="${version%.*}"                      # 3.11.2 -> 3.11
     if [ -n "${minors_tested[$minor]:-}" ] && [ "${SB_ALL_INTERPRETERS:-0}" != 1 ]; then
         echo "=== python-$label ($py): not tested, Python $minor was tested with ${minors_tested[$minor]} (SB_ALL_INTERPRETERS=1 tests it too)"
         continue
