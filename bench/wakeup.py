@@ -25,7 +25,7 @@ waited less than `--patience` seconds, and otherwise gives up, so a dead side en
 case that fails keeps its row with "error" and is not run again. Segments are named
 sbWB<pid>_<session>_*; whatever a session leaves in /dev/shm is removed and counted.
 
-Row: {"case", "kind", "impl", "pair", "driver", "server", "baseline": bool, "settings", "value"
+Row: {"case", "label", "kind", "impl", "pair", "driver", "server", "baseline": bool, "settings", "value"
 (median us per round trip, null when skipped or failed), "p90_us", "p99_us", "mean_us", "max_us",
 "round_trips", "sessions", "leftover_segments", and "skipped" or "error" (a reason) when there are
 no samples}. "skipped" is only "no compiler ..." for the C floors.
@@ -229,32 +229,36 @@ def _mp_objects(kind, ctx):
     raise ValueError(kind)
 
 
-def _dotnet(*args):
-    return ["dotnet", "exec", str(BENCH_DLL), "wake", *map(str, args)]
+class _Server:
+    """The serving side of a session: a forked Python child (*child*) or a .NET process (*proc*)."""
 
+    def __init__(self, what, child=None, proc=None):
+        self.what, self.child, self.proc = what, child, proc
+        self.pid = (child or proc).pid
 
-def _start_server(kind, total, peer, patience, names):
-    proc = subprocess.Popen(_dotnet("serve", kind, total, peer, patience, *names), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([proc.stdout], [], [], READY_S)
-    line = proc.stdout.readline().strip() if ready else ""
-    if line != "ready":
-        proc.kill()
-        _, err = proc.communicate()
-        raise RuntimeError(f"the C# server did not start ({line!r}): {err[-1500:]}")
-    _watchdog(proc.pid, patience, "the C# server")
-    return proc
+    def alive(self):
+        return self.child.is_alive() if self.child else self.proc.poll() is None
 
-
-def _finish(proc, what, patience):
-    try:
-        out, err = proc.communicate(timeout=patience + 5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed ({proc.returncode}): {err[-1500:]}")
-    return out
+    def end(self, patience, failed):
+        """After the driver: wait up to *patience* s for a clean exit (an error if it was not one);
+        when the driver *failed*, stop the server at once (the driver's error is the one to report)."""
+        if self.child:
+            self.child.join(0 if failed else patience)
+            if self.child.is_alive():
+                self.child.kill()
+                self.child.join()
+            code, err = self.child.exitcode, ""
+        else:
+            if failed:
+                self.proc.kill()
+            try:
+                _, err = self.proc.communicate(timeout=patience)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                _, err = self.proc.communicate()
+            code = self.proc.returncode
+        if code != 0 and not failed:
+            raise RuntimeError(f"{self.what} failed (exit code {code}) {err.strip()[-1500:]}")
 
 
 def _watchdog(pid, patience, what):
@@ -277,16 +281,37 @@ def _fork_server(ctx, kind, objs, total, patience, close=None):
     child = ctx.Process(target=_serve, args=(kind, objs, total, patience, os.getpid(), close), daemon=True)
     child.start()
     _watchdog(child.pid, patience, "the Python server")
-    return child
+    return _Server("the Python server", child=child)
 
 
-def _join(child, patience):
-    child.join(patience)
-    if child.is_alive():
-        child.kill()
-        child.join()
-    if child.exitcode != 0:
-        raise RuntimeError(f"the Python server failed (exit code {child.exitcode})")
+def _dotnet(*args):
+    return ["dotnet", "exec", str(BENCH_DLL), "wake", *map(str, args)]
+
+
+def _start_cs_server(kind, total, peer, patience, names):
+    proc = subprocess.Popen(_dotnet("serve", kind, total, peer, patience, *names), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], READY_S)
+    line = proc.stdout.readline().strip() if ready else ""
+    if line != "ready":
+        proc.kill()
+        _, err = proc.communicate()
+        raise RuntimeError(f"the C# server did not start ({line!r}): {err.strip()[-1500:]}")
+    _watchdog(proc.pid, patience, "the C# server")
+    return _Server("the C# server", proc=proc)
+
+
+def _cs_drive(kind, n, warmup, peer, patience, names):
+    proc = subprocess.Popen(_dotnet("drive", kind, n, warmup, peer, patience, *names),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=READY_S + patience + n * 0.02)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the C# driver failed (exit code {proc.returncode}): {err.strip()[-1500:]}")
+    return [int(t) for t in out.split()]
 
 
 def session(key, n, warmup, patience, prefix):
@@ -294,54 +319,44 @@ def session(key, n, warmup, patience, prefix):
     kind, impl, driver, server, _ = CASES[key]
     ctx = multiprocessing.get_context("fork")
     total = n + warmup
+    close = None
     if key == "mp-pipe":
         here, there = ctx.Pipe()
-        child = _fork_server(ctx, "pipe", (there,), total, patience, close=here)
+        srv = _fork_server(ctx, "pipe", (there,), total, patience, close=here)
         there.close()
-        try:
-            return _drive("pipe", (here,), n, warmup, None, patience)
-        finally:
-            here.close()
-            _join(child, patience)
-    if impl == "multiprocessing":
+        close = here.close
+        drive = lambda: _drive("pipe", (here,), n, warmup, None, patience)  # noqa: E731
+    elif impl == "multiprocessing":
         objs = _mp_objects(kind, ctx)
-        child = _fork_server(ctx, kind, objs, total, patience)
+        srv = _fork_server(ctx, kind, objs, total, patience)
+        drive = lambda: _drive(kind, objs, n, warmup, _checker(srv.alive, patience), patience)  # noqa: E731
+    else:
+        objs, names, close = _sb_objects(kind, prefix)
         try:
-            return _drive(kind, objs, n, warmup, _checker(child.is_alive, patience), patience)
-        finally:
-            _join(child, patience)
-    objs, names, close = _sb_objects(kind, prefix)
+            if server == PY:
+                # With a C# driver, the server's first wait also covers the driver's start-up.
+                srv = _fork_server(ctx, kind, objs, total, patience + (READY_S if driver == CS else 0))
+            else:
+                srv = _start_cs_server(kind, total, os.getpid(), patience + (READY_S if driver == CS else 0),
+                                       names)
+        except BaseException:
+            close()
+            raise
+        if driver == PY:
+            drive = lambda: _drive(kind, objs, n, warmup, _checker(srv.alive, patience), patience)  # noqa: E731
+        else:
+            drive = lambda: _cs_drive(kind, n, warmup, srv.pid, patience, names)  # noqa: E731
     try:
-        if (driver, server) == (PY, PY):
-            child = _fork_server(ctx, kind, objs, total, patience)
-            try:
-                return _drive(kind, objs, n, warmup, _checker(child.is_alive, patience), patience)
-            finally:
-                _join(child, patience)
-        if (driver, server) == (PY, CS):
-            proc = _start_server(kind, total, os.getpid(), patience, names)
-            try:
-                return _drive(kind, objs, n, warmup, _checker(lambda: proc.poll() is None, patience), patience)
-            finally:
-                _finish(proc, "the C# server", patience)
-        if (driver, server) == (CS, PY):
-            # The server's first wait also covers the C# driver's start-up.
-            child = _fork_server(ctx, kind, objs, total, patience + READY_S)
-            try:
-                proc = subprocess.Popen(_dotnet("drive", kind, n, warmup, child.pid, patience, *names),
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                return [int(t) for t in _finish(proc, "the C# driver", patience + READY_S + n * 0.05).split()]
-            finally:
-                _join(child, patience)
-        proc = _start_server(kind, total, os.getpid(), patience + READY_S, names)
         try:
-            drv = subprocess.Popen(_dotnet("drive", kind, n, warmup, proc.pid, patience, *names),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            return [int(t) for t in _finish(drv, "the C# driver", patience + READY_S + n * 0.05).split()]
-        finally:
-            _finish(proc, "the C# server", patience)
+            times = drive()
+        except BaseException:
+            srv.end(patience, failed=True)
+            raise
+        srv.end(patience, failed=False)
+        return times
     finally:
-        close()
+        if close is not None:
+            close()
 
 
 # ---- the run: every case, rounds interleaved ---------------------------------------------------
@@ -431,6 +446,8 @@ def run(round_trips=3000, rounds=3, warmup=200, patience=10.0, only=None, log=No
         for k in keys:
             if k.startswith("floor-") and floor is None:
                 problems[k] = why
+            elif CS in CASES[k][2:4] and not BENCH_DLL.exists():
+                problems[k] = f"error: {BENCH_DLL.name} is not built (dotnet build SharedBridge.sln -c Release)"
         for r in range(rounds):
             order = keys[r % len(keys):] + keys[:r % len(keys)]
             for k in order:
@@ -449,7 +466,7 @@ def run(round_trips=3000, rounds=3, warmup=200, patience=10.0, only=None, log=No
     rows = []
     for k in keys:
         kind, impl, driver, server, baseline = CASES[k]
-        row = {"case": k, "kind": kind, "impl": impl, "pair": " <-> ".join(sorted([driver, server])),
+        row = {"case": k, "label": label(k), "kind": kind, "impl": impl, "pair": " <-> ".join(sorted([driver, server])),
                "driver": driver, "server": server,
                "baseline": baseline, "settings": "default", "sessions": sessions[k],
                "leftover_segments": leftovers[k]}
@@ -464,6 +481,21 @@ def run(round_trips=3000, rounds=3, warmup=200, patience=10.0, only=None, log=No
                 row["skipped"] = why
         rows.append(row)
     return rows
+
+
+def label(key):
+    """The row's name in tables: what waits, and which sides."""
+    kind, impl, driver, server, _ = CASES[key]
+    fixed = {"floor-futex": "C: bare futex wait/wake on a shared word (the kernel's floor)",
+             "floor-spin": "C: two processes spinning on one cache line (the hardware's floor)",
+             "mp-pipe": "multiprocessing.Pipe echo, Python <-> Python",
+             "dotnet-semaphoreslim": ".NET SemaphoreSlim, two threads of one process"}
+    if key in fixed:
+        return fixed[key]
+    sides = f"{driver} <-> {server}" if driver == server else f"{driver} drives, {server} serves"
+    if impl == "multiprocessing":
+        return f"multiprocessing.{kind.capitalize()}, {sides}"
+    return f"sharedbridge {kind.capitalize()}, {sides}"
 
 
 def table(rows):
