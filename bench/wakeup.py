@@ -75,6 +75,21 @@ CASES = {
     "sb-condition-cs-cs": ("condition", "sharedbridge", CS, CS, False),
 }
 
+# Settings to compare, name -> environment of every process of the session: each sharedbridge case
+# also runs as "KEY@NAME" with it (row "settings": NAME). Empty until the library has such settings;
+# e.g. {"spin-off": {"SHAREDBRIDGE_...": "0"}} for the spin-off targets.
+VARIANTS = {}
+
+
+def case_keys():
+    """Every case of a full run, in order: CASES, then each sharedbridge case under each variant."""
+    return list(CASES) + [f"{k}@{v}" for v in VARIANTS for k in CASES if CASES[k][1] == "sharedbridge"]
+
+
+def _split(key):
+    base, _, variant = key.partition("@")
+    return base, variant or None
+
 
 class GaveUp(Exception):
     pass
@@ -316,7 +331,7 @@ def _cs_drive(kind, n, warmup, peer, patience, names):
 
 def session(key, n, warmup, patience, prefix):
     """Runs case *key* once: warmup + n round trips; returns the n measured ones in ns."""
-    kind, impl, driver, server, _ = CASES[key]
+    kind, impl, driver, server, _ = CASES[_split(key)[0]]
     ctx = multiprocessing.get_context("fork")
     total = n + warmup
     close = None
@@ -432,10 +447,10 @@ def _stats(samples_ns):
 
 def run(round_trips=3000, rounds=3, warmup=200, patience=10.0, only=None, log=None):
     """Every case (or those in *only*), *rounds* interleaved rounds; returns the rows."""
-    keys = [k for k in CASES if only is None or k in only]
-    unknown = set(only or ()) - set(CASES)
+    keys = [k for k in case_keys() if only is None or k in only]
+    unknown = set(only or ()) - set(case_keys())
     if unknown:
-        raise ValueError(f"unknown wake-up cases {sorted(unknown)}; known: {', '.join(CASES)}")
+        raise ValueError(f"unknown wake-up cases {sorted(unknown)}; known: {', '.join(case_keys())}")
     per_round = max(1, round_trips // rounds)
     samples = {k: [] for k in keys}
     problems = {}
@@ -446,7 +461,7 @@ def run(round_trips=3000, rounds=3, warmup=200, patience=10.0, only=None, log=No
         for k in keys:
             if k.startswith("floor-") and floor is None:
                 problems[k] = why
-            elif CS in CASES[k][2:4] and not BENCH_DLL.exists():
+            elif CS in CASES[_split(k)[0]][2:4] and not BENCH_DLL.exists():
                 problems[k] = f"error: {BENCH_DLL.name} is not built (dotnet build SharedBridge.sln -c Release)"
         for r in range(rounds):
             order = keys[r % len(keys):] + keys[:r % len(keys)]
@@ -454,7 +469,8 @@ def run(round_trips=3000, rounds=3, warmup=200, patience=10.0, only=None, log=No
                 if k in problems:
                     continue
                 prefix = f"sbWB{os.getpid()}_{r}_{keys.index(k)}_"
-                got, err = _run_session(k, per_round, warmup, patience, prefix, floor, {})
+                got, err = _run_session(k, per_round, warmup, patience, prefix, floor,
+                                        VARIANTS.get(_split(k)[1], {}))
                 sessions[k] += 1
                 leftovers[k] += _leftovers(prefix)
                 if err:
@@ -465,10 +481,10 @@ def run(round_trips=3000, rounds=3, warmup=200, patience=10.0, only=None, log=No
                     samples[k] += got
     rows = []
     for k in keys:
-        kind, impl, driver, server, baseline = CASES[k]
+        kind, impl, driver, server, baseline = CASES[_split(k)[0]]
         row = {"case": k, "label": label(k), "kind": kind, "impl": impl, "pair": " <-> ".join(sorted([driver, server])),
                "driver": driver, "server": server,
-               "baseline": baseline, "settings": "default", "sessions": sessions[k],
+               "baseline": baseline, "settings": _split(k)[1] or "default", "sessions": sessions[k],
                "leftover_segments": leftovers[k]}
         why = problems.get(k)
         if why is None:
@@ -484,7 +500,10 @@ def run(round_trips=3000, rounds=3, warmup=200, patience=10.0, only=None, log=No
 
 
 def label(key):
-    """The row's name in tables: what waits, and which sides."""
+    """The row's name in tables: what waits, which sides, and the settings when not the defaults."""
+    key, variant = _split(key)
+    if variant:
+        return f"{label(key)} [{variant}]"
     kind, impl, driver, server, _ = CASES[key]
     fixed = {"floor-futex": "C: bare futex wait/wake on a shared word (the kernel's floor)",
              "floor-spin": "C: two processes spinning on one cache line (the hardware's floor)",
@@ -522,7 +541,7 @@ def main(argv=None):
     ap.add_argument("--prefix", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.list:
-        print("\n".join(CASES))
+        print("\n".join(case_keys()))
         return 0
     if args.session:
         sys.path.insert(0, str(ROOT / "python"))
