@@ -10,7 +10,7 @@
    Prints the ROUND_TRIPS measured round trips (after WARMUP unmeasured ones) in nanoseconds on one
    line, space-separated; exit 0. A side that sees no progress for PATIENCE_S seconds, or whose
    peer has died, gives up with exit 1 (the child also dies with its parent: PR_SET_PDEATHSIG), and
-   alarm() ends both after 4 x PATIENCE_S whatever happens. Build: cc -O2 -o wake_floor wake_floor.c */
+   alarm() ends both after 4 x PATIENCE_S plus 10 ms per round trip whatever happens. Build: cc -O2 -o wake_floor wake_floor.c */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
@@ -99,7 +99,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "wake_floor: ROUND_TRIPS >= 1, WARMUP >= 0, PATIENCE_S > 0\n");
         return 2;
     }
-    alarm((unsigned)(4 * patience_s) + 1);
+    alarm((unsigned)(4 * patience_s + (double)(n + warmup) / 100) + 1);
     /* One page: the word sits alone on its cache line. */
     atomic_uint *word = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     int64_t *times = malloc(sizeof(int64_t) * (size_t)n);

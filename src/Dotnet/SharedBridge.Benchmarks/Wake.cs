@@ -43,9 +43,9 @@ internal static class Wake
                 char state = stat[(stat.LastIndexOf(')') + 2)..].FirstOrDefault();
                 return state is not ('Z' or 'X' or 'x' or '\0');
             }
-            catch (IOException)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException)
             {
-                return false;
+                return false;    // gone, or a stat line this reader does not understand: treat as gone
             }
         };
     }
