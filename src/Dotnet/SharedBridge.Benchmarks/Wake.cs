@@ -84,28 +84,35 @@ internal static class Wake
         }
     }
 
-    private sealed class SemaphoreSide(string ping, string pong) : ISide
+    /// <summary>Release / wait on two counting semaphores at 0: SharedSemaphore across processes, and .NET's own
+    /// baseline SemaphoreSlim between two threads of this process.</summary>
+    private sealed class CountingSide<T>(T ping, T pong, Action<T> release, Func<T, TimeSpan, bool> wait) : ISide
+        where T : IDisposable
     {
-        private readonly SharedSemaphore _ping = SharedSemaphore.Open(ping), _pong = SharedSemaphore.Open(pong);
-
         public void Ping(Peer peer)
         {
-            _ping.Release();
-            for (int s = 1; !_pong.Wait(Slice); s++) peer.Check(s);
+            release(ping);
+            for (int s = 1; !wait(pong, Slice); s++) peer.Check(s);
         }
 
         public void Pong(Peer peer)
         {
-            for (int s = 1; !_ping.Wait(Slice); s++) peer.Check(s);
-            _pong.Release();
+            for (int s = 1; !wait(ping, Slice); s++) peer.Check(s);
+            release(pong);
         }
 
         public void Dispose()
         {
-            _ping.Dispose();
-            _pong.Dispose();
+            ping.Dispose();
+            pong.Dispose();
         }
     }
+
+    private static CountingSide<SharedSemaphore> SemaphoreSide(string ping, string pong) =>
+        new(SharedSemaphore.Open(ping), SharedSemaphore.Open(pong), static s => s.Release(), static (s, t) => s.Wait(t));
+
+    private static CountingSide<SemaphoreSlim> SlimSide() =>
+        new(new SemaphoreSlim(0), new SemaphoreSlim(0), static s => s.Release(), static (s, t) => s.Wait(t));
 
     private sealed class ConditionSide(string cond, string state) : ISide
     {
@@ -140,34 +147,10 @@ internal static class Wake
         }
     }
 
-    /// <summary>.NET's own baseline: SemaphoreSlim ping-pong between two threads of this process.</summary>
-    private sealed class SlimSide : ISide
-    {
-        private readonly SemaphoreSlim _ping = new(0), _pong = new(0);
-
-        public void Ping(Peer peer)
-        {
-            _ping.Release();
-            for (int s = 1; !_pong.Wait(Slice); s++) peer.Check(s);
-        }
-
-        public void Pong(Peer peer)
-        {
-            for (int s = 1; !_ping.Wait(Slice); s++) peer.Check(s);
-            _pong.Release();
-        }
-
-        public void Dispose()
-        {
-            _ping.Dispose();
-            _pong.Dispose();
-        }
-    }
-
     private static ISide Open(string kind, string[] names) => (kind, names) switch
     {
         ("event", [var a, var b]) => new EventSide(a, b),
-        ("semaphore", [var a, var b]) => new SemaphoreSide(a, b),
+        ("semaphore", [var a, var b]) => SemaphoreSide(a, b),
         ("condition", [var a, var b]) => new ConditionSide(a, b),
         _ => throw new ArgumentException($"wake: unknown kind {kind} or wrong number of names ({names.Length}); " +
                                          "kinds: event PING PONG, semaphore PING PONG, condition COND STATE"),
@@ -201,7 +184,7 @@ internal static class Wake
     internal static int Slim(int roundTrips, int warmup, double patienceS) =>
         Guarded("slim", () =>
         {
-            using var side = new SlimSide();
+            using var side = SlimSide();
             var main = Thread.CurrentThread;
             var server = new Thread(() =>
             {
