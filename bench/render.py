@@ -130,6 +130,49 @@ def simple(b, plots, name, key, group=None):
     return img
 
 
+WAKE_BASELINE = {"event": "mp-event", "semaphore": "mp-semaphore", "condition": "mp-condition"}
+
+
+def wakeup(b, plots):
+    """Medians (bars) and p99 (marks) on a log scale, and the ratios the targets are stated in:
+    to multiprocessing's object of the same kind, to the C futex floor and to the C spin floor."""
+    rows = b["cases"]
+    med = {c["case"]: c["value"] for c in rows if c["value"]}
+    measured = [c for c in rows if c["value"]]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.2))
+    ys = range(len(measured))
+    ax.barh(ys, [c["value"] for c in measured],
+            color=["#999999" if c["baseline"] else "#3a75b0" for c in measured], label="median")
+    ax.plot([c["p99_us"] for c in measured], ys, "k|", markersize=10, label="p99")
+    ax.set_yticks(ys)
+    ax.set_yticklabels([c["label"] for c in measured], fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("us per round trip (log)")
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7)
+    img = save(fig, plots, "wakeup.png")
+
+    def ratio(c, base):
+        # The floors are not measured against each other, nor a baseline against another kind of one.
+        wanted = not c["case"].startswith("floor-") and (c["impl"] == "sharedbridge" or base.startswith("floor-"))
+        return f"{c['value'] / med[base]:.2f}" if wanted and c["value"] and med.get(base) else ""
+    table_rows = []
+    for c in rows:
+        if not c["value"]:
+            why = c.get("skipped") or "failed: " + c.get("error", "?")
+            table_rows.append((c["label"], why[:200].replace("|", "/").replace("\n", " "), "", "", "", "", "", ""))
+            continue
+        table_rows.append((c["label"], fmt(c["value"]), fmt(c["p99_us"]), f"{c['p99_us'] / c['value']:.1f}",
+                           ratio(c, WAKE_BASELINE.get(c["kind"], "")), ratio(c, "floor-futex"),
+                           ratio(c, "floor-spin"), c["round_trips"]))
+    leftover = sum(c.get("leftover_segments", 0) for c in rows)
+    note = f"\n\nSegments left in /dev/shm by the sessions (removed): {leftover}." if leftover else ""
+    return img + "\n\n" + table(["round trip", "median us", "p99 us", "p99 / median",
+                                   "x multiprocessing (same kind)", "x C futex floor", "x C spin floor",
+                                   "round trips"], table_rows) + note
+
+
 def render(results, doc):
     doc = pathlib.Path(doc)
     plots = doc.with_suffix("")
@@ -211,12 +254,29 @@ def render(results, doc):
          "(`numpy.copy`), which a by-value hand-off costs at least (`bench/pythonnet_handoff.py`).",
          lambda b: by_size(b, plots, "pythonnet_handoff.png", lambda c: c["case"], lambda c: "Python + pythonnet",
                            "hand-off (us/call)")),
+        ("wakeup", "7. Wake-up round trips: Event, Semaphore, Condition against the floors",
+         "A two-process ping-pong (`bench/wakeup.py`; the .NET sides are `SharedBridge.Benchmarks wake`): the "
+         "driving side hands `ping` over and waits for `pong`, the serving side waits for `ping` and hands `pong` "
+         "back. Event: set / wait / clear; Semaphore: release / acquire on two semaphores at 0; Condition: each "
+         "side holds the lock and flips an int under it, `notify()` then `wait()` until the other side has "
+         "flipped it. \"X drives, Y serves\" says which language times the round trip. Baselines in the same "
+         "run: the C floors (`bench/c/wake_floor.c`, compiled by the run: bare `FUTEX_WAIT`/`FUTEX_WAKE` on a "
+         "shared word, and both sides spinning on one cache line, which needs two otherwise idle CPUs to mean "
+         "anything), `multiprocessing`'s Event, Semaphore, Condition and a `Pipe` echo (fork), and .NET's "
+         "`SemaphoreSlim` between two threads. Median and 99th percentile over {round_trips} round trips in "
+         "{rounds} interleaved rounds (each a fresh pair of processes, {warmup_per_session} warm-up round trips "
+         "unmeasured). The targets are ratios in one run: Event round trip Python <-> Python and C# <-> Python, "
+         "median <= 0.5x multiprocessing.Event's and <= 10x the spin floor with spinning on, <= 2x the futex "
+         "floor with spinning off; p99 <= 3x the median everywhere; C# <-> C# <= 1.5x the futex floor with "
+         "spinning off. Grey bars: baselines.",
+         lambda b: wakeup(b, plots)),
     ]
     for key, title, text, body in sections:
         b = B.get(key)
         if b is None:
             continue
-        out += ["", f"## {title}", "", text.format(**{k: b.get(k, "") for k in ("benchmarkdotnet", "job", "toolchain")}),
+        out += ["", f"## {title}", "", text.format(**{k: b.get(k, "") for k in ("benchmarkdotnet", "job", "toolchain", "round_trips",
+                                                                   "rounds", "warmup_per_session")}),
                 "", f"Unit: {b['unit']} ({'higher' if b['higher_is_better'] else 'lower'} is better). "
                     f"Took {b.get('seconds', 0):.0f} s.", ""]
         out.append(f"Skipped: {b['skipped']}" if b.get("skipped") else body(b))

@@ -13,8 +13,10 @@ Schema of results.json (schema 1; bench/README.md):
                "interpreters": [{"path", "version", "lock_backend"}]},
    "benchmarks": {ITEM: {"title", "unit", "higher_is_better", "cases": [{..., "value": float}]}}}
 Every case has "value" (in the item's unit) and the fields that identify it. Items:
-  lock_increment, contended, bulk_copy, attach_cost, dotnet_lock, pingpong, pythonnet_handoff
-(pythonnet_handoff has "skipped": reason when pythonnet does not load). Figures are medians of
+  lock_increment, contended, bulk_copy, attach_cost, dotnet_lock, pingpong, pythonnet_handoff, wakeup
+(pythonnet_handoff has "skipped": reason when pythonnet does not load; wakeup's rows are those of
+bench/wakeup.py: "value" is the median us per round trip and null in a row with "skipped" (the C
+floors without a compiler) or "error" (the case failed: its other cases still ran). Figures are medians of
 interleaved rounds (each case of a round runs once, the order rotates between rounds).
 """
 import argparse
@@ -316,6 +318,18 @@ def item_pythonnet(smoke):
     return {"title": title, "unit": "us/call", "higher_is_better": False, "cases": json.loads(proc.stdout)}
 
 
+# ---- 7: wake-up round trips (bench/wakeup.py) -----------------------------------------------
+
+def item_wakeup(smoke):
+    import wakeup       # bench/wakeup.py, next to this script (sys.path[0])
+    round_trips, rounds, warmup = (30, 1, 5) if smoke else (3000, 3, 200)
+    rows = wakeup.run(round_trips, rounds, warmup,
+                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    return {"title": "Wake-up round trip between two processes (ping-pong), against the C floors and "
+                     "multiprocessing / SemaphoreSlim", "unit": "us/round trip", "higher_is_better": False,
+            "round_trips": round_trips, "rounds": rounds, "warmup_per_session": warmup, "cases": rows}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true")
@@ -335,8 +349,12 @@ def main(argv=None):
              "attach_cost": lambda: item_attach_cost(args.smoke),
              "dotnet_lock": lambda: item_dotnet_lock(args.smoke, out_dir),
              "pingpong": lambda: item_pingpong(args.smoke, out_dir),
-             "pythonnet_handoff": lambda: item_pythonnet(args.smoke)}
+             "pythonnet_handoff": lambda: item_pythonnet(args.smoke),
+             "wakeup": lambda: item_wakeup(args.smoke)}
     only = args.only.split(",") if args.only else list(items)
+    unknown = [name for name in only if name not in items]
+    if unknown:
+        ap.error(f"unknown item(s) {', '.join(unknown)}; items: {', '.join(items)}")
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     results = {"schema": 1, "smoke": args.smoke,

@@ -7,6 +7,7 @@ import json
 import math
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -14,7 +15,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ITEMS = {"lock_increment", "contended", "bulk_copy", "attach_cost", "dotnet_lock", "pingpong",
-         "pythonnet_handoff"}
+         "pythonnet_handoff", "wakeup"}
+sys.path.insert(0, str(ROOT / "bench"))
+import wakeup  # noqa: E402  (bench/wakeup.py: its case list)
 CHECKED_IN = [ROOT / "docs/benchmarks.md", ROOT / "docs/benchmarks/results.json"]
 
 
@@ -61,6 +64,10 @@ def test_every_benchmark_has_positive_figures_with_units(smoke):
             continue
         assert item["cases"], name
         for case in item["cases"]:
+            if name == "wakeup" and case.get("skipped"):
+                # The C floors say so when there is no compiler; nothing else may be missing.
+                assert case["case"].startswith("floor-") and shutil.which("cc") is None, case
+                continue
             assert math.isfinite(case["value"]) and case["value"] > 0, (name, case)
 
 
@@ -98,6 +105,38 @@ def test_dotnet_lock_has_three_locks_uncontended_and_two_threads(smoke):
     assert item["benchmarkdotnet"] and item["toolchain"]
     assert {c["threads"] for c in item["cases"]} == {1, 2}
     assert len({c["case"] for c in item["cases"]}) == 3
+
+
+def test_wakeup_has_every_case_with_its_samples_and_left_no_segment(smoke):
+    item = smoke["results"]["benchmarks"]["wakeup"]
+    assert [c["case"] for c in item["cases"]] == wakeup.case_keys()
+    assert item["round_trips"] > 0 and item["rounds"] >= 1
+    kinds = {c["kind"] for c in item["cases"]}
+    assert kinds >= {"event", "semaphore", "condition", "pipe", "futex word", "cache line"}
+    for c in item["cases"]:
+        assert c["label"] and c["pair"] and c["driver"] in ("C", "C#", "Python"), c
+        assert "error" not in c, c
+        assert c["leftover_segments"] == 0, c
+        if c.get("skipped"):
+            continue
+        assert c["round_trips"] == item["round_trips"] and c["sessions"] == item["rounds"], c
+        # Percentiles of one sample set (the schema's consistency, not a timing claim).
+        assert c["value"] <= c["p90_us"] <= c["p99_us"] <= c["max_us"], c
+    # Every pair the figures need, against each baseline, in the same run.
+    pairs = {(c["kind"], c["impl"], c["driver"], c["server"]) for c in item["cases"]}
+    for driver, server in (("Python", "Python"), ("Python", "C#"), ("C#", "Python"), ("C#", "C#")):
+        assert ("event", "sharedbridge", driver, server) in pairs
+    assert not list(pathlib.Path("/dev/shm").glob("sbWB*"))
+
+
+def test_wakeup_page_shows_the_ratios_to_the_baselines(smoke):
+    text = smoke["doc"].read_text()
+    section = text[text.index("## 7. Wake-up"):]
+    assert "x multiprocessing (same kind)" in section and "x C futex floor" in section
+    row = next(line for line in section.splitlines() if line.startswith("| sharedbridge Event, Python <-> Python"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    numeric = cells[1:] if shutil.which("cc") else cells[1:5]      # no floors without a compiler
+    assert all(re.fullmatch(r"[0-9.,]+", c) for c in numeric), row
 
 
 def test_rendered_page_references_existing_plots(smoke):
