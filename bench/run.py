@@ -14,9 +14,11 @@ Schema of results.json (schema 1; bench/README.md):
    "benchmarks": {ITEM: {"title", "unit", "higher_is_better", "cases": [{..., "value": float}]}}}
 Every case has "value" (in the item's unit) and the fields that identify it. Items:
   lock_increment, contended, bulk_copy, attach_cost, dotnet_lock, pingpong, pythonnet_handoff, wakeup
-(pythonnet_handoff has "skipped": reason when pythonnet does not load; wakeup's rows are those of
-bench/wakeup.py: "value" is the median us per round trip and null in a row with "skipped" (the C
-floors without a compiler) or "error" (the case failed: its other cases still ran). Figures are medians of
+(pythonnet_handoff has "skipped": reason when pythonnet does not load; wakeup's cases are the rows of
+bench/wakeup.py, every case once per regime ("regime" one-cpu | free) and every sharedbridge case once
+per spin setting ("settings"), with the item's "regimes", "single_cpu" and "seen" from its run(): "value"
+is the median us per round trip and null in a row with "skipped" (the C floors without a compiler) or
+"error" (the case failed: its other cases still ran). Figures are medians of
 interleaved rounds (each case of a round runs once, the order rotates between rounds).
 """
 import argparse
@@ -322,12 +324,13 @@ def item_pythonnet(smoke):
 
 def item_wakeup(smoke):
     import wakeup       # bench/wakeup.py, next to this script (sys.path[0])
-    round_trips, rounds, warmup = (30, 1, 5) if smoke else (3000, 3, 200)
-    rows = wakeup.run(round_trips, rounds, warmup,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    round_trips, rounds, warmup = wakeup.SMOKE if smoke else wakeup.FULL
+    res = wakeup.run(round_trips, rounds, warmup, log=lambda m: print(m, file=sys.stderr, flush=True))
     return {"title": "Wake-up round trip between two processes (ping-pong), against the C floors and "
-                     "multiprocessing / SemaphoreSlim", "unit": "us/round trip", "higher_is_better": False,
-            "round_trips": round_trips, "rounds": rounds, "warmup_per_session": warmup, "cases": rows}
+                     "multiprocessing / SemaphoreSlim, on one CPU and free",
+            "unit": "us/round trip", "higher_is_better": False, "round_trips": round_trips, "rounds": rounds,
+            "warmup_per_session": warmup, "regimes": res["regimes"], "single_cpu": res["single_cpu"],
+            "seen": res["seen"], "cases": res["rows"]}
 
 
 def main(argv=None):

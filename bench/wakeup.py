@@ -14,21 +14,37 @@ Floors: bench/c/wake_floor.c (compiled here with `cc` when there is one): bare f
 shared word, and two processes spinning on one cache line. .NET's baseline: SemaphoreSlim between two
 threads of one process. Python <-> Python pairs run under the fork start method.
 
+Two regimes, every case in each, reported apart (docs/wakeups-design.md section 9: where the two processes
+run changes the figures by an order of magnitude, so a ratio is only taken within one regime):
+  one-cpu  every process of the session pinned to one CPU (os.sched_setaffinity before exec; the forked
+           and .NET children inherit it): CPU --cpu, default the lowest this process may use;
+  free     no pinning. Not run when this process may use only one CPU (it would be the same regime).
+Spin settings: each sharedbridge case runs with the default spin (SHAREDBRIDGE_SPIN_US unset in every
+process of the session) and as "KEY@spin-off" (SHAREDBRIDGE_SPIN_US=0 in every process, Python and .NET);
+the baselines run with the variable unset. Before the sessions, a probe per regime and setting records
+what each language saw: its spin budget (when the library has that setting) and how many CPUs it may use.
+
 Usage: python3 bench/wakeup.py [--smoke] [--round-trips N] [--rounds R] [--warmup W] [--patience S]
-                               [--only CASE,...] [--list]
+                               [--only CASE,...] [--regimes one-cpu,free] [--cpu N] [--list]
 Prints a table on stderr and the rows (below) as JSON on stdout; bench/run.py imports run().
 Each (round, case) is a session in a fresh process group with a timeout; the rounds interleave the
-cases in a rotating order and a case's samples are pooled over its rounds (`--round-trips` in all,
-after `--warmup` unmeasured ones per session). Every wait is cut into slices of SLICE seconds: when
+cases of each regime in a rotating order (the regimes alternate too) and a case's samples are pooled
+over its rounds (`--round-trips` in all, after `--warmup` unmeasured ones per session). One exception:
+the spin floor on one CPU runs at most ONE_CPU_SPIN_ROUND_TRIPS per session (a spinner on the only CPU
+waits for the scheduler to preempt it, milliseconds per round trip; the row has "capped"). Every wait is cut into slices of SLICE seconds: when
 a slice times out (never on the hot path) the side checks that its peer is alive and that it has
 waited less than `--patience` seconds, and otherwise gives up, so a dead side ends the session. A
 case that fails keeps its row with "error" and is not run again. Segments are named
 sbWB<pid>_<session>_*; whatever a session leaves in /dev/shm is removed and counted.
 
-Row: {"case", "label", "kind", "impl", "pair", "driver", "server", "baseline": bool, "settings", "value"
-(median us per round trip, null when skipped or failed), "p90_us", "p99_us", "mean_us", "max_us",
-"round_trips", "sessions", "leftover_segments", and "skipped" or "error" (a reason) when there are
-no samples}. "skipped" is only "no compiler ..." for the C floors.
+Row: {"regime" ("one-cpu" | "free"), "cpus" (the pinned CPUs, or null), "case", "label", "kind", "impl",
+"pair", "driver", "server", "baseline": bool, "settings" ("spin default" | "spin off" for sharedbridge,
+null for the baselines), "value" (median us per round trip, null when skipped or failed), "p90_us",
+"p99_us", "mean_us", "max_us", "round_trips", "sessions", "leftover_segments", "capped" (a reason, only
+when fewer round trips were run on purpose), and "skipped" or "error" (a reason) when there are no
+samples}. "skipped" is only "no compiler ..." for the C floors. A run (run()) returns {"regimes": [{"regime",
+"cpus", "label"}], "single_cpu": a reason or null (only one regime: free is the same as pinned),
+"seen": [{"regime", "settings", "Python": {...}, "C#": {...}}] (the probes), "rows": [...]}.
 """
 import argparse
 import json
@@ -54,7 +70,7 @@ READY_S = 60         # a .NET side must print "ready" within this (start-up on a
 
 PY, CS, C = "Python", "C#", "C"
 
-# key -> (kind, impl, driver, server, baseline); "settings" default (a spin switch adds rows later).
+# key -> (kind, impl, driver, server, baseline).
 CASES = {
     "floor-futex": ("futex word", "C, bare FUTEX_WAIT/FUTEX_WAKE", C, C, True),
     "floor-spin": ("cache line", "C, both sides spinning", C, C, True),
@@ -75,15 +91,66 @@ CASES = {
     "sb-condition-cs-cs": ("condition", "sharedbridge", CS, CS, False),
 }
 
-# Settings to compare, name -> environment of every process of the session: each sharedbridge case
-# also runs as "KEY@NAME" with it (row "settings": NAME). Empty until the library has such settings;
-# e.g. {"spin-off": {"SHAREDBRIDGE_...": "0"}} for the spin-off targets.
-VARIANTS = {}
+SPIN_ENV = "SHAREDBRIDGE_SPIN_US"
+# Settings every sharedbridge case also runs with, name -> environment of every process of its session
+# (row "settings": the name with a space). The case under its own key runs with SPIN_ENV unset (the
+# library's default); so do the baselines.
+VARIANTS = {"spin-off": {SPIN_ENV: "0"}}
+DEFAULT_SETTINGS = "spin default"
+ONE_CPU_SPIN_ROUND_TRIPS = 50    # per session: about 8 ms each (design section 9), 0.4 s
+REGIMES = ("one-cpu", "free")
+# (round trips per case and regime, rounds, warm-up round trips per session); bench/README.md counts the
+# time a full run takes.
+FULL = (3000, 3, 200)
+SMOKE = (30, 1, 5)
 
 
 def case_keys():
-    """Every case of a full run, in order: CASES, then each sharedbridge case under each variant."""
-    return list(CASES) + [f"{k}@{v}" for v in VARIANTS for k in CASES if CASES[k][1] == "sharedbridge"]
+    """Every case of one regime, in order: CASES, each sharedbridge case followed by its variants."""
+    keys = []
+    for k, (_, impl, *_rest) in CASES.items():
+        keys.append(k)
+        if impl == "sharedbridge":
+            keys += [f"{k}@{v}" for v in VARIANTS]
+    return keys
+
+
+def settings_of(key):
+    base, variant = _split(key)
+    if CASES[base][1] != "sharedbridge":
+        return None
+    return variant.replace("-", " ") if variant else DEFAULT_SETTINGS
+
+
+def session_env(key):
+    """The environment of every process of a session of *key*: SPIN_ENV unset unless its variant sets it."""
+    env = {k: v for k, v in os.environ.items() if k != SPIN_ENV}
+    env.update(VARIANTS.get(_split(key)[1], {}))
+    return env
+
+
+def regimes(cpu=None, wanted=REGIMES):
+    """[{"regime", "cpus", "label"}] in *wanted* (a subset of REGIMES), and a reason when "free" is left out
+    because this process may use one CPU only (free would be the same regime)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    cpu = allowed[0] if cpu is None else cpu
+    if cpu not in allowed:
+        raise ValueError(f"CPU {cpu} is not one this process may use ({allowed}); pass --cpu with one of them")
+    out, single = [], None
+    if "one-cpu" in wanted:
+        out.append({"regime": "one-cpu", "cpus": [cpu],
+                    "label": f"one CPU: every process of a session pinned to CPU {cpu}"})
+    if "free" in wanted:
+        if len(allowed) == 1:
+            single = (f"this process may use only CPU {cpu}: the free regime is the same as the pinned one, "
+                      "so it is not run twice")
+            if not out:
+                out.append({"regime": "one-cpu", "cpus": [cpu],
+                            "label": f"one CPU: the only CPU this process may use (CPU {cpu})"})
+        else:
+            out.append({"regime": "free", "cpus": None,
+                        "label": f"free: no pinning, the scheduler places the processes on CPUs {allowed}"})
+    return out, single
 
 
 def _split(key):
@@ -410,12 +477,20 @@ def _leftovers(prefix):
     return gone
 
 
-def _run_session(key, n, warmup, patience, prefix, floor, env):
-    """One session in its own process group (a timeout kills the group); returns (samples, error)."""
+def _pin(cpus):
+    """preexec_fn of a session: every process it starts (forked, exec'd, .NET) inherits the affinity."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def _run_session(key, n, warmup, patience, prefix, floor, cpus):
+    """One session in its own process group (a timeout kills the group), pinned to *cpus* (None: free);
+    returns (samples, error)."""
     cmd = _command(key, n, warmup, patience, prefix, floor)
+    env = dict(session_env(key), PYTHONPATH=str(ROOT / "python"))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT / "python"), **env))
+                            start_new_session=True, env=env, preexec_fn=_pin(cpus))
     limit = READY_S + 3 * patience + n * 0.02
     try:
         out, err = proc.communicate(timeout=limit)
@@ -436,6 +511,33 @@ def _run_session(key, n, warmup, patience, prefix, floor, env):
     return samples, None
 
 
+_PY_PROBE = """import json, os, sharedbridge as sb
+get = getattr(sb, "get_spin_budget", None)
+print(json.dumps({"spin_budget_us": get() if get else None, "cpus": len(os.sched_getaffinity(0))}))"""
+
+
+def _probe(cmd, key, cpus):
+    """What one language sees in a session of *key* pinned to *cpus*: {"spin_budget_us" (null when the
+    library has no such setting), "cpus"} or {"error"}."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=READY_S, preexec_fn=_pin(cpus),
+                              env=dict(session_env(key), PYTHONPATH=str(ROOT / "python")))
+    except subprocess.TimeoutExpired:
+        return {"error": f"no answer within {READY_S} s"}
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"error": f"exit code {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}"}
+
+
+def probe(key, cpus):
+    """Both languages' view of the settings of *key* (its SHAREDBRIDGE_SPIN_US) under *cpus*."""
+    seen = {PY: _probe([sys.executable, "-c", _PY_PROBE], key, cpus)}
+    seen[CS] = (_probe(_dotnet("settings"), key, cpus) if BENCH_DLL.exists()
+                else {"error": f"{BENCH_DLL.name} is not built"})
+    return seen
+
+
 def _stats(samples_ns):
     s = sorted(x / 1000 for x in samples_ns)
 
@@ -445,97 +547,123 @@ def _stats(samples_ns):
             "mean_us": statistics.fmean(s), "max_us": s[-1], "round_trips": len(s)}
 
 
-def run(round_trips=3000, rounds=3, warmup=200, patience=10.0, only=None, log=None):
-    """Every case (or those in *only*), *rounds* interleaved rounds; returns the rows."""
+def run(round_trips=3000, rounds=3, warmup=200, patience=10.0, only=None, log=None, regime_names=REGIMES,
+        cpu=None):
+    """Every case (or those in *only*) in every regime of *regime_names*, *rounds* interleaved rounds;
+    returns {"regimes", "single_cpu", "seen", "rows"} (the module docstring)."""
     keys = [k for k in case_keys() if only is None or k in only]
     unknown = set(only or ()) - set(case_keys())
     if unknown:
         raise ValueError(f"unknown wake-up cases {sorted(unknown)}; known: {', '.join(case_keys())}")
+    bad = set(regime_names) - set(REGIMES)
+    if bad or not regime_names:
+        raise ValueError(f"unknown wake-up regimes {sorted(bad)}; known: {', '.join(REGIMES)}")
+    regs, single = regimes(cpu, regime_names)
     per_round = max(1, round_trips // rounds)
-    samples = {k: [] for k in keys}
-    problems = {}
-    leftovers = {k: 0 for k in keys}
-    sessions = {k: 0 for k in keys}
+    slots = [(g["regime"], k) for g in regs for k in keys]
+    samples = {s: [] for s in slots}
+    problems, capped = {}, {}
+    leftovers = {s: 0 for s in slots}
+    sessions = {s: 0 for s in slots}
     with tempfile.TemporaryDirectory(prefix="wakebench") as work:
         floor, why = (_build_floor(work) if any(k.startswith("floor-") for k in keys) else (None, None))
-        for k in keys:
+        for g, k in slots:
             if k.startswith("floor-") and floor is None:
-                problems[k] = why
+                problems[(g, k)] = why
             elif CS in CASES[_split(k)[0]][2:4] and not BENCH_DLL.exists():
-                problems[k] = f"error: {BENCH_DLL.name} is not built (dotnet build SharedBridge.sln -c Release)"
+                problems[(g, k)] = f"error: {BENCH_DLL.name} is not built (dotnet build SharedBridge.sln -c Release)"
+        # One probe per regime and spin setting (a sharedbridge key of each: the environment is the same).
+        settings_keys = {settings_of(k): k for k in keys if settings_of(k)}
+        seen = [{"regime": g["regime"], "settings": name, **probe(k, g["cpus"])}
+                for g in regs for name, k in settings_keys.items()]
         for r in range(rounds):
-            order = keys[r % len(keys):] + keys[:r % len(keys)]
-            for k in order:
-                if k in problems:
-                    continue
-                prefix = f"sbWB{os.getpid()}_{r}_{keys.index(k)}_"
-                got, err = _run_session(k, per_round, warmup, patience, prefix, floor,
-                                        VARIANTS.get(_split(k)[1], {}))
-                sessions[k] += 1
-                leftovers[k] += _leftovers(prefix)
-                if err:
-                    problems[k] = f"error: round {r + 1}: {err}"
-                    if log:
-                        log(f"wakeup: {k}: {problems[k]}")
-                else:
-                    samples[k] += got
+            for g in (regs if r % 2 == 0 else regs[::-1]):
+                for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+                    slot = (g["regime"], k)
+                    if slot in problems:
+                        continue
+                    n, w = per_round, warmup
+                    if g["regime"] == "one-cpu" and k == "floor-spin" and n > ONE_CPU_SPIN_ROUND_TRIPS:
+                        n, w = ONE_CPU_SPIN_ROUND_TRIPS, min(warmup, 5)
+                        capped[slot] = (f"{n} round trips per session: a spinner on the only CPU waits for the "
+                                        "scheduler to preempt it (milliseconds per round trip)")
+                    prefix = f"sbWB{os.getpid()}_{r}_{regs.index(g)}_{keys.index(k)}_"
+                    got, err = _run_session(k, n, w, patience, prefix, floor, g["cpus"])
+                    sessions[slot] += 1
+                    leftovers[slot] += _leftovers(prefix)
+                    if err:
+                        problems[slot] = f"error: round {r + 1}: {err}"
+                        if log:
+                            log(f"wakeup: {g['regime']} {k}: {problems[slot]}")
+                    else:
+                        samples[slot] += got
     rows = []
-    for k in keys:
+    cpus = {g["regime"]: g["cpus"] for g in regs}
+    for g, k in slots:
         kind, impl, driver, server, baseline = CASES[_split(k)[0]]
-        row = {"case": k, "label": label(k), "kind": kind, "impl": impl, "pair": " <-> ".join(sorted([driver, server])),
-               "driver": driver, "server": server,
-               "baseline": baseline, "settings": _split(k)[1] or "default", "sessions": sessions[k],
-               "leftover_segments": leftovers[k]}
-        why = problems.get(k)
+        row = {"regime": g, "cpus": cpus[g], "case": k, "label": label(k), "kind": kind, "impl": impl,
+               "pair": " <-> ".join(sorted([driver, server])), "driver": driver, "server": server,
+               "baseline": baseline, "settings": settings_of(k), "sessions": sessions[(g, k)],
+               "leftover_segments": leftovers[(g, k)]}
+        if (g, k) in capped:
+            row["capped"] = capped[(g, k)]
+        why = problems.get((g, k))
         if why is None:
-            row.update(_stats(samples[k]))
+            row.update(_stats(samples[(g, k)]))
         else:
-            row.update({"value": None, "round_trips": len(samples[k])})
+            row.update({"value": None, "round_trips": len(samples[(g, k)])})
             if why.startswith("error: "):
                 row["error"] = why[len("error: "):]
             else:
                 row["skipped"] = why
         rows.append(row)
-    return rows
+    return {"regimes": regs, "single_cpu": single, "seen": seen, "rows": rows}
 
 
 def label(key):
-    """The row's name in tables: what waits, which sides, and the settings when not the defaults."""
-    key, variant = _split(key)
-    if variant:
-        return f"{label(key)} [{variant}]"
-    kind, impl, driver, server, _ = CASES[key]
+    """The row's name in tables: what waits, which sides, and the spin setting for sharedbridge."""
+    base = _split(key)[0]
+    kind, impl, driver, server, _ = CASES[base]
     fixed = {"floor-futex": "C: bare futex wait/wake on a shared word (the kernel's floor)",
              "floor-spin": "C: two processes spinning on one cache line (the hardware's floor)",
              "mp-pipe": "multiprocessing.Pipe echo, Python <-> Python",
              "dotnet-semaphoreslim": ".NET SemaphoreSlim, two threads of one process"}
-    if key in fixed:
-        return fixed[key]
+    if base in fixed:
+        return fixed[base]
     sides = f"{driver} <-> {server}" if driver == server else f"{driver} drives, {server} serves"
     if impl == "multiprocessing":
         return f"multiprocessing.{kind.capitalize()}, {sides}"
-    return f"sharedbridge {kind.capitalize()}, {sides}"
+    return f"sharedbridge {kind.capitalize()}, {sides}, {settings_of(key)}"
 
 
-def table(rows):
-    lines = [f"{'case':22} {'median us':>10} {'p99 us':>10} {'p99/med':>8} {'n':>6}"]
-    for r in rows:
+def table(result):
+    lines = []
+    if result["single_cpu"]:
+        lines.append(f"(free regime not run: {result['single_cpu']})")
+    for s in result["seen"]:
+        lines.append(f"{s['regime']:8} {s['settings']:13} seen: " + "; ".join(
+            f"{lang} {s[lang]}" for lang in (PY, CS)))
+    lines.append(f"{'regime':8} {'case':31} {'median us':>10} {'p99 us':>10} {'p99/med':>8} {'n':>6}")
+    for r in result["rows"]:
         if r["value"] is None:
-            lines.append(f"{r['case']:22} {r.get('skipped') or r.get('error')}")
+            lines.append(f"{r['regime']:8} {r['case']:31} {r.get('skipped') or r.get('error')}")
         else:
-            lines.append(f"{r['case']:22} {r['value']:10.2f} {r['p99_us']:10.2f} "
+            lines.append(f"{r['regime']:8} {r['case']:31} {r['value']:10.2f} {r['p99_us']:10.2f} "
                          f"{r['p99_us'] / r['value']:8.1f} {r['round_trips']:6}")
     return "\n".join(lines)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny: 1 round of 30 round trips, warm-up 5")
+    ap.add_argument("--smoke", action="store_true", help=f"tiny: {SMOKE[1]} round of {SMOKE[0]} round trips, "
+                                                         f"warm-up {SMOKE[2]}")
     ap.add_argument("--round-trips", type=int)
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--warmup", type=int)
     ap.add_argument("--patience", type=float, default=10.0)
     ap.add_argument("--only", help="comma-separated case keys (see --list)")
+    ap.add_argument("--regimes", default=",".join(REGIMES), help="one-cpu, free or both (default)")
+    ap.add_argument("--cpu", type=int, help="the CPU of the one-cpu regime (default: the lowest allowed)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--session", help=argparse.SUPPRESS)
     ap.add_argument("--prefix", help=argparse.SUPPRESS)
@@ -552,12 +680,13 @@ def main(argv=None):
             return 1
         print(" ".join(map(str, times)))
         return 0
-    size = (30, 1, 5) if args.smoke else (3000, 3, 200)
-    rows = run(args.round_trips or size[0], args.rounds or size[1],
-               size[2] if args.warmup is None else args.warmup, args.patience,
-               args.only.split(",") if args.only else None, log=lambda m: print(m, file=sys.stderr))
-    print(table(rows), file=sys.stderr)
-    print(json.dumps(rows, indent=1))
+    size = SMOKE if args.smoke else FULL
+    result = run(args.round_trips or size[0], args.rounds or size[1],
+                 size[2] if args.warmup is None else args.warmup, args.patience,
+                 args.only.split(",") if args.only else None, log=lambda m: print(m, file=sys.stderr),
+                 regime_names=tuple(args.regimes.split(",")), cpu=args.cpu)
+    print(table(result), file=sys.stderr)
+    print(json.dumps(result, indent=1))
     return 0
 
 

@@ -12,6 +12,7 @@
 //   ... wake drive KIND ROUND_TRIPS WARMUP PEER_PID PATIENCE_S NAME...   and driving sides of a ping-pong over
 //                                                         KIND event|semaphore|condition; drive prints ns per round trip
 //   ... wake slim ROUND_TRIPS WARMUP PATIENCE_S           item 7: SemaphoreSlim ping-pong between two threads
+//   ... wake settings                                     item 7: the spin budget and CPU count this process sees (JSON)
 using System.Globalization;
 using SharedBridge.Benchmarks;
 
@@ -28,6 +29,7 @@ return args switch
         Wake.Drive(kind, int.Parse(n), int.Parse(warmup), int.Parse(peer), double.Parse(patience, CultureInfo.InvariantCulture), names),
     ["wake", "slim", var n, var warmup, var patience] =>
         Wake.Slim(int.Parse(n), int.Parse(warmup), double.Parse(patience, CultureInfo.InvariantCulture)),
+    ["wake", "settings"] => Wake.Settings(),
     [var iterations] => LockBenchmark.Run(long.Parse(iterations)),
     _ => LockBenchmark.Run(20_000_000),
 };

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Reflection;
 using SharedBridge;
 
 namespace SharedBridge.Benchmarks;
@@ -202,6 +203,21 @@ internal static class Wake
             Print(DriveLoop(side, roundTrips, warmup, new Peer(() => server.IsAlive, patienceS), patienceS));
             server.Join(TimeSpan.FromSeconds(patienceS));
         });
+
+    /// <summary><c>wake settings</c>: what this process sees of the settings bench/wakeup.py varies, as one JSON line:
+    /// the library's spin budget in microseconds (<c>SharedBridgeSettings.SpinBudget</c>, read by reflection so
+    /// that this builds against a library without it: null then) and <see cref="Environment.ProcessorCount"/>
+    /// (on Linux the CPUs this process may run on, which a pinned session restricts to one).</summary>
+    internal static int Settings()
+    {
+        PropertyInfo? spin = typeof(SharedEvent).Assembly.GetType("SharedBridge.SharedBridgeSettings")
+            ?.GetProperty("SpinBudget", BindingFlags.Public | BindingFlags.Static);
+        string budget = spin?.GetValue(null) is TimeSpan t
+            ? t.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)
+            : "null";
+        Console.WriteLine($"{{\"spin_budget_us\": {budget}, \"cpus\": {Environment.ProcessorCount}}}");
+        return 0;
+    }
 
     private static long[] DriveLoop(ISide side, int roundTrips, int warmup, Peer peer, double patienceS)
     {
