@@ -131,46 +131,152 @@ def simple(b, plots, name, key, group=None):
 
 
 WAKE_BASELINE = {"event": "mp-event", "semaphore": "mp-semaphore", "condition": "mp-condition"}
+WAKE_REGIME_TITLE = {"one-cpu": "One CPU", "free": "Free"}
+# The issue's Event rows: Python <-> Python and C# <-> Python (either side driving).
+WAKE_EVENT_ROWS = ("sb-event-py-py", "sb-event-py-cs", "sb-event-cs-py")
+
+
+def _regime(c):
+    return c.get("regime", "free")        # a run of the harness before the regimes: nothing was pinned
+
+
+def wakeup_targets(b):
+    """The issue's targets as rows (target, regime, row, ratio, target, met?), ratios within one regime."""
+    rows = b["cases"]
+    by = {(_regime(c), c["case"]): c for c in rows}
+    regimes = list(dict.fromkeys(_regime(c) for c in rows))
+    out = []
+
+    def one(what, regime, key, base, limit):
+        c, ref = by.get((regime, key)), by.get((regime, base))
+        if c is None:
+            return
+        if not (c["value"] and ref and ref["value"]):
+            if not c["value"]:
+                why = f"{c.get('skipped') or 'failed'}"
+            elif ref is None:
+                why = f"{base} not run"
+            else:
+                why = f"{ref['label']}: {ref.get('skipped') or 'failed'}"
+            out.append((what, regime, c["label"], "n/a", f"<= {limit:g}", f"n/a ({why[:120]})"))
+            return
+        ratio = c["value"] / ref["value"]
+        out.append((what, regime, c["label"], f"{ratio:.2f}", f"<= {limit:g}", "yes" if ratio <= limit else "**no**"))
+
+    for regime in regimes:
+        for key in WAKE_EVENT_ROWS:
+            one("median / multiprocessing.Event's, spin default", regime, key, "mp-event", 0.5)
+    for key in WAKE_EVENT_ROWS:
+        if "free" in regimes:
+            one("median / C spin floor, spin default (free regime only)", "free", key, "floor-spin", 10)
+    if "free" not in regimes and by:
+        out.append(("median / C spin floor, spin default (free regime only)", "free", "-", "n/a", "<= 10",
+                    "n/a: " + (b.get("single_cpu") or "the free regime was not run")))
+    for regime in regimes:
+        for key in WAKE_EVENT_ROWS:
+            one("median / C futex floor, spin off", regime, key + "@spin-off", "floor-futex", 2)
+    for regime in regimes:
+        one("median / C futex floor, spin off", regime, "sb-event-cs-cs@spin-off", "floor-futex", 1.5)
+    for regime in regimes:
+        ours = [c for c in rows if _regime(c) == regime and c["impl"] == "sharedbridge"]
+        done = [c for c in ours if c["value"]]
+        if not done:
+            continue
+        worst = max(done, key=lambda c: c["p99_us"] / c["value"])
+        over = [c for c in done if c["p99_us"] / c["value"] > 3]
+        met = "yes" if not over else f"**no**: {len(over)} of {len(done)} rows over"
+        if len(done) < len(ours):
+            met += f" ({len(ours) - len(done)} rows without figures)"
+        out.append(("p99 / median, every sharedbridge row (the worst shown)", regime, worst["label"],
+                    f"{worst['p99_us'] / worst['value']:.1f}", "<= 3", met))
+    return out
 
 
 def wakeup(b, plots):
-    """Medians (bars) and p99 (marks) on a log scale, and the ratios the targets are stated in:
-    to multiprocessing's object of the same kind, to the C futex floor and to the C spin floor."""
+    """Per regime: medians (bars) and p99 (marks) on a log scale, and the ratios the targets are stated
+    in, each within its regime: to multiprocessing's object of the same kind, to the C futex floor and
+    to the C spin floor (free regime only); then the targets themselves (never asserted)."""
     rows = b["cases"]
-    med = {c["case"]: c["value"] for c in rows if c["value"]}
-    measured = [c for c in rows if c["value"]]
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.2))
-    ys = range(len(measured))
-    ax.barh(ys, [c["value"] for c in measured],
-            color=["#999999" if c["baseline"] else "#3a75b0" for c in measured], label="median")
-    ax.plot([c["p99_us"] for c in measured], ys, "k|", markersize=10, label="p99")
-    ax.set_yticks(ys)
-    ax.set_yticklabels([c["label"] for c in measured], fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("us per round trip (log)")
-    ax.invert_yaxis()
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7)
+    regimes = list(dict.fromkeys(_regime(c) for c in rows))
+    keys = list(dict.fromkeys(c["case"] for c in rows))
+    by = {(_regime(c), c["case"]): c for c in rows}
+    labels = {c["case"]: c["label"] for c in rows}
+    fig, axes = plt.subplots(1, len(regimes), figsize=(6 + 4.5 * len(regimes), 0.26 * len(keys) + 1.4),
+                             squeeze=False, sharey=True, sharex=True)
+    for ax, regime in zip(axes[0], regimes):
+        got = [(y, by[(regime, k)]) for y, k in enumerate(keys) if (regime, k) in by and by[(regime, k)]["value"]]
+        ax.barh([y for y, _ in got], [c["value"] for _, c in got],
+                color=["#999999" if c["baseline"] else ("#7aa6d6" if c["settings"] == "spin off" else "#3a75b0")
+                       for _, c in got], label="median (grey: baselines; light: spin off)")
+        ax.plot([c["p99_us"] for _, c in got], [y for y, _ in got], "k|", markersize=8, label="p99")
+        ax.set_xscale("log")
+        ax.set_xlabel("us per round trip (log)")
+        ax.set_title(WAKE_REGIME_TITLE.get(regime, regime), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(keys)))
+    axes[0][0].set_yticklabels([labels[k] for k in keys], fontsize=6)
+    axes[0][0].invert_yaxis()
+    axes[0][-1].legend(fontsize=6)
     img = save(fig, plots, "wakeup.png")
 
-    def ratio(c, base):
-        # The floors are not measured against each other, nor a baseline against another kind of one.
-        wanted = not c["case"].startswith("floor-") and (c["impl"] == "sharedbridge" or base.startswith("floor-"))
-        return f"{c['value'] / med[base]:.2f}" if wanted and c["value"] and med.get(base) else ""
-    table_rows = []
-    for c in rows:
-        if not c["value"]:
-            why = c.get("skipped") or "failed: " + c.get("error", "?")
-            table_rows.append((c["label"], why[:200].replace("|", "/").replace("\n", " "), "", "", "", "", "", ""))
-            continue
-        table_rows.append((c["label"], fmt(c["value"]), fmt(c["p99_us"]), f"{c['p99_us'] / c['value']:.1f}",
-                           ratio(c, WAKE_BASELINE.get(c["kind"], "")), ratio(c, "floor-futex"),
-                           ratio(c, "floor-spin"), c["round_trips"]))
+    out = [img, ""]
+    regs = {g["regime"]: g for g in b.get("regimes", [])}
+    out.append("Regimes (every case runs in each; a ratio is taken only within one):")
+    out += [f"- **{WAKE_REGIME_TITLE.get(r, r)}**: {regs[r]['label'] if r in regs else 'not recorded'}." for r in regimes]
+    if b.get("single_cpu"):
+        out.append(f"- **Free**: not run, {b['single_cpu']}.")
+    if b.get("seen"):
+        def side(s):
+            if "error" in s:
+                return "probe failed: " + s["error"][:120].replace("|", "/").replace("\n", " ")
+            budget = "no spin setting in this build" if s["spin_budget_us"] is None else f"spin budget {s['spin_budget_us']:g} us"
+            return f"{budget}, {s['cpus']} CPU(s)"
+        out += ["", "What each language saw in a session (a probe per regime and setting: `sharedbridge.get_spin_budget()`, "
+                    "`SharedBridgeSettings.SpinBudget`, the CPUs it may use):", "",
+                table(["regime", "settings", "Python", "C#"],
+                      [(WAKE_REGIME_TITLE.get(s["regime"], s["regime"]), s["settings"], side(s["Python"]), side(s["C#"]))
+                       for s in b["seen"]])]
+    out += ["", "### Targets (ratios in this run; reported, never asserted)", "",
+            table(["target", "regime", "row", "ratio", "target", "met?"],
+                  [(t, WAKE_REGIME_TITLE.get(r, r), *rest) for t, r, *rest in wakeup_targets(b)])]
+
+    for regime in regimes:
+        med = {k: by[(regime, k)]["value"] for k in keys if (regime, k) in by and by[(regime, k)]["value"]}
+
+        def ratio(c, base, med=med):
+            # The floors are not measured against each other, nor a baseline against another kind of one.
+            wanted = not c["case"].startswith("floor-") and (c["impl"] == "sharedbridge" or base.startswith("floor-"))
+            return f"{c['value'] / med[base]:.2f}" if wanted and c["value"] and med.get(base) else ""
+        spin_floor = regime != "one-cpu"
+        table_rows, capped = [], []
+        for k in keys:
+            c = by.get((regime, k))
+            if c is None:
+                continue
+            if not c["value"]:
+                why = c.get("skipped") or "failed: " + c.get("error", "?")
+                table_rows.append((c["label"], why[:200].replace("|", "/").replace("\n", " "), "", "", "", "", "", ""))
+                continue
+            n = str(c["round_trips"])
+            if c.get("capped"):
+                capped.append(f"{c['label']}: {c['capped']}.")
+                n += " (capped)"
+            table_rows.append((c["label"], fmt(c["value"]), fmt(c["p99_us"]), f"{c['p99_us'] / c['value']:.1f}",
+                               ratio(c, WAKE_BASELINE.get(c["kind"], "")), ratio(c, "floor-futex"),
+                               ratio(c, "floor-spin") if spin_floor else "", n))
+        out += ["", f"### {WAKE_REGIME_TITLE.get(regime, regime)}" + (f": {regs[regime]['label']}" if regime in regs else ""),
+                ""]
+        if not spin_floor:
+            out += ["No ratios to the spin floor here: a spinner on the only CPU waits for the scheduler to "
+                    "preempt it, so that row measures the time slice, not a wake-up.", ""]
+        out.append(table(["round trip", "median us", "p99 us", "p99 / median", "x multiprocessing (same kind)",
+                          "x C futex floor", "x C spin floor", "round trips"], table_rows))
+        if capped:
+            out += [""] + capped
     leftover = sum(c.get("leftover_segments", 0) for c in rows)
-    note = f"\n\nSegments left in /dev/shm by the sessions (removed): {leftover}." if leftover else ""
-    return img + "\n\n" + table(["round trip", "median us", "p99 us", "p99 / median",
-                                   "x multiprocessing (same kind)", "x C futex floor", "x C spin floor",
-                                   "round trips"], table_rows) + note
+    if leftover:
+        out += ["", f"Segments left in /dev/shm by the sessions (removed): {leftover}."]
+    return "\n".join(out)
 
 
 def render(results, doc):
@@ -254,7 +360,7 @@ def render(results, doc):
          "(`numpy.copy`), which a by-value hand-off costs at least (`bench/pythonnet_handoff.py`).",
          lambda b: by_size(b, plots, "pythonnet_handoff.png", lambda c: c["case"], lambda c: "Python + pythonnet",
                            "hand-off (us/call)")),
-        ("wakeup", "7. Wake-up round trips: Event, Semaphore, Condition against the floors",
+        ("wakeup", "7. Wake-up round trips: Event, Semaphore, Condition against the floors, on one CPU and free",
          "A two-process ping-pong (`bench/wakeup.py`; the .NET sides are `SharedBridge.Benchmarks wake`): the "
          "driving side hands `ping` over and waits for `pong`, the serving side waits for `ping` and hands `pong` "
          "back. Event: set / wait / clear; Semaphore: release / acquire on two semaphores at 0; Condition: each "
@@ -263,12 +369,17 @@ def render(results, doc):
          "run: the C floors (`bench/c/wake_floor.c`, compiled by the run: bare `FUTEX_WAIT`/`FUTEX_WAKE` on a "
          "shared word, and both sides spinning on one cache line, which needs two otherwise idle CPUs to mean "
          "anything), `multiprocessing`'s Event, Semaphore, Condition and a `Pipe` echo (fork), and .NET's "
-         "`SemaphoreSlim` between two threads. Median and 99th percentile over {round_trips} round trips in "
-         "{rounds} interleaved rounds (each a fresh pair of processes, {warmup_per_session} warm-up round trips "
-         "unmeasured). The targets are ratios in one run: Event round trip Python <-> Python and C# <-> Python, "
-         "median <= 0.5x multiprocessing.Event's and <= 10x the spin floor with spinning on, <= 2x the futex "
-         "floor with spinning off; p99 <= 3x the median everywhere; C# <-> C# <= 1.5x the futex floor with "
-         "spinning off. Grey bars: baselines.",
+         "`SemaphoreSlim` between two threads. Every case runs in two regimes, reported apart because the "
+         "placement of the two processes changes the figures by an order of magnitude "
+         "(docs/wakeups-design.md section 9): **one CPU** (every process of a session pinned to the same CPU) "
+         "and **free** (no pinning). Each sharedbridge case runs with the default spin (`SHAREDBRIDGE_SPIN_US` "
+         "unset) and with spinning off (`SHAREDBRIDGE_SPIN_US=0` in both processes). Median and 99th "
+         "percentile over {round_trips} round trips per case and regime in {rounds} interleaved rounds (each a "
+         "fresh pair of processes, {warmup_per_session} warm-up round trips unmeasured). The issue's targets "
+         "are ratios within one regime of one run: Event round trip Python <-> Python and C# <-> Python, "
+         "median <= 0.5x multiprocessing.Event's (spin default), <= 10x the spin floor (spin default, free), "
+         "<= 2x the futex floor (spin off); p99 <= 3x the median in every sharedbridge row; C# <-> C# Event "
+         "<= 1.5x the futex floor (spin off). Grey bars: baselines.",
          lambda b: wakeup(b, plots)),
     ]
     for key, title, text, body in sections:

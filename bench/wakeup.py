@@ -139,17 +139,17 @@ def regimes(cpu=None, wanted=REGIMES):
     out, single = [], None
     if "one-cpu" in wanted:
         out.append({"regime": "one-cpu", "cpus": [cpu],
-                    "label": f"one CPU: every process of a session pinned to CPU {cpu}"})
+                    "label": f"every process of a session pinned to CPU {cpu}"})
     if "free" in wanted:
         if len(allowed) == 1:
             single = (f"this process may use only CPU {cpu}: the free regime is the same as the pinned one, "
                       "so it is not run twice")
             if not out:
                 out.append({"regime": "one-cpu", "cpus": [cpu],
-                            "label": f"one CPU: the only CPU this process may use (CPU {cpu})"})
+                            "label": f"the only CPU this process may use (CPU {cpu}), which is also the free regime"})
         else:
             out.append({"regime": "free", "cpus": None,
-                        "label": f"free: no pinning, the scheduler places the processes on CPUs {allowed}"})
+                        "label": f"no pinning: the scheduler places the processes on CPUs {allowed}"})
     return out, single
 
 
