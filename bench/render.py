@@ -222,19 +222,22 @@ def wakeup(b, plots):
     out = [img, ""]
     regs = {g["regime"]: g for g in b.get("regimes", [])}
     out.append("Regimes (every case runs in each; a ratio is taken only within one):")
-    out += [f"- **{WAKE_REGIME_TITLE.get(r, r)}**: {regs[r]['label'] if r in regs else 'not recorded'}." for r in regimes]
+    out += [f"- **{WAKE_REGIME_TITLE.get(r, r)}**: {regs[r]['label'] if r in regs else 'not recorded'}."
+            for r in regimes]
     if b.get("single_cpu"):
         out.append(f"- **Free**: not run, {b['single_cpu']}.")
     if b.get("seen"):
         def side(s):
             if "error" in s:
                 return "probe failed: " + s["error"][:120].replace("|", "/").replace("\n", " ")
-            budget = "no spin setting in this build" if s["spin_budget_us"] is None else f"spin budget {s['spin_budget_us']:g} us"
+            budget = ("no spin setting in this build" if s["spin_budget_us"] is None
+                      else f"spin budget {s['spin_budget_us']:g} us")
             return f"{budget}, {s['cpus']} CPU(s)"
-        out += ["", "What each language saw in a session (a probe per regime and setting: `sharedbridge.get_spin_budget()`, "
-                    "`SharedBridgeSettings.SpinBudget`, the CPUs it may use):", "",
+        out += ["", "What each language saw in a session (a probe per regime and setting: "
+                    "`sharedbridge.get_spin_budget()`, `SharedBridgeSettings.SpinBudget`, the CPUs it may use):", "",
                 table(["regime", "settings", "Python", "C#"],
-                      [(WAKE_REGIME_TITLE.get(s["regime"], s["regime"]), s["settings"], side(s["Python"]), side(s["C#"]))
+                      [(WAKE_REGIME_TITLE.get(s["regime"], s["regime"]), s["settings"], side(s["Python"]),
+                        side(s["C#"]))
                        for s in b["seen"]])]
     out += ["", "### Targets (ratios in this run; reported, never asserted)", "",
             table(["target", "regime", "row", "ratio", "target", "met?"],
@@ -264,8 +267,8 @@ def wakeup(b, plots):
             table_rows.append((c["label"], fmt(c["value"]), fmt(c["p99_us"]), f"{c['p99_us'] / c['value']:.1f}",
                                ratio(c, WAKE_BASELINE.get(c["kind"], "")), ratio(c, "floor-futex"),
                                ratio(c, "floor-spin") if spin_floor else "", n))
-        out += ["", f"### {WAKE_REGIME_TITLE.get(regime, regime)}" + (f": {regs[regime]['label']}" if regime in regs else ""),
-                ""]
+        title = WAKE_REGIME_TITLE.get(regime, regime) + (f": {regs[regime]['label']}" if regime in regs else "")
+        out += ["", f"### {title}", ""]
         if not spin_floor:
             out += ["No ratios to the spin floor here: a spinner on the only CPU waits for the scheduler to "
                     "preempt it, so that row measures the time slice, not a wake-up.", ""]

@@ -31,9 +31,10 @@ Each (round, case) is a session in a fresh process group with a timeout; the rou
 cases of each regime in a rotating order (the regimes alternate too) and a case's samples are pooled
 over its rounds (`--round-trips` in all, after `--warmup` unmeasured ones per session). One exception:
 the spin floor on one CPU runs at most ONE_CPU_SPIN_ROUND_TRIPS per session (a spinner on the only CPU
-waits for the scheduler to preempt it, milliseconds per round trip; the row has "capped"). Every wait is cut into slices of SLICE seconds: when
-a slice times out (never on the hot path) the side checks that its peer is alive and that it has
-waited less than `--patience` seconds, and otherwise gives up, so a dead side ends the session. A
+waits for the scheduler to preempt it, milliseconds per round trip; the row has "capped"). Every wait
+is cut into slices of SLICE seconds: when a slice times out (never on the hot path) the side checks
+that its peer is alive and that it has waited less than `--patience` seconds, and otherwise gives up,
+so a dead side ends the session. A
 case that fails keeps its row with "error" and is not run again. Segments are named
 sbWB<pid>_<session>_*; whatever a session leaves in /dev/shm is removed and counted.
 
