@@ -34,9 +34,9 @@ the spin floor on one CPU runs at most ONE_CPU_SPIN_ROUND_TRIPS per session (a s
 waits for the scheduler to preempt it, milliseconds per round trip; the row has "capped"). Every wait
 is cut into slices of SLICE seconds: when a slice times out (never on the hot path) the side checks
 that its peer is alive and that it has waited less than `--patience` seconds, and otherwise gives up,
-so a dead side ends the session. A
-case that fails keeps its row with "error" and is not run again. Segments are named
-sbWB<pid>_<session>_*; whatever a session leaves in /dev/shm is removed and counted.
+so a dead side ends the session. A case that fails keeps its row with "error" and is not run again
+(in that regime). Segments are named sbWB<pid>_<round>_<regime>_<case>_*; whatever a session leaves in
+/dev/shm is removed and counted.
 
 Row: {"regime" ("one-cpu" | "free"), "cpus" (the pinned CPUs, or null), "case", "label", "kind", "impl",
 "pair", "driver", "server", "baseline": bool, "settings" ("spin default" | "spin off" for sharedbridge,
