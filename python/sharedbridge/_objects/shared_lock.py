@@ -88,11 +88,13 @@ class SharedLock(LockCore):
 
     def _release_save(self):
         """Release the lock completely (whatever the recursion depth) for a condition
-        wait; returns the depth for _acquire_restore. The caller holds it."""
+        wait, then issue this thread's deferred wake-up (docs/format.md section 10.3,
+        wait step 1); returns the depth for _acquire_restore. The caller holds it."""
         depth = self._depth
         self._owner = None
         self._depth = 0
         rc = robust_mutex.unlock(self._m)
+        self._flush_wake()
         if rc:
             self._mx.unlock_failed(rc)
         return depth

@@ -22,6 +22,7 @@ import time
 from .._format import header as H
 from .._format.header_spec import new_header
 from .._platform import futex, robust_mutex
+from .._platform.lock_core import accel
 from .._platform.process_info import process_is_running, process_start_time
 from .._platform.segment import create, open_segment
 from ..errors import CorruptSegmentError
@@ -38,18 +39,20 @@ BOUNDED = COUNT = W5
 VALUE_MAX = 0x7FFFFFFF
 FILLING, DRAINING, RESETTING, BROKEN = 0, 1, 2, 3
 SLICE_NS = 50_000_000
+NOTIFIED, WOKEN, TIMED_OUT = "notified", "woken", "timed out"    # wait() results
 # The holder table (section 10.2): entry i is words TABLE + 4*i .. +3: pid, units,
 # start_time (low, high).
 TABLE = H.SYNC_WORDS
 SEMAPHORE_SLOTS = 64
 
 _now = time.monotonic_ns
+_futex_wait = accel.futex_wait if accel is not None else futex.wait
 _KIND_NAMES = {H.KIND_EVENT: "event", H.KIND_SEMAPHORE: "semaphore",
                H.KIND_CONDITION: "condition", H.KIND_BARRIER: "barrier"}
 
 
 def _deadline(timeout):
-    return None if timeout is None else _now() + max(0.0, timeout) * 1e9
+    return None if timeout is None else _now() + int(max(0.0, timeout) * 1e9)
 
 
 def _slice_deadline(deadline):
@@ -214,58 +217,54 @@ class _Waitable:
             f"the {_KIND_NAMES[self._seg.header.kind]} segment {self._seg.name!r} is corrupt: "
             f"{what} (another process overwrote its words): recreate it")
 
-    def _wait(self, deadline):
-        """Wait for a notification with the lock held once by this thread; True when
-        notified, False at the deadline (None: none). The lock is held on return, also
-        when an exception (Ctrl-C) ends the wait."""
-        w, lock = self._w, self._lock
+    def _join(self):
+        """Section 10.3 join, with the lock held: this operation counts in waiters."""
         self._check_signals()
-        w[WAITERS] += 1
+        self._w[WAITERS] += 1
+
+    def _leave(self):
+        """Section 10.3 leave, with the lock held (once per joined operation)."""
+        w = self._w
+        waiters = max(0, w[WAITERS] - 1)
+        w[WAITERS] = waiters
+        w[SIGNALS] = min(w[SIGNALS], waiters)
+
+    def _wait(self, deadline):
+        """Section 10.3 wait(deadline) by a joined thread holding the lock: NOTIFIED,
+        WOKEN or TIMED_OUT. The lock is held on return (to the depth it had), also when
+        an exception (Ctrl-C) ends the wait; the caller stays joined either way."""
+        w, lock, address = self._w, self._lock, self._seq_address
         seq = w[SEQ]
-        depth = lock._release_save()
-        held = False
+        depth = lock._release_save()    # also issues this thread's deferred wake-up
         try:
             while True:
                 now = _now()
-                if w[SEQ] == seq and (deadline is None or now < deadline):
-                    futex.wait(self._seq_address, seq,
-                               SLICE_NS if deadline is None else min(SLICE_NS, deadline - now))
-                    if w[SEQ] == seq and (deadline is None or _now() < deadline):
-                        continue
-                lock._acquire_restore(depth)
-                held = True
-                self._check_signals()
-                if w[SIGNALS]:
-                    w[SIGNALS] -= 1
-                    w[WAITERS] -= 1
-                    return True
-                if deadline is not None and _now() >= deadline:
-                    w[WAITERS] -= 1
-                    return False
-                seq = w[SEQ]
-                held = False
-                depth = lock._release_save()
-        except BaseException:
-            if not held:
-                lock._acquire_restore(depth)
-            waiters = max(0, w[WAITERS] - 1)
-            w[WAITERS] = waiters
-            w[SIGNALS] = min(w[SIGNALS], waiters)
-            raise
+                if w[SEQ] != seq or (deadline is not None and now >= deadline):
+                    break
+                _futex_wait(address, seq,
+                            SLICE_NS if deadline is None else min(SLICE_NS, deadline - now))
+        finally:
+            lock._acquire_restore(depth)
+        self._check_signals()
+        if w[SIGNALS]:
+            w[SIGNALS] -= 1
+            return NOTIFIED
+        return TIMED_OUT if deadline is not None and _now() >= deadline else WOKEN
 
     def _check_signals(self):
         if self._w[SIGNALS] > self._w[WAITERS]:
             raise self._corrupt(f"signals {self._w[SIGNALS]} > waiters {self._w[WAITERS]}")
 
     def _notify(self, n):
-        """Section 10.3 notify(n); the caller holds the lock."""
+        """Section 10.3 notify(n); the caller holds the lock. The wake-up is issued after
+        the lock's outermost release (or in step 1 of this thread's next wait)."""
         w = self._w
         self._check_signals()
         k = min(n, w[WAITERS] - w[SIGNALS])
         if k > 0:
             w[SIGNALS] += k
             w[SEQ] = (w[SEQ] + 1) & 0xFFFFFFFF
-            futex.wake(self._seq_address)
+            self._lock._defer_wake(self._seq_address, w)
 
     def close(self):
         """The creator unlinks the name now (unless keep=True); the object keeps working."""
@@ -287,6 +286,31 @@ class _Waitable:
 
 
 segment_of.register(_Waitable, lambda obj: obj._seg)
+
+
+class _Joined:
+    """One waiting operation's place in ``waiters`` (section 10.3): it joins at its first
+    wait, stays joined across its waits, and leaves once on every way out. Used inside
+    ``with obj._lock``, so that leaving happens with the lock held."""
+
+    __slots__ = ("_obj", "_joined")
+
+    def __init__(self, obj):
+        self._obj = obj
+        self._joined = False
+
+    def __enter__(self):
+        return self
+
+    def wait(self, deadline):
+        if not self._joined:
+            self._obj._join()
+            self._joined = True
+        return self._obj._wait(deadline)
+
+    def __exit__(self, *exc_info):
+        if self._joined:
+            self._obj._leave()
 
 class Event(_Waitable):
     """multiprocessing.Event in a named segment (kind 4).
@@ -332,11 +356,12 @@ class Event(_Waitable):
             if self._flag():
                 return True
             sets = w[SETS]
-            while deadline is None or _now() < deadline:
-                self._wait(_slice_deadline(deadline))
-                if self._flag() or w[SETS] != sets:
-                    return self._flag() == 1
-            return False
+            with _Joined(self) as joined:
+                while deadline is None or _now() < deadline:
+                    joined.wait(_slice_deadline(deadline))
+                    if self._flag() or w[SETS] != sets:
+                        return self._flag() == 1
+                return False
 
     def __repr__(self):
         state = "set" if self._w[FLAG] == 1 else "unset"
@@ -382,7 +407,7 @@ class Semaphore(_Waitable):
         """Take one unit; with block=False or a timeout, False when none came in time."""
         deadline = _deadline(timeout if block else 0)
         w = self._w
-        with self._lock:
+        with self._lock, _Joined(self) as joined:
             while True:
                 value = self._value()
                 if value:
@@ -397,7 +422,7 @@ class Semaphore(_Waitable):
                     continue
                 if deadline is not None and _now() >= deadline:
                     return False
-                self._wait(_slice_deadline(deadline) if self._slots else deadline)
+                joined.wait(_slice_deadline(deadline) if self._slots else deadline)
 
     def release(self):
         """Return one unit, waking one waiter."""
@@ -475,7 +500,12 @@ class Condition(_Waitable):
         again. True unless the timeout expired."""
         if not self._lock._held_by_me():
             raise AssertionError("must acquire() condition before using wait()")
-        return self._wait(_deadline(timeout))
+        deadline = _deadline(timeout)
+        with _Joined(self) as joined:
+            while True:
+                result = joined.wait(deadline)
+                if result != WOKEN:
+                    return result == NOTIFIED
 
     def wait_for(self, predicate, timeout=None):
         """multiprocessing.Condition.wait_for: wait until predicate() is true."""
@@ -565,7 +595,7 @@ class Barrier(_Waitable):
             timeout = self._timeout
         deadline = _deadline(timeout)
         w = self._w
-        with self._lock:
+        with self._lock, _Joined(self) as joined:
             self._reap()
             while self._state() in (DRAINING, RESETTING):
                 if w[COUNT] == 0:       # nobody left to finish the drain (section 10.3)
@@ -575,7 +605,7 @@ class Barrier(_Waitable):
                 if deadline is not None and _now() >= deadline:
                     self._break()
                     raise threading.BrokenBarrierError
-                self._wait(_slice_deadline(deadline))
+                joined.wait(_slice_deadline(deadline))
                 self._reap()
             if self._state() == BROKEN:
                 raise threading.BrokenBarrierError
@@ -586,7 +616,7 @@ class Barrier(_Waitable):
                 if index + 1 == self._parties:
                     self._release()
                 else:
-                    self._wait_round(deadline)
+                    self._wait_round(deadline, joined)
                 return index
             finally:
                 self._take_units(1, own_only=True)
@@ -606,12 +636,12 @@ class Barrier(_Waitable):
             self._break()
             raise
 
-    def _wait_round(self, deadline):
+    def _wait_round(self, deadline, joined):
         while self._state() == FILLING:
             if deadline is not None and _now() >= deadline:
                 self._break()
                 raise threading.BrokenBarrierError
-            self._wait(_slice_deadline(deadline))
+            joined.wait(_slice_deadline(deadline))
             self._reap()
         if self._state() in (RESETTING, BROKEN):
             raise threading.BrokenBarrierError

@@ -17,7 +17,14 @@
  * _FAST_PATH): the two must behave the same; python/tests run on both
  * (SHAREDBRIDGE_NO_ACCEL=1).
  *
- * No call here blocks or waits, so the GIL is held throughout, as with ctypes.PyDLL.
+ * No call here blocks or waits, so the GIL is held throughout, as with ctypes.PyDLL,
+ * except spin() and futex_wait() below, which release it.
+ *
+ * The deferred wake-up (docs/format.md section 10.3, notify): a LockCore has one pending
+ * wake slot (the address of a synchronization segment's seq word and a reference that
+ * keeps that mapping alive), set by _defer_wake(address, ref) under the lock and issued
+ * (FUTEX_WAKE) right after the outermost pthread_mutex_unlock: release(), _flush_wake()
+ * (called by the condition wait's _release_save) and the accessors' unlock.
  *
  * It also holds chain_resend()/chain_stop(), the re-send that makes the Python-level
  * signal handler of exit_cleanup.py run even when the main thread is blocked in a C call
@@ -31,15 +38,121 @@
 #include <time.h>
 #include <errno.h>
 #include <string.h>
+#include <limits.h>
 #include <signal.h>
 #include <unistd.h>
 #if defined(__linux__)
 #include <sys/syscall.h>
 #endif
 
-#define INTERFACE 3     /* lock_core.py refuses a module built from another version */
+#define INTERFACE 4     /* lock_core.py refuses a module built from another version */
 
 static const struct timespec PAST = {-1, 0};
+
+/* ------------------------------------------------------------------ futex and spin */
+/* Shared futexes only (no FUTEX_PRIVATE_FLAG), relative timeouts on CLOCK_MONOTONIC
+ * (section 10.3); the same calls as futex.py makes through ctypes. */
+#define SB_FUTEX_WAIT 0
+#define SB_FUTEX_WAKE 1
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_PAUSE() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define CPU_PAUSE() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define CPU_PAUSE() __asm__ __volatile__("" ::: "memory")
+#endif
+
+static void wake_all(uint32_t *addr)
+{
+#if defined(__linux__) && defined(SYS_futex)
+    syscall(SYS_futex, addr, SB_FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+#endif
+}
+
+static long long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* Read *addr until it differs from value or budget_ns pass (a pause between reads, the
+ * clock every 64 reads): the time spent when it changed, -1 when the budget ran out. */
+static long long spin_on(const uint32_t *addr, uint32_t value, long long budget_ns)
+{
+    long long start = now_ns();
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (__atomic_load_n(addr, __ATOMIC_ACQUIRE) != value)
+                return now_ns() - start;
+            CPU_PAUSE();
+        }
+        if (now_ns() - start >= budget_ns)
+            return -1;
+    }
+}
+
+static int address_arg(PyObject *obj, uint32_t **out)
+{
+    void *p = PyLong_AsVoidPtr(obj);
+    if (!p) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "a null address");
+        return -1;
+    }
+    *out = p;
+    return 0;
+}
+
+static PyObject *mod_spin(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t *addr;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "spin(address, value, budget_ns)");
+        return NULL;
+    }
+    unsigned long value = PyLong_AsUnsignedLong(args[1]);
+    long long budget = PyLong_AsLongLong(args[2]);
+    if (address_arg(args[0], &addr) < 0 || PyErr_Occurred())
+        return NULL;
+    long long spent;
+    Py_BEGIN_ALLOW_THREADS
+    spent = spin_on(addr, (uint32_t)value, budget);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLongLong(spent);
+}
+
+static PyObject *mod_futex_wait(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t *addr;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "futex_wait(address, expected, timeout_ns)");
+        return NULL;
+    }
+    unsigned long expected = PyLong_AsUnsignedLong(args[1]);
+    long long timeout = PyLong_AsLongLong(args[2]);
+    if (address_arg(args[0], &addr) < 0 || PyErr_Occurred())
+        return NULL;
+    if (timeout < 0)
+        timeout = 0;
+    struct timespec ts = {(time_t)(timeout / 1000000000LL), (long)(timeout % 1000000000LL)};
+#if defined(__linux__) && defined(SYS_futex)
+    Py_BEGIN_ALLOW_THREADS
+    syscall(SYS_futex, addr, SB_FUTEX_WAIT, (uint32_t)expected, &ts, NULL, 0);
+    Py_END_ALLOW_THREADS
+#endif
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_futex_wake(PyObject *mod, PyObject *arg)
+{
+    uint32_t *addr;
+    if (address_arg(arg, &addr) < 0)
+        return NULL;
+    wake_all(addr);
+    Py_RETURN_NONE;
+}
 
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
 #define LOCK_NOW(m) pthread_mutex_clocklock((m), CLOCK_MONOTONIC, &PAST)
@@ -62,6 +175,8 @@ typedef struct {
     Py_ssize_t depth;            /* recursion depth of the owner */
     PyObject *m_obj;             /* the ctypes views: they keep the mapping alive */
     PyObject *kind_word_obj;
+    uint32_t *wake_addr;         /* the pending wake-up's seq word, NULL: none */
+    PyObject *wake_ref;          /* keeps the mapping of wake_addr alive */
 } LockCore;
 
 static PyTypeObject LockCoreType;
@@ -69,6 +184,45 @@ static PyTypeObject LockCoreType;
 static inline int kind_ok(LockCore *self)
 {
     return __atomic_load_n(self->kind_word, __ATOMIC_RELAXED) == self->kind;
+}
+
+/* Issue the pending wake-up, if any (after the unlock: section 10.3, notify). */
+static void flush_wake(LockCore *self)
+{
+    uint32_t *addr = self->wake_addr;
+    if (!addr)
+        return;
+    PyObject *ref = self->wake_ref;
+    self->wake_addr = NULL;
+    self->wake_ref = NULL;
+    wake_all(addr);
+    Py_XDECREF(ref);
+}
+
+/* _defer_wake(address, ref): a wake-up of the seq word at address, due after the lock's
+ * outermost release; one slot: a pending one for another word is issued now. */
+static PyObject *core_defer_wake(LockCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t *addr;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_defer_wake(address, ref)");
+        return NULL;
+    }
+    if (address_arg(args[0], &addr) < 0)
+        return NULL;
+    if (self->wake_addr && self->wake_addr != addr)
+        flush_wake(self);
+    if (!self->wake_addr) {
+        self->wake_addr = addr;
+        self->wake_ref = Py_NewRef(args[1]);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_flush_wake(LockCore *self, PyObject *unused)
+{
+    flush_wake(self);
+    Py_RETURN_NONE;
 }
 
 static int call_void(PyObject *self, PyObject *name, PyObject *arg)
@@ -220,6 +374,7 @@ static PyObject *core_release(LockCore *self, PyObject *unused)
     if (!self->m)
         return not_bound(), NULL;
     int rc = pthread_mutex_unlock(self->m);
+    flush_wake(self);
     if (rc && call_with_rc((PyObject *)self, s_unlock_failed, rc) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -273,6 +428,7 @@ static void core_dealloc(LockCore *self)
 {
     Py_CLEAR(self->m_obj);
     Py_CLEAR(self->kind_word_obj);
+    flush_wake(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -287,6 +443,11 @@ static PyMethodDef core_methods[] = {
      "the call then warns with LockRecoveredWarning and returns True."},
     {"release", (PyCFunction)core_release, METH_NOARGS,
      "release($self, /)\n--\n\nRelease the lock; the calling thread must hold it."},
+    {"_defer_wake", (PyCFunction)(void (*)(void))core_defer_wake, METH_FASTCALL,
+     "_defer_wake(address, ref): FUTEX_WAKE the u32 at address after the outermost release\n"
+     "(ref keeps its mapping alive); a pending wake-up of another word is issued now."},
+    {"_flush_wake", (PyCFunction)core_flush_wake, METH_NOARGS,
+     "_flush_wake(): issue the pending wake-up now, if any (after an unlock)."},
     {"__enter__", (PyCFunction)core_enter, METH_NOARGS, "__enter__($self, /)\n--\n\nacquire()"},
     {"__exit__", (PyCFunction)(void (*)(void))core_exit, METH_FASTCALL,
      "__exit__($self, /, *exc_info)\n--\n\nrelease()"},
@@ -470,6 +631,7 @@ static PyObject *locked_op(PyObject *wrapper, int op, PyObject *key, PyObject *v
         goto done;
     result = do_op(obj, op, key, value);
     rc = pthread_mutex_unlock(lk->m);
+    flush_wake(lk);
     if (rc)
         result = unlock_failed_after(lk, rc, result);
 done:
@@ -712,6 +874,15 @@ static PyMethodDef module_methods[] = {
     {"locked_attr", make_locked_attr, METH_O,
      "locked_attr(name): a data descriptor for a synchronized wrapper class whose get and set\n"
      "read and write wrapper._obj.<name> under wrapper._sblock."},
+    {"spin", (PyCFunction)(void (*)(void))mod_spin, METH_FASTCALL,
+     "spin(address, value, budget_ns) -> int\n\nRead the u32 at address, with the GIL released\n"
+     "and a CPU pause between reads, until it differs from value (returns the nanoseconds\n"
+     "spent) or budget_ns pass (returns -1)."},
+    {"futex_wait", (PyCFunction)(void (*)(void))mod_futex_wait, METH_FASTCALL,
+     "futex_wait(address, expected, timeout_ns)\n\nFUTEX_WAIT (shared) on the u32 at address,\n"
+     "with the GIL released; returns at a wake-up, a changed word, a signal or the timeout."},
+    {"futex_wake", mod_futex_wake, METH_O,
+     "futex_wake(address)\n\nFUTEX_WAKE (shared) every thread sleeping on the u32 at address."},
     {"chain_resend", chain_resend, METH_O,
      "chain_resend(signum) -> bool\n\nCall right after signal.signal(signum, handler) from the\n"
      "main thread: wrap CPython's C handler so that each delivery also re-sends signum to\n"

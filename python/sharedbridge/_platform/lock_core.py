@@ -8,6 +8,9 @@ wrappers (_objects/synchronized.py): one operation on the wrapper's object under
 lock, skipping the mutex when the thread already holds the lock. Their fast path is the
 kind check, the non-blocking ``lock_now`` and the checked ``unlock`` of docs/format.md
 section 7.3; everything slower goes through ``LockSlowPaths`` below to robust_mutex.py.
+A lock also holds one pending wake-up (``_defer_wake(address, ref)``): the FUTEX_WAKE of a
+notify, issued after the outermost unlock (docs/format.md section 10.3, notify) by
+release(), the accessors and ``_flush_wake()``.
 
 Two implementations:
 - ``_fastlock`` (``_fastlock.c``), an optional C extension, built when a compiler and
@@ -23,9 +26,9 @@ import linecache
 import os
 from _thread import get_ident
 
-from . import robust_mutex
+from . import futex, robust_mutex
 
-ACCEL_INTERFACE = 3     # INTERFACE in _fastlock.c
+ACCEL_INTERFACE = 4     # INTERFACE in _fastlock.c
 
 
 def _load_accelerator():
@@ -83,13 +86,29 @@ _CLOCK, _PAST = robust_mutex.CLOCK_MONOTONIC, robust_mutex.PAST
 class PyLockCore(LockSlowPaths):
     """The ctypes implementation; _fastlock.LockCore is the same in C."""
 
-    __slots__ = ("_m", "_kind_word", "_kind", "_owner", "_depth")
+    __slots__ = ("_m", "_kind_word", "_kind", "_owner", "_depth", "_wake_addr", "_wake_ref")
 
     def _bind(self, mx):
         """Use the mutex of the RobustMutex *mx*; the lock is then unowned."""
         self._m, self._kind_word, self._kind = mx.m, mx.kind_word, mx.kind
         self._owner = None
         self._depth = 0
+        self._wake_addr, self._wake_ref = 0, None
+
+    def _defer_wake(self, address, ref):
+        """FUTEX_WAKE the u32 at *address* after the outermost release (*ref* keeps its
+        mapping alive); a pending wake-up of another word is issued now."""
+        if self._wake_addr and self._wake_addr != address:
+            self._flush_wake()
+        if not self._wake_addr:
+            self._wake_addr, self._wake_ref = address, ref
+
+    def _flush_wake(self):
+        """Issue the pending wake-up now, if any (after an unlock)."""
+        address = self._wake_addr
+        if address:
+            self._wake_addr = self._wake_ref = None
+            futex.wake(address)
 
     def acquire(self, block=True, timeout=None):
         """Acquire the lock, like multiprocessing.RLock/Lock.acquire.
@@ -121,6 +140,8 @@ class PyLockCore(LockSlowPaths):
         self._owner = None
         self._depth = 0
         rc = _unlock(self._m)
+        if self._wake_addr:
+            self._flush_wake()
         if rc:
             self._unlock_failed(rc)
 
@@ -163,6 +184,8 @@ def make(name):
             {op}
         finally:
             rc = _unlock(m)
+            if lk._wake_addr:
+                lk._flush_wake()
             if rc:
                 lk._unlock_failed(rc)
     return {function}
