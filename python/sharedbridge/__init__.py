@@ -30,6 +30,7 @@ from ._objects.synchronized import (Synchronized, SynchronizedArray, Synchronize
 from ._platform import lock_core as _lock_core
 from ._platform.segment import open_segment as _open_segment
 from ._platform.segment import unlink
+from ._platform.wake import get_spin_budget, set_spin_budget
 from .errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
                      InsufficientMemoryError, InsufficientSharedMemoryError, InvalidNameError,
                      InvalidSegmentNameError, LockNotRecoverableError, LockRecoveredWarning,
@@ -78,6 +79,7 @@ __all__ = [
     "Array", "Value", "RawArray", "RawValue", "copy", "synchronized", "attach", "Lock",
     "RLock", "lock_backend", "Event", "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "reset_lock",
     "as_numpy", "unlink", "close", "header_of", "reap", "ReapedSegment", "SegmentHeader",
+    "set_spin_budget", "get_spin_budget",
     "StructField",
     "Synchronized", "SynchronizedArray", "SynchronizedBase", "SynchronizedString",
     "SharedBridgeError", "SegmentNotFoundError", "SegmentExistsError", "InvalidNameError",

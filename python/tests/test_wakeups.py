@@ -7,9 +7,13 @@ import os
 import threading
 import time
 
+import pytest
+
 import sharedbridge as sb
 from sharedbridge._objects import sync as S
 from sharedbridge._objects.survey import _sync_words
+
+from conftest import run_python
 
 FORK = multiprocessing.get_context("fork")
 PREFIX = "sbPW"
@@ -120,3 +124,72 @@ def test_a_condition_notified_under_an_rlock_held_twice_wakes_after_the_outer_re
     t.join(10)
     assert got == [True]
     assert seen == {seq}, "the waiter left its sleep on seq before the outer release"
+
+
+# ---- spinning (docs/wakeups-design.md section 5) -------------------------------------
+
+_IDLE_WAIT = """
+import os, time, sharedbridge as sb
+ev = sb.Event()
+t0, wall0 = os.times(), time.monotonic()
+got = ev.wait(1.0)
+t1, wall1 = os.times(), time.monotonic()
+cpu = (t1.user - t0.user) + (t1.system - t0.system)
+print(got, cpu / (wall1 - wall0), wall1 - wall0 >= 1.0)
+"""
+
+
+def _idle_wait(monkeypatch, spin_us):
+    if spin_us is None:
+        monkeypatch.delenv("SHAREDBRIDGE_SPIN_US", raising=False)
+    else:
+        monkeypatch.setenv("SHAREDBRIDGE_SPIN_US", spin_us)
+    got, share, full = run_python(_IDLE_WAIT).stdout.split()
+    return got, float(share), full
+
+
+def test_a_waiter_nobody_wakes_uses_little_cpu_with_spinning_off(monkeypatch):
+    got, share, full = _idle_wait(monkeypatch, "0")
+    assert (got, full) == ("False", "True") and share < 0.3
+
+
+def test_a_waiter_nobody_wakes_returns_at_its_timeout_with_the_default_spin(monkeypatch):
+    got, share, full = _idle_wait(monkeypatch, None)
+    assert (got, full) == ("False", "True") and share < 0.3
+
+
+def test_set_spin_budget_takes_whole_microseconds_up_to_one_millisecond():
+    saved = sb.get_spin_budget()
+    try:
+        for us in (0, 1, 1000, saved):
+            sb.set_spin_budget(us)
+            assert sb.get_spin_budget() == us
+        for bad in (-1, 1001):
+            with pytest.raises(ValueError, match="0 to 1000 microseconds"):
+                sb.set_spin_budget(bad)
+        with pytest.raises(TypeError, match="int number of microseconds"):
+            sb.set_spin_budget(0.5)
+        assert sb.get_spin_budget() == saved
+    finally:
+        sb.set_spin_budget(saved)
+
+
+_READ_BUDGET = """
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import sharedbridge as sb
+print(sb.get_spin_budget(), [str(w.category.__name__) for w in caught])
+"""
+
+
+@pytest.mark.parametrize("value, budget, warned", [
+    (None, "50", "[]"), ("0", "0", "[]"), ("200", "200", "[]"), ("5000", "1000", "[]"),
+    ("-3", "0", "[]"), ("fast", "50", "['RuntimeWarning']"), ("1.5", "50", "['RuntimeWarning']")])
+def test_the_spin_budget_is_read_from_the_environment(monkeypatch, value, budget, warned):
+    if value is None:
+        monkeypatch.delenv("SHAREDBRIDGE_SPIN_US", raising=False)
+    else:
+        monkeypatch.setenv("SHAREDBRIDGE_SPIN_US", value)
+    out = run_python(_READ_BUDGET).stdout.strip()
+    assert out == f"{budget} {warned}"

@@ -23,6 +23,7 @@ from .._format import header as H
 from .._format.header_spec import new_header
 from .._platform import futex, robust_mutex
 from .._platform.lock_core import accel
+from .._platform.wake import Spinner
 from .._platform.process_info import process_is_running, process_start_time
 from .._platform.segment import create, open_segment
 from ..errors import CorruptSegmentError
@@ -96,6 +97,7 @@ class _Waitable:
         self._slots = H.table_slots(h.kind, h.compat_version, h.element_count) or 0
         self._table_format = struct.Struct(f"<{4 * self._slots}I")
         self._table_offset = h.data_offset + 4 * TABLE
+        self._spinner = Spinner()
         self._me = (0, 0)
         self._hint = -1         # the entry this process held last (checked before use)
         if self._slots:     # now, not between counting a unit and recording it
@@ -237,6 +239,7 @@ class _Waitable:
         seq = w[SEQ]
         depth = lock._release_save()    # also issues this thread's deferred wake-up
         try:
+            self._spinner.spin(w, SEQ, address, seq)      # step 2: holds nothing
             while True:
                 now = _now()
                 if w[SEQ] != seq or (deadline is not None and now >= deadline):

@@ -1,0 +1,139 @@
+"""Spin, then sleep: the bounded adaptive spin on ``seq`` before FUTEX_WAIT
+(docs/wakeups-design.md, section 3 "Spinning" and section 5).
+
+The budget is process-wide: ``SHAREDBRIDGE_SPIN_US`` read once at import (unset: 50 us;
+an integer clamped to 0..1000; 0: never spin; anything else warns and uses 50), then
+``set_spin_budget(us)``. Nobody spins when this process may use only one CPU (affinity and
+the cgroup v2 ``cpu.max`` quota): the spinner would keep the CPU its notifier needs.
+Each object adapts its own budget (``Spinner``). A spin holds no lock and writes nothing.
+The compiled spin (_fastlock.spin) releases the GIL; the ctypes fallback reads the word
+from Python with the GIL held, so it spins only a quarter of the budget.
+"""
+
+import math
+import os
+import time
+import warnings
+
+from .lock_core import accel
+
+DEFAULT_US, MAX_US = 50, 1000
+MIN_SPIN_NS = 2_000             # an adapted budget below this is 0 (no spin)
+RETRY_FIRST, RETRY_MAX = 16, 1024   # waits without spinning before trying the budget again
+
+_now = time.monotonic_ns
+
+
+def _budget_from_env(value):
+    if value is None:
+        return DEFAULT_US
+    try:
+        us = int(value.strip())
+    except ValueError:
+        warnings.warn(f"SHAREDBRIDGE_SPIN_US={value!r} is not a whole number of microseconds: "
+                      f"the default spin budget of {DEFAULT_US} us is used (set 0 to turn "
+                      "spinning off)", RuntimeWarning, stacklevel=2)
+        return DEFAULT_US
+    return min(max(us, 0), MAX_US)
+
+
+def _cgroup_cpus():
+    """The cgroup v2 ``cpu.max`` quota of this process in CPUs rounded up, or None."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next(line[3:].strip() for line in f if line.startswith("0::"))
+        with open(f"/sys/fs/cgroup{path}/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, StopIteration, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return math.ceil(int(quota) / int(period))
+
+
+def usable_cpus():
+    """How many CPUs this process may run on at the same time."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    return min(cpus, quota) if quota else cpus
+
+
+_budget_us = _budget_from_env(os.environ.get("SHAREDBRIDGE_SPIN_US"))
+_budget_ns = _budget_us * 1000 if usable_cpus() > 1 else 0
+
+
+def set_spin_budget(us):
+    """Set how long a waiter may spin before it sleeps, in microseconds (0..1000, 0:
+    never spin), for this process; ``SHAREDBRIDGE_SPIN_US`` sets it at startup. Ignored
+    (no spin) when this process may use only one CPU."""
+    global _budget_us, _budget_ns
+    if isinstance(us, bool) or not isinstance(us, int):
+        raise TypeError(f"set_spin_budget(us): us must be an int number of microseconds, "
+                        f"not {type(us).__name__}")
+    if not 0 <= us <= MAX_US:
+        raise ValueError(f"set_spin_budget({us}): the spin budget must be 0 to {MAX_US} "
+                         "microseconds (0 turns spinning off)")
+    _budget_us = us
+    _budget_ns = us * 1000 if usable_cpus() > 1 else 0
+
+
+def get_spin_budget():
+    """The spin budget set for this process, in microseconds (0: spinning is off)."""
+    return _budget_us
+
+
+def _py_spin(words, index, value, budget_ns):
+    """The ctypes-path spin: a quarter of the budget (the GIL is held), the clock every
+    64 reads; the nanoseconds spent when the word changed, -1 when the budget ran out."""
+    start = _now()
+    end = start + budget_ns // 4
+    while True:
+        for _ in range(64):
+            if words[index] != value:
+                return _now() - start
+        if _now() >= end:
+            return -1
+
+
+class Spinner:
+    """The adaptive budget of one object (section 3, "Spinning"): twice the last
+    successful spin time (at least 2 us, at most the process budget); halved after a spin
+    that ended in a sleep (below 2 us: 0); at 0, the full budget is tried again after 16
+    waits, then 32, 64 .. 1024, until a spin succeeds."""
+
+    __slots__ = ("_ns", "_skipped", "_interval")
+
+    def __init__(self):
+        self._ns = None         # None: the full process budget
+        self._skipped = 0
+        self._interval = RETRY_FIRST
+
+    def spin(self, words, index, address, value):
+        """Spin while ``words[index]`` (at *address*) equals *value*: True when it changed
+        within the budget, False when the caller must sleep."""
+        budget = _budget_ns
+        if not budget:
+            return False
+        ns = budget if self._ns is None else min(self._ns, budget)
+        retry = not ns
+        if retry:
+            self._skipped += 1
+            if self._skipped < self._interval:
+                return False
+            self._skipped, ns = 0, budget
+        if accel is not None:
+            spent = accel.spin(address, value, ns)
+        else:
+            spent = _py_spin(words, index, value, ns)
+        if spent >= 0:
+            self._ns = min(max(2 * spent, MIN_SPIN_NS), budget)
+            self._interval = RETRY_FIRST
+            return True
+        if retry:
+            self._interval = min(2 * self._interval, RETRY_MAX)
+        else:
+            self._ns = ns // 2 if ns // 2 >= MIN_SPIN_NS else 0
+        return False
