@@ -2,6 +2,7 @@
 outermost release of the lock; a waiting operation stays counted in ``waiters`` for its whole
 duration, as ``sharedbridge ls`` sees it."""
 
+import ctypes
 import multiprocessing
 import os
 import threading
@@ -12,6 +13,7 @@ import pytest
 import sharedbridge as sb
 from sharedbridge._objects import sync as S
 from sharedbridge._objects.survey import _sync_words
+from sharedbridge._platform import wake
 
 from conftest import run_python
 
@@ -193,3 +195,30 @@ def test_the_spin_budget_is_read_from_the_environment(monkeypatch, value, budget
         monkeypatch.setenv("SHAREDBRIDGE_SPIN_US", value)
     out = run_python(_READ_BUDGET).stdout.strip()
     assert out == f"{budget} {warned}"
+
+
+@pytest.mark.skipif(wake.usable_cpus() < 2, reason="no spinning where one CPU is usable")
+def test_the_spin_budget_of_an_object_adapts_to_its_wake_ups():
+    saved = sb.get_spin_budget()
+    words = (ctypes.c_uint32 * 1)()
+    address = ctypes.addressof(words)
+    try:
+        sb.set_spin_budget(8)
+        spinner = wake.Spinner()
+        budgets = []
+        for _ in range(3):              # nobody changes the word: halves, then 0
+            budgets.append(spinner.budget())
+            assert not spinner.spin(words, 0, address, 0, budgets[-1])
+        assert budgets == [8000, 4000, 2000]
+        for interval in (16, 32):       # at 0 the full budget again at the 16th wait, then 32nd
+            tries = [spinner.budget() for _ in range(interval)]
+            assert tries == [0] * (interval - 1) + [8000]
+            assert not spinner.spin(words, 0, address, 0, tries[-1])
+        tries = [spinner.budget() for _ in range(64)]
+        assert tries == [0] * 63 + [8000]
+        assert spinner.spin(words, 0, address, 1, 8000)      # changed: a success resets
+        assert 2000 <= spinner.budget() <= 8000
+        sb.set_spin_budget(0)
+        assert spinner.budget() == 0
+    finally:
+        sb.set_spin_budget(saved)

@@ -237,9 +237,11 @@ class _Waitable:
         an exception (Ctrl-C) ends the wait; the caller stays joined either way."""
         w, lock, address = self._w, self._lock, self._seq_address
         seq = w[SEQ]
-        depth = lock._release_save()    # also issues this thread's deferred wake-up
+        spin_ns = self._spinner.budget()
+        depth = lock._release_save()    # step 1; also issues this thread's deferred wake-up
         try:
-            self._spinner.spin(w, SEQ, address, seq)      # step 2: holds nothing
+            if spin_ns:                 # step 2: holds nothing, writes nothing
+                self._spinner.spin(w, SEQ, address, seq, spin_ns)
             while True:
                 now = _now()
                 if w[SEQ] != seq or (deadline is not None and now >= deadline):

@@ -104,35 +104,42 @@ class Spinner:
     that ended in a sleep (below 2 us: 0); at 0, the full budget is tried again after 16
     waits, then 32, 64 .. 1024, until a spin succeeds."""
 
-    __slots__ = ("_ns", "_skipped", "_interval")
+    __slots__ = ("_ns", "_skipped", "_interval", "_retry")
 
     def __init__(self):
         self._ns = None         # None: the full process budget
         self._skipped = 0
         self._interval = RETRY_FIRST
+        self._retry = False
 
-    def spin(self, words, index, address, value):
-        """Spin while ``words[index]`` (at *address*) equals *value*: True when it changed
-        within the budget, False when the caller must sleep."""
+    def budget(self):
+        """The nanoseconds the next wait may spin, 0: none (it sleeps at once). Decided
+        before the waiter releases the lock: one that will not spin registers then."""
         budget = _budget_ns
         if not budget:
-            return False
+            return 0
         ns = budget if self._ns is None else min(self._ns, budget)
-        retry = not ns
-        if retry:
-            self._skipped += 1
-            if self._skipped < self._interval:
-                return False
-            self._skipped, ns = 0, budget
+        self._retry = not ns
+        if ns:
+            return ns
+        self._skipped += 1
+        if self._skipped < self._interval:
+            return 0
+        self._skipped = 0
+        return budget
+
+    def spin(self, words, index, address, value, ns):
+        """Spin at most *ns* (from budget()) while ``words[index]`` (at *address*) equals
+        *value*: True when it changed, False when the caller must sleep."""
         if accel is not None:
             spent = accel.spin(address, value, ns)
         else:
             spent = _py_spin(words, index, value, ns)
         if spent >= 0:
-            self._ns = min(max(2 * spent, MIN_SPIN_NS), budget)
+            self._ns = min(max(2 * spent, MIN_SPIN_NS), _budget_ns or MIN_SPIN_NS)
             self._interval = RETRY_FIRST
             return True
-        if retry:
+        if self._retry:
             self._interval = min(2 * self._interval, RETRY_MAX)
         else:
             self._ns = ns // 2 if ns // 2 >= MIN_SPIN_NS else 0
