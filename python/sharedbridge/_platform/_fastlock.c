@@ -105,41 +105,51 @@ static int address_arg(PyObject *obj, uint32_t **out)
     return 0;
 }
 
+/* The arguments (address, u32 value, nanoseconds) of spin() and futex_wait(). */
+static int word_args(const char *usage, PyObject *const *args, Py_ssize_t nargs,
+                     uint32_t **addr, uint32_t *value, long long *ns)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    if (address_arg(args[0], addr) < 0)
+        return -1;
+    unsigned long v = PyLong_AsUnsignedLong(args[1]);
+    if (v == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    *value = (uint32_t)v;
+    *ns = PyLong_AsLongLong(args[2]);
+    if (*ns == -1 && PyErr_Occurred())
+        return -1;
+    if (*ns < 0)
+        *ns = 0;
+    return 0;
+}
+
 static PyObject *mod_spin(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    uint32_t *addr;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "spin(address, value, budget_ns)");
+    uint32_t *addr, value;
+    long long budget, spent;
+    if (word_args("spin(address, value, budget_ns)", args, nargs, &addr, &value, &budget) < 0)
         return NULL;
-    }
-    unsigned long value = PyLong_AsUnsignedLong(args[1]);
-    long long budget = PyLong_AsLongLong(args[2]);
-    if (address_arg(args[0], &addr) < 0 || PyErr_Occurred())
-        return NULL;
-    long long spent;
     Py_BEGIN_ALLOW_THREADS
-    spent = spin_on(addr, (uint32_t)value, budget);
+    spent = spin_on(addr, value, budget);
     Py_END_ALLOW_THREADS
     return PyLong_FromLongLong(spent);
 }
 
 static PyObject *mod_futex_wait(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    uint32_t *addr;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "futex_wait(address, expected, timeout_ns)");
+    uint32_t *addr, expected;
+    long long timeout;
+    if (word_args("futex_wait(address, expected, timeout_ns)", args, nargs, &addr, &expected,
+                  &timeout) < 0)
         return NULL;
-    }
-    unsigned long expected = PyLong_AsUnsignedLong(args[1]);
-    long long timeout = PyLong_AsLongLong(args[2]);
-    if (address_arg(args[0], &addr) < 0 || PyErr_Occurred())
-        return NULL;
-    if (timeout < 0)
-        timeout = 0;
     struct timespec ts = {(time_t)(timeout / 1000000000LL), (long)(timeout % 1000000000LL)};
 #if defined(__linux__) && defined(SYS_futex)
     Py_BEGIN_ALLOW_THREADS
-    syscall(SYS_futex, addr, SB_FUTEX_WAIT, (uint32_t)expected, &ts, NULL, 0);
+    syscall(SYS_futex, addr, SB_FUTEX_WAIT, expected, &ts, NULL, 0);
     Py_END_ALLOW_THREADS
 #endif
     Py_RETURN_NONE;
