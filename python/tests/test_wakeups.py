@@ -5,6 +5,7 @@ duration, as ``sharedbridge ls`` sees it."""
 import ctypes
 import multiprocessing
 import os
+import struct
 import threading
 import time
 
@@ -41,9 +42,11 @@ def _wait_with_timeout(ev):
 
 
 def _zero_samples(obj, seconds=1.5):
-    """How many lock-free reads of ``waiters`` (as ``sharedbridge ls`` reads it) saw 0 over
-    *seconds*, starting once a waiter has joined; None if none joined within 10 s."""
+    """How many lock-free reads of ``waiters`` (the word ``sharedbridge ls`` reads,
+    survey._sync_words) saw 0 over *seconds*, starting once a waiter has joined; None if
+    none joined within 10 s."""
     seg = obj._seg
+    read, mm, offset = struct.unpack_from, seg.mm, seg.header.data_offset + 4
     deadline = time.monotonic() + 10
     while _sync_words(seg)["waiters"] == 0:
         if time.monotonic() > deadline:
@@ -52,7 +55,7 @@ def _zero_samples(obj, seconds=1.5):
     zeros, end = 0, time.monotonic() + seconds
     while time.monotonic() < end:
         for _ in range(1000):
-            if _sync_words(seg)["waiters"] == 0:
+            if read("<I", mm, offset)[0] == 0:
                 zeros += 1
     return zeros
 
