@@ -159,6 +159,8 @@ public class ThreadCountCollection;
 [Collection("sbCA threads")]
 public class AsyncWaitThreadTests
 {
+    private const string WaiterThread = "SharedBridge wa";  // the waiter threads' name as the OS keeps it (15 characters)
+
     private static Dictionary<string, string> Threads() =>
         Directory.GetDirectories("/proc/self/task").ToDictionary(t => Path.GetFileName(t), t =>
         {
@@ -180,5 +182,29 @@ public class AsyncWaitThreadTests
         ev.Set();
         Assert.All(await Task.WhenAll(waits).WaitAsync(AsyncWaitTests.Long), Assert.True);
         Assert.Equal(0u, ReadWord(ev.Name, AsyncWaitTests.Waiters));
+    }
+
+    [Fact]
+    public async Task WaitsOnMoreWordsThanOneFutexWaitvCallTakesUseASecondThreadThatEndsWhenTheyAreDone()
+    {
+        // futex_waitv takes 128 words: the control word and 127 seq words per waiter thread.
+        var events = Enumerable.Range(0, 130).Select(i => SharedEvent.Create(AsyncWaitTests.NewName($"w{i}"))).ToList();
+        try
+        {
+            var before = Threads();
+            var waits = events.Select(e => e.WaitAsync(AsyncWaitTests.Long)).ToArray();
+            var added = Threads().Where(t => !before.ContainsKey(t.Key)).ToList();
+            Assert.True(added.Count <= 2, $"{added.Count} new OS threads for waits on 130 events");
+            Assert.All(waits, w => Assert.False(w.IsCompleted));
+            Assert.Equal(2, Threads().Values.Count(n => n == WaiterThread));
+            events.ForEach(e => e.Set());
+            Assert.All(await Task.WhenAll(waits).WaitAsync(AsyncWaitTests.Long), Assert.True);
+            // The extra thread ends once it has nothing to wait for; the first one stays for the next waits.
+            Until(() => Threads().Values.Count(n => n == WaiterThread) == 1);
+        }
+        finally
+        {
+            events.ForEach(e => e.Dispose());
+        }
     }
 }
