@@ -185,6 +185,31 @@ public class AsyncWaitThreadTests
     }
 
     [Fact]
+    public async Task WithoutFutexWaitvEachPendingWaitTakesADedicatedThreadAndStillCompletes()
+    {
+        using var ev = SharedEvent.Create(AsyncWaitTests.NewName("old"));
+        using var sem = SharedSemaphore.Create(AsyncWaitTests.NewName("oldsem"), 0);
+        Objects.AsyncWaiter.s_unavailableForTests = true;     // a kernel before Linux 5.16
+        try
+        {
+            var before = Threads();
+            var waits = Enumerable.Range(0, 3).Select(_ => ev.WaitAsync(AsyncWaitTests.Long)).ToArray();
+            var taking = sem.WaitAsync(AsyncWaitTests.Long);
+            Assert.True(Threads().Count(t => !before.ContainsKey(t.Key)) >= 4);
+            Until(() => ReadWord(ev.Name, AsyncWaitTests.Waiters) == 3 && ReadWord(sem.Name, AsyncWaitTests.Waiters) == 1);
+            ev.Set();
+            sem.Release();
+            Assert.All(await Task.WhenAll(waits).WaitAsync(AsyncWaitTests.Long), Assert.True);
+            Assert.True(await taking.WaitAsync(AsyncWaitTests.Long));
+            Assert.Equal(0, sem.CurrentCount);
+        }
+        finally
+        {
+            Objects.AsyncWaiter.s_unavailableForTests = false;
+        }
+    }
+
+    [Fact]
     public async Task WaitsOnMoreWordsThanOneFutexWaitvCallTakesUseASecondThreadThatEndsWhenTheyAreDone()
     {
         // futex_waitv takes 128 words: the control word and 127 seq words per waiter thread.

@@ -26,7 +26,10 @@ internal static unsafe class AsyncWaiter
     private static readonly List<Worker> s_workers = [];
 
     /// <summary>False on kernels without futex_waitv: each asynchronous wait then blocks a dedicated thread.</summary>
-    internal static bool Available => FutexWaitv.Available;
+    internal static bool Available => FutexWaitv.Available && !s_unavailableForTests;
+
+    /// <summary>Tests only: behave as on a kernel without futex_waitv.</summary>
+    internal static bool s_unavailableForTests;
 
     internal static void Add(WaitWords.AsyncWait wait)
     {
