@@ -118,6 +118,16 @@ public class AsyncWaitTests
         Assert.Equal(3, actions);
         Assert.Equal(0u, ReadWord(barrier.Name, Waiters));
         Assert.False(barrier.IsBroken);
+
+        // A cancelled party leaves the round without breaking it (as after a Ctrl-C in Python).
+        using var cts = new CancellationTokenSource();
+        var cancelled = barrier.SignalAndWaitAsync(Long, cts.Token);
+        Until(() => barrier.ParticipantsWaiting == 1);
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.WaitAsync(Long));
+        Assert.Equal(0, barrier.ParticipantsWaiting);
+        Assert.Equal(0u, ReadWord(barrier.Name, Waiters));
+        Assert.False(barrier.IsBroken);
     }
 
     [Fact]
