@@ -1,6 +1,7 @@
 // Which threads does SharedEvent.WaitAsync use while it sleeps (docs/wakeups-design.md section 6)?
 // Counts the OS threads (/proc/self/task, by name) and the pool's threads before and while 50 waits are
-// pending, where the code after an await resumes, and what one WaitAsync on a set event costs.
+// pending, where the code after an await resumes, what one WaitAsync on a set event costs, and how long a
+// pending WaitAsync takes from Set to the code after its await, next to a thread blocked in Wait.
 using System.Diagnostics;
 using SharedBridge;
 
@@ -37,7 +38,8 @@ Console.WriteLine($"all completed: {waits.All(w => w.IsCompletedSuccessfully && 
     $"\"{contThread}\" (thread-pool thread: {contPool})");
 Thread.Sleep(300);
 Show("after Set");
-// Cost of one WaitAsync on a set event (no wait: only the dedicated thread's start) vs Wait.
+// Cost of one WaitAsync on a set event (completes on the calling thread; before the waiter thread, a dedicated
+// thread's start) vs Wait.
 var sw = new List<double>(); var ss = new List<double>();
 for (int i = 0; i < 300; i++)
 {
@@ -46,3 +48,27 @@ for (int i = 0; i < 300; i++)
 }
 sw.Sort(); ss.Sort();
 Console.WriteLine($"event already set: WaitAsync(...).Wait() median {sw[150]:F1} us (p99 {sw[296]:F1}); Wait() median {ss[150]:F1} us");
+
+// Wake-up of one pending wait: Set, then the code after the await (a pool thread) or after Wait (a blocked thread).
+double[] WakeUps(bool async)
+{
+    var us = new double[300];
+    for (int i = 0; i < us.Length; i++)
+    {
+        ev.Reset();
+        long resumed = 0;
+        Task waiter = async
+            ? Task.Run(async () => { await ev.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false); resumed = Stopwatch.GetTimestamp(); })
+            : Task.Factory.StartNew(() => { ev.Wait(TimeSpan.FromSeconds(5)); resumed = Stopwatch.GetTimestamp(); }, TaskCreationOptions.LongRunning);
+        Thread.Sleep(2);    // the waiter is asleep by now
+        long set = Stopwatch.GetTimestamp();
+        ev.Set();
+        waiter.Wait(TimeSpan.FromSeconds(10));
+        us[i] = Stopwatch.GetElapsedTime(set, resumed).TotalMicroseconds;
+    }
+    Array.Sort(us);
+    return us;
+}
+var wa = WakeUps(async: true);
+var ws = WakeUps(async: false);
+Console.WriteLine($"pending wait, Set to resumed: WaitAsync median {wa[150]:F1} us (p99 {wa[296]:F1}); Wait median {ws[150]:F1} us (p99 {ws[296]:F1})");

@@ -7,7 +7,7 @@ namespace SharedBridge.TestChild;
 internal static partial class ChildCommands
 {
     private const string SyncUsage =
-        "event-wait NAME MS | event-set NAME | sem-hold NAME | cond-wait NAME | barrier-rounds NAME ROUNDS | barrier-enter NAME";
+        "event-wait NAME MS | event-set NAME | sem-hold NAME | sem-release NAME COUNT | cond-wait NAME | barrier-rounds NAME ROUNDS | barrier-enter NAME";
 
     private static int? RunSync(string[] args)
     {
@@ -36,6 +36,14 @@ internal static partial class ChildCommands
                 Say("held");
                 Thread.Sleep(Timeout.Infinite);
                 return 1;
+            }
+            // sem-release NAME COUNT: release COUNT units, say "released".
+            case ["sem-release", var name, var count]:
+            {
+                using var sem = SharedSemaphore.Open(name);
+                sem.Release(int.Parse(count));
+                Say("released");
+                return 0;
             }
             // cond-wait NAME: wait on the condition for ever (to be killed while waiting).
             case ["cond-wait", var name]:

@@ -16,7 +16,7 @@ public class SyncRecoveryTests
     private const int Seq = 0, Waiters = 1, Signals = 2;
     private const int EventFlag = 3, EventSets = 4, SemaphoreMaxValue = 4, BarrierParties = 3, BarrierState = 4, BarrierCount = 5;
 
-    private static uint ReadWord(string name, int index)
+    internal static uint ReadWord(string name, int index)
     {
         using var f = new FileStream("/dev/shm/" + name, FileMode.Open, FileAccess.Read);
         f.Position = 0x200 + 4 * index;
@@ -25,14 +25,14 @@ public class SyncRecoveryTests
         return BitConverter.ToUInt32(b);
     }
 
-    private static void WriteWord(string name, int index, uint value)
+    internal static void WriteWord(string name, int index, uint value)
     {
         using var f = new FileStream("/dev/shm/" + name, FileMode.Open, FileAccess.Write);
         f.Position = 0x200 + 4 * index;
         f.Write(BitConverter.GetBytes(value));
     }
 
-    private static void Until(Func<bool> condition)
+    internal static void Until(Func<bool> condition)
     {
         var end = DateTime.UtcNow + Long;
         while (!condition())

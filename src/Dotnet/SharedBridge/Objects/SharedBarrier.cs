@@ -144,20 +144,94 @@ public sealed class SharedBarrier : IDisposable
         }
         finally
         {
-            _words.TakeUnits(1, ownOnly: true);
-            uint count = _words[Count];
-            _words[Count] = count == 0 ? 0 : count - 1;
-            if (_words[Count] == 0 && ReadState() is Draining or Resetting)
-            {
-                _words[State] = Filling;
-                _words.Notify(ValueMax);
-            }
+            LeaveRound();
         }
     }
 
-    /// <summary>Waits on a dedicated thread (the robust lock never crosses an await).</summary>
-    public Task<int> SignalAndWaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default) =>
-        RunBlocking(() => SignalAndWait(timeout, cancellationToken), cancellationToken);
+    /// <summary>Section 10.3 barrier: a party that counted itself in leaves (its holder entry, the count); the last one
+    /// out of a drain or a reset opens the next round.</summary>
+    private void LeaveRound()
+    {
+        _words.TakeUnits(1, ownOnly: true);
+        uint count = _words[Count];
+        _words[Count] = count == 0 ? 0 : count - 1;
+        if (_words[Count] == 0 && ReadState() is Draining or Resetting)
+        {
+            _words[State] = Filling;
+            _words.Notify(ValueMax);
+        }
+    }
+
+    /// <summary>As <see cref="SignalAndWait(TimeSpan, CancellationToken)"/> without occupying a thread: the steps run with
+    /// the lock held, first on the calling thread (the last party to arrive completes at once, running
+    /// <see cref="PostPhaseAction"/> there), then on the process's one waiter thread (which runs the action if this party
+    /// arrives last after waiting for a drain); the code after an await runs on the thread pool
+    /// (docs/wakeups-design.md section 6). On kernels before Linux 5.16 (no futex_waitv) each pending wait takes a
+    /// dedicated thread.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A negative timeout other than Timeout.InfiniteTimeSpan.</exception>
+    /// <exception cref="ObjectDisposedException">The barrier is disposed.</exception>
+    public Task<int> SignalAndWaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        var party = new AsyncParty(this);
+        return _words.WaitAsync(timeout, cancellationToken, periodic: true, party.Step, party.Leave,
+            () => SignalAndWait(timeout, cancellationToken));
+    }
+
+    /// <summary>One party of <see cref="SignalAndWaitAsync"/>: <see cref="SignalAndWait(TimeSpan, CancellationToken)"/> cut
+    /// into steps that each run with the lock held and return whether the party is done.</summary>
+    private sealed class AsyncParty(SharedBarrier barrier)
+    {
+        private uint _index;
+        private bool _entered, _left;
+
+        internal bool Step(bool expired, out int index)
+        {
+            var b = barrier;
+            index = 0;
+            b.Reap();
+            if (!_entered)
+            {
+                if (b.ReadState() is Draining or Resetting)
+                {
+                    if (b._words[Count] != 0) return WaitOrBreak(expired);
+                    b._words[State] = Filling;      // nobody left to finish the drain (section 10.3 step 2)
+                    b._words.Notify(ValueMax);
+                }
+                if (b.ReadState() == Broken) throw b.BrokenError();
+                _index = b._words[Count];
+                b._words[Count] = _index + 1;
+                b._words.Record();
+                _entered = true;
+                if (_index + 1 != (uint)b.ParticipantCount) return false;
+                b.ReleaseAll();
+            }
+            else if (b.ReadState() == Filling)
+            {
+                return WaitOrBreak(expired);
+            }
+            bool broken = b.ReadState() is Resetting or Broken;
+            Leave();
+            if (broken) throw b.BrokenError();
+            index = (int)_index;
+            return true;
+        }
+
+        /// <summary>Waits on, unless the deadline has passed: then the barrier breaks (every timeout is honoured).</summary>
+        private bool WaitOrBreak(bool expired)
+        {
+            if (!expired) return false;
+            barrier.Break();
+            throw barrier.BrokenError();
+        }
+
+        /// <summary>Leaves the round once, if this party counted itself in (also on cancellation and errors).</summary>
+        internal void Leave()
+        {
+            if (!_entered || _left) return;
+            _left = true;
+            barrier.LeaveRound();
+        }
+    }
 
     private void ReleaseAll()
     {

@@ -97,9 +97,24 @@ public sealed class SharedEvent : IDisposable
         }
     }
 
-    /// <summary>Waits on a dedicated thread (the robust lock never crosses an await).</summary>
-    public Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default) =>
-        RunBlocking(() => Wait(timeout, cancellationToken), cancellationToken);
+    /// <summary>Waits as <see cref="Wait(TimeSpan, CancellationToken)"/> without occupying a thread: a set event completes
+    /// the task at once; otherwise the process's one waiter thread completes it on a Set (true), the timeout (false) or
+    /// the cancellation (canceled), and the code after an await runs on the thread pool (docs/wakeups-design.md section 6).
+    /// On kernels before Linux 5.16 (no futex_waitv) each pending wait takes a dedicated thread.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A negative timeout other than Timeout.InfiniteTimeSpan.</exception>
+    /// <exception cref="ObjectDisposedException">The event is disposed.</exception>
+    public Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        uint? sets = null;      // the Set count when the wait began (section 10.3 event wait)
+        return _words.WaitAsync(timeout, cancellationToken, periodic: false, (bool expired, out bool set) =>
+        {
+            set = ReadFlag() == 1;
+            if (set) return true;
+            uint now = _words[Sets];
+            sets ??= now;
+            return now != sets || expired;
+        }, abandon: null, () => Wait(timeout, cancellationToken));
+    }
 
     /// <summary>Removes the name now; the memory stays mapped.</summary>
     public void Unlink() => _words.Core.Unlink();

@@ -104,6 +104,18 @@ public sealed class SharedSemaphore : IDisposable
         CheckTimeout(timeout);
         long start = Stopwatch.GetTimestamp();
         using var scope = _words.Lock();
+        while (!TryTake())
+        {
+            var left = Left(timeout, start);
+            if (left == TimeSpan.Zero) return false;
+            _words.Wait(_words.Slots > 0 ? SliceOf(left) : left, cancellationToken);
+        }
+        return true;
+    }
+
+    /// <summary>Takes a unit if there is one, after taking back the units of holders that died; the lock is held.</summary>
+    private bool TryTake()
+    {
         while (true)
         {
             uint value = ReadValue();
@@ -114,22 +126,24 @@ public sealed class SharedSemaphore : IDisposable
                 return true;
             }
             ulong freed = _words.FreeGone();
-            if (freed != 0)     // holders that died: their units come back (section 10.3), never above the bound
-            {
-                value = (uint)Math.Min(freed, _max);
-                _words[Value] = value;
-                _words.Notify(value);
-                continue;
-            }
-            var left = Left(timeout, start);
-            if (left == TimeSpan.Zero) return false;
-            _words.Wait(_words.Slots > 0 ? SliceOf(left) : left, cancellationToken);
+            if (freed == 0) return false;
+            // holders that died: their units come back (section 10.3), never above the bound
+            value = (uint)Math.Min(freed, _max);
+            _words[Value] = value;
+            _words.Notify(value);
         }
     }
 
-    /// <summary>Waits on a dedicated thread (the robust lock never crosses an await).</summary>
+    /// <summary>Takes one unit as <see cref="Wait(TimeSpan, CancellationToken)"/> without occupying a thread: an available
+    /// unit completes the task at once; otherwise the process's one waiter thread takes the unit when one is released
+    /// (true), or completes the task at the timeout (false) or the cancellation (canceled, nothing taken); the code after
+    /// an await runs on the thread pool (docs/wakeups-design.md section 6). On kernels before Linux 5.16 (no futex_waitv)
+    /// each pending wait takes a dedicated thread.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A negative timeout other than Timeout.InfiniteTimeSpan.</exception>
+    /// <exception cref="ObjectDisposedException">The semaphore is disposed.</exception>
     public Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default) =>
-        RunBlocking(() => Wait(timeout, cancellationToken), cancellationToken);
+        _words.WaitAsync(timeout, cancellationToken, periodic: _words.Slots > 0,
+            (bool expired, out bool taken) => (taken = TryTake()) || expired, abandon: null, () => Wait(timeout, cancellationToken));
 
     /// <summary>Returns <paramref name="releaseCount"/> units and wakes as many waiters; returns the count before.</summary>
     /// <exception cref="SemaphoreFullException">The count would exceed the bound (a bounded semaphore: Python's

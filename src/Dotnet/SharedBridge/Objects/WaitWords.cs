@@ -12,7 +12,7 @@ namespace SharedBridge.Objects;
 /// cancellation is noticed and a wake-up whose notifier died before FUTEX_WAKE is seen at the next
 /// slice. Used by SharedEvent, SharedSemaphore, SharedCondition and SharedBarrier.
 /// </summary>
-internal sealed unsafe class WaitWords
+internal sealed unsafe partial class WaitWords
 {
     // Word indexes (docs/format.md section 10.2: offset / 4), named as in Python's _objects/sync.py.
     // Words 0 to 2 mean the same in every kind; words 3 to 5 (w3, w4, w5 in the table) mean one thing per kind.

@@ -155,6 +155,20 @@ internal static unsafe partial class Interop
     [LibraryImport(Libc, EntryPoint = "syscall", SetLastError = true)]
     internal static partial long SyscallFutex(long number, uint* address, long operation, long value, Timespec* timeout, void* address2, long value3);
 
+    /// <summary>struct futex_waitv (linux/futex.h): the value expected at the word, its address, FUTEX_32 flags.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct FutexWaitvEntry
+    {
+        public ulong Value;
+        public ulong Address;
+        public uint Flags;
+        public uint Reserved;
+    }
+
+    /// <summary>syscall(2) for futex_waitv(2) only: (SYS_futex_waitv, waiters, nr_futexes, flags, absolute timeout, clockid).</summary>
+    [LibraryImport(Libc, EntryPoint = "syscall", SetLastError = true)]
+    internal static partial long SyscallFutexWaitv(long number, FutexWaitvEntry* waiters, long count, long flags, Timespec* timeout, long clock);
+
     [LibraryImport(Libc, EntryPoint = "gettid")]
     internal static partial int GetTid();
 
