@@ -119,32 +119,40 @@ public sealed class SharedBarrier : IDisposable
         CheckTimeout(timeout);
         long start = Stopwatch.GetTimestamp();
         using var scope = _words.Lock();
-        Reap();
-        while (ReadState() is Draining or Resetting)
-        {
-            if (_words[Count] == 0)     // nobody left to finish the drain (section 10.3 step 2)
-            {
-                _words[State] = Filling;
-                _words.Notify(ValueMax);
-                break;
-            }
-            WaitSliceOrBreak(timeout, start, cancellationToken);
-        }
-        if (ReadState() == Broken) throw BrokenError();
-        uint index = _words[Count];
-        _words[Count] = index + 1;
-        _words.Record();
+        bool joined = false;    // joins before its first wait, stays joined across slices and reaps (section 10.3)
         try
         {
-            if (index + 1 == (uint)ParticipantCount)
-                ReleaseAll();
-            else
-                WaitRound(timeout, start, cancellationToken);
-            return (int)index;
+            Reap();
+            while (ReadState() is Draining or Resetting)
+            {
+                if (_words[Count] == 0)     // nobody left to finish the drain (section 10.3 step 2)
+                {
+                    _words[State] = Filling;
+                    _words.Notify(ValueMax);
+                    break;
+                }
+                WaitSliceOrBreak(timeout, start, ref joined, cancellationToken);
+            }
+            if (ReadState() == Broken) throw BrokenError();
+            uint index = _words[Count];
+            _words[Count] = index + 1;
+            _words.Record();
+            try
+            {
+                if (index + 1 == (uint)ParticipantCount)
+                    ReleaseAll();
+                else
+                    WaitRound(timeout, start, ref joined, cancellationToken);
+                return (int)index;
+            }
+            finally
+            {
+                LeaveRound();
+            }
         }
         finally
         {
-            LeaveRound();
+            if (joined) _words.LeaveIfHeld();
         }
     }
 
@@ -248,16 +256,16 @@ public sealed class SharedBarrier : IDisposable
         }
     }
 
-    private void WaitRound(TimeSpan timeout, long start, CancellationToken cancellationToken)
+    private void WaitRound(TimeSpan timeout, long start, ref bool joined, CancellationToken cancellationToken)
     {
         while (ReadState() == Filling)
-            WaitSliceOrBreak(timeout, start, cancellationToken);
+            WaitSliceOrBreak(timeout, start, ref joined, cancellationToken);
         if (ReadState() is Resetting or Broken) throw BrokenError();
     }
 
     /// <summary>One wait of section 10.3 barrier steps 2 and 5: a slice (or the time left), then reap; when the
     /// call's deadline has passed, the barrier breaks instead (every timeout is honoured).</summary>
-    private void WaitSliceOrBreak(TimeSpan timeout, long start, CancellationToken cancellationToken)
+    private void WaitSliceOrBreak(TimeSpan timeout, long start, ref bool joined, CancellationToken cancellationToken)
     {
         var left = Left(timeout, start);
         if (left == TimeSpan.Zero)
@@ -265,7 +273,12 @@ public sealed class SharedBarrier : IDisposable
             Break();
             throw BrokenError();
         }
-        _words.Wait(SliceOf(left), cancellationToken);
+        if (!joined)
+        {
+            _words.Join();
+            joined = true;
+        }
+        _words.WaitOnce(SliceOf(left), cancellationToken);
         Reap();
     }
 

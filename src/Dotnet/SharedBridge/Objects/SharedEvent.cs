@@ -88,12 +88,21 @@ public sealed class SharedEvent : IDisposable
         using var scope = _words.Lock();
         if (ReadFlag() == 1) return true;
         uint sets = _words[Sets];
-        while (true)
+        if (Left(timeout, start) == TimeSpan.Zero) return false;
+        _words.Join();      // once for the whole wait (section 10.3)
+        try
         {
-            var left = Left(timeout, start);
-            if (left == TimeSpan.Zero) return false;
-            _words.Wait(SliceOf(left), cancellationToken);
-            if (ReadFlag() == 1 || _words[Sets] != sets) return ReadFlag() == 1;
+            while (true)
+            {
+                var left = Left(timeout, start);
+                if (left == TimeSpan.Zero) return false;
+                _words.WaitOnce(SliceOf(left), cancellationToken);
+                if (ReadFlag() == 1 || _words[Sets] != sets) return ReadFlag() == 1;
+            }
+        }
+        finally
+        {
+            _words.LeaveIfHeld();
         }
     }
 

@@ -104,13 +104,26 @@ public sealed class SharedSemaphore : IDisposable
         CheckTimeout(timeout);
         long start = Stopwatch.GetTimestamp();
         using var scope = _words.Lock();
-        while (!TryTake())
+        bool joined = false;    // joins before its first wait, stays joined across slices and reclaims (section 10.3)
+        try
         {
-            var left = Left(timeout, start);
-            if (left == TimeSpan.Zero) return false;
-            _words.Wait(_words.Slots > 0 ? SliceOf(left) : left, cancellationToken);
+            while (!TryTake())
+            {
+                var left = Left(timeout, start);
+                if (left == TimeSpan.Zero) return false;
+                if (!joined)
+                {
+                    _words.Join();
+                    joined = true;
+                }
+                _words.WaitOnce(_words.Slots > 0 ? SliceOf(left) : left, cancellationToken);
+            }
+            return true;
         }
-        return true;
+        finally
+        {
+            if (joined) _words.LeaveIfHeld();
+        }
     }
 
     /// <summary>Takes a unit if there is one, after taking back the units of holders that died; the lock is held.</summary>

@@ -73,7 +73,7 @@ internal sealed unsafe partial class WaitWords
 
     internal LockScope Lock() => _core.Lock();
 
-    internal bool HeldByCurrentThread => _mutex.OwnerThreadId == Interop.GetTid();
+    internal bool HeldByCurrentThread => _mutex.OwnerThreadId == Interop.CurrentTid;
 
     internal CorruptSegmentException Corrupt(string what) => new(
         $"The {Describe(_core.Header.Kind)} segment \"{_core.Name}\" is corrupt: {what} (another process overwrote its words): recreate it.");
@@ -265,68 +265,206 @@ internal sealed unsafe partial class WaitWords
 
     // ------------------------------------------------------------------ the protocol
 
-    /// <summary>Section 10.3 wait. The calling thread holds the mutex once; it holds it again on return,
-    /// also when a cancellation ends the wait (OperationCanceledException). True when notified.</summary>
+    /// <summary>What one <see cref="WaitOnce"/> ended with (section 10.3 wait, steps 7 and 8).</summary>
+    internal enum WaitResult { Notified, Woken, TimedOut }
+
+    /// <summary>Section 10.3 join: a waiting operation counts itself in <c>waiters</c> once, before its first
+    /// wait, and stays counted across its waits (so that <c>sharedbridge ls</c> never sees 0 while it waits).
+    /// The caller holds the mutex and calls <see cref="Leave"/> on every way out.</summary>
+    internal void Join()
+    {
+        CheckSignals();
+        uint waiters = this[Waiters];
+        if (waiters >= ValueMax) throw Corrupt($"waiters {waiters}");
+        this[Waiters] = waiters + 1;
+    }
+
+    /// <summary>Section 10.3 leave: <c>waiters -= 1</c> (never below 0), then <c>signals</c> (and, from format
+    /// version 4, <c>sleepers</c>) at most <c>waiters</c>. The caller holds the mutex. Never throws for the
+    /// words' content: it runs on the way out of failed and cancelled waits.</summary>
+    internal void Leave()
+    {
+        uint waiters = Volatile.Read(ref _w[Waiters]);
+        waiters = waiters == 0 ? 0 : waiters - 1;
+        Volatile.Write(ref _w[Waiters], waiters);
+        if (Volatile.Read(ref _w[Signals]) > waiters) Volatile.Write(ref _w[Signals], waiters);
+    }
+
+    /// <summary>Section 10.3 wait step 7: takes one signal if there is one. The caller holds the mutex.</summary>
+    internal bool ConsumeSignal()
+    {
+        uint signals = this[Signals];
+        if (signals == 0) return false;
+        this[Signals] = signals - 1;
+        return true;
+    }
+
+    /// <summary>Section 10.3 wait step 1 or 3: counts this waiter in <c>sleepers</c> before it sleeps in
+    /// FUTEX_WAIT (format version 4; nothing before). The caller holds the mutex.</summary>
+    internal void RegisterSleeper() { }
+
+    /// <summary>Section 10.3 wait step 6: <c>sleepers -= 1</c>, never below 0 (format version 4; nothing
+    /// before). The caller holds the mutex.</summary>
+    internal void UnregisterSleeper() { }
+
+    /// <summary>Section 10.3 wait for a condition: join, wait until notified or the timeout, leave. The calling
+    /// thread holds the mutex once; it holds it again on return, also when a cancellation ends the wait
+    /// (OperationCanceledException). True when notified.</summary>
     internal bool Wait(TimeSpan timeout, CancellationToken cancellationToken)
     {
         CheckTimeout(timeout);
-        if (!HeldByCurrentThread)
-            throw new SynchronizationLockException(
-                $"Waiting on \"{_core.Name}\" needs its lock held by this thread: take it with Lock() first.");
+        RequireHeld("Waiting");
+        long start = Stopwatch.GetTimestamp();
+        Join();
+        try
+        {
+            while (true)
+            {
+                switch (WaitOnce(Left(timeout, start), cancellationToken))
+                {
+                    case WaitResult.Notified: return true;
+                    case WaitResult.TimedOut: return false;
+                }
+            }
+        }
+        finally
+        {
+            LeaveIfHeld();
+        }
+    }
+
+    /// <summary><see cref="Leave"/> on the way out of a joined operation, unless an error left the mutex not
+    /// held by this thread (a lock that cannot be taken again: nothing may be written then).</summary>
+    internal void LeaveIfHeld()
+    {
+        if (HeldByCurrentThread) Leave();
+    }
+
+    /// <summary>
+    /// Section 10.3 wait(deadline), steps 1 to 8, for a joined thread holding the mutex once: releases it
+    /// (issuing the wake-up this thread deferred), spins on <c>seq</c> within the adaptive budget, sleeps in
+    /// FUTEX_WAIT slices of at most 50 ms until <c>seq</c> changes or <paramref name="timeout"/> passes, takes
+    /// the mutex again and consumes a signal if there is one. Returns with the mutex held, still joined, also
+    /// when it throws (a cancellation: OperationCanceledException; the caller leaves).
+    /// </summary>
+    internal WaitResult WaitOnce(TimeSpan timeout, CancellationToken cancellationToken)
+    {
         CheckSignals();
         long start = Stopwatch.GetTimestamp();
         bool infinite = timeout == Timeout.InfiniteTimeSpan;
-        this[Waiters] += 1;
         uint seq = this[Seq];
+        long spin = infinite || timeout > TimeSpan.Zero ? SpinBudget() : 0;
+        if (!infinite && spin > 0) spin = Math.Min(spin, (long)(timeout.TotalSeconds * Stopwatch.Frequency) + 1);
+        bool registered = false;
+        if (spin == 0)
+        {
+            RegisterSleeper();          // no spin: register in step 1, before releasing
+            registered = true;
+        }
         var segment = _core.Segment;
         segment.AddRef();               // the words stay mapped while the lock is not held
         bool held = true;
         try
         {
-            ReleaseOnce();
+            ReleaseOnce();              // step 1 (Unlock issues this thread's deferred wake-up)
             held = false;
-            while (true)
+            if (spin > 0 && !Spin(seq, spin, start))
+            {
+                _mutex.Lock();          // step 3
+                held = true;
+                if (Volatile.Read(ref _w[Seq]) == seq)
+                {
+                    RegisterSleeper();
+                    registered = true;
+                    held = false;
+                    _mutex.Unlock();
+                }
+            }
+            while (!held && Volatile.Read(ref _w[Seq]) == seq)    // step 4
             {
                 TimeSpan left = infinite ? Slice : timeout - Stopwatch.GetElapsedTime(start);
-                if (Volatile.Read(ref _w[Seq]) == seq && left > TimeSpan.Zero)
-                {
-                    cancellationToken.ThrowIfCancellationRequested();
-                    Futex.Wait(&_w[Seq], seq, left < Slice ? left : Slice);
-                    if (Volatile.Read(ref _w[Seq]) == seq && (infinite || Stopwatch.GetElapsedTime(start) < timeout))
-                        continue;
-                }
-                _mutex.Lock();
-                held = true;
-                CheckSignals();
-                if (this[Signals] > 0)
-                {
-                    this[Signals] -= 1;
-                    this[Waiters] -= 1;
-                    return true;
-                }
-                if (!infinite && Stopwatch.GetElapsedTime(start) >= timeout)
-                {
-                    this[Waiters] -= 1;
-                    return false;
-                }
-                seq = this[Seq];
-                held = false;
-                _mutex.Unlock();
+                if (left <= TimeSpan.Zero) break;
+                cancellationToken.ThrowIfCancellationRequested();
+                Futex.Wait(&_w[Seq], seq, left < Slice ? left : Slice);
             }
+            if (!held)
+            {
+                _mutex.Lock();          // step 5
+                held = true;
+            }
+            if (registered)             // step 6
+            {
+                registered = false;
+                UnregisterSleeper();
+            }
+            CheckSignals();
+            if (ConsumeSignal()) return WaitResult.Notified;    // step 7
+            return !infinite && Stopwatch.GetElapsedTime(start) >= timeout ? WaitResult.TimedOut : WaitResult.Woken;
         }
         catch
         {
+            // Abandoned (section 10.3): take the mutex again and unregister; the caller leaves.
             if (!held) _mutex.Lock();
-            uint waiters = Volatile.Read(ref _w[Waiters]);
-            waiters = waiters == 0 ? 0 : waiters - 1;
-            Volatile.Write(ref _w[Waiters], waiters);
-            Volatile.Write(ref _w[Signals], Math.Min(Volatile.Read(ref _w[Signals]), waiters));
+            if (registered) UnregisterSleeper();
             throw;
         }
         finally
         {
             segment.Release();
         }
+    }
+
+    // ------------------------------------------------------------------ spinning (docs/wakeups-design.md section 3)
+
+    private const long MinSpinNanoseconds = 2_000;
+    private const int FirstRetryInterval = 16, LastRetryInterval = 1024;
+    private long _spin = -1;                        // this object's adaptive budget in Stopwatch ticks (-1: not set yet)
+    private int _sinceZero, _retryInterval = FirstRetryInterval;
+    private bool _retrying;
+
+    private static long StopwatchTicks(long nanoseconds) => nanoseconds * Stopwatch.Frequency / 1_000_000_000;
+
+    /// <summary>The spin this wait may use (Stopwatch ticks; 0: none): the object's adaptive budget, or the
+    /// full budget again after 16, 32, ... 1024 waits at 0. Local to this process; races between threads only
+    /// blur the estimate.</summary>
+    private long SpinBudget()
+    {
+        long budget = SharedBridgeSettings.SpinStopwatchTicks;
+        if (budget == 0) return 0;
+        long spin = _spin;
+        if (spin < 0 || spin > budget) spin = _spin = budget;
+        _retrying = false;
+        if (spin > 0) return spin;
+        if (++_sinceZero < _retryInterval) return 0;
+        _sinceZero = 0;
+        _retryInterval = Math.Min(2 * _retryInterval, LastRetryInterval);
+        _retrying = true;
+        return budget;
+    }
+
+    /// <summary>Step 2: reads <c>seq</c> until it differs from <paramref name="seq"/> (true) or the spin budget is
+    /// used up (false), with a CPU pause between reads and the clock read every 64 reads. Holds no mutex and
+    /// writes no word; adapts this object's budget.</summary>
+    private bool Spin(uint seq, long spin, long start)
+    {
+        long end = start + spin;
+        long now = start;
+        for (int i = 1; Volatile.Read(ref _w[Seq]) == seq; i++)
+        {
+            Futex.Pause();
+            if ((i & 63) == 0 && (now = Stopwatch.GetTimestamp()) >= end)
+            {
+                long half = spin / 2;
+                _spin = half < StopwatchTicks(MinSpinNanoseconds) ? 0 : half;
+                if (_spin == 0 && !_retrying) _sinceZero = 0;
+                return false;
+            }
+        }
+        long twice = 2 * (Stopwatch.GetTimestamp() - start);
+        _spin = Math.Clamp(twice, StopwatchTicks(MinSpinNanoseconds), Math.Max(SharedBridgeSettings.SpinStopwatchTicks, 1));
+        _retryInterval = FirstRetryInterval;
+        _sinceZero = 0;
+        return true;
     }
 
     private void ReleaseOnce()
@@ -347,7 +485,8 @@ internal sealed unsafe partial class WaitWords
         if (signals > waiters) throw Corrupt($"signals {signals} > waiters {waiters}");
     }
 
-    /// <summary>Section 10.3 notify(n); the caller holds the mutex.</summary>
+    /// <summary>Section 10.3 notify(n); the caller holds the mutex. The wake-up is issued when this thread
+    /// releases the mutex (its outermost release), or at once if this thread defers another one.</summary>
     internal void Notify(uint count)
     {
         CheckSignals();
@@ -355,8 +494,11 @@ internal sealed unsafe partial class WaitWords
         if (k == 0) return;
         this[Signals] += k;
         this[Seq] = unchecked(this[Seq] + 1);
-        Futex.Wake(&_w[Seq]);
+        if (WakeDue) _mutex.DeferWake(_core.Segment, &_w[Seq]);
     }
+
+    /// <summary>Whether a notify must call FUTEX_WAKE: always before format version 4.</summary>
+    private bool WakeDue => true;
 
     internal void RequireHeld(string what)
     {

@@ -31,6 +31,15 @@ internal static unsafe class Futex
         SyscallFutex(SysFutex, address, FutexWait, expected, &ts, null, 0);
     }
 
+    /// <summary>One CPU pause between two reads of a word another CPU is about to change (docs/wakeups-design.md
+    /// section 3, "Spinning"): PAUSE on x86, YIELD on Arm. Never SpinWait, whose fallback sleeps 1 ms.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static void Pause()
+    {
+        if (System.Runtime.Intrinsics.X86.X86Base.IsSupported) System.Runtime.Intrinsics.X86.X86Base.Pause();
+        else if (System.Runtime.Intrinsics.Arm.ArmBase.IsSupported) System.Runtime.Intrinsics.Arm.ArmBase.Yield();
+    }
+
     /// <summary>Wakes up to <paramref name="count"/> threads of any process sleeping on <paramref name="address"/>.</summary>
     internal static void Wake(uint* address, int count = WakeAll) =>
         SyscallFutex(SysFutex, address, FutexWake, count, null, null, 0);

@@ -172,6 +172,12 @@ internal static unsafe partial class Interop
     [LibraryImport(Libc, EntryPoint = "gettid")]
     internal static partial int GetTid();
 
+    [ThreadStatic] private static int t_tid;
+
+    /// <summary>gettid(2) of the calling thread, cached per thread (a thread's id never changes; the
+    /// wait and notify paths ask it several times per call).</summary>
+    internal static int CurrentTid => t_tid != 0 ? t_tid : t_tid = GetTid();
+
     [LibraryImport(Libc, EntryPoint = "clock_gettime")]
     internal static partial int ClockGetTime(int clock, Timespec* time);
 

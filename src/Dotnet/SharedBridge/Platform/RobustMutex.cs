@@ -235,7 +235,69 @@ internal sealed unsafe class RobustMutex
     {
         int rc = MutexUnlock(_mutex);
         if (rc != 0) ThrowUnlockFailed(rc);
+        if (t_pendingWake is { Seq: not null } pending) pending.IssueIfReleased();
         _segment.Release();
+    }
+
+    // ---------------------------------------------------------------- the deferred wake-up
+
+    // docs/wakeups-design.md section 3 (format.md 10.3 notify): a notifier's FUTEX_WAKE is issued after
+    // it released the mutex (for a recursive lock, after its outermost release), so that the woken waiter
+    // finds the mutex free instead of sleeping a second time on it. One slot per thread, not per
+    // RobustMutex instance: the same mutex may be mapped twice in a process (a condition's lock opened
+    // by the condition and by the user), and the release may go through either instance.
+    [ThreadStatic] private static PendingWake? t_pendingWake;
+
+    /// <summary>Defers <c>FUTEX_WAKE(seq, all)</c> to the moment this thread no longer holds this mutex.
+    /// The caller holds this mutex; <paramref name="seqSegment"/> maps <paramref name="seq"/> and stays
+    /// mapped until the wake-up is issued. A second deferral on another word while one is pending issues
+    /// the first at once (before the release: correct, only slower).</summary>
+    internal void DeferWake(MappedSegment seqSegment, uint* seq)
+    {
+        var pending = t_pendingWake ??= new PendingWake();
+        if (pending.Seq == seq) return;
+        pending.Issue();
+        seqSegment.AddRef();
+        _segment.AddRef();
+        pending.Mutex = this;
+        pending.SeqSegment = seqSegment;
+        pending.Seq = seq;
+    }
+
+    /// <summary>Issues this thread's deferred wake-up now, if any (before blocking on something else).</summary>
+    internal static void IssueDeferredWake() => t_pendingWake?.Issue();
+
+    private sealed class PendingWake
+    {
+        internal RobustMutex? Mutex;
+        internal MappedSegment? SeqSegment;
+        internal uint* Seq;
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        internal void IssueIfReleased()
+        {
+            if (Mutex!.OwnerThreadId != CurrentTid) Issue();
+        }
+
+        internal void Issue()
+        {
+            if (Seq is null) return;
+            uint* seq = Seq;
+            var seqSegment = SeqSegment!;
+            var mutex = Mutex!;
+            Seq = null;
+            SeqSegment = null;
+            Mutex = null;
+            try
+            {
+                Futex.Wake(seq);
+            }
+            finally
+            {
+                seqSegment.Release();
+                mutex._segment.Release();
+            }
+        }
     }
 
     // The reference is not released on failure: the mutex may still be linked in this thread's

@@ -1,0 +1,134 @@
+using System.Diagnostics;
+using System.IO.MemoryMappedFiles;
+
+namespace SharedBridge.Tests;
+
+/// <summary>The wait protocol of docs/wakeups-design.md section 3 (docs/format.md section 10.3): a waiting
+/// operation stays counted in <c>waiters</c> for its whole length, and a notifier under a recursive lock
+/// wakes its waiter at the outermost release.</summary>
+public class WakeupTests
+{
+    private static string NewName(string tag) => Names.Unique(tag, "sbCW");
+
+    private static readonly TimeSpan Long = TimeSpan.FromSeconds(10);
+
+    /// <summary>The synchronization words of a segment mapped a second time, read without the lock as
+    /// <c>sharedbridge ls</c> does (SegmentDirectory.ReadSync).</summary>
+    internal sealed unsafe class WordReader : IDisposable
+    {
+        private readonly MemoryMappedFile _file;
+        private readonly MemoryMappedViewAccessor _view;
+        private readonly uint* _words;
+
+        internal WordReader(string name, long dataOffset)
+        {
+            _file = MemoryMappedFile.CreateFromFile(Names.ShmPath(name), FileMode.Open, null, 0, MemoryMappedFileAccess.ReadWrite);
+            _view = _file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.ReadWrite);
+            byte* p = null;
+            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            _words = (uint*)(p + _view.PointerOffset + dataOffset);
+        }
+
+        internal uint this[int index]
+        {
+            get => Volatile.Read(ref _words[index]);
+            set => Volatile.Write(ref _words[index], value);
+        }
+
+        /// <summary>Waits (at most 10 s) until word <paramref name="index"/> is <paramref name="value"/>.</summary>
+        internal void AwaitWord(int index, uint value)
+        {
+            var sw = Stopwatch.StartNew();
+            while (this[index] != value)
+            {
+                Assert.True(sw.Elapsed < Long, $"word {index} stayed {this[index]}, expected {value}");
+                Thread.Sleep(1);
+            }
+        }
+
+        /// <summary>Reads the waiters word in a loop for <paramref name="duration"/>; returns how many reads saw 0.</summary>
+        internal (long Zeros, long Samples) SampleWaiters(TimeSpan duration)
+        {
+            long zeros = 0, samples = 0;
+            var sw = Stopwatch.StartNew();
+            while (sw.Elapsed < duration)
+            {
+                for (int i = 0; i < 1024; i++)
+                    if (Volatile.Read(ref _words[1]) == 0) zeros++;
+                samples += 1024;
+            }
+            return (zeros, samples);
+        }
+
+        public void Dispose()
+        {
+            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            _view.Dispose();
+            _file.Dispose();
+        }
+    }
+
+    [Fact]
+    public void ASemaphoreWaitStaysCountedAsAWaiterAcrossItsSlicesAndReclaims()
+    {
+        string name = NewName("semw");
+        using var sem = SharedSemaphore.Create(name, 1);
+        Assert.True(sem.Wait(TimeSpan.Zero));   // a live holder (this process): every slice searches the table
+        using var words = new WordReader(name, sem.Header.DataOffset);
+        bool? acquired = null;
+        var waiter = new Thread(() => acquired = sem.Wait(TimeSpan.FromSeconds(2.5))) { IsBackground = true };
+        waiter.Start();
+        words.AwaitWord(1, 1);
+        var (zeros, samples) = words.SampleWaiters(TimeSpan.FromSeconds(1.5));
+        Assert.True(waiter.Join(Long), "the wait did not end at its timeout");
+        Assert.False(acquired);
+        Assert.True(zeros == 0, $"{zeros} of {samples} reads saw waiters 0 while a Wait was on");
+        Assert.Equal(0u, words[1]);
+        sem.Release();
+    }
+
+    [Fact]
+    public void AnEventWaitStaysCountedAsAWaiterAcrossItsSlices()
+    {
+        string name = NewName("evw");
+        using var ev = SharedEvent.Create(name);
+        using var words = new WordReader(name, ev.Header.DataOffset);
+        bool? set = null;
+        var waiter = new Thread(() => set = ev.Wait(TimeSpan.FromSeconds(2.5))) { IsBackground = true };
+        waiter.Start();
+        words.AwaitWord(1, 1);
+        var (zeros, samples) = words.SampleWaiters(TimeSpan.FromSeconds(1.5));
+        Assert.True(waiter.Join(Long), "the wait did not end at its timeout");
+        Assert.False(set);
+        Assert.True(zeros == 0, $"{zeros} of {samples} reads saw waiters 0 while a Wait was on");
+        Assert.Equal(0u, words[1]);
+    }
+
+    [Fact]
+    public void AConditionNotifiedUnderARecursiveLockHeldTwiceWakesItsWaiterAfterTheOuterRelease()
+    {
+        string name = NewName("cond");
+        using var cond = SharedCondition.Create(name);
+        using var words = new WordReader(name, cond.Header.DataOffset);
+        bool? notified = null;
+        using var returned = new ManualResetEventSlim();
+        var waiter = new Thread(() =>
+        {
+            using (cond.Lock()) notified = cond.Wait(Long);
+            returned.Set();
+        }) { IsBackground = true };
+        waiter.Start();
+        words.AwaitWord(1, 1);
+        using (cond.Lock())
+        {
+            using (cond.Lock()) cond.Notify();
+            // The inner release leaves the lock held: the waiter cannot return yet.
+            Assert.False(returned.Wait(100));
+        }
+        Assert.True(returned.Wait(Long), "the waiter was not woken after the outer release");
+        Assert.True(waiter.Join(Long));
+        Assert.True(notified);
+        Assert.Equal(0u, words[1]);
+        Assert.Equal(0u, words[2]);
+    }
+}

@@ -1,0 +1,61 @@
+// Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+using System.Diagnostics;
+
+namespace SharedBridge;
+
+/// <summary>
+/// Process-wide settings of the library.
+/// </summary>
+public static class SharedBridgeSettings
+{
+    /// <summary>The largest spin budget (docs/wakeups-design.md section 5).</summary>
+    public static readonly TimeSpan MaxSpinBudget = TimeSpan.FromMilliseconds(1);
+
+    private static readonly TimeSpan DefaultSpinBudget = TimeSpan.FromMicroseconds(50);
+    private static long s_spinTicks = InitialSpinBudget().Ticks;
+
+    /// <summary>
+    /// How long a waiter (<see cref="SharedEvent"/>, <see cref="SharedSemaphore"/>, <see cref="SharedCondition"/>,
+    /// <see cref="SharedBarrier"/>) may spin, reading the object's sequence word, before it sleeps in the kernel
+    /// (docs/wakeups-design.md section 3, "Spinning"): a wake-up that comes within it costs no system call on
+    /// either side. Each object adapts the spin it uses below this budget (twice the last successful spin, halved
+    /// after a spin that ended in a sleep), so a waiter nobody wakes stops spinning after a few waits.
+    /// Default: 50 us, or the environment variable <c>SHAREDBRIDGE_SPIN_US</c> (integer microseconds, read at
+    /// startup, clamped to 0..1000). <see cref="TimeSpan.Zero"/> turns spinning off (oversubscribed machines,
+    /// containers with one CPU share). A process that may use only one CPU
+    /// (<see cref="Environment.ProcessorCount"/> 1) never spins, whatever the budget.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Set below zero or above <see cref="MaxSpinBudget"/> (1 ms).</exception>
+    public static TimeSpan SpinBudget
+    {
+        get => TimeSpan.FromTicks(Volatile.Read(ref s_spinTicks));
+        set
+        {
+            if (value < TimeSpan.Zero || value > MaxSpinBudget)
+                throw new ArgumentOutOfRangeException(nameof(value), value,
+                    "The spin budget must be between TimeSpan.Zero (no spinning) and 1 ms (SharedBridgeSettings.MaxSpinBudget).");
+            Volatile.Write(ref s_spinTicks, value.Ticks);
+        }
+    }
+
+    /// <summary>The budget a wait may spin now, in Stopwatch ticks: 0 when spinning is off or the process may
+    /// use only one CPU (the other side of a wake-up could not run while this one spins).</summary>
+    internal static long SpinStopwatchTicks =>
+        Environment.ProcessorCount > 1 ? Volatile.Read(ref s_spinTicks) * Stopwatch.Frequency / TimeSpan.TicksPerSecond : 0;
+
+    /// <summary>SHAREDBRIDGE_SPIN_US: unset 50 us; integer microseconds clamped to 0..1000; anything else is
+    /// reported (Trace warning) and the default used.</summary>
+    private static TimeSpan InitialSpinBudget()
+    {
+        string? text = Environment.GetEnvironmentVariable("SHAREDBRIDGE_SPIN_US");
+        if (text is null) return DefaultSpinBudget;
+        if (!long.TryParse(text.Trim(), System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out long us))
+        {
+            Trace.TraceWarning(
+                $"SharedBridge: SHAREDBRIDGE_SPIN_US=\"{text}\" is not an integer number of microseconds; spinning uses the default " +
+                "50 us. Set it to 0 (no spinning) up to 1000, or set SharedBridgeSettings.SpinBudget.");
+            return DefaultSpinBudget;
+        }
+        return TimeSpan.FromMicroseconds(Math.Clamp(us, 0, (long)MaxSpinBudget.TotalMicroseconds));
+    }
+}
