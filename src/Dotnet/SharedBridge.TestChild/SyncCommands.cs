@@ -7,7 +7,7 @@ namespace SharedBridge.TestChild;
 internal static partial class ChildCommands
 {
     private const string SyncUsage =
-        "event-wait NAME MS | event-set NAME | sem-hold NAME | sem-release NAME COUNT | cond-wait NAME | barrier-rounds NAME ROUNDS | barrier-enter NAME";
+        "event-wait NAME MS | event-set NAME | sem-hold NAME | sem-release NAME COUNT | cond-wait NAME | barrier-rounds NAME ROUNDS | barrier-enter NAME | spin-budget";
 
     private static int? RunSync(string[] args)
     {
@@ -71,6 +71,15 @@ internal static partial class ChildCommands
                 Say("entering");
                 barrier.SignalAndWait(TimeSpan.FromMinutes(2));
                 return 1;
+            }
+            // spin-budget: print "budget US" (SharedBridgeSettings.SpinBudget, from SHAREDBRIDGE_SPIN_US) with the
+            // library's Trace warnings on stdout before it.
+            case ["spin-budget"]:
+            {
+                System.Diagnostics.Trace.Listeners.Add(new System.Diagnostics.TextWriterTraceListener(Console.Out));
+                System.Diagnostics.Trace.AutoFlush = true;
+                Say($"budget {SharedBridgeSettings.SpinBudget.TotalMicroseconds}");
+                return 0;
             }
             default:
                 return null;

@@ -50,9 +50,15 @@ internal sealed class Child : IDisposable
 
     internal static Child Start(params string[] args) => StartVia([], args);
 
+    /// <summary>Starts the child with <paramref name="environment"/> added to this process's environment.</summary>
+    internal static Child StartWithEnvironment(IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        StartVia([], args, environment);
+
     /// <summary>Starts the child through <paramref name="launcher"/> (for example <c>nohup</c>, or a
     /// wrapper that reports the child's wait status): <c>launcher... dotnet exec program args...</c>.</summary>
-    internal static Child StartVia(string[] launcher, params string[] args)
+    internal static Child StartVia(string[] launcher, params string[] args) => StartVia(launcher, args, null);
+
+    private static Child StartVia(string[] launcher, string[] args, IReadOnlyDictionary<string, string>? environment)
     {
         Assert.True(File.Exists(ProgramPath), $"child program not built: {ProgramPath}");
         var info = new ProcessStartInfo(launcher.Length > 0 ? launcher[0] : "dotnet")
@@ -64,6 +70,7 @@ internal sealed class Child : IDisposable
         info.ArgumentList.Add("exec");
         info.ArgumentList.Add(ProgramPath);
         foreach (var a in args) info.ArgumentList.Add(a);
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>()) info.Environment[key] = value;
         return new Child(Process.Start(info)!);
     }
 
