@@ -35,6 +35,7 @@ public class SpinTests
     [InlineData("200", "200")]
     [InlineData("5000", "1000")]
     [InlineData("-3", "0")]
+    [InlineData("99999999999999999999999", "1000")]
     public void TheEnvironmentSetsTheBudgetAtStartup(string? value, string expected)
     {
         var env = new Dictionary<string, string>();

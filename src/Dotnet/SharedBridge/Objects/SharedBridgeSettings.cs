@@ -49,13 +49,15 @@ public static class SharedBridgeSettings
     {
         string? text = Environment.GetEnvironmentVariable("SHAREDBRIDGE_SPIN_US");
         if (text is null) return DefaultSpinBudget;
-        if (!long.TryParse(text.Trim(), System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out long us))
+        if (!System.Numerics.BigInteger.TryParse(text.Trim(), System.Globalization.NumberStyles.AllowLeadingSign,
+                System.Globalization.CultureInfo.InvariantCulture, out var us))
         {
             Trace.TraceWarning(
                 $"SharedBridge: SHAREDBRIDGE_SPIN_US=\"{text}\" is not an integer number of microseconds; spinning uses the default " +
                 "50 us. Set it to 0 (no spinning) up to 1000, or set SharedBridgeSettings.SpinBudget.");
             return DefaultSpinBudget;
         }
-        return TimeSpan.FromMicroseconds(Math.Clamp(us, 0, (long)MaxSpinBudget.TotalMicroseconds));
+        long max = (long)MaxSpinBudget.TotalMicroseconds;
+        return TimeSpan.FromMicroseconds(us < 0 ? 0 : us > max ? max : (long)us);
     }
 }

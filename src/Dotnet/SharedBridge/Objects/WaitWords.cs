@@ -274,9 +274,7 @@ internal sealed unsafe partial class WaitWords
     internal void Join()
     {
         CheckSignals();
-        uint waiters = this[Waiters];
-        if (waiters >= ValueMax) throw Corrupt($"waiters {waiters}");
-        this[Waiters] = waiters + 1;
+        this[Waiters] = unchecked(this[Waiters] + 1);
     }
 
     /// <summary>Section 10.3 leave: <c>waiters -= 1</c> (never below 0), then <c>signals</c> (and, from format

@@ -264,9 +264,6 @@ internal sealed unsafe class RobustMutex
         pending.Seq = seq;
     }
 
-    /// <summary>Issues this thread's deferred wake-up now, if any (before blocking on something else).</summary>
-    internal static void IssueDeferredWake() => t_pendingWake?.Issue();
-
     private sealed class PendingWake
     {
         internal RobustMutex? Mutex;
