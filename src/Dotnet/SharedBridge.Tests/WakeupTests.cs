@@ -68,40 +68,36 @@ public class WakeupTests
         }
     }
 
-    [Fact]
-    public void ASemaphoreWaitStaysCountedAsAWaiterAcrossItsSlicesAndReclaims()
+    /// <summary>Runs <paramref name="wait"/> (a 2.5 s wait nobody ends) on a thread and reads the waiters word
+    /// without the lock for 1.5 s meanwhile: it must never read 0 (section 10.3: join once, leave once).</summary>
+    private static void AssertCountedWhileWaiting(string name, long dataOffset, Func<TimeSpan, bool> wait)
     {
-        string name = NewName("semw");
-        using var sem = SharedSemaphore.Create(name, 1);
-        Assert.True(sem.Wait(TimeSpan.Zero));   // a live holder (this process): every slice searches the table
-        using var words = new WordReader(name, sem.Header.DataOffset);
-        bool? acquired = null;
-        var waiter = new Thread(() => acquired = sem.Wait(TimeSpan.FromSeconds(2.5))) { IsBackground = true };
+        using var words = new WordReader(name, dataOffset);
+        bool? ended = null;
+        var waiter = new Thread(() => ended = wait(TimeSpan.FromSeconds(2.5))) { IsBackground = true };
         waiter.Start();
         words.AwaitWord(1, 1);
         var (zeros, samples) = words.SampleWaiters(TimeSpan.FromSeconds(1.5));
         Assert.True(waiter.Join(Long), "the wait did not end at its timeout");
-        Assert.False(acquired);
+        Assert.False(ended);
         Assert.True(zeros == 0, $"{zeros} of {samples} reads saw waiters 0 while a Wait was on");
         Assert.Equal(0u, words[1]);
+    }
+
+    [Fact]
+    public void ASemaphoreWaitStaysCountedAsAWaiterAcrossItsSlicesAndReclaims()
+    {
+        using var sem = SharedSemaphore.Create(NewName("semw"), 1);
+        Assert.True(sem.Wait(TimeSpan.Zero));   // a live holder (this process): every slice searches the table
+        AssertCountedWhileWaiting(sem.Name, sem.Header.DataOffset, sem.Wait);
         sem.Release();
     }
 
     [Fact]
     public void AnEventWaitStaysCountedAsAWaiterAcrossItsSlices()
     {
-        string name = NewName("evw");
-        using var ev = SharedEvent.Create(name);
-        using var words = new WordReader(name, ev.Header.DataOffset);
-        bool? set = null;
-        var waiter = new Thread(() => set = ev.Wait(TimeSpan.FromSeconds(2.5))) { IsBackground = true };
-        waiter.Start();
-        words.AwaitWord(1, 1);
-        var (zeros, samples) = words.SampleWaiters(TimeSpan.FromSeconds(1.5));
-        Assert.True(waiter.Join(Long), "the wait did not end at its timeout");
-        Assert.False(set);
-        Assert.True(zeros == 0, $"{zeros} of {samples} reads saw waiters 0 while a Wait was on");
-        Assert.Equal(0u, words[1]);
+        using var ev = SharedEvent.Create(NewName("evw"));
+        AssertCountedWhileWaiting(ev.Name, ev.Header.DataOffset, ev.Wait);
     }
 
     [Fact]
