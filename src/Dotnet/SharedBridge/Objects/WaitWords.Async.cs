@@ -38,37 +38,30 @@ internal sealed unsafe partial class WaitWords
 
     // ------------------------------------------------------------------ the wait protocol's words, mutex held
 
-    /// <summary>Section 10.3 join: once per operation, when it first has to wait.</summary>
-    private void AsyncJoin()
-    {
-        CheckSignals();
-        this[Waiters] += 1;
-    }
+    // The wait protocol's words (section 10.3), mutex held: the same join, leave, step 7 and sleeper registration as
+    // the synchronous waits (WaitWords.cs).
 
-    /// <summary>Section 10.3 leave: once, on every way out. Raw accesses: it also runs after the object was disposed
-    /// (the wait keeps the mapping) and after a corrupt word was found.</summary>
-    private void AsyncLeave()
-    {
-        uint waiters = Volatile.Read(ref _w[Waiters]);
-        waiters = waiters == 0 ? 0 : waiters - 1;
-        Volatile.Write(ref _w[Waiters], waiters);
-        Volatile.Write(ref _w[Signals], Math.Min(Volatile.Read(ref _w[Signals]), waiters));
-    }
+    /// <summary>Section 10.3 join: once per operation, when it first has to wait.</summary>
+    private void AsyncJoin() => Join();
+
+    /// <summary>Section 10.3 leave: once, on every way out (raw accesses: it also runs after the object was disposed
+    /// and after a corrupt word was found).</summary>
+    private void AsyncLeave() => Leave();
 
     /// <summary>Section 10.3 step 7: a signal, if there is one, is this waiter's.</summary>
     private void AsyncConsumeSignal()
     {
         CheckSignals();
-        if (this[Signals] > 0) this[Signals] -= 1;
+        ConsumeSignal();
     }
 
-    /// <summary>THE place of format version 4 for asynchronous waits (docs/wakeups-design.md section 3, steps 3 and 6):
-    /// an asynchronous waiter counts as a sleeper from the moment it goes (back) to the waiter thread
-    /// (<paramref name="register"/> true: <c>sleepers += 1</c>, after reading <c>seq</c>) until it takes the mutex
-    /// again (false: <c>sleepers -= 1</c>, never below 0). Before version 4 nobody registers: nothing to do.</summary>
+    /// <summary>Section 10.3 steps 3 and 6 (format version 4): an asynchronous waiter counts as a sleeper from the
+    /// moment it goes (back) to the waiter thread (<paramref name="register"/> true, after reading <c>seq</c>) until it
+    /// takes the mutex again (false).</summary>
     private void AsyncSleeper(bool register)
     {
-        _ = register;
+        if (register) RegisterSleeper();
+        else UnregisterSleeper();
     }
 
     // ------------------------------------------------------------------ one pending wait
