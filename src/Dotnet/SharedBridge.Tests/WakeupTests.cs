@@ -101,6 +101,24 @@ public class WakeupTests
     }
 
     [Fact]
+    public void ABarrierWaitStaysCountedAsAWaiterAcrossItsSlicesAndReaps()
+    {
+        using var barrier = SharedBarrier.Create(NewName("barw"), 2);
+        AssertCountedWhileWaiting(barrier.Name, barrier.Header.DataOffset, timeout =>
+        {
+            try
+            {
+                barrier.SignalAndWait(timeout);
+                return true;
+            }
+            catch (BrokenBarrierException)
+            {
+                return false;   // its timeout broke the barrier
+            }
+        });
+    }
+
+    [Fact]
     public void AConditionNotifiedUnderARecursiveLockHeldTwiceWakesItsWaiterAfterTheOuterRelease()
     {
         string name = NewName("cond");
