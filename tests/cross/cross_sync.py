@@ -56,6 +56,18 @@ def sync_notify_then_die(name):
     return 3
 
 
+def sync_cond_notify_nested(name):
+    """notify() with the condition's recursive lock held twice, then both releases: the waiter
+    must be woken after the outer one (docs/format.md section 10.3, notify)."""
+    cond = sb.attach(name)
+    with cond:
+        with cond:
+            cond.notify()
+        _say("inner released")
+    _say("released")
+    return 0
+
+
 def sync_sem_hold(name):
     sem = sb.attach(name)
     sem.acquire()
@@ -144,6 +156,7 @@ WORKERS = {
     "sync-event-set": sync_event_set,
     "sync-cond-wait": sync_cond_wait,
     "sync-notify-then-die": sync_notify_then_die,
+    "sync-cond-notify-nested": sync_cond_notify_nested,
     "sync-sem-hold": sync_sem_hold,
     "sync-sem-acquire": sync_sem_acquire,
     "sync-barrier-wait": sync_barrier_wait,

@@ -14,6 +14,7 @@ public static class SyncWorkers
         "sync-event-wait" => EventWait(args[0], int.Parse(args[1])),
         "sync-event-set" => EventSet(args[0]),
         "sync-cond-wait" => CondWait(args[0], int.Parse(args[1])),
+        "sync-cond-notify-nested" => CondNotifyNested(args[0]),
         "sync-sem-hold" => SemHold(args[0]),
         "sync-sem-acquire" => SemAcquire(args[0], int.Parse(args[1])),
         "sync-barrier-wait" => BarrierWait(args[0], int.Parse(args[1])),
@@ -56,6 +57,18 @@ public static class SyncWorkers
             got = cond.Wait(ms < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(ms));
         }
         Say(got ? "notified" : "timeout");
+        return 0;
+    }
+
+    private static int CondNotifyNested(string name)
+    {
+        using var cond = SharedCondition.Open(name);
+        using (cond.Lock())
+        {
+            using (cond.Lock()) cond.Notify();
+            Say("inner released");
+        }
+        Say("released");
         return 0;
     }
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.IO.MemoryMappedFiles;
 using System.Text.Json;
 using SharedBridge.CrossTests.Infrastructure;
 
@@ -151,6 +152,80 @@ public sealed class SyncTests : CrossTestBase
         Assert.That(waiter.Join(TimeSpan.FromSeconds(5)), Is.True, "the waiter never woke");
         Assert.That(notified, Is.True);
         Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(3)), "woken at a slice, not at the timeout");
+    }
+
+    public static IEnumerable<TestCaseData> Pairs() =>
+        new[] { (Driver.CSharpLabel, "py"), ("py", Driver.CSharpLabel), ("py", "py"), (Driver.CSharpLabel, Driver.CSharpLabel) }
+            .Select(d => new TestCaseData(d.Item1, d.Item2).SetName($"condition: {d.Item1} notifies under a nested lock, {d.Item2} waits"));
+
+    [TestCaseSource(nameof(Pairs))]
+    public void ANotifyUnderANestedLockWakesTheWaiterAfterTheOuterRelease(string notifier, string waiter)
+    {
+        // Section 10.3 notify: the wake-up is issued after the outermost release; it must never be lost.
+        using var cond = SharedCondition.Create(NewName());
+        using var waiting = ByShortLabel(waiter).Start("worker", "sync-cond-wait", cond.Name, "20000");
+        Assert.That(waiting.ReadLine(Quick), Is.EqualTo("waiting"), waiting.Describe());
+        using (cond.Lock()) { }   // the waiter has released the lock inside wait()
+        var r = ByShortLabel(notifier).Run(Quick, "worker", "sync-cond-notify-nested", cond.Name);
+        Assert.That(r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries), Is.EqualTo(new[] { "inner released", "released" }), r.Describe());
+        Assert.That(waiting.ReadLine(Quick), Is.EqualTo("notified"), waiting.Describe());
+    }
+
+    public static IEnumerable<TestCaseData> Waiters() =>
+        new[] { "py", Driver.CSharpLabel }.Select(w => new TestCaseData(w).SetName($"{{m}}({w})"));
+
+    /// <summary>Samples the waiters word (section 10.2, +4) without the lock, as sharedbridge ls does, for
+    /// <paramref name="span"/>; returns how many samples saw 0 and how many were taken.</summary>
+    private static (long Zero, long Samples) SampleWaiters(string name, TimeSpan span)
+    {
+        using var map = MemoryMappedFile.CreateFromFile("/dev/shm/" + name, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        using var view = map.CreateViewAccessor(0, 0x200 + 64, MemoryMappedFileAccess.Read);
+        long zero = 0, samples = 0;
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < span)
+        {
+            samples++;
+            if (view.ReadUInt32(0x200 + 4) == 0) zero++;
+        }
+        return (zero, samples);
+    }
+
+    private static void UntilWaiting(string name)
+    {
+        var sw = Stopwatch.StartNew();
+        while (Word(name, 1) == 0)
+        {
+            Assert.That(sw.Elapsed, Is.LessThan(Long), "the waiter never joined");
+            Thread.Sleep(2);
+        }
+    }
+
+    [TestCaseSource(nameof(Waiters))]
+    public void ASemaphoreWaiterStaysCountedInWaitersAcrossItsSlices(string waiter)
+    {
+        // Section 10.3 "Join and leave": a waiting acquire is counted for its whole duration, also while it
+        // looks for gone holders between slices (this process holds the only unit: the table has an entry).
+        using var sem = SharedSemaphore.Create(NewName(), 1, maximumCount: 1);
+        Assert.That(sem.Wait(Quick), Is.True);
+        using var acquiring = ByShortLabel(waiter).Start("worker", "sync-sem-acquire", sem.Name, "20000");
+        UntilWaiting(sem.Name);
+        var (zero, samples) = SampleWaiters(sem.Name, TimeSpan.FromSeconds(1.5));
+        sem.Release();
+        Assert.That(acquiring.ReadLine(Long), Is.EqualTo("acquired"), acquiring.Describe());
+        Assert.That(zero, Is.Zero, $"{zero} of {samples} samples saw waiters 0 while a {waiter} acquire was waiting");
+    }
+
+    [TestCaseSource(nameof(Waiters))]
+    public void AnEventWaiterStaysCountedInWaitersAcrossItsSlices(string waiter)
+    {
+        using var ev = SharedEvent.Create(NewName());
+        using var waiting = ByShortLabel(waiter).Start("worker", "sync-event-wait", ev.Name, "20000");
+        Assert.That(waiting.ReadLine(Quick), Is.EqualTo("waiting"), waiting.Describe());
+        UntilWaiting(ev.Name);
+        var (zero, samples) = SampleWaiters(ev.Name, TimeSpan.FromSeconds(1.5));
+        ev.Set();
+        Assert.That(waiting.ReadLine(Long), Is.EqualTo("set"), waiting.Describe());
+        Assert.That(zero, Is.Zero, $"{zero} of {samples} samples saw waiters 0 while a {waiter} event wait was waiting");
     }
 
     /// <summary>Data word <paramref name="index"/> of a synchronization segment, read from the file (section 10.2).</summary>
