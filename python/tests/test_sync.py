@@ -141,10 +141,11 @@ def test_segments_record_kind_version_and_lock():
             sb.Condition(arr.get_lock()), sb.Barrier(4)]
     got = [(h.kind, h.version, h.compat_version, h.typecode, h.element_count, h.lock_kind,
             h.lock_type, h.lock_name) for h in map(sb.header_of, objs)]
-    # Semaphores and barriers are version 3 with a holder table (section 10.1).
-    assert got == [(4, 2, 2, "I", 16, 1, 2, ""), (5, 3, 3, "I", 16 + 4 * 64, 1, 2, ""),
-                   (5, 3, 3, "I", 16 + 4 * 64, 1, 2, ""), (6, 2, 2, "I", 16, 1, 1, ""),
-                   (6, 2, 2, "I", 16, 2, 0, arr.name), (7, 3, 3, "I", 16 + 4 * 4, 1, 2, "")]
+    # Version 4 (the sleepers word); semaphores and barriers with a holder table
+    # (section 10.1).
+    assert got == [(4, 4, 4, "I", 16, 1, 2, ""), (5, 4, 4, "I", 16 + 4 * 64, 1, 2, ""),
+                   (5, 4, 4, "I", 16 + 4 * 64, 1, 2, ""), (6, 4, 4, "I", 16, 1, 1, ""),
+                   (6, 4, 4, "I", 16, 2, 0, arr.name), (7, 4, 4, "I", 16 + 4 * 4, 1, 2, "")]
 
 
 def test_attach_and_pickle_return_the_right_class(seg_name):
@@ -278,7 +279,8 @@ def test_interrupted_wait_leaves_the_object_consistent():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-    assert (e._w[S.WAITERS], e._w[S.SIGNALS], e._lock.state) == (0, 0, "free")
+    assert (e._w[S.WAITERS], e._w[S.SIGNALS], e._w[S.SLEEPERS], e._lock.state) == (
+        0, 0, 0, "free")
     threading.Timer(0.05, e.set).start()
     assert e.wait(5)
 
@@ -374,7 +376,7 @@ def test_synchronization_objects_take_a_lifetime():
     ev = sb.Event(lifetime="last-closer")
     name = ev.name
     assert sb.header_of(ev).lifetime == "last-closer"
-    assert sb.header_of(ev).compat_version == 2
+    assert sb.header_of(ev).compat_version == 4
     ev.close()                                     # this process was the only holder
     assert not os.path.exists(f"/dev/shm/{name}")
     with pytest.raises(ValueError, match="contradictory"):

@@ -138,11 +138,13 @@ def build():
     case("state_retired_ok", "ok", "6.2 step 3: state 2 (retired) is usable",
          patch(d4(), 0x180, "<I", 2, fix_crc=False))
     # --- versions ---------------------------------------------------------------------------
-    case("compat_4", "unsupported-version", "6.3: compat_version above the reader's (3)",
-         d4(version=4, compat=4))
-    case("compat_4_state_3", "unsupported-version",
+    case("compat_5", "unsupported-version", "6.3: compat_version above the reader's (4)",
+         d4(version=5, compat=5))
+    case("compat_5_state_3", "unsupported-version",
          "6.2 step 3: a too-new compat_version wins over a state this reader does not know",
-         patch(d4(version=4, compat=4), 0x180, "<I", 3, fix_crc=False))
+         patch(d4(version=5, compat=5), 0x180, "<I", 3, fix_crc=False))
+    case("compat_4_array_ok", "ok", "6.3: a version-4 reader reads compat_version 4",
+         d4(version=4, compat=4))
     case("compat_3_array_ok", "ok", "6.3: a version-3 reader reads compat_version 3",
          d4(version=3, compat=3))
     case("compat_2_array_ok", "ok", "6.3: a version-2 reader reads compat_version 2",
@@ -163,8 +165,8 @@ def build():
     case("compat_0", "corrupt", "6.2 step 5: compat_version >= 1", d4(version=1, compat=0))
     case("version_below_compat", "corrupt", "6.2 step 5: version >= compat_version",
          d4(version=0, compat=1))
-    case("newer_writer_ok", "ok", "6.3: version 3 with compat_version 1 is read",
-         d4(version=3, compat=1))
+    case("newer_writer_ok", "ok", "6.3: version 5 with compat_version 1 is read",
+         d4(version=5, compat=1))
     # --- identity fields --------------------------------------------------------------------
     case("bad_crc", "corrupt", "3.3: header_crc32 mismatch",
          patch(d4(), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
@@ -200,8 +202,8 @@ def build():
          d4(kind=8, version=1, compat=2))
     case("kind_8_state_3", "corrupt", "6.2 step 3: the state word is checked before the kind",
          patch(d4(kind=8), 0x180, "<I", 3, fix_crc=False))
-    case("kind_8_compat_4", "unsupported-version", "6.2 step 3: a too-new compat_version first",
-         patch(d4(kind=8, version=4, compat=4), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
+    case("kind_8_compat_5", "unsupported-version", "6.2 step 3: a too-new compat_version first",
+         patch(d4(kind=8, version=5, compat=5), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
     case("creator_pid_max_u32_ok", "ok",
          "3.1, 8: creator_pid is a u32: 0xFFFFFFFF is read as recorded and names no process",
          d4(version=2, compat=1, creator_pid=0xFFFFFFFF))
@@ -230,6 +232,16 @@ def build():
          sync(5, count=16 + 4 * 2))
     case("event_table", "corrupt", "10.1: only semaphores and barriers have a holder table",
          sync(4, count=16 + 4 * 2, **v3))
+    # format version 4: the sleepers word (10.2); the header rules of version 3 otherwise
+    v4 = dict(version=4, compat=4)
+    for kind, label in ((4, "event"), (6, "condition")):
+        case(f"{label}_v4_ok", "ok", f"10.1: a version-4 {label} header", sync(kind, **v4))
+    case("semaphore_v4_table_ok", "ok", "10.1: a version-4 semaphore with 64 table entries",
+         sync(5, count=16 + 4 * 64, **v4))
+    case("barrier_v4_table_ok", "ok", "10.1: a version-4 barrier with 3 table entries",
+         sync(7, count=16 + 4 * 3, **v4))
+    case("event_v4_table", "corrupt", "10.1: only semaphores and barriers have a holder table",
+         sync(4, count=16 + 4 * 2, **v4))
     case("event_typecode_d", "corrupt", "10.1: typecode I", sync(4, typecode="d"))
     case("semaphore_count_8", "corrupt", "10.1: element_count 16 (+ 4 * slots)", sync(5, count=8))
     case("event_recursive_lock", "corrupt", "10.1: an event's own lock is error-checking",

@@ -18,13 +18,16 @@ from .segment_name import validate_name
 from .typecodes import STRUCT, TYPECODE_SIZE
 
 MAGIC = b"SHBRIDGE"
-# The newest format version this package reads (section 6.3); it writes version 3 only
-# for semaphores and barriers, whose layout version 3 changed, and 2 for the rest.
-FORMAT_VERSION = 3
+# The newest format version this package reads (section 6.3); it writes version 4 for
+# the synchronization kinds, whose protocol version 4 changed (the sleepers word), and
+# for the other kinds what a version-3 writer writes (2, or 1 as compat_version).
+FORMAT_VERSION = 4
 # The lowest compat_version of the synchronization kinds (section 10).
 SYNC_VERSION = 2
 # compat_version of semaphores and barriers with a holder table (section 10.1).
 HOLDER_TABLE_VERSION = 3
+# compat_version from which waiters register in the sleepers word (section 10.3).
+SLEEPERS_VERSION = 4
 MAX_SLOTS = 1024
 FIXED_SIZE = 0x200
 IDENTITY_END = 0x180
@@ -76,18 +79,18 @@ lifetime_code = lifetime_from_name
 
 
 def compat_version_for(lifetime, kind=1):
-    """compat_version a version-3 writer records: 3 for semaphores and barriers (a
-    version-2 reader does not know their holder table), 2 for last-closer (a version-1
-    reader would not take part in the protocol) and for the other synchronization kinds
-    (a version-1 reader does not know them), otherwise 1 (docs/format.md section 6.3)."""
-    if kind in TABLE_KINDS:
-        return HOLDER_TABLE_VERSION
-    return 2 if lifetime == LIFETIME_LAST_CLOSER or kind in SYNC_KINDS else 1
+    """compat_version a version-4 writer records: 4 for the synchronization kinds (a
+    version-3 reader's waiters do not register as sleepers, so a version-4 notifier
+    would not wake them), 2 for last-closer (a version-1 reader would not take part in
+    the protocol), otherwise 1 (docs/format.md section 6.3)."""
+    if kind in SYNC_KINDS:
+        return SLEEPERS_VERSION
+    return 2 if lifetime == LIFETIME_LAST_CLOSER else 1
 
 
 def writer_version(compat):
-    """version a version-3 writer records: 3 where the bytes are version 3's (compat 3),
-    else 2, the bytes of a version-2 writer (section 6.3)."""
+    """version a version-4 writer records: compat_version where it is 3 or more (the
+    synchronization kinds: 4), else 2, the bytes of a version-2 writer (section 6.3)."""
     return max(2, compat)
 
 # Control-region offsets (mutable words, accessed in place, never through the copy).

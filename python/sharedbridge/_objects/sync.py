@@ -7,7 +7,10 @@ and a barrier also a holder table, section 10.2); every word changes only under 
 mutex (the segment's own, or for a Condition the lock it was
 built on), and waiters sleep with the futex system call on the sequence word ``seq``,
 in 50 ms slices: Ctrl-C interrupts a wait, and a wake-up whose notifier died before the
-futex call is seen at the next slice. Python has no atomic instructions on shared
+futex call is seen at the next slice. A notifier's wake-up is issued after it releases
+the lock; a waiter first spins on ``seq`` (_platform/wake.py); on a segment of format
+version 4 a waiter about to sleep registers in ``sleepers`` and a notifier wakes only when
+one did (section 10.3). Python has no atomic instructions on shared
 memory; the mutex makes them unnecessary and keeps crash recovery (EOWNERDEAD) for
 every update.
 """
@@ -32,8 +35,8 @@ from .lifetimes import resolve_lifetime
 from .protocol import segment_of
 from .unavailable import unavailable
 
-# Word indexes (section 10.2).
-SEQ, WAITERS, SIGNALS, W3, W4, W5 = range(6)
+# Word indexes (section 10.2); SLEEPERS from format version 4 (H.SLEEPERS_VERSION).
+SEQ, WAITERS, SIGNALS, W3, W4, W5, SLEEPERS = range(7)
 FLAG = VALUE = PARTIES = W3
 SETS = MAX_VALUE = STATE = W4
 BOUNDED = COUNT = W5
@@ -95,6 +98,9 @@ class _Waitable:
         self._lock = lock
         # From the validated private header copy: never from shared memory.
         self._slots = H.table_slots(h.kind, h.compat_version, h.element_count) or 0
+        # Format version 4: waiters register in SLEEPERS and a notify wakes only if one
+        # did; on older segments nobody touches that word and every notify wakes.
+        self._registers = h.compat_version >= H.SLEEPERS_VERSION
         self._table_format = struct.Struct(f"<{4 * self._slots}I")
         self._table_offset = h.data_offset + 4 * TABLE
         self._spinner = Spinner()
@@ -229,7 +235,17 @@ class _Waitable:
         w = self._w
         waiters = max(0, w[WAITERS] - 1)
         w[WAITERS] = waiters
+        if self._registers:
+            w[SLEEPERS] = min(w[SLEEPERS], waiters)
         w[SIGNALS] = min(w[SIGNALS], waiters)
+
+    def _register(self):
+        """Step 1 or 3 of wait on a version-4 segment, with the lock held: this waiter
+        will sleep; True when it registered."""
+        if not self._registers:
+            return False
+        self._w[SLEEPERS] = min(self._w[SLEEPERS] + 1, 0xFFFFFFFF)
+        return True
 
     def _wait(self, deadline):
         """Section 10.3 wait(deadline) by a joined thread holding the lock: NOTIFIED,
@@ -238,18 +254,29 @@ class _Waitable:
         w, lock, address = self._w, self._lock, self._seq_address
         seq = w[SEQ]
         spin_ns = self._spinner.budget()
+        registered = not spin_ns and self._register()     # step 1: one that will not spin
         depth = lock._release_save()    # step 1; also issues this thread's deferred wake-up
+        held = False
         try:
-            if spin_ns:                 # step 2: holds nothing, writes nothing
-                self._spinner.spin(w, SEQ, address, seq, spin_ns)
-            while True:
+            if spin_ns and not self._spinner.spin(w, SEQ, address, seq, spin_ns):   # step 2
+                if self._registers:     # step 3: register, unless seq moved meanwhile
+                    lock._acquire_restore(depth)
+                    held = True
+                    if w[SEQ] == seq:
+                        registered = self._register()
+                        held = False
+                        depth = lock._release_save()
+            while not held:             # step 4
                 now = _now()
                 if w[SEQ] != seq or (deadline is not None and now >= deadline):
                     break
                 _futex_wait(address, seq,
                             SLICE_NS if deadline is None else min(SLICE_NS, deadline - now))
         finally:
-            lock._acquire_restore(depth)
+            if not held:
+                lock._acquire_restore(depth)    # step 5
+            if registered:                      # step 6
+                w[SLEEPERS] = max(0, w[SLEEPERS] - 1)
         self._check_signals()
         if w[SIGNALS]:
             w[SIGNALS] -= 1
@@ -257,11 +284,15 @@ class _Waitable:
         return TIMED_OUT if deadline is not None and _now() >= deadline else WOKEN
 
     def _check_signals(self):
-        if self._w[SIGNALS] > self._w[WAITERS]:
-            raise self._corrupt(f"signals {self._w[SIGNALS]} > waiters {self._w[WAITERS]}")
+        w = self._w
+        if w[SIGNALS] > w[WAITERS]:
+            raise self._corrupt(f"signals {w[SIGNALS]} > waiters {w[WAITERS]}")
+        if self._registers and w[SLEEPERS] > w[WAITERS]:
+            raise self._corrupt(f"sleepers {w[SLEEPERS]} > waiters {w[WAITERS]}")
 
     def _notify(self, n):
-        """Section 10.3 notify(n); the caller holds the lock. The wake-up is issued after
+        """Section 10.3 notify(n); the caller holds the lock. A wake-up is due when a
+        waiter registered (always on a segment older than version 4); it is issued after
         the lock's outermost release (or in step 1 of this thread's next wait)."""
         w = self._w
         self._check_signals()
@@ -269,7 +300,8 @@ class _Waitable:
         if k > 0:
             w[SIGNALS] += k
             w[SEQ] = (w[SEQ] + 1) & 0xFFFFFFFF
-            self._lock._defer_wake(self._seq_address, w)
+            if not self._registers or w[SLEEPERS]:
+                self._lock._defer_wake(self._seq_address, w)
 
     def close(self):
         """The creator unlinks the name now (unless keep=True); the object keeps working."""

@@ -103,8 +103,8 @@ public class CorruptHeaderTests
     public void TooNewCompatVersionAsksForAnUpgrade()
     {
         byte[] bytes = DoubleSegment();
-        U16(bytes, 0x008, 4);       // this library reads up to version 3
-        U16(bytes, 0x00A, 4);
+        U16(bytes, 0x008, 5);       // this library reads up to version 4
+        U16(bytes, 0x00A, 5);
         SegmentFiles.FixCrc(bytes);
         var e = Assert.IsType<UnsupportedFormatVersionException>(SegmentFiles.Try(bytes, OpenAny));
         Assert.Contains("upgrade", e.Message);

@@ -22,7 +22,7 @@ public class SyncTests
         File.Delete("/dev/shm/" + persistentName);
         var last = SharedEvent.Create(closerName, false, new SegmentOptions { Lifetime = SegmentLifetime.LastCloser });
         Assert.Equal(SegmentLifetime.LastCloser, last.Header.Lifetime);
-        Assert.Equal(2, last.Header.CompatVersion);
+        Assert.Equal(4, last.Header.CompatVersion);
         using (var other = SharedEvent.Open(closerName))
         {
             last.Dispose();
@@ -53,8 +53,8 @@ public class SyncTests
         Assert.True(ev.Wait(TimeSpan.Zero));
         ev.Reset();
         Assert.False(ev.Wait(TimeSpan.Zero));
-        Assert.Equal(2, ev.Header.Version);
-        Assert.Equal(2, ev.Header.CompatVersion);
+        Assert.Equal(4, ev.Header.Version);
+        Assert.Equal(4, ev.Header.CompatVersion);
         Assert.Equal(SegmentKind.Event, ev.Header.Kind);
     }
 

@@ -17,14 +17,14 @@ internal sealed record HeaderSpec(
     IReadOnlyList<StructField> Fields,
     SegmentLifetime Lifetime = SegmentLifetime.Creator)
 {
-    /// <summary>compat_version a version-3 writer records (section 6.3): 3 for semaphores and barriers (a
-    /// version-2 reader does not know their holder table), 2 for last-closer (a version-1 reader would not
-    /// take part in its protocol) and for the other synchronization kinds (a version-1 reader does not know
-    /// them), otherwise 1.</summary>
-    internal int CompatVersion => HasTable(Kind) ? HolderTableVersion : IsSync(Kind) ? SyncVersion : HeaderCodec.CompatVersionFor(Lifetime);
+    /// <summary>compat_version a version-4 writer records (section 6.3): 4 for the synchronization kinds 4-7
+    /// (a version-3 reader would not register as a sleeper, so a version-4 notifier would not wake it);
+    /// for kinds 1-3 what a version-3 writer records: 2 for last-closer (a version-1 reader would not take
+    /// part in its protocol), otherwise 1.</summary>
+    internal int CompatVersion => IsSync(Kind) ? SleepersVersion : HeaderCodec.CompatVersionFor(Lifetime);
 
-    /// <summary>version a version-3 writer records: 3 where the bytes are version 3's, else 2 (a version-2
-    /// writer's bytes, section 6.3).</summary>
+    /// <summary>version a version-4 writer records: 4 for kinds 4-7, else 2 (a version-2 writer's bytes,
+    /// section 6.3).</summary>
     internal int WriterVersion => Math.Max(2, CompatVersion);
 
     internal static bool HasTable(SegmentKind kind) => kind is SegmentKind.Semaphore or SegmentKind.Barrier;

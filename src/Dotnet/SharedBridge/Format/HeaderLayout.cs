@@ -9,13 +9,15 @@ internal static class HeaderLayout
     internal const int FixedSize = 0x200;
     internal const int MaxHeaderSize = 1 << 20;
     internal const int FieldEntrySize = 64;
-    /// <summary>The newest format version this library reads (section 6.3); it writes version 3 only for
-    /// semaphores and barriers, whose layout version 3 changed, and 2 for the rest.
+    /// <summary>The newest format version this library reads (section 6.3); it writes version 4 for the
+    /// synchronization kinds 4-7 (the sleepers word) and, for kinds 1-3, what version 3 writes (2).
     /// <see cref="SyncVersion"/> is the lowest compat_version of the synchronization kinds 4-7;
-    /// <see cref="HolderTableVersion"/> that of semaphores and barriers with a holder table (section 10.1).</summary>
-    internal const int FormatVersion = 3;
+    /// <see cref="HolderTableVersion"/> that of semaphores and barriers with a holder table (section 10.1);
+    /// <see cref="SleepersVersion"/> that of the sleepers word and its wake rule (section 10.3).</summary>
+    internal const int FormatVersion = 4;
     internal const int SyncVersion = 2;
     internal const int HolderTableVersion = 3;
+    internal const int SleepersVersion = 4;
     internal const int SyncWords = 16;
     internal const int MaxSlots = 1024;
     internal const int MaxKind = 7;

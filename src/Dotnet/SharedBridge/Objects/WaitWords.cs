@@ -17,6 +17,7 @@ internal sealed unsafe partial class WaitWords
     // Word indexes (docs/format.md section 10.2: offset / 4), named as in Python's _objects/sync.py.
     // Words 0 to 2 mean the same in every kind; words 3 to 5 (w3, w4, w5 in the table) mean one thing per kind.
     internal const int Seq = 0, Waiters = 1, Signals = 2;
+    internal const int Sleepers = 6;                            // format version 4 (compat_version 4): waiters registered to sleep
     internal const int Flag = 3, Sets = 4;                      // event (4): flag 0 clear / 1 set; set() calls mod 2^32
     internal const int Value = 3, MaxValue = 4, Bounded = 5;    // semaphore (5): units available; bound (immutable); 0 or 1 (immutable)
     internal const int Parties = 3, State = 4, Count = 5;       // barrier (7): parties (immutable); 0 filling .. 3 broken; inside wait now
@@ -32,6 +33,7 @@ internal sealed unsafe partial class WaitWords
     private readonly SharedObjectCore _core;
     private readonly RobustMutex _mutex;
     private readonly uint* _w;
+    private readonly bool _hasSleepers;
 
     internal WaitWords(SharedObjectCore core)
     {
@@ -40,6 +42,9 @@ internal sealed unsafe partial class WaitWords
         _w = (uint*)core.Segment.Data;
         // From the validated private header copy, never from shared memory (section 10.1).
         Slots = HeaderCodec.TableSlots(core.Header.Kind, core.Header.CompatVersion, (ulong)core.Header.Length) ?? 0;
+        // Version 4 rules (sleepers, wake only when a sleeper registered) on compat_version 4 only; older
+        // segments may be shared with version-2/3 processes, which never register (section 6.3).
+        _hasSleepers = core.Header.CompatVersion >= HeaderLayout.SleepersVersion;
         // Read this process's start time now, not between counting a unit and recording it (section 10.2).
         if (Slots > 0) _ = ProcessInfo.StartTime;
     }
@@ -286,6 +291,7 @@ internal sealed unsafe partial class WaitWords
         waiters = waiters == 0 ? 0 : waiters - 1;
         Volatile.Write(ref _w[Waiters], waiters);
         if (Volatile.Read(ref _w[Signals]) > waiters) Volatile.Write(ref _w[Signals], waiters);
+        if (_hasSleepers && Volatile.Read(ref _w[Sleepers]) > waiters) Volatile.Write(ref _w[Sleepers], waiters);
     }
 
     /// <summary>Section 10.3 wait step 7: takes one signal if there is one. The caller holds the mutex.</summary>
@@ -299,11 +305,19 @@ internal sealed unsafe partial class WaitWords
 
     /// <summary>Section 10.3 wait step 1 or 3: counts this waiter in <c>sleepers</c> before it sleeps in
     /// FUTEX_WAIT (format version 4; nothing before). The caller holds the mutex.</summary>
-    internal void RegisterSleeper() { }
+    internal void RegisterSleeper()
+    {
+        if (_hasSleepers) this[Sleepers] = unchecked(this[Sleepers] + 1);
+    }
 
     /// <summary>Section 10.3 wait step 6: <c>sleepers -= 1</c>, never below 0 (format version 4; nothing
     /// before). The caller holds the mutex.</summary>
-    internal void UnregisterSleeper() { }
+    internal void UnregisterSleeper()
+    {
+        if (!_hasSleepers) return;
+        uint sleepers = Volatile.Read(ref _w[Sleepers]);
+        if (sleepers > 0) Volatile.Write(ref _w[Sleepers], sleepers - 1);
+    }
 
     /// <summary>Section 10.3 wait for a condition: join, wait until notified or the timeout, leave. The calling
     /// thread holds the mutex once; it holds it again on return, also when a cancellation ends the wait
@@ -481,6 +495,8 @@ internal sealed unsafe partial class WaitWords
     {
         uint signals = this[Signals], waiters = this[Waiters];
         if (signals > waiters) throw Corrupt($"signals {signals} > waiters {waiters}");
+        if (_hasSleepers && this[Sleepers] is var sleepers && sleepers > waiters)
+            throw Corrupt($"sleepers {sleepers} > waiters {waiters}");
     }
 
     /// <summary>Section 10.3 notify(n); the caller holds the mutex. The wake-up is issued when this thread
@@ -495,8 +511,9 @@ internal sealed unsafe partial class WaitWords
         if (WakeDue) _mutex.DeferWake(_core.Segment, &_w[Seq]);
     }
 
-    /// <summary>Whether a notify must call FUTEX_WAKE: always before format version 4.</summary>
-    private bool WakeDue => true;
+    /// <summary>Whether a notify must call FUTEX_WAKE (section 10.3): on format version 4 only when a waiter
+    /// registered to sleep (a spinning waiter sees seq change by itself); always on older segments.</summary>
+    private bool WakeDue => !_hasSleepers || this[Sleepers] > 0;
 
     internal void RequireHeld(string what)
     {

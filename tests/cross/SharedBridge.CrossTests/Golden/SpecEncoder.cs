@@ -69,7 +69,7 @@ public static class SpecEncoder
             "chararray" => vector.GetProperty("length").GetInt64(),
             _ => vector.GetProperty("values").GetArrayLength(),
         };
-        // Section 10: the synchronization kinds are format version 2 (version and compat_version).
+        // Section 10.1: the synchronization kinds are format version 4 (version and compat_version).
         int syncKind = obj switch { "event" => 4, "semaphore" => 5, "condition" => 6, "barrier" => 7, _ => 0 };
         int fieldCount = layout?.Entries.Count ?? 0;
         int headerSize = AlignUp(FixedHeader + fieldCount * EntrySize, 64);
@@ -82,11 +82,10 @@ public static class SpecEncoder
         // last-closer and the synchronization kinds (section 6.3).
         string lifetime = vector.TryGetProperty("lifetime", out var lt) ? lt.GetString()! : "persistent";
         byte lifetimeByte = lifetime switch { "creator" => 0, "last-closer" => 1, "persistent" => 2, _ => throw new FormatException(lifetime) };
-        // Format version 3 (section 6.3): semaphores and barriers are version 3 / compat 3 (holder table);
+        // Format version 4 (section 6.3): kinds 4 to 7 are version 4 / compat 4 (the sleepers word);
         // every other segment keeps version 2's bytes.
-        bool holderTable = syncKind is 5 or 7;
-        U16(h, 0x008, (ushort)(holderTable ? 3 : 2));
-        U16(h, 0x00A, (ushort)(holderTable ? 3 : lifetimeByte == 1 || syncKind > 0 ? 2 : 1));
+        U16(h, 0x008, (ushort)(syncKind > 0 ? 4 : 2));
+        U16(h, 0x00A, (ushort)(syncKind > 0 ? 4 : lifetimeByte == 1 ? 2 : 1));
         h[0x039] = lifetimeByte;
         U32(h, 0x00C, (uint)headerSize);
         h[0x010] = (byte)(syncKind > 0 ? syncKind : obj switch { "array" or "chararray" => 1, "value" => 2, _ => 3 });
