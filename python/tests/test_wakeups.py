@@ -189,8 +189,8 @@ print(sb.get_spin_budget(), [str(w.category.__name__) for w in caught])
 
 
 @pytest.mark.parametrize("value, budget, warned", [
-    (None, "50", "[]"), ("0", "0", "[]"), ("200", "200", "[]"), ("5000", "1000", "[]"),
-    ("-3", "0", "[]"), ("fast", "50", "['RuntimeWarning']"), ("1.5", "50", "['RuntimeWarning']")])
+    (None, "200", "[]"), ("0", "0", "[]"), ("50", "50", "[]"), ("5000", "1000", "[]"),
+    ("-3", "0", "[]"), ("fast", "200", "['RuntimeWarning']"), ("1.5", "200", "['RuntimeWarning']")])
 def test_the_spin_budget_is_read_from_the_environment(monkeypatch, value, budget, warned):
     if value is None:
         monkeypatch.delenv("SHAREDBRIDGE_SPIN_US", raising=False)
@@ -208,19 +208,20 @@ def test_the_spin_budget_of_an_object_adapts_to_its_wake_ups():
     try:
         sb.set_spin_budget(8)
         spinner = wake.Spinner()
-        budgets = []
-        for _ in range(3):              # nobody changes the word: halves, then 0
-            budgets.append(spinner.budget())
-            assert not spinner.spin(words, 0, address, 0, budgets[-1])
-        assert budgets == [8000, 4000, 2000]
-        for interval in (16, 32):       # at 0 the full budget again at the 16th wait, then 32nd
-            tries = [spinner.budget() for _ in range(interval)]
-            assert tries == [0] * (interval - 1) + [8000]
+        for _ in range(wake.FAILS_OFF):     # nobody changes the word: the full budget each time
+            assert spinner.budget() == 8000
+            assert not spinner.spin(words, 0, address, 0, 8000)
+        for interval in (16, 32, 64):   # then off for 16 waits, one retry, off for 32, ...
+            tries = [spinner.budget() for _ in range(interval + 1)]
+            assert tries == [0] * interval + [8000]
             assert not spinner.spin(words, 0, address, 0, tries[-1])
-        tries = [spinner.budget() for _ in range(64)]
-        assert tries == [0] * 63 + [8000]
+        assert [spinner.budget() for _ in range(129)] == [0] * 128 + [8000]
         assert spinner.spin(words, 0, address, 1, 8000)      # changed: a success resets
-        assert 2000 <= spinner.budget() <= 8000
+        for _ in range(2 * wake.FAILS_OFF):  # misses between successes never turn it off
+            assert spinner.budget() == 8000
+            assert not spinner.spin(words, 0, address, 0, 8000)
+            assert spinner.budget() == 8000
+            assert spinner.spin(words, 0, address, 1, 8000)
         sb.set_spin_budget(0)
         assert spinner.budget() == 0
     finally:

@@ -30,9 +30,9 @@ public class SpinTests
     }
 
     [Theory]
-    [InlineData(null, "50")]
+    [InlineData(null, "200")]
     [InlineData("0", "0")]
-    [InlineData("200", "200")]
+    [InlineData("50", "50")]
     [InlineData("5000", "1000")]
     [InlineData("-3", "0")]
     [InlineData("99999999999999999999999", "1000")]
@@ -52,7 +52,7 @@ public class SpinTests
         using var child = Child.StartWithEnvironment(new Dictionary<string, string> { ["SHAREDBRIDGE_SPIN_US"] = "fast" }, "spin-budget");
         string warning = child.ReadLine();
         Assert.Contains("SHAREDBRIDGE_SPIN_US=\"fast\" is not an integer", warning);
-        child.ExpectLine("budget 50");
+        child.ExpectLine("budget 200");
         Assert.Equal(0, child.WaitForExit());
     }
 

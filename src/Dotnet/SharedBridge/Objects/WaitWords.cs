@@ -428,54 +428,49 @@ internal sealed unsafe partial class WaitWords
 
     // ------------------------------------------------------------------ spinning (docs/wakeups-design.md section 3)
 
-    private const long MinSpinNanoseconds = 2_000;
-    private const int FirstRetryInterval = 16, LastRetryInterval = 1024;
-    private long _spin = -1;                        // this object's adaptive budget in Stopwatch ticks (-1: not set yet)
-    private int _sinceZero, _retryInterval = FirstRetryInterval;
-    private bool _retrying;
+    // The adaptive spin of one object (docs/format.md section 10.3, "Spinning"), the rule of Python's
+    // _platform/wake.py Spinner: the whole budget every wait until FailsOff spins in a row ended in a sleep,
+    // then no spin for 16 waits, one retry, 32, ... 1024; a spin that succeeds resets it. A budget scaled to
+    // the last successful spin collapsed to no spin in a ping-pong (each miss of a jittery answer halved it).
+    private const int FailsOff = 4, FirstRetryInterval = 16, LastRetryInterval = 1024;
+    private int _fails, _skip, _retryInterval = FirstRetryInterval;
 
-    private static long StopwatchTicks(long nanoseconds) => nanoseconds * Stopwatch.Frequency / 1_000_000_000;
-
-    /// <summary>The spin this wait may use (Stopwatch ticks; 0: none): the object's adaptive budget, or the
-    /// full budget again after 16, 32, ... 1024 waits at 0. Local to this process; races between threads only
-    /// blur the estimate.</summary>
+    /// <summary>The spin this wait may use (Stopwatch ticks; 0: none). Local to this process; races between
+    /// threads only blur the counts.</summary>
     private long SpinBudget()
     {
         long budget = SharedBridgeSettings.SpinStopwatchTicks;
         if (budget == 0) return 0;
-        long spin = _spin;
-        if (spin < 0 || spin > budget) spin = _spin = budget;
-        _retrying = false;
-        if (spin > 0) return spin;
-        if (++_sinceZero < _retryInterval) return 0;
-        _sinceZero = 0;
-        _retryInterval = Math.Min(2 * _retryInterval, LastRetryInterval);
-        _retrying = true;
+        if (_skip > 0)
+        {
+            _skip--;
+            return 0;
+        }
         return budget;
     }
 
     /// <summary>Step 2: reads <c>seq</c> until it differs from <paramref name="seq"/> (true) or the spin budget is
     /// used up (false), with a CPU pause between reads and the clock read every 64 reads. Holds no mutex and
-    /// writes no word; adapts this object's budget.</summary>
+    /// writes no word; adapts this object's spin.</summary>
     private bool Spin(uint seq, long spin, long start)
     {
         long end = start + spin;
-        long now = start;
         for (int i = 1; Volatile.Read(ref _w[Seq]) == seq; i++)
         {
             Futex.Pause();
-            if ((i & 63) == 0 && (now = Stopwatch.GetTimestamp()) >= end)
+            if ((i & 63) == 0 && Stopwatch.GetTimestamp() >= end)
             {
-                long half = spin / 2;
-                _spin = half < StopwatchTicks(MinSpinNanoseconds) ? 0 : half;
-                if (_spin == 0 && !_retrying) _sinceZero = 0;
+                if (++_fails >= FailsOff)
+                {
+                    _skip = _retryInterval;
+                    _retryInterval = Math.Min(2 * _retryInterval, LastRetryInterval);
+                    _fails = FailsOff - 1;      // a failed retry turns it off again at once
+                }
                 return false;
             }
         }
-        long twice = 2 * (Stopwatch.GetTimestamp() - start);
-        _spin = Math.Clamp(twice, StopwatchTicks(MinSpinNanoseconds), Math.Max(SharedBridgeSettings.SpinStopwatchTicks, 1));
+        _fails = 0;
         _retryInterval = FirstRetryInterval;
-        _sinceZero = 0;
         return true;
     }
 
