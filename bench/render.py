@@ -131,7 +131,10 @@ def simple(b, plots, name, key, group=None):
 
 
 WAKE_BASELINE = {"event": "mp-event", "semaphore": "mp-semaphore", "condition": "mp-condition"}
-WAKE_REGIME_TITLE = {"one-cpu": "One CPU", "free": "Free"}
+WAKE_REGIME_TITLE = {"one-cpu": "One CPU", "two-cpus": "Two CPUs", "free": "Free"}
+# The regimes where the spin floor means something: the two sides on two CPUs (always, or as placed).
+WAKE_SPIN_FLOOR_REGIMES = ("two-cpus", "free")
+SPIN_FLOOR_TARGET = "median / C spin floor, spin default (two-cpus and free regimes only)"
 # The issue's Event rows: Python <-> Python and C# <-> Python (either side driving).
 WAKE_EVENT_ROWS = ("sb-event-py-py", "sb-event-py-cs", "sb-event-cs-py")
 
@@ -166,12 +169,13 @@ def wakeup_targets(b):
     for regime in regimes:
         for key in WAKE_EVENT_ROWS:
             one("median / multiprocessing.Event's, spin default", regime, key, "mp-event", 0.5)
-    for key in WAKE_EVENT_ROWS:
-        if "free" in regimes:
-            one("median / C spin floor, spin default (free regime only)", "free", key, "floor-spin", 10)
-    if "free" not in regimes and by:
-        out.append(("median / C spin floor, spin default (free regime only)", "free", "-", "n/a", "<= 10",
-                    "n/a: " + (b.get("single_cpu") or "the free regime was not run")))
+    for regime in WAKE_SPIN_FLOOR_REGIMES:
+        if regime in regimes:
+            for key in WAKE_EVENT_ROWS:
+                one(SPIN_FLOOR_TARGET, regime, key, "floor-spin", 10)
+    if not any(r in regimes for r in WAKE_SPIN_FLOOR_REGIMES) and by:
+        out.append((SPIN_FLOOR_TARGET, "two-cpus", "-", "n/a", "<= 10",
+                    "n/a: " + (b.get("single_cpu") or "neither the two-cpus nor the free regime was run")))
     for regime in regimes:
         for key in WAKE_EVENT_ROWS:
             one("median / C futex floor, spin off", regime, key + "@spin-off", "floor-futex", 2)
@@ -195,7 +199,7 @@ def wakeup_targets(b):
 def wakeup(b, plots):
     """Per regime: medians (bars) and p99 (marks) on a log scale, and the ratios the targets are stated
     in, each within its regime: to multiprocessing's object of the same kind, to the C futex floor and
-    to the C spin floor (free regime only); then the targets themselves (never asserted)."""
+    to the C spin floor (two-cpus and free regimes only); then the targets themselves (never asserted)."""
     rows = b["cases"]
     regimes = list(dict.fromkeys(_regime(c) for c in rows))
     keys = list(dict.fromkeys(c["case"] for c in rows))
@@ -225,14 +229,16 @@ def wakeup(b, plots):
     out += [f"- **{WAKE_REGIME_TITLE.get(r, r)}**: {regs[r]['label'] if r in regs else 'not recorded'}."
             for r in regimes]
     if b.get("single_cpu"):
-        out.append(f"- **Free**: not run, {b['single_cpu']}.")
+        out.append(f"- **Two CPUs** and **Free**: not run, {b['single_cpu']}.")
     if b.get("seen"):
         def side(s):
             if "error" in s:
                 return "probe failed: " + s["error"][:120].replace("|", "/").replace("\n", " ")
             budget = ("no spin setting in this build" if s["spin_budget_us"] is None
                       else f"spin budget {s['spin_budget_us']:g} us")
-            return f"{budget}, {s['cpus']} CPU(s)"
+            pinned = (f" (driving side on CPUs {s['driver_affinity']}, a forked server on {s['server_affinity']})"
+                      if s.get("server_affinity") and s["server_affinity"] != s.get("driver_affinity") else "")
+            return f"{budget}, {s['cpus']} CPU(s){pinned}"
         out += ["", "What each language saw in a session (a probe per regime and setting: "
                     "`sharedbridge.get_spin_budget()`, `SharedBridgeSettings.SpinBudget`, the CPUs it may use):", "",
                 table(["regime", "settings", "Python", "C#"],
@@ -250,7 +256,7 @@ def wakeup(b, plots):
             # The floors are not measured against each other, nor a baseline against another kind of one.
             wanted = not c["case"].startswith("floor-") and (c["impl"] == "sharedbridge" or base.startswith("floor-"))
             return f"{c['value'] / med[base]:.2f}" if wanted and c["value"] and med.get(base) else ""
-        spin_floor = regime != "one-cpu"
+        spin_floor = regime in WAKE_SPIN_FLOOR_REGIMES
         table_rows, capped = [], []
         for k in keys:
             c = by.get((regime, k))
@@ -367,7 +373,7 @@ def render(results, doc):
          "(`numpy.copy`), which a by-value hand-off costs at least (`bench/pythonnet_handoff.py`).",
          lambda b: by_size(b, plots, "pythonnet_handoff.png", lambda c: c["case"], lambda c: "Python + pythonnet",
                            "hand-off (us/call)")),
-        ("wakeup", "7. Wake-up round trips: Event, Semaphore, Condition against the floors, on one CPU and free",
+        ("wakeup", "7. Wake-up round trips: Event, Semaphore, Condition against the floors, on one CPU, two CPUs and free",
          "A two-process ping-pong (`bench/wakeup.py`; the .NET sides are `SharedBridge.Benchmarks wake`): the "
          "driving side hands `ping` over and waits for `pong`, the serving side waits for `ping` and hands `pong` "
          "back. Event: set / wait / clear; Semaphore: release / acquire on two semaphores at 0; Condition: each "
@@ -376,15 +382,18 @@ def render(results, doc):
          "run: the C floors (`bench/c/wake_floor.c`, compiled by the run: bare `FUTEX_WAIT`/`FUTEX_WAKE` on a "
          "shared word, and both sides spinning on one cache line, which needs two otherwise idle CPUs to mean "
          "anything), `multiprocessing`'s Event, Semaphore, Condition and a `Pipe` echo (fork), and .NET's "
-         "`SemaphoreSlim` between two threads. Every case runs in two regimes, reported apart because the "
+         "`SemaphoreSlim` between two threads. Every case runs in three regimes, reported apart because the "
          "placement of the two processes changes the figures by an order of magnitude "
-         "(docs/wakeups-design.md section 9): **one CPU** (every process of a session pinned to the same CPU) "
-         "and **free** (no pinning). Each sharedbridge case runs with the default spin (`SHAREDBRIDGE_SPIN_US` "
+         "(docs/wakeups-design.md section 9): **one CPU** (every process of a session pinned to the same CPU), "
+         "**two CPUs** (the driving side pinned to one CPU, the serving side to another, floors and baselines "
+         "too: the cross-CPU figures that repeat from run to run; each process then may use one CPU, so the "
+         "libraries do not spin there) and **free** (no pinning: the scheduler sometimes puts both sides on one "
+         "CPU, so these figures vary between runs). Each sharedbridge case runs with the default spin (`SHAREDBRIDGE_SPIN_US` "
          "unset) and with spinning off (`SHAREDBRIDGE_SPIN_US=0` in both processes). Median and 99th "
          "percentile over {round_trips} round trips per case and regime in {rounds} interleaved rounds (each a "
          "fresh pair of processes, {warmup_per_session} warm-up round trips unmeasured). The issue's targets "
          "are ratios within one regime of one run: Event round trip Python <-> Python and C# <-> Python, "
-         "median <= 0.5x multiprocessing.Event's (spin default), <= 10x the spin floor (spin default, free), "
+         "median <= 0.5x multiprocessing.Event's (spin default), <= 10x the spin floor (spin default, two CPUs and free), "
          "<= 2x the futex floor (spin off); p99 <= 3x the median in every sharedbridge row; C# <-> C# Event "
          "<= 1.5x the futex floor (spin off). Grey bars: baselines.",
          lambda b: wakeup(b, plots)),

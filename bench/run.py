@@ -15,7 +15,7 @@ Schema of results.json (schema 1; bench/README.md):
 Every case has "value" (in the item's unit) and the fields that identify it. Items:
   lock_increment, contended, bulk_copy, attach_cost, dotnet_lock, pingpong, pythonnet_handoff, wakeup
 (pythonnet_handoff has "skipped": reason when pythonnet does not load; wakeup's cases are the rows of
-bench/wakeup.py, every case once per regime ("regime" one-cpu | free) and every sharedbridge case once
+bench/wakeup.py, every case once per regime ("regime" one-cpu | two-cpus | free) and every sharedbridge case once
 per spin setting ("settings"), with the item's "regimes", "single_cpu" and "seen" from its run(): "value"
 is the median us per round trip and null in a row with "skipped" (the C floors without a compiler) or
 "error" (the case failed: its other cases still ran). Figures are medians of
@@ -327,7 +327,7 @@ def item_wakeup(smoke):
     round_trips, rounds, warmup = wakeup.SMOKE if smoke else wakeup.FULL
     res = wakeup.run(round_trips, rounds, warmup, log=lambda m: print(m, file=sys.stderr, flush=True))
     return {"title": "Wake-up round trip between two processes (ping-pong), against the C floors and "
-                     "multiprocessing / SemaphoreSlim, on one CPU and free",
+                     "multiprocessing / SemaphoreSlim, on one CPU, on two CPUs and free",
             "unit": "us/round trip", "higher_is_better": False, "round_trips": round_trips, "rounds": rounds,
             "warmup_per_session": warmup, "regimes": res["regimes"], "single_cpu": res["single_cpu"],
             "seen": res["seen"], "cases": res["rows"]}

@@ -14,18 +14,26 @@ Floors: bench/c/wake_floor.c (compiled here with `cc` when there is one): bare f
 shared word, and two processes spinning on one cache line. .NET's baseline: SemaphoreSlim between two
 threads of one process. Python <-> Python pairs run under the fork start method.
 
-Two regimes, every case in each, reported apart (docs/wakeups-design.md section 9: where the two processes
+Three regimes, every case in each, reported apart (docs/wakeups-design.md section 9: where the two processes
 run changes the figures by an order of magnitude, so a ratio is only taken within one regime):
-  one-cpu  every process of the session pinned to one CPU (os.sched_setaffinity before exec; the forked
-           and .NET children inherit it): CPU --cpu, default the lowest this process may use;
-  free     no pinning. Not run when this process may use only one CPU (it would be the same regime).
+  one-cpu   every process of the session pinned to one CPU a (os.sched_setaffinity before exec; the forked
+            and .NET children inherit it): CPU --cpu, default the lowest this process may use;
+  two-cpus  the driving side pinned to CPU a, the serving side to CPU b (the lowest other CPU this process
+            may use), in every case: the session is pinned to {a} before exec and gets SB_WAKE_SERVER_CPU=b;
+            the serving side pins itself to {b} (the forked Python server at the start of _serve, the C#
+            server through its Popen's preexec_fn, the C floors' forked child with sched_setaffinity);
+            .NET's SemaphoreSlim (two threads of one process) gets {a, b}. Unlike free, the two sides are
+            always on two different CPUs, so its cross-CPU figures repeat from run to run. Each side may
+            use one CPU only, so the libraries' spin rule (no spin on one usable CPU) applies to both;
+  free      no pinning (the scheduler sometimes puts both sides on one CPU: figures vary between runs).
+Two-cpus and free are not run when this process may use only one CPU (they would be one-cpu again).
 Spin settings: each sharedbridge case runs with the default spin (SHAREDBRIDGE_SPIN_US unset in every
 process of the session) and as "KEY@spin-off" (SHAREDBRIDGE_SPIN_US=0 in every process, Python and .NET);
 the baselines run with the variable unset. Before the sessions, a probe per regime and setting records
 what each language saw: its spin budget (when the library has that setting) and how many CPUs it may use.
 
 Usage: python3 bench/wakeup.py [--smoke] [--round-trips N] [--rounds R] [--warmup W] [--patience S]
-                               [--only CASE,...] [--regimes one-cpu,free] [--cpu N] [--list]
+                               [--only CASE,...] [--regimes one-cpu,two-cpus,free] [--cpu N] [--list]
 Prints a table on stderr and the rows (below) as JSON on stdout; bench/run.py imports run().
 Each (round, case) is a session in a fresh process group with a timeout; the rounds interleave the
 cases of each regime in a rotating order (the regimes alternate too) and a case's samples are pooled
@@ -38,13 +46,14 @@ so a dead side ends the session. A case that fails keeps its row with "error" an
 (in that regime). Segments are named sbWB<pid>_<round>_<regime>_<case>_*; whatever a session leaves in
 /dev/shm is removed and counted.
 
-Row: {"regime" ("one-cpu" | "free"), "cpus" (the pinned CPUs, or null), "case", "label", "kind", "impl",
+Row: {"regime" ("one-cpu" | "two-cpus" | "free"), "cpus" (the pinned CPUs, [a] or [a, b] (driving side,
+serving side), or null), "case", "label", "kind", "impl",
 "pair", "driver", "server", "baseline": bool, "settings" ("spin default" | "spin off" for sharedbridge,
 null for the baselines), "value" (median us per round trip, null when skipped or failed), "p90_us",
 "p99_us", "mean_us", "max_us", "round_trips", "sessions", "leftover_segments", "capped" (a reason, only
 when fewer round trips were run on purpose), and "skipped" or "error" (a reason) when there are no
 samples}. "skipped" is only "no compiler ..." for the C floors. A run (run()) returns {"regimes": [{"regime",
-"cpus", "label"}], "single_cpu": a reason or null (only one regime: free is the same as pinned),
+"cpus", "label"}], "single_cpu": a reason or null (only one regime: two-cpus and free are not run),
 "seen": [{"regime", "settings", "Python": {...}, "C#": {...}}] (the probes), "rows": [...]}.
 """
 import argparse
@@ -99,7 +108,8 @@ SPIN_ENV = "SHAREDBRIDGE_SPIN_US"
 VARIANTS = {"spin-off": {SPIN_ENV: "0"}}
 DEFAULT_SETTINGS = "spin default"
 ONE_CPU_SPIN_ROUND_TRIPS = 50    # per session: about 8 ms each (design section 9), 0.4 s
-REGIMES = ("one-cpu", "free")
+REGIMES = ("one-cpu", "two-cpus", "free")
+SERVER_CPU_ENV = "SB_WAKE_SERVER_CPU"   # two-cpus: the CPU the serving side pins itself to
 # (round trips per case and regime, rounds, warm-up round trips per session); bench/README.md counts the
 # time a full run takes.
 FULL = (3000, 3, 200)
@@ -131,8 +141,8 @@ def session_env(key):
 
 
 def regimes(cpu=None, wanted=REGIMES):
-    """[{"regime", "cpus", "label"}] in *wanted* (a subset of REGIMES), and a reason when "free" is left out
-    because this process may use one CPU only (free would be the same regime)."""
+    """[{"regime", "cpus", "label"}] in *wanted* (a subset of REGIMES, in REGIMES' order), and a reason when
+    "two-cpus" and "free" are left out because this process may use one CPU only (both would be one-cpu)."""
     allowed = sorted(os.sched_getaffinity(0))
     cpu = allowed[0] if cpu is None else cpu
     if cpu not in allowed:
@@ -141,16 +151,19 @@ def regimes(cpu=None, wanted=REGIMES):
     if "one-cpu" in wanted:
         out.append({"regime": "one-cpu", "cpus": [cpu],
                     "label": f"every process of a session pinned to CPU {cpu}"})
-    if "free" in wanted:
-        if len(allowed) == 1:
-            single = (f"this process may use only CPU {cpu}: the free regime is the same as the pinned one, "
-                      "so it is not run twice")
-            if not out:
-                out.append({"regime": "one-cpu", "cpus": [cpu],
-                            "label": f"the only CPU this process may use (CPU {cpu}), which is also the free regime"})
-        else:
-            out.append({"regime": "free", "cpus": None,
-                        "label": f"no pinning: the scheduler places the processes on CPUs {allowed}"})
+    if len(allowed) > 1 and "two-cpus" in wanted:
+        other = next(c for c in allowed if c != cpu)
+        out.append({"regime": "two-cpus", "cpus": [cpu, other],
+                    "label": f"the driving side on CPU {cpu}, the serving side on CPU {other}"})
+    if ("free" in wanted or "two-cpus" in wanted) and len(allowed) == 1:
+        single = (f"this process may use only CPU {cpu}: the two-cpus and free regimes are the same as the "
+                  "pinned one, so they are not run")
+        if not out:
+            out.append({"regime": "one-cpu", "cpus": [cpu],
+                        "label": f"the only CPU this process may use (CPU {cpu}), which is also the free regime"})
+    if "free" in wanted and len(allowed) > 1:
+        out.append({"regime": "free", "cpus": None,
+                    "label": f"no pinning: the scheduler places the processes on CPUs {allowed}"})
     return out, single
 
 
@@ -273,6 +286,7 @@ def _drive(kind, objs, n, warmup, check, patience):
 
 def _serve(kind, objs, total, patience, parent, close=None):
     """The forked Python server; exits 1 with a message when it gives up."""
+    pin_server()
     if close is not None:
         close.close()       # the driver's end of a pipe: a dead driver then means EOF here
     pong = HALVES[kind][1]
@@ -367,13 +381,27 @@ def _fork_server(ctx, kind, objs, total, patience, close=None):
     return _Server("the Python server", child=child)
 
 
+def server_cpus():
+    """The serving side's CPUs in the two-cpus regime ({b} from SERVER_CPU_ENV), or None (other regimes)."""
+    cpu = os.environ.get(SERVER_CPU_ENV)
+    return {int(cpu)} if cpu else None
+
+
+def pin_server():
+    """Called first on the serving side (in the forked server; a C# server's preexec_fn): pins it to
+    CPU b in the two-cpus regime, does nothing in the others."""
+    cpus = server_cpus()
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+
+
 def _dotnet(*args):
     return ["dotnet", "exec", str(BENCH_DLL), "wake", *map(str, args)]
 
 
 def _start_cs_server(kind, total, peer, patience, names):
     proc = subprocess.Popen(_dotnet("serve", kind, total, peer, patience, *names), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=pin_server)
     ready, _, _ = select.select([proc.stdout], [], [], READY_S)
     line = proc.stdout.readline().strip() if ready else ""
     if line != "ready":
@@ -485,13 +513,25 @@ def _pin(cpus):
     return lambda: os.sched_setaffinity(0, cpus)
 
 
+def _placement(key, cpus, env):
+    """The CPUs a session of *key* is pinned to under the regime's *cpus* ([a], [a, b] or None), and *env*
+    completed: in two-cpus the session (the driving side) gets {a} and SERVER_CPU_ENV=b, which the serving
+    side pins itself to; SemaphoreSlim's two threads of one process get {a, b}."""
+    env = {k: v for k, v in env.items() if k != SERVER_CPU_ENV}
+    if cpus is None or len(cpus) == 1:
+        return cpus, env
+    if key == "dotnet-semaphoreslim":
+        return cpus, env
+    return cpus[:1], dict(env, **{SERVER_CPU_ENV: str(cpus[1])})
+
+
 def _run_session(key, n, warmup, patience, prefix, floor, cpus):
-    """One session in its own process group (a timeout kills the group), pinned to *cpus* (None: free);
-    returns (samples, error)."""
+    """One session in its own process group (a timeout kills the group), placed by _placement (None:
+    free); returns (samples, error)."""
     cmd = _command(key, n, warmup, patience, prefix, floor)
-    env = dict(session_env(key), PYTHONPATH=str(ROOT / "python"))
+    pin, env = _placement(key, cpus, dict(session_env(key), PYTHONPATH=str(ROOT / "python")))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env, preexec_fn=_pin(cpus))
+                            start_new_session=True, env=env, preexec_fn=_pin(pin))
     limit = READY_S + 3 * patience + n * 0.02
     try:
         out, err = proc.communicate(timeout=limit)
@@ -512,17 +552,31 @@ def _run_session(key, n, warmup, patience, prefix, floor, cpus):
     return samples, None
 
 
-_PY_PROBE = """import json, os, sharedbridge as sb
+_PY_PROBE = """import json, os, sys, sharedbridge as sb
+sys.path.insert(0, {bench!r})
+import wakeup
 get = getattr(sb, "get_spin_budget", None)
-print(json.dumps({"spin_budget_us": get() if get else None, "cpus": len(os.sched_getaffinity(0))}))"""
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    wakeup.pin_server()
+    os.write(w, json.dumps(sorted(os.sched_getaffinity(0))).encode())
+    os._exit(0)
+os.close(w)
+server = json.loads(os.read(r, 4096))
+os.waitpid(pid, 0)
+print(json.dumps({{"spin_budget_us": get() if get else None, "cpus": len(os.sched_getaffinity(0)),
+                  "driver_affinity": sorted(os.sched_getaffinity(0)), "server_affinity": server}}))"""
 
 
 def _probe(cmd, key, cpus):
-    """What one language sees in a session of *key* pinned to *cpus*: {"spin_budget_us" (null when the
-    library has no such setting), "cpus"} or {"error"}."""
+    """What one language sees in a session of *key* placed in *cpus*' regime (as the driving side):
+    {"spin_budget_us" (null when the library has no such setting), "cpus"} or {"error"}; Python's also
+    has "driver_affinity" and "server_affinity" (what a forked server got from pin_server)."""
+    pin, env = _placement(key, cpus, dict(session_env(key), PYTHONPATH=str(ROOT / "python")))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=READY_S, preexec_fn=_pin(cpus),
-                              env=dict(session_env(key), PYTHONPATH=str(ROOT / "python")))
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=READY_S, preexec_fn=_pin(pin),
+                              env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"no answer within {READY_S} s"}
     try:
@@ -533,7 +587,7 @@ def _probe(cmd, key, cpus):
 
 def probe(key, cpus):
     """Both languages' view of the settings of *key* (its SHAREDBRIDGE_SPIN_US) under *cpus*."""
-    seen = {PY: _probe([sys.executable, "-c", _PY_PROBE], key, cpus)}
+    seen = {PY: _probe([sys.executable, "-c", _PY_PROBE.format(bench=str(ROOT / "bench"))], key, cpus)}
     seen[CS] = (_probe(_dotnet("settings"), key, cpus) if BENCH_DLL.exists()
                 else {"error": f"{BENCH_DLL.name} is not built"})
     return seen
@@ -663,8 +717,10 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int)
     ap.add_argument("--patience", type=float, default=10.0)
     ap.add_argument("--only", help="comma-separated case keys (see --list)")
-    ap.add_argument("--regimes", default=",".join(REGIMES), help="one-cpu, free or both (default)")
-    ap.add_argument("--cpu", type=int, help="the CPU of the one-cpu regime (default: the lowest allowed)")
+    ap.add_argument("--regimes", default=",".join(REGIMES),
+                    help="comma-separated, of one-cpu, two-cpus, free (default: all three)")
+    ap.add_argument("--cpu", type=int, help="CPU a: the one-cpu regime's, the driving side's in two-cpus "
+                                            "(default: the lowest allowed; b is the lowest other one)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--session", help=argparse.SUPPRESS)
     ap.add_argument("--prefix", help=argparse.SUPPRESS)

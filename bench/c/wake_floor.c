@@ -10,10 +10,13 @@
    Prints the ROUND_TRIPS measured round trips (after WARMUP unmeasured ones) in nanoseconds on one
    line, space-separated; exit 0. A side that sees no progress for PATIENCE_S seconds, or whose
    peer has died, gives up with exit 1 (the child also dies with its parent: PR_SET_PDEATHSIG), and
-   alarm() ends both after 4 x PATIENCE_S plus 10 ms per round trip whatever happens. Build: cc -O2 -o wake_floor wake_floor.c */
+   alarm() ends both after 4 x PATIENCE_S plus 10 ms per round trip whatever happens.
+   When SB_WAKE_SERVER_CPU is set (bench/wakeup.py's two-cpus regime, the parent already pinned to
+   CPU a), the forked echo side pins itself to that CPU before its first wait, for both floors. Build: cc -O2 -o wake_floor wake_floor.c */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -117,6 +120,22 @@ int main(int argc, char **argv)
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         peer = 0;
+        const char *server_cpu = getenv("SB_WAKE_SERVER_CPU");
+        if (server_cpu != NULL && *server_cpu != '\0') {
+            char *end;
+            long cpu = strtol(server_cpu, &end, 10);
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            if (*end != '\0' || cpu < 0 || cpu >= CPU_SETSIZE) {
+                fprintf(stderr, "wake_floor: SB_WAKE_SERVER_CPU=%s is not a CPU number\n", server_cpu);
+                _exit(1);
+            }
+            CPU_SET((int)cpu, &set);
+            if (sched_setaffinity(0, sizeof set, &set) != 0) {
+                perror("wake_floor: sched_setaffinity(SB_WAKE_SERVER_CPU)");
+                _exit(1);
+            }
+        }
         if (!peer_alive())
             _exit(1);
         for (long i = 0; i < n + warmup; i++) {

@@ -109,15 +109,19 @@ def test_dotnet_lock_has_three_locks_uncontended_and_two_threads(smoke):
 
 
 def _expected_regimes():
-    return ["one-cpu", "free"] if len(os.sched_getaffinity(0)) > 1 else ["one-cpu"]
+    return ["one-cpu", "two-cpus", "free"] if len(os.sched_getaffinity(0)) > 1 else ["one-cpu"]
 
 
-def test_wakeup_has_every_case_in_both_regimes_and_left_no_segment(smoke):
+def test_wakeup_has_every_case_in_every_regime_and_left_no_segment(smoke):
     item = smoke["results"]["benchmarks"]["wakeup"]
     regimes = _expected_regimes()
     assert [g["regime"] for g in item["regimes"]] == regimes
-    # One CPU only: the free regime is the same, said once instead of run twice.
-    assert (item["single_cpu"] is None) == (len(regimes) == 2)
+    # One CPU only: two-cpus and free are the same as one-cpu, said once instead of run again.
+    assert (item["single_cpu"] is None) == (len(regimes) == 3)
+    a = item["regimes"][0]["cpus"][0]
+    if len(regimes) == 3:
+        two = item["regimes"][1]["cpus"]
+        assert len(two) == 2 and two[0] == a and two[1] != a and two[1] in os.sched_getaffinity(0), two
     assert item["round_trips"] > 0 and item["rounds"] >= 1
     for regime in regimes:
         mine = [c for c in item["cases"] if c["regime"] == regime]
@@ -129,7 +133,7 @@ def test_wakeup_has_every_case_in_both_regimes_and_left_no_segment(smoke):
         assert c["label"] and c["pair"] and c["driver"] in ("C", "C#", "Python"), c
         assert "error" not in c, c
         assert c["leftover_segments"] == 0, c
-        assert c["cpus"] == (None if c["regime"] == "free" else [item["regimes"][0]["cpus"][0]]), c
+        assert c["cpus"] == {"free": None, "one-cpu": [a], "two-cpus": item["regimes"][1]["cpus"]}[c["regime"]], c
         if c.get("skipped"):
             continue
         if not c.get("capped"):
@@ -157,25 +161,38 @@ def test_wakeup_sessions_got_their_cpus_and_spin_setting(smoke):
     for (regime, settings), s in seen.items():
         for lang in ("Python", "C#"):
             assert "error" not in s[lang], s
-            if regime == "one-cpu":
+            if regime in ("one-cpu", "two-cpus"):
+                # Two CPUs: the probe runs as the driving side, pinned to CPU a alone.
                 assert s[lang]["cpus"] == 1, s
             else:
                 # .NET's count also honours a cgroup CPU quota; Python's is the affinity alone.
                 assert s[lang]["cpus"] == len(os.sched_getaffinity(0)) if lang == "Python" else s[lang]["cpus"] >= 1, s
             if settings == "spin off":
                 assert s[lang]["spin_budget_us"] in (0, None), s
+        # Where a forked Python server pins itself (pin_server, run first in every serving side's
+        # process): CPU b in two-cpus, the driving side's CPUs elsewhere.
+        py = s["Python"]
+        cpus = {g["regime"]: g["cpus"] for g in item["regimes"]}[regime]
+        if regime == "two-cpus":
+            assert py["driver_affinity"] == cpus[:1] and py["server_affinity"] == cpus[1:], s
+        else:
+            assert py["server_affinity"] == py["driver_affinity"], s
+            assert py["driver_affinity"] == (cpus or sorted(os.sched_getaffinity(0))), s
 
 
-def test_wakeup_page_shows_both_regimes_the_ratios_and_the_targets(smoke):
+def test_wakeup_page_shows_every_regime_the_ratios_and_the_targets(smoke):
     text = smoke["doc"].read_text()
     section = text[text.index("## 7. Wake-up"):]
     assert "x multiprocessing (same kind)" in section and "x C futex floor" in section
     regimes = _expected_regimes()
     heads = [line for line in section.splitlines() if line.startswith("### ")]
     assert [h.split(":")[0] for h in heads] == ["### Targets (ratios in this run; reported, never asserted)"] + [
-        {"one-cpu": "### One CPU", "free": "### Free"}[r] for r in regimes]
+        {"one-cpu": "### One CPU", "two-cpus": "### Two CPUs", "free": "### Free"}[r] for r in regimes]
     if len(regimes) == 1:
-        assert "the free regime is the same as the pinned one" in section
+        assert "the two-cpus and free regimes are the same as the pinned one" in section
+    else:
+        a, b = smoke["results"]["benchmarks"]["wakeup"]["regimes"][1]["cpus"]
+        assert f"### Two CPUs: the driving side on CPU {a}, the serving side on CPU {b}" in heads
     # Each regime's table has both spin rows of the Event Python <-> Python with figures and ratios.
     parts = section.split("\n### ")[2:]
     for part in parts:
@@ -192,12 +209,16 @@ def test_wakeup_page_shows_both_regimes_the_ratios_and_the_targets(smoke):
     lines = [line for line in targets.splitlines() if line.startswith("| ") and not line.startswith("| target")]
     whats = {line.split("|")[1].strip() for line in lines}
     assert whats == {"median / multiprocessing.Event's, spin default",
-                     "median / C spin floor, spin default (free regime only)", "median / C futex floor, spin off",
+                     "median / C spin floor, spin default (two-cpus and free regimes only)",
+                     "median / C futex floor, spin off",
                      "p99 / median, every sharedbridge row (the worst shown)"}
     for line in lines:
         met = line.strip("|").split("|")[-1].strip()
         assert met == "yes" or met.startswith("**no**") or met.startswith("n/a"), line
     assert any("C# <-> C#, spin off" in line and "<= 1.5" in line for line in lines)
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    spin_floor = {row[1] for row in cells if row[0].startswith("median / C spin floor")}
+    assert spin_floor == ({"Two CPUs", "Free"} if len(regimes) == 3 else {"Two CPUs"}), spin_floor
 
 
 def test_rendered_page_references_existing_plots(smoke):
