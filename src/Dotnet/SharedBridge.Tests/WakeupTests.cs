@@ -69,7 +69,7 @@ public class WakeupTests
     }
 
     /// <summary>Runs <paramref name="wait"/> (a 2.5 s wait nobody ends) on a thread and reads the waiters word
-    /// without the lock for 1.5 s meanwhile: it must never read 0 (section 10.3: join once, leave once).</summary>
+    /// without the lock for 0.6 s meanwhile: it must never read 0 (section 10.3: join once, leave once).</summary>
     private static void AssertCountedWhileWaiting(string name, long dataOffset, Func<TimeSpan, bool> wait)
     {
         using var words = new WordReader(name, dataOffset);
@@ -77,7 +77,7 @@ public class WakeupTests
         var waiter = new Thread(() => ended = wait(TimeSpan.FromSeconds(2.5))) { IsBackground = true };
         waiter.Start();
         words.AwaitWord(1, 1);
-        var (zeros, samples) = words.SampleWaiters(TimeSpan.FromSeconds(1.5));
+        var (zeros, samples) = words.SampleWaiters(TimeSpan.FromSeconds(0.6));
         Assert.True(waiter.Join(Long), "the wait did not end at its timeout");
         Assert.False(ended);
         Assert.True(zeros == 0, $"{zeros} of {samples} reads saw waiters 0 while a Wait was on");

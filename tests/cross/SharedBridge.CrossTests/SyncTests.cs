@@ -209,7 +209,7 @@ public sealed class SyncTests : CrossTestBase
         Assert.That(sem.Wait(Quick), Is.True);
         using var acquiring = ByShortLabel(waiter).Start("worker", "sync-sem-acquire", sem.Name, "20000");
         UntilWaiting(sem.Name);
-        var (zero, samples) = SampleWaiters(sem.Name, TimeSpan.FromSeconds(1.5));
+        var (zero, samples) = SampleWaiters(sem.Name, TimeSpan.FromSeconds(0.6));
         sem.Release();
         Assert.That(acquiring.ReadLine(Long), Is.EqualTo("acquired"), acquiring.Describe());
         Assert.That(zero, Is.Zero, $"{zero} of {samples} samples saw waiters 0 while a {waiter} acquire was waiting");
@@ -222,7 +222,7 @@ public sealed class SyncTests : CrossTestBase
         using var waiting = ByShortLabel(waiter).Start("worker", "sync-event-wait", ev.Name, "20000");
         Assert.That(waiting.ReadLine(Quick), Is.EqualTo("waiting"), waiting.Describe());
         UntilWaiting(ev.Name);
-        var (zero, samples) = SampleWaiters(ev.Name, TimeSpan.FromSeconds(1.5));
+        var (zero, samples) = SampleWaiters(ev.Name, TimeSpan.FromSeconds(0.6));
         ev.Set();
         Assert.That(waiting.ReadLine(Long), Is.EqualTo("set"), waiting.Describe());
         Assert.That(zero, Is.Zero, $"{zero} of {samples} samples saw waiters 0 while a {waiter} event wait was waiting");
