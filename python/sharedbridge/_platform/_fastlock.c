@@ -18,13 +18,17 @@
  * (SHAREDBRIDGE_NO_ACCEL=1).
  *
  * No call here blocks or waits, so the GIL is held throughout, as with ctypes.PyDLL,
- * except spin() and futex_wait() below, which release it.
+ * except spin() and futex_wait() below and WaitCore's spin and FUTEX_WAIT, which release it.
  *
  * The deferred wake-up (docs/format.md section 10.3, notify): a LockCore has one pending
  * wake slot (the address of a synchronization segment's seq word and a reference that
  * keeps that mapping alive), set by _defer_wake(address, ref) under the lock and issued
  * (FUTEX_WAKE) right after the outermost pthread_mutex_unlock: release(), _flush_wake()
  * (called by the condition wait's _release_save) and the accessors' unlock.
+ *
+ * WaitCore (below, "WaitCore") is the wait/notify path of the waiting objects (section
+ * 10.3): the words' steps and the event, semaphore and condition operations as single
+ * calls; its twin is sync.py's _PyWaitCore and kind methods (the ctypes path).
  *
  * It also holds chain_resend()/chain_stop(), the re-send that makes the Python-level
  * signal handler of exit_cleanup.py run even when the main thread is blocked in a C call
