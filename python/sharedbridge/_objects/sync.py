@@ -84,9 +84,100 @@ def _create(name, lifetime, keep, kind, words, lock_kind=H.LOCK_EMBEDDED,
     return create(name, header, init)
 
 
-class _Waitable:
+class _PyWaitCore:
+    """The ctypes twin of _fastlock.WaitCore (docs/format.md section 10.3): the same steps
+    in the same order; used when the extension is missing or SHAREDBRIDGE_NO_ACCEL=1."""
+
+    def _wbind(self, words, lock, registers, slots, max_value, bounded):
+        """The compiled core's binding to the words; _setup keeps them in attributes."""
+
+    def _join(self):
+        """Section 10.3 join, with the lock held: this operation counts in waiters."""
+        self._check_signals()
+        self._w[WAITERS] += 1
+
+    def _leave(self):
+        """Section 10.3 leave, with the lock held (once per joined operation)."""
+        w = self._w
+        waiters = max(0, w[WAITERS] - 1)
+        w[WAITERS] = waiters
+        if self._registers:
+            w[SLEEPERS] = min(w[SLEEPERS], waiters)
+        w[SIGNALS] = min(w[SIGNALS], waiters)
+
+    def _register(self):
+        """Step 1 or 3 of wait on a version-4 segment, with the lock held: this waiter
+        will sleep; True when it registered."""
+        if not self._registers:
+            return False
+        self._w[SLEEPERS] = min(self._w[SLEEPERS] + 1, 0xFFFFFFFF)
+        return True
+
+    def _wait(self, deadline):
+        """Section 10.3 wait(deadline) by a joined thread holding the lock: NOTIFIED,
+        WOKEN or TIMED_OUT. The lock is held on return (to the depth it had), also when
+        an exception (Ctrl-C) ends the wait; the caller stays joined either way."""
+        w, lock, address = self._w, self._lock, self._seq_address
+        seq = w[SEQ]
+        spin_ns = self._spinner.budget()
+        registered = not spin_ns and self._register()     # step 1: one that will not spin
+        depth = lock._release_save()    # step 1; also issues this thread's deferred wake-up
+        held = False
+        try:
+            if spin_ns and not self._spinner.spin(w, SEQ, address, seq, spin_ns):   # step 2
+                if self._registers:     # step 3: register, unless seq moved meanwhile
+                    lock._acquire_restore(depth)
+                    held = True
+                    if w[SEQ] == seq:
+                        registered = self._register()
+                        held = False
+                        depth = lock._release_save()
+            while not held:             # step 4
+                now = _now()
+                if w[SEQ] != seq or (deadline is not None and now >= deadline):
+                    break
+                _futex_wait(address, seq,
+                            SLICE_NS if deadline is None else min(SLICE_NS, deadline - now))
+        finally:
+            if not held:
+                lock._acquire_restore(depth)    # step 5
+            if registered:                      # step 6
+                w[SLEEPERS] = max(0, w[SLEEPERS] - 1)
+        self._check_signals()
+        if w[SIGNALS]:
+            w[SIGNALS] -= 1
+            return NOTIFIED
+        return TIMED_OUT if deadline is not None and _now() >= deadline else WOKEN
+
+    def _check_signals(self):
+        w = self._w
+        if w[SIGNALS] > w[WAITERS]:
+            raise self._corrupt(f"signals {w[SIGNALS]} > waiters {w[WAITERS]}")
+        if self._registers and w[SLEEPERS] > w[WAITERS]:
+            raise self._corrupt(f"sleepers {w[SLEEPERS]} > waiters {w[WAITERS]}")
+
+    def _notify(self, n):
+        """Section 10.3 notify(n); the caller holds the lock. A wake-up is due when a
+        waiter registered (always on a segment older than version 4); it is issued after
+        the lock's outermost release (or in step 1 of this thread's next wait)."""
+        w = self._w
+        self._check_signals()
+        k = min(n, w[WAITERS] - w[SIGNALS])
+        if k > 0:
+            w[SIGNALS] += k
+            w[SEQ] = (w[SEQ] + 1) & 0xFFFFFFFF
+            if not self._registers or w[SLEEPERS]:
+                self._lock._defer_wake(self._seq_address, w)
+
+
+# The compiled core when the lock's is used (lock_core.BACKEND "c"), else its ctypes twin.
+_WaitCore = accel.WaitCore if accel is not None else _PyWaitCore
+WAIT_BACKEND = "c" if accel is not None else "ctypes"
+
+
+class _Waitable(_WaitCore):
     """The words of one synchronization segment, its mutex, and the wait protocol of
-    section 10.3."""
+    section 10.3 (_WaitCore)."""
 
     def _setup(self, seg, lock, words):
         """*words*: the sixteen words as read once at open (or written at creation); the
@@ -108,6 +199,9 @@ class _Waitable:
         self._hint = -1         # the entry this process held last (checked before use)
         if self._slots:     # now, not between counting a unit and recording it
             self._identity()
+        semaphore = h.kind == H.KIND_SEMAPHORE
+        self._wbind(self._w, lock, self._registers, self._slots,
+                    words[MAX_VALUE] if semaphore else 0, bool(semaphore and words[BOUNDED]))
 
     # ---- the holder table (section 10.2), with the lock held --------------------------
 
@@ -224,84 +318,6 @@ class _Waitable:
         return CorruptSegmentError(
             f"the {_KIND_NAMES[self._seg.header.kind]} segment {self._seg.name!r} is corrupt: "
             f"{what} (another process overwrote its words): recreate it")
-
-    def _join(self):
-        """Section 10.3 join, with the lock held: this operation counts in waiters."""
-        self._check_signals()
-        self._w[WAITERS] += 1
-
-    def _leave(self):
-        """Section 10.3 leave, with the lock held (once per joined operation)."""
-        w = self._w
-        waiters = max(0, w[WAITERS] - 1)
-        w[WAITERS] = waiters
-        if self._registers:
-            w[SLEEPERS] = min(w[SLEEPERS], waiters)
-        w[SIGNALS] = min(w[SIGNALS], waiters)
-
-    def _register(self):
-        """Step 1 or 3 of wait on a version-4 segment, with the lock held: this waiter
-        will sleep; True when it registered."""
-        if not self._registers:
-            return False
-        self._w[SLEEPERS] = min(self._w[SLEEPERS] + 1, 0xFFFFFFFF)
-        return True
-
-    def _wait(self, deadline):
-        """Section 10.3 wait(deadline) by a joined thread holding the lock: NOTIFIED,
-        WOKEN or TIMED_OUT. The lock is held on return (to the depth it had), also when
-        an exception (Ctrl-C) ends the wait; the caller stays joined either way."""
-        w, lock, address = self._w, self._lock, self._seq_address
-        seq = w[SEQ]
-        spin_ns = self._spinner.budget()
-        registered = not spin_ns and self._register()     # step 1: one that will not spin
-        depth = lock._release_save()    # step 1; also issues this thread's deferred wake-up
-        held = False
-        try:
-            if spin_ns and not self._spinner.spin(w, SEQ, address, seq, spin_ns):   # step 2
-                if self._registers:     # step 3: register, unless seq moved meanwhile
-                    lock._acquire_restore(depth)
-                    held = True
-                    if w[SEQ] == seq:
-                        registered = self._register()
-                        held = False
-                        depth = lock._release_save()
-            while not held:             # step 4
-                now = _now()
-                if w[SEQ] != seq or (deadline is not None and now >= deadline):
-                    break
-                _futex_wait(address, seq,
-                            SLICE_NS if deadline is None else min(SLICE_NS, deadline - now))
-        finally:
-            if not held:
-                lock._acquire_restore(depth)    # step 5
-            if registered:                      # step 6
-                w[SLEEPERS] = max(0, w[SLEEPERS] - 1)
-        self._check_signals()
-        if w[SIGNALS]:
-            w[SIGNALS] -= 1
-            return NOTIFIED
-        return TIMED_OUT if deadline is not None and _now() >= deadline else WOKEN
-
-    def _check_signals(self):
-        w = self._w
-        if w[SIGNALS] > w[WAITERS]:
-            raise self._corrupt(f"signals {w[SIGNALS]} > waiters {w[WAITERS]}")
-        if self._registers and w[SLEEPERS] > w[WAITERS]:
-            raise self._corrupt(f"sleepers {w[SLEEPERS]} > waiters {w[WAITERS]}")
-
-    def _notify(self, n):
-        """Section 10.3 notify(n); the caller holds the lock. A wake-up is due when a
-        waiter registered (always on a segment older than version 4); it is issued after
-        the lock's outermost release (or in step 1 of this thread's next wait)."""
-        w = self._w
-        self._check_signals()
-        k = min(n, w[WAITERS] - w[SIGNALS])
-        if k > 0:
-            w[SIGNALS] += k
-            w[SEQ] = (w[SEQ] + 1) & 0xFFFFFFFF
-            if not self._registers or w[SLEEPERS]:
-                self._lock._defer_wake(self._seq_address, w)
 
     def close(self):
         """The creator unlinks the name now (unless keep=True); the object keeps working."""
@@ -777,3 +793,15 @@ def _attach_barrier(name, allow_other_owner, action, timeout):
         barrier._action = action
         barrier._timeout = timeout
     return barrier
+
+
+if accel is not None:
+    # The operations as single calls of the compiled core (_fastlock.c, WaitCore): the
+    # same steps as the methods above, which are the ctypes path (docs/wakeups-design.md
+    # section 4). Barrier keeps its Python algorithm over the compiled _join/_wait/_leave.
+    Event.set, Event.clear = _WaitCore._event_set, _WaitCore._event_clear
+    Event.is_set, Event.wait = _WaitCore._event_is_set, _WaitCore._event_wait
+    Semaphore.acquire, Semaphore.release = _WaitCore._sem_acquire, _WaitCore._sem_release
+    Semaphore.__enter__, Semaphore.__exit__ = _WaitCore._sem_enter, _WaitCore._sem_exit
+    Semaphore.get_value = _WaitCore._sem_get_value
+    Condition.wait, Condition.notify = _WaitCore._cond_wait, _WaitCore._cond_notify

@@ -5,7 +5,8 @@ The budget is process-wide: ``SHAREDBRIDGE_SPIN_US`` read once at import (unset:
 an integer clamped to 0..1000; 0: never spin; anything else warns and uses 50), then
 ``set_spin_budget(us)``. Nobody spins when this process may use only one CPU (affinity and
 the cgroup v2 ``cpu.max`` quota): the spinner would keep the CPU its notifier needs.
-Each object adapts its own budget (``Spinner``). A spin holds no lock and writes nothing.
+Each object adapts its own budget (``Spinner``; the compiled WaitCore of _fastlock.c has
+the same rule and constants in C). A spin holds no lock and writes nothing.
 The compiled spin (_fastlock.spin) releases the GIL; the ctypes fallback reads the word
 from Python with the GIL held, so it spins only a quarter of the budget.
 """
@@ -64,8 +65,15 @@ def usable_cpus():
     return min(cpus, quota) if quota else cpus
 
 
+def _publish():
+    # The compiled waits (_fastlock.WaitCore) spin with the same process-wide budget.
+    if accel is not None:
+        accel.set_spin_ns(_budget_ns)
+
+
 _budget_us = _budget_from_env(os.environ.get("SHAREDBRIDGE_SPIN_US"))
 _budget_ns = _budget_us * 1000 if usable_cpus() > 1 else 0
+_publish()
 
 
 def set_spin_budget(us):
@@ -81,6 +89,7 @@ def set_spin_budget(us):
                          "microseconds (0 turns spinning off)")
     _budget_us = us
     _budget_ns = us * 1000 if usable_cpus() > 1 else 0
+    _publish()
 
 
 def get_spin_budget():
