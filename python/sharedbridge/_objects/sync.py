@@ -194,7 +194,8 @@ class _Waitable(_WaitCore):
         self._registers = h.compat_version >= H.SLEEPERS_VERSION
         self._table_format = struct.Struct(f"<{4 * self._slots}I")
         self._table_offset = h.data_offset + 4 * TABLE
-        self._spinner = Spinner()
+        if _WaitCore is _PyWaitCore:   # the compiled WaitCore keeps its own spin state
+            self._spinner = Spinner()
         self._me = (0, 0)
         self._hint = -1         # the entry this process held last (checked before use)
         if self._slots:     # now, not between counting a unit and recording it

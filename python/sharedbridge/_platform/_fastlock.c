@@ -343,29 +343,41 @@ static PyObject *acquire_impl(LockCore *self, PyObject *block, PyObject *timeout
     Py_RETURN_TRUE;
 }
 
-static PyObject *core_acquire(LockCore *self, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames)
+/* The arguments of acquire(block=True, timeout=None) of a lock and of a semaphore (vectorcall):
+   0, or -1 with a TypeError set. */
+static int parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                              PyObject **block, PyObject **timeout)
 {
-    PyObject *block = Py_True, *timeout = Py_None;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    *block = Py_True;
+    *timeout = Py_None;
     if (nargs > 2) {
         PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
-        return NULL;
+        return -1;
     }
-    if (nargs > 0) block = args[0];
-    if (nargs > 1) timeout = args[1];
+    if (nargs > 0) *block = args[0];
+    if (nargs > 1) *timeout = args[1];
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, i);
         if (PyUnicode_CompareWithASCIIString(key, "block") == 0 && nargs < 1)
-            block = args[nargs + i];
+            *block = args[nargs + i];
         else if (PyUnicode_CompareWithASCIIString(key, "timeout") == 0 && nargs < 2)
-            timeout = args[nargs + i];
+            *timeout = args[nargs + i];
         else {
             PyErr_Format(PyExc_TypeError, "acquire() got an unexpected or repeated keyword "
                          "argument '%U'", key);
-            return NULL;
+            return -1;
         }
     }
+    return 0;
+}
+
+static PyObject *core_acquire(LockCore *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    PyObject *block, *timeout;
+    if (parse_acquire_args(args, nargs, kwnames, &block, &timeout) < 0)
+        return NULL;
     return acquire_impl(self, block, timeout);
 }
 
@@ -1420,26 +1432,9 @@ static int sem_value(WaitCore *self, uint32_t *value)
 static PyObject *sem_acquire(WaitCore *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
-    PyObject *block = Py_True, *timeout = Py_None;
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
+    PyObject *block, *timeout;
+    if (parse_acquire_args(args, nargs, kwnames, &block, &timeout) < 0)
         return NULL;
-    }
-    if (nargs > 0) block = args[0];
-    if (nargs > 1) timeout = args[1];
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        if (PyUnicode_CompareWithASCIIString(key, "block") == 0 && nargs < 1)
-            block = args[nargs + i];
-        else if (PyUnicode_CompareWithASCIIString(key, "timeout") == 0 && nargs < 2)
-            timeout = args[nargs + i];
-        else {
-            PyErr_Format(PyExc_TypeError, "acquire() got an unexpected or repeated keyword "
-                         "argument '%U'", key);
-            return NULL;
-        }
-    }
     int b = PyObject_IsTrue(block);
     if (b < 0)
         return NULL;
