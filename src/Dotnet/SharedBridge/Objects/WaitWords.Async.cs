@@ -38,30 +38,15 @@ internal sealed unsafe partial class WaitWords
 
     // ------------------------------------------------------------------ the wait protocol's words, mutex held
 
-    // The wait protocol's words (section 10.3), mutex held: the same join, leave, step 7 and sleeper registration as
-    // the synchronous waits (WaitWords.cs).
-
-    /// <summary>Section 10.3 join: once per operation, when it first has to wait.</summary>
-    private void AsyncJoin() => Join();
-
-    /// <summary>Section 10.3 leave: once, on every way out (raw accesses: it also runs after the object was disposed
-    /// and after a corrupt word was found).</summary>
-    private void AsyncLeave() => Leave();
+    // The wait protocol's words (section 10.3), mutex held: the synchronous waits' Join, Leave, RegisterSleeper and
+    // UnregisterSleeper (WaitWords.cs; an asynchronous waiter counts as a sleeper while it is with the waiter
+    // thread), and step 7 below.
 
     /// <summary>Section 10.3 step 7: a signal, if there is one, is this waiter's.</summary>
     private void AsyncConsumeSignal()
     {
         CheckSignals();
         ConsumeSignal();
-    }
-
-    /// <summary>Section 10.3 steps 3 and 6 (format version 4): an asynchronous waiter counts as a sleeper from the
-    /// moment it goes (back) to the waiter thread (<paramref name="register"/> true, after reading <c>seq</c>) until it
-    /// takes the mutex again (false).</summary>
-    private void AsyncSleeper(bool register)
-    {
-        if (register) RegisterSleeper();
-        else UnregisterSleeper();
     }
 
     // ------------------------------------------------------------------ one pending wait
@@ -140,7 +125,7 @@ internal sealed unsafe partial class WaitWords
             Action complete;
             try
             {
-                if (_joined) words.AsyncSleeper(register: false);
+                if (_joined) words.UnregisterSleeper();
                 if (_cancel)
                 {
                     Abandon();
@@ -154,11 +139,11 @@ internal sealed unsafe partial class WaitWords
                     {
                         if (!_joined)
                         {
-                            words.AsyncJoin();
+                            words.Join();
                             _joined = true;
                         }
                         Expected = Volatile.Read(ref *Seq);
-                        words.AsyncSleeper(register: true);
+                        words.RegisterSleeper();
                         NextStep = _periodic ? Math.Min(_deadline, now + SliceTicks) : _deadline;
                         words._mutex.Unlock();
                         return false;
@@ -172,7 +157,7 @@ internal sealed unsafe partial class WaitWords
                 catch (Exception) { /* the first error is the one reported */ }
                 complete = () => Fail(e);
             }
-            if (_joined) words.AsyncLeave();
+            if (_joined) words.Leave();
             try
             {
                 words._mutex.Unlock();
