@@ -5,6 +5,8 @@
 # already tested (pyenv's 3.11.x next to Debian's 3.11) is skipped and said so: the package is
 # pure Python plus ctypes and the optional extension, whose behaviour is fixed per minor version;
 # SB_ALL_INTERPRETERS=1 tests every one anyway.
+# Two interpreters run at once (SB_PYTHON_LANES, default 2 on a machine with 2 CPUs or more);
+# each one's output is printed whole when it ends.
 # Usage: scripts/test-python.sh RESULTS_DIR
 # Writes RESULTS_DIR/python-<label>.junit.xml and RESULTS_DIR/python-<label>.status per
 # interpreter (and pythonnet-<label>.* for python/tests_dotnet); exits non-zero if any run failed. The package is used from the source
@@ -34,10 +36,47 @@ CTYPES_TESTS="test_locks.py test_lock_hardening.py test_lock_backend.py test_dro
 CTYPES_SYNC_TESTS="test_sync.py test_sync_recovery.py test_wakeups.py test_wakeups_v4.py test_wait_core.py"
 newest="$(python_interpreters | while read -r p; do "$p" -c 'import sys; print("%d.%03d %s" % (sys.version_info[0], sys.version_info[1], sys.executable))'; done | sort | tail -n1 | cut -d' ' -f2-)"
 
-status=0
+# One interpreter's suites (its label, its interpreter, its pytest path): the package suite, the
+# ctypes rerun where it applies, and the pythonnet suite. Writes the .status files; its output
+# goes to RESULTS/<label>.log, printed whole when it ends (two lanes run at once, below).
+run_interpreter() {
+    local label="$1" py="$2" extra="$3" rc expect=""
+    "$py" scripts/build_fastlock.py
+    rc=$?
+    case "$rc" in
+        0) expect=1 ;;
+        3) ;;                                   # no compiler or headers: ctypes only, said above
+        *) echo 1 > "$RESULTS/fastlock-$label.status" ;;
+    esac
+    SHAREDBRIDGE_EXPECT_ACCEL="$expect" PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
+        timeout -s ABRT -k 30 600 "$py" -m pytest python/tests -q -p no:cacheprovider -p no:hypothesispytest \
+        -o junit_suite_name="python-$label" --junitxml="$RESULTS/python-$label.junit.xml"
+    echo "$?" > "$RESULTS/python-$label.status"
+    if [ -n "$expect" ] && { [ "$py" = /usr/bin/python3 ] || [ "$py" = "$newest" ]; }; then
+        echo "=== python-$label-ctypes ($py, SHAREDBRIDGE_NO_ACCEL=1: the lock tests on the ctypes path)"
+        SHAREDBRIDGE_NO_ACCEL=1 PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
+            timeout -s ABRT -k 30 600 "$py" -m pytest $(printf 'python/tests/%s ' $CTYPES_TESTS \
+                $([ "$py" = /usr/bin/python3 ] && echo $CTYPES_SYNC_TESTS)) -q -p no:cacheprovider \
+            -p no:hypothesispytest -o junit_suite_name="python-$label-ctypes" \
+            --junitxml="$RESULTS/python-$label-ctypes.junit.xml"
+        echo "$?" > "$RESULTS/python-$label-ctypes.status"
+    fi
+    # sharedbridge.dotnet with pythonnet, in its own process (the .NET runtime stays loaded):
+    # pythonnet from the interpreter, else ../shared/vendor/pythonnet or
+    # SHAREDBRIDGE_PYTHONNET_PATH (python/tests_dotnet/conftest.py); skipped with the reason
+    # where it is nowhere.
+    echo "=== pythonnet-$label ($py)"
+    PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
+        timeout -s ABRT -k 30 600 "$py" -m pytest python/tests_dotnet -q -rs -p no:cacheprovider -p no:hypothesispytest \
+        -o junit_suite_name="pythonnet-$label" --junitxml="$RESULTS/pythonnet-$label.junit.xml"
+    echo "$?" > "$RESULTS/pythonnet-$label.status"
+}
+
+# Which interpreters to test: one per CPython minor version, Debian's python3 first.
 found=0
 declare -A seen=()
 declare -A minors_tested=()
+runs=()
 while read -r py; do
     [ -n "$py" ] || continue
     version="$("$py" -c 'import platform; print(platform.python_version())')"
@@ -63,44 +102,33 @@ while read -r py; do
     fi
     minors_tested[$minor]="$py"
     found=1
-    echo "=== python-$label ($py)"
-    "$py" scripts/build_fastlock.py
-    rc=$?
-    expect=""
-    case "$rc" in
-        0) expect=1 ;;
-        3) ;;                                   # no compiler or headers: ctypes only, said above
-        *) echo 1 > "$RESULTS/fastlock-$label.status"; status=1 ;;
-    esac
-    SHAREDBRIDGE_EXPECT_ACCEL="$expect" PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
-        timeout -s ABRT -k 30 600 "$py" -m pytest python/tests -q -p no:cacheprovider -p no:hypothesispytest \
-        -o junit_suite_name="python-$label" --junitxml="$RESULTS/python-$label.junit.xml"
-    rc=$?
-    echo "$rc" > "$RESULTS/python-$label.status"
-    [ "$rc" = 0 ] || status=1
-    if [ -n "$expect" ] && { [ "$py" = /usr/bin/python3 ] || [ "$py" = "$newest" ]; }; then
-        echo "=== python-$label-ctypes ($py, SHAREDBRIDGE_NO_ACCEL=1: the lock tests on the ctypes path)"
-        SHAREDBRIDGE_NO_ACCEL=1 PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
-            timeout -s ABRT -k 30 600 "$py" -m pytest $(printf 'python/tests/%s ' $CTYPES_TESTS \
-                $([ "$py" = /usr/bin/python3 ] && echo $CTYPES_SYNC_TESTS)) -q -p no:cacheprovider \
-            -p no:hypothesispytest -o junit_suite_name="python-$label-ctypes" \
-            --junitxml="$RESULTS/python-$label-ctypes.junit.xml"
-        rc=$?
-        echo "$rc" > "$RESULTS/python-$label-ctypes.status"
-        [ "$rc" = 0 ] || status=1
-    fi
-    # sharedbridge.dotnet with pythonnet, in its own process (the .NET runtime stays loaded):
-    # pythonnet from the interpreter, else ../shared/vendor/pythonnet or
-    # SHAREDBRIDGE_PYTHONNET_PATH (python/tests_dotnet/conftest.py); skipped with the reason
-    # where it is nowhere.
-    echo "=== pythonnet-$label ($py)"
-    PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
-        timeout -s ABRT -k 30 600 "$py" -m pytest python/tests_dotnet -q -rs -p no:cacheprovider -p no:hypothesispytest \
-        -o junit_suite_name="pythonnet-$label" --junitxml="$RESULTS/pythonnet-$label.junit.xml"
-    rc=$?
-    echo "$rc" > "$RESULTS/pythonnet-$label.status"
-    [ "$rc" = 0 ] || status=1
+    runs+=("$label|$py|$extra")
 done < <(python_interpreters | grep -Fx /usr/bin/python3; python_interpreters | grep -Fvx /usr/bin/python3)
+
+# Two interpreters at a time (SB_PYTHON_LANES, default 2 with at least 2 CPUs): a suite spends
+# most of its time starting and waiting for processes, so two of them share two CPUs well. The
+# suites already coexist with other programs' segments (conftest.py tells theirs apart by the
+# creator pid), so they coexist with each other.
+lanes="${SB_PYTHON_LANES:-$([ "$(nproc)" -ge 2 ] && echo 2 || echo 1)}"
+running=0
+for run in "${runs[@]}"; do
+    IFS='|' read -r label py extra <<< "$run"
+    if [ "$running" -ge "$lanes" ]; then
+        wait -n
+        running=$((running - 1))
+    fi
+    echo "=== python-$label ($py): started (output in $RESULTS/python-$label.log, printed when it ends)"
+    ( run_interpreter "$label" "$py" "$extra" > "$RESULTS/python-$label.log" 2>&1
+      echo "=== python-$label ($py): finished"; cat "$RESULTS/python-$label.log" ) &
+    running=$((running + 1))
+done
+wait
+
+status=0
+for f in "$RESULTS"/python-*.status "$RESULTS"/pythonnet-*.status "$RESULTS"/fastlock-*.status; do
+    [ -e "$f" ] || continue
+    [ "$(cat "$f")" = 0 ] || status=1
+done
 
 if [ "$found" = 0 ]; then
     echo "no CPython >= 3.10 with pytest found (run scripts/ensure-deps.sh)" >&2
