@@ -292,6 +292,102 @@ def wakeup(b, plots):
     return "\n".join(out)
 
 
+# The issue's queue targets: (what, case, baseline case or None for an absolute figure, ">=" | "<=", limit).
+QUEUE_TARGETS = [
+    ("64-byte messages/s, Python -> Python / multiprocessing.Queue's", "sb-py-py", "mp-queue", ">=", 10),
+    ("64-byte messages/s, Python -> Python / multiprocessing.Queue's", "sb-py-py-many", "mp-queue", ">=", 10),
+    ("64-byte messages/s, C# -> C#", "sb-cs-cs", None, ">=", 5e6),
+    ("64-byte messages/s, C# -> C#", "sb-cs-cs-batch", None, ">=", 5e6),
+    ("64-byte messages/s, C# -> Python", "sb-cs-py", None, ">=", 1e6),
+    ("64-byte messages/s, C# -> Python", "sb-cs-py-many", None, ">=", 1e6),
+    ("64-byte messages/s, Python -> C#", "sb-py-cs", None, ">=", 1e6),
+    ("64-byte messages/s, Python -> C#", "sb-py-cs-many", None, ">=", 1e6),
+    ("ping-pong median / multiprocessing.Queue's", "pp-sb-py-py", "pp-mp-queue", "<=", 0.5),
+    ("ping-pong median / multiprocessing.Queue's", "pp-sb-cs-cs", "pp-mp-queue", "<=", 0.5),
+    ("ping-pong median / multiprocessing.Queue's", "pp-sb-cs-py", "pp-mp-queue", "<=", 0.5),
+    ("ping-pong median / multiprocessing.Queue's", "pp-sb-py-cs", "pp-mp-queue", "<=", 0.5),
+    ("1 MiB arrays GB/s / multiprocessing.Queue's", "a1-sb", "a1-mp-queue", ">=", 20),
+    ("1 MiB arrays GB/s / multiprocessing.Queue's", "a1-sb-inline", "a1-mp-queue", ">=", 20),
+    ("64 MiB array put + get / one numpy copy", "a64-sb", "a64-memcpy", "<=", 2),
+]
+QUEUE_BASELINE = {"messages": "mp-queue", "pingpong": "pp-mp-queue", "array1m": "a1-mp-queue",
+                  "array64m": "a64-memcpy"}
+QUEUE_GROUP_TITLE = {"messages": "64-byte messages, one producer process -> one consumer process",
+                     "pingpong": "Ping-pong round trip through two queues",
+                     "array1m": "1 MiB numpy arrays, Python -> Python",
+                     "array64m": "One 64 MiB numpy array: put + get in one process against one copy"}
+
+
+def queue_targets(b):
+    """(target, row, figure, target, met?) for every target of QUEUE_TARGETS whose row was run."""
+    by = {c["case"]: c for c in b["cases"]}
+    out = []
+    for what, key, base, op, limit in QUEUE_TARGETS:
+        c = by.get(key)
+        if c is None:
+            continue
+        shown = f"{op} {limit:g}" if base else f"{op} {fmt(limit)} {c['unit']}"
+        ref = by.get(base) if base else None
+        if not c["value"] or (base and not (ref and ref["value"])):
+            bad = c if not c["value"] else ref
+            why = (bad.get("skipped") or "failed: " + bad.get("error", "?")) if bad else f"{base} not run"
+            out.append((what, c["label"], "n/a", shown, "n/a (" + why[:120].replace("|", "/").replace("\n", " ") + ")"))
+            continue
+        figure = c["value"] / ref["value"] if base else c["value"]
+        met = figure >= limit if op == ">=" else figure <= limit
+        out.append((what, c["label"], f"{figure:.2f}" if base else fmt(figure), shown, "yes" if met else "**no**"))
+    return out
+
+
+def queue(b, plots):
+    """Per group: medians (bars) and the slow tail, the ratio to the group's baseline (and to the C floor for
+    messages), then the targets (reported, never asserted)."""
+    rows = b["cases"]
+    groups = list(dict.fromkeys(c["group"] for c in rows))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 0.3 * len(rows) + 1.6), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        got = [c for c in rows if c["group"] == g and c["value"]]
+        ax.barh(range(len(got)), [c["value"] for c in got],
+                color=["#999999" if c["baseline"] else "#3a75b0" for c in got])
+        ax.set_yticks(range(len(got)))
+        ax.set_yticklabels([c["case"] for c in got], fontsize=7)
+        ax.invert_yaxis()
+        if g == "messages":
+            ax.set_xscale("log")
+        ax.set_xlabel(got[0]["unit"] if got else "", fontsize=8)
+        ax.set_title(g, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    img = save(fig, plots, "queue.png")
+    by = {c["case"]: c for c in rows}
+    out = [img, "", "### Targets (figures of this run; reported, never asserted)", "",
+           table(["target", "row", "figure", "target", "met?"], queue_targets(b))]
+    for g in groups:
+        base = by.get(QUEUE_BASELINE[g])
+        floor = by.get("floor-c") if g == "messages" else None
+        table_rows = []
+        for c in (c for c in rows if c["group"] == g):
+            if not c["value"]:
+                why = c.get("skipped") or "failed: " + c.get("error", "?")
+                table_rows.append((c["label"], c["api"], why[:200].replace("|", "/").replace("\n", " "), "", "", "", ""))
+                continue
+            ratio = f"{c['value'] / base['value']:.2f}" if base and base["value"] and c is not base else ""
+            x_floor = f"{c['value'] / floor['value']:.2f}" if floor and floor["value"] and c is not floor else ""
+            table_rows.append((c["label"], c["api"], fmt(c["value"]), fmt(c["p99"]), ratio, x_floor, c["samples"]))
+        unit = next((c["unit"] for c in rows if c["group"] == g), "")
+        tail = "p99 (1st percentile of the rate)" if GROUP_HIB.get(g, True) else "p99"
+        out += ["", f"### {QUEUE_GROUP_TITLE.get(g, g)} ({unit})", "",
+                f"Baseline (x baseline): {base['label'] if base else 'not run'}.", "",
+                table(["case", "calls", f"median {unit}", tail, "x baseline",
+                       "x C floor" if g == "messages" else "", "samples"], table_rows)]
+    leftover = sum(c.get("leftover_segments", 0) for c in rows)
+    if leftover:
+        out += ["", f"Segments left in /dev/shm by the cases (removed): {leftover}."]
+    return "\n".join(out)
+
+
+GROUP_HIB = {"messages": True, "pingpong": False, "array1m": True, "array64m": False}
+
+
 def render(results, doc):
     doc = pathlib.Path(doc)
     plots = doc.with_suffix("")
@@ -397,6 +493,21 @@ def render(results, doc):
          "<= 2x the futex floor (spin off); p99 <= 3x the median in every sharedbridge row; C# <-> C# Event "
          "<= 1.5x the futex floor (spin off). Grey bars: baselines.",
          lambda b: wakeup(b, plots)),
+        ("queue", "8. Queues: sharedbridge Queue and SharedQueue against multiprocessing.Queue and the C floor",
+         "`bench/queue_bench.py` (the .NET sides are `SharedBridge.Benchmarks queue`, Queue.cs). 64-byte `bytes` "
+         "messages from one producer process to one consumer process, Python (`put`/`get` and `put_many`/"
+         "`get_many` of 64), C# (`Write`/`Read`) and across, against `multiprocessing.Queue` (fork) and the C "
+         "floor (`bench/c/queue_peer.c floor`: the same queue format written in C, compiled by the run); a "
+         "ping-pong round trip through two queues; 1 MiB numpy arrays (a 1 MiB ring sends them out of line, a "
+         "16 MiB ring in the ring); one 64 MiB array put and got back against one numpy copy of it (and one copy into "
+         "freshly mapped memory, page faults included, which is what a new out-of-line segment costs). The "
+         "consumer times from the moment both sides are ready to its last message. Medians over {rounds} "
+         "interleaved rounds (ping-pong: over every round trip of every round); p99 is the slow tail (for "
+         "rates, the 1st percentile). The issue's targets: Python -> Python >= 10x multiprocessing.Queue's "
+         "messages/s, C# -> C# >= 5 million/s, C# <-> Python >= 1 million/s each way, ping-pong <= 0.5x "
+         "multiprocessing.Queue's, 1 MiB arrays >= 20x multiprocessing.Queue's GB/s, 64 MiB within 2x of one "
+         "copy. Grey bars: baselines.",
+         lambda b: queue(b, plots)),
     ]
     for key, title, text, body in sections:
         b = B.get(key)
@@ -404,8 +515,8 @@ def render(results, doc):
             continue
         out += ["", f"## {title}", "", text.format(**{k: b.get(k, "") for k in ("benchmarkdotnet", "job", "toolchain", "round_trips",
                                                                    "rounds", "warmup_per_session")}),
-                "", f"Unit: {b['unit']} ({'higher' if b['higher_is_better'] else 'lower'} is better). "
-                    f"Took {b.get('seconds', 0):.0f} s.", ""]
+                "", (f"Unit: {b['unit']} ({'higher' if b['higher_is_better'] else 'lower'} is better). "
+                     if b["unit"] != "per case" else "Units: each table's own. ") + f"Took {b.get('seconds', 0):.0f} s.", ""]
         out.append(f"Skipped: {b['skipped']}" if b.get("skipped") else body(b))
     doc.write_text("\n".join(out) + "\n")
     return plots

@@ -13,13 +13,17 @@ Schema of results.json (schema 1; bench/README.md):
                "interpreters": [{"path", "version", "lock_backend"}]},
    "benchmarks": {ITEM: {"title", "unit", "higher_is_better", "cases": [{..., "value": float}]}}}
 Every case has "value" (in the item's unit) and the fields that identify it. Items:
-  lock_increment, contended, bulk_copy, attach_cost, dotnet_lock, pingpong, pythonnet_handoff, wakeup
+  lock_increment, contended, bulk_copy, attach_cost, dotnet_lock, pingpong, pythonnet_handoff, wakeup, queue
 (pythonnet_handoff has "skipped": reason when pythonnet does not load; wakeup's cases are the rows of
 bench/wakeup.py, every case once per regime ("regime" one-cpu | two-cpus | free) and every sharedbridge case once
 per spin setting ("settings"), with the item's "regimes", "single_cpu" and "seen" from its run(): "value"
 is the median us per round trip and null in a row with "skipped" (the C floors without a compiler) or
 "error" (the case failed: its other cases still ran). Figures are medians of
 interleaved rounds (each case of a round runs once, the order rotates between rounds).
+queue's cases are the rows of bench/queue_bench.py: its groups have different units, so the item's "unit"
+is "per case" and every case carries its own "unit" and "higher_is_better", "value" (median) and "p99"
+(the slow tail); "value" is null in a row with "skipped" or "error". The item also has "rounds" and "config"
+(the counts of the run).
 """
 import argparse
 import datetime
@@ -333,6 +337,17 @@ def item_wakeup(smoke):
             "seen": res["seen"], "cases": res["rows"]}
 
 
+# ---- 8: queues (bench/queue_bench.py) --------------------------------------------------------
+
+def item_queue(smoke):
+    import queue_bench  # bench/queue_bench.py, next to this script (sys.path[0])
+    res = queue_bench.run(smoke, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return {"title": "Queues between processes: sharedbridge Queue / SharedQueue against multiprocessing.Queue, "
+                     "the C floor and a numpy copy",
+            "unit": "per case", "higher_is_better": True, "rounds": res["rounds"], "config": res["config"],
+            "cases": res["rows"]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true")
@@ -353,7 +368,8 @@ def main(argv=None):
              "dotnet_lock": lambda: item_dotnet_lock(args.smoke, out_dir),
              "pingpong": lambda: item_pingpong(args.smoke, out_dir),
              "pythonnet_handoff": lambda: item_pythonnet(args.smoke),
-             "wakeup": lambda: item_wakeup(args.smoke)}
+             "wakeup": lambda: item_wakeup(args.smoke),
+             "queue": lambda: item_queue(args.smoke)}
     only = args.only.split(",") if args.only else list(items)
     unknown = [name for name in only if name not in items]
     if unknown:

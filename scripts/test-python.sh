@@ -29,8 +29,11 @@ mkdir -p "$RESULTS"
 RESULTS="$(cd "$RESULTS" && pwd)"
 . scripts/python-env.sh
 
-# The lock, synchronized-object and waiting-object tests, run a second time on the ctypes path.
+# The lock, synchronized-object, waiting-object and queue tests, run a second time on the
+# ctypes path.
 CTYPES_TESTS="test_locks.py test_lock_hardening.py test_lock_backend.py test_dropin.py test_processes.py test_api.py"
+# ... and the queue tests: the queue ring's put/get are compiled too (queue_fast.py).
+CTYPES_TESTS="$CTYPES_TESTS test_queue_basic.py test_queue_hostile.py test_queue_processes.py test_queue_fast.py"
 # ... and the waiting objects' tests (their spin and futex calls are compiled too): on Debian's
 # interpreter only, where the other ctypes tests run as well.
 CTYPES_SYNC_TESTS="test_sync.py test_sync_recovery.py test_wakeups.py test_wakeups_v4.py test_wait_core.py"

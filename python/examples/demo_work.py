@@ -1,12 +1,20 @@
-"""The work of the demo, written once and run against both kinds of shared objects: sharedbridge's
-(segments a C# process created) and the standard library's multiprocessing ones.
+"""The work of the demo, written once and run over both kinds of queues: sharedbridge's (two queues a C#
+process created) and the standard library's multiprocessing.Queue.
 
-Workers pull chunk numbers from a shared queue, histogram their chunk of the input (bits 20-23 of each value)
-and add the histogram, the chunk's sum and their own chunk count to shared arrays, all under the
-one lock those arrays share. The input is a fixed pseudo-random sequence that C# computes too.
+A producer puts the input's chunks (arrays of int32 samples) into a work queue; workers take chunks until
+there are none left, histogram each chunk (bits 20-23 of each value) and put one ChunkResult per chunk
+into a results queue, which the producer's side reads. The input is a fixed pseudo-random sequence that
+C# computes too.
 """
+import ctypes
+
 BINS = 16
-QUEUE_NEXT, QUEUE_TOTAL = 0, 1
+
+
+class ChunkResult(ctypes.Structure):
+    """One chunk's result: a record message whose field table matches the C# struct ChunkResult."""
+    _fields_ = [("worker", ctypes.c_int64), ("samples", ctypes.c_int64), ("sum", ctypes.c_int64),
+                ("bins", ctypes.c_int64 * BINS)]
 
 
 def sample(i):
@@ -18,26 +26,24 @@ def make_input(count):
     return [sample(i) for i in range(count)]
 
 
-def work(inp, hist, queue, counts, index, chunk):
-    """Process chunks until the queue is empty; returns how many this worker took."""
-    lock = hist.get_lock()  # queue and counts share it: one lock guards every update
-    raw_hist, raw_queue, raw_counts = hist.get_obj(), queue.get_obj(), counts.get_obj()
-    n = len(inp)
+def compute(values, index):
+    """The ChunkResult of one chunk (a list of ints) computed by worker *index*."""
+    local = [0] * BINS
+    for v in values:
+        local[(v >> 20) & 15] += 1
+    r = ChunkResult(worker=index, samples=len(values), sum=sum(values))
+    r.bins[:] = local
+    return r
+
+
+def work(next_chunk, put_result, index):
+    """Take chunks (next_chunk() returns one, or None when there are no more) and put their results;
+    returns how many this worker took. A chunk is anything with tolist(): a numpy array or a
+    memoryview (sharedbridge, with or without numpy), an array.array (multiprocessing)."""
     taken = 0
     while True:
-        with lock:
-            c = raw_queue[QUEUE_NEXT]
-            raw_queue[QUEUE_NEXT] = c + 1
-        start = c * chunk
-        if start >= n:
+        chunk = next_chunk()
+        if chunk is None:
             return taken
-        values = inp[start:min(start + chunk, n)]
-        local = [0] * BINS
-        for v in values:
-            local[(v >> 20) & 15] += 1
-        with lock:
-            for b in range(BINS):
-                raw_hist[b] += local[b]
-            raw_queue[QUEUE_TOTAL] += sum(values)
-            raw_counts[index] += 1
+        put_result(compute(chunk.tolist(), index))
         taken += 1

@@ -1,8 +1,8 @@
 """sharedbridge: multiprocessing.sharedctypes over named POSIX shared memory.
 
 Drop-in replacements for multiprocessing.sharedctypes' Array, Value, RawArray,
-RawValue, copy and synchronized, and for multiprocessing's Event, Condition, Semaphore,
-BoundedSemaphore and Barrier, whose objects live in named segments with a
+RawValue, copy and synchronized, for multiprocessing's Event, Condition, Semaphore,
+BoundedSemaphore and Barrier, and for its Queue, SimpleQueue and JoinableQueue, whose objects live in named segments with a
 self-describing header (docs/format.md) that the .NET SharedBridge library reads too.
 Objects pickle by name, so they travel to any process; locks are robust (a holder that
 dies is recovered). Pure standard library; numpy is optional (as_numpy).
@@ -24,6 +24,7 @@ from ._objects.shared_lock import Lock, RLock, SharedLock, reset_lock
 from ._objects.survey import SegmentInfo, inspect_segment, list_segments
 from ._objects.sharedctypes import Array, RawArray, RawValue, Value, copy
 from ._objects.sync import Barrier, BoundedSemaphore, Condition, Event, Semaphore
+from ._objects.queues import JoinableQueue, Queue, SimpleQueue
 from ._objects.unavailable import UnavailableObject
 from ._objects.synchronized import (Synchronized, SynchronizedArray, SynchronizedBase,
                                     SynchronizedString, synchronized)
@@ -31,10 +32,14 @@ from ._platform import lock_core as _lock_core
 from ._platform.segment import open_segment as _open_segment
 from ._platform.segment import unlink
 from ._platform.wake import get_spin_budget, set_spin_budget
+# Queue messages: an explicit typecode for a scalar (docs/api.md, "Queue messages").
+from ._objects.queue_messages import scalar
+
 from .errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
                      InsufficientMemoryError, InsufficientSharedMemoryError, InvalidNameError,
                      InvalidSegmentNameError, LockNotRecoverableError, LockRecoveredWarning,
-                     LockTimeoutError, NotASharedBridgeSegmentError, SegmentAccessDeniedError,
+                     LockTimeoutError, NotASharedBridgeSegmentError, QueueCompleted,
+                     QueueCompletedError, QueueTimeoutError, SegmentAccessDeniedError,
                      SegmentExistsError, SegmentInUseError, SegmentNotFoundError,
                      SegmentNotReadyError, SegmentPermissionError, SegmentTooLargeError,
                      SharedBridgeError, TypeMismatchError, UnsupportedFormatVersionError,
@@ -78,6 +83,8 @@ def close(obj):
 __all__ = [
     "Array", "Value", "RawArray", "RawValue", "copy", "synchronized", "attach", "Lock",
     "RLock", "lock_backend", "Event", "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "reset_lock",
+    "Queue", "SimpleQueue", "JoinableQueue", "QueueCompleted", "QueueCompletedError",
+    "QueueTimeoutError",
     "as_numpy", "unlink", "close", "header_of", "reap", "ReapedSegment", "SegmentHeader",
     "set_spin_budget", "get_spin_budget",
     "StructField",
@@ -92,4 +99,11 @@ __all__ = [
     # The .NET library's names of the same classes (docs/api.md, "Errors in both languages").
     "SegmentAccessDeniedError", "InvalidSegmentNameError", "UnsupportedFormatVersionError",
     "InsufficientSharedMemoryError",
+    # Queue messages.
+    "scalar",
 ]
+
+# Pipe (Python only): multiprocessing.Pipe's connections over queue segments (docs/api.md, "Pipe").
+from ._objects.pipes import Connection, Pipe  # noqa: E402
+
+__all__ += ["Pipe", "Connection"]

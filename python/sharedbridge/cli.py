@@ -20,7 +20,7 @@ PROG = "sharedbridge"
 INFO_KEYS = ("name", "status", "reason", "kind", "typecode", "type_name", "length", "bytes",
              "lock", "lock_name", "lock_state", "lock_holder_pid", "recoveries", "state",
              "lifetime", "creator_pid", "creator_start_time", "creator_alive", "created_unix_ns",
-             "age_seconds", "mapped_by", "sync")
+             "age_seconds", "mapped_by", "sync", "queue")
 HEADER_KEYS = ("version", "compat_version", "header_size", "kind", "typecode",
                "element_size", "element_count", "data_offset", "data_size", "lock_kind",
                "lock_abi", "lock_size", "lock_offset", "lock_type", "lifetime_code", "type_name",
@@ -152,15 +152,35 @@ def _pids(pids):
 def type_text(i):
     """TYPE: the element type; '-' for a lock and the synchronization kinds (their 16
     words are not data: SYNC decodes them)."""
-    return "-" if i.sync is not None else i.element_type or "-"
+    return "-" if i.sync is not None or i.queue is not None else i.element_type or "-"
 
 
 def length_text(i):
+    """LENGTH: the elements; a queue's depth (its ready messages); '-' for the
+    synchronization kinds."""
+    if i.queue is not None:
+        return str(i.queue["count"])
     return "-" if i.sync is not None else str(i.length)
+
+
+def queue_text(q):
+    """A queue's depth, capacity and counts for people (the SYNC column of ls, inspect)."""
+    bound = "" if q["max_messages"] == 0x7FFFFFFF else f" of {q['max_messages']}"
+    text = (f"{q['count']}{bound} ready, {q['bytes_used']} of {q['capacity']} bytes, "
+            f"{q['puts']} put, {q['gets']} got")
+    if q["unfinished"]:
+        text += f", {q['unfinished']} unfinished"
+    if q["readers_waiting"]:
+        text += f", {q['readers_waiting']} reading"
+    if q["writers_waiting"]:
+        text += f", {q['writers_waiting']} writing"
+    return text + ", completed" if q["completed"] else text
 
 
 def sync_text(i):
     """SYNC: a synchronization object's words for people (docs/cli.md), '-' otherwise."""
+    if i.queue is not None:
+        return queue_text(i.queue)
     w = i.sync
     if w is None:
         return "-"

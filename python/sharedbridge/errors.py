@@ -17,7 +17,8 @@ __all__ = [
     "UnsupportedTypeError", "SegmentNotReadyError", "LockNotRecoverableError",
     "LockRecoveredWarning", "NotASharedBridgeSegmentError", "CorruptDataError",
     "SegmentPermissionError", "InsufficientMemoryError", "CorruptLockError",
-    "SegmentInUseError", "SegmentTooLargeError", "LockTimeoutError",
+    "SegmentInUseError", "SegmentTooLargeError", "LockTimeoutError", "QueueCompleted", "QueueCompletedError",
+    "QueueTimeoutError",
     # The .NET library's names (docs/api.md, "Errors in both languages").
     "SegmentAccessDeniedError", "InvalidSegmentNameError", "UnsupportedFormatVersionError",
     "InsufficientSharedMemoryError",
@@ -110,6 +111,18 @@ class LockTimeoutError(SharedBridgeError, TimeoutError):
     (Python's acquire(timeout=...) returns False, as multiprocessing's does.)"""
 
 
+class QueueCompleted(SharedBridgeError, EOFError):
+    """The queue was completed (complete(): no more messages): raised by put, and by get
+    once every message put before was got (docs/format.md section 11.3). .NET:
+    QueueCompletedException."""
+
+
+class QueueTimeoutError(SharedBridgeError, TimeoutError):
+    """A queue's write or read did not happen in time where a timeout is an error: a .NET
+    ``SharedQueue.Write``/``Read`` with a timeout (QueueTimeoutException), reached through
+    sharedbridge.dotnet. (Python's put/get raise queue.Full/queue.Empty, as multiprocessing's.)"""
+
+
 class LockRecoveredWarning(RuntimeWarning):
     """A process died while holding a shared lock; this process recovered it.
 
@@ -126,6 +139,7 @@ class SegmentTooLargeError(OSError, InsufficientMemoryError):
 
 # The .NET library's names of the same classes (docs/api.md, "Errors in both languages").
 SegmentAccessDeniedError = SegmentPermissionError
+QueueCompletedError = QueueCompleted
 InvalidSegmentNameError = InvalidNameError
 UnsupportedFormatVersionError = UnsupportedVersionError
 InsufficientSharedMemoryError = InsufficientMemoryError

@@ -16,48 +16,33 @@ with it too. Prints one JSON line: the unittest result and the calls counted in 
 process, with the number of them that returned sharedbridge objects.
 """
 
-import inspect
-import json
 import multiprocessing
 import multiprocessing.sharedctypes as mpsc
 import sys
 import unittest
 
 import sharedbridge as sb
+from cpython_harness import counted, install, run_and_report
 
 SUBSTITUTED = ("Value", "Array", "RawValue", "RawArray", "copy", "synchronized")
 CALLS = {name: 0 for name in SUBSTITUTED}
 SHARED = {name: 0 for name in SUBSTITUTED}
 
 
-def _counted(name):
-    ours = getattr(sb, name)
-
-    def factory(*args, **kwargs):
-        obj = ours(*args, **kwargs)
-        CALLS[name] += 1
-        raw = obj.get_obj() if isinstance(obj, sb.SynchronizedBase) else obj
-        if sb.segment_of(raw) is not None:     # the object lives in a sharedbridge segment
-            SHARED[name] += 1
-        return obj
-    factory.__name__ = factory.__qualname__ = name
-    return factory
+def _is_shared(obj):
+    raw = obj.get_obj() if isinstance(obj, sb.SynchronizedBase) else obj
+    return sb.segment_of(raw) is not None     # the object lives in a sharedbridge segment
 
 
 for _name in SUBSTITUTED:
-    setattr(mpsc, _name, _counted(_name))
+    setattr(mpsc, _name, counted(getattr(sb, _name), _name, CALLS, SHARED, _is_shared))
     if hasattr(multiprocessing, _name) and _name != "copy":
         setattr(multiprocessing, _name, getattr(mpsc, _name))
 
 from test import _test_multiprocessing as tm  # noqa: E402  (after the substitution)
 
 START_METHOD = sys.argv[1] if __name__ == "__main__" else None
-# At module level, as CPython's test_multiprocessing_<method> modules do: children find
-# the test classes (targets are their class methods) in __mp_main__.
-if "only_type" in inspect.signature(tm.install_tests_in_module_dict).parameters:
-    tm.install_tests_in_module_dict(globals(), START_METHOD or "fork", only_type="processes")
-else:                                   # 3.10: every flavour; only "processes" is run
-    tm.install_tests_in_module_dict(globals(), START_METHOD or "fork")
+install(globals(), START_METHOD)
 
 CASES = {
     "WithProcessesTestValue": None,
@@ -76,17 +61,10 @@ def main():
             suite.addTests(loader.loadTestsFromTestCase(cls))
         else:
             suite.addTests(cls(m) for m in methods)
-    result = unittest.TextTestRunner(stream=sys.stderr, verbosity=2).run(suite)
-    print(json.dumps({
-        "start_method": START_METHOD,
-        "tests_run": result.testsRun,
-        "failures": [(str(t), tb) for t, tb in result.failures + result.errors],
-        "skipped": [(str(t), why) for t, why in result.skipped],
-        "calls": CALLS, "shared": SHARED,
-        "mixin_value_is_ours": tm.ProcessesMixin.Value is mpsc.Value,
-        "module_value_is_ours": tm.Value is mpsc.Value and tm.copy is mpsc.copy,
-    }))
-    return 0 if result.wasSuccessful() else 1
+    return run_and_report(
+        suite, START_METHOD, calls=CALLS, shared=SHARED,
+        mixin_value_is_ours=tm.ProcessesMixin.Value is mpsc.Value,
+        module_value_is_ours=tm.Value is mpsc.Value and tm.copy is mpsc.copy)
 
 
 if __name__ == "__main__":

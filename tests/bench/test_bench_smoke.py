@@ -16,8 +16,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ITEMS = {"lock_increment", "contended", "bulk_copy", "attach_cost", "dotnet_lock", "pingpong",
-         "pythonnet_handoff", "wakeup"}
+         "pythonnet_handoff", "wakeup", "queue"}
 sys.path.insert(0, str(ROOT / "bench"))
+import queue_bench  # noqa: E402  (bench/queue_bench.py: its case list)
 import wakeup  # noqa: E402  (bench/wakeup.py: its case list)
 CHECKED_IN = [ROOT / "docs/benchmarks.md", ROOT / "docs/benchmarks/results.json"]
 
@@ -65,9 +66,11 @@ def test_every_benchmark_has_positive_figures_with_units(smoke):
             continue
         assert item["cases"], name
         for case in item["cases"]:
-            if name == "wakeup" and case.get("skipped"):
-                # The C floors say so when there is no compiler; nothing else may be missing.
-                assert case["case"].startswith("floor-") and shutil.which("cc") is None, case
+            if name in ("wakeup", "queue") and case.get("skipped"):
+                # The C floors say so when there is no compiler; a .NET batch write the build does not
+                # have says so too; nothing else may be missing.
+                assert (case["case"].startswith("floor-") and shutil.which("cc") is None
+                        or case["case"] == "sb-cs-cs-batch"), case
                 continue
             assert math.isfinite(case["value"]) and case["value"] > 0, (name, case)
 
@@ -182,7 +185,7 @@ def test_wakeup_sessions_got_their_cpus_and_spin_setting(smoke):
 
 def test_wakeup_page_shows_every_regime_the_ratios_and_the_targets(smoke):
     text = smoke["doc"].read_text()
-    section = text[text.index("## 7. Wake-up"):]
+    section = text[text.index("## 7. Wake-up"):].split("\n## ", 1)[0]
     assert "x multiprocessing (same kind)" in section and "x C futex floor" in section
     regimes = _expected_regimes()
     heads = [line for line in section.splitlines() if line.startswith("### ")]
@@ -219,6 +222,50 @@ def test_wakeup_page_shows_every_regime_the_ratios_and_the_targets(smoke):
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     spin_floor = {row[1] for row in cells if row[0].startswith("median / C spin floor")}
     assert spin_floor == ({"Two CPUs", "Free"} if len(regimes) == 3 else {"Two CPUs"}), spin_floor
+
+
+def test_queue_has_every_case_with_its_unit_and_left_no_segment(smoke):
+    item = smoke["results"]["benchmarks"]["queue"]
+    assert item["unit"] == "per case" and item["rounds"] >= 1 and item["config"]
+    cases = item["cases"]
+    assert [c["case"] for c in cases] == list(queue_bench.CASES)
+    for c in cases:
+        assert "error" not in c, c
+        assert c["leftover_segments"] == 0, c
+        assert (c["unit"], c["higher_is_better"]) == queue_bench.GROUPS[c["group"]], c
+        assert c["label"] and c["api"] and c["impl"] and isinstance(c["baseline"], bool), c
+        sides = (c["driver"], c["server"]) if c["group"] == "pingpong" else (c["producer"], c["consumer"])
+        assert set(sides) <= {"Python", "C#", "C"}, c
+        if c.get("skipped"):
+            continue
+        assert c["samples"] >= 1 and math.isfinite(c["p99"]) and c["p99"] > 0 and c["mean"] > 0, c
+        if c["group"] in ("messages", "array1m"):
+            assert c["messages"] > 0, c
+    # Every direction the targets name, against its baselines in the same run.
+    groups = {(c["group"], c["impl"], sides) for c in cases
+              for sides in [(c.get("producer") or c["driver"], c.get("consumer") or c["server"])]}
+    for pair in (("Python", "Python"), ("C#", "C#"), ("C#", "Python"), ("Python", "C#")):
+        assert ("messages", "sharedbridge", pair) in groups and ("pingpong", "sharedbridge", pair) in groups
+    for group in ("messages", "pingpong", "array1m"):
+        assert (group, "multiprocessing", ("Python", "Python")) in groups
+    assert ("messages", "C floor", ("C", "C")) in groups and ("array64m", "numpy", ("Python", "Python")) in groups
+    assert not list(pathlib.Path("/dev/shm").glob(queue_bench.PREFIX + "*"))
+
+
+def test_queue_page_shows_every_target(smoke):
+    text = smoke["doc"].read_text()
+    section = text[text.index("## 8. Queues"):]
+    targets = section[section.index("### Targets"):section.index("### 64-byte messages")]
+    lines = [line for line in targets.splitlines() if line.startswith("| ") and not line.startswith("| target")]
+    assert len(lines) == len(queue_bench_targets())
+    for line in lines:
+        met = line.strip("|").split("|")[-1].strip()
+        assert met in ("yes", "**no**") or met.startswith("n/a"), line
+
+
+def queue_bench_targets():
+    import render  # bench/render.py
+    return render.QUEUE_TARGETS
 
 
 def test_rendered_page_references_existing_plots(smoke):

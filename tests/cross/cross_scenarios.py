@@ -251,4 +251,7 @@ def run_worker(scenario, args):
     if scenario.startswith("sync-"):
         import cross_sync
         return cross_sync.WORKERS[scenario](*args)
+    if scenario.startswith("q-"):
+        import cross_queue
+        return cross_queue.WORKERS[scenario](*args)
     return WORKERS[scenario](*args)

@@ -138,11 +138,13 @@ def build():
     case("state_retired_ok", "ok", "6.2 step 3: state 2 (retired) is usable",
          patch(d4(), 0x180, "<I", 2, fix_crc=False))
     # --- versions ---------------------------------------------------------------------------
-    case("compat_5", "unsupported-version", "6.3: compat_version above the reader's (4)",
-         d4(version=5, compat=5))
-    case("compat_5_state_3", "unsupported-version",
+    case("compat_6", "unsupported-version", "6.3: compat_version above the reader's (5)",
+         d4(version=6, compat=6))
+    case("compat_6_state_3", "unsupported-version",
          "6.2 step 3: a too-new compat_version wins over a state this reader does not know",
-         patch(d4(version=5, compat=5), 0x180, "<I", 3, fix_crc=False))
+         patch(d4(version=6, compat=6), 0x180, "<I", 3, fix_crc=False))
+    case("compat_5_array_ok", "ok", "6.3: a version-5 reader reads compat_version 5",
+         d4(version=5, compat=5))
     case("compat_4_array_ok", "ok", "6.3: a version-4 reader reads compat_version 4",
          d4(version=4, compat=4))
     case("compat_3_array_ok", "ok", "6.3: a version-3 reader reads compat_version 3",
@@ -165,8 +167,8 @@ def build():
     case("compat_0", "corrupt", "6.2 step 5: compat_version >= 1", d4(version=1, compat=0))
     case("version_below_compat", "corrupt", "6.2 step 5: version >= compat_version",
          d4(version=0, compat=1))
-    case("newer_writer_ok", "ok", "6.3: version 5 with compat_version 1 is read",
-         d4(version=5, compat=1))
+    case("newer_writer_ok", "ok", "6.3: version 6 with compat_version 1 is read",
+         d4(version=6, compat=1))
     # --- identity fields --------------------------------------------------------------------
     case("bad_crc", "corrupt", "3.3: header_crc32 mismatch",
          patch(d4(), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
@@ -175,35 +177,35 @@ def build():
     case("kind_4", "corrupt", "10.1: kind 4 (event) needs compat_version 2 and its own fields",
          d4(kind=4))
     case("kind_0", "corrupt", "6.2 step 5: kind 0 is corrupt", d4(kind=0))
-    case("kind_8", "unsupported-version",
+    case("kind_9", "unsupported-version",
          "6.2 step 5, 6.3: an unknown kind is refused as written by a newer SharedBridge",
-         d4(kind=8))
+         d4(kind=9))
     # --- 6.2 step 5: the order of checks around an unknown kind -------------------------------
     # magic, compat_version, version, state (step 3), header_size, header_crc32, then kind:
     # an unknown kind is "upgrade" whatever else is wrong after it, "corrupt" when a check
     # before it fails.
-    case("kind_8_lifetime_3", "unsupported-version",
+    case("kind_9_lifetime_3", "unsupported-version",
          "6.2 step 5: the kind is checked before the lifetime byte",
-         d4(kind=8, version=2, compat=2, lifetime=3))
-    case("kind_8_typecode_x", "unsupported-version",
+         d4(kind=9, version=2, compat=2, lifetime=3))
+    case("kind_9_typecode_x", "unsupported-version",
          "6.2 step 5: the kind is checked before the typecode and every later field",
-         patch(d4(kind=8), 0x011, "<B", ord("x")))
-    case("kind_8_lock_type_3", "unsupported-version",
+         patch(d4(kind=9), 0x011, "<B", ord("x")))
+    case("kind_9_lock_type_3", "unsupported-version",
          "6.2 step 5: the kind is checked before the lock fields",
-         patch(d4(kind=8), 0x038, "<B", 3))
-    case("kind_8_bad_crc", "corrupt",
+         patch(d4(kind=9), 0x038, "<B", 3))
+    case("kind_9_bad_crc", "corrupt",
          "6.2 step 5: header_crc32 is checked before the kind (damaged bytes name no writer)",
-         patch(d4(kind=8), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
-    case("kind_8_header_size_unaligned", "corrupt",
+         patch(d4(kind=9), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
+    case("kind_9_header_size_unaligned", "corrupt",
          "6.2 step 5: header_size is checked before the kind",
-         d4(kind=8, header_size=0x210))
-    case("kind_8_version_below_compat", "corrupt",
+         d4(kind=9, header_size=0x210))
+    case("kind_9_version_below_compat", "corrupt",
          "6.2 step 5: version >= compat_version is checked before the kind",
-         d4(kind=8, version=1, compat=2))
-    case("kind_8_state_3", "corrupt", "6.2 step 3: the state word is checked before the kind",
-         patch(d4(kind=8), 0x180, "<I", 3, fix_crc=False))
-    case("kind_8_compat_5", "unsupported-version", "6.2 step 3: a too-new compat_version first",
-         patch(d4(kind=8, version=5, compat=5), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
+         d4(kind=9, version=1, compat=2))
+    case("kind_9_state_3", "corrupt", "6.2 step 3: the state word is checked before the kind",
+         patch(d4(kind=9), 0x180, "<I", 3, fix_crc=False))
+    case("kind_9_compat_6", "unsupported-version", "6.2 step 3: a too-new compat_version first",
+         patch(d4(kind=9, version=6, compat=6), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
     case("creator_pid_max_u32_ok", "ok",
          "3.1, 8: creator_pid is a u32: 0xFFFFFFFF is read as recorded and names no process",
          d4(version=2, compat=1, creator_pid=0xFFFFFFFF))
@@ -242,6 +244,31 @@ def build():
          sync(7, count=16 + 4 * 3, **v4))
     case("event_v4_table", "corrupt", "10.1: only semaphores and barriers have a holder table",
          sync(4, count=16 + 4 * 2, **v4))
+    # --- queues (format version 5, section 11.1) -----------------------------------------------
+    def queue(capacity=4096, max_messages=0x7FFFFFFF, flavour=0, **kw):
+        """A queue header followed by the immutable words of its control block (11.2)."""
+        buf, total = header(**{**dict(kind=8, typecode="B", count=256 + capacity, lock_kind=1,
+                                      lock_type=2, version=5, compat=5), **kw})
+        data = struct.unpack_from("<Q", buf, 0x020)[0]
+        buf = buf + bytearray(data + 256 - len(buf))
+        struct.pack_into("<II", buf, data + 128, max_messages, flavour)
+        return buf, total
+    case("queue_ok", "ok", "11.1: a valid queue header (kind 8), a ring of 4096 bytes", queue())
+    case("queue_joinable_bounded_ok", "ok", "11.1, 11.2: a JoinableQueue of at most 10 messages",
+         queue(capacity=1 << 16, max_messages=10, flavour=2, lifetime=1))
+    case("queue_capacity_not_power_of_2", "corrupt", "11.1: the ring's size is a power of two",
+         queue(capacity=6144))
+    case("queue_capacity_2048", "corrupt", "11.1: the ring holds at least 4096 bytes",
+         queue(capacity=2048))
+    case("queue_typecode_I", "corrupt", "11.1: a queue's typecode is B", queue(typecode="I"))
+    case("queue_no_lock", "corrupt", "11.1: a queue has its own lock",
+         queue(lock_kind=0, lock_type=0))
+    case("queue_recursive_lock", "corrupt", "11.1: a queue's lock is error-checking",
+         queue(lock_type=1))
+    case("queue_compat_4", "corrupt", "11.1: a queue has compat_version 5",
+         queue(version=5, compat=4))
+    case("queue_compat_6", "unsupported-version", "6.3: a queue of a newer format",
+         queue(version=6, compat=6))
     case("event_typecode_d", "corrupt", "10.1: typecode I", sync(4, typecode="d"))
     case("semaphore_count_8", "corrupt", "10.1: element_count 16 (+ 4 * slots)", sync(5, count=8))
     case("event_recursive_lock", "corrupt", "10.1: an event's own lock is error-checking",

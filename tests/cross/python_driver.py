@@ -62,6 +62,8 @@ def create(vector, name, lock_name, keep=True):
     if obj_kind == "lock":
         factory = sb.Lock if vector["lock"]["type"] == "lock" else sb.RLock
         return [_create_lock(factory, name, lifetime)]
+    if obj_kind == "queue":
+        return [_create_queue(sb, vector, name, lifetime)]
     if obj_kind in cv.SYNC_OBJECTS:
         return _create_sync(sb, vector, name, lock_name, lifetime)
     lock, lock_obj = _lock_argument(sb, vector, lock_name, lifetime)
@@ -80,6 +82,31 @@ def create(vector, name, lock_name, keep=True):
         else:
             obj = sb.Value(etype, *args, lock=lock, name=name, lifetime=lifetime)
     return [o for o in (obj, lock_obj) if o is not None]
+
+
+QUEUE_CLASSES = {"queue": "Queue", "simple": "SimpleQueue", "joinable": "JoinableQueue"}
+UNBOUNDED = 0x7FFFFFFF
+
+
+def _create_queue(sb, vector, name, lifetime):
+    """A queue segment (docs/format.md section 11): the vector's flavour, capacity and max_messages."""
+    cls = getattr(sb, QUEUE_CLASSES[vector["flavour"]])
+    kwargs = {"name": name, "lifetime": lifetime, "capacity": vector["capacity"]}
+    if vector["flavour"] == "simple":
+        return cls(**kwargs)
+    maxsize = vector["max_messages"]
+    return cls(0 if maxsize == UNBOUNDED else maxsize, **kwargs)
+
+
+def _verify_queue(vector, obj, name, errors):
+    sb = _sharedbridge()
+    _check_header(vector, sb.header_of(name), None, errors)
+    cls = QUEUE_CLASSES[vector["flavour"]]
+    actual = [type(obj).__name__, obj.capacity, obj.maxsize if obj.maxsize else UNBOUNDED, obj.qsize()]
+    expected = [cls, vector["capacity"], vector["max_messages"], 0]
+    if actual != expected:
+        errors.append(f"queue (class, capacity, max_messages, qsize): expected {expected}, found {actual}")
+    return [str(v) for v in actual]
 
 
 def _create_sync(sb, vector, name, lock_name, lifetime):
@@ -178,6 +205,9 @@ def verify(vector, name, lock_name):
     if vector["object"] in cv.SYNC_OBJECTS:
         actual = _verify_sync(vector, obj, name, lock_name, errors)
         return {"ok": not errors, "errors": errors, "values": actual}
+    if vector["object"] == "queue":
+        actual = _verify_queue(vector, obj, name, errors)
+        return {"ok": not errors, "errors": errors, "values": actual}
     _check_header(vector, sb.header_of(name), lock_name, errors)
     _check_lock(vector, obj, lock_name, errors)
     raw = obj.get_obj() if hasattr(obj, "get_obj") else obj
@@ -189,7 +219,7 @@ def verify(vector, name, lock_name):
     return {"ok": not errors, "errors": errors, "values": actual}
 
 
-KINDS = {"array": 1, "chararray": 1, "value": 2, "lock": 3, **cv.SYNC_OBJECTS}
+KINDS = {"array": 1, "chararray": 1, "value": 2, "lock": 3, **cv.SYNC_OBJECTS, "queue": 8}
 LOCK_KINDS = {"none": 0, "embedded": 1, "external": 2}
 
 
@@ -199,7 +229,8 @@ def _check_header(vector, h, lock_name, errors):
         "kind": KINDS[vector["object"]],
         "typecode": vector["typecode"],
         "length": (len(vector["values"]) if vector["object"] in cv.LIST_OBJECTS
-                   else vector["length"] if vector["object"] == "chararray" else 1),
+                   else vector["length"] if vector["object"] == "chararray"
+                   else 256 + vector["capacity"] if vector["object"] == "queue" else 1),
         "type name": (vector["struct"].get("type_name", vector["struct"]["name"])
                       if "struct" in vector else ""),
         "lock kind": LOCK_KINDS[vector["lock"]["kind"]],
@@ -216,6 +247,9 @@ def _check_header(vector, h, lock_name, errors):
 
 
 def _close(obj):
+    if type(obj).__name__ in QUEUE_CLASSES.values():
+        _sharedbridge().close(obj)      # Queue.close() is multiprocessing's (the handle only)
+        return
     for target in (obj, getattr(obj, "get_obj", lambda: None)()):
         close = getattr(target, "close", None)
         if close is not None:

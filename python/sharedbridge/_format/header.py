@@ -18,10 +18,13 @@ from .segment_name import validate_name
 from .typecodes import STRUCT, TYPECODE_SIZE
 
 MAGIC = b"SHBRIDGE"
-# The newest format version this package reads (section 6.3); it writes version 4 for
-# the synchronization kinds, whose protocol version 4 changed (the sleepers word), and
-# for the other kinds what a version-3 writer writes (2, or 1 as compat_version).
-FORMAT_VERSION = 4
+# The newest format version this package reads (section 6.3); it writes version 5 for
+# the queue (kind 8, section 11), version 4 for the synchronization kinds, whose protocol
+# version 4 changed (the sleepers word), and for the other kinds what a version-3 writer
+# writes (2, or 1 as compat_version).
+FORMAT_VERSION = 5
+# compat_version of a queue segment (section 11.1).
+QUEUE_VERSION = 5
 # The lowest compat_version of the synchronization kinds (section 10).
 SYNC_VERSION = 2
 # compat_version of semaphores and barriers with a holder table (section 10.1).
@@ -53,7 +56,12 @@ KIND_EVENT, KIND_SEMAPHORE, KIND_CONDITION, KIND_BARRIER = 4, 5, 6, 7
 SYNC_KINDS = (KIND_EVENT, KIND_SEMAPHORE, KIND_CONDITION, KIND_BARRIER)
 SYNC_WORDS = 16
 TABLE_KINDS = (KIND_SEMAPHORE, KIND_BARRIER)
-MAX_KIND = KIND_BARRIER
+# The queue (section 11): 256 bytes of words, then a ring of `capacity` bytes.
+KIND_QUEUE = 8
+QUEUE_WORDS_SIZE = 256
+MIN_QUEUE_CAPACITY = 4096
+MAX_QUEUE_CAPACITY = 1 << 40
+MAX_KIND = KIND_QUEUE
 LOCK_NONE, LOCK_EMBEDDED, LOCK_EXTERNAL, LOCK_PROCESS_LOCAL = 0, 1, 2, 3
 LOCK_TYPE_NONE, LOCK_TYPE_RECURSIVE, LOCK_TYPE_ERRORCHECK = 0, 1, 2
 STATE_INITIALIZING, STATE_READY, STATE_RETIRED = 0, 1, 2
@@ -83,6 +91,8 @@ def compat_version_for(lifetime, kind=1):
     version-3 reader's waiters do not register as sleepers, so a version-4 notifier
     would not wake them), 2 for last-closer (a version-1 reader would not take part in
     the protocol), otherwise 1 (docs/format.md section 6.3)."""
+    if kind == KIND_QUEUE:
+        return QUEUE_VERSION
     if kind in SYNC_KINDS:
         return SLEEPERS_VERSION
     return 2 if lifetime == LIFETIME_LAST_CLOSER else 1
@@ -183,11 +193,19 @@ def encode(header):
         h.lock_type, h.lifetime_code, FIELD_ENTRY_SIZE if fields else 0, len(fields),
         FIELD_TABLE_OFFSET if fields else 0, h.creator_pid, h.creator_start_time,
         h.created_unix_ns, h.type_name.encode("ascii"), h.lock_name.encode("ascii"))
-    for i, f in enumerate(fields):
-        _FIELD.pack_into(buf, FIELD_TABLE_OFFSET + i * FIELD_ENTRY_SIZE,
-                         f.name.encode("ascii"), ord(f.typecode), f.offset, f.count,
-                         f.item_size, f.parent)
+    table = encode_field_table(fields)
+    buf[FIELD_TABLE_OFFSET:FIELD_TABLE_OFFSET + len(table)] = table
     return buf
+
+
+def encode_field_table(fields):
+    """The bytes of field-table entries (docs/format.md section 4), *fields* a sequence
+    of StructField."""
+    buf = bytearray(len(fields) * FIELD_ENTRY_SIZE)
+    for i, f in enumerate(fields):
+        _FIELD.pack_into(buf, i * FIELD_ENTRY_SIZE, f.name.encode("ascii"), ord(f.typecode),
+                         f.offset, f.count, f.item_size, f.parent)
+    return bytes(buf)
 
 
 def checksum(buf, header_size):
@@ -202,18 +220,23 @@ def _corrupt(what):
         "non-conforming program: recreate it")
 
 
-def _text(raw, what, pattern=_IDENTIFIER, allow_empty=True):
+def _text(raw, what, pattern=_IDENTIFIER, allow_empty=True, corrupt=_corrupt):
     end = raw.find(b"\0")
     if end < 0:
-        raise _corrupt(f"{what} is not NUL-terminated")
+        raise corrupt(f"{what} is not NUL-terminated")
     text = raw[:end]
     if not text:
         if allow_empty:
             return ""
-        raise _corrupt(f"{what} is empty")
+        raise corrupt(f"{what} is empty")
     if pattern is not None and not pattern.match(text):
-        raise _corrupt(f"{what} {text!r} has characters outside the allowed set")
+        raise corrupt(f"{what} {text!r} has characters outside the allowed set")
     return text.decode("ascii")
+
+
+def decode_type_name(raw, corrupt=_corrupt):
+    """The type_name of a 32-byte text field (empty or an identifier: section 4.1)."""
+    return _text(raw, "type_name", corrupt=corrupt)
 
 
 def peek_header_size(fixed):
@@ -284,6 +307,9 @@ def _decode(fixed, table, object_size, state, name):
         raise _corrupt(f"compat_version {compat} for a last-closer segment (must be >= 2)")
     if kind in SYNC_KINDS:
         _check_sync(kind, compat, typecode, element_size, element_count, lock_kind, lock_type)
+    elif kind == KIND_QUEUE:
+        _check_queue(compat, typecode, _flags, element_size, element_count, data_offset,
+                     header_size, lock_kind, lock_type)
     code = chr(typecode)
     if kind == KIND_LOCK:
         if typecode or element_size or element_count or data_size:
@@ -349,6 +375,34 @@ def _check_sync(kind, compat, typecode, element_size, element_count, lock_kind, 
         raise _corrupt(f"kind {kind} with lock_kind {lock_kind} / lock_type {lock_type}")
 
 
+def queue_capacity(element_count):
+    """The ring's bytes of a queue segment (section 11.1), or None when *element_count*
+    is not 256 + a power of two between 4096 and 2^40."""
+    capacity = element_count - QUEUE_WORDS_SIZE
+    if MIN_QUEUE_CAPACITY <= capacity <= MAX_QUEUE_CAPACITY and capacity & (capacity - 1) == 0:
+        return capacity
+    return None
+
+
+def _check_queue(compat, typecode, flags, element_size, element_count, data_offset,
+                 header_size, lock_kind, lock_type):
+    """The header rules of the queue (section 11.1)."""
+    if compat < QUEUE_VERSION:
+        raise _corrupt(f"kind {KIND_QUEUE} (a queue) with compat_version {compat}: it needs "
+                       f"compat_version {QUEUE_VERSION}")
+    if typecode != ord("B") or element_size != 1 or flags:
+        raise _corrupt(f"kind {KIND_QUEUE} needs typecode 'B', elements of 1 byte and flags 0")
+    if queue_capacity(element_count) is None:
+        raise _corrupt(f"a queue of element_count {element_count}: it needs 256 + a capacity "
+                       f"that is a power of two from {MIN_QUEUE_CAPACITY} to 2^40")
+    if header_size != FIXED_SIZE or data_offset != header_size:
+        raise _corrupt(f"a queue with header_size {header_size} and data_offset {data_offset} "
+                       f"(both must be {FIXED_SIZE})")
+    if lock_kind != LOCK_EMBEDDED or lock_type != LOCK_TYPE_ERRORCHECK:
+        raise _corrupt(f"a queue with lock_kind {lock_kind} / lock_type {lock_type} (it needs "
+                       "its own error-checking lock)")
+
+
 def table_slots(kind, compat, element_count):
     """Entries of the holder table of a synchronization segment (docs/format.md section
     10.1), or None when element_count is not valid for the kind and compat_version."""
@@ -392,7 +446,15 @@ def _decode_fields(fixed, table, header_size, element_size, entry_size, count, o
     if offset + count * entry_size > header_size:
         raise _corrupt(f"field table of {count} entries does not fit in header_size "
                        f"{header_size}")
-    whole = bytes(fixed) + bytes(table)
+    return decode_field_table(bytes(fixed) + bytes(table), offset, entry_size, count,
+                              element_size)
+
+
+def decode_field_table(whole, offset, entry_size, count, element_size, corrupt=_corrupt):
+    """The validated field table (a tuple of StructField) of *count* entries of
+    *entry_size* bytes at *offset* in the bytes *whole*, for an element of *element_size*
+    bytes: every rule of docs/format.md section 4. *whole* must hold them all. A
+    violation raises corrupt(what is wrong) (a header's, or a queue message's, error)."""
     fields = []
     sizes = []          # size of each entry's parent scope: item_size for 'T' entries
     open_parents = []   # stack of 'T' entry indexes whose children may still follow
@@ -402,19 +464,20 @@ def _decode_fields(fixed, table, header_size, element_size, entry_size, count, o
     for i in range(count):
         raw_name, tc, f_off, f_count, item_size, parent = _FIELD.unpack_from(
             whole, offset + i * entry_size)
-        name = _text(raw_name, f"field {i} name", allow_empty=False)
+        name = _text(raw_name, f"field {i} name", allow_empty=False,
+                     corrupt=corrupt)
         if is_reserved_field_name(name):
-            raise _corrupt(f"field name {name!r} is reserved")
+            raise corrupt(f"field name {name!r} is reserved")
         code = chr(tc)
         if code != STRUCT and (code not in TYPECODE_SIZE or item_size != TYPECODE_SIZE[code]):
-            raise _corrupt(f"field {name!r}: typecode {tc:#04x} with item_size {item_size}")
+            raise corrupt(f"field {name!r}: typecode {tc:#04x} with item_size {item_size}")
         if f_count < 1:
-            raise _corrupt(f"field {name!r}: count {f_count}")
+            raise corrupt(f"field {name!r}: count {f_count}")
         if parent != -1:
             while open_parents and open_parents[-1] != parent:
                 open_parents.pop()
             if not open_parents:
-                raise _corrupt(f"field {name!r}: parent {parent} is not an enclosing "
+                raise corrupt(f"field {name!r}: parent {parent} is not an enclosing "
                                "structure entry (entries must be in pre-order)")
             parent_size = sizes[parent]
             depth = depths[parent] + 1
@@ -423,20 +486,20 @@ def _decode_fields(fixed, table, header_size, element_size, entry_size, count, o
             parent_size = element_size
             depth = 1
         if depth > MAX_STRUCT_DEPTH:
-            raise _corrupt(f"field {name!r} is nested {depth} structures deep (at most "
+            raise corrupt(f"field {name!r} is nested {depth} structures deep (at most "
                            f"{MAX_STRUCT_DEPTH})")
         siblings = names.setdefault(parent, set())
         if name in siblings:
-            raise _corrupt(f"field name {name!r} appears twice in one structure")
+            raise corrupt(f"field name {name!r} appears twice in one structure")
         siblings.add(name)
         depths.append(depth)
         if f_off < next_free.get(parent, 0):
-            raise _corrupt(f"field {name!r} at offset {f_off} overlaps the field before it "
+            raise corrupt(f"field {name!r} at offset {f_off} overlaps the field before it "
                            "(offsets must be increasing, fields must not overlap)")
         end = f_off + f_count * item_size
         next_free[parent] = end
         if end > parent_size:
-            raise _corrupt(f"field {name!r} ends past its structure's {parent_size} bytes")
+            raise corrupt(f"field {name!r} ends past its structure's {parent_size} bytes")
         fields.append(StructField(name, code, f_off, f_count, item_size, parent))
         sizes.append(item_size if code == STRUCT else 0)
         if code == STRUCT:
@@ -444,5 +507,5 @@ def _decode_fields(fixed, table, header_size, element_size, entry_size, count, o
     childless = {i for i, f in enumerate(fields) if f.typecode == STRUCT} - \
         {f.parent for f in fields}
     if childless:
-        raise _corrupt(f"structure field {fields[min(childless)].name!r} has no fields")
+        raise corrupt(f"structure field {fields[min(childless)].name!r} has no fields")
     return tuple(fields)

@@ -86,15 +86,21 @@ def describe(cls):
                            advice=False)
     entries = []
     _describe_into(cls, -1, entries, 1)
-    offsets, sizes = natural_layout(entries)
-    if sizes[-1] != ctypes.sizeof(cls) or any(
-            e.offset != o or (e.typecode == STRUCT and e.item_size != sizes[i])
-            for i, (e, o) in enumerate(zip(entries, offsets))):
+    if not is_natural(entries, ctypes.sizeof(cls)):
         raise _unsupported(
             cls, "its layout is not C natural alignment (a _pack_ or _align_ that moves "
                  "fields or padding), and .NET attaches only naturally aligned structures; "
                  "remove _pack_, or reorder the fields so that packing changes nothing, or")
     return tuple(entries)
+
+
+def is_natural(entries, size):
+    """True if the entries (a valid field table: every 'T' entry has children) and the
+    element *size* are exactly C natural alignment (docs/format.md section 4)."""
+    offsets, sizes = natural_layout(entries)
+    return sizes[-1] == size and all(
+        e.offset == o and (e.typecode != STRUCT or e.item_size == sizes[i])
+        for i, (e, o) in enumerate(zip(entries, offsets)))
 
 
 def natural_layout(entries):

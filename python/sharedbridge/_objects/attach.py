@@ -7,6 +7,7 @@ from .raw_object import element_type, raw_object
 from .shared_lock import lock_from_segment, open_external_lock
 from .sync import sync_from_segment
 from .synchronized import synchronized
+from .queues import queue_from_segment
 
 
 def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False):
@@ -15,7 +16,8 @@ def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False)
     Returns what the creator made: a synchronized wrapper (embedded or external lock),
     a raw ctypes array/object (no lock, or a process-local lock that other processes
     cannot reach), a Lock/RLock for a lock-only segment, or an Event, Semaphore,
-    BoundedSemaphore, Condition or Barrier for a synchronization segment. Structures are rebuilt from
+    BoundedSemaphore, Condition or Barrier for a synchronization segment, a Queue,
+    SimpleQueue or JoinableQueue for a queue. Structures are rebuilt from
     the field table unless *typecode_or_type* gives the class (then checked against
     the recorded layout). Attaching never unlinks anything.
 
@@ -30,6 +32,11 @@ def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False)
             raise TypeMismatchError(f"type mismatch: {name!r} is a synchronization object "
                                     f"(kind {h.kind}), not {typecode_or_type!r}")
         return sync_from_segment(seg, timeout, allow_other_owner)
+    if h.kind == H.KIND_QUEUE:
+        if typecode_or_type is not None:
+            raise TypeMismatchError(f"type mismatch: {name!r} is a queue, not "
+                                    f"{typecode_or_type!r}")
+        return queue_from_segment(seg)
     if h.kind == H.KIND_LOCK:
         if typecode_or_type is not None:
             raise TypeMismatchError(f"type mismatch: {name!r} is a lock, not {typecode_or_type!r}")

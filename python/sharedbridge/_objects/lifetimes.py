@@ -5,12 +5,14 @@ reap() removes the segments that are garbage by the rules of the header alone: a
 that no process holds open (the reaper gets the exclusive flock without waiting), and a
 segment whose creator died while initializing it (state 0, older than the grace period,
 its recorded creator gone, or nothing recorded and nobody has it open).
-``persistent`` segments, version-1 segments (their header does not say whether they were
+The out-of-line segment of a queue message (``<queue>.m<16 hex>``, docs/format.md section
+11.5) whose queue no longer exists is garbage too. Other ``persistent`` segments, version-1 segments (their header does not say whether they were
 kept), segments being initialized by a live creator, corrupt or foreign objects and other
 users' objects are never touched, and not reported.
 """
 
 import os
+import re
 import stat
 import struct
 import time
@@ -121,6 +123,9 @@ def _judge(seg, dry_run):
             return None
         reason = (f"creator pid {header.creator_pid} (started {header.creator_start_time}) "
                   "is gone")
+    elif _orphan_out_of_line(seg):
+        reason = (f"out-of-line message of queue {_OUT_OF_LINE.match(seg.name).group(1)!r}, "
+                  "which does not exist")
     elif header.lifetime_code == H.LIFETIME_LAST_CLOSER:
         # Holding the exclusive lock also keeps attachers out until the name is gone:
         # they re-check the name after their shared lock (section 8).
@@ -135,6 +140,21 @@ def _judge(seg, dry_run):
     # not ours to remove.
     return (ReapedSegment(seg.name, reason, True), seg.inode) if seg.retire_and_unlink() \
         else None
+
+
+# The name of a queue message's out-of-line segment (docs/format.md section 11.5).
+_OUT_OF_LINE = re.compile(r"(.+)\.m[0-9a-f]{16}\Z")
+
+
+def _orphan_out_of_line(seg):
+    """A persistent kind-1 'B' segment named '<q>.m<16 hex>' whose queue <q> is gone: a
+    producer died before committing it, or its queue went away (section 11.5)."""
+    h = seg.header
+    m = _OUT_OF_LINE.match(seg.name)
+    if (m is None or h.lifetime_code != H.LIFETIME_PERSISTENT or h.kind != H.KIND_ARRAY
+            or h.typecode != "B" or h.lock_kind != H.LOCK_NONE):
+        return False
+    return not os.path.lexists(f"/dev/shm/{m.group(1)}")
 
 
 def _judge_initializing(name, dry_run):

@@ -423,6 +423,18 @@ def raw_object(seg, elem_type):
 _rebuilt_structs = {}
 
 
+def rebuilt_struct(fields, element_size, type_name):
+    """The Structure class of a validated field table, built once per (fields, size,
+    name): every attach of a layout, and every queue message of it, gets the same class.
+    TypeMismatchError if it is not naturally aligned (struct_layout.rebuild)."""
+    key = (fields, element_size, type_name)
+    cls = _rebuilt_structs.get(key)
+    if cls is None:
+        cls = _rebuilt_structs[key] = struct_layout.rebuild(
+            fields, element_size, type_name, wchar_field=CheckedWcharField)
+    return cls
+
+
 def element_type(h, requested):
     """The ctypes element type for header *h*, checked against *requested* (None, a
     typecode or a ctypes type): a structure is rebuilt from the field table unless the
@@ -439,11 +451,7 @@ def element_type(h, requested):
     if requested is None:
         if h.typecode != STRUCT:
             return TYPECODE_TO_TYPE[h.typecode]
-        key = (h.fields, h.element_size, h.type_name)
-        if key not in _rebuilt_structs:
-            _rebuilt_structs[key] = struct_layout.rebuild(
-                h.fields, h.element_size, h.type_name, wchar_field=CheckedWcharField)
-        return _rebuilt_structs[key]
+        return rebuilt_struct(h.fields, h.element_size, h.type_name)
     recorded = ("structure " + (h.type_name or "?")) if h.typecode == STRUCT \
         else f"typecode {h.typecode!r}"
     if isinstance(requested, str):

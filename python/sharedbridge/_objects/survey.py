@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from .._format import header as H
+from .._format import queue_layout as QL
 from .._format.segment_name import validate_name
 from .._format.typecodes import STRUCT
 from .._platform import process_info
@@ -31,7 +32,7 @@ SHM_DIR = "/dev/shm"
 
 KINDS = {H.KIND_ARRAY: "array", H.KIND_VALUE: "value", H.KIND_LOCK: "lock",
          H.KIND_EVENT: "event", H.KIND_SEMAPHORE: "semaphore", H.KIND_CONDITION: "condition",
-         H.KIND_BARRIER: "barrier"}
+         H.KIND_BARRIER: "barrier", H.KIND_QUEUE: "queue"}
 LOCK_KINDS = {H.LOCK_NONE: "none", H.LOCK_EMBEDDED: "embedded", H.LOCK_EXTERNAL: "external",
               H.LOCK_PROCESS_LOCAL: "process-local"}
 STATES = {H.STATE_INITIALIZING: "initializing", H.STATE_READY: "ready",
@@ -94,6 +95,7 @@ class SegmentInfo:
     last_recovered_pid: Optional[int] = None
     elements: tuple = ()
     sync: Optional[dict] = None
+    queue: Optional[dict] = None
 
     @property
     def element_type(self):
@@ -196,7 +198,8 @@ def _describe(seg, size, data):
         header_crc32=struct.unpack_from("<I", seg.mm, H.CRC_OFFSET)[0],
         recovery_count=seg.read_u64(H.RECOVERY_COUNT_OFFSET),
         last_recovered_pid=struct.unpack_from("<I", seg.mm, H.LAST_RECOVERED_PID_OFFSET)[0],
-        elements=tuple(_elements(seg, data)), sync=_sync_words(seg))
+        elements=tuple(_elements(seg, data)), sync=_sync_words(seg),
+        queue=_queue_words(seg) if seg.header.kind == H.KIND_QUEUE else None)
 
 
 BARRIER_STATES = ("filling", "draining", "resetting", "broken")
@@ -217,6 +220,23 @@ def _sync_words(seg):
         return {"waiters": waiters, "parties": w3, "count": w5,
                 "state": BARRIER_STATES[w4] if w4 < len(BARRIER_STATES) else "corrupt"}
     return {"waiters": waiters}
+
+
+def _queue_words(seg):
+    """The words of a queue segment (section 11.2), read without the lock (a snapshot)."""
+    h = seg.header
+    base = h.data_offset
+    r_waiters = struct.unpack_from("<I", seg.mm, base + QL.R_BLOCK + 4)[0]
+    w_waiters = struct.unpack_from("<I", seg.mm, base + QL.W_BLOCK + 4)[0]
+    count, unfinished, completed, _, head, _, tail, puts, gets = QL.STATE.unpack_from(
+        seg.mm, base + QL.COUNT)
+    max_messages, flavour = QL.IMMUTABLE.unpack_from(seg.mm, base + QL.MAX_MESSAGES)
+    # The keys and their order of the .NET CLI (SegmentJson.Queue): both CLIs print the same JSON.
+    return {"count": count, "capacity": H.queue_capacity(h.element_count),
+            "bytes_used": tail - head, "max_messages": max_messages, "unfinished": unfinished,
+            "completed": completed != 0, "puts": puts, "gets": gets,
+            "flavour": QL.FLAVOUR_NAMES[flavour] if flavour < len(QL.FLAVOUR_NAMES)
+            else "corrupt", "readers_waiting": r_waiters, "writers_waiting": w_waiters}
 
 
 def _lock_of(seg):
@@ -251,6 +271,8 @@ def _lock_of(seg):
 
 def _elements(seg, count):
     h = seg.header
+    if h.kind == H.KIND_QUEUE:
+        return []           # a ring of records, not elements (sync shows its words)
     count = min(count, h.element_count)
     if count <= 0:
         return []

@@ -88,7 +88,11 @@ class _PyWaitCore:
     """The ctypes twin of _fastlock.WaitCore (docs/format.md section 10.3): the same steps
     in the same order; used when the extension is missing or SHAREDBRIDGE_NO_ACCEL=1."""
 
-    def _wbind(self, words, lock, registers, slots, max_value, bounded):
+    # The index of the sleepers word: 6 in a synchronization segment (section 10.2), 3 in
+    # a queue's four-word wait block (section 11.2; set by its class).
+    _sleepers = SLEEPERS
+
+    def _wbind(self, words, lock, registers, slots, max_value, bounded, sleepers=SLEEPERS):
         """The compiled core's binding to the words; _setup keeps them in attributes."""
 
     def _join(self):
@@ -102,7 +106,7 @@ class _PyWaitCore:
         waiters = max(0, w[WAITERS] - 1)
         w[WAITERS] = waiters
         if self._registers:
-            w[SLEEPERS] = min(w[SLEEPERS], waiters)
+            w[self._sleepers] = min(w[self._sleepers], waiters)
         w[SIGNALS] = min(w[SIGNALS], waiters)
 
     def _register(self):
@@ -110,7 +114,7 @@ class _PyWaitCore:
         will sleep; True when it registered."""
         if not self._registers:
             return False
-        self._w[SLEEPERS] = min(self._w[SLEEPERS] + 1, 0xFFFFFFFF)
+        self._w[self._sleepers] = min(self._w[self._sleepers] + 1, 0xFFFFFFFF)
         return True
 
     def _wait(self, deadline):
@@ -142,7 +146,7 @@ class _PyWaitCore:
             if not held:
                 lock._acquire_restore(depth)    # step 5
             if registered:                      # step 6
-                w[SLEEPERS] = max(0, w[SLEEPERS] - 1)
+                w[self._sleepers] = max(0, w[self._sleepers] - 1)
         self._check_signals()
         if w[SIGNALS]:
             w[SIGNALS] -= 1
@@ -153,8 +157,8 @@ class _PyWaitCore:
         w = self._w
         if w[SIGNALS] > w[WAITERS]:
             raise self._corrupt(f"signals {w[SIGNALS]} > waiters {w[WAITERS]}")
-        if self._registers and w[SLEEPERS] > w[WAITERS]:
-            raise self._corrupt(f"sleepers {w[SLEEPERS]} > waiters {w[WAITERS]}")
+        if self._registers and w[self._sleepers] > w[WAITERS]:
+            raise self._corrupt(f"sleepers {w[self._sleepers]} > waiters {w[WAITERS]}")
 
     def _notify(self, n):
         """Section 10.3 notify(n); the caller holds the lock. A wake-up is due when a
@@ -166,7 +170,7 @@ class _PyWaitCore:
         if k > 0:
             w[SIGNALS] += k
             w[SEQ] = (w[SEQ] + 1) & 0xFFFFFFFF
-            if not self._registers or w[SLEEPERS]:
+            if not self._registers or w[self._sleepers]:
                 self._lock._defer_wake(self._seq_address, w)
 
 

@@ -50,7 +50,7 @@
 #include <sys/syscall.h>
 #endif
 
-#define INTERFACE 5     /* lock_core.py refuses a module built from another version */
+#define INTERFACE 7     /* lock_core.py refuses a module built from another version */
 
 static const struct timespec PAST = {-1, 0};
 
@@ -813,6 +813,8 @@ static PyObject *s_corrupt, *s_record, *s_take_units, *s_free_gone, *s_identity,
 typedef struct {
     PyObject_HEAD
     uint32_t *w;                /* the words; NULL until _wbind */
+    Py_ssize_t sleepers;        /* index of the sleepers word: 6 in a synchronization
+                                 * segment (section 10.2), 3 in a queue's wait block (11.2) */
     PyObject *w_obj;            /* the ctypes array of the words: keeps the mapping alive */
     LockCore *lock;             /* the lock of the words (the segment's, or external) */
     int registers;              /* format version 4: waiters register in sleepers */
@@ -939,8 +941,8 @@ static int wc_check_signals(WaitCore *self)
     if (w[W_SIGNALS] > w[W_WAITERS])
         return wc_corrupt(self, "signals %lu > waiters %lu", (unsigned long)w[W_SIGNALS],
                           (unsigned long)w[W_WAITERS]);
-    if (self->registers && w[W_SLEEPERS] > w[W_WAITERS])
-        return wc_corrupt(self, "sleepers %lu > waiters %lu", (unsigned long)w[W_SLEEPERS],
+    if (self->registers && w[self->sleepers] > w[W_WAITERS])
+        return wc_corrupt(self, "sleepers %lu > waiters %lu", (unsigned long)w[self->sleepers],
                           (unsigned long)w[W_WAITERS]);
     return 0;
 }
@@ -958,8 +960,8 @@ static void wc_leave(WaitCore *self)
     uint32_t *w = self->w;
     uint32_t waiters = w[W_WAITERS] ? w[W_WAITERS] - 1 : 0;
     w[W_WAITERS] = waiters;
-    if (self->registers && w[W_SLEEPERS] > waiters)
-        w[W_SLEEPERS] = waiters;
+    if (self->registers && w[self->sleepers] > waiters)
+        w[self->sleepers] = waiters;
     if (w[W_SIGNALS] > waiters)
         w[W_SIGNALS] = waiters;
 }
@@ -990,7 +992,7 @@ static int wc_notify(WaitCore *self, unsigned long long n)
     if (k > 0) {
         w[W_SIGNALS] += (uint32_t)k;
         st(&w[W_SEQ], w[W_SEQ] + 1);
-        if (!self->registers || w[W_SLEEPERS])
+        if (!self->registers || w[self->sleepers])
             lk_defer_wake(self->lock, &w[W_SEQ], self->w_obj);
     }
     return 0;
@@ -1023,8 +1025,8 @@ static void spinner_result(WaitCore *self, int changed)
 
 static void wc_register(WaitCore *self)
 {
-    uint32_t s = self->w[W_SLEEPERS];
-    self->w[W_SLEEPERS] = s == 0xFFFFFFFFu ? s : s + 1;
+    uint32_t s = self->w[self->sleepers];
+    self->w[self->sleepers] = s == 0xFFFFFFFFu ? s : s + 1;
 }
 
 /* Section 10.3 wait(deadline) by a joined thread holding the lock: 0 and *result, or -1
@@ -1084,7 +1086,7 @@ static int wc_wait(WaitCore *self, long long deadline, int *result)
     if (!held && lk_acquire_restore(lk, depth) < 0)    /* step 5 */
         return -1;          /* not held: the words stay as they are */
     if (registered)                         /* step 6 */
-        w[W_SLEEPERS] = w[W_SLEEPERS] ? w[W_SLEEPERS] - 1 : 0;
+        w[self->sleepers] = w[self->sleepers] ? w[self->sleepers] - 1 : 0;
     if (failed)
         return -1;
     if (wc_check_signals(self) < 0)
@@ -1217,9 +1219,9 @@ static int wc_take_one(WaitCore *self)
 
 static PyObject *wc_wbind(WaitCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
+    if (nargs != 6 && nargs != 7) {
         PyErr_SetString(PyExc_TypeError,
-                        "_wbind(words, lock, registers, slots, max_value, bounded)");
+                        "_wbind(words, lock, registers, slots, max_value, bounded[, sleepers])");
         return NULL;
     }
     if (!PyObject_TypeCheck(args[1], &LockCoreType)) {
@@ -1234,12 +1236,28 @@ static PyObject *wc_wbind(WaitCore *self, PyObject *const *args, Py_ssize_t narg
     int bounded = PyObject_IsTrue(args[5]);
     if ((max_value == (unsigned long)-1 && PyErr_Occurred()) || bounded < 0)
         return NULL;
+    /* A queue's wait block (docs/format.md section 11.2) is four words: seq, waiters,
+     * signals, sleepers; it has no holder table and no kind words. */
+    Py_ssize_t sleepers = W_SLEEPERS, need = 4 * (SYNC_WORDS + 4 * slots);
+    if (nargs == 7) {
+        sleepers = PyLong_AsSsize_t(args[6]);
+        if (sleepers == -1 && PyErr_Occurred())
+            return NULL;
+        if (sleepers != W_SLEEPERS && (sleepers != 3 || slots)) {
+            PyErr_SetString(PyExc_ValueError, "_wbind: sleepers is word 6, or word 3 of a "
+                            "four-word wait block without a holder table");
+            return NULL;
+        }
+        if (sleepers == 3)
+            need = 16;
+    }
     void *addr;
-    if (buffer_address(args[0], (Py_ssize_t)(4 * (SYNC_WORDS + 4 * slots)), &addr) < 0)
+    if (buffer_address(args[0], need, &addr) < 0)
         return NULL;
     Py_XSETREF(self->w_obj, Py_NewRef(args[0]));
     Py_XSETREF(self->lock, (LockCore *)Py_NewRef(args[1]));
     self->w = addr;
+    self->sleepers = sleepers;
     self->registers = registers;
     self->slots = slots;
     self->bounded = bounded;
@@ -1612,7 +1630,7 @@ static void wc_dealloc(WaitCore *self)
 
 static PyMethodDef wc_methods[] = {
     {"_wbind", (PyCFunction)(void (*)(void))wc_wbind, METH_FASTCALL,
-     "_wbind(words, lock, registers, slots, max_value, bounded): use the ctypes u32 array\n"
+     "_wbind(words, lock, registers, slots, max_value, bounded[, sleepers]): use the ctypes u32 array\n"
      "words (sixteen words and the holder table) under lock (a LockCore); registers: format\n"
      "version 4; max_value and bounded: a semaphore's, from the private copy."},
     {"_join", (PyCFunction)wc_m_join, METH_NOARGS,
@@ -1681,6 +1699,1095 @@ static PyObject *mod_set_spin_ns(PyObject *mod, PyObject *arg)
     spin_budget_ns = ns < 0 ? 0 : ns;
     Py_RETURN_NONE;
 }
+
+/* ------------------------------------------------------------------ QueueCore */
+/* The ring operations of a queue segment (docs/format.md section 11.3) as single calls:
+ * queue_ring.QueueRing derives from QueueCore (as sync._Waitable from WaitCore) and
+ * holds the ctypes twin of every step (put, put_many, get, get_many: _write, _read_one,
+ * _state, _advance_head); python/tests run the queue tests on both paths.
+ *
+ * Each call takes the queue's mutex once (LockCore's fast path, its slow paths and the
+ * EOWNERDEAD recovery through Python as for acquire()), does its records, and releases
+ * it; the wake-ups of notify are issued after the release (section 10.3). The R and W
+ * blocks are the ring's WaitCores (_R, _W): join, wait, notify and leave are WaitCore's
+ * own C functions, so the GIL is released while waiting and Ctrl-C abandons the wait as
+ * there. What stays in Python, called from here with the lock held: everything rare and
+ * every error text. A control word or record header that breaks section 11.2/11.3, a
+ * pad at the ring's end that does not look right, an out-of-line record (section 11.5),
+ * a taken record met by the head (section 11.3, advance head) and the repair after a
+ * recovered mutex are handed to the ring's Python methods (_read_one, _state,
+ * _advance_head, _check_recovery), which re-read the words, raise the same
+ * CorruptSegmentError, or do the work; nothing is stored here before that hand-over.
+ * Messages that are not bytes/str (or out of line) are decoded by queue_fast.decode
+ * after the release, as Queue._decode does. */
+
+#define Q_COUNT 48
+#define Q_UNFINISHED 52
+#define Q_COMPLETED 56
+#define Q_HEAD 64
+#define Q_READ 72
+#define Q_TAIL 80
+#define Q_PUTS 88
+#define Q_GETS 96
+#define Q_RING 256
+#define REC_READY 1
+#define REC_TAKEN 2
+#define REC_DONE 3
+#define REC_PAD 4
+#define MAX_TAG 6
+
+static PyObject *q_signal, *q_full, *q_empty, *q_decode, *q_hooks;
+static PyObject *s_read_one, *s_state, *s_advance_head, *s_check_recovery, *s_tag,
+    *s_descriptor, *s_data, *s_before_commit, *s_after_commit, *s_before_done;
+
+typedef struct {
+    PyObject_HEAD
+    uint8_t *base;              /* the data area (control block); NULL until _qbind */
+    uint8_t *ring;              /* base + 256 */
+    uint64_t cap, mask, inline_max;
+    uint32_t max_messages;      /* the private copy (section 11.2) */
+    const uint64_t *recoveries; /* the header's recovery_count */
+    uint64_t seen;
+    PyObject *area_obj, *rec_obj, *name;
+    LockCore *lock;
+    WaitCore *R, *W, *J;
+} QueueCore;
+
+typedef struct {                /* a record header (section 11.3), read once */
+    uint32_t size;
+    uint8_t state, tag, flags, reserved;
+    uint32_t desc_length, taker_pid;
+    uint64_t taker_start, data_length;
+} RecHead;
+
+_Static_assert(sizeof(RecHead) == 32, "a record header is 32 bytes");
+
+typedef struct {
+    uint32_t count, unfinished, completed;
+    uint64_t head, read, tail, puts, gets;
+} QState;
+
+#define QW32(c, off) ((uint32_t *)((c)->base + (off)))
+#define QW64(c, off) ((uint64_t *)((c)->base + (off)))
+#define A8(x) (((x) + 7) & ~(uint64_t)7)
+
+static int qc_bound(QueueCore *self)
+{
+    if (self->base)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "this queue ring is not bound to its segment");
+    return -1;
+}
+
+/* Call a method of the ring (the Python twin), with the lock held. */
+static PyObject *qc_call(QueueCore *self, PyObject *name, PyObject *a, PyObject *b,
+                         PyObject *c)
+{
+    return PyObject_CallMethodObjArgs((PyObject *)self, name, a, b, c, NULL);
+}
+
+/* The control words, validated as _state does (section 11.2). 0, or 1 when they break an
+ * invariant: the caller hands over to Python, which raises the error. */
+static int qc_state(QueueCore *self, QState *s)
+{
+    s->count = *QW32(self, Q_COUNT);
+    s->unfinished = *QW32(self, Q_UNFINISHED);
+    s->completed = *QW32(self, Q_COMPLETED);
+    s->head = *QW64(self, Q_HEAD);
+    s->read = *QW64(self, Q_READ);
+    s->tail = *QW64(self, Q_TAIL);
+    s->puts = *QW64(self, Q_PUTS);
+    s->gets = *QW64(self, Q_GETS);
+    if (s->head <= s->read && s->read <= s->tail && s->tail - s->head <= self->cap
+        && !((s->head | s->read | s->tail) & 7) && s->count <= self->max_messages
+        && s->completed <= 1 && (uint64_t)s->count * 32 <= s->tail - s->read)
+        return 0;
+    return 1;
+}
+
+/* Raise the corrupt-segment error of bad control words (the Python _state). */
+static int qc_state_error(QueueCore *self)
+{
+    PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self, s_state);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    PyErr_SetString(PyExc_RuntimeError, "queue control words refused by the compiled path "
+                    "and accepted by the Python one");
+    return -1;
+}
+
+/* The repair after a recovered mutex (section 11.3), when the count moved. */
+static int qc_recovery(QueueCore *self)
+{
+    uint64_t now = __atomic_load_n(self->recoveries, __ATOMIC_RELAXED);
+    if (now == self->seen)
+        return 0;
+    PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self, s_check_recovery);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    self->seen = now;
+    return 0;
+}
+
+/* The header at ring position p into *h; 0 when it is a record that check_record accepts
+ * with limit *limit* (8-byte pads at the ring's end included), 1 otherwise. */
+static int qc_record(QueueCore *self, uint64_t p, uint64_t limit, RecHead *h)
+{
+    uint64_t o = p & self->mask;
+    if (self->cap - o < 32) {
+        memcpy(h, self->ring + o, 8);
+        if (h->state != REC_PAD)
+            return 1;
+    }
+    else
+        memcpy(h, self->ring + o, 32);
+    uint64_t size = h->size;
+    if (size < 8 || size & 7 || o + size > self->cap || p + size > limit)
+        return 1;
+    if (h->state == REC_PAD)
+        return 0;
+    if (h->state < REC_READY || h->state > REC_DONE || h->tag < 1 || h->tag > MAX_TAG
+        || h->flags & ~1 || size < 32)
+        return 1;
+    uint64_t body = size - 32;
+    if (h->desc_length > body)
+        return 1;
+    uint64_t rest = body - A8((uint64_t)h->desc_length);
+    if (h->flags & 1)
+        return rest < 24;
+    return h->data_length > self->cap || rest != A8(h->data_length);
+}
+
+/* Section 11.3 advance head from *head* to read (reclaim: also over taken records of
+ * gone takers, in Python). 1 if head moved, 0 if not, -1 error. */
+static int qc_advance_head(QueueCore *self, uint64_t head, uint64_t read, int reclaim)
+{
+    uint64_t p = head;
+    RecHead h;
+    while (p < read) {
+        if (qc_record(self, p, read, &h) || (h.state == REC_TAKEN && reclaim)) {
+            PyObject *a = PyLong_FromUnsignedLongLong(head), *b = PyLong_FromUnsignedLongLong(read);
+            PyObject *r = a && b ? qc_call(self, s_advance_head, a, b, reclaim ? Py_True : Py_False)
+                                 : NULL;
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            if (!r)
+                return -1;
+            int moved = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            return moved;
+        }
+        if (h.state == REC_TAKEN)
+            break;
+        p += h.size;
+    }
+    if (p == head)
+        return 0;
+    __atomic_store_n(QW64(self, Q_HEAD), p, __ATOMIC_RELEASE);
+    return 1;
+}
+
+/* A test hook of queue_ring.py (_before_commit, _after_commit, _before_done), or NULL. */
+static PyObject *qc_hook(PyObject *name)
+{
+    PyObject *h = q_hooks ? PyDict_GetItemWithError(q_hooks, name) : NULL;
+    return h == Py_None ? NULL : h;
+}
+
+static int qc_run_hook(PyObject *hook)
+{
+    if (!hook)
+        return 0;
+    PyObject *r = PyObject_CallNoArgs(hook);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* ---- put */
+
+typedef struct {
+    const char *data;           /* one part (bytes/str), or NULL: parts/offsets */
+    Py_ssize_t len;
+    uint64_t n, data_length;
+    int tag, flags;
+    const char *desc;
+    Py_ssize_t dl;
+    Py_buffer *views;           /* the parts' buffers */
+    Py_ssize_t *offsets;
+    Py_ssize_t nparts;
+    Py_buffer desc_view;        /* the descriptor's buffer (qc_rec_from) */
+} QRec;
+
+/* Section 11.3 put steps 1-5 for one record: 1 put, 0 no room, 2 completed, -1 error
+ * (a corrupt word, raised). */
+static int qc_write(QueueCore *self, const QRec *r, PyObject *before, PyObject *after)
+{
+    QState s;
+    if (qc_state(self, &s))
+        return qc_state_error(self);
+    if (s.completed)
+        return 2;
+    if (s.count >= self->max_messages)
+        return 0;
+    uint64_t n = r->n, o = s.tail & self->mask, pad = o + n > self->cap ? self->cap - o : 0;
+    if (self->cap - (s.tail - s.head) < n + pad)
+        return 0;
+    uint8_t *ring = self->ring;
+    if (pad) {
+        uint32_t ps = (uint32_t)pad;
+        memcpy(ring + o, &ps, 4);
+        ring[o + 4] = REC_PAD;
+        memset(ring + o + 5, 0, 3);
+        o = 0;
+    }
+    RecHead h = {(uint32_t)n, REC_READY, (uint8_t)r->tag, (uint8_t)r->flags, 0,
+                 (uint32_t)r->dl, 0, 0, r->data_length};
+    uint8_t *rec = ring + o, *end = rec + n, *d = rec + 32;
+    memcpy(rec, &h, 32);
+    if (r->dl) {
+        memcpy(d, r->desc, r->dl);
+        memset(d + r->dl, 0, A8((uint64_t)r->dl) - r->dl);
+        d += A8((uint64_t)r->dl);
+    }
+    uint8_t *p = d;
+    if (r->data) {
+        memcpy(d, r->data, r->len);
+        p = d + r->len;
+    }
+    else
+        for (Py_ssize_t i = 0; i < r->nparts; i++) {
+            uint8_t *start = d + r->offsets[i];
+            if (start > p)
+                memset(p, 0, start - p);
+            memcpy(start, r->views[i].buf, r->views[i].len);
+            p = start + r->views[i].len;
+        }
+    if (p < end)
+        memset(p, 0, end - p);
+    if (qc_run_hook(before) < 0)
+        return -1;
+    /* This store commits the message: every byte above is stored before it. */
+    __atomic_store_n(QW64(self, Q_TAIL), s.tail + pad + n, __ATOMIC_RELEASE);
+    if (qc_run_hook(after) < 0)
+        return -1;
+    *QW32(self, Q_COUNT) = s.count + 1;
+    *QW32(self, Q_UNFINISHED) = s.unfinished < 0xFFFFFFFFu ? s.unfinished + 1 : s.unfinished;
+    *QW64(self, Q_PUTS) = s.puts + 1;
+    return wc_notify(self->R, 1) < 0 ? -1 : 1;
+}
+
+/* put/put_many's wait for room (section 11.3 put step 2), the lock held, *self* joined
+ * to W on the first wait (*joined*): 1 put, 0 deadline, 2 completed, -1 error. */
+static int qc_put_wait(QueueCore *self, const QRec *r, long long deadline, int *joined,
+                       PyObject *before, PyObject *after)
+{
+    int res, w;
+    for (;;) {
+        QState s;
+        if (qc_state(self, &s))
+            return qc_state_error(self);
+        int moved = qc_advance_head(self, s.head, s.read, 1);
+        if (moved < 0)
+            return -1;
+        if (moved && (res = qc_write(self, r, before, after)) != 0)
+            return res;
+        if (deadline != NO_DEADLINE && now_ns() >= deadline)
+            return 0;
+        if (!*joined) {
+            if (wc_join(self->W) < 0)
+                return -1;
+            *joined = 1;
+        }
+        if (wc_wait(self->W, slice_deadline(deadline), &w) < 0 || qc_recovery(self) < 0)
+            return -1;
+        if ((res = qc_write(self, r, before, after)) != 0)
+            return res;
+    }
+}
+
+/* The message of a bytes or str object (tag 1 or 2, no descriptor) if it goes
+ * inline: 1; 0 when the Python path must do it (another type, a lone surrogate, a
+ * message that goes out of line); -1 error. */
+static int qc_simple(QueueCore *self, PyObject *obj, QRec *r)
+{
+    memset(r, 0, sizeof *r);
+    if (PyBytes_CheckExact(obj)) {
+        r->data = PyBytes_AS_STRING(obj);
+        r->len = PyBytes_GET_SIZE(obj);
+        r->tag = 1;
+    }
+    else if (PyUnicode_CheckExact(obj)) {
+        r->data = PyUnicode_AsUTF8AndSize(obj, &r->len);
+        if (!r->data) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+                return -1;
+            PyErr_Clear();          /* a lone surrogate: pickled by the Python path */
+            return 0;
+        }
+        r->tag = 2;
+    }
+    else    /* bytearray too: another thread could resize it while a put waits */
+        return 0;
+    r->data_length = (uint64_t)r->len;
+    r->n = 32 + A8((uint64_t)r->len);
+    r->desc = "";
+    return r->n <= self->inline_max;
+}
+
+/* Release the lock at the end of a call if this thread holds it (taking it again after a
+ * wait can fail only with the lock not held): 0, or -1 when the unlock failed (raised,
+ * with an error being raised as its context); an error being raised stays raised. */
+static int qc_release(QueueCore *self)
+{
+    if (!lk_held_by_me(self->lock))
+        return 0;
+    PyObject *r = lk_exit(self->lock, Py_NewRef(Py_None));
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int qc_enter(QueueCore *self)
+{
+    if (qc_bound(self) < 0 || lk_enter(self->lock) < 0)
+        return -1;
+    if (qc_recovery(self) < 0) {
+        lk_exit(self->lock, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static int block_deadline(PyObject *block, PyObject *timeout, int *b, long long *deadline)
+{
+    if ((*b = PyObject_IsTrue(block)) < 0)
+        return -1;
+    *deadline = NO_DEADLINE;
+    return *b ? deadline_arg(timeout, deadline) : 0;
+}
+
+static int qc_args3(const char *usage, Py_ssize_t nargs, PyObject *const *args,
+                    PyObject **block, PyObject **timeout)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    *block = nargs > 1 ? args[1] : Py_True;
+    *timeout = nargs > 2 ? args[2] : Py_None;
+    return 0;
+}
+
+static PyObject *qc_put_result(QueueCore *self, int res)
+{
+    if (res == 1)
+        return Py_NewRef(Py_True);
+    if (res == 2)
+        PyErr_SetNone(q_signal);
+    else if (res == 0)
+        PyErr_SetNone(q_full);
+    return NULL;
+}
+
+/* _fput(obj, block=True, timeout=None): put obj when it is bytes or str that goes inline: True; NotImplemented for anything else (the Python path puts it);
+ * queue.Full, or QueueCompletedSignal. */
+static PyObject *qc_fput(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *block, *timeout;
+    QRec r;
+    int b, res, joined = 0;
+    long long deadline;
+    if (qc_args3("_fput(obj, block=True, timeout=None)", nargs, args, &block, &timeout) < 0)
+        return NULL;
+    if ((res = qc_simple(self, args[0], &r)) <= 0)
+        return res < 0 ? NULL : Py_NewRef(Py_NotImplemented);
+    if (block_deadline(block, timeout, &b, &deadline) < 0 || qc_enter(self) < 0)
+        return NULL;
+    PyObject *before = qc_hook(s_before_commit), *after = qc_hook(s_after_commit);
+    res = PyErr_Occurred() ? -1 : qc_write(self, &r, before, after);
+    if (res == 0 && b)
+        res = qc_put_wait(self, &r, deadline, &joined, before, after);
+    if (joined)
+        wc_leave_if_held(self->W);
+    PyObject *result = res < 0 ? NULL : qc_put_result(self, res);
+    return lk_held_by_me(self->lock) ? lk_exit(self->lock, result) : result;
+}
+
+/* The records of put_many's list *items*: 1 when every item is a simple message that
+ * goes inline (*recs* filled), 0 when the Python path must do them, -1 error. */
+static int qc_simple_all(QueueCore *self, PyObject *items, QRec **recs)
+{
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    *recs = PyMem_Malloc(sizeof(QRec) * (n ? n : 1));
+    if (!*recs) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int ok = qc_simple(self, PyList_GET_ITEM(items, i), &(*recs)[i]);
+        if (ok <= 0)
+            return ok;
+    }
+    return 1;
+}
+
+/* _fput_many(list, block=True, timeout=None): put the items (bytes and str going inline) in order with the lock taken once while they fit: how many were put (fewer only
+ * when the time ran out or block is false); NotImplemented when one item needs the
+ * Python path; QueueCompletedSignal. The list must not change meanwhile: the items are
+ * kept alive by it, and the glue passes a private list. */
+static PyObject *qc_fput_many(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *block, *timeout, *items;
+    QRec *recs = NULL;
+    int b, res = 1, joined = 0;
+    long long deadline;
+    if (qc_args3("_fput_many(items, block=True, timeout=None)", nargs, args, &block,
+                 &timeout) < 0)
+        return NULL;
+    items = args[0];
+    if (!PyList_CheckExact(items)) {
+        PyErr_SetString(PyExc_TypeError, "_fput_many: items must be a list");
+        return NULL;
+    }
+    int simple = qc_simple_all(self, items, &recs);
+    if (simple <= 0) {
+        PyMem_Free(recs);
+        return simple < 0 ? NULL : Py_NewRef(Py_NotImplemented);
+    }
+    /* the deadline from the start, as QueueRing.put_many */
+    if (block_deadline(block, timeout, &b, &deadline) < 0 || qc_enter(self) < 0) {
+        PyMem_Free(recs);
+        return NULL;
+    }
+    Py_ssize_t total = PyList_GET_SIZE(items), done = 0;
+    PyObject *before = qc_hook(s_before_commit), *after = qc_hook(s_after_commit);
+    if (PyErr_Occurred())
+        res = -1;
+    while (res == 1 && done < total) {
+        res = qc_write(self, &recs[done], before, after);
+        if (res == 0 && b) {
+            res = qc_put_wait(self, &recs[done], deadline, &joined, before, after);
+            if (joined) {       /* put_many leaves W after each wait, as the Python path */
+                wc_leave_if_held(self->W);
+                joined = 0;
+            }
+        }
+        if (res == 1)
+            done++;
+    }
+    PyMem_Free(recs);
+    PyObject *result = NULL;
+    if (res == 2)
+        PyErr_SetNone(q_signal);
+    else if (res >= 0)
+        result = PyLong_FromSsize_t(done);
+    return lk_held_by_me(self->lock) ? lk_exit(self->lock, result) : result;
+}
+
+/* ---- put of records the Python path encoded (QueueRing.put / put_many) */
+
+/* Release the buffers of a record made by qc_rec_from. */
+static void qc_rec_free(QRec *r)
+{
+    if (r->views) {
+        for (Py_ssize_t i = 0; i < r->nparts; i++)
+            if (r->views[i].obj)
+                PyBuffer_Release(&r->views[i]);
+        PyMem_Free(r->views);
+    }
+    PyMem_Free(r->offsets);
+    if (r->dl >= 0 && r->desc_view.obj)
+        PyBuffer_Release(&r->desc_view);
+    memset(r, 0, sizeof *r);
+}
+
+/* The record of QueueRing._write's arguments f[0..6] (n, tag, flags, descriptor, parts,
+ * offsets, data_length): 1, with the buffers held until qc_rec_free (a bytearray cannot
+ * be resized meanwhile); 0 when the Python path must write it (an argument this code
+ * does not take as it is, a part that would not fit its record: the Python path
+ * raises what it raises); -1 error. */
+static int qc_rec_from(QueueCore *self, PyObject *const *f, QRec *r)
+{
+    memset(r, 0, sizeof *r);
+    unsigned long long n = PyLong_AsUnsignedLongLong(f[0]), dlen = PyLong_AsUnsignedLongLong(f[6]);
+    long tag = PyLong_AsLong(f[1]), flags = PyLong_AsLong(f[2]);
+    if (PyErr_Occurred() || !PyList_CheckExact(f[4]) || !PyList_CheckExact(f[5])
+        || PyList_GET_SIZE(f[4]) != PyList_GET_SIZE(f[5]) || tag < 1 || tag > MAX_TAG
+        || flags & ~1L || n < 32 || n & 7 || n > self->cap / 2) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (PyObject_GetBuffer(f[3], &r->desc_view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    r->n = n;
+    r->data_length = dlen;
+    r->tag = (int)tag;
+    r->flags = (int)flags;
+    r->desc = r->desc_view.buf;
+    r->dl = r->desc_view.len;
+    Py_ssize_t k = PyList_GET_SIZE(f[4]);
+    r->views = PyMem_Calloc(k ? k : 1, sizeof(Py_buffer));
+    r->offsets = PyMem_Calloc(k ? k : 1, sizeof(Py_ssize_t));
+    if (!r->views || !r->offsets) {
+        qc_rec_free(r);
+        PyErr_NoMemory();
+        return -1;
+    }
+    r->nparts = k;
+    uint64_t room = n - 32, used = 0;
+    if ((uint64_t)r->dl > room)
+        goto python;
+    room -= A8((uint64_t)r->dl);
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Py_ssize_t off = PyLong_AsSsize_t(PyList_GET_ITEM(f[5], i));
+        if ((off == -1 && PyErr_Occurred()) || off < 0
+            || PyObject_GetBuffer(PyList_GET_ITEM(f[4], i), &r->views[i], PyBUF_C_CONTIGUOUS) < 0) {
+            PyErr_Clear();
+            goto python;
+        }
+        r->offsets[i] = off;
+        uint64_t end = (uint64_t)off + (uint64_t)r->views[i].len;
+        if ((uint64_t)off < used || end > room)
+            goto python;        /* parts in order, within the record */
+        used = end;
+    }
+    return 1;
+python:
+    qc_rec_free(r);
+    return 0;
+}
+
+/* _cput(n, tag, flags, descriptor, parts, offsets, data_length, block, timeout): the
+ * compiled QueueRing.put of one encoded record: True, False (no room in time);
+ * QueueCompletedSignal; NotImplemented when the Python path must write it. */
+static PyObject *qc_cput(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    QRec r;
+    int b, res, joined = 0;
+    long long deadline;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "_cput(n, tag, flags, descriptor, parts, offsets, "
+                        "data_length, block, timeout)");
+        return NULL;
+    }
+    if ((res = qc_rec_from(self, args, &r)) <= 0)
+        return res < 0 ? NULL : Py_NewRef(Py_NotImplemented);
+    if ((b = PyObject_IsTrue(args[7])) < 0 || qc_enter(self) < 0) {
+        qc_rec_free(&r);
+        return NULL;
+    }
+    PyObject *before = qc_hook(s_before_commit), *after = qc_hook(s_after_commit);
+    res = PyErr_Occurred() ? -1 : qc_write(self, &r, before, after);
+    if (res == 0 && b) {
+        if (deadline_arg(args[8], &deadline) < 0)
+            res = -1;
+        else
+            res = qc_put_wait(self, &r, deadline, &joined, before, after);
+    }
+    if (joined)
+        wc_leave_if_held(self->W);
+    qc_rec_free(&r);
+    PyObject *result = NULL;
+    if (res == 1 || res == 0)
+        result = Py_NewRef(res ? Py_True : Py_False);
+    else if (res == 2)
+        PyErr_SetNone(q_signal);
+    return lk_held_by_me(self->lock) ? lk_exit(self->lock, result) : result;
+}
+
+/* _cput_many(records, block, timeout): the compiled QueueRing.put_many of a list of
+ * _write argument tuples: how many were put; QueueCompletedSignal; NotImplemented when
+ * one of them needs the Python path (then nothing was put). */
+static PyObject *qc_cput_many(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int b, res = 1, joined = 0;
+    long long deadline = NO_DEADLINE;
+    if (nargs != 3 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "_cput_many(records: list, block, timeout)");
+        return NULL;
+    }
+    PyObject *records = args[0];
+    Py_ssize_t total = PyList_GET_SIZE(records), made = 0, done = 0;
+    QRec *recs = PyMem_Calloc(total ? total : 1, sizeof(QRec));
+    if (!recs)
+        return PyErr_NoMemory();
+    for (; made < total; made++) {
+        PyObject *t = PyList_GET_ITEM(records, made);
+        int ok = PyTuple_CheckExact(t) && PyTuple_GET_SIZE(t) == 7
+                 ? qc_rec_from(self, &PyTuple_GET_ITEM(t, 0), &recs[made]) : 0;
+        if (ok <= 0) {
+            res = ok < 0 ? -1 : 3;
+            break;
+        }
+    }
+    if (res == 1 && ((b = PyObject_IsTrue(args[1])) < 0
+                     || (b && deadline_arg(args[2], &deadline) < 0)))
+        res = -1;
+    if (res == 1 && qc_enter(self) < 0)
+        res = -4;
+    PyObject *before = NULL, *after = NULL;
+    if (res == 1) {
+        before = qc_hook(s_before_commit);
+        after = qc_hook(s_after_commit);
+        if (PyErr_Occurred())
+            res = -1;
+    }
+    while (res == 1 && done < total) {
+        res = qc_write(self, &recs[done], before, after);
+        if (res == 0 && b) {
+            res = qc_put_wait(self, &recs[done], deadline, &joined, before, after);
+            if (joined) {
+                wc_leave_if_held(self->W);
+                joined = 0;
+            }
+        }
+        if (res == 1)
+            done++;
+    }
+    for (Py_ssize_t i = 0; i < made; i++)
+        qc_rec_free(&recs[i]);
+    PyMem_Free(recs);
+    if (res == 3)
+        return Py_NewRef(Py_NotImplemented);
+    if (res == -4)
+        return NULL;
+    PyObject *result = NULL;
+    if (res == 2)
+        PyErr_SetNone(q_signal);
+    else if (res >= 0)
+        result = PyLong_FromSsize_t(done);
+    return lk_held_by_me(self->lock) ? lk_exit(self->lock, result) : result;
+}
+
+/* ---- get */
+
+enum { G_ERROR = -1, G_EMPTY = 0, G_GOT = 1, G_COMPLETED = 2 };
+
+/* Section 11.3 get steps 1, 3-5 for one message, the lock held: G_GOT with *out* (a
+ * bytes or str; or a tuple (tag, descriptor, data) to decode after the release; or the
+ * Message of the Python path), G_EMPTY, G_COMPLETED, G_ERROR. */
+static int qc_read(QueueCore *self, PyObject **out, PyObject *before_done)
+{
+    QState s;
+    RecHead h;
+    *out = NULL;
+    if (qc_state(self, &s))
+        return qc_state_error(self);
+    uint64_t read = s.read, o = 0;
+    uint8_t *ring = self->ring;
+    while (read != s.tail) {
+        o = read & self->mask;
+        if (self->cap - o >= 32) {
+            memcpy(&h, ring + o, 32);
+            /* the common record: an inline ready message ending within the ring and tail */
+            if (h.state == REC_READY && !h.flags && h.tag >= 1 && h.tag <= MAX_TAG
+                && h.data_length <= self->cap
+                && h.size == 32 + A8((uint64_t)h.desc_length) + A8(h.data_length)
+                && o + h.size <= self->cap && read + h.size <= s.tail)
+                break;
+        }
+        if (qc_record(self, read, s.tail, &h) || h.state == REC_READY || h.state == REC_TAKEN)
+            goto python;    /* corrupt, out of line, or taken beyond read: the Python path */
+        read += h.size;
+    }
+    if (read == s.tail) {
+        if (read != s.read) {
+            __atomic_store_n(QW64(self, Q_READ), read, __ATOMIC_RELEASE);
+            if (qc_advance_head(self, s.head, read, 0) < 0)
+                return G_ERROR;
+        }
+        return s.completed ? G_COMPLETED : G_EMPTY;
+    }
+    if (!s.count)
+        goto python;        /* the Python path raises the corrupt count */
+    uint8_t *d = ring + o + 32;
+    uint64_t dl = h.desc_length;
+    PyObject *item = NULL;
+    if (!dl && h.tag == 1)
+        item = PyBytes_FromStringAndSize((const char *)d, (Py_ssize_t)h.data_length);
+    else if (!dl && h.tag == 2) {
+        item = PyUnicode_DecodeUTF8((const char *)d, (Py_ssize_t)h.data_length, NULL);
+        if (!item && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            PyErr_Clear();      /* not UTF-8: the message is consumed, decode() raises */
+    }
+    if (!item && !PyErr_Occurred()) {
+        PyObject *desc = PyBytes_FromStringAndSize((const char *)d, (Py_ssize_t)dl);
+        PyObject *raw = PyByteArray_FromStringAndSize((const char *)d + A8(dl),
+                                                      (Py_ssize_t)h.data_length);
+        PyObject *view = raw ? PyMemoryView_FromObject(raw) : NULL;
+        Py_XDECREF(raw);
+        if (desc && view)
+            item = Py_BuildValue("(iNN)", (int)h.tag, desc, view);
+        else {
+            Py_XDECREF(desc);
+            Py_XDECREF(view);
+        }
+    }
+    if (!item)
+        return G_ERROR;
+    if (qc_run_hook(before_done) < 0) {
+        Py_DECREF(item);
+        return G_ERROR;
+    }
+    uint64_t position = read;
+    ring[o + 4] = REC_DONE;
+    read += h.size;
+    __atomic_store_n(QW64(self, Q_READ), read, __ATOMIC_RELEASE);
+    *QW32(self, Q_COUNT) = s.count - 1;
+    *QW64(self, Q_GETS) = s.gets + 1;
+    int moved;
+    if (s.head == position) {   /* nothing older holds bytes: the head follows */
+        __atomic_store_n(QW64(self, Q_HEAD), read, __ATOMIC_RELEASE);
+        moved = 1;
+    }
+    else
+        moved = qc_advance_head(self, s.head, read, 0);
+    if (moved < 0 || ((moved || s.count == self->max_messages)
+                      && wc_notify(self->W, VALUE_MAX) < 0)) {
+        Py_DECREF(item);
+        return G_ERROR;
+    }
+    *out = item;
+    return G_GOT;
+python:;
+    PyObject *m = PyObject_CallMethodNoArgs((PyObject *)self, s_read_one);
+    if (!m) {
+        if (PyErr_ExceptionMatches(q_signal)) {
+            PyErr_Clear();
+            return G_COMPLETED;
+        }
+        return G_ERROR;
+    }
+    if (m == Py_None) {
+        Py_DECREF(m);
+        return G_EMPTY;
+    }
+    *out = m;
+    return G_GOT;
+}
+
+/* The object of what qc_read got (after the release): bytes and str as they are, the
+ * others through queue_fast.decode(tag, descriptor, data, name). */
+static PyObject *qc_finish(QueueCore *self, PyObject *item)
+{
+    if (PyBytes_CheckExact(item) || PyUnicode_CheckExact(item))
+        return item;
+    PyObject *tag, *desc, *data;
+    if (PyTuple_CheckExact(item)) {
+        tag = Py_NewRef(PyTuple_GET_ITEM(item, 0));
+        desc = Py_NewRef(PyTuple_GET_ITEM(item, 1));
+        data = Py_NewRef(PyTuple_GET_ITEM(item, 2));
+    }
+    else {          /* a Message of QueueRing._read_one */
+        tag = PyObject_GetAttr(item, s_tag);
+        desc = PyObject_GetAttr(item, s_descriptor);
+        data = PyObject_GetAttr(item, s_data);
+    }
+    Py_DECREF(item);
+    PyObject *r = NULL;
+    if (tag && desc && data)
+        r = PyObject_CallFunctionObjArgs(q_decode, tag, desc, data, self->name, NULL);
+    Py_XDECREF(tag);
+    Py_XDECREF(desc);
+    Py_XDECREF(data);
+    return r;
+}
+
+/* get's wait for a message (section 11.3 get step 2), the lock held: as qc_read. */
+static int qc_get_wait(QueueCore *self, long long deadline, PyObject **out,
+                       PyObject *before_done)
+{
+    int res, w, joined = 0;
+    for (;;) {
+        if (deadline != NO_DEADLINE && now_ns() >= deadline) {
+            res = G_EMPTY;
+            break;
+        }
+        if (!joined) {
+            if (wc_join(self->R) < 0)
+                return G_ERROR;
+            joined = 1;
+        }
+        if (wc_wait(self->R, deadline, &w) < 0 || qc_recovery(self) < 0) {
+            res = G_ERROR;
+            break;
+        }
+        if ((res = qc_read(self, out, before_done)) != G_EMPTY)
+            break;
+    }
+    wc_leave_if_held(self->R);
+    return res;
+}
+
+static int qc_get_hooks(PyObject **before_done)
+{
+    *before_done = qc_hook(s_before_done);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* _fget(block=True, timeout=None): the next message's object; queue.Empty, or
+ * QueueCompletedSignal when the queue is completed and drained. */
+static PyObject *qc_fget(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *block = nargs > 0 ? args[0] : Py_True, *timeout = nargs > 1 ? args[1] : Py_None;
+    PyObject *item = NULL, *before_done;
+    int b, res;
+    long long deadline;
+    if (nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "_fget(block=True, timeout=None)");
+        return NULL;
+    }
+    if ((b = PyObject_IsTrue(block)) < 0 || qc_get_hooks(&before_done) < 0
+        || qc_enter(self) < 0)
+        return NULL;
+    res = qc_read(self, &item, before_done);
+    if (res == G_EMPTY && b) {
+        if (deadline_arg(timeout, &deadline) < 0)
+            res = G_ERROR;
+        else
+            res = qc_get_wait(self, deadline, &item, before_done);
+    }
+    if (qc_release(self) < 0) {
+        if (res == G_GOT)
+            Py_DECREF(item);
+        return NULL;
+    }
+    if (res == G_GOT)
+        return qc_finish(self, item);
+    if (res == G_EMPTY)
+        PyErr_SetNone(q_empty);
+    else if (res == G_COMPLETED)
+        PyErr_SetNone(q_signal);
+    return NULL;
+}
+
+/* _fget_many(max_items, block=True, timeout=None): a list of 1 to max_items objects,
+ * waiting (as asked) for the first only; queue.Empty when none came; QueueCompletedSignal
+ * when completed and drained before the first. */
+static PyObject *qc_fget_many(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *block, *timeout, *item = NULL, *before_done;
+    int b, res;
+    long long deadline;
+    if (qc_args3("_fget_many(max_items, block=True, timeout=None)", nargs, args, &block,
+                 &timeout) < 0)
+        return NULL;
+    Py_ssize_t max_items = PyLong_AsSsize_t(args[0]);
+    if (max_items == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *got = PyList_New(0);
+    if (!got)
+        return NULL;
+    if ((b = PyObject_IsTrue(block)) < 0 || qc_get_hooks(&before_done) < 0
+        || qc_enter(self) < 0) {
+        Py_DECREF(got);
+        return NULL;
+    }
+    res = qc_read(self, &item, before_done);
+    if (res == G_EMPTY && b) {
+        if (deadline_arg(timeout, &deadline) < 0)
+            res = G_ERROR;
+        else
+            res = qc_get_wait(self, deadline, &item, before_done);
+    }
+    while (res == G_GOT) {
+        int bad = PyList_Append(got, item);
+        Py_DECREF(item);
+        if (bad < 0) {
+            res = G_ERROR;
+            break;
+        }
+        if (PyList_GET_SIZE(got) >= max_items)
+            break;
+        res = qc_read(self, &item, before_done);
+        if (res == G_COMPLETED || res == G_EMPTY) {
+            res = G_GOT;
+            break;
+        }
+    }
+    if (qc_release(self) < 0)
+        res = G_ERROR;
+    if (res == G_GOT) {
+        Py_ssize_t n = PyList_GET_SIZE(got);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *x = PyList_GET_ITEM(got, i);
+            if (PyBytes_CheckExact(x) || PyUnicode_CheckExact(x))
+                continue;
+            Py_INCREF(x);
+            PyObject *v = qc_finish(self, x);
+            if (!v) {
+                Py_DECREF(got);
+                return NULL;
+            }
+            PyList_SET_ITEM(got, i, v);
+            Py_DECREF(x);
+        }
+        return got;
+    }
+    Py_DECREF(got);
+    if (res == G_EMPTY)
+        PyErr_SetNone(q_empty);
+    else if (res == G_COMPLETED)
+        PyErr_SetNone(q_signal);
+    return NULL;
+}
+
+/* _ctask_done(): QueueRing.task_done (section 11.3 task_done); ValueError when called more
+ * times than messages were put. */
+static PyObject *qc_task_done(QueueCore *self, PyObject *unused)
+{
+    QState s;
+    if (qc_enter(self) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    if (qc_state(self, &s))
+        qc_state_error(self);
+    else if (!s.unfinished)
+        PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
+    else {
+        *QW32(self, Q_UNFINISHED) = s.unfinished - 1;
+        if (s.unfinished != 1 || wc_notify(self->J, VALUE_MAX) == 0)
+            result = Py_NewRef(Py_None);
+    }
+    return lk_exit(self->lock, result);
+}
+
+/* _ccount(): QueueRing.count, the ready messages (validated words). */
+static PyObject *qc_count(QueueCore *self, PyObject *unused)
+{
+    QState s;
+    if (qc_enter(self) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    if (qc_state(self, &s))
+        qc_state_error(self);
+    else
+        result = PyLong_FromUnsignedLong(s.count);
+    return lk_exit(self->lock, result);
+}
+
+/* _qbind(area, recoveries, lock, R, W, J, capacity, max_messages, name): area a ctypes array
+ * over the data area (control block and ring), recoveries the header's recovery_count
+ * (ctypes c_uint64), the lock a LockCore, R and W the ring's WaitCores. */
+static PyObject *qc_qbind(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_qbind(area, recoveries, lock, R, W, J, capacity, max_messages, name)");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[2], &LockCoreType) || !PyObject_TypeCheck(args[3], &WaitCoreType)
+        || !PyObject_TypeCheck(args[4], &WaitCoreType) || !PyObject_TypeCheck(args[5], &WaitCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "_qbind: a LockCore and three WaitCores");
+        return NULL;
+    }
+    unsigned long long cap = PyLong_AsUnsignedLongLong(args[6]);
+    if (cap == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long mm = PyLong_AsUnsignedLong(args[7]);
+    if (mm == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (cap < 4096 || cap & (cap - 1) || mm < 1 || mm > VALUE_MAX) {
+        PyErr_SetString(PyExc_ValueError, "_qbind: capacity a power of two >= 4096, "
+                        "max_messages 1 to 0x7FFFFFFF");
+        return NULL;
+    }
+    void *area, *rec;
+    if (buffer_address(args[0], (Py_ssize_t)(Q_RING + cap), &area) < 0
+        || buffer_address(args[1], 8, &rec) < 0)
+        return NULL;
+    Py_XSETREF(self->area_obj, Py_NewRef(args[0]));
+    Py_XSETREF(self->rec_obj, Py_NewRef(args[1]));
+    Py_XSETREF(self->lock, (LockCore *)Py_NewRef(args[2]));
+    Py_XSETREF(self->R, (WaitCore *)Py_NewRef(args[3]));
+    Py_XSETREF(self->W, (WaitCore *)Py_NewRef(args[4]));
+    Py_XSETREF(self->J, (WaitCore *)Py_NewRef(args[5]));
+    Py_XSETREF(self->name, Py_NewRef(args[8]));
+    self->base = area;
+    self->ring = (uint8_t *)area + Q_RING;
+    self->cap = cap;
+    self->mask = cap - 1;
+    self->inline_max = cap / 4;
+    self->max_messages = (uint32_t)mm;
+    self->recoveries = rec;
+    self->seen = __atomic_load_n(self->recoveries, __ATOMIC_RELAXED);
+    Py_RETURN_NONE;
+}
+
+static void qc_dealloc(QueueCore *self)
+{
+    Py_CLEAR(self->area_obj);
+    Py_CLEAR(self->rec_obj);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->lock);
+    Py_CLEAR(self->R);
+    Py_CLEAR(self->W);
+    Py_CLEAR(self->J);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* queue_setup(signal, full, empty, decode, hooks): the exceptions (QueueCompletedSignal,
+ * queue.Full, queue.Empty), queue_fast.decode, and queue_ring's globals (its test hooks). */
+static PyObject *mod_queue_setup(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "queue_setup(signal, full, empty, decode, hooks)");
+        return NULL;
+    }
+    Py_XSETREF(q_signal, Py_NewRef(args[0]));
+    Py_XSETREF(q_full, Py_NewRef(args[1]));
+    Py_XSETREF(q_empty, Py_NewRef(args[2]));
+    Py_XSETREF(q_decode, Py_NewRef(args[3]));
+    Py_XSETREF(q_hooks, Py_NewRef(args[4]));
+    Py_RETURN_NONE;
+}
+
+#define QFAST(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL
+
+static PyMethodDef qc_methods[] = {
+    {"_qbind", QFAST(qc_qbind),
+     "_qbind(area, recoveries, lock, R, W, J, capacity, max_messages, name): bind the ring."},
+    {"_ctask_done", (PyCFunction)qc_task_done, METH_NOARGS,
+     "_ctask_done(): QueueRing.task_done; ValueError when called too many times."},
+    {"_ccount", (PyCFunction)qc_count, METH_NOARGS, "_ccount(): QueueRing.count."},
+    {"_fput", QFAST(qc_fput),
+     "_fput(obj, block=True, timeout=None): put bytes/str going inline: True;\n"
+     "NotImplemented for the Python path; queue.Full; QueueCompletedSignal."},
+    {"_fput_many", QFAST(qc_fput_many),
+     "_fput_many(items, block=True, timeout=None): put a list of bytes/str:\n"
+     "how many were put; NotImplemented for the Python path; QueueCompletedSignal."},
+    {"_cput", QFAST(qc_cput),
+     "_cput(n, tag, flags, descriptor, parts, offsets, data_length, block, timeout): put one\n"
+     "encoded record (QueueRing.put): True, False; NotImplemented for the Python path."},
+    {"_cput_many", QFAST(qc_cput_many),
+     "_cput_many(records, block, timeout): put encoded records (QueueRing.put_many): how\n"
+     "many were put; NotImplemented for the Python path."},
+    {"_fget", QFAST(qc_fget),
+     "_fget(block=True, timeout=None): the next message's object; queue.Empty;\n"
+     "QueueCompletedSignal."},
+    {"_fget_many", QFAST(qc_fget_many),
+     "_fget_many(max_items, block=True, timeout=None): a list of objects (waits for the\n"
+     "first only); queue.Empty; QueueCompletedSignal."},
+    {NULL}
+};
+
+static PyTypeObject QueueCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sharedbridge._platform._fastlock.QueueCore",
+    .tp_basicsize = sizeof(QueueCore),
+    .tp_dealloc = (destructor)qc_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The ring operations of a queue segment (compiled; see queue_ring.py).",
+    .tp_methods = qc_methods,
+    .tp_new = PyType_GenericNew,
+};
 
 /* ------------------------------------------------------------------ signal re-send */
 /* CPython runs a Python-level signal handler only in the main thread, between bytecodes:
@@ -1826,6 +2933,9 @@ static PyMethodDef module_methods[] = {
      "or when signum has no handler to chain to."},
     {"set_spin_ns", mod_set_spin_ns, METH_O,
      "set_spin_ns(ns)\n\nThe process-wide spin budget of WaitCore's waits (wake.py sets it)."},
+    {"queue_setup", (PyCFunction)(void (*)(void))mod_queue_setup, METH_FASTCALL,
+     "queue_setup(signal, full, empty, decode, hooks)\n\nThe exceptions and the decoder of\n"
+     "QueueCore (queue_fast.py calls it once)."},
     {"chain_stop", chain_stop, METH_O,
      "chain_stop(signum)\n\nStop re-sending signum (the Python handler is running)."},
     {NULL}
@@ -1863,10 +2973,21 @@ PyMODINIT_FUNC PyInit__fastlock(void)
     INTERN(s_notified, "notified");
     INTERN(s_woken, "woken");
     INTERN(s_timed_out, "timed out");
+    INTERN(s_read_one, "_read_one");
+    INTERN(s_state, "_state");
+    INTERN(s_advance_head, "_advance_head");
+    INTERN(s_check_recovery, "_check_recovery");
+    INTERN(s_tag, "tag");
+    INTERN(s_descriptor, "descriptor");
+    INTERN(s_data, "data");
+    INTERN(s_before_commit, "_before_commit");
+    INTERN(s_after_commit, "_after_commit");
+    INTERN(s_before_done, "_before_done");
     if (!(g_zero = PyLong_FromLong(0)))
         return NULL;
     if (PyType_Ready(&LockCoreType) < 0 || PyType_Ready(&LockedOpType) < 0
-        || PyType_Ready(&LockedAttrType) < 0 || PyType_Ready(&WaitCoreType) < 0)
+        || PyType_Ready(&LockedAttrType) < 0 || PyType_Ready(&WaitCoreType) < 0
+        || PyType_Ready(&QueueCoreType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&moduledef);
     if (!mod)
@@ -1874,6 +2995,7 @@ PyMODINIT_FUNC PyInit__fastlock(void)
     PyObject *getitem = make_locked_op(OP_GETITEM), *setitem = make_locked_op(OP_SETITEM);
     if (PyModule_AddObjectRef(mod, "LockCore", (PyObject *)&LockCoreType) < 0
         || PyModule_AddObjectRef(mod, "WaitCore", (PyObject *)&WaitCoreType) < 0
+        || PyModule_AddObjectRef(mod, "QueueCore", (PyObject *)&QueueCoreType) < 0
         || PyModule_AddObjectRef(mod, "locked_getitem", getitem) < 0
         || PyModule_AddObjectRef(mod, "locked_setitem", setitem) < 0
         || PyModule_AddIntConstant(mod, "INTERFACE", INTERFACE) < 0) {

@@ -28,7 +28,7 @@ from _thread import get_ident
 
 from . import futex, robust_mutex
 
-ACCEL_INTERFACE = 5     # INTERFACE in _fastlock.c
+ACCEL_INTERFACE = 7     # INTERFACE in _fastlock.c
 
 
 def _load_accelerator():

@@ -164,6 +164,29 @@ class Segment:
         return struct.unpack_from("<I", self.mm, H.STATE_OFFSET)[0]
 
 
+# (st_dev, st_ino) -> what runs before the name of that segment is removed by its
+# lifetime (the queue's out-of-line messages, docs/format.md section 11.5); only for the
+# Segments that may remove it (a creating one of a creator-lifetime segment, a
+# last-closer participant).
+_removers = {}
+
+
+def on_remove(seg, fn):
+    """Call *fn()* just before this process removes *seg*'s name by its lifetime (the
+    creator's close, collection or exit; the last closer). Best effort: errors ignored."""
+    if (seg.owner_pid and not seg.keep) or seg.holder is not None:
+        _removers[seg.ident] = fn
+
+
+def _run_remover(ident):
+    fn = _removers.pop(ident, None)
+    if fn is not None:
+        try:
+            fn()
+        except Exception:
+            pass
+
+
 def _retire(mm):
     try:
         struct.pack_into("<I", mm, H.STATE_OFFSET, H.STATE_RETIRED)
@@ -177,6 +200,7 @@ def _release_ownership(name, mm, owner_pid, ident):
     # and only while it still refers to the object it created (docs/format.md section 8).
     if os.getpid() != owner_pid:
         return
+    _run_remover(ident)
     _retire(mm)
     unlink_if_same(name, ident)
     exit_cleanup.unlinked(name, ident)
@@ -189,9 +213,11 @@ def _leave(name, mm, shared, token):
     shared.claims.discard(token)
     if not shared.claims:
         last_closer.release(shared.holder, lambda st: _retire_and_unlink(name, mm, st))
+        _removers.pop(shared.ident, None)
 
 
 def _retire_and_unlink(name, mm, st):
+    _run_remover(_ident(st))
     _retire(mm)
     unlink_if_same(name, st)
 

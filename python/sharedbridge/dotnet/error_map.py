@@ -8,7 +8,8 @@ import threading
 
 from ..errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
                       InsufficientMemoryError, InvalidNameError, LockNotRecoverableError,
-                      LockTimeoutError, NotASharedBridgeSegmentError, SegmentExistsError,
+                      LockTimeoutError, NotASharedBridgeSegmentError, QueueCompleted,
+                      QueueTimeoutError, SegmentExistsError,
                       SegmentInUseError, SegmentNotFoundError, SegmentNotReadyError,
                       SegmentPermissionError, SharedBridgeError, TypeMismatchError,
                       UnsupportedTypeError, UnsupportedVersionError)
@@ -28,6 +29,8 @@ EXCEPTIONS = {
     "UnsupportedTypeException": UnsupportedTypeError,
     "SegmentNotReadyException": SegmentNotReadyError,
     "LockTimeoutException": LockTimeoutError,
+    "QueueCompletedException": QueueCompleted,
+    "QueueTimeoutException": QueueTimeoutError,
     "LockNotRecoverableException": LockNotRecoverableError,
     "CorruptLockException": CorruptLockError,
     "SegmentInUseException": SegmentInUseError,

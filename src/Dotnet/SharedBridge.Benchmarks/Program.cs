@@ -13,6 +13,8 @@
 //                                                         KIND event|semaphore|condition; drive prints ns per round trip
 //   ... wake slim ROUND_TRIPS WARMUP PATIENCE_S           item 7: SemaphoreSlim ping-pong between two threads
 //   ... wake settings                                     item 7: the spin budget and CPU count this process sees (JSON)
+//   ... queue produce|consume|serve|drive|has-batch ...   item 8 (bench/queue_bench.py): the .NET sides of the
+//                                                         queue benchmark (Queue.cs)
 using System.Globalization;
 using SharedBridge.Benchmarks;
 
@@ -30,6 +32,7 @@ return args switch
     ["wake", "slim", var n, var warmup, var patience] =>
         Wake.Slim(int.Parse(n), int.Parse(warmup), double.Parse(patience, CultureInfo.InvariantCulture)),
     ["wake", "settings"] => Wake.Settings(),
+    ["queue", .. var rest] => SharedBridge.Benchmarks.Queue.Run(rest),
     [var iterations] => LockBenchmark.Run(long.Parse(iterations)),
     _ => LockBenchmark.Run(20_000_000),
 };

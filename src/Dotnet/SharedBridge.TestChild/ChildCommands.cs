@@ -195,6 +195,7 @@ internal static partial class ChildCommands
             }
             default:
                 if (RunSync(args) is int syncResult) return syncResult;
+                if (RunQueue(args) is int queueResult) return queueResult;
                 Console.Error.WriteLine("usage: SharedBridge.TestChild increment NAME COUNT | hold NAME DEPTH VALUE | hold-lock NAME | create-and-exit NAME | read NAME" +
                                         " | create-and-wait NAME KEPT [cancel-term] | throw-unhandled NAME | fork-dispose NAME | fuzz-open" +
                                         " | try-lock NAME MS | open-and-wait NAME | " + SyncUsage);

@@ -276,7 +276,7 @@ internal static class LayerCheck
             _where = name + ", body";
             var il = body.GetILReader();
             while (il.RemainingBytes > 0)
-                if (Il.Token(ref il) is { } token) Entity(MetadataTokens.EntityHandle(token));
+                if (Il.TokenIn(ref il, name) is { } token) Entity(MetadataTokens.EntityHandle(token));
         }
 
         private void Constraints(GenericParameterHandleCollection parameters, string owner)
@@ -374,6 +374,13 @@ internal static class LayerCheck
             }
         }
 
+        /// <summary><see cref="Token"/>, naming the method when the IL cannot be read.</summary>
+        internal static int? TokenIn(ref BlobReader il, string where)
+        {
+            try { return Token(ref il); }
+            catch (InvalidOperationException e) { throw new InvalidOperationException(where + ": " + e.Message); }
+        }
+
         /// <summary>Reads one instruction; returns its metadata token, if it has one other than a string's.</summary>
         internal static int? Token(ref BlobReader il)
         {
@@ -386,7 +393,10 @@ internal static class LayerCheck
                     or OperandType.InlineTok or OperandType.InlineType:
                     return il.ReadInt32();
                 case OperandType.InlineSwitch:
-                    il.Offset += 4 * il.ReadInt32();
+                    // The target count first: `il.Offset += 4 * il.ReadInt32()` would read Offset before
+                    // ReadInt32 moves it and land 4 bytes early.
+                    int targets = il.ReadInt32();
+                    il.Offset += 4 * targets;
                     return null;
                 default:
                     il.Offset += op.OperandType switch
@@ -456,7 +466,8 @@ internal static class LibraryLayout
     /// itself; null for any other folder.</summary>
     internal static Layer? LayerOfFile(string relativePath)
     {
-        string? folder = Path.GetDirectoryName(relativePath);
+        // Objects/Queue/... belongs to Objects: a layer is the first folder of the path.
+        string? folder = Path.GetDirectoryName(relativePath)?.Split(Path.DirectorySeparatorChar)[0];
         if (string.IsNullOrEmpty(folder)) return Layer.Root;
         return Enum.TryParse<Layer>(folder, out var layer) && layer != Layer.Root && folder == layer.ToString() ? layer : null;
     }

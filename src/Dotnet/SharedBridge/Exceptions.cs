@@ -167,3 +167,25 @@ public sealed class BrokenBarrierException : SharedBridgeException
     /// <summary>Creates the exception.</summary>
     public BrokenBarrierException(string message) : base(message) { }
 }
+
+/// <summary>A queue was completed (<c>SharedQueue.Complete</c>, Python's <c>complete()</c>): a write on it, or a read
+/// once its ready messages are drained (docs/format.md section 11.3, complete). Python raises <c>QueueCompleted</c>.</summary>
+public sealed class QueueCompletedException : SharedBridgeException
+{
+    /// <summary>Creates the exception for queue <paramref name="queueName"/>.</summary>
+    public QueueCompletedException(string queueName, string message) : base(message) => QueueName = queueName;
+
+    /// <summary>The completed queue.</summary>
+    public string QueueName { get; }
+}
+
+/// <summary>A blocking queue operation (<c>Write</c>/<c>Read</c>/<c>Join</c> with a timeout) did not succeed in time:
+/// the queue stayed full, empty or unfinished. Nothing was written or taken. Python raises queue.Full / queue.Empty.</summary>
+public sealed class QueueTimeoutException : SharedBridgeException
+{
+    /// <summary>Creates the exception for queue <paramref name="queueName"/>.</summary>
+    public QueueTimeoutException(string queueName, string message) : base(message) => QueueName = queueName;
+
+    /// <summary>The queue.</summary>
+    public string QueueName { get; }
+}

@@ -86,7 +86,7 @@ public static class Scenarios
         },
         "soak" => WorkerSoak(args[0], double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture)),
         "reset-lock" => WorkerResetLock(args[0]),
-        _ => SyncWorkers.Run(scenario, args) ?? throw new ArgumentException($"unknown scenario '{scenario}'"),
+        _ => SyncWorkers.Run(scenario, args) ?? QueueWorkers.Run(scenario, args) ?? throw new ArgumentException($"unknown scenario '{scenario}'"),
     };
 
     /// <summary>The documentation's modify(n, x, s, A), on segments opened by name.</summary>

@@ -31,6 +31,11 @@ public sealed class Vector
     public int Length { get; init; }
     public JsonElement Values { get; init; }
 
+    /// <summary>A queue vector (docs/format.md section 11): the ring's bytes, max_messages (0x7FFFFFFF unbounded) and flavour.</summary>
+    public long Capacity { get; init; }
+    public int MaxMessages { get; init; }
+    public string? Flavour { get; init; }
+
     public static Vector Load(string path)
     {
         using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
@@ -60,9 +65,13 @@ public sealed class Vector
                 "chararray" => root.GetProperty("length").GetInt32(),
                 "array" or "event" or "semaphore" or "condition" or "barrier" => root.GetProperty("values").GetArrayLength(),
                 "value" => 1,
+                "queue" => 256 + root.GetProperty("capacity").GetInt32(),
                 _ => 0,
             },
             Values = root.TryGetProperty("values", out var values) ? values : default,
+            Capacity = root.TryGetProperty("capacity", out var cap) ? cap.GetInt64() : 0,
+            MaxMessages = root.TryGetProperty("max_messages", out var max) ? max.GetInt32() : 0,
+            Flavour = root.TryGetProperty("flavour", out var fl) ? fl.GetString() : null,
         };
     }
 

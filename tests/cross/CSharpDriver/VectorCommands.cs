@@ -19,6 +19,17 @@ public static class VectorCommands
                 created.Add(CreateLock(vector, name, lifetime));
                 return created;
             }
+            if (vector.Object == "queue")
+            {
+                created.Add(SharedQueue.Create(name, new QueueOptions
+                {
+                    Capacity = vector.Capacity,
+                    MaxMessages = vector.MaxMessages == UnboundedQueue ? 0 : vector.MaxMessages,
+                    Lifetime = lifetime,
+                    Flavour = QueueFlavourOf(vector),
+                }));
+                return created;
+            }
             SharedLock? sharedLock = null;
             if (vector.LockKind == "external")
             {
@@ -51,6 +62,26 @@ public static class VectorCommands
             foreach (var d in created) d.Dispose();
             throw;
         }
+    }
+
+    private const int UnboundedQueue = 0x7FFFFFFF;
+
+    private static QueueFlavour QueueFlavourOf(Vector vector) => vector.Flavour switch
+    {
+        "queue" => QueueFlavour.Queue,
+        "simple" => QueueFlavour.SimpleQueue,
+        "joinable" => QueueFlavour.JoinableQueue,
+        var f => throw new NotSupportedException($"unknown queue flavour '{f}'"),
+    };
+
+    /// <summary>A queue opened by name must show the vector's capacity, max_messages and flavour, and be empty.</summary>
+    private static Result VerifyQueue(Vector vector, string name, List<string> errors)
+    {
+        using var q = SharedQueue.Open(name);
+        var values = new List<string> { q.Flavour.ToString(), q.Capacity.ToString(), q.MaxMessages.ToString(), q.Count.ToString() };
+        var expected = new List<string> { QueueFlavourOf(vector).ToString(), vector.Capacity.ToString(), vector.MaxMessages.ToString(), "0" };
+        errors.AddRange(Canonical.Diff(expected, values));
+        return new Result(errors.Count == 0, errors, values);
     }
 
     /// <summary>A synchronization segment whose words are the vector's values, made through the API.</summary>
@@ -105,6 +136,7 @@ public static class VectorCommands
             return new Result(errors.Count == 0, errors, []);
         }
         if (vector.IsSync) return VerifySync(vector, name, errors);
+        if (vector.Object == "queue") return VerifyQueue(vector, name, errors);
         var expected = vector.Object == "chararray"
             ? [Canonical.Hex(vector.CharBytes())]
             : vector.Elements().Select(ElementKinds.For(vector).Canonical).ToList();
@@ -136,7 +168,7 @@ public static class VectorCommands
     {
         using var segment = SharedSegment.Open(name);
         SegmentHeader h = segment.Header;
-        int kind = vector.IsSync ? Vector.SyncKinds[vector.Object] : vector.Object switch { "array" or "chararray" => 1, "value" => 2, _ => 3 };
+        int kind = vector.IsSync ? Vector.SyncKinds[vector.Object] : vector.Object switch { "array" or "chararray" => 1, "value" => 2, "queue" => 8, _ => 3 };
         Expect(errors, "kind", kind, Convert.ToInt32(h.Kind));
         if (vector.Object != "lock")
         {

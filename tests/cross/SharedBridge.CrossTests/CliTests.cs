@@ -57,7 +57,7 @@ public sealed partial class CliTests : CrossTestBase
     }
 
     /// <summary>Every difference between two JSON documents (numbers compared by value), ignoring Differing keys.</summary>
-    private static List<string> Differences(JsonNode? a, JsonNode? b, string path = "$")
+    internal static List<string> Differences(JsonNode? a, JsonNode? b, string path = "$")
     {
         var diffs = new List<string>();
         switch (a, b)

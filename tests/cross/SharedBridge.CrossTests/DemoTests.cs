@@ -18,6 +18,8 @@ public sealed class DemoTests : CrossTestBase
         Assert.That(r.ExitCode, Is.Zero, r.Describe());
         Assert.That(r.Stdout, Does.Contain("demo OK").And.Not.Contain("FAILED"), r.Describe());
         Assert.That(r.Stdout, Does.Contain("[ok] no segment left in /dev/shm"), r.Describe());
+        // The work went through the two queues: one result per chunk, each chunk taken once.
+        Assert.That(r.Stdout, Does.Contain("created 2 queues").And.Contain("[ok] every chunk processed exactly once"), r.Describe());
     }
 
     /// <summary>A checkout whose Python package is missing: the Python workers die on import, and

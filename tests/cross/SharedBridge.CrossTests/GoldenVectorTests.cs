@@ -33,6 +33,9 @@ public sealed class GoldenVectorTests : CrossTestBase
         return File.ReadAllBytes(v.GoldenPath);
     }
 
+    /// <summary>A queue vector's control block as a conforming writer makes it (docs/format.md section 9).</summary>
+    private static string? ControlHex(VectorFile v) => v.Root.TryGetProperty("control_hex", out var c) ? c.GetString() : null;
+
     [TestCaseSource(nameof(VectorCases))]
     public void SpecEncoderProducesTheGoldenHeader(string vectorId)
     {
@@ -46,6 +49,9 @@ public sealed class GoldenVectorTests : CrossTestBase
             Assert.That(HeaderMask.Differences(encoded.AsSpan(0, headerSize), golden), Is.Empty, "golden bytes differ from the spec");
             Assert.That(BinaryPrimitives.ReadUInt32LittleEndian(golden.AsSpan(0x184)), Is.EqualTo(Crc32.OfHeader(golden)),
                 "the golden header's crc32 is not the checksum of its bytes");
+            if (ControlHex(v) is { } control)
+                Assert.That(Convert.ToHexStringLower(encoded.AsSpan(headerSize, SpecEncoder.QueueControl)), Is.EqualTo(control),
+                    "the queue's control block (control_hex, section 9) differs from the spec");
         });
     }
 
@@ -69,6 +75,9 @@ public sealed class GoldenVectorTests : CrossTestBase
             long created = BinaryPrimitives.ReadInt64LittleEndian(header.AsSpan(0x050));
             Assert.That(created, Is.InRange(before - 600_000_000_000L, before + 600_000_000_000L), "created_unix_ns is not the creation time");
             Assert.That(segment.Length, Is.EqualTo(golden.Length + expectedData.Length), "total size is not data_offset + data_size");
+            if (ControlHex(v) is { } control)
+                Assert.That(Convert.ToHexStringLower(segment.AsSpan(golden.Length, SpecEncoder.QueueControl)), Is.EqualTo(control),
+                    "the queue's control block differs from control_hex (section 9)");
             if (!File.ReadAllText(v.JsonPath).Contains("\"nan\""))  // NaN payloads legitimately differ
                 Assert.That(segment[golden.Length..], Is.EqualTo(expectedData), "data area differs from the spec encoding");
         });

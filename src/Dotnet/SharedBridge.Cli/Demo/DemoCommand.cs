@@ -5,11 +5,12 @@ using System.Text.Json;
 
 namespace SharedBridge.Cli.Demo;
 
-/// <summary>`sharedbridge-cli demo`: C# creates shared arrays, C# threads and Python processes
-/// (python/examples/demo_worker.py, attaching by name) do the same work on them under one shared
-/// lock; python/examples/demo_multiprocessing.py then does that work with the standard library
-/// alone; both results must equal a single-threaded C# reference. Exit status 0 only if all match
-/// and no segment is left in /dev/shm.</summary>
+/// <summary>`sharedbridge-cli demo`: C# creates two queues (docs/format.md section 11) and puts the input's chunks
+/// into the work queue as int32 array messages; C# threads and Python processes (python/examples/demo_worker.py,
+/// attaching by name) take them, compute, and put a result record per chunk into the results queue, which C#
+/// reads; python/examples/demo_multiprocessing.py then does that work with the standard library alone
+/// (multiprocessing.Queue); every result must equal a single-threaded C# reference. Exit status 0 only if all
+/// match and no segment is left in /dev/shm.</summary>
 public static class DemoCommand
 {
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
@@ -29,18 +30,19 @@ public static class DemoCommand
 
         var reference = Workload.Reference(o.Count);
         var mixed = RunShared(o, o.CSharpWorkers, o.PythonWorkers);
-        Console.WriteLine($"1. SharedBridge, mixed: this C# process created 5 segments ({mixed.Base}_*); {o.CSharpWorkers} C# thread(s)");
-        Console.WriteLine($"   and {o.PythonWorkers} Python process(es) (demo_worker.py, attached by name) pulled chunks from one shared");
-        Console.WriteLine("   queue and added to a shared histogram under one robust lock (a C# SharedLock).");
-        PrintRun(mixed.ChunksBy.Select(kv => $"{kv.Key} {kv.Value}"), mixed.Seconds, "from the start signal, once every Python worker had attached, to all done");
+        Console.WriteLine($"1. SharedBridge, mixed: this C# process created 2 queues ({mixed.Base}_work, {mixed.Base}_results) and put");
+        Console.WriteLine($"   every chunk into the work queue as an int32 array message; {o.CSharpWorkers} C# thread(s) and {o.PythonWorkers} Python");
+        Console.WriteLine("   process(es) (demo_worker.py, attached by name) took chunks until the queue was completed and drained,");
+        Console.WriteLine("   and put a result record (histogram, sum) per chunk into the results queue, which this process read.");
+        PrintRun(mixed.ChunksBy.Select(kv => $"{kv.Key} {kv.Value}"), mixed.Seconds, "from the first chunk put, once every Python worker had said ready, to all done");
 
         var pythonOnly = RunShared(o, 0, workers);
-        Console.WriteLine($"2. SharedBridge, Python workers only: segments made by C# the same way, {workers} demo_worker.py processes.");
-        PrintRun(pythonOnly.ChunksBy.Select(kv => $"{kv.Key} {kv.Value}"), pythonOnly.Seconds, "from the start signal to all done");
+        Console.WriteLine($"2. SharedBridge, Python workers only: queues made and fed by C# the same way, {workers} demo_worker.py processes.");
+        PrintRun(pythonOnly.ChunksBy.Select(kv => $"{kv.Key} {kv.Value}"), pythonOnly.Seconds, "from the first chunk put to all done");
 
         var mp = RunMultiprocessing(o, workers);
         Console.WriteLine($"3. multiprocessing: demo_multiprocessing.py ran the same worker code (demo_work.py) in {workers}");
-        Console.WriteLine("   multiprocessing.Process workers over multiprocessing.Array/RawArray with a multiprocessing.Lock.");
+        Console.WriteLine("   multiprocessing.Process workers, the chunks and the results through two multiprocessing.Queue.");
         PrintRun(mp.Chunks.Select(c => c.ToString(Inv)), mp.Seconds, "workers started to joined; fork start-up included");
 
         bool Matches(long[] h, long t) => h.SequenceEqual(reference.Histogram) && t == reference.Total;
@@ -50,8 +52,8 @@ public static class DemoCommand
             ("run 1 (C# + Python) histogram and total equal the single-threaded C# reference", Matches(mixed.Histogram, mixed.Total)),
             ("run 2 (Python over SharedBridge) equals the reference", Matches(pythonOnly.Histogram, pythonOnly.Total)),
             ("run 3 (multiprocessing) equals the reference", Matches(mp.Histogram, mp.Total)),
-            ($"every chunk processed exactly once ({o.Chunks} in each run)",
-                mixed.ChunksBy.Values.Sum() == o.Chunks && pythonOnly.ChunksBy.Values.Sum() == o.Chunks && mp.Chunks.Sum() == o.Chunks),
+            ($"every chunk processed exactly once ({o.Chunks} in each run, one result each)",
+                mixed.ExactlyOnce && pythonOnly.ExactlyOnce && mp.Chunks.Sum() == o.Chunks),
             ("every worker exited cleanly", mixed.WorkersOk && pythonOnly.WorkersOk && mp.WorkersOk),
             ($"no segment left in /dev/shm ({mixed.Base}_*, {pythonOnly.Base}_*)", leftovers.Count == 0),
         };
@@ -65,7 +67,7 @@ public static class DemoCommand
         return allOk ? 0 : 1;
     }
 
-    private sealed record SharedRun(string Base, long[] Histogram, long Total, Dictionary<string, long> ChunksBy, double Seconds, bool WorkersOk, IReadOnlyList<string> Leftovers);
+    private sealed record SharedRun(string Base, long[] Histogram, long Total, Dictionary<string, long> ChunksBy, double Seconds, bool WorkersOk, bool ExactlyOnce, IReadOnlyList<string> Leftovers);
 
     private static void PrintRun(IEnumerable<string> chunks, double seconds, string timed)
     {
@@ -74,71 +76,148 @@ public static class DemoCommand
         Console.WriteLine();
     }
 
-    /// <summary>One run over SharedBridge segments this process creates: Python workers are
-    /// started first and counted in at a barrier, then everyone (C# threads too) starts at once.</summary>
+    /// <summary>How long a wait of the producer or the results reader lasts before it looks whether any worker is
+    /// still alive (so a run whose workers all died ends at once instead of at the timeout).</summary>
+    private static readonly TimeSpan Slice = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>The work queue's ring: big enough for every chunk to travel in the ring (a record of at most a
+    /// quarter of it, docs/format.md section 11.5), at least 1 MiB, at most 64 MiB (larger chunks go out of line).</summary>
+    private static long WorkCapacity(int chunk) =>
+        Math.Clamp((long)System.Numerics.BitOperations.RoundUpToPowerOf2((ulong)(4L * (4L * chunk + 64))), 1L << 20, 64L << 20);
+
+    /// <summary>One run over two SharedBridge queues this process creates: Python workers are started first and
+    /// say "ready" through the results queue; then the clock starts, this process puts every chunk of the input
+    /// into the work queue (an int32 array message each) and completes it, the workers (C# threads too) take
+    /// chunks until the queue is drained and put a result record per chunk, and this process reads them.</summary>
     private static SharedRun RunShared(DemoOptions o, int csharpWorkers, int pythonWorkers)
     {
         string @base = "sbdemo_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
         int workers = pythonWorkers + csharpWorkers;
-        long[] histogram;
-        long total;
+        var histogram = new long[Workload.Bins];
+        long total = 0, results = 0, samples = 0;
         var chunksBy = new Dictionary<string, long>();
+        for (int w = 0; w < workers; w++) chunksBy[WorkerName(w, pythonWorkers)] = 0;
         double seconds;
-        bool workersOk = true;
+        bool workersOk = true, allRead = true;
         var pythons = new List<PythonProcess>();
         try
         {
-            using var shared = SharedLock.Create(@base + "_lock");
-            var withLock = new SegmentOptions { SharedLock = shared };
             var input = new int[o.Count];
             for (int i = 0; i < input.Length; i++) input[i] = Workload.Sample(i);
-            using var inp = SharedArray<int>.Create(@base + "_in", input, new SegmentOptions { Synchronized = false });
-            using var hist = SharedArray<long>.Create(@base + "_hist", Workload.Bins, withLock);
-            using var queue = SharedArray<long>.Create(@base + "_queue", Workload.QueueLength, withLock);
-            using var counts = SharedArray<long>.Create(@base + "_counts", workers, withLock);
+            using var work = SharedQueue.Create(@base + "_work", new QueueOptions { Capacity = WorkCapacity(o.Chunk) });
+            using var done = SharedQueue.Create(@base + "_results");
 
             for (int w = 0; w < pythonWorkers; w++)
                 pythons.Add(new PythonProcess(o, Path.Combine(o.ExamplesDir, "demo_worker.py"),
-                    inp.Name, hist.Name, queue.Name, counts.Name, w.ToString(Inv), o.Chunk.ToString(Inv)));
-            WaitUntilReady(queue, pythonWorkers, pythons);
+                    work.Name, done.Name, w.ToString(Inv)));
+            WaitUntilReady(done, pythonWorkers, pythons);
             var clock = Stopwatch.StartNew();
-            using (queue.Lock()) queue[Workload.QueueGo] = 1;
             var threads = Enumerable.Range(pythonWorkers, csharpWorkers).Select(index =>
-                Task.Factory.StartNew(() => Workload.Work(inp.Name, hist.Name, queue.Name, counts.Name, index, o.Chunk),
+                Task.Factory.StartNew(() => Workload.Work(work.Name, done.Name, index, WorkerTimeout),
                     TaskCreationOptions.LongRunning)).ToArray();
-            Task.WaitAll(threads);
+            bool Alive() => pythons.Any(p => !p.HasExited) || threads.Any(t => !t.IsCompleted);
+            var producer = Task.Factory.StartNew(() => Produce(work, input, o.Chunk, Alive), TaskCreationOptions.LongRunning);
+
+            while (results < o.Chunks)
+            {
+                try
+                {
+                    using var m = done.Read(Slice);
+                    if (m.Type != QueueMessageType.Record) continue;     // a late "ready" of a slow worker
+                    var r = m.GetValue<ChunkResult>();
+                    for (int b = 0; b < Workload.Bins; b++) histogram[b] += r.Bins[b];
+                    total += r.Sum;
+                    samples += r.Samples;
+                    string who = r.Worker >= 0 && r.Worker < workers ? WorkerName((int)r.Worker, pythonWorkers) : $"unknown#{r.Worker}";
+                    chunksBy[who] = chunksBy.GetValueOrDefault(who) + 1;
+                    results++;
+                }
+                catch (QueueTimeoutException)
+                {
+                    if ((!Alive() && done.Count == 0) || clock.Elapsed > WorkerTimeout)
+                    {
+                        allRead = false;
+                        break;
+                    }
+                }
+            }
+            try
+            {
+                workersOk &= producer.Wait(WorkerTimeout) && producer.Result;
+                workersOk &= Task.WaitAll(threads, WorkerTimeout);
+            }
+            catch (AggregateException e)
+            {
+                Console.Error.WriteLine($"the C# producer or a C# worker failed: {e.InnerException?.Message}");
+                workersOk = false;
+            }
             for (int w = 0; w < pythons.Count; w++)
                 workersOk &= pythons[w].Finish(WorkerTimeout, $"python worker #{w + 1} (demo_worker.py)");
             seconds = clock.Elapsed.TotalSeconds;
-
-            using (hist.Lock())
-            {
-                histogram = hist.ToArray();
-                total = queue[Workload.QueueTotal];
-                long[] c = counts.ToArray();
-                for (int w = 0; w < workers; w++)
-                    chunksBy[w < pythonWorkers ? $"python#{w + 1}" : $"C##{w - pythonWorkers + 1}"] = c[w];
-            }
         }
         finally
         {
             foreach (var p in pythons) p.Dispose();
         }
         var leftovers = Directory.GetFiles("/dev/shm", @base + "*").Select(Path.GetFileName).OfType<string>().ToList();
-        return new SharedRun(@base, histogram, total, chunksBy, seconds, workersOk, leftovers);
+        bool exactlyOnce = allRead && results == o.Chunks && samples == o.Count;
+        return new SharedRun(@base, histogram, total, chunksBy, seconds, workersOk, exactlyOnce, leftovers);
     }
 
-    /// <summary>Waits until every Python worker has attached and counted itself in (or one died).</summary>
-    private static void WaitUntilReady(SharedArray<long> queue, int expected, List<PythonProcess> pythons)
+    private static string WorkerName(int w, int pythonWorkers) =>
+        w < pythonWorkers ? $"python#{w + 1}" : $"C##{w - pythonWorkers + 1}";
+
+    /// <summary>The producer: every chunk of the input as an int32 array message, then Complete (the workers drain the
+    /// queue and stop). Gives up, completing the queue all the same, when no worker is left to make room.</summary>
+    private static bool Produce(SharedQueue work, int[] input, int chunk, Func<bool> alive)
+    {
+        try
+        {
+            for (long start = 0; start < input.Length; start += chunk)
+            {
+                var values = input.AsSpan((int)start, (int)Math.Min(chunk, input.Length - start));
+                while (true)
+                {
+                    try
+                    {
+                        work.Write<int>(values, [values.Length], Slice);
+                        break;
+                    }
+                    catch (QueueTimeoutException) when (alive())
+                    {
+                    }
+                    catch (QueueTimeoutException)
+                    {
+                        Console.Error.WriteLine("the work queue stayed full and no worker is left: the producer stopped");
+                        return false;
+                    }
+                }
+            }
+            return true;
+        }
+        finally
+        {
+            work.Complete();
+        }
+    }
+
+    /// <summary>Waits until every Python worker has attached and said "ready" through the results queue (or one died).</summary>
+    private static void WaitUntilReady(SharedQueue results, int expected, List<PythonProcess> pythons)
     {
         var deadline = Stopwatch.StartNew();
-        while (true)
+        for (int ready = 0; ready < expected;)
         {
-            using (queue.Lock())
-                if (queue[Workload.QueueReady] >= expected) return;
-            if (pythons.Any(p => p.HasExited) || deadline.Elapsed > TimeSpan.FromSeconds(30))
-                return;  // the run goes on without it; the checks will report the failure
-            Thread.Sleep(1);
+            try
+            {
+                // Before the first chunk, a worker's only message is its "ready" string.
+                using var m = results.Read(TimeSpan.FromMilliseconds(20));
+                ready++;
+            }
+            catch (QueueTimeoutException)
+            {
+                if (pythons.Any(p => p.HasExited) || deadline.Elapsed > TimeSpan.FromSeconds(30))
+                    return;  // the run goes on without it; the checks will report the failure
+            }
         }
     }
 

@@ -1,16 +1,37 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
 namespace SharedBridge.Cli.Demo;
 
-/// <summary>The demo's work, the C# twin of python/examples/demo_work.py: workers pull chunk
-/// numbers from a shared queue, histogram bits 20-23 of each value of their chunk, and add the
-/// histogram, the chunk's sum and their chunk count to shared arrays under the one shared lock.</summary>
+/// <summary>The histogram of one chunk: 16 counters (a C <c>int64_t bins[16]</c>, Python <c>c_int64 * 16</c>).</summary>
+[InlineArray(Workload.Bins)]
+public struct Bins16
+{
+    private long _element;
+}
+
+/// <summary>What a worker puts into the results queue for each chunk it took: a record message (docs/format.md
+/// section 11.4, tag 4) whose field table matches python/examples/demo_work.py's <c>ChunkResult</c> (field names
+/// compare case-insensitively).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct ChunkResult
+{
+    /// <summary>Who computed it: 0.. for the Python workers, then the C# threads.</summary>
+    public long Worker;
+    /// <summary>How many samples the chunk had.</summary>
+    public long Samples;
+    /// <summary>The sum of the chunk's samples.</summary>
+    public long Sum;
+    /// <summary>The chunk's histogram of bits 20-23.</summary>
+    public Bins16 Bins;
+}
+
+/// <summary>The demo's work, the C# twin of python/examples/demo_work.py: workers take chunks of the input (int32
+/// array messages) from the work queue until it is completed and drained, histogram bits 20-23 of each value of the
+/// chunk, and put one <see cref="ChunkResult"/> per chunk into the results queue.</summary>
 public static class Workload
 {
     public const int Bins = 16;
-    public const int QueueNext = 0, QueueTotal = 1;
-
-    /// <summary>The start barrier after the two work cells: Python workers count themselves in
-    /// QueueReady once attached, and start when the parent sets QueueGo.</summary>
-    public const int QueueReady = 2, QueueGo = 3, QueueLength = 4;
 
     /// <summary>Element i of the input: the same multiplicative hash as demo_work.sample.</summary>
     public static int Sample(long i) => (int)(i * 2654435761L % 2147483648L);
@@ -31,38 +52,39 @@ public static class Workload
         return (hist, total);
     }
 
-    /// <summary>One C# worker over segments opened by name, exactly as a Python worker does it.</summary>
-    public static int Work(string inputName, string histName, string queueName, string countsName, int index, int chunk)
+    /// <summary>One chunk's result.</summary>
+    public static ChunkResult Compute(ReadOnlySpan<int> values, int worker)
     {
-        using var input = SharedArray<int>.Open(inputName);
-        using var hist = SharedArray<long>.Open(histName);
-        using var queue = SharedArray<long>.Open(queueName);
-        using var counts = SharedArray<long>.Open(countsName);
-        int n = input.Length, taken = 0;
-        Span<long> local = stackalloc long[Bins];
+        var r = new ChunkResult { Worker = worker, Samples = values.Length };
+        foreach (int v in values)
+        {
+            r.Bins[Bin(v)]++;
+            r.Sum += v;
+        }
+        return r;
+    }
+
+    /// <summary>One C# worker over the two queues opened by name, exactly as a Python worker does it: take a chunk
+    /// (zero-copy: the span reads the ring until the message is disposed), put its result, until the work queue is
+    /// completed and drained. Returns how many chunks it took.</summary>
+    public static int Work(string workName, string resultsName, int index, TimeSpan timeout)
+    {
+        using var work = SharedQueue.Open(workName);
+        using var results = SharedQueue.Open(resultsName);
+        int taken = 0;
         while (true)
         {
-            long c;
-            using (queue.Lock())
+            ChunkResult r;
+            try
             {
-                c = queue[QueueNext];
-                queue[QueueNext] = c + 1;
+                using var chunk = work.Read(timeout);
+                r = Compute(chunk.GetSpan<int>(), index);
             }
-            long start = c * chunk;
-            if (start >= n) return taken;
-            local.Clear();
-            long sum = 0;
-            foreach (int v in input.AsSpan()[(int)start..(int)Math.Min(start + chunk, n)])
+            catch (QueueCompletedException)
             {
-                local[Bin(v)]++;
-                sum += v;
+                return taken;
             }
-            using (hist.Lock())  // the same lock as queue's and counts'
-            {
-                for (int b = 0; b < Bins; b++) hist[b] += local[b];
-                queue[QueueTotal] += sum;
-                counts[index] += 1;
-            }
+            results.Write(r, timeout);
             taken++;
         }
     }

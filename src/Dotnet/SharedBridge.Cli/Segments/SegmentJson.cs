@@ -35,6 +35,15 @@ internal static class SegmentJson
         ["age_seconds"] = i.Age is { } age ? Math.Round(age.TotalSeconds, 3) : null,
         ["mapped_by"] = new JsonArray(i.MappedBy.Select(p => (JsonNode?)p).ToArray()),
         ["sync"] = Sync(i),
+        ["queue"] = Queue(i),
+    };
+
+    /// <summary>A queue's words (docs/format.md section 11.2).</summary>
+    internal static JsonObject? Queue(SegmentInfo i) => i.Queue is not { } q ? null : new JsonObject
+    {
+        ["count"] = q.Count, ["capacity"] = q.Capacity, ["bytes_used"] = q.BytesUsed, ["max_messages"] = q.MaxMessages,
+        ["unfinished"] = q.Unfinished, ["completed"] = q.Completed, ["puts"] = q.Puts, ["gets"] = q.Gets,
+        ["flavour"] = q.Flavour switch { 0 => "Queue", 1 => "SimpleQueue", 2 => "JoinableQueue", 3 => "Pipe", _ => "corrupt" }, ["readers_waiting"] = q.ReadersWaiting, ["writers_waiting"] = q.WritersWaiting,
     };
 
     /// <summary>The decoded words of a synchronization segment, the keys of the Python CLI in its order.</summary>

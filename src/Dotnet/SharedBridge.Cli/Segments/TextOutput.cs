@@ -19,13 +19,15 @@ internal static class TextOutput
 
     /// <summary>TYPE: the element type; "-" for a lock and the synchronization kinds (their 16 words are not
     /// data: SYNC decodes them).</summary>
-    internal static string TypeText(SegmentInfo i) => i.Sync is null && i.ElementType is { Length: > 0 } t ? t : "-";
+    internal static string TypeText(SegmentInfo i) => i.Sync is null && i.Queue is null && i.ElementType is { Length: > 0 } t ? t : "-";
 
-    internal static string LengthText(SegmentInfo i) => i.Sync is null ? $"{i.Length}" : "-";
+    /// <summary>LENGTH: the elements; a queue's depth (its ready messages); "-" for the synchronization kinds.</summary>
+    internal static string LengthText(SegmentInfo i) => i.Queue is { } q ? $"{q.Count}" : i.Sync is null ? $"{i.Length}" : "-";
 
     /// <summary>SYNC: a synchronization object's words for people (docs/cli.md), "-" otherwise.</summary>
     internal static string SyncText(SegmentInfo i)
     {
+        if (i.Queue is { } q) return QueueText(q);
         if (i.Sync is not { } w) return "-";
         string text = i.Kind switch
         {
@@ -37,6 +39,17 @@ internal static class TextOutput
         if (i.Kind == SegmentKind.Barrier) return text;
         string waiting = $"{w.Waiters} waiting";
         return text.Length > 0 && w.Waiters != 0 ? $"{text}, {waiting}" : text.Length > 0 ? text : waiting;
+    }
+
+    /// <summary>A queue's depth, capacity and counts for people (SYNC column of ls, inspect).</summary>
+    internal static string QueueText(QueueStatus q)
+    {
+        string depth = q.MaxMessages == 0x7FFFFFFF ? $"{q.Count} ready" : $"{q.Count} of {q.MaxMessages} ready";
+        string text = $"{depth}, {q.BytesUsed} of {q.Capacity} bytes, {q.Puts} put, {q.Gets} got";
+        if (q.Unfinished != 0) text += $", {q.Unfinished} unfinished";
+        if (q.ReadersWaiting != 0) text += $", {q.ReadersWaiting} reading";
+        if (q.WritersWaiting != 0) text += $", {q.WritersWaiting} writing";
+        return q.Completed ? text + ", completed" : text;
     }
 
     /// <summary>What a reap line adds when other processes still map the segment.</summary>

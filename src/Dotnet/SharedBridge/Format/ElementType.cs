@@ -127,29 +127,35 @@ internal sealed class ElementType
     }
 
     /// <summary>Null when a segment with this header can be used as this type, otherwise why not.</summary>
-    internal string? Mismatch(SegmentHeader header)
+    internal string? Mismatch(SegmentHeader header) =>
+        Mismatch(header.TypeCode, header.ElementSize, header.TypeName, header.Fields, header.TypeDescription, "the segment");
+
+    /// <summary>Null when elements of typecode <paramref name="code"/> (and, for 'T', this size, type name and
+    /// field table) can be used as this type, otherwise why not; <paramref name="where"/> names the holder
+    /// ("the segment", "the message") and <paramref name="description"/> its element type.</summary>
+    internal string? Mismatch(char code, int elementSize, string typeName, IReadOnlyList<StructField> fields, string description, string where)
     {
         string ours = TypeCode == TypeCodes.Structure ? $"struct {ClrType.Name} ({Size} bytes)" : $"{ClrType.Name}";
         if (TypeCode != TypeCodes.Structure)
-            return TypeCodes.Accepts(header.TypeCode, ClrType)
+            return TypeCodes.Accepts(code, ClrType)
                 ? null
-                : $"it holds {header.TypeDescription} elements, not {ours}";
-        if (header.TypeCode != TypeCodes.Structure)
-            return $"it holds {header.TypeDescription} elements, not {ours}";
-        if (header.ElementSize != Size)
-            return $"its structure {header.TypeName} is {header.ElementSize} bytes, {ours}";
-        if (header.Fields.Count != Fields.Length)
-            return $"its structure {header.TypeName} has {header.Fields.Count} field-table entries, {ClrType.Name} has {Fields.Length}";
+                : $"it holds {description} elements, not {ours}";
+        if (code != TypeCodes.Structure)
+            return $"it holds {description} elements, not {ours}";
+        if (elementSize != Size)
+            return $"its structure {typeName} is {elementSize} bytes, {ours}";
+        if (fields.Count != Fields.Length)
+            return $"its structure {typeName} has {fields.Count} field-table entries, {ClrType.Name} has {Fields.Length}";
         for (int i = 0; i < Fields.Length; i++)
         {
-            var theirs = header.Fields[i];
+            var theirs = fields[i];
             var mine = Fields[i];
             bool codeOk = mine.TypeCode == TypeCodes.Structure
                 ? theirs.TypeCode == TypeCodes.Structure
                 : TypeCodes.Accepts(theirs.TypeCode, _leafTypes[i]);
             if (!codeOk || theirs.Offset != mine.Offset || theirs.Count != mine.Count || theirs.ItemSize != mine.ItemSize
                 || theirs.Parent != mine.Parent || !string.Equals(theirs.Name, mine.Name, StringComparison.OrdinalIgnoreCase))
-                return $"field {i} is {Show(theirs)} in the segment but {Show(mine)} in {ClrType.Name}";
+                return $"field {i} is {Show(theirs)} in {where} but {Show(mine)} in {ClrType.Name}";
         }
         return null;
     }

@@ -21,7 +21,8 @@ internal sealed record HeaderSpec(
     /// (a version-3 reader would not register as a sleeper, so a version-4 notifier would not wake it);
     /// for kinds 1-3 what a version-3 writer records: 2 for last-closer (a version-1 reader would not take
     /// part in its protocol), otherwise 1.</summary>
-    internal int CompatVersion => IsSync(Kind) ? SleepersVersion : HeaderCodec.CompatVersionFor(Lifetime);
+    internal int CompatVersion => Kind == SegmentKind.Queue ? QueueVersion
+        : IsSync(Kind) ? SleepersVersion : HeaderCodec.CompatVersionFor(Lifetime);
 
     /// <summary>version a version-4 writer records: 4 for kinds 4-7, else 2 (a version-2 writer's bytes,
     /// section 6.3).</summary>
@@ -75,10 +76,22 @@ internal static class HeaderCodec
         }
         WriteText(header.Slice(TypeNameOffset, TypeNameWidth), spec.TypeName);
         WriteText(header.Slice(LockNameOffset, LockNameWidth), spec.LockName);
-        for (int i = 0; i < spec.Fields.Count; i++)
+        WriteFieldEntries(header[FixedSize..], spec.Fields);
+        // One aligned 8-byte store after a fence: a reader never sees half a magic (it would take the
+        // name for another program's), and one that sees the magic sees the whole identity region.
+        Interlocked.MemoryBarrier();
+        BinaryPrimitives.WriteUInt64LittleEndian(header[MagicOffset..], BinaryPrimitives.ReadUInt64LittleEndian(MagicBytes));
+    }
+
+    /// <summary>Writes <paramref name="fields"/> as 64-byte field-table entries (section 4) at the start of
+    /// <paramref name="table"/> (zero-filled): a header's table, or a queue message's struct description
+    /// (section 11.4).</summary>
+    internal static void WriteFieldEntries(Span<byte> table, IReadOnlyList<StructField> fields)
+    {
+        for (int i = 0; i < fields.Count; i++)
         {
-            var f = spec.Fields[i];
-            var entry = header.Slice(FixedSize + i * FieldEntrySize, FieldEntrySize);
+            var f = fields[i];
+            var entry = table.Slice(i * FieldEntrySize, FieldEntrySize);
             WriteText(entry[..EntryNameWidth], f.Name);
             entry[EntryTypeCodeOffset] = (byte)f.TypeCode;
             BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryOffsetOffset..], (uint)f.Offset);
@@ -86,10 +99,6 @@ internal static class HeaderCodec
             BinaryPrimitives.WriteUInt32LittleEndian(entry[EntryItemSizeOffset..], (uint)f.ItemSize);
             BinaryPrimitives.WriteInt32LittleEndian(entry[EntryParentOffset..], f.Parent);
         }
-        // One aligned 8-byte store after a fence: a reader never sees half a magic (it would take the
-        // name for another program's), and one that sees the magic sees the whole identity region.
-        Interlocked.MemoryBarrier();
-        BinaryPrimitives.WriteUInt64LittleEndian(header[MagicOffset..], BinaryPrimitives.ReadUInt64LittleEndian(MagicBytes));
     }
 
     internal static int CompatVersionFor(SegmentLifetime lifetime) => lifetime == SegmentLifetime.LastCloser ? 2 : 1;
@@ -118,7 +127,7 @@ internal static class HeaderCodec
         return Crc32.Append(crc, header[FixedSize..]);
     }
 
-    private static void WriteText(Span<byte> field, string text)
+    internal static void WriteText(Span<byte> field, string text)
     {
         // Callers validate text (ASCII, shorter than the field) before writing.
         Encoding.ASCII.GetBytes(text, field);
@@ -178,6 +187,8 @@ internal static class HeaderCodec
             throw Corrupt(name, "kind 0 is not a segment kind");
         if (HeaderSpec.IsSync(kind))
             CheckSync(name, h, kind);
+        else if (kind == SegmentKind.Queue)
+            CheckQueue(name, h);
 
         char typeCode = (char)h[TypeCodeOffset];
         uint elementSize = BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSizeOffset..]);
@@ -297,6 +308,33 @@ internal static class HeaderCodec
             throw Corrupt(name, $"kind {(int)kind} with lock_kind {(int)lockKind} / lock_type {(int)lockType}");
     }
 
+    /// <summary>The header rules of a queue (section 11.1): version 5 fields, a byte ring of a power-of-two capacity
+    /// behind 256 bytes of control words, an embedded error-checking lock, no names, no field table, no flags.</summary>
+    private static void CheckQueue(string name, ReadOnlySpan<byte> h)
+    {
+        int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersionOffset..]);
+        if (compat < QueueVersion)
+            throw Corrupt(name, $"kind 8 (a queue) needs compat_version {QueueVersion}, not {compat}");
+        if (h[TypeCodeOffset] != 'B' || BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSizeOffset..]) != 1)
+            throw Corrupt(name, "kind 8 (a queue) needs typecode 'B' and elements of 1 byte");
+        ulong count = BinaryPrimitives.ReadUInt64LittleEndian(h[ElementCountOffset..]);
+        ulong capacity = count - QueueControlSize;
+        if (count < QueueControlSize || !QueueCapacityIsValid(capacity))
+            throw Corrupt(name, $"kind 8 (a queue) with element_count {count}: it needs {QueueControlSize} + a capacity that is a power " +
+                $"of two from {MinQueueCapacity} to 2^40");
+        if (h[LockKindOffset] != (byte)LockKind.Embedded || h[LockTypeOffset] != (byte)LockType.ErrorChecking)
+            throw Corrupt(name, $"kind 8 (a queue) with lock_kind {h[LockKindOffset]} / lock_type {h[LockTypeOffset]} (it needs 1 / 2)");
+        if (h[LockNameOffset] != 0 || h[TypeNameOffset] != 0 || BinaryPrimitives.ReadUInt32LittleEndian(h[FieldCountOffset..]) != 0
+            || BinaryPrimitives.ReadUInt16LittleEndian(h[FlagsOffset..]) != 0)
+            throw Corrupt(name, "kind 8 (a queue) has a lock_name, a type_name, a field table or flags (it has none)");
+    }
+
+    internal const int QueueControlSize = 256;
+    internal const ulong MinQueueCapacity = 4096, MaxQueueCapacity = 1UL << 40;
+
+    internal static bool QueueCapacityIsValid(ulong capacity) =>
+        capacity >= MinQueueCapacity && capacity <= MaxQueueCapacity && (capacity & (capacity - 1)) == 0;
+
     /// <summary>Entries of the holder table of a synchronization segment (section 10.1), or null when
     /// element_count is not valid for the kind and compat_version.</summary>
     internal static int? TableSlots(SegmentKind kind, int compat, ulong elementCount)
@@ -365,7 +403,17 @@ internal static class HeaderCodec
         if (tableOffset != FixedSize) throw Corrupt(name, $"field_table_offset 0x{tableOffset:X} is not 0x200");
         if ((ulong)tableOffset + (ulong)count * (ulong)entrySize > (ulong)headerSize)
             throw Corrupt(name, $"the field table ({count} entries of {entrySize} bytes) does not fit in header_size {headerSize}");
+        return ParseFieldEntries(h[(int)tableOffset..], (int)count, entrySize, elementSize, problem => Corrupt(name, problem));
+    }
 
+    /// <summary>Validates <paramref name="count"/> field-table entries of <paramref name="entrySize"/> bytes
+    /// at the start of <paramref name="table"/> (which holds them all) for a structure of
+    /// <paramref name="elementSize"/> bytes, with every rule of section 4; <paramref name="corrupt"/> makes the
+    /// exception for a problem. Used for a header's table and for the struct description of a queue
+    /// message (section 11.4), so both are validated alike.</summary>
+    internal static StructField[] ParseFieldEntries(ReadOnlySpan<byte> table, int count, int entrySize, uint elementSize,
+                                                    Func<string, Exception> corrupt)
+    {
         var fields = new StructField[count];
         // Pre-order walk: the stack holds the open 'T' entries (index, size, children seen, last end,
         // names seen); its depth is the nesting depth of the next child.
@@ -375,45 +423,45 @@ internal static class HeaderCodec
         var topNames = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < count; i++)
         {
-            var e = h.Slice((int)tableOffset + i * entrySize, FieldEntrySize);
+            var e = table.Slice(i * entrySize, FieldEntrySize);
             string where = $"field table entry {i}";
-            string fieldName = ReadText(name, e[..EntryNameWidth], where + " name");
+            string fieldName = ReadText(e[..EntryNameWidth], where + " name", corrupt);
             if (fieldName.Length == 0 || !IsIdentifierText(fieldName, allowLeadingDigit: false))
-                throw Corrupt(name, $"{where}: name \"{fieldName}\" is not an ASCII identifier");
+                throw corrupt($"{where}: name \"{fieldName}\" is not an ASCII identifier");
             if (IsReservedFieldName(fieldName))
-                throw Corrupt(name, $"{where}: field name {fieldName} is reserved");
+                throw corrupt($"{where}: field name {fieldName} is reserved");
             char code = (char)e[EntryTypeCodeOffset];
             uint offset = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryOffsetOffset..]);
             uint itemCount = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryCountOffset..]);
             uint itemSize = BinaryPrimitives.ReadUInt32LittleEndian(e[EntryItemSizeOffset..]);
             int parent = BinaryPrimitives.ReadInt32LittleEndian(e[EntryParentOffset..]);
             if (code != TypeCodes.Structure && !TypeCodes.IsScalarCode(code))
-                throw Corrupt(name, $"{where} ({fieldName}): unknown typecode 0x{(int)code:X2}");
-            if (itemCount == 0) throw Corrupt(name, $"{where} ({fieldName}): count is 0");
+                throw corrupt($"{where} ({fieldName}): unknown typecode 0x{(int)code:X2}");
+            if (itemCount == 0) throw corrupt($"{where} ({fieldName}): count is 0");
             if (code == TypeCodes.Structure ? itemSize == 0 : itemSize != TypeCodes.SizeOf(code))
-                throw Corrupt(name, $"{where} ({fieldName}): item_size {itemSize} does not match typecode '{code}'");
+                throw corrupt($"{where} ({fieldName}): item_size {itemSize} does not match typecode '{code}'");
 
             // Close the nested structures this entry is not part of.
             while (open.Count > 0 && open[^1].Index != parent)
             {
-                if (open[^1].Children == 0) throw Corrupt(name, $"field table entry {open[^1].Index} is a structure with no fields");
+                if (open[^1].Children == 0) throw corrupt($"field table entry {open[^1].Index} is a structure with no fields");
                 open.RemoveAt(open.Count - 1);
             }
             if (parent != -1 && open.Count == 0)
-                throw Corrupt(name, $"{where} ({fieldName}): parent {parent} is not an enclosing structure entry (entries must be in pre-order)");
+                throw corrupt($"{where} ({fieldName}): parent {parent} is not an enclosing structure entry (entries must be in pre-order)");
             if (open.Count + 1 > MaxStructDepth)
-                throw Corrupt(name, $"{where} ({fieldName}): structures nest deeper than {MaxStructDepth} levels");
+                throw corrupt($"{where} ({fieldName}): structures nest deeper than {MaxStructDepth} levels");
             if (!(open.Count == 0 ? topNames : open[^1].Names).Add(fieldName))
-                throw Corrupt(name, $"{where}: field name {fieldName} appears twice in the same structure");
+                throw corrupt($"{where}: field name {fieldName} appears twice in the same structure");
 
             long parentSize = open.Count == 0 ? elementSize : open[^1].Size;
             long previousEnd = open.Count == 0 ? topEnd : open[^1].End;
             int previousChildren = open.Count == 0 ? topChildren : open[^1].Children;
             if (previousChildren > 0 && offset < previousEnd)
-                throw Corrupt(name, $"{where} ({fieldName}): offset {offset} overlaps or precedes the previous field (offsets must increase)");
+                throw corrupt($"{where} ({fieldName}): offset {offset} overlaps or precedes the previous field (offsets must increase)");
             ulong end = (ulong)offset + (ulong)itemCount * itemSize;
             if (end > (ulong)parentSize)
-                throw Corrupt(name, $"{where} ({fieldName}): offset {offset} + {itemCount} x {itemSize} exceeds its parent's size {parentSize}");
+                throw corrupt($"{where} ({fieldName}): offset {offset} + {itemCount} x {itemSize} exceeds its parent's size {parentSize}");
 
             if (open.Count == 0) { topEnd = (long)end; topChildren++; }
             else open[^1] = open[^1] with { End = (long)end, Children = open[^1].Children + 1 };
@@ -422,18 +470,22 @@ internal static class HeaderCodec
             if (code == TypeCodes.Structure) open.Add((i, itemSize, 0, 0, new HashSet<string>(StringComparer.Ordinal)));
         }
         foreach (var o in open)
-            if (o.Children == 0) throw Corrupt(name, $"field table entry {o.Index} is a structure with no fields");
+            if (o.Children == 0) throw corrupt($"field table entry {o.Index} is a structure with no fields");
         return fields;
     }
 
     /// <summary>Reads a NUL-terminated ASCII text field; no NUL within the width is corrupt.</summary>
-    private static string ReadText(string name, ReadOnlySpan<byte> field, string what)
+    private static string ReadText(string name, ReadOnlySpan<byte> field, string what) =>
+        ReadText(field, what, problem => Corrupt(name, problem));
+
+    /// <summary>Reads a NUL-terminated ASCII text field; <paramref name="corrupt"/> makes the exception.</summary>
+    internal static string ReadText(ReadOnlySpan<byte> field, string what, Func<string, Exception> corrupt)
     {
         int end = field.IndexOf((byte)0);
-        if (end < 0) throw Corrupt(name, $"{what} is not NUL-terminated");
+        if (end < 0) throw corrupt($"{what} is not NUL-terminated");
         var text = field[..end];
         foreach (byte b in text)
-            if (b < 0x21 || b > 0x7E) throw Corrupt(name, $"{what} holds a non-printable or non-ASCII byte 0x{b:X2}");
+            if (b < 0x21 || b > 0x7E) throw corrupt($"{what} holds a non-printable or non-ASCII byte 0x{b:X2}");
         return Encoding.ASCII.GetString(text);
     }
 

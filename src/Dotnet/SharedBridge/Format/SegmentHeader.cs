@@ -20,6 +20,8 @@ public enum SegmentKind : byte
     Condition = 6,
     /// <summary>A barrier (format version 2, section 10).</summary>
     Barrier = 7,
+    /// <summary>A message queue: a ring of records (format version 5, section 11).</summary>
+    Queue = 8,
 }
 
 /// <summary>How a segment is synchronized (header field <c>lock_kind</c>).</summary>

@@ -205,7 +205,41 @@ internal static class StructLayoutTable
         return type.IsEnum ? Enum.ToObject(type, value) : value;
     }
 
+    /// <summary>
+    /// True when a validated field table (pre-order, every 'T' entry with children, section 4) and
+    /// <paramref name="size"/> are exactly C natural alignment: each entry at its parent's running end
+    /// rounded up to its alignment (a scalar's size, a structure's widest member), each structure's size
+    /// its end rounded up to its widest member. Readers refuse other tables (section 4), as writers do.
+    /// </summary>
+    internal static bool IsNatural(IReadOnlyList<StructField> fields, long size)
+    {
+        int n = fields.Count;
+        var align = new long[n];
+        for (int i = 0; i < n; i++) align[i] = fields[i].TypeCode == TypeCodes.Structure ? 1 : fields[i].ItemSize;
+        for (int i = n - 1; i >= 0; i--) // children follow their parent
+            if (fields[i].Parent >= 0) align[fields[i].Parent] = Math.Max(align[fields[i].Parent], align[i]);
+        // Per structure (index + 1; 0 is the element): running end and widest member.
+        var end = new long[n + 1];
+        var widest = new long[n + 1];
+        Array.Fill(widest, 1L);
+        for (int i = 0; i < n; i++)
+        {
+            var f = fields[i];
+            int p = f.Parent + 1;
+            long offset = AlignUp(end[p], align[i]);
+            if (offset != f.Offset) return false;
+            end[p] = offset + (long)f.Count * f.ItemSize;
+            widest[p] = Math.Max(widest[p], align[i]);
+        }
+        for (int i = 0; i < n; i++)
+            if (fields[i].TypeCode == TypeCodes.Structure && AlignUp(end[i + 1], widest[i + 1]) != fields[i].ItemSize)
+                return false;
+        return AlignUp(end[0], widest[0]) == size;
+    }
+
     private static int AlignUp(int x, int a) => (x + a - 1) / a * a;
+
+    private static long AlignUp(long x, long a) => (x + a - 1) / a * a;
 
     private static UnsupportedTypeException Unsupported(Type type, string problem) =>
         new($"{type.Name} cannot be stored in a shared segment: {problem}. Use a [StructLayout(LayoutKind.Sequential)] " +

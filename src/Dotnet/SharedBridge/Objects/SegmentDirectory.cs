@@ -107,7 +107,8 @@ public static class SegmentDirectory
             State = segment.LiveState, Lifetime = h.Lifetime, CreatorPid = h.RecordedCreatorPid, LastRecoveredPid = h.RecordedLastRecoveredByPid, CreatorStartTime = h.CreatorStartTime,
             CreatorAlive = h.CreatorIsRunning(), CreatedUnixNanoseconds = h.CreatedUnixNanoseconds,
             Age = TimeSpan.FromTicks(Math.Max(0, ProcessInfo.UnixNanosecondsNow() - h.CreatedUnixNanoseconds) / 100),
-            Header = h, Elements = ReadElements(segment, data), Sync = ReadSync(segment),
+            Header = h, Elements = h.Kind == SegmentKind.Queue ? [] : ReadElements(segment, data), Sync = ReadSync(segment),
+            Queue = ReadQueue(segment),
         };
     }
 
@@ -130,6 +131,24 @@ public static class SegmentDirectory
                 Waiters = waiters, Parties = w3, Count = w5, BarrierState = w4 < BarrierStates.Length ? BarrierStates[w4] : "corrupt",
             },
             _ => new SynchronizationWords { Waiters = waiters },
+        };
+    }
+
+    /// <summary>A queue's words (format.md section 11.2), or null for other kinds.</summary>
+    private static unsafe QueueStatus? ReadQueue(MappedSegment segment)
+    {
+        if (segment.Header.Kind != SegmentKind.Queue) return null;
+        byte* c = segment.Data;
+        uint U32(int offset) => Volatile.Read(ref *(uint*)(c + offset));
+        ulong U64(int offset) => Volatile.Read(ref *(ulong*)(c + offset));
+        ulong head = U64(QueueLayout.Head), tail = U64(QueueLayout.Tail);
+        return new QueueStatus
+        {
+            Count = U32(QueueLayout.Count), Capacity = segment.Header.Length - QueueLayout.Ring,
+            BytesUsed = tail >= head ? tail - head : 0, MaxMessages = U32(QueueLayout.MaxMessages),
+            Unfinished = U32(QueueLayout.Unfinished), Completed = U32(QueueLayout.Completed) != 0,
+            Puts = U64(QueueLayout.Puts), Gets = U64(QueueLayout.Gets), Flavour = U32(QueueLayout.Flavour),
+            ReadersWaiting = U32(QueueLayout.R + 4), WritersWaiting = U32(QueueLayout.W + 4),
         };
     }
 

@@ -84,6 +84,9 @@ public sealed class SegmentInfo
     /// <summary>For the synchronization kinds (event, semaphore, condition, barrier), their words decoded
     /// (docs/format.md section 10.2, read without the lock); null for other kinds.</summary>
     public SynchronizationWords? Sync { get; internal init; }
+    /// <summary>For a queue (kind 8), its depth, capacity and statistics (docs/format.md section 11.2, read without the
+    /// lock); null for other kinds.</summary>
+    public QueueStatus? Queue { get; internal init; }
     /// <summary>The first elements asked of <see cref="SegmentDirectory.Inspect"/>, copied without the lock: long (signed),
     /// ulong (unsigned), double ('f', 'd'), bool, string ('u' characters), byte values as long ('c'), dictionaries for
     /// structures and lists for field arrays.</summary>
@@ -112,4 +115,34 @@ public sealed class SynchronizationWords
     public uint? Count { get; internal init; }
     /// <summary>A barrier's state: "filling", "draining", "resetting", "broken", or "corrupt" for another value.</summary>
     public string? BarrierState { get; internal init; }
+}
+
+/// <summary>A queue's words as <c>sharedbridge ls</c> shows them (docs/format.md section 11.2), read without the lock:
+/// a snapshot.</summary>
+public sealed class QueueStatus
+{
+    internal QueueStatus() { }
+
+    /// <summary>Ready messages (the queue's depth).</summary>
+    public uint Count { get; internal init; }
+    /// <summary>The ring's bytes.</summary>
+    public long Capacity { get; internal init; }
+    /// <summary>Bytes of the ring holding records now (tail - head).</summary>
+    public ulong BytesUsed { get; internal init; }
+    /// <summary>The most ready messages (0x7FFFFFFF: unbounded).</summary>
+    public uint MaxMessages { get; internal init; }
+    /// <summary>Messages put and not yet acknowledged (task_done).</summary>
+    public uint Unfinished { get; internal init; }
+    /// <summary>True once completed.</summary>
+    public bool Completed { get; internal init; }
+    /// <summary>Messages ever put (mod 2^64).</summary>
+    public ulong Puts { get; internal init; }
+    /// <summary>Messages ever taken (mod 2^64).</summary>
+    public ulong Gets { get; internal init; }
+    /// <summary>0 Queue, 1 SimpleQueue, 2 JoinableQueue, 3 pipe direction.</summary>
+    public uint Flavour { get; internal init; }
+    /// <summary>Threads waiting to read (the R block's waiters).</summary>
+    public uint ReadersWaiting { get; internal init; }
+    /// <summary>Threads waiting to write (the W block's waiters).</summary>
+    public uint WritersWaiting { get; internal init; }
 }

@@ -99,11 +99,26 @@ public static class SegmentReaper
                 if (!segment.TryLockExclusive()) return null;
                 reason = "last-closer: no process holds it open";
                 break;
+            case SegmentLifetime.Persistent when IsOrphanMessage(segment, out string queue):
+                reason = $"out-of-line message of queue \"{queue}\", which no longer exists";
+                break;
             default:
                 return null;
         }
         if (dryRun) return new ReapedSegment(segment.Name, reason, false);
         return segment.RetireAndUnlinkForReaper() ? new ReapedSegment(segment.Name, reason, true) : null;
+    }
+
+    /// <summary>An out-of-line message segment (docs/format.md section 11.5: <c>&lt;queue&gt;.m&lt;16 hex&gt;</c>, kind 1,
+    /// typecode 'B', no lock) whose queue's name is gone: nobody will ever take it.</summary>
+    private static bool IsOrphanMessage(MappedSegment segment, out string queue)
+    {
+        var h = segment.Header;
+        if (!QueueLayout.IsOutOfLineName(segment.Name, out queue) || h.Kind != SegmentKind.Array || h.TypeCode != 'B'
+            || h.LockKind != LockKind.None)
+            return false;
+        try { return !MappedSegment.Exists(queue); }
+        catch (SharedBridgeException) { return false; }     // not a valid name: not a queue's message
     }
 
     /// <summary>A segment still initializing (state 0) that can never become ready: its creator died between

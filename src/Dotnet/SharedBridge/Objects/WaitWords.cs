@@ -34,12 +34,21 @@ internal sealed unsafe partial class WaitWords
     private readonly RobustMutex _mutex;
     private readonly uint* _w;
     private readonly bool _hasSleepers;
+    private readonly int _sleepers;     // index of the sleepers word: 6 in a synchronization segment, 3 in a queue's wait block
 
-    internal WaitWords(SharedObjectCore core)
+    internal WaitWords(SharedObjectCore core) : this(core, 0, Sleepers)
+    {
+    }
+
+    /// <summary>The wait protocol on a wait block <paramref name="offset"/> bytes into the data area: the sixteen words of
+    /// a synchronization segment (offset 0, sleepers word 6), or one of a queue's 16-byte blocks (docs/format.md
+    /// section 11.2: seq, waiters, signals, sleepers; sleepers word 3).</summary>
+    internal WaitWords(SharedObjectCore core, int offset, int sleepersWord)
     {
         _core = core;
         _mutex = core.Mutex ?? throw new InvalidOperationException("a synchronization segment always has a lock");
-        _w = (uint*)core.Segment.Data;
+        _w = (uint*)(core.Segment.Data + offset);
+        _sleepers = sleepersWord;
         // From the validated private header copy, never from shared memory (section 10.1).
         Slots = HeaderCodec.TableSlots(core.Header.Kind, core.Header.CompatVersion, (ulong)core.Header.Length) ?? 0;
         // Version 4 rules (sleepers, wake only when a sleeper registered) on compat_version 4 only; older
@@ -238,6 +247,7 @@ internal sealed unsafe partial class WaitWords
         SegmentKind.Barrier => "barrier",
         SegmentKind.Lock => "lock",
         SegmentKind.Value => "value",
+        SegmentKind.Queue => "queue",
         _ => "array",
     };
 
@@ -291,7 +301,7 @@ internal sealed unsafe partial class WaitWords
         waiters = waiters == 0 ? 0 : waiters - 1;
         Volatile.Write(ref _w[Waiters], waiters);
         if (Volatile.Read(ref _w[Signals]) > waiters) Volatile.Write(ref _w[Signals], waiters);
-        if (_hasSleepers && Volatile.Read(ref _w[Sleepers]) > waiters) Volatile.Write(ref _w[Sleepers], waiters);
+        if (_hasSleepers && Volatile.Read(ref _w[_sleepers]) > waiters) Volatile.Write(ref _w[_sleepers], waiters);
     }
 
     /// <summary>Section 10.3 wait step 7: takes one signal if there is one. The caller holds the mutex.</summary>
@@ -307,7 +317,7 @@ internal sealed unsafe partial class WaitWords
     /// FUTEX_WAIT (format version 4; nothing before). The caller holds the mutex.</summary>
     internal void RegisterSleeper()
     {
-        if (_hasSleepers) this[Sleepers] = unchecked(this[Sleepers] + 1);
+        if (_hasSleepers) this[_sleepers] = unchecked(this[_sleepers] + 1);
     }
 
     /// <summary>Section 10.3 wait step 6: <c>sleepers -= 1</c>, never below 0 (format version 4; nothing
@@ -315,8 +325,8 @@ internal sealed unsafe partial class WaitWords
     internal void UnregisterSleeper()
     {
         if (!_hasSleepers) return;
-        uint sleepers = Volatile.Read(ref _w[Sleepers]);
-        if (sleepers > 0) Volatile.Write(ref _w[Sleepers], sleepers - 1);
+        uint sleepers = Volatile.Read(ref _w[_sleepers]);
+        if (sleepers > 0) Volatile.Write(ref _w[_sleepers], sleepers - 1);
     }
 
     /// <summary>Section 10.3 wait for a condition: join, wait until notified or the timeout, leave. The calling
@@ -490,7 +500,7 @@ internal sealed unsafe partial class WaitWords
     {
         uint signals = this[Signals], waiters = this[Waiters];
         if (signals > waiters) throw Corrupt($"signals {signals} > waiters {waiters}");
-        if (_hasSleepers && this[Sleepers] is var sleepers && sleepers > waiters)
+        if (_hasSleepers && this[_sleepers] is var sleepers && sleepers > waiters)
             throw Corrupt($"sleepers {sleepers} > waiters {waiters}");
     }
 
@@ -508,7 +518,7 @@ internal sealed unsafe partial class WaitWords
 
     /// <summary>Whether a notify must call FUTEX_WAKE (section 10.3): on format version 4 only when a waiter
     /// registered to sleep (a spinning waiter sees seq change by itself); always on older segments.</summary>
-    private bool WakeDue => !_hasSleepers || this[Sleepers] > 0;
+    private bool WakeDue => !_hasSleepers || this[_sleepers] > 0;
 
     internal void RequireHeld(string what)
     {

@@ -63,6 +63,19 @@ internal sealed unsafe class MappedSegment
             Mutex = new RobustMutex(this, _base + MutexOffset, header.LockType);
     }
 
+    /// <summary>Run (mapped, once) just before this process removes the name: a queue unlinks the out-of-line segments of
+    /// the messages still in it (docs/format.md section 11.5). Never throws.</summary>
+    internal Action? BeforeRemove { get; set; }
+
+    private void RunBeforeRemove()
+    {
+        try { BeforeRemove?.Invoke(); }
+        catch (Exception e) when (e is SharedBridgeException or IOException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            // Best effort: what is left behind is reapable (section 11.5).
+        }
+    }
+
     /// <summary>Start of the data area (valid while a reference is held).</summary>
     internal byte* Data => _base + Header.DataOffset;
 
@@ -301,6 +314,7 @@ internal sealed unsafe class MappedSegment
     private void RetireAndUnlinkOnce()
     {
         if (Interlocked.Exchange(ref _unlinked, 1) != 0) return;
+        RunBeforeRemove();
         Retire();
         UnlinkIfStillOurs(explicitCall: false);
     }
@@ -314,6 +328,7 @@ internal sealed unsafe class MappedSegment
             _lastCloser.Quit();
             if (Interlocked.Exchange(ref _unlinked, 1) != 0)
                 throw new SegmentNotFoundException(Name, $"Segment \"{Name}\" has already been unlinked.");
+            RunBeforeRemove();
             Retire();
             UnlinkIfStillOurs(explicitCall: true);
         }

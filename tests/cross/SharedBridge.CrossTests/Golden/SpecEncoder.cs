@@ -67,6 +67,7 @@ public static class SpecEncoder
             "lock" => 0,
             "value" => 1,
             "chararray" => vector.GetProperty("length").GetInt64(),
+            "queue" => QueueControl + vector.GetProperty("capacity").GetInt64(),   // section 11.1
             _ => vector.GetProperty("values").GetArrayLength(),
         };
         // Section 10.1: the synchronization kinds are format version 4 (version and compat_version).
@@ -84,11 +85,13 @@ public static class SpecEncoder
         byte lifetimeByte = lifetime switch { "creator" => 0, "last-closer" => 1, "persistent" => 2, _ => throw new FormatException(lifetime) };
         // Format version 4 (section 6.3): kinds 4 to 7 are version 4 / compat 4 (the sleepers word);
         // every other segment keeps version 2's bytes.
-        U16(h, 0x008, (ushort)(syncKind > 0 ? 4 : 2));
-        U16(h, 0x00A, (ushort)(syncKind > 0 ? 4 : lifetimeByte == 1 ? 2 : 1));
+        // Section 11.1: a queue is format version 5 (version and compat_version).
+        bool queue = obj == "queue";
+        U16(h, 0x008, (ushort)(queue ? 5 : syncKind > 0 ? 4 : 2));
+        U16(h, 0x00A, (ushort)(queue ? 5 : syncKind > 0 ? 4 : lifetimeByte == 1 ? 2 : 1));
         h[0x039] = lifetimeByte;
         U32(h, 0x00C, (uint)headerSize);
-        h[0x010] = (byte)(syncKind > 0 ? syncKind : obj switch { "array" or "chararray" => 1, "value" => 2, _ => 3 });
+        h[0x010] = (byte)(queue ? 8 : syncKind > 0 ? syncKind : obj switch { "array" or "chararray" => 1, "value" => 2, _ => 3 });
         h[0x011] = (byte)tc;
         U32(h, 0x014, (uint)elementSize);
         U64(h, 0x018, (ulong)count);
@@ -136,9 +139,22 @@ public static class SpecEncoder
         return seg;
     }
 
+    /// <summary>The control block of a queue (section 11.2): 256 bytes before the ring.</summary>
+    public const int QueueControl = 256;
+
     private static void WriteData(JsonElement vector, string obj, char tc, Layout? layout, int elementSize, Span<byte> data)
     {
         if (obj == "lock") return;
+        if (obj == "queue")
+        {
+            // Every word 0 but the immutable ones: max_messages (+128) and flavour (+132); the ring is zero.
+            U32(data, 128, vector.GetProperty("max_messages").GetUInt32());
+            U32(data, 132, vector.GetProperty("flavour").GetString() switch
+            {
+                "queue" => 0u, "simple" => 1u, "joinable" => 2u, "pipe" => 3u, var f => throw new FormatException(f),
+            });
+            return;
+        }
         JsonElement values = vector.GetProperty("values");
         if (obj == "chararray")
         {

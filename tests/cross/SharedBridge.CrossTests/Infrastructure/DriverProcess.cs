@@ -64,6 +64,8 @@ public sealed class DriverProcess : IDisposable
 
     public int Id => _process.Id;
 
+    public bool HasExited => _process.HasExited;
+
     public string Describe() => new DriverResult(_argv, _process.HasExited ? _process.ExitCode : -1, Stdout, Stderr).Describe();
 
     private string Stdout { get { lock (_stdout) return _stdout.ToString(); } }

@@ -1,0 +1,150 @@
+using System.Diagnostics;
+
+namespace SharedBridge.Benchmarks;
+
+/// <summary>
+/// The .NET sides of the queue benchmark (bench/queue_bench.py, docs/benchmarks.md section 8). The Python
+/// harness creates the queues and events (sharedbridge Queue / Event); these sides open them by name.
+/// <list type="bullet">
+/// <item><c>produce QUEUE READY GO COUNT SIZE BATCH PATIENCE_S</c>: sets READY, waits for GO, writes COUNT bytes
+/// messages of SIZE bytes (<c>Write</c>; BATCH &gt; 1 needs a batch write, which SharedQueue does not have:
+/// <c>has-batch</c> says so and the harness skips that case).</item>
+/// <item><c>consume QUEUE READY GO COUNT take|copy PATIENCE_S</c>: waits for READY, sets GO, reads COUNT messages
+/// and prints the nanoseconds from GO to the last one. <c>take</c>: <c>Read</c>, then <c>Dispose</c> of the taken
+/// message (zero-copy); <c>copy</c>: <c>TryRead(Span&lt;byte&gt;)</c>, which copies the bytes out in one step, and
+/// <c>Read</c> only when the queue is empty.</item>
+/// <item><c>serve PING PONG TOTAL PATIENCE_S</c>: TOTAL times, reads a message from PING and writes its bytes to PONG.</item>
+/// <item><c>drive PING PONG ROUND_TRIPS WARMUP SIZE PATIENCE_S</c>: WARMUP + ROUND_TRIPS times, writes SIZE bytes to
+/// PING and reads the answer from PONG; prints the nanoseconds of each measured round trip.</item>
+/// <item><c>has-batch</c>: "yes" when SharedQueue has a batch write, otherwise "no: " and why.</item>
+/// </list>
+/// Every wait has the patience as its timeout (a <see cref="QueueTimeoutException"/> ends the side with exit 1),
+/// so a dead peer never leaves a side hanging.
+/// </summary>
+internal static class Queue
+{
+    public static int Run(string[] args)
+    {
+        try
+        {
+            return args switch
+            {
+                ["produce", var q, var ready, var go, var n, var size, var batch, var patience] =>
+                    Produce(q, ready, go, long.Parse(n), int.Parse(size), int.Parse(batch), Seconds(patience)),
+                ["consume", var q, var ready, var go, var n, var mode and ("take" or "copy"), var patience] =>
+                    Consume(q, ready, go, long.Parse(n), mode == "copy", Seconds(patience)),
+                ["serve", var ping, var pong, var total, var patience] =>
+                    Serve(ping, pong, int.Parse(total), Seconds(patience)),
+                ["drive", var ping, var pong, var n, var warmup, var size, var patience] =>
+                    Drive(ping, pong, int.Parse(n), int.Parse(warmup), int.Parse(size), Seconds(patience)),
+                ["has-batch"] => HasBatch(),
+                _ => Usage(),
+            };
+        }
+        catch (SharedBridgeException e)
+        {
+            Console.Error.WriteLine($"queue {args.FirstOrDefault()}: {e.GetType().Name}: {e.Message}");
+            return 1;
+        }
+    }
+
+    private static TimeSpan Seconds(string s) => TimeSpan.FromSeconds(double.Parse(s, System.Globalization.CultureInfo.InvariantCulture));
+
+    private static int Usage()
+    {
+        Console.Error.WriteLine("usage: queue produce|consume|serve|drive|has-batch ... (Queue.cs)");
+        return 2;
+    }
+
+    private static int HasBatch()
+    {
+        Console.WriteLine("no: SharedQueue has no batch write (one Write per message)");
+        return 0;
+    }
+
+    private static void WaitFor(SharedEvent e, TimeSpan patience, string what)
+    {
+        if (!e.Wait(patience)) throw new TimeoutException($"{what}: nothing within {patience.TotalSeconds} s");
+    }
+
+    private static int Produce(string name, string readyName, string goName, long n, int size, int batch, TimeSpan patience)
+    {
+        if (batch > 1)
+        {
+            Console.Error.WriteLine("queue produce: SharedQueue has no batch write");
+            return 2;
+        }
+        using var q = SharedQueue.Open(name);
+        using var ready = SharedEvent.Open(readyName);
+        using var go = SharedEvent.Open(goName);
+        var message = new byte[size];
+        for (int i = 0; i < size; i++) message[i] = (byte)i;
+        ready.Set();
+        WaitFor(go, patience, "producer waiting for go");
+        for (long i = 0; i < n; i++)
+            q.Write(message, patience);
+        return 0;
+    }
+
+    private static int Consume(string name, string readyName, string goName, long n, bool copy, TimeSpan patience)
+    {
+        using var q = SharedQueue.Open(name);
+        using var ready = SharedEvent.Open(readyName);
+        using var go = SharedEvent.Open(goName);
+        WaitFor(ready, patience, "consumer waiting for the producer");
+        go.Set();
+        long start = Stopwatch.GetTimestamp();
+        if (copy)
+        {
+            // TryRead(Span<byte>) copies the message out in one locked step (no take and release); when the
+            // queue is empty, Read waits for the next message (taken and released).
+            var buffer = new byte[1 << 16];
+            for (long i = 0; i < n; i++)
+            {
+                if (q.TryRead(buffer, out _)) continue;
+                using var m = q.Read(patience);
+            }
+        }
+        else
+        {
+            for (long i = 0; i < n; i++)
+            {
+                using var m = q.Read(patience);
+                if (m.Length == 0) throw new InvalidOperationException("an empty message");
+            }
+        }
+        long ns = (long)Stopwatch.GetElapsedTime(start).TotalNanoseconds;
+        Console.WriteLine(ns);
+        return 0;
+    }
+
+    private static int Serve(string pingName, string pongName, int total, TimeSpan patience)
+    {
+        using var ping = SharedQueue.Open(pingName);
+        using var pong = SharedQueue.Open(pongName);
+        for (int i = 0; i < total; i++)
+        {
+            using var m = ping.Read(patience);
+            pong.Write(m.Data, patience);
+        }
+        return 0;
+    }
+
+    private static int Drive(string pingName, string pongName, int n, int warmup, int size, TimeSpan patience)
+    {
+        using var ping = SharedQueue.Open(pingName);
+        using var pong = SharedQueue.Open(pongName);
+        var message = new byte[size];
+        var times = new long[n];
+        for (int i = -warmup; i < n; i++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            ping.Write(message, patience);
+            using (pong.Read(patience)) { }
+            long t1 = Stopwatch.GetTimestamp();
+            if (i >= 0) times[i] = (long)Stopwatch.GetElapsedTime(t0, t1).TotalNanoseconds;
+        }
+        Console.WriteLine(string.Join(' ', times));
+        return 0;
+    }
+}
