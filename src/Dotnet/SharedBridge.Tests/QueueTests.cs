@@ -142,6 +142,24 @@ public class QueueTests
     }
 
     [Fact]
+    public void AMessageWithACorruptDescriptorIsConsumedAndTheNextOneIsRead()
+    {
+        using var q = SharedQueue.Create(NewName("baddesc"));
+        q.Write(42L);                               // a scalar: its descriptor (typecode 'q', 7 zeros) at record +32
+        q.Write("next");
+        using (var file = new FileStream(Names.ShmPath(q.Name), FileMode.Open, FileAccess.ReadWrite))
+        {
+            file.Position = q.Header.DataOffset + 256 + 32;     // the first record starts at ring position 0
+            file.WriteByte((byte)'x');                          // no such typecode
+        }
+        var e = Assert.Throws<CorruptDataException>(() => q.Read(Long));
+        Assert.Contains(q.Name, e.Message);
+        using var m = q.Read(Long);
+        Assert.Equal("next", m.GetString());
+        Assert.Equal(0, q.Count);
+    }
+
+    [Fact]
     public void TheRingWrapsAndHeldMessagesHoldTheirSpace()
     {
         using var q = SharedQueue.Create(NewName("wrap"), new QueueOptions { Capacity = 4096 });

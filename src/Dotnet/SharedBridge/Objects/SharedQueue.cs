@@ -674,7 +674,18 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
     private QueueMessage? TryTakeLocked()
     {
         if (!LocateReady(out ulong position, out var record)) return null;
-        var descriptor = MessageCodec.Read(record.Tag, new ReadOnlySpan<byte>(record.Descriptor, (int)record.DescLength), record.DataLength, Name);
+        MessageDescriptor descriptor;
+        try
+        {
+            descriptor = MessageCodec.Read(record.Tag, new ReadOnlySpan<byte>(record.Descriptor, (int)record.DescLength), record.DataLength, Name);
+        }
+        catch (CorruptDataException)
+        {
+            // Section 11.4: a message whose descriptor is corrupt is consumed and reported, so that one bad message never
+            // wedges the queue (the next read goes on with the next message).
+            Consumed(position, record, StateDone);
+            throw;
+        }
         if (record.OutOfLine)
         {
             SharedObjectCore segment;
