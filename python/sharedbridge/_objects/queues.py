@@ -18,13 +18,13 @@ import queue as _queue
 
 from .._format import header as H
 from .._format import queue_layout as L
-from .._platform.segment import on_remove, open_segment, unlink_if_same
+from .._platform.segment import on_remove, unlink_if_same
 from ..errors import QueueCompleted, TypeMismatchError
 from . import queue_ring as QR
 from .lifetimes import resolve_lifetime
 from .protocol import segment_of
 from .shared_lock import lock_from_segment
-from .unavailable import unavailable
+from .unavailable import attach_or_unavailable
 
 from . import queue_messages as _codec
 
@@ -348,10 +348,7 @@ def queue_from_segment(seg):
 
 def _attach_queue(name, allow_other_owner=False):
     # Never raises: see unavailable.py.
-    try:
-        return queue_from_segment(open_segment(name, allow_other_owner=allow_other_owner))
-    except Exception as e:
-        return unavailable(name, e)
+    return attach_or_unavailable(name, queue_from_segment, allow_other_owner)
 
 
 # ---- the queue's remover unlinks the out-of-line segments still in the ring --------

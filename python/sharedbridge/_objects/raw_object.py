@@ -22,10 +22,9 @@ import sys
 from .._format import header as H
 from .._format import struct_layout
 from .._format.typecodes import STRUCT, TYPECODE_TO_TYPE, same_typecode
-from .._platform.segment import open_segment
 from ..errors import CorruptDataError, TypeMismatchError, UnsupportedTypeError
 from .protocol import segment_of
-from .unavailable import unavailable
+from .unavailable import attach_or_unavailable
 
 # Our shared subclasses (a set, not a class attribute: a Structure field may have any
 # non-reserved name, and a class attribute would hide it).
@@ -479,8 +478,5 @@ def element_type(h, requested):
 def _attach_raw(name, ref, allow_other_owner=False):
     # What a pickled raw object calls in the receiving process (see _raw_reduce). Never
     # raises (unavailable.py: an exception here can hang multiprocessing.Pool).
-    try:
-        seg = open_segment(name, allow_other_owner=allow_other_owner)
-        return raw_object(seg, _pickled_type(seg.header, ref))
-    except Exception as e:
-        return unavailable(name, e)
+    return attach_or_unavailable(
+        name, lambda seg: raw_object(seg, _pickled_type(seg.header, ref)), allow_other_owner)

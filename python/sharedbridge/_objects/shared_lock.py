@@ -24,7 +24,7 @@ from ..errors import (CorruptSegmentError, SegmentInUseError, TypeMismatchError,
                       UnsupportedVersionError)
 from .lifetimes import resolve_lifetime
 from .protocol import segment_of
-from .unavailable import unavailable
+from .unavailable import attach_or_unavailable
 
 _live_locks = weakref.WeakSet()
 
@@ -219,10 +219,7 @@ def reset_lock(name, *, allow_other_owner=False):
 
 def _attach_lock(name, allow_other_owner=False):
     # Never raises: see unavailable.py.
-    try:
-        return lock_from_segment(open_segment(name, allow_other_owner=allow_other_owner))
-    except Exception as e:
-        return unavailable(name, e)
+    return attach_or_unavailable(name, lock_from_segment, allow_other_owner)
 
 
 def open_external_lock(name, lock_name, timeout, allow_other_owner, join=True):

@@ -28,12 +28,12 @@ from .._platform import futex, robust_mutex
 from .._platform.lock_core import accel
 from .._platform.wake import Spinner
 from .._platform.process_info import process_is_running, process_start_time
-from .._platform.segment import create, open_segment
+from .._platform.segment import create
 from ..errors import CorruptSegmentError
 from .shared_lock import SharedLock, lock_from_segment, open_external_lock
 from .lifetimes import resolve_lifetime
 from .protocol import segment_of
-from .unavailable import unavailable
+from .unavailable import attach_or_unavailable
 
 # Word indexes (section 10.2); SLEEPERS from format version 4 (H.SLEEPERS_VERSION).
 SEQ, WAITERS, SIGNALS, W3, W4, W5, SLEEPERS = range(7)
@@ -785,11 +785,9 @@ def sync_from_segment(seg, timeout=5.0, allow_other_owner=False):
 
 def _attach_sync(name, allow_other_owner=False):
     # Never raises: see unavailable.py.
-    try:
-        return sync_from_segment(open_segment(name, allow_other_owner=allow_other_owner),
-                                 allow_other_owner=allow_other_owner)
-    except Exception as e:
-        return unavailable(name, e)
+    return attach_or_unavailable(
+        name, lambda seg: sync_from_segment(seg, allow_other_owner=allow_other_owner),
+        allow_other_owner)
 
 
 def _attach_barrier(name, allow_other_owner, action, timeout):

@@ -8,6 +8,8 @@ UnavailableObject that carries the error and raises it on any use (attribute acc
 indexing, len, iteration, the context manager, bool).
 """
 
+from .._platform.segment import open_segment
+
 
 class UnavailableObject:
     """Stands for a shared object whose segment could not be attached when it was
@@ -55,3 +57,12 @@ def unavailable(name, error):
     except AttributeError:              # Python < 3.11
         pass
     return UnavailableObject(name, error)
+
+
+def attach_or_unavailable(name, from_segment, allow_other_owner=False):
+    """Unpickling by name: open segment *name* and build its object with
+    *from_segment(segment)*; never raises (above): any error gives an UnavailableObject."""
+    try:
+        return from_segment(open_segment(name, allow_other_owner=allow_other_owner))
+    except Exception as e:
+        return unavailable(name, e)
