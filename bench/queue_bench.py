@@ -97,16 +97,16 @@ CASES = {
                  "SharedQueue, C# -> C#, Write / Read"),
     "sb-cs-cs-copy": ("messages", "sharedbridge", CS, CS, False, "Write / TryRead(Span) copy",
                       "SharedQueue, C# -> C#, Write / TryRead into a Span (copy, no take)"),
-    "sb-cs-cs-batch": ("messages", "sharedbridge", CS, CS, False, f"batch write ({BATCH}) / Read",
-                       f"SharedQueue, C# -> C#, batch write of {BATCH} / Read"),
+    "sb-cs-cs-batch": ("messages", "sharedbridge", CS, CS, False, f"WriteMany / TryReadMany ({BATCH})",
+                       f"SharedQueue, C# -> C#, WriteMany / TryReadMany of {BATCH}"),
     "sb-cs-py": ("messages", "sharedbridge", CS, PY, False, "Write / get",
                  "C# -> Python, Write / get"),
-    "sb-cs-py-many": ("messages", "sharedbridge", CS, PY, False, f"Write / get_many ({BATCH})",
-                      f"C# -> Python, Write / get_many of {BATCH}"),
+    "sb-cs-py-many": ("messages", "sharedbridge", CS, PY, False, f"WriteMany / get_many ({BATCH})",
+                      f"C# -> Python, WriteMany / get_many of {BATCH}"),
     "sb-py-cs": ("messages", "sharedbridge", PY, CS, False, "put / Read",
                  "Python -> C#, put / Read"),
-    "sb-py-cs-many": ("messages", "sharedbridge", PY, CS, False, f"put_many ({BATCH}) / Read",
-                      f"Python -> C#, put_many of {BATCH} / Read"),
+    "sb-py-cs-many": ("messages", "sharedbridge", PY, CS, False, f"put_many / TryReadMany ({BATCH})",
+                      f"Python -> C#, put_many / TryReadMany of {BATCH}"),
     "pp-mp-queue": ("pingpong", "multiprocessing", PY, PY, True, "put / get",
                     "multiprocessing.Queue (fork), Python <-> Python"),
     "pp-sb-py-py": ("pingpong", "sharedbridge", PY, PY, False, "put / get",
@@ -129,7 +129,11 @@ CASES = {
                          "one numpy copy of the 64 MiB array into freshly mapped memory (its page faults "
                          "included, as a new out-of-line segment has them)"),
     "a64-sb": ("array64m", "sharedbridge", PY, PY, False, "put / get",
-               "sharedbridge Queue put + get of the 64 MiB array (out of line), one process"),
+               "sharedbridge Queue put + get of the 64 MiB array (out of line, its data segment reused: "
+               "docs/format.md 11.5), one process"),
+    "a64-sb-first": ("array64m", "sharedbridge", PY, PY, False, "put / get, new queue",
+                     "the first put + get of the 64 MiB array on a new queue (a new data segment: its page "
+                     "faults included)"),
 }
 
 # Sizes: messages per throughput sample (per producer kind), round trips, arrays, repetitions.
@@ -337,10 +341,6 @@ def _messages(key, cfg, s, floor):
         return n, secs
     batch = BATCH if key.endswith("-many") or key.endswith("-batch") else 1
     _, _, prod, cons, *_ = CASES[key]
-    if key == "sb-cs-cs-batch":
-        probe = subprocess.run(_dotnet("has-batch"), capture_output=True, text=True, timeout=READY_S)
-        if probe.stdout.strip() != "yes":
-            raise Skip(probe.stdout.strip() or probe.stderr.strip()[-300:])
     q, ready, go = s.queue(), s.event("ready"), s.event("go")
     if prod == PY and cons == PY:
         n = cfg["py"]
@@ -355,7 +355,7 @@ def _messages(key, cfg, s, floor):
     if prod == CS and cons == CS:
         n = cfg["cs"]
         limit = READY_S + PATIENCE + n * 1e-5
-        mode = "copy" if key.endswith("-copy") else "take"
+        mode = "copy" if key.endswith("-copy") else "many" if batch > 1 else "take"
         producer = _start(_dotnet("produce", q.name, ready.name, go.name, n, MSG, batch, PATIENCE), "the C# producer")
         consumer = _start(_dotnet("consume", q.name, ready.name, go.name, n, mode, PATIENCE), "the C# consumer")
         try:
@@ -368,7 +368,7 @@ def _messages(key, cfg, s, floor):
     n = cfg["cross"]
     limit = READY_S + PATIENCE + n * 1e-4
     if prod == CS:
-        producer = _start(_dotnet("produce", q.name, ready.name, go.name, n, MSG, 1, PATIENCE), "the C# producer")
+        producer = _start(_dotnet("produce", q.name, ready.name, go.name, n, MSG, batch, PATIENCE), "the C# producer")
         try:
             secs = _py_consume(q, ready, go, n, batch, lambda: producer[1].poll() is None)
         except BaseException:
@@ -376,7 +376,8 @@ def _messages(key, cfg, s, floor):
             raise
         _finish(producer, limit)
         return n, secs
-    consumer = _start(_dotnet("consume", q.name, ready.name, go.name, n, "take", PATIENCE), "the C# consumer")
+    consumer = _start(_dotnet("consume", q.name, ready.name, go.name, n, "many" if batch > 1 else "take", PATIENCE),
+                      "the C# consumer")
     try:
         _py_produce(q, ready, go, n, MSG, batch)
     except BaseException:
@@ -467,7 +468,14 @@ def _array64m(key, cfg, s):
     a = _BIG
     out = []
     q = s.queue() if key == "a64-sb" else None
-    for _ in range(cfg["reps64"]):
+    if q is not None:       # the steady state: a data segment of this size is there to reuse
+        q.put(a)
+        del a
+        q.get(True, PATIENCE)
+        a = _BIG
+    for rep in range(cfg["reps64"]):
+        if key == "a64-sb-first":
+            q = s.queue(f"q{rep}")
         t0 = time.perf_counter()
         if key == "a64-memcpy-fresh":
             m = mmap.mmap(-1, a.nbytes)

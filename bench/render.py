@@ -309,6 +309,7 @@ QUEUE_TARGETS = [
     ("1 MiB arrays GB/s / multiprocessing.Queue's", "a1-sb", "a1-mp-queue", ">=", 20),
     ("1 MiB arrays GB/s / multiprocessing.Queue's", "a1-sb-inline", "a1-mp-queue", ">=", 20),
     ("64 MiB array put + get / one numpy copy", "a64-sb", "a64-memcpy", "<=", 2),
+    ("64 MiB array put + get / one numpy copy", "a64-sb-first", "a64-memcpy", "<=", 2),
 ]
 QUEUE_BASELINE = {"messages": "mp-queue", "pingpong": "pp-mp-queue", "array1m": "a1-mp-queue",
                   "array64m": "a64-memcpy"}

@@ -271,7 +271,7 @@ static queue_t attach(const char *name) {
     if (memcmp(h, "SHBRIDGE", 8) || h[0x10] != 8) fail("not a queue segment");
     if (rd32(h + 0x180) == 0) fail("still initializing");
     uint16_t compat; memcpy(&compat, h + 0x0A, 2);
-    if (compat > 5) fail("unsupported format version");
+    if (compat > 6) fail("unsupported format version");
     uint64_t count = rd64(h + 0x18), cap = count - CTL;
     if (h[0x11] != 'B' || rd32(h + 0x14) != 1 || rd64(h + 0x20) != HDR || rd64(h + 0x28) != count ||
         cap < 4096 || cap > (1ull << 40) || (cap & (cap - 1)) || h[0x30] != 1 || h[0x31] != 1 || h[0x38] != 2 ||
@@ -294,8 +294,8 @@ static void create(const char *name, uint64_t cap, uint32_t max_messages) {
     queue_t q = map_queue(fd, HDR + CTL + cap);
     close(fd);
     uint8_t *h = q.base;
-    uint16_t v5 = 5; uint32_t u; uint64_t x;
-    memcpy(h + 0x08, &v5, 2); memcpy(h + 0x0A, &v5, 2);
+    uint16_t v6 = 6; uint32_t u; uint64_t x;   /* format version 6 (section 11.1) */
+    memcpy(h + 0x08, &v6, 2); memcpy(h + 0x0A, &v6, 2);
     u = HDR; memcpy(h + 0x0C, &u, 4);
     h[0x10] = 8; h[0x11] = 'B';
     u = 1; memcpy(h + 0x14, &u, 4);

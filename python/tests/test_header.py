@@ -262,7 +262,7 @@ def test_bad_magic_and_bad_crc_and_new_version(forge):
     with pytest.raises(sb.CorruptSegmentError, match="crc32"):
         sb.attach(forge(bad), timeout=0.2)
     newer = bytearray(img)
-    struct.pack_into("<HH", newer, 8, 7, 6)     # this package reads up to version 5
+    struct.pack_into("<HH", newer, 8, 8, 7)     # this package reads up to version 6
     struct.pack_into("<I", newer, 0x184, crc_of(newer, 0x200))
     with pytest.raises(sb.UnsupportedVersionError, match="upgrade"):
         sb.attach(forge(newer), timeout=0.2)
@@ -280,9 +280,9 @@ def test_newer_minor_version_is_accepted(forge):
 
 @pytest.mark.parametrize("version,compat,outcome", [
     (1, 1, None), (2, 1, None), (7, 1, None), (2, 2, None), (3, 3, None), (4, 4, None),
-    (5, 5, None), (4, 5, sb.CorruptSegmentError),
-    (6, 6, sb.UnsupportedVersionError), (1, 6, sb.UnsupportedVersionError),
-    (2, 6, sb.UnsupportedVersionError), (5, 6, sb.UnsupportedVersionError),
+    (5, 5, None), (4, 5, sb.CorruptSegmentError), (6, 6, None), (5, 6, sb.CorruptSegmentError),
+    (7, 7, sb.UnsupportedVersionError), (1, 7, sb.UnsupportedVersionError),
+    (2, 7, sb.UnsupportedVersionError), (6, 7, sb.UnsupportedVersionError),
     (3, 4, sb.CorruptSegmentError),
     (1, 2, sb.CorruptSegmentError),
     (1, 0, sb.CorruptSegmentError),

@@ -15,6 +15,7 @@ import pytest
 import sharedbridge as sb
 from sharedbridge._format import header as H
 from sharedbridge._format import queue_layout as L
+from sharedbridge._objects import queue_data_segments as DS
 
 SHM = "/dev/shm"
 
@@ -237,7 +238,7 @@ def test_header(qname):
     name = qname()
     q = sb.Queue(7, name=name, capacity=8192)
     h = sb.header_of(q)
-    assert (h.kind, h.version, h.compat_version, h.typecode) == (8, 5, 5, "B")
+    assert (h.kind, h.version, h.compat_version, h.typecode) == (8, 6, 6, "B")
     assert (h.element_size, h.element_count, h.data_offset) == (1, 256 + 8192, 0x200)
     assert (h.lock_kind, h.lock_type) == (1, 2)
     raw = open(os.path.join(SHM, name), "rb").read()
@@ -293,6 +294,10 @@ def test_out_of_line_messages(qname):
     assert q.get() == big
     assert q.get() == {"huge": huge}
     assert q.get() == b"small"
+    # Got and not used any more: kept by this producer for reuse (format 6, section 11.5)
+    # until its handle closes.
+    assert len(ours(name + ".m")) == 2
+    q.close()
     assert ours(name + ".m") == []
 
 
@@ -359,7 +364,7 @@ def test_ls_and_inspect_show_depth_and_capacity(qname):
 def test_reap_removes_orphan_out_of_line_segments(qname):
     name = qname()
     q = sb.Queue(name=name, capacity=4096)
-    seg, _ = q._ring.new_out_of_line(10, [b"0123456789"], [0])   # never committed
+    seg = DS.SingleUse(name, 10, [b"0123456789"], [0]).seg      # never committed
     kept = sb.RawArray("B", 3, name=name + ".other", lifetime="persistent")
     assert sb.reap(prefix=name) == []                  # its queue exists
     sb.close(q)

@@ -166,6 +166,7 @@ def test_a_pad_at_the_ring_end_and_out_of_line_messages_between_inline_ones(qnam
         got += q.get_many(4)
     assert got == [m for i in range(40) for m in (b"x" * (i * 29 % 500), big, "s%d" % i, 7 * i)]
     assert q.qsize() == 0
+    q.close()               # its reusable data segments (section 11.5) go with the handle
     sb.close(q)
     assert not [n for n in os.listdir(SHM) if n.startswith(q.name)]
 

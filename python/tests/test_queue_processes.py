@@ -86,6 +86,7 @@ def test_out_of_line_across_processes(method):
     assert back.get(timeout=60) == b"small"
     _join([p])
     assert p.exitcode == 0
+    q.close()               # this producer's reusable data segments (section 11.5)
     assert not [n for n in os.listdir(SHM) if n.startswith((q.name + ".m", back.name + ".m"))]
 
 

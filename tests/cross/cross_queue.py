@@ -401,6 +401,49 @@ def q_create(name, capacity, maxsize="0", flavour="queue", lifetime="persistent"
     return 0
 
 
+def _big_message(seq, size):
+    """The SIZE bytes of big message SEQ: u64 sequence, then the byte SEQ & 0xFF repeated."""
+    return seq.to_bytes(8, "little") + bytes([seq & 0xFF]) * (size - 8)
+
+
+def _data_segments(name):
+    """The names of queue NAME's out-of-line data segments now in /dev/shm (section 11.5)."""
+    prefix = name + ".m"
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
+
+
+def q_big_produce(name, count, size):
+    """Puts COUNT uint8 numpy arrays of SIZE bytes (_big_message: out of line in a small ring);
+    after each put notes which data segments of the queue exist. Prints how many distinct ones
+    it saw: with reuse (section 11.5) a few, without it one per message."""
+    import numpy as np
+    q = sb.attach(name)
+    seen = set()
+    for seq in range(int(count)):
+        q.put(np.frombuffer(_big_message(seq, int(size)), dtype=np.uint8), timeout=LONG)
+        seen |= _data_segments(name)
+    _say({"produced": int(count), "distinct": len(seen)})
+    return 0
+
+
+def q_big_consume(name, count, hold):
+    """Gets COUNT big messages in order, keeping the last HOLD of them (zero-copy views of the
+    data segments); after each get checks that every message it holds still has its bytes. Prints
+    how many were wrong when got ("bad") and how many changed while held ("changed")."""
+    import numpy as np
+    q = sb.attach(name)
+    held, bad, changed = [], 0, 0
+    for seq in range(int(count)):
+        a = q.get(timeout=LONG)
+        if not isinstance(a, np.ndarray) or a.tobytes() != _big_message(seq, a.nbytes):
+            bad += 1
+        held.append((seq, a))
+        del held[:len(held) - int(hold)]
+        changed += sum(1 for s, h in held if h.tobytes() != _big_message(s, h.nbytes))
+    _say({"consumed": int(count), "bad": bad, "changed": changed})
+    return 0
+
+
 WORKERS = {
     "q-send-types": q_send_types,
     "q-recv-types": q_recv_types,
@@ -410,4 +453,6 @@ WORKERS = {
     "q-complete": q_complete,
     "q-get-each": q_get_each,
     "q-create": q_create,
+    "q-big-produce": q_big_produce,
+    "q-big-consume": q_big_consume,
 }

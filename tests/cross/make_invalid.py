@@ -138,11 +138,13 @@ def build():
     case("state_retired_ok", "ok", "6.2 step 3: state 2 (retired) is usable",
          patch(d4(), 0x180, "<I", 2, fix_crc=False))
     # --- versions ---------------------------------------------------------------------------
-    case("compat_6", "unsupported-version", "6.3: compat_version above the reader's (5)",
-         d4(version=6, compat=6))
-    case("compat_6_state_3", "unsupported-version",
+    case("compat_7", "unsupported-version", "6.3: compat_version above the reader's (6)",
+         d4(version=7, compat=7))
+    case("compat_7_state_3", "unsupported-version",
          "6.2 step 3: a too-new compat_version wins over a state this reader does not know",
-         patch(d4(version=6, compat=6), 0x180, "<I", 3, fix_crc=False))
+         patch(d4(version=7, compat=7), 0x180, "<I", 3, fix_crc=False))
+    case("compat_6_array_ok", "ok", "6.3: a version-6 reader reads compat_version 6",
+         d4(version=6, compat=6))
     case("compat_5_array_ok", "ok", "6.3: a version-5 reader reads compat_version 5",
          d4(version=5, compat=5))
     case("compat_4_array_ok", "ok", "6.3: a version-4 reader reads compat_version 4",
@@ -167,8 +169,8 @@ def build():
     case("compat_0", "corrupt", "6.2 step 5: compat_version >= 1", d4(version=1, compat=0))
     case("version_below_compat", "corrupt", "6.2 step 5: version >= compat_version",
          d4(version=0, compat=1))
-    case("newer_writer_ok", "ok", "6.3: version 6 with compat_version 1 is read",
-         d4(version=6, compat=1))
+    case("newer_writer_ok", "ok", "6.3: version 7 with compat_version 1 is read",
+         d4(version=7, compat=1))
     # --- identity fields --------------------------------------------------------------------
     case("bad_crc", "corrupt", "3.3: header_crc32 mismatch",
          patch(d4(), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
@@ -204,8 +206,8 @@ def build():
          d4(kind=9, version=1, compat=2))
     case("kind_9_state_3", "corrupt", "6.2 step 3: the state word is checked before the kind",
          patch(d4(kind=9), 0x180, "<I", 3, fix_crc=False))
-    case("kind_9_compat_6", "unsupported-version", "6.2 step 3: a too-new compat_version first",
-         patch(d4(kind=9, version=6, compat=6), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
+    case("kind_9_compat_7", "unsupported-version", "6.2 step 3: a too-new compat_version first",
+         patch(d4(kind=9, version=7, compat=7), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
     case("creator_pid_max_u32_ok", "ok",
          "3.1, 8: creator_pid is a u32: 0xFFFFFFFF is read as recorded and names no process",
          d4(version=2, compat=1, creator_pid=0xFFFFFFFF))
@@ -244,11 +246,11 @@ def build():
          sync(7, count=16 + 4 * 3, **v4))
     case("event_v4_table", "corrupt", "10.1: only semaphores and barriers have a holder table",
          sync(4, count=16 + 4 * 2, **v4))
-    # --- queues (format version 5, section 11.1) -----------------------------------------------
+    # --- queues (format versions 5 and 6, section 11.1) ----------------------------------------
     def queue(capacity=4096, max_messages=0x7FFFFFFF, flavour=0, **kw):
         """A queue header followed by the immutable words of its control block (11.2)."""
         buf, total = header(**{**dict(kind=8, typecode="B", count=256 + capacity, lock_kind=1,
-                                      lock_type=2, version=5, compat=5), **kw})
+                                      lock_type=2, version=6, compat=6), **kw})
         data = struct.unpack_from("<Q", buf, 0x020)[0]
         buf = buf + bytearray(data + 256 - len(buf))
         struct.pack_into("<II", buf, data + 128, max_messages, flavour)
@@ -265,10 +267,12 @@ def build():
          queue(lock_kind=0, lock_type=0))
     case("queue_recursive_lock", "corrupt", "11.1: a queue's lock is error-checking",
          queue(lock_type=1))
-    case("queue_compat_4", "corrupt", "11.1: a queue has compat_version 5",
-         queue(version=5, compat=4))
-    case("queue_compat_6", "unsupported-version", "6.3: a queue of a newer format",
-         queue(version=6, compat=6))
+    case("queue_compat_4", "corrupt", "11.1: a queue has compat_version 5 or 6",
+         queue(version=6, compat=4))
+    case("queue_compat_5_ok", "ok", "6.3: a version-6 reader reads a version-5 queue",
+         queue(version=5, compat=5))
+    case("queue_compat_7", "unsupported-version", "6.3: a queue of a newer format",
+         queue(version=7, compat=7))
     case("event_typecode_d", "corrupt", "10.1: typecode I", sync(4, typecode="d"))
     case("semaphore_count_8", "corrupt", "10.1: element_count 16 (+ 4 * slots)", sync(5, count=8))
     case("event_recursive_lock", "corrupt", "10.1: an event's own lock is error-checking",

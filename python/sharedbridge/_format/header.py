@@ -18,13 +18,19 @@ from .segment_name import validate_name
 from .typecodes import STRUCT, TYPECODE_SIZE
 
 MAGIC = b"SHBRIDGE"
-# The newest format version this package reads (section 6.3); it writes version 5 for
-# the queue (kind 8, section 11), version 4 for the synchronization kinds, whose protocol
-# version 4 changed (the sleepers word), and for the other kinds what a version-3 writer
-# writes (2, or 1 as compat_version).
-FORMAT_VERSION = 5
-# compat_version of a queue segment (section 11.1).
-QUEUE_VERSION = 5
+# The newest format version this package reads (section 6.3); it writes version 6 for
+# the queue (kind 8, section 11; version 6: reusable out-of-line data segments, 11.5),
+# version 4 for the synchronization kinds, whose protocol version 4 changed (the sleepers
+# word), and for the other kinds what a version-3 writer writes (2, or 1 as
+# compat_version).
+FORMAT_VERSION = 6
+# compat_version of a queue segment this package writes (section 11.1).
+QUEUE_VERSION = 6
+# The lowest compat_version of a queue (a version-5 writer's queue stays readable, 6.3).
+QUEUE_MIN_VERSION = 5
+# From this compat_version on, a queue's producers may make reusable (last-closer) data
+# segments (section 11.5); in a queue of a lower one they make single-use ones (6.3).
+QUEUE_REUSE_VERSION = 6
 # The lowest compat_version of the synchronization kinds (section 10).
 SYNC_VERSION = 2
 # compat_version of semaphores and barriers with a holder table (section 10.1).
@@ -387,9 +393,9 @@ def queue_capacity(element_count):
 def _check_queue(compat, typecode, flags, element_size, element_count, data_offset,
                  header_size, lock_kind, lock_type):
     """The header rules of the queue (section 11.1)."""
-    if compat < QUEUE_VERSION:
+    if compat < QUEUE_MIN_VERSION:
         raise _corrupt(f"kind {KIND_QUEUE} (a queue) with compat_version {compat}: it needs "
-                       f"compat_version {QUEUE_VERSION}")
+                       f"compat_version {QUEUE_MIN_VERSION} or more")
     if typecode != ord("B") or element_size != 1 or flags:
         raise _corrupt(f"kind {KIND_QUEUE} needs typecode 'B', elements of 1 byte and flags 0")
     if queue_capacity(element_count) is None:

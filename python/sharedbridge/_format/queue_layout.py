@@ -169,3 +169,39 @@ def check_reference(buf, offset, rest, position, name):
         raise corrupt(name, f"record at position {position}: out-of-line name {raw!r} is not "
                       f"'{prefix}<16 hex digits>'")
     return created, pid, text
+
+
+def out_of_line_records(mm, data_offset, capacity, queue_name):
+    """(ring, position, fields) of every out-of-line record in state 1 or 2 between head
+    and tail, validated as they are read: CorruptSegmentError ends the walk."""
+    st = STATE.unpack_from(mm, data_offset + COUNT)
+    head, tail = st[4], st[6]
+    if not head <= tail or tail - head > capacity or (head | tail) & 7:
+        raise corrupt(queue_name, f"head {head}, tail {tail}")
+    ring = memoryview(mm).cast("B")[data_offset + RING:data_offset + RING + capacity]
+    p = head
+    while p < tail:
+        o = p & (capacity - 1)
+        if capacity - o < RECORD_HEADER:
+            fields = PAD_RECORD.unpack_from(ring, o) + (0,) * 7
+        else:
+            fields = RECORD.unpack_from(ring, o)
+        size = check_record(fields, p, tail, capacity, queue_name)
+        if fields[1] in (READY, TAKEN) and fields[3] & FLAG_OUT_OF_LINE:
+            yield ring, p, fields
+        p += size
+
+
+def referenced_names(mm, data_offset, capacity, queue_name):
+    """The names of the data segments the records of the queue in state 1 or 2 reference
+    (the caller holds the queue's mutex: the reaper, section 8). CorruptSegmentError when
+    the ring cannot be read."""
+    names = set()
+    try:
+        for ring, p, fields in out_of_line_records(mm, data_offset, capacity, queue_name):
+            o = p & (capacity - 1)
+            d = o + RECORD_HEADER + align8(fields[5])
+            names.add(check_reference(ring, d, o + fields[0] - d, p, queue_name)[2])
+    except (ValueError, TypeError, struct.error) as e:
+        raise corrupt(queue_name, f"unreadable ring ({e})") from None
+    return names

@@ -5,8 +5,10 @@ reap() removes the segments that are garbage by the rules of the header alone: a
 that no process holds open (the reaper gets the exclusive flock without waiting), and a
 segment whose creator died while initializing it (state 0, older than the grace period,
 its recorded creator gone, or nothing recorded and nobody has it open).
-The out-of-line segment of a queue message (``<queue>.m<16 hex>``, docs/format.md section
-11.5) whose queue no longer exists is garbage too. Other ``persistent`` segments, version-1 segments (their header does not say whether they were
+The out-of-line data segment of a queue message (``<queue>.m<16 hex>``, docs/format.md
+section 11.5) is garbage when its queue no longer exists (persistent), or when nobody holds
+it and no record of its queue references it (last-closer: a reusable one). Other
+``persistent`` segments, version-1 segments (their header does not say whether they were
 kept), segments being initialized by a live creator, corrupt or foreign objects and other
 users' objects are never touched, and not reported.
 """
@@ -21,7 +23,9 @@ import _posixshmem
 
 from .._format import header as H
 from .._format.segment_name import os_name, validate_name
+from .._format import queue_layout as L
 from .._platform import segment as S
+from .._platform.robust_mutex import RobustMutex, unlock as unlock_mutex
 from .._platform.process_info import process_is_running, processes_mapping_any
 from ..errors import SharedBridgeError
 
@@ -126,6 +130,10 @@ def _judge(seg, dry_run):
     elif _orphan_out_of_line(seg):
         reason = (f"out-of-line message of queue {_OUT_OF_LINE.match(seg.name).group(1)!r}, "
                   "which does not exist")
+    elif _is_data_segment(seg) and header.lifetime_code == H.LIFETIME_LAST_CLOSER:
+        reason = _unreferenced_reusable(seg)
+        if reason is None:
+            return None
     elif header.lifetime_code == H.LIFETIME_LAST_CLOSER:
         # Holding the exclusive lock also keeps attachers out until the name is gone:
         # they re-check the name after their shared lock (section 8).
@@ -146,15 +154,73 @@ def _judge(seg, dry_run):
 _OUT_OF_LINE = re.compile(r"(.+)\.m[0-9a-f]{16}\Z")
 
 
-def _orphan_out_of_line(seg):
-    """A persistent kind-1 'B' segment named '<q>.m<16 hex>' whose queue <q> is gone: a
-    producer died before committing it, or its queue went away (section 11.5)."""
+def _is_data_segment(seg):
+    """A kind-1 'B' array without a lock named '<q>.m<16 hex>': the data segment of an
+    out-of-line queue message (section 11.5)."""
     h = seg.header
-    m = _OUT_OF_LINE.match(seg.name)
-    if (m is None or h.lifetime_code != H.LIFETIME_PERSISTENT or h.kind != H.KIND_ARRAY
-            or h.typecode != "B" or h.lock_kind != H.LOCK_NONE):
+    return (_OUT_OF_LINE.match(seg.name) is not None and h.kind == H.KIND_ARRAY
+            and h.typecode == "B" and h.lock_kind == H.LOCK_NONE)
+
+
+def _orphan_out_of_line(seg):
+    """A persistent data segment whose queue <q> is gone: a producer died before
+    committing it, or its queue went away (section 11.5)."""
+    if not _is_data_segment(seg) or seg.header.lifetime_code != H.LIFETIME_PERSISTENT:
         return False
-    return not os.path.lexists(f"/dev/shm/{m.group(1)}")
+    return not os.path.lexists(f"/dev/shm/{_OUT_OF_LINE.match(seg.name).group(1)}")
+
+
+# How long the reaper tries to lock a queue's mutex to read its records (section 8: its
+# open timeout; the default open timeout of attach).
+QUEUE_LOCK_TIMEOUT = 5.0
+
+
+def _unreferenced_reusable(seg):
+    """The reason to remove a reusable (last-closer) data segment, or None to keep it
+    (section 8, reaping): nobody holds it (the exclusive flock is taken and kept), and
+    either its queue is gone or no record of the queue in state 1 or 2 references it,
+    read with the queue's mutex held. The exclusive flock is never kept while waiting
+    for the mutex: a consumer holding that mutex may be polling its shared flock (section
+    8 step 3), so between tries both are released; a queue whose mutex stays busy past
+    QUEUE_LOCK_TIMEOUT leaves the segment for a later run."""
+    queue_name = _OUT_OF_LINE.match(seg.name).group(1)
+    gone = (f"out-of-line message of queue {queue_name!r}, which does not exist")
+    queue = None
+    if os.path.lexists(f"/dev/shm/{queue_name}"):
+        try:
+            queue = S.open_segment(queue_name, timeout=0.2, join=False)
+            h = queue.header
+            if h.kind != H.KIND_QUEUE or h.lock_kind != H.LOCK_EMBEDDED:
+                return None
+            mutex = RobustMutex(queue.mm, h.lock_type, h.lock_size, queue_name)
+        except (SharedBridgeError, OSError):
+            return None
+    deadline = time.monotonic() + QUEUE_LOCK_TIMEOUT
+    while True:
+        if not seg.try_lock_exclusive():
+            return None
+        if queue is None:
+            return gone
+        try:
+            locked = mutex.try_lock()
+        except (SharedBridgeError, OSError, RuntimeError):
+            return None
+        if locked:
+            try:
+                names = L.referenced_names(queue.mm, h.data_offset,
+                                           H.queue_capacity(h.element_count), queue_name)
+            except SharedBridgeError:
+                return None
+            finally:
+                unlock_mutex(mutex.m)
+            if seg.name in names:
+                return None
+            return (f"out-of-line message of queue {queue_name!r} that no record "
+                    "references, and nobody holds")
+        seg.unlock()
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.001)
 
 
 def _judge_initializing(name, dry_run):

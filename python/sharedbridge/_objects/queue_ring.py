@@ -15,7 +15,6 @@ the walk is idempotent, so a recoverer that dies during it leaves nothing half d
 
 import ctypes
 import os
-import secrets
 import struct
 
 from .._format import header as H
@@ -29,6 +28,7 @@ from .sync import (VALUE_MAX, WOKEN, _Joined, _PyWaitCore, _WaitCore, _deadline,
                    _slice_deadline)
 from .._platform.wake import Spinner
 from . import queue_fast
+from . import queue_data_segments as DS
 
 _FAST = queue_fast.FAST
 
@@ -37,7 +37,6 @@ _STATE, _RECORD, _PAD = L.STATE, L.RECORD, L.PAD_RECORD
 (_READY, _TAKEN, _DONE, _PAD_STATE, _MAX_TAG, _RECORD_HEADER, _I_COUNT, _Q_HEAD, _Q_READ,
  _Q_TAIL, _Q_PUTS, _Q_GETS) = (L.READY, L.TAKEN, L.DONE, L.PAD, L.MAX_TAG, L.RECORD_HEADER,
                                L.I_COUNT, L.Q_HEAD, L.Q_READ, L.Q_TAIL, L.Q_PUTS, L.Q_GETS)
-_REFERENCE = L.REFERENCE
 _M64 = (1 << 64) - 1
 _ZEROS = bytes(8)
 _COUNTS = struct.Struct("<II")       # count, unfinished
@@ -142,22 +141,8 @@ def remove_out_of_line(mm, data_offset, capacity, queue_name):
     a finalizer must not wait); the records are validated as they are read, and a
     corrupt ring ends the walk."""
     try:
-        st = _STATE.unpack_from(mm, data_offset + L.COUNT)
-        head, tail = st[4], st[6]
-        if not head <= tail or tail - head > capacity or (head | tail) & 7:
-            return
-        ring = memoryview(mm).cast("B")[data_offset + L.RING:data_offset + L.RING + capacity]
-        p = head
-        while p < tail:
-            o = p & (capacity - 1)
-            if capacity - o < L.RECORD_HEADER:
-                fields = _PAD.unpack_from(ring, o) + (0,) * 7
-            else:
-                fields = _RECORD.unpack_from(ring, o)
-            size = L.check_record(fields, p, tail, capacity, queue_name)
-            if fields[1] in (L.READY, L.TAKEN) and fields[3] & L.FLAG_OUT_OF_LINE:
-                _unlink_reference(ring, capacity, p, fields, queue_name)
-            p += size
+        for ring, p, fields in L.out_of_line_records(mm, data_offset, capacity, queue_name):
+            _unlink_reference(ring, capacity, p, fields, queue_name)
     except (CorruptSegmentError, ValueError, TypeError, struct.error):
         return
 
@@ -270,8 +255,9 @@ class QueueRing(queue_fast.RingCore):
     # ---- put -----------------------------------------------------------------------
 
     def _write(self, n, tag, flags, descriptor, parts, offsets, data_length):
-        """Put one record of *n* bytes if there is room (section 11.3 put steps 1-3);
-        False when there is none. QueueCompletedSignal when completed."""
+        """Put one record of *n* bytes if there is room (section 11.3 put steps 1-3): its
+        end position (p + size, the pad excluded from p: the reuse check of a data
+        segment, 11.5); False when there is no room. QueueCompletedSignal when completed."""
         count, unfinished, completed, _, head, read, tail, puts, _ = self._state()
         if completed:
             raise QueueCompletedSignal
@@ -309,18 +295,22 @@ class QueueRing(queue_fast.RingCore):
             ring[p:end] = _ZEROS[:end - p] if end - p <= 8 else bytes(end - p)
         if _before_commit is not None:
             _before_commit()
-        self._u64[_Q_TAIL] = tail + pad + n            # commits the message
+        end = tail + pad + n
+        self._u64[_Q_TAIL] = end                         # commits the message
         if _after_commit is not None:
             _after_commit()
         _COUNTS.pack_into(self._mm, self._soff, count + 1,
                           unfinished + 1 if unfinished < 0xFFFFFFFF else unfinished)
         self._u64[_Q_PUTS] = (puts + 1) & _M64
         self._R._notify(1)
-        return True
+        return end
 
     def put(self, n, tag, flags, descriptor, parts, offsets, data_length, block, timeout):
-        """Put one record (blocking as asked); False when there was no room in time."""
-        if _FAST:       # the compiled twin (queue_fast.py), unless it hands the record back
+        """Put one record (blocking as asked): its end position (see _write); False when
+        there was no room in time. Out-of-line records take the Python path, which gives
+        the end position back (a reusable data segment needs it, 11.5)."""
+        if _FAST and not flags:     # the compiled twin (queue_fast.py), unless it hands
+            # the record back
             done = self._cput(n, tag, flags, descriptor, parts, offsets, data_length, block,
                               timeout)
             if done is not NotImplemented:
@@ -330,30 +320,34 @@ class QueueRing(queue_fast.RingCore):
         try:
             if self._recoveries.value != self._seen:
                 self._recover()
-            if self._write(n, tag, flags, descriptor, parts, offsets, data_length):
-                return True
-            if not block:
-                return False
+            end = self._write(n, tag, flags, descriptor, parts, offsets, data_length)
+            if end or not block:
+                return end
             deadline = _deadline(timeout)
             with _Joined(self._W) as joined:
                 while True:
                     st = self._state()
                     if self._advance_head(st[4], st[5], reclaim=True):
-                        if self._write(n, tag, flags, descriptor, parts, offsets, data_length):
-                            return True
+                        end = self._write(n, tag, flags, descriptor, parts, offsets,
+                                          data_length)
+                        if end:
+                            return end
                     if deadline is not None and _now() >= deadline:
                         return False
                     joined.wait(_slice_deadline(deadline))
                     self._check_recovery()
-                    if self._write(n, tag, flags, descriptor, parts, offsets, data_length):
-                        return True
+                    end = self._write(n, tag, flags, descriptor, parts, offsets, data_length)
+                    if end:
+                        return end
         finally:
             lock.release()
 
-    def put_many(self, records, block, timeout):
+    def put_many(self, records, block, timeout, ends=None):
         """Put the records in order, taking the lock once while they fit; returns how
-        many were put (fewer only when the time ran out or block is false)."""
-        if _FAST:       # the compiled twin (queue_fast.py), unless it hands them back
+        many were put (fewer only when the time ran out or block is false). *ends*: a
+        list to which each put record's end position is appended (the Python path)."""
+        if _FAST and ends is None:  # the compiled twin (queue_fast.py), unless it hands
+            # them back
             done = self._cput_many(records, block, timeout)
             if done is not NotImplemented:
                 return done
@@ -365,23 +359,26 @@ class QueueRing(queue_fast.RingCore):
         try:
             self._check_recovery()
             while done < total:
-                if self._write(*records[done]):
-                    done += 1
-                    continue
-                if not block:
-                    return done
-                with _Joined(self._W) as joined:
-                    while True:
-                        st = self._state()
-                        if self._advance_head(st[4], st[5], reclaim=True) and \
-                                self._write(*records[done]):
-                            break
-                        if deadline is not None and _now() >= deadline:
-                            return done
-                        joined.wait(_slice_deadline(deadline))
-                        self._check_recovery()
-                        if self._write(*records[done]):
-                            break
+                end = self._write(*records[done])
+                if not end:
+                    if not block:
+                        return done
+                    with _Joined(self._W) as joined:
+                        while True:
+                            st = self._state()
+                            if self._advance_head(st[4], st[5], reclaim=True):
+                                end = self._write(*records[done])
+                                if end:
+                                    break
+                            if deadline is not None and _now() >= deadline:
+                                return done
+                            joined.wait(_slice_deadline(deadline))
+                            self._check_recovery()
+                            end = self._write(*records[done])
+                            if end:
+                                break
+                if ends is not None:
+                    ends.append(end)
                 done += 1
             return done
         finally:
@@ -427,8 +424,16 @@ class QueueRing(queue_fast.RingCore):
         d = o + _RECORD_HEADER
         descriptor = ring[d:d + dl].tobytes() if dl else b""
         d += (dl + 7) & -8
+        corrupt = None
         if flags:
-            data = self._map_out_of_line(read, fields, d, o + size - d)
+            try:
+                data = self._map_out_of_line(read, fields, d, o + size - d)
+            except CorruptDataError as e:
+                # A missing or mismatched data segment is corrupt data, not a corrupt
+                # ring: the record is consumed all the same (format.md 11.4, 11.5), so one
+                # bad message never wedges the queue.
+                corrupt, take, flags = e, False, 0
+                data = None
         elif take:
             data = ring[d:d + data_length]
         elif tag == 1:
@@ -449,8 +454,9 @@ class QueueRing(queue_fast.RingCore):
         self._u32[_I_COUNT] = count - 1
         u64[_Q_GETS] = (gets + 1) & _M64
         if flags:
-            data, seg = data
-            unlink_if_same(seg.name, seg.ident)
+            data, name, single_use = data
+            if single_use is not None:      # its consumer removes the name (11.5)
+                unlink_if_same(name, single_use)
         if take:
             m = Message(tag, descriptor, data)
             m.position = position
@@ -462,6 +468,8 @@ class QueueRing(queue_fast.RingCore):
             moved = self._advance_head(head, read)
         if moved or count == self.max_messages:
             self._W._notify(VALUE_MAX)
+        if corrupt is not None:
+            raise corrupt
         return Message(tag, descriptor, data)
 
     def get(self, block, timeout):
@@ -544,57 +552,14 @@ class QueueRing(queue_fast.RingCore):
     # ---- out of line (section 11.5) ------------------------------------------------
 
     def _map_out_of_line(self, position, fields, offset, rest):
+        """(view of the data, name, ident of a single-use segment else None): mapped, and
+        a reusable one held, before the record leaves state 1 (11.5, consumer)."""
         created, pid, name = L.check_reference(self._ring, offset, rest, position, self.name)
-        data_length = fields[8]
-        try:
-            seg = open_segment(name, timeout=1.0, join=False)
-        except SharedBridgeError as e:
-            raise CorruptDataError(
-                f"the queue {self.name!r} holds a message whose out-of-line segment {name!r} "
-                f"cannot be opened ({e}): it was removed or damaged by another program",
-                self.name) from e
-        h = seg.header
-        if (h.kind != H.KIND_ARRAY or h.typecode != "B" or h.element_count != data_length
-                or h.creator_pid != pid or h.created_unix_ns != created or h.lock_kind):
-            raise CorruptDataError(
-                f"the queue {self.name!r} holds a message whose out-of-line segment {name!r} "
-                f"does not match its reference (kind {h.kind}, typecode {h.typecode!r}, "
-                f"{h.element_count} elements for {data_length} bytes, creator "
-                f"{h.creator_pid})", self.name)
-        base = h.data_offset
-        return memoryview(seg.mm).cast("B")[base:base + data_length], seg
+        view, single_use = DS.open_data_segment(self.name, name, fields[8], pid, created)
+        return view, name, single_use
 
     def _unlink_out_of_line(self, position, fields):
         _unlink_reference(self._ring, self.capacity, position, fields, self.name)
-
-    def new_out_of_line(self, data_length, parts, offsets):
-        """Create and fill the out-of-line segment of a message (section 11.5); returns
-        (segment, reference bytes)."""
-        header = new_header(H.KIND_ARRAY, creator_start_time=process_start_time(),
-                            lifetime=H.LIFETIME_PERSISTENT, typecode="B", element_size=1,
-                            element_count=data_length)
-        while True:
-            name = f"{self.name}.m{secrets.token_hex(8)}"
-            try:
-                seg = create(name, header, lambda mm: None)
-                break
-            except FileExistsError:
-                continue
-        try:
-            mv = memoryview(seg.mm).cast("B")
-            base = seg.header.data_offset
-            for part, off in zip(parts, offsets):
-                if type(part) is not bytes:
-                    part = _bytes_view(part)
-                mv[base + off:base + off + len(part)] = part
-            del mv
-        except BaseException:
-            unlink_if_same(name, seg.ident)
-            raise
-        raw = name.encode("ascii")
-        ref = _REFERENCE.pack(seg.header.created_unix_ns, seg.header.creator_pid, len(raw)) + raw
-        ref += bytes(L.align8(len(ref)) - len(ref))
-        return seg, ref
 
     # ---- completion, task_done, join, statistics ------------------------------------
 

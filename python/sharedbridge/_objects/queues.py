@@ -2,9 +2,12 @@
 section 11), with multiprocessing's API and exceptions, plus names.
 
 A put is complete when it returns: the message is in the shared ring (or, when it is
-large, in a segment of its own whose name is in the ring, section 11.5), so there is no
-feeder thread, and none of multiprocessing's "items still buffered at exit" pitfalls:
-close(), join_thread() and cancel_join_thread() exist for compatibility only. Messages
+large, in a data segment whose name is in the ring, section 11.5: in a format-6 queue a
+producer reuses its data segments, and a got array is a view that stays valid and
+unchanged while it is used; queue_data_segments.py), so there is no feeder thread, and
+none of multiprocessing's "items still buffered at exit" pitfalls: close() only gives up
+this handle (and the data segments it keeps for reuse), join_thread() and
+cancel_join_thread() exist for compatibility only. Messages
 are typed (section 11.4; _objects/queue_messages.py): bytes, str, scalars, ctypes
 structures and numpy arrays travel as such (and .NET reads them); anything else is
 pickled with protocol 5, its buffers out of band (copied once).
@@ -15,11 +18,13 @@ through another queue, which multiprocessing refuses.
 
 import functools
 import queue as _queue
+import weakref
 
 from .._format import header as H
 from .._format import queue_layout as L
-from .._platform.segment import on_remove, unlink_if_same
+from .._platform.segment import on_remove
 from ..errors import QueueCompleted, TypeMismatchError
+from . import queue_data_segments as DS
 from . import queue_ring as QR
 from .lifetimes import resolve_lifetime
 from .protocol import segment_of
@@ -68,6 +73,11 @@ class Queue:
         self._maxsize = 0 if self._ring.max_messages == L.UNBOUNDED else self._ring.max_messages
         self._inline_max = self._ring.capacity // 4
         self._fast = self._ring if QR.queue_fast.FAST else None     # the compiled path
+        # Reusable data segments (section 11.5) only in a queue of compat_version 6: a
+        # version-5 consumer may read a version-5 queue (6.3). The pool is made by the
+        # first out-of-line put of this object in this process.
+        self._reuse = seg.header.compat_version >= H.QUEUE_REUSE_VERSION
+        self._pool = None
         _register_remover(seg, self._ring)
 
     # ---- properties ----------------------------------------------------------------
@@ -92,20 +102,33 @@ class Queue:
     # ---- put -----------------------------------------------------------------------
 
     def _record(self, obj):
-        """(args of QueueRing._write, out-of-line segment or None) for *obj*."""
+        """(args of QueueRing._write, data segment or None) for *obj*: the data segment
+        (queue_data_segments.py) of an out-of-line message is told committed(end) or
+        failed() once the put is over."""
         e = _encode(obj)
         dl = len(e.descriptor)
         n = L.record_size(dl, e.data_length)
         if n <= self._inline_max:
             return (n, e.tag, 0, e.descriptor, e.parts, e.offsets, e.data_length), None
-        seg, ref = self._ring.new_out_of_line(e.data_length, e.parts, e.offsets)
-        n = L.RECORD_HEADER + L.align8(dl) + len(ref)
+        if self._reuse:
+            data = self._data_pool().data_segment(e.data_length, e.parts, e.offsets)
+        else:
+            data = DS.SingleUse(self.name, e.data_length, e.parts, e.offsets)
+        n = L.RECORD_HEADER + L.align8(dl) + len(data.ref)
         if n > self._ring.capacity // 2:
-            unlink_if_same(seg.name, seg.ident)
+            data.failed()
             raise ValueError(f"the message's descriptor ({dl} bytes) does not fit in the "
                              f"queue's {self._ring.capacity}-byte ring: use a larger "
                              "capacity=")
-        return (n, e.tag, L.FLAG_OUT_OF_LINE, e.descriptor, [ref], [0], e.data_length), seg
+        return (n, e.tag, L.FLAG_OUT_OF_LINE, e.descriptor, [data.ref], [0],
+                e.data_length), data
+
+    def _data_pool(self):
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = DS.Pool(self.name, self._ring._u64)
+            weakref.finalize(self, pool.release)
+        return pool
 
     def put(self, obj, block=True, timeout=None):
         """Put *obj* in the queue; wait for room if block is true (at most *timeout*
@@ -120,19 +143,21 @@ class Queue:
                     return
             except QueueCompletedSignal:
                 raise self._completed_error("put") from None
-        record, seg = self._record(obj)
+        record, data = self._record(obj)
         try:
             ok = self._ring.put(*record, block, timeout)
         except QueueCompletedSignal:
             ok = None
         except BaseException:
-            if seg is not None:
-                unlink_if_same(seg.name, seg.ident)
+            if data is not None:
+                data.failed()
             raise
         if ok:
+            if data is not None:
+                data.committed(ok)
             return
-        if seg is not None:
-            unlink_if_same(seg.name, seg.ident)
+        if data is not None:
+            data.failed()
         if ok is None:
             raise self._completed_error("put")
         raise _queue.Full
@@ -158,26 +183,26 @@ class Queue:
                 e = _queue.Full(f"{done} of {len(iterable)} messages were put")
                 e.put = done
                 raise e
-        records, segs = [], []
+        records, datas, ends = [], [], []
         try:
             for obj in iterable:
-                record, seg = self._record(obj)
+                record, data = self._record(obj)
                 records.append(record)
-                segs.append(seg)
+                datas.append(data)
+            # Out-of-line records take the Python path, which gives the end positions back.
+            pooled = any(data is not None for data in datas)
             try:
-                done = self._ring.put_many(records, block, timeout)
+                done = self._ring.put_many(records, block, timeout, ends if pooled else None)
             except QueueCompletedSignal:
                 done = -1
-        except BaseException:
-            for seg in segs:
-                if seg is not None:
-                    unlink_if_same(seg.name, seg.ident)
-            raise
+        finally:
+            # The first len(ends) records are in the ring (their data segments belong to
+            # the queue now); the others were not put.
+            for i, data in enumerate(datas):
+                if data is not None:
+                    data.committed(ends[i]) if i < len(ends) else data.failed()
         if done == len(records):
             return
-        for seg in segs[max(done, 0):]:
-            if seg is not None:
-                unlink_if_same(seg.name, seg.ident)
         if done < 0:
             raise self._completed_error("put")
         e = _queue.Full(f"{done} of {len(records)} messages were put")
@@ -272,8 +297,11 @@ class Queue:
     def close(self):
         """This handle is closed: later put/get raise ValueError (as multiprocessing).
         Messages already put stay in the queue (a put is complete when it returns); the
-        queue's name is unaffected (sharedbridge.close(q) gives up the claim)."""
+        queue's name is unaffected (sharedbridge.close(q) gives up the claim). The data
+        segments this handle keeps for reuse are left (section 11.5)."""
         self._closed = True
+        if self._pool is not None:
+            self._pool.release()
 
     def join_thread(self):
         """multiprocessing compatibility: there is no feeder thread to join."""

@@ -106,6 +106,31 @@ def participate(seg):
         _install()
 
 
+# Functions release_owned() runs first (a queue's reusable data segments, held by its
+# producers and consumers: docs/format.md section 11.5); each ignores fork children.
+_enders = []
+
+
+_end_finalizers = {}             # fn -> its multiprocessing Finalize in this process
+
+
+def at_end(fn):
+    """Run *fn()* when this process ends by the paths above (normal exit, a handled
+    signal, a multiprocessing child's end), and from release_owned(). Cheap to call again;
+    call it whenever *fn* gets something to release (a multiprocessing child clears the
+    Finalize registry it inherited or made while unpickling its arguments)."""
+    if fn not in _enders:
+        _enders.append(fn)
+        import atexit
+        atexit.register(fn)
+    fin = _end_finalizers.get(fn)
+    if fin is None or not fin.still_active() or fin._pid != os.getpid():
+        from multiprocessing import util          # stdlib; imported lazily
+        _end_finalizers[fn] = util.Finalize(None, fn, exitpriority=0)
+    if not _checked:
+        _install()
+
+
 class _AfterFork:
     """Key of multiprocessing.util.register_after_fork (it needs a weak-referenceable object)."""
 
@@ -242,6 +267,11 @@ def _resend(sig):
 def release_owned():
     """Retire and unlink every segment this process created and still owns, and release
     every last-closer segment it holds open (the last one unlinks)."""
+    for fn in list(_enders):
+        try:
+            fn()
+        except Exception:
+            pass
     for seg in list(_participants):
         try:
             seg.close()

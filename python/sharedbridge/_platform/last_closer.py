@@ -42,11 +42,12 @@ class FlockHolder:
 
     __slots__ = ("_fds", "pid", "child_fd", "__weakref__")
 
-    def __init__(self, fd):
+    def __init__(self, fd, fork_handover=True):
         self.fd = fd
         self.pid = os.getpid()
         self.child_fd = -1
-        _holders.add(self)
+        if fork_handover:
+            _holders.add(self)
 
     # The descriptor lives in a list of at most one: list.pop() hands it out exactly
     # once even when two threads close the last two objects of the segment at once.
@@ -73,6 +74,18 @@ class FlockHolder:
     def close(self):
         """Leave without the last-closer check (explicit unlink, a failed create)."""
         close_unlocked(self.take())
+
+    def forget_in_child(self):
+        """In a fork child of a holder without hand-over: close the inherited descriptor
+        without any flock call (the description is the parent's: LOCK_UN would release
+        the parent's lock). Does nothing in the holder's own process."""
+        if self.pid == os.getpid():
+            return
+        try:
+            fd = self._fds.pop()
+        except IndexError:
+            return
+        os.close(fd)
 
     def before_fork(self):
         if self.fd < 0 or self.pid != os.getpid():
@@ -122,11 +135,13 @@ os.register_at_fork(before=_holders_before_fork, after_in_parent=_holders_after_
                     after_in_child=_holders_after_fork_in_child)
 
 
-def hold_new(fd):
+def hold_new(fd, fork_handover=True):
     """The creator's hold, taken right after its shm_open(O_EXCL) (docs/format.md 6.1
-    step 1): nobody else can hold a lock on the object yet, so this never waits."""
+    step 1): nobody else can hold a lock on the object yet, so this never waits.
+    fork_handover=False: fork children get no description of their own (they take no
+    part: FlockHolder.forget_in_child)."""
     fcntl.flock(fd, fcntl.LOCK_SH)
-    return FlockHolder(fd)
+    return FlockHolder(fd, fork_handover)
 
 
 def join(name, fd, ident, mm, timeout):
@@ -137,6 +152,15 @@ def join(name, fd, ident, mm, timeout):
     not retired. Returns the FlockHolder, which keeps *fd*; None when the last closer
     (or a reaper) removed the segment meanwhile (the lock is released and *fd* left to
     the caller, who starts over with the name: docs/format.md section 8)."""
+    if take_shared(name, fd, ident, mm, timeout):
+        return FlockHolder(fd)
+    return None
+
+
+def take_shared(name, fd, ident, mm, timeout):
+    """Steps 1 and 3 of section 8 for an attacher: the shared flock on *fd* (polled),
+    then the re-check (the name is still *ident*, the state in *mm* is not retired).
+    True when held; False when the segment was removed meanwhile (lock released)."""
     deadline = time.monotonic() + max(timeout, 0.1)
     while True:
         try:
@@ -151,9 +175,9 @@ def join(name, fd, ident, mm, timeout):
             time.sleep(0.001)
     state = struct.unpack_from("<I", mm, H.STATE_OFFSET)[0]
     if state != H.STATE_RETIRED and exit_cleanup.same_object(name, ident):
-        return FlockHolder(fd)
+        return True
     fcntl.flock(fd, fcntl.LOCK_UN)
-    return None
+    return False
 
 
 def release(holder, when_last):
@@ -183,6 +207,11 @@ def close_unlocked(fd):
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def unlock(fd):
+    """flock(fd, LOCK_UN): give up this description's lock, keeping the descriptor."""
+    fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def try_exclusive(fd):

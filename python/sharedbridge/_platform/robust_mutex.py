@@ -224,6 +224,23 @@ class RobustMutex:
             if rc != ETIMEDOUT:
                 return rc
 
+    def try_lock(self):
+        """Acquire without waiting, for a short look under the lock (the reaper reading a
+        queue's records, section 8): True if held now (a dead owner's lock is recovered
+        as section 7.3 says, without the warning: the caller only reads), False if it is
+        busy (held by another thread, or this one). Release with unlock(self.m)."""
+        self.check_kind()
+        rc = lock_now(self.m, CLOCK_MONOTONIC, PAST)
+        if rc in (EBUSY, ETIMEDOUT, EDEADLK):
+            return False
+        got = self.finish(rc, False, None) if rc else True
+        if got == "recovered":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", LockRecoveredWarning)
+                self.recover()
+            return True
+        return got
+
     def recover(self):
         """The EOWNERDEAD protocol of section 7.3: make the mutex consistent, count the
         recovery in this segment's control region, then warn. The caller holds it."""

@@ -272,6 +272,10 @@ class SegmentForReap:
         re-check the name after their shared lock (docs/format.md section 8)."""
         return last_closer.try_exclusive(self._fd)
 
+    def unlock(self):
+        """Release the exclusive flock try_lock_exclusive took (the descriptor stays)."""
+        last_closer.unlock(self._fd)
+
     def retire_and_unlink(self):
         """Remove the segment: re-checks that the name still refers to this object (a
         segment replaced since it was judged is not ours to remove), stores state =
@@ -347,7 +351,7 @@ _before_ready = None
 _NO_RESERVE = (errno.EOPNOTSUPP, errno.EINVAL)
 
 
-def create(name, header, init, mode=DEFAULT_MODE):
+def create(name, header, init, mode=DEFAULT_MODE, detached=False):
     """Create a segment (docs/format.md section 6.1) and return it.
 
     *header* is a SegmentHeader (state/crc ignored; its lifetime_code says who unlinks
@@ -355,6 +359,11 @@ def create(name, header, init, mode=DEFAULT_MODE):
     region and publishing state = ready. A name of None is generated, retrying on EEXIST.
     The object gets exactly *mode*, whatever the umask. A last-closer segment keeps its
     descriptor, with a shared flock taken right after shm_open (section 8).
+
+    *detached* (a queue's reusable data segment, section 11.5): return a Detached, not a
+    Segment: the caller alone manages its lifetime (no finalizer, no exit cleanup, no
+    sharing with later opens), and its FlockHolder is not handed over to fork children
+    (a child inherits nothing of it to leave).
     """
     check_mode(mode)
     lifetime = header.lifetime_code
@@ -384,7 +393,7 @@ def create(name, header, init, mode=DEFAULT_MODE):
         if not persistent:
             exit_cleanup.creating(seg_name, ident)
         if lifetime == H.LIFETIME_LAST_CLOSER:
-            holder = last_closer.hold_new(fd)
+            holder = last_closer.hold_new(fd, fork_handover=not detached)
         os.fchmod(fd, mode)          # the exact mode asked for, whatever the umask
         total = header.total_size
         with os_errors.translated(seg_name, os_errors.SIZE, total):
@@ -426,10 +435,23 @@ def create(name, header, init, mode=DEFAULT_MODE):
         _unlink_failed_create(seg_name, ident)
         exit_cleanup.created(seg_name)
         raise
+    if detached:
+        exit_cleanup.created(seg_name)
+        return Detached(seg_name, header, mm, ident, holder)
     seg = Segment(seg_name, header, mm, total, os.getpid(), keep, ident, holder)
     exit_cleanup.created(seg_name)
     _remember(seg)
     return seg
+
+
+class Detached:
+    """A segment create(detached=True) made: name, header, mm, ident, holder (the
+    FlockHolder of a last-closer one, else None). Nothing removes it but its caller."""
+
+    __slots__ = ("name", "header", "mm", "ident", "holder")
+
+    def __init__(self, name, header, mm, ident, holder):
+        self.name, self.header, self.mm, self.ident, self.holder = name, header, mm, ident, holder
 
 
 def _unlink_failed_create(name, ident):

@@ -7,16 +7,15 @@ namespace SharedBridge.Benchmarks;
 /// harness creates the queues and events (sharedbridge Queue / Event); these sides open them by name.
 /// <list type="bullet">
 /// <item><c>produce QUEUE READY GO COUNT SIZE BATCH PATIENCE_S</c>: sets READY, waits for GO, writes COUNT bytes
-/// messages of SIZE bytes (<c>Write</c>; BATCH &gt; 1 needs a batch write, which SharedQueue does not have:
-/// <c>has-batch</c> says so and the harness skips that case).</item>
-/// <item><c>consume QUEUE READY GO COUNT take|copy PATIENCE_S</c>: waits for READY, sets GO, reads COUNT messages
+/// messages of SIZE bytes (<c>Write</c>; BATCH &gt; 1: <c>WriteMany</c> of BATCH messages at a time).</item>
+/// <item><c>consume QUEUE READY GO COUNT take|copy|many PATIENCE_S</c>: waits for READY, sets GO, reads COUNT messages
 /// and prints the nanoseconds from GO to the last one. <c>take</c>: <c>Read</c>, then <c>Dispose</c> of the taken
 /// message (zero-copy); <c>copy</c>: <c>TryRead(Span&lt;byte&gt;)</c>, which copies the bytes out in one step, and
+/// <c>Read</c> only when the queue is empty; <c>many</c>: <c>TryReadMany</c> of up to 64 messages under one lock, and
 /// <c>Read</c> only when the queue is empty.</item>
 /// <item><c>serve PING PONG TOTAL PATIENCE_S</c>: TOTAL times, reads a message from PING and writes its bytes to PONG.</item>
 /// <item><c>drive PING PONG ROUND_TRIPS WARMUP SIZE PATIENCE_S</c>: WARMUP + ROUND_TRIPS times, writes SIZE bytes to
 /// PING and reads the answer from PONG; prints the nanoseconds of each measured round trip.</item>
-/// <item><c>has-batch</c>: "yes" when SharedQueue has a batch write, otherwise "no: " and why.</item>
 /// </list>
 /// Every wait has the patience as its timeout (a <see cref="QueueTimeoutException"/> ends the side with exit 1),
 /// so a dead peer never leaves a side hanging.
@@ -31,13 +30,12 @@ internal static class Queue
             {
                 ["produce", var q, var ready, var go, var n, var size, var batch, var patience] =>
                     Produce(q, ready, go, long.Parse(n), int.Parse(size), int.Parse(batch), Seconds(patience)),
-                ["consume", var q, var ready, var go, var n, var mode and ("take" or "copy"), var patience] =>
-                    Consume(q, ready, go, long.Parse(n), mode == "copy", Seconds(patience)),
+                ["consume", var q, var ready, var go, var n, var mode and ("take" or "copy" or "many"), var patience] =>
+                    Consume(q, ready, go, long.Parse(n), mode, Seconds(patience)),
                 ["serve", var ping, var pong, var total, var patience] =>
                     Serve(ping, pong, int.Parse(total), Seconds(patience)),
                 ["drive", var ping, var pong, var n, var warmup, var size, var patience] =>
                     Drive(ping, pong, int.Parse(n), int.Parse(warmup), int.Parse(size), Seconds(patience)),
-                ["has-batch"] => HasBatch(),
                 _ => Usage(),
             };
         }
@@ -52,14 +50,8 @@ internal static class Queue
 
     private static int Usage()
     {
-        Console.Error.WriteLine("usage: queue produce|consume|serve|drive|has-batch ... (Queue.cs)");
+        Console.Error.WriteLine("usage: queue produce|consume|serve|drive ... (Queue.cs)");
         return 2;
-    }
-
-    private static int HasBatch()
-    {
-        Console.WriteLine("no: SharedQueue has no batch write (one Write per message)");
-        return 0;
     }
 
     private static void WaitFor(SharedEvent e, TimeSpan patience, string what)
@@ -69,11 +61,6 @@ internal static class Queue
 
     private static int Produce(string name, string readyName, string goName, long n, int size, int batch, TimeSpan patience)
     {
-        if (batch > 1)
-        {
-            Console.Error.WriteLine("queue produce: SharedQueue has no batch write");
-            return 2;
-        }
         using var q = SharedQueue.Open(name);
         using var ready = SharedEvent.Open(readyName);
         using var go = SharedEvent.Open(goName);
@@ -81,12 +68,20 @@ internal static class Queue
         for (int i = 0; i < size; i++) message[i] = (byte)i;
         ready.Set();
         WaitFor(go, patience, "producer waiting for go");
+        if (batch > 1)
+        {
+            var chunk = new ReadOnlyMemory<byte>[batch];
+            Array.Fill(chunk, message);
+            for (long i = 0; i < n; i += batch)
+                q.WriteMany(chunk.AsSpan(0, (int)Math.Min(batch, n - i)), patience);
+            return 0;
+        }
         for (long i = 0; i < n; i++)
             q.Write(message, patience);
         return 0;
     }
 
-    private static int Consume(string name, string readyName, string goName, long n, bool copy, TimeSpan patience)
+    private static int Consume(string name, string readyName, string goName, long n, string mode, TimeSpan patience)
     {
         using var q = SharedQueue.Open(name);
         using var ready = SharedEvent.Open(readyName);
@@ -94,7 +89,21 @@ internal static class Queue
         WaitFor(ready, patience, "consumer waiting for the producer");
         go.Set();
         long start = Stopwatch.GetTimestamp();
-        if (copy)
+        if (mode == "many")
+        {
+            // TryReadMany copies up to 64 ready messages out under one acquisition of the mutex; when the queue is
+            // empty, Read waits for the next message (taken and released).
+            var buffer = new byte[1 << 16];
+            var lengths = new int[64];
+            for (long i = 0; i < n;)
+            {
+                int got = q.TryReadMany(buffer, lengths.AsSpan(0, (int)Math.Min(lengths.Length, n - i)));
+                if (got > 0) { i += got; continue; }
+                using var m = q.Read(patience);
+                i++;
+            }
+        }
+        else if (mode == "copy")
         {
             // TryRead(Span<byte>) copies the message out in one locked step (no take and release); when the
             // queue is empty, Read waits for the next message (taken and released).

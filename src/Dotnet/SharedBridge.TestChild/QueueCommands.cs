@@ -63,6 +63,25 @@ internal static partial class ChildCommands
                 q.Write(new byte[64]);
                 return 1;
             }
+            // queue-write-sized NAME SIZE: for each stdin line "w FILL", write a bytes message of SIZE bytes that all equal FILL
+            // and say "written"; the line "dispose" disposes the queue and ends, "exit" ends without disposing it (the process
+            // exit's cleanup leaves what the producer kept), and the tests kill it to leave what its producer kept behind
+            // (docs/format.md section 11.5, reusable data segments).
+            case ["queue-write-sized", var name, var size]:
+            {
+                var q = SharedQueue.Open(name);
+                var data = new byte[int.Parse(size)];
+                string? line;
+                while ((line = Console.ReadLine()) is not (null or "dispose" or "exit"))
+                {
+                    Array.Fill(data, byte.Parse(line[2..]));
+                    q.Write(data, TimeSpan.FromSeconds(30));
+                    Say("written");
+                }
+                if (line == "dispose") q.Dispose();
+                GC.KeepAlive(q);
+                return 0;
+            }
             // queue-take-and-hold NAME: take one message (zero-copy), say "taken LENGTH", wait to be killed holding it.
             case ["queue-take-and-hold", var name]:
             {

@@ -103,8 +103,8 @@ public class CorruptHeaderTests
     public void TooNewCompatVersionAsksForAnUpgrade()
     {
         byte[] bytes = DoubleSegment();
-        U16(bytes, 0x008, 6);       // this library reads up to version 5
-        U16(bytes, 0x00A, 6);
+        U16(bytes, 0x008, 7);       // this library reads up to version 6
+        U16(bytes, 0x00A, 7);
         SegmentFiles.FixCrc(bytes);
         var e = Assert.IsType<UnsupportedFormatVersionException>(SegmentFiles.Try(bytes, OpenAny));
         Assert.Contains("upgrade", e.Message);
@@ -114,7 +114,7 @@ public class CorruptHeaderTests
     public void UnknownKindAsksForAnUpgrade()
     {
         byte[] bytes = DoubleSegment();
-        bytes[0x010] = 9;           // kinds 1 to 8 are known (8: queue, format version 5)
+        bytes[0x010] = 9;           // kinds 1 to 8 are known (8: queue, format versions 5 and 6)
         SegmentFiles.FixCrc(bytes);
         var e = Assert.IsType<UnsupportedFormatVersionException>(SegmentFiles.Try(bytes, OpenAny));
         Assert.Contains("unknown segment kind 9: written by a newer SharedBridge, upgrade", e.Message);

@@ -24,6 +24,8 @@ public static class QueueWorkers
         "q-roundtrip" => RoundTrip(args[0], int.Parse(args[1])),
         "q-complete" => CompleteQueue(args[0]),
         "q-get-each" => GetEach(int.Parse(args[0]), args.Skip(1)),
+        "q-big-produce" => BigProduce(args[0], int.Parse(args[1]), int.Parse(args[2])),
+        "q-big-consume" => BigConsume(args[0], int.Parse(args[1]), int.Parse(args[2])),
         _ => null,
     };
 
@@ -422,6 +424,54 @@ public static class QueueWorkers
             }
             Say(r);
         }
+        return 0;
+    }
+
+    // ---- big messages: reusable out-of-line data segments (cross_queue.py q_big_produce / q_big_consume) ----
+
+    private static byte[] BigMessage(int seq, int size)
+    {
+        var m = new byte[size];
+        m.AsSpan(8).Fill((byte)seq);
+        BinaryPrimitives.WriteInt64LittleEndian(m, seq);
+        return m;
+    }
+
+    private static HashSet<string> DataSegments(string name) =>
+        Directory.EnumerateFiles("/dev/shm", name + ".m*").Select(f => Path.GetFileName(f)).ToHashSet();
+
+    /// <summary>Writes COUNT byte arrays (shape [SIZE]) of BigMessage; after each notes the queue's data segments;
+    /// prints how many distinct ones it saw.</summary>
+    private static int BigProduce(string name, int count, int size)
+    {
+        using var q = SharedQueue.Open(name);
+        var seen = new HashSet<string>();
+        for (int seq = 0; seq < count; seq++)
+        {
+            q.Write<byte>(BigMessage(seq, size), [size], Long);
+            seen.UnionWith(DataSegments(name));
+        }
+        Say(new { produced = count, distinct = seen.Count });
+        return 0;
+    }
+
+    /// <summary>Reads COUNT big messages in order, keeping the last HOLD undisposed (zero-copy); after each read checks
+    /// that every held message still has its bytes.</summary>
+    private static int BigConsume(string name, int count, int hold)
+    {
+        using var q = SharedQueue.Open(name);
+        var held = new Queue<(int Seq, QueueMessage M)>();
+        int bad = 0, changed = 0;
+        for (int seq = 0; seq < count; seq++)
+        {
+            var m = q.Read(Long);
+            if (!m.Data.SequenceEqual(BigMessage(seq, m.Data.Length))) bad++;
+            held.Enqueue((seq, m));
+            while (held.Count > hold) held.Dequeue().M.Dispose();
+            changed += held.Where(h => !h.M.Data.SequenceEqual(BigMessage(h.Seq, h.M.Data.Length))).Count();
+        }
+        while (held.Count > 0) held.Dequeue().M.Dispose();
+        Say(new { consumed = count, bad, changed });
         return 0;
     }
 }

@@ -265,6 +265,34 @@ public sealed class QueueTests : CrossTestBase
             string.Join(", ", consumed.Select(c => c["consumed"]!.ToString())));
     }
 
+    // ---- reusable out-of-line data segments (section 11.5) ----
+
+    [TestCase("C#", "py")]
+    [TestCase("py", "C#")]
+    [TestCase("C#", "C#")]
+    [TestCase("py", "py")]
+    public void BigMessagesReuseTheirDataSegmentsAndHeldOnesNeverChange(string producer, string consumer)
+    {
+        // 40 messages of 2 MiB in a 1 MiB ring go out of line; at most one message in the ring and one held by the
+        // consumer (a zero-copy view), so a producer that reuses its data segments needs only a few. Each held view
+        // must keep its bytes while the producer writes the next ones; every name is gone once both have ended.
+        const int count = 40, size = 2 << 20;
+        using var q = NewQueue(1 << 20, maxMessages: 1);
+        using var c = ByShortLabel(consumer).Start("worker", "q-big-consume", q.Name, count.ToString(), "1");
+        using var p = ByShortLabel(producer).Start("worker", "q-big-produce", q.Name, count.ToString(), size.ToString());
+        var produced = Json(p.ReadLine(Long));
+        var consumed = Json(c.ReadLine(Long));
+        Assert.That(p.WaitForExit(Long).ExitCode, Is.Zero, p.Describe());
+        Assert.That(c.WaitForExit(Long).ExitCode, Is.Zero, c.Describe());
+
+        Assert.That((int)consumed["bad"]!, Is.Zero, "messages whose bytes were wrong when read: " + consumed);
+        Assert.That((int)consumed["changed"]!, Is.Zero, "held messages whose bytes changed under the reader: " + consumed);
+        Assert.That((int)produced["distinct"]!, Is.InRange(1, 8), $"data segments used for {count} messages (reuse, section 11.5): {produced}");
+        var left = Directory.EnumerateFiles("/dev/shm", q.Name + ".m*").Select(Path.GetFileName).ToList();
+        Assert.That(left, Is.Empty, "data segments left after the producer and the consumer ended");
+        TestContext.Out.WriteLine($"{producer} -> {consumer}: {count} x {size >> 20} MiB, {produced["distinct"]} data segments");
+    }
+
     // ---- crashes ----
 
     [Test]

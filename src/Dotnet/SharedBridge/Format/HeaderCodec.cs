@@ -308,13 +308,13 @@ internal static class HeaderCodec
             throw Corrupt(name, $"kind {(int)kind} with lock_kind {(int)lockKind} / lock_type {(int)lockType}");
     }
 
-    /// <summary>The header rules of a queue (section 11.1): version 5 fields, a byte ring of a power-of-two capacity
+    /// <summary>The header rules of a queue (section 11.1): version 5 or 6 fields, a byte ring of a power-of-two capacity
     /// behind 256 bytes of control words, an embedded error-checking lock, no names, no field table, no flags.</summary>
     private static void CheckQueue(string name, ReadOnlySpan<byte> h)
     {
         int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersionOffset..]);
-        if (compat < QueueVersion)
-            throw Corrupt(name, $"kind 8 (a queue) needs compat_version {QueueVersion}, not {compat}");
+        if (compat < SingleUseQueueVersion)
+            throw Corrupt(name, $"kind 8 (a queue) needs compat_version {SingleUseQueueVersion} or more, not {compat}");
         if (h[TypeCodeOffset] != 'B' || BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSizeOffset..]) != 1)
             throw Corrupt(name, "kind 8 (a queue) needs typecode 'B' and elements of 1 byte");
         ulong count = BinaryPrimitives.ReadUInt64LittleEndian(h[ElementCountOffset..]);

@@ -9,21 +9,24 @@ internal static class HeaderLayout
     internal const int FixedSize = 0x200;
     internal const int MaxHeaderSize = 1 << 20;
     internal const int FieldEntrySize = 64;
-    /// <summary>The newest format version this library reads (section 6.3): 5 (queues, kind 8, section 11).
-    /// It writes version 5 for queues only; version 4 for the
+    /// <summary>The newest format version this library reads (section 6.3): 6 (queues whose out-of-line data segments
+    /// may be reusable, section 11.5). It writes version 6 for queues only; version 4 for the
     /// synchronization kinds 4-7 (the sleepers word) and, for kinds 1-3, what version 3 writes (2).
     /// <see cref="SyncVersion"/> is the lowest compat_version of the synchronization kinds 4-7;
     /// <see cref="HolderTableVersion"/> that of semaphores and barriers with a holder table (section 10.1);
     /// <see cref="SleepersVersion"/> that of the sleepers word and its wake rule (section 10.3).</summary>
-    internal const int FormatVersion = 5;
+    internal const int FormatVersion = 6;
     internal const int SyncVersion = 2;
     internal const int HolderTableVersion = 3;
     internal const int SleepersVersion = 4;
     internal const int SyncWords = 16;
     internal const int MaxSlots = 1024;
     internal const int MaxKind = 8;
-    /// <summary>compat_version (and version) of a queue segment (kind 8, section 11.1).</summary>
-    internal const int QueueVersion = 5;
+    /// <summary>compat_version (and version) of a queue segment this library writes (kind 8, section 11.1).</summary>
+    internal const int QueueVersion = 6;
+    /// <summary>The lowest compat_version of a queue (a version-5 writer's, section 6.3): read with the same rules, but its
+    /// producers put only single-use (persistent) data segments in it, since its consumers may be of version 5.</summary>
+    internal const int SingleUseQueueVersion = 5;
 
     internal const int MagicOffset = 0x000;
     internal const int VersionOffset = 0x008;

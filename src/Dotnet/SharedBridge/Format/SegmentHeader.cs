@@ -20,7 +20,7 @@ public enum SegmentKind : byte
     Condition = 6,
     /// <summary>A barrier (format version 2, section 10).</summary>
     Barrier = 7,
-    /// <summary>A message queue: a ring of records (format version 5, section 11).</summary>
+    /// <summary>A message queue: a ring of records (format versions 5 and 6, section 11).</summary>
     Queue = 8,
 }
 

@@ -38,7 +38,8 @@ public sealed class ReapedSegment
 /// Removes the segments left behind by crashed processes (docs/format.md section 8): a
 /// <see cref="SegmentLifetime.Creator"/> segment whose creator (pid and start time) is gone, a
 /// <see cref="SegmentLifetime.LastCloser"/> segment that no process holds open (the reaper gets the
-/// exclusive flock without waiting), and a segment whose creator died while initializing it (state 0,
+/// exclusive flock without waiting; a queue's reusable out-of-line data segment only when its queue is gone or no record of
+/// the queue references it), and a segment whose creator died while initializing it (state 0,
 /// older than the grace period, its recorded creator gone, or nothing recorded and nobody has it open).
 /// Persistent segments, version-1 segments (their header does not say whether they were kept), segments
 /// a live creator is initializing, corrupt or foreign objects and other users' objects are never touched
@@ -93,6 +94,24 @@ public static class SegmentReaper
                 if (header.CreatorIsRunning()) return null;
                 reason = $"creator pid {header.RecordedCreatorPid} (started {header.CreatorStartTime}) is gone";
                 break;
+            case SegmentLifetime.LastCloser when IsMessageSegment(segment, out string owner):
+                // A reusable out-of-line data segment (section 11.5). Its exclusive lock is taken with the queue's mutex held
+                // (FindOutOfLineUse), never held while waiting for that mutex: a consumer joins a data segment with the
+                // mutex held. One a record of its queue still references is kept for that record's consumer, who will be
+                // the last to leave and remove it; so is one whose queue's ring cannot be read (its mutex held too long, a
+                // corrupt ring): a later run decides.
+                switch (SharedQueue.FindOutOfLineUse(owner, segment.Name, InitializingGrace, segment.TryLockExclusive))
+                {
+                    case SharedQueue.OutOfLineUse.QueueGone:
+                        reason = $"out-of-line message of queue \"{owner}\", which no longer exists";
+                        break;
+                    case SharedQueue.OutOfLineUse.Unreferenced:
+                        reason = $"out-of-line message of queue \"{owner}\" that no record references, and nobody holds";
+                        break;
+                    default:
+                        return null;
+                }
+                break;
             case SegmentLifetime.LastCloser:
                 // Holding the exclusive lock keeps attachers out until the name is gone: they re-check
                 // the name after taking their shared lock.
@@ -113,12 +132,18 @@ public static class SegmentReaper
     /// typecode 'B', no lock) whose queue's name is gone: nobody will ever take it.</summary>
     private static bool IsOrphanMessage(MappedSegment segment, out string queue)
     {
-        var h = segment.Header;
-        if (!QueueLayout.IsOutOfLineName(segment.Name, out queue) || h.Kind != SegmentKind.Array || h.TypeCode != 'B'
-            || h.LockKind != LockKind.None)
-            return false;
+        if (!IsMessageSegment(segment, out queue)) return false;
         try { return !MappedSegment.Exists(queue); }
         catch (SharedBridgeException) { return false; }     // not a valid name: not a queue's message
+    }
+
+    /// <summary>An array named like an out-of-line message segment (<c>&lt;queue&gt;.m&lt;16 hex&gt;</c>, kind 1, typecode 'B',
+    /// no lock); <paramref name="queue"/> is its queue's name.</summary>
+    private static bool IsMessageSegment(MappedSegment segment, out string queue)
+    {
+        var h = segment.Header;
+        return QueueLayout.IsOutOfLineName(segment.Name, out queue) && h.Kind == SegmentKind.Array && h.TypeCode == 'B'
+               && h.LockKind == LockKind.None;
     }
 
     /// <summary>A segment still initializing (state 0) that can never become ready: its creator died between

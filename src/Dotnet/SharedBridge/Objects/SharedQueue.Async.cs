@@ -90,8 +90,8 @@ public sealed unsafe partial class SharedQueue
             {
                 StepStart();
                 ReadOnlySpan<byte> data = outOfLine is not null ? outOfLine.Reference : MemoryMarshal.AsBytes(values.Span);
-                var result = TryPutLocked(spec, data, text, outOfLine is not null);
-                if (result == PutResult.Full && ReclaimDeadTakers()) result = TryPutLocked(spec, data, text, outOfLine is not null);
+                var result = TryPutLocked(spec, data, text, outOfLine);
+                if (result == PutResult.Full && ReclaimDeadTakers()) result = TryPutLocked(spec, data, text, outOfLine);
                 if (result == PutResult.Completed) throw CompletedError("written to");
                 done = result == PutResult.Done;
                 if (!done && expired) throw TimeoutError(timeout, "full");
@@ -99,7 +99,7 @@ public sealed unsafe partial class SharedQueue
             }, abandon: null, () =>
             {
                 ReadOnlySpan<byte> data = outOfLine is not null ? outOfLine.Reference : MemoryMarshal.AsBytes(values.Span);
-                return PutLocked(spec, data, text, outOfLine is not null, timeout, cancellationToken, block: true)
+                return PutLocked(spec, data, text, outOfLine, timeout, cancellationToken, block: true)
                     ? true : throw TimeoutError(timeout, "full");
             });
         }

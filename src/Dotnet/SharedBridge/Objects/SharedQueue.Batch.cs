@@ -66,8 +66,8 @@ public sealed unsafe partial class SharedQueue
             {
                 var spec = MessageSpec.Bytes(messages[n].Length);
                 if (NeedsOutOfLine(spec)) break;
-                var result = TryPutLocked(spec, messages[n].Span, null, outOfLine: false);
-                if (result == PutResult.Full && n == 0 && ReclaimDeadTakers()) result = TryPutLocked(spec, messages[n].Span, null, false);
+                var result = TryPutLocked(spec, messages[n].Span, null, null);
+                if (result == PutResult.Full && n == 0 && ReclaimDeadTakers()) result = TryPutLocked(spec, messages[n].Span, null, null);
                 if (result == PutResult.Completed && n == 0) throw CompletedError("written to");
                 if (result != PutResult.Done) break;
             }

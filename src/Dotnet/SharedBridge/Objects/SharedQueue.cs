@@ -415,7 +415,7 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
                 ulong started = *(ulong*)(rec + RecTakerStart);
                 if (pid is not 0 and <= int.MaxValue && CreatorIdentity.IsRunning((int)pid, started)) break;
                 var message = MessageAt(head, rec, size);
-                if (message.OutOfLine) OutOfLine.UnlinkReferenced(this, head, message);
+                if (message.OutOfLine) OutOfLine.LoseReferenced(this, head, message);
                 rec[RecState] = StateDone;
             }
             head += size;
@@ -439,9 +439,10 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
 
     /// <summary>One put attempt, mutex held: the record is written beyond tail, then tail is stored (the commit).
     /// <paramref name="data"/> is the record's data part (the message, or the out-of-line reference when
-    /// <paramref name="outOfLine"/>); <paramref name="text"/>, when not null, is encoded into it instead.</summary>
-    private PutResult TryPutLocked(in MessageSpec spec, ReadOnlySpan<byte> data, string? text, bool outOfLine)
+    /// <paramref name="outOfLineSegment"/> is given); <paramref name="text"/>, when not null, is encoded into it instead.</summary>
+    private PutResult TryPutLocked(in MessageSpec spec, ReadOnlySpan<byte> data, string? text, OutOfLine? outOfLineSegment)
     {
+        bool outOfLine = outOfLineSegment is not null;
         Positions(out ulong head, out _, out ulong tail);
         if (U32(Completed) != 0) return PutResult.Completed;
         uint count = U32(QueueLayout.Count);
@@ -481,6 +482,8 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
             else data.CopyTo(new Span<byte>(p, (int)dataBytes));
         }
         BeforeCommitHook?.Invoke(Name);
+        // The record's end: a reusable data segment is reused only once head has passed it (section 11.5, Reuse).
+        outOfLineSegment?.Committing(tail + pad, tail + pad + n);
         Volatile.Write(ref U64(Tail), tail + pad + n);     // the commit
         AfterCommitHook?.Invoke(Name);
         U32(QueueLayout.Count) = count + 1;
@@ -513,7 +516,7 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
         bool done = false;
         try
         {
-            done = PutLocked(spec, data, text, outOfLine is not null, timeout, cancellationToken, block);
+            done = PutLocked(spec, data, text, outOfLine, timeout, cancellationToken, block);
         }
         finally
         {
@@ -523,7 +526,7 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
         return done;
     }
 
-    private bool PutLocked(in MessageSpec spec, ReadOnlySpan<byte> data, string? text, bool outOfLine, TimeSpan timeout,
+    private bool PutLocked(in MessageSpec spec, ReadOnlySpan<byte> data, string? text, OutOfLine? outOfLine, TimeSpan timeout,
         CancellationToken cancellationToken, bool block)
     {
         long start = Stopwatch.GetTimestamp();
@@ -880,8 +883,14 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
     public void Unlink() => _core.Unlink();
 
     /// <summary>Closes the queue; the creator (or the last closer) also removes the name and the out-of-line segments of
-    /// messages still in it (docs/format.md section 11.5). Messages still held stay valid until disposed.</summary>
-    public void Dispose() => _core.Dispose();
+    /// messages still in it (docs/format.md section 11.5), and this object leaves the reusable data segments it kept.
+    /// Messages still held stay valid until disposed.</summary>
+    public void Dispose()
+    {
+        // First, while the ring is mapped: a kept segment that a record may still reference keeps its name (section 11.5).
+        if (!_core.IsDisposed) LeaveReusePool();
+        _core.Dispose();
+    }
 
     /// <summary>As <see cref="Dispose"/>.</summary>
     public ValueTask DisposeAsync()

@@ -81,6 +81,44 @@ internal sealed class LastCloser
         return true;
     }
 
+    /// <summary>A reusing producer's test (docs/format.md section 11.5, Reuse, condition 2): converts its shared flock to an
+    /// exclusive one without waiting; true when it got it, so that no other process holds the segment. On failure the
+    /// kernel has dropped the shared lock (Linux): it is taken again (polling, as a join); false either way. A segment
+    /// whose shared lock cannot be taken again is no longer joined (<see cref="IsJoined"/> false).</summary>
+    internal bool TryHoldAlone()
+    {
+        if (!IsJoined) return false;
+        if (Interop.Flock(_fd, Interop.LOCK_EX | Interop.LOCK_NB) == 0) return true;
+        if (!Reshare()) Volatile.Write(ref _joined, 0);
+        return false;
+    }
+
+    /// <summary>Converts the exclusive flock of <see cref="TryHoldAlone"/> back to a shared one; false (no longer joined)
+    /// when it could not be taken.</summary>
+    internal bool ShareAgain()
+    {
+        if (Reshare()) return true;
+        Volatile.Write(ref _joined, 0);
+        return false;
+    }
+
+    /// <summary>Takes the shared flock again, polling for <see cref="MinJoinWait"/> at most: whoever holds the exclusive one
+    /// (a last closer leaving, a reaper) holds it for an instant.</summary>
+    private bool Reshare()
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        while (Interop.Flock(_fd, Interop.LOCK_SH | Interop.LOCK_NB) != 0)
+        {
+            if (OsErrors.Last != Interop.EWOULDBLOCK || System.Diagnostics.Stopwatch.GetElapsedTime(start) >= MinJoinWait)
+            {
+                Unlock();
+                return false;
+            }
+            Thread.Sleep(1);
+        }
+        return true;
+    }
+
     /// <summary>Leaves without the protocol: an explicit unlink removes the name itself.</summary>
     internal void Quit()
     {

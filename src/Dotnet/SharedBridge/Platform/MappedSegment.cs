@@ -267,7 +267,7 @@ internal sealed unsafe class MappedSegment
     }
 
     /// <summary>Takes a reference unless the mapping is already gone.</summary>
-    private bool TryAddRef()
+    internal bool TryAddRef()
     {
         while (true)
         {
@@ -300,9 +300,26 @@ internal sealed unsafe class MappedSegment
         finally { Release(); }
     }
 
+    /// <summary>Asked when this process is about to leave a last-closer segment it holds (dispose, process end): true when
+    /// the name must stay whoever else holds it, so the process only releases its lock. A reusable out-of-line data
+    /// segment whose record is still ready stays for that record's consumer, who has not joined it yet and will be the last
+    /// to leave (docs/format.md section 11.5: the state a killed producer leaves, which section 8's reaper keeps).</summary>
+    internal Func<bool>? KeepNameOnLeave { get; set; }
+
+    private bool MustKeepName()
+    {
+        try { return KeepNameOnLeave?.Invoke() == true; }
+        catch (Exception e) when (e is SharedBridgeException or ObjectDisposedException) { return true; }
+    }
+
     /// <summary>RetireAndUnlink for callers that already keep the mapping alive.</summary>
     private void RetireAndUnlinkMapped()
     {
+        if (_lastCloser.IsJoined && MustKeepName())
+        {
+            _lastCloser.Quit();
+            return;
+        }
         if (_lastCloser.Leave(whenLast: RetireAndUnlinkOnce)) return;
         if (!IsCreator || KeepOnDispose) return;
         // A fork child inherits the object but never cleans up its parent's segments.
@@ -334,6 +351,21 @@ internal sealed unsafe class MappedSegment
         }
         finally { Release(); }
     }
+
+    // ---------------------------------------------------------------- reuse by its producer (section 11.5)
+
+    /// <summary>Reuse condition 2 (section 11.5): this object's shared flock converted to an exclusive one without waiting;
+    /// false (the shared lock taken again, or the segment no longer joined) when another process holds it.</summary>
+    internal bool TryHoldAlone() => _lastCloser.TryHoldAlone();
+
+    /// <summary>Back to the shared flock after <see cref="TryHoldAlone"/>; false when no longer joined.</summary>
+    internal bool ShareAgain() => _lastCloser.ShareAgain();
+
+    /// <summary>True while this object holds its last-closer shared flock.</summary>
+    internal bool IsJoined => _lastCloser.IsJoined;
+
+    /// <summary>Reuse condition 3 (section 11.5): state is 1 and the name still refers to this object.</summary>
+    internal bool IsReadyAndStillNamed() => LiveState == (int)StateReady && IsStillNamed();
 
     /// <summary>Stores state = 2 (retired): usable by whoever still maps it, never joined again.</summary>
     private void Retire() => Volatile.Write(ref *(uint*)(_base + StateOffset), StateRetired);

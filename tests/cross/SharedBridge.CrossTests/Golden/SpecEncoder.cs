@@ -85,10 +85,10 @@ public static class SpecEncoder
         byte lifetimeByte = lifetime switch { "creator" => 0, "last-closer" => 1, "persistent" => 2, _ => throw new FormatException(lifetime) };
         // Format version 4 (section 6.3): kinds 4 to 7 are version 4 / compat 4 (the sleepers word);
         // every other segment keeps version 2's bytes.
-        // Section 11.1: a queue is format version 5 (version and compat_version).
+        // Section 11.1: a queue is format version 6 (version and compat_version; section 11.5's reusable data segments).
         bool queue = obj == "queue";
-        U16(h, 0x008, (ushort)(queue ? 5 : syncKind > 0 ? 4 : 2));
-        U16(h, 0x00A, (ushort)(queue ? 5 : syncKind > 0 ? 4 : lifetimeByte == 1 ? 2 : 1));
+        U16(h, 0x008, (ushort)(queue ? 6 : syncKind > 0 ? 4 : 2));
+        U16(h, 0x00A, (ushort)(queue ? 6 : syncKind > 0 ? 4 : lifetimeByte == 1 ? 2 : 1));
         h[0x039] = lifetimeByte;
         U32(h, 0x00C, (uint)headerSize);
         h[0x010] = (byte)(queue ? 8 : syncKind > 0 ? syncKind : obj switch { "array" or "chararray" => 1, "value" => 2, _ => 3 });

@@ -1,0 +1,366 @@
+"""Reusable out-of-line data segments (docs/format.md section 11.5, format version 6),
+across real processes: the consumer's hold keeps a got array unchanged while later
+messages are put, the producer reuses its segments (the same names come back in
+/dev/shm), crashes of either side, fork children of a producer, queues of compat_version
+5 (single-use segments), and the removal of every data segment at close and exit."""
+
+import gc
+import multiprocessing
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+np = pytest.importorskip("numpy")   # held views need a zero-copy type: numpy arrays
+
+import sharedbridge as sb                                   # noqa: E402
+from sharedbridge._format import header as H                # noqa: E402
+
+import recycle_workers as W                                 # noqa: E402
+from conftest import child_env, crc_of
+
+METHODS = ["fork", "spawn"]
+SHM = "/dev/shm"
+MIB = 1 << 20
+WAIT = 60
+RING = 1 << 16          # messages above 16 KiB go out of line
+
+
+@pytest.fixture
+def qname():
+    """Fresh queue names (prefix sbt_rcpy_); afterwards no segment of theirs is left (the
+    data segments of child processes included, which the leak guard does not see)."""
+    made = []
+
+    def make():
+        made.append(f"sbt_rcpy_{os.getpid()}_{len(made)}_{os.urandom(3).hex()}")
+        return made[-1]
+    yield make
+    gc.collect()
+    left = [n for n in os.listdir(SHM) if n.startswith(tuple(made))]
+    for n in left:
+        os.unlink(os.path.join(SHM, n))
+    assert not [n for n in left if n not in made], f"left behind: {left}"
+
+
+def data_names(q):
+    """The data segments of queue *q* in /dev/shm now."""
+    prefix = q.name + ".m"
+    return sorted(n for n in os.listdir(SHM) if n.startswith(prefix))
+
+
+def join(p):
+    p.join(WAIT)
+    assert p.exitcode is not None, f"child {p.pid} still running"
+
+
+def kill(p):
+    p.kill()
+    join(p)
+
+
+# ---- (a) a held array stays valid and unchanged -------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_held_array_keeps_its_contents_while_more_are_put(method, qname):
+    ctx = multiprocessing.get_context(method)
+    q, go = sb.Queue(1, capacity=RING, name=qname()), sb.Queue(name=qname())
+    p = ctx.Process(target=W.produce_after_go, args=(q, go, MIB, 0.0, 10))
+    p.start()
+    held = q.get(timeout=WAIT)
+    assert (held == 0).all()
+    go.put("go")
+    for i in range(1, 11):
+        a = q.get(timeout=WAIT)
+        assert a[0] == i and a[-1] == i and (a == i).all()
+        del a
+        assert (held == 0).all()
+    join(p)
+    assert p.exitcode == 0
+    assert (held == 0).all() and len(held) == MIB // 8
+    del held
+    gc.collect()
+    assert data_names(q) == []
+
+
+# ---- (b) steady state: a handful of names, reused -----------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_steady_stream_reuses_a_handful_of_segments(method, qname):
+    ctx = multiprocessing.get_context(method)
+    q = sb.Queue(1, capacity=RING, name=qname())
+    p = ctx.Process(target=W.produce, args=(q, 4 * MIB, 200))
+    p.start()
+    most, seen, again = 0, set(), 0
+    for i in range(200):
+        a = q.get(timeout=WAIT)
+        assert a[0] == i and a[-1] == i
+        names = data_names(q)
+        most = max(most, len(names))
+        again += bool(seen & set(names))
+        seen |= set(names)
+        del a
+    join(p)
+    assert p.exitcode == 0
+    assert most <= 6, f"{most} data segments at once"
+    assert len(seen) <= 10 and again > 100, f"{len(seen)} names for 200 messages"
+    assert data_names(q) == []          # the producer left its pool as it ended
+
+
+# ---- (c) a producer killed with pooled segments -------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_reap_after_producer_killed_keeps_referenced_and_held(method, qname):
+    ctx = multiprocessing.get_context(method)
+    q, done = sb.Queue(capacity=RING, name=qname()), sb.Queue(name=qname())
+    sizes = [MIB, 2 * MIB, 3 * MIB]
+    p = ctx.Process(target=W.produce_sizes_then_wait, args=(q, sizes, done))
+    p.start()
+    assert done.get(timeout=WAIT) == "put"
+    first = data_names(q)
+    assert len(first) == 3
+    a = q.get(timeout=WAIT)             # consumed and dropped: nobody will hold it
+    assert a[0] == 0 and len(a) * 8 == MIB
+    del a
+    held = q.get(timeout=WAIT)          # consumed and held here
+    assert (held == 1).all()
+    kill(p)                             # the third stays ready in the ring
+    gc.collect()
+    reaped = sb.reap(prefix=q.name + ".m")
+    assert len(reaped) == 1 and reaped[0].removed
+    assert "no record references" in reaped[0].reason
+    left = data_names(q)
+    assert len(left) == 2 and reaped[0].name not in left
+    assert sb.reap(prefix=q.name + ".m") == []
+    last = q.get(timeout=WAIT)          # the referenced one is intact
+    assert (last == 2).all() and len(last) * 8 == 3 * MIB
+    del held, last
+    gc.collect()
+    assert data_names(q) == []          # this process was the last to leave them
+
+
+def test_reap_removes_data_segments_of_a_gone_queue(qname):
+    name = qname()
+    script = textwrap.dedent(f"""
+        import os, signal, numpy as np, sharedbridge as sb
+        q = sb.Queue(capacity={RING}, name={name!r}, lifetime="persistent")
+        q.put(np.zeros({MIB // 8}))
+        q.put(np.ones({MIB // 8}))
+        print(q.get()[0], flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True,
+                       text=True, timeout=WAIT)
+    assert r.returncode == -9 and r.stdout.strip() == "0.0", r.stderr
+    assert len([n for n in os.listdir(SHM) if n.startswith(name + ".m")]) == 2
+    sb.unlink(name)     # the queue goes by name: nothing removes its data segments
+    reaped = sb.reap(prefix=name + ".m")
+    assert len(reaped) == 2 and all("does not exist" in r.reason for r in reaped)
+    assert [n for n in os.listdir(SHM) if n.startswith(name)] == []
+
+
+def test_reap_leaves_them_while_the_queue_mutex_stays_busy(qname, monkeypatch):
+    from sharedbridge._objects import lifetimes
+    name = qname()
+    q = sb.Queue(capacity=RING, name=name)
+    script = textwrap.dedent(f"""
+        import os, signal, numpy as np, sharedbridge as sb
+        q = sb.attach({name!r})
+        for n in (1, 2):
+            q.put(np.full(n * {MIB // 8}, float(n)))
+            assert q.get()[0] == n
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True,
+                       text=True, timeout=WAIT)
+    assert r.returncode == -9, r.stderr
+    assert len(data_names(q)) == 2          # its pool: nobody holds them now
+    monkeypatch.setattr(lifetimes, "QUEUE_LOCK_TIMEOUT", 0.2)
+    with q._ring._lock:                     # the queue's mutex stays busy
+        assert sb.reap(prefix=name + ".m") == []
+    assert len(data_names(q)) == 2
+    reaped = sb.reap(prefix=name + ".m")
+    assert len(reaped) == 2 and data_names(q) == []
+
+
+# ---- (d) a consumer killed while holding a view --------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_producer_reuses_after_consumer_killed_holding_a_view(method, qname):
+    ctx = multiprocessing.get_context(method)
+    q, held = sb.Queue(capacity=RING, name=qname()), sb.Queue(name=qname())
+    q.put(W.array(MIB, 7))
+    seg = data_names(q)
+    assert len(seg) == 1
+    p = ctx.Process(target=W.get_hold_then_wait, args=(q, held))
+    p.start()
+    assert held.get(timeout=WAIT) == 7.0
+    q.put(W.array(MIB, 8))          # the child holds the first: a new segment
+    assert len(data_names(q)) == 2
+    assert (q.get(timeout=WAIT) == 8).all()
+    kill(p)
+    before = data_names(q)
+    q.put(W.array(MIB, 9))
+    q.put(W.array(MIB, 10))
+    assert data_names(q) == before      # both reused: no new name
+    assert (q.get(timeout=WAIT) == 9).all() and (q.get(timeout=WAIT) == 10).all()
+    q.close()
+    gc.collect()
+    assert data_names(q) == []
+
+
+# ---- (e) a fork child of a producer ---------------------------------------------------------
+
+def test_fork_child_does_not_break_the_parents_pool(qname):
+    ctx = multiprocessing.get_context("fork")
+    q = sb.Queue(capacity=RING, name=qname())
+    q.put(W.array(MIB, 1))
+    assert (q.get(timeout=WAIT) == 1).all()
+    gc.collect()
+    mine = data_names(q)
+    assert len(mine) == 1
+    q.put(W.array(2 * MIB, 2))
+    held = q.get(timeout=WAIT)              # a hold of this process, inherited by the child
+    (held_seg,) = [n for n in data_names(q) if n not in mine]
+    p = ctx.Process(target=W.put_one, args=(q, MIB, 3))
+    p.start()
+    join(p)
+    assert p.exitcode == 0
+    child = [n for n in data_names(q) if n not in mine + [held_seg]]
+    assert len(child) == 1                  # the child made its own (and left it to us)
+    assert set(mine) <= set(data_names(q))  # the child did not remove the parent's
+    got = q.get(timeout=WAIT)
+    assert (got == 3).all()
+    del got
+    gc.collect()
+    assert child[0] not in data_names(q)    # its consumer (here) was the last to leave
+    q.put(W.array(MIB, 4))                  # the parent's pool still works: reused
+    assert (q.get(timeout=WAIT) == 4).all()
+    q.put(W.array(2 * MIB, 5))              # the held one is not reused
+    assert (held == 2).all()
+    assert (q.get(timeout=WAIT) == 5).all()
+    assert data_names(q) == sorted(mine + [held_seg]) or len(data_names(q)) == 3
+    del held
+    q.close()
+    gc.collect()
+    assert data_names(q) == []
+
+
+def test_fork_child_of_a_producer_leaves_its_own_pool_at_its_end(qname):
+    ctx = multiprocessing.get_context("fork")
+    q = sb.Queue(capacity=RING, name=qname())
+    q.put(W.array(MIB, 1))                  # this process's pool, inherited by the child
+    assert (q.get(timeout=WAIT) == 1).all()
+    mine = data_names(q)
+    go = sb.Queue(name=qname())
+    p = ctx.Process(target=W.put_one_then_wait, args=(q, MIB, 2, go))
+    p.start()
+    assert (q.get(timeout=WAIT) == 2).all()
+    gc.collect()
+    go.put("go")
+    join(p)
+    assert p.exitcode == 0
+    assert data_names(q) == mine            # the child's segment went as the child ended
+    q.close()
+    assert data_names(q) == []
+
+
+# ---- (f) a queue of compat_version 5 ---------------------------------------------------------
+
+def test_compat_5_queue_gets_single_use_data_segments(qname):
+    name = qname()
+    q6 = sb.Queue(capacity=RING, name=name, lifetime="persistent")
+    assert (sb.header_of(q6).version, sb.header_of(q6).compat_version) == (6, 6)
+    del q6              # not mapped here any more: the next attach reads the header again
+    gc.collect()
+    fd = os.open(os.path.join(SHM, name), os.O_RDWR)
+    try:         # as a version-5 writer made it (section 6.3)
+        head = bytearray(os.pread(fd, 0x200, 0))
+        struct.pack_into("<HH", head, 8, 5, 5)
+        struct.pack_into("<I", head, H.CRC_OFFSET, crc_of(head, 0x200))
+        os.pwrite(fd, bytes(head), 0)
+    finally:
+        os.close(fd)
+    q5 = sb.attach(name)
+    assert sb.header_of(q5).compat_version == 5
+    q5.put(W.array(MIB, 1))
+    (seg,) = data_names(q5)
+    assert sb.header_of(seg).lifetime == "persistent"
+    a = q5.get(timeout=WAIT)
+    assert (a == 1).all()
+    assert data_names(q5) == []         # removed by its consumer at once
+    q5.put(W.array(MIB, 2))
+    assert data_names(q5) != [seg] and len(data_names(q5)) == 1
+    assert (q5.get(timeout=WAIT) == 2).all() and (a == 1).all()
+    assert data_names(q5) == []
+    sb.unlink(name)
+
+
+# ---- (g) close() and the process's end remove pooled names -------------------------------
+
+def test_close_leaves_the_pool_but_keeps_a_ready_message(qname):
+    q = sb.Queue(capacity=RING, name=qname())
+    q.put(W.array(MIB, 1))
+    assert (q.get(timeout=WAIT) == 1).all()
+    q.put(W.array(2 * MIB, 2))          # still ready when the handle closes
+    assert len(data_names(q)) == 2
+    q.close()
+    gc.collect()
+    assert len(data_names(q)) == 1      # the ready message's segment stays for its consumer
+    other = sb.attach(q.name)
+    got = other.get(timeout=WAIT)
+    assert (got == 2).all()
+    del got
+    gc.collect()
+    assert data_names(q) == []
+
+
+def test_collecting_the_handle_leaves_its_pool(qname):
+    q = sb.Queue(capacity=RING, name=qname())
+    other = sb.attach(q.name)
+    other.put(W.array(MIB, 1))
+    assert (q.get(timeout=WAIT) == 1).all()
+    assert len(data_names(q)) == 1
+    del other
+    gc.collect()
+    assert data_names(q) == []
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_process_end_removes_pooled_names(method, qname):
+    ctx = multiprocessing.get_context(method)
+    q = sb.Queue(capacity=RING, name=qname())
+    p = ctx.Process(target=W.produce, args=(q, MIB, 3))
+    p.start()
+    for i in range(3):
+        assert (q.get(timeout=WAIT) == i).all()
+    join(p)
+    assert p.exitcode == 0
+    gc.collect()
+    assert data_names(q) == []
+
+
+def test_interpreter_exit_removes_pooled_names_and_keeps_ready_ones(qname):
+    name = qname()
+    q = sb.Queue(capacity=RING, name=name)
+    script = textwrap.dedent(f"""
+        import numpy as np, sharedbridge as sb
+        q = sb.attach({name!r})
+        for i in range(3):
+            q.put(np.full({MIB // 8}, float(i)))
+            assert q.get()[0] == i
+        q.put(np.full({2 * MIB // 8}, 9.0))
+        assert len(q._pool.names()) == 2
+    """)
+    r = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True,
+                       text=True, timeout=WAIT)
+    assert r.returncode == 0, r.stderr
+    assert len(data_names(q)) == 1          # only the ready message's
+    got = q.get(timeout=WAIT)
+    assert (got == 9).all()
+    del got
+    gc.collect()
+    assert data_names(q) == []

@@ -1,0 +1,294 @@
+using System.Buffers.Binary;
+
+namespace SharedBridge.Tests;
+
+/// <summary>Reusable out-of-line data segments (docs/format.md section 11.5, format version 6): the producer keeps its
+/// last-closer data segments and puts them in the ring again, a consumer holds one while it uses the bytes, the reaper
+/// removes only the ones nobody holds and no record references, and a version-5 queue gets single-use segments.</summary>
+public class QueueRecycleTests
+{
+    private static int s_counter;
+
+    private static string NewName(string tag) => $"sbt_rccs_{Environment.ProcessId}_{Interlocked.Increment(ref s_counter)}_{tag}";
+
+    private static readonly TimeSpan Long = TimeSpan.FromSeconds(20);
+
+    /// <summary>The out-of-line data segments of queue <paramref name="queue"/> in /dev/shm now.</summary>
+    private static List<string> DataNames(string queue) =>
+        QueueTests.Leftovers(queue + ".m").Order(StringComparer.Ordinal).ToList();
+
+    private static byte[] Filled(int size, byte value)
+    {
+        var b = new byte[size];
+        Array.Fill(b, value);
+        return b;
+    }
+
+    private static bool AllEqual(ReadOnlySpan<byte> data, byte value) => data.IndexOfAnyExcept(value) < 0;
+
+    /// <summary>The first bytes of segment <paramref name="name"/>'s file: its header (and data from 0x200 on).</summary>
+    private static byte[] HeadOf(string name, int count = 0x208)
+    {
+        using var f = new FileStream(Names.ShmPath(name), FileMode.Open, FileAccess.Read);
+        var b = new byte[count];
+        f.ReadExactly(b);
+        return b;
+    }
+
+    private const int LifetimeOffset = 0x039;
+
+    [Fact]
+    public void AHeldMessageKeepsItsBytesWhileTheProducerWritesMoreOfTheSameSize()
+    {
+        string name = NewName("held");
+        const int size = 64 * 1024;
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 4096 }))
+        using (var consumer = SharedQueue.Open(name))
+        {
+            q.Write(Filled(size, 100));
+            var held = consumer.Read(Long);
+            Assert.True(held.IsOutOfLine);
+            string heldName = Assert.Single(DataNames(name));
+            Assert.Equal((byte)SegmentLifetime.LastCloser, HeadOf(heldName)[LifetimeOffset]);
+            for (byte i = 1; i <= 10; i++)
+            {
+                q.Write(Filled(size, i));
+                // The held message's segment, at most four kept by the producer, and the one just written.
+                Assert.InRange(DataNames(name).Count, 1, 6);
+                using var m = consumer.Read(Long);
+                Assert.True(AllEqual(m.Data, i), $"message {i} changed");
+                Assert.True(AllEqual(held.Data, 100), $"the held message changed after write {i}");
+            }
+            Assert.True(AllEqual(held.Data, 100));
+            Assert.Contains(heldName, DataNames(name));      // held: its consumer keeps it (it does not remove the name)
+            held.Dispose();
+            // Nothing in flight now: the next messages go through one segment the producer reuses.
+            var seen = new HashSet<string>();
+            for (byte i = 11; i <= 20; i++)
+            {
+                q.Write(Filled(size, i));
+                seen.UnionWith(DataNames(name));
+                using var m = consumer.Read(Long);
+                Assert.True(AllEqual(m.Data, i));
+            }
+            Assert.InRange(seen.Count, 1, 5);
+        }
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+
+    [Fact]
+    public void ASteadyStreamOfLargeMessagesReusesAFewSegments()
+    {
+        string name = NewName("steady");
+        const int size = 4 << 20, count = 200;
+        var data = new byte[size];
+        var seen = new Dictionary<string, int>();
+        int most = 0;
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 1 << 16 }))
+        using (var consumer = SharedQueue.Open(name))
+        {
+            q.Write(Filled(size, 0));      // one message ahead of the reader all along
+            for (int i = 1; i <= count; i++)
+            {
+                BinaryPrimitives.WriteInt32LittleEndian(data, i);
+                data[size - 1] = (byte)i;
+                if (i < count) q.Write(data);
+                var names = DataNames(name);
+                most = Math.Max(most, names.Count);
+                foreach (string n in names) seen[n] = seen.GetValueOrDefault(n) + 1;
+                using var m = consumer.Read(Long);
+                Assert.Equal(size, m.Data.Length);
+                Assert.Equal(i - 1, BinaryPrimitives.ReadInt32LittleEndian(m.Data));
+                Assert.Equal((byte)(i - 1), m.Data[size - 1]);
+            }
+            Assert.False(consumer.TryRead(out _));
+        }
+        Assert.InRange(most, 1, 5);
+        Assert.InRange(seen.Count, 1, 5);                       // 200 messages, a handful of segments
+        Assert.Contains(seen.Values, v => v > 1);               // the same name seen again: reused
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+
+    [Fact]
+    public void ReapRemovesAKilledProducersKeptSegmentsButNotOneAReadyRecordReferences()
+    {
+        string name = NewName("reap");
+        const int size = 8192;
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 4096 }))
+        {
+            using (var producer = Child.Start("queue-write-sized", name, size.ToString()))
+            {
+                for (int i = 1; i <= 3; i++)
+                {
+                    producer.WriteLine($"w {i}");
+                    producer.ExpectLine("written");
+                }
+                var three = DataNames(name);
+                Assert.Equal(3, three.Count);                   // none read yet: none reusable
+                for (byte i = 1; i <= 3; i++)
+                    using (var m = q.Read(Long)) Assert.True(AllEqual(m.Data, i));
+                Assert.Equal(three, DataNames(name));           // kept by the producer, not removed by the consumer
+                producer.WriteLine("w 9");
+                producer.ExpectLine("written");
+                Assert.Equal(three, DataNames(name));           // reused one of them
+                producer.KillHard();
+            }
+            var reaped = SegmentReaper.Reap(prefix: name);
+            Assert.Equal(2, reaped.Count);
+            Assert.All(reaped, r =>
+            {
+                Assert.True(r.Removed);
+                Assert.Contains("no record references, and nobody holds", r.Reason);
+            });
+            string referenced = Assert.Single(DataNames(name));
+            Assert.Empty(SegmentReaper.Reap(prefix: name));    // the ready record keeps it for its consumer
+            using (var m = q.Read(Long))
+            {
+                Assert.True(AllEqual(m.Data, 9));
+                Assert.Equal(size, m.Data.Length);
+            }
+            Assert.False(Names.Exists(referenced));             // its consumer was the last to leave: it removed the name
+        }
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+
+    [Theory]
+    [InlineData("dispose")]     // the producer disposes its queue object
+    [InlineData("exit")]        // the producer's process ends without disposing it (the exit's cleanup)
+    public void AProducerThatGoesRemovesWhatItKeptButNotASegmentAReadyRecordReferences(string how)
+    {
+        string name = NewName("go" + how);
+        const int size = 8192;
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 4096 }))
+        {
+            using (var producer = Child.Start("queue-write-sized", name, size.ToString()))
+            {
+                for (int i = 1; i <= 3; i++)
+                {
+                    producer.WriteLine($"w {i}");
+                    producer.ExpectLine("written");
+                }
+                for (byte i = 1; i <= 2; i++)
+                    using (var m = q.Read(Long)) Assert.True(AllEqual(m.Data, i));
+                Assert.Equal(3, DataNames(name).Count);
+                producer.WriteLine(how);
+                Assert.Equal(0, producer.WaitForExit());
+            }
+            string ready = Assert.Single(DataNames(name));      // the read ones went with their producer
+            using (var m = q.Read(Long)) Assert.True(AllEqual(m.Data, 3));
+            Assert.False(Names.Exists(ready));                  // its consumer was the last to leave
+        }
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+
+    [Fact]
+    public void AProducerReusesTheSegmentOfAConsumerKilledWhileHoldingIt()
+    {
+        string name = NewName("ckill");
+        const int size = 8192;
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 4096, MaxMessages = 1 }))
+        using (var consumer = SharedQueue.Open(name))
+        {
+            q.Write(Filled(size, 1));
+            string first = Assert.Single(DataNames(name));
+            using (var child = Child.Start("queue-take-and-hold", name))
+            {
+                child.ExpectLine($"taken {size}");
+                child.KillHard();
+            }
+            q.Write(Filled(size, 2));                           // head is still before the dead taker's record: a new segment
+            Assert.Equal(2, DataNames(name).Count);
+            // Full (max_messages 1): the put reclaims the dead taker's record; its segment stays, held by the producer.
+            Assert.False(q.TryWrite(Filled(size, 3)));
+            Assert.Contains(first, DataNames(name));
+            using (var m = consumer.Read(Long)) Assert.True(AllEqual(m.Data, 2));
+            var before = DataNames(name);
+            q.Write(Filled(size, 4));
+            Assert.Equal(before, DataNames(name));              // no new segment
+            Assert.Equal(4, HeadOf(first)[0x200]);              // the dead consumer's segment carries the new message
+            using (var m = consumer.Read(Long)) Assert.True(AllEqual(m.Data, 4));
+        }
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+
+    [Fact]
+    public void AVersion5QueueGetsSingleUseDataSegments()
+    {
+        string name = NewName("v5");
+        const int size = 8192;
+        using (var creator = SharedQueue.Create(name, new QueueOptions { Capacity = 4096 }))
+        {
+            // What a version-5 writer wrote: version = compat_version = 5 (section 6.3), the same bytes otherwise.
+            using (var f = new FileStream(Names.ShmPath(name), FileMode.Open, FileAccess.ReadWrite))
+            {
+                var header = new byte[0x200];
+                f.ReadExactly(header);
+                BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(0x008), 5);
+                BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(0x00A), 5);
+                SegmentFiles.FixCrc(header);
+                f.Position = 0;
+                f.Write(header, 0, 0x188);
+            }
+            using var producer = SharedQueue.Open(name);
+            Assert.Equal((5, 5), (producer.Header.Version, producer.Header.CompatVersion));
+            for (byte i = 1; i <= 3; i++)
+            {
+                producer.Write(Filled(size, i));
+                string data = Assert.Single(DataNames(name));
+                Assert.Equal((byte)SegmentLifetime.Persistent, HeadOf(data)[LifetimeOffset]);
+                using (var m = producer.Read(Long)) Assert.True(AllEqual(m.Data, i));
+                Assert.Empty(DataNames(name));                  // single-use: its consumer removed it
+            }
+        }
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+
+    [Fact]
+    public void ADataSegmentOfAnotherLifetimeIsCorruptDataAndTheQueueGoesOn()
+    {
+        string name = NewName("lt");
+        const int size = 8192;
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 4096 }))
+        using (var consumer = SharedQueue.Open(name))
+        {
+            q.Write(Filled(size, 1));
+            string data = Assert.Single(DataNames(name));
+            // A peer rewrote its lifetime to creator (0): only last-closer and persistent are data segments (section 11.5).
+            using (var f = new FileStream(Names.ShmPath(data), FileMode.Open, FileAccess.ReadWrite))
+            {
+                var header = new byte[0x200];
+                f.ReadExactly(header);
+                header[LifetimeOffset] = (byte)SegmentLifetime.Creator;
+                SegmentFiles.FixCrc(header);
+                f.Position = 0;
+                f.Write(header, 0, 0x188);
+            }
+            var e = Assert.Throws<CorruptDataException>(() => consumer.Read(Long));
+            Assert.Contains("lifetime", e.Message);
+            q.Write("next");
+            using (var m = consumer.Read(Long)) Assert.Equal("next", m.GetString());
+        }
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+
+    [Fact]
+    public void CopyingReadsLeaveTheSegmentAtOnceAndDisposeLeavesNothing()
+    {
+        string name = NewName("copy");
+        const int size = 8192;
+        var buffer = new byte[size];
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 4096 }))
+        {
+            for (byte i = 1; i <= 5; i++)
+            {
+                q.Write(Filled(size, i));
+                Assert.True(q.TryRead(buffer, out int written));
+                Assert.Equal(size, written);
+                Assert.True(AllEqual(buffer, i));
+                Assert.Single(DataNames(name));                 // one segment, reused after each copy
+            }
+            q.Write(Filled(size, 7));                           // still ready when the queue goes
+        }
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+}
