@@ -75,7 +75,11 @@ def close(obj):
     "last-closer" one this process releases its hold when its last object of the segment
     closes, and unlinks the name if it was the last process to hold it; "persistent"
     ones stay. Every object and view keeps working; other processes that already
-    attached are unaffected."""
+    attached are unaffected. A queue also leaves the data segments it kept for reuse
+    (docs/format.md section 11.5), as its close() does."""
+    leave_kept = getattr(obj, "_leave_kept_data_segments", None)
+    if leave_kept is not None:
+        leave_kept()
     _require_segment(obj).close()
 
 

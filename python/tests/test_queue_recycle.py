@@ -318,6 +318,17 @@ def test_close_leaves_the_pool_but_keeps_a_ready_message(qname):
     assert data_names(q) == []
 
 
+def test_sharedbridge_close_leaves_the_pool_too(qname):
+    # sharedbridge.close(q) gives up the creator's claim: the kept data segments go with it
+    q = sb.Queue(capacity=RING, name=qname())
+    q.put(W.array(MIB, 1))
+    assert (q.get(timeout=WAIT) == 1).all()
+    gc.collect()
+    assert len(data_names(q)) == 1      # kept by this handle for reuse
+    sb.close(q)
+    assert data_names(q) == []
+
+
 def test_collecting_the_handle_leaves_its_pool(qname):
     q = sb.Queue(capacity=RING, name=qname())
     other = sb.attach(q.name)

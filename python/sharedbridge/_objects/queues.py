@@ -300,6 +300,10 @@ class Queue:
         queue's name is unaffected (sharedbridge.close(q) gives up the claim). The data
         segments this handle keeps for reuse are left (section 11.5)."""
         self._closed = True
+        self._leave_kept_data_segments()
+
+    def _leave_kept_data_segments(self):
+        # close() and sharedbridge.close(q): the segments kept for reuse go (section 11.5)
         if self._pool is not None:
             self._pool.release()
 
