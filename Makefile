@@ -17,7 +17,8 @@ build:
 demo: build
 	bash scripts/demo.sh
 
-# Every package a user installs, into build/dist/: the NuGet packages SharedBridge (+ .snupkg) and
+# Every package a user installs, into build/dist/: the NuGet packages SharedBridge (+ .snupkg),
+# SharedBridge.Tensors (+ .snupkg) and
 # SharedBridge.Tool, the Python sdist and wheel (scripts/dist.sh). Version: python/sharedbridge/VERSION.
 dist:
 	bash scripts/dist.sh

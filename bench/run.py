@@ -13,7 +13,8 @@ Schema of results.json (schema 1; bench/README.md):
                "interpreters": [{"path", "version", "lock_backend"}]},
    "benchmarks": {ITEM: {"title", "unit", "higher_is_better", "cases": [{..., "value": float}]}}}
 Every case has "value" (in the item's unit) and the fields that identify it. Items:
-  lock_increment, contended, bulk_copy, attach_cost, dotnet_lock, pingpong, pythonnet_handoff, wakeup, queue
+  lock_increment, contended, bulk_copy, attach_cost, dotnet_lock, pingpong, pythonnet_handoff, wakeup, queue,
+  tensor
 (pythonnet_handoff has "skipped": reason when pythonnet does not load; wakeup's cases are the rows of
 bench/wakeup.py, every case once per regime ("regime" one-cpu | two-cpus | free) and every sharedbridge case once
 per spin setting ("settings"), with the item's "regimes", "single_cpu" and "seen" from its run(): "value"
@@ -24,6 +25,9 @@ queue's cases are the rows of bench/queue_bench.py: its groups have different un
 is "per case" and every case carries its own "unit" and "higher_is_better", "value" (median) and "p99"
 (the slow tail); "value" is null in a row with "skipped" or "error". The item also has "rounds" and "config"
 (the counts of the run).
+tensor's cases are the rows of bench/tensor_bench.py (groups create, attach, dlpack), each with its own "unit",
+"value" (median), "p99", "baseline" (bool) and "bytes"; the dlpack rows have "skipped" where PyTorch is not
+installed.
 """
 import argparse
 import datetime
@@ -348,6 +352,17 @@ def item_queue(smoke):
             "cases": res["rows"]}
 
 
+# ---- 9: n-dimensional arrays (bench/tensor_bench.py) ---------------------------------------------
+
+def item_tensor(smoke):
+    import tensor_bench  # bench/tensor_bench.py, next to this script (sys.path[0])
+    res = tensor_bench.run(smoke, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return {"title": "N-dimensional shared arrays: from_numpy, attach and the DLPack hand-off against "
+                     "multiprocessing.Array, a bare mmap and torch copies",
+            "unit": "per case", "higher_is_better": False, "rounds": res["rounds"], "config": res["config"],
+            "torch": res.get("torch"), "cases": res["rows"]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true")
@@ -369,7 +384,8 @@ def main(argv=None):
              "pingpong": lambda: item_pingpong(args.smoke, out_dir),
              "pythonnet_handoff": lambda: item_pythonnet(args.smoke),
              "wakeup": lambda: item_wakeup(args.smoke),
-             "queue": lambda: item_queue(args.smoke)}
+             "queue": lambda: item_queue(args.smoke),
+             "tensor": lambda: item_tensor(args.smoke)}
     only = args.only.split(",") if args.only else list(items)
     unknown = [name for name in only if name not in items]
     if unknown:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make dist`: every package a user installs, into build/dist/ (emptied first):
 #   SharedBridge.<v>.nupkg + .snupkg   the .NET library (readme, licence, XML docs, symbols)
+#   SharedBridge.Tensors.<v>.nupkg (+ .snupkg)  AsTensorSpan() on SharedTensor<T> (System.Numerics.Tensors)
 #   SharedBridge.Tool.<v>.nupkg        the .NET tool: `dotnet tool install SharedBridge.Tool` -> `sharedbridge`
 #   sharedbridge-<v>.tar.gz            the Python sdist (pure source)
 #   sharedbridge-<v>-py3-none-any.whl  the Python wheel, with SharedBridge.dll in sharedbridge/_dotnet/
@@ -17,7 +18,8 @@ stage="$root/build/dist-stage"
 rm -rf "$out" "$stage"
 mkdir -p "$out" "$stage/python"
 
-for project in src/Dotnet/SharedBridge/SharedBridge.csproj src/Dotnet/SharedBridge.Cli/SharedBridge.Cli.csproj; do
+for project in src/Dotnet/SharedBridge/SharedBridge.csproj src/Dotnet/SharedBridge.Tensors/SharedBridge.Tensors.csproj \
+               src/Dotnet/SharedBridge.Cli/SharedBridge.Cli.csproj; do
     dotnet pack "$project" -c Release -nologo -v quiet -o "$out"
 done
 

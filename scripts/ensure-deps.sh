@@ -17,8 +17,10 @@ have_debian_pytest() {
     [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import pytest, numpy, exceptiongroup, tomli' 2>/dev/null
 }
 # python3-dev: the headers scripts/build_fastlock.py compiles the optional lock accelerator with.
+# python3-torch (optional, without its recommends: about 25 s, 140 MB): the DLPack hand-off of
+# n-dimensional arrays is tested against PyTorch's own from_dlpack, not only numpy's.
 have_debian_extras() {
-    /usr/bin/python3 -c 'import cffi, nbclient, nbformat, ipykernel, matplotlib, ensurepip, build' 2>/dev/null &&
+    /usr/bin/python3 -c 'import cffi, nbclient, nbformat, ipykernel, matplotlib, ensurepip, build, torch' 2>/dev/null &&
         /usr/bin/python3 -c 'import os, sys, sysconfig
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
 }
@@ -34,6 +36,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     pkgs="$pkgs python3-venv python3-build"      # make dist and the install test (scripts/test-install.sh)
     apt-get install -y -q $pkgs >/dev/null 2>&1 \
         || { apt-get update -q >/dev/null && apt-get install -y -q $pkgs >/dev/null; }
+    apt-get install -y -q --no-install-recommends python3-torch >/dev/null 2>&1 \
+        || echo "python3-torch not installed: the PyTorch DLPack tests are skipped" >&2
     have_debian_pytest && exit 0
 fi
 

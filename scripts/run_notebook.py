@@ -24,8 +24,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "examples/notebooks/dotnet_and_numpy.ipynb"
 CHECKS = ["the notebook runs without an error output", "the C# writer is plotted live",
           "the in-process hand-off", "the Point structured array", "the timing table",
+          "the C# tensor read in place by numpy and PyTorch",
           "no segment is left after the kernel shuts down"]
-EXPECTED = {1: "C# writer: OK", 2: "hand-off: OK", 3: "points: OK", 4: "view in microseconds: OK"}
+EXPECTED = {1: "C# writer: OK", 2: "hand-off: OK", 3: "points: OK", 4: "view in microseconds: OK",
+            5: "tensor: OK"}
 
 
 def write_junit(results, outcomes):
@@ -156,11 +158,11 @@ def main(results, notebook_dir=None, kernel_python=None):
         outputs[i] = "".join(text)
     o = {}
     o[CHECKS[0]] = ("fail", error or "; ".join(errors)) if (error or errors) else ("pass", "")
-    for check, (index, marker) in zip(CHECKS[1:5], EXPECTED.items()):
+    for check, (index, marker) in zip(CHECKS[1:6], EXPECTED.items()):
         o[check] = ("pass", "") if marker in outputs.get(index, "") else (
             "fail", f"{marker!r} not in the output of code cell {index}: {outputs.get(index, '')[-800:]}")
     left = sorted(set(left_segments()) - before)
-    o[CHECKS[5]] = ("pass", "") if not left else ("fail", f"left in /dev/shm: {left}")
+    o[CHECKS[6]] = ("pass", "") if not left else ("fail", f"left in /dev/shm: {left}")
     for name in left:
         os.unlink("/dev/shm/" + name)
     write_junit(results, o)

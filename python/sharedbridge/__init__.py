@@ -2,7 +2,9 @@
 
 Drop-in replacements for multiprocessing.sharedctypes' Array, Value, RawArray,
 RawValue, copy and synchronized, for multiprocessing's Event, Condition, Semaphore,
-BoundedSemaphore and Barrier, and for its Queue, SimpleQueue and JoinableQueue, whose objects live in named segments with a
+BoundedSemaphore and Barrier, and for its Queue, SimpleQueue and JoinableQueue, and
+n-dimensional arrays (ndarray, from_numpy) that numpy, PyTorch (DLPack) and .NET view in
+place, whose objects live in named segments with a
 self-describing header (docs/format.md) that the .NET SharedBridge library reads too.
 Objects pickle by name, so they travel to any process; locks are robust (a holder that
 dies is recovered). Pure standard library; numpy is optional (as_numpy).
@@ -18,6 +20,7 @@ from ._format.header import SegmentHeader, StructField
 from ._objects.attach import attach
 from ._objects.lifetimes import ReapedSegment, reap
 from ._objects.numpy_view import as_numpy
+from ._objects.ndarray import SharedNDArray, from_numpy, ndarray
 from ._objects.protocol import require_segment as _require_segment
 from ._objects.protocol import segment_of
 from ._objects.shared_lock import Lock, RLock, SharedLock, reset_lock
@@ -89,7 +92,7 @@ __all__ = [
     "RLock", "lock_backend", "Event", "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "reset_lock",
     "Queue", "SimpleQueue", "JoinableQueue", "QueueCompleted", "QueueCompletedError",
     "QueueTimeoutError",
-    "as_numpy", "unlink", "close", "header_of", "reap", "ReapedSegment", "SegmentHeader",
+    "as_numpy", "ndarray", "from_numpy", "SharedNDArray", "unlink", "close", "header_of", "reap", "ReapedSegment", "SegmentHeader",
     "set_spin_budget", "get_spin_budget",
     "StructField",
     "Synchronized", "SynchronizedArray", "SynchronizedBase", "SynchronizedString",

@@ -17,7 +17,8 @@ from ._format.header import STRUCT
 PROG = "sharedbridge"
 
 # The keys of one segment in `ls --json` and `inspect --json`, in order (docs/cli.md).
-INFO_KEYS = ("name", "status", "reason", "kind", "typecode", "type_name", "length", "bytes",
+INFO_KEYS = ("name", "status", "reason", "kind", "typecode", "type_name", "length", "shape",
+             "ndim", "bytes",
              "lock", "lock_name", "lock_state", "lock_holder_pid", "recoveries", "state",
              "lifetime", "creator_pid", "creator_start_time", "creator_alive", "created_unix_ns",
              "age_seconds", "mapped_by", "sync", "queue")
@@ -110,6 +111,8 @@ def info_json(info):
     """One segment as `ls --json` shows it."""
     d = {k: getattr(info, k) for k in INFO_KEYS}
     d["mapped_by"] = list(info.mapped_by)
+    if info.shape is not None:
+        d["shape"] = list(info.shape)
     return d
 
 
@@ -156,11 +159,18 @@ def type_text(i):
 
 
 def length_text(i):
-    """LENGTH: the elements; a queue's depth (its ready messages); '-' for the
-    synchronization kinds."""
+    """LENGTH: the elements (then an n-dimensional array's shape: '24 [2, 3, 4]'); a
+    queue's depth (its ready messages); '-' for the synchronization kinds."""
     if i.queue is not None:
         return str(i.queue["count"])
+    if i.shape is not None:
+        return f"{i.length} {shape_text(i.shape)}"
     return "-" if i.sync is not None else str(i.length)
+
+
+def shape_text(shape):
+    """An n-dimensional array's shape as both CLIs print it: '[2, 3, 4]', '[]' for rank 0."""
+    return "[" + ", ".join(str(n) for n in shape) + "]"
 
 
 def queue_text(q):
@@ -273,7 +283,10 @@ def _print_inspect(info):
         out.append(f"bytes: {_text(info.bytes)}")
     else:
         out += [f"kind: {info.kind}", f"element type: {type_text(info)}",
-                f"length: {length_text(info)}", f"sync: {sync_text(info)}",
+                f"length: {length_text(info)}"]
+        if info.shape is not None:
+            out += [f"shape: {shape_text(info.shape)}", f"ndim: {info.ndim}"]
+        out += [f"sync: {sync_text(info)}",
                 f"bytes: {info.bytes}", f"lock: {lock_text(info)}",
                 f"lock state: {lock_state_text(info)}", f"recoveries: {_text(info.recoveries)}",
                 f"state: {info.state}", f"lifetime: {info.lifetime}",

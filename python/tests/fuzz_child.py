@@ -50,6 +50,11 @@ def exercise(obj):
         if obj.acquire(timeout=1):
             obj.release()
         obj.recoveries
+    elif isinstance(obj, sb.SharedNDArray):
+        obj.memoryview().tolist()
+        obj.shape, obj.size, obj.nbytes
+        if obj.typecode != "T":
+            obj.__dlpack__()
     elif isinstance(obj, sb.SynchronizedBase):
         if obj.acquire(timeout=1):
             try:

@@ -82,6 +82,12 @@ def make_shapes(prefix, lock, lock2):
     shapes["rlock"] = sb.RLock(name=f"{prefix}src_rl")
     shapes["external_value"] = sb.Value("q", 5, lock=lock, name=f"{prefix}src_ev")
     shapes["external_array"] = sb.Array("i", [1, 2, 3], lock=lock, name=f"{prefix}src_ea")
+    # n-dimensional arrays (kind 9, docs/format.md section 12): the shape after the table.
+    shapes["ndarray_f"] = sb.ndarray((2, 3, 4), "f", name=f"{prefix}src_nf")
+    shapes["ndarray_rank0"] = sb.ndarray((), "d", lock=False, name=f"{prefix}src_n0")
+    shapes["ndarray_empty"] = sb.ndarray((3, 0, 2), "i", lock=False, name=f"{prefix}src_ne")
+    shapes["ndarray_u"] = sb.ndarray((2, 2), "u", name=f"{prefix}src_nu")
+    shapes["ndarray_struct"] = sb.ndarray((2, 1), Record, lock=lock, name=f"{prefix}src_ns")
     return shapes
 
 
@@ -100,7 +106,8 @@ HEADER_FIELDS = [
     (0x38, "<B", "lock_type"), (0x39, "<B", "reserved"), (0x3A, "<H", "field_entry_size"),
     (0x3C, "<I", "field_count"), (0x40, "<I", "field_table_offset"),
     (0x44, "<I", "creator_pid"), (0x48, "<Q", "creator_start_time"),
-    (0x50, "<q", "created_unix_ns"), (0x180, "<I", "state"), (0x184, "<I", "header_crc32"),
+    (0x50, "<q", "created_unix_ns"), (0x58, "<I", "ndim"), (0x5C, "<I", "shape_offset"),
+    (0x180, "<I", "state"), (0x184, "<I", "header_crc32"),
 ]
 ENTRY_FIELDS = [(32, "<B", "typecode"), (36, "<I", "offset"), (40, "<I", "count"),
                 (44, "<I", "item_size"), (48, "<i", "parent")]
@@ -153,7 +160,7 @@ class Mutator:
         ops = []
         for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 4))):
             op = rng.choice(("flip", "flip", "field", "field", "field", "entry", "entry",
-                             "text", "state", "data"))
+                             "text", "state", "data") + (("dim", "dim") if img[0x10] == 9 else ()))
             ops.append(op)
             if op == "flip":
                 pos = rng.randrange(header_size)
@@ -205,6 +212,11 @@ class Mutator:
                 if rng.random() < 0.3:
                     struct.pack_into("<HH", img, 0x08, rng.choice((0, 1, 2, 0xFFFF)),
                                      rng.choice((0, 1, 2, 0xFFFF)))
+            elif op == "dim":           # one dimension of an n-dimensional array's shape
+                ndim, shape_offset = struct.unpack_from("<II", img, 0x58)
+                pos = shape_offset + 8 * rng.randrange(max(ndim, 1))
+                if H.FIXED_SIZE <= pos <= header_size - 8:
+                    _put_int(img, pos, "<Q", _interesting(rng, context))
             elif op == "data" and data_size:
                 pos = data_offset + rng.randrange(data_size)
                 if shape.endswith("u") or "struct" in shape:

@@ -262,7 +262,7 @@ def test_bad_magic_and_bad_crc_and_new_version(forge):
     with pytest.raises(sb.CorruptSegmentError, match="crc32"):
         sb.attach(forge(bad), timeout=0.2)
     newer = bytearray(img)
-    struct.pack_into("<HH", newer, 8, 8, 7)     # this package reads up to version 6
+    struct.pack_into("<HH", newer, 8, 9, 8)     # this package reads up to version 7
     struct.pack_into("<I", newer, 0x184, crc_of(newer, 0x200))
     with pytest.raises(sb.UnsupportedVersionError, match="upgrade"):
         sb.attach(forge(newer), timeout=0.2)
@@ -281,8 +281,9 @@ def test_newer_minor_version_is_accepted(forge):
 @pytest.mark.parametrize("version,compat,outcome", [
     (1, 1, None), (2, 1, None), (7, 1, None), (2, 2, None), (3, 3, None), (4, 4, None),
     (5, 5, None), (4, 5, sb.CorruptSegmentError), (6, 6, None), (5, 6, sb.CorruptSegmentError),
-    (7, 7, sb.UnsupportedVersionError), (1, 7, sb.UnsupportedVersionError),
-    (2, 7, sb.UnsupportedVersionError), (6, 7, sb.UnsupportedVersionError),
+    (7, 7, None), (6, 7, sb.CorruptSegmentError),
+    (8, 8, sb.UnsupportedVersionError), (1, 8, sb.UnsupportedVersionError),
+    (2, 8, sb.UnsupportedVersionError), (7, 8, sb.UnsupportedVersionError),
     (3, 4, sb.CorruptSegmentError),
     (1, 2, sb.CorruptSegmentError),
     (1, 0, sb.CorruptSegmentError),
@@ -374,3 +375,112 @@ def test_zero_length_arrays(typecode, maker):
     assert len(again) == 0 and again[:] in ([], b"", "")
     raw = again.get_obj() if hasattr(again, "get_obj") else again
     assert len(raw) == 0
+
+
+# --- n-dimensional arrays (kind 9, docs/format.md section 12.1) ---------------------------
+
+def _ndarray_image(shape=(2, 3, 4), dtype="d"):
+    """The bytes of a new kind-9 segment (the object is made, read, then removed)."""
+    a = sb.ndarray(shape, dtype, lock=False)
+    img = image_of(a)
+    a.unlink()
+    return img
+
+
+def _dims(*dims):
+    return lambda b: struct.pack_into(f"<{len(dims)}Q", b, 0x200, *dims)
+
+
+# (id, mutation of the image of a 'd' array of shape (2, 3, 4): header_size 0x240, the
+# shape at 0x200, data at 0x240; message fragment). Each is resealed (checksum), so that
+# the kind-9 rule, not the checksum, refuses it.
+NDARRAY_MUTATIONS = [
+    ("ndim_33", _put("<I", 0x58, 33), "ndim 33"),
+    ("ndim_4_reads_padding_as_a_0", _put("<I", 0x58, 4), "element_count"),
+    ("ndim_2", _put("<I", 0x58, 2), "element_count"),
+    ("ndim_9_past_header_size", _put("<I", 0x58, 9), "header_size"),
+    ("shape_offset_0", _put("<I", 0x5C, 0), "shape_offset"),
+    ("shape_offset_inside_the_shape", _put("<I", 0x5C, 0x208), "shape_offset"),
+    ("header_size_larger", _put("<I", 0x0C, 0x280), "header_size"),
+    ("dimension_above_2_63", _dims(2**63, 3, 4), "2\\^63"),
+    ("product_overflows", lambda b: (_dims(2**32, 2**32, 1)(b),
+                                     struct.pack_into("<QQQ", b, 0x18, 0, 0x240, 0)),
+     "overflows"),
+    ("product_times_size_overflows", lambda b: (_dims(2**30, 2**30, 2**3)(b),
+                                                struct.pack_into("<Q", b, 0x18, 2**63)),
+     "overflows"),
+    ("zero_dimension_does_not_hide_an_overflow", lambda b: (
+        _dims(3, 0, 2**62)(b), struct.pack_into("<QQQ", b, 0x18, 0, 0x240, 0)), "overflows"),
+    ("element_count_disagrees", _put("<Q", 0x18, 25), "element_count"),
+    ("element_count_and_data_size_of_another_shape",
+     lambda b: struct.pack_into("<QQQ", b, 0x18, 12, 0x240, 96), "element_count"),
+    ("data_size_disagrees", _put("<Q", 0x28, 8), "data_size"),
+    ("object_too_small_for_the_shape", lambda b: (
+        _dims(2**20, 2**20, 1)(b), struct.pack_into("<QQQ", b, 0x18, 2**40, 0x240, 2**43)),
+     "data area"),
+    ("compat_version_6", lambda b: struct.pack_into("<HH", b, 8, 6, 6), "compat_version"),
+    ("flags", _put("<H", 0x12, 1), "flags"),
+]
+
+
+@pytest.mark.parametrize("mutate,fragment", [m[1:] for m in NDARRAY_MUTATIONS],
+                         ids=[m[0] for m in NDARRAY_MUTATIONS])
+def test_corrupt_ndarray_fields(forge, mutate, fragment):
+    img = _ndarray_image()
+    mutate(img)
+    name = forge(reseal(img))
+    with pytest.raises(sb.CorruptSegmentError, match=fragment) as e:
+        sb.attach(name, timeout=0.2)
+    assert type(e.value) is sb.CorruptSegmentError
+    assert sb.inspect_segment(name).status == "corrupt"      # the tools say so too
+
+
+def test_corrupt_ndarray_of_structures_and_truncated_objects(forge):
+    img = _ndarray_image((2,), Point)                          # shape right after the table
+    assert struct.unpack_from("<II", img, 0x58) == (1, 0x280)
+    bad = bytearray(img)
+    struct.pack_into("<I", bad, 0x5C, 0x200)                   # over the field table
+    with pytest.raises(sb.CorruptSegmentError, match="shape_offset"):
+        sb.attach(forge(reseal(bad)), timeout=0.2)
+    img = _ndarray_image()
+    with pytest.raises(sb.CorruptSegmentError, match="data area"):
+        sb.attach(forge(img[:0x240 + 100]), timeout=0.2)      # cut inside the data
+    with pytest.raises(sb.CorruptSegmentError, match="header_size"):
+        sb.attach(forge(img[:0x220]), timeout=0.2)            # cut inside the shape
+    bad = bytearray(img)
+    struct.pack_into("<Q", bad, 0x208, 5)                      # the shape without resealing
+    with pytest.raises(sb.CorruptSegmentError, match="crc32"):
+        sb.attach(forge(bad), timeout=0.2)
+
+
+def test_valid_ndarray_images_and_newer_ones(forge):
+    img = _ndarray_image((3, 0, 2), "b")        # empty, and 3 x 2^61 x 1 byte: in bounds
+    struct.pack_into("<Q", img, 0x200 + 16, 2**61)
+    assert sb.attach(forge(reseal(img)), timeout=0.2).shape == (3, 0, 2**61)
+    img = _ndarray_image()
+    img[0x218] = 7                # padding after the shape: ignored (but checksummed)
+    assert sb.attach(forge(reseal(img)), timeout=0.2).shape == (2, 3, 4)
+    newer = _ndarray_image()
+    struct.pack_into("<HH", newer, 8, 8, 8)
+    with pytest.raises(sb.UnsupportedVersionError, match="upgrade"):
+        sb.attach(forge(reseal(newer)), timeout=0.2)
+    unknown = _ndarray_image()
+    unknown[0x10] = 10
+    with pytest.raises(sb.UnsupportedVersionError, match="unknown segment kind 10"):
+        sb.attach(forge(reseal(unknown)), timeout=0.2)
+    array = image_of(sb.RawArray("d", [1.5]))                  # kind 1: the words are reserved
+    struct.pack_into("<II", array, 0x58, 99, 0x1234)
+    assert sb.attach(forge(reseal(array)), timeout=0.2)[0] == 1.5
+
+
+def test_queue_newer_than_this_package_s_queues_is_refused(forge):
+    """Format version 7 is the n-dimensional array's: a queue of a compat_version above the
+    queue format this package implements is refused as unsupported, not read by older
+    rules (docs/format.md section 6.3)."""
+    q = sb.Queue()
+    img = image_of(q)
+    q.close()
+    sb.close(q)
+    struct.pack_into("<HH", img, 8, H.QUEUE_VERSION + 1, H.QUEUE_VERSION + 1)
+    with pytest.raises(sb.UnsupportedVersionError, match="queue"):
+        sb.attach(forge(reseal(img)), timeout=0.2)

@@ -200,9 +200,9 @@ def _header_with(kind=4, version=2, compat=2, lock_kind=1, lock_type=2):
 
 def test_reader_rules_for_the_new_kinds():
     H.decode(_header_with(), b"", 576, 1)
-    with pytest.raises(sb.UnsupportedVersionError, match="unknown segment kind 9: written by "
+    with pytest.raises(sb.UnsupportedVersionError, match="unknown segment kind 10: written by "
                        "a newer SharedBridge, upgrade"):
-        H.decode(_header_with(kind=9), b"", 576, 1)
+        H.decode(_header_with(kind=10), b"", 576, 1)
     for bad in (dict(version=1, compat=1), dict(lock_type=1), dict(kind=4, lock_kind=2,
                                                                    lock_type=0)):
         with pytest.raises(sb.CorruptSegmentError) as e:

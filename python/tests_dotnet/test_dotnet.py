@@ -384,3 +384,38 @@ def test_a_broken_dotnet_barrier_arrives_as_pythons_broken_barrier_error(sb):
     finally:
         barrier.Dispose()
     assert not exists(name)
+
+
+def test_dotnet_tensor_is_a_shaped_numpy_view_both_ways(sb, names, np):
+    # docs/format.md section 12: .NET SharedTensor<T> in this process, numpy sees its shape
+    name = names("tensor")
+    t = sbn.create_tensor("f", (2, 3, 4), np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+                          name=name)
+    v = sbn.as_numpy(t)
+    assert v.shape == (2, 3, 4) and v.dtype == np.float32
+    assert v.__array_interface__["data"][0] == t.DataAddress.ToInt64()   # no copy
+    assert t.Get(1, 2, 3) == 23.0
+    v[0, 1, 2] = -1.5
+    assert t.Get(0, 1, 2) == -1.5
+    assert list(t.GetShape()) == [2, 3, 4]
+    # the Python package's object of the same segment, and back to .NET by name
+    py = sbn.to_python(t)
+    assert py.shape == (2, 3, 4) and py.numpy()[0, 1, 2] == -1.5
+    back = sbn.to_dotnet(py)
+    assert type(back).__name__.startswith("SharedTensor") and list(back.GetShape()) == [2, 3, 4]
+    back.Dispose()
+    rank0 = sbn.create_tensor("d", (), name=names("rank0"))
+    assert sbn.as_numpy(rank0).shape == ()
+    empty = sbn.create_tensor("h", (3, 0), name=names("empty"))
+    assert sbn.as_numpy(empty).shape == (3, 0)
+
+
+def test_python_ndarray_attached_from_dotnet_sees_the_same_memory(sb, names, np):
+    name = names("pynd")
+    a = sharedbridge.from_numpy(np.ones((4, 5), dtype=np.float64), name=name)
+    t = sbn.attach(name)
+    assert type(t).__name__.startswith("SharedTensor") and t.Rank == 2
+    t.Set([3, 4], 7.0)
+    assert a.numpy()[3, 4] == 7.0
+    assert sbn.as_numpy(t).shape == (4, 5)
+    t.Dispose()

@@ -16,9 +16,10 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ITEMS = {"lock_increment", "contended", "bulk_copy", "attach_cost", "dotnet_lock", "pingpong",
-         "pythonnet_handoff", "wakeup", "queue"}
+         "pythonnet_handoff", "wakeup", "queue", "tensor"}
 sys.path.insert(0, str(ROOT / "bench"))
 import queue_bench  # noqa: E402  (bench/queue_bench.py: its case list)
+import tensor_bench  # noqa: E402  (bench/tensor_bench.py: its case list)
 import wakeup  # noqa: E402  (bench/wakeup.py: its case list)
 CHECKED_IN = [ROOT / "docs/benchmarks.md", ROOT / "docs/benchmarks/results.json"]
 
@@ -66,11 +67,11 @@ def test_every_benchmark_has_positive_figures_with_units(smoke):
             continue
         assert item["cases"], name
         for case in item["cases"]:
-            if name in ("wakeup", "queue") and case.get("skipped"):
-                # The C floors say so when there is no compiler; a .NET batch write the build does not
-                # have says so too; nothing else may be missing.
+            if name in ("wakeup", "queue", "tensor") and case.get("skipped"):
+                # The C floors say so when there is no compiler, the DLPack rows when PyTorch is not
+                # installed; nothing else may be missing.
                 assert (case["case"].startswith("floor-") and shutil.which("cc") is None
-                        or case["case"] == "sb-cs-cs-batch"), case
+                        or case["case"].startswith("dlpack-") and "PyTorch" in case["skipped"]), case
                 continue
             assert math.isfinite(case["value"]) and case["value"] > 0, (name, case)
 
@@ -282,3 +283,21 @@ def test_rendered_page_references_existing_plots(smoke):
 
 def test_smoke_leaves_the_checked_in_results_alone(smoke):
     assert _digest(CHECKED_IN) == smoke["before"]
+
+
+def test_tensor_has_every_case_against_its_baselines_and_left_no_segment(smoke):
+    item = smoke["results"]["benchmarks"]["tensor"]
+    assert item["unit"] == "per case" and item["rounds"] >= 1 and item["config"]
+    cases = item["cases"]
+    seen = {c["case"] for c in cases}
+    assert seen == set(tensor_bench.CASES)
+    for c in cases:
+        assert c["unit"] == tensor_bench.GROUPS[c["group"]] and isinstance(c["baseline"], bool), c
+        assert c["label"] and c["bytes"] > 0, c
+    # attach: ours and the bare mmap at every size of the run, in the same run
+    sizes = item["config"]["attach_sizes"]
+    for key in ("attach-sb", "attach-bare"):
+        assert sorted(c["bytes"] for c in cases if c["case"] == key) == sorted(sizes)
+    assert not list(pathlib.Path("/dev/shm").glob(tensor_bench.PREFIX + "*"))
+    text = smoke["doc"].read_text()
+    assert "## 9. N-dimensional shared arrays" in text and "Targets (ratios within this run)" in text

@@ -32,6 +32,14 @@ def load(path):
         return json.load(f)
 
 
+def element_count(vector):
+    """The number of elements of an "ndarray" vector: the product of its shape (1 for rank 0)."""
+    count = 1
+    for n in vector["shape"]:
+        count *= n
+    return count
+
+
 def lifetime(vector):
     """The vector's segment lifetime (docs/format.md section 8). Default "persistent": a
     producer of the suite leaves its segments for consumers that start after it ended."""
@@ -134,11 +142,24 @@ def canon_struct(spec, values):
     return "{" + ",".join(parts) + "}"
 
 
+def canon_shape(shape):
+    """An n-dimensional array's shape as the first canonical item: "shape=[2,3,4]" ("shape=[]"
+    for rank 0), so a reader that got the shape wrong is told so (docs/format.md section 12)."""
+    return "shape=[" + ",".join(str(int(n)) for n in shape) + "]"
+
+
 def canon_expected(vector):
-    """The canonical text of every element a vector describes."""
+    """The canonical text of every element a vector describes (an "ndarray": its shape, then
+    its elements in C order)."""
     if vector["object"] == "chararray":
         return ["x" + char_bytes(vector).hex()]
+    if vector["object"] == "ndarray":
+        return [canon_shape(vector["shape"])] + _canon_elements(vector, vector["values"])
     values = vector["values"] if vector["object"] in LIST_OBJECTS else [vector["values"]]
+    return _canon_elements(vector, values)
+
+
+def _canon_elements(vector, values):
     if vector["typecode"] == "T":
         return [canon_struct(vector["struct"], v) for v in values]
     return [canon_scalar(vector["typecode"], v) for v in values]

@@ -138,11 +138,13 @@ def build():
     case("state_retired_ok", "ok", "6.2 step 3: state 2 (retired) is usable",
          patch(d4(), 0x180, "<I", 2, fix_crc=False))
     # --- versions ---------------------------------------------------------------------------
-    case("compat_7", "unsupported-version", "6.3: compat_version above the reader's (6)",
-         d4(version=7, compat=7))
-    case("compat_7_state_3", "unsupported-version",
+    case("compat_8", "unsupported-version", "6.3: compat_version above the reader's (7)",
+         d4(version=8, compat=8))
+    case("compat_8_state_3", "unsupported-version",
          "6.2 step 3: a too-new compat_version wins over a state this reader does not know",
-         patch(d4(version=7, compat=7), 0x180, "<I", 3, fix_crc=False))
+         patch(d4(version=8, compat=8), 0x180, "<I", 3, fix_crc=False))
+    case("compat_7_array_ok", "ok", "6.3: a version-7 reader reads compat_version 7",
+         d4(version=7, compat=7))
     case("compat_6_array_ok", "ok", "6.3: a version-6 reader reads compat_version 6",
          d4(version=6, compat=6))
     case("compat_5_array_ok", "ok", "6.3: a version-5 reader reads compat_version 5",
@@ -169,8 +171,8 @@ def build():
     case("compat_0", "corrupt", "6.2 step 5: compat_version >= 1", d4(version=1, compat=0))
     case("version_below_compat", "corrupt", "6.2 step 5: version >= compat_version",
          d4(version=0, compat=1))
-    case("newer_writer_ok", "ok", "6.3: version 7 with compat_version 1 is read",
-         d4(version=7, compat=1))
+    case("newer_writer_ok", "ok", "6.3: version 8 with compat_version 1 is read",
+         d4(version=8, compat=1))
     # --- identity fields --------------------------------------------------------------------
     case("bad_crc", "corrupt", "3.3: header_crc32 mismatch",
          patch(d4(), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
@@ -179,35 +181,35 @@ def build():
     case("kind_4", "corrupt", "10.1: kind 4 (event) needs compat_version 2 and its own fields",
          d4(kind=4))
     case("kind_0", "corrupt", "6.2 step 5: kind 0 is corrupt", d4(kind=0))
-    case("kind_9", "unsupported-version",
+    case("kind_10", "unsupported-version",
          "6.2 step 5, 6.3: an unknown kind is refused as written by a newer SharedBridge",
-         d4(kind=9))
+         d4(kind=10))
     # --- 6.2 step 5: the order of checks around an unknown kind -------------------------------
     # magic, compat_version, version, state (step 3), header_size, header_crc32, then kind:
     # an unknown kind is "upgrade" whatever else is wrong after it, "corrupt" when a check
     # before it fails.
-    case("kind_9_lifetime_3", "unsupported-version",
+    case("kind_10_lifetime_3", "unsupported-version",
          "6.2 step 5: the kind is checked before the lifetime byte",
-         d4(kind=9, version=2, compat=2, lifetime=3))
-    case("kind_9_typecode_x", "unsupported-version",
+         d4(kind=10, version=2, compat=2, lifetime=3))
+    case("kind_10_typecode_x", "unsupported-version",
          "6.2 step 5: the kind is checked before the typecode and every later field",
-         patch(d4(kind=9), 0x011, "<B", ord("x")))
-    case("kind_9_lock_type_3", "unsupported-version",
+         patch(d4(kind=10), 0x011, "<B", ord("x")))
+    case("kind_10_lock_type_3", "unsupported-version",
          "6.2 step 5: the kind is checked before the lock fields",
-         patch(d4(kind=9), 0x038, "<B", 3))
-    case("kind_9_bad_crc", "corrupt",
+         patch(d4(kind=10), 0x038, "<B", 3))
+    case("kind_10_bad_crc", "corrupt",
          "6.2 step 5: header_crc32 is checked before the kind (damaged bytes name no writer)",
-         patch(d4(kind=9), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
-    case("kind_9_header_size_unaligned", "corrupt",
+         patch(d4(kind=10), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
+    case("kind_10_header_size_unaligned", "corrupt",
          "6.2 step 5: header_size is checked before the kind",
-         d4(kind=9, header_size=0x210))
-    case("kind_9_version_below_compat", "corrupt",
+         d4(kind=10, header_size=0x210))
+    case("kind_10_version_below_compat", "corrupt",
          "6.2 step 5: version >= compat_version is checked before the kind",
-         d4(kind=9, version=1, compat=2))
-    case("kind_9_state_3", "corrupt", "6.2 step 3: the state word is checked before the kind",
-         patch(d4(kind=9), 0x180, "<I", 3, fix_crc=False))
-    case("kind_9_compat_7", "unsupported-version", "6.2 step 3: a too-new compat_version first",
-         patch(d4(kind=9, version=7, compat=7), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
+         d4(kind=10, version=1, compat=2))
+    case("kind_10_state_3", "corrupt", "6.2 step 3: the state word is checked before the kind",
+         patch(d4(kind=10), 0x180, "<I", 3, fix_crc=False))
+    case("kind_10_compat_8", "unsupported-version", "6.2 step 3: a too-new compat_version first",
+         patch(d4(kind=10, version=8, compat=8), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
     case("creator_pid_max_u32_ok", "ok",
          "3.1, 8: creator_pid is a u32: 0xFFFFFFFF is read as recorded and names no process",
          d4(version=2, compat=1, creator_pid=0xFFFFFFFF))
@@ -246,6 +248,80 @@ def build():
          sync(7, count=16 + 4 * 3, **v4))
     case("event_v4_table", "corrupt", "10.1: only semaphores and barriers have a holder table",
          sync(4, count=16 + 4 * 2, **v4))
+    # --- n-dimensional arrays (format version 7, section 12) -----------------------------------
+    def nd(shape, typecode="f", fields=(), ndim=None, shape_offset=None, count=None, pad=b"",
+           **kw):
+        """A kind-9 header: ndim and shape_offset at 0x058, the shape after the field table."""
+        so = 0x200 + 64 * len(fields)
+        n = len(shape) if ndim is None else ndim
+        prod = 1
+        for d in shape:
+            prod *= d
+        hs = align64(so + 8 * len(shape) + len(pad))
+        args = dict(kind=9, typecode=typecode, count=prod if count is None else count,
+                    version=7, compat=7, fields=fields, header_size=hs, data_offset=hs)
+        if fields:
+            args.update(type_name="Point", struct_size=16)
+        args.update(kw)
+        buf, total = header(**args)
+        if len(buf) < so + 8 * len(shape) + len(pad):
+            buf += bytearray(so + 8 * len(shape) + len(pad) - len(buf))
+        struct.pack_into("<II", buf, 0x058, n, so if shape_offset is None else shape_offset)
+        for k, d in enumerate(shape):
+            struct.pack_into("<Q", buf, so + 8 * k, d & 0xFFFFFFFFFFFFFFFF)
+        buf[so + 8 * len(shape):so + 8 * len(shape) + len(pad)] = pad
+        return recrc(buf), total
+    case("ndarray_rank3_ok", "ok", "12.1: a float32 array of shape [2, 3, 4]", nd([2, 3, 4]))
+    case("ndarray_rank0_ok", "ok", "12.1: rank 0 holds one element", nd([], typecode="d"))
+    case("ndarray_rank8_ok", "ok", "12.1: rank 8", nd([2, 1, 2, 1, 2, 1, 2, 3], typecode="h"))
+    case("ndarray_struct_ok", "ok", "12.1: structure elements, the shape after the field table",
+         nd([2, 2], typecode="T", fields=POINT))
+    case("ndarray_zero_dim_ok", "ok", "12.1: a dimension of 0 makes an empty array",
+         nd([3, 0, 5], typecode="B"))
+    case("ndarray_locked_ok", "ok", "12.1: a lock as an array's", nd([4, 4], lock_kind=1, lock_type=2,
+                                                                     version=7, compat=7))
+    case("ndarray_ndim_33", "corrupt", "12.1: ndim <= 32", nd([1] * 33, typecode="B"))
+    case("ndarray_ndim_disagrees", "corrupt",
+         "12.1: header_size is align64(shape_offset + 8 * ndim)", nd([2] * 9, ndim=17, typecode="B"))
+    case("ndarray_shape_offset_wrong", "corrupt",
+         "12.1: shape_offset is 0x200 + the field table", nd([2, 3], shape_offset=0x240))
+    case("ndarray_header_size_wrong", "corrupt", "12.1: header_size exactly",
+         nd([2, 3], header_size=0x280, data_offset=0x280))
+    case("ndarray_product_overflows", "corrupt",
+         "12.1: the product of the dimensions times element_size without overflow",
+         nd([1 << 32, 1 << 32, 4], count=0))
+    case("ndarray_zero_dim_product_overflows", "corrupt",
+         "12.1: the product of the non-zero dimensions is bounded even when another dimension is 0 "
+         "(element_count 0 is the product of all dimensions)",
+         nd([1 << 32, 0, 1 << 32, 2], typecode="B", count=0))
+    case("ndarray_bytes_overflow_wraps", "corrupt",
+         "12.1: the product times element_size at most 2^63 - 1, without overflow (2^62 doubles: "
+         "element_count is the product, data_size the 64-bit wrap of 8 * 2^62 = 0)",
+         nd([1 << 62], typecode="d", data_size=0))
+    case("ndarray_empty_largest_dimension_ok", "ok",
+         "12.1: a dimension of 2^63 - 1 beside a 0 (bytes 1 * (2^63 - 1), at the bound)",
+         nd([(1 << 63) - 1, 0], typecode="B", count=0))
+    case("ndarray_empty_bytes_above_bound", "corrupt",
+         "12.1: the non-zero product times element_size above 2^63 - 1 (2 * (2^63 - 1)), though a 0 "
+         "dimension empties the array",
+         nd([(1 << 63) - 1, 0], typecode="h", count=0))
+    case("ndarray_data_offset_beyond_header_ok", "ok",
+         "12.1: data_offset is a multiple of 64 >= header_size (writers use header_size)",
+         nd([2, 3], data_offset=0x280))
+    case("ndarray_padding_ignored_ok", "ok",
+         "12.1: a reader ignores the bytes between the shape and header_size",
+         nd([2, 3], pad=b"\xff" * 8))
+    case("ndarray_dimension_2_63", "corrupt", "12.1: every dimension at most 2^63 - 1",
+         nd([1 << 63, 0], typecode="B", count=0))
+    case("ndarray_count_disagrees", "corrupt", "12.1: element_count is the product of the shape",
+         nd([2, 3], count=7))
+    case("ndarray_data_size_disagrees", "corrupt", "12.1: data_size = element_size * element_count",
+         nd([2, 3], data_size=28))
+    case("ndarray_compat_6", "corrupt", "12.1: an n-dimensional array has compat_version 7",
+         nd([2, 3], version=7, compat=6))
+    buf, total = nd([64, 64])
+    case("ndarray_object_too_small", "corrupt", "5, 12.1: the object holds data_offset + data_size",
+         (buf, total), size=total - 4096)
     # --- queues (format versions 5 and 6, section 11.1) ----------------------------------------
     def queue(capacity=4096, max_messages=0x7FFFFFFF, flavour=0, **kw):
         """A queue header followed by the immutable words of its control block (11.2)."""
@@ -263,6 +339,9 @@ def build():
     case("queue_capacity_2048", "corrupt", "11.1: the ring holds at least 4096 bytes",
          queue(capacity=2048))
     case("queue_typecode_I", "corrupt", "11.1: a queue's typecode is B", queue(typecode="I"))
+    case("queue_data_offset_not_header_size", "corrupt",
+         "11.1: a queue's data_offset is header_size (0x200), though 0x240 would pass section 6.2",
+         queue(data_offset=0x240))
     case("queue_no_lock", "corrupt", "11.1: a queue has its own lock",
          queue(lock_kind=0, lock_type=0))
     case("queue_recursive_lock", "corrupt", "11.1: a queue's lock is error-checking",
@@ -271,7 +350,10 @@ def build():
          queue(version=6, compat=4))
     case("queue_compat_5_ok", "ok", "6.3: a version-6 reader reads a version-5 queue",
          queue(version=5, compat=5))
-    case("queue_compat_7", "unsupported-version", "6.3: a queue of a newer format",
+    case("queue_compat_8", "unsupported-version", "6.3: a queue of a newer format",
+         queue(version=8, compat=8))
+    case("queue_compat_7", "unsupported-version",
+         "11.1: a queue of compat_version 7 (queues are of version 5 or 6 in format version 7)",
          queue(version=7, compat=7))
     case("event_typecode_d", "corrupt", "10.1: typecode I", sync(4, typecode="d"))
     case("semaphore_count_8", "corrupt", "10.1: element_count 16 (+ 4 * slots)", sync(5, count=8))
@@ -280,6 +362,9 @@ def build():
     case("condition_errorcheck_lock", "corrupt", "10.1: a condition's own lock is recursive",
          sync(6, lock_type=2))
     case("barrier_no_lock", "corrupt", "10.1: lock_kind 1", sync(7, lock_kind=0, lock_type=0))
+    case("event_data_offset_not_header_size", "corrupt",
+         "10.1: a synchronization segment's data_offset is header_size (0x200), though 0x240 would "
+         "pass section 6.2", sync(4, data_offset=0x240))
     case("semaphore_external_lock", "corrupt", "10.1: only a condition uses lock_kind 2",
          sync(5, lock_kind=2, lock_type=0, lock_name="sbinv_semaphore_external_lock_l"))
     case("typecode_x", "corrupt", "3.4: unknown typecode", patch(d4(), 0x11, "<B", ord("x")))

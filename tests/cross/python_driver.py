@@ -67,7 +67,9 @@ def create(vector, name, lock_name, keep=True):
     if obj_kind in cv.SYNC_OBJECTS:
         return _create_sync(sb, vector, name, lock_name, lifetime)
     lock, lock_obj = _lock_argument(sb, vector, lock_name, lifetime)
-    if obj_kind == "chararray":
+    if obj_kind == "ndarray":
+        obj = _create_ndarray(sb, vector, name, lock, lifetime)
+    elif obj_kind == "chararray":
         obj = sb.Array("c", cv.char_bytes(vector), lock=lock, name=name, lifetime=lifetime)
     elif obj_kind == "array":
         etype = cv.element_type(vector)
@@ -82,6 +84,52 @@ def create(vector, name, lock_name, keep=True):
         else:
             obj = sb.Value(etype, *args, lock=lock, name=name, lifetime=lifetime)
     return [o for o in (obj, lock_obj) if o is not None]
+
+
+def _create_ndarray(sb, vector, name, lock, lifetime):
+    """An n-dimensional array (docs/format.md section 12) of the vector's shape, filled in C
+    order through the flat ctypes view (standard library only)."""
+    obj = sb.ndarray(tuple(vector["shape"]), cv.element_type(vector), lock=lock, name=name,
+                     lifetime=lifetime)
+    if vector["values"]:
+        flat = obj.as_ctypes()
+        for k, value in enumerate(vector["values"]):
+            flat[k] = cv.py_element(vector, value)
+    return obj
+
+
+def _verify_ndarray(vector, obj, name, lock_name, errors):
+    """Shape (the object, the header, the memoryview) and every element in C order."""
+    sb = _sharedbridge()
+    _check_header(vector, sb.header_of(name), lock_name, errors)
+    if type(obj).__name__ != "SharedNDArray":
+        errors.append(f"attach returned a {type(obj).__name__}, not a SharedNDArray")
+        return []
+    shape = tuple(vector["shape"])
+    if obj.shape != shape or obj.ndim != len(shape) or obj.size != cv.element_count(vector):
+        errors.append(f"(shape, ndim, size): expected {(shape, len(shape), cv.element_count(vector))}, "
+                      f"found {(obj.shape, obj.ndim, obj.size)}")
+    if vector["typecode"] not in "Tu" and obj.size:
+        view = obj.memoryview()
+        if view.shape != shape:
+            errors.append(f"memoryview shape: expected {shape}, found {view.shape}")
+    try:
+        lock = obj.get_lock()
+    except AttributeError:
+        lock = None
+    if (lock is None) != (vector["lock"]["kind"] == "none"):
+        errors.append(f"expected lock kind {vector['lock']['kind']}, found {lock!r}")
+    elif lock is not None:
+        if vector["lock"]["kind"] == "external" and getattr(lock, "name", None) != lock_name:
+            errors.append(f"expected the lock of segment {lock_name!r}, found {getattr(lock, 'name', lock)!r}")
+        if not lock.acquire(timeout=5):
+            errors.append("could not acquire the lock within 5 s")
+        else:
+            lock.release()
+    elements = list(obj.as_ctypes()) if obj.size else []
+    actual = [cv.canon_shape(obj.shape)] + cv.canon_actual(vector, elements)
+    errors += cv.diff(cv.canon_expected(vector), actual)
+    return actual
 
 
 QUEUE_CLASSES = {"queue": "Queue", "simple": "SimpleQueue", "joinable": "JoinableQueue"}
@@ -208,6 +256,9 @@ def verify(vector, name, lock_name):
     if vector["object"] == "queue":
         actual = _verify_queue(vector, obj, name, errors)
         return {"ok": not errors, "errors": errors, "values": actual}
+    if vector["object"] == "ndarray":
+        actual = _verify_ndarray(vector, obj, name, lock_name, errors)
+        return {"ok": not errors, "errors": errors, "values": actual}
     _check_header(vector, sb.header_of(name), lock_name, errors)
     _check_lock(vector, obj, lock_name, errors)
     raw = obj.get_obj() if hasattr(obj, "get_obj") else obj
@@ -219,7 +270,7 @@ def verify(vector, name, lock_name):
     return {"ok": not errors, "errors": errors, "values": actual}
 
 
-KINDS = {"array": 1, "chararray": 1, "value": 2, "lock": 3, **cv.SYNC_OBJECTS, "queue": 8}
+KINDS = {"array": 1, "chararray": 1, "value": 2, "lock": 3, **cv.SYNC_OBJECTS, "queue": 8, "ndarray": 9}
 LOCK_KINDS = {"none": 0, "embedded": 1, "external": 2}
 
 
@@ -230,7 +281,8 @@ def _check_header(vector, h, lock_name, errors):
         "typecode": vector["typecode"],
         "length": (len(vector["values"]) if vector["object"] in cv.LIST_OBJECTS
                    else vector["length"] if vector["object"] == "chararray"
-                   else 256 + vector["capacity"] if vector["object"] == "queue" else 1),
+                   else 256 + vector["capacity"] if vector["object"] == "queue"
+                   else cv.element_count(vector) if vector["object"] == "ndarray" else 1),
         "type name": (vector["struct"].get("type_name", vector["struct"]["name"])
                       if "struct" in vector else ""),
         "lock kind": LOCK_KINDS[vector["lock"]["kind"]],
@@ -241,6 +293,8 @@ def _check_header(vector, h, lock_name, errors):
         expected["lifetime"] = vector["lifetime"]
     if vector["lock"]["kind"] == "external":
         expected["lock name"], actual["lock name"] = lock_name, h.lock_name
+    if vector["object"] == "ndarray":
+        expected["shape"], actual["shape"] = tuple(vector["shape"]), tuple(h.shape)
     for what, value in expected.items():
         if actual[what] != value:
             errors.append(f"{what}: expected {value}, found {actual[what]}")

@@ -7,7 +7,9 @@ the repository, then used across languages through those installed copies only.
   folder, restored from a nuget.config whose feeds are build/dist (for SharedBridge*, by package
   source mapping) and nuget.org (everything else), into a private NuGet packages folder so no
   cached copy of the same version can stand in for the one just built;
-- the SharedBridge.Tool package is installed with `dotnet tool install --tool-path`.
+- the SharedBridge.Tool package is installed with `dotnet tool install --tool-path`;
+- the SharedBridge.Tensors package goes into another fresh console project, which references it alone
+  (SharedBridge comes in as its dependency) and views a shared tensor through `AsTensorSpan()`.
 
 Run by scripts/test-install.sh, which runs scripts/dist.sh first.
 Segment names start with sbdist_ and every test checks that none is left behind.
@@ -135,6 +137,19 @@ def app(work, dotnet_env):
 
 
 @pytest.fixture(scope="module")
+def tensor_app(work, dotnet_env):
+    """A fresh console project that references the SharedBridge.Tensors package only; returns its directory."""
+    path = work / "TensorCheck"
+    run(["dotnet", "new", "console", "--no-restore", "-o", path, "-n", "TensorCheck"], cwd=work, env=dotnet_env)
+    (path / "Program.cs").unlink()
+    shutil.copy(HERE / "TensorCheck.cs", path / "TensorCheck.cs")
+    run(["dotnet", "add", path / "TensorCheck.csproj", "package", "SharedBridge.Tensors", "--version", VERSION,
+         "--no-restore"], cwd=work, env=dotnet_env)
+    run(["dotnet", "build", path, "-c", "Release", "-nologo", "-v", "quiet"], cwd=work, env=dotnet_env)
+    return path
+
+
+@pytest.fixture(scope="module")
 def csharp_side(app):
     return [app / "bin" / "Release" / "net10.0" / "InstallCheck"]
 
@@ -195,11 +210,33 @@ def modified(values):
 def test_every_package_carries_the_one_version():
     """python/sharedbridge/VERSION names every file make dist produced."""
     for name in [f"SharedBridge.{VERSION}.nupkg", f"SharedBridge.{VERSION}.snupkg",
-                 f"SharedBridge.Tool.{VERSION}.nupkg", f"sharedbridge-{VERSION}.tar.gz",
+                 f"SharedBridge.Tool.{VERSION}.nupkg", f"SharedBridge.Tensors.{VERSION}.nupkg",
+                 f"SharedBridge.Tensors.{VERSION}.snupkg", f"sharedbridge-{VERSION}.tar.gz",
                  f"sharedbridge-{VERSION}-py3-none-any.whl"]:
         dist_file(name)
     assert nuspec(dist_file(f"SharedBridge.{VERSION}.nupkg"))["version"].text == VERSION
     assert nuspec(dist_file(f"SharedBridge.Tool.{VERSION}.nupkg"))["version"].text == VERSION
+    assert nuspec(dist_file(f"SharedBridge.Tensors.{VERSION}.nupkg"))["version"].text == VERSION
+
+
+def test_tensors_package_depends_on_the_same_sharedbridge_and_the_core_stays_bcl_only():
+    """SharedBridge.Tensors carries its assembly and docs and depends on SharedBridge of the same version and on
+    System.Numerics.Tensors; the SharedBridge package itself depends on nothing (docs/api.md)."""
+    package = dist_file(f"SharedBridge.Tensors.{VERSION}.nupkg")
+    with zipfile.ZipFile(package) as z:
+        assert {"README.md", "lib/net10.0/SharedBridge.Tensors.dll", "lib/net10.0/SharedBridge.Tensors.xml"} <= set(z.namelist())
+    meta = nuspec(package)
+    assert meta["license"].text == "MIT" and meta["readme"].text == "README.md"
+    with zipfile.ZipFile(package) as z:
+        [spec] = [n for n in z.namelist() if n.endswith(".nuspec")]
+        root = ET.fromstring(z.read(spec))
+    dependencies = {d.get("id"): d.get("version") for d in root.iter() if d.tag.split("}")[-1] == "dependency"}
+    assert dependencies.get("SharedBridge") == VERSION, dependencies
+    assert dependencies.get("System.Numerics.Tensors", "").startswith("10."), dependencies
+    with zipfile.ZipFile(dist_file(f"SharedBridge.{VERSION}.nupkg")) as z:
+        [spec] = [n for n in z.namelist() if n.endswith(".nuspec")]
+        core = ET.fromstring(z.read(spec))
+    assert not [d for d in core.iter() if d.tag.split("}")[-1] == "dependency"]
 
 
 def test_nuget_package_has_readme_licence_repository_tags_docs_and_symbols():
@@ -309,6 +346,22 @@ def test_installed_python_creates_csharp_modifies_python_sees_it(csharp_side, py
     with Creator(python_side, name) as creator:
         assert run(csharp_side + ["modify", name]).stdout.strip() == "modified"
         assert creator.release()[0] == modified(INITIAL)
+
+
+def test_console_project_views_a_shared_tensor_through_the_installed_tensors_package(tensor_app, dotnet_env, names):
+    tensor_side = [tensor_app / "bin" / "Release" / "net10.0" / "TensorCheck"]
+    assets = json.loads((tensor_app / "obj" / "project.assets.json").read_text())
+    for package in ("SharedBridge.Tensors", "SharedBridge"):
+        assert assets["libraries"][f"{package}/{VERSION}"]["type"] == "package"
+    assert not [k for k, v in assets["libraries"].items() if v["type"] == "project"]
+    lines = run(tensor_side + ["where"]).stdout.split("\n")
+    assert lines[0] == lines[2] == VERSION
+    for location, package, dll in ((lines[1], "SharedBridge.Tensors", "SharedBridge.Tensors.dll"),
+                                   (lines[3], "SharedBridge", "SharedBridge.dll")):
+        with zipfile.ZipFile(dist_file(f"{package}.{VERSION}.nupkg")) as z:
+            assert sha256(pathlib.Path(location).read_bytes()) == sha256(z.read(f"lib/net10.0/{dll}")), \
+                f"{location} is not the assembly of the {package} package just built"
+    assert run(tensor_side + ["views", names()]).stdout.strip() == "views ok [2, 3, 4]"
 
 
 def pythonnet_folder():

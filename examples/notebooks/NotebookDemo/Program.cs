@@ -18,10 +18,12 @@ public static class Program
     /// </summary>
     public static int Main(string[] args)
     {
+        if (args is ["tensor", var tensorName])
+            return FillTensor(tensorName);
         if (args is not ["fill", var name, var stepsText, var delayText]
             || !int.TryParse(stepsText, out int steps) || !int.TryParse(delayText, out int delayMs))
         {
-            Console.Error.WriteLine("usage: NotebookDemo fill NAME STEPS DELAY_MS");
+            Console.Error.WriteLine("usage: NotebookDemo fill NAME STEPS DELAY_MS | tensor NAME");
             return 2;
         }
         using var wave = SharedArray<double>.Open(name);
@@ -38,6 +40,24 @@ public static class Program
             Thread.Sleep(delayMs);
         }
         Console.WriteLine($"filled {name} {steps} times");
+        return 0;
+    }
+
+    /// <summary>
+    /// tensor NAME: opens the 3-D float tensor NAME (made by the notebook, docs/format.md section 12) and writes
+    /// t[z, y, x] = z + sin(x / 8) * cos(y / 8) into it in place, under its lock; prints its shape.
+    /// </summary>
+    private static int FillTensor(string name)
+    {
+        using var t = SharedTensor<float>.Open(name, rank: 3);
+        using (t.Lock())
+        {
+            for (nint z = 0; z < t.Shape[0]; z++)
+                for (nint y = 0; y < t.Shape[1]; y++)
+                    for (nint x = 0; x < t.Shape[2]; x++)
+                        t[z, y, x] = z + MathF.Sin(x / 8f) * MathF.Cos(y / 8f);
+        }
+        Console.WriteLine($"filled {name} [{string.Join(", ", t.GetShape())}] from C#");
         return 0;
     }
 }

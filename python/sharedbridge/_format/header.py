@@ -5,6 +5,7 @@ checks every field and bound, and returns an immutable :class:`SegmentHeader` th
 rest of the package uses instead of re-reading shared memory.
 """
 
+import functools
 import platform
 import re
 import struct
@@ -18,12 +19,14 @@ from .segment_name import validate_name
 from .typecodes import STRUCT, TYPECODE_SIZE
 
 MAGIC = b"SHBRIDGE"
-# The newest format version this package reads (section 6.3); it writes version 6 for
-# the queue (kind 8, section 11; version 6: reusable out-of-line data segments, 11.5),
-# version 4 for the synchronization kinds, whose protocol version 4 changed (the sleepers
-# word), and for the other kinds what a version-3 writer writes (2, or 1 as
-# compat_version).
-FORMAT_VERSION = 6
+# The newest format version this package reads (section 6.3); it writes version 7 for
+# the n-dimensional array (kind 9, section 12), version 6 for the queue (kind 8, section
+# 11; version 6: reusable out-of-line data segments, 11.5), version 4 for the
+# synchronization kinds, whose protocol version 4 changed (the sleepers word), and for the
+# other kinds what a version-3 writer writes (2, or 1 as compat_version).
+FORMAT_VERSION = 7
+# version = compat_version of an n-dimensional array segment (section 12.1).
+NDARRAY_VERSION = 7
 # compat_version of a queue segment this package writes (section 11.1).
 QUEUE_VERSION = 6
 # The lowest compat_version of a queue (a version-5 writer's queue stays readable, 6.3).
@@ -67,7 +70,13 @@ KIND_QUEUE = 8
 QUEUE_WORDS_SIZE = 256
 MIN_QUEUE_CAPACITY = 4096
 MAX_QUEUE_CAPACITY = 1 << 40
-MAX_KIND = KIND_QUEUE
+# The n-dimensional array (section 12): an array whose header records its shape.
+KIND_NDARRAY = 9
+MAX_NDIM = 32
+NDIM_OFFSET = 0x058                  # ndim (u32), then shape_offset (u32): section 3.1
+# Every dimension, and the product of the non-zero ones times element_size (section 12.1).
+MAX_NDARRAY_BYTES = (1 << 63) - 1
+MAX_KIND = KIND_NDARRAY
 LOCK_NONE, LOCK_EMBEDDED, LOCK_EXTERNAL, LOCK_PROCESS_LOCAL = 0, 1, 2, 3
 LOCK_TYPE_NONE, LOCK_TYPE_RECURSIVE, LOCK_TYPE_ERRORCHECK = 0, 1, 2
 STATE_INITIALIZING, STATE_READY, STATE_RETIRED = 0, 1, 2
@@ -97,6 +106,8 @@ def compat_version_for(lifetime, kind=1):
     version-3 reader's waiters do not register as sleepers, so a version-4 notifier
     would not wake them), 2 for last-closer (a version-1 reader would not take part in
     the protocol), otherwise 1 (docs/format.md section 6.3)."""
+    if kind == KIND_NDARRAY:
+        return NDARRAY_VERSION
     if kind == KIND_QUEUE:
         return QUEUE_VERSION
     if kind in SYNC_KINDS:
@@ -116,6 +127,7 @@ RECOVERY_COUNT_OFFSET = 0x188
 LAST_RECOVERED_PID_OFFSET = 0x190
 
 _IDENTITY = struct.Struct("<8sHHIBBHIQQQBBHIBBHIIIQq8x32s256s")
+_NDIM = struct.Struct("<II")         # ndim, shape_offset at 0x058 (reserved before kind 9)
 _FIELD = struct.Struct("<32sB3xIIIi12x")
 assert _IDENTITY.size == IDENTITY_END and _FIELD.size == FIELD_ENTRY_SIZE
 
@@ -162,10 +174,17 @@ class SegmentHeader:
     lock_name: str
     state: int = STATE_READY
     lifetime_code: int = LIFETIME_CREATOR     # the lifetime byte; .lifetime is its name
+    # kind 9: the dimensions (a tuple of ints, () for rank 0; section 12); None otherwise.
+    shape: tuple = None
 
     @property
     def total_size(self):
         return self.data_offset + self.data_size
+
+    @property
+    def ndim(self):
+        """The number of dimensions of an n-dimensional array (kind 9), else None."""
+        return None if self.shape is None else len(self.shape)
 
     @property
     def lifetime(self):
@@ -178,8 +197,18 @@ def align64(x):
     return (x + 63) & ~63
 
 
-def header_size_for(field_count):
-    return align64(FIXED_SIZE + field_count * FIELD_ENTRY_SIZE)
+def header_size_for(field_count, ndim=None):
+    """header_size of a segment with *field_count* field-table entries, and for an
+    n-dimensional array (kind 9) *ndim* dimensions after them (sections 3.1, 12.1)."""
+    if ndim is None:
+        return align64(FIXED_SIZE + field_count * FIELD_ENTRY_SIZE)
+    return align64(shape_offset_for(field_count) + 8 * ndim)
+
+
+def shape_offset_for(field_count):
+    """Where the shape of an n-dimensional array starts: right after the field table
+    (section 12.1)."""
+    return FIXED_SIZE + field_count * FIELD_ENTRY_SIZE
 
 
 def encode(header):
@@ -201,6 +230,10 @@ def encode(header):
         h.created_unix_ns, h.type_name.encode("ascii"), h.lock_name.encode("ascii"))
     table = encode_field_table(fields)
     buf[FIELD_TABLE_OFFSET:FIELD_TABLE_OFFSET + len(table)] = table
+    if h.kind == KIND_NDARRAY:
+        shape_offset = shape_offset_for(len(fields))
+        _NDIM.pack_into(buf, NDIM_OFFSET, len(h.shape), shape_offset)
+        struct.pack_into(f"<{len(h.shape)}Q", buf, shape_offset, *h.shape)
     return buf
 
 
@@ -250,6 +283,19 @@ def peek_header_size(fixed):
     return struct.unpack_from("<I", fixed, 0x0C)[0]
 
 
+# The decode cache: decode() is a pure function of its arguments (the header bytes, the
+# object's size, the state word, the name: nothing else it checks varies within a
+# process), so a header whose exact bytes were validated before is not validated again.
+# Only successful decodes are kept (an exception is never cached: a refused header is
+# refused afresh each time), keyed by every byte of the private copy, so that any
+# changed byte, another size or another name is a miss and decodes from scratch. The
+# SegmentHeader is frozen and holds only tuples, ints and strs: no caller can change a
+# cached one. Bounded: at most _CACHE_ENTRIES headers of at most _CACHE_MAX_BYTES bytes
+# each (larger ones, long field tables, are decoded every time).
+_CACHE_ENTRIES = 128
+_CACHE_MAX_BYTES = 4096
+
+
 def decode(fixed, table, object_size, state, name=None):
     """Validate a header copy and return a SegmentHeader.
 
@@ -259,6 +305,13 @@ def decode(fixed, table, object_size, state, name=None):
     *name* the segment's name (named in the errors). Raises CorruptSegmentError (or
     NotASharedBridgeSegmentError, UnsupportedVersionError) on any violation.
     """
+    fixed, table = bytes(fixed), bytes(table)     # private, immutable: the cache key
+    if len(fixed) + len(table) <= _CACHE_MAX_BYTES:
+        return _decode_cached(fixed, table, object_size, state, name)
+    return _decode_named(fixed, table, object_size, state, name)
+
+
+def _decode_named(fixed, table, object_size, state, name):
     try:
         return _decode(fixed, table, object_size, state, name)
     except CorruptSegmentError as e:
@@ -268,6 +321,27 @@ def decode(fixed, table, object_size, state, name=None):
             e.args = (msg.replace(prefix, f"corrupt SharedBridge header of {name!r}:", 1)
                       if msg.startswith(prefix) else f"segment {name!r}: {msg}",)
         raise
+
+
+_decode_cached = functools.lru_cache(maxsize=_CACHE_ENTRIES, typed=True)(_decode_named)
+
+
+def _decode_image(image, object_size, name):
+    return _decode_named(image[:FIXED_SIZE], image[FIXED_SIZE:], object_size,
+                         struct.unpack_from("<I", image, STATE_OFFSET)[0], name)
+
+
+# decode_image(image, object_size, name=None): decode() of a header read in one piece:
+# *image* is the private copy of bytes 0..header_size-1 (a bytes object of 512 to
+# _CACHE_MAX_BYTES bytes), whose state word is the state. Cached as decode() is (its
+# own bounded cache, keyed by every byte of *image*, the size and the name).
+decode_image = functools.lru_cache(maxsize=_CACHE_ENTRIES, typed=True)(_decode_image)
+
+
+def clear_decode_cache():
+    """Forget every cached decode (tests)."""
+    _decode_cached.cache_clear()
+    decode_image.cache_clear()
 
 
 def _decode(fixed, table, object_size, state, name):
@@ -313,6 +387,9 @@ def _decode(fixed, table, object_size, state, name):
         raise _corrupt(f"compat_version {compat} for a last-closer segment (must be >= 2)")
     if kind in SYNC_KINDS:
         _check_sync(kind, compat, typecode, element_size, element_count, lock_kind, lock_type)
+        if header_size != FIXED_SIZE or data_offset != header_size:    # section 10.1's table
+            raise _corrupt(f"kind {kind} with header_size {header_size} and data_offset "
+                           f"{data_offset} (both must be {FIXED_SIZE})")
     elif kind == KIND_QUEUE:
         _check_queue(compat, typecode, _flags, element_size, element_count, data_offset,
                      header_size, lock_kind, lock_type)
@@ -330,6 +407,10 @@ def _decode(fixed, table, object_size, state, name):
         raise _corrupt(f"element_size {element_size} for typecode {code!r}")
     if kind == KIND_VALUE and element_count != 1:
         raise _corrupt(f"element_count {element_count} for a value")
+    shape = None
+    if kind == KIND_NDARRAY:
+        shape = _check_ndarray(fixed, table, compat, _flags, header_size, element_size,
+                               element_count, field_count, field_entry_size)
     if data_size != element_size * element_count:
         raise _corrupt(f"data_size {data_size} != element_size {element_size} "
                        f"x element_count {element_count}")
@@ -358,7 +439,46 @@ def _decode(fixed, table, object_size, state, name):
         lock_abi=lock_abi, lock_size=lock_size, lock_offset=lock_offset,
         lock_type=lock_type, fields=fields, creator_pid=creator_pid,
         creator_start_time=start_time, created_unix_ns=created_ns,
-        type_name=type_name, lock_name=lock_name, state=state, lifetime_code=lifetime)
+        type_name=type_name, lock_name=lock_name, state=state, lifetime_code=lifetime,
+        shape=shape)
+
+
+def _check_ndarray(fixed, table, compat, flags, header_size, element_size, element_count,
+                   field_count, field_entry_size):
+    """The header rules of the n-dimensional array (section 12.1); returns the shape.
+    element_size is already checked against the typecode (non-zero)."""
+    if compat < NDARRAY_VERSION:
+        raise _corrupt(f"kind {KIND_NDARRAY} (an n-dimensional array) with compat_version "
+                       f"{compat}: it needs compat_version {NDARRAY_VERSION}")
+    if flags:
+        raise _corrupt(f"flags {flags:#x} for an n-dimensional array (must be 0)")
+    ndim, shape_offset = _NDIM.unpack_from(fixed, NDIM_OFFSET)
+    if ndim > MAX_NDIM:
+        raise _corrupt(f"ndim {ndim} (an n-dimensional array has at most {MAX_NDIM} "
+                       "dimensions)")
+    expected = FIXED_SIZE + field_count * field_entry_size
+    if shape_offset != expected:
+        raise _corrupt(f"shape_offset {shape_offset:#x} (it must be {expected:#x}, right "
+                       "after the field table)")
+    if header_size != align64(shape_offset + 8 * ndim):
+        raise _corrupt(f"header_size {header_size} for {ndim} dimensions at shape_offset "
+                       f"{shape_offset:#x} (it must be {align64(shape_offset + 8 * ndim)})")
+    # The shape lies in the private copy of bytes 0x200..header_size-1 (table).
+    shape = struct.unpack_from(f"<{ndim}Q", table, shape_offset - FIXED_SIZE)
+    product, nonzero = 1, element_size
+    for n in shape:
+        if n > MAX_NDARRAY_BYTES:
+            raise _corrupt(f"shape {list(shape)}: dimension {n} is above 2^63 - 1")
+        if n:
+            nonzero *= n        # bounded at every step: never grows past 2^126
+            if nonzero > MAX_NDARRAY_BYTES:
+                raise _corrupt(f"shape {list(shape)} of {element_size}-byte elements: the "
+                               "product overflows 2^63 - 1 bytes")
+        product *= n            # 0 once a dimension is 0; else at most nonzero
+    if element_count != product:
+        raise _corrupt(f"element_count {element_count} is not the product {product} of "
+                       f"shape {list(shape)}")
+    return shape
 
 
 def _check_sync(kind, compat, typecode, element_size, element_count, lock_kind, lock_type):
@@ -393,6 +513,12 @@ def queue_capacity(element_count):
 def _check_queue(compat, typecode, flags, element_size, element_count, data_offset,
                  header_size, lock_kind, lock_type):
     """The header rules of the queue (section 11.1)."""
+    if compat > QUEUE_VERSION:
+        # FORMAT_VERSION counts the n-dimensional array (section 12); this package's queue
+        # code implements the queues of format versions 5 and 6 only (section 6.3).
+        raise UnsupportedVersionError(
+            f"unsupported format version: a queue of compat_version {compat}; this "
+            f"sharedbridge's queues are of format version {QUEUE_VERSION}: upgrade sharedbridge")
     if compat < QUEUE_MIN_VERSION:
         raise _corrupt(f"kind {KIND_QUEUE} (a queue) with compat_version {compat}: it needs "
                        f"compat_version {QUEUE_MIN_VERSION} or more")

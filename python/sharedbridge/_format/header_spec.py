@@ -23,12 +23,13 @@ def no_lock_abi(what, advice=""):
 def new_header(kind, *, creator_start_time, lifetime=H.LIFETIME_CREATOR, typecode="",
                element_size=0, element_count=0, fields=(), type_name="",
                lock_kind=H.LOCK_NONE, lock_type=H.LOCK_TYPE_NONE, lock_name="",
-               what="sharedbridge locks", advice=""):
+               what="sharedbridge locks", advice="", shape=None):
     """A new SegmentHeader of *kind* for a segment this process creates now.
 
     *creator_start_time* is this process's start time (section 8: the creator record);
     *lifetime* a header lifetime code; *fields* the field table of a structure
-    (typecode 'T'). An embedded lock (*lock_kind* LOCK_EMBEDDED) gets this machine's
+    (typecode 'T'); *shape* the dimensions of an n-dimensional array (kind 9, section
+    12: its header_size covers them). An embedded lock (*lock_kind* LOCK_EMBEDDED) gets this machine's
     lock ABI, or no_lock_abi(*what*, *advice*) is raised; any other lock kind records
     no ABI and lock type none."""
     if lock_kind == H.LOCK_EMBEDDED:
@@ -40,7 +41,7 @@ def new_header(kind, *, creator_start_time, lifetime=H.LIFETIME_CREATOR, typecod
         abi = lock_size = lock_offset = 0
         lock_type = H.LOCK_TYPE_NONE
     compat = H.compat_version_for(lifetime, kind)
-    header_size = H.header_size_for(len(fields))
+    header_size = H.header_size_for(len(fields), None if shape is None else len(shape))
     return H.SegmentHeader(
         version=H.writer_version(compat), compat_version=compat, header_size=header_size,
         kind=kind, typecode=typecode, element_size=element_size, element_count=element_count,
@@ -48,4 +49,5 @@ def new_header(kind, *, creator_start_time, lifetime=H.LIFETIME_CREATOR, typecod
         lock_kind=lock_kind, lock_abi=abi, lock_size=lock_size, lock_offset=lock_offset,
         lock_type=lock_type, fields=fields, creator_pid=os.getpid(),
         creator_start_time=creator_start_time, created_unix_ns=time.time_ns(),
-        type_name=type_name, lock_name=lock_name, lifetime_code=lifetime)
+        type_name=type_name, lock_name=lock_name, lifetime_code=lifetime,
+        shape=None if shape is None else tuple(shape))

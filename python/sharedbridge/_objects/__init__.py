@@ -1,7 +1,8 @@
 """The objects users get: raw ctypes objects over a segment (raw_object), named locks
 (shared_lock), the synchronized wrappers (synchronized), synchronization objects (sync),
-attach by name (attach), the multiprocessing.sharedctypes factories (sharedctypes) and
-numpy views (numpy_view); the .NET library's Objects folder holds the same. Every kind of
+attach by name (attach), the multiprocessing.sharedctypes factories (sharedctypes),
+n-dimensional arrays (ndarray, with their DLPack capsules in dlpack) and numpy views
+(numpy_view); the .NET library's Objects folder holds the same. Every kind of
 object tells protocol.segment_of how to find its segment: the one way the public
 functions (close, header_of) and sharedbridge.dotnet use. Imports _platform, _format,
 sharedbridge.errors and the standard library, never the public package; inside the

@@ -8,9 +8,10 @@ from .shared_lock import lock_from_segment, open_external_lock
 from .sync import sync_from_segment
 from .synchronized import synchronized
 from .queues import queue_from_segment
+from .ndarray import ndarray_from_segment
 
 
-def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False):
+def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False, shape=None):
     """Open the existing segment *name* and rebuild the object it holds.
 
     Returns what the creator made: a synchronized wrapper (embedded or external lock),
@@ -27,6 +28,8 @@ def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False)
     """
     seg = open_segment(name, timeout, allow_other_owner)
     h = seg.header
+    if h.kind == H.KIND_NDARRAY:
+        return ndarray_from_segment(seg, typecode_or_type, shape)
     if h.kind in H.SYNC_KINDS:
         if typecode_or_type is not None:
             raise TypeMismatchError(f"type mismatch: {name!r} is a synchronization object "
@@ -37,6 +40,10 @@ def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False)
             raise TypeMismatchError(f"type mismatch: {name!r} is a queue, not "
                                     f"{typecode_or_type!r}")
         return queue_from_segment(seg)
+    if shape is not None:
+        raise TypeMismatchError(f"type mismatch: asked for an n-dimensional array of shape "
+                                f"{tuple(shape) if not isinstance(shape, int) else (shape,)}"
+                                f", {name!r} is not one (kind {h.kind})")
     if h.kind == H.KIND_LOCK:
         if typecode_or_type is not None:
             raise TypeMismatchError(f"type mismatch: {name!r} is a lock, not {typecode_or_type!r}")

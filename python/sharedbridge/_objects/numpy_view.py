@@ -4,6 +4,7 @@ import ctypes
 
 from .._format.typecodes import TYPECODE_DTYPE, typecode_of_simple
 from ..errors import UnsupportedTypeError
+from .ndarray import SharedNDArray
 from .raw_object import base_type
 
 
@@ -32,6 +33,8 @@ def as_numpy(obj):
     except ImportError:
         raise ImportError("sharedbridge.as_numpy needs numpy: pip install numpy "
                           "(or apt-get install python3-numpy)") from None
+    if isinstance(obj, SharedNDArray):
+        return obj.numpy()
     raw = obj.get_obj() if hasattr(obj, "get_obj") else obj
     if not isinstance(raw, (ctypes.Array, ctypes.Structure, ctypes._SimpleCData)):
         raise TypeError(f"as_numpy expects a sharedbridge or ctypes object, not "

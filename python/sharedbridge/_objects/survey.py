@@ -32,7 +32,7 @@ SHM_DIR = "/dev/shm"
 
 KINDS = {H.KIND_ARRAY: "array", H.KIND_VALUE: "value", H.KIND_LOCK: "lock",
          H.KIND_EVENT: "event", H.KIND_SEMAPHORE: "semaphore", H.KIND_CONDITION: "condition",
-         H.KIND_BARRIER: "barrier", H.KIND_QUEUE: "queue"}
+         H.KIND_BARRIER: "barrier", H.KIND_QUEUE: "queue", H.KIND_NDARRAY: "ndarray"}
 LOCK_KINDS = {H.LOCK_NONE: "none", H.LOCK_EMBEDDED: "embedded", H.LOCK_EXTERNAL: "external",
               H.LOCK_PROCESS_LOCAL: "process-local"}
 STATES = {H.STATE_INITIALIZING: "initializing", H.STATE_READY: "ready",
@@ -96,6 +96,8 @@ class SegmentInfo:
     elements: tuple = ()
     sync: Optional[dict] = None
     queue: Optional[dict] = None
+    shape: Optional[tuple] = None
+    ndim: Optional[int] = None
 
     @property
     def element_type(self):
@@ -199,7 +201,8 @@ def _describe(seg, size, data):
         recovery_count=seg.read_u64(H.RECOVERY_COUNT_OFFSET),
         last_recovered_pid=struct.unpack_from("<I", seg.mm, H.LAST_RECOVERED_PID_OFFSET)[0],
         elements=tuple(_elements(seg, data)), sync=_sync_words(seg),
-        queue=_queue_words(seg) if seg.header.kind == H.KIND_QUEUE else None)
+        queue=_queue_words(seg) if seg.header.kind == H.KIND_QUEUE else None,
+        shape=h.shape, ndim=h.ndim)
 
 
 BARRIER_STATES = ("filling", "draining", "resetting", "broken")

@@ -31,16 +31,26 @@ def open_existing(name):
     """Step 1: the descriptor of the existing object *name*, opened read-write; our
     exception (not found, permission, not a shared-memory object) when that fails."""
     validate_name(name)
-    with os_errors.translated(name, os_errors.OPEN):
+    try:
         return _posixshmem.shm_open(os_name(name), os.O_RDWR, 0)
+    except OSError as e:
+        error = os_errors.error_for(e, name, os_errors.OPEN)
+        if error is e:
+            raise
+    try:
+        raise error
+    finally:
+        del error      # no frame <-> traceback cycle (os_errors.translated says why)
 
 
 def check_object(name, fd, allow_other_owner):
     """Step 2: fstat of *fd*; refuses an object that is not a regular file, and one of
-    another user unless *allow_other_owner*. Returns the fstat result."""
+    another user unless *allow_other_owner*. Returns the fstat result, which
+    map_validated() takes for the object's identity and its first size."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         raise os_errors.not_ours(name, "it is not a regular shared-memory object")
+    # The effective uid is asked each time: a process may change it (seteuid).
     if st.st_uid != os.geteuid() and not allow_other_owner:
         raise os_errors.owned_by_other(name, st.st_uid)
     return st
@@ -55,20 +65,44 @@ class _SizeChanged(Exception):
     """The object changed size while it was being attached: start over."""
 
 
-def map_validated(name, fd, timeout):
+def map_validated(name, fd, timeout, st=None):
     """Steps 3 to 6 on the object open as *fd*: wait up to *timeout* seconds for its
     creator, validate a private copy of the header, map exactly what it describes.
-    Returns (header, mapping, (st_dev, st_ino))."""
+    *st* is check_object's fstat of *fd* (None: fstat it here). Returns (header,
+    mapping, (st_dev, st_ino))."""
+    if st is None:
+        st = os.fstat(fd)
+    # A descriptor's device and inode never change: the identity is this fstat's.
+    ident = ident_of(st)
+    size = st.st_size
     deadline = time.monotonic() + timeout
     for _ in range(_SIZE_CHANGE_RETRIES):
         try:
-            return _attach_once(name, fd, deadline, timeout)
+            header, mm = _attach_once(name, fd, deadline, timeout, size)
+            return header, mm, ident
         except _SizeChanged:
             time.sleep(0.001)
+            size = _size_of(fd)
     raise CorruptSegmentError(
         f"corrupt SharedBridge segment {name!r}: it changed size while attaching "
         f"({_SIZE_CHANGE_RETRIES} attempts); no conforming creator resizes a segment it "
         "has published: recreate it")
+
+
+def _size_of(fd):
+    """The object's size now: lseek to its end (the descriptor's offset is never used:
+    every read here is a pread), one cheap system call where fstat builds a stat
+    result."""
+    return os.lseek(fd, 0, os.SEEK_END)
+
+
+# How much the private copy reads at once: the fixed header and, in the same pread, the
+# rest of any header of up to this size (kind 9 without a field table: at most 0x300
+# bytes); a longer header's remaining bytes are read by a second pread. Reading past
+# header_size reads bytes that are ignored; nothing is mapped before validation.
+_COPY_READ = 4096
+# H.decode_image caches headers of at most this many bytes (its bound).
+assert _COPY_READ <= H._CACHE_MAX_BYTES
 
 
 def _pread_exactly(fd, n, offset):
@@ -78,11 +112,14 @@ def _pread_exactly(fd, n, offset):
     return data
 
 
-def _wait_published(name, fd, deadline, timeout):
-    """Step 3: poll the object until its creator has published it; returns its size."""
+_STATE_0 = bytes(4)
+
+
+def _wait_published(name, fd, deadline, timeout, size):
+    """Step 3: poll the object, whose size was *size* a moment ago, until its creator
+    has published it; returns its size."""
     delay = 0.001
     while True:
-        size = os.fstat(fd).st_size
         if size == 0:
             pass                                     # not sized yet: wait
         elif size < len(H.MAGIC):
@@ -112,27 +149,62 @@ def _wait_published(name, fd, deadline, timeout):
                 "may have died while creating it; unlink it and create it again")
         time.sleep(delay)
         delay = min(delay * 2, 0.01)
+        size = _size_of(fd)
 
 
-def _attach_once(name, fd, deadline, timeout):
-    """One attempt at steps 3 to 6 (raises _SizeChanged to start over)."""
-    size = _wait_published(name, fd, deadline, timeout)
-    # Step 4, the private copy, read after the state word was seen published; nothing
-    # below reads the header from shared memory.
-    fixed = _pread_exactly(fd, H.FIXED_SIZE, 0)
+def _decode_copy(name, fd, head, size):
+    """Step 5 on the private copy *head*: the first min(size, _COPY_READ) bytes of the
+    object, completed by a pread of the rest of a longer header. Nothing after this
+    reads the header from shared memory."""
+    header_size = H.peek_header_size(head)
+    if H.FIXED_SIZE <= header_size <= len(head):
+        return H.decode_image(head[:header_size], size, name)
+    fixed = head[:H.FIXED_SIZE]
     state = struct.unpack_from("<I", fixed, H.STATE_OFFSET)[0]
-    header_size = H.peek_header_size(fixed)
     table = b""
     if H.FIXED_SIZE <= header_size <= min(size, H.MAX_HEADER_SIZE):
-        table = _pread_exactly(fd, header_size - H.FIXED_SIZE, H.FIXED_SIZE)
-    header = H.decode(fixed, table, size, state, name)        # step 5
+        if header_size <= len(head):
+            table = head[H.FIXED_SIZE:header_size]
+        else:
+            table = head[H.FIXED_SIZE:] + _pread_exactly(fd, header_size - len(head),
+                                                         len(head))
+    return H.decode(fixed, table, size, state, name)        # (decode cache: header.py)
+
+
+def _attach_once(name, fd, deadline, timeout, size):
+    """One attempt at steps 3 to 6 (raises _SizeChanged to start over)."""
+    n = min(size, _COPY_READ)
+    published = False
+    if size >= H.FIXED_SIZE:
+        # Step 3 at its most common, a segment published before this attach: one pread
+        # shows the right magic and a non-zero state; anything else goes through
+        # _wait_published.
+        poll = os.pread(fd, H.STATE_OFFSET + 4, 0)
+        published = (len(poll) == H.STATE_OFFSET + 4 and poll[:8] == H.MAGIC
+                     and poll[H.STATE_OFFSET:] != _STATE_0)
+    if not published:
+        size = _wait_published(name, fd, deadline, timeout, size)
+        n = min(size, _COPY_READ)
+    # Step 4, the private copy, read after the state word was seen published: bytes read
+    # together with the state could predate the creator's last stores (section 6.2).
+    header = _decode_copy(name, fd, _pread_exactly(fd, n, 0), size)
     length = header.total_size
-    if os.fstat(fd).st_size < length:     # it shrank: mapping past the end would SIGBUS
-        raise _SizeChanged()
-    with os_errors.translated(name, os_errors.MAP, length):   # step 6
+    # Step 6. Mapping never reads the object, so a shrink before the mmap is harmless
+    # until the mapping is used; the size check after it catches any change since
+    # *size* (which the header was validated against) before a byte is read through the
+    # mapping (a read past the end would be a SIGBUS).
+    try:
         mm = map_shared(fd, length)
-    st = os.fstat(fd)
-    if st.st_size != size:
+    except (OSError, OverflowError, MemoryError) as e:
+        error = os_errors.error_for(e, name, os_errors.MAP, length)
+        if error is e:
+            raise
+    else:
+        if _size_of(fd) == size:
+            return header, mm
         del mm                      # unmapped now: nothing else refers to it
         raise _SizeChanged()
-    return header, mm, ident_of(st)
+    try:
+        raise error
+    finally:
+        del error

@@ -27,6 +27,7 @@ _munmap = _libc.munmap
 _munmap.restype = ctypes.c_int
 _munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 _MAP_FAILED = ctypes.c_void_p(-1).value
+_PROT = mmap.PROT_READ | mmap.PROT_WRITE
 
 
 class _Unmapper:
@@ -53,7 +54,7 @@ def map_shared(fd, length):
         raise ValueError("cannot map an empty segment")
     if length >= 2 ** 63:
         raise OverflowError("mapping length too large")
-    addr = _mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    addr = _mmap(None, length, _PROT, mmap.MAP_SHARED, fd, 0)
     if addr is None or addr == _MAP_FAILED:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

@@ -313,8 +313,8 @@ def open_for_reap(name):
     except (OSError, ValueError):
         return None
     try:
-        attach_checks.check_object(name, fd, allow_other_owner=False)
-        header, mm, ident = attach_checks.map_validated(name, fd, 0)
+        st = attach_checks.check_object(name, fd, allow_other_owner=False)
+        header, mm, ident = attach_checks.map_validated(name, fd, 0, st)
         return SegmentForReap(name, fd, header, mm, ident)
     except (OSError, ValueError, SharedBridgeError):
         pass
@@ -536,7 +536,7 @@ def _open_once(name, timeout, allow_other_owner, join):
                 cached.trusted = True
             return Segment(name, cached.header, cached.mm, cached.size, 0, True,
                            cached.ident, shared=cached, join=join)
-        header, mm, ident = attach_checks.map_validated(name, fd, timeout)   # steps 3-6
+        header, mm, ident = attach_checks.map_validated(name, fd, timeout, st)   # steps 3-6
         holder = None
         if join and header.lifetime_code == H.LIFETIME_LAST_CLOSER:       # step 8
             holder = last_closer.join(name, fd, ident, mm, timeout)
@@ -549,6 +549,6 @@ def _open_once(name, timeout, allow_other_owner, join):
             os.close(fd)
     if not join:
         return seg
-    seg.trusted = allow_other_owner
+    seg._shared.trusted = allow_other_owner
     _remember(seg)
     return seg

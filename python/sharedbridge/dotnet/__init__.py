@@ -51,10 +51,11 @@ cleanup (exit and signals). Only loader imports pythonnet, and only when load() 
 from ..errors import LockTimeoutError
 from .cleanup import release_created_segments
 from .error_map import errors, translate
-from .factories import attach, create_array, create_value, to_dotnet, to_python
+from .factories import (attach, create_array, create_tensor, create_value, to_dotnet,
+                        to_python)
 from .loader import ASSEMBLY_FILE, ENV_ASSEMBLY, DotnetUnavailableError, load, loaded
 from .views import as_numpy
 
 __all__ = ["load", "loaded", "as_numpy", "to_python", "to_dotnet", "create_array",
-           "create_value", "attach", "errors", "translate", "release_created_segments",
-           "DotnetUnavailableError", "LockTimeoutError", "ENV_ASSEMBLY"]
+           "create_tensor", "create_value", "attach", "errors", "translate",
+           "release_created_segments", "DotnetUnavailableError", "LockTimeoutError", "ENV_ASSEMBLY"]

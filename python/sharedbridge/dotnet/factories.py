@@ -30,7 +30,8 @@ def _net_element_type(typecode, net_type):
 
 def attach(name, net_type=None, *, ready_timeout=None, allow_other_owner=False):
     """Open the existing segment *name* as the .NET object its header describes:
-    ``SharedArray<T>``, ``SharedValue<T>``, ``SharedCharArray`` ('c' arrays) or ``SharedLock``.
+    ``SharedArray<T>``, ``SharedValue<T>``, ``SharedTensor<T>`` (an n-dimensional array),
+    ``SharedCharArray`` ('c' arrays) or ``SharedLock``.
     T is *net_type* or the .NET type of the typecode (structures need *net_type*)."""
     sb = sb_or_load()
     with errors():
@@ -41,6 +42,8 @@ def attach(name, net_type=None, *, ready_timeout=None, allow_other_owner=False):
         if h.kind == H.KIND_ARRAY and h.typecode == "c" and net_type is None:
             return sb.SharedCharArray.Open(name, options)
         element = _net_element_type(h.typecode, net_type)
+        if h.kind == H.KIND_NDARRAY:
+            return sb.SharedTensor[element].Open(name, options)
         generic = sb.SharedArray if h.kind == H.KIND_ARRAY else sb.SharedValue
         return generic[element].Open(name, options)
 
@@ -120,3 +123,28 @@ def create_value(typecode_or_type, value=None, *, name=None, lock=True, lifetime
         if value is None:
             return sb.SharedValue[element].Create(name, options=options)
         return sb.SharedValue[element].Create(name, value, options)
+
+
+def create_tensor(typecode_or_type, shape, initial=None, *, name=None, lock=True, lifetime=None,
+                  keep=False):
+    """Create a .NET ``SharedTensor<T>`` of *shape* (C order) from Python; *initial*, if given,
+    is copied in through a numpy view (one copy). numpy, PyTorch (DLPack) and other processes
+    see it by name: ``sharedbridge.attach(tensor.Name).numpy()``."""
+    sb = sb_or_load()
+    element, code = _element_and_code(typecode_or_type)
+    from System import Int64
+    dims = [int(d) for d in shape]
+    with errors():
+        tensor = sb.SharedTensor[element].Create(name, _int64_array(Int64, dims),
+                                                 _segment_options(sb, lock, keep, code, lifetime))
+    if initial is not None:
+        as_numpy(tensor)[...] = initial
+    return tensor
+
+
+def _int64_array(Int64, values):
+    from System import Array
+    arr = Array.CreateInstance(Int64, len(values))
+    for i, v in enumerate(values):
+        arr[i] = v
+    return arr

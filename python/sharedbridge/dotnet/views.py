@@ -1,5 +1,6 @@
-"""as_numpy(net_obj): a zero-copy numpy view of a .NET SharedArray<T> or SharedValue<T>,
-over .NET's own mapping. The element dtypes are the format's (_format.typecodes)."""
+"""as_numpy(net_obj): a zero-copy numpy view of a .NET SharedArray<T>, SharedValue<T> or
+SharedTensor<T>, over .NET's own mapping. The element dtypes are the format's
+(_format.typecodes); a tensor's shape is its header's (docs/format.md section 12)."""
 
 import ctypes
 import weakref
@@ -46,6 +47,8 @@ def _kind(net_obj):
         return "array"
     if name.startswith("SharedValue"):
         return "value"
+    if name.startswith("SharedTensor"):
+        return "tensor"
     return None
 
 
@@ -56,8 +59,9 @@ _views = {}
 
 
 def as_numpy(net_obj):
-    """A zero-copy numpy view of a .NET ``SharedArray<T>`` (shape (n,)) or ``SharedValue<T>``
-    (shape ()), over .NET's own mapping (no second mapping). Struct elements give a structured
+    """A zero-copy numpy view of a .NET ``SharedArray<T>`` (shape (n,)), ``SharedValue<T>``
+    (shape ()) or ``SharedTensor<T>`` (its shape, C order), over .NET's own mapping (no second
+    mapping). Struct elements give a structured
     dtype with the field names the segment records. The view holds a ``SharedDataView``, so it
     stays valid as long as the view lives, even after the .NET object is disposed. Like the
     Python package's as_numpy, the view is raw memory and does not take the lock.
@@ -79,21 +83,24 @@ def as_numpy(net_obj):
                           "(or apt-get install python3-numpy)") from None
     kind = _kind(net_obj)
     if kind is None:
-        raise TypeError(f"as_numpy expects a .NET SharedArray<T> or SharedValue<T>, not "
-                        f"{type(net_obj).__name__}")
+        raise TypeError(f"as_numpy expects a .NET SharedArray<T>, SharedValue<T> or "
+                        f"SharedTensor<T>, not {type(net_obj).__name__}")
     with errors():
         dtype = _dtype_of(numpy, net_obj, str(net_obj.TypeCode))
+        shape = tuple(int(d) for d in net_obj.GetShape()) if kind == "tensor" else None
         view = net_obj.CreateDataView()
     nbytes = int(view.ByteLength)
     if nbytes == 0:
         view.Dispose()
-        return numpy.empty(0, dtype)
+        return numpy.empty(shape if shape is not None else 0, dtype)
     buf = (ctypes.c_char * nbytes).from_address(view.Address.ToInt64())
     finalizer = weakref.finalize(buf, view.Dispose)
     finalizer.atexit = False        # at exit the runtime may be gone; the mapping goes anyway
     base = numpy.frombuffer(buf, dtype)
     if kind == "value":
         base = base.reshape(())
+    elif kind == "tensor":
+        base = base.reshape(shape)
     try:
         ref = weakref.ref(net_obj, lambda r, key=key: _views.pop(key, None)
                           if _views.get(key, (None,))[0] is r else None)

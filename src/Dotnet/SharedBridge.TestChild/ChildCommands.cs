@@ -196,9 +196,10 @@ internal static partial class ChildCommands
             default:
                 if (RunSync(args) is int syncResult) return syncResult;
                 if (RunQueue(args) is int queueResult) return queueResult;
+                if (RunTensor(args) is int tensorResult) return tensorResult;
                 Console.Error.WriteLine("usage: SharedBridge.TestChild increment NAME COUNT | hold NAME DEPTH VALUE | hold-lock NAME | create-and-exit NAME | read NAME" +
                                         " | create-and-wait NAME KEPT [cancel-term] | throw-unhandled NAME | fork-dispose NAME | fuzz-open" +
-                                        " | try-lock NAME MS | open-and-wait NAME | " + SyncUsage);
+                                        " | try-lock NAME MS | open-and-wait NAME | tensor-serve NAME TYPE SALT DIMS... | tensor-touch NAME TYPE RANK SALT | " + SyncUsage);
                 return 2;
         }
     }
@@ -285,6 +286,8 @@ internal static partial class ChildCommands
             case "value-?": { using var v = SharedValue<bool>.Open(name, FuzzOptions); _ = v.Value; break; }
             case "value-T": { using var v = SharedValue<FuzzOuter>.Open(name, FuzzOptions); _ = v.Value; break; }
             case "lock": { using var l = SharedLock.Open(name, FuzzOptions); _ = l.LockType; break; }
+            case "tensor-d": ReadTensor<double>(name); break;
+            case "tensor-T": ReadTensor<FuzzOuter>(name); break;
             default: throw new ArgumentException("unknown shape " + shape);
         }
     }
@@ -295,6 +298,19 @@ internal static partial class ChildCommands
         var copy = array.ToArray();
         if (copy.Length != array.Length) throw new InvalidOperationException("ToArray lost elements");
         if (array.Length > 0) _ = array[array.Length - 1];
+    }
+
+    private static void ReadTensor<T>(string name) where T : unmanaged
+    {
+        using var tensor = SharedTensor<T>.Open(name, FuzzOptions);
+        var copy = tensor.ToArray();
+        if (copy.Length != tensor.Length) throw new InvalidOperationException("ToArray lost elements");
+        if (tensor.Length > 0)
+        {
+            var last = new nint[tensor.Rank];
+            for (int k = 0; k < last.Length; k++) last[k] = tensor.Shape[k] - 1;
+            _ = tensor[last];
+        }
     }
 
     [LibraryImport("libc", EntryPoint = "fork", SetLastError = true)]

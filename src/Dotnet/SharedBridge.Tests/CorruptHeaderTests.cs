@@ -103,21 +103,34 @@ public class CorruptHeaderTests
     public void TooNewCompatVersionAsksForAnUpgrade()
     {
         byte[] bytes = DoubleSegment();
-        U16(bytes, 0x008, 7);       // this library reads up to version 6
-        U16(bytes, 0x00A, 7);
+        U16(bytes, 0x008, 8);       // this library reads up to version 7
+        U16(bytes, 0x00A, 8);
         SegmentFiles.FixCrc(bytes);
         var e = Assert.IsType<UnsupportedFormatVersionException>(SegmentFiles.Try(bytes, OpenAny));
         Assert.Contains("upgrade", e.Message);
     }
 
     [Fact]
+    public void AQueueOfANewerQueueFormatAsksForAnUpgrade()
+    {
+        // The reader accepts compat_version up to 7, but implements the queues of QueueVersion only.
+        byte[] bytes = SegmentFiles.Of(name => SharedQueue.Create(name));
+        U16(bytes, 0x008, HeaderLayout.QueueVersion + 1);
+        U16(bytes, 0x00A, HeaderLayout.QueueVersion + 1);
+        SegmentFiles.FixCrc(bytes);
+        var e = Assert.IsType<UnsupportedFormatVersionException>(SegmentFiles.Try(bytes, OpenAny));
+        Assert.Contains($"a queue of format version {HeaderLayout.QueueVersion + 1}", e.Message);
+        Assert.IsType<UnsupportedFormatVersionException>(SegmentFiles.Try(bytes, name => SharedQueue.Open(name).Dispose()));
+    }
+
+    [Fact]
     public void UnknownKindAsksForAnUpgrade()
     {
         byte[] bytes = DoubleSegment();
-        bytes[0x010] = 9;           // kinds 1 to 8 are known (8: queue, format versions 5 and 6)
+        bytes[0x010] = 10;          // kinds 1 to 9 are known (9: n-dimensional array, format version 7)
         SegmentFiles.FixCrc(bytes);
         var e = Assert.IsType<UnsupportedFormatVersionException>(SegmentFiles.Try(bytes, OpenAny));
-        Assert.Contains("unknown segment kind 9: written by a newer SharedBridge, upgrade", e.Message);
+        Assert.Contains("unknown segment kind 10: written by a newer SharedBridge, upgrade", e.Message);
     }
 
     [Fact]

@@ -8,7 +8,7 @@ namespace SharedBridge.Tests;
 /// <summary>
 /// Seeded header fuzzer: the header is untrusted input (docs/security.md). Valid segments of many shapes (an array of every typecode,
 /// values, a structure with a nested structure and a fixed array, lock-only, external lock) are
-/// mutated (bit flips, interesting values in every header and field-table field, text fields,
+/// mutated (n-dimensional arrays of several ranks, with and without a structure; bit flips, interesting values in every header and field-table field, text fields,
 /// truncation, growth, magic and state, data bytes), the checksum is recomputed most of the time, and
 /// each result is written to /dev/shm and opened by a CHILD process (`child fuzz-open`), untyped and
 /// typed, reading every element. A crash or an abort of the child, a hang (no answer within 10 s),
@@ -147,6 +147,18 @@ public class HeaderFuzzTests(ITestOutputHelper output)
         Array<sbyte>("b"); Array<byte>("B"); Array<short>("h"); Array<ushort>("H"); Array<int>("i"); Array<uint>("I");
         Array<long>("l", 'l'); Array<ulong>("L", 'L'); Array<long>("q"); Array<ulong>("Q"); Array<float>("f"); Array<double>("d");
         Array<bool>("?"); Array<System.Text.Rune>("u"); Array<FuzzOuter>("T");
+        void Tensor<T>(string shape, params long[][] shapes) where T : unmanaged
+        {
+            foreach (long[] dims in shapes)
+                bases.Add(new Base(shape, SegmentFiles.Of(name =>
+                {
+                    var t = SharedTensor<T>.Create(name, dims, new SegmentOptions { Synchronized = rng.Next(2) == 0 });
+                    if (typeof(T) == typeof(double)) rng.NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.AsSpan()));
+                    return t;
+                })));
+        }
+        Tensor<double>("tensor-d", [], [3], [2, 3, 4], [2, 0, 3], [2, 1, 2, 1, 2, 1, 2, 1]);
+        Tensor<FuzzOuter>("tensor-T", [2, 2], []);
         bases.Add(new Base("c", SegmentFiles.Of(name => SharedCharArray.Create(name, "hello"u8))));
         bases.Add(new Base("value-d", SegmentFiles.Of(name => SharedValue<double>.Create(name, 2.5))));
         bases.Add(new Base("value-u", SegmentFiles.Of(name => SharedValue<System.Text.Rune>.Create(name, new System.Text.Rune('Z')))));
@@ -171,7 +183,7 @@ public class HeaderFuzzTests(ITestOutputHelper output)
         ("lock_abi", 0x031, 1), ("lock_size", 0x032, 2), ("lock_offset", 0x034, 4), ("lock_type", 0x038, 1),
         ("reserved 0x39", 0x039, 1), ("field_entry_size", 0x03A, 2), ("field_count", 0x03C, 4),
         ("field_table_offset", 0x040, 4), ("creator_pid", 0x044, 4), ("creator_start_time", 0x048, 8),
-        ("created_unix_ns", 0x050, 8), ("reserved 0x58", 0x058, 8), ("state", 0x180, 4), ("header_crc32", 0x184, 4),
+        ("created_unix_ns", 0x050, 8), ("ndim", 0x058, 4), ("shape_offset", 0x05C, 4), ("state", 0x180, 4), ("header_crc32", 0x184, 4),
         ("recovery_count", 0x188, 8), ("last_recovered_by_pid", 0x190, 4), ("mutex", 0x1C0, 8),
     ];
 
@@ -318,6 +330,18 @@ public class HeaderFuzzTests(ITestOutputHelper output)
                     int at = headerSize + rng.Next(b.Length - headerSize);
                     b[at] = (byte)rng.Next(256);
                     what.Add($"data byte 0x{at:X}");
+                    break;
+                }
+                case 9 when original[0x010] == 9 && rng.Next(2) == 0:
+                {
+                    // A dimension of an n-dimensional array's shape (section 12.1), if it has one.
+                    int ndim = (int)BinaryPrimitives.ReadUInt32LittleEndian(original.AsSpan(0x058));
+                    int shapeOffset = (int)BinaryPrimitives.ReadUInt32LittleEndian(original.AsSpan(0x05C));
+                    if (ndim == 0) { m--; break; }
+                    int dimension = rng.Next(ndim);
+                    ulong value = rng.Next(3) == 0 ? 1UL << rng.Next(64) : Interesting(rng, b.Length, headerSize);
+                    WriteField(b, shapeOffset + 8 * dimension, 8, value);
+                    what.Add($"dimension {dimension}={value}");
                     break;
                 }
                 case 9:

@@ -18,6 +18,8 @@ public interface IElementKind
     IDisposable CreateValue(string name, JsonElement value, SegmentOptions options);
     ReadBack OpenArray(string name);
     ReadBack OpenValue(string name);
+    IDisposable CreateTensor(string name, long[] shape, IReadOnlyList<JsonElement> values, SegmentOptions options);
+    ReadBack OpenTensor(string name);
 }
 
 public sealed class ElementKind<T>(Func<JsonElement, T> parse, Func<T, string> canonical) : IElementKind
@@ -40,6 +42,69 @@ public sealed class ElementKind<T>(Func<JsonElement, T> parse, Func<T, string> c
             scope.Dispose();
             return true;
         });
+    }
+
+    /// <summary>A SharedTensor of the shape, filled in C order through CopyFrom (docs/format.md section 12).</summary>
+    public IDisposable CreateTensor(string name, long[] shape, IReadOnlyList<JsonElement> values, SegmentOptions options)
+    {
+        var tensor = SharedTensor<T>.Create(name, shape, options);
+        try
+        {
+            tensor.CopyFrom(values.Select(parse).ToArray());
+            return tensor;
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Opens with SharedTensor: the values are the shape ("shape=[2,3,4]", as cross_vectors.canon_shape)
+    /// then the elements in C order (AsSpan). The strides must be C order's and the indexer must find every
+    /// element where the flat view has it (section 12: element (i_0..i_n-1) at sum(i_k * s_k)).</summary>
+    public ReadBack OpenTensor(string name)
+    {
+        var tensor = SharedTensor<T>.Open(name);
+        try
+        {
+            long[] shape = tensor.GetShape(), strides = tensor.GetStrides();
+            if (shape.Length != tensor.Rank) throw new InvalidDataException($"Rank {tensor.Rank} but {shape.Length} dimensions");
+            long step = 1;
+            for (int k = shape.Length - 1; k >= 0; k--)
+            {
+                if (strides[k] != step)
+                    throw new InvalidDataException($"strides [{string.Join(",", strides)}] are not C order's for shape [{string.Join(",", shape)}]");
+                step *= shape[k];
+            }
+            if (tensor.Length != step) throw new InvalidDataException($"Length {tensor.Length}, the shape's product is {step}");
+            T[] flat = tensor.ToArray();
+            var index = new long[shape.Length];
+            for (int i = 0; i < flat.Length; i++)
+            {
+                long rest = i;
+                for (int k = shape.Length - 1; k >= 0; k--)
+                {
+                    index[k] = rest % shape[k];
+                    rest /= shape[k];
+                }
+                if (canonical(tensor.Get(index)) != canonical(flat[i]))
+                    throw new InvalidDataException($"the indexer at [{string.Join(",", index)}] differs from AsSpan()[{i}]");
+            }
+            var values = new List<string> { "shape=[" + string.Join(",", shape) + "]" };
+            values.AddRange(flat.Select(canonical));
+            return new ReadBack(tensor, values, timeout =>
+            {
+                if (!tensor.TryLock(timeout, out var scope)) return false;
+                scope.Dispose();
+                return true;
+            });
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
     }
 
     public ReadBack OpenValue(string name)

@@ -6,7 +6,7 @@ namespace SharedBridge.CrossDriver;
 public sealed class Vector
 {
     public required string Id { get; init; }
-    public required string Object { get; init; }        // array | value | chararray | lock | event | semaphore | condition | barrier
+    public required string Object { get; init; }        // array | value | chararray | ndarray | lock | event | semaphore | condition | barrier
 
     /// <summary>The synchronization objects (docs/format.md section 10) and their kinds; their values are the data words (16, then a semaphore's or barrier's holder table).</summary>
     public static readonly IReadOnlyDictionary<string, int> SyncKinds =
@@ -29,6 +29,9 @@ public sealed class Vector
     /// <summary>The vector names its lifetime (else the producer chose: host Creator, batch Persistent).</summary>
     public bool LifetimeGiven { get; init; }
     public int Length { get; init; }
+
+    /// <summary>An n-dimensional array's shape (docs/format.md section 12), dimension 0 first; empty otherwise.</summary>
+    public long[] Shape { get; init; } = [];
     public JsonElement Values { get; init; }
 
     /// <summary>A queue vector (docs/format.md section 11): the ring's bytes, max_messages (0x7FFFFFFF unbounded) and flavour.</summary>
@@ -65,10 +68,12 @@ public sealed class Vector
                 "chararray" => root.GetProperty("length").GetInt32(),
                 "array" or "event" or "semaphore" or "condition" or "barrier" => root.GetProperty("values").GetArrayLength(),
                 "value" => 1,
+                "ndarray" => checked((int)root.GetProperty("shape").EnumerateArray().Aggregate(1L, (p, d) => p * d.GetInt64())),
                 "queue" => 256 + root.GetProperty("capacity").GetInt32(),
                 _ => 0,
             },
             Values = root.TryGetProperty("values", out var values) ? values : default,
+            Shape = root.TryGetProperty("shape", out var shape) ? shape.EnumerateArray().Select(d => d.GetInt64()).ToArray() : [],
             Capacity = root.TryGetProperty("capacity", out var cap) ? cap.GetInt64() : 0,
             MaxMessages = root.TryGetProperty("max_messages", out var max) ? max.GetInt32() : 0,
             Flavour = root.TryGetProperty("flavour", out var fl) ? fl.GetString() : null,
@@ -86,7 +91,7 @@ public sealed class Vector
 
     /// <summary>The elements as JSON items (a value is a one-element list).</summary>
     public IReadOnlyList<JsonElement> Elements() =>
-        Object == "array" || IsSync ? Values.EnumerateArray().ToList() : [Values];
+        Object is "array" or "ndarray" || IsSync ? Values.EnumerateArray().ToList() : [Values];
 
     /// <summary>Data word <paramref name="index"/> of a synchronization vector.</summary>
     public uint Word(int index) => Values[index].GetUInt32();

@@ -53,6 +53,7 @@ public static class VectorCommands
                 "chararray" => SharedCharArray.Create(name, vector.CharBytes(), options),
                 "array" => ElementKinds.For(vector).CreateArray(name, vector.Elements(), options),
                 "value" => ElementKinds.For(vector).CreateValue(name, vector.Values, options),
+                "ndarray" => ElementKinds.For(vector).CreateTensor(name, vector.Shape, vector.Elements(), options),
                 var o => throw new NotSupportedException($"unknown vector object '{o}'"),
             });
             return created;
@@ -140,6 +141,7 @@ public static class VectorCommands
         var expected = vector.Object == "chararray"
             ? [Canonical.Hex(vector.CharBytes())]
             : vector.Elements().Select(ElementKinds.For(vector).Canonical).ToList();
+        if (vector.Object == "ndarray") expected.Insert(0, "shape=[" + string.Join(",", vector.Shape) + "]");
         using ReadBack read = Open(vector, name);
         errors.AddRange(Canonical.Diff(expected, read.Values));
         if (vector.LockKind != "none" && !read.TryLockOnce(TimeSpan.FromSeconds(5)))
@@ -160,7 +162,7 @@ public static class VectorCommands
             });
         }
         var kind = ElementKinds.For(vector);
-        return vector.Object == "array" ? kind.OpenArray(name) : kind.OpenValue(name);
+        return vector.Object switch { "array" => kind.OpenArray(name), "ndarray" => kind.OpenTensor(name), _ => kind.OpenValue(name) };
     }
 
     /// <summary>What the untyped open reports must match the vector.</summary>
@@ -168,7 +170,7 @@ public static class VectorCommands
     {
         using var segment = SharedSegment.Open(name);
         SegmentHeader h = segment.Header;
-        int kind = vector.IsSync ? Vector.SyncKinds[vector.Object] : vector.Object switch { "array" or "chararray" => 1, "value" => 2, "queue" => 8, _ => 3 };
+        int kind = vector.IsSync ? Vector.SyncKinds[vector.Object] : vector.Object switch { "array" or "chararray" => 1, "value" => 2, "queue" => 8, "ndarray" => 9, _ => 3 };
         Expect(errors, "kind", kind, Convert.ToInt32(h.Kind));
         if (vector.Object != "lock")
         {
@@ -180,6 +182,8 @@ public static class VectorCommands
         Expect(errors, "lock kind", lockKind, Convert.ToInt32(h.LockKind));
         if (vector.LockKind == "external") Expect(errors, "lock name", lockName ?? "", h.LockName ?? "");
         if (vector.LifetimeGiven) Expect(errors, "lifetime", vector.Lifetime, h.Lifetime);
+        if (vector.Object == "ndarray")
+            Expect(errors, "shape", "[" + string.Join(",", vector.Shape) + "]", h.Shape is null ? "(none)" : "[" + string.Join(",", h.Shape) + "]");
     }
 
     /// <summary>A Lock refuses a second acquire by its holder; an RLock grants it.</summary>

@@ -107,6 +107,13 @@ public sealed partial class CliTests : CrossTestBase
         v = sb.Value("i", 7, lock=lock, name=P + "v")
         p = sb.RawArray(Point, [(1.0, 2.0), (3.0, -4.5)], name=P + "p")
         u = sb.RawArray("u", "h\u00e9", name=P + "u")
+        n = sb.ndarray((2, 3, 4), "f", name=P + "n")
+        n.as_ctypes()[23] = 2.5
+        r = sb.ndarray((), "q", lock=False, name=P + "r")
+        r.as_ctypes()[0] = -7
+        s = sb.ndarray((2,), Point, lock=False, name=P + "s")
+        s.as_ctypes()[1] = (3.0, -4.5)
+        z = sb.ndarray((3, 0), "d", name=P + "z")
         print("ready", flush=True)
         sys.stdin.readline()
         """;
@@ -117,12 +124,22 @@ public sealed partial class CliTests : CrossTestBase
         public double Y;
     }
 
-    /// <summary>Makes the same five segments in this (C#) process; dispose to remove them.</summary>
+    /// <summary>Makes the same nine segments in this (C#) process; dispose to remove them.</summary>
     private static IDisposable[] MakeInCSharp(string p)
     {
         var lk = SharedLock.Create(p + "l", new SegmentOptions { RecursiveLock = true });
+        var n = SharedTensor<float>.Create(p + "n", [2, 3, 4]);
+        n[1, 2, 3] = 2.5f;
+        var r = SharedTensor<long>.Create(p + "r", [], new SegmentOptions { Synchronized = false, TypeCode = 'q' });
+        r.Set([], -7);
+        var s = SharedTensor<Point>.Create(p + "s", [2], new SegmentOptions { Synchronized = false });
+        s[1] = new Point { X = 3, Y = -4.5 };
         return
         [
+            n,
+            r,
+            s,
+            SharedTensor<double>.Create(p + "z", [3, 0]),
             SharedArray<double>.Create(p + "a", [1.5, -2.0, double.NaN]),
             SharedValue<int>.Create(p + "v", 7, new SegmentOptions { SharedLock = lk }),
             SharedArray<Point>.Create(p + "p", [new Point { X = 1, Y = 2 }, new Point { X = 3, Y = -4.5 }], new SegmentOptions { Synchronized = false }),
@@ -152,7 +169,7 @@ public sealed partial class CliTests : CrossTestBase
             JsonNode csLs = Json(Cli(CSharp, "ls", "--json", "--prefix", p)), pyLs = Json(Cli(Python, "ls", "--json", "--prefix", p));
             AssertSameJson(csLs, pyLs, "ls --json");
             var byName = csLs.AsArray().ToDictionary(i => (string)i!["name"]!, i => i!);
-            Assert.That(byName.Keys, Is.EquivalentTo(new[] { p + "a", p + "l", p + "p", p + "u", p + "v" }));
+            Assert.That(byName.Keys, Is.EquivalentTo(new[] { p + "a", p + "l", p + "n", p + "p", p + "r", p + "s", p + "u", p + "v", p + "z" }));
             foreach (var info in byName.Values)
             {
                 Assert.That((string?)info["status"], Is.EqualTo("ok"));
@@ -162,6 +179,19 @@ public sealed partial class CliTests : CrossTestBase
             }
             Assert.That((string?)byName[p + "v"]["lock_name"], Is.EqualTo(p + "l"));
             Assert.That((string?)byName[p + "p"]["type_name"], Is.EqualTo("Point"));
+            // docs/format.md 12.3: kind ndarray with its shape ([] for rank 0) and ndim; no shape for other kinds.
+            Assert.That((string?)byName[p + "n"]["kind"], Is.EqualTo("ndarray"));
+            Assert.That(byName[p + "n"]["shape"]!.ToJsonString(), Is.EqualTo("[2,3,4]"));
+            Assert.That((int?)byName[p + "n"]["ndim"], Is.EqualTo(3));
+            Assert.That((long?)byName[p + "n"]["length"], Is.EqualTo(24));
+            Assert.That((string?)byName[p + "r"]["kind"], Is.EqualTo("ndarray"));
+            Assert.That(byName[p + "r"]["shape"]!.ToJsonString(), Is.EqualTo("[]"));
+            Assert.That((int?)byName[p + "r"]["ndim"], Is.EqualTo(0));
+            Assert.That(byName[p + "z"]["shape"]!.ToJsonString(), Is.EqualTo("[3,0]"));
+            Assert.That((long?)byName[p + "z"]["length"], Is.EqualTo(0));
+            Assert.That((string?)byName[p + "s"]["type_name"], Is.EqualTo("Point"));
+            Assert.That(byName[p + "a"]["shape"], Is.Null);
+            Assert.That(byName[p + "a"]["ndim"], Is.Null);
 
             foreach (string name in byName.Keys)
             {
@@ -170,10 +200,23 @@ public sealed partial class CliTests : CrossTestBase
                 if (name == p + "a") Assert.That(cs["data"]!.ToJsonString(), Is.EqualTo("[1.5,-2,\"NaN\"]"));
                 if (name == p + "u") Assert.That(cs["data"]!.AsArray().Select(x => (string)x!), Is.EqualTo(new[] { "h", "\u00e9" }));
                 if (name == p + "p") Assert.That(cs["fields"]!.AsArray().Select(f => (string)f!["name"]!), Is.EqualTo(new[] { "X", "Y" }));
+                if (name == p + "n")
+                    Assert.That((cs["shape"]!.ToJsonString(), (int?)cs["ndim"]), Is.EqualTo(("[2,3,4]", (int?)3)));
+                if (name == p + "r")
+                    Assert.That((cs["shape"]!.ToJsonString(), (int?)cs["ndim"], cs["data"]!.ToJsonString()), Is.EqualTo(("[]", (int?)0, "[-7]")));
             }
 
             DriverResult csTable = Cli(CSharp, "ls", "--prefix", p), pyTable = Cli(Python, "ls", "--prefix", p);
             Assert.That(TableWithoutAge(csTable.Stdout), Is.EqualTo(TableWithoutAge(pyTable.Stdout)), csTable.Stdout + pyTable.Stdout);
+            Assert.That(csTable.Stdout, Does.Contain("24 [2, 3, 4]").And.Contain("1 []").And.Contain("0 [3, 0]"),
+                "docs/cli.md: an ndarray's LENGTH column shows its shape");
+            foreach (string n in new[] { "n", "r", "s", "z" })
+            {
+                string text = Cli(CSharp, "inspect", p + n).Stdout;
+                Assert.That(Regex.Replace(text, "age: .*", ""), Is.EqualTo(Regex.Replace(Cli(Python, "inspect", p + n).Stdout, "age: .*", "")), $"inspect {n}");
+                var (shapeText, ndim) = n switch { "n" => ("[2, 3, 4]", 3), "r" => ("[]", 0), "s" => ("[2]", 1), _ => ("[3, 0]", 2) };
+                Assert.That(text, Does.Contain($"shape: {shapeText}").And.Contain($"ndim: {ndim}"));
+            }
         }
         finally
         {

@@ -41,10 +41,14 @@ public sealed class VectorPairTests : CrossTestBase
         {
             "lock" => 0,
             "queue" => 4,   // the drivers report class, capacity, max_messages and depth
+            "ndarray" => 1 + Vectors.ById(vectorId).Root.GetProperty("values").GetArrayLength(),   // the shape, then the elements
             "array" or "event" or "semaphore" or "condition" or "barrier" => Vectors.ById(vectorId).Root.GetProperty("values").GetArrayLength(),
             _ => 1,
         };
         Assert.That(verified.Values, Has.Count.EqualTo(expectedElements), "the consumer did not report every element it checked");
+        if (Vectors.ById(vectorId).Root.TryGetProperty("shape", out var shape))
+            Assert.That(verified.Values[0], Is.EqualTo("shape=[" + string.Join(",", shape.EnumerateArray().Select(d => d.GetInt64())) + "]"),
+                "the consumer read another shape (docs/format.md section 12)");
     }
 
     private static PairOutcome Run(string producer, string consumer)

@@ -20,6 +20,8 @@ internal static class SegmentJson
         ["typecode"] = i.TypeCode is { } c ? Words.TypeCode(c) : null,
         ["type_name"] = i.TypeName,
         ["length"] = i.Length,
+        ["shape"] = i.Shape is { } shape ? new JsonArray(shape.Select(d => (JsonNode?)d).ToArray()) : null,
+        ["ndim"] = i.Ndim,
         ["bytes"] = i.Bytes,
         ["lock"] = i.Lock is { } l ? Words.Lock(l) : null,
         ["lock_name"] = i.LockName,

@@ -21,8 +21,12 @@ internal static class TextOutput
     /// data: SYNC decodes them).</summary>
     internal static string TypeText(SegmentInfo i) => i.Sync is null && i.Queue is null && i.ElementType is { Length: > 0 } t ? t : "-";
 
-    /// <summary>LENGTH: the elements; a queue's depth (its ready messages); "-" for the synchronization kinds.</summary>
-    internal static string LengthText(SegmentInfo i) => i.Queue is { } q ? $"{q.Count}" : i.Sync is null ? $"{i.Length}" : "-";
+    /// <summary>LENGTH: the elements (then an n-dimensional array's shape: <c>24 [2, 3, 4]</c>); a queue's depth (its ready messages); "-" for the synchronization kinds.</summary>
+    internal static string LengthText(SegmentInfo i) => i.Queue is { } q ? $"{q.Count}" : i.Shape is { } shape ? $"{i.Length} {ShapeText(shape)}"
+        : i.Sync is null ? $"{i.Length}" : "-";
+
+    /// <summary>An n-dimensional array's shape as the CLIs print it: <c>[2, 3, 4]</c>, <c>[]</c> for rank 0.</summary>
+    internal static string ShapeText(IReadOnlyList<long> shape) => "[" + string.Join(", ", shape) + "]";
 
     /// <summary>SYNC: a synchronization object's words for people (docs/cli.md), "-" otherwise.</summary>
     internal static string SyncText(SegmentInfo i)
@@ -104,7 +108,8 @@ internal static class TextOutput
         {
             o.AddRange([
                 $"kind: {Words.Kind(i.Kind!.Value)}", $"element type: {TypeText(i)}",
-                $"length: {LengthText(i)}", $"sync: {SyncText(i)}", $"bytes: {i.Bytes}", $"lock: {LockText(i)}", $"lock state: {LockStateText(i)}",
+                $"length: {LengthText(i)}", .. (i.Shape is { } shape ? (string[])[$"shape: {ShapeText(shape)}", $"ndim: {shape.Count}"] : []),
+                $"sync: {SyncText(i)}", $"bytes: {i.Bytes}", $"lock: {LockText(i)}", $"lock state: {LockStateText(i)}",
                 $"recoveries: {Text(i.Recoveries)}", $"state: {Words.State(i.State!.Value)}",
                 $"lifetime: {Words.Lifetime(i.Lifetime!.Value)}", $"creator: {CreatorText(i)}",
                 $"age: {AgeText(i.Age!.Value)}",

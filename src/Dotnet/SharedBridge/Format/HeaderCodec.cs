@@ -15,22 +15,28 @@ internal sealed record HeaderSpec(
     string LockName,
     string TypeName,
     IReadOnlyList<StructField> Fields,
-    SegmentLifetime Lifetime = SegmentLifetime.Creator)
+    SegmentLifetime Lifetime = SegmentLifetime.Creator,
+    IReadOnlyList<long>? Shape = null)
 {
-    /// <summary>compat_version a version-4 writer records (section 6.3): 4 for the synchronization kinds 4-7
+    /// <summary>compat_version this writer records (section 6.3): 7 for the n-dimensional array (kind 9, a version-6
+    /// reader must refuse it), the queue's version for queues, 4 for the synchronization kinds 4-7
     /// (a version-3 reader would not register as a sleeper, so a version-4 notifier would not wake it);
     /// for kinds 1-3 what a version-3 writer records: 2 for last-closer (a version-1 reader would not take
     /// part in its protocol), otherwise 1.</summary>
-    internal int CompatVersion => Kind == SegmentKind.Queue ? QueueVersion
+    internal int CompatVersion => Kind == SegmentKind.NDArray ? NDArrayVersion
+        : Kind == SegmentKind.Queue ? QueueVersion
         : IsSync(Kind) ? SleepersVersion : HeaderCodec.CompatVersionFor(Lifetime);
 
-    /// <summary>version a version-4 writer records: 4 for kinds 4-7, else 2 (a version-2 writer's bytes,
+    /// <summary>version this writer records: the compat_version of kinds 4-9, else 2 (a version-2 writer's bytes,
     /// section 6.3).</summary>
     internal int WriterVersion => Math.Max(2, CompatVersion);
 
     internal static bool HasTable(SegmentKind kind) => kind is SegmentKind.Semaphore or SegmentKind.Barrier;
 
-    internal int HeaderSize => HeaderSizeFor(Fields.Count);
+    /// <summary>A kind-9 header also holds the shape after the field table (section 12.1).</summary>
+    internal int HeaderSize => Kind == SegmentKind.NDArray ? HeaderSizeFor(Fields.Count, ShapeOrEmpty.Count) : HeaderSizeFor(Fields.Count);
+
+    private IReadOnlyList<long> ShapeOrEmpty => Shape ?? [];
     internal long DataSize => checked(ElementSize * ElementCount);
     internal long TotalSize => checked(HeaderSize + DataSize);
 
@@ -77,6 +83,16 @@ internal static class HeaderCodec
         WriteText(header.Slice(TypeNameOffset, TypeNameWidth), spec.TypeName);
         WriteText(header.Slice(LockNameOffset, LockNameWidth), spec.LockName);
         WriteFieldEntries(header[FixedSize..], spec.Fields);
+        if (spec.Kind == SegmentKind.NDArray)
+        {
+            // Section 12.1: ndim, shape_offset right after the field table, then ndim x u64.
+            var shape = spec.Shape ?? [];
+            int shapeOffset = ShapeOffsetFor(spec.Fields.Count);
+            BinaryPrimitives.WriteUInt32LittleEndian(header[NdimOffset..], (uint)shape.Count);
+            BinaryPrimitives.WriteUInt32LittleEndian(header[ShapeOffsetOffset..], (uint)shapeOffset);
+            for (int k = 0; k < shape.Count; k++)
+                BinaryPrimitives.WriteUInt64LittleEndian(header[(shapeOffset + 8 * k)..], (ulong)shape[k]);
+        }
         // One aligned 8-byte store after a fence: a reader never sees half a magic (it would take the
         // name for another program's), and one that sees the magic sees the whole identity region.
         Interlocked.MemoryBarrier();
@@ -185,10 +201,19 @@ internal static class HeaderCodec
                 $"(this library knows kinds 1 to {MaxKind}).");
         if (h[KindOffset] == 0)
             throw Corrupt(name, "kind 0 is not a segment kind");
+        // This library reads every segment of compat_version <= 7 (section 6.3), but its queues follow the queue
+        // rules of QueueVersion (section 11.1): a queue of a newer queue format than 6 must not be used by this code, so it
+        // asks for an upgrade like any newer format.
+        int compatVersion = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersionOffset..]);
+        if (kind == SegmentKind.Queue && compatVersion > QueueVersion)
+            throw new UnsupportedFormatVersionException(
+                $"Segment \"{name}\" is a queue of format version {compatVersion}; this library implements queues of format version " +
+                $"{QueueVersion}: upgrade SharedBridge.");
         if (HeaderSpec.IsSync(kind))
             CheckSync(name, h, kind);
         else if (kind == SegmentKind.Queue)
             CheckQueue(name, h);
+        long[]? shape = kind == SegmentKind.NDArray ? ParseShape(name, h, headerSize) : null;
 
         char typeCode = (char)h[TypeCodeOffset];
         uint elementSize = BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSizeOffset..]);
@@ -248,6 +273,7 @@ internal static class HeaderCodec
             TypeCode = typeCode,
             ElementSize = (int)elementSize,
             Length = (long)count,
+            Shape = shape,
             DataOffset = (long)dataOffset,
             DataSize = (long)dataSize,
             ObjectSize = objectSize,
@@ -301,11 +327,22 @@ internal static class HeaderCodec
         if (TableSlots(kind, compat, count) is null)
             throw Corrupt(name, $"kind {(int)kind} with compat_version {compat} and element_count {count}: it needs {SyncWords} words" +
                 (HeaderSpec.HasTable(kind) ? $" plus 4 per holder-table entry (0 to {MaxSlots} entries) with compat_version {HolderTableVersion}" : ""));
+        CheckFixedLayout(name, h, $"kind {(int)kind}");
         var lockKind = (LockKind)h[LockKindOffset];
         var lockType = (LockType)h[LockTypeOffset];
         var ownType = kind == SegmentKind.Condition ? LockType.Recursive : LockType.ErrorChecking;
         if (!((lockKind == LockKind.Embedded && lockType == ownType) || (kind == SegmentKind.Condition && lockKind == LockKind.External)))
             throw Corrupt(name, $"kind {(int)kind} with lock_kind {(int)lockKind} / lock_type {(int)lockType}");
+    }
+
+    /// <summary>Sections 10.1 and 11.1: a synchronization segment's or a queue's data_offset is header_size = 0x200 (a
+    /// larger data_offset, which section 6.2 alone would allow, breaks a line of their tables).</summary>
+    private static void CheckFixedLayout(string name, ReadOnlySpan<byte> h, string what)
+    {
+        uint headerSize = BinaryPrimitives.ReadUInt32LittleEndian(h[HeaderSizeOffset..]);
+        ulong dataOffset = BinaryPrimitives.ReadUInt64LittleEndian(h[DataOffsetOffset..]);
+        if (headerSize != FixedSize || dataOffset != FixedSize)
+            throw Corrupt(name, $"{what} with header_size {headerSize} and data_offset {dataOffset} (both must be {FixedSize})");
     }
 
     /// <summary>The header rules of a queue (section 11.1): version 5 or 6 fields, a byte ring of a power-of-two capacity
@@ -322,11 +359,63 @@ internal static class HeaderCodec
         if (count < QueueControlSize || !QueueCapacityIsValid(capacity))
             throw Corrupt(name, $"kind 8 (a queue) with element_count {count}: it needs {QueueControlSize} + a capacity that is a power " +
                 $"of two from {MinQueueCapacity} to 2^40");
+        CheckFixedLayout(name, h, "kind 8 (a queue)");
         if (h[LockKindOffset] != (byte)LockKind.Embedded || h[LockTypeOffset] != (byte)LockType.ErrorChecking)
             throw Corrupt(name, $"kind 8 (a queue) with lock_kind {h[LockKindOffset]} / lock_type {h[LockTypeOffset]} (it needs 1 / 2)");
         if (h[LockNameOffset] != 0 || h[TypeNameOffset] != 0 || BinaryPrimitives.ReadUInt32LittleEndian(h[FieldCountOffset..]) != 0
             || BinaryPrimitives.ReadUInt16LittleEndian(h[FlagsOffset..]) != 0)
             throw Corrupt(name, "kind 8 (a queue) has a lock_name, a type_name, a field table or flags (it has none)");
+    }
+
+    /// <summary>The header rules of an n-dimensional array (section 12.1), on the private copy: compat_version 7,
+    /// flags 0, ndim at most 32, shape_offset right after the field table, header_size exactly
+    /// align64(shape_offset + 8 * ndim), every dimension at most 2^63 - 1, the product of the non-zero dimensions
+    /// times element_size at most 2^63 - 1 (checked, never wrapped), element_count the product of all dimensions.
+    /// The element type, data_size, data_offset and the object size are checked by the rules every array follows
+    /// (section 6.2). Returns the shape, dimension 0 first.</summary>
+    private static long[] ParseShape(string name, ReadOnlySpan<byte> h, int headerSize)
+    {
+        int compat = BinaryPrimitives.ReadUInt16LittleEndian(h[CompatVersionOffset..]);
+        if (compat < NDArrayVersion)
+            throw Corrupt(name, $"kind 9 (an n-dimensional array) needs compat_version {NDArrayVersion}, not {compat}");
+        ushort flags = BinaryPrimitives.ReadUInt16LittleEndian(h[FlagsOffset..]);
+        if (flags != 0)
+            throw Corrupt(name, $"flags 0x{flags:X4} of an n-dimensional array (must be 0)");
+        uint ndim = BinaryPrimitives.ReadUInt32LittleEndian(h[NdimOffset..]);
+        if (ndim > MaxNdim)
+            throw Corrupt(name, $"ndim {ndim} is above {MaxNdim}");
+        uint shapeOffset = BinaryPrimitives.ReadUInt32LittleEndian(h[ShapeOffsetOffset..]);
+        ulong fieldCount = BinaryPrimitives.ReadUInt32LittleEndian(h[FieldCountOffset..]);
+        ulong entrySize = BinaryPrimitives.ReadUInt16LittleEndian(h[FieldEntrySizeOffset..]);
+        ulong expectedOffset = FixedSize + fieldCount * entrySize; // at most 0x200 + (2^32 - 1) * 0xFFFF: no overflow
+        if (shapeOffset != expectedOffset)
+            throw Corrupt(name, $"shape_offset 0x{shapeOffset:X} is not 0x{expectedOffset:X} (0x200 + field_count {fieldCount} x field_entry_size {entrySize})");
+        ulong expectedHeaderSize = (ulong)Align64((long)shapeOffset + 8L * ndim);
+        if ((ulong)headerSize != expectedHeaderSize)
+            throw Corrupt(name, $"header_size {headerSize} is not align64(shape_offset 0x{shapeOffset:X} + 8 x ndim {ndim}) = {expectedHeaderSize}");
+        // shape_offset + 8 * ndim <= header_size == h.Length: the shape lies inside the private copy.
+        uint elementSize = BinaryPrimitives.ReadUInt32LittleEndian(h[ElementSizeOffset..]);
+        var shape = new long[ndim];
+        UInt128 nonZeroProduct = Math.Max(elementSize, 1u); // element_size 0 is refused by the typecode rules
+        bool empty = false;
+        for (int k = 0; k < shape.Length; k++)
+        {
+            ulong dim = BinaryPrimitives.ReadUInt64LittleEndian(h[(int)(shapeOffset + 8 * k)..]);
+            if (dim > long.MaxValue)
+                throw Corrupt(name, $"dimension {k} of the shape is {dim}, above 2^63 - 1");
+            shape[k] = (long)dim;
+            if (dim == 0) { empty = true; continue; }
+            // Both factors are below 2^64 and the running product is kept at most 2^63 - 1: no UInt128 overflow.
+            nonZeroProduct *= dim;
+            if (nonZeroProduct > long.MaxValue)
+                throw Corrupt(name, $"the shape [{string.Join(", ", shape[..(k + 1)])}{(k + 1 < shape.Length ? ", ..." : "")}] times element_size " +
+                                    $"{elementSize} exceeds 2^63 - 1 bytes");
+        }
+        ulong count = BinaryPrimitives.ReadUInt64LittleEndian(h[ElementCountOffset..]);
+        ulong product = empty ? 0 : (ulong)(nonZeroProduct / Math.Max(elementSize, 1u));
+        if (count != product)
+            throw Corrupt(name, $"element_count {count} is not the product of the shape [{string.Join(", ", shape)}] ({product})");
+        return shape;
     }
 
     internal const int QueueControlSize = 256;

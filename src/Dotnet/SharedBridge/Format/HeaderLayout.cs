@@ -9,24 +9,29 @@ internal static class HeaderLayout
     internal const int FixedSize = 0x200;
     internal const int MaxHeaderSize = 1 << 20;
     internal const int FieldEntrySize = 64;
-    /// <summary>The newest format version this library reads (section 6.3): 6 (queues whose out-of-line data segments
-    /// may be reusable, section 11.5). It writes version 6 for queues only; version 4 for the
+    /// <summary>The newest format version this library reads (section 6.3): 7 (the n-dimensional array, kind 9,
+    /// section 12). It writes version 7 for kind 9 only; version 6 for queues (whose out-of-line data segments may be
+    /// reusable, section 11.5); version 4 for the
     /// synchronization kinds 4-7 (the sleepers word) and, for kinds 1-3, what version 3 writes (2).
     /// <see cref="SyncVersion"/> is the lowest compat_version of the synchronization kinds 4-7;
     /// <see cref="HolderTableVersion"/> that of semaphores and barriers with a holder table (section 10.1);
     /// <see cref="SleepersVersion"/> that of the sleepers word and its wake rule (section 10.3).</summary>
-    internal const int FormatVersion = 6;
+    internal const int FormatVersion = 7;
     internal const int SyncVersion = 2;
     internal const int HolderTableVersion = 3;
     internal const int SleepersVersion = 4;
     internal const int SyncWords = 16;
     internal const int MaxSlots = 1024;
-    internal const int MaxKind = 8;
+    internal const int MaxKind = 9;
     /// <summary>compat_version (and version) of a queue segment this library writes (kind 8, section 11.1).</summary>
     internal const int QueueVersion = 6;
     /// <summary>The lowest compat_version of a queue (a version-5 writer's, section 6.3): read with the same rules, but its
     /// producers put only single-use (persistent) data segments in it, since its consumers may be of version 5.</summary>
     internal const int SingleUseQueueVersion = 5;
+    /// <summary>compat_version (and version) of an n-dimensional array segment (kind 9, section 12.1).</summary>
+    internal const int NDArrayVersion = 7;
+    /// <summary>The most dimensions of an n-dimensional array (section 12.1).</summary>
+    internal const int MaxNdim = 32;
 
     internal const int MagicOffset = 0x000;
     internal const int VersionOffset = 0x008;
@@ -51,6 +56,10 @@ internal static class HeaderLayout
     internal const int CreatorPidOffset = 0x044;
     internal const int CreatorStartTimeOffset = 0x048;
     internal const int CreatedUnixNsOffset = 0x050;
+    /// <summary>Kind 9 only (section 12.1); reserved otherwise.</summary>
+    internal const int NdimOffset = 0x058;
+    /// <summary>Kind 9 only (section 12.1); reserved otherwise.</summary>
+    internal const int ShapeOffsetOffset = 0x05C;
     internal const int TypeNameOffset = 0x060;
     internal const int TypeNameWidth = 32;
     internal const int LockNameOffset = 0x080;
@@ -83,4 +92,10 @@ internal static class HeaderLayout
     internal static long Align64(long x) => (x + 63) & ~63L;
 
     internal static int HeaderSizeFor(int fieldCount) => (int)Align64(FixedSize + (long)fieldCount * FieldEntrySize);
+
+    /// <summary>Where a kind-9 shape starts: right after the field table (section 12.1).</summary>
+    internal static int ShapeOffsetFor(int fieldCount) => FixedSize + fieldCount * FieldEntrySize;
+
+    /// <summary>header_size of a kind-9 segment: align64(shape_offset + 8 * ndim) (section 12.1).</summary>
+    internal static int HeaderSizeFor(int fieldCount, int ndim) => (int)Align64(ShapeOffsetFor(fieldCount) + 8L * ndim);
 }

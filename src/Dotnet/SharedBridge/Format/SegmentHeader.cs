@@ -22,6 +22,8 @@ public enum SegmentKind : byte
     Barrier = 7,
     /// <summary>A message queue: a ring of records (format versions 5 and 6, section 11).</summary>
     Queue = 8,
+    /// <summary>An n-dimensional array: an array whose header records its shape (format version 7, section 12).</summary>
+    NDArray = 9,
 }
 
 /// <summary>How a segment is synchronized (header field <c>lock_kind</c>).</summary>
@@ -92,8 +94,12 @@ public sealed class SegmentHeader
     public char TypeCode { get; internal init; }
     /// <summary>Bytes per element.</summary>
     public int ElementSize { get; internal init; }
-    /// <summary>Number of elements (1 for a value, 0 for lock-only).</summary>
+    /// <summary>Number of elements (1 for a value, 0 for lock-only; the product of <see cref="Shape"/> for an
+    /// n-dimensional array).</summary>
     public long Length { get; internal init; }
+    /// <summary>The dimensions of an n-dimensional array (<see cref="SegmentKind.NDArray"/>, docs/format.md section 12),
+    /// dimension 0 first (C order; empty for rank 0); null for every other kind. Part of the validated private copy.</summary>
+    public IReadOnlyList<long>? Shape { get; internal init; }
     /// <summary>Offset of the data area from the start of the segment.</summary>
     public long DataOffset { get; internal init; }
     /// <summary>Size of the data area in bytes.</summary>

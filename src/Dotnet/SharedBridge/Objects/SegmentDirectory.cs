@@ -102,7 +102,7 @@ public static class SegmentDirectory
         return new SegmentInfo
         {
             Name = segment.Name, Status = SegmentStatus.Ok, Kind = h.Kind, TypeCode = h.TypeCode, TypeName = h.TypeName,
-            Length = h.Length, Bytes = size, Lock = h.LockKind, LockName = h.LockKind == LockKind.External ? h.LockName : null,
+            Length = h.Length, Shape = h.Shape, Bytes = size, Lock = h.LockKind, LockName = h.LockKind == LockKind.External ? h.LockName : null,
             LockState = lockState, LockProblem = problem, LockHolderPid = holder, Recoveries = recoveries,
             State = segment.LiveState, Lifetime = h.Lifetime, CreatorPid = h.RecordedCreatorPid, LastRecoveredPid = h.RecordedLastRecoveredByPid, CreatorStartTime = h.CreatorStartTime,
             CreatorAlive = h.CreatorIsRunning(), CreatedUnixNanoseconds = h.CreatedUnixNanoseconds,

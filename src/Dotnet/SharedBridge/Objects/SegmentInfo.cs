@@ -32,7 +32,7 @@ public sealed class SegmentInfo
     public SegmentStatus Status { get; internal init; }
     /// <summary>Why the object is not usable (the error message), null when Ok.</summary>
     public string? Reason { get; internal init; }
-    /// <summary>Array, value or lock-only.</summary>
+    /// <summary>Array, value, lock-only, n-dimensional array, ...</summary>
     public SegmentKind? Kind { get; internal init; }
     /// <summary>The element typecode ('\0' for a lock-only segment).</summary>
     public char? TypeCode { get; internal init; }
@@ -44,6 +44,11 @@ public sealed class SegmentInfo
         : code == '\0' ? "" : code.ToString();
     /// <summary>Number of elements (1 for a value, 0 for a lock).</summary>
     public long? Length { get; internal init; }
+    /// <summary>An n-dimensional array's dimensions, dimension 0 first (empty for rank 0); null for other kinds
+    /// (docs/format.md section 12.3).</summary>
+    public IReadOnlyList<long>? Shape { get; internal init; }
+    /// <summary>An n-dimensional array's number of dimensions; null for other kinds.</summary>
+    public int? Ndim => Shape?.Count;
     /// <summary>Size of the object in bytes (regular files only).</summary>
     public long? Bytes { get; internal init; }
     /// <summary>How the segment is synchronized.</summary>

@@ -102,7 +102,10 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
         ArgumentNullException.ThrowIfNull(options);
         var element = ElementType.Of<T>();
         return new SharedArray<T>(SharedObjectCore.Open(OwnerName, name, options, header =>
-            header.Kind != SegmentKind.Array
+            header.Kind == SegmentKind.NDArray
+                ? $"it is an n-dimensional array of shape {TensorShape.Text(header.Shape!)}, not a one-dimensional array " +
+                  $"(use SharedTensor<{typeof(T).Name}>.Open; its AsSpan() is the flat view, docs/format.md section 12.2)"
+            : header.Kind != SegmentKind.Array
                 ? $"it is {(header.Kind == SegmentKind.Event ? "an" : "a")} {header.Kind.ToString().ToLowerInvariant()} segment, not an array" +
                   (header.Kind == SegmentKind.Value ? $" (use SharedValue<{typeof(T).Name}>.Open)" : "")
                 : element.Mismatch(header) ?? (header.Length > Array.MaxLength ? TooLong(name, header.Length) : null)), element);

@@ -64,7 +64,7 @@ public sealed unsafe class SharedCharArray : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         return new(SharedObjectCore.Open(OwnerName, name, options, header =>
             header.Kind != SegmentKind.Array || header.TypeCode != 'c'
-                ? $"it is a {header.Kind.ToString().ToLowerInvariant()} of {header.TypeDescription}, not an array of 'c' (c_char)"
+                ? $"it is {(header.Kind == SegmentKind.NDArray ? "an n-dimensional array" : "a " + header.Kind.ToString().ToLowerInvariant())} of {header.TypeDescription}, not an array of 'c' (c_char)"
                 : header.Length > Array.MaxLength ? TooLong(name, header.Length) : null));
     }
 

@@ -38,7 +38,8 @@ internal sealed class SharedObjectCore
     internal MappedSegment? LockHolder => _lockSegment ?? (Segment.Mutex is not null ? Segment : null);
 
     internal static SharedObjectCore Create(string owner, string? name, SegmentKind kind, char typeCode, int elementSize,
-        long count, string typeName, StructField[] fields, SegmentOptions? options, ReadOnlySpan<byte> initial)
+        long count, string typeName, StructField[] fields, SegmentOptions? options, ReadOnlySpan<byte> initial,
+        IReadOnlyList<long>? shape = null)
     {
         options ??= SegmentOptions.Default;
         int mode = (int)options.Mode;
@@ -68,7 +69,7 @@ internal sealed class SharedObjectCore
         {
             var spec = new HeaderSpec(kind, typeCode, elementSize, count, lockKind,
                 lockKind == LockKind.Embedded ? (options.RecursiveLock ? LockType.Recursive : LockType.ErrorChecking) : LockType.None,
-                lockName, typeName, fields, options.ResolveLifetime());
+                lockName, typeName, fields, options.ResolveLifetime(), shape);
             var segment = MappedSegment.Create(name, spec, options.Mode, initial);
             return new SharedObjectCore(owner, segment, lockSegment);
         }

@@ -55,7 +55,7 @@ public sealed unsafe class SharedValue<T> : IDisposable where T : unmanaged
         var element = ElementType.Of<T>();
         return new SharedValue<T>(SharedObjectCore.Open(OwnerName, name, options, header =>
             header.Kind != SegmentKind.Value
-                ? $"it is {header.Kind switch { SegmentKind.Array => "an array", SegmentKind.Lock => "a lock-only", SegmentKind.Event => "an event", var k => "a " + k.ToString().ToLowerInvariant() }} segment, not a value" +
+                ? $"it is {header.Kind switch { SegmentKind.Array => "an array", SegmentKind.Lock => "a lock-only", SegmentKind.Event => "an event", SegmentKind.NDArray => "an n-dimensional array", var k => "a " + k.ToString().ToLowerInvariant() }} segment, not a value" +
                   (header.Kind == SegmentKind.Array ? $" (use SharedArray<{typeof(T).Name}>.Open)" : "")
                 : element.Mismatch(header)), element);
     }

@@ -6,7 +6,8 @@ namespace SharedBridge.CrossTests.Golden;
 
 /// <summary>A small encoder written from docs/format.md alone, independent of both
 /// implementations: the header (sections 3-4) and data area (section 5) a version-1 writer produces
-/// for a test vector. Masked fields (section 9) are left zero; state is 1 (ready).</summary>
+/// for a test vector (each kind at its own format version: sections 6.3, 10.1, 11.1, 12.1).
+/// Masked fields (section 9) are left zero; state is 1 (ready).</summary>
 public static class SpecEncoder
 {
     private static readonly Dictionary<char, int> Sizes = new()
@@ -68,12 +69,19 @@ public static class SpecEncoder
             "value" => 1,
             "chararray" => vector.GetProperty("length").GetInt64(),
             "queue" => QueueControl + vector.GetProperty("capacity").GetInt64(),   // section 11.1
+            // Section 12.1: element_count is the product of the dimensions (1 for rank 0, 0 with a 0 dimension).
+            "ndarray" => Shape(vector).Aggregate(1L, (p, d) => checked(p * d)),
             _ => vector.GetProperty("values").GetArrayLength(),
         };
         // Section 10.1: the synchronization kinds are format version 4 (version and compat_version).
         int syncKind = obj switch { "event" => 4, "semaphore" => 5, "condition" => 6, "barrier" => 7, _ => 0 };
         int fieldCount = layout?.Entries.Count ?? 0;
-        int headerSize = AlignUp(FixedHeader + fieldCount * EntrySize, 64);
+        // Section 12.1: the shape (ndim x u64) starts right after the field table, shape_offset = 0x200 +
+        // field_count * field_entry_size, and header_size = align64(shape_offset + 8 * ndim).
+        bool ndarray = obj == "ndarray";
+        long[] shape = ndarray ? Shape(vector) : [];
+        int shapeOffset = FixedHeader + fieldCount * EntrySize;
+        int headerSize = AlignUp(shapeOffset + 8 * shape.Length, 64);
         long dataSize = elementSize * count;
         var seg = new byte[headerSize + dataSize];
         Span<byte> h = seg;
@@ -87,11 +95,12 @@ public static class SpecEncoder
         // every other segment keeps version 2's bytes.
         // Section 11.1: a queue is format version 6 (version and compat_version; section 11.5's reusable data segments).
         bool queue = obj == "queue";
-        U16(h, 0x008, (ushort)(queue ? 6 : syncKind > 0 ? 4 : 2));
-        U16(h, 0x00A, (ushort)(queue ? 6 : syncKind > 0 ? 4 : lifetimeByte == 1 ? 2 : 1));
+        // Section 12.1: an n-dimensional array is format version 7 (version and compat_version), whatever its lifetime.
+        U16(h, 0x008, (ushort)(ndarray ? 7 : queue ? 6 : syncKind > 0 ? 4 : 2));
+        U16(h, 0x00A, (ushort)(ndarray ? 7 : queue ? 6 : syncKind > 0 ? 4 : lifetimeByte == 1 ? 2 : 1));
         h[0x039] = lifetimeByte;
         U32(h, 0x00C, (uint)headerSize);
-        h[0x010] = (byte)(queue ? 8 : syncKind > 0 ? syncKind : obj switch { "array" or "chararray" => 1, "value" => 2, _ => 3 });
+        h[0x010] = (byte)(ndarray ? 9 : queue ? 8 : syncKind > 0 ? syncKind : obj switch { "array" or "chararray" => 1, "value" => 2, _ => 3 });
         h[0x011] = (byte)tc;
         U32(h, 0x014, (uint)elementSize);
         U64(h, 0x018, (ulong)count);
@@ -133,11 +142,21 @@ public static class SpecEncoder
                 BinaryPrimitives.WriteInt32LittleEndian(e[48..], f.Parent);
             }
         }
+        if (ndarray)
+        {
+            U32(h, 0x058, (uint)shape.Length);     // ndim
+            U32(h, 0x05C, (uint)shapeOffset);      // shape_offset
+            for (int k = 0; k < shape.Length; k++) U64(h, shapeOffset + 8 * k, (ulong)shape[k]);
+        }
         U32(h, 0x180, 1);  // state: ready
         U32(h, 0x184, Crc32.OfHeader(h[..headerSize]));
         WriteData(vector, obj, tc, layout, elementSize, seg.AsSpan(headerSize));
         return seg;
     }
+
+    /// <summary>An "ndarray" vector's dimensions, dimension 0 first (section 12).</summary>
+    private static long[] Shape(JsonElement vector) =>
+        vector.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64()).ToArray();
 
     /// <summary>The control block of a queue (section 11.2): 256 bytes before the ring.</summary>
     public const int QueueControl = 256;
@@ -161,7 +180,7 @@ public static class SpecEncoder
             Encoding.Latin1.GetBytes(values.GetString()!).CopyTo(data);
             return;
         }
-        var elements = obj is "array" or "event" or "semaphore" or "condition" or "barrier" ? values.EnumerateArray().ToList() : [values];
+        var elements = obj is "array" or "ndarray" or "event" or "semaphore" or "condition" or "barrier" ? values.EnumerateArray().ToList() : [values];
         for (int i = 0; i < elements.Count; i++)
         {
             Span<byte> slot = data.Slice(i * elementSize, elementSize);
