@@ -283,9 +283,10 @@ def peek_header_size(fixed):
     return struct.unpack_from("<I", fixed, 0x0C)[0]
 
 
-# The decode cache: decode() is a pure function of its arguments (the header bytes, the
-# object's size, the state word, the name: nothing else it checks varies within a
-# process), so a header whose exact bytes were validated before is not validated again.
+# The decode cache (decode_image, below): decoding is a pure function of its arguments
+# (the header bytes, the object's size, the state word, the name: nothing else it checks
+# varies within a process), so a header whose exact bytes were validated before is not
+# validated again.
 # Only successful decodes are kept (an exception is never cached: a refused header is
 # refused afresh each time), keyed by every byte of the private copy, so that any
 # changed byte, another size or another name is a miss and decodes from scratch. The
@@ -305,10 +306,7 @@ def decode(fixed, table, object_size, state, name=None):
     *name* the segment's name (named in the errors). Raises CorruptSegmentError (or
     NotASharedBridgeSegmentError, UnsupportedVersionError) on any violation.
     """
-    fixed, table = bytes(fixed), bytes(table)     # private, immutable: the cache key
-    if len(fixed) + len(table) <= _CACHE_MAX_BYTES:
-        return _decode_cached(fixed, table, object_size, state, name)
-    return _decode_named(fixed, table, object_size, state, name)
+    return _decode_named(bytes(fixed), bytes(table), object_size, state, name)
 
 
 def _decode_named(fixed, table, object_size, state, name):
@@ -323,9 +321,6 @@ def _decode_named(fixed, table, object_size, state, name):
         raise
 
 
-_decode_cached = functools.lru_cache(maxsize=_CACHE_ENTRIES, typed=True)(_decode_named)
-
-
 def _decode_image(image, object_size, name):
     return _decode_named(image[:FIXED_SIZE], image[FIXED_SIZE:], object_size,
                          struct.unpack_from("<I", image, STATE_OFFSET)[0], name)
@@ -333,14 +328,13 @@ def _decode_image(image, object_size, name):
 
 # decode_image(image, object_size, name=None): decode() of a header read in one piece:
 # *image* is the private copy of bytes 0..header_size-1 (a bytes object of 512 to
-# _CACHE_MAX_BYTES bytes), whose state word is the state. Cached as decode() is (its
-# own bounded cache, keyed by every byte of *image*, the size and the name).
+# _CACHE_MAX_BYTES bytes), whose state word is the state. The one cached decode (attach
+# reads every header of up to _CACHE_MAX_BYTES in one piece; decode() serves the rest).
 decode_image = functools.lru_cache(maxsize=_CACHE_ENTRIES, typed=True)(_decode_image)
 
 
 def clear_decode_cache():
     """Forget every cached decode (tests)."""
-    _decode_cached.cache_clear()
     decode_image.cache_clear()
 
 

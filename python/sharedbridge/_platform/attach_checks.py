@@ -162,13 +162,9 @@ def _decode_copy(name, fd, head, size):
     fixed = head[:H.FIXED_SIZE]
     state = struct.unpack_from("<I", fixed, H.STATE_OFFSET)[0]
     table = b""
-    if H.FIXED_SIZE <= header_size <= min(size, H.MAX_HEADER_SIZE):
-        if header_size <= len(head):
-            table = head[H.FIXED_SIZE:header_size]
-        else:
-            table = head[H.FIXED_SIZE:] + _pread_exactly(fd, header_size - len(head),
-                                                         len(head))
-    return H.decode(fixed, table, size, state, name)        # (decode cache: header.py)
+    if len(head) < header_size <= min(size, H.MAX_HEADER_SIZE):    # a header longer than the read
+        table = head[H.FIXED_SIZE:] + _pread_exactly(fd, header_size - len(head), len(head))
+    return H.decode(fixed, table, size, state, name)
 
 
 def _attach_once(name, fd, deadline, timeout, size):
