@@ -12,6 +12,10 @@ SB_PYTEST_SHIM="$SB_ROOT/build/pytest-shim"
 SB_DIST="${SB_DIST:-/usr/lib/python3/dist-packages}"
 SB_PYTEST_PARTS="pytest _pytest pluggy iniconfig packaging py py.py attr attrs exceptiongroup tomli"
 
+# Bytecode in build/pycache, kept between processes (the Makefile says why).
+export PYTHONPYCACHEPREFIX="${PYTHONPYCACHEPREFIX:-$SB_ROOT/build/pycache}"
+unset PYTHONDONTWRITEBYTECODE
+
 python_interpreters() {
     local candidates=() p
     if command -v pyenv >/dev/null 2>&1; then

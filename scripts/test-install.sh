@@ -29,7 +29,7 @@ export SB_INSTALL_PYTHONS="$other"
 status=0
 bash scripts/dist.sh || status=$?
 if [ "$status" = 0 ]; then
-    PYTHONDONTWRITEBYTECODE=1 timeout -s ABRT -k 30 600 "$py" -m pytest tests/install -q -rs -p no:cacheprovider -o test_timeout=400 \
+    timeout -s ABRT -k 30 600 "$py" -m pytest tests/install -q -rs -p no:cacheprovider -o test_timeout=400 \
         -p no:hypothesispytest -o junit_suite_name=install --junitxml="$RESULTS/install.junit.xml"
     status=$?
 fi

@@ -51,13 +51,13 @@ run_interpreter() {
         3) ;;                                   # no compiler or headers: ctypes only, said above
         *) echo 1 > "$RESULTS/fastlock-$label.status" ;;
     esac
-    SHAREDBRIDGE_EXPECT_ACCEL="$expect" PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
+    SHAREDBRIDGE_EXPECT_ACCEL="$expect" PYTHONPATH="$PWD/python${extra:+:$extra}" \
         timeout -s ABRT -k 30 600 "$py" -m pytest python/tests -q -p no:cacheprovider -p no:hypothesispytest \
         -o junit_suite_name="python-$label" --junitxml="$RESULTS/python-$label.junit.xml"
     echo "$?" > "$RESULTS/python-$label.status"
     if [ -n "$expect" ] && { [ "$py" = /usr/bin/python3 ] || [ "$py" = "$newest" ]; }; then
         echo "=== python-$label-ctypes ($py, SHAREDBRIDGE_NO_ACCEL=1: the lock tests on the ctypes path)"
-        SHAREDBRIDGE_NO_ACCEL=1 PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
+        SHAREDBRIDGE_NO_ACCEL=1 PYTHONPATH="$PWD/python${extra:+:$extra}" \
             timeout -s ABRT -k 30 600 "$py" -m pytest $(printf 'python/tests/%s ' $CTYPES_TESTS \
                 $([ "$py" = /usr/bin/python3 ] && echo $CTYPES_SYNC_TESTS)) -q -p no:cacheprovider \
             -p no:hypothesispytest -o junit_suite_name="python-$label-ctypes" \
@@ -69,7 +69,7 @@ run_interpreter() {
     # SHAREDBRIDGE_PYTHONNET_PATH (python/tests_dotnet/conftest.py); skipped with the reason
     # where it is nowhere.
     echo "=== pythonnet-$label ($py)"
-    PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONPATH="$PWD/python${extra:+:$extra}" \
         timeout -s ABRT -k 30 600 "$py" -m pytest python/tests_dotnet -q -rs -p no:cacheprovider -p no:hypothesispytest \
         -o junit_suite_name="pythonnet-$label" --junitxml="$RESULTS/pythonnet-$label.junit.xml"
     echo "$?" > "$RESULTS/pythonnet-$label.status"
