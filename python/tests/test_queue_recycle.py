@@ -299,6 +299,37 @@ def test_compat_5_queue_gets_single_use_data_segments(qname):
     sb.unlink(name)
 
 
+# ---- (f2) how much a producer keeps ------------------------------------------------------
+
+def test_the_pool_keeps_sixteen_segments_and_at_most_128_mib(qname):
+    # A producer ahead of its consumer has as many segments in flight as messages: the
+    # pool keeps up to 16 of them for reuse, and never more than 128 MiB of data (the
+    # newest always), so huge messages do not pin memory that nobody reuses.
+    q = sb.Queue(capacity=RING, name=qname())
+    sizes = [MIB + 4096 * i for i in range(20)]          # 20 lengths: none is reused
+    for i, n in enumerate(sizes):
+        q.put(W.array(n, i))
+    for i, n in enumerate(sizes):
+        got = q.get(timeout=WAIT)
+        assert got.nbytes == n and (got == i).all()
+        del got
+    gc.collect()
+    assert len(data_names(q)) == 16                      # the 4 oldest were left (and removed)
+    big = 48 * MIB
+    for i in range(3):                                   # 3 x 48 MiB: more than 128 MiB
+        q.put(W.array(big + 4096 * i, 7))
+        got = q.get(timeout=WAIT)
+        assert got.nbytes == big + 4096 * i
+        del got
+    gc.collect()
+    kept = [n for n in data_names(q) if os.stat(os.path.join(SHM, n)).st_size > big]
+    assert len(kept) == 2                                # 96 MiB kept; the first 48 MiB left
+    assert len(data_names(q)) == 2                       # and nothing of the small ones
+    q.close()
+    gc.collect()
+    assert data_names(q) == []
+
+
 # ---- (g) close() and the process's end remove pooled names -------------------------------
 
 def test_close_leaves_the_pool_but_keeps_a_ready_message(qname):

@@ -34,8 +34,13 @@ from .._platform.segment import create, same_object, unlink_if_same
 from ..errors import CorruptDataError, SharedBridgeError
 
 # How many reusable data segments one queue object keeps in one process (11.5: the
-# producer's choice). More distinct sizes than this in flight make new segments.
-MAX_POOLED = 4
+# producer's choice), and how many bytes of them at most (the newest one is always kept).
+# A producer that runs ahead of its consumer has about as many segments in flight as
+# messages, and each one it cannot reuse costs fresh tmpfs pages (about 1 us per 4 KiB
+# here): with 4, a stream of 1 MiB messages made a new segment for one message in ten;
+# the byte bound keeps a stream of huge messages from pinning more memory than this.
+MAX_POOLED = 16
+MAX_POOLED_BYTES = 128 * 1024 * 1024
 # How long a consumer polls the shared flock of a data segment (a closer or reaper holds
 # the exclusive one only for an instant, section 8 step 3).
 OPEN_TIMEOUT = 1.0
@@ -136,6 +141,19 @@ class Reusable:
         self.pool._give_back(self)
 
 
+def _over_bounds(entries):
+    """Remove from *entries* (oldest first) and return the oldest ones beyond MAX_POOLED
+    entries or MAX_POOLED_BYTES bytes; the newest entry always stays."""
+    total = sum(e.seg.header.element_count for e in entries)
+    n = 0
+    while len(entries) - n > 1 and (len(entries) - n > MAX_POOLED or total > MAX_POOLED_BYTES):
+        total -= entries[n].seg.header.element_count
+        n += 1
+    evicted = entries[:n]
+    del entries[:n]
+    return evicted
+
+
 class Pool:
     """The reusable data segments of one queue object in this process (section 11.5).
 
@@ -214,8 +232,7 @@ class Pool:
             if entry.seg.holder.pid != os.getpid():
                 return
             self._entries.append(entry)
-            evicted = self._entries[:-MAX_POOLED]
-            del self._entries[:-MAX_POOLED]
+            evicted = _over_bounds(self._entries)
         for old in evicted:
             self._leave(old)
 

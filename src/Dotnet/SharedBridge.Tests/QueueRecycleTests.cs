@@ -53,8 +53,9 @@ public class QueueRecycleTests
             for (byte i = 1; i <= 10; i++)
             {
                 q.Write(Filled(size, i));
-                // The held message's segment, at most four kept by the producer, and the one just written.
-                Assert.InRange(DataNames(name).Count, 1, 6);
+                // The held message's segment, at most 16 kept by the producer (none reusable while the taken message
+                // holds the head back), and the one just written.
+                Assert.InRange(DataNames(name).Count, 1, 18);
                 using var m = consumer.Read(Long);
                 Assert.True(AllEqual(m.Data, i), $"message {i} changed");
                 Assert.True(AllEqual(held.Data, 100), $"the held message changed after write {i}");
@@ -62,7 +63,8 @@ public class QueueRecycleTests
             Assert.True(AllEqual(held.Data, 100));
             Assert.Contains(heldName, DataNames(name));      // held: its consumer keeps it (it does not remove the name)
             held.Dispose();
-            // Nothing in flight now: the next messages go through one segment the producer reuses.
+            // Nothing in flight now: the next messages go through segments the producer already has (it made no new one).
+            var before = DataNames(name).ToHashSet();
             var seen = new HashSet<string>();
             for (byte i = 11; i <= 20; i++)
             {
@@ -71,7 +73,38 @@ public class QueueRecycleTests
                 using var m = consumer.Read(Long);
                 Assert.True(AllEqual(m.Data, i));
             }
-            Assert.InRange(seen.Count, 1, 5);
+            Assert.Empty(seen.Except(before));
+        }
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+
+    /// <summary>A producer ahead of its consumer has as many segments in flight as messages: it keeps up to 16 for reuse,
+    /// and never more than 128 MiB of data (the newest always), so that huge messages pin no memory nobody reuses.</summary>
+    [Fact]
+    public void TheProducerKeepsSixteenSegmentsAndAtMost128MiB()
+    {
+        string name = NewName("bound");
+        const int mib = 1 << 20, big = 48 * mib;
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 1 << 16 }))
+        using (var consumer = SharedQueue.Open(name))
+        {
+            for (int i = 0; i < 20; i++) q.Write(Filled(mib + 4096 * i, (byte)i));      // 20 lengths: none reused
+            for (int i = 0; i < 20; i++)
+            {
+                using var m = consumer.Read(Long);
+                Assert.Equal(mib + 4096 * i, m.Data.Length);
+                Assert.True(AllEqual(m.Data, (byte)i));
+            }
+            Assert.Equal(16, DataNames(name).Count);                // the 4 oldest were left (and removed)
+            for (int i = 0; i < 3; i++)                             // 3 x 48 MiB: more than 128 MiB
+            {
+                q.Write(Filled(big + 4096 * i, 7));
+                using var m = consumer.Read(Long);
+                Assert.Equal(big + 4096 * i, m.Data.Length);
+            }
+            var kept = DataNames(name);
+            Assert.Equal(2, kept.Count);                            // 96 MiB kept; the first 48 MiB and the small ones left
+            Assert.All(kept, n => Assert.True(new FileInfo(Names.ShmPath(n)).Length > big));
         }
         Assert.Empty(QueueTests.Leftovers(name));
     }

@@ -11,9 +11,12 @@ namespace SharedBridge;
 public sealed unsafe partial class SharedQueue
 {
     /// <summary>How many reusable data segments one SharedQueue object keeps for later out-of-line messages (docs/format.md
-    /// section 11.5, Reuse: the producer's choice). A steady stream of same-sized large messages needs about as many as
-    /// messages are in flight at once; more would only keep memory that nobody uses.</summary>
-    internal const int ReusePoolSize = 4;
+    /// section 11.5, Reuse: the producer's choice), and how many bytes of them at most (the newest is always kept). A
+    /// producer that runs ahead of its consumer has about as many segments in flight as messages, and each one it cannot
+    /// reuse costs fresh tmpfs pages (about 1 us per 4 KiB here): with 4, a stream of 1 MiB messages made a new segment
+    /// for one message in ten. The byte bound keeps a stream of huge messages from pinning more memory than that.</summary>
+    internal const int ReusePoolSize = 16;
+    internal const long ReusePoolBytes = 128L * 1024 * 1024;
 
     // The reusable data segments this object made and holds, not in use by a put (guarded by _reuseGate); null once disposed.
     private List<OutOfLine>? _reusePool = [];
@@ -92,17 +95,26 @@ public sealed unsafe partial class SharedQueue
     /// every one once the queue object is disposed.</summary>
     private void ReturnReusable(OutOfLine entry)
     {
-        OutOfLine? evicted = entry;
+        List<OutOfLine>? evicted = null;
         lock (_reuseGate)
         {
             if (_reusePool is { } pool)
             {
                 pool.Add(entry);
-                evicted = pool.Count > ReusePoolSize ? pool[0] : null;
-                if (evicted is not null) pool.RemoveAt(0);
+                long bytes = 0;
+                foreach (var e in pool) bytes += e.Length;
+                int n = 0;
+                while (pool.Count - n > 1 && (pool.Count - n > ReusePoolSize || bytes > ReusePoolBytes))
+                    bytes -= pool[n++].Length;
+                if (n > 0)
+                {
+                    evicted = pool.GetRange(0, n);
+                    pool.RemoveRange(0, n);
+                }
             }
+            else evicted = [entry];
         }
-        evicted?.Leave();
+        foreach (var e in evicted ?? []) e.Leave();
     }
 
     /// <summary>Dispose's part: leaves every pooled segment (section 8 step 2; one whose record is still ready is only
