@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the Python suite (python/tests) once per CPython minor version >= 3.10 on this machine:
-# Debian's /usr/bin/python3 first (it has numpy and pythonnet's cffi, so fewer tests skip), then
+# Debian's /usr/bin/python3 preferred for its minor version (it has numpy and pythonnet's cffi, so fewer tests skip), then
 # the pyenv interpreters and build/venv/bin/python. A second interpreter of a minor version
 # already tested (pyenv's 3.11.x next to Debian's 3.11) is skipped and said so: the package is
 # pure Python plus ctypes and the optional extension, whose behaviour is fixed per minor version;
@@ -107,6 +107,14 @@ while read -r py; do
     found=1
     runs+=("$label|$py|$extra")
 done < <(python_interpreters | grep -Fx /usr/bin/python3; python_interpreters | grep -Fvx /usr/bin/python3)
+
+# The longest runs first, so that the two lanes end together: the newest interpreter's and
+# Debian's (each also reruns tests on the ctypes path), then the others, newest first.
+mapfile -t runs < <(for run in "${runs[@]}"; do
+    IFS='|' read -r label py extra <<< "$run"
+    if [ "$py" = "$newest" ]; then rank=0; elif [ "$py" = /usr/bin/python3 ]; then rank=1; else rank=2; fi
+    printf '%s\t%s\t%s\n' "$rank" "$label" "$run"
+done | sort -t$'\t' -k1,1n -k2,2Vr | cut -f3-)
 
 # Two interpreters at a time (SB_PYTHON_LANES, default 2 with at least 2 CPUs): a suite spends
 # most of its time starting and waiting for processes, so two of them share two CPUs well. The
