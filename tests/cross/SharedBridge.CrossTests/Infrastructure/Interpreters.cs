@@ -28,18 +28,25 @@ public static class Interpreters
                 candidates.Add((Path.Combine(dir, "bin", "python"), false));
         candidates.Add(("/usr/bin/python3", true));
 
+        // One interpreter per minor version, as scripts/test-python.sh does: the system's where it has one (it has numpy),
+        // else the first found; SB_ALL_INTERPRETERS=1 keeps every one (a second 3.11 doubles the matrix for that version
+        // and finds nothing the first did not: the package's behaviour is fixed per minor version).
+        bool all = Environment.GetEnvironmentVariable("SB_ALL_INTERPRETERS") == "1";
+        candidates = candidates.OrderByDescending(c => c.System).ToList();     // the system's first (OrderBy is stable)
         var seen = new HashSet<string>();
+        var minors = new HashSet<(int, int)>();
         var found = new List<Interpreter>();
         foreach (var (path, system) in candidates)
         {
             if (!File.Exists(path) || !seen.Add(RealPath(path))) continue;
             Version? version = QueryVersion(path);
             if (version == null || version < new Version(3, 10)) continue;
+            if (!minors.Add((version.Major, version.Minor)) && !all) continue;
             string label = $"py{version.Major}.{version.Minor}" + (system ? SystemSuffix() : "");
             if (found.Any(i => i.Label == label)) label = $"py{version}" + (system ? SystemSuffix() : "");
             found.Add(new Interpreter(label, path, version));
         }
-        return found;
+        return found.OrderBy(i => i.Version).ToList();
     }
 
     private static string SystemSuffix() => File.Exists("/etc/debian_version") ? "-debian" : "-system";
