@@ -14,7 +14,7 @@ This module is the public surface. Underneath, in layers that only import downwa
 _platform (the operating system), _objects (what users get), then this module.
 """
 
-from pathlib import Path as _Path
+import os as _os
 
 from ._format.header import SegmentHeader, StructField
 from ._objects.attach import attach
@@ -49,7 +49,9 @@ from .errors import (CorruptDataError, CorruptLockError, CorruptSegmentError,
                      UnsupportedTypeError, UnsupportedVersionError)
 
 # The one version of the Python and .NET packages (pyproject.toml and Directory.Build.props read it).
-__version__ = _Path(__file__).with_name("VERSION").read_text(encoding="ascii").strip()
+with open(_os.path.join(_os.path.dirname(__file__), "VERSION"), encoding="ascii") as _f:
+    __version__ = _f.read().strip()
+del _f
 
 
 def header_of(obj_or_name, *, allow_other_owner=False):

@@ -1,7 +1,7 @@
 """Segment names: validation (docs/format.md section 1.1) and generation."""
 
+import os
 import re
-import secrets
 
 from ..errors import InvalidNameError
 
@@ -36,7 +36,7 @@ def validate_name(name):
 
 def generate_name():
     """A fresh random name: 'sb_' and 16 lowercase hex digits from a CSPRNG."""
-    return "sb_" + secrets.token_hex(8)
+    return "sb_" + os.urandom(8).hex()
 
 
 def os_name(name):

@@ -20,7 +20,6 @@ descriptors without any flock call (LOCK_UN would drop the parent's lock).
 
 import fcntl
 import os
-import secrets
 import struct
 import threading
 import weakref
@@ -86,7 +85,7 @@ def _new_segment(queue_name, data_length, lifetime):
                         element_count=data_length)
     while True:
         try:
-            return create(f"{queue_name}.m{secrets.token_hex(8)}", header, lambda mm: None,
+            return create(f"{queue_name}.m{os.urandom(8).hex()}", header, lambda mm: None,
                           detached=True)
         except FileExistsError:
             continue
