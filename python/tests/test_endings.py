@@ -94,6 +94,20 @@ def test_default_action_signals_unlink_and_still_kill(sig, pyh_name):
         cleanup(kept)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGALRM])
+def test_other_signals_leave_the_names_as_sigkill_does(sig, pyh_name):
+    # docs/format.md section 8: a creator handles SIGTERM, SIGINT and SIGHUP only.
+    kept = pyh_name()
+    child = Child(MAKE_AND_WAIT, kept)
+    child.signal(sig)
+    rc, out, err, left = child.finish(keep=[kept])     # removes what the child left
+    try:
+        assert rc == -sig, err
+        assert set(child.names[:3]) <= left, "the signal is not one a creator handles"
+    finally:
+        cleanup(kept)
+
+
 def test_sigint_keeps_raising_keyboard_interrupt_and_unlinks(pyh_name):
     kept = pyh_name()
     child = Child("assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"

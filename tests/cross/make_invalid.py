@@ -129,6 +129,16 @@ def build():
     case("zero_magic_initializing", "initializing",
          "6.2 step 3: zero magic, state 0: the creator has not written yet (wait, then time out)",
          (bytearray(512), 512))
+    half = bytearray(512)
+    half[0:4] = b"SHBR"
+    case("magic_half_written_initializing", "initializing",
+         "6.2 step 3: zeros and the magic's own bytes, state 0: part of the creator's store, as "
+         "pread may see it (wait, then time out)", (half, 512))
+    half_ready = bytearray(half)
+    struct.pack_into("<I", half_ready, 0x180, 1)
+    case("magic_half_written_ready", "not-sharedbridge",
+         "6.2 step 3: a part of the magic with a state other than 0 is another program's",
+         (half_ready, 512))
     case("magic_truncated", "corrupt", "6.2 step 3: the right magic in an object under 512 bytes",
          (bytearray(b"SHBRIDGE" + bytes(92)), 100))
     case("state_initializing", "initializing", "6.2 step 3: state 0 is waited for",
@@ -210,13 +220,38 @@ def build():
          patch(d4(kind=10), 0x180, "<I", 3, fix_crc=False))
     case("kind_10_compat_8", "unsupported-version", "6.2 step 3: a too-new compat_version first",
          patch(d4(kind=10, version=8, compat=8), 0x184, "<I", 0xDEADBEEF, fix_crc=False))
+    case("kind_10_data_past_object", "unsupported-version",
+         "6.2 step 5: the object-size bound of data_offset + data_size comes after the kind",
+         d4(kind=10), size=0x200 + 16)
+    case("kind_10_header_past_object", "corrupt",
+         "6.2 step 5: header_size <= the object size comes before the kind",
+         d4(kind=10, header_size=0x240, data_offset=0x240), size=0x200)
+    case("kind_0_lifetime_3", "corrupt", "6.2 step 5: kind 0 is corrupt, whatever else is wrong",
+         d4(kind=0, version=2, compat=2, lifetime=3))
+    case("array_header_size_0x240_ok", "ok",
+         "6.3: a larger header_size and data_offset are optional information for kinds 1 to 3 "
+         "(a newer writer's, compat_version unchanged)",
+         d4(version=8, compat=1, header_size=0x240, data_offset=0x240))
     case("creator_pid_max_u32_ok", "ok",
          "3.1, 8: creator_pid is a u32: 0xFFFFFFFF is read as recorded and names no process",
          d4(version=2, compat=1, creator_pid=0xFFFFFFFF))
     # --- synchronization kinds (section 10) -------------------------------------------------
-    sync = lambda kind, **kw: header(**{**dict(kind=kind, typecode="I", count=16,  # noqa: E731
-                                              lock_kind=1, lock_type=1 if kind == 6 else 2,
-                                              version=2, compat=2), **kw})
+    def sync(kind, words=None, **kw):
+        """A synchronization header; a semaphore's and a barrier's .bin go on with the first
+        24 bytes of the data area (section 9: the rest of the object is zero), whose
+        immutable words (10.2) are *words*: {offset in the data area: u32}, by default a
+        valid unbounded semaphore of value 1 or a barrier of 2 parties."""
+        buf, total = header(**{**dict(kind=kind, typecode="I", count=16, lock_kind=1,
+                                      lock_type=1 if kind == 6 else 2, version=2, compat=2),
+                               **kw})
+        if words is None:
+            words = {5: {12: 1, 16: 0x7FFFFFFF, 20: 0}, 7: {12: 2}}.get(kind, {})
+        if words:
+            data = struct.unpack_from("<Q", buf, 0x020)[0]
+            buf = buf + bytearray(max(0, data + 24 - len(buf)))
+            for offset, value in words.items():
+                struct.pack_into("<I", buf, data + offset, value)
+        return buf, total
     for kind, label in ((4, "event"), (5, "semaphore"), (6, "condition"), (7, "barrier")):
         case(f"{label}_ok", "ok", f"10.1: a valid {label} header (kind {kind})", sync(kind))
         case(f"{label}_compat_1", "corrupt", "10.1: the synchronization kinds need compat_version 2",
@@ -248,6 +283,27 @@ def build():
          sync(7, count=16 + 4 * 3, **v4))
     case("event_v4_table", "corrupt", "10.1: only semaphores and barriers have a holder table",
          sync(4, count=16 + 4 * 2, **v4))
+    # the immutable words of the data area, validated by every open (10.2, 6.2 step 6)
+    case("barrier_parties_0", "corrupt", "10.2: a barrier's parties is 1 to 0x7FFFFFFF",
+         sync(7, count=16 + 4 * 3, words={12: 0}, **v4))
+    case("barrier_parties_2_31", "corrupt", "10.2: a barrier's parties is 1 to 0x7FFFFFFF",
+         sync(7, count=16 + 4 * 3, words={12: 0x80000000}, **v4))
+    case("semaphore_bounded_2", "corrupt", "10.2: a semaphore's bounded is 0 or 1",
+         sync(5, count=16 + 4 * 64, words={12: 1, 16: 0x7FFFFFFF, 20: 2}, **v4))
+    case("semaphore_unbounded_max_5", "corrupt",
+         "10.2: an unbounded semaphore's max_value is 0x7FFFFFFF",
+         sync(5, count=16 + 4 * 64, words={12: 1, 16: 5, 20: 0}, **v4))
+    case("semaphore_max_value_2_31", "corrupt", "10.2: max_value at most 0x7FFFFFFF",
+         sync(5, count=16 + 4 * 64, words={12: 1, 16: 0x80000000, 20: 1}, **v4))
+    case("semaphore_bounded_5_ok", "ok", "10.2: a bounded semaphore (BoundedSemaphore(5))",
+         sync(5, count=16 + 4 * 64, words={12: 5, 16: 5, 20: 1}, **v4))
+    # header_size and data_offset of kinds 4 to 9 are exact (6.3); larger for kinds 1 to 3
+    for kind, label in ((4, "event"), (5, "semaphore"), (6, "condition"), (7, "barrier")):
+        case(f"{label}_header_size_0x240", "corrupt",
+             "6.3, 10.1: header_size and data_offset of kinds 4 to 7 are exactly 0x200, never "
+             "larger (a longer header raises compat_version)",
+             sync(kind, count=16 if kind in (4, 6) else 16 + 4 * 3, header_size=0x240,
+                  data_offset=0x240, **v4))
     # --- n-dimensional arrays (format version 7, section 12) -----------------------------------
     def nd(shape, typecode="f", fields=(), ndim=None, shape_offset=None, count=None, pad=b"",
            **kw):
@@ -346,6 +402,11 @@ def build():
          queue(lock_kind=0, lock_type=0))
     case("queue_recursive_lock", "corrupt", "11.1: a queue's lock is error-checking",
          queue(lock_type=1))
+    case("queue_header_size_0x240", "corrupt",
+         "6.3, 11.1: a queue's header_size and data_offset are exactly 0x200, never larger",
+         queue(header_size=0x240, data_offset=0x240))
+    case("queue_max_messages_0", "corrupt", "11.2: max_messages is 1 to 0x7FFFFFFF",
+         queue(max_messages=0))
     case("queue_compat_4", "corrupt", "11.1: a queue has compat_version 5 or 6",
          queue(version=6, compat=4))
     case("queue_compat_5_ok", "ok", "6.3: a version-6 reader reads a version-5 queue",

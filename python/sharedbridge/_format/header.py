@@ -64,6 +64,7 @@ KIND_ARRAY, KIND_VALUE, KIND_LOCK = 1, 2, 3
 KIND_EVENT, KIND_SEMAPHORE, KIND_CONDITION, KIND_BARRIER = 4, 5, 6, 7
 SYNC_KINDS = (KIND_EVENT, KIND_SEMAPHORE, KIND_CONDITION, KIND_BARRIER)
 SYNC_WORDS = 16
+SYNC_VALUE_MAX = 0x7FFFFFFF            # a semaphore's max_value, a barrier's parties (10.2)
 TABLE_KINDS = (KIND_SEMAPHORE, KIND_BARRIER)
 # The queue (section 11): 256 bytes of words, then a ring of `capacity` bytes.
 KIND_QUEUE = 8
@@ -251,6 +252,23 @@ def checksum(buf, header_size):
     """CRC-32 of the identity region and the field table (docs/format.md section 3.3)."""
     crc = zlib.crc32(buf[0:IDENTITY_END])
     return zlib.crc32(buf[FIXED_SIZE:header_size], crc)
+
+
+def immutable_words_problem(kind, buf, offset):
+    """What breaks section 10.2 in the immutable words of a semaphore's or a barrier's
+    data area at *offset* of *buf* (``bounded``, ``max_value``; ``parties``), or None (also
+    for every other kind). Every open that maps the data area checks them (section 6.2
+    step 6); the objects keep their own validated copy."""
+    if kind == KIND_SEMAPHORE:
+        max_value, bounded = struct.unpack_from("<II", buf, offset + 16)
+        if bounded > 1 or max_value > SYNC_VALUE_MAX or (
+                not bounded and max_value != SYNC_VALUE_MAX):
+            return f"semaphore with bounded {bounded}, max_value {max_value}"
+    elif kind == KIND_BARRIER:
+        parties = struct.unpack_from("<I", buf, offset + 12)[0]
+        if not 1 <= parties <= SYNC_VALUE_MAX:
+            return f"barrier with parties {parties} (1 to {SYNC_VALUE_MAX})"
+    return None
 
 
 def _corrupt(what):

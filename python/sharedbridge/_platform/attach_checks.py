@@ -18,6 +18,7 @@ import time
 import _posixshmem
 
 from .._format import header as H
+from .._format import queue_layout as QL
 from .._format.segment_name import os_name, validate_name
 from ..errors import CorruptSegmentError, SegmentNotReadyError
 from . import os_errors
@@ -115,6 +116,13 @@ def _pread_exactly(fd, n, offset):
 _STATE_0 = bytes(4)
 
 
+def _unwritten_magic(magic):
+    """True when every byte of *magic* is 0 or the byte of H.MAGIC at its place: nothing
+    of the creator's 8-byte store, or the part of it a pread (a kernel copy, not one
+    8-byte load) saw while it happened (docs/format.md section 6.2 step 3)."""
+    return all(b == 0 or b == m for b, m in zip(magic, H.MAGIC))
+
+
 def _wait_published(name, fd, deadline, timeout, size):
     """Step 3: poll the object, whose size was *size* a moment ago, until its creator
     has published it; returns its size."""
@@ -138,11 +146,12 @@ def _wait_published(name, fd, deadline, timeout, size):
                         "smaller than the 512-byte header: recreate it")
                 if struct.unpack_from("<I", head, H.STATE_OFFSET)[0] != H.STATE_INITIALIZING:
                     return size
-            elif not (magic == bytes(len(H.MAGIC)) and size >= H.FIXED_SIZE
+            elif not (_unwritten_magic(magic) and size >= H.FIXED_SIZE
                       and struct.unpack_from("<I", head, H.STATE_OFFSET)[0]
                       == H.STATE_INITIALIZING):
                 raise os_errors.not_ours(name, "wrong magic")
-            # else: all zero, state 0: the creator has sized it but not written yet.
+            # else: state 0 and the magic all zero (the creator has sized the object but not
+            # written yet) or part of it (pread copied it while the creator stored it).
         if time.monotonic() >= deadline:
             raise SegmentNotReadyError(
                 f"segment {name!r} is still initializing after {timeout} s: its creator "
@@ -165,6 +174,20 @@ def _decode_copy(name, fd, head, size):
     if len(head) < header_size <= min(size, H.MAX_HEADER_SIZE):    # a header longer than the read
         table = head[H.FIXED_SIZE:] + _pread_exactly(fd, header_size - len(head), len(head))
     return H.decode(fixed, table, size, state, name)
+
+
+def _check_data_words(name, header, mm):
+    """Step 6: the immutable words of a semaphore's, a barrier's (docs/format.md section
+    10.2) or a queue's (11.2) data area, checked by every open that maps it, untyped ones
+    included; the objects read and keep their own copy."""
+    if header.kind == H.KIND_QUEUE:
+        QL.check_immutable(mm, header.data_offset, name)
+        return
+    why = H.immutable_words_problem(header.kind, mm, header.data_offset)
+    if why is not None:
+        raise CorruptSegmentError(
+            f"corrupt SharedBridge segment {name!r}: its data area holds a {why}, which "
+            "docs/format.md section 10.2 forbids (a process overwrote it): recreate it")
 
 
 def _attach_once(name, fd, deadline, timeout, size):
@@ -197,6 +220,7 @@ def _attach_once(name, fd, deadline, timeout, size):
             raise
     else:
         if _size_of(fd) == size:
+            _check_data_words(name, header, mm)
             return header, mm
         del mm                      # unmapped now: nothing else refers to it
         raise _SizeChanged()

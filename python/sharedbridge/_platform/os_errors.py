@@ -76,6 +76,8 @@ def error_for(exc, name, call, size=None):
     elif call == UNLINK:
         if err == errno.ENOENT:
             return _no_name(name)
+        if err == errno.EISDIR:         # docs/format.md 6.2 step 1 (the name was validated)
+            return not_ours(name, "it is a directory, which unlink does not remove")
     return exc
 
 

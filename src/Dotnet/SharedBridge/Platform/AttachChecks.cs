@@ -65,8 +65,9 @@ internal static class AttachChecks
                 var magic = fixedCopy.AsSpan(0, MagicBytes.Length);
                 if (!magic.SequenceEqual(MagicBytes))
                 {
-                    // A creator that has sized the object but not written yet: all zero, state 0.
-                    bool unwritten = magic.IndexOfAnyExcept((byte)0) < 0 && size >= FixedSize && firstState == StateInitializing
+                    // State 0 and a magic all zero (a creator that has sized the object but not written yet) or
+                    // part of it (pread, a kernel copy and not one 8-byte load, saw the creator's store happen).
+                    bool unwritten = IsUnwrittenMagic(magic) && size >= FixedSize && firstState == StateInitializing
                                      && BinaryPrimitives.ReadUInt32LittleEndian(fixedCopy.AsSpan(StateOffset)) == StateInitializing;
                     if (!unwritten)
                         throw HeaderCodec.NotASharedBridgeSegment(name, "wrong magic: this name belongs to another program");
@@ -100,6 +101,15 @@ internal static class AttachChecks
         }
     }
 
+    /// <summary>True when every byte of <paramref name="magic"/> is 0 or the magic's own byte at its place
+    /// (section 6.2 step 3): nothing of the creator's 8-byte store, or the part of it a copy saw.</summary>
+    private static bool IsUnwrittenMagic(ReadOnlySpan<byte> magic)
+    {
+        for (int i = 0; i < magic.Length; i++)
+            if (magic[i] != 0 && magic[i] != MagicBytes[i]) return false;
+        return true;
+    }
+
     /// <summary>Copies the whole header once (step 4), validates the copy (step 5), maps what it
     /// describes (step 6). Null when the object changed size meanwhile (the caller starts over).</summary>
     private static (SegmentHeader, MappedMemory)? TryLoad(string name, SafeFileHandle fd, byte[] fixedCopy, long size)
@@ -117,7 +127,21 @@ internal static class AttachChecks
             mapping.Dispose();
             return null;
         }
+        if (DataWordsProblem(header, mapping) is { } why)
+        {
+            mapping.Dispose();
+            throw HeaderCodec.Corrupt(name, $"its data area holds {why}, which a process wrote over it");
+        }
         return (header, mapping);
+    }
+
+    /// <summary>Step 6: the immutable words of a semaphore's, a barrier's or a queue's data area (sections 10.2,
+    /// 11.2), checked by every open that maps it, the untyped SharedSegment.Open included.</summary>
+    private static unsafe string? DataWordsProblem(SegmentHeader header, MappedMemory mapping)
+    {
+        int bytes = ImmutableWords.BytesFor(header.Kind);
+        if (bytes == 0 || header.DataSize < bytes) return null;   // the header's rules already bound data_size
+        return ImmutableWords.Problem(header.Kind, new ReadOnlySpan<byte>(mapping.Base + header.DataOffset, bytes));
     }
 
     /// <summary>pread into <paramref name="buffer"/>; the number of bytes read (fewer at the end of the object).</summary>

@@ -375,10 +375,11 @@ internal sealed unsafe class MappedSegment
 
     private bool IsStillNamed(out bool nameExists)
     {
-        using var current = Interop.ShmOpen(SegmentName.ToOsName(Name), Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out _);
+        // lstat of the name, as every language does (section 8): it opens nothing, so it needs no permission on
+        // the object and follows no symbolic link.
+        var current = Interop.TryLStat("/dev/shm/" + Name, out _);
         nameExists = current is not null;
-        return current is not null && Interop.TryFStat(current, out _) is { } st
-               && st.Device == _identity.Device && st.Inode == _identity.Inode;
+        return current is { } st && st.IsRegularFile && st.Device == _identity.Device && st.Inode == _identity.Inode;
     }
 
     private void UnlinkIfStillOurs(bool explicitCall)

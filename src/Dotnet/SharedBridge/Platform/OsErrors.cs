@@ -46,6 +46,8 @@ internal static class OsErrors
             byName ? $"No segment named \"{name}\" exists." : $"Segment \"{name}\" no longer exists."),
         Interop.EACCES or Interop.EPERM => new SegmentAccessDeniedException(name,
             $"Permission denied unlinking segment \"{name}\": {Describe(errno)}."),
+        // Section 6.2 step 1: shm_unlink of a directory (the name was validated before).
+        Interop.EISDIR => Format.HeaderCodec.NotASharedBridgeSegment(name, "it is a directory, which unlink does not remove"),
         _ => Failed($"shm_unlink(\"{name}\")", errno),
     };
 
