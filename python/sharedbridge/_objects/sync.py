@@ -30,7 +30,8 @@ from .._platform.wake import Spinner
 from .._platform.process_info import process_is_running, process_start_time
 from .._platform.segment import create
 from ..errors import CorruptSegmentError
-from .shared_lock import SharedLock, lock_from_segment, open_external_lock
+from .shared_lock import (NOT_A_CONDITION_LOCK, SharedLock, lock_from_segment,
+                          open_external_lock)
 from .lifetimes import resolve_lifetime
 from .protocol import segment_of
 from .unavailable import attach_or_unavailable
@@ -529,6 +530,13 @@ class Condition(_Waitable):
                           lock_type=H.LOCK_TYPE_RECURSIVE)
             lock = lock_from_segment(seg)
         elif isinstance(lock, SharedLock):
+            kind = lock._seg.header.kind
+            if kind in NOT_A_CONDITION_LOCK:
+                raise ValueError(
+                    f"Condition(lock): {lock.name!r} is the internal lock of "
+                    f"{NOT_A_CONDITION_LOCK[kind]}, which guards that object's own words: a "
+                    "condition may not use it (docs/format.md section 10.1); use a sharedbridge "
+                    "Lock or RLock, or the lock of an Array or a Value")
             seg = _create(name, lifetime, keep, H.KIND_CONDITION, {}, lock_kind=H.LOCK_EXTERNAL,
                           lock_type=H.LOCK_TYPE_NONE, lock_name=lock.name)
         else:
@@ -761,7 +769,7 @@ def sync_from_segment(seg, timeout=5.0, allow_other_owner=False):
     h = seg.header
     if h.lock_kind == H.LOCK_EXTERNAL:
         lock = lock_from_segment(open_external_lock(seg.name, h.lock_name, timeout,
-                                                    allow_other_owner))
+                                                    allow_other_owner, kind=h.kind))
     else:
         lock = lock_from_segment(seg)
     words = struct.unpack_from(f"<{H.SYNC_WORDS}I", seg.mm, h.data_offset)
