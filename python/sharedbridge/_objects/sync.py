@@ -521,7 +521,8 @@ class Condition(_Waitable):
     Condition(lock=None, *, name=None, keep=False): with lock=None the condition has its
     own recursive lock; otherwise *lock* is any sharedbridge Lock or RLock, including the
     lock of a synchronized Array or Value (``Condition(arr.get_lock())``), and the segment
-    records that lock's name, so other processes and .NET use the same lock.
+    records that lock's name, so other processes and .NET use the same lock. The internal
+    lock of an Event, Semaphore or Barrier is refused (ValueError; docs/format.md 10.1).
     """
 
     def __init__(self, lock=None, *, name=None, lifetime=None, keep=False, ctx=None):
@@ -563,7 +564,8 @@ class Condition(_Waitable):
 
     def wait(self, timeout=None):
         """Release the lock, wait for a notification or *timeout* seconds, take the lock
-        again. True unless the timeout expired."""
+        again. True unless the timeout expired. An RLock held several times is released
+        completely and taken back to the same depth, as multiprocessing's (section 10.3)."""
         if not self._lock._held_by_me():
             raise AssertionError("must acquire() condition before using wait()")
         deadline = _deadline(timeout)
