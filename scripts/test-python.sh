@@ -36,7 +36,7 @@ CTYPES_TESTS="test_locks.py test_lock_hardening.py test_lock_backend.py test_dro
 CTYPES_TESTS="$CTYPES_TESTS test_queue_basic.py test_queue_hostile.py test_queue_processes.py test_queue_fast.py"
 # ... and the waiting objects' tests (their spin and futex calls are compiled too): on Debian's
 # interpreter only, where the other ctypes tests run as well.
-CTYPES_SYNC_TESTS="test_sync.py test_sync_recovery.py test_wakeups.py test_wakeups_v4.py test_wait_core.py"
+CTYPES_SYNC_TESTS="test_sync.py test_sync_recovery.py test_wakeups.py test_wakeups_v4.py test_wait_core.py test_sync_rules.py"
 newest="$(python_interpreters | while read -r p; do "$p" -c 'import sys; print("%d.%03d %s" % (sys.version_info[0], sys.version_info[1], sys.executable))'; done | sort | tail -n1 | cut -d' ' -f2-)"
 
 # One interpreter's suites (its label, its interpreter, its pytest path): the package suite, the

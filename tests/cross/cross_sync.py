@@ -6,6 +6,7 @@ processes; the C# driver's SyncWorkers.cs implements the same workers with the s
 import json
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -151,6 +152,87 @@ def sync_pingpong(ping_name, pong_name, rounds):
     return 0
 
 
+def _timeout(ms):
+    return None if int(ms) < 0 else int(ms) / 1000
+
+
+def _rule_open(objects, name):
+    objects[name] = sb.attach(name)
+    return "ok"
+
+
+def _rule_cond_nested_wait(objects, name, ms):
+    """Wait with the condition's lock held twice (section 10.3): released completely while
+    waiting, held twice again after: notify() works after the inner release, not after the outer."""
+    cond = objects[name]
+    with cond:
+        with cond:
+            _say("waiting")
+            got = cond.wait(_timeout(ms))
+        try:
+            cond.notify()
+            held = "held"
+        except AssertionError:
+            held = "not-held"
+    try:
+        cond.notify()
+        released = "not-released"
+    except AssertionError:
+        released = "released"
+    return f"{'notified' if got else 'timeout'} {held} {released}"
+
+
+def _rule_event_wait(objects, name, ms):
+    _say("waiting")
+    return "true" if objects[name].wait(_timeout(ms)) else "false"
+
+
+def _rule_sem_acquire(objects, name, ms):
+    _say("waiting")
+    return "acquired" if objects[name].acquire(timeout=_timeout(ms)) else "timeout"
+
+
+def _rule_sem_release(objects, name):
+    try:
+        objects[name].release()
+    except ValueError:
+        return "full"
+    return "ok"
+
+
+def _rule_barrier_wait(objects, name, ms):
+    _say("waiting")
+    try:
+        return str(objects[name].wait(_timeout(ms)))
+    except threading.BrokenBarrierError:
+        return "broken"
+
+
+_RULES = {"open": _rule_open, "cond-nested-wait": _rule_cond_nested_wait,
+          "event-wait": _rule_event_wait, "sem-acquire": _rule_sem_acquire,
+          "sem-release": _rule_sem_release, "barrier-wait": _rule_barrier_wait}
+
+
+def sync_rules():
+    """The cases of section 10's settled rules (SyncRulesTests.cs), one command per stdin line
+    (COMMAND NAME [MS], MS < 0: no timeout); one result line each ("corrupt" for a corrupt
+    segment, "error TYPE: message" for any other error). Objects stay open until "exit"."""
+    objects = {}
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command == "exit":
+            break
+        try:
+            _say(_RULES[command](objects, *args))
+        except sb.CorruptSegmentError:
+            _say("corrupt")
+        except Exception as e:
+            _say(f"error {type(e).__name__}: {e}")
+    for obj in objects.values():
+        obj.close()
+    return 0
+
+
 WORKERS = {
     "sync-event-wait": sync_event_wait,
     "sync-event-set": sync_event_set,
@@ -164,4 +246,5 @@ WORKERS = {
     "sync-produce": sync_produce,
     "sync-consume": sync_consume,
     "sync-pingpong": sync_pingpong,
+    "sync-rules": sync_rules,
 }

@@ -222,11 +222,18 @@ def _attach_lock(name, allow_other_owner=False):
     return attach_or_unavailable(name, lock_from_segment, allow_other_owner)
 
 
-def open_external_lock(name, lock_name, timeout, allow_other_owner, join=True):
+# Section 10.1: a condition's lock segment (lock_kind 2) is never one of these kinds, whose
+# mutex guards the object's own words (the event, the semaphore, the barrier, the queue).
+NOT_A_CONDITION_LOCK = {H.KIND_EVENT: "an event", H.KIND_SEMAPHORE: "a semaphore",
+                        H.KIND_BARRIER: "a barrier", H.KIND_QUEUE: "a queue"}
+
+
+def open_external_lock(name, lock_name, timeout, allow_other_owner, join=True, kind=None):
     """The segment holding the lock of segment *name* (lock_kind 2, docs/format.md
     section 7.1): it must hold an embedded mutex of this machine's ABI, else *name* is
-    corrupt. A missing lock segment stays SegmentNotFoundError. join=False only looks
-    (tools)."""
+    corrupt; for a condition (*kind*), it must not be an event, a semaphore, a barrier or
+    a queue (section 10.1). A missing lock segment stays SegmentNotFoundError.
+    join=False only looks (tools)."""
     try:
         lock_seg = open_segment(lock_name, timeout, allow_other_owner, join)
     except UnsupportedVersionError:
@@ -240,4 +247,12 @@ def open_external_lock(name, lock_name, timeout, allow_other_owner, join=True):
             f"corrupt SharedBridge segment {name!r}: it uses the lock of segment "
             f"{lock_name!r}, which has no embedded lock (lock_kind "
             f"{lock_seg.header.lock_kind})")
+    if kind == H.KIND_CONDITION and lock_seg.header.kind in NOT_A_CONDITION_LOCK:
+        what = NOT_A_CONDITION_LOCK[lock_seg.header.kind]
+        lock_seg.close()
+        raise CorruptSegmentError(
+            f"corrupt SharedBridge segment {name!r}: it is a condition on the lock of segment "
+            f"{lock_name!r}, which is {what}: that mutex guards the object's own words, so a "
+            "condition may not use it (docs/format.md section 10.1); recreate the condition on "
+            "a Lock, an RLock, an Array or a Value")
     return lock_seg

@@ -30,7 +30,8 @@ from .._platform.wake import Spinner
 from .._platform.process_info import process_is_running, process_start_time
 from .._platform.segment import create
 from ..errors import CorruptSegmentError
-from .shared_lock import SharedLock, lock_from_segment, open_external_lock
+from .shared_lock import (NOT_A_CONDITION_LOCK, SharedLock, lock_from_segment,
+                          open_external_lock)
 from .lifetimes import resolve_lifetime
 from .protocol import segment_of
 from .unavailable import attach_or_unavailable
@@ -520,7 +521,8 @@ class Condition(_Waitable):
     Condition(lock=None, *, name=None, keep=False): with lock=None the condition has its
     own recursive lock; otherwise *lock* is any sharedbridge Lock or RLock, including the
     lock of a synchronized Array or Value (``Condition(arr.get_lock())``), and the segment
-    records that lock's name, so other processes and .NET use the same lock.
+    records that lock's name, so other processes and .NET use the same lock. The internal
+    lock of an Event, Semaphore or Barrier is refused (ValueError; docs/format.md 10.1).
     """
 
     def __init__(self, lock=None, *, name=None, lifetime=None, keep=False, ctx=None):
@@ -529,6 +531,13 @@ class Condition(_Waitable):
                           lock_type=H.LOCK_TYPE_RECURSIVE)
             lock = lock_from_segment(seg)
         elif isinstance(lock, SharedLock):
+            kind = lock._seg.header.kind
+            if kind in NOT_A_CONDITION_LOCK:
+                raise ValueError(
+                    f"Condition(lock): {lock.name!r} is the internal lock of "
+                    f"{NOT_A_CONDITION_LOCK[kind]}, which guards that object's own words: a "
+                    "condition may not use it (docs/format.md section 10.1); use a sharedbridge "
+                    "Lock or RLock, or the lock of an Array or a Value")
             seg = _create(name, lifetime, keep, H.KIND_CONDITION, {}, lock_kind=H.LOCK_EXTERNAL,
                           lock_type=H.LOCK_TYPE_NONE, lock_name=lock.name)
         else:
@@ -555,7 +564,8 @@ class Condition(_Waitable):
 
     def wait(self, timeout=None):
         """Release the lock, wait for a notification or *timeout* seconds, take the lock
-        again. True unless the timeout expired."""
+        again. True unless the timeout expired. An RLock held several times is released
+        completely and taken back to the same depth, as multiprocessing's (section 10.3)."""
         if not self._lock._held_by_me():
             raise AssertionError("must acquire() condition before using wait()")
         deadline = _deadline(timeout)
@@ -761,7 +771,7 @@ def sync_from_segment(seg, timeout=5.0, allow_other_owner=False):
     h = seg.header
     if h.lock_kind == H.LOCK_EXTERNAL:
         lock = lock_from_segment(open_external_lock(seg.name, h.lock_name, timeout,
-                                                    allow_other_owner))
+                                                    allow_other_owner, kind=h.kind))
     else:
         lock = lock_from_segment(seg)
     words = struct.unpack_from(f"<{H.SYNC_WORDS}I", seg.mm, h.data_offset)

@@ -22,6 +22,7 @@ public static class SyncWorkers
         "sync-produce" => Produce(args[0], args[1], long.Parse(args[2]), int.Parse(args[3])),
         "sync-consume" => Consume(args[0], args[1], int.Parse(args[2])),
         "sync-pingpong" => PingPong(args[0], args[1], int.Parse(args[2])),
+        "sync-rules" => Rules(),
         _ => null,
     };
 
@@ -173,5 +174,123 @@ public static class SyncWorkers
             pong.Set();
         }
         return 0;
+    }
+
+    private static TimeSpan Ms(string ms) => int.Parse(ms) < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(int.Parse(ms));
+
+    /// <summary>The cases of section 10's settled rules (SyncRulesTests.cs), one command per stdin line (COMMAND NAME [MS],
+    /// MS &lt; 0: no timeout); one result line each ("corrupt" for a corrupt segment, "error TYPE: message" for any
+    /// other error), as cross_sync.sync_rules. Objects stay open until "exit".</summary>
+    private static int Rules()
+    {
+        var objects = new Dictionary<string, IDisposable>();
+        while (Console.ReadLine() is { } line)
+        {
+            var a = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (a[0] == "exit") break;
+            try
+            {
+                Say(a[0] switch
+                {
+                    "open" => Open(objects, a[1]),
+                    "cond-nested-wait" => CondNestedWait((SharedCondition)objects[a[1]], Ms(a[2])),
+                    "event-wait" => Waiting(() => ((SharedEvent)objects[a[1]]).Wait(Ms(a[2])) ? "true" : "false"),
+                    "sem-acquire" => Waiting(() => ((SharedSemaphore)objects[a[1]]).Wait(Ms(a[2])) ? "acquired" : "timeout"),
+                    "sem-release" => SemRelease((SharedSemaphore)objects[a[1]]),
+                    "barrier-wait" => Waiting(() => BarrierIndex((SharedBarrier)objects[a[1]], Ms(a[2]))),
+                    _ => throw new ArgumentException($"unknown command {a[0]}"),
+                });
+            }
+            catch (CorruptSegmentException)
+            {
+                Say("corrupt");
+            }
+            catch (Exception e)
+            {
+                Say($"error {e.GetType().Name}: {e.Message}");
+            }
+        }
+        foreach (var o in objects.Values) o.Dispose();
+        return 0;
+    }
+
+    private static string Waiting(Func<string> wait)
+    {
+        Say("waiting");
+        return wait();
+    }
+
+    private static string Open(Dictionary<string, IDisposable> objects, string name)
+    {
+        objects[name] = SharedSegment.ReadHeader(name).Kind switch
+        {
+            SegmentKind.Event => SharedEvent.Open(name),
+            SegmentKind.Semaphore => SharedSemaphore.Open(name),
+            SegmentKind.Condition => SharedCondition.Open(name),
+            SegmentKind.Barrier => SharedBarrier.Open(name),
+            var k => throw new ArgumentException($"not a synchronization segment: {k}"),
+        };
+        return "ok";
+    }
+
+    /// <summary>Waits with the condition's lock held twice (section 10.3): released completely while waiting, held
+    /// twice again after: Notify works after the inner release, not after the outer.</summary>
+    private static string CondNestedWait(SharedCondition cond, TimeSpan timeout)
+    {
+        bool got;
+        string held;
+        using (cond.Lock())
+        {
+            using (cond.Lock())
+            {
+                Say("waiting");
+                got = cond.Wait(timeout);
+            }
+            try
+            {
+                cond.Notify();
+                held = "held";
+            }
+            catch (SynchronizationLockException)
+            {
+                held = "not-held";
+            }
+        }
+        string released;
+        try
+        {
+            cond.Notify();
+            released = "not-released";
+        }
+        catch (SynchronizationLockException)
+        {
+            released = "released";
+        }
+        return $"{(got ? "notified" : "timeout")} {held} {released}";
+    }
+
+    private static string SemRelease(SharedSemaphore sem)
+    {
+        try
+        {
+            sem.Release();
+            return "ok";
+        }
+        catch (SemaphoreFullException)
+        {
+            return "full";
+        }
+    }
+
+    private static string BarrierIndex(SharedBarrier barrier, TimeSpan timeout)
+    {
+        try
+        {
+            return barrier.SignalAndWait(timeout).ToString();
+        }
+        catch (BrokenBarrierException)
+        {
+            return "broken";
+        }
     }
 }

@@ -9,7 +9,7 @@ namespace SharedBridge;
 /// A named condition variable shared between processes and languages (docs/format.md section 10, kind 6):
 /// Python's <c>sharedbridge.Condition</c>. It has its own recursive lock, or uses any SharedBridge lock
 /// (a <see cref="SharedLock"/>, or <c>GetLock()</c> of a synchronized array or value), whose segment it
-/// names. Hold the lock (once) around <see cref="Wait(TimeSpan)"/>, <see cref="Notify"/> and
+/// names. Hold the lock around <see cref="Wait(TimeSpan)"/>, <see cref="Notify"/> and
 /// <see cref="NotifyAll"/>: "update under the lock, then notify". A waiter may wake without a
 /// notification after another waiter died: wait in a predicate loop (<see cref="WaitFor"/>).
 /// </summary>
@@ -25,8 +25,17 @@ public sealed class SharedCondition : IDisposable
     /// <param name="sharedLock">The lock to use (for example <c>array.GetLock()</c>), or null for the condition's own
     /// recursive lock. The segment records the lock's name, so every process and language finds it.</param>
     /// <param name="options">Mode and lifetime (Synchronized must stay true, SharedLock and TypeCode null).</param>
-    public static SharedCondition Create(string? name = null, SharedLock? sharedLock = null, SegmentOptions? options = null) =>
-        new(new WaitWords(WaitWords.Create(OwnerName, name, SegmentKind.Condition, options, [], sharedLock)));
+    /// <exception cref="ArgumentException"><paramref name="sharedLock"/> is the internal lock of an event, a semaphore, a
+    /// barrier or a queue (docs/format.md section 10.1).</exception>
+    public static SharedCondition Create(string? name = null, SharedLock? sharedLock = null, SegmentOptions? options = null)
+    {
+        if (sharedLock is not null && !SharedObjectCore.CanLockACondition(sharedLock.SegmentKind))
+            throw new ArgumentException(
+                $"The lock of \"{sharedLock.Name}\" is the internal lock of {sharedLock.SegmentKind} (kind {(int)sharedLock.SegmentKind}), which " +
+                "guards that object's own words: a condition may not use it (docs/format.md section 10.1). Use a SharedLock, or the lock of an " +
+                "array or a value.", nameof(sharedLock));
+        return new(new WaitWords(WaitWords.Create(OwnerName, name, SegmentKind.Condition, options, [], sharedLock)));
+    }
 
     /// <summary>Opens an existing condition segment (and its lock's segment).</summary>
     /// <exception cref="TypeMismatchException">The segment is not a condition.</exception>
@@ -59,9 +68,10 @@ public sealed class SharedCondition : IDisposable
     public void Wait() => Wait(Timeout.InfiniteTimeSpan, default);
 
     /// <summary>Releases the lock, waits for a notification or <paramref name="timeout"/>, takes the lock again;
-    /// false when the timeout expired.</summary>
+    /// false when the timeout expired. A lock this thread holds several times (nested <see cref="Lock()"/> scopes) is
+    /// released completely and taken again to the same depth, as Python's (multiprocessing's) Condition does with an
+    /// RLock (docs/format.md section 10.3).</summary>
     /// <exception cref="SynchronizationLockException">This thread does not hold the lock.</exception>
-    /// <exception cref="InvalidOperationException">This thread holds the lock more than once.</exception>
     public bool Wait(TimeSpan timeout) => Wait(timeout, default);
 
     /// <summary>As <see cref="Wait(TimeSpan)"/>; a cancellation ends the wait (OperationCanceledException) with the

@@ -62,6 +62,9 @@ public sealed class SharedLock : IDisposable
         return segment;
     }
 
+    /// <summary>The kind of the segment that holds the lock.</summary>
+    internal SegmentKind SegmentKind => _core.Header.Kind;
+
     /// <summary>The name of the segment that holds the lock.</summary>
     public string Name => _core.Name;
 

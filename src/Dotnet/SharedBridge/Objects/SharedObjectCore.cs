@@ -161,8 +161,22 @@ internal sealed class SharedObjectCore
                 $"Segment \"{header.Name}\" names \"{header.LockName}\" as its lock, but that segment has no embedded lock " +
                 $"(its lock_kind is {(int)lockKind}, {lockKind}; an external lock must have lock_kind 1): the two segments do not belong together.");
         }
+        if (header.Kind == SegmentKind.Condition && !CanLockACondition(lockSegment.Header.Kind))
+        {
+            var kind = lockSegment.Header.Kind;
+            lockSegment.Release();
+            throw new CorruptSegmentException(
+                $"Segment \"{header.Name}\" is a condition on the lock of \"{header.LockName}\", which is {kind} (kind {(int)kind}): " +
+                "that mutex guards the object's own words, so a condition may not use it (docs/format.md section 10.1); recreate the condition on a lock, an array or a value.");
+        }
         return lockSegment;
     }
+
+    /// <summary>Section 10.1: the lock segment of a condition with lock_kind 2 is a lock-only segment, an array, a value,
+    /// an n-dimensional array or a condition: never an event, a semaphore, a barrier or a queue, whose mutex guards that
+    /// object's own words (a condition's user holding it would block the object, and a wait would release it).</summary>
+    internal static bool CanLockACondition(SegmentKind kind) =>
+        kind is not (SegmentKind.Event or SegmentKind.Semaphore or SegmentKind.Barrier or SegmentKind.Queue);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void ThrowIfDisposed()

@@ -330,7 +330,7 @@ internal sealed unsafe partial class WaitWords
     }
 
     /// <summary>Section 10.3 wait for a condition: join, wait until notified or the timeout, leave. The calling
-    /// thread holds the mutex once; it holds it again on return, also when a cancellation ends the wait
+    /// thread holds the mutex (at any depth); it holds it again on return, also when a cancellation ends the wait
     /// (OperationCanceledException). True when notified.</summary>
     internal bool Wait(TimeSpan timeout, CancellationToken cancellationToken)
     {
@@ -363,7 +363,8 @@ internal sealed unsafe partial class WaitWords
     }
 
     /// <summary>
-    /// Section 10.3 wait(deadline), steps 1 to 8, for a joined thread holding the mutex once: releases it
+    /// Section 10.3 wait(deadline), steps 1 to 8, for a joined thread holding the mutex (at any depth: a recursive
+    /// lock held several times is released completely and taken again to the same depth): releases it
     /// (issuing the wake-up this thread deferred), spins on <c>seq</c> within the adaptive budget, sleeps in
     /// FUTEX_WAIT slices of at most 50 ms until <c>seq</c> changes or <paramref name="timeout"/> passes, takes
     /// the mutex again and consumes a signal if there is one. Returns with the mutex held, still joined, also
@@ -386,20 +387,21 @@ internal sealed unsafe partial class WaitWords
         var segment = _core.Segment;
         segment.AddRef();               // the words stay mapped while the lock is not held
         bool held = true;
+        int depth = 0;
         try
         {
-            ReleaseOnce();              // step 1 (Unlock issues this thread's deferred wake-up)
+            depth = ReleaseCompletely();    // step 1 (the last Unlock issues this thread's deferred wake-up)
             held = false;
             if (spin > 0 && !Spin(seq, spin, start))
             {
-                _mutex.Lock();          // step 3
+                Reacquire(depth);       // step 3
                 held = true;
                 if (Volatile.Read(ref _w[Seq]) == seq)
                 {
                     RegisterSleeper();
                     registered = true;
                     held = false;
-                    _mutex.Unlock();
+                    ReleaseCompletely();
                 }
             }
             while (!held && Volatile.Read(ref _w[Seq]) == seq)    // step 4
@@ -411,7 +413,7 @@ internal sealed unsafe partial class WaitWords
             }
             if (!held)
             {
-                _mutex.Lock();          // step 5
+                Reacquire(depth);       // step 5
                 held = true;
             }
             if (registered)             // step 6
@@ -426,7 +428,7 @@ internal sealed unsafe partial class WaitWords
         catch
         {
             // Abandoned (section 10.3): take the mutex again and unregister; the caller leaves.
-            if (!held) _mutex.Lock();
+            if (!held && depth > 0) Reacquire(depth);
             if (registered) UnregisterSleeper();
             throw;
         }
@@ -484,16 +486,25 @@ internal sealed unsafe partial class WaitWords
         return true;
     }
 
-    private void ReleaseOnce()
+    /// <summary>Section 10.3 wait step 1: releases the mutex completely, as multiprocessing.Condition and
+    /// threading.Condition release an RLock; returns the depth it was held to (a recursive lock: any; 1 otherwise).</summary>
+    private int ReleaseCompletely()
     {
-        _mutex.Unlock();
-        if (HeldByCurrentThread)
+        int depth = 0;
+        do
         {
-            _mutex.Lock();
-            throw new InvalidOperationException(
-                $"The lock of \"{_core.Name}\" is held more than once by this thread: a condition wait must be able to release it " +
-                "completely. Hold it once (one LockScope) while waiting.");
-        }
+            _mutex.Unlock();
+            depth++;
+        } while (HeldByCurrentThread);
+        return depth;
+    }
+
+    /// <summary>Section 10.3 wait steps 3 and 5: takes the mutex again to <paramref name="depth"/> (a recovery from a
+    /// dead owner happens, and is recorded, on the first acquisition).</summary>
+    private void Reacquire(int depth)
+    {
+        _mutex.Lock();
+        for (int i = 1; i < depth; i++) _mutex.Lock();
     }
 
     private void CheckSignals()
