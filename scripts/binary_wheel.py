@@ -10,7 +10,7 @@ sharedbridge/_platform/_fastlock<EXT_SUFFIX>, and the copy is written to OUT_DIR
 sharedbridge-V-cpXY-cpXY-<platform>.whl (Root-Is-Purelib false, RECORD rewritten). Interpreters of
 one minor version give one wheel (the first one listed builds it).
 
-The platform tag (docs/api.md, "Installing"): manylinux_2_N_<arch>, where 2.N is the newest GLIBC_
+The platform tag (docs/api.md, "Wheels"): manylinux_2_N_<arch>, where 2.N is the newest GLIBC_
 symbol version the module needs (objdump -T: the versions of its undefined dynamic symbols), so the
 tag claims no older glibc than the module runs on; the module may need only libraries every
 manylinux system has (libc, libpthread, librt, libm, libdl: readelf -d NEEDED) and no versioned

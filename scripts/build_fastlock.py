@@ -15,7 +15,7 @@ build the same file through setup.py.
 
 --out FILE builds into FILE instead, always (scripts/binary_wheel.py: the module of a binary
 wheel). --limited-api compiles against the stable ABI of CPython 3.12 (Py_LIMITED_API,
-an abi3 module; docs/api.md, "Installing"): the module then has the suffix .abi3.so.
+an abi3 module; docs/api.md, "Wheels"): the module then has the suffix .abi3.so.
 """
 
 import os

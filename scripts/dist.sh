@@ -59,7 +59,7 @@ if "$python" -c 'import build' 2>/dev/null; then
 else
     "$python" -m pip wheel --no-deps --no-build-isolation -q -w "$out" "$stage"
 fi
-# One binary wheel per CPython minor version (not abi3: docs/api.md, "Installing", says why).
+# One binary wheel per CPython minor version (not abi3: docs/api.md, "Wheels", says why).
 . scripts/python-env.sh
 mapfile -t pythons < <(python_interpreters)
 if [ "${#pythons[@]}" -gt 0 ]; then
