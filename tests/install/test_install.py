@@ -405,6 +405,33 @@ def test_pure_wheel_gives_the_ctypes_lock(venvs, work, wheel_names):
     assert (backend, module, value) == ("ctypes", "none", "2000")
 
 
+def test_abi3_build_of_the_lock_module_still_builds_and_runs(work, wheel_names):
+    """_fastlock.c also compiles against the 3.12 stable ABI (bench/abi3_compare.py measures that build
+    against the per-interpreter one; docs/api.md, "Wheels"). Built by the newest interpreter >= 3.12
+    found into a copy of the package, it is the module that copy loads, and the seeds' idioms count
+    right on it."""
+    newest = max(((tuple(int(x) for x in label(p).split(".")[:2]), p) for p in wheel_pythons()), default=None)
+    if newest is None or newest[0] < (3, 12):
+        pytest.skip("no CPython >= 3.12 found: the abi3 build needs the 3.12 limited API")
+    python = newest[1]
+    tree = work / "abi3-copy"
+    if not tree.exists():
+        shutil.copytree(ROOT / "python" / "sharedbridge", tree / "sharedbridge",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    module = tree / "sharedbridge" / "_platform" / "_fastlock.abi3.so"
+    built = subprocess.run([python, ROOT / "scripts" / "build_fastlock.py", "--limited-api", "--out", module],
+                           capture_output=True, text=True, timeout=300)
+    if built.returncode == 3:
+        pytest.skip(built.stdout.strip())
+    assert built.returncode == 0, built.stdout + built.stderr
+    script = work / "install_check.py"
+    shutil.copy(HERE / "install_check.py", script)
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    env.pop("SHAREDBRIDGE_NO_ACCEL", None)
+    backend, loaded, value = run([python, script, "backend", wheel_names()], env=env, cwd=work).stdout.split("\n")[:3]
+    assert (backend, pathlib.Path(loaded), value) == ("c", module, "2000")
+
+
 def test_sdist_is_the_source_and_builds_a_wheel(work):
     sdist = dist_file(f"sharedbridge-{VERSION}.tar.gz")
     top = f"sharedbridge-{VERSION}"
