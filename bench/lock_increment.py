@@ -1,4 +1,4 @@
-"""Locked element increment: SharedBridge (C and ctypes lock paths) vs multiprocessing.Array.
+"""Locked increment: SharedBridge (C and ctypes lock paths) vs multiprocessing.Array and .Value.
 
 Usage: PYTHON bench/lock_increment.py [--ops N] [--rounds R] [--json-only]
 (run from the repository root, or with the package importable).
@@ -6,10 +6,12 @@ Usage: PYTHON bench/lock_increment.py [--ops N] [--rounds R] [--json-only]
 Measures, in one process, side by side, in interleaved rounds (every round times every
 case once, in a rotating order, so drift and noise hit all cases alike), the ns per
 operation of:
-  lock: `with arr.get_lock(): arr[i] += 1`  (the seeds' idiom)
-  sync: `arr[i] += 1` on the synchronized wrapper (a locked read, then a locked write)
-on an Array('q', 5) of:
-  mp      multiprocessing.Array (the baseline)
+  lock:        `with arr.get_lock(): arr[i] += 1`  (the seeds' idioms: Array and Value, locked
+  sync:        `arr[i] += 1` on the synchronized wrapper      block and synchronized accessor)
+  value-lock:  `with v.get_lock(): v.value += 1`
+  value-sync:  `v.value += 1` on the synchronized wrapper
+(sync: a locked read, then a locked write) on an Array('q', 5) and a Value('q') of:
+  mp      multiprocessing.Array / .Value (the baseline)
   c       sharedbridge with the compiled lock fast path (when _fastlock is built)
   ctypes  sharedbridge with SHAREDBRIDGE_NO_ACCEL=1 (standard library only)
 The two sharedbridge paths cannot coexist in one interpreter (the path is chosen at
@@ -34,10 +36,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON_DIR = os.path.join(os.path.dirname(HERE), "python")
-CASES = ("lock", "sync")
+CASES = ("lock", "sync", "value-lock", "value-sync")
 
 
-def _loops(arr):
+def _loops(arr, val=None):
     def lock(n):
         for _ in range(n):
             with arr.get_lock():
@@ -47,7 +49,19 @@ def _loops(arr):
         for _ in range(n):
             arr[2] += 1
 
-    return {"lock": lock, "sync": sync}
+    def value_lock(n):
+        for _ in range(n):
+            with val.get_lock():
+                val.value += 1
+
+    def value_sync(n):
+        for _ in range(n):
+            val.value += 1
+
+    loops = {"lock": lock, "sync": sync}
+    if val is not None:
+        loops.update({"value-lock": value_lock, "value-sync": value_sync})
+    return loops
 
 
 def _time(fn, ops):
@@ -60,23 +74,24 @@ def serve(impl):
     """Child: build the array, then time one case per command line read from stdin."""
     if impl == "mp":
         import multiprocessing
-        arr = multiprocessing.Array("q", 5)
+        arr, val = multiprocessing.Array("q", 5), multiprocessing.Value("q", 0)
         backend = "semaphore"
     else:
         sys.path.insert(0, PYTHON_DIR)
         import sharedbridge as sb
-        arr = sb.Array("q", 5)
+        arr, val = sb.Array("q", 5), sb.Value("q", 0)
         backend = getattr(sb, "lock_backend", lambda: "ctypes")()   # older versions: ctypes
-    loops = _loops(arr)
-    loops["lock"](1000)        # warm up (specializing interpreters, caches)
-    loops["sync"](1000)
+    loops = _loops(arr, val)
+    for fn in loops.values():
+        fn(1000)               # warm up (specializing interpreters, caches)
     print(json.dumps({"backend": backend}), flush=True)
     for line in sys.stdin:
         case, ops = line.split()
         print(json.dumps({"ns": _time(loops[case], int(ops))}), flush=True)
     if impl != "mp":
-        arr.get_lock().close()
-        arr.close()
+        for obj in (arr, val):
+            obj.get_lock().close()
+            obj.close()
 
 
 def add_arguments(ap):
@@ -84,6 +99,7 @@ def add_arguments(ap):
     ap.add_argument("--ops", type=int, default=100_000, help="operations per timing")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--json-only", action="store_true")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated cases to time (default: all)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
 
 
@@ -110,7 +126,11 @@ def main(argv=None):
             continue          # not built for this interpreter: only mp and ctypes
         procs[impl] = (p, backend)
 
-    timings = {(impl, case): [] for impl in procs for case in CASES}
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        ap.error(f"unknown case(s) {', '.join(unknown)}: the cases are {', '.join(CASES)}")
+    timings = {(impl, case): [] for impl in procs for case in cases}
     order = list(timings)
     for r in range(args.rounds):
         k = r % len(order)
@@ -136,10 +156,10 @@ def main(argv=None):
     if not args.json_only:
         print(f"Python {out['version']} ({sys.executable}), {args.rounds} rounds x {args.ops} ops",
               file=sys.stderr)
-        print(f"{'case':6} {'implementation':16} {'backend':10} {'ns/op':>8} {'min':>8} {'x mp':>6}",
+        print(f"{'case':10} {'implementation':16} {'backend':10} {'ns/op':>8} {'min':>8} {'x mp':>6}",
               file=sys.stderr)
         for r in results:
-            print(f"{r['case']:6} {r['impl']:16} {r['backend']:10} {r['ns_per_op']:8.0f} "
+            print(f"{r['case']:10} {r['impl']:16} {r['backend']:10} {r['ns_per_op']:8.0f} "
                   f"{r['ns_min']:8.0f} {r['ratio_to_mp']:6.2f}", file=sys.stderr)
     print(json.dumps(out))
     return out

@@ -65,12 +65,13 @@ def save(fig, plots, name):
 def lock_increment(b, plots):
     interps = list(dict.fromkeys(c["interpreter"] for c in b["cases"]))
     series = list(dict.fromkeys(f"{c['impl']} ({c['backend']})" for c in b["cases"]))
-    fig, axes = plt.subplots(1, len(interps), figsize=(3.2 * len(interps), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(interps), figsize=(4.8 * len(interps), 3.6), squeeze=False, sharey=True)
     for ax, it in zip(axes[0], interps):
         def value(case, s, it=it):
             return next((c["value"] for c in b["cases"] if c["interpreter"] == it and c["case"] == case
                          and f"{c['impl']} ({c['backend']})" == s), None)
-        bars(ax, ["lock", "sync"], series, value, "ns/op" if ax is axes[0][0] else "")
+        bars(ax, list(dict.fromkeys(c["case"] for c in b["cases"])), series, value,
+             "ns/op" if ax is axes[0][0] else "")
         ax.set_title(f"CPython {it}")
     axes[0][-1].legend(fontsize=7)
     img = save(fig, plots, "lock_increment.png")
@@ -472,11 +473,12 @@ def render(results, doc):
         ]),
     ]
     sections = [
-        ("lock_increment", "1. Locked element increment",
-         "One process, `Array('q', 5)`; case `lock` is the seeds' idiom `with arr.get_lock(): arr[i] += 1`, "
-         "case `sync` the synchronized `arr[i] += 1`. SharedBridge on both lock paths: `c` (the compiled "
-         "`_fastlock` extension) and `ctypes` (`SHAREDBRIDGE_NO_ACCEL=1`); baseline "
-         "`multiprocessing.Array` (a POSIX semaphore). `bench/lock_increment.py`.",
+        ("lock_increment", "1. Locked increment",
+         "One process, every idiom of the seeds: `Array('q', 5)`, case `lock` `with arr.get_lock(): arr[i] += 1`, "
+         "case `sync` the synchronized `arr[i] += 1`; `Value('q')`, case `value-lock` "
+         "`with v.get_lock(): v.value += 1`, case `value-sync` the synchronized `v.value += 1`. SharedBridge on "
+         "both lock paths: `c` (the compiled `_fastlock` extension) and `ctypes` (`SHAREDBRIDGE_NO_ACCEL=1`); "
+         "baseline `multiprocessing.Array` / `.Value` (a POSIX semaphore). `bench/lock_increment.py`.",
          lambda b: lock_increment(b, plots)),
         ("contended", "2. Contended throughput on one locked counter",
          "1, 2 and 4 processes increment one shared counter under its lock for a fixed time, starting "

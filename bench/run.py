@@ -119,8 +119,9 @@ def item_lock_increment(smoke, pythons):
             cases.append({"interpreter": res["version"], "case": row["case"], "impl": row["impl"],
                           "backend": row["backend"], "value": row["ns_per_op"],
                           "ratio_to_multiprocessing": row["ratio_to_mp"]})
-    return {"title": "Locked element increment (case lock: `with arr.get_lock(): arr[i] += 1`; "
-                     "case sync: synchronized `arr[i] += 1`)",
+    return {"title": "Locked increment (lock: `with arr.get_lock(): arr[i] += 1`; sync: synchronized "
+                     "`arr[i] += 1`; value-lock: `with v.get_lock(): v.value += 1`; value-sync: "
+                     "synchronized `v.value += 1`)",
             "unit": "ns/op", "higher_is_better": False, "cases": cases}
 
 

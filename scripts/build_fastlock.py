@@ -1,6 +1,6 @@
 """Build the optional compiled lock accelerator in the source tree, for this interpreter.
 
-Usage: PYTHON scripts/build_fastlock.py [--quiet]
+Usage: PYTHON scripts/build_fastlock.py [--quiet] [--out FILE] [--limited-api]
 
 Compiles python/sharedbridge/_platform/_fastlock.c into _fastlock<EXT_SUFFIX> next to it
 (e.g. _fastlock.cpython-313-x86_64-linux-gnu.so), with the compiler and the headers this
@@ -12,6 +12,10 @@ Prints one line. Exit status: 0 when the module is there ("built" / "up to date"
 it cannot be built here (no compiler, no Python.h: install python3-dev; the package then
 uses its ctypes path), 1 when the compiler ran and failed (a bug to fix). pip installs
 build the same file through setup.py.
+
+--out FILE builds into FILE instead, always (scripts/binary_wheel.py: the module of a binary
+wheel). --limited-api compiles against the stable ABI of CPython 3.12 (Py_LIMITED_API,
+an abi3 module; docs/api.md, "Wheels"): the module then has the suffix .abi3.so.
 """
 
 import os
@@ -43,10 +47,16 @@ def _librt():
 
 
 def main():
-    quiet = "--quiet" in sys.argv
-    out = os.path.join(os.path.dirname(SRC), "_fastlock" + sysconfig.get_config_var("EXT_SUFFIX"))
-    label = f"_fastlock for Python {sys.version.split()[0]}"
-    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(SRC):
+    args = sys.argv[1:]
+    quiet = "--quiet" in args
+    limited = "--limited-api" in args
+    suffix = ".abi3.so" if limited else sysconfig.get_config_var("EXT_SUFFIX")
+    out = os.path.join(os.path.dirname(SRC), "_fastlock" + suffix)
+    forced = "--out" in args
+    if forced:
+        out = os.path.abspath(args[args.index("--out") + 1])
+    label = f"_fastlock for Python {sys.version.split()[0]}" + (" (abi3)" if limited else "")
+    if not forced and os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(SRC):
         if not quiet:
             print(f"{label}: up to date ({os.path.relpath(out, ROOT)})")
         return 0
@@ -59,10 +69,12 @@ def main():
     if not shutil.which(cc[0]):
         print(f"{label}: not built, no C compiler ({cc[0]}); the ctypes lock path is used")
         return NOT_BUILDABLE
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(SRC))
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(out))
     os.close(fd)
     cmd = cc + ["-shared", "-fPIC", "-O2", "-Wall", "-Werror=implicit-function-declaration",
                 "-I", include, SRC, "-o", tmp, "-lpthread"] + _librt()
+    if limited:
+        cmd[len(cc):len(cc)] = ["-DPy_LIMITED_API=0x030C0000"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
@@ -73,7 +85,7 @@ def main():
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    print(f"{label}: built {os.path.relpath(out, ROOT)}")
+    print(f"{label}: built {os.path.relpath(out, ROOT) if out.startswith(ROOT) else out}")
     return 0
 
 

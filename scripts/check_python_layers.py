@@ -13,6 +13,7 @@ layer and of lower layers, never of a higher one:
               imported by nobody in the package, it may use everything below; its
               modules import each other, never their own __init__)
   cli         the `sharedbridge` command line (public API only; same level as dotnet)
+  demo        the Python side of the .NET tool's demo (public API only; same level as dotnet)
   __main__    `python -m sharedbridge` (runs cli)
 
 Every import of a package module counts, wherever it is written (module level, inside a
@@ -38,7 +39,7 @@ DEFAULT_PACKAGE = ROOT / "python" / "sharedbridge"
 # First name below the package -> layer (higher number = higher layer); "" is the
 # package's own __init__.py. A module outside this table fails the check: a new
 # subpackage or top-level module gets its place here on purpose.
-LAYERS = {"errors": 0, "_format": 1, "_platform": 2, "_objects": 3, "": 4, "dotnet": 5, "cli": 5,
+LAYERS = {"errors": 0, "_format": 1, "_platform": 2, "_objects": 3, "": 4, "dotnet": 5, "cli": 5, "demo": 5,
           "__main__": 6}
 
 CHECKS = ("every module is in the layer table", "no import cycle", "layers point down")

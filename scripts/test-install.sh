@@ -26,6 +26,9 @@ other="$(python_interpreters | while read -r p; do
 done | grep -v "^$("$py" -c 'import sys; print("%d.%03d" % sys.version_info[:2])') " | sort -n | tail -1 | cut -d' ' -f2)"
 echo "=== install ($py${other:+, the wheel also into a venv of $other})"
 export SB_INSTALL_PYTHONS="$other"
+# Every interpreter found gets a binary wheel (scripts/dist.sh) and a venv with it (tests/install).
+SB_WHEEL_PYTHONS="$(python_interpreters | paste -sd:)"
+export SB_WHEEL_PYTHONS
 status=0
 bash scripts/dist.sh || status=$?
 if [ "$status" = 0 ]; then

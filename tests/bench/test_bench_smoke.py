@@ -76,15 +76,19 @@ def test_every_benchmark_has_positive_figures_with_units(smoke):
             assert math.isfinite(case["value"]) and case["value"] > 0, (name, case)
 
 
-def test_lock_increment_reports_both_idioms_baseline_and_lock_path(smoke):
+def test_lock_increment_reports_every_idiom_baseline_and_lock_path(smoke):
+    """Every idiom of the seeds (Array and Value; locked block and synchronized accessor) against
+    multiprocessing, on both lock paths (the compiled one where this interpreter has it)."""
     cases = smoke["results"]["benchmarks"]["lock_increment"]["cases"]
     interps = {i["version"]: i["lock_backend"] for i in smoke["results"]["machine"]["interpreters"]}
+    idioms = ("lock", "sync", "value-lock", "value-sync")
     for version, backend in interps.items():
         mine = [c for c in cases if c["interpreter"] == version]
-        assert {(c["case"], c["impl"]) for c in mine} >= {
-            ("lock", "multiprocessing"), ("sync", "multiprocessing"), ("lock", "sharedbridge"),
-            ("sync", "sharedbridge")}
-        assert {c["backend"] for c in mine if c["impl"] == "sharedbridge"} >= {backend, "ctypes"}
+        got = {(c["case"], c["impl"], c["backend"]) for c in mine}
+        for idiom in idioms:
+            assert (idiom, "multiprocessing", "semaphore") in got, (version, idiom)
+            for path in {backend, "ctypes"}:
+                assert (idiom, "sharedbridge", path) in got, (version, idiom, path)
 
 
 def test_contended_has_every_variant_and_process_count(smoke):

@@ -5,6 +5,10 @@ not the script's folder). Commands (segment values are doubles, typecode 'd'):
   serve NAME X...     create Array('d', X...) named NAME, print "created", wait for a line on stdin,
                       print the values it holds then, exit (the creator unlinks NAME)
   modify NAME         attach NAME and, under its lock, set every element x to x * 2 + 0.25
+  backend NAME        create Value('q') named NAME, add 1 a thousand times with each of the seeds'
+                      idioms (`with v.get_lock(): v.value += 1` and the synchronized `v.value += 1`),
+                      print sharedbridge.lock_backend(), the file of the compiled module (or "none")
+                      and the value, then close it (the creator unlinks NAME)
   serve-pythonnet NAME X...
                       as serve, but the array is a .NET SharedArray<double> made in this process
                       through pythonnet by sharedbridge.dotnet with the assembly the wheel
@@ -34,6 +38,19 @@ def main(argv):
             sys.stdin.readline()
             print(" ".join(repr(x) for x in created.ToArray()))
             print(clr.GetClrType(sb.SegmentOptions).Assembly.Location)
+        case ["backend", name]:
+            from sharedbridge._platform import lock_core
+            v = sharedbridge.Value("q", 0, name=name)
+            for _ in range(1000):
+                with v.get_lock():
+                    v.value += 1
+            for _ in range(1000):
+                v.value += 1
+            print(sharedbridge.lock_backend())
+            print(lock_core.accel.__file__ if lock_core.accel is not None else "none")
+            print(v.value)
+            v.get_lock().close()
+            v.close()
         case ["modify", name]:
             opened = sharedbridge.attach(name)
             with opened.get_lock():
@@ -41,7 +58,8 @@ def main(argv):
                     opened[i] = opened[i] * 2 + 0.25
             print("modified")
         case _:
-            print("usage: install_check.py where | serve NAME X... | serve-pythonnet NAME X... | modify NAME", file=sys.stderr)
+            print("usage: install_check.py where | serve NAME X... | serve-pythonnet NAME X... | modify NAME | backend NAME",
+                  file=sys.stderr)
             return 2
     return 0
 

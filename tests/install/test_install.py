@@ -1,23 +1,32 @@
 """The packages a user installs (`make dist`, build/dist/), installed the way a user would, outside
 the repository, then used across languages through those installed copies only.
 
-- the wheel goes into a fresh venv of this interpreter with `pip install --no-index` (no source
-  tree on its path: the helper runs in isolated mode from a temporary folder);
+- the wheel goes into a fresh venv of this interpreter with `pip install --no-index --find-links
+  build/dist sharedbridge==V`, as a user would install it: pip picks the binary wheel of the
+  interpreter (the compiled lock path) over the pure one (no source tree on its path: the helper
+  runs in isolated mode from a temporary folder);
+- the binary wheel of every interpreter found (SB_WHEEL_PYTHONS) goes into a venv of that interpreter
+  and must give the compiled lock path; the pure wheel goes into one more and must give the ctypes one
+  (venvs are made --without-pip and filled by the base interpreter's `pip --python`: seconds each);
 - the SharedBridge NuGet package goes into a fresh `dotnet new console` project in a temporary
   folder, restored from a nuget.config whose feeds are build/dist (for SharedBridge*, by package
   source mapping) and nuget.org (everything else), into a private NuGet packages folder so no
   cached copy of the same version can stand in for the one just built;
-- the SharedBridge.Tool package is installed with `dotnet tool install --tool-path`;
+- the SharedBridge.Tool package is installed with `dotnet tool install --tool-path`, and its `demo`
+  runs with a venv's interpreter alone (the installed wheel's sharedbridge.demo);
 - the SharedBridge.Tensors package goes into another fresh console project, which references it alone
   (SharedBridge comes in as its dependency) and views a shared tensor through `AsTensorSpan()`.
 
 Run by scripts/test-install.sh, which runs scripts/dist.sh first.
-Segment names start with sbdist_ and every test checks that none is left behind.
+Segment names start with sbdist_ (sbw22_ for the wheel-kind tests) and every test checks that none
+is left behind.
 """
+import base64
 import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -103,15 +112,58 @@ def label(python):
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
+def wheel_pythons():
+    """Every CPython >= 3.10 found (SB_WHEEL_PYTHONS, set by scripts/test-install.sh from
+    scripts/python-env.sh), else those of interpreters()."""
+    found = [p for p in os.environ.get("SB_WHEEL_PYTHONS", "").split(os.pathsep) if p]
+    return list(dict.fromkeys(found or interpreters()))
+
+
+def python_tag(python):
+    return subprocess.run([python, "-c", "import sys; print('cp%d%d' % sys.version_info[:2])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def pure_wheel():
+    return dist_file(f"sharedbridge-{VERSION}-py3-none-any.whl")
+
+
+def binary_wheel(python):
+    """The binary wheel make dist built for *python*'s minor version: exactly one."""
+    tag = python_tag(python)
+    found = sorted(DIST.glob(f"sharedbridge-{VERSION}-{tag}-{tag}-*.whl"))
+    assert len(found) == 1, f"one binary wheel for {tag} expected in {DIST}, found {[f.name for f in found]}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def venvs(work):
+    """make(python, kind): a fresh venv of *python* (made once per interpreter and kind, then reused)
+    with sharedbridge installed from build/dist, and nothing else; returns the venv's python.
+    kind "binary": `pip install --no-index --find-links build/dist sharedbridge==V`, as a user
+    would, so pip chooses (the binary wheel of that interpreter); kind "pure": the py3-none-any wheel
+    named. The venv is made --without-pip and filled by the base interpreter's `pip --python`."""
+    made = {}
+
+    def make(python, kind):
+        key = (python, kind)
+        if key not in made:
+            path = work / f"venv-{kind}-{label(python)}-{len(made)}"
+            run([python, "-m", "venv", "--without-pip", path])
+            spec = ["--find-links", DIST, f"sharedbridge=={VERSION}"] if kind == "binary" else [pure_wheel()]
+            run([python, "-m", "pip", "--python", path / "bin" / "python", "install", "-q", "--no-index",
+                 "--disable-pip-version-check", *spec])
+            made[key] = path / "bin" / "python"
+        return made[key]
+
+    return make
+
+
 @pytest.fixture(scope="module", params=interpreters(), ids=label)
-def venv(work, request):
-    """A fresh venv of each interpreter with only the built wheel installed; returns its python."""
-    path = work / f"venv-{label(request.param)}"
-    run([request.param, "-m", "venv", path])
-    python = path / "bin" / "python"
-    run([python, "-m", "pip", "install", "-q", "--no-index", "--disable-pip-version-check",
-         dist_file(f"sharedbridge-{VERSION}-py3-none-any.whl")])
-    return python
+def venv(venvs, request):
+    """A fresh venv of each interpreter with only the built wheel installed (pip's choice: the binary
+    one); returns its python."""
+    return venvs(request.param, "binary")
 
 
 @pytest.fixture(scope="module")
@@ -154,14 +206,11 @@ def csharp_side(app):
     return [app / "bin" / "Release" / "net10.0" / "InstallCheck"]
 
 
-@pytest.fixture
-def names(request):
-    """Segment names for one test: sbdist_<pid>_<test>_<n>; afterwards none may be left in
-    /dev/shm (a leftover is removed and fails the test)."""
+def _names(request, prefix):
     made = []
 
     def new():
-        made.append(f"sbdist_{os.getpid()}_{request.node.name[:20]}_{len(made)}")
+        made.append(f"{prefix}_{os.getpid()}_{request.node.name[:20]}_{len(made)}")
         return made[-1]
 
     yield new
@@ -169,6 +218,19 @@ def names(request):
     for n in left:
         os.unlink(f"/dev/shm/{n}")
     assert not left, f"segments left in /dev/shm after their creator exited: {left}"
+
+
+@pytest.fixture
+def names(request):
+    """Segment names for one test: sbdist_<pid>_<test>_<n>; afterwards none may be left in
+    /dev/shm (a leftover is removed and fails the test)."""
+    yield from _names(request, "sbdist")
+
+
+@pytest.fixture
+def wheel_names(request):
+    """The same with the prefix sbw22_."""
+    yield from _names(request, "sbw22")
 
 
 class Creator:
@@ -214,6 +276,8 @@ def test_every_package_carries_the_one_version():
                  f"SharedBridge.Tensors.{VERSION}.snupkg", f"sharedbridge-{VERSION}.tar.gz",
                  f"sharedbridge-{VERSION}-py3-none-any.whl"]:
         dist_file(name)
+    for wheel in DIST.glob("sharedbridge-*.whl"):
+        assert wheel.name.startswith(f"sharedbridge-{VERSION}-"), wheel.name
     assert nuspec(dist_file(f"SharedBridge.{VERSION}.nupkg"))["version"].text == VERSION
     assert nuspec(dist_file(f"SharedBridge.Tool.{VERSION}.nupkg"))["version"].text == VERSION
     assert nuspec(dist_file(f"SharedBridge.Tensors.{VERSION}.nupkg"))["version"].text == VERSION
@@ -278,6 +342,94 @@ def test_wheel_has_types_licence_console_script_and_the_package_assembly():
     with zipfile.ZipFile(dist_file(f"SharedBridge.{VERSION}.nupkg")) as z:
         assert sha256(wheel_dll) == sha256(z.read("lib/net10.0/SharedBridge.dll")), \
             "the wheel's SharedBridge.dll is not the one in the NuGet package"
+
+
+def _glibc_needed(module):
+    """The newest GLIBC_2.N symbol version *module* needs (objdump -T), and its NEEDED libraries."""
+    dyn = run(["objdump", "-T", module]).stdout
+    versions = [tuple(int(x) for x in m) for m in re.findall(r"\*UND\*.*\bGLIBC_(\d+)\.(\d+)", dyn)]
+    libs = set(re.findall(r"NEEDED\s+(\S+)", run(["objdump", "-p", module]).stdout))
+    return max(versions), libs
+
+
+def test_binary_wheels_carry_the_compiled_lock_with_an_honest_platform_tag(work):
+    """One binary wheel per interpreter's minor version: the pure wheel's files plus _fastlock built for
+    that interpreter, tagged manylinux_2_N_<arch> where 2.N is the newest glibc symbol version the
+    module needs, and needing no library outside the manylinux set."""
+    if not shutil.which("objdump"):
+        pytest.skip("no objdump (binutils) to read the module's symbol versions")
+    with zipfile.ZipFile(pure_wheel()) as z:
+        pure = set(z.namelist())
+    for python in wheel_pythons():
+        wheel = binary_wheel(python)
+        suffix = run([python, "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"]).stdout.strip()
+        module = f"sharedbridge/_platform/_fastlock{suffix}"
+        info = f"sharedbridge-{VERSION}.dist-info"
+        with zipfile.ZipFile(wheel) as z:
+            files = set(z.namelist())
+            assert files == pure | {module}, files ^ (pure | {module})
+            meta = z.read(f"{info}/WHEEL").decode()
+            record = z.read(f"{info}/RECORD").decode()
+            data = z.read(module)
+            out = work / f"{wheel.name}.so"
+            out.write_bytes(data)
+        (major, minor), libs = _glibc_needed(out)
+        platform_tag = f"manylinux_{major}_{minor}_{os.uname().machine}"
+        tag = python_tag(python)
+        assert wheel.name == f"sharedbridge-{VERSION}-{tag}-{tag}-{platform_tag}.whl"
+        assert f"Tag: {tag}-{tag}-{platform_tag}\n" in meta and "Root-Is-Purelib: false\n" in meta, meta
+        assert libs <= {"libc.so.6", "libpthread.so.0", "librt.so.1", "libm.so.6", "libdl.so.2"}, libs
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        assert f"{module},sha256={digest},{len(data)}\n" in record
+
+
+@pytest.mark.parametrize("python", wheel_pythons(), ids=label)
+def test_binary_wheel_gives_the_compiled_lock_on_every_interpreter(python, venvs, work, wheel_names):
+    """pip install --find-links build/dist picks the interpreter's binary wheel; the installed copy
+    runs the compiled lock path (its own _fastlock), and the seeds' idioms count right."""
+    venv_python = venvs(python, "binary")
+    script = work / "install_check.py"
+    shutil.copy(HERE / "install_check.py", script)
+    backend, module, value = run([venv_python, "-I", script, "backend", wheel_names()]).stdout.split("\n")[:3]
+    assert backend == "c"
+    assert pathlib.Path(module).resolve().is_relative_to(venv_python.parent.parent.resolve()), module
+    assert value == "2000"
+
+
+def test_pure_wheel_gives_the_ctypes_lock(venvs, work, wheel_names):
+    """The py3-none-any wheel (every other platform) installs and runs the ctypes lock path."""
+    venv_python = venvs(sys.executable, "pure")
+    script = work / "install_check.py"
+    shutil.copy(HERE / "install_check.py", script)
+    backend, module, value = run([venv_python, "-I", script, "backend", wheel_names()]).stdout.split("\n")[:3]
+    assert (backend, module, value) == ("ctypes", "none", "2000")
+
+
+def test_abi3_build_of_the_lock_module_still_builds_and_runs(work, wheel_names):
+    """_fastlock.c also compiles against the 3.12 stable ABI (bench/abi3_compare.py measures that build
+    against the per-interpreter one; docs/api.md, "Wheels"). Built by the newest interpreter >= 3.12
+    found into a copy of the package, it is the module that copy loads, and the seeds' idioms count
+    right on it."""
+    newest = max(((tuple(int(x) for x in label(p).split(".")[:2]), p) for p in wheel_pythons()), default=None)
+    if newest is None or newest[0] < (3, 12):
+        pytest.skip("no CPython >= 3.12 found: the abi3 build needs the 3.12 limited API")
+    python = newest[1]
+    tree = work / "abi3-copy"
+    if not tree.exists():
+        shutil.copytree(ROOT / "python" / "sharedbridge", tree / "sharedbridge",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    module = tree / "sharedbridge" / "_platform" / "_fastlock.abi3.so"
+    built = subprocess.run([python, ROOT / "scripts" / "build_fastlock.py", "--limited-api", "--out", module],
+                           capture_output=True, text=True, timeout=300)
+    if built.returncode == 3:
+        pytest.skip(built.stdout.strip())
+    assert built.returncode == 0, built.stdout + built.stderr
+    script = work / "install_check.py"
+    shutil.copy(HERE / "install_check.py", script)
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    env.pop("SHAREDBRIDGE_NO_ACCEL", None)
+    backend, loaded, value = run([python, script, "backend", wheel_names()], env=env, cwd=work).stdout.split("\n")[:3]
+    assert (backend, pathlib.Path(loaded), value) == ("c", module, "2000")
 
 
 def test_sdist_is_the_source_and_builds_a_wheel(work):
@@ -413,16 +565,48 @@ def test_console_script_lists_a_segment_made_by_csharp(venv, csharp_side, names)
         assert creator.release()[0] == INITIAL
 
 
-def test_dotnet_tool_installs_and_runs(work, dotnet_env):
+@pytest.fixture(scope="module")
+def tool(work, dotnet_env):
+    """The SharedBridge.Tool package installed into a tool folder; returns its `sharedbridge` command."""
     tools = work / "tools"
     run(["dotnet", "tool", "install", "--tool-path", tools, "--configfile", work / "nuget.config",
          "--version", VERSION, "SharedBridge.Tool"], cwd=work, env=dotnet_env)
-    result = subprocess.run([tools / "sharedbridge", "--help"], capture_output=True, text=True,
-                            timeout=60, cwd=work)
+    return tools / "sharedbridge"
+
+
+def test_dotnet_tool_installs_and_runs(tool, work):
+    result = subprocess.run([tool, "--help"], capture_output=True, text=True, timeout=60, cwd=work)
     assert result.returncode == 0, result.stderr
     # `demo` is the command every version of the tool has had; the other verbs (docs/cli.md)
     # came later.
     assert "demo" in result.stdout + result.stderr
+
+
+def test_installed_tool_runs_the_demo_with_the_installed_wheel(tool, venvs, work):
+    """`sharedbridge demo` of the installed tool, outside any checkout and without --repo, runs its
+    Python workers from the wheel installed in the venv (python -m sharedbridge.demo.worker)."""
+    python = venvs(sys.executable, "binary")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([tool, "demo", "--python", python, "--count", "300000", "--chunk", "16384"],
+                            capture_output=True, text=True, timeout=120, cwd=work, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [site] = run([python, "-c", "import sysconfig; print(sysconfig.get_path('platlib'))"]).stdout.split()
+    assert (f"  package     sharedbridge {VERSION} installed: {pathlib.Path(site, 'sharedbridge')} (lock path c)\n"
+            in result.stdout), result.stdout
+    assert "demo OK" in result.stdout and "[ok] no segment left in /dev/shm" in result.stdout, result.stdout
+
+
+def test_installed_tool_demo_says_what_to_install_when_the_interpreter_lacks_the_package(tool, work):
+    """Without --repo, an interpreter without sharedbridge is a usage error that names the fix."""
+    bare = work / "venv-bare"
+    if not bare.exists():
+        run([sys.executable, "-m", "venv", "--without-pip", bare])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([tool, "demo", "--python", bare / "bin" / "python", "--count", "1000"],
+                            capture_output=True, text=True, timeout=60, cwd=work, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "has no sharedbridge package" in result.stderr and "pip install the sharedbridge wheel" in result.stderr, \
+        result.stderr
 
 
 def test_notebook_runs_against_the_installed_packages(work, dotnet_env):

@@ -36,7 +36,10 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#ifndef Py_LIMITED_API
 #include <structmember.h>
+#endif
+#include <stddef.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>
@@ -51,6 +54,42 @@
 #endif
 
 #define INTERFACE 7     /* lock_core.py refuses a module built from another version */
+
+/* The stable ABI (Py_LIMITED_API=0x030C0000, an abi3 module for CPython 3.12+:
+ * scripts/build_fastlock.py --limited-api): the same code with the limited API's functions
+ * for the macros, and heap types made from specs in PyInit (the TYPE_SPEC blocks) for the
+ * static types. The wheels are built without it (docs/api.md, "Wheels", says why). */
+#ifdef Py_LIMITED_API
+#if Py_LIMITED_API + 0 < 0x030C0000
+#error "_fastlock needs the limited API of CPython 3.12 (vectorcall types, the buffer protocol)"
+#endif
+#define PyTuple_GET_SIZE(t) PyTuple_Size(t)
+#define PyTuple_GET_ITEM(t, i) PyTuple_GetItem((t), (i))
+#define PyList_GET_SIZE(l) PyList_Size(l)
+#define PyList_GET_ITEM(l, i) PyList_GetItem((l), (i))
+#define PyList_SET_ITEM(l, i, v) PyList_SetItem((l), (i), (v))
+#define PyBytes_AS_STRING(b) PyBytes_AsString(b)
+#define PyBytes_GET_SIZE(b) PyBytes_Size(b)
+#define Py_XSETREF(dst, src) do { PyObject *_old = (PyObject *)(dst); (dst) = (src); Py_XDECREF(_old); } while (0)
+#define PyObject_CallMethodNoArgs(o, n) PyObject_CallMethodObjArgs((o), (n), NULL)
+#define PyObject_CallMethodOneArg(o, n, a) PyObject_CallMethodObjArgs((o), (n), (a), NULL)
+#define T_OBJECT Py_T_OBJECT_EX
+#define T_PYSSIZET Py_T_PYSSIZET
+#define READONLY Py_READONLY
+static PyTypeObject *LockCoreTypeP, *LockedOpTypeP, *LockedAttrTypeP, *WaitCoreTypeP, *QueueCoreTypeP;
+#define LockCoreType (*LockCoreTypeP)
+#define LockedOpType (*LockedOpTypeP)
+#define LockedAttrType (*LockedAttrTypeP)
+#define WaitCoreType (*WaitCoreTypeP)
+#define QueueCoreType (*QueueCoreTypeP)
+static PyObject *g_method_type;     /* types.MethodType (PyMethod_New is not in the limited API) */
+#define PyMethod_New(f, self) PyObject_CallFunctionObjArgs(g_method_type, (f), (self), NULL)
+/* A heap type's instance holds a reference to its type. */
+#define TP_FREE(self) do { PyTypeObject *_tp = Py_TYPE((PyObject *)(self)); \
+    ((freefunc)PyType_GetSlot(_tp, Py_tp_free))((PyObject *)(self)); Py_DECREF(_tp); } while (0)
+#else
+#define TP_FREE(self) Py_TYPE(self)->tp_free((PyObject *)(self))
+#endif
 
 static const struct timespec PAST = {-1, 0};
 
@@ -194,7 +233,9 @@ typedef struct {
     PyObject *wake_ref;          /* keeps the mapping of wake_addr alive */
 } LockCore;
 
+#ifndef Py_LIMITED_API
 static PyTypeObject LockCoreType;
+#endif
 
 static inline int kind_ok(LockCore *self)
 {
@@ -456,7 +497,7 @@ static void core_dealloc(LockCore *self)
     Py_CLEAR(self->m_obj);
     Py_CLEAR(self->kind_word_obj);
     flush_wake(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    TP_FREE(self);
 }
 
 static PyMethodDef core_methods[] = {
@@ -497,6 +538,7 @@ static PyGetSetDef core_getset[] = {
     {NULL}
 };
 
+#ifndef Py_LIMITED_API
 static PyTypeObject LockCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "sharedbridge._platform._fastlock.LockCore",
@@ -509,6 +551,20 @@ static PyTypeObject LockCoreType = {
     .tp_getset = core_getset,
     .tp_new = PyType_GenericNew,
 };
+#else
+static PyType_Slot LockCoreType_slots[] = {
+    {Py_tp_dealloc, (void *)((destructor)core_dealloc)},
+    {Py_tp_doc, (void *)("The fast path of a shared lock (compiled): acquire, release, with.")},
+    {Py_tp_methods, (void *)(core_methods)},
+    {Py_tp_members, (void *)(core_members)},
+    {Py_tp_getset, (void *)(core_getset)},
+    {Py_tp_new, (void *)(PyType_GenericNew)},
+    {0, NULL}
+};
+static PyType_Spec LockCoreType_spec = {
+    "sharedbridge._platform._fastlock.LockCore", sizeof(LockCore), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, LockCoreType_slots,
+};
+#endif
 
 /* ------------------------------------------------------------ locked accessors */
 
@@ -697,6 +753,7 @@ static PyObject *lockedop_get(PyObject *self, PyObject *obj, PyObject *type)
     return PyMethod_New(self, obj);
 }
 
+#ifndef Py_LIMITED_API
 static PyTypeObject LockedOpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "sharedbridge._platform._fastlock.LockedOp",
@@ -707,6 +764,22 @@ static PyTypeObject LockedOpType = {
     .tp_call = PyVectorcall_Call,
     .tp_descr_get = lockedop_get,
 };
+#else
+static PyMemberDef LockedOpType_spec_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(LockedOp, vectorcall), Py_READONLY},
+    {NULL}
+};
+static PyType_Slot LockedOpType_slots[] = {
+    {Py_tp_doc, (void *)("An item accessor of a synchronized wrapper, under its lock.")},
+    {Py_tp_call, (void *)(PyVectorcall_Call)},
+    {Py_tp_descr_get, (void *)(lockedop_get)},
+    {Py_tp_members, (void *)LockedOpType_spec_members},
+    {0, NULL}
+};
+static PyType_Spec LockedOpType_spec = {
+    "sharedbridge._platform._fastlock.LockedOp", sizeof(LockedOp), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_HAVE_VECTORCALL, LockedOpType_slots,
+};
+#endif
 
 /* LockedAttr: a property of a wrapper class (value) read and written under the lock. */
 typedef struct {
@@ -737,9 +810,10 @@ static int lockedattr_set(PyObject *self, PyObject *obj, PyObject *value)
 static void lockedattr_dealloc(LockedAttr *self)
 {
     Py_XDECREF(self->name);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    TP_FREE(self);
 }
 
+#ifndef Py_LIMITED_API
 static PyTypeObject LockedAttrType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "sharedbridge._platform._fastlock.LockedAttr",
@@ -750,6 +824,18 @@ static PyTypeObject LockedAttrType = {
     .tp_descr_get = lockedattr_get,
     .tp_descr_set = lockedattr_set,
 };
+#else
+static PyType_Slot LockedAttrType_slots[] = {
+    {Py_tp_dealloc, (void *)((destructor)lockedattr_dealloc)},
+    {Py_tp_doc, (void *)("An attribute of a synchronized wrapper's object, read and written under its lock.")},
+    {Py_tp_descr_get, (void *)(lockedattr_get)},
+    {Py_tp_descr_set, (void *)(lockedattr_set)},
+    {0, NULL}
+};
+static PyType_Spec LockedAttrType_spec = {
+    "sharedbridge._platform._fastlock.LockedAttr", sizeof(LockedAttr), 0, Py_TPFLAGS_DEFAULT, LockedAttrType_slots,
+};
+#endif
 
 static PyObject *make_locked_attr(PyObject *module, PyObject *name)
 {
@@ -1623,7 +1709,7 @@ static void wc_dealloc(WaitCore *self)
 {
     Py_CLEAR(self->w_obj);
     Py_CLEAR(self->lock);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    TP_FREE(self);
 }
 
 #define FASTKW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
@@ -1679,6 +1765,7 @@ static PyMemberDef wc_members[] = {
     {NULL}
 };
 
+#ifndef Py_LIMITED_API
 static PyTypeObject WaitCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "sharedbridge._platform._fastlock.WaitCore",
@@ -1690,6 +1777,19 @@ static PyTypeObject WaitCoreType = {
     .tp_members = wc_members,
     .tp_new = PyType_GenericNew,
 };
+#else
+static PyType_Slot WaitCoreType_slots[] = {
+    {Py_tp_dealloc, (void *)((destructor)wc_dealloc)},
+    {Py_tp_doc, (void *)("The wait protocol of a synchronization segment (compiled; see sync.py).")},
+    {Py_tp_methods, (void *)(wc_methods)},
+    {Py_tp_members, (void *)(wc_members)},
+    {Py_tp_new, (void *)(PyType_GenericNew)},
+    {0, NULL}
+};
+static PyType_Spec WaitCoreType_spec = {
+    "sharedbridge._platform._fastlock.WaitCore", sizeof(WaitCore), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, WaitCoreType_slots,
+};
+#endif
 
 static PyObject *mod_set_spin_ns(PyObject *mod, PyObject *arg)
 {
@@ -2320,8 +2420,16 @@ static PyObject *qc_cput_many(QueueCore *self, PyObject *const *args, Py_ssize_t
         return PyErr_NoMemory();
     for (; made < total; made++) {
         PyObject *t = PyList_GET_ITEM(records, made);
+#ifdef Py_LIMITED_API
+        PyObject *fields[7] = {NULL};
+        if (PyTuple_CheckExact(t) && PyTuple_GET_SIZE(t) == 7)
+            for (int i = 0; i < 7; i++)
+                fields[i] = PyTuple_GET_ITEM(t, i);
+        int ok = fields[0] ? qc_rec_from(self, fields, &recs[made]) : 0;
+#else
         int ok = PyTuple_CheckExact(t) && PyTuple_GET_SIZE(t) == 7
                  ? qc_rec_from(self, &PyTuple_GET_ITEM(t, 0), &recs[made]) : 0;
+#endif
         if (ok <= 0) {
             res = ok < 0 ? -1 : 3;
             break;
@@ -2730,7 +2838,7 @@ static void qc_dealloc(QueueCore *self)
     Py_CLEAR(self->R);
     Py_CLEAR(self->W);
     Py_CLEAR(self->J);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    TP_FREE(self);
 }
 
 /* queue_setup(signal, full, empty, decode, hooks): the exceptions (QueueCompletedSignal,
@@ -2778,6 +2886,7 @@ static PyMethodDef qc_methods[] = {
     {NULL}
 };
 
+#ifndef Py_LIMITED_API
 static PyTypeObject QueueCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "sharedbridge._platform._fastlock.QueueCore",
@@ -2788,6 +2897,18 @@ static PyTypeObject QueueCoreType = {
     .tp_methods = qc_methods,
     .tp_new = PyType_GenericNew,
 };
+#else
+static PyType_Slot QueueCoreType_slots[] = {
+    {Py_tp_dealloc, (void *)((destructor)qc_dealloc)},
+    {Py_tp_doc, (void *)("The ring operations of a queue segment (compiled; see queue_ring.py).")},
+    {Py_tp_methods, (void *)(qc_methods)},
+    {Py_tp_new, (void *)(PyType_GenericNew)},
+    {0, NULL}
+};
+static PyType_Spec QueueCoreType_spec = {
+    "sharedbridge._platform._fastlock.QueueCore", sizeof(QueueCore), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, QueueCoreType_slots,
+};
+#endif
 
 /* ------------------------------------------------------------------ signal re-send */
 /* CPython runs a Python-level signal handler only in the main thread, between bytecodes:
@@ -2985,10 +3106,25 @@ PyMODINIT_FUNC PyInit__fastlock(void)
     INTERN(s_before_done, "_before_done");
     if (!(g_zero = PyLong_FromLong(0)))
         return NULL;
+#ifdef Py_LIMITED_API
+    PyObject *types = PyImport_ImportModule("types");
+    if (!types)
+        return NULL;
+    g_method_type = PyObject_GetAttrString(types, "MethodType");
+    Py_DECREF(types);
+    if (!g_method_type
+        || !(LockCoreTypeP = (PyTypeObject *)PyType_FromSpec(&LockCoreType_spec))
+        || !(LockedOpTypeP = (PyTypeObject *)PyType_FromSpec(&LockedOpType_spec))
+        || !(LockedAttrTypeP = (PyTypeObject *)PyType_FromSpec(&LockedAttrType_spec))
+        || !(WaitCoreTypeP = (PyTypeObject *)PyType_FromSpec(&WaitCoreType_spec))
+        || !(QueueCoreTypeP = (PyTypeObject *)PyType_FromSpec(&QueueCoreType_spec)))
+        return NULL;
+#else
     if (PyType_Ready(&LockCoreType) < 0 || PyType_Ready(&LockedOpType) < 0
         || PyType_Ready(&LockedAttrType) < 0 || PyType_Ready(&WaitCoreType) < 0
         || PyType_Ready(&QueueCoreType) < 0)
         return NULL;
+#endif
     PyObject *mod = PyModule_Create(&moduledef);
     if (!mod)
         return NULL;

@@ -21,6 +21,7 @@ Two implementations:
 ``BACKEND`` says which one this process uses: ``"c"`` or ``"ctypes"``.
 """
 
+import ctypes
 import keyword
 import linecache
 import os
@@ -90,7 +91,9 @@ class PyLockCore(LockSlowPaths):
 
     def _bind(self, mx):
         """Use the mutex of the RobustMutex *mx*; the lock is then unowned."""
-        self._m, self._kind_word, self._kind = mx.m, mx.kind_word, mx.kind
+        # _m is byref(mutex): a pointer argument made once, which ctypes passes as it is,
+        # where the array itself would get a new argument object on every call.
+        self._m, self._kind_word, self._kind = ctypes.byref(mx.m), mx.kind_word, mx.kind
         self._owner = None
         self._depth = 0
         self._wake_addr, self._wake_ref = 0, None
@@ -147,8 +150,22 @@ class PyLockCore(LockSlowPaths):
 
     __enter__ = acquire
 
-    def __exit__(self, *exc_info):
-        self.release()
+    def __exit__(self, exc_type, exc, tb):
+        # release(), written out: on this path each Python call is a sizeable share of a
+        # `with` block (docs/api.md, "The lock's fast path").
+        if self._owner != get_ident():
+            self._not_owner()
+        depth = self._depth - 1
+        if depth:
+            self._depth = depth
+            return
+        self._owner = None
+        self._depth = 0
+        rc = _unlock(self._m)
+        if self._wake_addr:
+            self._flush_wake()
+        if rc:
+            self._unlock_failed(rc)
 
 
 # ------------------------------------------------------------------ locked accessors

@@ -6,9 +6,9 @@ using System.Text.Json;
 namespace SharedBridge.Cli.Demo;
 
 /// <summary>`sharedbridge-cli demo`: C# creates two queues (docs/format.md section 11) and puts the input's chunks
-/// into the work queue as int32 array messages; C# threads and Python processes (python/examples/demo_worker.py,
+/// into the work queue as int32 array messages; C# threads and Python processes (`python -m sharedbridge.demo.worker`,
 /// attaching by name) take them, compute, and put a result record per chunk into the results queue, which C#
-/// reads; python/examples/demo_multiprocessing.py then does that work with the standard library alone
+/// reads; `python -m sharedbridge.demo.baseline` then does that work with the standard library alone
 /// (multiprocessing.Queue); every result must equal a single-threaded C# reference. Exit status 0 only if all
 /// match and no segment is left in /dev/shm.</summary>
 public static class DemoCommand
@@ -21,10 +21,11 @@ public static class DemoCommand
     public static int Run(string[] args)
     {
         DemoOptions o = DemoOptions.Parse(args);
-        string version = PythonVersion(o.Python);
+        var (version, package) = PythonFacts(o);
         int workers = o.PythonWorkers + o.CSharpWorkers;
         Console.WriteLine("SharedBridge demo: C# and Python working on the same named shared memory");
         Console.WriteLine($"  python      {o.Python} ({version})");
+        Console.WriteLine($"  package     {package}");
         Console.WriteLine($"  input       {o.Count.ToString("N0", Inv)} int32 samples in {o.Chunks} chunks of {o.Chunk.ToString("N0", Inv)}");
         Console.WriteLine();
 
@@ -32,16 +33,16 @@ public static class DemoCommand
         var mixed = RunShared(o, o.CSharpWorkers, o.PythonWorkers);
         Console.WriteLine($"1. SharedBridge, mixed: this C# process created 2 queues ({mixed.Base}_work, {mixed.Base}_results) and put");
         Console.WriteLine($"   every chunk into the work queue as an int32 array message; {o.CSharpWorkers} C# thread(s) and {o.PythonWorkers} Python");
-        Console.WriteLine("   process(es) (demo_worker.py, attached by name) took chunks until the queue was completed and drained,");
+        Console.WriteLine("   process(es) (sharedbridge.demo.worker, attached by name) took chunks until the queue was completed and drained,");
         Console.WriteLine("   and put a result record (histogram, sum) per chunk into the results queue, which this process read.");
         PrintRun(mixed.ChunksBy.Select(kv => $"{kv.Key} {kv.Value}"), mixed.Seconds, "from the first chunk put, once every Python worker had said ready, to all done");
 
         var pythonOnly = RunShared(o, 0, workers);
-        Console.WriteLine($"2. SharedBridge, Python workers only: queues made and fed by C# the same way, {workers} demo_worker.py processes.");
+        Console.WriteLine($"2. SharedBridge, Python workers only: queues made and fed by C# the same way, {workers} sharedbridge.demo.worker processes.");
         PrintRun(pythonOnly.ChunksBy.Select(kv => $"{kv.Key} {kv.Value}"), pythonOnly.Seconds, "from the first chunk put to all done");
 
         var mp = RunMultiprocessing(o, workers);
-        Console.WriteLine($"3. multiprocessing: demo_multiprocessing.py ran the same worker code (demo_work.py) in {workers}");
+        Console.WriteLine($"3. multiprocessing: sharedbridge.demo.baseline ran the same worker code (sharedbridge.demo.work) in {workers}");
         Console.WriteLine("   multiprocessing.Process workers, the chunks and the results through two multiprocessing.Queue.");
         PrintRun(mp.Chunks.Select(c => c.ToString(Inv)), mp.Seconds, "workers started to joined; fork start-up included");
 
@@ -108,7 +109,7 @@ public static class DemoCommand
             using var done = SharedQueue.Create(@base + "_results");
 
             for (int w = 0; w < pythonWorkers; w++)
-                pythons.Add(new PythonProcess(o, Path.Combine(o.ExamplesDir, "demo_worker.py"),
+                pythons.Add(new PythonProcess(o, "sharedbridge.demo.worker",
                     work.Name, done.Name, w.ToString(Inv)));
             WaitUntilReady(done, pythonWorkers, pythons);
             var clock = Stopwatch.StartNew();
@@ -152,7 +153,7 @@ public static class DemoCommand
                 workersOk = false;
             }
             for (int w = 0; w < pythons.Count; w++)
-                workersOk &= pythons[w].Finish(WorkerTimeout, $"python worker #{w + 1} (demo_worker.py)");
+                workersOk &= pythons[w].Finish(WorkerTimeout, $"python worker #{w + 1} (sharedbridge.demo.worker)");
             seconds = clock.Elapsed.TotalSeconds;
         }
         finally
@@ -225,9 +226,9 @@ public static class DemoCommand
 
     private static MultiprocessingRun RunMultiprocessing(DemoOptions o, int workers)
     {
-        using var p = new PythonProcess(o, Path.Combine(o.ExamplesDir, "demo_multiprocessing.py"),
+        using var p = new PythonProcess(o, "sharedbridge.demo.baseline",
             o.Count.ToString(Inv), o.Chunk.ToString(Inv), workers.ToString(Inv));
-        bool finished = p.Finish(WorkerTimeout, "demo_multiprocessing.py");
+        bool finished = p.Finish(WorkerTimeout, "sharedbridge.demo.baseline");
         string? line = p.Stdout.Split('\n').LastOrDefault(l => l.StartsWith('{'));
         if (!finished || line == null) return new MultiprocessingRun([], 0, [], 0, false);
         using var doc = JsonDocument.Parse(line);
@@ -240,22 +241,48 @@ public static class DemoCommand
             root.GetProperty("failed").GetArrayLength() == 0);
     }
 
-    private static string PythonVersion(string python)
+    /// <summary>The interpreter's version, and where its sharedbridge comes from (the package folder and
+    /// "installed" or "from --repo DIR"). Without a checkout (an installed tool) the interpreter must have the
+    /// package installed; a checkout whose package does not import is left to the run (the workers fail and
+    /// the checks say so).</summary>
+    private static (string Version, string Package) PythonFacts(DemoOptions o)
     {
+        const string Probe = "import sys; print('%d.%d.%d' % sys.version_info[:3])\n"
+            + "try:\n import sharedbridge.demo.worker, sharedbridge.demo.baseline, sharedbridge as s; print(s.__version__, s.__file__, s.lock_backend(), sep=chr(9))\n"
+            + "except ImportError as e: print('missing', e)";
+        string stdout, stderr;
+        int status;
         try
         {
-            var psi = new ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true };
-            psi.ArgumentList.Add("-c");
-            psi.ArgumentList.Add("import sys; print('%d.%d.%d' % sys.version_info[:3])");
-            using var p = Process.Start(psi)!;
-            string v = p.StandardOutput.ReadToEnd().Trim();
+            using var p = Process.Start(PythonProcess.Start(o, "-c", Probe))!;
+            var err = p.StandardError.ReadToEndAsync();
+            stdout = p.StandardOutput.ReadToEnd();
             p.WaitForExit();
-            return p.ExitCode == 0 ? v : throw new UsageException($"{python} does not run: {p.StandardError.ReadToEnd()}");
+            stderr = err.Result;
+            status = p.ExitCode;
         }
         catch (System.ComponentModel.Win32Exception e)
         {
-            throw new UsageException($"cannot run the Python interpreter '{python}' ({e.Message}): pass --python PATH");
+            throw new UsageException($"cannot run the Python interpreter '{o.Python}' ({e.Message}): pass --python PATH");
         }
+        if (status != 0) throw new UsageException($"{o.Python} does not run: {stderr}");
+        var lines = stdout.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        string version = lines[0];
+        string package = lines.Length > 1 ? lines[1] : "missing";
+        if (package.StartsWith("missing", StringComparison.Ordinal))
+        {
+            if (o.Repo == null)
+            {
+                string why = package["missing".Length..].Trim();
+                throw new UsageException($"{o.Python} has no sharedbridge package ({why}): pip install the sharedbridge wheel "
+                    + "into it (build/dist/sharedbridge-*.whl of `make dist`), pass --python PATH of an interpreter that has it, "
+                    + "or --repo DIR of a SharedBridge checkout");
+            }
+            return (version, $"none importable from {o.PythonPackageDir} ({package["missing".Length..].Trim()})");
+        }
+        var parts = package.Split('\t');     // version, file, lock backend
+        string where = o.Repo == null ? "installed" : $"from --repo {o.Repo}";
+        return (version, $"sharedbridge {parts[0]} {where}: {Path.GetDirectoryName(parts[1])} (lock path {parts[^1]})");
     }
 
     private static string Seconds(double s) => s.ToString("0.000", Inv) + " s";

@@ -3,8 +3,10 @@ using System.Globalization;
 namespace SharedBridge.Cli.Demo;
 
 /// <summary>The demo's command line: `demo [--python PATH] [--count N] [--chunk N]
-/// [--python-workers N] [--csharp-workers N] [--repo DIR]`.</summary>
-public sealed record DemoOptions(string Python, int Count, int Chunk, int PythonWorkers, int CSharpWorkers, string Repo)
+/// [--python-workers N] [--csharp-workers N] [--repo DIR]`. <see cref="Repo"/> is the checkout whose
+/// python/ folder gives the workers sharedbridge (--repo, else the checkout this CLI was built in), or null:
+/// the sharedbridge package installed in the interpreter (the installed tool and the installed wheel).</summary>
+public sealed record DemoOptions(string Python, int Count, int Chunk, int PythonWorkers, int CSharpWorkers, string? Repo)
 {
     public static DemoOptions Parse(string[] args)
     {
@@ -25,23 +27,23 @@ public sealed record DemoOptions(string Python, int Count, int Chunk, int Python
         }
         return new DemoOptions(values["--python"], Positive(values, "--count"), Positive(values, "--chunk"),
             Positive(values, "--python-workers"), Positive(values, "--csharp-workers"),
-            values["--repo"].Length > 0 ? Path.GetFullPath(values["--repo"]) : FindRepo());
+            values["--repo"].Length > 0 ? Path.GetFullPath(values["--repo"]) : FindRepo(AppContext.BaseDirectory));
     }
 
     private static int Positive(Dictionary<string, string> values, string option) =>
         int.TryParse(values[option], NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n > 0
             ? n : throw new UsageException($"{option} needs a positive integer, got '{values[option]}'");
 
-    /// <summary>The checkout holding python/examples: walk up from the CLI to SharedBridge.sln.</summary>
-    private static string FindRepo()
+    /// <summary>The checkout this CLI was built in (SharedBridge.sln above it), or null for an installed tool,
+    /// wherever the current directory is: an installed tool runs the installed package.</summary>
+    private static string? FindRepo(string start)
     {
-        foreach (var start in new[] { AppContext.BaseDirectory, Environment.CurrentDirectory })
-            for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
-                if (File.Exists(Path.Combine(dir.FullName, "SharedBridge.sln"))) return dir.FullName;
-        throw new UsageException("cannot find the repository (SharedBridge.sln) above the CLI or the current directory: pass --repo DIR");
+        for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "SharedBridge.sln"))) return dir.FullName;
+        return null;
     }
 
-    public string ExamplesDir => Path.Combine(Repo, "python", "examples");
-    public string PythonPackageDir => Path.Combine(Repo, "python");
+    /// <summary>The PYTHONPATH entry that gives the workers sharedbridge, or null (the installed package).</summary>
+    public string? PythonPackageDir => Repo == null ? null : Path.Combine(Repo, "python");
     public int Chunks => (Count + Chunk - 1) / Chunk;
 }

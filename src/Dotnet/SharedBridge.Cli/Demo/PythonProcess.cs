@@ -3,27 +3,37 @@ using System.Text;
 
 namespace SharedBridge.Cli.Demo;
 
-/// <summary>A Python script run by the demo, with sharedbridge on PYTHONPATH and its output
+/// <summary>A module of the sharedbridge package run by the demo (`python -m sharedbridge.demo.NAME`), from the
+/// checkout's python/ folder on PYTHONPATH or from the package installed in the interpreter, with its output
 /// captured as it comes (so a chatty child can never block on a full pipe).</summary>
 public sealed class PythonProcess : IDisposable
 {
     private readonly Process _process;
     private readonly StringBuilder _stdout = new(), _stderr = new();
 
-    public PythonProcess(DemoOptions o, string script, params string[] args)
+    public PythonProcess(DemoOptions o, string module, params string[] args)
     {
-        if (!File.Exists(script)) throw new UsageException($"missing {script}: is --repo the SharedBridge checkout?");
-        var psi = new ProcessStartInfo(o.Python) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(script);
+        var psi = Start(o, "-m", module);
         foreach (var a in args) psi.ArgumentList.Add(a);
-        string? existing = Environment.GetEnvironmentVariable("PYTHONPATH");
-        psi.Environment["PYTHONPATH"] = string.IsNullOrEmpty(existing) ? o.PythonPackageDir : o.PythonPackageDir + ":" + existing;
         _process = new Process { StartInfo = psi };
         _process.OutputDataReceived += (_, e) => { if (e.Data != null) lock (_stdout) _stdout.AppendLine(e.Data); };
         _process.ErrorDataReceived += (_, e) => { if (e.Data != null) lock (_stderr) _stderr.AppendLine(e.Data); };
         if (!_process.Start()) throw new UsageException($"could not start {o.Python}");
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
+    }
+
+    /// <summary>The start of `python ARGS...` with sharedbridge where the demo takes it from (<see cref="DemoOptions.Repo"/>).</summary>
+    public static ProcessStartInfo Start(DemoOptions o, params string[] args)
+    {
+        var psi = new ProcessStartInfo(o.Python) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        if (o.PythonPackageDir is string dir)
+        {
+            string? existing = Environment.GetEnvironmentVariable("PYTHONPATH");
+            psi.Environment["PYTHONPATH"] = string.IsNullOrEmpty(existing) ? dir : dir + ":" + existing;
+        }
+        return psi;
     }
 
     public bool HasExited => _process.HasExited;

@@ -11,7 +11,7 @@ public struct Bins16
 }
 
 /// <summary>What a worker puts into the results queue for each chunk it took: a record message (docs/format.md
-/// section 11.4, tag 4) whose field table matches python/examples/demo_work.py's <c>ChunkResult</c> (field names
+/// section 11.4, tag 4) whose field table matches sharedbridge.demo.work's (python/sharedbridge/demo/work.py) <c>ChunkResult</c> (field names
 /// compare case-insensitively).</summary>
 [StructLayout(LayoutKind.Sequential)]
 public struct ChunkResult
@@ -26,14 +26,14 @@ public struct ChunkResult
     public Bins16 Bins;
 }
 
-/// <summary>The demo's work, the C# twin of python/examples/demo_work.py: workers take chunks of the input (int32
+/// <summary>The demo's work, the C# twin of python/sharedbridge/demo/work.py: workers take chunks of the input (int32
 /// array messages) from the work queue until it is completed and drained, histogram bits 20-23 of each value of the
 /// chunk, and put one <see cref="ChunkResult"/> per chunk into the results queue.</summary>
 public static class Workload
 {
     public const int Bins = 16;
 
-    /// <summary>Element i of the input: the same multiplicative hash as demo_work.sample.</summary>
+    /// <summary>Element i of the input: the same multiplicative hash as sharedbridge.demo.work.sample.</summary>
     public static int Sample(long i) => (int)(i * 2654435761L % 2147483648L);
 
     public static int Bin(int value) => (value >> 20) & 15;

@@ -1,8 +1,8 @@
-#!/usr/bin/env python3
-"""One Python worker of `make demo`: attaches by name to the two queues the C# CLI (`sharedbridge demo`)
-created and runs demo_work.work on them next to C# workers.
+"""One Python worker of the demo (`sharedbridge demo`, `make demo`): attaches by name to the two queues
+the .NET tool created and runs sharedbridge.demo.work.work on them next to C# workers.
 
-Usage: demo_worker.py WORK_QUEUE RESULTS_QUEUE INDEX   (PYTHONPATH must include python/)
+Usage: python -m sharedbridge.demo.worker WORK_QUEUE RESULTS_QUEUE INDEX
+(the installed package, or a checkout's python/ folder on PYTHONPATH: `sharedbridge demo --repo DIR`)
 Says "ready" through the results queue once attached (the C# side starts the clock when every worker
 has), takes chunks until the work queue is completed and drained, then prints one JSON line:
 {"worker": INDEX, "chunks": N, "pid": PID}.
@@ -13,7 +13,7 @@ import sys
 
 import sharedbridge
 
-from demo_work import work
+from sharedbridge.demo.work import work
 
 # The longest a worker waits for a chunk: the demo's own timeout kills a worker before that.
 PATIENCE_S = 50

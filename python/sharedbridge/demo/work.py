@@ -1,4 +1,4 @@
-"""The work of the demo, written once and run over both kinds of queues: sharedbridge's (two queues a C#
+"""The work of the demo (`sharedbridge demo`), written once and run over both kinds of queues: sharedbridge's (two queues a C#
 process created) and the standard library's multiprocessing.Queue.
 
 A producer puts the input's chunks (arrays of int32 samples) into a work queue; workers take chunks until

@@ -1,8 +1,8 @@
-#!/usr/bin/env python3
-"""The comparison run of `make demo`: the same work (demo_work.work) with the standard library only,
+"""The comparison run of the demo (`sharedbridge demo`, `make demo`): the same work
+(sharedbridge.demo.work.work) with the standard library only,
 multiprocessing.Queue and multiprocessing.Process, as a Python program would do it without SharedBridge.
 
-Usage: demo_multiprocessing.py COUNT CHUNK WORKERS
+Usage: python -m sharedbridge.demo.baseline COUNT CHUNK WORKERS
 This process puts every chunk of the input into a work queue (an array.array('i') each), then one None
 per worker (multiprocessing.Queue has no "completed"); the workers put a ChunkResult per chunk into a
 results queue, which this process reads. Prints one JSON line: histogram, total, chunks per worker,
@@ -15,7 +15,7 @@ import queue
 import sys
 import time
 
-from demo_work import BINS, make_input, work
+from sharedbridge.demo.work import BINS, make_input, work
 
 PATIENCE_S = 50
 
