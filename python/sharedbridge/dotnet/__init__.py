@@ -33,8 +33,8 @@ SIGTERM/SIGINT/SIGHUP handlers would fight the interpreter's (an interrupted not
 would unlink every .NET segment). load() therefore hands the signals to Python
 (``SegmentCleanup.SignalHandlersEnabled = False``) and releases every segment this process
 created, .NET's and Python's, itself, however the assembly was loaded (importing this
-subpackage after ``clr.AddReference`` takes the cleanup over at once; imported before, any
-call of it, or the exit, does): in an atexit function registered after pythonnet's own,
+subpackage after ``clr.AddReference`` takes the cleanup over at once; imported before, its
+first call does, or the exit when pythonnet was loaded before the import): in an atexit function registered after pythonnet's own,
 so it runs first and in microseconds, before ``pythonnet.unload()`` (seconds; a Jupyter kernel
 is sent SIGTERM 2.5 s after a shutdown request); and on SIGTERM and SIGHUP (and SIGINT when
 its action is the default), with the rules of the Python package: a signal left at its default
