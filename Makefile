@@ -12,7 +12,7 @@ RESULTS := build/test-results
 export PYTHONPYCACHEPREFIX ?= $(CURDIR)/build/pycache
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: all build demo dist test test-dotnet test-python test-layers test-cross test-notebook test-install test-bench bench bench-smoke deps clean
+.PHONY: all build demo dist test test-dotnet test-python test-layers test-cross test-notebook notebook test-install test-bench bench bench-smoke deps clean
 
 all: build
 
@@ -61,6 +61,11 @@ test-cross: build
 # examples/notebooks/dotnet_and_numpy.ipynb executed headless (nbclient), outputs and /dev/shm checked.
 test-notebook: build deps
 	@mkdir -p $(RESULTS); bash scripts/test-notebook.sh $(RESULTS); python3 scripts/summarize.py $(RESULTS)
+
+# The checked-in notebook with its outputs and figures: executed as test-notebook does, then written
+# back to examples/notebooks/dotnet_and_numpy.ipynb when every check passes (commit the result).
+notebook: build deps
+	@mkdir -p build/notebook; bash scripts/test-notebook.sh build/notebook --update
 
 # The packages (make dist) installed into a fresh venv, console project and tool folder, and a
 # C# <-> Python round trip through the installed copies (tests/install).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Execute the notebook examples/notebooks/dotnet_and_numpy.ipynb headless and check its outputs
-# and that no segment outlives the kernel (scripts/run_notebook.py). Usage: scripts/test-notebook.sh RESULTS_DIR
+# and that no segment outlives the kernel (scripts/run_notebook.py). Usage: scripts/test-notebook.sh RESULTS_DIR [--update]
+# (--update, `make notebook`: the executed notebook with its outputs replaces the checked-in one)
 # Runs on Debian's /usr/bin/python3 (nbclient, ipykernel from apt), else build/venv's python;
 # writes RESULTS_DIR/notebook.junit.xml (skipped with the reason where a piece is missing).
 set -uo pipefail
@@ -13,7 +14,7 @@ if ! [ -x "$py" ] || ! "$py" -c 'import nbclient' 2>/dev/null; then
 fi
 [ -x "$py" ] || py=python3
 echo "=== notebook ($py)"
-timeout 900 "$py" scripts/run_notebook.py "$RESULTS"
+timeout 900 "$py" scripts/run_notebook.py "$RESULTS" "${@:2}"
 status=$?
 echo "$status" > "$RESULTS/notebook.status"
 exit $status

@@ -18,11 +18,16 @@ from sharedbridge.dotnet import error_map
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXCEPTIONS_CS = ROOT / "src/Dotnet/SharedBridge/Exceptions.cs"
 API_MD = ROOT / "docs/api.md"
-ROW = re.compile(r"^\| `(\w+Exception)` \| `([\w.]+)` \| (?:`(\w+)`)? *\| `(\w+)` \|$")
+ROW = re.compile(r"^\| `(\w+Exception)` \| `([\w.]+)` \| (?:`(\w+)`)? *\| `(\w+)` \| `(\w+)` \|$")
 
 
 def dotnet_exceptions():
     return re.findall(r"public (?:sealed )?class (\w+Exception)\b", EXCEPTIONS_CS.read_text())
+
+
+def dotnet_bases():
+    """.NET exception -> the base class Exceptions.cs declares for it."""
+    return dict(re.findall(r"public (?:sealed )?class (\w+Exception) : (\w+)", EXCEPTIONS_CS.read_text()))
 
 
 def table_rows():
@@ -48,7 +53,9 @@ def test_the_dotnet_library_has_the_exceptions_the_table_expects():
 def test_every_dotnet_exception_has_a_row_and_the_translation_agrees(dotnet_name):
     rows = table_rows()
     assert dotnet_name in rows, f"docs/api.md's error table has no row for {dotnet_name}"
-    py_name, alias, builtin = rows[dotnet_name]
+    py_name, alias, builtin, dotnet_base = rows[dotnet_name]
+    # The ".NET base" column is the base the .NET library declares (docs/api.md, "Exceptions (.NET)").
+    assert dotnet_bases()[dotnet_name] == dotnet_base
     cls = python_class(py_name)
     assert error_map.EXCEPTIONS[dotnet_name] is cls
     assert issubclass(cls, getattr(builtins, builtin))

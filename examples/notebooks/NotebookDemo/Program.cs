@@ -13,8 +13,8 @@ public static class Program
 {
     /// <summary>
     /// fill NAME STEPS DELAY_MS: opens the double array NAME (made by the notebook) and, STEPS times,
-    /// writes a travelling sine wave into it under the shared lock, then counts the step in element 0
-    /// of NAME_step (a SharedValue&lt;long&gt;). Exits 0 when done, 2 on a usage error.
+    /// writes a travelling sine wave into it under the shared lock (sin(2 pi (2 i / length + step / 40))), then counts the step in
+    /// NAME_step (a SharedValue&lt;long&gt;). Exits 0 when done, 2 on a usage error.
     /// </summary>
     public static int Main(string[] args)
     {
@@ -34,7 +34,7 @@ public static class Program
             using (wave.Lock())
             {
                 for (int i = 0; i < span.Length; i++)
-                    span[i] = Math.Sin(2 * Math.PI * (i / (double)span.Length * 2 + s / 10.0));
+                    span[i] = Math.Sin(2 * Math.PI * (i / (double)span.Length * 2 + s / 40.0)); // a quarter period every 10 steps
                 step.Value = s;
             }
             Thread.Sleep(delayMs);

@@ -12,9 +12,15 @@ Nothing else in sharedbridge imports this subpackage, and it imports pythonnet o
     py = sbn.to_python(net)                 # the Python package's object, same segment and lock
     back = sbn.to_dotnet(py)                # and a .NET object again
 
-The assembly is found, in order: the *path* given to load(), the environment variable
-SHAREDBRIDGE_DOTNET_ASSEMBLY (a SharedBridge.dll, or the folder holding it), and a
-SharedBridge.dll shipped inside the installed package (``sharedbridge/_dotnet/``).
+The assembly: one this process already loaded (an application's own
+``clr.AddReference(path)``: used as it is, wherever it came from); else, in order, the *path*
+given to load(), the environment variable SHAREDBRIDGE_DOTNET_ASSEMBLY (a SharedBridge.dll, or
+the folder holding it), and a SharedBridge.dll shipped inside the installed package
+(``sharedbridge/_dotnet/``).
+
+``open(name)`` opens a segment of any kind as its .NET object (arrays, values, n-dimensional
+arrays, locks, events, semaphores, conditions, barriers, queues); ``to_dotnet(obj)`` does it
+for a Python object.
 
 Errors: .NET SharedBridge exceptions raised inside this subpackage's functions arrive as the
 Python package's exceptions (SegmentNotFoundError, a FileNotFoundError, ...), the .NET
@@ -26,7 +32,9 @@ Lifetime: under pythonnet ``AppDomain.ProcessExit`` never runs, and the .NET lib
 SIGTERM/SIGINT/SIGHUP handlers would fight the interpreter's (an interrupted notebook cell
 would unlink every .NET segment). load() therefore hands the signals to Python
 (``SegmentCleanup.SignalHandlersEnabled = False``) and releases every segment this process
-created, .NET's and Python's, itself: in an atexit function registered after pythonnet's own,
+created, .NET's and Python's, itself, however the assembly was loaded (importing this
+subpackage after ``clr.AddReference`` takes the cleanup over at once; imported before, its
+first call does, or the exit when pythonnet was loaded before the import): in an atexit function registered after pythonnet's own,
 so it runs first and in microseconds, before ``pythonnet.unload()`` (seconds; a Jupyter kernel
 is sent SIGTERM 2.5 s after a shutdown request); and on SIGTERM and SIGHUP (and SIGINT when
 its action is the default), with the rules of the Python package: a signal left at its default
@@ -51,11 +59,14 @@ cleanup (exit and signals). Only loader imports pythonnet, and only when load() 
 from ..errors import LockTimeoutError
 from .cleanup import release_created_segments
 from .error_map import errors, translate
-from .factories import (attach, create_array, create_tensor, create_value, to_dotnet,
+from .factories import (attach, create_array, create_tensor, create_value, open, to_dotnet,
                         to_python)
-from .loader import ASSEMBLY_FILE, ENV_ASSEMBLY, DotnetUnavailableError, load, loaded
+from .loader import (ASSEMBLY_FILE, ENV_ASSEMBLY, DotnetUnavailableError, install_exit_hook, load,
+                     loaded)
 from .views import as_numpy
 
+install_exit_hook()
+
 __all__ = ["load", "loaded", "as_numpy", "to_python", "to_dotnet", "create_array",
-           "create_tensor", "create_value", "attach", "errors", "translate",
+           "create_tensor", "create_value", "open", "attach", "errors", "translate",
            "release_created_segments", "DotnetUnavailableError", "LockTimeoutError", "ENV_ASSEMBLY"]

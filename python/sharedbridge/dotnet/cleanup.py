@@ -54,14 +54,21 @@ def on_signal(signum, frame):
     exit_cleanup.die_by_default_action(signum)
 
 
-def take_over(sb):
+def taken_over():
+    """True once take_over ran in this process."""
+    return _sb is not None
+
+
+def take_over(sb, at_exit_hook=True):
     """Take the cleanup of .NET namespace *sb* over from the .NET library."""
     global _sb
     _sb = sb
     # The .NET handlers would run on a .NET thread, beside the interpreter's: SIGINT (a
     # notebook's interrupt) would unlink every .NET segment while the kernel goes on.
     sb.SegmentCleanup.SignalHandlersEnabled = False
-    atexit.register(at_exit)          # after pythonnet.load's atexit(unload): runs before it
+    if at_exit_hook:
+        atexit.unregister(at_exit)
+        atexit.register(at_exit)      # after pythonnet.load's atexit(unload): runs before it
     if threading.current_thread() is not threading.main_thread():
         return
     python_handler = getattr(exit_cleanup, "_on_signal", None)

@@ -28,17 +28,30 @@ def _net_element_type(typecode, net_type):
     return getattr(System, _NET_TYPE_NAMES[typecode])
 
 
-def attach(name, net_type=None, *, ready_timeout=None, allow_other_owner=False):
-    """Open the existing segment *name* as the .NET object its header describes:
+# The kinds whose .NET class is not generic: kind -> the SharedBridge class name (docs/format.md
+# section 2.2's kinds; arrays, values and n-dimensional arrays are generic over their element).
+_PLAIN_KINDS = {H.KIND_LOCK: "SharedLock", H.KIND_EVENT: "SharedEvent",
+                H.KIND_SEMAPHORE: "SharedSemaphore", H.KIND_CONDITION: "SharedCondition",
+                H.KIND_BARRIER: "SharedBarrier", H.KIND_QUEUE: "SharedQueue"}
+
+
+def open(name, net_type=None, *, ready_timeout=None, allow_other_owner=False):
+    """Open the existing segment *name*, of any kind, as the .NET object its header describes:
     ``SharedArray<T>``, ``SharedValue<T>``, ``SharedTensor<T>`` (an n-dimensional array),
-    ``SharedCharArray`` ('c' arrays) or ``SharedLock``.
-    T is *net_type* or the .NET type of the typecode (structures need *net_type*)."""
+    ``SharedCharArray`` ('c' arrays), ``SharedLock``, ``SharedEvent``, ``SharedSemaphore``
+    (bounded or not), ``SharedCondition``, ``SharedBarrier`` or ``SharedQueue``.
+    T is *net_type* or the .NET type of the typecode (structures need *net_type*; the other
+    kinds take none: a *net_type* for them is a TypeError)."""
     sb = sb_or_load()
     with errors():
         options = _open_options(sb, ready_timeout, allow_other_owner)
         h = header_of(name, allow_other_owner=allow_other_owner)
-        if h.kind == H.KIND_LOCK:
-            return sb.SharedLock.Open(name, options)
+        plain = _PLAIN_KINDS.get(h.kind)
+        if plain is not None:
+            if net_type is not None:
+                raise TypeError(f"{name!r} is a {plain} segment (kind {h.kind}), which has no "
+                                f"element type: open it without net_type")
+            return getattr(sb, plain).Open(name, options)
         if h.kind == H.KIND_ARRAY and h.typecode == "c" and net_type is None:
             return sb.SharedCharArray.Open(name, options)
         element = _net_element_type(h.typecode, net_type)
@@ -48,6 +61,9 @@ def attach(name, net_type=None, *, ready_timeout=None, allow_other_owner=False):
         return generic[element].Open(name, options)
 
 
+attach = open       # the name it had first; the Python package's own verb
+
+
 def _open_options(sb, ready_timeout, allow_other_owner):
     from System import TimeSpan
     timeout = None if ready_timeout is None else TimeSpan.FromSeconds(float(ready_timeout))
@@ -55,10 +71,12 @@ def _open_options(sb, ready_timeout, allow_other_owner):
 
 
 def to_dotnet(py_obj, net_type=None):
-    """A .NET object for the segment of a Python sharedbridge object (Array, Value, RawArray,
-    RawValue, their synchronized wrappers, Lock, RLock): the same memory and the same robust
+    """A .NET object for the segment of a Python sharedbridge object of any kind (Array, Value,
+    RawArray, RawValue, their synchronized wrappers, Lock, RLock, Event, Semaphore,
+    BoundedSemaphore, Condition, Barrier, the queues, n-dimensional arrays; open()): the same
+    memory and the same robust
     lock. The .NET object is an opener, never the creator: disposing it unlinks nothing."""
-    return attach(require_segment(py_obj).name, net_type)
+    return open(require_segment(py_obj).name, net_type)
 
 
 def to_python(net_obj, typecode_or_type=None):

@@ -4,6 +4,7 @@ The only module of sharedbridge that imports pythonnet, and only when load() run
 (pythonnet.load must run before `import clr`, once per process).
 """
 
+import atexit
 import os
 import sys
 import threading
@@ -36,8 +37,10 @@ def load(path=None):
     a runtime is already loaded) and the SharedBridge assembly; return the ``SharedBridge``
     .NET namespace (``sb.SharedArray[Double]``, ``sb.SegmentOptions``, ...). Idempotent.
 
-    *path*: a SharedBridge.dll or its folder; else SHAREDBRIDGE_DOTNET_ASSEMBLY, else the
-    copy shipped in the package. Raises DotnetUnavailableError saying what is missing.
+    A SharedBridge assembly this process already loaded (``clr.AddReference(path)`` before any
+    call of this subpackage) is the one used, wherever it came from; otherwise *path*: a
+    SharedBridge.dll or its folder; else SHAREDBRIDGE_DOTNET_ASSEMBLY, else the copy shipped in
+    the package. Raises DotnetUnavailableError saying what is missing.
     """
     global _sb, _assembly_path
     with _gate:
@@ -47,19 +50,81 @@ def load(path=None):
                     f"SharedBridge is already loaded from {_assembly_path}; a process holds one "
                     f"copy (asked for {path})")
             return _sb
-        dll = find_assembly(path)
-        clr = _load_runtime()
-        try:
-            clr.AddReference(dll)
+        dll = loaded_assembly_path()
+        if dll is not None:
+            # The application loaded it itself (clr.AddReference): a process holds one copy.
+            if path is not None and _resolve(path) != dll:
+                raise DotnetUnavailableError(
+                    f"SharedBridge is already loaded from {dll} (by clr.AddReference); a process "
+                    f"holds one copy (asked for {path}): call load() without a path")
             import SharedBridge as sb          # the .NET namespace, through pythonnet
-        except Exception as e:
-            raise DotnetUnavailableError(
-                f"cannot load the SharedBridge assembly {dll}: {e} (it needs .NET 10; build it "
-                f"with `dotnet build src/Dotnet/SharedBridge -c Release`)") from e
+        else:
+            dll = find_assembly(path)
+            clr = _load_runtime()
+            try:
+                clr.AddReference(dll)
+                import SharedBridge as sb          # the .NET namespace, through pythonnet
+            except Exception as e:
+                raise DotnetUnavailableError(
+                    f"cannot load the SharedBridge assembly {dll}: {e} (it needs .NET 10; build it "
+                    f"with `dotnet build src/Dotnet/SharedBridge -c Release`)") from e
         cleanup.take_over(sb)
         _assembly_path = dll
         _sb = sb
         return sb
+
+
+def loaded_assembly_path():
+    """The location of the SharedBridge assembly already loaded into this process's .NET
+    runtime (by load() or by the application's own ``clr.AddReference``), or None when
+    pythonnet is not running or has not loaded it. Loads nothing."""
+    if "clr" not in sys.modules or not pythonnet_running():
+        return None
+    try:
+        from System import AppDomain
+        for assembly in AppDomain.CurrentDomain.GetAssemblies():
+            if str(assembly.GetName().Name) == "SharedBridge":
+                location = str(assembly.Location or "")
+                return os.path.abspath(location) if location else "(loaded from memory)"
+    except Exception:
+        return None
+    return None
+
+
+def pythonnet_running():
+    """True while pythonnet's runtime is loaded and not yet unloaded (its atexit unload)."""
+    pythonnet = sys.modules.get("pythonnet")
+    return (pythonnet is not None and bool(getattr(pythonnet, "_LOADED", False))
+            and getattr(pythonnet, "_LOADER_ASSEMBLY", None) is not None)
+
+
+def install_exit_hook():
+    """Called when sharedbridge.dotnet is imported: .NET-created segments are released at exit
+    however the assembly was loaded. If it is loaded already (the application's own
+    ``clr.AddReference``), load() takes its cleanup over at once; otherwise _at_exit_unloaded
+    looks again at exit. It runs before pythonnet's unload when pythonnet was loaded first;
+    load() (which every function of this subpackage calls) registers cleanup.at_exit after
+    pythonnet's unload in any case, so that it runs first."""
+    if loaded_assembly_path() is not None:
+        try:
+            load()
+            return
+        except Exception:
+            pass
+    atexit.register(_at_exit_unloaded)
+
+
+def _at_exit_unloaded():
+    # The application loaded SharedBridge itself and never called this subpackage: take the
+    # cleanup over now, while pythonnet still runs, and release.
+    if cleanup.taken_over() or loaded_assembly_path() is None:
+        return
+    try:
+        import SharedBridge as sb          # the .NET namespace, through pythonnet
+        cleanup.take_over(sb, at_exit_hook=False)
+    except Exception:
+        return
+    cleanup.at_exit()
 
 
 def sb_or_load():

@@ -39,7 +39,7 @@ internal static class Queue
                 _ => Usage(),
             };
         }
-        catch (SharedBridgeException e)
+        catch (Exception e) when (e is ISharedBridgeException)
         {
             Console.Error.WriteLine($"queue {args.FirstOrDefault()}: {e.GetType().Name}: {e.Message}");
             return 1;

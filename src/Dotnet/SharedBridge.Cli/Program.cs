@@ -46,7 +46,7 @@ namespace SharedBridge.Cli
                 Console.Error.WriteLine($"{Prog} {args[0]}: error: {e.Message}");
                 return 2;
             }
-            catch (SharedBridgeException e)
+            catch (Exception e) when (e is ISharedBridgeException)
             {
                 Console.Error.WriteLine($"{Prog} {args[0]}: {e.Message}");
                 return 1;

@@ -116,7 +116,7 @@ internal static partial class ChildCommands
                         }
                         else Console.WriteLine("timeout");
                     }
-                    catch (SharedBridgeException e)
+                    catch (Exception e) when (e is ISharedBridgeException)
                     {
                         Console.WriteLine(e.GetType().Name);
                     }
@@ -242,7 +242,7 @@ internal static partial class ChildCommands
             action();
             return "ok";
         }
-        catch (SharedBridgeException e)
+        catch (Exception e) when (e is ISharedBridgeException)
         {
             return e.GetType().Name;
         }

@@ -12,7 +12,7 @@ namespace SharedBridge.Tests;
 /// truncation, growth, magic and state, data bytes), the checksum is recomputed most of the time, and
 /// each result is written to /dev/shm and opened by a CHILD process (`child fuzz-open`), untyped and
 /// typed, reading every element. A crash or an abort of the child, a hang (no answer within 10 s),
-/// an exception outside SharedBridgeException, or a segment that changed because it was opened fails
+/// an exception that is not a SharedBridge one (ISharedBridgeException), or a segment that changed because it was opened fails
 /// the test. The outcome classes are printed.
 /// <para>The normal suite runs a few hundred cases with a fixed seed. Long run (20,000 cases, a few
 /// minutes):</para>

@@ -8,7 +8,7 @@ namespace SharedBridge.Tests;
 /// Seeded fuzzer over a queue's ring contents (docs/format.md sections 11.2 and 11.3: the control words, the wait blocks,
 /// the positions and the record headers are written by every peer and are untrusted). A valid queue holding messages of
 /// several types, wrapped, with a taken record, is copied with 1 to 3 mutations and used every way by a CHILD process
-/// (<c>queue-fuzz</c>). A crash, a hang (no answer within 10 s) or an exception outside SharedBridgeException fails the
+/// (<c>queue-fuzz</c>). A crash, a hang (no answer within 10 s) or an exception that is not a SharedBridge one (ISharedBridgeException) fails the
 /// test; the outcome classes are printed. <c>SB_FUZZ_CASES</c> / <c>SB_FUZZ_SEED</c> as HeaderFuzzTests.
 /// </summary>
 public class QueueFuzzTests(ITestOutputHelper output)

@@ -2,8 +2,21 @@
 // Each has a Python counterpart in sharedbridge.errors with the same meaning; docs/api.md pairs the names.
 namespace SharedBridge;
 
-/// <summary>Base class of every error SharedBridge reports.</summary>
-public class SharedBridgeException : Exception
+/// <summary>
+/// Implemented by every exception SharedBridge throws, whatever its base class: catch them all with
+/// <c>catch (Exception e) when (e is ISharedBridgeException)</c>. An error a .NET developer already
+/// catches as a BCL type derives from that type (<see cref="SegmentNotFoundException"/> is a
+/// <see cref="FileNotFoundException"/>, <see cref="LockTimeoutException"/> a <see cref="TimeoutException"/>, ...);
+/// the others derive from <see cref="SharedBridgeException"/> (docs/api.md, "Errors in both languages").
+/// </summary>
+public interface ISharedBridgeException
+{
+}
+
+/// <summary>Base class of the SharedBridge errors that have no BCL counterpart (a corrupt segment, a type
+/// mismatch, a broken barrier, ...). The errors that have one derive from that BCL type instead; every
+/// SharedBridge error implements <see cref="ISharedBridgeException"/>.</summary>
+public class SharedBridgeException : Exception, ISharedBridgeException
 {
     /// <summary>Creates the exception with a message that says what went wrong and what to do.</summary>
     public SharedBridgeException(string message) : base(message) { }
@@ -13,17 +26,17 @@ public class SharedBridgeException : Exception
 }
 
 /// <summary>No segment has the given name (or the lock segment a segment refers to is gone).</summary>
-public sealed class SegmentNotFoundException : SharedBridgeException
+public sealed class SegmentNotFoundException : FileNotFoundException, ISharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
-    public SegmentNotFoundException(string segmentName, string message) : base(message) => SegmentName = segmentName;
+    public SegmentNotFoundException(string segmentName, string message) : base(message, segmentName) => SegmentName = segmentName;
 
     /// <summary>The name that was not found.</summary>
     public string SegmentName { get; }
 }
 
 /// <summary>A segment with the requested name already exists; names are never silently reused.</summary>
-public sealed class SegmentExistsException : SharedBridgeException
+public sealed class SegmentExistsException : IOException, ISharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
     public SegmentExistsException(string segmentName, string message) : base(message) => SegmentName = segmentName;
@@ -33,7 +46,7 @@ public sealed class SegmentExistsException : SharedBridgeException
 }
 
 /// <summary>The name breaks the naming rules of docs/format.md section 1.1.</summary>
-public sealed class InvalidSegmentNameException : SharedBridgeException
+public sealed class InvalidSegmentNameException : ArgumentException, ISharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
     public InvalidSegmentNameException(string message) : base(message) { }
@@ -72,14 +85,14 @@ public sealed class UnsupportedTypeException : SharedBridgeException
 }
 
 /// <summary>The segment's creator had not finished initializing it when the timeout expired.</summary>
-public sealed class SegmentNotReadyException : SharedBridgeException
+public sealed class SegmentNotReadyException : TimeoutException, ISharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
     public SegmentNotReadyException(string message) : base(message) { }
 }
 
 /// <summary>The lock could not be acquired before the timeout.</summary>
-public sealed class LockTimeoutException : SharedBridgeException
+public sealed class LockTimeoutException : TimeoutException, ISharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
     public LockTimeoutException(string message) : base(message) { }
@@ -105,7 +118,7 @@ public sealed class SegmentInUseException : SharedBridgeException
 
 /// <summary>The system has not enough shared memory (<c>/dev/shm</c>) for the requested segment, or not
 /// enough address space or memory to map a segment being opened.</summary>
-public sealed class InsufficientSharedMemoryException : SharedBridgeException
+public sealed class InsufficientSharedMemoryException : IOException, ISharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
     public InsufficientSharedMemoryException(string message) : base(message) { }
@@ -140,7 +153,7 @@ public sealed class CorruptDataException : CorruptSegmentException
 
 /// <summary>The segment may not be used by this process: the system refused access (EACCES), or it
 /// is owned by another user and the caller did not opt in with <see cref="OpenOptions.AllowOtherOwner"/>.</summary>
-public sealed class SegmentAccessDeniedException : SharedBridgeException
+public sealed class SegmentAccessDeniedException : UnauthorizedAccessException, ISharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
     public SegmentAccessDeniedException(string segmentName, string message) : base(message) => SegmentName = segmentName;
@@ -181,7 +194,7 @@ public sealed class QueueCompletedException : SharedBridgeException
 
 /// <summary>A blocking queue operation (<c>Write</c>/<c>Read</c>/<c>Join</c> with a timeout) did not succeed in time:
 /// the queue stayed full, empty or unfinished. Nothing was written or taken. Python raises queue.Full / queue.Empty.</summary>
-public sealed class QueueTimeoutException : SharedBridgeException
+public sealed class QueueTimeoutException : TimeoutException, ISharedBridgeException
 {
     /// <summary>Creates the exception for queue <paramref name="queueName"/>.</summary>
     public QueueTimeoutException(string queueName, string message) : base(message) => QueueName = queueName;

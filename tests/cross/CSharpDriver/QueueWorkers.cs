@@ -211,7 +211,7 @@ public static class QueueWorkers
                     m.GetValue<long>();
                     error = "none";
                 }
-                catch (SharedBridgeException e)
+                catch (Exception e) when (e is ISharedBridgeException)
                 {
                     error = e.GetType().Name + ": " + e.Message;
                 }
@@ -257,7 +257,7 @@ public static class QueueWorkers
                 got.Add(new { error = "empty" });
                 break;
             }
-            catch (SharedBridgeException e)
+            catch (Exception e) when (e is ISharedBridgeException)
             {
                 got.Add(new { error = e.GetType().Name + ": " + e.Message });
             }

@@ -72,7 +72,7 @@ public static class SegmentDirectory
         {
             return null;
         }
-        catch (Exception e) when (e is SharedBridgeException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is ISharedBridgeException or IOException or UnauthorizedAccessException)
         {
             var status = StatusOf(e);
             return (new SegmentInfo
@@ -173,7 +173,7 @@ public static class SegmentDirectory
             lockSegment = MappedSegment.OpenOnce(h.LockName, TimeSpan.Zero, allowOtherOwner: false);
         }
         catch (SegmentNotFoundException) { return (null, "missing", null, null); }
-        catch (Exception e) when (e is SharedBridgeException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is ISharedBridgeException or IOException or UnauthorizedAccessException)
         {
             return (null, "unreadable", null, null);
         }

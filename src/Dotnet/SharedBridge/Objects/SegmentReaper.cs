@@ -134,7 +134,7 @@ public static class SegmentReaper
     {
         if (!IsMessageSegment(segment, out queue)) return false;
         try { return !MappedSegment.Exists(queue); }
-        catch (SharedBridgeException) { return false; }     // not a valid name: not a queue's message
+        catch (Exception e) when (e is ISharedBridgeException) { return false; }     // not a valid name: not a queue's message
     }
 
     /// <summary>An array named like an out-of-line message segment (<c>&lt;queue&gt;.m&lt;16 hex&gt;</c>, kind 1, typecode 'B',
@@ -155,7 +155,7 @@ public static class SegmentReaper
         {
             SegmentName.Validate(name);
         }
-        catch (SharedBridgeException) { return null; }
+        catch (Exception e) when (e is ISharedBridgeException) { return null; }
         if (Interop.TryLStat("/dev/shm/" + name, out _) is not { } linkStat || !linkStat.IsRegularFile || linkStat.Uid != Interop.GetEUid())
             return null;
         using var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out _);

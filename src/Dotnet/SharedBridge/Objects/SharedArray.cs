@@ -1,4 +1,5 @@
 // Public API: namespace SharedBridge, not SharedBridge.Objects; the folder names the layer (README.md).
+using System.Collections;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using SharedBridge.Format;
@@ -9,15 +10,18 @@ namespace SharedBridge;
 /// <summary>
 /// A fixed-length array of <typeparamref name="T"/> in a named shared-memory segment, like Python's
 /// <c>multiprocessing.Array</c> / <c>RawArray</c>. Element access does not take the lock: hold
-/// <see cref="Lock()"/> around read-modify-write sequences.
+/// <see cref="Lock()"/> around read-modify-write sequences. It is an <see cref="IReadOnlyList{T}"/> (enumeration and the
+/// interface's indexer return normalized copies, like <see cref="Get"/>) and offers its elements as <see cref="Memory{T}"/>
+/// (<see cref="AsMemory"/>).
 /// </summary>
 /// <typeparam name="T">A numeric type of docs/format.md section 3.4, <c>bool</c>, <c>Rune</c>, or a sequential struct of those.</typeparam>
-public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
+public sealed unsafe class SharedArray<T> : IReadOnlyList<T>, IDisposable where T : unmanaged
 {
     private readonly SharedObjectCore _core;
     private readonly ElementType _element;
     private readonly T* _data;
     private readonly int _length;
+    private SharedArrayMemory<T>? _memory;
 
     private static readonly string OwnerName = $"SharedArray<{typeof(T).Name}>";
 
@@ -154,6 +158,47 @@ public sealed unsafe class SharedArray<T> : IDisposable where T : unmanaged
         _core.ThrowIfDisposed();
         return new Span<T>(_data, _length);
     }
+
+    /// <summary>The elements as <see cref="Memory{T}"/> over shared memory (raw, like <see cref="AsSpan"/>), for APIs that
+    /// take <c>Memory&lt;T&gt;</c> (streams, pipelines, async code). Its lifetime is the array's: after
+    /// <see cref="Dispose"/>, <c>Span</c> and <c>Pin()</c> throw <see cref="ObjectDisposedException"/>, so it never
+    /// reaches unmapped memory; memory pinned before Dispose stays mapped until the <see cref="System.Buffers.MemoryHandle"/>
+    /// is disposed. As with <see cref="AsSpan"/>, a span taken from it must not be used after Dispose.</summary>
+    /// <exception cref="ObjectDisposedException">The array has been disposed.</exception>
+    public Memory<T> AsMemory()
+    {
+        _core.ThrowIfDisposed();
+        var memory = _memory;
+        if (memory is null)
+        {
+            memory = new SharedArrayMemory<T>(_core, _data, _length);
+            memory = Interlocked.CompareExchange(ref _memory, memory, null) ?? memory;
+        }
+        return memory.Memory;
+    }
+
+    /// <summary>Enumerates the elements as normalized copies, like <see cref="Get"/> (does not take the lock: another
+    /// process may change elements not yet reached).</summary>
+    /// <exception cref="ObjectDisposedException">The array is disposed while it is enumerated.</exception>
+    public IEnumerator<T> GetEnumerator()
+    {
+        _core.ThrowIfDisposed();
+        return Enumerate();
+    }
+
+    private IEnumerator<T> Enumerate()
+    {
+        for (int i = 0; i < _length; i++)
+            yield return Get(i);
+    }
+
+    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <summary>The number of elements (<see cref="Length"/>).</summary>
+    int IReadOnlyCollection<T>.Count => _length;
+
+    /// <summary>Element <paramref name="index"/>, a normalized copy (<see cref="Get"/>).</summary>
+    T IReadOnlyList<T>.this[int index] => Get(index);
 
     /// <summary>Copies the elements into a new array (does not take the lock). Bools are normalized
     /// to true/false; a Rune that is not a Unicode scalar value throws.</summary>

@@ -251,7 +251,7 @@ public sealed unsafe partial class SharedQueue
             if (!committed)
             {
                 try { _segment.Unlink(); }
-                catch (SharedBridgeException) { /* gone already */ }
+                catch (Exception e) when (e is ISharedBridgeException) { /* gone already */ }
             }
             _segment.Dispose();
         }
@@ -310,7 +310,7 @@ public sealed unsafe partial class SharedQueue
         internal static void LoseReferenced(SharedQueue queue, ulong position, in Record record)
         {
             try { Attach(queue, position, record).Dispose(); }
-            catch (SharedBridgeException) { }
+            catch (Exception e) when (e is ISharedBridgeException) { }
         }
 
         /// <summary>Removes the segment a record refers to, whatever its lifetime (its message is lost or the queue goes away).
@@ -318,7 +318,7 @@ public sealed unsafe partial class SharedQueue
         internal static void UnlinkReferenced(SharedQueue queue, ulong position, in Record record)
         {
             try { Attach(queue, position, record, remove: true).Dispose(); }
-            catch (SharedBridgeException) { }
+            catch (Exception e) when (e is ISharedBridgeException) { }
         }
     }
 
@@ -337,7 +337,7 @@ public sealed unsafe partial class SharedQueue
         MappedSegment? queue;
         try { queue = MappedSegment.OpenOnce(queueName, TimeSpan.Zero, allowOtherOwner: false); }
         catch (SegmentNotFoundException) { return holdAlone() ? OutOfLineUse.QueueGone : OutOfLineUse.Held; }
-        catch (Exception e) when (e is SharedBridgeException or IOException or UnauthorizedAccessException) { return OutOfLineUse.Unknown; }
+        catch (Exception e) when (e is ISharedBridgeException or IOException or UnauthorizedAccessException) { return OutOfLineUse.Unknown; }
         try
         {
             if (queue.Header.Kind != SegmentKind.Queue) return holdAlone() ? OutOfLineUse.QueueGone : OutOfLineUse.Held;
@@ -349,7 +349,7 @@ public sealed unsafe partial class SharedQueue
             }
             finally { mutex.Unlock(); }
         }
-        catch (Exception e) when (e is SharedBridgeException or ObjectDisposedException) { return OutOfLineUse.Unknown; }
+        catch (Exception e) when (e is ISharedBridgeException or ObjectDisposedException) { return OutOfLineUse.Unknown; }
         finally
         {
             queue.Release();

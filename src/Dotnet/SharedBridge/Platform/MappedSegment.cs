@@ -70,7 +70,7 @@ internal sealed unsafe class MappedSegment
     private void RunBeforeRemove()
     {
         try { BeforeRemove?.Invoke(); }
-        catch (Exception e) when (e is SharedBridgeException or IOException or UnauthorizedAccessException or ObjectDisposedException)
+        catch (Exception e) when (e is ISharedBridgeException or IOException or UnauthorizedAccessException or ObjectDisposedException)
         {
             // Best effort: what is left behind is reapable (section 11.5).
         }
@@ -309,7 +309,7 @@ internal sealed unsafe class MappedSegment
     private bool MustKeepName()
     {
         try { return KeepNameOnLeave?.Invoke() == true; }
-        catch (Exception e) when (e is SharedBridgeException or ObjectDisposedException) { return true; }
+        catch (Exception e) when (e is ISharedBridgeException or ObjectDisposedException) { return true; }
     }
 
     /// <summary>RetireAndUnlink for callers that already keep the mapping alive.</summary>
@@ -445,7 +445,7 @@ internal sealed unsafe class MappedSegment
             if (info.LinkTarget is not null || (info.Attributes & (FileAttributes.Directory | FileAttributes.Device)) != 0) return null;
             return OpenOnce(name, TimeSpan.Zero, allowOtherOwner: false);
         }
-        catch (Exception e) when (e is SharedBridgeException or IOException or UnauthorizedAccessException or ArgumentException)
+        catch (Exception e) when (e is ISharedBridgeException or IOException or UnauthorizedAccessException or ArgumentException)
         {
             return null;
         }
