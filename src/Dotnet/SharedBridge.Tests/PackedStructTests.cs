@@ -121,6 +121,7 @@ public class PackedStructTests
         using var one = SharedArray<PackedOne>.Create(name, 1);
         var bigger = Assert.Throws<TypeMismatchException>(() => SharedArray<NaturalOne>.Open(name));
         Assert.Contains("5 bytes", bigger.Message);
+        Assert.Contains("field 1 is B 'i' at offset 1 (4 bytes, parent -1) in the segment but B 'i' at offset 4", bigger.Message);
         var moved = Assert.Throws<TypeMismatchException>(() => SharedArray<PackedOneSwapped>.Open(name));
         Assert.Contains("field 0 is A 'B' at offset 0", moved.Message);
         Assert.Contains("B 'i' at offset 0", moved.Message);
