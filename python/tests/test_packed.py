@@ -242,4 +242,6 @@ def test_queue_carries_packed_records(name):
     q.put(OuterPacked(k=9, q=-5))
     got = q.get(timeout=10)
     assert (got.k, got.q) == (9, -5) and ctypes.sizeof(got) == ctypes.sizeof(OuterPacked)
+    # A record (tag 4) that .NET reads too, not a pickle: the class is rebuilt from the table.
+    assert type(got) is not OuterPacked and type(got).__name__ == "OuterPacked"
     q.close()
