@@ -73,20 +73,20 @@ public class PackedStructTests
     [Fact]
     public void PackAndExplicitLayoutsAreRecordedWithTheClrOffsets()
     {
-        using var one = SharedArray<PackedOne>.Create(Names.Unique("p1"), 3);
+        using var one = SharedArray<PackedOne>.Create(Names.Unique("p1", "sbp22"), 3);
         Assert.Equal(5, one.Header.ElementSize);
         Assert.Equal([F("A", 'B', 0, 1), F("B", 'i', 1, 4)], one.Header.Fields);
 
-        using var two = SharedArray<PackedTwo>.Create(Names.Unique("p2"), 2);
+        using var two = SharedArray<PackedTwo>.Create(Names.Unique("p2", "sbp22"), 2);
         Assert.Equal(20, two.Header.ElementSize);
         Assert.Equal([F("Flag", '?', 0, 1), F("D", 'd', 2, 8), F("H", 'h', 10, 2), F("I", 'I', 12, 4, count: 2)], two.Header.Fields);
 
-        using var nested = SharedValue<NaturalHoldingPacked>.Create(Names.Unique("pn"));
+        using var nested = SharedValue<NaturalHoldingPacked>.Create(Names.Unique("pn", "sbp22"));
         Assert.Equal(20, nested.Header.ElementSize);
         Assert.Equal([F("Tag", 'B', 0, 1), F("Inner", 'T', 1, 5), F("A", 'B', 0, 1, parent: 1), F("B", 'i', 1, 4, parent: 1),
                       F("Pt", 'T', 8, 12), F("N", 'i', 0, 4, parent: 4), F("X", 'd', 4, 8, parent: 4)], nested.Header.Fields);
 
-        using var pair = SharedArray<ExplicitPair>.Create(Names.Unique("px"), 2);
+        using var pair = SharedArray<ExplicitPair>.Create(Names.Unique("px", "sbp22"), 2);
         Assert.Equal(12, pair.Header.ElementSize);
         Assert.Equal([F("X", 'i', 2, 4), F("Y", 'f', 7, 4)], pair.Header.Fields);
     }
@@ -94,7 +94,7 @@ public class PackedStructTests
     [Fact]
     public unsafe void ValuesOfPackedStructsRoundTripThroughAnotherOpen()
     {
-        string name = Names.Unique("pv");
+        string name = Names.Unique("pv", "sbp22");
         using var arr = SharedArray<PackedTwo>.Create(name, 3);
         var v = new PackedTwo { Flag = true, D = 2.5, H = -7 };
         v.I[1] = 0xDEADBEEF;
@@ -107,7 +107,7 @@ public class PackedStructTests
         again[0].D = -1.25; // a ref into the mapping, at an unaligned offset
         Assert.Equal(-1.25, arr[0].D);
 
-        string pairName = Names.Unique("pe");
+        string pairName = Names.Unique("pe", "sbp22");
         using var pairs = SharedArray<ExplicitPair>.Create(pairName, [new ExplicitPair { X = 5, Y = 1.5f }]);
         using var pairsAgain = SharedArray<ExplicitPair>.Open(pairName);
         Assert.Equal(5, pairsAgain[0].X);
@@ -117,7 +117,7 @@ public class PackedStructTests
     [Fact]
     public void AStructWhoseOffsetsDisagreeIsATypeMismatchNamingTheField()
     {
-        string name = Names.Unique("pm");
+        string name = Names.Unique("pm", "sbp22");
         using var one = SharedArray<PackedOne>.Create(name, 1);
         var bigger = Assert.Throws<TypeMismatchException>(() => SharedArray<NaturalOne>.Open(name));
         Assert.Contains("5 bytes", bigger.Message);
@@ -126,7 +126,7 @@ public class PackedStructTests
         Assert.Contains("field 0 is A 'B' at offset 0", moved.Message);
         Assert.Contains("B 'i' at offset 0", moved.Message);
 
-        string natural = Names.Unique("pn");
+        string natural = Names.Unique("pn", "sbp22");
         using var nat = SharedArray<NaturalOne>.Create(natural, 1);
         Assert.Contains("8 bytes", Assert.Throws<TypeMismatchException>(() => SharedArray<PackedOne>.Open(natural)).Message);
     }
@@ -134,10 +134,10 @@ public class PackedStructTests
     [Fact]
     public void OverlappingExplicitFieldsAreRefusedAsAUnion()
     {
-        var e = Assert.Throws<UnsupportedTypeException>(() => SharedArray<ExplicitOverlap>.Create(Names.Unique("pu"), 1));
+        var e = Assert.Throws<UnsupportedTypeException>(() => SharedArray<ExplicitOverlap>.Create(Names.Unique("pu", "sbp22"), 1));
         Assert.Contains("Whole and ExplicitOverlap.Upper overlap", e.Message);
         Assert.Contains("LayoutKind.Explicit", e.Message);
-        Assert.Contains("overlap", Assert.Throws<UnsupportedTypeException>(() => SharedArray<Union>.Create(Names.Unique("pu"), 1)).Message);
+        Assert.Contains("overlap", Assert.Throws<UnsupportedTypeException>(() => SharedArray<Union>.Create(Names.Unique("pu", "sbp22"), 1)).Message);
     }
 
     [Fact]
