@@ -105,7 +105,8 @@ def test_array_of_a_packed_structure_behaves_like_multiprocessing(cls, name):
     for arr in (theirs, ours):
         with arr.get_lock():
             fill(arr)
-    assert ctypes.sizeof(ours.get_obj()) == ctypes.sizeof(theirs.get_obj()) == 4 * ctypes.sizeof(cls)
+    assert ctypes.sizeof(ours.get_obj()) == ctypes.sizeof(theirs.get_obj()) \
+        == 4 * ctypes.sizeof(cls)
     assert bytes(memoryview(ours.get_obj()).cast("B")) == \
         bytes(memoryview(theirs.get_obj()).cast("B"))
     assert len(ours) == len(theirs) == 4
