@@ -199,15 +199,6 @@ class _Big(ctypes.BigEndianStructure):
     _fields_ = [("a", ctypes.c_int)]
 
 
-class _Packed(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("a", ctypes.c_char), ("b", ctypes.c_int)]
-
-
-class _PackedNested(ctypes.Structure):
-    _fields_ = [("p", _Packed)]
-
-
 class _LongName(ctypes.Structure):
     _fields_ = [("a_field_name_of_forty_characters_long___", ctypes.c_int)]
 
@@ -231,8 +222,6 @@ REFUSED = {
     "bit_field": (_Bits, "bit field", "mask it"),
     "big_endian": (_Big, "BigEndianStructure", "use a Structure"),
     "big_endian_simple": (ctypes.c_int.__ctype_be__, "big-endian", "native type"),
-    "packed": (_Packed, "not C natural alignment", "remove _pack_"),
-    "packed_nested": (_PackedNested, "not C natural alignment", "remove _pack_"),
     "long_double": (ctypes.c_longdouble, "80-bit", "c_double"),
     "long_field_name": (_LongName, "40 characters", "rename the field"),
     "empty_structure": (_Empty, "no fields", "give it a field"),

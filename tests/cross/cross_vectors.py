@@ -10,6 +10,7 @@ import ctypes
 import json
 import math
 import struct
+import sys
 
 CTYPES = {
     "c": ctypes.c_char, "u": ctypes.c_wchar, "b": ctypes.c_byte, "B": ctypes.c_ubyte,
@@ -55,7 +56,12 @@ def struct_type(spec):
     """The ctypes Structure for a vector's struct spec (built once per name)."""
     if spec["name"] not in _structs:
         fields = [(f["name"], field_ctype(f)) for f in spec["fields"]]
-        _structs[spec["name"]] = type(spec["name"], (ctypes.Structure,), {"_fields_": fields})
+        attrs = {"_fields_": fields}
+        if "pack" in spec:          # a packed structure (docs/format.md section 4)
+            attrs["_pack_"] = spec["pack"]
+            if sys.version_info >= (3, 14):
+                attrs["_layout_"] = "ms"
+        _structs[spec["name"]] = type(spec["name"], (ctypes.Structure,), attrs)
     return _structs[spec["name"]]
 
 

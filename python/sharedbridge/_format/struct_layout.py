@@ -7,6 +7,7 @@ format's "layouts match" rule.
 
 import ctypes
 import re
+import sys
 
 from ..errors import TypeMismatchError, UnsupportedTypeError
 from .header import MAX_STRUCT_DEPTH, StructField, is_reserved_field_name
@@ -16,6 +17,11 @@ from .typecodes import (STRUCT, TYPECODE_TO_TYPE, refuse_pointer, same_typecode,
 _CFIELD = type(type("_Probe", (ctypes.Structure,), {"_fields_": [("x", ctypes.c_int)]}).x)
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
 _TYPE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
+# Padding fields of a rebuilt packed Structure start with this; a field table never holds
+# such a name (names starting with "__" are reserved, docs/format.md section 4), and
+# describe() leaves them out of a class rebuild() marked _sb_padded_ (only of those: a
+# user's own field of that name is refused as reserved).
+_PAD = "__pad_"
 
 
 def type_name_of(cls):
@@ -85,12 +91,9 @@ def describe(cls):
                                 "least one field (docs/format.md section 4); give it a field",
                            advice=False)
     entries = []
+    # The offsets are ctypes' own (a _pack_ or _align_ included): the writer records the
+    # real layout, and a reader checks it against its type (docs/format.md section 4).
     _describe_into(cls, -1, entries, 1)
-    if not is_natural(entries, ctypes.sizeof(cls)):
-        raise _unsupported(
-            cls, "its layout is not C natural alignment (a _pack_ or _align_ that moves "
-                 "fields or padding), and .NET attaches only naturally aligned structures; "
-                 "remove _pack_, or reorder the fields so that packing changes nothing, or")
     return tuple(entries)
 
 
@@ -128,8 +131,11 @@ def _describe_into(cls, parent, entries, depth):
     # depth of this structure's fields: checked before recursing, so a type nested
     # deeper than the format allows is refused up front, never by a RecursionError.
     seen = set()
+    padded = cls.__dict__.get("_sb_padded_", False)
     for spec in _struct_fields(cls):
         name, ftype = spec[0], spec[1]
+        if padded and name.startswith(_PAD):        # a gap of a rebuilt packed layout
+            continue
         if len(spec) > 2:
             raise _unsupported(cls, f"field {name!r} is a bit field, and the field table "
                                     "describes whole bytes only (.NET has no bit fields); "
@@ -179,15 +185,31 @@ def _field_descriptor(cls, name):
 
 def same_layout(a, b):
     """The "layouts match" rule: same entries; names compared case-insensitively."""
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        if (x.name.lower() != y.name.lower()
-                or not same_typecode(x.typecode, y.typecode)
-                or (x.offset, x.count, x.item_size, x.parent)
-                != (y.offset, y.count, y.item_size, y.parent)):
-            return False
-    return True
+    return layout_difference(a, b) is None
+
+
+def layout_difference(recorded, wanted):
+    """None if the field tables match (docs/format.md section 4), else the first
+    difference in words: which field, and what the segment and the type say."""
+    for i, (x, y) in enumerate(zip(recorded, wanted)):
+        if x.name.lower() != y.name.lower():
+            return f"field {i} is {x.name!r} in the segment, {y.name!r} in the type"
+        if x.offset != y.offset:
+            return (f"field {x.name!r} is at byte offset {x.offset} in the segment, at "
+                    f"{y.offset} in the type (a different _pack_, _align_ or field order?)")
+        if not same_typecode(x.typecode, y.typecode) or (x.count, x.item_size, x.parent) \
+                != (y.count, y.item_size, y.parent):
+            return (f"field {x.name!r} is {_field_text(x)} in the segment, "
+                    f"{_field_text(y)} in the type")
+    if len(recorded) != len(wanted):
+        return (f"the segment's structure has {len(recorded)} field entries, "
+                f"the type {len(wanted)}")
+    return None
+
+
+def _field_text(f):
+    return (f"typecode {f.typecode!r} x {f.count} of {f.item_size} bytes"
+            + (f" in structure field {f.parent}" if f.parent >= 0 else ""))
 
 
 def rebuild(fields, element_size, type_name, *, wchar_field):
@@ -198,30 +220,47 @@ def rebuild(fields, element_size, type_name, *, wchar_field):
     parameter, not an import: the layout is the format's business, what a read of a bad
     element does is the objects'.
 
-    Raises TypeMismatchError if natural alignment cannot reproduce the recorded
-    layout (then the caller must pass the class to attach())."""
+    A naturally aligned table gives a plain Structure; any other (a packed or explicit
+    layout, docs/format.md section 4) a Structure with ``_pack_ = 1`` whose fields sit at
+    the recorded offsets, with unnamed padding (``__pad_<offset>`` byte arrays, names a
+    field table cannot hold) in the gaps and at the end.
+
+    Raises TypeMismatchError if ctypes cannot reproduce the recorded layout (then the
+    caller must pass the class to attach())."""
     children = {}
     for index, f in enumerate(fields):
         children.setdefault(f.parent, []).append(index)
+    packed = not is_natural(fields, element_size)
 
-    def build(parent, name):
-        spec = []
+    def build(parent, name, size):
+        spec, end = [], 0
         for index in children.get(parent, ()):
             f = fields[index]
-            ftype = build(index, f"{type_name or 'Struct'}_{f.name}") \
+            ftype = build(index, f"{type_name or 'Struct'}_{f.name}", f.item_size) \
                 if f.typecode == STRUCT else TYPECODE_TO_TYPE[f.typecode]
+            if packed and f.offset > end:
+                spec.append((f"{_PAD}{end}", ctypes.c_ubyte * (f.offset - end)))
             spec.append((f.name, ftype * f.count if f.count != 1 else ftype))
-        cls = type(name, (ctypes.Structure,), {"_fields_": spec})
+            end = f.offset + f.count * f.item_size
+        attrs = {"_fields_": spec}
+        if packed:
+            attrs["_sb_padded_"] = True
+            if size > end:
+                spec.append((f"{_PAD}{end}", ctypes.c_ubyte * (size - end)))
+            attrs["_pack_"] = 1
+            if sys.version_info >= (3, 14):     # the layout _pack_ has always had on Linux
+                attrs["_layout_"] = "ms"
+        cls = type(name, (ctypes.Structure,), attrs)
         for index in children.get(parent, ()):
             f = fields[index]
             if f.typecode == "u":       # checked reads and writes (format.md section 3.4)
                 setattr(cls, f.name, wchar_field(cls.__dict__[f.name], f.name, f.count))
         return cls
 
-    cls = build(-1, type_name or "Struct")
+    cls = build(-1, type_name or "Struct", element_size)
     if ctypes.sizeof(cls) != element_size or not same_layout(describe(cls), fields):
         raise TypeMismatchError(
             f"the recorded layout of {type_name or 'the structure'} ({element_size} bytes) "
-            "is not a naturally aligned ctypes Structure: pass the matching Structure "
+            "cannot be rebuilt as a ctypes Structure: pass the matching Structure "
             "class to attach(name, cls)")
     return cls

@@ -112,9 +112,9 @@ def _element_of_dtype(dt):
         except QM._NotDescribable:
             raise UnsupportedTypeError(
                 f"cannot share the structured dtype {dt}: the field table (docs/format.md "
-                "section 4) describes only naturally aligned fields in increasing order, "
-                "named by identifiers of at most 31 characters, whose types have a "
-                "typecode; use numpy.dtype(..., align=True) and such fields") from None
+                "section 4) describes fields in increasing offset order that never "
+                "overlap (aligned or packed), named by identifiers of at most 31 "
+                "characters, whose types have a typecode; use such fields") from None
         head = QM._STRUCT_HEAD.size
         fields = H.decode_field_table(desc, head, H.FIELD_ENTRY_SIZE,
                                       (len(desc) - head) // H.FIELD_ENTRY_SIZE, dt.itemsize)

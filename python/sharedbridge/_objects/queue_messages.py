@@ -274,8 +274,9 @@ def _dtype_fields(dt, parent, entries, depth):
 
 def _dtype_description(dt):
     """The struct description of a structured numpy dtype; _NotDescribable if the field
-    table cannot describe it exactly (offsets out of order, overlapping, not natural
-    alignment, names that are not identifiers, field types without a typecode)."""
+    table cannot describe it exactly (offsets out of order, overlapping, names that are
+    not identifiers, field types without a typecode). Packed and explicit offsets are
+    recorded as they are (docs/format.md section 4)."""
     entries = []
     _dtype_fields(dt, -1, entries, 1)
     if not entries or len(entries) > MAX_FIELDS:
@@ -286,8 +287,6 @@ def _dtype_description(dt):
         return _NotDescribable()
     H.decode_field_table(desc, _STRUCT_HEAD.size, H.FIELD_ENTRY_SIZE, len(entries),
                          dt.itemsize, corrupt=refuse)
-    if not struct_layout.is_natural(entries, dt.itemsize):
-        raise _NotDescribable()
     return desc
 
 
@@ -479,8 +478,6 @@ def _decode_struct_description(desc, offset, name):
     type_name = H.decode_type_name(raw_name, corrupt=corrupt)
     fields = H.decode_field_table(desc, start, H.FIELD_ENTRY_SIZE, count, size,
                                   corrupt=corrupt)
-    if not struct_layout.is_natural(fields, size):
-        raise corrupt("the layout is not C natural alignment (docs/format.md section 4)")
     return fields, size, type_name, end
 
 

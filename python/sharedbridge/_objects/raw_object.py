@@ -425,7 +425,7 @@ _rebuilt_structs = {}
 def rebuilt_struct(fields, element_size, type_name):
     """The Structure class of a validated field table, built once per (fields, size,
     name): every attach of a layout, and every queue message of it, gets the same class.
-    TypeMismatchError if it is not naturally aligned (struct_layout.rebuild)."""
+    TypeMismatchError if ctypes cannot rebuild it (struct_layout.rebuild)."""
     key = (fields, element_size, type_name)
     cls = _rebuilt_structs.get(key)
     if cls is None:
@@ -462,12 +462,21 @@ def element_type(h, requested):
         return TYPECODE_TO_TYPE[requested]
     code = struct_layout.check_element_type(requested)
     if code == STRUCT:
-        if (h.typecode != STRUCT or ctypes.sizeof(requested) != h.element_size
-                or not struct_layout.same_layout(struct_layout.describe(requested), h.fields)):
+        # The recorded offsets are the writer's real ones (packed or not, docs/format.md
+        # section 4): the requested class must have exactly them.
+        wanted = struct_layout.describe(requested)
+        if h.typecode != STRUCT:
+            raise TypeMismatchError(
+                f"type mismatch: asked for structure {requested.__name__}, the segment "
+                f"holds {recorded}")
+        difference = struct_layout.layout_difference(h.fields, wanted)
+        if ctypes.sizeof(requested) != h.element_size or difference is not None:
             raise TypeMismatchError(
                 f"type mismatch: asked for structure {requested.__name__} "
                 f"({ctypes.sizeof(requested)} bytes), the segment holds {recorded} "
-                f"({h.element_size} bytes) with a different layout")
+                f"({h.element_size} bytes) with a different layout"
+                + (f": {difference}" if difference else "")
+                + "; pass a class with the segment's field offsets and size")
         return requested
     if not same_typecode(code, h.typecode):
         raise TypeMismatchError(f"type mismatch: asked for {requested.__name__} "

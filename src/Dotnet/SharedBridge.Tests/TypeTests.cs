@@ -59,13 +59,6 @@ public struct Union
     [FieldOffset(0)] public float F;
 }
 
-[StructLayout(LayoutKind.Sequential, Pack = 1)]
-public struct Packed
-{
-    public byte A;
-    public int B;
-}
-
 public struct WithChar
 {
     public int A;
@@ -142,8 +135,7 @@ public class TypeTests
     [Fact]
     public void StructsThatCannotMatchACStructAreRefused()
     {
-        Assert.Contains("explicit layout", Assert.Throws<UnsupportedTypeException>(() => SharedArray<Union>.Create(Names.Unique(), 1)).Message);
-        Assert.Throws<UnsupportedTypeException>(() => SharedArray<Packed>.Create(Names.Unique(), 1));
+        Assert.Contains("overlap", Assert.Throws<UnsupportedTypeException>(() => SharedArray<Union>.Create(Names.Unique(), 1)).Message);
         Assert.Contains("char", Assert.Throws<UnsupportedTypeException>(() => SharedArray<WithChar>.Create(Names.Unique(), 1)).Message);
         Assert.Throws<UnsupportedTypeException>(() => SharedArray<WithPointerSized>.Create(Names.Unique(), 1));
         var pointer = Assert.Throws<UnsupportedTypeException>(() => SharedArray<WithPointer>.Create(Names.Unique(), 1));

@@ -143,6 +143,8 @@ public static class ElementKinds
     {
         ["Point"] = new ElementKind<Point>(Point.FromJson, p => p.Canonical_()),
         ["Mixed"] = new ElementKind<Mixed>(Mixed.FromJson, m => m.Canonical_()),
+        ["Packed"] = new ElementKind<Packed>(Packed.FromJson, p => p.Canonical_()),
+        ["Packed2"] = new ElementKind<Packed2>(Packed2.FromJson, p => p.Canonical_()),
         ["SensorReadingWithAnUnreasonablyLongName"] = new ElementKind<SensorReadingWithAnUnreasonablyLongName>(
             SensorReadingWithAnUnreasonablyLongName.FromJson, s => s.Canonical_()),
     };

@@ -81,3 +81,54 @@ public struct SensorReadingWithAnUnreasonablyLongName
 
     public readonly string Canonical_() => Canonical.Struct(Canonical.Of(t), Canonical.Of(v));
 }
+
+/// <summary>tests/cross/vectors' "Packed" (ctypes <c>_pack_ = 1</c>): an int, a double, a ushort and a nested Point
+/// at unaligned offsets 1, 5, 13 and 15, 39 bytes (docs/format.md section 4: the real offsets are recorded).</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+public struct Packed
+{
+    public bool flag;
+    public int count;
+    public double ratio;
+    public ushort code;
+    public Point pos;
+    public long total;
+
+    public static Packed FromJson(JsonElement e) => new()
+    {
+        flag = e[0].GetBoolean(),
+        count = e[1].GetInt32(),
+        ratio = Canonical.Double(e[2]),
+        code = e[3].GetUInt16(),
+        pos = Point.FromJson(e[4]),
+        total = e[5].GetInt64(),
+    };
+
+    public readonly string Canonical_() => Canonical.Struct(Canonical.Of(flag), Canonical.Of(count), Canonical.Of(ratio),
+        Canonical.Of(code), pos.Canonical_(), Canonical.Of(total));
+}
+
+/// <summary>tests/cross/vectors' "Packed2" (ctypes <c>_pack_ = 2</c>): every alignment capped at 2, a double at 2, a
+/// wchar at 10 and c_short * 3 at 14, 20 bytes.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 2)]
+public unsafe struct Packed2
+{
+    public sbyte small;
+    public double value;
+    public System.Text.Rune ch;
+    public fixed short ints[3];
+
+    public static Packed2 FromJson(JsonElement e)
+    {
+        var p = new Packed2 { small = e[0].GetSByte(), value = Canonical.Double(e[1]), ch = Canonical.Rune(e[2]) };
+        for (int i = 0; i < 3; i++) p.ints[i] = e[3][i].GetInt16();
+        return p;
+    }
+
+    public readonly string Canonical_()
+    {
+        fixed (short* n = ints)
+            return Canonical.Struct(Canonical.Of(small), Canonical.Of(value), Canonical.Of(ch),
+                Canonical.Items(new ReadOnlySpan<short>(n, 3), v => Canonical.Of(v)));
+    }
+}

@@ -142,11 +142,20 @@ internal sealed class ElementType
                 : $"it holds {description} elements, not {ours}";
         if (code != TypeCodes.Structure)
             return $"it holds {description} elements, not {ours}";
+        // The first field that differs is named even when the sizes differ too: a packed structure and its
+        // natural twin differ first by an offset (docs/format.md section 4, "Packed and explicit layouts").
+        string? field = FieldMismatch(fields, where);
         if (elementSize != Size)
-            return $"its structure {typeName} is {elementSize} bytes, {ours}";
+            return $"its structure {typeName} is {elementSize} bytes, {ours}" + (field is null ? "" : $"; {field}");
+        if (field is not null) return field;
         if (fields.Count != Fields.Length)
             return $"its structure {typeName} has {fields.Count} field-table entries, {ClrType.Name} has {Fields.Length}";
-        for (int i = 0; i < Fields.Length; i++)
+        return null;
+    }
+
+    private string? FieldMismatch(IReadOnlyList<StructField> fields, string where)
+    {
+        for (int i = 0; i < Math.Min(Fields.Length, fields.Count); i++)
         {
             var theirs = fields[i];
             var mine = Fields[i];

@@ -6,9 +6,11 @@ using System.Runtime.InteropServices;
 namespace SharedBridge.Format;
 
 /// <summary>
-/// Describes a .NET struct as a C structure with natural alignment (docs/format.md section 4):
-/// the field table in pre-order, the size, and a check that the CLR really lays the struct out
-/// that way. Nested structs become 'T' entries; fixed buffers and [InlineArray] fields get count N.
+/// Describes a .NET struct as a C structure (docs/format.md section 4): the field table in pre-order with
+/// the offsets the CLR really uses, the size, and a check that the CLR lays the struct out that way.
+/// <c>LayoutKind.Sequential</c> follows C alignment capped by <c>Pack</c> (natural alignment without it);
+/// <c>LayoutKind.Explicit</c> takes each <c>[FieldOffset]</c>, recorded in offset order, and refuses fields
+/// that overlap. Nested structs become 'T' entries; fixed buffers and [InlineArray] fields get count N.
 /// </summary>
 [UnconditionalSuppressMessage("Trimming", "IL2070", Justification = "Instance fields of value types are never trimmed: they define the layout.")]
 [UnconditionalSuppressMessage("Trimming", "IL2075", Justification = "Instance fields of value types are never trimmed: they define the layout.")]
@@ -28,8 +30,8 @@ internal static class StructLayoutTable
         var (size, _) = Describe(type, parent: -1, [], entries, type, depth: 1);
         int clrSize = Unsafe.SizeOf<T>();
         if (clrSize != size)
-            throw Unsupported(type, $"the CLR lays it out in {clrSize} bytes, C natural alignment gives {size} " +
-                                    "(remove Pack/Size from [StructLayout], or reorder the fields)");
+            throw Unsupported(type, $"the CLR lays it out in {clrSize} bytes, the C layout of its fields gives {size} " +
+                                    "(remove Size from [StructLayout], or reorder the fields)");
         VerifyOffsets<T>(entries);
         return new Result(entries.Select(e => e.Field).ToArray(), entries.Select(e => e.LeafType).ToArray(), size, typeName);
     }
@@ -63,16 +65,20 @@ internal static class StructLayoutTable
     /// <summary>Appends the entries of <paramref name="type"/>; returns its C size and alignment.</summary>
     private static (int Size, int Align) Describe(Type type, int parent, FieldInfo[] path, List<Entry> entries, Type root, int depth)
     {
-        if (type.IsExplicitLayout)
-            throw Unsupported(root, $"{type.Name} has explicit layout (unions and overlapping fields are not supported)");
-        if (!type.IsLayoutSequential)
-            throw Unsupported(root, $"{type.Name} does not have LayoutKind.Sequential");
+        bool isExplicit = type.IsExplicitLayout;
+        if (!isExplicit && !type.IsLayoutSequential)
+            throw Unsupported(root, $"{type.Name} does not have LayoutKind.Sequential or LayoutKind.Explicit");
         var fields = type.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)
                          .OrderBy(f => f.MetadataToken).ToArray();
         if (fields.Length == 0)
             throw Unsupported(root, $"{type.Name} has no fields (C has no empty structures)");
+        // Pack caps every field's alignment and the struct's (0: the default, natural alignment here).
+        int pack = type.StructLayoutAttribute?.Pack ?? 0;
+        if (isExplicit) // the table lists a structure's fields in offset order (section 4)
+            fields = fields.OrderBy(f => ExplicitOffset(f, root)).ThenBy(f => f.MetadataToken).ToArray();
 
         int offset = 0, align = 1, lastChildOffset = -1;
+        string? previous = null;
         foreach (var field in fields)
         {
             var (itemType, count, innerField) = Shape(field, root);
@@ -85,8 +91,7 @@ internal static class StructLayoutTable
             {
                 code = Override(field, itemType, scalarCode, root);
                 itemSize = itemAlign = TypeCodes.SizeOf(code);
-                offset = AlignUp(offset, itemAlign);
-                entries.Add(new Entry(new StructField(name, code, offset, count, itemSize, parent), itemType, fieldPath));
+                entries.Add(null!);
             }
             else
             {
@@ -95,19 +100,42 @@ internal static class StructLayoutTable
                 if (depth + 1 > HeaderCodec.MaxStructDepth)
                     throw Unsupported(root, $"field {field.DeclaringType?.Name}.{field.Name} nests structures deeper than {HeaderCodec.MaxStructDepth} levels");
                 entries.Add(null!); // placeholder: a 'T' entry precedes its children (pre-order)
-                var (nestedSize, nestedAlign) = Describe(itemType, index, fieldPath, entries, root, depth + 1);
-                itemSize = nestedSize;
-                itemAlign = nestedAlign;
-                offset = AlignUp(offset, itemAlign);
-                entries[index] = new Entry(new StructField(name, code, offset, count, itemSize, parent), itemType, fieldPath);
+                (itemSize, itemAlign) = Describe(itemType, index, fieldPath, entries, root, depth + 1);
             }
+            if (pack > 0) itemAlign = Math.Min(itemAlign, pack);
+            if (isExplicit)
+            {
+                int at = ExplicitOffset(field, root);
+                if (at < offset) // offset is the end of the field before (offset order)
+                    throw Unsupported(root, $"fields {type.Name}.{previous} and {type.Name}.{field.Name} overlap (a union); " +
+                                            "the field table describes fields that never overlap (docs/format.md section 4)");
+                offset = at;
+            }
+            else
+            {
+                offset = AlignUp(offset, itemAlign);
+            }
+            entries[index] = new Entry(new StructField(name, code, offset, count, itemSize, parent), itemType, fieldPath);
             if (offset <= lastChildOffset) throw new InvalidOperationException("offsets must increase");
             lastChildOffset = offset;
             offset += count * itemSize;
             align = Math.Max(align, itemAlign);
+            previous = field.Name;
         }
-        return (AlignUp(offset, align), align);
+        int size = Math.Max(AlignUp(offset, align), type.StructLayoutAttribute?.Size ?? 0);
+        // The CLR's own size of a nested struct (the element's is checked by Build): a [StructLayout(Size)]
+        // or a rule the CLR applies differently is refused here rather than recorded wrongly.
+        int clrSize = RuntimeHelpers.SizeOf(type.TypeHandle);
+        if (clrSize != size)
+            throw Unsupported(root, $"the CLR lays {type.Name} out in {clrSize} bytes, the C layout of its fields gives {size} " +
+                                    "(remove Size from [StructLayout], or reorder the fields)");
+        return (size, align);
     }
+
+    private static int ExplicitOffset(FieldInfo field, Type root) =>
+        field.GetCustomAttribute<FieldOffsetAttribute>()?.Value is int at && at >= 0
+            ? at
+            : throw Unsupported(root, $"field {field.DeclaringType?.Name}.{field.Name} of an explicit layout has no [FieldOffset]");
 
     /// <summary>Item type and count: fixed buffers and [InlineArray] structs are arrays of their element.</summary>
     private static (Type ItemType, int Count, FieldInfo? Inner) Shape(FieldInfo field, Type root)
@@ -174,7 +202,7 @@ internal static class StructLayoutTable
             var bytes = MemoryMarshal.AsBytes(new ReadOnlySpan<T>(ref Unsafe.Unbox<T>(box)));
             int actual = bytes.IndexOfAnyExcept((byte)0);
             if (actual != absolute[i])
-                throw Unsupported(typeof(T), $"the CLR places field {f.Name} at byte {actual}, C natural alignment at {absolute[i]}");
+                throw Unsupported(typeof(T), $"the CLR places field {f.Name} at byte {actual}, the C layout of its fields at {absolute[i]}");
         }
     }
 
@@ -205,43 +233,10 @@ internal static class StructLayoutTable
         return type.IsEnum ? Enum.ToObject(type, value) : value;
     }
 
-    /// <summary>
-    /// True when a validated field table (pre-order, every 'T' entry with children, section 4) and
-    /// <paramref name="size"/> are exactly C natural alignment: each entry at its parent's running end
-    /// rounded up to its alignment (a scalar's size, a structure's widest member), each structure's size
-    /// its end rounded up to its widest member. Readers refuse other tables (section 4), as writers do.
-    /// </summary>
-    internal static bool IsNatural(IReadOnlyList<StructField> fields, long size)
-    {
-        int n = fields.Count;
-        var align = new long[n];
-        for (int i = 0; i < n; i++) align[i] = fields[i].TypeCode == TypeCodes.Structure ? 1 : fields[i].ItemSize;
-        for (int i = n - 1; i >= 0; i--) // children follow their parent
-            if (fields[i].Parent >= 0) align[fields[i].Parent] = Math.Max(align[fields[i].Parent], align[i]);
-        // Per structure (index + 1; 0 is the element): running end and widest member.
-        var end = new long[n + 1];
-        var widest = new long[n + 1];
-        Array.Fill(widest, 1L);
-        for (int i = 0; i < n; i++)
-        {
-            var f = fields[i];
-            int p = f.Parent + 1;
-            long offset = AlignUp(end[p], align[i]);
-            if (offset != f.Offset) return false;
-            end[p] = offset + (long)f.Count * f.ItemSize;
-            widest[p] = Math.Max(widest[p], align[i]);
-        }
-        for (int i = 0; i < n; i++)
-            if (fields[i].TypeCode == TypeCodes.Structure && AlignUp(end[i + 1], widest[i + 1]) != fields[i].ItemSize)
-                return false;
-        return AlignUp(end[0], widest[0]) == size;
-    }
-
     private static int AlignUp(int x, int a) => (x + a - 1) / a * a;
-
-    private static long AlignUp(long x, long a) => (x + a - 1) / a * a;
 
     private static UnsupportedTypeException Unsupported(Type type, string problem) =>
         new($"{type.Name} cannot be stored in a shared segment: {problem}. Use a [StructLayout(LayoutKind.Sequential)] " +
-            "struct of the numeric types of docs/format.md section 3.4, nested structs and fixed buffers.");
+            "struct (any Pack) or a [StructLayout(LayoutKind.Explicit)] struct without overlapping fields, of the numeric " +
+            "types of docs/format.md section 3.4, nested structs and fixed buffers.");
 }

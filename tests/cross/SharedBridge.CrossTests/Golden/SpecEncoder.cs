@@ -32,9 +32,12 @@ public static class SpecEncoder
         return new Layout(size, align, entries);
     }
 
+    /// <summary>Natural alignment, each alignment capped at the spec's "pack" when it has one (ctypes _pack_,
+    /// .NET Pack): the offsets a writer records are the real ones of its type (section 4).</summary>
     private static (int Size, int Align) AddFields(JsonElement spec, int parent, List<Field> entries)
     {
         int offset = 0, maxAlign = 1;
+        int pack = spec.TryGetProperty("pack", out var p) ? p.GetInt32() : int.MaxValue;
         foreach (var f in spec.GetProperty("fields").EnumerateArray())
         {
             char tc = f.GetProperty("type").GetString()![0];
@@ -46,6 +49,7 @@ public static class SpecEncoder
                 (itemSize, align) = AddFields(f.GetProperty("struct"), index, entries);
             else
                 itemSize = align = Sizes[tc];
+            align = Math.Min(align, pack);
             offset = AlignUp(offset, align);
             entries[index] = new Field(f.GetProperty("name").GetString()!, tc, offset, count, itemSize, parent, f);
             offset += itemSize * count;

@@ -470,8 +470,7 @@ internal static class MessageCodec
     }
 
     /// <summary>Parses a struct description that fills <paramref name="d"/> exactly, with the validation of a
-    /// header's field table (section 4) and type_name (section 4.1), plus natural alignment (a reader
-    /// rebuilds the structure from the table: Python as a ctypes class, which can only be natural).</summary>
+    /// header's field table (section 4) and type_name (section 4.1); packed and explicit offsets are valid.</summary>
     private static (int ElementSize, string TypeName, StructField[] Fields) ReadStruct(ReadOnlySpan<byte> d, string queueName, byte tag)
     {
         if (d.Length < MessageLayout.StructHeaderLength)
@@ -490,8 +489,6 @@ internal static class MessageCodec
         if (typeName.Length > 0 && !HeaderCodec.IsIdentifierText(typeName, allowLeadingDigit: false))
             throw corrupt($"type_name \"{typeName}\" is not an ASCII identifier");
         var fields = HeaderCodec.ParseFieldEntries(d[MessageLayout.StructHeaderLength..], (int)count, HeaderLayout.FieldEntrySize, elementSize, corrupt);
-        if (!StructLayoutTable.IsNatural(fields, elementSize))
-            throw corrupt("the layout is not C natural alignment (docs/format.md section 4)");
         return ((int)elementSize, typeName, fields);
     }
 
