@@ -86,14 +86,14 @@ public sealed class LockTimeoutException : SharedBridgeException
 }
 
 /// <summary>The lock is permanently unusable: an earlier dead-owner recovery was not completed (docs/format.md
-/// section 7.3); <see cref="SharedLock.Reset"/> is the operator's way out (section 7.4).</summary>
+/// section 7.3); <see cref="SharedLock.Reset(string)"/> is the operator's way out (section 7.4).</summary>
 public sealed class LockNotRecoverableException : SharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
     public LockNotRecoverableException(string message) : base(message) { }
 }
 
-/// <summary>An operator action (<see cref="SharedLock.Reset"/>, docs/format.md section 7.4) was refused because other processes map the segment.</summary>
+/// <summary>An operator action (<see cref="SharedLock.Reset(string)"/>, docs/format.md section 7.4) was refused because other processes map the segment.</summary>
 public sealed class SegmentInUseException : SharedBridgeException
 {
     /// <summary>Creates the exception.</summary>

@@ -248,7 +248,7 @@ internal sealed unsafe class MappedSegment
 
     /// <summary>Pids of the other processes that map this object now (section 7.4 step 2).</summary>
     internal IReadOnlyList<int> OtherProcessesMapping() =>
-        ProcessInfo.ProcessesMapping(_identity.Inode).Where(pid => pid != ProcessInfo.Pid).ToList();
+        ProcessInfo.ProcessesMapping(_identity.Inode, SegmentName.DirectoryOf(Name)).Where(pid => pid != ProcessInfo.Pid).ToList();
 
     /// <summary>Called with the lock held after a dead-owner recovery (section 7.3 step 2).</summary>
     internal void RecordRecovery()
