@@ -21,6 +21,9 @@ internal static class Names
 
     internal static string ShmPath(string name) => ShmDirectory + "/" + name;
 
+    /// <summary>How messages show a segment name: the name, or its path when it is in a directory (docs/format.md section 1.3).</summary>
+    internal static string Shown(string name) => ShmDirectory == "/dev/shm" ? name : ShmPath(name);
+
     internal static bool Exists(string name) => File.Exists(ShmPath(name));
 }
 

@@ -16,9 +16,10 @@ public class SharedBridgeException : Exception
 public sealed class SegmentNotFoundException : SharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
-    public SegmentNotFoundException(string segmentName, string message) : base(message) => SegmentName = segmentName;
+    public SegmentNotFoundException(string segmentName, string message) : base(message) => SegmentName = Format.SegmentName.BaseName(segmentName);
 
-    /// <summary>The name that was not found.</summary>
+    /// <summary>The name that was not found (without the directory of a directory-backend segment, docs/format.md section
+    /// 1.3, which the message names).</summary>
     public string SegmentName { get; }
 }
 
@@ -26,7 +27,7 @@ public sealed class SegmentNotFoundException : SharedBridgeException
 public sealed class SegmentExistsException : SharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
-    public SegmentExistsException(string segmentName, string message) : base(message) => SegmentName = segmentName;
+    public SegmentExistsException(string segmentName, string message) : base(message) => SegmentName = Format.SegmentName.BaseName(segmentName);
 
     /// <summary>The name that is taken.</summary>
     public string SegmentName { get; }
@@ -127,7 +128,7 @@ public sealed class CorruptDataException : CorruptSegmentException
     /// <summary>Creates the exception for element <paramref name="index"/> of <paramref name="segmentName"/>.</summary>
     public CorruptDataException(string segmentName, long index, string message) : base(message)
     {
-        SegmentName = segmentName;
+        SegmentName = Format.SegmentName.BaseName(segmentName);
         Index = index;
     }
 
@@ -143,7 +144,7 @@ public sealed class CorruptDataException : CorruptSegmentException
 public sealed class SegmentAccessDeniedException : SharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
-    public SegmentAccessDeniedException(string segmentName, string message) : base(message) => SegmentName = segmentName;
+    public SegmentAccessDeniedException(string segmentName, string message) : base(message) => SegmentName = Format.SegmentName.BaseName(segmentName);
 
     /// <summary>The segment that could not be used.</summary>
     public string SegmentName { get; }
