@@ -1,6 +1,8 @@
 """One named POSIX shared-memory segment and its lifetime: create, open, close, unlink.
 
-Uses ``_posixshmem.shm_open`` and mapping.py's ``mmap`` directly rather than
+Segments are named by key (segment_name.py): a shared-memory object or a file of the
+directory backend, opened by backend.py (docs/format.md section 1.3). Uses
+``_posixshmem.shm_open`` (or open(2)) and mapping.py's ``mmap`` directly rather than
 ``multiprocessing.shared_memory.SharedMemory``: SharedMemory registers attached
 segments with the resource tracker, which unlinks them when the *attaching* process
 exits (CPython gh-82300). Nothing here ever registers with the resource tracker.
