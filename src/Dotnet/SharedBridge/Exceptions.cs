@@ -16,7 +16,7 @@ public class SharedBridgeException : Exception
 public sealed class SegmentNotFoundException : SharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
-    public SegmentNotFoundException(string segmentName, string message) : base(message) => SegmentName = Format.SegmentName.BaseName(segmentName);
+    public SegmentNotFoundException(string segmentName, string message) : base(message) => SegmentName = SegmentNames.WithoutDirectory(segmentName);
 
     /// <summary>The name that was not found (without the directory of a directory-backend segment, docs/format.md section
     /// 1.3, which the message names).</summary>
@@ -27,7 +27,7 @@ public sealed class SegmentNotFoundException : SharedBridgeException
 public sealed class SegmentExistsException : SharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
-    public SegmentExistsException(string segmentName, string message) : base(message) => SegmentName = Format.SegmentName.BaseName(segmentName);
+    public SegmentExistsException(string segmentName, string message) : base(message) => SegmentName = SegmentNames.WithoutDirectory(segmentName);
 
     /// <summary>The name that is taken.</summary>
     public string SegmentName { get; }
@@ -128,7 +128,7 @@ public sealed class CorruptDataException : CorruptSegmentException
     /// <summary>Creates the exception for element <paramref name="index"/> of <paramref name="segmentName"/>.</summary>
     public CorruptDataException(string segmentName, long index, string message) : base(message)
     {
-        SegmentName = Format.SegmentName.BaseName(segmentName);
+        SegmentName = SegmentNames.WithoutDirectory(segmentName);
         Index = index;
     }
 
@@ -144,7 +144,7 @@ public sealed class CorruptDataException : CorruptSegmentException
 public sealed class SegmentAccessDeniedException : SharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
-    public SegmentAccessDeniedException(string segmentName, string message) : base(message) => SegmentName = Format.SegmentName.BaseName(segmentName);
+    public SegmentAccessDeniedException(string segmentName, string message) : base(message) => SegmentName = SegmentNames.WithoutDirectory(segmentName);
 
     /// <summary>The segment that could not be used.</summary>
     public string SegmentName { get; }
@@ -189,4 +189,11 @@ public sealed class QueueTimeoutException : SharedBridgeException
 
     /// <summary>The queue.</summary>
     public string QueueName { get; }
+}
+
+/// <summary>The name part of a segment's key: a segment of the directory backend is known below the public API by its path
+/// <c>&lt;dir&gt;/&lt;name&gt;</c> (docs/format.md section 1.3), and exceptions name the segment by its name.</summary>
+internal static class SegmentNames
+{
+    internal static string WithoutDirectory(string key) => key[(key.LastIndexOf('/') + 1)..];
 }

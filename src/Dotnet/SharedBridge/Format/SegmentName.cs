@@ -33,9 +33,33 @@ internal static class SegmentName
     internal static bool IsNameChar(char c) =>
         c is (>= 'a' and <= 'z') or (>= 'A' and <= 'Z') or (>= '0' and <= '9') or '_' or '-' or '.';
 
-    /// <summary>The prefix (<see cref="SharedBridgeSettings.NamePrefix"/>, <c>sb_</c> by default) and 16 lowercase hex
+    /// <summary>The prefix (SharedBridgeSettings.NamePrefix, <c>sb_</c> by default) and 16 lowercase hex
     /// digits from a cryptographic source.</summary>
-    internal static string Generate() => SharedBridgeSettings.NamePrefix + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+    internal static string Generate() => Prefix + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+
+    private static string s_prefix = InitialPrefix();
+
+    /// <summary>The prefix of generated names (SharedBridgeSettings.NamePrefix checks what it is set to).</summary>
+    internal static string Prefix
+    {
+        get => Volatile.Read(ref s_prefix);
+        set => Volatile.Write(ref s_prefix, value);
+    }
+
+    /// <summary>SHAREDBRIDGE_NAME_PREFIX: unset "sb_"; an invalid prefix is reported (Trace warning) and the default used.</summary>
+    private static string InitialPrefix()
+    {
+        string? text = Environment.GetEnvironmentVariable("SHAREDBRIDGE_NAME_PREFIX");
+        if (text is null) return "sb_";
+        if (CheckPrefix(text) is { } problem)
+        {
+            System.Diagnostics.Trace.TraceWarning(
+                $"SharedBridge: SHAREDBRIDGE_NAME_PREFIX=\"{text}\" is not a valid name prefix ({problem}); generated names use the " +
+                "default prefix \"sb_\".");
+            return "sb_";
+        }
+        return text;
+    }
 
     /// <summary>Null when <paramref name="prefix"/> makes valid generated names, otherwise the reason.</summary>
     internal static string? CheckPrefix(string? prefix)
