@@ -9,7 +9,6 @@ public API takes a name and a directory option, and qualify() makes the key.
 
 import os
 import re
-import secrets
 import warnings
 
 from ..errors import InvalidNameError
@@ -101,7 +100,7 @@ def get_name_prefix():
 def generate_name():
     """A fresh random name: the prefix ('sb_' unless configured) and 16 lowercase hex
     digits from a CSPRNG."""
-    return _prefix + secrets.token_hex(8)
+    return _prefix + os.urandom(8).hex()
 
 
 def os_name(name):
