@@ -37,6 +37,8 @@ CTYPES_TESTS="$CTYPES_TESTS test_queue_basic.py test_queue_hostile.py test_queue
 # ... and the waiting objects' tests (their spin and futex calls are compiled too): on Debian's
 # interpreter only, where the other ctypes tests run as well.
 CTYPES_SYNC_TESTS="test_sync.py test_sync_recovery.py test_wakeups.py test_wakeups_v4.py test_wait_core.py test_sync_rules.py"
+# The rules run again on the directory backend (docs/format.md section 1.3).
+DIR_TESTS="test_header.py test_opening.py test_permissions.py test_locks.py"
 newest="$(python_interpreters | while read -r p; do "$p" -c 'import sys; print("%d.%03d %s" % (sys.version_info[0], sys.version_info[1], sys.executable))'; done | sort | tail -n1 | cut -d' ' -f2-)"
 
 # One interpreter's suites (its label, its interpreter, its pytest path): the package suite, the
@@ -63,6 +65,21 @@ run_interpreter() {
             -p no:hypothesispytest -o junit_suite_name="python-$label-ctypes" \
             --junitxml="$RESULTS/python-$label-ctypes.junit.xml"
         echo "$?" > "$RESULTS/python-$label-ctypes.status"
+    fi
+    # The header, attach and lock rules once more on the directory backend (docs/format.md
+    # section 1.3): SHAREDBRIDGE_DIR names a fresh tmpfs directory; Debian's interpreter only.
+    # (The object that changes size under its attacher is left to the main run: 2 s, and the
+    # same code after open.)
+    if [ "$py" = /usr/bin/python3 ]; then
+        echo "=== python-$label-dir ($py, SHAREDBRIDGE_DIR: the rules on the directory backend)"
+        local dir
+        dir="$(mktemp -d /dev/shm/sbdir.XXXXXX)"
+        SHAREDBRIDGE_DIR="$dir" PYTHONPATH="$PWD/python${extra:+:$extra}" PYTHONDONTWRITEBYTECODE=1 \
+            timeout -s ABRT -k 30 600 "$py" -m pytest $(printf 'python/tests/%s ' $DIR_TESTS) \
+            -k "not changing_size" -q -p no:cacheprovider -p no:hypothesispytest \
+            -o junit_suite_name="python-$label-dir" --junitxml="$RESULTS/python-$label-dir.junit.xml"
+        echo "$?" > "$RESULTS/python-$label-dir.status"
+        rm -rf "$dir"
     fi
     # sharedbridge.dotnet with pythonnet, in its own process (the .NET runtime stays loaded):
     # pythonnet from the interpreter, else ../shared/vendor/pythonnet or

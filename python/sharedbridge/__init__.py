@@ -33,7 +33,8 @@ from ._objects.synchronized import (Synchronized, SynchronizedArray, Synchronize
                                     SynchronizedString, synchronized)
 from ._platform import lock_core as _lock_core
 from ._platform.segment import open_segment as _open_segment
-from ._platform.segment import unlink
+from ._platform import segment as _segment
+from ._format.segment_name import get_name_prefix, qualify as _qualify, set_name_prefix
 from ._platform.wake import get_spin_budget, set_spin_budget
 # Queue messages: an explicit typecode for a scalar (docs/api.md, "Queue messages").
 from ._objects.queue_messages import scalar
@@ -54,12 +55,19 @@ with open(_os.path.join(_os.path.dirname(__file__), "VERSION"), encoding="ascii"
 del _f
 
 
-def header_of(obj_or_name, *, allow_other_owner=False):
+def unlink(name, *, dir=None):
+    """Remove the segment name *name* (the memory stays valid where it is mapped); *dir*:
+    the directory backend's directory (default SHAREDBRIDGE_DIR, else /dev/shm)."""
+    _segment.unlink(_qualify(name, dir))
+
+
+def header_of(obj_or_name, *, allow_other_owner=False, dir=None):
     """The validated SegmentHeader of a shared object, lock or segment name.
     allow_other_owner: as for attach(). Looking at a name never takes part in a
-    last-closer segment's lifetime (it neither holds nor unlinks it)."""
+    last-closer segment's lifetime (it neither holds nor unlinks it). dir: for a name,
+    the directory backend's directory (default SHAREDBRIDGE_DIR, else /dev/shm)."""
     if isinstance(obj_or_name, str):
-        return _open_segment(obj_or_name, allow_other_owner=allow_other_owner,
+        return _open_segment(_qualify(obj_or_name, dir), allow_other_owner=allow_other_owner,
                              join=False).header
     return _require_segment(obj_or_name).header
 
@@ -95,7 +103,7 @@ __all__ = [
     "Queue", "SimpleQueue", "JoinableQueue", "QueueCompleted", "QueueCompletedError",
     "QueueTimeoutError",
     "as_numpy", "ndarray", "from_numpy", "SharedNDArray", "unlink", "close", "header_of", "reap", "ReapedSegment", "SegmentHeader",
-    "set_spin_budget", "get_spin_budget",
+    "set_spin_budget", "get_spin_budget", "set_name_prefix", "get_name_prefix",
     "StructField",
     "Synchronized", "SynchronizedArray", "SynchronizedBase", "SynchronizedString",
     "SharedBridgeError", "SegmentNotFoundError", "SegmentExistsError", "InvalidNameError",

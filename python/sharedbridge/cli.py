@@ -75,6 +75,10 @@ def _parser():
                         "recoverable or corrupt (docs/format.md section 7.4); refused while "
                         "another process maps the segment. A healthy lock is left alone.")
     rl.add_argument("name")
+    dir_help = ("the directory backend's directory (docs/format.md section 1.3) instead of "
+                "/dev/shm; default: SHAREDBRIDGE_DIR")
+    for command in (ls, ins, rp, un, rl):
+        command.add_argument("--dir", metavar="DIR", help=dir_help)
     return p
 
 
@@ -117,7 +121,7 @@ def info_json(info):
 
 
 def _ls(args):
-    infos = list_segments(include_foreign=args.all, prefix=args.prefix)
+    infos = list_segments(include_foreign=args.all, prefix=args.prefix, dir=args.dir)
     if args.json:
         _print_json([info_json(i) for i in infos])
         return 0
@@ -265,7 +269,7 @@ def inspect_json(info):
 
 
 def _inspect(args):
-    info = inspect_segment(args.name, data=args.data)
+    info = inspect_segment(args.name, data=args.data, dir=args.dir)
     if args.json:
         _print_json(inspect_json(info))
     else:
@@ -319,7 +323,7 @@ def _tree_lines(nodes, depth, out):
 # ---------------------------------------------------------------------------- actions
 
 def _reap(args):
-    reaped = reap(dry_run=not args.yes, prefix=args.prefix)
+    reaped = reap(dry_run=not args.yes, prefix=args.prefix, dir=args.dir)
     if args.json:
         _print_json([{"name": r.name, "reason": r.reason, "removed": r.removed,
                       "mapped_by": list(r.mapped_by)} for r in reaped])
@@ -336,6 +340,8 @@ def _reap(args):
         command = f"{PROG} reap --yes"
         if args.prefix is not None:
             command += f" --prefix {shlex.quote(args.prefix)}"
+        if args.dir is not None:
+            command += f" --dir {shlex.quote(args.dir)}"
         print(f"dry run: {len(reaped)} segment(s) would be removed; run `{command}` to remove "
               "them")
     return 0
@@ -354,14 +360,14 @@ def still_mapped_text(pids, removed):
 
 
 def _unlink(args):
-    unlink(args.name)
+    unlink(args.name, dir=args.dir)
     print(f"unlinked {args.name}")
     return 0
 
 
 def _reset_lock(args):
     try:
-        done = reset_lock(args.name)
+        done = reset_lock(args.name, dir=args.dir)
     except SegmentInUseError as e:
         return _fail("reset-lock", e)
     except TypeMismatchError as e:

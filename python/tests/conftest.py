@@ -14,7 +14,8 @@ import zlib
 import pytest
 
 PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHM = "/dev/shm"
+# The directory backend run (docs/format.md section 1.3) sets SHAREDBRIDGE_DIR: segments are files there.
+SHM = os.environ.get("SHAREDBRIDGE_DIR") or "/dev/shm"
 _counter = itertools.count()
 
 

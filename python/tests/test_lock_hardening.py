@@ -318,7 +318,7 @@ def test_reset_lock_names_the_lock_segment_of_an_external_lock(seg_name):
         sb.reset_lock(arr.name)
     raw = sb.RawArray("i", 1)
     with pytest.raises(sb.TypeMismatchError, match="no shared lock"):
-        sb.reset_lock(raw._sb_segment.name)
+        sb.reset_lock(raw.name)
 
 
 def test_lock_del_after_failed_construction_is_silent():

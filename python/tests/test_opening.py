@@ -17,7 +17,8 @@ import pytest
 import sharedbridge as sb
 from conftest import assert_attach_gives, image_of, reseal, run_python
 
-SHM = "/dev/shm"
+# The directory backend run (docs/format.md section 1.3) sets SHAREDBRIDGE_DIR: segments are files there.
+SHM = os.environ.get("SHAREDBRIDGE_DIR") or "/dev/shm"
 
 
 def assert_at_once(fn, exc, match=None):
@@ -158,7 +159,7 @@ def test_attach_waits_for_the_creator_to_publish(forge):
     name = forge(img)
 
     def publish():
-        with open(f"/dev/shm/{name}", "r+b") as f:
+        with open(f"{SHM}/{name}", "r+b") as f:
             f.seek(0x180)
             f.write(struct.pack("<I", 1))
 
@@ -225,7 +226,7 @@ SIZE_CHANGER = """
 import os, struct, sys, threading, time, zlib
 import sharedbridge as sb
 name, img = sys.argv[1], bytes.fromhex(sys.argv[2])
-path = '/dev/shm/' + name
+path = (os.environ.get('SHAREDBRIDGE_DIR') or '/dev/shm') + '/' + name
 with open(path, 'xb') as f:
     f.write(img)
 stop = False

@@ -12,9 +12,11 @@ import pytest
 import sharedbridge as sb
 from sharedbridge._format import header as H
 from sharedbridge._platform.segment import create as create_segment
+from sharedbridge._format.segment_name import qualify
 from conftest import run_python, shm_exists
 
-SHM = "/dev/shm"
+# The directory backend run (docs/format.md section 1.3) sets SHAREDBRIDGE_DIR: segments are files there.
+SHM = os.environ.get("SHAREDBRIDGE_DIR") or "/dev/shm"
 
 
 def test_default_mode_is_0600_whatever_the_umask():
@@ -22,7 +24,8 @@ def test_default_mode_is_0600_whatever_the_umask():
         "import os, stat, sharedbridge as sb\n"
         "os.umask(0o277)\n"
         "a = sb.RawArray('i', 1); l = sb.Lock()\n"
-        "print(*[oct(stat.S_IMODE(os.stat('/dev/shm/' + o.name).st_mode)) for o in (a, l)])\n"
+        "d = os.environ.get('SHAREDBRIDGE_DIR') or '/dev/shm'\n"
+        "print(*[oct(stat.S_IMODE(os.stat(d + '/' + o.name).st_mode)) for o in (a, l)])\n"
         "print(a[0])\n")
     assert proc.stdout.split() == ["0o600", "0o600", "0"]
 
@@ -40,7 +43,7 @@ def test_configured_mode_is_exact_and_checked(pyh_name):
     old = os.umask(0o077)
     try:
         name = pyh_name()
-        seg = create_segment(name, _lock_header(), lambda mm: None, mode=0o660)
+        seg = create_segment(qualify(name), _lock_header(), lambda mm: None, mode=0o660)
         assert stat.S_IMODE(os.stat(f"{SHM}/{name}").st_mode) == 0o660
         seg.close()
     finally:
@@ -48,7 +51,7 @@ def test_configured_mode_is_exact_and_checked(pyh_name):
     for bad in (0o1600, 0o4600, 0o10600, 0o400, 0o200, 0o066, -1, "0600", 600.0, True):
         name = pyh_name()
         with pytest.raises(ValueError, match="mode"):
-            create_segment(name, _lock_header(), lambda mm: None, mode=bad)
+            create_segment(qualify(name), _lock_header(), lambda mm: None, mode=bad)
         assert not shm_exists(name)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import (CorruptSegmentError, InvalidNameError, NotASharedBridgeSegmentError,
                       UnsupportedVersionError)
-from .segment_name import validate_name
+from .segment_name import base_name, validate_name
 from .typecodes import STRUCT, TYPECODE_SIZE
 
 MAGIC = b"SHBRIDGE"
@@ -431,7 +431,7 @@ def _decode(fixed, table, object_size, state, name):
                        f"{object_size}-byte object after the {header_size}-byte header")
     lock_name = _text(lock_name_raw, "lock_name", pattern=_NAME_CHARS)
     _check_lock(kind, lock_kind, lock_abi, lock_size, lock_offset, lock_type, lock_name)
-    if lock_kind == LOCK_EXTERNAL and lock_name == name:
+    if lock_kind == LOCK_EXTERNAL and lock_name == (base_name(name) if name else name):
         raise _corrupt(f"lock_name {lock_name!r} is the segment's own name (an external "
                        "lock must live in another segment)")
     type_name = _text(type_name_raw, "type_name")

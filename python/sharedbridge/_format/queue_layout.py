@@ -9,6 +9,7 @@ and the tools (survey, reap) use them. Offsets are from the data area's start
 import struct
 
 from ..errors import CorruptSegmentError
+from .segment_name import base_name, in_same_dir
 
 # The three wait blocks (section 11.2): four u32 each (seq, waiters, signals, sleepers).
 R_BLOCK, W_BLOCK, J_BLOCK = 0, 16, 32
@@ -151,15 +152,16 @@ def check_record(fields, position, limit, capacity, name):
 
 
 def check_reference(buf, offset, rest, position, name):
-    """(created_unix_ns, creator_pid, segment name) of the out-of-line reference of *rest*
-    bytes at *offset* (section 11.5), validated."""
+    """(created_unix_ns, creator_pid, segment key) of the out-of-line reference of *rest*
+    bytes at *offset* (section 11.5), validated. *name* is the queue's key: the record
+    holds the data segment's name, which lives in the queue's directory (section 1.3)."""
     created, pid, length = REFERENCE.unpack_from(buf, offset)
     if length == 0 or reference_size(length) != rest:
         raise corrupt(name, f"record at position {position}: an out-of-line name of {length} "
                       f"bytes in a {rest}-byte reference")
     start = offset + REFERENCE.size
     raw = bytes(buf[start:start + length])
-    prefix = name + ".m"
+    prefix = base_name(name) + ".m"
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -168,7 +170,7 @@ def check_reference(buf, offset, rest, position, name):
             or any(c not in "0123456789abcdef" for c in text[len(prefix):])):
         raise corrupt(name, f"record at position {position}: out-of-line name {raw!r} is not "
                       f"'{prefix}<16 hex digits>'")
-    return created, pid, text
+    return created, pid, in_same_dir(name, text)
 
 
 def out_of_line_records(mm, data_offset, capacity, queue_name):

@@ -1,6 +1,7 @@
 """attach(name): rebuild the object a segment holds from its header alone."""
 
 from .._format import header as H
+from .._format.segment_name import qualify
 from .._platform.segment import open_segment
 from ..errors import TypeMismatchError
 from .raw_object import element_type, raw_object
@@ -11,7 +12,8 @@ from .queues import queue_from_segment
 from .ndarray import ndarray_from_segment
 
 
-def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False, shape=None):
+def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False, shape=None,
+           wait_for_name=None, dir=None):
     """Open the existing segment *name* and rebuild the object it holds.
 
     Returns what the creator made: a synchronized wrapper (embedded or external lock),
@@ -25,8 +27,16 @@ def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False,
     A segment owned by another user is refused (SegmentPermissionError) unless
     allow_other_owner=True: only attach to other users' segments you trust. Objects
     attached that way carry the permission when pickled to other processes.
+
+    *timeout* is how long to wait for a creator that is still initializing the segment.
+    A name that does not exist yet raises SegmentNotFoundError at once, unless
+    *wait_for_name* (seconds, or None: do not wait) gives the creator that long to create
+    it: a consumer started before its producer (docs/api.md, "Starting a pipeline").
+    *dir*: the directory backend's directory (default SHAREDBRIDGE_DIR, else /dev/shm;
+    docs/format.md section 1.3).
     """
-    seg = open_segment(name, timeout, allow_other_owner)
+    key = qualify(name, dir)
+    seg = open_segment(key, timeout, allow_other_owner, wait_for_name=wait_for_name)
     h = seg.header
     if h.kind == H.KIND_NDARRAY:
         return ndarray_from_segment(seg, typecode_or_type, shape)
@@ -53,5 +63,5 @@ def attach(name, typecode_or_type=None, *, timeout=5.0, allow_other_owner=False,
         return synchronized(raw, lock_from_segment(seg))
     if h.lock_kind == H.LOCK_EXTERNAL:
         return synchronized(raw, lock_from_segment(
-            open_external_lock(name, h.lock_name, timeout, allow_other_owner)))
+            open_external_lock(key, h.lock_name, timeout, allow_other_owner)))
     return raw

@@ -19,12 +19,11 @@ import stat
 import struct
 import time
 
-import _posixshmem
-
 from .._format import header as H
-from .._format.segment_name import os_name, validate_name
+from .._format.segment_name import base_name, dir_of, path_of, resolve_dir, validate_key
 from .._format import queue_layout as L
 from .._platform import segment as S
+from .._platform.backend import open_object
 from .._platform.robust_mutex import RobustMutex, unlock as unlock_mutex
 from .._platform.process_info import process_is_running, processes_mapping_any
 from ..errors import SharedBridgeError
@@ -83,35 +82,38 @@ class ReapedSegment:
     __hash__ = None
 
 
-def reap(*, dry_run=False, prefix=None):
-    """Remove the SharedBridge segments in /dev/shm that are garbage (docs/format.md
-    section 8) and return what was removed, as ReapedSegment objects (name, reason,
-    removed). dry_run=True removes nothing (removed=False). prefix limits it to names
-    starting with that string. mapped_by names the other processes that still map a
+def reap(*, dry_run=False, prefix=None, dir=None):
+    """Remove the SharedBridge segments in /dev/shm (or in the directory backend's *dir*,
+    else SHAREDBRIDGE_DIR: docs/format.md section 1.3) that are garbage (section 8) and
+    return what was removed, as ReapedSegment objects (name, reason, removed).
+    dry_run=True removes nothing (removed=False). prefix limits it to names starting with
+    that string. mapped_by names the other processes that still map a
     segment (their memory stays valid; the name is gone). Call it at start-up to clean up
     after a crashed predecessor; it never touches persistent segments or anything it
     cannot prove dead."""
     if prefix is not None and not isinstance(prefix, str):
         raise TypeError(f"prefix must be a string or None, not {type(prefix).__name__}")
+    directory = resolve_dir(dir)
     reaped = []     # (ReapedSegment, inode)
-    for name in S.shm_names():
+    for name in S.shm_names(directory):
         if prefix and not name.startswith(prefix):
             continue
-        seg = S.open_for_reap(name)
+        key = name if directory is None else f"{directory}/{name}"
+        seg = S.open_for_reap(key)
         if seg is None:
-            result = _judge_initializing(name, dry_run)
+            result = _judge_initializing(key, dry_run)
         else:
             with seg:
                 result = _judge(seg, dry_run)
         if result is not None:
             reaped.append(result)
-    return _with_mappers(reaped)
+    return _with_mappers(reaped, directory)
 
 
-def _with_mappers(reaped):
+def _with_mappers(reaped, directory=None):
     """The ReapedSegments, each with mapped_by: the other processes that map it (one pass
     over /proc, after the reaper's own mappings are gone)."""
-    mappers = processes_mapping_any({inode for _, inode in reaped})
+    mappers = processes_mapping_any({inode for _, inode in reaped}, directory)
     me = os.getpid()
     for r, inode in reaped:
         r.mapped_by = tuple(p for p in mappers.get(inode, ()) if p != me)
@@ -128,7 +130,8 @@ def _judge(seg, dry_run):
         reason = (f"creator pid {header.creator_pid} (started {header.creator_start_time}) "
                   "is gone")
     elif _orphan_out_of_line(seg):
-        reason = (f"out-of-line message of queue {_OUT_OF_LINE.match(seg.name).group(1)!r}, "
+        reason = (f"out-of-line message of queue "
+                  f"{base_name(_OUT_OF_LINE.match(seg.name).group(1))!r}, "
                   "which does not exist")
     elif _is_data_segment(seg) and header.lifetime_code == H.LIFETIME_LAST_CLOSER:
         reason = _unreferenced_reusable(seg)
@@ -143,10 +146,11 @@ def _judge(seg, dry_run):
     else:
         return None
     if dry_run:
-        return ReapedSegment(seg.name, reason, False), seg.inode
+        return ReapedSegment(base_name(seg.name), reason, False), seg.inode
     # retire_and_unlink re-checks the name: a segment replaced since it was judged is
     # not ours to remove.
-    return (ReapedSegment(seg.name, reason, True), seg.inode) if seg.retire_and_unlink() \
+    return (ReapedSegment(base_name(seg.name), reason, True), seg.inode) \
+        if seg.retire_and_unlink() \
         else None
 
 
@@ -167,7 +171,7 @@ def _orphan_out_of_line(seg):
     committing it, or its queue went away (section 11.5)."""
     if not _is_data_segment(seg) or seg.header.lifetime_code != H.LIFETIME_PERSISTENT:
         return False
-    return not os.path.lexists(f"/dev/shm/{_OUT_OF_LINE.match(seg.name).group(1)}")
+    return not os.path.lexists(path_of(_OUT_OF_LINE.match(seg.name).group(1)))
 
 
 # How long the reaper tries to lock a queue's mutex to read its records (section 8: its
@@ -184,9 +188,9 @@ def _unreferenced_reusable(seg):
     8 step 3), so between tries both are released; a queue whose mutex stays busy past
     QUEUE_LOCK_TIMEOUT leaves the segment for a later run."""
     queue_name = _OUT_OF_LINE.match(seg.name).group(1)
-    gone = (f"out-of-line message of queue {queue_name!r}, which does not exist")
+    gone = (f"out-of-line message of queue {base_name(queue_name)!r}, which does not exist")
     queue = None
-    if os.path.lexists(f"/dev/shm/{queue_name}"):
+    if os.path.lexists(path_of(queue_name)):
         try:
             queue = S.open_segment(queue_name, timeout=0.2, join=False)
             h = queue.header
@@ -215,7 +219,7 @@ def _unreferenced_reusable(seg):
                 unlock_mutex(mutex.m)
             if seg.name in names:
                 return None
-            return (f"out-of-line message of queue {queue_name!r} that no record "
+            return (f"out-of-line message of queue {base_name(queue_name)!r} that no record "
                     "references, and nobody holds")
         seg.unlock()
         if time.monotonic() >= deadline:
@@ -229,11 +233,11 @@ def _judge_initializing(name, dry_run):
     writes first are read (magic, state, creator_pid, creator_start_time); nothing is written
     to it (an empty object has no state word). None for anything else."""
     try:
-        validate_name(name)
-        st = os.lstat(f"/dev/shm/{name}")
+        validate_key(name)
+        st = os.lstat(path_of(name))
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
             return None
-        fd = _posixshmem.shm_open(os_name(name), os.O_RDONLY, 0)
+        fd = open_object(name, os.O_RDONLY, 0)
     except (OSError, ValueError, SharedBridgeError):
         return None
     try:
@@ -249,15 +253,16 @@ def _judge_initializing(name, dry_run):
                 return None
             reason = f"initializing: creator pid {pid} (started {start}) is gone"
         else:
-            if _opened_by_any(st, fd):
+            if _opened_by_any(st, fd, name):
                 return None
             reason = "initializing: no creator recorded and no process has it open"
         if dry_run:
-            return ReapedSegment(name, reason, False), st.st_ino
+            return ReapedSegment(base_name(name), reason, False), st.st_ino
         # Still unpublished and recording the same creator (the name is re-checked next).
         if _initializing_creator(fd, os.fstat(fd).st_size) != creator:
             return None
-        return (ReapedSegment(name, reason, True), st.st_ino) if S.unlink_if_same(name, st) \
+        return (ReapedSegment(base_name(name), reason, True), st.st_ino) \
+            if S.unlink_if_same(name, st) \
             else None
     except OSError:
         return None
@@ -287,11 +292,13 @@ def _initializing_creator(fd, size):
 CREATOR_OFFSET = 0x044       # creator_pid, then creator_start_time (docs/format.md 3.1)
 
 
-def _opened_by_any(st, own_fd):
+def _opened_by_any(st, own_fd, own_name):
     """True when some process (where /proc lets us look) has the object open or mapped:
     /proc/PID/fd and /proc/PID/maps, same device and inode. The reaper's own descriptor
     does not count."""
     if processes_mapping_any({st.st_ino}):
+        return True
+    if dir_of(own_name) is not None and processes_mapping_any({st.st_ino}, dir_of(own_name)):
         return True
     me = str(os.getpid())
     for pid in os.listdir("/proc"):

@@ -20,6 +20,7 @@ import sys
 from .._format import header as H
 from .._format import struct_layout
 from .._format.header_spec import new_header
+from .._format.segment_name import base_name, external_lock_name, qualify
 from .._format.typecodes import STRUCT, TYPECODE_SIZE, TYPECODE_TO_TYPE, same_typecode
 from .._platform import robust_mutex
 from .._platform.process_info import process_start_time
@@ -218,7 +219,7 @@ class SharedNDArray:
     @property
     def name(self):
         """The segment's name."""
-        return self._seg.name
+        return base_name(self._seg.name)
 
     @property
     def shape(self):
@@ -424,7 +425,7 @@ class SharedNDArray:
                 lock = lock_from_segment(self._seg)
             elif h.lock_kind == H.LOCK_EXTERNAL:
                 lock = lock_from_segment(open_external_lock(
-                    self.name, h.lock_name, 5.0, self._seg.trusted))
+                    self._seg.name, h.lock_name, 5.0, self._seg.trusted))
             else:
                 lock = None
             self._lock = lock
@@ -522,9 +523,12 @@ def ndarray_from_segment(seg, requested=None, shape=None):
 
 # --- the factories --------------------------------------------------------------------
 
-def _create(shape, element, lock, name, lifetime, fill):
+def _create(shape, element, lock, name, lifetime, fill, dir=None):
+    key = qualify(name, dir)
     lock_fields = _lock_fields(lock)
     lock_kind, lock_type, lock_name = lock_fields
+    if lock_kind == H.LOCK_EXTERNAL:
+        lock_name = external_lock_name(lock_name, key)
     dims = _check_shape(shape, element.extra, element.size)
     count = 1
     for n in dims:
@@ -543,7 +547,7 @@ def _create(shape, element, lock, name, lifetime, fill):
         if fill is not None and header.data_size:
             fill(mm, header.data_offset)
 
-    seg = create(name, header, init)
+    seg = create(key, header, init)
     if lock_kind == H.LOCK_NONE:
         kept = None
     elif lock_kind == H.LOCK_EMBEDDED:
@@ -553,7 +557,7 @@ def _create(shape, element, lock, name, lifetime, fill):
     return SharedNDArray(seg, element.ctype, kept)
 
 
-def ndarray(shape, dtype="d", *, name=None, lock=True, lifetime=None):
+def ndarray(shape, dtype="d", *, name=None, lock=True, lifetime=None, dir=None):
     """A new zero-filled n-dimensional array (C order) in a named segment.
 
     shape: an int or a sequence of ints (0 to 32 dimensions; () is a 0-dimensional
@@ -564,16 +568,17 @@ def ndarray(shape, dtype="d", *, name=None, lock=True, lifetime=None):
     lock: True (a robust recursive lock embedded in the segment), a sharedbridge
     Lock/RLock (or another object's get_lock()), any object with acquire() (a
     process-local lock), or False. lifetime: "creator" (default), "last-closer" or
-    "persistent" (docs/api.md, "Lifetimes").
+    "persistent" (docs/api.md, "Lifetimes"). dir: the directory backend's directory
+    (default SHAREDBRIDGE_DIR, else /dev/shm; docs/format.md section 1.3).
     """
-    return _create(shape, _element(dtype), lock, name, lifetime, None)
+    return _create(shape, _element(dtype), lock, name, lifetime, None, dir)
 
 
-def from_numpy(array, *, name=None, lock=True, lifetime=None):
+def from_numpy(array, *, name=None, lock=True, lifetime=None, dir=None):
     """A new n-dimensional array in a named segment holding a copy of the numpy array
     *array* (one copy, straight into the shared memory; any memory layout, written in C
     order; a non-native byte order is converted to the native one). See ndarray() for
-    name, lock and lifetime."""
+    name, lock, lifetime and dir."""
     np = _numpy_or_raise("sharedbridge.from_numpy")
     if not isinstance(array, np.ndarray):
         array = np.asarray(array)
@@ -586,4 +591,4 @@ def from_numpy(array, *, name=None, lock=True, lifetime=None):
         dst = np.ndarray(array.shape, dtype=dt, buffer=mm, offset=offset)
         np.copyto(dst, array, casting="equiv" if dt.names is None else "no")
 
-    return _create(array.shape, element, lock, name, lifetime, fill)
+    return _create(array.shape, element, lock, name, lifetime, fill, dir)

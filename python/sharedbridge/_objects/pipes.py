@@ -34,13 +34,13 @@ import struct
 import time
 import weakref
 
-import _posixshmem
 
 from .._format import header as H
 from .._format import queue_layout as L
 from .._format.header_spec import new_header
-from .._format.segment_name import generate_name, os_name, validate_name
+from .._format.segment_name import base_name, generated_key, is_template, qualify
 from .._platform import last_closer, robust_mutex
+from .._platform.backend import open_object
 from .._platform.process_info import process_start_time
 from .._platform.segment import create, open_segment, unlink_if_same
 from ..errors import SegmentNotFoundError, SharedBridgeError
@@ -101,8 +101,8 @@ class _Direction(_queues.Queue):
     _flavour = L.FLAVOUR_PIPE
 
 
-def _create_direction(name, capacity):
-    return _Direction(name=name, lifetime="last-closer", capacity=capacity)
+def _create_direction(key, capacity):
+    return _Direction(lifetime="last-closer", capacity=capacity, _key=key)
 
 
 def _attach_direction(name):
@@ -114,13 +114,15 @@ def _close_queue(q):
     segment_of(q).close()       # this object's claim on the last-closer segment
 
 
-def Pipe(duplex=True, *, name=None, capacity=None):
+def Pipe(duplex=True, *, name=None, capacity=None, dir=None):
     """Two Connection objects (conn1, conn2), as multiprocessing.Pipe: duplex (both send and
     receive) by default; Pipe(False) gives conn1 that only receives and conn2 that only
     sends. *name* is the base name of the pipe's segments (default: generated);
-    *capacity* the ring bytes of each direction (default 1 MiB, see Queue)."""
-    base = generate_name() if name is None else name
-    validate_name(base)
+    *capacity* the ring bytes of each direction (default 1 MiB, see Queue); *dir* the
+    directory backend's directory (default SHAREDBRIDGE_DIR, else /dev/shm)."""
+    base = qualify(name, dir)
+    if is_template(base):
+        base = generated_key(base)
     made = []
     try:
         ends = []
@@ -195,7 +197,7 @@ class Connection:
     @property
     def name(self):
         """The pipe's base name (its segments are <name>.e0/.e1 and <name>.q0/.q1)."""
-        return self._base
+        return base_name(self._base)
 
     def _check_closed(self):
         if self._closed:
@@ -393,7 +395,7 @@ class Connection:
     def __reduce__(self):
         self._check_closed()
         names = [_end_name(self._base, self._index)]
-        names += [q.name for q in (self._out, self._in) if q is not None]
+        names += [q._seg.name for q in (self._out, self._in) if q is not None]
         handed = []
         for seg_name in names:
             fd = _hold_for_transfer(seg_name)
@@ -465,7 +467,7 @@ class _Peer:
             return self.fd
         # A fork child shares the parent's description: it opens its own.
         try:
-            fd = _posixshmem.shm_open(os_name(self.name), os.O_RDONLY, 0)
+            fd = open_object(self.name, os.O_RDONLY, 0)
         except OSError:
             return -1
         st = os.fstat(fd)
@@ -517,7 +519,7 @@ def _hold_for_transfer(name):
     impossible): it keeps the last-closer segment alive until the receiver of a pickled
     connection has joined it."""
     try:
-        fd = _posixshmem.shm_open(os_name(name), os.O_RDWR, 0)
+        fd = open_object(name, os.O_RDWR, 0)
     except OSError:
         return -1
     try:

@@ -27,6 +27,7 @@ import weakref
 from .._format import header as H
 from .._format import queue_layout as L
 from .._format.header_spec import new_header
+from .._format.segment_name import base_name
 from .._platform import attach_checks, exit_cleanup, last_closer
 from .._platform.process_info import process_start_time
 from .._platform.segment import create, same_object, unlink_if_same
@@ -74,7 +75,7 @@ def _fill(mm, base, data_length, parts, offsets, zero_gaps):
 
 
 def _reference(seg):
-    raw = seg.name.encode("ascii")
+    raw = base_name(seg.name).encode("ascii")     # the name, not the directory (1.3)
     ref = L.REFERENCE.pack(seg.header.created_unix_ns, seg.header.creator_pid, len(raw)) + raw
     return ref + bytes(L.align8(len(ref)) - len(ref))
 

@@ -22,6 +22,7 @@ import weakref
 
 from .._format import header as H
 from .._format import queue_layout as L
+from .._format.segment_name import base_name, qualify
 from .._platform.segment import on_remove
 from ..errors import QueueCompleted, TypeMismatchError
 from . import queue_data_segments as DS
@@ -48,12 +49,15 @@ class Queue:
     *maxsize* messages (<= 0: unbounded) in a ring of *capacity* bytes (default 1 MiB,
     rounded up to a power of two, at least 4096); messages larger than capacity/4 go
     into a segment of their own. *name* and *lifetime* as for every sharedbridge object;
-    *ctx* is accepted for multiprocessing compatibility and ignored.
+    *ctx* is accepted for multiprocessing compatibility and ignored. *dir*: the
+    directory backend's directory (default SHAREDBRIDGE_DIR, else /dev/shm; docs/format.md
+    section 1.3); large messages' segments go there too.
     """
 
     _flavour = L.FLAVOUR_QUEUE
 
-    def __init__(self, maxsize=0, *, name=None, lifetime=None, capacity=None, ctx=None):
+    def __init__(self, maxsize=0, *, name=None, lifetime=None, capacity=None, ctx=None,
+                 dir=None, _key=None):
         if name is not None and isinstance(name, str) and len(name) > L.MAX_QUEUE_NAME:
             raise ValueError(f"queue name {name!r} is longer than {L.MAX_QUEUE_NAME} bytes "
                              "(its large messages use '<name>.m<16 hex digits>')")
@@ -61,7 +65,8 @@ class Queue:
             raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
         max_messages = L.UNBOUNDED if maxsize <= 0 else min(maxsize, L.UNBOUNDED)
         cap = L.round_capacity(capacity)
-        seg = QR.create_queue_segment(name, resolve_lifetime(lifetime, False), cap,
+        key = qualify(name, dir) if _key is None else _key
+        seg = QR.create_queue_segment(key, resolve_lifetime(lifetime, False), cap,
                                       max_messages, self._flavour)
         self._setup(seg)
 
@@ -84,7 +89,7 @@ class Queue:
 
     @property
     def name(self):
-        return self._seg.name
+        return base_name(self._seg.name)
 
     @property
     def lifetime(self):
@@ -113,7 +118,7 @@ class Queue:
         if self._reuse:
             data = self._data_pool().data_segment(e.data_length, e.parts, e.offsets)
         else:
-            data = DS.SingleUse(self.name, e.data_length, e.parts, e.offsets)
+            data = DS.SingleUse(self._seg.name, e.data_length, e.parts, e.offsets)
         n = L.RECORD_HEADER + L.align8(dl) + len(data.ref)
         if n > self._ring.capacity // 2:
             data.failed()
@@ -126,7 +131,7 @@ class Queue:
     def _data_pool(self):
         pool = self._pool
         if pool is None:
-            pool = self._pool = DS.Pool(self.name, self._ring._u64)
+            pool = self._pool = DS.Pool(self._seg.name, self._ring._u64)
             weakref.finalize(self, pool.release)
         return pool
 
@@ -349,8 +354,9 @@ class SimpleQueue(Queue):
 
     _flavour = L.FLAVOUR_SIMPLE
 
-    def __init__(self, *, name=None, lifetime=None, capacity=None, ctx=None):
-        super().__init__(0, name=name, lifetime=lifetime, capacity=capacity, ctx=ctx)
+    def __init__(self, *, name=None, lifetime=None, capacity=None, ctx=None, dir=None):
+        super().__init__(0, name=name, lifetime=lifetime, capacity=capacity, ctx=ctx,
+                         dir=dir)
 
     def put(self, obj):
         return Queue.put(self, obj)

@@ -22,6 +22,7 @@ import sys
 from .._format import header as H
 from .._format import struct_layout
 from .._format.typecodes import STRUCT, TYPECODE_TO_TYPE, same_typecode
+from .._format.segment_name import base_name
 from ..errors import CorruptDataError, TypeMismatchError, UnsupportedTypeError
 from .protocol import segment_of
 from .unavailable import attach_or_unavailable
@@ -116,7 +117,7 @@ def _pickled_type(h, ref):
 
 
 def _segment_name(self):
-    return _raw_segment(self).name
+    return base_name(_raw_segment(self).name)
 
 
 def _close(self):

@@ -16,6 +16,7 @@ from _thread import get_ident
 
 from .._format import header as H
 from .._format.header_spec import new_header
+from .._format.segment_name import base_name, dir_of, in_same_dir, qualify
 from .._platform import robust_mutex
 from .._platform.lock_core import LockCore
 from .._platform.process_info import process_start_time, processes_mapping
@@ -46,11 +47,11 @@ class SharedLock(LockCore):
     _lock_type = 0
     __slots__ = ("_seg", "_mx", "__weakref__")
 
-    def __init__(self, name=None, *, lifetime=None, keep=False):
+    def __init__(self, name=None, *, lifetime=None, keep=False, dir=None):
         header = new_header(H.KIND_LOCK, creator_start_time=process_start_time(),
                             lifetime=resolve_lifetime(lifetime, keep), lock_kind=H.LOCK_EMBEDDED,
                             lock_type=self._lock_type)
-        seg = create(name, header,
+        seg = create(qualify(name, dir), header,
                      lambda mm: robust_mutex.init_mutex(mm, self._lock_type, header.lock_size))
         self._setup(seg)
 
@@ -67,7 +68,7 @@ class SharedLock(LockCore):
     @property
     def name(self):
         """The name of the segment holding the mutex."""
-        return self._seg.name
+        return base_name(self._seg.name)
 
     @property
     def recoveries(self):
@@ -188,7 +189,7 @@ def lock_from_segment(seg):
     return lock
 
 
-def reset_lock(name, *, allow_other_owner=False):
+def reset_lock(name, *, allow_other_owner=False, dir=None):
     """Reset the shared lock of segment *name* (docs/format.md section 7.4): an operator's
     action for a lock that is not recoverable or whose mutex bytes are corrupt.
 
@@ -196,14 +197,15 @@ def reset_lock(name, *, allow_other_owner=False):
     True when the mutex was re-initialized (counted as a recovery), False when it was
     healthy and nothing was done. Never done implicitly by the library.
     """
-    seg = open_segment(name, allow_other_owner=allow_other_owner)
+    seg = open_segment(qualify(name, dir), allow_other_owner=allow_other_owner)
     h = seg.header
     if h.lock_kind == H.LOCK_EXTERNAL:
         raise TypeMismatchError(f"segment {name!r} uses the lock of segment {h.lock_name!r}: "
                                 "reset that one")
     if h.lock_kind != H.LOCK_EMBEDDED:
         raise TypeMismatchError(f"segment {name!r} has no shared lock to reset")
-    others = [pid for pid in processes_mapping(seg.inode) if pid != os.getpid()]
+    others = [pid for pid in processes_mapping(seg.inode, dir_of(seg.name))
+              if pid != os.getpid()]
     if others:
         raise SegmentInUseError(
             f"segment {name!r} is mapped by process(es) {', '.join(map(str, others))}: a lock "
@@ -235,7 +237,9 @@ def open_external_lock(name, lock_name, timeout, allow_other_owner, join=True, k
     a queue (section 10.1). A missing lock segment stays SegmentNotFoundError.
     join=False only looks (tools)."""
     try:
-        lock_seg = open_segment(lock_name, timeout, allow_other_owner, join)
+        # In the directory of the segment that names it (docs/format.md section 1.3).
+        lock_seg = open_segment(in_same_dir(name, lock_name), timeout, allow_other_owner,
+                                join)
     except UnsupportedVersionError:
         raise
     except CorruptSegmentError as e:

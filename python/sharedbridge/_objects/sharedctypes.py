@@ -15,6 +15,7 @@ import ctypes
 from .._format import header as H
 from .._format import struct_layout
 from .._format.header_spec import new_header
+from .._format.segment_name import external_lock_name, qualify
 from .._format.typecodes import STRUCT, TYPECODE_SIZE, TYPECODE_TO_TYPE
 from .._platform import robust_mutex
 from .._platform.process_info import process_start_time
@@ -55,7 +56,7 @@ def _resolve(typecode_or_type):
     return row, code, length
 
 
-def _create_raw(row, code, kind, rows, initial, lock_fields, name, lifetime, keep):
+def _create_raw(row, code, kind, rows, initial, lock_fields, name, lifetime, keep, dir=None):
     """Create a segment holding *rows* rows (elements, or arrays of them) initialized
     from the private ctypes object *initial* (or zero) and return the raw shared
     object. *lifetime* and *keep* are the create's arguments (lifetimes.resolve_lifetime)."""
@@ -69,7 +70,10 @@ def _create_raw(row, code, kind, rows, initial, lock_fields, name, lifetime, kee
         fields, type_name, element_size = (), "", TYPECODE_SIZE[code]
     if code == "u" and initial is not None:
         check_u_initial(initial, count)
+    key = qualify(name, dir)
     lock_kind, lock_type, lock_name = lock_fields
+    if lock_kind == H.LOCK_EXTERNAL:
+        lock_name = external_lock_name(lock_name, key)
     header = new_header(
         kind, creator_start_time=process_start_time(), lifetime=resolve_lifetime(lifetime, keep),
         typecode=code, element_size=element_size, element_count=count, fields=fields,
@@ -84,7 +88,7 @@ def _create_raw(row, code, kind, rows, initial, lock_fields, name, lifetime, kee
             ctypes.memmove(ctypes.addressof(mm) + header_size, ctypes.addressof(initial),
                            header.data_size)
 
-    seg = create(name, header, init)
+    seg = create(key, header, init)
     return raw_object(seg, row)
 
 
@@ -99,7 +103,7 @@ def _lock_fields(lock):
     if lock in (True, None):
         return _EMBEDDED_RLOCK
     if isinstance(lock, SharedLock):
-        return (H.LOCK_EXTERNAL, H.LOCK_TYPE_NONE, lock.name)
+        return (H.LOCK_EXTERNAL, H.LOCK_TYPE_NONE, lock._seg.name)   # its key
     if not hasattr(lock, "acquire"):
         raise AttributeError("%r has no method 'acquire'" % lock)
     return (H.LOCK_PROCESS_LOCAL, H.LOCK_TYPE_NONE, "")
@@ -123,7 +127,8 @@ def _value_parts(typecode_or_type, args):
     return elem, code, H.KIND_ARRAY, length, (elem * length)(*args)
 
 
-def RawArray(typecode_or_type, size_or_initializer, *, name=None, lifetime=None, keep=False):
+def RawArray(typecode_or_type, size_or_initializer, *, name=None, lifetime=None, keep=False,
+             dir=None):
     """Return a ctypes array allocated from a new named shared-memory segment.
 
     typecode_or_type is a ctypes type or an array-module typecode ('cubBhHiIlLqQfd'
@@ -133,20 +138,25 @@ def RawArray(typecode_or_type, size_or_initializer, *, name=None, lifetime=None,
     object is closed or collected, or at exit), "last-closer" (the last process that has
     it open unlinks it, whatever the order, crashes included) or "persistent" (never
     unlinked implicitly). keep=True is an alias of lifetime="persistent".
+    dir: keep the segment as a file in this directory (a tmpfs volume shared by
+    containers) instead of /dev/shm; default: the SHAREDBRIDGE_DIR environment variable,
+    else /dev/shm (docs/format.md section 1.3).
     """
     elem, code, count, initial = _array_parts(typecode_or_type, size_or_initializer)
-    return _create_raw(elem, code, H.KIND_ARRAY, count, initial, _NO_LOCK, name, lifetime, keep)
+    return _create_raw(elem, code, H.KIND_ARRAY, count, initial, _NO_LOCK, name, lifetime, keep,
+                       dir)
 
 
-def RawValue(typecode_or_type, *args, name=None, lifetime=None, keep=False):
+def RawValue(typecode_or_type, *args, name=None, lifetime=None, keep=False, dir=None):
     """Return a ctypes object allocated from a new named shared-memory segment;
     *args are passed to the type's constructor. See RawArray for name, lifetime, keep."""
     elem, code, kind, count, initial = _value_parts(typecode_or_type, args)
-    return _create_raw(elem, code, kind, count, initial, _NO_LOCK, name, lifetime, keep)
+    return _create_raw(elem, code, kind, count, initial, _NO_LOCK, name, lifetime, keep,
+                       dir)
 
 
 def Array(typecode_or_type, size_or_initializer, *, lock=True, name=None, lifetime=None,
-          keep=False, ctx=None):
+          keep=False, ctx=None, dir=None):
     """The same as RawArray() except that, depending on lock, a process-safe
     synchronization wrapper may be returned instead of a raw ctypes array.
 
@@ -158,18 +168,18 @@ def Array(typecode_or_type, size_or_initializer, *, lock=True, name=None, lifeti
     """
     elem, code, count, initial = _array_parts(typecode_or_type, size_or_initializer)
     fields = _lock_fields(lock)
-    obj = _create_raw(elem, code, H.KIND_ARRAY, count, initial, fields, name, lifetime, keep)
+    obj = _create_raw(elem, code, H.KIND_ARRAY, count, initial, fields, name, lifetime, keep, dir)
     return _wrap_new(obj, lock, fields)
 
 
 def Value(typecode_or_type, *args, lock=True, name=None, lifetime=None, keep=False,
-          ctx=None):
+          ctx=None, dir=None):
     """The same as RawValue() except that, depending on lock, a process-safe
     synchronization wrapper may be returned instead of a raw ctypes object.
     See Array for lock, and RawArray for name, lifetime and keep."""
     elem, code, kind, count, initial = _value_parts(typecode_or_type, args)
     fields = _lock_fields(lock)
-    obj = _create_raw(elem, code, kind, count, initial, fields, name, lifetime, keep)
+    obj = _create_raw(elem, code, kind, count, initial, fields, name, lifetime, keep, dir)
     return _wrap_new(obj, lock, fields)
 
 
@@ -181,7 +191,7 @@ def _wrap_new(obj, lock, fields):
     return synchronized(obj, lock)
 
 
-def copy(obj, *, name=None, lifetime=None, keep=False):
+def copy(obj, *, name=None, lifetime=None, keep=False, dir=None):
     """Return a ctypes object allocated from a new shared-memory segment which is a
     copy of the ctypes object obj."""
     base = base_type(type(obj))
@@ -190,4 +200,4 @@ def copy(obj, *, name=None, lifetime=None, keep=False):
         kind, count = H.KIND_VALUE, 1
     else:
         kind, count = H.KIND_ARRAY, length
-    return _create_raw(elem, code, kind, count, obj, _NO_LOCK, name, lifetime, keep)
+    return _create_raw(elem, code, kind, count, obj, _NO_LOCK, name, lifetime, keep, dir)

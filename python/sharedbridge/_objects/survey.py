@@ -18,7 +18,7 @@ from typing import Optional
 
 from .._format import header as H
 from .._format import queue_layout as QL
-from .._format.segment_name import validate_name
+from .._format.segment_name import base_name, resolve_dir, validate_name
 from .._format.typecodes import STRUCT
 from .._platform import process_info
 from .._platform.robust_mutex import FUTEX_TID_MASK, RobustMutex
@@ -107,12 +107,14 @@ class SegmentInfo:
         return self.typecode
 
 
-def list_segments(*, include_foreign=False, prefix=None):
-    """Every SharedBridge segment in /dev/shm (with include_foreign, every object there),
-    sorted by name, optionally only names starting with *prefix*. Corrupt segments are
-    listed with their reason; nothing is raised for one object."""
+def list_segments(*, include_foreign=False, prefix=None, dir=None):
+    """Every SharedBridge segment in /dev/shm, or in the directory backend's *dir* (else
+    SHAREDBRIDGE_DIR; docs/format.md section 1.3) (with include_foreign, every object
+    there), sorted by name, optionally only names starting with *prefix*. Corrupt
+    segments are listed with their reason; nothing is raised for one object."""
+    directory = resolve_dir(dir)
     try:
-        names = sorted(os.listdir(SHM_DIR))
+        names = sorted(os.listdir(directory or SHM_DIR))
     except FileNotFoundError:
         names = []
     found = []
@@ -120,44 +122,49 @@ def list_segments(*, include_foreign=False, prefix=None):
         if prefix is not None and not name.startswith(prefix):
             continue
         try:
-            info, inode = _survey(name, 0)
+            info, inode = _survey(name, 0, directory)
         except SegmentNotFoundError:
             continue        # gone meanwhile
         if include_foreign or info.status in SHARED_BRIDGE_STATUSES:
             found.append((info, inode))
-    return _with_mappers(found)
+    return _with_mappers(found, directory)
 
 
-def inspect_segment(name, *, data=0):
-    """The SegmentInfo of *name* with its first *data* elements decoded (a snapshot copied
+def inspect_segment(name, *, data=0, dir=None):
+    """The SegmentInfo of *name* (in /dev/shm, or in the directory backend's *dir*, else
+    SHAREDBRIDGE_DIR) with its first *data* elements decoded (a snapshot copied
     without the lock). SegmentNotFoundError if no object has that name; a corrupt or
     foreign object is described, not raised."""
     validate_name(name)
     if data < 0:
         raise ValueError(f"data must be 0 or more, not {data}")
-    info, inode = _survey(name, data)
-    return _with_mappers([(info, inode)])[0]
+    directory = resolve_dir(dir)
+    info, inode = _survey(name, data, directory)
+    return _with_mappers([(info, inode)], directory)[0]
 
 
-def _with_mappers(found):
+def _with_mappers(found, directory=None):
     """Fill mapped_by with one pass over /proc, after this module's own mappings are gone."""
-    mappers = process_info.processes_mapping_any({inode for _, inode in found if inode})
+    mappers = process_info.processes_mapping_any({inode for _, inode in found if inode},
+                                                 directory)
     return [replace(info, mapped_by=tuple(mappers.get(inode, ()))) for info, inode in found]
 
 
-def _survey(name, data):
-    path = os.path.join(SHM_DIR, name)
+def _survey(name, data, directory=None):
+    where = directory or SHM_DIR
+    path = os.path.join(where, name)
     try:
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         raise SegmentNotFoundError(
-            errno.ENOENT, f"no shared-memory segment named {name!r} in {SHM_DIR}: check the "
+            errno.ENOENT, f"no shared-memory segment named {name!r} in {where}: check the "
             "name (`sharedbridge ls` lists them)", name) from None
     size = st.st_size if stat.S_ISREG(st.st_mode) else None
     inode = st.st_ino if stat.S_ISREG(st.st_mode) else 0
     try:
         validate_name(name)
-        seg = open_segment(name, timeout=0, join=False)     # look only: never joins a lifetime
+        key = name if directory is None else path
+        seg = open_segment(key, timeout=0, join=False)     # look only: never joins a lifetime
     except SegmentNotFoundError:
         raise
     except (SharedBridgeError, OSError) as e:
@@ -190,7 +197,7 @@ def _describe(seg, size, data):
     lock_state, holder, recoveries = _lock_of(seg)
     alive = process_info.process_is_running(h.creator_pid, h.creator_start_time)
     return SegmentInfo(
-        seg.name, "ok", kind=KINDS[h.kind], typecode=h.typecode, type_name=h.type_name,
+        base_name(seg.name), "ok", kind=KINDS[h.kind], typecode=h.typecode, type_name=h.type_name,
         length=h.element_count, bytes=size, lock=LOCK_KINDS[h.lock_kind],
         lock_name=h.lock_name or None, lock_state=lock_state, lock_holder_pid=holder,
         recoveries=recoveries, state=STATES.get(seg.read_state(), "corrupt"), lifetime=h.lifetime,

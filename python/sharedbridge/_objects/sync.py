@@ -24,6 +24,7 @@ import time
 
 from .._format import header as H
 from .._format.header_spec import new_header
+from .._format.segment_name import base_name, external_lock_name, qualify
 from .._platform import futex, robust_mutex
 from .._platform.lock_core import accel
 from .._platform.wake import Spinner
@@ -318,7 +319,7 @@ class _Waitable(_WaitCore):
     @property
     def name(self):
         """The name of the segment."""
-        return self._seg.name
+        return base_name(self._seg.name)
 
     def _corrupt(self, what):
         return CorruptSegmentError(
@@ -379,8 +380,8 @@ class Event(_Waitable):
     process, when the object is closed or collected; keep=True means lifetime="persistent".
     """
 
-    def __init__(self, *, name=None, lifetime=None, keep=False, ctx=None):
-        seg = _create(name, lifetime, keep, H.KIND_EVENT, {})
+    def __init__(self, *, name=None, lifetime=None, keep=False, ctx=None, dir=None):
+        seg = _create(qualify(name, dir), lifetime, keep, H.KIND_EVENT, {})
         self._setup(seg, lock_from_segment(seg), (0,) * H.SYNC_WORDS)
 
     def _flag(self):
@@ -440,14 +441,14 @@ class Semaphore(_Waitable):
     _bounded = 0
 
     def __init__(self, value=1, *, name=None, lifetime=None, keep=False, ctx=None,
-                 reclaim=True):
+                 reclaim=True, dir=None):
         if value < 0:      # OSError(EINVAL), as multiprocessing's sem_open reports it
             raise OSError(errno.EINVAL, "semaphore initial value must be >= 0")
         if value > VALUE_MAX:
             raise OverflowError(f"semaphore initial value must be <= {VALUE_MAX}")
         words = {VALUE: value, MAX_VALUE: value if self._bounded else VALUE_MAX,
                  BOUNDED: self._bounded}
-        seg = _create(name, lifetime, keep, H.KIND_SEMAPHORE, words,
+        seg = _create(qualify(name, dir), lifetime, keep, H.KIND_SEMAPHORE, words,
                       slots=SEMAPHORE_SLOTS if reclaim else 0)
         self._setup(seg, lock_from_segment(seg),
                     tuple(words.get(i, 0) for i in range(H.SYNC_WORDS)))
@@ -525,9 +526,11 @@ class Condition(_Waitable):
     lock of an Event, Semaphore or Barrier is refused (ValueError; docs/format.md 10.1).
     """
 
-    def __init__(self, lock=None, *, name=None, lifetime=None, keep=False, ctx=None):
+    def __init__(self, lock=None, *, name=None, lifetime=None, keep=False, ctx=None,
+                 dir=None):
+        key = qualify(name, dir)
         if lock is None:
-            seg = _create(name, lifetime, keep, H.KIND_CONDITION, {},
+            seg = _create(key, lifetime, keep, H.KIND_CONDITION, {},
                           lock_type=H.LOCK_TYPE_RECURSIVE)
             lock = lock_from_segment(seg)
         elif isinstance(lock, SharedLock):
@@ -538,8 +541,9 @@ class Condition(_Waitable):
                     f"{NOT_A_CONDITION_LOCK[kind]}, which guards that object's own words: a "
                     "condition may not use it (docs/format.md section 10.1); use a sharedbridge "
                     "Lock or RLock, or the lock of an Array or a Value")
-            seg = _create(name, lifetime, keep, H.KIND_CONDITION, {}, lock_kind=H.LOCK_EXTERNAL,
-                          lock_type=H.LOCK_TYPE_NONE, lock_name=lock.name)
+            seg = _create(key, lifetime, keep, H.KIND_CONDITION, {}, lock_kind=H.LOCK_EXTERNAL,
+                          lock_type=H.LOCK_TYPE_NONE,
+                          lock_name=external_lock_name(lock._seg.name, key))
         else:
             raise TypeError(
                 f"Condition(lock): the lock must be a sharedbridge Lock or RLock (for example "
@@ -614,12 +618,12 @@ class Barrier(_Waitable):
     """
 
     def __init__(self, parties, action=None, timeout=None, *, name=None, lifetime=None,
-                 keep=False, ctx=None):
+                 keep=False, ctx=None, dir=None):
         if parties < 1:
             raise ValueError("parties must be >= 1")
         if parties > VALUE_MAX:
             raise OverflowError(f"parties must be <= {VALUE_MAX}")
-        seg = _create(name, lifetime, keep, H.KIND_BARRIER, {PARTIES: parties},
+        seg = _create(qualify(name, dir), lifetime, keep, H.KIND_BARRIER, {PARTIES: parties},
                       slots=min(parties, H.MAX_SLOTS))
         words = [0] * H.SYNC_WORDS
         words[PARTIES] = parties

@@ -11,6 +11,7 @@ lock:``.
 import ctypes
 import multiprocessing.sharedctypes as _mpsc
 
+from .._format.segment_name import base_name
 from .._platform.lock_core import locked_attr, locked_getitem, locked_setitem
 from .raw_object import base_type, segment_of
 from .shared_lock import RLock, SharedLock
@@ -93,7 +94,7 @@ class SynchronizedBase(_mpsc.SynchronizedBase):
     def name(self):
         """Name of the segment holding the object (None for a private ctypes object)."""
         seg = segment_of(self._obj)
-        return seg.name if seg is not None else None
+        return base_name(seg.name) if seg is not None else None
 
     def close(self):
         """Give up this object's claim now (see sharedbridge.close); this object

@@ -15,13 +15,12 @@ import stat
 import struct
 import time
 
-import _posixshmem
-
 from .._format import header as H
 from .._format import queue_layout as QL
-from .._format.segment_name import os_name, validate_name
+from .._format.segment_name import validate_key
 from ..errors import CorruptSegmentError, SegmentNotReadyError
 from . import os_errors
+from .backend import open_object
 from .mapping import map_shared
 
 # How many times attach starts over when the object changes size under it.
@@ -31,9 +30,9 @@ _SIZE_CHANGE_RETRIES = 5
 def open_existing(name):
     """Step 1: the descriptor of the existing object *name*, opened read-write; our
     exception (not found, permission, not a shared-memory object) when that fails."""
-    validate_name(name)
+    validate_key(name)
     try:
-        return _posixshmem.shm_open(os_name(name), os.O_RDWR, 0)
+        return open_object(name, os.O_RDWR, 0)
     except OSError as e:
         error = os_errors.error_for(e, name, os_errors.OPEN)
         if error is e:

@@ -66,10 +66,11 @@ segment is left for reap().
 
 import os
 import signal
-
-import _posixshmem
 import threading
 import weakref
+
+from .._format.segment_name import path_of
+from .backend import unlink_object
 
 SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
 
@@ -159,9 +160,10 @@ _names = {}
 
 def same_object(name, ident):
     """True if *name* refers now to the object whose (st_dev, st_ino) is *ident*: lstat of
-    /dev/shm/NAME (Linux's shm_open directory; docs/format.md section 8)."""
+    /dev/shm/NAME (Linux's shm_open directory) or the directory backend's file
+    (docs/format.md sections 1.3 and 8)."""
     try:
-        st = os.stat(f"/dev/shm/{name}", follow_symlinks=False)
+        st = os.stat(path_of(name), follow_symlinks=False)
     except (OSError, ValueError):
         return False
     return (st.st_dev, st.st_ino) == ident
@@ -174,7 +176,7 @@ def unlink_if_same(name, ident):
     if not same_object(name, ident):
         return False
     try:
-        _posixshmem.shm_unlink("/" + name)
+        unlink_object(name)
     except OSError:
         return False
     return True

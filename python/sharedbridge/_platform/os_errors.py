@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 
+from .._format.segment_name import dir_of, path_of
 from ..errors import (InsufficientMemoryError, NotASharedBridgeSegmentError, SegmentExistsError,
                       SegmentNotFoundError, SegmentPermissionError, SegmentTooLargeError)
 
@@ -133,10 +134,18 @@ def removed_by_last_closer(name):
         "while this process attached to it: it is gone; create it again", name)
 
 
+def never_appeared(name, seconds):
+    """attach(wait_for_name=...) waited in vain for the name to be created."""
+    return SegmentNotFoundError(
+        errno.ENOENT, f"no shared-memory segment named {name!r} appeared within {seconds} s: "
+        "start its creator, check the name (and the directory: SHAREDBRIDGE_DIR or dir=), "
+        "or wait longer", name)
+
+
 def name_gone(name):
     """Removing the name of a segment this process has open: the name is gone, or refers
     to another object now (left alone: docs/format.md section 8)."""
-    if os.path.lexists(f"/dev/shm/{name}"):
+    if os.path.lexists(path_of(name)):
         return SegmentNotFoundError(
             errno.ENOENT, f"the shared-memory segment {name!r} no longer exists under that "
             "name: someone else unlinked it and reused the name for another segment, which "
@@ -152,31 +161,39 @@ def _no_name(name):
 
 def _is_regular_file(name):
     try:
-        return stat.S_ISREG(os.lstat(f"/dev/shm/{name}").st_mode)
+        return stat.S_ISREG(os.lstat(path_of(name)).st_mode)
     except OSError:
         return True         # cannot tell: report the original error
 
 
 def _full(name, total):
+    where = dir_of(name) or "/dev/shm"
     try:
-        st = os.statvfs("/dev/shm")
+        st = os.statvfs(where)
         capacity = st.f_blocks * st.f_frsize
-        room = (f" (/dev/shm holds {capacity // 2**20} MiB, "
+        room = (f" ({where} holds {capacity // 2**20} MiB, "
                 f"{st.f_bavail * st.f_frsize // 2**20} MiB free)")
     except OSError:
         capacity, room = None, ""
+    if dir_of(name) is None:
+        # Docker gives a container 64 MiB of /dev/shm: the directory backend (a tmpfs
+        # volume of any size) is the fix that needs no change to the machine.
+        fix = ("give the machine a larger /dev/shm (in a container: docker run "
+               "--shm-size=1g; Kubernetes: an emptyDir volume with medium: Memory mounted "
+               "on /dev/shm), or keep the segments in a larger directory: set "
+               "SHAREDBRIDGE_DIR=/path/to/tmpfs or pass dir=... (docs/format.md section 1.3)")
+    else:
+        fix = (f"make {where} larger (a tmpfs volume: docker run --mount "
+               "type=tmpfs,dst=DIR,tmpfs-size=1g; Kubernetes: an emptyDir volume with "
+               "medium: Memory and a sizeLimit) or choose another directory")
     if capacity is not None and total > capacity:
         # It can never fit: also an OSError, as multiprocessing's disk-file fallback
         # raises for sizes no file can have (EFBIG); ENOSPC below that.
         code = errno.EFBIG if total >= _NO_FILE_THAT_LARGE else errno.ENOSPC
         return SegmentTooLargeError(
-            code, f"cannot create a {total}-byte shared-memory segment {name!r}: /dev/shm is "
-            f"full: the object is larger than the whole of /dev/shm{room}; create a smaller "
-            "object, or give the machine a larger /dev/shm (in a container: docker run "
-            "--shm-size=1g; Kubernetes: an emptyDir volume with medium: Memory mounted on "
-            "/dev/shm)")
+            code, f"cannot create a {total}-byte shared-memory segment {name!r}: {where} is "
+            f"full: the object is larger than the whole of {where}{room}; create a smaller "
+            f"object, or {fix}")
     return InsufficientMemoryError(
-        f"cannot allocate {total} bytes of shared memory for {name!r}: /dev/shm is full "
-        f"or smaller than that{room}; free space there, create a smaller object, or give "
-        "the machine a larger /dev/shm (in a container: docker run --shm-size=1g, "
-        "Kubernetes: an emptyDir volume with medium: Memory mounted on /dev/shm)")
+        f"cannot allocate {total} bytes of shared memory for {name!r}: {where} is full "
+        f"or smaller than that{room}; free space there, create a smaller object, or {fix}")

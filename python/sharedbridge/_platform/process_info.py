@@ -65,15 +65,17 @@ def process_is_running(pid, start_time):
     return start_time == 0 or ticks == start_time
 
 
-def processes_mapping(inode):
-    """Pids of the processes whose /proc/<pid>/maps show a /dev/shm object with this
-    inode mapped (where readable: other users' maps are skipped)."""
-    return processes_mapping_any({inode}).get(inode, [])
+def processes_mapping(inode, directory=None):
+    """Pids of the processes whose /proc/<pid>/maps show a /dev/shm object (or a file of
+    the directory backend's *directory*) with this inode mapped (where readable: other
+    users' maps are skipped)."""
+    return processes_mapping_any({inode}, directory).get(inode, [])
 
 
-def processes_mapping_any(inodes):
-    """{inode: sorted pids} for the /dev/shm objects of *inodes* that some process maps,
-    in one pass over /proc (where readable)."""
+def processes_mapping_any(inodes, directory=None):
+    """{inode: sorted pids} for the /dev/shm objects (or files in *directory*) of
+    *inodes* that some process maps, in one pass over /proc (where readable)."""
+    where = os.fsencode((directory or "/dev/shm") + "/")
     wanted = {str(i).encode(): i for i in inodes}
     found = {}
     if not wanted:
@@ -90,7 +92,7 @@ def processes_mapping_any(inodes):
         for line in data.split(b"\n"):
             parts = line.split(None, 5)
             if (len(parts) == 6 and parts[4] in wanted and parts[4] not in seen
-                    and parts[5].startswith(b"/dev/shm/")):
+                    and parts[5].startswith(where)):
                 seen.add(parts[4])
                 found.setdefault(wanted[parts[4]], []).append(int(entry))
     for pids in found.values():

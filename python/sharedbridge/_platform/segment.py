@@ -1,6 +1,8 @@
 """One named POSIX shared-memory segment and its lifetime: create, open, close, unlink.
 
-Uses ``_posixshmem.shm_open`` and mapping.py's ``mmap`` directly rather than
+Segments are named by key (segment_name.py): a shared-memory object or a file of the
+directory backend, opened by backend.py (docs/format.md section 1.3). Uses
+``_posixshmem.shm_open`` (or open(2)) and mapping.py's ``mmap`` directly rather than
 ``multiprocessing.shared_memory.SharedMemory``: SharedMemory registers attached
 segments with the resource tracker, which unlinks them when the *attaching* process
 exits (CPython gh-82300). Nothing here ever registers with the resource tracker.
@@ -18,14 +20,14 @@ import os
 import stat
 import struct
 import threading
+import time
 import weakref
 
-import _posixshmem
-
 from .._format import header as H
-from .._format.segment_name import generate_name, os_name, validate_name
+from .._format.segment_name import generated_key, is_template, path_of, validate_key
 from ..errors import SharedBridgeError
 from . import attach_checks, exit_cleanup, last_closer, os_errors
+from .backend import list_dir, open_object, unlink_object
 from .mapping import fence, map_shared
 
 DEFAULT_MODE = 0o600
@@ -242,12 +244,10 @@ def unlink_if_same(name, st):
 _ident = attach_checks.ident_of
 
 
-def shm_names():
-    """The names in /dev/shm (empty if it cannot be listed)."""
-    try:
-        return sorted(os.listdir("/dev/shm"))
-    except OSError:
-        return []
+def shm_names(directory=None):
+    """The names in /dev/shm, or in *directory* of the directory backend (empty if it
+    cannot be listed)."""
+    return list_dir(directory)
 
 
 class SegmentForReap:
@@ -305,8 +305,8 @@ def open_for_reap(name):
     not a regular file, another owner, not SharedBridge, corrupt, still initializing,
     too new)."""
     try:
-        validate_name(name)
-        st = os.lstat(f"/dev/shm/{name}")
+        validate_key(name)
+        st = os.lstat(path_of(name))
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
             return None
         fd = attach_checks.open_existing(name)
@@ -324,9 +324,9 @@ def open_for_reap(name):
 
 def unlink(name):
     """Remove the segment name *name* (the memory stays valid where it is mapped)."""
-    validate_name(name)
+    validate_key(name)
     with os_errors.translated(name, os_errors.UNLINK):
-        _posixshmem.shm_unlink(os_name(name))
+        unlink_object(name)
     exit_cleanup.unlinked(name)
     _forget(name)
 
@@ -356,7 +356,8 @@ def create(name, header, init, mode=DEFAULT_MODE, detached=False):
 
     *header* is a SegmentHeader (state/crc ignored; its lifetime_code says who unlinks
     it); *init(mm)* writes the mutex and the initial data, between writing the identity
-    region and publishing state = ready. A name of None is generated, retrying on EEXIST.
+    region and publishing state = ready. A name of None (or a directory, "DIR/", from
+    segment_name.qualify) is generated there, retrying on EEXIST.
     The object gets exactly *mode*, whatever the umask. A last-closer segment keeps its
     descriptor, with a shared flock taken right after shm_open (section 8).
 
@@ -369,17 +370,17 @@ def create(name, header, init, mode=DEFAULT_MODE, detached=False):
     lifetime = header.lifetime_code
     keep = lifetime != H.LIFETIME_CREATOR
     persistent = lifetime == H.LIFETIME_PERSISTENT
-    generated = name is None
+    generated = is_template(name)
     if not generated:
-        validate_name(name)
+        validate_key(name)
     if not persistent:
         exit_cleanup.prepare()
     holder = None
     ident = None
     while True:
-        seg_name = generate_name() if generated else name
+        seg_name = generated_key(name) if generated else name
         try:
-            fd = _posixshmem.shm_open(os_name(seg_name), os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
+            fd = open_object(seg_name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
             break
         except FileExistsError as e:
             # Not ours, and never marked as ours: nothing here may unlink it.
@@ -461,7 +462,7 @@ def _unlink_failed_create(name, ident):
         unlink_if_same(name, ident)
         return
     try:
-        _posixshmem.shm_unlink(os_name(name))
+        unlink_object(name)
     except FileNotFoundError:
         pass
 
@@ -501,20 +502,50 @@ def _forget(name):
         _open_lock.release()
 
 
+# The bounded poll of wait_for_name_of: the first interval, doubled up to the last. A
+# creator is found at most _NAME_POLL_MAX_S after it created the name (the poll costs one
+# open(2) per interval: nothing while the name exists).
+_NAME_POLL_FIRST_S = 0.001
+_NAME_POLL_MAX_S = 0.05
+
+
+def wait_for_name_of(name, seconds):
+    """Wait up to *seconds* (> 0, or math.inf) for something to exist under the key *name*
+    (docs/api.md, "Starting a pipeline"): polls with lstat, 1 ms doubling to 50 ms.
+    Returns when it exists (attach then opens it, waiting for its creator's ready state
+    as always); SegmentNotFoundError when the time is up."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise ValueError(f"wait_for_name must be a number of seconds >= 0 (or None), not "
+                         f"{seconds!r}")
+    validate_key(name)
+    path = path_of(name)
+    deadline = time.monotonic() + seconds
+    interval = _NAME_POLL_FIRST_S
+    while not os.path.lexists(path):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise os_errors.never_appeared(name, seconds)
+        time.sleep(min(interval, left))
+        interval = min(interval * 2, _NAME_POLL_MAX_S)
+
+
 # How many times attach starts over when a last-closer segment was removed by its last
 # closer between shm_open and the attacher's shared flock (docs/format.md section 8).
 _LAST_CLOSER_RETRIES = 3
 
 
-def open_segment(name, timeout=5.0, allow_other_owner=False, join=True):
+def open_segment(name, timeout=5.0, allow_other_owner=False, join=True, wait_for_name=None):
     """Attach to the segment *name* (docs/format.md section 6.2) and return it.
 
     Refuses an object owned by another user (SegmentPermissionError) unless
     *allow_other_owner* is true. A last-closer segment is joined: this process holds a
     shared flock on it until the Segment is closed or collected (section 8). join=False
     only looks (header_of, tools): the Segment takes part in no lifetime protocol and is
-    not reused by later opens.
+    not reused by later opens. *wait_for_name* (seconds) waits that long for a name that
+    does not exist yet (wait_for_name()).
     """
+    if wait_for_name:
+        wait_for_name_of(name, wait_for_name)
     for _ in range(_LAST_CLOSER_RETRIES):
         seg = _open_once(name, timeout, allow_other_owner, join)
         if seg is not None:

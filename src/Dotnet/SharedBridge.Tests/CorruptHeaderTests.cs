@@ -96,7 +96,7 @@ public class CorruptHeaderTests
         SegmentFiles.FixCrc(bytes);
         var e = SegmentFiles.Try(bytes, OpenAny);
         Assert.IsAssignableFrom<CorruptSegmentException>(e);
-        Assert.Contains("Segment \"neth_", e!.Message);
+        Assert.Contains("Segment \"" + Names.Shown("neth_"), e!.Message);
     }
 
     [Fact]

@@ -14,7 +14,15 @@ internal static class Names
     internal static string Unique(string tag = "t", string prefix = "neth") =>
         $"{prefix}_{Environment.ProcessId}-{Interlocked.Increment(ref s_counter)}-{tag}";
 
-    internal static string ShmPath(string name) => "/dev/shm/" + name;
+    /// <summary>Where segments are: /dev/shm, or the directory SHAREDBRIDGE_DIR names in the run of the header and lock
+    /// rules on the directory backend (docs/format.md section 1.3).</summary>
+    internal static string ShmDirectory { get; } =
+        Environment.GetEnvironmentVariable("SHAREDBRIDGE_DIR") is { Length: > 0 } dir ? Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)) : "/dev/shm";
+
+    internal static string ShmPath(string name) => ShmDirectory + "/" + name;
+
+    /// <summary>How messages show a segment name: the name, or its path when it is in a directory (docs/format.md section 1.3).</summary>
+    internal static string Shown(string name) => ShmDirectory == "/dev/shm" ? name : ShmPath(name);
 
     internal static bool Exists(string name) => File.Exists(ShmPath(name));
 }

@@ -29,9 +29,10 @@ public class SharedBridgeException : Exception, ISharedBridgeException
 public sealed class SegmentNotFoundException : FileNotFoundException, ISharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
-    public SegmentNotFoundException(string segmentName, string message) : base(message, segmentName) => SegmentName = segmentName;
+    public SegmentNotFoundException(string segmentName, string message) : base(message, segmentName) => SegmentName = SegmentNames.WithoutDirectory(segmentName);
 
-    /// <summary>The name that was not found.</summary>
+    /// <summary>The name that was not found (without the directory of a directory-backend segment, docs/format.md section
+    /// 1.3, which the message names).</summary>
     public string SegmentName { get; }
 }
 
@@ -39,7 +40,7 @@ public sealed class SegmentNotFoundException : FileNotFoundException, ISharedBri
 public sealed class SegmentExistsException : IOException, ISharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
-    public SegmentExistsException(string segmentName, string message) : base(message) => SegmentName = segmentName;
+    public SegmentExistsException(string segmentName, string message) : base(message) => SegmentName = SegmentNames.WithoutDirectory(segmentName);
 
     /// <summary>The name that is taken.</summary>
     public string SegmentName { get; }
@@ -99,14 +100,14 @@ public sealed class LockTimeoutException : TimeoutException, ISharedBridgeExcept
 }
 
 /// <summary>The lock is permanently unusable: an earlier dead-owner recovery was not completed (docs/format.md
-/// section 7.3); <see cref="SharedLock.Reset"/> is the operator's way out (section 7.4).</summary>
+/// section 7.3); <see cref="SharedLock.Reset(string)"/> is the operator's way out (section 7.4).</summary>
 public sealed class LockNotRecoverableException : SharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
     public LockNotRecoverableException(string message) : base(message) { }
 }
 
-/// <summary>An operator action (<see cref="SharedLock.Reset"/>, docs/format.md section 7.4) was refused because other processes map the segment.</summary>
+/// <summary>An operator action (<see cref="SharedLock.Reset(string)"/>, docs/format.md section 7.4) was refused because other processes map the segment.</summary>
 public sealed class SegmentInUseException : SharedBridgeException
 {
     /// <summary>Creates the exception.</summary>
@@ -140,7 +141,7 @@ public sealed class CorruptDataException : CorruptSegmentException
     /// <summary>Creates the exception for element <paramref name="index"/> of <paramref name="segmentName"/>.</summary>
     public CorruptDataException(string segmentName, long index, string message) : base(message)
     {
-        SegmentName = segmentName;
+        SegmentName = SegmentNames.WithoutDirectory(segmentName);
         Index = index;
     }
 
@@ -156,7 +157,7 @@ public sealed class CorruptDataException : CorruptSegmentException
 public sealed class SegmentAccessDeniedException : UnauthorizedAccessException, ISharedBridgeException
 {
     /// <summary>Creates the exception for <paramref name="segmentName"/>.</summary>
-    public SegmentAccessDeniedException(string segmentName, string message) : base(message) => SegmentName = segmentName;
+    public SegmentAccessDeniedException(string segmentName, string message) : base(message) => SegmentName = SegmentNames.WithoutDirectory(segmentName);
 
     /// <summary>The segment that could not be used.</summary>
     public string SegmentName { get; }
@@ -201,4 +202,11 @@ public sealed class QueueTimeoutException : TimeoutException, ISharedBridgeExcep
 
     /// <summary>The queue.</summary>
     public string QueueName { get; }
+}
+
+/// <summary>The name part of a segment's key: a segment of the directory backend is known below the public API by its path
+/// <c>&lt;dir&gt;/&lt;name&gt;</c> (docs/format.md section 1.3), and exceptions name the segment by its name.</summary>
+internal static class SegmentNames
+{
+    internal static string WithoutDirectory(string key) => key[(key.LastIndexOf('/') + 1)..];
 }

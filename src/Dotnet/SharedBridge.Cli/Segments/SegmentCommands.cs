@@ -4,7 +4,7 @@ namespace SharedBridge.Cli.Segments;
 public static class LsCommand
 {
     private const string Help = """
-        usage: sharedbridge ls [-h] [--all] [--prefix PREFIX] [--json]
+        usage: sharedbridge ls [-h] [--all] [--prefix PREFIX] [--json] [--dir DIR]
 
         List the SharedBridge segments in /dev/shm: kind, element type, length, size, lock and its state,
         state, creator, the processes that map each one, age.
@@ -14,13 +14,15 @@ public static class LsCommand
           --all            also list objects that are not SharedBridge segments
           --prefix PREFIX  only names starting with PREFIX
           --json           one JSON array (docs/cli.md)
+          --dir DIR        the directory backend's directory (docs/format.md section 1.3) instead of
+                           /dev/shm; default: SHAREDBRIDGE_DIR
         """;
 
     public static int Run(string[] args)
     {
-        var a = Arguments.Parse(args, ["--all", "--json"], ["--prefix"], 0);
+        var a = Arguments.Parse(args, ["--all", "--json"], ["--prefix", "--dir"], 0);
         if (a.Help) { Console.WriteLine(Help); return 0; }
-        var infos = SegmentDirectory.List(a.Has("--all"), a.Value("--prefix"));
+        var infos = SegmentDirectory.List(a.Has("--all"), a.Value("--prefix"), a.Value("--dir"));
         if (a.Has("--json"))
         {
             Console.WriteLine(SegmentJson.Write(new System.Text.Json.Nodes.JsonArray(infos.Select(i => (System.Text.Json.Nodes.JsonNode?)SegmentJson.Info(i)).ToArray())));
@@ -63,14 +65,16 @@ public static class InspectCommand
           -h, --help  show this help message and exit
           --data N    also show the first N elements (read without the lock)
           --json      one JSON object (docs/cli.md)
+          --dir DIR   the directory backend's directory (docs/format.md section 1.3) instead of
+                      /dev/shm; default: SHAREDBRIDGE_DIR
         """;
 
     public static int Run(string[] args)
     {
-        var a = Arguments.Parse(args, ["--json"], ["--data"], 1);
+        var a = Arguments.Parse(args, ["--json"], ["--data", "--dir"], 1);
         if (a.Help) { Console.WriteLine(Help); return 0; }
         string name = a.Positional(0);
-        var info = SegmentDirectory.Inspect(name, a.Count("--data"));
+        var info = SegmentDirectory.Inspect(name, a.Count("--data"), a.Value("--dir"));
         Console.WriteLine(a.Has("--json") ? SegmentJson.Write(SegmentJson.Inspect(info)) : TextOutput.Inspect(info));
         if (info.Status == SegmentStatus.Ok) return 0;
         Console.Error.WriteLine($"{Commands.Prog} inspect: {name}: {Words.Status(info.Status)}: {info.Reason}");
@@ -82,7 +86,7 @@ public static class InspectCommand
 public static class ReapCommand
 {
     private const string Help = """
-        usage: sharedbridge reap [-h] [--yes] [--prefix PREFIX] [--json]
+        usage: sharedbridge reap [-h] [--yes] [--prefix PREFIX] [--json] [--dir DIR]
 
         Remove the SharedBridge segments that are garbage (docs/format.md section 8): a 'creator' segment whose
         creator is gone, a 'last-closer' segment that no process holds open. Persistent, version-1, corrupt,
@@ -93,14 +97,16 @@ public static class ReapCommand
           --yes            really remove them
           --prefix PREFIX  only names starting with PREFIX
           --json           one JSON array (docs/cli.md)
+          --dir DIR        the directory backend's directory (docs/format.md section 1.3) instead of
+                           /dev/shm; default: SHAREDBRIDGE_DIR
         """;
 
     public static int Run(string[] args)
     {
-        var a = Arguments.Parse(args, ["--yes", "--json"], ["--prefix"], 0);
+        var a = Arguments.Parse(args, ["--yes", "--json"], ["--prefix", "--dir"], 0);
         if (a.Help) { Console.WriteLine(Help); return 0; }
         bool yes = a.Has("--yes");
-        var reaped = SegmentReaper.Reap(dryRun: !yes, prefix: a.Value("--prefix"));
+        var reaped = SegmentReaper.Reap(dryRun: !yes, prefix: a.Value("--prefix"), directory: a.Value("--dir"));
         if (a.Has("--json"))
         {
             Console.WriteLine(SegmentJson.Write(new System.Text.Json.Nodes.JsonArray(reaped.Select(r => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonObject
@@ -113,7 +119,8 @@ public static class ReapCommand
         foreach (var r in reaped)
             Console.WriteLine($"{(r.Removed ? "removed" : "would remove")} {r.Name}: {r.Reason}{TextOutput.StillMappedText(r.MappedBy, r.Removed)}");
         // The user's own filters: the suggested command removes what this run listed.
-        string command = $"{Commands.Prog} reap --yes" + (a.Value("--prefix") is { } prefix ? $" --prefix {TextOutput.ShellQuote(prefix)}" : "");
+        string command = $"{Commands.Prog} reap --yes" + (a.Value("--prefix") is { } prefix ? $" --prefix {TextOutput.ShellQuote(prefix)}" : "")
+            + (a.Value("--dir") is { } dir ? $" --dir {TextOutput.ShellQuote(dir)}" : "");
         Console.WriteLine(reaped.Count == 0 ? "nothing to reap"
             : yes ? $"removed {reaped.Count} segment(s)"
             : $"dry run: {reaped.Count} segment(s) would be removed; run `{command}` to remove them");
@@ -125,7 +132,7 @@ public static class ReapCommand
 public static class UnlinkCommand
 {
     private const string Help = """
-        usage: sharedbridge unlink [-h] name
+        usage: sharedbridge unlink [-h] [--dir DIR] name
 
         Remove the name of segment NAME from /dev/shm; processes that map it keep their memory.
 
@@ -134,13 +141,15 @@ public static class UnlinkCommand
 
         options:
           -h, --help  show this help message and exit
+          --dir DIR   the directory backend's directory (docs/format.md section 1.3) instead of
+                      /dev/shm; default: SHAREDBRIDGE_DIR
         """;
 
     public static int Run(string[] args)
     {
-        var a = Arguments.Parse(args, [], [], 1);
+        var a = Arguments.Parse(args, [], ["--dir"], 1);
         if (a.Help) { Console.WriteLine(Help); return 0; }
-        SharedSegment.Unlink(a.Positional(0));
+        SharedSegment.Unlink(a.Positional(0), a.Value("--dir"));
         Console.WriteLine($"unlinked {a.Positional(0)}");
         return 0;
     }
@@ -150,7 +159,7 @@ public static class UnlinkCommand
 public static class ResetLockCommand
 {
     private const string Help = """
-        usage: sharedbridge reset-lock [-h] name
+        usage: sharedbridge reset-lock [-h] [--dir DIR] name
 
         Re-initialize the lock of segment NAME when it is not recoverable or corrupt (docs/format.md section
         7.4); refused while another process maps the segment. A healthy lock is left alone.
@@ -160,14 +169,16 @@ public static class ResetLockCommand
 
         options:
           -h, --help  show this help message and exit
+          --dir DIR   the directory backend's directory (docs/format.md section 1.3) instead of
+                      /dev/shm; default: SHAREDBRIDGE_DIR
         """;
 
     public static int Run(string[] args)
     {
-        var a = Arguments.Parse(args, [], [], 1);
+        var a = Arguments.Parse(args, [], ["--dir"], 1);
         if (a.Help) { Console.WriteLine(Help); return 0; }
         string name = a.Positional(0);
-        Console.WriteLine(SharedLock.Reset(name) ? $"reset the lock of {name}" : $"the lock of {name} is healthy: nothing done");
+        Console.WriteLine(SharedLock.Reset(name, a.Value("--dir")) ? $"reset the lock of {name}" : $"the lock of {name} is healthy: nothing done");
         return 0;
     }
 }

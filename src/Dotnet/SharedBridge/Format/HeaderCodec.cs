@@ -251,7 +251,7 @@ internal static class HeaderCodec
             throw Corrupt(name, $"the data area ({dataOffset} + {dataSize} bytes) extends past the object size {objectSize} (truncated segment or bad sizes)");
 
         var (lockKind, lockAbi, lockSize, lockOffset, lockType, lockName) = ParseLock(name, h, kind);
-        if (lockKind == LockKind.External && lockName == name)
+        if (lockKind == LockKind.External && lockName == SegmentName.BaseName(name))
             throw Corrupt(name, "lock_name names the segment itself (an external lock must live in another segment)");
         string typeName = ReadText(name, h.Slice(TypeNameOffset, TypeNameWidth), "type_name");
         if (typeName.Length > 0 && (typeCode != TypeCodes.Structure || !IsIdentifierText(typeName, allowLeadingDigit: false)))

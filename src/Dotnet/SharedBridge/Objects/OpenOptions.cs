@@ -13,8 +13,13 @@ public sealed class OpenOptions
     /// properties (pythonnet, PowerShell, F# interactive).</summary>
     /// <param name="readyTimeout">See <see cref="ReadyTimeout"/>.</param>
     /// <param name="allowOtherOwner">See <see cref="AllowOtherOwner"/>.</param>
-    public OpenOptions(TimeSpan? readyTimeout = null, bool allowOtherOwner = false)
+    /// <param name="waitForName">See <see cref="WaitForName"/>.</param>
+    /// <param name="directory">See <see cref="Directory"/>.</param>
+    public OpenOptions(TimeSpan? readyTimeout = null, bool allowOtherOwner = false, TimeSpan? waitForName = null,
+        string? directory = null)
     {
+        WaitForName = waitForName;
+        Directory = directory;
         ReadyTimeout = readyTimeout;
         AllowOtherOwner = allowOtherOwner;
     }
@@ -22,6 +27,20 @@ public sealed class OpenOptions
     /// <summary>How long to wait for a creator that is still initializing the segment
     /// (null: 5 seconds; <see cref="Timeout.InfiniteTimeSpan"/>: no limit).</summary>
     public TimeSpan? ReadyTimeout { get; init; }
+
+    /// <summary>
+    /// How long to wait for the name to appear when no segment has it yet (null, the default: do not wait, throw
+    /// <see cref="SegmentNotFoundException"/> at once; <see cref="Timeout.InfiniteTimeSpan"/>: no limit): a consumer started
+    /// before its producer (docs/api.md, "Starting a pipeline"). A bounded poll (1 ms doubling to 50 ms); once the name
+    /// exists, <see cref="ReadyTimeout"/> covers its creator's initialization as always.
+    /// </summary>
+    public TimeSpan? WaitForName { get; init; }
+
+    /// <summary>
+    /// The directory of the directory backend to open the segment in (docs/format.md section 1.3), as its creator's
+    /// <see cref="SegmentOptions.Directory"/>. Null: the environment variable <c>SHAREDBRIDGE_DIR</c>, else /dev/shm.
+    /// </summary>
+    public string? Directory { get; init; }
 
     /// <summary>
     /// False (the default) refuses a segment whose shared-memory object belongs to another user with

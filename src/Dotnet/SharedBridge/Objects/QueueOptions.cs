@@ -36,5 +36,9 @@ public sealed class QueueOptions
     /// <summary>Permission bits (default 0600).</summary>
     public UnixFileMode Mode { get; init; } = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
+    /// <summary>Keep the queue (and its out-of-line messages' segments) as files in this directory: see
+    /// <see cref="SegmentOptions.Directory"/> (null: SHAREDBRIDGE_DIR, else /dev/shm; docs/format.md section 1.3).</summary>
+    public string? Directory { get; init; }
+
     internal static QueueOptions Default { get; } = new();
 }

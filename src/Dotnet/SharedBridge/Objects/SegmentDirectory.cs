@@ -5,59 +5,62 @@ using SharedBridge.Platform;
 namespace SharedBridge;
 
 /// <summary>
-/// What is in /dev/shm: the data of <c>sharedbridge ls</c> and <c>sharedbridge inspect</c> (docs/cli.md).
+/// What is in /dev/shm (or in a directory of the directory backend, docs/format.md section 1.3): the data of <c>sharedbridge ls</c> and <c>sharedbridge inspect</c> (docs/cli.md).
 /// Built on the ordinary open path (the header is validated there, never parsed a second time); an object
 /// that fails it is described with <see cref="SegmentInfo.Status"/> and <see cref="SegmentInfo.Reason"/>, not
 /// thrown. Nothing here takes a lock: its state is read from the mutex words.
 /// </summary>
 public static class SegmentDirectory
 {
-    private const string ShmDir = "/dev/shm";
+    private const string ShmDir = SegmentName.ShmDirectory;
 
-    /// <summary>Every SharedBridge segment in /dev/shm (with <paramref name="includeForeign"/>, every object
-    /// there), sorted by name (ordinal), optionally only names starting with <paramref name="prefix"/>.</summary>
-    public static IReadOnlyList<SegmentInfo> List(bool includeForeign = false, string? prefix = null)
+    /// <summary>Every SharedBridge segment in /dev/shm, or in the directory backend's <paramref name="directory"/> (null:
+    /// SHAREDBRIDGE_DIR, else /dev/shm) (with <paramref name="includeForeign"/>, every object there), sorted by name
+    /// (ordinal), optionally only names starting with <paramref name="prefix"/>.</summary>
+    public static IReadOnlyList<SegmentInfo> List(bool includeForeign = false, string? prefix = null, string? directory = null)
     {
-        var names = Directory.Exists(ShmDir)
-            ? Directory.EnumerateFileSystemEntries(ShmDir).Select(p => Path.GetFileName(p)).ToList()
-            : [];
-        names.Sort(StringComparer.Ordinal);
+        string? dir = SegmentName.ResolveDirectory(directory);
+        var names = SegmentBackend.List(dir);
         var found = new List<(SegmentInfo, ulong)>();
         foreach (string name in names)
         {
             if (prefix is not null && !name.StartsWith(prefix, StringComparison.Ordinal)) continue;
-            if (Survey(name, 0) is not { } entry) continue; // gone meanwhile
+            if (Survey(name, 0, dir) is not { } entry) continue; // gone meanwhile
             if (includeForeign || entry.Info.Status is SegmentStatus.Ok or SegmentStatus.Initializing
                     or SegmentStatus.Corrupt or SegmentStatus.Unsupported)
                 found.Add(entry);
         }
-        return WithMappers(found);
+        return WithMappers(found, dir);
     }
 
     /// <summary>The description of segment <paramref name="name"/> with its first <paramref name="data"/> elements
     /// (a snapshot copied without the lock). A corrupt or foreign object is described, not thrown.</summary>
     /// <exception cref="SegmentNotFoundException">Nothing has that name.</exception>
-    public static SegmentInfo Inspect(string name, int data = 0)
+    /// <param name="name">The segment's name.</param>
+    /// <param name="data">How many elements to read.</param>
+    /// <param name="directory">The directory backend's directory (null: SHAREDBRIDGE_DIR, else /dev/shm).</param>
+    public static SegmentInfo Inspect(string name, int data = 0, string? directory = null)
     {
         SegmentName.Validate(name);
         ArgumentOutOfRangeException.ThrowIfNegative(data);
-        var entry = Survey(name, data) ?? throw new SegmentNotFoundException(name,
-            $"No segment named \"{name}\" exists in {ShmDir}: check the name (`sharedbridge ls` lists them).");
-        return WithMappers([entry])[0];
+        string? dir = SegmentName.ResolveDirectory(directory);
+        var entry = Survey(name, data, dir) ?? throw new SegmentNotFoundException(name,
+            $"No segment named \"{name}\" exists in {dir ?? ShmDir}: check the name (`sharedbridge ls` lists them).");
+        return WithMappers([entry], dir)[0];
     }
 
     /// <summary>Fills MappedBy with one pass over /proc, after this survey's own mappings are gone.</summary>
-    private static List<SegmentInfo> WithMappers(List<(SegmentInfo Info, ulong Inode)> found)
+    private static List<SegmentInfo> WithMappers(List<(SegmentInfo Info, ulong Inode)> found, string? dir)
     {
-        var mappers = ProcessInfo.ProcessesMappingAny(found.Where(f => f.Inode != 0).Select(f => f.Inode));
+        var mappers = ProcessInfo.ProcessesMappingAny(found.Where(f => f.Inode != 0).Select(f => f.Inode), dir);
         foreach (var (info, inode) in found)
             if (inode != 0 && mappers.TryGetValue(inode, out var pids)) info.MappedBy = pids;
         return found.Select(f => f.Info).ToList();
     }
 
-    private static (SegmentInfo Info, ulong Inode)? Survey(string name, int data)
+    private static (SegmentInfo Info, ulong Inode)? Survey(string name, int data, string? dir)
     {
-        if (Interop.TryLStat(Path.Combine(ShmDir, name), out int errno) is not { } st)
+        if (Interop.TryLStat(Path.Combine(dir ?? ShmDir, name), out int errno) is not { } st)
             return errno == Interop.ENOENT ? null
                 : (new SegmentInfo { Name = name, Status = SegmentStatus.Inaccessible, Reason = $"lstat failed: {OsErrors.Describe(errno)}" }, 0);
         long? size = st.IsRegularFile ? st.Size : null;
@@ -66,7 +69,8 @@ public static class SegmentDirectory
         try
         {
             SegmentName.Validate(name);
-            segment = MappedSegment.OpenOnce(name, TimeSpan.Zero, allowOtherOwner: false); // look only: never joins a lifetime
+            // Look only: never joins a lifetime.
+            segment = MappedSegment.OpenOnce(dir is null ? name : dir + "/" + name, TimeSpan.Zero, allowOtherOwner: false);
         }
         catch (SegmentNotFoundException)
         {
@@ -101,7 +105,7 @@ public static class SegmentDirectory
         var (lockState, problem, holder, recoveries) = LockOf(segment);
         return new SegmentInfo
         {
-            Name = segment.Name, Status = SegmentStatus.Ok, Kind = h.Kind, TypeCode = h.TypeCode, TypeName = h.TypeName,
+            Name = SegmentName.BaseName(segment.Name), Status = SegmentStatus.Ok, Kind = h.Kind, TypeCode = h.TypeCode, TypeName = h.TypeName,
             Length = h.Length, Shape = h.Shape, Bytes = size, Lock = h.LockKind, LockName = h.LockKind == LockKind.External ? h.LockName : null,
             LockState = lockState, LockProblem = problem, LockHolderPid = holder, Recoveries = recoveries,
             State = segment.LiveState, Lifetime = h.Lifetime, CreatorPid = h.RecordedCreatorPid, LastRecoveredPid = h.RecordedLastRecoveredByPid, CreatorStartTime = h.CreatorStartTime,
@@ -170,7 +174,7 @@ public static class SegmentDirectory
         MappedSegment lockSegment;
         try
         {
-            lockSegment = MappedSegment.OpenOnce(h.LockName, TimeSpan.Zero, allowOtherOwner: false);
+            lockSegment = MappedSegment.OpenOnce(SegmentName.InSameDirectory(segment.Name, h.LockName), TimeSpan.Zero, allowOtherOwner: false);
         }
         catch (SegmentNotFoundException) { return (null, "missing", null, null); }
         catch (Exception e) when (e is ISharedBridgeException or IOException or UnauthorizedAccessException)

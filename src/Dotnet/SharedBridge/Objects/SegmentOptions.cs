@@ -19,9 +19,12 @@ public sealed class SegmentOptions
     /// <param name="keepOnDispose">See <see cref="KeepOnDispose"/>.</param>
     /// <param name="recursiveLock">See <see cref="RecursiveLock"/>.</param>
     /// <param name="lifetime">See <see cref="Lifetime"/>; null for the default (or Persistent with keepOnDispose).</param>
+    /// <param name="directory">See <see cref="Directory"/>.</param>
     public SegmentOptions(bool synchronized = true, SharedLock? sharedLock = null, char? typeCode = null,
-        UnixFileMode? mode = null, bool keepOnDispose = false, bool recursiveLock = true, SegmentLifetime? lifetime = null)
+        UnixFileMode? mode = null, bool keepOnDispose = false, bool recursiveLock = true, SegmentLifetime? lifetime = null,
+        string? directory = null)
     {
+        Directory = directory;
         _lifetime = lifetime;
         Synchronized = synchronized;
         SharedLock = sharedLock;
@@ -30,6 +33,14 @@ public sealed class SegmentOptions
         KeepOnDispose = keepOnDispose;
         RecursiveLock = recursiveLock;
     }
+
+    /// <summary>
+    /// Keep the segment as a file in this directory (the directory backend, docs/format.md section 1.3: a tmpfs volume that
+    /// containers share) instead of /dev/shm. Null: the environment variable <c>SHAREDBRIDGE_DIR</c>, else /dev/shm;
+    /// "/dev/shm" itself means the POSIX shared-memory objects whatever the variable says. Every process that uses the
+    /// segment must name the same directory (<see cref="OpenOptions.Directory"/>); a <see cref="SharedLock"/> must be in it too.
+    /// </summary>
+    public string? Directory { get; init; }
 
     /// <summary>False creates an unsynchronized segment (RawArray, RawValue, <c>lock=False</c>).</summary>
     public bool Synchronized { get; init; } = true;

@@ -55,12 +55,16 @@ public static class SegmentReaper
     /// start-up to clean up after a crashed predecessor.</summary>
     /// <param name="dryRun">True removes nothing (every result has <see cref="ReapedSegment.Removed"/> false).</param>
     /// <param name="prefix">Only names starting with this string; null for all.</param>
-    public static IReadOnlyList<ReapedSegment> Reap(bool dryRun = false, string? prefix = null)
+    /// <param name="directory">The directory backend's directory to clean up instead of /dev/shm (null: SHAREDBRIDGE_DIR,
+    /// else /dev/shm; docs/format.md section 1.3).</param>
+    public static IReadOnlyList<ReapedSegment> Reap(bool dryRun = false, string? prefix = null, string? directory = null)
     {
+        string? dir = SegmentName.ResolveDirectory(directory);
         var reaped = new List<(ReapedSegment Result, ulong Inode)>();
-        foreach (string name in MappedSegment.ShmNames())
+        foreach (string entry in MappedSegment.ShmNames(dir))
         {
-            if (prefix is not null && !name.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            if (prefix is not null && !entry.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            string name = dir is null ? entry : dir + "/" + entry;
             var segment = MappedSegment.TryOpenForReap(name);
             if (segment is null)
             {
@@ -77,7 +81,7 @@ public static class SegmentReaper
             }
         }
         // One pass over /proc, after the reaper's own mappings are gone.
-        var mappers = ProcessInfo.ProcessesMappingAny(reaped.Select(r => r.Inode));
+        var mappers = ProcessInfo.ProcessesMappingAny(reaped.Select(r => r.Inode), dir);
         foreach (var (result, inode) in reaped)
             if (mappers.TryGetValue(inode, out var pids)) result.MappedBy = pids.Where(p => p != ProcessInfo.Pid).ToArray();
         return reaped.Select(r => r.Result).ToList();
@@ -100,7 +104,7 @@ public static class SegmentReaper
                 // mutex held. One a record of its queue still references is kept for that record's consumer, who will be
                 // the last to leave and remove it; so is one whose queue's ring cannot be read (its mutex held too long, a
                 // corrupt ring): a later run decides.
-                switch (SharedQueue.FindOutOfLineUse(owner, segment.Name, InitializingGrace, segment.TryLockExclusive))
+                switch (SharedQueue.FindOutOfLineUse(owner, SegmentName.BaseName(segment.Name), InitializingGrace, segment.TryLockExclusive))
                 {
                     case SharedQueue.OutOfLineUse.QueueGone:
                         reason = $"out-of-line message of queue \"{owner}\", which no longer exists";
@@ -124,8 +128,9 @@ public static class SegmentReaper
             default:
                 return null;
         }
-        if (dryRun) return new ReapedSegment(segment.Name, reason, false);
-        return segment.RetireAndUnlinkForReaper() ? new ReapedSegment(segment.Name, reason, true) : null;
+        string shown = SegmentName.BaseName(segment.Name);
+        if (dryRun) return new ReapedSegment(shown, reason, false);
+        return segment.RetireAndUnlinkForReaper() ? new ReapedSegment(shown, reason, true) : null;
     }
 
     /// <summary>An out-of-line message segment (docs/format.md section 11.5: <c>&lt;queue&gt;.m&lt;16 hex&gt;</c>, kind 1,
@@ -153,12 +158,13 @@ public static class SegmentReaper
     {
         try
         {
-            SegmentName.Validate(name);
+            SegmentName.ValidateKey(name);
         }
         catch (Exception e) when (e is ISharedBridgeException) { return null; }
-        if (Interop.TryLStat("/dev/shm/" + name, out _) is not { } linkStat || !linkStat.IsRegularFile || linkStat.Uid != Interop.GetEUid())
+        string shown = SegmentName.BaseName(name);
+        if (Interop.TryLStat(SegmentName.PathOf(name), out _) is not { } linkStat || !linkStat.IsRegularFile || linkStat.Uid != Interop.GetEUid())
             return null;
-        using var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out _);
+        using var fd = SegmentBackend.Open(name, Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out _);
         if (fd is null || Interop.TryFStat(fd, out _) is not { } st || !st.IsRegularFile || st.Uid != Interop.GetEUid())
             return null;
         try
@@ -176,12 +182,12 @@ public static class SegmentReaper
                 if (OpenedByAny(name, st, (int)fd.DangerousGetHandle())) return null;
                 reason = "initializing: no creator recorded and no process has it open";
             }
-            if (dryRun) return (new ReapedSegment(name, reason, false), st.Inode);
+            if (dryRun) return (new ReapedSegment(shown, reason, false), st.Inode);
             // Still unpublished and recording the same creator, and the name is still this object.
             if (Interop.TryFStat(fd, out _) is not { } now || InitializingCreator(fd, now.Size) != creator) return null;
-            if (Interop.TryLStat("/dev/shm/" + name, out _) is not { } named || named.Device != st.Device || named.Inode != st.Inode)
+            if (Interop.TryLStat(SegmentName.PathOf(name), out _) is not { } named || named.Device != st.Device || named.Inode != st.Inode)
                 return null;
-            return Interop.ShmUnlink(SegmentName.ToOsName(name)) == 0 ? (new ReapedSegment(name, reason, true), st.Inode) : null;
+            return SegmentBackend.Unlink(name) == 0 ? (new ReapedSegment(shown, reason, true), st.Inode) : null;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
@@ -207,8 +213,8 @@ public static class SegmentReaper
     /// descriptor does not count.</summary>
     private static bool OpenedByAny(string name, Interop.FileStat st, int ownFd)
     {
-        if (ProcessInfo.ProcessesMappingAny([st.Inode]).Count > 0) return true;
-        string path = "/dev/shm/" + name;
+        if (ProcessInfo.ProcessesMappingAny([st.Inode], SegmentName.DirectoryOf(name)).Count > 0) return true;
+        string path = SegmentName.PathOf(name);
         string own = ownFd.ToString(System.Globalization.CultureInfo.InvariantCulture);
         foreach (string dir in Directory.EnumerateDirectories("/proc"))
         {

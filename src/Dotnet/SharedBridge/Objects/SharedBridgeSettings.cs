@@ -45,6 +45,25 @@ public static class SharedBridgeSettings
     internal static long SpinStopwatchTicks =>
         Environment.ProcessorCount > 1 ? Volatile.Read(ref s_spinTicks) * Stopwatch.Frequency / TimeSpan.TicksPerSecond : 0;
 
+    /// <summary>
+    /// The prefix of the names generated for objects created without a name (docs/format.md section 1.1), for this process:
+    /// a team or a test suite scopes <c>sharedbridge ls --prefix P</c> and <see cref="SegmentReaper.Reap"/>(prefix: P) to its
+    /// own objects. Default: <c>sb_</c>, or the environment variable <c>SHAREDBRIDGE_NAME_PREFIX</c> (read at startup; an
+    /// invalid value is reported as a Trace warning and <c>sb_</c> used).
+    /// </summary>
+    /// <exception cref="InvalidSegmentNameException">A prefix that would not make valid names (ASCII letters, digits, '_',
+    /// '-' or '.', not starting with '.' or 'sem.', at most 239 characters).</exception>
+    public static string NamePrefix
+    {
+        get => Format.SegmentName.Prefix;
+        set
+        {
+            if (Format.SegmentName.CheckPrefix(value) is { } problem)
+                throw new InvalidSegmentNameException($"Invalid name prefix \"{value}\": {problem}; for example \"myteam_\".");
+            Format.SegmentName.Prefix = value;
+        }
+    }
+
     /// <summary>SHAREDBRIDGE_SPIN_US: unset 200 us; integer microseconds clamped to 0..1000; anything else is
     /// reported (Trace warning) and the default used.</summary>
     private static TimeSpan InitialSpinBudget()

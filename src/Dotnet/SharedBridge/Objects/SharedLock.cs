@@ -84,7 +84,7 @@ public sealed class SharedLock : IDisposable
     /// <summary>Acquires the lock, blocking; dispose the scope to release it (<c>using var scope = x.Lock();</c>).
     /// <see cref="LockScope.Recovered"/> tells whether the previous owner died holding it (docs/format.md section 7.3).</summary>
     /// <exception cref="InvalidOperationException">The object is not synchronized (created with <c>Synchronized = false</c>; never a SharedLock).</exception>
-    /// <exception cref="LockNotRecoverableException">The lock is permanently unusable (until <see cref="Reset"/>).</exception>
+    /// <exception cref="LockNotRecoverableException">The lock is permanently unusable (until <see cref="Reset(string)"/>).</exception>
     /// <exception cref="LockRecursionException">The lock is not recursive and this thread already holds it.</exception>
     public LockScope Lock() => _core.Lock();
 
@@ -136,9 +136,13 @@ public sealed class SharedLock : IDisposable
     /// <returns>True when the mutex was re-initialized (counted as a recovery); false when it was healthy and nothing was done.</returns>
     /// <exception cref="SegmentInUseException">Another process maps the segment: a lock is never reset under its users.</exception>
     /// <exception cref="TypeMismatchException">The segment has no lock of its own (the message names its lock segment, if any).</exception>
-    public static bool Reset(string name)
+    public static bool Reset(string name) => Reset(name, null);
+
+    /// <summary>Re-initializes the lock of segment <paramref name="name"/> in the directory backend's
+    /// <paramref name="directory"/> (null: SHAREDBRIDGE_DIR, else /dev/shm; docs/format.md section 1.3): see <see cref="Reset(string)"/>.</summary>
+    public static bool Reset(string name, string? directory)
     {
-        var core = SharedObjectCore.Open(OwnerName, name, null, header => header.LockKind == LockKind.Embedded ? null
+        var core = SharedObjectCore.Open(OwnerName, name, new OpenOptions { Directory = directory }, header => header.LockKind == LockKind.Embedded ? null
             : header.LockKind == LockKind.External
                 ? $"it uses the lock of \"{header.LockName}\": reset that one"
                 : "it has no shared lock to reset");

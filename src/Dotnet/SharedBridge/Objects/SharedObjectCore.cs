@@ -26,7 +26,12 @@ internal sealed class SharedObjectCore
 
     internal MappedSegment Segment { get; }
     internal SegmentHeader Header => Segment.Header;
-    internal string Name => Segment.Name;
+    /// <summary>The segment's name, as objects show it (without the directory of a directory-backend segment).</summary>
+    internal string Name => SegmentName.BaseName(Segment.Name);
+
+    /// <summary>The directory option that designates this segment's directory exactly (its own, or /dev/shm): what its
+    /// companions (a queue's data segments, section 11.5) are created and opened with (docs/format.md section 1.3).</summary>
+    internal string DirectoryOption => SegmentName.DirectoryOptionOf(Segment.Name);
     internal bool IsOwner => !_shared && Segment.IsCreator;
     internal bool HasLock => _mutex is not null;
 
@@ -42,6 +47,7 @@ internal sealed class SharedObjectCore
         IReadOnlyList<long>? shape = null)
     {
         options ??= SegmentOptions.Default;
+        string? key = SegmentName.Qualify(name, options.Directory);
         int mode = (int)options.Mode;
         if ((mode & ~0x1FF) != 0)
             throw new ArgumentException(
@@ -58,7 +64,18 @@ internal sealed class SharedObjectCore
                 throw new ArgumentException("Synchronized = false and a SharedLock contradict each other: drop one.", nameof(options));
             lockSegment = shared.LockSegmentForSharing();
             lockKind = LockKind.External;
-            lockName = lockSegment.Name;
+            // The header records the lock's name; readers look it up in the object's directory (section 1.3).
+            string? ownerDir = key is null ? null : key.EndsWith('/') ? key[..^1] : SegmentName.DirectoryOf(key);
+            string? lockDir = SegmentName.DirectoryOf(lockSegment.Name);
+            if (ownerDir != lockDir)
+            {
+                lockSegment.Release();
+                throw new ArgumentException(
+                    $"The shared lock \"{SegmentName.BaseName(lockSegment.Name)}\" is in {lockDir ?? SegmentName.ShmDirectory} but the object " +
+                    $"would be in {ownerDir ?? SegmentName.ShmDirectory}: an object and its external lock must be in one directory; set " +
+                    "SegmentOptions.Directory to the lock's directory.", nameof(options));
+            }
+            lockName = SegmentName.BaseName(lockSegment.Name);
         }
         else if (options.Synchronized)
         {
@@ -70,7 +87,7 @@ internal sealed class SharedObjectCore
             var spec = new HeaderSpec(kind, typeCode, elementSize, count, lockKind,
                 lockKind == LockKind.Embedded ? (options.RecursiveLock ? LockType.Recursive : LockType.ErrorChecking) : LockType.None,
                 lockName, typeName, fields, options.ResolveLifetime(), shape);
-            var segment = MappedSegment.Create(name, spec, options.Mode, initial);
+            var segment = MappedSegment.Create(key, spec, options.Mode, initial);
             return new SharedObjectCore(owner, segment, lockSegment);
         }
         catch
@@ -85,14 +102,14 @@ internal sealed class SharedObjectCore
     internal static SharedObjectCore Open(string owner, string name, OpenOptions? options, Func<SegmentHeader, string?> verify)
     {
         options ??= OpenOptions.Default;
-        var segment = OpenMapped(name, options);
+        var segment = OpenMapped(SegmentName.Qualify(name, options.Directory)!, options);
         MappedSegment? lockSegment = null;
         try
         {
             if (verify(segment.Header) is { } why)
                 throw new TypeMismatchException($"Segment \"{name}\" cannot be opened as {owner}: {why}.");
             if (segment.Header.LockKind == LockKind.External)
-                lockSegment = OpenLockSegment(segment.Header, options);
+                lockSegment = OpenLockSegment(segment, options);
             return new SharedObjectCore(owner, segment, lockSegment);
         }
         catch
@@ -117,30 +134,39 @@ internal sealed class SharedObjectCore
 
     private readonly bool _shared;
 
-    /// <summary>The options resolved to what the mapping layer takes (the name is checked first, as ever).</summary>
-    private static MappedSegment OpenMapped(string name, OpenOptions options, bool join = true)
+    /// <summary>The options resolved to what the mapping layer takes (the key is checked first, as ever).</summary>
+    private static MappedSegment OpenMapped(string key, OpenOptions options, bool join = true)
     {
-        SegmentName.Validate(name);
+        SegmentName.ValidateKey(key);
         TimeSpan timeout = options.ReadyTimeout ?? TimeSpan.FromSeconds(5);
         if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
             throw new ArgumentOutOfRangeException(nameof(options), timeout, "The ready timeout must be non-negative.");
-        return MappedSegment.Open(name, timeout, options.AllowOtherOwner, join);
+        if (options.WaitForName is { } wait)
+        {
+            if (wait < TimeSpan.Zero && wait != Timeout.InfiniteTimeSpan)
+                throw new ArgumentOutOfRangeException(nameof(options), wait, "WaitForName must be non-negative (or infinite).");
+            MappedSegment.WaitForName(key, wait);
+        }
+        return MappedSegment.Open(key, timeout, options.AllowOtherOwner, join);
     }
 
     /// <summary>The validated header of <paramref name="name"/>, opened without joining its lifetime.</summary>
     internal static SegmentHeader ReadHeader(string name, OpenOptions options)
     {
-        var segment = OpenMapped(name, options, join: false);
+        var segment = OpenMapped(SegmentName.Qualify(name, options.Directory)!, options, join: false);
         try { return segment.Header; }
         finally { segment.Release(); }
     }
 
-    private static MappedSegment OpenLockSegment(SegmentHeader header, OpenOptions options)
+    private static MappedSegment OpenLockSegment(MappedSegment owner, OpenOptions options)
     {
+        var header = owner.Header;
         MappedSegment lockSegment;
         try
         {
-            lockSegment = OpenMapped(header.LockName, options);
+            // In the directory of the segment that names it (docs/format.md section 1.3); never waits for its name.
+            lockSegment = OpenMapped(SegmentName.InSameDirectory(owner.Name, header.LockName),
+                options.WaitForName is null ? options : new OpenOptions(options.ReadyTimeout, options.AllowOtherOwner));
         }
         catch (CorruptSegmentException e)
         {

@@ -194,6 +194,7 @@ public sealed unsafe partial class SharedQueue
             {
                 Synchronized = false,
                 Lifetime = reusable ? SegmentLifetime.LastCloser : SegmentLifetime.Persistent,
+                Directory = queue._core.DirectoryOption,       // beside its queue (docs/format.md section 1.3)
             };
             SharedObjectCore? segment = null;
             for (int attempt = 0; segment is null; attempt++)
@@ -279,7 +280,8 @@ public sealed unsafe partial class SharedQueue
             ulong dataLength = record.DataLength;
             try
             {
-                segment = SharedObjectCore.Open(SegmentOwner, name, new OpenOptions { ReadyTimeout = TimeSpan.FromSeconds(1) }, h =>
+                segment = SharedObjectCore.Open(SegmentOwner, name,
+                    new OpenOptions { ReadyTimeout = TimeSpan.FromSeconds(1), Directory = queue._core.DirectoryOption }, h =>
                     h.Kind == SegmentKind.Array && h.TypeCode == 'B' && h.LockKind == LockKind.None && (ulong)h.Length == dataLength
                     && h.RecordedCreatorPid == pid && h.CreatedUnixNanoseconds == created
                     && h.Lifetime is SegmentLifetime.LastCloser or SegmentLifetime.Persistent

@@ -80,6 +80,7 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
         var segmentOptions = new SegmentOptions
         {
             Mode = options.Mode, Lifetime = options.Lifetime, Synchronized = true, RecursiveLock = false,
+            Directory = options.Directory,
         };
         var core = SharedObjectCore.Create(OwnerName, name, SegmentKind.Queue, 'B', 1, (long)(QueueLayout.Ring + capacity), "", [],
             segmentOptions, control);

@@ -37,10 +37,16 @@ public sealed unsafe class SharedSegment : IDisposable
 
     /// <summary>Removes a segment name (explicit unlink; memory stays mapped for processes using it).</summary>
     /// <exception cref="SegmentNotFoundException">No such segment.</exception>
-    public static void Unlink(string name) => MappedSegment.UnlinkByName(name);
+    /// <param name="name">Segment name.</param>
+    /// <param name="directory">The directory backend's directory (null: SHAREDBRIDGE_DIR, else /dev/shm; docs/format.md section 1.3).</param>
+    public static void Unlink(string name, string? directory = null) =>
+        MappedSegment.UnlinkByName(Format.SegmentName.Qualify(name, directory)!);
 
     /// <summary>True when a segment of this name exists (the name is validated first).</summary>
-    public static bool Exists(string name) => MappedSegment.Exists(name);
+    /// <param name="name">Segment name.</param>
+    /// <param name="directory">The directory backend's directory (null: SHAREDBRIDGE_DIR, else /dev/shm).</param>
+    public static bool Exists(string name, string? directory = null) =>
+        MappedSegment.Exists(Format.SegmentName.Qualify(name, directory)!);
 
     /// <summary>The segment name.</summary>
     public string Name => _core.Name;

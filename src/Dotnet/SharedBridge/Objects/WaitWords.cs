@@ -110,6 +110,7 @@ internal sealed unsafe partial class WaitWords
             Lifetime = options.ResolveLifetime(),
             RecursiveLock = kind == SegmentKind.Condition,
             SharedLock = externalLock,
+            Directory = options.Directory,
         };
         int count = HeaderLayout.SyncWords + 4 * slots;
         var data = new byte[4 * count];     // the holder table starts free (all zero)

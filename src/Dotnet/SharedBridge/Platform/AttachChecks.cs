@@ -21,8 +21,8 @@ internal static class AttachChecks
     /// a FIFO planted under the name must never block the open).</summary>
     internal static SafeFileHandle OpenDescriptor(string name)
     {
-        SegmentName.Validate(name);
-        return Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDWR | Interop.O_NONBLOCK, 0, out int errno)
+        SegmentName.ValidateKey(name);
+        return SegmentBackend.Open(name, Interop.O_RDWR | Interop.O_NONBLOCK, 0, out int errno)
                ?? throw OsErrors.Open(name, errno, creating: false);
     }
 

@@ -75,6 +75,30 @@ internal static unsafe partial class Interop
     [LibraryImport(Libc, EntryPoint = "shm_unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int ShmUnlink(string name);
 
+    [LibraryImport(Libc, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int OpenRaw(string path, int oflag, uint mode);
+
+    [LibraryImport(Libc, EntryPoint = "unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int Unlink(string path);
+
+    /// <summary>O_NOFOLLOW: 0x20000 on x86_64, 0x8000 on aarch64 (asm-generic differs from x86's fcntl.h).</summary>
+    internal static readonly int O_NOFOLLOW =
+        RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 0x8000 : 0x20000;
+    internal const int O_CLOEXEC = 0x80000;
+
+    /// <summary>open(2) wrapped into a SafeFileHandle; null (and the errno) on failure.</summary>
+    internal static SafeFileHandle? OpenFile(string path, int flags, uint mode, out int errno)
+    {
+        int fd = OpenRaw(path, flags, mode);
+        if (fd < 0)
+        {
+            errno = Marshal.GetLastPInvokeError();
+            return null;
+        }
+        errno = 0;
+        return new SafeFileHandle(fd, ownsHandle: true);
+    }
+
     [LibraryImport(Libc, EntryPoint = "ftruncate", SetLastError = true)]
     internal static partial int FTruncate(SafeFileHandle fd, long length);
 

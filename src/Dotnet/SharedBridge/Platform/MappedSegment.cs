@@ -87,16 +87,18 @@ internal sealed unsafe class MappedSegment
     internal static MappedSegment Create(string? name, HeaderSpec spec, UnixFileMode mode, ReadOnlySpan<byte> initialData)
     {
         bool keep = spec.Lifetime != SegmentLifetime.Creator;
-        if (name is not null) SegmentName.Validate(name);
+        // name: a key, or null / "<dir>/" to generate one (SegmentName.Qualify).
+        bool generated = name is null || name.EndsWith('/');
+        if (!generated) SegmentName.ValidateKey(name);
         if (spec.TypeName.Length >= TypeNameWidth) throw new InvalidOperationException("type name too long");
         long total = spec.TotalSize;
         for (int attempt = 0; ; attempt++)
         {
-            string actual = name ?? SegmentName.Generate();
-            var fd = Interop.ShmOpen(SegmentName.ToOsName(actual), Interop.O_CREAT | Interop.O_EXCL | Interop.O_RDWR, (uint)mode, out int errno);
+            string actual = SegmentName.GeneratedKey(name);
+            var fd = SegmentBackend.Open(actual, Interop.O_CREAT | Interop.O_EXCL | Interop.O_RDWR, (uint)mode, out int errno);
             if (fd is null)
             {
-                if (errno == Interop.EEXIST && name is null && attempt < 16) continue;
+                if (errno == Interop.EEXIST && generated && attempt < 16) continue;
                 throw OsErrors.Open(actual, errno, creating: true);
             }
             try
@@ -106,7 +108,7 @@ internal sealed unsafe class MappedSegment
             }
             catch
             {
-                Interop.ShmUnlink(SegmentName.ToOsName(actual));
+                SegmentBackend.Unlink(actual);
                 fd.Dispose();
                 throw;
             }
@@ -204,15 +206,41 @@ internal sealed unsafe class MappedSegment
     /// <summary>Removes a segment name without opening it (an explicit unlink, section 8).</summary>
     internal static void UnlinkByName(string name)
     {
-        SegmentName.Validate(name);
-        if (Interop.ShmUnlink(SegmentName.ToOsName(name)) != 0) throw OsErrors.Unlink(name, OsErrors.Last, byName: true);
+        SegmentName.ValidateKey(name);
+        if (SegmentBackend.Unlink(name) != 0) throw OsErrors.Unlink(name, OsErrors.Last, byName: true);
+    }
+
+    /// <summary>The bounded poll of <see cref="WaitForName"/>: the first interval, doubled up to the last. A creator is
+    /// found at most <see cref="NamePollMax"/> after it created the name; nothing is polled once the name exists.</summary>
+    private static readonly TimeSpan NamePollFirst = TimeSpan.FromMilliseconds(1), NamePollMax = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>Waits up to <paramref name="wait"/> (or without limit: <see cref="Timeout.InfiniteTimeSpan"/>) for something to
+    /// exist under the key (docs/api.md, "Starting a pipeline"); <see cref="SegmentNotFoundException"/> when the time is up.
+    /// Opening then waits for its creator's ready state as always.</summary>
+    internal static void WaitForName(string key, TimeSpan wait)
+    {
+        string path = SegmentName.PathOf(key);
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        var interval = NamePollFirst;
+        while (Interop.TryLStat(path, out int errno) is null && errno == Interop.ENOENT)
+        {
+            TimeSpan left = wait == Timeout.InfiniteTimeSpan
+                ? NamePollMax
+                : wait - System.Diagnostics.Stopwatch.GetElapsedTime(start);
+            if (left <= TimeSpan.Zero)
+                throw new SegmentNotFoundException(SegmentName.BaseName(key),
+                    $"No shared-memory segment named \"{key}\" appeared within {wait.TotalSeconds:0.###} s: start its creator, check " +
+                    "the name (and the directory: SHAREDBRIDGE_DIR or Directory), or wait longer.");
+            Thread.Sleep(left < interval ? left : interval);
+            interval = interval * 2 > NamePollMax ? NamePollMax : interval * 2;
+        }
     }
 
     /// <summary>True when something exists under the name (the name is validated first).</summary>
     internal static bool Exists(string name)
     {
-        SegmentName.Validate(name);
-        using var fd = Interop.ShmOpen(SegmentName.ToOsName(name), Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out int errno);
+        SegmentName.ValidateKey(name);
+        using var fd = SegmentBackend.Open(name, Interop.O_RDONLY | Interop.O_NONBLOCK, 0, out int errno);
         return fd is not null || errno != Interop.ENOENT;
     }
 
@@ -220,7 +248,7 @@ internal sealed unsafe class MappedSegment
 
     /// <summary>Pids of the other processes that map this object now (section 7.4 step 2).</summary>
     internal IReadOnlyList<int> OtherProcessesMapping() =>
-        ProcessInfo.ProcessesMapping(_identity.Inode).Where(pid => pid != ProcessInfo.Pid).ToList();
+        ProcessInfo.ProcessesMapping(_identity.Inode, SegmentName.DirectoryOf(Name)).Where(pid => pid != ProcessInfo.Pid).ToList();
 
     /// <summary>Called with the lock held after a dead-owner recovery (section 7.3 step 2).</summary>
     internal void RecordRecovery()
@@ -375,9 +403,9 @@ internal sealed unsafe class MappedSegment
 
     private bool IsStillNamed(out bool nameExists)
     {
-        // lstat of the name, as every language does (section 8): it opens nothing, so it needs no permission on
+        // lstat of the name's path (/dev/shm or the directory of section 1.3), as every language does (section 8): it opens nothing, so it needs no permission on
         // the object and follows no symbolic link.
-        var current = Interop.TryLStat("/dev/shm/" + Name, out _);
+        var current = Interop.TryLStat(SegmentName.PathOf(Name), out _);
         nameExists = current is not null;
         return current is { } st && st.IsRegularFile && st.Device == _identity.Device && st.Inode == _identity.Inode;
     }
@@ -390,7 +418,7 @@ internal sealed unsafe class MappedSegment
             if (explicitCall) throw OsErrors.NameGone(Name, nameExists);
             return;
         }
-        if (Interop.ShmUnlink(SegmentName.ToOsName(Name)) != 0)
+        if (SegmentBackend.Unlink(Name) != 0)
         {
             int errno = OsErrors.Last;
             if (explicitCall || errno != Interop.ENOENT) throw OsErrors.Unlink(Name, errno, byName: false);
@@ -420,17 +448,9 @@ internal sealed unsafe class MappedSegment
 
     // ---------------------------------------------------------------- the reaper's view (section 8)
 
-    /// <summary>The names in /dev/shm, sorted (empty if it cannot be listed).</summary>
-    internal static IReadOnlyList<string> ShmNames()
-    {
-        try
-        {
-            var names = Directory.EnumerateFileSystemEntries("/dev/shm").Select(Path.GetFileName).OfType<string>().ToList();
-            names.Sort(StringComparer.Ordinal);
-            return names;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return []; }
-    }
+    /// <summary>The names in /dev/shm, or in the directory backend's <paramref name="directory"/>, sorted (empty if it
+    /// cannot be listed).</summary>
+    internal static IReadOnlyList<string> ShmNames(string? directory = null) => SegmentBackend.List(directory);
 
     /// <summary>Opens <paramref name="name"/> for the reaper: a SharedBridge segment this user owns,
     /// validated like an open without waiting, taking part in no lifetime protocol. Null for anything
@@ -440,8 +460,8 @@ internal sealed unsafe class MappedSegment
     {
         try
         {
-            SegmentName.Validate(name);
-            var info = new FileInfo("/dev/shm/" + name);
+            SegmentName.ValidateKey(name);
+            var info = new FileInfo(SegmentName.PathOf(name));
             if (info.LinkTarget is not null || (info.Attributes & (FileAttributes.Directory | FileAttributes.Device)) != 0) return null;
             return OpenOnce(name, TimeSpan.Zero, allowOtherOwner: false);
         }
@@ -461,6 +481,6 @@ internal sealed unsafe class MappedSegment
     {
         if (!IsStillNamed()) return false;
         Retire();
-        return Interop.ShmUnlink(SegmentName.ToOsName(Name)) == 0;
+        return SegmentBackend.Unlink(Name) == 0;
     }
 }

@@ -1,3 +1,4 @@
+using SharedBridge.Format;
 using System.Runtime.InteropServices;
 
 namespace SharedBridge.Platform;
@@ -61,8 +62,12 @@ internal static class OsErrors
     /// error number instead of setting errno).</summary>
     internal static Exception Reserve(string name, int errno, long total) =>
         errno is Interop.ENOSPC or Interop.EFBIG
-            ? new InsufficientSharedMemoryException(
-                $"Not enough shared memory for \"{name}\" ({total} bytes): /dev/shm is full or too small. Free some segments or use a smaller size.")
+            ? new InsufficientSharedMemoryException(SegmentName.DirectoryOf(name) is { } dir
+                ? $"Not enough room for \"{name}\" ({total} bytes): {dir} is full or too small. Free some segments, use a smaller size, " +
+                  "or make that directory larger (a tmpfs volume: docker run --mount type=tmpfs,dst=DIR,tmpfs-size=1g)."
+                : $"Not enough shared memory for \"{name}\" ({total} bytes): /dev/shm is full or too small. Free some segments, use a " +
+                  "smaller size, give the machine a larger /dev/shm (docker run --shm-size=1g), or keep the segments in a larger " +
+                  "directory: set SHAREDBRIDGE_DIR=/path/to/tmpfs or SegmentOptions.Directory (docs/format.md section 1.3).")
             : Failed($"posix_fallocate on \"{name}\"", errno);
 
     /// <summary>mmap of <paramref name="length"/> bytes of a segment failed.</summary>

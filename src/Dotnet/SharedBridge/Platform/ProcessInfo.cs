@@ -10,14 +10,16 @@ internal static class ProcessInfo
     /// <summary>Field 22 of /proc/self/stat (clock ticks after boot), 0 if unavailable.</summary>
     internal static ulong StartTime { get; } = CreatorIdentity.StartTimeOf(Pid);
 
-    /// <summary>Pids whose /proc/PID/maps show a /dev/shm object with this inode mapped (where readable).</summary>
-    internal static IReadOnlyList<int> ProcessesMapping(ulong inode) =>
-        ProcessesMappingAny([inode]).TryGetValue(inode, out var pids) ? pids : [];
+    /// <summary>Pids whose /proc/PID/maps show a /dev/shm object (or a file in the directory backend's
+    /// <paramref name="directory"/>) with this inode mapped (where readable).</summary>
+    internal static IReadOnlyList<int> ProcessesMapping(ulong inode, string? directory = null) =>
+        ProcessesMappingAny([inode], directory).TryGetValue(inode, out var pids) ? pids : [];
 
     /// <summary>Inode -> sorted pids, for the /dev/shm objects of <paramref name="inodes"/> that some
     /// process maps, in one pass over /proc (where readable).</summary>
-    internal static Dictionary<ulong, List<int>> ProcessesMappingAny(IEnumerable<ulong> inodes)
+    internal static Dictionary<ulong, List<int>> ProcessesMappingAny(IEnumerable<ulong> inodes, string? directory = null)
     {
+        string where = (directory ?? "/dev/shm") + "/";
         var wanted = inodes.Distinct().ToDictionary(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture));
         var found = new Dictionary<ulong, List<int>>();
         if (wanted.Count == 0) return found;
@@ -32,7 +34,7 @@ internal static class ProcessInfo
                     // address perms offset dev inode path
                     string[] parts = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
                     if (parts.Length == 6 && wanted.TryGetValue(parts[4], out ulong inode)
-                        && parts[5].StartsWith("/dev/shm/", StringComparison.Ordinal) && seen.Add(inode))
+                        && parts[5].StartsWith(where, StringComparison.Ordinal) && seen.Add(inode))
                     {
                         if (!found.TryGetValue(inode, out var pids)) found[inode] = pids = [];
                         pids.Add(pid);
