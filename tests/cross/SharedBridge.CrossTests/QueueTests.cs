@@ -421,9 +421,11 @@ public sealed class QueueTests : CrossTestBase
         foreach (string verb in new[] { "ls", "inspect" })
         {
             string[] args = verb == "ls" ? ["ls", "--json", "--prefix", q.Name] : ["inspect", "--json", q.Name];
+            // One CLI after the other: both report the processes that map the queue (mapped_by), and each maps it
+            // to read its words, so one running during the other's look would show up in it.
             using var csP = DriverProcess.Start([Repo.Cli, .. args], withPythonPath: false);
-            using var pyP = DriverProcess.Start([Interpreters.Preferred.Executable, "-m", "sharedbridge", .. args]);
             var cs = csP.WaitForExit(Long);
+            using var pyP = DriverProcess.Start([Interpreters.Preferred.Executable, "-m", "sharedbridge", .. args]);
             var py = pyP.WaitForExit(Long);
             Assert.That(cs.ExitCode, Is.Zero, cs.Describe());
             Assert.That(py.ExitCode, Is.Zero, py.Describe());
