@@ -175,30 +175,29 @@ def python_side(venv, work):
     return [venv, "-I", script]
 
 
-@pytest.fixture(scope="module")
-def app(work, dotnet_env):
-    """A fresh console project that references the SharedBridge package; returns its directory."""
-    path = work / "InstallCheck"
-    run(["dotnet", "new", "console", "--no-restore", "-o", path, "-n", "InstallCheck"], cwd=work, env=dotnet_env)
+def _console_project(work, dotnet_env, project, package):
+    """A fresh console project *project* (its code: tests/install/<project>.cs) that references
+    *package* from the local feed, built; returns its directory."""
+    path = work / project
+    run(["dotnet", "new", "console", "--no-restore", "-o", path, "-n", project], cwd=work, env=dotnet_env)
     (path / "Program.cs").unlink()
-    shutil.copy(HERE / "InstallCheck.cs", path / "InstallCheck.cs")
-    run(["dotnet", "add", path / "InstallCheck.csproj", "package", "SharedBridge", "--version", VERSION,
+    shutil.copy(HERE / f"{project}.cs", path / f"{project}.cs")
+    run(["dotnet", "add", path / f"{project}.csproj", "package", package, "--version", VERSION,
          "--no-restore"], cwd=work, env=dotnet_env)
     run(["dotnet", "build", path, "-c", "Release", "-nologo", "-v", "quiet"], cwd=work, env=dotnet_env)
     return path
+
+
+@pytest.fixture(scope="module")
+def app(work, dotnet_env):
+    """A fresh console project that references the SharedBridge package; returns its directory."""
+    return _console_project(work, dotnet_env, "InstallCheck", "SharedBridge")
 
 
 @pytest.fixture(scope="module")
 def tensor_app(work, dotnet_env):
     """A fresh console project that references the SharedBridge.Tensors package only; returns its directory."""
-    path = work / "TensorCheck"
-    run(["dotnet", "new", "console", "--no-restore", "-o", path, "-n", "TensorCheck"], cwd=work, env=dotnet_env)
-    (path / "Program.cs").unlink()
-    shutil.copy(HERE / "TensorCheck.cs", path / "TensorCheck.cs")
-    run(["dotnet", "add", path / "TensorCheck.csproj", "package", "SharedBridge.Tensors", "--version", VERSION,
-         "--no-restore"], cwd=work, env=dotnet_env)
-    run(["dotnet", "build", path, "-c", "Release", "-nologo", "-v", "quiet"], cwd=work, env=dotnet_env)
-    return path
+    return _console_project(work, dotnet_env, "TensorCheck", "SharedBridge.Tensors")
 
 
 @pytest.fixture(scope="module")

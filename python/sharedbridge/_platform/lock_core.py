@@ -151,21 +151,7 @@ class PyLockCore(LockSlowPaths):
     __enter__ = acquire
 
     def __exit__(self, exc_type, exc, tb):
-        # release(), written out: on this path each Python call is a sizeable share of a
-        # `with` block (docs/api.md, "The lock's fast path").
-        if self._owner != get_ident():
-            self._not_owner()
-        depth = self._depth - 1
-        if depth:
-            self._depth = depth
-            return
-        self._owner = None
-        self._depth = 0
-        rc = _unlock(self._m)
-        if self._wake_addr:
-            self._flush_wake()
-        if rc:
-            self._unlock_failed(rc)
+        self.release()
 
 
 # ------------------------------------------------------------------ locked accessors

@@ -42,8 +42,7 @@ public sealed class SharedBarrier : IDisposable
     /// <exception cref="TypeMismatchException">The segment is not a barrier.</exception>
     public static SharedBarrier Open(string name, OpenOptions? options = null)
     {
-        var (words, snapshot) = OpenChecked(OwnerName, name, options, SegmentKind.Barrier,
-            w => w[Parties] is 0 or > ValueMax ? $"parties {w[Parties]}" : null);
+        var (words, snapshot) = OpenChecked(OwnerName, name, options, SegmentKind.Barrier);
         return new(words, snapshot);
     }
 

@@ -108,14 +108,12 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
             : $"it is a segment of kind {(int)header.Kind} ({header.Kind}), not a queue (kind 8)");
         try
         {
-            // The immutable words, read once and kept (section 11.2).
-            byte* c = core.Segment.Data;
-            uint max = Volatile.Read(ref *(uint*)(c + QueueLayout.MaxMessages));
-            uint flavour = Volatile.Read(ref *(uint*)(c + QueueLayout.Flavour));
-            if (max is 0 or > Unbounded)
-                throw CorruptWords(name, $"max_messages {max} is not between 1 and 0x7FFFFFFF");
-            if (flavour > MaxFlavour)
-                throw CorruptWords(name, $"flavour {flavour} is not 0 to 3");
+            // The immutable words, read once and kept (section 11.2), checked on that copy.
+            Span<byte> words = stackalloc byte[ImmutableWords.BytesFor(SegmentKind.Queue)];
+            new ReadOnlySpan<byte>(core.Segment.Data, words.Length).CopyTo(words);
+            if (ImmutableWords.Problem(SegmentKind.Queue, words) is { } why) throw CorruptWords(name, why);
+            uint max = BinaryPrimitives.ReadUInt32LittleEndian(words[QueueLayout.MaxMessages..]);
+            uint flavour = BinaryPrimitives.ReadUInt32LittleEndian(words[QueueLayout.Flavour..]);
             var queue = new SharedQueue(core, max, (QueueFlavour)flavour);
             // The control words are checked now (section 11.2), so that a corrupt queue fails here, not later. Only a
             // recovery of the mutex (recovery_count moving) makes this process repair the ring (section 11.3): a

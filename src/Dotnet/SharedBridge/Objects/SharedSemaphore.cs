@@ -52,11 +52,7 @@ public sealed class SharedSemaphore : IDisposable
     /// <exception cref="TypeMismatchException">The segment is not a semaphore.</exception>
     public static SharedSemaphore Open(string name, OpenOptions? options = null)
     {
-        var (words, snapshot) = OpenChecked(OwnerName, name, options, SegmentKind.Semaphore, w =>
-        {
-            uint bounded = w[Bounded], max = w[MaxValue];
-            return bounded > 1 || max > ValueMax || (bounded == 0 && max != ValueMax) ? $"bounded {bounded}, max_value {max}" : null;
-        });
+        var (words, snapshot) = OpenChecked(OwnerName, name, options, SegmentKind.Semaphore);
         return new(words, snapshot);
     }
 

@@ -123,10 +123,9 @@ internal sealed unsafe partial class WaitWords
         SharedObjectCore.Open(owner, name, options, header => header.Kind == kind ? null
             : $"it is {Article(header.Kind)} {Describe(header.Kind)} segment (kind {(int)header.Kind}), not {Article(kind)} {Describe(kind)}");
 
-    /// <summary>Opens, reads the sixteen words once and checks the immutable ones on that copy with
-    /// <paramref name="check"/> (a reason, or null); the caller keeps the copy (section 10.2).</summary>
-    internal static (WaitWords Words, uint[] Snapshot) OpenChecked(string owner, string name, OpenOptions? options, SegmentKind kind,
-        Func<uint[], string?>? check = null)
+    /// <summary>Opens, reads the sixteen words once and checks the immutable ones on that copy (the rules of
+    /// <see cref="ImmutableWords"/>); the caller keeps the copy (section 10.2).</summary>
+    internal static (WaitWords Words, uint[] Snapshot) OpenChecked(string owner, string name, OpenOptions? options, SegmentKind kind)
     {
         var core = Open(owner, name, options, kind);
         var words = new WaitWords(core);
@@ -140,7 +139,7 @@ internal sealed unsafe partial class WaitWords
             core.Dispose();
             throw;
         }
-        if (check?.Invoke(snapshot) is { } why)
+        if (ImmutableWords.Problem(kind, System.Runtime.InteropServices.MemoryMarshal.AsBytes(snapshot.AsSpan())) is { } why)
         {
             core.Dispose();
             throw words.Corrupt(why);

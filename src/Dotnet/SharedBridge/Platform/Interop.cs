@@ -87,16 +87,15 @@ internal static unsafe partial class Interop
     internal const int O_CLOEXEC = 0x80000;
 
     /// <summary>open(2) wrapped into a SafeFileHandle; null (and the errno) on failure.</summary>
-    internal static SafeFileHandle? OpenFile(string path, int flags, uint mode, out int errno)
+    internal static SafeFileHandle? OpenFile(string path, int flags, uint mode, out int errno) =>
+        OwnedHandle(OpenRaw(path, flags, mode), out errno);
+
+    /// <summary>A descriptor just returned by a P/Invoke, wrapped into a SafeFileHandle; null (and that call's errno)
+    /// when it failed.</summary>
+    private static SafeFileHandle? OwnedHandle(int fd, out int errno)
     {
-        int fd = OpenRaw(path, flags, mode);
-        if (fd < 0)
-        {
-            errno = Marshal.GetLastPInvokeError();
-            return null;
-        }
-        errno = 0;
-        return new SafeFileHandle(fd, ownsHandle: true);
+        errno = fd < 0 ? Marshal.GetLastPInvokeError() : 0;
+        return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
     }
 
     [LibraryImport(Libc, EntryPoint = "ftruncate", SetLastError = true)]
@@ -206,17 +205,8 @@ internal static unsafe partial class Interop
     internal static partial int ClockGetTime(int clock, Timespec* time);
 
     /// <summary>shm_open wrapped into a SafeFileHandle; null (and the errno) on failure.</summary>
-    internal static SafeFileHandle? ShmOpen(string osName, int flags, uint mode, out int errno)
-    {
-        int fd = ShmOpenRaw(osName, flags, mode);
-        if (fd < 0)
-        {
-            errno = Marshal.GetLastPInvokeError();
-            return null;
-        }
-        errno = 0;
-        return new SafeFileHandle(fd, ownsHandle: true);
-    }
+    internal static SafeFileHandle? ShmOpen(string osName, int flags, uint mode, out int errno) =>
+        OwnedHandle(ShmOpenRaw(osName, flags, mode), out errno);
 
     /// <summary>The fields of struct stat SharedBridge needs. st_dev (0), st_ino (8) and st_size (48)
     /// sit at the same offsets in the x86_64 and the generic (aarch64) layouts; st_mode and st_uid
