@@ -236,6 +236,33 @@ def test_fork_children_never_unlink_their_parents_segments():
     assert not shm_exists(child.names[0])
 
 
+def test_fork_children_with_nothing_to_release_keep_the_default_action():
+    # A handler with nothing to do would only add CPython's lost-signal window (a Pool
+    # worker blocked in its task queue's lock when terminate() sends SIGTERM hung about one
+    # run in 300 on the ctypes path): such children restore the default action, and
+    # install again as soon as they create or take part in a segment.
+    child = Child(
+        "import multiprocessing as mp\n"
+        "def handlers(make=None):\n"
+        "    seg = make() if make else None\n"
+        "    return [signal.getsignal(s) is signal.SIG_DFL for s in (signal.SIGTERM, signal.SIGHUP)]\n"
+        "def make_owned():\n"
+        "    return sb.RawArray('i', 1)\n"
+        "a = sb.Array('i', 1)\n"
+        "report(a)\n"
+        "with mp.get_context('fork').Pool(1) as pool:\n"
+        "    print(pool.apply(handlers), pool.apply(handlers, (make_owned,)), flush=True)\n"
+        "shared = sb.RawArray('i', 1, lifetime='last-closer')\n"
+        "with mp.get_context('fork').Pool(1) as pool:\n"
+        "    print(pool.apply(handlers), handlers(), flush=True)\n"
+        "sys.stdin.readline()\n")
+    assert child.line() == "[True, True] [False, False]"
+    assert child.line() == "[False, False] [False, False]"   # it holds a last-closer segment
+    child.signal(signal.SIGTERM)
+    rc, out, err, left = child.finish()
+    assert rc == -signal.SIGTERM and err == "" and not left
+
+
 def test_handlers_are_installed_lazily_from_the_main_thread_only():
     child = Child(
         "before = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)]\n"

@@ -17,7 +17,10 @@ is blocked, would never run the handler and the process would hang for ever
 CPython's C handler: each delivery arms a POSIX timer that re-sends the signal to the
 main thread every 50 ms, which interrupts the blocking call (EINTR, CPython's handlers
 have no SA_RESTART) until _on_signal runs (it calls chain_stop first). Timers are not
-inherited: a fork child whose handler is still ours makes its own (_reset_in_child). On
+inherited: a fork child whose handler is still ours makes its own (_reset_in_child). A fork
+child with nothing to release (no last-closer segment inherited) restores the default
+action instead, so a Pool worker that only receives objects cannot hang this way on either
+path; it installs again when it creates or takes part in a segment itself. On
 the ctypes path (no accelerator, SHAREDBRIDGE_NO_ACCEL=1) there is no C code to do
 this: such a signal is lost until something else wakes the main thread (the process
 stays blocked and its segments stay); the advice is to build the accelerator (Python
@@ -316,12 +319,26 @@ def _on_signal(signum, frame):
 
 
 def _reset_in_child():
-    # A fork child keeps the handlers (harmless: the finalizers check the pid) but owns
-    # nothing yet: it installs again when it creates a segment itself.
+    # A fork child owns nothing yet: it installs again when it creates a segment itself.
+    global _checked
     _owned.clear()
     _exported.clear()
     _pending.clear()
     _names.clear()
+    if not len(_participants):
+        # Nothing here for the handler to release (a queue's enders ignore fork children),
+        # so the default action ends this process the same way, and without the lost-signal
+        # hang above: a Pool worker that only receives objects is stopped by terminate()
+        # even on the ctypes path. own(), participate() and at_end() install again.
+        for sig in list(_installed):
+            try:
+                if signal.getsignal(sig) is _on_signal:
+                    signal.signal(sig, signal.SIG_DFL)
+            except (ValueError, OSError, RuntimeError):
+                continue
+            _installed.discard(sig)
+        _checked = False
+        return
     # The re-send's timer is not inherited and this process's main thread is another
     # thread: make the child's own, for every signal whose handler is still ours.
     for sig in list(_installed):
