@@ -80,6 +80,12 @@ def main(argv=None):
     from sharedbridge._platform import robust_mutex as rm
 
     lock = sb.RLock()
+    # The package's non-blocking acquire: pthread_mutex_timedlock(m, PAST), or (earlier
+    # versions) pthread_mutex_clocklock(m, CLOCK_MONOTONIC, PAST).
+    if getattr(rm.lock_now, "__name__", "") == "pthread_mutex_timedlock":
+        pair = "lock_now(m, PAST); unlock(m)"
+    else:
+        pair = "lock_now(m, CLOCK, PAST); unlock(m)"
     g = {
         "m": lock._m, "lock_now": rm.lock_now, "unlock": rm.unlock,
         "CLOCK": rm.CLOCK_MONOTONIC, "PAST": rm.PAST, "cm": _Cm(),
@@ -87,7 +93,7 @@ def main(argv=None):
         "ma": multiprocessing.Array("q", 5), "mv": multiprocessing.Value("q", 0),
     }
     cases = {
-        "pair": "lock_now(m, CLOCK, PAST); unlock(m)",
+        "pair": pair,
         "with": "with cm: pass",
         "item": "item[2] += 1",
         "attr": "attr.value += 1",

@@ -80,8 +80,7 @@ class LockSlowPaths:
 
 
 # Module globals for the hot paths: one lookup each, no attribute access per call.
-_lock_now, _unlock = robust_mutex.lock_now, robust_mutex.unlock
-_CLOCK, _PAST = robust_mutex.CLOCK_MONOTONIC, robust_mutex.PAST
+_lock_now, _unlock, _PAST = robust_mutex.lock_now, robust_mutex.unlock, robust_mutex.PAST
 
 
 class PyLockCore(LockSlowPaths):
@@ -125,7 +124,7 @@ class PyLockCore(LockSlowPaths):
             return self._reacquire(block, timeout)
         if self._kind_view[0] != self._kind:
             self._check_kind()
-        rc = _lock_now(self._m, _CLOCK, _PAST)
+        rc = _lock_now(self._m, _PAST)
         if rc and not self._finish_acquire(rc, block, timeout):
             return False
         self._owner = me
@@ -194,7 +193,7 @@ def make(name):
         m = lk._m
         if lk._kind_view[0] != lk._kind:
             lk._check_kind()
-        rc = _lock_now(m, _CLOCK, _PAST)
+        rc = _lock_now(m, _PAST)
         if rc:
             lk._contended(rc)
         try:

@@ -1,12 +1,13 @@
 """The robust process-shared pthread mutex embedded at 0x1C0 (docs/format.md section 7).
 
-libc functions are bound once. The non-blocking acquire is ``pthread_mutex_clocklock``
-with a deadline already past ({-1, 0}), never ``pthread_mutex_trylock``: glibc's trylock
-leaves the caller's thread id in a not-recoverable mutex, after which every other
-acquirer hangs (section 7.3). It never blocks, so it is called through ``PyDLL`` (no GIL
-release/re-acquire: the cheapest ctypes call). Blocking waits use the same function
-through ``CDLL`` (the GIL is released) in 50 ms slices, so Ctrl-C still interrupts a
-blocked acquire and a stale owner is noticed.
+libc functions are bound once. The non-blocking acquire is ``pthread_mutex_timedlock``
+with a deadline already past ({-1, 0}), which glibc runs as ``pthread_mutex_clocklock``
+with that deadline (section 7.3), never ``pthread_mutex_trylock``: glibc's trylock leaves
+the caller's thread id in a not-recoverable mutex, after which every other acquirer hangs
+(section 7.3). It never blocks, so it is called through ``PyDLL`` (no GIL
+release/re-acquire: the cheapest ctypes call). Blocking waits use
+``pthread_mutex_clocklock`` (CLOCK_MONOTONIC) through ``CDLL`` (the GIL is released) in
+50 ms slices, so Ctrl-C still interrupts a blocked acquire and a stale owner is noticed.
 
 The mutex bytes are writable by every process that maps the segment: before every call
 the ``__kind`` word is compared with what section 7.2 initializes (glibc aborts the
@@ -60,18 +61,20 @@ class _Timespec(ctypes.Structure):
 
 try:
     _clocklock = _libc.pthread_mutex_clocklock        # glibc >= 2.30
-    lock_now = _py_int_function("pthread_mutex_clocklock")
     _CLOCK_ARGS = (CLOCK_MONOTONIC,)
     _clock_ns = time.monotonic_ns                       # CLOCK_MONOTONIC on Linux
 except AttributeError:                                  # older glibc: CLOCK_REALTIME deadlines
     _timedlock = _libc.pthread_mutex_timedlock
-    _pytimedlock = _py_int_function("pthread_mutex_timedlock")
     _CLOCK_ARGS = ()
     _clocklock = lambda m, ts: _timedlock(m, ts)        # noqa: E731
-    lock_now = lambda m, _clock, ts: _pytimedlock(m, ts)  # noqa: E731
     _clock_ns = time.time_ns
 
-# lock_now(m, CLOCK_MONOTONIC, PAST): the non-blocking acquire of section 7.3.
+# lock_now(m, PAST): the non-blocking acquire of section 7.3. pthread_mutex_timedlock with a
+# deadline already past is pthread_mutex_clocklock(m, CLOCK_MONOTONIC, PAST) in glibc (one
+# function, whose clock only a wait reads, and a negative deadline returns ETIMEDOUT before
+# any wait), with one argument less: a ctypes argument costs 25-70 ns (docs/api.md,
+# "The lock's fast path").
+lock_now = _py_int_function("pthread_mutex_timedlock")
 PAST = ctypes.byref(_Timespec(-1, 0))
 
 # glibc links every held robust mutex into the owning thread's robust list *through the
@@ -248,7 +251,7 @@ class RobustMutex:
         as section 7.3 says, without the warning: the caller only reads), False if it is
         busy (held by another thread, or this one). Release with unlock(self.m)."""
         self.check_kind()
-        rc = lock_now(self.m, CLOCK_MONOTONIC, PAST)
+        rc = lock_now(self.m, PAST)
         if rc in (EBUSY, ETIMEDOUT, EDEADLK):
             return False
         got = self.finish(rc, False, None) if rc else True
