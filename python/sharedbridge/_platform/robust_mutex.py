@@ -46,7 +46,7 @@ class _PyIntFunction(ctypes._CFuncPtr):
 
     PyDLL's functions are this class with ``_restype_ = c_int``; without a restype ctypes
     converts the C int to a Python int directly instead of going through the c_int type's
-    getter, which saves 20-75 ns per call (docs/api.md, "The lock's fast path")."""
+    getter, which saves 10-40 ns per call (docs/api.md, "The lock's fast path")."""
 
     _flags_ = ctypes._FUNCFLAG_CDECL | ctypes._FUNCFLAG_PYTHONAPI
 
