@@ -130,7 +130,8 @@ def main(argv=None):
            "pieces": {k: round(v, 1) for k, v in best.items()}, "floors": floors}
     print(f"Python {out['version']} ({sys.executable}): minimum of {args.rounds} x "
           f"{args.number}, ns, timeit loop subtracted", file=sys.stderr)
-    print("  " + ", ".join(f"{k} {v:.0f}" for k, v in out["pieces"].items() if not k.startswith("mp")),
+    pieces = out["pieces"].items()
+    print("  " + ", ".join(f"{k} {v:.0f}" for k, v in pieces if not k.startswith("mp")),
           file=sys.stderr)
     print(f"  {'idiom':10} {'mp':>6} {'calls':>6} {'x mp':>5} {'+python':>8} {'x mp':>5}",
           file=sys.stderr)
