@@ -22,7 +22,7 @@ import sharedbridge as sb
 from sharedbridge._format import header as H
 from sharedbridge._platform import robust_mutex
 
-from conftest import child_env, run_python
+from conftest import child_env, fresh_names, run_python
 
 _libc = ctypes.CDLL(None)
 
@@ -140,6 +140,52 @@ def test_wrong_kind_word_is_a_corrupt_lock_error(kind):
     _set_word(lock, robust_mutex.KIND_WORD, good)
     arr[0] = 7
     assert arr[0] == 7
+
+
+@pytest.fixture
+def ctl_names():
+    yield from fresh_names("sbt_ctl")
+
+
+def test_wrong_kind_word_stops_every_idiom_of_the_seeds(ctl_names):
+    # The four idioms of the seeds (a `with` block and the synchronized accessors, on an
+    # Array and a Value), each checking the kind before its pthread call.
+    arr, val = sb.Array("q", 3, name=ctl_names()), sb.Value("q", 0, name=ctl_names())
+
+    def with_block(obj, op):
+        with obj.get_lock():
+            op()
+
+    def increment(a):
+        a[1] += 1
+
+    def value_increment(v):
+        v.value += 1
+
+    idioms = {
+        "with arr.get_lock(): arr[1] += 1": lambda: with_block(arr, lambda: increment(arr)),
+        "arr[1] += 1": lambda: increment(arr),
+        "with v.get_lock(): v.value += 1": lambda: with_block(val, lambda: value_increment(val)),
+        "v.value += 1": lambda: value_increment(val),
+        "v.value": lambda: val.value,
+    }
+    try:
+        for obj in (arr, val):
+            good = _word(obj, robust_mutex.KIND_WORD)
+            _set_word(obj, robust_mutex.KIND_WORD, 0x7FFFFFFF)
+            for what, idiom in idioms.items():
+                if (obj is arr) == what.startswith(("with arr", "arr")):
+                    with pytest.raises(sb.CorruptLockError, match="kind"):
+                        idiom()
+            assert obj.get_lock().state == "corrupt"
+            _set_word(obj, robust_mutex.KIND_WORD, good)
+        for idiom in idioms.values():
+            idiom()
+        assert arr[1] == 2 and val.value == 2
+    finally:
+        for obj in (arr, val):
+            obj.get_lock().close()
+            obj.close()
 
 
 def test_priority_inheritance_kind_with_forged_owner_never_aborts():
