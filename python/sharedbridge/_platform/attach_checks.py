@@ -8,6 +8,12 @@ pread while the creator may still be writing it, then copied once into private m
 data_size bytes mapped (never the whole object, never resizing it). An object that
 changes size meanwhile is retried, then refused as corrupt. Joining a last-closer
 segment (step 8) is last_closer.join; the Segment around the result is segment.py's.
+
+With the compiled module (lock_core.accel), open_first() makes the system calls of steps
+1 to 4 in one call (open, fstat, the pread of the state and the pread of the private
+copy) and map_shared is compiled too; every rule stays here, applied to what they return
+(check_opened, _published, _decode_copy): the same checks in the same order, the same
+errors, as without it.
 """
 
 import os
@@ -21,6 +27,7 @@ from .._format.segment_name import validate_key
 from ..errors import CorruptSegmentError, SegmentNotReadyError
 from . import os_errors
 from .backend import open_object
+from .lock_core import accel
 from .mapping import map_shared
 
 # How many times attach starts over when the object changes size under it.
@@ -48,12 +55,45 @@ def check_object(name, fd, allow_other_owner):
     another user unless *allow_other_owner*. Returns the fstat result, which
     map_validated() takes for the object's identity and its first size."""
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
+    _check_stat(name, st.st_mode, st.st_uid, allow_other_owner)
+    return st
+
+
+def _check_stat(name, mode, uid, allow_other_owner):
+    """Step 2's rules on the fstat fields *mode* and *uid*."""
+    if not stat.S_ISREG(mode):
         raise os_errors.not_ours(name, "it is not a regular shared-memory object")
     # The effective uid is asked each time: a process may change it (seteuid).
-    if st.st_uid != os.geteuid() and not allow_other_owner:
-        raise os_errors.owned_by_other(name, st.st_uid)
-    return st
+    if uid != os.geteuid() and not allow_other_owner:
+        raise os_errors.owned_by_other(name, uid)
+
+
+# The arguments of accel.attach_read: the bytes up to the state word (step 3's poll),
+# read from objects of at least the fixed header's size, and the private copy's size.
+_POLL_LEN = H.STATE_OFFSET + 4
+
+
+def open_first(name):
+    """Step 1, and with the compiled module the system calls of steps 2 to 4: returns
+    (fd, first), *first* being None (nothing more was done) or accel.attach_read's tuple
+    (fd, st_mode, st_uid, st_dev, st_ino, st_size, poll, copy) for check_opened and
+    map_checked. Raises what open_existing raises."""
+    if _attach_read is not None:
+        validate_key(name)
+        first = _attach_read(name, _POLL_LEN, H.FIXED_SIZE, _COPY_READ)
+        if first is not None:
+            return first[0], first
+    return open_existing(name), None          # its errors, from its own calls
+
+
+def check_opened(name, fd, first, allow_other_owner):
+    """Step 2 on what open_first returned: returns the object's identity (st_dev, st_ino)
+    and its size, for map_checked."""
+    if first is None:
+        st = check_object(name, fd, allow_other_owner)
+        return ident_of(st), st.st_size
+    _check_stat(name, first[1], first[2], allow_other_owner)
+    return (first[3], first[4]), first[5]
 
 
 def ident_of(st):
@@ -73,14 +113,19 @@ def map_validated(name, fd, timeout, st=None):
     if st is None:
         st = os.fstat(fd)
     # A descriptor's device and inode never change: the identity is this fstat's.
-    ident = ident_of(st)
-    size = st.st_size
+    header, mm = map_checked(name, fd, timeout, st.st_size)
+    return header, mm, ident_of(st)
+
+
+def map_checked(name, fd, timeout, size, first=None):
+    """map_validated for an object whose size was *size* (check_opened's), returning
+    (header, mapping); *first* is open_first's, whose reads serve the first attempt."""
     deadline = time.monotonic() + timeout
     for _ in range(_SIZE_CHANGE_RETRIES):
         try:
-            header, mm = _attach_once(name, fd, deadline, timeout, size)
-            return header, mm, ident
+            return _attach_once(name, fd, deadline, timeout, size, first)
         except _SizeChanged:
+            first = None
             time.sleep(0.001)
             size = _size_of(fd)
     raise CorruptSegmentError(
@@ -106,7 +151,10 @@ assert _COPY_READ <= H._CACHE_MAX_BYTES
 
 
 def _pread_exactly(fd, n, offset):
-    data = os.pread(fd, n, offset)
+    return _exactly(os.pread(fd, n, offset), n)
+
+
+def _exactly(data, n):
     if len(data) != n:
         raise _SizeChanged()
     return data
@@ -189,23 +237,32 @@ def _check_data_words(name, header, mm):
             "docs/format.md section 10.2 forbids (a process overwrote it): recreate it")
 
 
-def _attach_once(name, fd, deadline, timeout, size):
-    """One attempt at steps 3 to 6 (raises _SizeChanged to start over)."""
+def _published(poll):
+    """Step 3 at its most common, a segment published before this attach: the bytes up
+    to the state word show the right magic and a non-zero state; anything else goes
+    through _wait_published."""
+    return len(poll) == _POLL_LEN and poll[:8] == H.MAGIC and poll[H.STATE_OFFSET:] != _STATE_0
+
+
+def _attach_once(name, fd, deadline, timeout, size, first=None):
+    """One attempt at steps 3 to 6 (raises _SizeChanged to start over). *first*:
+    open_first's tuple, whose poll and copy (read in that order from the object of
+    *size* bytes) are used instead of reading them again, or None."""
     n = min(size, _COPY_READ)
     published = False
     if size >= H.FIXED_SIZE:
-        # Step 3 at its most common, a segment published before this attach: one pread
-        # shows the right magic and a non-zero state; anything else goes through
-        # _wait_published.
-        poll = os.pread(fd, H.STATE_OFFSET + 4, 0)
-        published = (len(poll) == H.STATE_OFFSET + 4 and poll[:8] == H.MAGIC
-                     and poll[H.STATE_OFFSET:] != _STATE_0)
-    if not published:
-        size = _wait_published(name, fd, deadline, timeout, size)
-        n = min(size, _COPY_READ)
-    # Step 4, the private copy, read after the state word was seen published: bytes read
-    # together with the state could predate the creator's last stores (section 6.2).
-    header = _decode_copy(name, fd, _pread_exactly(fd, n, 0), size)
+        poll = os.pread(fd, _POLL_LEN, 0) if first is None else first[6]
+        published = _published(poll)
+    if published and first is not None:
+        head = _exactly(first[7], n)
+    else:
+        if not published:
+            size = _wait_published(name, fd, deadline, timeout, size)
+            n = min(size, _COPY_READ)
+        # Step 4, the private copy, read after the state word was seen published: bytes
+        # read together with the state could predate the creator's last stores (6.2).
+        head = _pread_exactly(fd, n, 0)
+    header = _decode_copy(name, fd, head, size)
     length = header.total_size
     # Step 6. Mapping never reads the object, so a shrink before the mmap is harmless
     # until the mapping is used; the size check after it catches any change since
@@ -227,3 +284,6 @@ def _attach_once(name, fd, deadline, timeout, size):
         raise error
     finally:
         del error
+
+
+_attach_read = accel.attach_read if accel is not None else None
