@@ -254,6 +254,10 @@ def checksum(buf, header_size):
     return zlib.crc32(buf[FIXED_SIZE:header_size], crc)
 
 
+# The kinds whose data area holds immutable words immutable_words_problem checks.
+IMMUTABLE_WORD_KINDS = (KIND_SEMAPHORE, KIND_BARRIER)
+
+
 def immutable_words_problem(kind, buf, offset):
     """What breaks section 10.2 in the immutable words of a semaphore's or a barrier's
     data area at *offset* of *buf* (``bounded``, ``max_value``; ``parties``), or None (also

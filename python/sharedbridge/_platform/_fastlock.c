@@ -3212,6 +3212,26 @@ done:
     return view;
 }
 
+/* map_sized(fd, length): (map_shared(fd, length), the object's size right after the
+ * mmap: lseek(fd, 0, SEEK_END), or -1 when that failed: the caller asks again itself, for
+ * its error). Section 6.2 step 6: the size check after the mapping, in the same call. */
+static PyObject *mod_map_sized(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *view = mod_map_shared(mod, args, nargs);
+    if (!view)
+        return NULL;
+    int fd = (int)PyLong_AsLong(args[0]);      /* map_shared checked it */
+    off_t size;
+    Py_BEGIN_ALLOW_THREADS
+    size = lseek(fd, 0, SEEK_END);
+    Py_END_ALLOW_THREADS
+    PyObject *n = PyLong_FromLongLong(size < 0 ? -1 : (long long)size);
+    PyObject *result = n ? PyTuple_Pack(2, view, n) : NULL;
+    Py_XDECREF(n);
+    Py_DECREF(view);
+    return result;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef module_methods[] = {
@@ -3248,6 +3268,9 @@ static PyMethodDef module_methods[] = {
     {"map_shared", (PyCFunction)(void (*)(void))mod_map_shared, METH_FASTCALL,
      "map_shared(fd, length) -> ctypes.c_char array\n\nmmap length bytes of fd read-write,\n"
      "MAP_SHARED, unmapped when the array (and every view of it) is gone (mapping.py)."},
+    {"map_sized", (PyCFunction)(void (*)(void))mod_map_sized, METH_FASTCALL,
+     "map_sized(fd, length) -> (mapping, size)\n\nmap_shared(fd, length), and the object's size\n"
+     "right after it (lseek to its end; -1 if that failed)."},
     {"chain_stop", chain_stop, METH_O,
      "chain_stop(signum)\n\nStop re-sending signum (the Python handler is running)."},
     {NULL}

@@ -12,7 +12,7 @@ segment (step 8) is last_closer.join; the Segment around the result is segment.p
 With the compiled module (lock_core.accel), open_first() makes the system calls of steps
 1 to 4 in one call (open, fstat, the pread of the state and the pread of the private
 copy) and map_shared is compiled too; every rule stays here, applied to what they return
-(check_opened, _published, _decode_copy): the same checks in the same order, the same
+(check_opened, _attach_once, _decode_copy): the same checks in the same order, the same
 errors, as without it.
 """
 
@@ -142,19 +142,18 @@ def _size_of(fd):
 
 
 # How much the private copy reads at once: the fixed header and, in the same pread, the
-# rest of any header of up to this size (kind 9 without a field table: at most 0x300
-# bytes); a longer header's remaining bytes are read by a second pread. Reading past
-# header_size reads bytes that are ignored; nothing is mapped before validation.
-_COPY_READ = 4096
+# rest of any header of up to this size (every kind without a field table: at most
+# 0x300 bytes, kind 9 of 32 dimensions; a structure of up to 7 fields of up to 8
+# dimensions); a longer header's remaining bytes are read by a second pread. Reading
+# past header_size reads bytes that are ignored; nothing is mapped before validation.
+# Not more: the copy is a kernel copy and an allocation on every attach.
+_COPY_READ = 1024
 # H.decode_image caches headers of at most this many bytes (its bound).
 assert _COPY_READ <= H._CACHE_MAX_BYTES
 
 
 def _pread_exactly(fd, n, offset):
-    return _exactly(os.pread(fd, n, offset), n)
-
-
-def _exactly(data, n):
+    data = os.pread(fd, n, offset)
     if len(data) != n:
         raise _SizeChanged()
     return data
@@ -223,6 +222,10 @@ def _decode_copy(name, fd, head, size):
     return H.decode(fixed, table, size, state, name)
 
 
+# The kinds with immutable words in their data area (what _check_data_words checks).
+_WORD_KINDS = (H.KIND_QUEUE,) + H.IMMUTABLE_WORD_KINDS
+
+
 def _check_data_words(name, header, mm):
     """Step 6: the immutable words of a semaphore's, a barrier's (docs/format.md section
     10.2) or a queue's (11.2) data area, checked by every open that maps it, untyped ones
@@ -237,13 +240,6 @@ def _check_data_words(name, header, mm):
             "docs/format.md section 10.2 forbids (a process overwrote it): recreate it")
 
 
-def _published(poll):
-    """Step 3 at its most common, a segment published before this attach: the bytes up
-    to the state word show the right magic and a non-zero state; anything else goes
-    through _wait_published."""
-    return len(poll) == _POLL_LEN and poll[:8] == H.MAGIC and poll[H.STATE_OFFSET:] != _STATE_0
-
-
 def _attach_once(name, fd, deadline, timeout, size, first=None):
     """One attempt at steps 3 to 6 (raises _SizeChanged to start over). *first*:
     open_first's tuple, whose poll and copy (read in that order from the object of
@@ -251,17 +247,24 @@ def _attach_once(name, fd, deadline, timeout, size, first=None):
     n = min(size, _COPY_READ)
     published = False
     if size >= H.FIXED_SIZE:
+        # Step 3 at its most common, a segment published before this attach: one pread
+        # shows the right magic and a non-zero state; anything else goes through
+        # _wait_published.
         poll = os.pread(fd, _POLL_LEN, 0) if first is None else first[6]
-        published = _published(poll)
-    if published and first is not None:
-        head = _exactly(first[7], n)
-    else:
-        if not published:
-            size = _wait_published(name, fd, deadline, timeout, size)
-            n = min(size, _COPY_READ)
-        # Step 4, the private copy, read after the state word was seen published: bytes
-        # read together with the state could predate the creator's last stores (6.2).
+        published = (len(poll) == _POLL_LEN and poll[:8] == H.MAGIC
+                     and poll[H.STATE_OFFSET:] != _STATE_0)
+    if not published:
+        size = _wait_published(name, fd, deadline, timeout, size)
+        n = min(size, _COPY_READ)
+        first = None
+    # Step 4, the private copy, read after the state word was seen published: bytes read
+    # together with the state could predate the creator's last stores (section 6.2).
+    if first is None:
         head = _pread_exactly(fd, n, 0)
+    else:
+        head = first[7]
+        if len(head) != n:
+            raise _SizeChanged()
     header = _decode_copy(name, fd, head, size)
     length = header.total_size
     # Step 6. Mapping never reads the object, so a shrink before the mmap is harmless
@@ -269,14 +272,17 @@ def _attach_once(name, fd, deadline, timeout, size, first=None):
     # *size* (which the header was validated against) before a byte is read through the
     # mapping (a read past the end would be a SIGBUS).
     try:
-        mm = map_shared(fd, length)
+        mm, now = _map_sized(fd, length)
     except (OSError, OverflowError, MemoryError) as e:
         error = os_errors.error_for(e, name, os_errors.MAP, length)
         if error is e:
             raise
     else:
-        if _size_of(fd) == size:
-            _check_data_words(name, header, mm)
+        if now < 0:
+            now = _size_of(fd)
+        if now == size:
+            if header.kind in _WORD_KINDS:
+                _check_data_words(name, header, mm)
             return header, mm
         del mm                      # unmapped now: nothing else refers to it
         raise _SizeChanged()
@@ -286,4 +292,10 @@ def _attach_once(name, fd, deadline, timeout, size, first=None):
         del error
 
 
+def _map_then_size(fd, length):
+    """accel.map_sized's twin: the mapping, and -1 for the size (not asked yet)."""
+    return map_shared(fd, length), -1
+
+
 _attach_read = accel.attach_read if accel is not None else None
+_map_sized = accel.map_sized if accel is not None else _map_then_size
