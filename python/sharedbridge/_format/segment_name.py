@@ -121,8 +121,16 @@ def _environ_get(name):
         data, encodekey, decodevalue = env._data, env.encodekey, env.decodevalue
     except AttributeError:
         return env.get(name)
-    raw = data.get(encodekey(name))
+    key = _environ_keys.get((encodekey, name))
+    if key is None:
+        key = _environ_keys[encodekey, name] = encodekey(name)
+    raw = data.get(key)
     return None if raw is None else decodevalue(raw)
+
+
+# (os.environ.encodekey, name) -> encodekey(name), for _environ_get (a pure function; the
+# few names this package reads).
+_environ_keys = {}
 
 
 def resolve_dir(directory=None):
@@ -175,6 +183,8 @@ def is_template(key):
 def validate_key(key):
     """Return *key* if it is a bare valid name or an absolute ``<dir>/<name>`` with a
     valid name; else InvalidNameError."""
+    if type(key) is str and key in _valid_names:       # a bare name validated before
+        return key
     if type(key) is str and key.startswith("/"):
         directory, _, name = key.rpartition("/")
         validate_name(name)

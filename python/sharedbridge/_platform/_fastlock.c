@@ -3112,9 +3112,10 @@ static PyObject *mod_attach_read(PyObject *mod, PyObject *const *args, Py_ssize_
         PyObject *p = got_poll < 0 ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(poll, got_poll);
         PyObject *c = got_copy < 0 ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(copy, got_copy);
         if (p && c)
-            result = Py_BuildValue("(iIIKKLNN)", fd, (unsigned int)st.st_mode,
+            result = Py_BuildValue("(iIIKKLNNI)", fd, (unsigned int)st.st_mode,
                                    (unsigned int)st.st_uid, (unsigned long long)st.st_dev,
-                                   (unsigned long long)st.st_ino, (long long)st.st_size, p, c);
+                                   (unsigned long long)st.st_ino, (long long)st.st_size, p, c,
+                                   (unsigned int)geteuid());
         else {
             Py_XDECREF(p);
             Py_XDECREF(c);
@@ -3261,7 +3262,7 @@ static PyMethodDef module_methods[] = {
      "QueueCore (queue_fast.py calls it once)."},
     {"attach_read", (PyCFunction)(void (*)(void))mod_attach_read, METH_FASTCALL,
      "attach_read(key, poll_len, min_size, copy_len) -> (fd, st_mode, st_uid, st_dev, st_ino,\n"
-     "st_size, poll, copy) or None\n\nOpen the segment object key, fstat it and, for a regular\n"
+     "st_size, poll, copy, euid) or None\n\nOpen the segment object key, fstat it and, for a regular\n"
      "file of at least min_size bytes, pread poll_len bytes at 0, then min(size, copy_len)\n"
      "(docs/format.md section 6.2 steps 1 to 4; attach_checks.py applies the rules). None\n"
      "when a call failed (nothing left open)."},

@@ -55,16 +55,16 @@ def check_object(name, fd, allow_other_owner):
     another user unless *allow_other_owner*. Returns the fstat result, which
     map_validated() takes for the object's identity and its first size."""
     st = os.fstat(fd)
-    _check_stat(name, st.st_mode, st.st_uid, allow_other_owner)
+    # The effective uid is asked each time: a process may change it (seteuid).
+    _check_stat(name, st.st_mode, st.st_uid, os.geteuid(), allow_other_owner)
     return st
 
 
-def _check_stat(name, mode, uid, allow_other_owner):
-    """Step 2's rules on the fstat fields *mode* and *uid*."""
+def _check_stat(name, mode, uid, euid, allow_other_owner):
+    """Step 2's rules on the fstat fields *mode* and *uid*, *euid* the effective uid."""
     if not stat.S_ISREG(mode):
         raise os_errors.not_ours(name, "it is not a regular shared-memory object")
-    # The effective uid is asked each time: a process may change it (seteuid).
-    if uid != os.geteuid() and not allow_other_owner:
+    if uid != euid and not allow_other_owner:
         raise os_errors.owned_by_other(name, uid)
 
 
@@ -76,7 +76,7 @@ _POLL_LEN = H.STATE_OFFSET + 4
 def open_first(name):
     """Step 1, and with the compiled module the system calls of steps 2 to 4: returns
     (fd, first), *first* being None (nothing more was done) or accel.attach_read's tuple
-    (fd, st_mode, st_uid, st_dev, st_ino, st_size, poll, copy) for check_opened and
+    (fd, st_mode, st_uid, st_dev, st_ino, st_size, poll, copy, euid) for check_opened and
     map_checked. Raises what open_existing raises."""
     if _attach_read is not None:
         validate_key(name)
@@ -92,7 +92,7 @@ def check_opened(name, fd, first, allow_other_owner):
     if first is None:
         st = check_object(name, fd, allow_other_owner)
         return ident_of(st), st.st_size
-    _check_stat(name, first[1], first[2], allow_other_owner)
+    _check_stat(name, first[1], first[2], first[8], allow_other_owner)
     return (first[3], first[4]), first[5]
 
 

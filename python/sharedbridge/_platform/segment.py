@@ -145,7 +145,8 @@ class Segment:
         memory stays valid for every object still using it."""
         if self._finalizer is not None:
             self._finalizer()
-        exit_cleanup.forget_export(self)
+            # Only a Segment with a finalizer is ever exported (export()).
+            exit_cleanup.forget_export(self)
 
     def unlink(self):
         """Remove the name now, whoever created it; SegmentNotFoundError if it is gone or
