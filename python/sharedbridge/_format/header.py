@@ -5,7 +5,6 @@ checks every field and bound, and returns an immutable :class:`SegmentHeader` th
 rest of the package uses instead of re-reading shared memory.
 """
 
-import functools
 import platform
 import re
 import struct
@@ -254,6 +253,10 @@ def checksum(buf, header_size):
     return zlib.crc32(buf[FIXED_SIZE:header_size], crc)
 
 
+# The kinds whose data area holds immutable words immutable_words_problem checks.
+IMMUTABLE_WORD_KINDS = (KIND_SEMAPHORE, KIND_BARRIER)
+
+
 def immutable_words_problem(kind, buf, offset):
     """What breaks section 10.2 in the immutable words of a semaphore's or a barrier's
     data area at *offset* of *buf* (``bounded``, ``max_value``; ``parties``), or None (also
@@ -306,11 +309,13 @@ def peek_header_size(fixed):
 # varies within a process), so a header whose exact bytes were validated before is not
 # validated again.
 # Only successful decodes are kept (an exception is never cached: a refused header is
-# refused afresh each time), keyed by every byte of the private copy, so that any
-# changed byte, another size or another name is a miss and decodes from scratch. The
-# SegmentHeader is frozen and holds only tuples, ints and strs: no caller can change a
-# cached one. Bounded: at most _CACHE_ENTRIES headers of at most _CACHE_MAX_BYTES bytes
-# each (larger ones, long field tables, are decoded every time).
+# refused afresh each time), one per name with the exact bytes of the private copy and the
+# object size it was decoded with: any changed byte, another size or another name is a
+# miss and decodes from scratch (a hit compares the bytes, which costs less than hashing
+# them). The SegmentHeader is frozen and holds only tuples, ints and strs: no caller can
+# change a cached one. Bounded: at most _CACHE_ENTRIES names (the oldest goes first) and
+# headers of at most _CACHE_MAX_BYTES bytes (larger ones, long field tables, are decoded
+# every time).
 _CACHE_ENTRIES = 128
 _CACHE_MAX_BYTES = 4096
 
@@ -344,16 +349,30 @@ def _decode_image(image, object_size, name):
                          struct.unpack_from("<I", image, STATE_OFFSET)[0], name)
 
 
-# decode_image(image, object_size, name=None): decode() of a header read in one piece:
-# *image* is the private copy of bytes 0..header_size-1 (a bytes object of 512 to
-# _CACHE_MAX_BYTES bytes), whose state word is the state. The one cached decode (attach
-# reads every header of up to _CACHE_MAX_BYTES in one piece; decode() serves the rest).
-decode_image = functools.lru_cache(maxsize=_CACHE_ENTRIES, typed=True)(_decode_image)
+# name -> (image, object_size, SegmentHeader): decode_image's cache (above).
+_decoded = {}
+
+
+def decode_image(image, object_size, name=None):
+    """decode() of a header read in one piece: *image* is the private copy of bytes
+    0..header_size-1 (a bytes object of 512 to _CACHE_MAX_BYTES bytes), whose state word is
+    the state. The one cached decode (attach reads every header of up to _CACHE_MAX_BYTES
+    in one piece; decode() serves the rest)."""
+    entry = _decoded.get(name)
+    if entry is not None and entry[1] == object_size and entry[0] == image:
+        return entry[2]
+    header = _decode_image(image, object_size, name)
+    if (type(image) is bytes and len(image) <= _CACHE_MAX_BYTES
+            and type(object_size) is int and (name is None or type(name) is str)):
+        if len(_decoded) >= _CACHE_ENTRIES and name not in _decoded:
+            _decoded.pop(next(iter(_decoded), None), None)
+        _decoded[name] = (image, object_size, header)
+    return header
 
 
 def clear_decode_cache():
     """Forget every cached decode (tests)."""
-    decode_image.cache_clear()
+    _decoded.clear()
 
 
 def _decode(fixed, table, object_size, state, name):

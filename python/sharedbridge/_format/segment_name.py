@@ -110,13 +110,36 @@ def os_name(name):
 
 # ---------------------------------------------------------------- directories (1.3)
 
+def _environ_get(name):
+    """os.environ.get(name), read without the KeyError that os.environ.get raises and
+    catches inside for a variable that is not set (the common case: that exception was
+    about 3 us of every attach). CPython's os.environ keeps the values it holds in its
+    _data dict under encodekey(name), which is what its get reads; an os.environ that is
+    not that object (replaced by a test, another implementation) is asked with get()."""
+    env = os.environ
+    try:
+        data, encodekey, decodevalue = env._data, env.encodekey, env.decodevalue
+    except AttributeError:
+        return env.get(name)
+    key = _environ_keys.get((encodekey, name))
+    if key is None:
+        key = _environ_keys[encodekey, name] = encodekey(name)
+    raw = data.get(key)
+    return None if raw is None else decodevalue(raw)
+
+
+# (os.environ.encodekey, name) -> encodekey(name), for _environ_get (a pure function; the
+# few names this package reads).
+_environ_keys = {}
+
+
 def resolve_dir(directory=None):
     """The directory of the directory backend that *directory* (the per-object option)
     or else SHAREDBRIDGE_DIR names, normalized to an absolute path; None for the POSIX
     shared-memory objects (no option, no variable, or /dev/shm itself). Raises
     NotADirectoryError (or FileNotFoundError) when it names no directory."""
     if directory is None:
-        directory = os.environ.get(DIR_ENV) or None
+        directory = _environ_get(DIR_ENV) or None
         source = DIR_ENV
     else:
         source = "dir"
@@ -160,6 +183,8 @@ def is_template(key):
 def validate_key(key):
     """Return *key* if it is a bare valid name or an absolute ``<dir>/<name>`` with a
     valid name; else InvalidNameError."""
+    if type(key) is str and key in _valid_names:       # a bare name validated before
+        return key
     if type(key) is str and key.startswith("/"):
         directory, _, name = key.rpartition("/")
         validate_name(name)

@@ -33,6 +33,11 @@
  * It also holds chain_resend()/chain_stop(), the re-send that makes the Python-level
  * signal handler of exit_cleanup.py run even when the main thread is blocked in a C call
  * (see "signal re-send" below and docs/api.md, "Endings").
+ *
+ * And the system calls of attaching a segment (see "attach" below): attach_read() opens
+ * the object, fstats it and reads the first bytes of its header in one call, map_shared()
+ * maps a descriptor; every rule (what the fstat and the bytes must be, what is mapped) is
+ * attach_checks.py's, applied in Python to what these return.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -49,11 +54,14 @@
 #include <math.h>
 #include <signal.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #if defined(__linux__)
 #include <sys/syscall.h>
 #endif
 
-#define INTERFACE 7     /* lock_core.py refuses a module built from another version */
+#define INTERFACE 8     /* lock_core.py refuses a module built from another version */
 
 /* The stable ABI (Py_LIMITED_API=0x030C0000, an abi3 module for CPython 3.12+:
  * scripts/build_fastlock.py --limited-api): the same code with the limited API's functions
@@ -3030,6 +3038,201 @@ static PyObject *chain_stop(PyObject *mod, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ attach */
+/* The system calls of docs/format.md section 6.2 steps 1 to 4 and 6, for
+ * attach_checks.py, which applies every rule to what they return (this file checks
+ * nothing of a header); its twin without this module is attach_checks.py's own calls
+ * (os.open/shm_open, os.fstat, os.pread, mapping.py's ctypes mmap). */
+
+/* attach_read(key, poll_len, min_size, copy_len): open the segment object *key* (a bare
+ * name: shm_open("/" + key, O_RDWR); "/...": open(key, O_RDWR | O_NOFOLLOW | O_CLOEXEC),
+ * as backend.py does), fstat it and, for a regular file of at least min_size bytes, pread
+ * poll_len bytes at 0 and then min(size, copy_len) bytes at 0 (the private copy is read
+ * after the bytes showing the state, as section 6.2 step 4 requires). Returns (fd,
+ * st_mode, st_uid, st_dev, st_ino, st_size, poll, copy), poll and copy None when not
+ * read, a read shorter than asked as it was read; None when any call failed (nothing is
+ * left open): the caller then does the same steps itself, whose errors it reports. */
+static PyObject *mod_attach_read(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "attach_read(key: str, poll_len, min_size, copy_len)");
+        return NULL;
+    }
+    Py_ssize_t poll_len = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t min_size = poll_len == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[2]);
+    Py_ssize_t copy_len = min_size == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[3]);
+    if (copy_len == -1 && PyErr_Occurred())
+        return NULL;
+    if (poll_len <= 0 || copy_len <= 0 || poll_len > (1 << 20) || copy_len > (1 << 20)
+        || min_size < poll_len) {
+        PyErr_SetString(PyExc_ValueError, "attach_read: 0 < poll_len <= min_size, 0 < copy_len <= 1 MiB");
+        return NULL;
+    }
+    PyObject *encoded = PyUnicode_EncodeFSDefault(args[0]);
+    if (!encoded)
+        return NULL;
+    const char *key = PyBytes_AS_STRING(encoded);
+    Py_ssize_t key_len = PyBytes_GET_SIZE(encoded);
+    if (key_len == 0 || (Py_ssize_t)strlen(key) != key_len) {    /* the caller's errors */
+        Py_DECREF(encoded);
+        Py_RETURN_NONE;
+    }
+    char *buf = PyMem_Malloc(poll_len + copy_len + key_len + 2);
+    if (!buf) {
+        Py_DECREF(encoded);
+        return PyErr_NoMemory();
+    }
+    char *poll = buf, *copy = buf + poll_len, *shm_name = copy + copy_len;
+    int fd, ok = 0, is_path = key[0] == '/';
+    struct stat st;
+    ssize_t got_poll = -1, got_copy = -1;
+    if (!is_path) {
+        shm_name[0] = '/';
+        memcpy(shm_name + 1, key, key_len + 1);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    fd = is_path ? open(key, O_RDWR | O_NOFOLLOW | O_CLOEXEC) : shm_open(shm_name, O_RDWR, 0);
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        ok = 1;
+        if (S_ISREG(st.st_mode) && st.st_size >= min_size) {
+            got_poll = pread(fd, poll, poll_len, 0);
+            Py_ssize_t n = st.st_size < copy_len ? (Py_ssize_t)st.st_size : copy_len;
+            got_copy = got_poll < 0 ? -1 : pread(fd, copy, n, 0);
+            ok = got_copy >= 0;
+        }
+    }
+    if (fd >= 0 && !ok)
+        close(fd);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(encoded);
+    PyObject *result = NULL;
+    if (!ok) {
+        result = Py_NewRef(Py_None);
+    } else {
+        PyObject *p = got_poll < 0 ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(poll, got_poll);
+        PyObject *c = got_copy < 0 ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(copy, got_copy);
+        if (p && c)
+            result = Py_BuildValue("(iIIKKLNNI)", fd, (unsigned int)st.st_mode,
+                                   (unsigned int)st.st_uid, (unsigned long long)st.st_dev,
+                                   (unsigned long long)st.st_ino, (long long)st.st_size, p, c,
+                                   (unsigned int)geteuid());
+        else {
+            Py_XDECREF(p);
+            Py_XDECREF(c);
+        }
+        if (!result)
+            close(fd);
+    }
+    PyMem_Free(buf);
+    return result;
+}
+
+/* The mapping's munmap, when its capsule (in the mapping view's __dict__) is collected. */
+#define MAPPING_CAPSULE "sharedbridge.mapping"
+
+static void unmap_capsule(PyObject *capsule)
+{
+    void *addr = PyCapsule_GetPointer(capsule, MAPPING_CAPSULE);
+    size_t length = (size_t)(uintptr_t)PyCapsule_GetContext(capsule);
+    if (addr)
+        munmap(addr, length);
+    else
+        PyErr_Clear();
+}
+
+static PyObject *s_from_address, *s_sb_unmapper, *g_c_char;
+
+/* map_shared(fd, length): mapping.map_shared's mmap, made here: mmap(length, read-write,
+ * MAP_SHARED) of fd at 0, returned as (ctypes.c_char * length).from_address(address)
+ * whose __dict__["_sb_unmapper"] unmaps it when collected (after every view of it).
+ * mapping.py's errors: ValueError (length <= 0), OverflowError (2**63 or more),
+ * OSError(errno, strerror) when mmap fails. */
+static PyObject *mod_map_shared(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "map_shared(fd, length)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        errno = EBADF;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    int overflow;
+    long long length = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+    if (length == -1 && PyErr_Occurred())
+        return NULL;
+    /* mapping.py's errors, in its order */
+    if (overflow < 0 || (!overflow && length <= 0)) {
+        PyErr_SetString(PyExc_ValueError, "cannot map an empty segment");
+        return NULL;
+    }
+    if (overflow > 0) {
+        PyErr_SetString(PyExc_OverflowError, "mapping length too large");
+        return NULL;
+    }
+    if (!g_c_char) {
+        PyObject *ctypes = PyImport_ImportModule("ctypes");
+        if (!ctypes)
+            return NULL;
+        g_c_char = PyObject_GetAttrString(ctypes, "c_char");
+        Py_DECREF(ctypes);
+        if (!g_c_char)
+            return NULL;
+    }
+    void *addr;
+    Py_BEGIN_ALLOW_THREADS
+    addr = mmap(NULL, (size_t)length, PROT_READ | PROT_WRITE, MAP_SHARED, (int)fd, 0);
+    Py_END_ALLOW_THREADS
+    if (addr == MAP_FAILED)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    PyObject *view = NULL, *type = NULL, *n = NULL, *where = NULL;
+    PyObject *capsule = PyCapsule_New(addr, MAPPING_CAPSULE, unmap_capsule);
+    if (!capsule) {
+        munmap(addr, (size_t)length);
+        return NULL;
+    }
+    if (PyCapsule_SetContext(capsule, (void *)(uintptr_t)length) < 0) {
+        PyCapsule_SetDestructor(capsule, NULL);
+        munmap(addr, (size_t)length);
+        goto done;
+    }
+    if (!(n = PyLong_FromLongLong(length)) || !(type = PyNumber_Multiply(g_c_char, n))
+        || !(where = PyLong_FromVoidPtr(addr))
+        || !(view = PyObject_CallMethodOneArg(type, s_from_address, where)))
+        goto done;
+    if (PyObject_SetAttr(view, s_sb_unmapper, capsule) < 0)
+        Py_CLEAR(view);
+done:
+    Py_XDECREF(n);
+    Py_XDECREF(type);
+    Py_XDECREF(where);
+    Py_DECREF(capsule);
+    return view;
+}
+
+/* map_sized(fd, length): (map_shared(fd, length), the object's size right after the
+ * mmap: lseek(fd, 0, SEEK_END), or -1 when that failed: the caller asks again itself, for
+ * its error). Section 6.2 step 6: the size check after the mapping, in the same call. */
+static PyObject *mod_map_sized(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *view = mod_map_shared(mod, args, nargs);
+    if (!view)
+        return NULL;
+    int fd = (int)PyLong_AsLong(args[0]);      /* map_shared checked it */
+    off_t size;
+    Py_BEGIN_ALLOW_THREADS
+    size = lseek(fd, 0, SEEK_END);
+    Py_END_ALLOW_THREADS
+    PyObject *n = PyLong_FromLongLong(size < 0 ? -1 : (long long)size);
+    PyObject *result = n ? PyTuple_Pack(2, view, n) : NULL;
+    Py_XDECREF(n);
+    Py_DECREF(view);
+    return result;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef module_methods[] = {
@@ -3057,6 +3260,18 @@ static PyMethodDef module_methods[] = {
     {"queue_setup", (PyCFunction)(void (*)(void))mod_queue_setup, METH_FASTCALL,
      "queue_setup(signal, full, empty, decode, hooks)\n\nThe exceptions and the decoder of\n"
      "QueueCore (queue_fast.py calls it once)."},
+    {"attach_read", (PyCFunction)(void (*)(void))mod_attach_read, METH_FASTCALL,
+     "attach_read(key, poll_len, min_size, copy_len) -> (fd, st_mode, st_uid, st_dev, st_ino,\n"
+     "st_size, poll, copy, euid) or None\n\nOpen the segment object key, fstat it and, for a regular\n"
+     "file of at least min_size bytes, pread poll_len bytes at 0, then min(size, copy_len)\n"
+     "(docs/format.md section 6.2 steps 1 to 4; attach_checks.py applies the rules). None\n"
+     "when a call failed (nothing left open)."},
+    {"map_shared", (PyCFunction)(void (*)(void))mod_map_shared, METH_FASTCALL,
+     "map_shared(fd, length) -> ctypes.c_char array\n\nmmap length bytes of fd read-write,\n"
+     "MAP_SHARED, unmapped when the array (and every view of it) is gone (mapping.py)."},
+    {"map_sized", (PyCFunction)(void (*)(void))mod_map_sized, METH_FASTCALL,
+     "map_sized(fd, length) -> (mapping, size)\n\nmap_shared(fd, length), and the object's size\n"
+     "right after it (lseek to its end; -1 if that failed)."},
     {"chain_stop", chain_stop, METH_O,
      "chain_stop(signum)\n\nStop re-sending signum (the Python handler is running)."},
     {NULL}
@@ -3104,6 +3319,8 @@ PyMODINIT_FUNC PyInit__fastlock(void)
     INTERN(s_before_commit, "_before_commit");
     INTERN(s_after_commit, "_after_commit");
     INTERN(s_before_done, "_before_done");
+    INTERN(s_from_address, "from_address");
+    INTERN(s_sb_unmapper, "_sb_unmapper");
     if (!(g_zero = PyLong_FromLong(0)))
         return NULL;
 #ifdef Py_LIMITED_API

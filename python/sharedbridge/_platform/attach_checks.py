@@ -8,6 +8,12 @@ pread while the creator may still be writing it, then copied once into private m
 data_size bytes mapped (never the whole object, never resizing it). An object that
 changes size meanwhile is retried, then refused as corrupt. Joining a last-closer
 segment (step 8) is last_closer.join; the Segment around the result is segment.py's.
+
+With the compiled module (lock_core.accel), open_first() makes the system calls of steps
+1 to 4 in one call (open, fstat, the pread of the state and the pread of the private
+copy) and map_shared is compiled too; every rule stays here, applied to what they return
+(check_opened, _attach_once, _decode_copy): the same checks in the same order, the same
+errors, as without it.
 """
 
 import os
@@ -21,6 +27,7 @@ from .._format.segment_name import validate_key
 from ..errors import CorruptSegmentError, SegmentNotReadyError
 from . import os_errors
 from .backend import open_object
+from .lock_core import accel
 from .mapping import map_shared
 
 # How many times attach starts over when the object changes size under it.
@@ -48,12 +55,45 @@ def check_object(name, fd, allow_other_owner):
     another user unless *allow_other_owner*. Returns the fstat result, which
     map_validated() takes for the object's identity and its first size."""
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise os_errors.not_ours(name, "it is not a regular shared-memory object")
     # The effective uid is asked each time: a process may change it (seteuid).
-    if st.st_uid != os.geteuid() and not allow_other_owner:
-        raise os_errors.owned_by_other(name, st.st_uid)
+    _check_stat(name, st.st_mode, st.st_uid, os.geteuid(), allow_other_owner)
     return st
+
+
+def _check_stat(name, mode, uid, euid, allow_other_owner):
+    """Step 2's rules on the fstat fields *mode* and *uid*, *euid* the effective uid."""
+    if not stat.S_ISREG(mode):
+        raise os_errors.not_ours(name, "it is not a regular shared-memory object")
+    if uid != euid and not allow_other_owner:
+        raise os_errors.owned_by_other(name, uid)
+
+
+# The arguments of accel.attach_read: the bytes up to the state word (step 3's poll),
+# read from objects of at least the fixed header's size, and the private copy's size.
+_POLL_LEN = H.STATE_OFFSET + 4
+
+
+def open_first(name):
+    """Step 1, and with the compiled module the system calls of steps 2 to 4: returns
+    (fd, first), *first* being None (nothing more was done) or accel.attach_read's tuple
+    (fd, st_mode, st_uid, st_dev, st_ino, st_size, poll, copy, euid) for check_opened and
+    map_checked. Raises what open_existing raises."""
+    if _attach_read is not None:
+        validate_key(name)
+        first = _attach_read(name, _POLL_LEN, H.FIXED_SIZE, _COPY_READ)
+        if first is not None:
+            return first[0], first
+    return open_existing(name), None          # its errors, from its own calls
+
+
+def check_opened(name, fd, first, allow_other_owner):
+    """Step 2 on what open_first returned: returns the object's identity (st_dev, st_ino)
+    and its size, for map_checked."""
+    if first is None:
+        st = check_object(name, fd, allow_other_owner)
+        return ident_of(st), st.st_size
+    _check_stat(name, first[1], first[2], first[8], allow_other_owner)
+    return (first[3], first[4]), first[5]
 
 
 def ident_of(st):
@@ -73,14 +113,19 @@ def map_validated(name, fd, timeout, st=None):
     if st is None:
         st = os.fstat(fd)
     # A descriptor's device and inode never change: the identity is this fstat's.
-    ident = ident_of(st)
-    size = st.st_size
+    header, mm = map_checked(name, fd, timeout, st.st_size)
+    return header, mm, ident_of(st)
+
+
+def map_checked(name, fd, timeout, size, first=None):
+    """map_validated for an object whose size was *size* (check_opened's), returning
+    (header, mapping); *first* is open_first's, whose reads serve the first attempt."""
     deadline = time.monotonic() + timeout
     for _ in range(_SIZE_CHANGE_RETRIES):
         try:
-            header, mm = _attach_once(name, fd, deadline, timeout, size)
-            return header, mm, ident
+            return _attach_once(name, fd, deadline, timeout, size, first)
         except _SizeChanged:
+            first = None
             time.sleep(0.001)
             size = _size_of(fd)
     raise CorruptSegmentError(
@@ -97,10 +142,12 @@ def _size_of(fd):
 
 
 # How much the private copy reads at once: the fixed header and, in the same pread, the
-# rest of any header of up to this size (kind 9 without a field table: at most 0x300
-# bytes); a longer header's remaining bytes are read by a second pread. Reading past
-# header_size reads bytes that are ignored; nothing is mapped before validation.
-_COPY_READ = 4096
+# rest of any header of up to this size (every kind without a field table: at most
+# 0x300 bytes, kind 9 of 32 dimensions; a structure of up to 7 fields of up to 8
+# dimensions); a longer header's remaining bytes are read by a second pread. Reading
+# past header_size reads bytes that are ignored; nothing is mapped before validation.
+# Not more: the copy is a kernel copy and an allocation on every attach.
+_COPY_READ = 1024
 # H.decode_image caches headers of at most this many bytes (its bound).
 assert _COPY_READ <= H._CACHE_MAX_BYTES
 
@@ -175,6 +222,10 @@ def _decode_copy(name, fd, head, size):
     return H.decode(fixed, table, size, state, name)
 
 
+# The kinds with immutable words in their data area (what _check_data_words checks).
+_WORD_KINDS = (H.KIND_QUEUE,) + H.IMMUTABLE_WORD_KINDS
+
+
 def _check_data_words(name, header, mm):
     """Step 6: the immutable words of a semaphore's, a barrier's (docs/format.md section
     10.2) or a queue's (11.2) data area, checked by every open that maps it, untyped ones
@@ -189,37 +240,49 @@ def _check_data_words(name, header, mm):
             "docs/format.md section 10.2 forbids (a process overwrote it): recreate it")
 
 
-def _attach_once(name, fd, deadline, timeout, size):
-    """One attempt at steps 3 to 6 (raises _SizeChanged to start over)."""
+def _attach_once(name, fd, deadline, timeout, size, first=None):
+    """One attempt at steps 3 to 6 (raises _SizeChanged to start over). *first*:
+    open_first's tuple, whose poll and copy (read in that order from the object of
+    *size* bytes) are used instead of reading them again, or None."""
     n = min(size, _COPY_READ)
     published = False
     if size >= H.FIXED_SIZE:
         # Step 3 at its most common, a segment published before this attach: one pread
         # shows the right magic and a non-zero state; anything else goes through
         # _wait_published.
-        poll = os.pread(fd, H.STATE_OFFSET + 4, 0)
-        published = (len(poll) == H.STATE_OFFSET + 4 and poll[:8] == H.MAGIC
+        poll = os.pread(fd, _POLL_LEN, 0) if first is None else first[6]
+        published = (len(poll) == _POLL_LEN and poll[:8] == H.MAGIC
                      and poll[H.STATE_OFFSET:] != _STATE_0)
     if not published:
         size = _wait_published(name, fd, deadline, timeout, size)
         n = min(size, _COPY_READ)
+        first = None
     # Step 4, the private copy, read after the state word was seen published: bytes read
     # together with the state could predate the creator's last stores (section 6.2).
-    header = _decode_copy(name, fd, _pread_exactly(fd, n, 0), size)
+    if first is None:
+        head = _pread_exactly(fd, n, 0)
+    else:
+        head = first[7]
+        if len(head) != n:
+            raise _SizeChanged()
+    header = _decode_copy(name, fd, head, size)
     length = header.total_size
     # Step 6. Mapping never reads the object, so a shrink before the mmap is harmless
     # until the mapping is used; the size check after it catches any change since
     # *size* (which the header was validated against) before a byte is read through the
     # mapping (a read past the end would be a SIGBUS).
     try:
-        mm = map_shared(fd, length)
+        mm, now = _map_sized(fd, length)
     except (OSError, OverflowError, MemoryError) as e:
         error = os_errors.error_for(e, name, os_errors.MAP, length)
         if error is e:
             raise
     else:
-        if _size_of(fd) == size:
-            _check_data_words(name, header, mm)
+        if now < 0:
+            now = _size_of(fd)
+        if now == size:
+            if header.kind in _WORD_KINDS:
+                _check_data_words(name, header, mm)
             return header, mm
         del mm                      # unmapped now: nothing else refers to it
         raise _SizeChanged()
@@ -227,3 +290,12 @@ def _attach_once(name, fd, deadline, timeout, size):
         raise error
     finally:
         del error
+
+
+def _map_then_size(fd, length):
+    """accel.map_sized's twin: the mapping, and -1 for the size (not asked yet)."""
+    return map_shared(fd, length), -1
+
+
+_attach_read = accel.attach_read if accel is not None else None
+_map_sized = accel.map_sized if accel is not None else _map_then_size

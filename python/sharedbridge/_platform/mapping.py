@@ -10,13 +10,17 @@ address (``Segment.mm``: a writable buffer that supports len, slicing, struct.pa
 and from_buffer like an mmap) whose instance dictionary holds an _Unmapper: munmap(2)
 runs when the last object using the mapping (every from_buffer view, memoryview and
 numpy array keeps it alive) is gone. A mutex view pinned in robust_mutex.PINNED keeps its
-mapping for the life of the process.
+mapping for the life of the process. With the compiled module (lock_core.accel), its
+map_shared makes the same view in one call (a capsule that unmaps in place of the
+_Unmapper): ctypes' call overhead is a sizeable share of an attach.
 """
 
 import ctypes
 import mmap
 import os
 import threading
+
+from .lock_core import accel
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _mmap = _libc.mmap
@@ -65,6 +69,10 @@ def map_shared(fd, length):
         raise
     view.__dict__["_sb_unmapper"] = _Unmapper(addr, length)
     return view
+
+
+if accel is not None:
+    map_shared = accel.map_shared       # the same function, its errors included
 
 
 def fence():

@@ -145,7 +145,8 @@ class Segment:
         memory stays valid for every object still using it."""
         if self._finalizer is not None:
             self._finalizer()
-        exit_cleanup.forget_export(self)
+            # Only a Segment with a finalizer is ever exported (export()).
+            exit_cleanup.forget_export(self)
 
     def unlink(self):
         """Remove the name now, whoever created it; SegmentNotFoundError if it is gone or
@@ -554,20 +555,20 @@ def open_segment(name, timeout=5.0, allow_other_owner=False, join=True, wait_for
 
 
 def _open_once(name, timeout, allow_other_owner, join):
-    fd = attach_checks.open_existing(name)                  # section 6.2 step 1
+    fd, first = attach_checks.open_first(name)              # section 6.2 step 1
     try:
-        st = attach_checks.check_object(name, fd, allow_other_owner)     # step 2
+        ident, size = attach_checks.check_opened(name, fd, first, allow_other_owner)  # step 2
         with _open_lock:
             ref = _open_segments.get(name)
             cached = ref() if ref is not None else None
-        if cached is not None and cached.ident == _ident(st) and (
+        if cached is not None and cached.ident == ident and (
                 cached.holder is None or cached.holder.fd >= 0):
             # Mapped here already: this object gets its own Segment (its own claim).
             if allow_other_owner:
                 cached.trusted = True
             return Segment(name, cached.header, cached.mm, cached.size, 0, True,
                            cached.ident, shared=cached, join=join)
-        header, mm, ident = attach_checks.map_validated(name, fd, timeout, st)   # steps 3-6
+        header, mm = attach_checks.map_checked(name, fd, timeout, size, first)  # steps 3-6
         holder = None
         if join and header.lifetime_code == H.LIFETIME_LAST_CLOSER:       # step 8
             holder = last_closer.join(name, fd, ident, mm, timeout)
