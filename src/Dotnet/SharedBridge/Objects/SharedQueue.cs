@@ -458,15 +458,7 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
             *(ulong*)rec = pad | (ulong)StatePad << 32;     // size, state 4, tag 0, flags 0, reserved 0
             rec = _ring;
         }
-        *(uint*)rec = (uint)n;
-        rec[RecState] = StateReady;
-        rec[RecTag] = (byte)spec.Type;
-        rec[RecFlags] = outOfLine ? FlagOutOfLine : (byte)0;
-        rec[RecReserved] = 0;
-        *(uint*)(rec + RecDescLength) = (uint)spec.DescriptorLength;
-        *(uint*)(rec + RecTakerPid) = 0;
-        *(ulong*)(rec + RecTakerStart) = 0;
-        *(ulong*)(rec + RecDataLength) = spec.DataLength;
+        WriteRecordHeader(rec, n, (byte)spec.Type, outOfLine ? FlagOutOfLine : (byte)0, (uint)spec.DescriptorLength, spec.DataLength);
         byte* p = rec + RecordHeader;
         if (descPart != 0)
         {
@@ -488,8 +480,19 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
         U32(QueueLayout.Count) = count + 1;
         U32(QueueLayout.Unfinished) = U32(QueueLayout.Unfinished) is var u && u == uint.MaxValue ? u : u + 1;
         U64(Puts) = unchecked(U64(Puts) + 1);
-        if (!_batch) _r.Notify(1);
+        _r.Notify(1);
         return PutResult.Done;
+    }
+
+    /// <summary>A ready record's 32-byte header (section 11.3) in four 8-byte stores: size, state 1, tag, flags, reserved 0;
+    /// desc_length, taker_pid 0; taker_start_time 0; data_length (little-endian, as every platform with futexes here).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WriteRecordHeader(byte* rec, ulong size, byte tag, byte flags, uint descLength, ulong dataLength)
+    {
+        *(ulong*)rec = (uint)size | (ulong)StateReady << 32 | (ulong)tag << 40 | (ulong)flags << 48;
+        *(ulong*)(rec + RecDescLength) = descLength;
+        *(ulong*)(rec + RecTakerStart) = 0;
+        *(ulong*)(rec + RecDataLength) = dataLength;
     }
 
     /// <summary>The records larger than this go out of line (section 11.3: both libraries use capacity / 4).</summary>
@@ -665,11 +668,7 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
         if (count == 0) throw Corrupt("a ready record while count is 0");
         U32(QueueLayout.Count) = count - 1;
         U64(Gets) = unchecked(U64(Gets) + 1);
-        if (state == StateDone && AdvanceHead(reclaim: false))
-        {
-            if (_batch) _batchHeadMoved = true;
-            else _w.Notify(ValueMax);
-        }
+        if (state == StateDone && AdvanceHead(reclaim: false)) _w.Notify(ValueMax);
     }
 
     /// <summary>One take attempt (mutex held): a ready message becomes a <see cref="QueueMessage"/> (state 2).</summary>
@@ -787,9 +786,17 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
     public bool TryRead(Span<byte> destination, out int bytesWritten)
     {
         using var scope = LockChecked();
+        if (TryCopyLocked(destination, out bytesWritten)) return true;
+        if (U32(Completed) != 0) throw CompletedError("read from");
+        return false;
+    }
+
+    /// <summary>Section 11.3 get of the next message, a bytes or string one, into <paramref name="destination"/> (mutex
+    /// held); false when none is ready.</summary>
+    private bool TryCopyLocked(Span<byte> destination, out int bytesWritten)
+    {
         if (!LocateReady(out ulong position, out var record))
         {
-            if (U32(Completed) != 0) throw CompletedError("read from");
             bytesWritten = 0;
             return false;
         }
