@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Diagnostics;
 using SharedBridge.Format;
 using SharedBridge.Objects;
@@ -14,6 +15,7 @@ public sealed unsafe partial class SharedQueue
     /// <summary>Writes as many of <paramref name="messages"/> (bytes messages, in order) as fit now; returns how many (a
     /// prefix of them). Messages that go out of line are written one at a time.</summary>
     /// <exception cref="QueueCompletedException">The queue was completed (before the first message).</exception>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public int TryWriteMany(ReadOnlySpan<ReadOnlyMemory<byte>> messages)
     {
         int written = 0;
@@ -37,6 +39,7 @@ public sealed unsafe partial class SharedQueue
     /// <paramref name="timeout"/> (null: for ever) whenever the queue is full.</summary>
     /// <exception cref="QueueTimeoutException">Still full after the timeout: the messages before the one that did not fit were
     /// written (<see cref="QueueTimeoutException"/> does not say how many: use TryWriteMany to know).</exception>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void WriteMany(ReadOnlySpan<ReadOnlyMemory<byte>> messages, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
     {
         TimeSpan wait = timeout ?? Timeout.InfiniteTimeSpan;
@@ -59,6 +62,7 @@ public sealed unsafe partial class SharedQueue
     }
 
     /// <summary>One batch under the mutex: the inline messages at the start of <paramref name="messages"/> that fit.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int PutBatch(ReadOnlySpan<ReadOnlyMemory<byte>> messages)
     {
         using var scope = LockChecked();
@@ -69,6 +73,7 @@ public sealed unsafe partial class SharedQueue
     /// <paramref name="messages"/> that fit, step 5 once for all of them (mutex held). The control words are read and
     /// checked once: nobody else changes them while the mutex is held, and the records are exactly those of as many
     /// single puts. Throws "completed" (nothing written); returns 0 when the first message does not fit.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int PutBatchLocked(ReadOnlySpan<ReadOnlyMemory<byte>> messages)
     {
         Positions(out ulong head, out _, out ulong tail);
@@ -120,6 +125,7 @@ public sealed unsafe partial class SharedQueue
 
     /// <summary>Put's step 5 for <paramref name="n"/> committed messages (mutex held): count, unfinished (saturating),
     /// puts, and one notify of R.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void CountPuts(uint count, uint n)
     {
         U32(QueueLayout.Count) = count;
@@ -132,6 +138,7 @@ public sealed unsafe partial class SharedQueue
     /// <summary>One batch of the inline messages from <paramref name="written"/> on (the first of them inline), waiting for
     /// room for the first as a blocking write does (section 11.3 put, step 2). Returns the new <paramref name="written"/>;
     /// false in <paramref name="done"/> when the time ran out.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int PutBatchesBlocking(ReadOnlySpan<ReadOnlyMemory<byte>> messages, int written, TimeSpan wait, long start,
         CancellationToken cancellationToken, out bool done)
     {
@@ -175,6 +182,7 @@ public sealed unsafe partial class SharedQueue
     /// <exception cref="ArgumentException">The next message alone is longer than <paramref name="buffer"/> (it stays in the queue).</exception>
     /// <exception cref="TypeMismatchException">The next message is not bytes or a string (it stays in the queue).</exception>
     /// <exception cref="QueueCompletedException">The queue was completed and every message has been read.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public int TryReadMany(Span<byte> buffer, Span<int> lengths)
     {
         using var scope = LockChecked();
@@ -186,6 +194,7 @@ public sealed unsafe partial class SharedQueue
     /// <summary>Section 11.3 get of the ready bytes and string messages at <c>read</c> that fit (mutex held): steps 1 to 4
     /// for each, with <c>read</c>, <c>count</c> and <c>gets</c> kept in locals and stored once, then step 5 (advance head,
     /// notify W) once. The control words are read and checked once: nobody else changes them while the mutex is held.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int GetBatchLocked(Span<byte> buffer, Span<int> lengths)
     {
         Positions(out _, out ulong read, out ulong tail);
@@ -252,6 +261,7 @@ public sealed unsafe partial class SharedQueue
     /// <summary>The stores of get's step 4 for <paramref name="n"/> consumed messages, and step 5 (mutex held): head
     /// advances over the records consumed (up to <paramref name="consumedEnd"/>, as after the last of them), and putters
     /// are woken if it moved.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void FinishGets(ulong read, ulong consumedEnd, uint count, uint n)
     {
         if (n == 0)
@@ -277,6 +287,7 @@ public sealed unsafe partial class SharedQueue
     /// <paramref name="lengths"/> is empty (the message stays in the queue).</exception>
     /// <exception cref="TypeMismatchException">The next message is not bytes or a string (it stays in the queue).</exception>
     /// <exception cref="OperationCanceledException">Cancelled (nothing read; the queue stays consistent).</exception>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public int ReadMany(Span<byte> buffer, Span<int> lengths, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
     {
         if (lengths.IsEmpty) throw new ArgumentException("ReadMany needs room for at least one length.", nameof(lengths));
@@ -309,6 +320,7 @@ public sealed unsafe partial class SharedQueue
     }
 
     /// <summary>A batch, or the next message alone when it went out of line (mutex held); 0 when the queue is empty.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int ReadSomeLocked(Span<byte> buffer, Span<int> lengths)
     {
         int n = GetBatchLocked(buffer, lengths);
