@@ -128,4 +128,25 @@ public class QueueBatchTests
         Assert.Contains("stayed full", e.Message);
         Assert.Equal(5, q.Count);                       // the messages that fitted were written
     }
+
+    [Fact]
+    public void AProducerKilledInsideABatchLeavesTheMessagesItCommitted()
+    {
+        using var q = SharedQueue.Create(NewName("kill"), new QueueOptions { Capacity = 4096 });
+        using (var child = Child.Start("queue-die-in-write-many", q.Name, "3"))
+        {
+            child.ExpectLine("dying");
+            child.KillHard();       // three messages committed (tail stored), the batch's count / unfinished / puts not
+        }
+        Assert.Equal(3, q.Count);   // takes the lock: recovered, then made consistent (section 11.3, repair)
+        Assert.Equal(3L, q.Unfinished);
+        var buffer = new byte[1024];
+        var lengths = new int[16];
+        Assert.Equal(3, q.ReadMany(buffer, lengths, Long));
+        for (int i = 0; i < 3; i++) Assert.Equal(Enumerable.Repeat((byte)i, 64), buffer.AsSpan(64 * i, 64).ToArray());
+        Assert.Throws<QueueTimeoutException>(() => q.ReadMany(buffer, lengths, TimeSpan.Zero));
+        q.WriteMany([new byte[] { 7 }], Long);      // the ring goes on over the abandoned bytes
+        Assert.Equal(1, q.ReadMany(buffer, lengths, Long));
+        Assert.Equal(7, buffer[0]);
+    }
 }
