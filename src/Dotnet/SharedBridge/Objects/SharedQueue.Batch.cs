@@ -1,5 +1,5 @@
-using System.Runtime.CompilerServices;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using SharedBridge.Format;
 using SharedBridge.Objects;
 using static SharedBridge.Format.QueueLayout;
@@ -9,7 +9,8 @@ namespace SharedBridge;
 
 // Batches (Python's put_many / get_many): several bytes messages under one acquisition of the mutex, one notify. The
 // records and their order are exactly those of as many single writes or reads (docs/format.md section 11.3); only the
-// lock and the cache lines of the control words are paid once per batch instead of once per message.
+// lock, the control words (read, checked and stored once, as nobody else changes them while the mutex is held), the head's
+// advance and the notify are paid once per batch instead of once per message.
 public sealed unsafe partial class SharedQueue
 {
     /// <summary>Writes as many of <paramref name="messages"/> (bytes messages, in order) as fit now; returns how many (a
