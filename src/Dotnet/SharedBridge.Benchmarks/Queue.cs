@@ -11,8 +11,8 @@ namespace SharedBridge.Benchmarks;
 /// <item><c>consume QUEUE READY GO COUNT take|copy|many PATIENCE_S</c>: waits for READY, sets GO, reads COUNT messages
 /// and prints the nanoseconds from GO to the last one. <c>take</c>: <c>Read</c>, then <c>Dispose</c> of the taken
 /// message (zero-copy); <c>copy</c>: <c>TryRead(Span&lt;byte&gt;)</c>, which copies the bytes out in one step, and
-/// <c>Read</c> only when the queue is empty; <c>many</c>: <c>TryReadMany</c> of up to 64 messages under one lock, and
-/// <c>Read</c> only when the queue is empty.</item>
+/// <c>Read</c> only when the queue is empty; <c>many</c>: <c>ReadMany</c> of up to 64 messages under one lock, which
+/// waits only when the queue is empty.</item>
 /// <item><c>serve PING PONG TOTAL PATIENCE_S</c>: TOTAL times, reads a message from PING and writes its bytes to PONG.</item>
 /// <item><c>drive PING PONG ROUND_TRIPS WARMUP SIZE PATIENCE_S</c>: WARMUP + ROUND_TRIPS times, writes SIZE bytes to
 /// PING and reads the answer from PONG; prints the nanoseconds of each measured round trip.</item>
@@ -91,17 +91,12 @@ internal static class Queue
         long start = Stopwatch.GetTimestamp();
         if (mode == "many")
         {
-            // TryReadMany copies up to 64 ready messages out under one acquisition of the mutex; when the queue is
-            // empty, Read waits for the next message (taken and released).
+            // ReadMany copies up to 64 ready messages out under one acquisition of the mutex, waiting (as Read does)
+            // only when the queue is empty (Python's get_many).
             var buffer = new byte[1 << 16];
             var lengths = new int[64];
             for (long i = 0; i < n;)
-            {
-                int got = q.TryReadMany(buffer, lengths.AsSpan(0, (int)Math.Min(lengths.Length, n - i)));
-                if (got > 0) { i += got; continue; }
-                using var m = q.Read(patience);
-                i++;
-            }
+                i += q.ReadMany(buffer, lengths.AsSpan(0, (int)Math.Min(lengths.Length, n - i)), patience);
         }
         else if (mode == "copy")
         {

@@ -63,6 +63,22 @@ internal static partial class ChildCommands
                 q.Write(new byte[64]);
                 return 1;
             }
+            // queue-die-in-write-many NAME K: WriteMany of 10 messages (64 bytes, all equal to their index) and stop with the
+            // mutex held right after the K-th commit (its tail stored, the batch's counters not); say "dying"; wait to be killed.
+            case ["queue-die-in-write-many", var name, var k]:
+            {
+                int commits = 0, dieAt = int.Parse(k);
+                typeof(SharedQueue).GetField("AfterCommitHook", BindingFlags.NonPublic | BindingFlags.Static)!.SetValue(null,
+                    (Action<string>)(_ =>
+                    {
+                        if (++commits < dieAt) return;
+                        Say("dying");
+                        Thread.Sleep(Timeout.Infinite);
+                    }));
+                var q = SharedQueue.Open(name);
+                q.WriteMany(Enumerable.Range(0, 10).Select(i => new ReadOnlyMemory<byte>(Enumerable.Repeat((byte)i, 64).ToArray())).ToArray());
+                return 1;
+            }
             // queue-write-sized NAME SIZE: for each stdin line "w FILL", write a bytes message of SIZE bytes that all equal FILL
             // and say "written"; the line "dispose" disposes the queue and ends, "exit" ends without disposing it (the process
             // exit's cleanup leaves what the producer kept), and the tests kill it to leave what its producer kept behind

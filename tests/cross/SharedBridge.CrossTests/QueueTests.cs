@@ -242,11 +242,12 @@ public sealed class QueueTests : CrossTestBase
         long per = total / 4;
         using var q = NewQueue();
         var sw = Stopwatch.StartNew();
-        var producers = new[] { Driver.CSharp, Driver.CSharp, Py, Py }.Select((d, i) =>
-            d.Start("worker", "q-produce", q.Name, i.ToString(), per.ToString(), "64", Path.Combine(_work, $"p{i}"))).ToList();
+        // The C# sides one message per call (Write; Read, a take) and in batches (WriteMany; ReadMany, copies).
+        var producers = new (Driver D, string Mode)[] { (Driver.CSharp, "one"), (Driver.CSharp, "many"), (Py, ""), (Py, "") }.Select((p, i) =>
+            p.D.Start(["worker", "q-produce", q.Name, i.ToString(), per.ToString(), "64", Path.Combine(_work, $"p{i}"), .. p.Mode == "" ? Array.Empty<string>() : [p.Mode]])).ToList();
         var consumers = new (Driver D, string[] Extra)[]
             {
-                (Driver.CSharp, ["take"]), (Driver.CSharp, ["copy"]), (Py, ["256"]), (Py, ["256"]),
+                (Driver.CSharp, ["take"]), (Driver.CSharp, ["many"]), (Py, ["256"]), (Py, ["256"]),
             }
             .Select((c, i) => c.D.Start(["worker", "q-consume", q.Name, Path.Combine(_work, $"c{i}"), "4", per.ToString(), .. c.Extra])).ToList();
         var budget = TimeSpan.FromSeconds(Math.Max(60, total / 20_000.0));
@@ -260,7 +261,7 @@ public sealed class QueueTests : CrossTestBase
         Assert.That(consumed.Sum(c => (long)c["consumed"]!), Is.EqualTo(4 * per), string.Join("\n", consumed));
         AssertEveryMessageOnce(Ledgers(4), 4, per, string.Join("\n", consumed));
         Assert.That(q.Count, Is.Zero);
-        TestContext.Out.WriteLine($"{4 * per:N0} 64-byte messages, 2 C# + 2 Python producers -> 2 C# (take, copy) + 2 Python consumers: " +
+        TestContext.Out.WriteLine($"{4 * per:N0} 64-byte messages, 2 C# (one, many) + 2 Python producers -> 2 C# (take, many) + 2 Python consumers: " +
             $"{seconds:F1} s, {4 * per / seconds:N0} messages/s (under load, process start-up included); per consumer: " +
             string.Join(", ", consumed.Select(c => c["consumed"]!.ToString())));
     }

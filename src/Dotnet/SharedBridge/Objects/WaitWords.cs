@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using SharedBridge.Format;
 using SharedBridge.Platform;
 
@@ -370,6 +371,7 @@ internal sealed unsafe partial class WaitWords
     /// the mutex again and consumes a signal if there is one. Returns with the mutex held, still joined, also
     /// when it throws (a cancellation: OperationCanceledException; the caller leaves).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal WaitResult WaitOnce(TimeSpan timeout, CancellationToken cancellationToken)
     {
         CheckSignals();
@@ -464,6 +466,7 @@ internal sealed unsafe partial class WaitWords
     /// <summary>Step 2: reads <c>seq</c> until it differs from <paramref name="seq"/> (true) or the spin budget is
     /// used up (false), with a CPU pause between reads and the clock read every 64 reads. Holds no mutex and
     /// writes no word; adapts this object's spin.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private bool Spin(uint seq, long spin, long start)
     {
         long end = start + spin;
@@ -517,6 +520,7 @@ internal sealed unsafe partial class WaitWords
 
     /// <summary>Section 10.3 notify(n); the caller holds the mutex. The wake-up is issued when this thread
     /// releases the mutex (its outermost release), or at once if this thread defers another one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal void Notify(uint count)
     {
         CheckSignals();
