@@ -308,11 +308,11 @@ class QueueRing(queue_fast.RingCore):
         return end
 
     def put(self, n, tag, flags, descriptor, parts, offsets, data_length, block, timeout):
-        """Put one record (blocking as asked): its end position (see _write); False when
-        there was no room in time. Out-of-line records take the Python path, which gives
-        the end position back (a reusable data segment needs it, 11.5)."""
-        if _FAST and not flags:     # the compiled twin (queue_fast.py), unless it hands
-            # the record back
+        """Put one record (blocking as asked): its end position (see _write; the compiled
+        twin gives True for an inline record, which needs none); False when there was
+        no room in time. An out-of-line record's end is what the reuse of its data
+        segment checks (11.5)."""
+        if _FAST:       # the compiled twin (queue_fast.py), unless it hands the record back
             done = self._cput(n, tag, flags, descriptor, parts, offsets, data_length, block,
                               timeout)
             if done is not NotImplemented:
