@@ -486,7 +486,8 @@ class MappedCache:
                 self._held.add(e)
         finally:
             self._lock.release()
-            self._drain()
+            if self._ended:
+                self._drain()
         if e is None:
             return None
         ok = False
