@@ -110,7 +110,8 @@ def test_a_segment_replaced_under_the_same_name_is_not_served_stale(qname, monke
     # Another producer makes a new segment under the very same name (its first one).
     real = os.urandom
     names = iter([bytes.fromhex(first[-16:])])
-    monkeypatch.setattr(DS.os, "urandom", lambda n: next(names, None) or real(n))
+    monkeypatch.setattr(DS.os, "urandom",
+                        lambda n: (next(names, None) if n == 8 else None) or real(n))
     p = ctx.Process(target=W.put_values_then_wait, args=(q, MIB, [2, 3, 4], go))
     p.start()
     monkeypatch.undo()
