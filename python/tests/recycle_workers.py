@@ -51,3 +51,43 @@ def put_one_then_wait(q, n_bytes, value, go):
     """Put one array, then wait for go (its consumer got it) and end."""
     q.put(array(n_bytes, value), timeout=WAIT)
     go.get(timeout=WAIT)
+
+
+# ---- test_queue_consumer_cache.py -------------------------------------------------------------
+
+def get_some_hold_last_then_wait(q, n, report):
+    """Get *n* arrays, dropping all but the last; report their first values; wait to be
+    killed (holding the last)."""
+    firsts = []
+    for _ in range(n):
+        a = q.get(timeout=WAIT)
+        firsts.append(float(a[0]))
+    report.put(firsts, timeout=WAIT)
+    time.sleep(WAIT)
+    return a
+
+
+def get_check_report(q, n, report):
+    """Get *n* arrays, check each is uniform, report their values."""
+    values = []
+    for _ in range(n):
+        a = q.get(timeout=WAIT)
+        if not (a == a[0]).all():
+            raise AssertionError(f"a mixed array: first {a[0]}")
+        values.append(float(a[0]))
+        del a
+    report.put(values, timeout=WAIT)
+
+
+def put_sizes_then_wait(q, sizes, go):
+    """Put one array per size (value = its index), then wait for go and end."""
+    for i, n in enumerate(sizes):
+        q.put(array(n, i), timeout=WAIT)
+    go.get(timeout=WAIT)
+
+
+def put_values_then_wait(q, n_bytes, values, go):
+    """Put array(n_bytes, v) for each of *values*, then wait for go and end."""
+    for v in values:
+        q.put(array(n_bytes, v), timeout=WAIT)
+    go.get(timeout=WAIT)

@@ -6,6 +6,7 @@ and the tools (survey, reap) use them. Offsets are from the data area's start
 (``data_offset``); the ring starts at RING.
 """
 
+import re
 import struct
 
 from ..errors import CorruptSegmentError
@@ -151,6 +152,9 @@ def check_record(fields, position, limit, capacity, name):
     return size
 
 
+_HEX16 = re.compile("[0-9a-f]{16}")     # an out-of-line name's suffix (11.5)
+
+
 def check_reference(buf, offset, rest, position, name):
     """(created_unix_ns, creator_pid, segment key) of the out-of-line reference of *rest*
     bytes at *offset* (section 11.5), validated. *name* is the queue's key: the record
@@ -167,7 +171,7 @@ def check_reference(buf, offset, rest, position, name):
     except UnicodeDecodeError:
         text = ""
     if (not text.startswith(prefix) or len(text) != len(prefix) + 16
-            or any(c not in "0123456789abcdef" for c in text[len(prefix):])):
+            or not _HEX16.fullmatch(text, len(prefix))):
         raise corrupt(name, f"record at position {position}: out-of-line name {raw!r} is not "
                       f"'{prefix}<16 hex digits>'")
     return created, pid, in_same_dir(name, text)

@@ -18,6 +18,7 @@ its parent. A child takes no part in its parent's pool or holds: it closes the i
 descriptors without any flock call (LOCK_UN would drop the parent's lock).
 """
 
+import ctypes
 import fcntl
 import os
 import struct
@@ -195,14 +196,25 @@ class Pool:
         return entry
 
     def _reusable(self, data_length):
-        """Take out of the pool the oldest entry of *data_length* that passes the checks
-        of 11.5 "Reuse", in their order; entries found dead are left."""
+        """Take out of the pool an entry of *data_length* that passes the checks of 11.5
+        "Reuse", in their order; entries found dead are left.
+
+        Which one first: the newest but one, then the older ones newest first, the
+        newest last. A consumer that keeps up has freed the segment of the message
+        before last, whose bytes are still in the processor's caches (rotating through
+        all the pooled ones, oldest first, made the 1 MiB copy about half as slow again
+        here). The newest is tried last because its consumer most likely still uses it,
+        and a check of a held segment is not free: the failed conversion drops this
+        process's shared lock for an instant, in which the consumer's own leave
+        (section 8 step 2) finds itself the last and removes the segment."""
         dead = []
         found = None
         with self._lock:
             self._forget_if_child()
             head = None
-            for entry in self._entries:
+            entries = self._entries
+            order = entries[-2::-1] + entries[-1:]
+            for entry in order:
                 if entry.seg.header.element_count != data_length:
                     continue
                 if head is None:
@@ -302,8 +314,9 @@ _pools = weakref.WeakSet()
 # ---- consumer ----------------------------------------------------------------------------
 
 class _Hold:
-    """A consumer's shared flock on a reusable data segment, kept until its mapping is
-    collected (weakref.finalize on the mapping: this object never references it)."""
+    """A consumer's shared flock on a reusable data segment opened for one message (not
+    through a MappedCache), kept until its mapping is collected (weakref.finalize on the
+    mapping: this object never references it)."""
 
     __slots__ = ("fds", "pid", "name", "ident", "__weakref__")
 
@@ -326,14 +339,8 @@ class _Hold:
         if self.pid != os.getpid():
             os.close(fd)
             return
-        try:
-            if last_closer.try_exclusive(fd) and same_object(self.name, self.ident):
-                os.pwrite(fd, _RETIRED, H.STATE_OFFSET)
-                unlink_if_same(self.name, self.ident)
-        except OSError:
-            pass
-        finally:
-            last_closer.close_unlocked(fd)
+        _leave_fd(fd, self.name, self.ident)
+        os.close(fd)
 
     def forget_in_child(self):
         try:
@@ -346,12 +353,314 @@ class _Hold:
 _holds = set()
 
 
-def open_data_segment(queue_name, name, data_length, creator_pid, created_unix_ns):
+def _leave_fd(fd, name, ident):
+    """Section 8 step 2 on *fd*, which holds the shared lock: the exclusive lock without
+    waiting; if it is granted this process is the last to leave: it retires the segment
+    and removes its name (if it is still this object). The lock is released either way;
+    *fd* stays open. True when another process still holds the segment (and *fd* is
+    fine): only then may a consumer keep it mapped for a later message."""
+    others = False
+    try:
+        if last_closer.try_exclusive(fd):
+            if same_object(name, ident):
+                os.pwrite(fd, _RETIRED, H.STATE_OFFSET)
+                unlink_if_same(name, ident)
+        else:
+            others = True
+    except OSError:
+        pass
+    finally:
+        try:
+            last_closer.unlock(fd)
+        except OSError:
+            others = False
+    return others
+
+
+# How many reusable data segments one queue object keeps mapped in one consumer process,
+# and how many bytes of them: as the producer's pool (a producer reuses its segments in
+# turn, so its consumer meets the same ones again).
+MAX_MAPPED = MAX_POOLED
+MAX_MAPPED_BYTES = MAX_POOLED_BYTES
+
+
+class _Mapped:
+    """One reusable data segment a consumer keeps mapped (MappedCache): its descriptor
+    (in ``fds``, a list of at most one, so that it is handed out once), its mapping, the
+    private copy of what was validated when it was opened (11.5: the reference's words,
+    the object's size), and whether a got message uses it now (``held``: the descriptor
+    then has the shared flock)."""
+
+    __slots__ = ("name", "ident", "fds", "mm", "base", "length", "creator_pid", "created",
+                 "size", "held", "pid")
+
+    def __init__(self, name, ident, fd, mm, h, size):
+        self.name = name
+        self.ident = ident
+        self.fds = [fd]
+        self.mm = mm
+        self.base = h.data_offset
+        self.length = h.element_count
+        self.creator_pid = h.creator_pid
+        self.created = h.created_unix_ns
+        self.size = size
+        self.held = True
+        self.pid = os.getpid()
+
+    def close(self):
+        """Close the descriptor (it holds no lock: the caller made sure) and drop the
+        mapping (unmapped once no view of it is left)."""
+        try:
+            fd = self.fds.pop()
+        except IndexError:
+            fd = -1
+        self.mm = None
+        if fd >= 0:
+            os.close(fd)
+
+
+class _HoldEnd:
+    """Kept in the __dict__ of the object a got message's bytes are a view of: when the
+    last view (memoryview, numpy array) is gone, this process's use of the segment for
+    that message ends (MappedCache._end)."""
+
+    __slots__ = ("cache", "entry")
+
+    def __init__(self, cache, entry):
+        self.cache = cache
+        self.entry = entry
+
+    def __del__(self):
+        try:
+            self.cache._end(self.entry)
+        except Exception:       # interpreter shutdown: the process leaves with its end
+            pass
+
+
+class MappedCache:
+    """The reusable data segments (section 11.5) one queue object keeps mapped in a
+    consumer process, by name: a producer puts the same few segments in the ring again
+    and again, and opening one afresh for every message (open, fstat, two preads, mmap,
+    munmap, and the page faults of the fresh mapping on every first touch of a page) cost
+    more than the copy of the data itself.
+
+    Between messages an entry keeps its descriptor and mapping but no lock, so that its
+    producer may reuse it (11.5 "Reuse" (2)), nobody counts it as holding the segment and
+    a reaper may remove it. Each message that references it again is opened as 11.5 and
+    section 8 step 3 say, against the private copy kept from the first open: the
+    reference's words and the object's size unchanged, the shared flock taken, then the
+    name still this object (device and inode) and the state not retired; an entry that
+    fails a check is closed and the name opened afresh (a name that now refers to another
+    object is never served from the cache). Its hold ends when the last view of that
+    message's bytes is gone, as section 8 step 2 says (the last to leave retires and
+    removes the name; else the lock is only released and the entry stays).
+
+    Bounded like the producer's pool (MAX_MAPPED entries, MAX_MAPPED_BYTES); left at the
+    same endings (the queue object's close(), its collection, the process's end), and
+    forgotten in a fork child (which never calls flock on the parent's descriptors). It
+    never removes a name it is not the last to leave."""
+
+    def __init__(self):
+        self._entries = {}          # name -> _Mapped, least recently used first
+        self._held = set()          # entries a got message uses now (cached or not)
+        self._lock = threading.Lock()
+        self._ended = []            # (entry, fd, keep) of holds that ended meanwhile
+        self._pid = os.getpid()
+        _caches.add(self)
+
+    def open(self, name, data_length, creator_pid, created_unix_ns):
+        """A view of the message's data in the cached mapping of *name*, held; None when
+        it is not cached (or no longer valid: then it is closed)."""
+        if self._pid != os.getpid():
+            self._forget_in_child()
+        self._lock.acquire()
+        try:
+            e = self._entries.pop(name, None)
+            if e is not None:
+                self._entries[name] = e         # the most recently used last
+                if e.held or not e.fds:
+                    # Held already (a conforming producer does not reuse it then) or its
+                    # hold is ending now: a description of its own, opened afresh.
+                    return None
+                e.held = True
+                self._held.add(e)
+        finally:
+            self._lock.release()
+            if self._ended:
+                self._drain()
+        if e is None:
+            return None
+        ok = False
+        try:
+            fd = e.fds[0]
+            ok = (e.length == data_length and e.creator_pid == creator_pid
+                  and e.created == created_unix_ns and attach_checks._size_of(fd) == e.size
+                  and last_closer.take_shared(name, fd, e.ident, e.mm, OPEN_TIMEOUT))
+        except (OSError, SharedBridgeError):
+            pass
+        finally:
+            if not ok:
+                # No lock is held (take_shared released it): close it; the caller opens
+                # the name afresh, which reports what is wrong.
+                self._ended.append((e, None, False))
+                self._drain()
+        return self._view(e) if ok else None
+
+    def add(self, name, ident, fd, mm, h, size):
+        """Keep the segment *name* just opened and held (fd holds the shared lock) and
+        return the held view of its data."""
+        # Also in a fork child: its multiprocessing bootstrap cleared the registry of
+        # what to release at its end.
+        exit_cleanup.at_end(release_all)
+        e = _Mapped(name, ident, fd, mm, h, size)
+        evicted = []
+        self._lock.acquire()
+        try:
+            if self._pid != os.getpid():
+                self._forget_in_child()
+            old = self._entries.pop(name, None)
+            if old is not None and not old.held:
+                evicted.append(old)
+            self._entries[name] = e
+            self._held.add(e)
+            self._bound(evicted)
+        finally:
+            self._lock.release()
+            self._drain()
+        for old in evicted:
+            old.close()
+        return self._view(e)
+
+    def _bound(self, evicted):
+        """Drop (into *evicted*, or at their hold's end) the entries whose segment was
+        retired (its memory is freed once unmapped), then the least recently used beyond
+        the bounds; the newest always stays. Called with the lock held."""
+        entries = self._entries
+        for name, e in list(entries.items()):
+            if not e.held and e.mm is not None and \
+                    _STATE.unpack_from(e.mm, H.STATE_OFFSET)[0] == H.STATE_RETIRED:
+                del entries[name]
+                evicted.append(e)
+        total = sum(e.length for e in entries.values())
+        while len(entries) > 1 and (len(entries) > MAX_MAPPED or total > MAX_MAPPED_BYTES):
+            name = next(iter(entries))
+            e = entries.pop(name)
+            total -= e.length
+            if not e.held:
+                evicted.append(e)
+
+    def _view(self, e):
+        exporter = (ctypes.c_char * e.length).from_buffer(e.mm, e.base)
+        exporter.__dict__["_sb_hold"] = _HoldEnd(self, e)
+        return memoryview(exporter).cast("B")
+
+    def _end(self, e):
+        """The last view of a message's bytes is gone: section 8 step 2 on the entry's
+        descriptor; it stays cached unless this process was the last (then it retired
+        and removed the segment) or it was dropped meanwhile. A no-op in a fork child."""
+        if e.pid != os.getpid():
+            return
+        try:
+            fd = e.fds.pop()
+        except IndexError:
+            return              # left already (the process's end)
+        keep = _leave_fd(fd, e.name, e.ident)
+        self._ended.append((e, fd, keep))
+        self._drain()
+
+    def _drain(self):
+        """Finish the holds that ended (their lock released already): the entry is kept
+        for the next message, or closed. Never waits for the lock (a hold may end in a
+        garbage collection while this thread holds it): whoever holds it drains after."""
+        ended = self._ended
+        while ended:
+            if not self._lock.acquire(False):
+                return
+            try:
+                while ended:
+                    e, fd, keep = ended.pop()
+                    e.held = False
+                    self._held.discard(e)
+                    cached = self._entries.get(e.name) is e
+                    if keep and cached and fd is not None and e.pid == os.getpid():
+                        e.fds.append(fd)
+                        continue
+                    if cached:
+                        del self._entries[e.name]
+                    if fd is not None:
+                        e.fds.append(fd)
+                    e.close()
+            finally:
+                self._lock.release()
+
+    def release(self):
+        """Close every entry not in use (the queue object's close() and collection, the
+        process's end); one in use is closed when its hold ends. Never waits: it may run
+        from a signal handler."""
+        locked = self._lock.acquire(False)
+        try:
+            entries, self._entries = self._entries, {}
+        finally:
+            if locked:
+                self._lock.release()
+        if self._pid != os.getpid():
+            self._forget_in_child(entries)
+            return
+        for e in entries.values():
+            if not e.held:
+                e.close()
+        if locked:
+            self._drain()
+
+    def leave_held(self):
+        """The process's end: leave the segments got messages still use (section 8 step
+        2: the last one retires and removes the name)."""
+        if self._pid != os.getpid():
+            return
+        for e in list(self._held):
+            try:
+                fd = e.fds.pop()
+            except IndexError:
+                continue
+            _leave_fd(fd, e.name, e.ident)
+            os.close(fd)
+
+    def _forget_in_child(self, entries=None):
+        """In a fork child: close the inherited descriptors without any flock call (they
+        are the parent's descriptions)."""
+        if entries is None:
+            entries, self._entries = self._entries, {}
+        held, self._held = self._held, set()
+        self._ended = []
+        for e in list(entries.values()) + list(held):
+            try:
+                fd = e.fds.pop()
+            except IndexError:
+                continue
+            os.close(fd)
+        self._pid = os.getpid()
+
+    def names(self):
+        """The names of the mapped segments (tests, tools)."""
+        return list(self._entries)
+
+
+_caches = weakref.WeakSet()
+
+
+def open_data_segment(queue_name, name, data_length, creator_pid, created_unix_ns,
+                      cache=None):
     """Open and map the data segment *name* of a record (11.5, consumer), checked against
     its reference; a reusable one with its shared flock held until the returned view's
-    mapping is collected. Returns (memoryview of the data, ident of a single-use one
-    whose name the caller removes once the record has left state 1, else None).
-    CorruptDataError when it is missing or does not match."""
+    bytes are no longer used (kept mapped in *cache*, a MappedCache, when given). Returns
+    (memoryview of the data, ident of a single-use one whose name the caller removes once
+    the record has left state 1, else None). CorruptDataError when it is missing or does
+    not match."""
+    if cache is not None:
+        view = cache.open(name, data_length, creator_pid, created_unix_ns)
+        if view is not None:
+            return view, None
+
     def corrupt(what):
         return CorruptDataError(
             f"the queue {queue_name!r} holds a message whose out-of-line segment {name!r} "
@@ -374,22 +683,26 @@ def open_data_segment(queue_name, name, data_length, creator_pid, created_unix_n
                           f"{h.typecode!r}, {h.element_count} elements for {data_length} "
                           f"bytes, creator {h.creator_pid})")
         base = h.data_offset
-        view = memoryview(mm).cast("B")[base:base + data_length]
         if h.lifetime_code == H.LIFETIME_PERSISTENT:
-            return view, ident
+            return memoryview(mm).cast("B")[base:base + data_length], ident
         if h.lifetime_code != H.LIFETIME_LAST_CLOSER:
             raise corrupt(f"has lifetime {h.lifetime_code} (1 or 2 expected)")
+        size = attach_checks._size_of(fd)
         try:
             held = last_closer.take_shared(name, fd, ident, mm, OPEN_TIMEOUT)
         except SharedBridgeError as e:
             raise corrupt(f"cannot be held ({e})") from e
         if not held:
             raise corrupt("was removed by its last closer")
+        if cache is not None:
+            view = cache.add(name, ident, fd, mm, h, size)
+            fd = -1
+            return view, None
         hold = _Hold(fd, name, ident)
         fd = -1
         weakref.finalize(mm, hold.leave)
         exit_cleanup.at_end(release_all)
-        return view, None
+        return memoryview(mm).cast("B")[base:base + data_length], None
     finally:
         if fd >= 0:
             os.close(fd)
@@ -401,6 +714,9 @@ def release_all():
     """Leave every hold and pooled segment of this process (its end, exit_cleanup)."""
     for hold in list(_holds):
         hold.leave()
+    for cache in list(_caches):
+        cache.release()
+        cache.leave_held()
     for pool in list(_pools):
         pool.release()
 
@@ -409,6 +725,9 @@ def _forget_in_child():
     for hold in list(_holds):
         hold.forget_in_child()
     _holds.clear()
+    for cache in list(_caches):
+        cache._lock = threading.Lock()      # a thread of the parent may have held it
+        cache._forget_in_child()
     for pool in list(_pools):
         pool._lock = threading.Lock()       # a thread of the parent may have held it
         pool._forget_if_child()

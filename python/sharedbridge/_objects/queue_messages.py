@@ -594,7 +594,10 @@ _dtypes = {}
 
 def _array_dtype(np, code, fields, size, name):
     if code != STRUCT:
-        return np.dtype(TYPECODE_DTYPE[code])
+        dt = _dtypes.get(code)
+        if dt is None:
+            dt = _dtypes[code] = np.dtype(TYPECODE_DTYPE[code])
+        return dt
     key = (fields, size)
     dt = _dtypes.get(key)
     if dt is None:

@@ -16,6 +16,7 @@ the walk is idempotent, so a recoverer that dies during it leaves nothing half d
 import ctypes
 import os
 import struct
+import weakref
 
 from .._format import header as H
 from .._format import queue_layout as L
@@ -171,6 +172,7 @@ class QueueRing(queue_fast.RingCore):
         self._J = _block(mm, base + L.J_BLOCK, lock, seg.name, "J")
         self._recoveries = ctypes.c_uint64.from_buffer(mm, H.RECOVERY_COUNT_OFFSET)
         self._seen = self._recoveries.value
+        self.data_cache = None      # the reusable data segments kept mapped (11.5)
         if queue_fast.FAST:
             queue_fast.bind(self, mm, base, cap, lock)
 
@@ -306,11 +308,11 @@ class QueueRing(queue_fast.RingCore):
         return end
 
     def put(self, n, tag, flags, descriptor, parts, offsets, data_length, block, timeout):
-        """Put one record (blocking as asked): its end position (see _write); False when
-        there was no room in time. Out-of-line records take the Python path, which gives
-        the end position back (a reusable data segment needs it, 11.5)."""
-        if _FAST and not flags:     # the compiled twin (queue_fast.py), unless it hands
-            # the record back
+        """Put one record (blocking as asked): its end position (see _write; the compiled
+        twin gives True for an inline record, which needs none); False when there was
+        no room in time. An out-of-line record's end is what the reuse of its data
+        segment checks (11.5)."""
+        if _FAST:       # the compiled twin (queue_fast.py), unless it hands the record back
             done = self._cput(n, tag, flags, descriptor, parts, offsets, data_length, block,
                               timeout)
             if done is not NotImplemented:
@@ -555,7 +557,11 @@ class QueueRing(queue_fast.RingCore):
         """(view of the data, name, ident of a single-use segment else None): mapped, and
         a reusable one held, before the record leaves state 1 (11.5, consumer)."""
         created, pid, name = L.check_reference(self._ring, offset, rest, position, self.name)
-        view, single_use = DS.open_data_segment(self.name, name, fields[8], pid, created)
+        cache = self.data_cache
+        if cache is None:
+            cache = self.data_cache = DS.MappedCache()
+            weakref.finalize(self, cache.release)
+        view, single_use = DS.open_data_segment(self.name, name, fields[8], pid, created, cache)
         return view, name, single_use
 
     def _unlink_out_of_line(self, position, fields):

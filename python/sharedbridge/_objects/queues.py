@@ -308,9 +308,12 @@ class Queue:
         self._leave_kept_data_segments()
 
     def _leave_kept_data_segments(self):
-        # close() and sharedbridge.close(q): the segments kept for reuse go (section 11.5)
+        # close() and sharedbridge.close(q): the segments kept for reuse, and those kept
+        # mapped for later messages, go (section 11.5)
         if self._pool is not None:
             self._pool.release()
+        if self._ring.data_cache is not None:
+            self._ring.data_cache.release()
 
     def join_thread(self):
         """multiprocessing compatibility: there is no feeder thread to join."""

@@ -1856,6 +1856,7 @@ typedef struct {
     uint32_t max_messages;      /* the private copy (section 11.2) */
     const uint64_t *recoveries; /* the header's recovery_count */
     uint64_t seen;
+    uint64_t last_end;          /* the end (p + size) of the record qc_write committed last */
     PyObject *area_obj, *rec_obj, *name;
     LockCore *lock;
     WaitCore *R, *W, *J;
@@ -2080,6 +2081,7 @@ static int qc_write(QueueCore *self, const QRec *r, PyObject *before, PyObject *
         return -1;
     /* This store commits the message: every byte above is stored before it. */
     __atomic_store_n(QW64(self, Q_TAIL), s.tail + pad + n, __ATOMIC_RELEASE);
+    self->last_end = s.tail + pad + n;
     if (qc_run_hook(after) < 0)
         return -1;
     *QW32(self, Q_COUNT) = s.count + 1;
@@ -2373,8 +2375,10 @@ python:
 }
 
 /* _cput(n, tag, flags, descriptor, parts, offsets, data_length, block, timeout): the
- * compiled QueueRing.put of one encoded record: True, False (no room in time);
- * QueueCompletedSignal; NotImplemented when the Python path must write it. */
+ * compiled QueueRing.put of one encoded record: True (an out-of-line record: its end
+ * position p + size, which the reuse of its data segment needs, docs/format.md 11.5),
+ * False (no room in time); QueueCompletedSignal; NotImplemented when the Python path
+ * must write it. */
 static PyObject *qc_cput(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
     QRec r;
@@ -2387,6 +2391,7 @@ static PyObject *qc_cput(QueueCore *self, PyObject *const *args, Py_ssize_t narg
     }
     if ((res = qc_rec_from(self, args, &r)) <= 0)
         return res < 0 ? NULL : Py_NewRef(Py_NotImplemented);
+    int out_of_line = r.flags != 0;
     if ((b = PyObject_IsTrue(args[7])) < 0 || qc_enter(self) < 0) {
         qc_rec_free(&r);
         return NULL;
@@ -2403,7 +2408,9 @@ static PyObject *qc_cput(QueueCore *self, PyObject *const *args, Py_ssize_t narg
         wc_leave_if_held(self->W);
     qc_rec_free(&r);
     PyObject *result = NULL;
-    if (res == 1 || res == 0)
+    if (res == 1 && out_of_line)
+        result = PyLong_FromUnsignedLongLong(self->last_end);    /* the lock still held */
+    else if (res == 1 || res == 0)
         result = Py_NewRef(res ? Py_True : Py_False);
     else if (res == 2)
         PyErr_SetNone(q_signal);
