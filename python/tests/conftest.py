@@ -82,28 +82,39 @@ def no_leaked_segments():
     assert not leaked, f"test left shared-memory segments behind: {sorted(leaked)}"
 
 
-def fresh_names(prefix, *, as_prefix=False):
+def fresh_names(prefix, *, as_prefix=False, derived=None):
     """The body of a name fixture: yields make(), which returns a fresh
     ``<prefix>_<pid>_<n>`` name (with a trailing ``_`` when *as_prefix*: a name also used
     as an ``ls``/``reap`` prefix); after the test every name made is removed (with
-    *as_prefix*, every segment starting with one, once garbage is collected)."""
+    *as_prefix*, every segment starting with one, once garbage is collected).
+    *derived*: the names are objects that make segments named after them (a queue's data
+    segments, ``<name>.m...``): "remove" removes those too once garbage is collected,
+    "fail" also fails the test if any was left (its objects must have removed them)."""
     made = []
 
     def make():
         made.append(f"{prefix}_{os.getpid()}_{next(_counter)}" + ("_" if as_prefix else ""))
         return made[-1]
     yield make
-    if as_prefix:
+    if as_prefix or derived:
         gc.collect()
-        for entry in os.listdir(SHM):
-            if entry.startswith(tuple(made)):
-                os.unlink(os.path.join(SHM, entry))
+        left = [e for e in os.listdir(SHM) if e.startswith(tuple(made))]
+        for entry in left:
+            os.unlink(os.path.join(SHM, entry))
+        if derived == "fail":
+            assert not [n for n in left if n not in made], f"left behind: {left}"
         return
     for n in made:
         try:
             os.unlink(os.path.join(SHM, n))
         except FileNotFoundError:
             pass
+
+
+def queue_data_segments(q):
+    """The data segments of queue *q* in /dev/shm now (docs/format.md section 11.5)."""
+    prefix = q.name + ".m"
+    return sorted(n for n in os.listdir(SHM) if n.startswith(prefix))
 
 
 @pytest.fixture

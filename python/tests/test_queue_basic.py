@@ -16,24 +16,15 @@ import sharedbridge as sb
 from sharedbridge._format import header as H
 from sharedbridge._format import queue_layout as L
 from sharedbridge._objects import queue_data_segments as DS
+from conftest import fresh_names
 
 SHM = "/dev/shm"
 
 
 @pytest.fixture
 def qname():
-    """Fresh queue names (prefix sbt_pr_); every segment starting with one is removed
-    after the test."""
-    made = []
-
-    def make():
-        made.append(f"sbt_pr_{os.getpid()}_{len(made)}_{time.monotonic_ns() % 10**6}")
-        return made[-1]
-    yield make
-    gc.collect()
-    for entry in os.listdir(SHM):
-        if entry.startswith(tuple(made)):
-            os.unlink(os.path.join(SHM, entry))
+    """Fresh queue names (prefix sbt_pr); the segments they make are removed after the test."""
+    yield from fresh_names("sbt_pr", derived="remove")
 
 
 def ours(prefix):

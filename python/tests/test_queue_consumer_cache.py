@@ -17,6 +17,7 @@ import sharedbridge as sb                                   # noqa: E402
 from sharedbridge._objects import queue_data_segments as DS  # noqa: E402
 
 import recycle_workers as W                                 # noqa: E402
+from conftest import fresh_names, queue_data_segments
 
 SHM = "/dev/shm"
 MIB = 1 << 20
@@ -26,24 +27,8 @@ RING = 1 << 16          # messages above 16 KiB go out of line
 
 @pytest.fixture
 def qname():
-    """Fresh queue names (prefix sbt_mib_); afterwards no segment of theirs is left."""
-    made = []
-
-    def make():
-        made.append(f"sbt_mib_{os.getpid()}_{len(made)}_{os.urandom(3).hex()}")
-        return made[-1]
-    yield make
-    gc.collect()
-    left = [n for n in os.listdir(SHM) if n.startswith(tuple(made))]
-    for n in left:
-        os.unlink(os.path.join(SHM, n))
-    assert not [n for n in left if n not in made], f"left behind: {left}"
-
-
-def data_names(q):
-    """The data segments of queue *q* in /dev/shm now."""
-    prefix = q.name + ".m"
-    return sorted(n for n in os.listdir(SHM) if n.startswith(prefix))
+    """Fresh queue names (prefix sbt_mib); the segments they make are removed after the test."""
+    yield from fresh_names("sbt_mib", derived="fail")
 
 
 def mapped(q, pid="self"):
@@ -90,7 +75,7 @@ def test_reused_segments_are_served_right_every_time(qname):
     assert 1 <= len(mapped(q)) <= DS.MAX_MAPPED
     del held
     gc.collect()
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
     q.close()
     assert mapped(q) == {}                  # close() unmaps them
 
@@ -102,11 +87,11 @@ def test_a_segment_replaced_under_the_same_name_is_not_served_stale(qname, monke
     p.start()
     assert (q.get(timeout=WAIT) == 1).all()
     gc.collect()
-    (first,) = data_names(q)
+    (first,) = queue_data_segments(q)
     assert list(mapped(q)) == [first]       # kept mapped here, not held
     go.put("go")
     join(p)                                 # the producer left it last: the name is gone
-    assert data_names(q) == [] and list(mapped(q)) == [first + " (deleted)"]
+    assert queue_data_segments(q) == [] and list(mapped(q)) == [first + " (deleted)"]
     # Another producer makes a new segment under the very same name (its first one).
     real = os.urandom
     names = iter([bytes.fromhex(first[-16:])])
@@ -120,14 +105,14 @@ def test_a_segment_replaced_under_the_same_name_is_not_served_stale(qname, monke
         assert (got == value).all()         # the new object's bytes, not the old mapping's
         del got
     gc.collect()
-    assert first in data_names(q)
+    assert first in queue_data_segments(q)
     assert first + " (deleted)" not in mapped(q)    # the stale mapping was dropped
     go.put("go")
     join(p)
     assert p.exitcode == 0
     q.close()
     gc.collect()
-    assert data_names(q) == [] and mapped(q) == {}
+    assert queue_data_segments(q) == [] and mapped(q) == {}
 
 
 def test_mappings_are_bounded_like_the_pool(qname, monkeypatch):
@@ -158,7 +143,7 @@ def test_mappings_are_bounded_like_the_pool(qname, monkeypatch):
     assert p.exitcode == 0
     q.close()
     gc.collect()
-    assert data_names(q) == [] and mapped(q) == {}
+    assert queue_data_segments(q) == [] and mapped(q) == {}
 
 
 def test_a_held_message_outlives_close_and_collection(qname):
@@ -173,11 +158,11 @@ def test_a_held_message_outlives_close_and_collection(qname):
     del consumer
     gc.collect()
     producer.close()                        # the held one's name stays for its holder
-    assert len(data_names(producer)) == 1
+    assert len(queue_data_segments(producer)) == 1
     assert (held == 1).all()
     del held
     gc.collect()
-    assert data_names(producer) == [] and mapped(producer) == {}
+    assert queue_data_segments(producer) == [] and mapped(producer) == {}
 
 
 def test_a_killed_consumer_leaves_nothing_wrong(qname):
@@ -185,7 +170,7 @@ def test_a_killed_consumer_leaves_nothing_wrong(qname):
     q, report = sb.Queue(capacity=RING, name=qname()), sb.Queue(name=qname())
     for i in range(3):
         q.put(W.array(MIB, i))
-    segs = data_names(q)
+    segs = queue_data_segments(q)
     assert len(segs) == 3
     p = ctx.Process(target=W.get_some_hold_last_then_wait, args=(q, 3, report))
     p.start()
@@ -195,11 +180,11 @@ def test_a_killed_consumer_leaves_nothing_wrong(qname):
     join(p)
     for i in range(3, 9):                             # every segment is reused again
         q.put(W.array(MIB, i))
-        assert data_names(q) == segs
+        assert queue_data_segments(q) == segs
         assert (q.get(timeout=WAIT) == i).all()
     q.close()
     gc.collect()
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
 
 
 def test_a_fork_child_of_a_consumer_maps_its_own(qname):
@@ -225,4 +210,4 @@ def test_a_fork_child_of_a_consumer_maps_its_own(qname):
     del held
     q.close()
     gc.collect()
-    assert data_names(q) == [] and mapped(q) == {}
+    assert queue_data_segments(q) == [] and mapped(q) == {}

@@ -24,7 +24,7 @@ from sharedbridge._format import queue_layout as L
 from sharedbridge._objects import queue_fast
 from sharedbridge._platform import lock_core
 
-from conftest import PYTHON_DIR, child_env
+from conftest import PYTHON_DIR, child_env, fresh_names
 
 NO_ACCEL = os.environ.get("SHAREDBRIDGE_NO_ACCEL", "") not in ("", "0")
 SHM = "/dev/shm"
@@ -33,17 +33,8 @@ WAIT = 30
 
 @pytest.fixture
 def qname():
-    """Fresh queue names (prefix sbt_pf_); every segment starting with one is removed
-    after the test."""
-    made = []
-
-    def make():
-        made.append(f"sbt_pf_{os.getpid()}_{len(made)}_{time.monotonic_ns() % 10**6}")
-        return made[-1]
-    yield make
-    for entry in os.listdir(SHM):
-        if entry.startswith(tuple(made)):
-            os.unlink(os.path.join(SHM, entry))
+    """Fresh queue names (prefix sbt_pf); the segments they make are removed after the test."""
+    yield from fresh_names("sbt_pf", derived="remove")
 
 
 def _image(q):

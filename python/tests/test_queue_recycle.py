@@ -20,7 +20,7 @@ import sharedbridge as sb                                   # noqa: E402
 from sharedbridge._format import header as H                # noqa: E402
 
 import recycle_workers as W                                 # noqa: E402
-from conftest import child_env, crc_of
+from conftest import child_env, crc_of, fresh_names, queue_data_segments
 
 METHODS = ["fork", "spawn"]
 SHM = "/dev/shm"
@@ -31,25 +31,8 @@ RING = 1 << 16          # messages above 16 KiB go out of line
 
 @pytest.fixture
 def qname():
-    """Fresh queue names (prefix sbt_rcpy_); afterwards no segment of theirs is left (the
-    data segments of child processes included, which the leak guard does not see)."""
-    made = []
-
-    def make():
-        made.append(f"sbt_rcpy_{os.getpid()}_{len(made)}_{os.urandom(3).hex()}")
-        return made[-1]
-    yield make
-    gc.collect()
-    left = [n for n in os.listdir(SHM) if n.startswith(tuple(made))]
-    for n in left:
-        os.unlink(os.path.join(SHM, n))
-    assert not [n for n in left if n not in made], f"left behind: {left}"
-
-
-def data_names(q):
-    """The data segments of queue *q* in /dev/shm now."""
-    prefix = q.name + ".m"
-    return sorted(n for n in os.listdir(SHM) if n.startswith(prefix))
+    """Fresh queue names (prefix sbt_rcpy); the segments they make are removed after the test."""
+    yield from fresh_names("sbt_rcpy", derived="fail")
 
 
 def join(p):
@@ -83,7 +66,7 @@ def test_held_array_keeps_its_contents_while_more_are_put(method, qname):
     assert (held == 0).all() and len(held) == MIB // 8
     del held
     gc.collect()
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
 
 
 # ---- (b) steady state: a handful of names, reused -----------------------------------------
@@ -98,7 +81,7 @@ def test_steady_stream_reuses_a_handful_of_segments(method, qname):
     for i in range(200):
         a = q.get(timeout=WAIT)
         assert a[0] == i and a[-1] == i
-        names = data_names(q)
+        names = queue_data_segments(q)
         most = max(most, len(names))
         again += bool(seen & set(names))
         seen |= set(names)
@@ -107,7 +90,7 @@ def test_steady_stream_reuses_a_handful_of_segments(method, qname):
     assert p.exitcode == 0
     assert most <= 6, f"{most} data segments at once"
     assert len(seen) <= 10 and again > 100, f"{len(seen)} names for 200 messages"
-    assert data_names(q) == []          # the producer left its pool as it ended
+    assert queue_data_segments(q) == []          # the producer left its pool as it ended
 
 
 # ---- (c) a producer killed with pooled segments -------------------------------------------
@@ -120,7 +103,7 @@ def test_reap_after_producer_killed_keeps_referenced_and_held(method, qname):
     p = ctx.Process(target=W.produce_sizes_then_wait, args=(q, sizes, done))
     p.start()
     assert done.get(timeout=WAIT) == "put"
-    first = data_names(q)
+    first = queue_data_segments(q)
     assert len(first) == 3
     a = q.get(timeout=WAIT)             # consumed and dropped: nobody will hold it
     assert a[0] == 0 and len(a) * 8 == MIB
@@ -132,14 +115,14 @@ def test_reap_after_producer_killed_keeps_referenced_and_held(method, qname):
     reaped = sb.reap(prefix=q.name + ".m")
     assert len(reaped) == 1 and reaped[0].removed
     assert "no record references" in reaped[0].reason
-    left = data_names(q)
+    left = queue_data_segments(q)
     assert len(left) == 2 and reaped[0].name not in left
     assert sb.reap(prefix=q.name + ".m") == []
     last = q.get(timeout=WAIT)          # the referenced one is intact
     assert (last == 2).all() and len(last) * 8 == 3 * MIB
     del held, last
     gc.collect()
-    assert data_names(q) == []          # this process was the last to leave them
+    assert queue_data_segments(q) == []          # this process was the last to leave them
 
 
 def test_reap_removes_data_segments_of_a_gone_queue(qname):
@@ -177,13 +160,13 @@ def test_reap_leaves_them_while_the_queue_mutex_stays_busy(qname, monkeypatch):
     r = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True,
                        text=True, timeout=WAIT)
     assert r.returncode == -9, r.stderr
-    assert len(data_names(q)) == 2          # its pool: nobody holds them now
+    assert len(queue_data_segments(q)) == 2          # its pool: nobody holds them now
     monkeypatch.setattr(lifetimes, "QUEUE_LOCK_TIMEOUT", 0.2)
     with q._ring._lock:                     # the queue's mutex stays busy
         assert sb.reap(prefix=name + ".m") == []
-    assert len(data_names(q)) == 2
+    assert len(queue_data_segments(q)) == 2
     reaped = sb.reap(prefix=name + ".m")
-    assert len(reaped) == 2 and data_names(q) == []
+    assert len(reaped) == 2 and queue_data_segments(q) == []
 
 
 # ---- (d) a consumer killed while holding a view --------------------------------------------
@@ -193,23 +176,23 @@ def test_producer_reuses_after_consumer_killed_holding_a_view(method, qname):
     ctx = multiprocessing.get_context(method)
     q, held = sb.Queue(capacity=RING, name=qname()), sb.Queue(name=qname())
     q.put(W.array(MIB, 7))
-    seg = data_names(q)
+    seg = queue_data_segments(q)
     assert len(seg) == 1
     p = ctx.Process(target=W.get_hold_then_wait, args=(q, held))
     p.start()
     assert held.get(timeout=WAIT) == 7.0
     q.put(W.array(MIB, 8))          # the child holds the first: a new segment
-    assert len(data_names(q)) == 2
+    assert len(queue_data_segments(q)) == 2
     assert (q.get(timeout=WAIT) == 8).all()
     kill(p)
-    before = data_names(q)
+    before = queue_data_segments(q)
     q.put(W.array(MIB, 9))
     q.put(W.array(MIB, 10))
-    assert data_names(q) == before      # both reused: no new name
+    assert queue_data_segments(q) == before      # both reused: no new name
     assert (q.get(timeout=WAIT) == 9).all() and (q.get(timeout=WAIT) == 10).all()
     q.close()
     gc.collect()
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
 
 
 # ---- (e) a fork child of a producer ---------------------------------------------------------
@@ -220,33 +203,33 @@ def test_fork_child_does_not_break_the_parents_pool(qname):
     q.put(W.array(MIB, 1))
     assert (q.get(timeout=WAIT) == 1).all()
     gc.collect()
-    mine = data_names(q)
+    mine = queue_data_segments(q)
     assert len(mine) == 1
     q.put(W.array(2 * MIB, 2))
     held = q.get(timeout=WAIT)              # a hold of this process, inherited by the child
-    (held_seg,) = [n for n in data_names(q) if n not in mine]
+    (held_seg,) = [n for n in queue_data_segments(q) if n not in mine]
     p = ctx.Process(target=W.put_one, args=(q, MIB, 3))
     p.start()
     join(p)
     assert p.exitcode == 0
-    child = [n for n in data_names(q) if n not in mine + [held_seg]]
+    child = [n for n in queue_data_segments(q) if n not in mine + [held_seg]]
     assert len(child) == 1                  # the child made its own (and left it to us)
-    assert set(mine) <= set(data_names(q))  # the child did not remove the parent's
+    assert set(mine) <= set(queue_data_segments(q))  # the child did not remove the parent's
     got = q.get(timeout=WAIT)
     assert (got == 3).all()
     del got
     gc.collect()
-    assert child[0] not in data_names(q)    # its consumer (here) was the last to leave
+    assert child[0] not in queue_data_segments(q)    # its consumer (here) was the last to leave
     q.put(W.array(MIB, 4))                  # the parent's pool still works: reused
     assert (q.get(timeout=WAIT) == 4).all()
     q.put(W.array(2 * MIB, 5))              # the held one is not reused
     assert (held == 2).all()
     assert (q.get(timeout=WAIT) == 5).all()
-    assert data_names(q) == sorted(mine + [held_seg]) or len(data_names(q)) == 3
+    assert queue_data_segments(q) == sorted(mine + [held_seg]) or len(queue_data_segments(q)) == 3
     del held
     q.close()
     gc.collect()
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
 
 
 def test_fork_child_of_a_producer_leaves_its_own_pool_at_its_end(qname):
@@ -254,7 +237,7 @@ def test_fork_child_of_a_producer_leaves_its_own_pool_at_its_end(qname):
     q = sb.Queue(capacity=RING, name=qname())
     q.put(W.array(MIB, 1))                  # this process's pool, inherited by the child
     assert (q.get(timeout=WAIT) == 1).all()
-    mine = data_names(q)
+    mine = queue_data_segments(q)
     go = sb.Queue(name=qname())
     p = ctx.Process(target=W.put_one_then_wait, args=(q, MIB, 2, go))
     p.start()
@@ -263,9 +246,9 @@ def test_fork_child_of_a_producer_leaves_its_own_pool_at_its_end(qname):
     go.put("go")
     join(p)
     assert p.exitcode == 0
-    assert data_names(q) == mine            # the child's segment went as the child ended
+    assert queue_data_segments(q) == mine            # the child's segment went as the child ended
     q.close()
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
 
 
 # ---- (f) a queue of compat_version 5 ---------------------------------------------------------
@@ -287,15 +270,15 @@ def test_compat_5_queue_gets_single_use_data_segments(qname):
     q5 = sb.attach(name)
     assert sb.header_of(q5).compat_version == 5
     q5.put(W.array(MIB, 1))
-    (seg,) = data_names(q5)
+    (seg,) = queue_data_segments(q5)
     assert sb.header_of(seg).lifetime == "persistent"
     a = q5.get(timeout=WAIT)
     assert (a == 1).all()
-    assert data_names(q5) == []         # removed by its consumer at once
+    assert queue_data_segments(q5) == []         # removed by its consumer at once
     q5.put(W.array(MIB, 2))
-    assert data_names(q5) != [seg] and len(data_names(q5)) == 1
+    assert queue_data_segments(q5) != [seg] and len(queue_data_segments(q5)) == 1
     assert (q5.get(timeout=WAIT) == 2).all() and (a == 1).all()
-    assert data_names(q5) == []
+    assert queue_data_segments(q5) == []
     sb.unlink(name)
 
 
@@ -314,7 +297,7 @@ def test_the_pool_keeps_sixteen_segments_and_at_most_128_mib(qname):
         assert got.nbytes == n and (got == i).all()
         del got
     gc.collect()
-    assert len(data_names(q)) == 16                      # the 4 oldest were left (and removed)
+    assert len(queue_data_segments(q)) == 16                      # the 4 oldest were left (and removed)
     big = 48 * MIB
     for i in range(3):                                   # 3 x 48 MiB: more than 128 MiB
         q.put(W.array(big + 4096 * i, 7))
@@ -322,12 +305,12 @@ def test_the_pool_keeps_sixteen_segments_and_at_most_128_mib(qname):
         assert got.nbytes == big + 4096 * i
         del got
     gc.collect()
-    kept = [n for n in data_names(q) if os.stat(os.path.join(SHM, n)).st_size > big]
+    kept = [n for n in queue_data_segments(q) if os.stat(os.path.join(SHM, n)).st_size > big]
     assert len(kept) == 2                                # 96 MiB kept; the first 48 MiB left
-    assert len(data_names(q)) == 2                       # and nothing of the small ones
+    assert len(queue_data_segments(q)) == 2                       # and nothing of the small ones
     q.close()
     gc.collect()
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
 
 
 # ---- (g) close() and the process's end remove pooled names -------------------------------
@@ -337,16 +320,16 @@ def test_close_leaves_the_pool_but_keeps_a_ready_message(qname):
     q.put(W.array(MIB, 1))
     assert (q.get(timeout=WAIT) == 1).all()
     q.put(W.array(2 * MIB, 2))          # still ready when the handle closes
-    assert len(data_names(q)) == 2
+    assert len(queue_data_segments(q)) == 2
     q.close()
     gc.collect()
-    assert len(data_names(q)) == 1      # the ready message's segment stays for its consumer
+    assert len(queue_data_segments(q)) == 1      # the ready message's segment stays for its consumer
     other = sb.attach(q.name)
     got = other.get(timeout=WAIT)
     assert (got == 2).all()
     del got
     gc.collect()
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
 
 
 def test_sharedbridge_close_leaves_the_pool_too(qname):
@@ -355,9 +338,9 @@ def test_sharedbridge_close_leaves_the_pool_too(qname):
     q.put(W.array(MIB, 1))
     assert (q.get(timeout=WAIT) == 1).all()
     gc.collect()
-    assert len(data_names(q)) == 1      # kept by this handle for reuse
+    assert len(queue_data_segments(q)) == 1      # kept by this handle for reuse
     sb.close(q)
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
 
 
 def test_collecting_the_handle_leaves_its_pool(qname):
@@ -365,10 +348,10 @@ def test_collecting_the_handle_leaves_its_pool(qname):
     other = sb.attach(q.name)
     other.put(W.array(MIB, 1))
     assert (q.get(timeout=WAIT) == 1).all()
-    assert len(data_names(q)) == 1
+    assert len(queue_data_segments(q)) == 1
     del other
     gc.collect()
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -382,7 +365,7 @@ def test_process_end_removes_pooled_names(method, qname):
     join(p)
     assert p.exitcode == 0
     gc.collect()
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
 
 
 def test_interpreter_exit_removes_pooled_names_and_keeps_ready_ones(qname):
@@ -400,9 +383,9 @@ def test_interpreter_exit_removes_pooled_names_and_keeps_ready_ones(qname):
     r = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True,
                        text=True, timeout=WAIT)
     assert r.returncode == 0, r.stderr
-    assert len(data_names(q)) == 1          # only the ready message's
+    assert len(queue_data_segments(q)) == 1          # only the ready message's
     got = q.get(timeout=WAIT)
     assert (got == 9).all()
     del got
     gc.collect()
-    assert data_names(q) == []
+    assert queue_data_segments(q) == []
