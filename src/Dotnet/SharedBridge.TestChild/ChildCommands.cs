@@ -34,13 +34,15 @@ internal static partial class ChildCommands
                 }
                 return 0;
             }
-            // create-paused NAME LIFETIME: create SharedArray<long> NAME and stop between writing its identity
+            // create-paused NAME LIFETIME [unsized]: create SharedArray<long> NAME and stop between writing its identity
             // and state = ready (the library's test hook, set by reflection), saying "ready" there; wait
             // to be killed (format.md section 8: reaping a segment whose creator died initializing it).
-            case ["create-paused", var name, var lifetime]:
+            // With unsized, stop earlier: right after shm_open made the object, before it is sized (0 bytes).
+            case ["create-paused", var name, var lifetime, .. var where] when where is [] or ["unsized"]:
             {
                 var hook = typeof(SharedSegment).Assembly.GetType("SharedBridge.Platform.MappedSegment")!
-                    .GetField("BeforeReadyHook", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!;
+                    .GetField(where is ["unsized"] ? "AfterOpenHook" : "BeforeReadyHook",
+                        System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!;
                 hook.SetValue(null, (Action<string>)(_ =>
                 {
                     Console.WriteLine("ready");

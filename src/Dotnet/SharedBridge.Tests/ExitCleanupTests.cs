@@ -37,6 +37,34 @@ public class ExitCleanupTests
         }
     }
 
+    // A signal while a creation is between shm_open and being registered: the creator still removes the object it
+    // made (docs/format.md section 8), whether it is still 0 bytes or written but not ready; a persistent one is the
+    // reaper's (LifetimeTests).
+    [Theory]
+    [InlineData(SegmentLifetime.Creator, "unsized")]
+    [InlineData(SegmentLifetime.LastCloser, "unsized")]
+    [InlineData(SegmentLifetime.Creator, "unready")]
+    public void ASignalDuringCreationRemovesTheObjectBeingCreated(SegmentLifetime lifetime, string where)
+    {
+        string name = Names.Unique("creating", prefix: "sbt_lk0");
+        try
+        {
+            string[] args = where == "unsized"
+                ? ["create-paused", name, lifetime.ToString(), "unsized"] : ["create-paused", name, lifetime.ToString()];
+            using var child = WatchedChild.Start([], args);
+            child.Child.ExpectLine("ready");
+            long size = new FileInfo(Names.ShmPath(name)).Length;
+            Assert.True(where == "unsized" ? size == 0 : size > 0, $"the child paused at the wrong place: {size} bytes");
+            Signals.Send(child.Pid, "TERM");
+            Assert.Equal(-15, child.WaitForEnd());
+            Assert.False(Names.Exists(name), $"SIGTERM left the {size}-byte object the creator was making behind");
+        }
+        finally
+        {
+            if (Names.Exists(name)) File.Delete(Names.ShmPath(name));
+        }
+    }
+
     [Fact]
     public void AnApplicationHandlerThatCancelsSigtermKeepsTheSegmentsUntilTheProcessExits()
     {

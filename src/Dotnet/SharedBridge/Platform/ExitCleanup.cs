@@ -30,6 +30,10 @@ namespace SharedBridge.Platform;
 internal static class ExitCleanup
 {
     private static readonly ConcurrentDictionary<MappedSegment, byte> Owned = new();
+    // Objects being created (key -> device and inode): from the moment O_EXCL made them this process's to the
+    // moment they are in Owned or removed again, so that a signal or an exit meanwhile removes the name too
+    // (docs/format.md section 8: the creator removes what it made; otherwise only a reaper could, after the grace period).
+    private static readonly ConcurrentDictionary<string, (ulong Device, ulong Inode)> Pending = new();
     private static readonly PosixSignal[] Signals = [PosixSignal.SIGTERM, PosixSignal.SIGINT, PosixSignal.SIGHUP];
     private static readonly object Gate = new();
     private static PosixSignalRegistration[]? s_registrations;
@@ -46,6 +50,31 @@ internal static class ExitCleanup
     internal static void Register(MappedSegment segment)
     {
         Owned.TryAdd(segment, 0);
+        InstallProcessHooks();
+    }
+
+    /// <summary>shm_open(O_EXCL) has just created <paramref name="key"/>, the object <paramref name="identity"/>: until
+    /// <see cref="Created"/>, the process's end removes the name if it is still that object.</summary>
+    internal static void Creating(string key, Interop.FileStat identity)
+    {
+        Pending[key] = (identity.Device, identity.Inode);
+        InstallProcessHooks();
+    }
+
+    /// <summary>The creation of <paramref name="key"/> ended: registered as owned, kept, or removed.</summary>
+    internal static void Created(string key) => Pending.TryRemove(key, out _);
+
+    /// <summary>Removes the name <paramref name="key"/> if it is still the object (device, inode) this process
+    /// made: never a stranger's segment that took the name after ours was removed. True when removed.</summary>
+    internal static bool UnlinkIfSame(string key, ulong device, ulong inode)
+    {
+        var current = Interop.TryLStat(Format.SegmentName.PathOf(key), out _);
+        if (current is not { } st || !st.IsRegularFile || st.Device != device || st.Inode != inode) return false;
+        return SegmentBackend.Unlink(key) == 0;
+    }
+
+    private static void InstallProcessHooks()
+    {
         lock (Gate)
         {
             InstallSignalHandlers();
@@ -89,6 +118,15 @@ internal static class ExitCleanup
     internal static int CleanUp()
     {
         int released = 0;
+        // Not counted: an object whose creation had not finished is no segment of this process yet.
+        foreach (var (key, identity) in Pending)
+        {
+            try
+            {
+                if (Pending.TryRemove(key, out _)) UnlinkIfSame(key, identity.Device, identity.Inode);
+            }
+            catch (Exception) { /* best effort while the process ends */ }
+        }
         foreach (var segment in Owned.Keys)
         {
             try

@@ -27,6 +27,10 @@ internal sealed unsafe class MappedSegment
     /// and state = ready, so that a test can kill a creator there (format.md section 8, reaping).</summary>
     private static Action<string>? BeforeReadyHook = null;
 
+    /// <summary>Tests only (set by reflection in the test child): called with the name right after shm_open(O_EXCL)
+    /// made the object, before it is sized, so that a test can signal a creator while the object is 0 bytes.</summary>
+    private static Action<string>? AfterOpenHook = null;
+
     private readonly SafeFileHandle _fd;
     private readonly MappedMemory _mapping;
     private readonly Interop.FileStat _identity;
@@ -101,16 +105,29 @@ internal sealed unsafe class MappedSegment
                 if (errno == Interop.EEXIST && generated && attempt < 16) continue;
                 throw OsErrors.Open(actual, errno, creating: true);
             }
+            // From here until the object is registered (or removed), the name is this process's to remove: on any
+            // failure, and on a signal or an exit meanwhile (ExitCleanup.Creating), if it is still this object
+            // (docs/format.md section 8). A persistent segment is the reaper's once its creator is gone.
+            Interop.FileStat? made = null;
             try
             {
+                made = AttachChecks.FStat(actual, fd);
+                if (spec.Lifetime != SegmentLifetime.Persistent) ExitCleanup.Creating(actual, made.Value);
+                AfterOpenHook?.Invoke(actual);
                 if (spec.Lifetime == SegmentLifetime.LastCloser) LastCloser.JoinNew(fd, actual);
                 return Initialize(actual, fd, spec, mode, keep, total, initialData);
             }
             catch
             {
-                SegmentBackend.Unlink(actual);
+                // Only an fstat that failed leaves no identity: then the name, created an instant ago.
+                if (made is { } st) ExitCleanup.UnlinkIfSame(actual, st.Device, st.Inode);
+                else SegmentBackend.Unlink(actual);
                 fd.Dispose();
                 throw;
+            }
+            finally
+            {
+                ExitCleanup.Created(actual);
             }
         }
     }
