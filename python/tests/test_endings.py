@@ -285,3 +285,26 @@ def test_handlers_are_installed_lazily_from_the_main_thread_only():
     rc, out, err, left = child.finish()
     assert rc == -signal.SIGHUP and err == "" and not left
     assert not any(shm_exists(n) for n in child.names)
+
+
+def test_a_signal_right_after_shm_open_still_removes_the_object_being_created(pyh_name):
+    # docs/format.md section 8: the creator removes what it made, also when SIGTERM comes
+    # between shm_open(O_EXCL) and the name being recorded (the object still 0 bytes).
+    name = pyh_name()
+    child = Child("from sharedbridge._platform import segment as S\n"
+                  "def paused(n):\n"
+                  "    print(n, os.path.getsize('/dev/shm/' + n), flush=True)\n"
+                  "    sys.stdin.readline()\n"
+                  "S._after_open = paused\n"
+                  "sb.RawArray('i', 4, name=sys.argv[1])\n"
+                  "print('created', flush=True)\n"
+                  "sys.stdin.readline()\n", name)
+    try:
+        assert child.names == [name, "0"]        # paused with the object made, still unsized
+        child.signal(signal.SIGTERM)
+        child.send("go")                         # the signal is pending or handled by now
+        rc, out, err, left = child.finish()
+        assert rc == -signal.SIGTERM, err
+        assert not shm_exists(name), "SIGTERM left the 0-byte object the creator was making"
+    finally:
+        cleanup(name)

@@ -17,6 +17,7 @@ Every operating-system error becomes our exception in os_errors.py.
 
 import errno
 import os
+import signal
 import stat
 import struct
 import threading
@@ -347,6 +348,35 @@ def check_mode(mode):
 # test can kill a creator there (the reaper's rule for state-0 segments, format.md section 8).
 _before_ready = None
 
+# Tests only: called with the name right after shm_open(O_EXCL) made the object, before it
+# is recorded and sized, so that a test can signal a creator while the object is 0 bytes.
+_after_open = None
+
+# The signals whose Python handlers (exit_cleanup's, or SIGINT's KeyboardInterrupt) must not
+# run between shm_open and exit_cleanup.creating: there, a handler would end the process (or
+# raise outside the cleanup below) with the new name recorded nowhere, leaving a 0-byte object
+# no one removes (docs/format.md section 8: the creator removes what it made).
+_END_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
+def _hold_end_signals():
+    """Block the end signals in the main thread (the only one whose Python handlers run);
+    returns the mask to restore, or None (another thread, or no pthread_sigmask)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, _END_SIGNALS)
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _release_end_signals(held):
+    """Restore the mask _hold_end_signals replaced: a signal that came meanwhile is delivered
+    now, and its handler runs at the next bytecode, once the name is recorded."""
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 # posix_fallocate errors of a file system that cannot reserve space: the pages then come
 # at the first write, as without it.
 _NO_RESERVE = (errno.EOPNOTSUPP, errno.EINVAL)
@@ -378,22 +408,32 @@ def create(name, header, init, mode=DEFAULT_MODE, detached=False):
         exit_cleanup.prepare()
     holder = None
     ident = None
-    while True:
-        seg_name = generated_key(name) if generated else name
-        try:
-            fd = open_object(seg_name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
-            break
-        except FileExistsError as e:
-            # Not ours, and never marked as ours: nothing here may unlink it.
-            if generated:
-                continue
-            raise os_errors.error_for(e, name, os_errors.CREATE) from None
+    held = _hold_end_signals()
     try:
-        # Marked as being created only now that O_EXCL made it ours, with its device and
-        # inode: the signal cleanup removes it only while the name is still this object.
-        ident = _ident(os.fstat(fd))
-        if not persistent:
-            exit_cleanup.creating(seg_name, ident)
+        while True:
+            seg_name = generated_key(name) if generated else name
+            try:
+                fd = open_object(seg_name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
+                break
+            except FileExistsError as e:
+                # Not ours, and never marked as ours: nothing here may unlink it.
+                if generated:
+                    continue
+                raise os_errors.error_for(e, name, os_errors.CREATE) from None
+    except BaseException:
+        _release_end_signals(held)
+        raise
+    try:
+        try:
+            if _after_open is not None:
+                _after_open(seg_name)
+            # Marked as being created only now that O_EXCL made it ours, with its device and
+            # inode: the signal cleanup removes it only while the name is still this object.
+            ident = _ident(os.fstat(fd))
+            if not persistent:
+                exit_cleanup.creating(seg_name, ident)
+        finally:
+            _release_end_signals(held)
         if lifetime == H.LIFETIME_LAST_CLOSER:
             holder = last_closer.hold_new(fd, fork_handover=not detached)
         os.fchmod(fd, mode)          # the exact mode asked for, whatever the umask
