@@ -30,6 +30,7 @@ from .._format import queue_layout as L
 from .._format.header_spec import new_header
 from .._format.segment_name import base_name, path_of
 from .._platform import attach_checks, exit_cleanup, last_closer
+from .._platform.lock_core import accel
 from .._platform.process_info import process_start_time
 from .._platform.segment import create, same_object, unlink_if_same
 from ..errors import CorruptDataError, SharedBridgeError
@@ -138,7 +139,7 @@ class Reusable:
     every reuse (its data_length, data offset, the holder's descriptor, the lstat path of
     its name)."""
 
-    __slots__ = ("pool", "seg", "ref", "end", "length", "base", "stat_path")
+    __slots__ = ("pool", "seg", "ref", "end", "length", "base", "stat_path", "check_args")
 
     def __init__(self, pool, seg):
         self.pool = pool
@@ -148,6 +149,9 @@ class Reusable:
         self.length = seg.header.element_count
         self.base = seg.header.data_offset
         self.stat_path = path_of(seg.name)
+        # the arguments of the compiled reuse check (_exclusive_check) but the descriptor
+        self.check_args = (os.fsencode(self.stat_path), seg.ident[0], seg.ident[1], seg.mm,
+                           H.STATE_OFFSET, H.STATE_READY)
 
     def committed(self, end):
         self.end = end
@@ -341,6 +345,8 @@ def _exclusive_check(entry):
     it)."""
     seg = entry.seg
     fd = seg.holder.fd
+    if _reuse_check is not None:        # the same steps in one compiled call
+        return _reuse_check(fd, *entry.check_args)
     try:
         _flock(fd, _LOCK_EX_NB)
     except BlockingIOError:
@@ -362,6 +368,7 @@ def _exclusive_check(entry):
     return True if alive else None
 
 
+_reuse_check = accel.reuse_check if accel is not None else None
 _flock = fcntl.flock
 _lstat = os.stat
 _LOCK_EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB

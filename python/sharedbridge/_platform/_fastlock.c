@@ -57,11 +57,12 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/file.h>
 #if defined(__linux__)
 #include <sys/syscall.h>
 #endif
 
-#define INTERFACE 8     /* lock_core.py refuses a module built from another version */
+#define INTERFACE 9     /* lock_core.py refuses a module built from another version */
 
 /* The stable ABI (Py_LIMITED_API=0x030C0000, an abi3 module for CPython 3.12+:
  * scripts/build_fastlock.py --limited-api): the same code with the limited API's functions
@@ -3240,6 +3241,111 @@ static PyObject *mod_map_sized(PyObject *mod, PyObject *const *args, Py_ssize_t 
     return result;
 }
 
+/* reuse_check(fd, path, dev, ino, buffer, state_offset, ready): checks (2) and (3) of
+ * docs/format.md section 11.5 "Reuse" on a pooled data segment, the steps of
+ * queue_data_segments._exclusive_check in one call: flock(fd, LOCK_EX | LOCK_NB); if
+ * refused (another process holds the segment: on Linux the failed conversion dropped this
+ * description's shared lock) flock(fd, LOCK_SH) again and return False; else read the u32
+ * state at state_offset of buffer (the segment's mapping), lstat path (its name's file)
+ * and compare its device and inode with dev and ino, then flock(fd, LOCK_SH) and return
+ * True (state == ready, the name still this object) or None (leave it). A blocking
+ * flock is made with the GIL released, retried on EINTR after the signal handlers ran
+ * (as fcntl.flock); another flock error raises OSError. */
+static int flock_retry(int fd, int op)
+{
+    for (;;) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = flock(fd, op);
+        Py_END_ALLOW_THREADS
+        if (rc == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+        if (PyErr_CheckSignals() < 0)
+            return -2;
+    }
+}
+
+static PyObject *mod_reuse_check(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "reuse_check(fd, path, dev, ino, buffer, state_offset, ready)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "reuse_check: path must be bytes");
+        return NULL;
+    }
+    const char *path = PyBytes_AsString(args[1]);
+    if (path == NULL)
+        return NULL;
+    unsigned long long dev = PyLong_AsUnsignedLongLong(args[2]);
+    if (dev == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long ino = PyLong_AsUnsignedLongLong(args[3]);
+    if (ino == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t off = PyLong_AsSsize_t(args[5]);
+    if (off == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long ready = PyLong_AsUnsignedLong(args[6]);
+    if (ready == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        errno = EBADF;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[4], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (off < 0 || off > view.len - 4) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "reuse_check: state_offset out of the buffer");
+        return NULL;
+    }
+    if (flock((int)fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        PyBuffer_Release(&view);
+        if (err == EWOULDBLOCK) {
+            int rc = flock_retry((int)fd, LOCK_SH);
+            if (rc == -2)
+                return NULL;
+            if (rc < 0)
+                return PyErr_SetFromErrno(PyExc_OSError);
+            Py_RETURN_FALSE;
+        }
+        if (err == EINTR) {
+            /* as fcntl.flock: the handlers run, then the same call again */
+            if (PyErr_CheckSignals() < 0)
+                return NULL;
+            return mod_reuse_check(mod, args, nargs);
+        }
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    uint32_t state = __atomic_load_n((uint32_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
+    PyBuffer_Release(&view);
+    int alive = 0;
+    if (state == ready) {
+        struct stat st;
+        alive = lstat(path, &st) == 0 && (unsigned long long)st.st_dev == dev
+                && (unsigned long long)st.st_ino == ino;
+    }
+    int rc = flock_retry((int)fd, LOCK_SH);
+    if (rc == -2)
+        return NULL;
+    if (rc < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (alive)
+        Py_RETURN_TRUE;
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef module_methods[] = {
@@ -3264,6 +3370,10 @@ static PyMethodDef module_methods[] = {
      "or when signum has no handler to chain to."},
     {"set_spin_ns", mod_set_spin_ns, METH_O,
      "set_spin_ns(ns)\n\nThe process-wide spin budget of WaitCore's waits (wake.py sets it)."},
+    {"reuse_check", (PyCFunction)(void (*)(void))mod_reuse_check, METH_FASTCALL,
+     "reuse_check(fd, path, dev, ino, buffer, state_offset, ready) -> True, False or None\n\n"
+     "Checks (2) and (3) of docs/format.md section 11.5 \"Reuse\" on a pooled data segment\n"
+     "(queue_data_segments._exclusive_check in one call)."},
     {"queue_setup", (PyCFunction)(void (*)(void))mod_queue_setup, METH_FASTCALL,
      "queue_setup(signal, full, empty, decode, hooks)\n\nThe exceptions and the decoder of\n"
      "QueueCore (queue_fast.py calls it once)."},
