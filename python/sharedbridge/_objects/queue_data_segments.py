@@ -369,6 +369,7 @@ def _exclusive_check(entry):
 
 
 _reuse_check = accel.reuse_check if accel is not None else None
+_take_check = accel.take_check if accel is not None else None
 _flock = fcntl.flock
 _lstat = os.stat
 _LOCK_EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
@@ -463,7 +464,7 @@ class _Mapped:
     then has the shared flock)."""
 
     __slots__ = ("name", "ident", "fds", "mm", "base", "length", "creator_pid", "created",
-                 "size", "held", "pid")
+                 "size", "held", "pid", "check_args")
 
     def __init__(self, name, ident, fd, mm, h, size):
         self.name = name
@@ -477,6 +478,9 @@ class _Mapped:
         self.size = size
         self.held = True
         self.pid = os.getpid()
+        # the arguments of the compiled take_check (MappedCache.open) but the descriptor
+        self.check_args = (os.fsencode(path_of(name)), ident[0], ident[1], mm,
+                           H.STATE_OFFSET, H.STATE_RETIRED)
 
     def close(self):
         """Close the descriptor (it holds no lock: the caller made sure) and drop the
@@ -486,6 +490,7 @@ class _Mapped:
         except IndexError:
             fd = -1
         self.mm = None
+        self.check_args = None
         if fd >= 0:
             os.close(fd)
 
@@ -565,8 +570,13 @@ class MappedCache:
         try:
             fd = e.fds[0]
             ok = (e.length == data_length and e.creator_pid == creator_pid
-                  and e.created == created_unix_ns and attach_checks._size_of(fd) == e.size
-                  and last_closer.take_shared(name, fd, e.ident, e.mm, OPEN_TIMEOUT))
+                  and e.created == created_unix_ns and attach_checks._size_of(fd) == e.size)
+            if ok:
+                # take_shared's steps, the first try compiled (None: not granted at once)
+                held = None if _take_check is None else _take_check(fd, *e.check_args)
+                if held is None:
+                    held = last_closer.take_shared(name, fd, e.ident, e.mm, OPEN_TIMEOUT)
+                ok = held
         except (OSError, SharedBridgeError):
             pass
         finally:

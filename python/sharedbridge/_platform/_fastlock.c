@@ -3346,6 +3346,79 @@ static PyObject *mod_reuse_check(PyObject *mod, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
+/* take_check(fd, path, dev, ino, buffer, state_offset, retired): steps 1 and 3 of
+ * docs/format.md section 8 for an attacher (last_closer.take_shared) when the shared lock
+ * is granted at once: flock(fd, LOCK_SH | LOCK_NB), then the re-check: the u32 state at
+ * state_offset of buffer (the mapping) is not retired and lstat of path (the name's file)
+ * still gives dev and ino. True: held. False: the segment was removed meanwhile (the lock
+ * was released again). None: the lock was not granted at once (somebody holds it
+ * exclusively for an instant): nothing held, the caller polls (take_shared). Another
+ * flock error raises OSError. */
+static PyObject *mod_take_check(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "take_check(fd, path, dev, ino, buffer, state_offset, retired)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "take_check: path must be bytes");
+        return NULL;
+    }
+    const char *path = PyBytes_AsString(args[1]);
+    if (path == NULL)
+        return NULL;
+    unsigned long long dev = PyLong_AsUnsignedLongLong(args[2]);
+    if (dev == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long ino = PyLong_AsUnsignedLongLong(args[3]);
+    if (ino == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t off = PyLong_AsSsize_t(args[5]);
+    if (off == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long retired = PyLong_AsUnsignedLong(args[6]);
+    if (retired == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        errno = EBADF;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[4], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (off < 0 || off > view.len - 4) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "take_check: state_offset out of the buffer");
+        return NULL;
+    }
+    if (flock((int)fd, LOCK_SH | LOCK_NB) != 0) {
+        int err = errno;
+        PyBuffer_Release(&view);
+        if (err == EWOULDBLOCK || err == EINTR)
+            Py_RETURN_NONE;
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    uint32_t state = __atomic_load_n((uint32_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
+    PyBuffer_Release(&view);
+    if (state != retired) {
+        struct stat st;
+        if (lstat(path, &st) == 0 && (unsigned long long)st.st_dev == dev
+                && (unsigned long long)st.st_ino == ino)
+            Py_RETURN_TRUE;
+    }
+    int rc = flock_retry((int)fd, LOCK_UN);
+    if (rc == -2)
+        return NULL;
+    if (rc < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_FALSE;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef module_methods[] = {
@@ -3374,6 +3447,10 @@ static PyMethodDef module_methods[] = {
      "reuse_check(fd, path, dev, ino, buffer, state_offset, ready) -> True, False or None\n\n"
      "Checks (2) and (3) of docs/format.md section 11.5 \"Reuse\" on a pooled data segment\n"
      "(queue_data_segments._exclusive_check in one call)."},
+    {"take_check", (PyCFunction)(void (*)(void))mod_take_check, METH_FASTCALL,
+     "take_check(fd, path, dev, ino, buffer, state_offset, retired) -> True, False or None\n\n"
+     "Steps 1 and 3 of docs/format.md section 8 for an attacher when the shared flock is\n"
+     "granted at once (last_closer.take_shared's first try; None: not granted, nothing held)."},
     {"queue_setup", (PyCFunction)(void (*)(void))mod_queue_setup, METH_FASTCALL,
      "queue_setup(signal, full, empty, decode, hooks)\n\nThe exceptions and the decoder of\n"
      "QueueCore (queue_fast.py calls it once)."},
