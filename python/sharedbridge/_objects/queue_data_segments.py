@@ -370,6 +370,7 @@ def _exclusive_check(entry):
 
 _reuse_check = accel.reuse_check if accel is not None else None
 _take_check = accel.take_check if accel is not None else None
+_leave_try = accel.leave_try if accel is not None else None
 _flock = fcntl.flock
 _lstat = os.stat
 _LOCK_EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
@@ -431,9 +432,24 @@ def _leave_fd(fd, name, ident):
     and removes its name (if it is still this object). The lock is released either way;
     *fd* stays open. True when another process still holds the segment (and *fd* is
     fine): only then may a consumer keep it mapped for a later message."""
+    granted = None
+    if _leave_try is not None:          # the first step in one compiled call
+        try:
+            refused = _leave_try(fd)
+        except OSError:
+            refused = None
+        if refused:
+            return True                 # another process holds it; lock released
+        if refused is None:             # as an error of try_exclusive below
+            try:
+                last_closer.unlock(fd)
+            except OSError:
+                pass
+            return False
+        granted = True
     others = False
     try:
-        if last_closer.try_exclusive(fd):
+        if granted or (granted is None and last_closer.try_exclusive(fd)):
             if same_object(name, ident):
                 os.pwrite(fd, _RETIRED, H.STATE_OFFSET)
                 unlink_if_same(name, ident)
@@ -547,7 +563,7 @@ class MappedCache:
     def open(self, name, data_length, creator_pid, created_unix_ns):
         """A view of the message's data in the cached mapping of *name*, held; None when
         it is not cached (or no longer valid: then it is closed)."""
-        if self._pid != os.getpid():
+        if self._pid != _PID[0]:
             self._forget_in_child()
         self._lock.acquire()
         try:
@@ -639,7 +655,7 @@ class MappedCache:
         """The last view of a message's bytes is gone: section 8 step 2 on the entry's
         descriptor; it stays cached unless this process was the last (then it retired
         and removed the segment) or it was dropped meanwhile. A no-op in a fork child."""
-        if e.pid != os.getpid():
+        if e.pid != _PID[0]:
             return
         try:
             fd = e.fds.pop()

@@ -3419,6 +3419,32 @@ static PyObject *mod_take_check(PyObject *mod, PyObject *const *args, Py_ssize_t
     Py_RETURN_FALSE;
 }
 
+/* leave_try(fd): the first part of section 8 step 2 on fd, which holds the shared flock:
+ * flock(fd, LOCK_EX | LOCK_NB). Refused (another process holds the object): the lock is
+ * released (LOCK_UN) and True returned. Granted: False, fd keeps the exclusive lock (this
+ * process is the last; the caller retires and removes the object, then unlocks). Another
+ * error raises OSError (the lock is then in an unknown state: the caller unlocks). */
+static PyObject *mod_leave_try(PyObject *mod, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        errno = EBADF;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (flock((int)fd, LOCK_EX | LOCK_NB) == 0)
+        Py_RETURN_FALSE;
+    if (errno != EWOULDBLOCK)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    int rc = flock_retry((int)fd, LOCK_UN);
+    if (rc == -2)
+        return NULL;
+    if (rc < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_TRUE;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef module_methods[] = {
@@ -3451,6 +3477,10 @@ static PyMethodDef module_methods[] = {
      "take_check(fd, path, dev, ino, buffer, state_offset, retired) -> True, False or None\n\n"
      "Steps 1 and 3 of docs/format.md section 8 for an attacher when the shared flock is\n"
      "granted at once (last_closer.take_shared's first try; None: not granted, nothing held)."},
+    {"leave_try", mod_leave_try, METH_O,
+     "leave_try(fd) -> bool\n\nflock(fd, LOCK_EX | LOCK_NB): refused, the lock is released and\n"
+     "True returned (others hold the object); granted, False (the caller is the last).\n"
+     "(docs/format.md section 8 step 2, queue_data_segments._leave_fd's common case)."},
     {"queue_setup", (PyCFunction)(void (*)(void))mod_queue_setup, METH_FASTCALL,
      "queue_setup(signal, full, empty, decode, hooks)\n\nThe exceptions and the decoder of\n"
      "QueueCore (queue_fast.py calls it once)."},
