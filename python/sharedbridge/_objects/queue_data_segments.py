@@ -99,10 +99,16 @@ def _new_segment(queue_name, data_length, lifetime):
                         element_count=data_length)
     while True:
         try:
-            return create(f"{queue_name}.m{os.urandom(8).hex()}", header, lambda mm: None,
-                          detached=True)
+            seg = create(f"{queue_name}.m{os.urandom(8).hex()}", header, lambda mm: None,
+                         detached=True)
+            break
         except FileExistsError:
             continue
+    if _populate is not None:
+        # The message's bytes are written next: their pages mapped in one call (create
+        # reserved them) rather than one fault per page.
+        _populate(seg.mm)
+    return seg
 
 
 # ---- producer: single-use -------------------------------------------------------------
@@ -371,6 +377,7 @@ def _exclusive_check(entry):
 _reuse_check = accel.reuse_check if accel is not None else None
 _take_check = accel.take_check if accel is not None else None
 _leave_try = accel.leave_try if accel is not None else None
+_populate = accel.populate if accel is not None else None
 _flock = fcntl.flock
 _lstat = os.stat
 _LOCK_EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB

@@ -3445,6 +3445,37 @@ static PyObject *mod_leave_try(PyObject *mod, PyObject *arg)
     Py_RETURN_TRUE;
 }
 
+/* populate(buffer): madvise(MADV_POPULATE_WRITE) over the pages of buffer (a mapping
+ * made by map_shared, page-aligned), with the GIL released: the page tables of a fresh
+ * mapping filled in one call rather than by one fault per page at the first write (a new
+ * out-of-line data segment of a queue, docs/format.md section 11.5). The contents are
+ * unchanged. Best effort: returns False where the kernel refuses it (before Linux 5.14,
+ * not Linux); the pages then fault in as they are written. */
+#if defined(__linux__) && !defined(MADV_POPULATE_WRITE)
+#define MADV_POPULATE_WRITE 23
+#endif
+static PyObject *mod_populate(PyObject *mod, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    int ok = 0;
+#ifdef MADV_POPULATE_WRITE
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)view.buf;
+    if (page > 0 && view.len > 0 && start % (uintptr_t)page == 0) {
+        size_t len = ((size_t)view.len + (size_t)page - 1) & ~((size_t)page - 1);
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = madvise(view.buf, len, MADV_POPULATE_WRITE);
+        Py_END_ALLOW_THREADS
+        ok = rc == 0;
+    }
+#endif
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(ok);
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef module_methods[] = {
@@ -3481,6 +3512,9 @@ static PyMethodDef module_methods[] = {
      "leave_try(fd) -> bool\n\nflock(fd, LOCK_EX | LOCK_NB): refused, the lock is released and\n"
      "True returned (others hold the object); granted, False (the caller is the last).\n"
      "(docs/format.md section 8 step 2, queue_data_segments._leave_fd's common case)."},
+    {"populate", mod_populate, METH_O,
+     "populate(buffer) -> bool\n\nmadvise(MADV_POPULATE_WRITE) over the page-aligned mapping\n"
+     "buffer, the GIL released (best effort: False where refused); contents unchanged."},
     {"queue_setup", (PyCFunction)(void (*)(void))mod_queue_setup, METH_FASTCALL,
      "queue_setup(signal, full, empty, decode, hooks)\n\nThe exceptions and the decoder of\n"
      "QueueCore (queue_fast.py calls it once)."},
