@@ -389,3 +389,48 @@ def test_interpreter_exit_removes_pooled_names_and_keeps_ready_ones(qname):
     del got
     gc.collect()
     assert queue_data_segments(q) == []
+
+
+# ---- (h) a pooled segment whose name was removed or given to another object --------------
+
+@pytest.fixture
+def mib2_name():
+    """Fresh queue names (prefix sbt_mib2); the segments they make are removed after the test."""
+    yield from fresh_names("sbt_mib2", derived="remove")
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_pooled_segment_whose_name_is_gone_or_another_object_is_not_reused(replace,
+                                                                          mib2_name):
+    """11.5 "Reuse" (3): a pooled segment whose name was removed (or now refers to another
+    object) is left, never written again; the next message gets a new segment, and a
+    stranger under the old name is neither reused nor removed."""
+    q = sb.Queue(capacity=RING, name=mib2_name())
+    q.put(np.full(MIB // 8, 1, dtype=np.int64))
+    a = q.get(timeout=WAIT)
+    assert (a == 1).all()
+    del a
+    gc.collect()
+    [old] = queue_data_segments(q)
+    os.unlink(os.path.join(SHM, old))
+    stranger = None
+    if replace:
+        stranger = os.open(os.path.join(SHM, old), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.write(stranger, b"not a data segment")
+    try:
+        q.put(np.full(MIB // 8, 2, dtype=np.int64))
+        names = queue_data_segments(q)
+        new = [n for n in names if n != old]
+        assert len(new) == 1, names
+        b = q.get(timeout=WAIT)
+        assert (b == 2).all() and len(b) == MIB // 8
+        del b
+        if replace:
+            assert os.pread(stranger, 64, 0) == b"not a data segment"
+            assert os.path.exists(os.path.join(SHM, old))
+    finally:
+        if stranger is not None:
+            os.close(stranger)
+            os.unlink(os.path.join(SHM, old))
+        q.close()
+    gc.collect()

@@ -28,8 +28,9 @@ import weakref
 from .._format import header as H
 from .._format import queue_layout as L
 from .._format.header_spec import new_header
-from .._format.segment_name import base_name
+from .._format.segment_name import base_name, path_of
 from .._platform import attach_checks, exit_cleanup, last_closer
+from .._platform.lock_core import accel
 from .._platform.process_info import process_start_time
 from .._platform.segment import create, same_object, unlink_if_same
 from ..errors import CorruptDataError, SharedBridgeError
@@ -60,6 +61,17 @@ def _fill(mm, base, data_length, parts, offsets, zero_gaps):
     *zero_gaps*: also clear what lies between them (a reused segment holds old bytes)."""
     mv = memoryview(mm).cast("B")
     try:
+        if len(parts) == 1 and offsets[0] == 0:
+            # One part from the start (an array, bytes): no gap to clear unless it is
+            # shorter than the data, which never happens for such a message.
+            part = parts[0]
+            if type(part) is not bytes:
+                part = _bytes_view(part)
+            k = len(part)
+            mv[base:base + k] = part
+            if zero_gaps and k < data_length:
+                mv[base + k:base + data_length] = bytes(data_length - k)
+            return
         p = base
         for part, off in zip(parts, offsets):
             start = base + off
@@ -87,10 +99,16 @@ def _new_segment(queue_name, data_length, lifetime):
                         element_count=data_length)
     while True:
         try:
-            return create(f"{queue_name}.m{os.urandom(8).hex()}", header, lambda mm: None,
-                          detached=True)
+            seg = create(f"{queue_name}.m{os.urandom(8).hex()}", header, lambda mm: None,
+                         detached=True)
+            break
         except FileExistsError:
             continue
+    if _populate is not None:
+        # The message's bytes are written next: their pages mapped in one call (create
+        # reserved them) rather than one fault per page.
+        _populate(seg.mm)
+    return seg
 
 
 # ---- producer: single-use -------------------------------------------------------------
@@ -122,15 +140,24 @@ class SingleUse:
 class Reusable:
     """A last-closer data segment of this process's pool, in use for one put: ``ref`` is
     the record's reference (the same for every message it carries); ``end`` the end
-    position (p + size) of the last record that referenced it (0: none yet)."""
+    position (p + size) of the last record that referenced it (0: none yet). ``length``,
+    ``base``, ``fd`` and ``stat_path`` are the private copies of what the pool uses for
+    every reuse (its data_length, data offset, the holder's descriptor, the lstat path of
+    its name)."""
 
-    __slots__ = ("pool", "seg", "ref", "end")
+    __slots__ = ("pool", "seg", "ref", "end", "length", "base", "stat_path", "check_args")
 
     def __init__(self, pool, seg):
         self.pool = pool
         self.seg = seg
         self.ref = _reference(seg)
         self.end = 0
+        self.length = seg.header.element_count
+        self.base = seg.header.data_offset
+        self.stat_path = path_of(seg.name)
+        # the arguments of the compiled reuse check (_exclusive_check) but the descriptor
+        self.check_args = (os.fsencode(self.stat_path), seg.ident[0], seg.ident[1], seg.mm,
+                           H.STATE_OFFSET, H.STATE_READY)
 
     def committed(self, end):
         self.end = end
@@ -142,10 +169,14 @@ class Reusable:
         self.pool._give_back(self)
 
 
-def _over_bounds(entries):
+def _over_bounds(entries, total=None):
     """Remove from *entries* (oldest first) and return the oldest ones beyond MAX_POOLED
-    entries or MAX_POOLED_BYTES bytes; the newest entry always stays."""
-    total = sum(e.seg.header.element_count for e in entries)
+    entries or MAX_POOLED_BYTES bytes (*total*: their bytes, if the caller knows them);
+    the newest entry always stays."""
+    if total is None:
+        total = sum(e.seg.header.element_count for e in entries)
+    if len(entries) <= MAX_POOLED and total <= MAX_POOLED_BYTES:
+        return []
     n = 0
     while len(entries) - n > 1 and (len(entries) - n > MAX_POOLED or total > MAX_POOLED_BYTES):
         total -= entries[n].seg.header.element_count
@@ -167,8 +198,10 @@ class Pool:
         self._name = queue_name
         self._words = words
         self._entries = []          # Reusable, oldest first
+        self._bytes = 0             # their data bytes
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = _PID[0]
+        self._at_end_pid = 0        # the process in which release_all was registered
         _pools.add(self)
 
     def _head(self):
@@ -180,16 +213,14 @@ class Pool:
         entry = self._reusable(data_length)
         if entry is not None:
             try:
-                _fill(entry.seg.mm, entry.seg.header.data_offset, data_length, parts,
-                      offsets, True)
+                _fill(entry.seg.mm, entry.base, data_length, parts, offsets, True)
             except BaseException:
                 self._give_back(entry)
                 raise
             return entry
         entry = Reusable(self, _new_segment(self._name, data_length, H.LIFETIME_LAST_CLOSER))
         try:
-            _fill(entry.seg.mm, entry.seg.header.data_offset, data_length, parts, offsets,
-                  False)
+            _fill(entry.seg.mm, entry.base, data_length, parts, offsets, False)
         except BaseException:
             self._leave(entry)
             raise
@@ -207,44 +238,65 @@ class Pool:
         and a check of a held segment is not free: the failed conversion drops this
         process's shared lock for an instant, in which the consumer's own leave
         (section 8 step 2) finds itself the last and removes the segment."""
-        dead = []
+        dead = None
         found = None
         with self._lock:
-            self._forget_if_child()
-            head = None
+            if self._pid != _PID[0]:
+                self._forget_if_child()
             entries = self._entries
-            order = entries[-2::-1] + entries[-1:]
-            for entry in order:
-                if entry.seg.header.element_count != data_length:
+            n = len(entries)
+            if not n:
+                return None
+            head = None
+            # Indexes n-2, n-3, ..., 0, then n-1.
+            for i in range(n - 2, -2, -1):
+                entry = entries[i]
+                if entry.length != data_length:
                     continue
                 if head is None:
-                    head = self._head()
+                    head = self._words[L.Q_HEAD]
                 if head < entry.end:                    # (1) a record may still use it
                     continue
-                verdict = _exclusive_check(entry.seg)   # (2) and (3)
+                verdict = _exclusive_check(entry)       # (2) and (3)
                 if verdict is None:
+                    if dead is None:
+                        dead = []
                     dead.append(entry)
                 elif verdict:
                     found = entry
                     break
-            for entry in dead:
-                self._entries.remove(entry)
+            if dead is not None:
+                for entry in dead:
+                    entries.remove(entry)
+                    self._bytes -= entry.length
             if found is not None:
-                self._entries.remove(found)
-        for entry in dead:
-            entry.seg.holder.close()        # its name is gone: leave (nothing to unlink)
+                entries.remove(found)
+                self._bytes -= found.length
+        if dead is not None:
+            for entry in dead:
+                entry.seg.holder.close()    # its name is gone: leave (nothing to unlink)
         return found
 
     def _give_back(self, entry):
-        # Also a fork child's first entry: its multiprocessing bootstrap cleared the
-        # registry of what to release at its end.
-        exit_cleanup.at_end(release_all)
+        pid = _PID[0]
+        if self._at_end_pid != pid:
+            # Also a fork child's first entry: its multiprocessing bootstrap cleared the
+            # registry of what to release at its end.
+            exit_cleanup.at_end(release_all)
+            self._at_end_pid = pid
         with self._lock:
-            self._forget_if_child()
-            if entry.seg.holder.pid != os.getpid():
+            if self._pid != pid:
+                self._forget_if_child()
+            if entry.seg.holder.pid != pid:
                 return
-            self._entries.append(entry)
-            evicted = _over_bounds(self._entries)
+            entries = self._entries
+            entries.append(entry)
+            self._bytes += entry.length
+            if len(entries) <= MAX_POOLED and self._bytes <= MAX_POOLED_BYTES:
+                return
+            evicted = _over_bounds(entries, self._bytes)
+            for old in evicted:
+                self._bytes -= old.length
         for old in evicted:
             self._leave(old)
 
@@ -271,6 +323,7 @@ class Pool:
         """Leave every pooled segment (the queue object's close(), collection, the
         process's end). Never waits: it may run from a signal handler."""
         entries, self._entries = self._entries, []
+        self._bytes = 0
         if self._pid != os.getpid():
             for entry in entries:
                 entry.seg.holder.forget_in_child()
@@ -283,6 +336,7 @@ class Pool:
             for entry in self._entries:
                 entry.seg.holder.forget_in_child()
             self._entries = []
+            self._bytes = 0
             self._pid = os.getpid()
 
     def names(self):
@@ -290,22 +344,48 @@ class Pool:
         return [e.seg.name for e in self._entries]
 
 
-def _exclusive_check(seg):
-    """Checks (2) and (3) of 11.5 "Reuse" on a pooled segment, the caller's shared lock
-    converted back afterwards: True (nobody else holds it, the name is still it, state 1),
-    False (another process holds it), None (its name was removed: leave it)."""
+def _exclusive_check(entry):
+    """Checks (2) and (3) of 11.5 "Reuse" on a pooled segment (a Reusable), the caller's
+    shared lock converted back afterwards: True (nobody else holds it, the name is still
+    it, state 1), False (another process holds it), None (its name was removed: leave
+    it)."""
+    seg = entry.seg
     fd = seg.holder.fd
-    if not last_closer.try_exclusive(fd):
+    if _reuse_check is not None:        # the same steps in one compiled call
+        return _reuse_check(fd, *entry.check_args)
+    try:
+        _flock(fd, _LOCK_EX_NB)
+    except BlockingIOError:
         # On Linux a failed conversion has dropped the shared lock: take it again (only
         # a closer or reaper holds the exclusive lock, for an instant).
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        _flock(fd, _LOCK_SH)
         return False
     try:
-        alive = (_STATE.unpack_from(seg.mm, H.STATE_OFFSET)[0] == H.STATE_READY
-                 and same_object(seg.name, seg.ident))
+        alive = _STATE.unpack_from(seg.mm, H.STATE_OFFSET)[0] == H.STATE_READY
+        if alive:
+            # section 8's identity check (exit_cleanup.same_object), on the path kept
+            try:
+                st = _lstat(entry.stat_path, follow_symlinks=False)
+                alive = (st.st_dev, st.st_ino) == seg.ident
+            except (OSError, ValueError):
+                alive = False
     finally:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        _flock(fd, _LOCK_SH)
     return True if alive else None
+
+
+_reuse_check = accel.reuse_check if accel is not None else None
+_take_check = accel.take_check if accel is not None else None
+_leave_try = accel.leave_try if accel is not None else None
+_populate = accel.populate if accel is not None else None
+_flock = fcntl.flock
+_lstat = os.stat
+_LOCK_EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
+_LOCK_SH = fcntl.LOCK_SH
+
+# This process's id, kept up to date by the fork hook at the end of this module (so the
+# per-message paths need no getpid system call).
+_PID = [os.getpid()]
 
 
 _pools = weakref.WeakSet()
@@ -359,9 +439,24 @@ def _leave_fd(fd, name, ident):
     and removes its name (if it is still this object). The lock is released either way;
     *fd* stays open. True when another process still holds the segment (and *fd* is
     fine): only then may a consumer keep it mapped for a later message."""
+    granted = None
+    if _leave_try is not None:          # the first step in one compiled call
+        try:
+            refused = _leave_try(fd)
+        except OSError:
+            refused = None
+        if refused:
+            return True                 # another process holds it; lock released
+        if refused is None:             # as an error of try_exclusive below
+            try:
+                last_closer.unlock(fd)
+            except OSError:
+                pass
+            return False
+        granted = True
     others = False
     try:
-        if last_closer.try_exclusive(fd):
+        if granted or (granted is None and last_closer.try_exclusive(fd)):
             if same_object(name, ident):
                 os.pwrite(fd, _RETIRED, H.STATE_OFFSET)
                 unlink_if_same(name, ident)
@@ -392,7 +487,7 @@ class _Mapped:
     then has the shared flock)."""
 
     __slots__ = ("name", "ident", "fds", "mm", "base", "length", "creator_pid", "created",
-                 "size", "held", "pid")
+                 "size", "held", "pid", "check_args")
 
     def __init__(self, name, ident, fd, mm, h, size):
         self.name = name
@@ -406,6 +501,9 @@ class _Mapped:
         self.size = size
         self.held = True
         self.pid = os.getpid()
+        # the arguments of the compiled take_check (MappedCache.open) but the descriptor
+        self.check_args = (os.fsencode(path_of(name)), ident[0], ident[1], mm,
+                           H.STATE_OFFSET, H.STATE_RETIRED)
 
     def close(self):
         """Close the descriptor (it holds no lock: the caller made sure) and drop the
@@ -415,6 +513,7 @@ class _Mapped:
         except IndexError:
             fd = -1
         self.mm = None
+        self.check_args = None
         if fd >= 0:
             os.close(fd)
 
@@ -471,7 +570,7 @@ class MappedCache:
     def open(self, name, data_length, creator_pid, created_unix_ns):
         """A view of the message's data in the cached mapping of *name*, held; None when
         it is not cached (or no longer valid: then it is closed)."""
-        if self._pid != os.getpid():
+        if self._pid != _PID[0]:
             self._forget_in_child()
         self._lock.acquire()
         try:
@@ -494,8 +593,13 @@ class MappedCache:
         try:
             fd = e.fds[0]
             ok = (e.length == data_length and e.creator_pid == creator_pid
-                  and e.created == created_unix_ns and attach_checks._size_of(fd) == e.size
-                  and last_closer.take_shared(name, fd, e.ident, e.mm, OPEN_TIMEOUT))
+                  and e.created == created_unix_ns and attach_checks._size_of(fd) == e.size)
+            if ok:
+                # take_shared's steps, the first try compiled (None: not granted at once)
+                held = None if _take_check is None else _take_check(fd, *e.check_args)
+                if held is None:
+                    held = last_closer.take_shared(name, fd, e.ident, e.mm, OPEN_TIMEOUT)
+                ok = held
         except (OSError, SharedBridgeError):
             pass
         finally:
@@ -558,7 +662,7 @@ class MappedCache:
         """The last view of a message's bytes is gone: section 8 step 2 on the entry's
         descriptor; it stays cached unless this process was the last (then it retired
         and removed the segment) or it was dropped meanwhile. A no-op in a fork child."""
-        if e.pid != os.getpid():
+        if e.pid != _PID[0]:
             return
         try:
             fd = e.fds.pop()
@@ -722,6 +826,7 @@ def release_all():
 
 
 def _forget_in_child():
+    _PID[0] = os.getpid()
     for hold in list(_holds):
         hold.forget_in_child()
     _holds.clear()

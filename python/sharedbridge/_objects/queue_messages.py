@@ -290,12 +290,26 @@ def _dtype_description(dt):
     return desc
 
 
+# The descriptors of arrays of a dtype with a typecode, by (dtype, shape): a stream of
+# arrays repeats the same few (equal dtypes have the same typecode; bounded: cleared when
+# full).
+_array_descriptors = {}
+_MAX_ARRAY_DESCRIPTORS = 256
+
+
 def _array_message(np, arr):
     """Tag 5 for an ndarray whose dtype has a typecode or is a describable structure;
     None otherwise (it is pickled)."""
+    dt = arr.dtype
+    shape = arr.shape
+    desc = _array_descriptors.get((dt, shape))
+    if desc is not None:    # a dtype with a typecode, with this shape before (the same bytes)
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")
+        data = memoryview(arr.reshape(-1).view(np.uint8))
+        return Encoded(TAG_ARRAY, desc, [data], [0], data.nbytes)
     if arr.ndim > MAX_NDIM:
         return None
-    dt = arr.dtype
     if dt.names is not None:
         try:
             tail = _dtype_description(dt)
@@ -310,6 +324,10 @@ def _array_message(np, arr):
         arr = arr.copy(order="C")
     desc = (_ARRAY_HEAD.pack(ord(code), arr.ndim, 0, 0)
             + struct.pack(f"<{arr.ndim}Q", *arr.shape) + tail)
+    if not tail:
+        if len(_array_descriptors) >= _MAX_ARRAY_DESCRIPTORS:
+            _array_descriptors.clear()
+        _array_descriptors[(dt, shape)] = desc
     data = memoryview(arr.reshape(-1).view(np.uint8))
     return Encoded(TAG_ARRAY, desc, [data], [0], data.nbytes)
 

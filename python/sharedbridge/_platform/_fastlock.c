@@ -57,11 +57,12 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/file.h>
 #if defined(__linux__)
 #include <sys/syscall.h>
 #endif
 
-#define INTERFACE 8     /* lock_core.py refuses a module built from another version */
+#define INTERFACE 9     /* lock_core.py refuses a module built from another version */
 
 /* The stable ABI (Py_LIMITED_API=0x030C0000, an abi3 module for CPython 3.12+:
  * scripts/build_fastlock.py --limited-api): the same code with the limited API's functions
@@ -3240,6 +3241,241 @@ static PyObject *mod_map_sized(PyObject *mod, PyObject *const *args, Py_ssize_t 
     return result;
 }
 
+/* reuse_check(fd, path, dev, ino, buffer, state_offset, ready): checks (2) and (3) of
+ * docs/format.md section 11.5 "Reuse" on a pooled data segment, the steps of
+ * queue_data_segments._exclusive_check in one call: flock(fd, LOCK_EX | LOCK_NB); if
+ * refused (another process holds the segment: on Linux the failed conversion dropped this
+ * description's shared lock) flock(fd, LOCK_SH) again and return False; else read the u32
+ * state at state_offset of buffer (the segment's mapping), lstat path (its name's file)
+ * and compare its device and inode with dev and ino, then flock(fd, LOCK_SH) and return
+ * True (state == ready, the name still this object) or None (leave it). A blocking
+ * flock is made with the GIL released, retried on EINTR after the signal handlers ran
+ * (as fcntl.flock); another flock error raises OSError. */
+static int flock_retry(int fd, int op)
+{
+    for (;;) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = flock(fd, op);
+        Py_END_ALLOW_THREADS
+        if (rc == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+        if (PyErr_CheckSignals() < 0)
+            return -2;
+    }
+}
+
+static PyObject *mod_reuse_check(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "reuse_check(fd, path, dev, ino, buffer, state_offset, ready)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "reuse_check: path must be bytes");
+        return NULL;
+    }
+    const char *path = PyBytes_AsString(args[1]);
+    if (path == NULL)
+        return NULL;
+    unsigned long long dev = PyLong_AsUnsignedLongLong(args[2]);
+    if (dev == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long ino = PyLong_AsUnsignedLongLong(args[3]);
+    if (ino == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t off = PyLong_AsSsize_t(args[5]);
+    if (off == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long ready = PyLong_AsUnsignedLong(args[6]);
+    if (ready == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        errno = EBADF;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[4], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (off < 0 || off > view.len - 4) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "reuse_check: state_offset out of the buffer");
+        return NULL;
+    }
+    if (flock((int)fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        PyBuffer_Release(&view);
+        if (err == EWOULDBLOCK) {
+            int rc = flock_retry((int)fd, LOCK_SH);
+            if (rc == -2)
+                return NULL;
+            if (rc < 0)
+                return PyErr_SetFromErrno(PyExc_OSError);
+            Py_RETURN_FALSE;
+        }
+        if (err == EINTR) {
+            /* as fcntl.flock: the handlers run, then the same call again */
+            if (PyErr_CheckSignals() < 0)
+                return NULL;
+            return mod_reuse_check(mod, args, nargs);
+        }
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    uint32_t state = __atomic_load_n((uint32_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
+    PyBuffer_Release(&view);
+    int alive = 0;
+    if (state == ready) {
+        struct stat st;
+        alive = lstat(path, &st) == 0 && (unsigned long long)st.st_dev == dev
+                && (unsigned long long)st.st_ino == ino;
+    }
+    int rc = flock_retry((int)fd, LOCK_SH);
+    if (rc == -2)
+        return NULL;
+    if (rc < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (alive)
+        Py_RETURN_TRUE;
+    Py_RETURN_NONE;
+}
+
+/* take_check(fd, path, dev, ino, buffer, state_offset, retired): steps 1 and 3 of
+ * docs/format.md section 8 for an attacher (last_closer.take_shared) when the shared lock
+ * is granted at once: flock(fd, LOCK_SH | LOCK_NB), then the re-check: the u32 state at
+ * state_offset of buffer (the mapping) is not retired and lstat of path (the name's file)
+ * still gives dev and ino. True: held. False: the segment was removed meanwhile (the lock
+ * was released again). None: the lock was not granted at once (somebody holds it
+ * exclusively for an instant): nothing held, the caller polls (take_shared). Another
+ * flock error raises OSError. */
+static PyObject *mod_take_check(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "take_check(fd, path, dev, ino, buffer, state_offset, retired)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "take_check: path must be bytes");
+        return NULL;
+    }
+    const char *path = PyBytes_AsString(args[1]);
+    if (path == NULL)
+        return NULL;
+    unsigned long long dev = PyLong_AsUnsignedLongLong(args[2]);
+    if (dev == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long ino = PyLong_AsUnsignedLongLong(args[3]);
+    if (ino == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t off = PyLong_AsSsize_t(args[5]);
+    if (off == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long retired = PyLong_AsUnsignedLong(args[6]);
+    if (retired == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        errno = EBADF;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[4], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (off < 0 || off > view.len - 4) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "take_check: state_offset out of the buffer");
+        return NULL;
+    }
+    if (flock((int)fd, LOCK_SH | LOCK_NB) != 0) {
+        int err = errno;
+        PyBuffer_Release(&view);
+        if (err == EWOULDBLOCK || err == EINTR)
+            Py_RETURN_NONE;
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    uint32_t state = __atomic_load_n((uint32_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
+    PyBuffer_Release(&view);
+    if (state != retired) {
+        struct stat st;
+        if (lstat(path, &st) == 0 && (unsigned long long)st.st_dev == dev
+                && (unsigned long long)st.st_ino == ino)
+            Py_RETURN_TRUE;
+    }
+    int rc = flock_retry((int)fd, LOCK_UN);
+    if (rc == -2)
+        return NULL;
+    if (rc < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_FALSE;
+}
+
+/* leave_try(fd): the first part of section 8 step 2 on fd, which holds the shared flock:
+ * flock(fd, LOCK_EX | LOCK_NB). Refused (another process holds the object): the lock is
+ * released (LOCK_UN) and True returned. Granted: False, fd keeps the exclusive lock (this
+ * process is the last; the caller retires and removes the object, then unlocks). Another
+ * error raises OSError (the lock is then in an unknown state: the caller unlocks). */
+static PyObject *mod_leave_try(PyObject *mod, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        errno = EBADF;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (flock((int)fd, LOCK_EX | LOCK_NB) == 0)
+        Py_RETURN_FALSE;
+    if (errno != EWOULDBLOCK)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    int rc = flock_retry((int)fd, LOCK_UN);
+    if (rc == -2)
+        return NULL;
+    if (rc < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_TRUE;
+}
+
+/* populate(buffer): madvise(MADV_POPULATE_WRITE) over the pages of buffer (a mapping
+ * made by map_shared, page-aligned), with the GIL released: the page tables of a fresh
+ * mapping filled in one call rather than by one fault per page at the first write (a new
+ * out-of-line data segment of a queue, docs/format.md section 11.5). The contents are
+ * unchanged. Best effort: returns False where the kernel refuses it (before Linux 5.14,
+ * not Linux); the pages then fault in as they are written. */
+#if defined(__linux__) && !defined(MADV_POPULATE_WRITE)
+#define MADV_POPULATE_WRITE 23
+#endif
+static PyObject *mod_populate(PyObject *mod, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    int ok = 0;
+#ifdef MADV_POPULATE_WRITE
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)view.buf;
+    if (page > 0 && view.len > 0 && start % (uintptr_t)page == 0) {
+        size_t len = ((size_t)view.len + (size_t)page - 1) & ~((size_t)page - 1);
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = madvise(view.buf, len, MADV_POPULATE_WRITE);
+        Py_END_ALLOW_THREADS
+        ok = rc == 0;
+    }
+#endif
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(ok);
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef module_methods[] = {
@@ -3264,6 +3500,21 @@ static PyMethodDef module_methods[] = {
      "or when signum has no handler to chain to."},
     {"set_spin_ns", mod_set_spin_ns, METH_O,
      "set_spin_ns(ns)\n\nThe process-wide spin budget of WaitCore's waits (wake.py sets it)."},
+    {"reuse_check", (PyCFunction)(void (*)(void))mod_reuse_check, METH_FASTCALL,
+     "reuse_check(fd, path, dev, ino, buffer, state_offset, ready) -> True, False or None\n\n"
+     "Checks (2) and (3) of docs/format.md section 11.5 \"Reuse\" on a pooled data segment\n"
+     "(queue_data_segments._exclusive_check in one call)."},
+    {"take_check", (PyCFunction)(void (*)(void))mod_take_check, METH_FASTCALL,
+     "take_check(fd, path, dev, ino, buffer, state_offset, retired) -> True, False or None\n\n"
+     "Steps 1 and 3 of docs/format.md section 8 for an attacher when the shared flock is\n"
+     "granted at once (last_closer.take_shared's first try; None: not granted, nothing held)."},
+    {"leave_try", mod_leave_try, METH_O,
+     "leave_try(fd) -> bool\n\nflock(fd, LOCK_EX | LOCK_NB): refused, the lock is released and\n"
+     "True returned (others hold the object); granted, False (the caller is the last).\n"
+     "(docs/format.md section 8 step 2, queue_data_segments._leave_fd's common case)."},
+    {"populate", mod_populate, METH_O,
+     "populate(buffer) -> bool\n\nmadvise(MADV_POPULATE_WRITE) over the page-aligned mapping\n"
+     "buffer, the GIL released (best effort: False where refused); contents unchanged."},
     {"queue_setup", (PyCFunction)(void (*)(void))mod_queue_setup, METH_FASTCALL,
      "queue_setup(signal, full, empty, decode, hooks)\n\nThe exceptions and the decoder of\n"
      "QueueCore (queue_fast.py calls it once)."},
