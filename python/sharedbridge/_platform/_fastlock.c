@@ -3267,80 +3267,127 @@ static int flock_retry(int fd, int op)
     }
 }
 
-static PyObject *mod_reuse_check(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+/* The arguments reuse_check and take_check share, (fd, path, dev, ino, buffer,
+ * state_offset, state): one segment's descriptor, its name's file, the device and inode
+ * that name must still give, and the u32 state word at state_offset of its mapping. */
+typedef struct {
+    int fd;
+    const char *path;
+    unsigned long long dev, ino;
+    Py_ssize_t off;
+    unsigned long state;
+} NameCheck;
+
+/* Parses the arguments of *fn* into *c*; 0, or -1 with the exception set. */
+static int name_check_args(const char *fn, const char *usage, PyObject *const *args,
+                           Py_ssize_t nargs, NameCheck *c)
 {
     if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError,
-                        "reuse_check(fd, path, dev, ino, buffer, state_offset, ready)");
-        return NULL;
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
     }
     long fd = PyLong_AsLong(args[0]);
     if (fd == -1 && PyErr_Occurred())
-        return NULL;
+        return -1;
     if (!PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "reuse_check: path must be bytes");
-        return NULL;
+        PyErr_Format(PyExc_TypeError, "%s: path must be bytes", fn);
+        return -1;
     }
-    const char *path = PyBytes_AsString(args[1]);
-    if (path == NULL)
-        return NULL;
-    unsigned long long dev = PyLong_AsUnsignedLongLong(args[2]);
-    if (dev == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    unsigned long long ino = PyLong_AsUnsignedLongLong(args[3]);
-    if (ino == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t off = PyLong_AsSsize_t(args[5]);
-    if (off == -1 && PyErr_Occurred())
-        return NULL;
-    unsigned long ready = PyLong_AsUnsignedLong(args[6]);
-    if (ready == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
+    if ((c->path = PyBytes_AsString(args[1])) == NULL)
+        return -1;
+    c->dev = PyLong_AsUnsignedLongLong(args[2]);
+    if (c->dev == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    c->ino = PyLong_AsUnsignedLongLong(args[3]);
+    if (c->ino == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    c->off = PyLong_AsSsize_t(args[5]);
+    if (c->off == -1 && PyErr_Occurred())
+        return -1;
+    c->state = PyLong_AsUnsignedLong(args[6]);
+    if (c->state == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
     if (fd < 0 || fd > INT_MAX) {
         errno = EBADF;
-        return PyErr_SetFromErrno(PyExc_OSError);
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     }
+    c->fd = (int)fd;
+    return 0;
+}
+
+/* Holds *buffer* (args[4], the segment's mapping) in *view* once the state word of *c*
+ * is known to lie inside it; 0, or -1 with the exception set. name_check_state (or the
+ * caller) releases the view. */
+static int name_check_view(const char *fn, PyObject *buffer, const NameCheck *c,
+                           Py_buffer *view)
+{
+    if (PyObject_GetBuffer(buffer, view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (c->off < 0 || c->off > view->len - 4) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s: state_offset out of the buffer", fn);
+        return -1;
+    }
+    return 0;
+}
+
+/* The state word of *c* in *view*, read once and released. */
+static uint32_t name_check_state(Py_buffer *view, const NameCheck *c)
+{
+    uint32_t state = __atomic_load_n((uint32_t *)((char *)view->buf + c->off), __ATOMIC_ACQUIRE);
+    PyBuffer_Release(view);
+    return state;
+}
+
+/* True when the name's file still gives the device and inode of *c* (section 8). */
+static int name_check_same_object(const NameCheck *c)
+{
+    struct stat st;
+    return lstat(c->path, &st) == 0 && (unsigned long long)st.st_dev == c->dev
+           && (unsigned long long)st.st_ino == c->ino;
+}
+
+/* flock_retry's result as a Python error: 0 when it succeeded, else -1 with the
+ * exception set (the signal handlers' own, or the flock error). */
+static int flock_retry_or_raise(int fd, int op)
+{
+    int rc = flock_retry(fd, op);
+    if (rc == -1)
+        PyErr_SetFromErrno(PyExc_OSError);
+    return rc < 0 ? -1 : 0;
+}
+
+static PyObject *mod_reuse_check(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    NameCheck c;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[4], &view, PyBUF_SIMPLE) < 0)
+    if (name_check_args("reuse_check", "reuse_check(fd, path, dev, ino, buffer, state_offset, ready)",
+                        args, nargs, &c) < 0
+            || name_check_view("reuse_check", args[4], &c, &view) < 0)
         return NULL;
-    if (off < 0 || off > view.len - 4) {
+    int err;
+    do {
+        err = flock(c.fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
+        /* EINTR, as fcntl.flock: the handlers run, then the same call again */
+    } while (err == EINTR && PyErr_CheckSignals() == 0);
+    if (err != 0) {
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "reuse_check: state_offset out of the buffer");
-        return NULL;
-    }
-    if (flock((int)fd, LOCK_EX | LOCK_NB) != 0) {
-        int err = errno;
-        PyBuffer_Release(&view);
-        if (err == EWOULDBLOCK) {
-            int rc = flock_retry((int)fd, LOCK_SH);
-            if (rc == -2)
-                return NULL;
-            if (rc < 0)
-                return PyErr_SetFromErrno(PyExc_OSError);
-            Py_RETURN_FALSE;
+        if (err == EINTR)               /* a signal handler raised */
+            return NULL;
+        if (err != EWOULDBLOCK) {
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
         }
-        if (err == EINTR) {
-            /* as fcntl.flock: the handlers run, then the same call again */
-            if (PyErr_CheckSignals() < 0)
-                return NULL;
-            return mod_reuse_check(mod, args, nargs);
-        }
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
+        /* Another process holds it: the failed conversion dropped this description's
+         * shared lock (Linux), which is taken again. */
+        if (flock_retry_or_raise(c.fd, LOCK_SH) < 0)
+            return NULL;
+        Py_RETURN_FALSE;
     }
-    uint32_t state = __atomic_load_n((uint32_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
-    PyBuffer_Release(&view);
-    int alive = 0;
-    if (state == ready) {
-        struct stat st;
-        alive = lstat(path, &st) == 0 && (unsigned long long)st.st_dev == dev
-                && (unsigned long long)st.st_ino == ino;
-    }
-    int rc = flock_retry((int)fd, LOCK_SH);
-    if (rc == -2)
+    int alive = name_check_state(&view, &c) == c.state && name_check_same_object(&c);
+    if (flock_retry_or_raise(c.fd, LOCK_SH) < 0)
         return NULL;
-    if (rc < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
     if (alive)
         Py_RETURN_TRUE;
     Py_RETURN_NONE;
@@ -3356,46 +3403,13 @@ static PyObject *mod_reuse_check(PyObject *mod, PyObject *const *args, Py_ssize_
  * flock error raises OSError. */
 static PyObject *mod_take_check(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError,
-                        "take_check(fd, path, dev, ino, buffer, state_offset, retired)");
-        return NULL;
-    }
-    long fd = PyLong_AsLong(args[0]);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
-    if (!PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "take_check: path must be bytes");
-        return NULL;
-    }
-    const char *path = PyBytes_AsString(args[1]);
-    if (path == NULL)
-        return NULL;
-    unsigned long long dev = PyLong_AsUnsignedLongLong(args[2]);
-    if (dev == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    unsigned long long ino = PyLong_AsUnsignedLongLong(args[3]);
-    if (ino == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t off = PyLong_AsSsize_t(args[5]);
-    if (off == -1 && PyErr_Occurred())
-        return NULL;
-    unsigned long retired = PyLong_AsUnsignedLong(args[6]);
-    if (retired == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
-    if (fd < 0 || fd > INT_MAX) {
-        errno = EBADF;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    NameCheck c;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[4], &view, PyBUF_SIMPLE) < 0)
+    if (name_check_args("take_check", "take_check(fd, path, dev, ino, buffer, state_offset, retired)",
+                        args, nargs, &c) < 0
+            || name_check_view("take_check", args[4], &c, &view) < 0)
         return NULL;
-    if (off < 0 || off > view.len - 4) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "take_check: state_offset out of the buffer");
-        return NULL;
-    }
-    if (flock((int)fd, LOCK_SH | LOCK_NB) != 0) {
+    if (flock(c.fd, LOCK_SH | LOCK_NB) != 0) {
         int err = errno;
         PyBuffer_Release(&view);
         if (err == EWOULDBLOCK || err == EINTR)
@@ -3403,19 +3417,10 @@ static PyObject *mod_take_check(PyObject *mod, PyObject *const *args, Py_ssize_t
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    uint32_t state = __atomic_load_n((uint32_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
-    PyBuffer_Release(&view);
-    if (state != retired) {
-        struct stat st;
-        if (lstat(path, &st) == 0 && (unsigned long long)st.st_dev == dev
-                && (unsigned long long)st.st_ino == ino)
-            Py_RETURN_TRUE;
-    }
-    int rc = flock_retry((int)fd, LOCK_UN);
-    if (rc == -2)
+    if (name_check_state(&view, &c) != c.state && name_check_same_object(&c))
+        Py_RETURN_TRUE;
+    if (flock_retry_or_raise(c.fd, LOCK_UN) < 0)
         return NULL;
-    if (rc < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_FALSE;
 }
 
