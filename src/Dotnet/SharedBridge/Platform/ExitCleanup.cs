@@ -66,12 +66,8 @@ internal static class ExitCleanup
 
     /// <summary>Removes the name <paramref name="key"/> if it is still the object (device, inode) this process
     /// made: never a stranger's segment that took the name after ours was removed. True when removed.</summary>
-    internal static bool UnlinkIfSame(string key, ulong device, ulong inode)
-    {
-        var current = Interop.TryLStat(Format.SegmentName.PathOf(key), out _);
-        if (current is not { } st || !st.IsRegularFile || st.Device != device || st.Inode != inode) return false;
-        return SegmentBackend.Unlink(key) == 0;
-    }
+    internal static bool UnlinkIfSame(string key, ulong device, ulong inode) =>
+        MappedSegment.Names(key, device, inode, out _) && SegmentBackend.Unlink(key) == 0;
 
     private static void InstallProcessHooks()
     {

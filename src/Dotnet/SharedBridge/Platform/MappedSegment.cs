@@ -418,13 +418,17 @@ internal sealed unsafe class MappedSegment
     /// <summary>True when the name refers now to this object (same device and inode).</summary>
     private bool IsStillNamed() => IsStillNamed(out _);
 
-    private bool IsStillNamed(out bool nameExists)
+    private bool IsStillNamed(out bool nameExists) => Names(Name, _identity.Device, _identity.Inode, out nameExists);
+
+    /// <summary>True when the name <paramref name="key"/> refers now to the object (<paramref name="device"/>,
+    /// <paramref name="inode"/>).</summary>
+    internal static bool Names(string key, ulong device, ulong inode, out bool nameExists)
     {
         // lstat of the name's path (/dev/shm or the directory of section 1.3), as every language does (section 8): it opens nothing, so it needs no permission on
         // the object and follows no symbolic link.
-        var current = Interop.TryLStat(SegmentName.PathOf(Name), out _);
+        var current = Interop.TryLStat(SegmentName.PathOf(key), out _);
         nameExists = current is not null;
-        return current is { } st && st.IsRegularFile && st.Device == _identity.Device && st.Inode == _identity.Inode;
+        return current is { } st && st.IsRegularFile && st.Device == device && st.Inode == inode;
     }
 
     private void UnlinkIfStillOurs(bool explicitCall)
