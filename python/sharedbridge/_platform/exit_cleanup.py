@@ -318,6 +318,20 @@ def _on_signal(signum, frame):
     die_by_default_action(signum)
 
 
+def restore_default_actions(signals, handler):
+    """Give each of *signals* whose handler is still *handler* its default action back
+    (others set a handler of their own since: left alone); returns the signals restored."""
+    restored = set()
+    for sig in list(signals):
+        try:
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, signal.SIG_DFL)
+                restored.add(sig)
+        except (ValueError, OSError, RuntimeError):
+            pass
+    return restored
+
+
 def _reset_in_child():
     # A fork child owns nothing yet: it installs again when it creates a segment itself.
     global _checked
@@ -330,13 +344,7 @@ def _reset_in_child():
         # so the default action ends this process the same way, and without the lost-signal
         # hang above: a Pool worker that only receives objects is stopped by terminate()
         # even on the ctypes path. own(), participate() and at_end() install again.
-        for sig in list(_installed):
-            try:
-                if signal.getsignal(sig) is _on_signal:
-                    signal.signal(sig, signal.SIG_DFL)
-            except (ValueError, OSError, RuntimeError):
-                continue
-            _installed.discard(sig)
+        _installed.difference_update(restore_default_actions(_installed, _on_signal))
         _checked = False
         return
     # The re-send's timer is not inherited and this process's main thread is another

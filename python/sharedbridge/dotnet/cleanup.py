@@ -39,12 +39,7 @@ def at_exit():
     release_created_segments()
     # Nothing is left to release: during pythonnet's slow unload that follows, SIGTERM (a
     # Jupyter kernel's shutdown deadline) may have its default action again.
-    for sig in list(_installed):
-        try:
-            if signal.getsignal(sig) is on_signal:
-                signal.signal(sig, signal.SIG_DFL)
-        except (ValueError, OSError, RuntimeError):
-            pass
+    exit_cleanup.restore_default_actions(_installed, on_signal)
 
 
 def on_signal(signum, frame):
