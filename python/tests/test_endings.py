@@ -240,7 +240,9 @@ def test_fork_children_with_nothing_to_release_keep_the_default_action():
     # A handler with nothing to do would only add CPython's lost-signal window (a Pool
     # worker blocked in its task queue's lock when terminate() sends SIGTERM hung about one
     # run in 300 on the ctypes path): such children restore the default action, and
-    # install again as soon as they create or take part in a segment.
+    # install again as soon as they create or take part in a segment. Each line is printed
+    # once its pool has ended: a SIGTERM while terminate() is still stopping a worker would
+    # leave that worker orphaned (as with multiprocessing alone), holding this test's pipes.
     child = Child(
         "import multiprocessing as mp\n"
         "def handlers(make=None):\n"
@@ -251,10 +253,12 @@ def test_fork_children_with_nothing_to_release_keep_the_default_action():
         "a = sb.Array('i', 1)\n"
         "report(a)\n"
         "with mp.get_context('fork').Pool(1) as pool:\n"
-        "    print(pool.apply(handlers), pool.apply(handlers, (make_owned,)), flush=True)\n"
+        "    seen = pool.apply(handlers), pool.apply(handlers, (make_owned,))\n"
+        "print(*seen, flush=True)\n"
         "shared = sb.RawArray('i', 1, lifetime='last-closer')\n"
         "with mp.get_context('fork').Pool(1) as pool:\n"
-        "    print(pool.apply(handlers), handlers(), flush=True)\n"
+        "    seen = pool.apply(handlers), handlers()\n"
+        "print(*seen, flush=True)\n"
         "sys.stdin.readline()\n")
     assert child.line() == "[True, True] [False, False]"
     assert child.line() == "[False, False] [False, False]"   # it holds a last-closer segment
