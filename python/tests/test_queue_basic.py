@@ -366,3 +366,85 @@ def test_reap_removes_orphan_out_of_line_segments(qname):
     assert "queue" in reaped[0].reason
     assert ours(name) == [kept.name]
     sb.unlink(kept.name)
+
+
+# ---- nothing a get took is lost (queue_delivery.py, docs/api.md) ---------------------
+
+def _refuse():
+    raise LookupError("this class cannot be rebuilt here")
+
+
+class _Unloadable:
+    """Pickles fine; its unpickling fails, as a class the consumer cannot import does."""
+
+    def __reduce__(self):
+        return _refuse, ()
+
+
+_interrupts = []
+
+
+def _interrupt_once(value):
+    if not _interrupts:
+        _interrupts.append(value)
+        raise KeyboardInterrupt
+    return value
+
+
+class _InterruptedOnce:
+    """Its first unpickling is interrupted (Ctrl-C while get_many decodes it)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __reduce__(self):
+        return _interrupt_once, (self.value,)
+
+
+def test_a_message_that_cannot_be_decoded_ends_the_batch_before_it(qname):
+    q = sb.Queue(name=qname())
+    q.put_many(["a", b"b", _Unloadable(), 3, "d"])
+    assert q.get_many(10) == ["a", b"b"]
+    assert q.qsize() == 2 and not q.empty()     # 3 and "d": taken, not yet handed over
+    with pytest.raises(sb.CorruptDataError, match=q.name) as e:
+        q.get_many(10)
+    assert isinstance(e.value.__cause__, LookupError)
+    assert q.get_many(1) == [3]
+    assert q.get() == "d"
+    assert q.qsize() == 0 and q.empty()
+    with pytest.raises(queue.Empty):
+        q.get_many(10, timeout=0.05)
+    q.close()
+
+
+def test_a_first_message_that_cannot_be_decoded_is_raised_and_the_rest_follow(qname):
+    q = sb.Queue(name=qname())
+    q.put_many([_Unloadable(), 1, 2])
+    with pytest.raises(sb.CorruptDataError, match=q.name):
+        q.get_many(10)
+    assert q.get_many(10) == [1, 2]
+    q.close()
+
+
+def test_a_string_that_is_not_utf8_in_a_batch_costs_only_itself(qname):
+    q = sb.Queue(name=qname(), capacity=4096)
+    q.put_many(["a", "bcd", "e"])
+    q._ring._ring[2 * L.RECORD_HEADER + 8 + 1] = 0xFF      # a byte of "bcd"
+    assert q.get_many(10) == ["a"]
+    with pytest.raises(sb.CorruptDataError, match="not UTF-8"):
+        q.get()
+    assert q.get_many(10) == ["e"]
+    q.close()
+
+
+def test_keyboard_interrupt_while_decoding_keeps_the_whole_batch(qname):
+    q = sb.Queue(name=qname())
+    del _interrupts[:]
+    q.put_many(["a", 1, _InterruptedOnce("x"), (2, 3)])
+    with pytest.raises(KeyboardInterrupt):
+        q.get_many(10)
+    assert q.qsize() == 4
+    assert q.get() == "a"
+    assert q.get_many(10) == [1, "x", (2, 3)]
+    assert q.qsize() == 0
+    q.close()

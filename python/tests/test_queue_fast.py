@@ -117,18 +117,17 @@ def test_both_paths_leave_the_same_bytes(qname):
         assert a == b, f"line {i} differs"
 
 
-def test_a_corrupt_record_in_the_middle_of_get_many_changes_nothing_more(qname):
+def test_a_corrupt_record_in_the_middle_of_get_many_keeps_what_was_taken(qname):
     q = sb.Queue(name=qname(), capacity=4096)
     q.put_many([b"first", b"second", b"third"])
     second = L.RECORD_HEADER + L.align8(5)
     q._ring._ring[second + 4] = 9           # state 9: a corrupt record header
-    before = _image(q)
+    # The first message was consumed before the second was read (section 11.3 get
+    # step 4): it is handed over, and the corrupt header is reported by the next get.
+    assert q.get_many(10) == [b"first"]
+    after = _image(q)
     with pytest.raises(sb.CorruptSegmentError, match=q.name):
         q.get_many(10)
-    # The first message was consumed before the second was read (section 11.3 get
-    # step 4), as the Python path does; the corrupt header stopped everything after it.
-    after = _image(q)
-    assert after != before
     with pytest.raises(sb.CorruptSegmentError, match=q.name):
         q.get_many(10)
     with pytest.raises(sb.CorruptSegmentError, match=q.name):

@@ -16,6 +16,7 @@ import queue
 
 from .._format import queue_layout as L
 from .._platform.lock_core import accel
+from . import queue_delivery as _delivery
 from . import queue_messages as _codec
 
 FAST = accel is not None
@@ -34,13 +35,14 @@ def decode(tag, descriptor, data, name):
 def setup(completed_signal, ring_globals):
     """Called once by queue_ring: the exceptions, the decoder, and queue_ring's globals
     (the compiled path calls the test hooks _before_commit, _after_commit, _before_done
-    at the same points as the Python path)."""
+    at the same points as the Python path), and queue_delivery's hand-over."""
     if FAST:
-        accel.queue_setup(completed_signal, queue.Full, queue.Empty, decode, ring_globals)
+        accel.queue_setup(completed_signal, queue.Full, queue.Empty, decode, ring_globals,
+                          _delivery.finish_many, _delivery.deliver)
 
 
 def bind(ring, mm, base, capacity, lock):
     """Bind the compiled core of *ring* to its mapped data area (control block and ring)."""
     area = (ctypes.c_uint8 * (L.RING + capacity)).from_buffer(mm, base)
     ring._qbind(area, ring._recoveries, lock, ring._R, ring._W, ring._J, capacity,
-                ring.max_messages, ring.name)
+                ring.max_messages, ring.name, ring._undelivered)

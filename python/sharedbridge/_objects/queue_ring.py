@@ -173,6 +173,7 @@ class QueueRing(queue_fast.RingCore):
         self._recoveries = ctypes.c_uint64.from_buffer(mm, H.RECOVERY_COUNT_OFFSET)
         self._seen = self._recoveries.value
         self.data_cache = None      # the reusable data segments kept mapped (11.5)
+        self._undelivered = []      # taken, not yet handed over: queue_delivery.py
         if queue_fast.FAST:
             queue_fast.bind(self, mm, base, cap, lock)
 
@@ -520,7 +521,9 @@ class QueueRing(queue_fast.RingCore):
                 self._W._notify(VALUE_MAX)
 
     def get_many(self, max_items, block, timeout):
-        """Up to *max_items* messages: waits (as asked) for the first only."""
+        """(messages, error): up to *max_items* messages, waiting (as asked) for the first
+        only, and None or what was raised after the first had been taken (they are no
+        longer in the ring: queue_delivery.finish_many hands them over all the same)."""
         lock = self._lock
         got = []
         lock.acquire()
@@ -535,7 +538,7 @@ class QueueRing(queue_fast.RingCore):
                 with _Joined(self._R) as joined:
                     while m is None:
                         if deadline is not None and _now() >= deadline:
-                            return got
+                            return got, None
                         joined.wait(deadline)
                         self._check_recovery()
                         m = self._read_one()
@@ -547,7 +550,9 @@ class QueueRing(queue_fast.RingCore):
                     m = self._read_one()
                 except QueueCompletedSignal:
                     break
-            return got
+                except BaseException as e:
+                    return got, e
+            return got, None
         finally:
             lock.release()
 

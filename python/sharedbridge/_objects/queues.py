@@ -26,6 +26,7 @@ from .._format.segment_name import base_name, qualify
 from .._platform.segment import on_remove
 from ..errors import QueueCompleted, TypeMismatchError
 from . import queue_data_segments as DS
+from . import queue_delivery as QD
 from . import queue_ring as QR
 from .lifetimes import resolve_lifetime
 from .protocol import segment_of
@@ -232,6 +233,8 @@ class Queue:
                 return self._fast._fget(block, timeout)
             except QueueCompletedSignal:
                 raise self._completed_error("get") from None
+        if self._ring._undelivered:     # queue_delivery.py
+            return QD.deliver(self._ring._undelivered, None, self.name)
         try:
             m = self._ring.get(block, timeout)
         except QueueCompletedSignal:
@@ -246,7 +249,8 @@ class Queue:
     def get_many(self, max_items, block=True, timeout=None):
         """Up to *max_items* messages as a list, taking the lock once: waits (as get
         does) for the first one only. queue.Empty when none came; QueueCompleted when
-        the queue is completed and drained."""
+        the queue is completed and drained. Nothing it took is lost when it fails part
+        way: queue_delivery.py says how the rest is handed over."""
         if self._closed:
             raise _closed_error(self)
         if max_items < 1:
@@ -256,19 +260,27 @@ class Queue:
                 return self._fast._fget_many(max_items, block, timeout)
             except QueueCompletedSignal:
                 raise self._completed_error("get") from None
+        undelivered = self._ring._undelivered
+        if undelivered:
+            return QD.deliver(undelivered, max_items, self.name)
         try:
-            got = self._ring.get_many(max_items, block, timeout)
+            got, error = self._ring.get_many(max_items, block, timeout)
         except QueueCompletedSignal:
             raise self._completed_error("get") from None
         if not got:
             raise _queue.Empty
-        return [self._decode(m) for m in got]
+        return QD.finish_many(undelivered, got, error, self.name)
 
     # ---- state ---------------------------------------------------------------------
 
     def qsize(self):
         """The number of messages ready to be got (exact at the moment it is read)."""
-        return self._ring.count()
+        return self._ring.count() + self._waiting()
+
+    def _waiting(self):
+        """Messages this handle took and has not handed over yet (queue_delivery.py)."""
+        undelivered = self._ring._undelivered
+        return QD.count(undelivered) if undelivered else 0
 
     def empty(self):
         """True when no message is ready. On a handle closed after it put something,
@@ -276,7 +288,7 @@ class Queue:
         SimpleQueue always raises it."""
         if self._closed and (self._used or self._flavour == L.FLAVOUR_SIMPLE):
             raise OSError("handle is closed")
-        return self._ring.count() == 0
+        return self._ring.count() == 0 and not self._waiting()
 
     def full(self):
         return self._ring.count() >= self._ring.max_messages

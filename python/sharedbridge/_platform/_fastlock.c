@@ -62,7 +62,7 @@
 #include <sys/syscall.h>
 #endif
 
-#define INTERFACE 9     /* lock_core.py refuses a module built from another version */
+#define INTERFACE 10    /* lock_core.py refuses a module built from another version */
 
 /* The stable ABI (Py_LIMITED_API=0x030C0000, an abi3 module for CPython 3.12+:
  * scripts/build_fastlock.py --limited-api): the same code with the limited API's functions
@@ -1845,7 +1845,7 @@ static PyObject *mod_set_spin_ns(PyObject *mod, PyObject *arg)
 #define REC_PAD 4
 #define MAX_TAG 6
 
-static PyObject *q_signal, *q_full, *q_empty, *q_decode, *q_hooks;
+static PyObject *q_signal, *q_full, *q_empty, *q_decode, *q_hooks, *q_finish_many, *q_deliver;
 static PyObject *s_read_one, *s_state, *s_advance_head, *s_check_recovery, *s_tag,
     *s_descriptor, *s_data, *s_before_commit, *s_after_commit, *s_before_done;
 
@@ -1859,6 +1859,8 @@ typedef struct {
     uint64_t seen;
     uint64_t last_end;          /* the end (p + size) of the record qc_write committed last */
     PyObject *area_obj, *rec_obj, *name;
+    PyObject *undelivered;      /* QueueRing._undelivered: taken, not yet handed over
+                                 * (queue_delivery.py); a list, shared with Python */
     LockCore *lock;
     WaitCore *R, *W, *J;
 } QueueCore;
@@ -2668,6 +2670,9 @@ static PyObject *qc_fget(QueueCore *self, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_TypeError, "_fget(block=True, timeout=None)");
         return NULL;
     }
+    if (self->undelivered && PyList_GET_SIZE(self->undelivered))
+        return PyObject_CallFunctionObjArgs(q_deliver, self->undelivered, Py_None, self->name,
+                                            NULL);
     if ((b = PyObject_IsTrue(block)) < 0 || qc_get_hooks(&before_done) < 0
         || qc_enter(self) < 0)
         return NULL;
@@ -2694,10 +2699,12 @@ static PyObject *qc_fget(QueueCore *self, PyObject *const *args, Py_ssize_t narg
 
 /* _fget_many(max_items, block=True, timeout=None): a list of 1 to max_items objects,
  * waiting (as asked) for the first only; queue.Empty when none came; QueueCompletedSignal
- * when completed and drained before the first. */
+ * when completed and drained before the first. Messages taken by an earlier call and not
+ * handed over come first; an error after the first message, or a message to decode, goes
+ * through queue_delivery.finish_many, which keeps what cannot be handed over now. */
 static PyObject *qc_fget_many(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *block, *timeout, *item = NULL, *before_done;
+    PyObject *block, *timeout, *item = NULL, *before_done, *batch_error = NULL;
     int b, res;
     long long deadline;
     if (qc_args3("_fget_many(max_items, block=True, timeout=None)", nargs, args, &block,
@@ -2706,6 +2713,9 @@ static PyObject *qc_fget_many(QueueCore *self, PyObject *const *args, Py_ssize_t
     Py_ssize_t max_items = PyLong_AsSsize_t(args[0]);
     if (max_items == -1 && PyErr_Occurred())
         return NULL;
+    if (self->undelivered && PyList_GET_SIZE(self->undelivered))
+        return PyObject_CallFunctionObjArgs(q_deliver, self->undelivered, args[0], self->name,
+                                            NULL);
     PyObject *got = PyList_New(0);
     if (!got)
         return NULL;
@@ -2731,29 +2741,33 @@ static PyObject *qc_fget_many(QueueCore *self, PyObject *const *args, Py_ssize_t
         if (PyList_GET_SIZE(got) >= max_items)
             break;
         res = qc_read(self, &item, before_done);
-        if (res == G_COMPLETED || res == G_EMPTY) {
-            res = G_GOT;
-            break;
-        }
+        if (res == G_GOT)
+            continue;
+        if (res == G_ERROR)                 /* the messages taken so far are not lost */
+            batch_error = take_raised();
+        res = G_GOT;
+        break;
     }
-    if (qc_release(self) < 0)
+    if (qc_release(self) < 0) {
         res = G_ERROR;
+        Py_CLEAR(batch_error);
+    }
     if (res == G_GOT) {
-        Py_ssize_t n = PyList_GET_SIZE(got);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *x = PyList_GET_ITEM(got, i);
-            if (PyBytes_CheckExact(x) || PyUnicode_CheckExact(x))
-                continue;
-            Py_INCREF(x);
-            PyObject *v = qc_finish(self, x);
-            if (!v) {
-                Py_DECREF(got);
-                return NULL;
+        Py_ssize_t n = PyList_GET_SIZE(got), i = 0;
+        if (!batch_error)
+            for (; i < n; i++) {
+                PyObject *x = PyList_GET_ITEM(got, i);
+                if (!PyBytes_CheckExact(x) && !PyUnicode_CheckExact(x))
+                    break;
             }
-            PyList_SET_ITEM(got, i, v);
-            Py_DECREF(x);
-        }
-        return got;
+        if (i == n)
+            return got;         /* bytes and str only, as they are */
+        PyObject *r = PyObject_CallFunctionObjArgs(q_finish_many, self->undelivered, got,
+                                                   batch_error ? batch_error : Py_None,
+                                                   self->name, NULL);
+        Py_DECREF(got);
+        Py_XDECREF(batch_error);
+        return r;
     }
     Py_DECREF(got);
     if (res == G_EMPTY)
@@ -2802,9 +2816,9 @@ static PyObject *qc_count(QueueCore *self, PyObject *unused)
  * (ctypes c_uint64), the lock a LockCore, R and W the ring's WaitCores. */
 static PyObject *qc_qbind(QueueCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError,
-                        "_qbind(area, recoveries, lock, R, W, J, capacity, max_messages, name)");
+    if (nargs != 10 || !PyList_CheckExact(args[9])) {
+        PyErr_SetString(PyExc_TypeError, "_qbind(area, recoveries, lock, R, W, J, capacity, "
+                        "max_messages, name, undelivered)");
         return NULL;
     }
     if (!PyObject_TypeCheck(args[2], &LockCoreType) || !PyObject_TypeCheck(args[3], &WaitCoreType)
@@ -2834,6 +2848,7 @@ static PyObject *qc_qbind(QueueCore *self, PyObject *const *args, Py_ssize_t nar
     Py_XSETREF(self->W, (WaitCore *)Py_NewRef(args[4]));
     Py_XSETREF(self->J, (WaitCore *)Py_NewRef(args[5]));
     Py_XSETREF(self->name, Py_NewRef(args[8]));
+    Py_XSETREF(self->undelivered, Py_NewRef(args[9]));
     self->base = area;
     self->ring = (uint8_t *)area + Q_RING;
     self->cap = cap;
@@ -2850,6 +2865,7 @@ static void qc_dealloc(QueueCore *self)
     Py_CLEAR(self->area_obj);
     Py_CLEAR(self->rec_obj);
     Py_CLEAR(self->name);
+    Py_CLEAR(self->undelivered);
     Py_CLEAR(self->lock);
     Py_CLEAR(self->R);
     Py_CLEAR(self->W);
@@ -2857,14 +2873,18 @@ static void qc_dealloc(QueueCore *self)
     TP_FREE(self);
 }
 
-/* queue_setup(signal, full, empty, decode, hooks): the exceptions (QueueCompletedSignal,
- * queue.Full, queue.Empty), queue_fast.decode, and queue_ring's globals (its test hooks). */
+/* queue_setup(signal, full, empty, decode, hooks, finish_many, deliver): the exceptions
+ * (QueueCompletedSignal, queue.Full, queue.Empty), queue_fast.decode, queue_ring's globals
+ * (its test hooks), and queue_delivery's finish_many and deliver. */
 static PyObject *mod_queue_setup(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5 || !PyDict_Check(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "queue_setup(signal, full, empty, decode, hooks)");
+    if (nargs != 7 || !PyDict_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "queue_setup(signal, full, empty, decode, hooks, "
+                        "finish_many, deliver)");
         return NULL;
     }
+    Py_XSETREF(q_finish_many, Py_NewRef(args[5]));
+    Py_XSETREF(q_deliver, Py_NewRef(args[6]));
     Py_XSETREF(q_signal, Py_NewRef(args[0]));
     Py_XSETREF(q_full, Py_NewRef(args[1]));
     Py_XSETREF(q_empty, Py_NewRef(args[2]));
@@ -2877,7 +2897,8 @@ static PyObject *mod_queue_setup(PyObject *mod, PyObject *const *args, Py_ssize_
 
 static PyMethodDef qc_methods[] = {
     {"_qbind", QFAST(qc_qbind),
-     "_qbind(area, recoveries, lock, R, W, J, capacity, max_messages, name): bind the ring."},
+     "_qbind(area, recoveries, lock, R, W, J, capacity, max_messages, name, undelivered):\n"
+     "bind the ring."},
     {"_ctask_done", (PyCFunction)qc_task_done, METH_NOARGS,
      "_ctask_done(): QueueRing.task_done; ValueError when called too many times."},
     {"_ccount", (PyCFunction)qc_count, METH_NOARGS, "_ccount(): QueueRing.count."},
@@ -3521,8 +3542,8 @@ static PyMethodDef module_methods[] = {
      "populate(buffer) -> bool\n\nmadvise(MADV_POPULATE_WRITE) over the page-aligned mapping\n"
      "buffer, the GIL released (best effort: False where refused); contents unchanged."},
     {"queue_setup", (PyCFunction)(void (*)(void))mod_queue_setup, METH_FASTCALL,
-     "queue_setup(signal, full, empty, decode, hooks)\n\nThe exceptions and the decoder of\n"
-     "QueueCore (queue_fast.py calls it once)."},
+     "queue_setup(signal, full, empty, decode, hooks, finish_many, deliver)\n\nThe exceptions,\n"
+     "the decoder and the hand-over of QueueCore (queue_fast.py calls it once)."},
     {"attach_read", (PyCFunction)(void (*)(void))mod_attach_read, METH_FASTCALL,
      "attach_read(key, poll_len, min_size, copy_len) -> (fd, st_mode, st_uid, st_dev, st_ino,\n"
      "st_size, poll, copy, euid) or None\n\nOpen the segment object key, fstat it and, for a regular\n"

@@ -29,7 +29,7 @@ from _thread import get_ident
 
 from . import futex, robust_mutex
 
-ACCEL_INTERFACE = 9     # INTERFACE in _fastlock.c
+ACCEL_INTERFACE = 10    # INTERFACE in _fastlock.c
 
 
 def _load_accelerator():
