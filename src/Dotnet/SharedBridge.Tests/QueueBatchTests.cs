@@ -149,4 +149,134 @@ public class QueueBatchTests
         Assert.Equal(1, q.ReadMany(buffer, lengths, Long));
         Assert.Equal(7, buffer[0]);
     }
+
+    /// <summary>Overwrites bytes of the segment's data area (control words at 0, the ring at 256) in /dev/shm, as a buggy
+    /// or hostile peer would.</summary>
+    private static void Poke(SharedQueue q, long offset, params byte[] bytes)
+    {
+        using var file = new FileStream(Names.ShmPath(q.Name), FileMode.Open, FileAccess.ReadWrite);
+        file.Position = q.Header.DataOffset + offset;
+        file.Write(bytes);
+    }
+
+    private const int Ring = 256;
+
+    /// <summary>"a", "b", a string message (tag 2) whose bytes are not UTF-8, "c": four 40-byte records at ring positions
+    /// 0, 40, 80 and 120.</summary>
+    private static SharedQueue QueueWithBadTextThird()
+    {
+        var q = SharedQueue.Create(NewName("utf8"), new QueueOptions { Capacity = 4096 });
+        q.Write("a");
+        q.Write("b");
+        q.Write(new byte[] { 0xFF, 0xFE });     // written as bytes (tag 1) ...
+        q.Write("c");
+        Poke(q, Ring + 80 + 5, (byte)QueueMessageType.String);     // ... then its tag says string
+        return q;
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AStringThatIsNotUtf8EndsTheBatchBeforeItAndTheNextReadReportsIt(bool blocking)
+    {
+        using var q = QueueWithBadTextThird();
+        var buffer = new byte[256];
+        var lengths = new int[8];
+        int Read() => blocking ? q.ReadMany(buffer, lengths, Long) : q.TryReadMany(buffer, lengths);
+        Assert.Equal(2, Read());                     // "a" and "b" are returned, not lost
+        Assert.Equal("ab"u8.ToArray(), buffer[..2]);
+        Assert.Equal([1, 1], lengths[..2]);
+        Assert.Equal((2, 2UL), (q.Count, q.TotalRead));      // the bad message stays, ready
+        var e = Assert.Throws<CorruptDataException>(() => Read());
+        Assert.Contains("UTF-8", e.Message);
+        Assert.Equal((1, 3UL), (q.Count, q.TotalRead));      // reported and consumed, as a single read does
+        Assert.Equal(1, Read());
+        Assert.Equal((byte)'c', buffer[0]);
+        Assert.Equal((0, 4UL, 4UL), (q.Count, q.TotalWritten, q.TotalRead));
+        Assert.Equal(0, q.TryReadMany(buffer, lengths));
+    }
+
+    [Fact]
+    public void AStringThatIsNotUtf8FirstInABatchIsConsumedAndReportedAsASingleRead()
+    {
+        using var q = QueueWithBadTextThird();
+        var buffer = new byte[256];
+        var lengths = new int[2];
+        Assert.Equal(2, q.TryReadMany(buffer, lengths));
+        Assert.Throws<CorruptDataException>(() => q.TryReadMany(buffer, lengths));
+        Assert.True(q.TryRead(buffer, out int n));
+        Assert.Equal((1, (byte)'c'), (n, buffer[0]));
+        Assert.Equal((0, 4UL), (q.Count, q.TotalRead));
+    }
+
+    [Fact]
+    public void TryReadMeetsTheBadStringABatchStoppedBefore()
+    {
+        using var q = QueueWithBadTextThird();
+        var buffer = new byte[256];
+        var lengths = new int[8];
+        Assert.Equal(2, q.TryReadMany(buffer, lengths));
+        Assert.Throws<CorruptDataException>(() => q.TryRead(buffer, out _));
+        Assert.True(q.TryRead(out var m));
+        using (m) Assert.Equal("c", m.GetString());
+        Assert.Equal((0, 4UL), (q.Count, q.TotalRead));
+    }
+
+    /// <summary>A corrupt record header at ring position 80, after two good messages: the byte at <paramref name="field"/>
+    /// of the record becomes <paramref name="value"/>.</summary>
+    [Theory]
+    [InlineData(0, 7)]          // size: not a multiple of 8 (SizeAt)
+    [InlineData(0, 24)]         // size: too small for a message (MessageAt)
+    [InlineData(4, 9)]          // state 9
+    [InlineData(5, 0)]          // tag 0
+    [InlineData(6, 0x80)]       // flags
+    [InlineData(8, 0x10)]       // desc_length beyond the record
+    public void ACorruptRecordAfterGoodMessagesEndsTheBatchBeforeIt(int field, byte value)
+    {
+        foreach (bool blocking in new[] { false, true })
+        {
+            using var q = SharedQueue.Create(NewName("hdr"), new QueueOptions { Capacity = 4096 });
+            q.WriteMany([new byte[] { 1 }, new byte[] { 2 }, new byte[] { 3 }, new byte[] { 4 }], Long);
+            Poke(q, Ring + 80 + field, value);
+            var buffer = new byte[256];
+            var lengths = new int[8];
+            int Read() => blocking ? q.ReadMany(buffer, lengths, Long) : q.TryReadMany(buffer, lengths);
+            Assert.Equal(2, Read());
+            Assert.Equal(new byte[] { 1, 2 }, buffer[..2]);
+            Assert.Equal((2UL, 4UL), (q.TotalRead, q.TotalWritten));
+            Assert.ThrowsAny<CorruptSegmentException>(() => Read());
+            Assert.ThrowsAny<CorruptSegmentException>(() => Read());     // a corrupt header: nothing after it is trusted
+            Assert.Equal(2UL, q.TotalRead);
+        }
+    }
+
+    [Fact]
+    public void ACountWithNoReadyRecordAfterGoodMessagesEndsTheBatchBeforeIt()
+    {
+        using var q = SharedQueue.Create(NewName("cnt"), new QueueOptions { Capacity = 4096 });
+        q.WriteMany([new byte[] { 1 }, new byte[] { 2 }, new byte[40]], Long);     // records at 0, 40 and 80 (72 bytes)
+        Poke(q, Ring + 80 + 4, 3);          // the third is done, but count still says 3
+        var buffer = new byte[256];
+        var lengths = new int[8];
+        Assert.Equal(2, q.TryReadMany(buffer, lengths));
+        Assert.Equal(new byte[] { 1, 2 }, buffer[..2]);
+        var e = Assert.ThrowsAny<CorruptSegmentException>(() => q.TryReadMany(buffer, lengths));
+        Assert.Contains("count 1", e.Message);       // the words' check (read is at tail now) or the walk's
+        Assert.Equal(2UL, q.TotalRead);
+    }
+
+    [Fact]
+    public void AReadyRecordWhileCountIsZeroAfterGoodMessagesEndsTheBatchBeforeIt()
+    {
+        using var q = SharedQueue.Create(NewName("cnt0"), new QueueOptions { Capacity = 4096 });
+        q.WriteMany([new byte[] { 1 }, new byte[] { 2 }, new byte[] { 3 }], Long);
+        Poke(q, 48, 2, 0, 0, 0);            // count 2 for three ready records
+        var buffer = new byte[256];
+        var lengths = new int[8];
+        Assert.Equal(2, q.ReadMany(buffer, lengths, Long));
+        Assert.Equal(new byte[] { 1, 2 }, buffer[..2]);
+        var e = Assert.ThrowsAny<CorruptSegmentException>(() => q.ReadMany(buffer, lengths, Long));
+        Assert.Contains("while count is 0", e.Message);
+        Assert.Equal(2UL, q.TotalRead);
+    }
 }

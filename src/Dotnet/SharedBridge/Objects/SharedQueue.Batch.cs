@@ -179,10 +179,15 @@ public sealed unsafe partial class SharedQueue
     /// <summary>Copies the ready bytes or string messages, in order, into <paramref name="buffer"/> one after the other
     /// while they fit and <paramref name="lengths"/> has room (their lengths go there); returns how many (section 11.3 get,
     /// under one acquisition of the mutex); 0 when the queue is empty. Stops before a message of another type, and before a
-    /// message that went out of line (docs/format.md section 11.5), which is copied alone when it comes first.</summary>
+    /// message that went out of line (docs/format.md section 11.5), which is copied alone when it comes first. A message
+    /// that cannot be read (a string that is not valid UTF-8, a corrupt record) ends the batch before it: the messages
+    /// before it are returned, and the next read reports it (no message read is ever lost to an exception).</summary>
     /// <exception cref="ArgumentException">The next message alone is longer than <paramref name="buffer"/> (it stays in the queue).</exception>
     /// <exception cref="TypeMismatchException">The next message is not bytes or a string (it stays in the queue).</exception>
     /// <exception cref="QueueCompletedException">The queue was completed and every message has been read.</exception>
+    /// <exception cref="CorruptDataException">The next message is a string that is not valid UTF-8 (it is consumed, as by
+    /// a single read: docs/format.md section 11.4), or the next record is corrupt (nothing is consumed).</exception>
+    /// <exception cref="CorruptSegmentException">The queue's control words disagree with its records.</exception>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public int TryReadMany(Span<byte> buffer, Span<int> lengths)
     {
@@ -194,7 +199,11 @@ public sealed unsafe partial class SharedQueue
 
     /// <summary>Section 11.3 get of the ready bytes and string messages at <c>read</c> that fit (mutex held): steps 1 to 4
     /// for each, with <c>read</c>, <c>count</c> and <c>gets</c> kept in locals and stored once, then step 5 (advance head,
-    /// notify W) once. The control words are read and checked once: nobody else changes them while the mutex is held.</summary>
+    /// notify W) once. The control words are read and checked once: nobody else changes them while the mutex is held.
+    /// A message or record that cannot be read (a string that is not UTF-8, a corrupt record or count) met after
+    /// messages were consumed ends the batch before it, unconsumed: the messages consumed are returned, and the next
+    /// read meets the problem first and reports it as a single get does (section 11.4). Met first, it is reported at
+    /// once, exactly as by a single get.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int GetBatchLocked(Span<byte> buffer, Span<int> lengths)
     {
@@ -202,8 +211,12 @@ public sealed unsafe partial class SharedQueue
         uint count = U32(QueueLayout.Count);
         ulong startRead = read, consumedEnd = read;
         int n = 0, used = 0;
+        uint reported = 0;      // 1: the first message, consumed, is a string that is not UTF-8 (thrown, n stays 0)
         try
         {
+            // Once n > 0, every check of a record comes before its consumption: whatever fails leaves read at that
+            // record (or at tail), after the pads and done records skipped before it, so that FinishGets stores exactly
+            // the n messages consumed.
             while (n < lengths.Length)
             {
                 if (read == tail)
@@ -237,24 +250,32 @@ public sealed unsafe partial class SharedQueue
                 }
                 int length = (int)record.DataLength;
                 new ReadOnlySpan<byte>(record.DataStart, length).CopyTo(buffer[used..]);
-                // Step 4 (a string that is not UTF-8 is consumed all the same, then reported: section 11.4).
+                bool notUtf8 = record.Tag == (byte)QueueMessageType.String && !System.Text.Unicode.Utf8.IsValid(buffer.Slice(used, length));
+                if (n > 0 && (notUtf8 || count == 0)) break;     // left ready: the next read reports it
+                // Step 4 (first in the batch, a string that is not UTF-8 is consumed all the same, then reported:
+                // section 11.4).
                 rec[RecState] = StateDone;
                 read += size;
                 if (count == 0) throw Corrupt("a ready record while count is 0");
                 consumedEnd = read;
                 count--;
-                if (record.Tag == (byte)QueueMessageType.String && !System.Text.Unicode.Utf8.IsValid(buffer.Slice(used, length)))
+                if (notUtf8)
                 {
-                    n++;    // counted in gets, as a single get of it
+                    reported = 1;       // counted in gets, as a single get of it
                     throw CorruptRecord(read - size, "a string message that is not valid UTF-8");
                 }
                 lengths[n++] = length;
                 used += length;
             }
         }
+        catch (CorruptSegmentException) when (n > 0)
+        {
+            // A corrupt record or count met after n messages: nothing of it was consumed (read is at it, or at tail).
+            // The batch ends before it and returns the n messages; the next read reports it.
+        }
         finally
         {
-            if (read != startRead) FinishGets(read, consumedEnd, count, (uint)n);
+            if (read != startRead) FinishGets(read, consumedEnd, count, (uint)n + reported);
         }
         return n;
     }
@@ -281,12 +302,16 @@ public sealed unsafe partial class SharedQueue
     /// <summary>Copies up to <paramref name="lengths"/>.Length ready bytes or string messages into <paramref name="buffer"/>
     /// as <see cref="TryReadMany"/> does, waiting up to <paramref name="timeout"/> (null: for ever) for the first one (Python's
     /// <c>get_many</c>); returns how many (at least 1). The first message may be one that went out of line: it is copied
-    /// alone.</summary>
+    /// alone. A message that cannot be read (a string that is not valid UTF-8, a corrupt record) ends the batch before
+    /// it: the messages before it are returned, and the next read reports it.</summary>
     /// <exception cref="QueueTimeoutException">Still empty after the timeout.</exception>
     /// <exception cref="QueueCompletedException">The queue was completed and every message has been read.</exception>
     /// <exception cref="ArgumentException">The next message alone is longer than <paramref name="buffer"/>, or
     /// <paramref name="lengths"/> is empty (the message stays in the queue).</exception>
     /// <exception cref="TypeMismatchException">The next message is not bytes or a string (it stays in the queue).</exception>
+    /// <exception cref="CorruptDataException">The next message is a string that is not valid UTF-8 (it is consumed, as by
+    /// a single read: docs/format.md section 11.4), or the next record is corrupt (nothing is consumed).</exception>
+    /// <exception cref="CorruptSegmentException">The queue's control words disagree with its records.</exception>
     /// <exception cref="OperationCanceledException">Cancelled (nothing read; the queue stays consistent).</exception>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public int ReadMany(Span<byte> buffer, Span<int> lengths, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
