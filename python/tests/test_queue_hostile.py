@@ -151,3 +151,15 @@ def test_fuzzed_words_and_records():
             except ALLOWED:
                 pass
         sb.close(q)
+
+
+def test_a_taken_record_at_the_read_position_is_passed_over():
+    # docs/format.md section 11.3 get step 1: a taker that died between its stores of
+    # step 4 left state 2 at read; the next get goes on with the next message (as .NET).
+    q = _queue_with(b"1", b"2", b"3")
+    q._ring._ring[4] = L.TAKEN
+    q._ring._u32[L.I_COUNT] = 2
+    assert q.get(timeout=1) == b"2"
+    assert q.get_many(10) == [b"3"]
+    assert q.qsize() == 0
+    sb.close(q)

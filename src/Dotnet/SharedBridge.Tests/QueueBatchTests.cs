@@ -279,4 +279,21 @@ public class QueueBatchTests
         Assert.Contains("while count is 0", e.Message);
         Assert.Equal(2UL, q.TotalRead);
     }
+
+    [Fact]
+    public void ATakenRecordAtTheReadPositionIsPassedOverAsPythonDoes()
+    {
+        // docs/format.md section 11.3 get step 1: a taker that died between its stores of step 4 left state 2 at read.
+        using var q = SharedQueue.Create(NewName("taken"), new QueueOptions { Capacity = 4096 });
+        q.WriteMany([new byte[] { 1 }, new byte[] { 2 }, new byte[] { 3 }], Long);
+        Poke(q, Ring + 4, 2);
+        Poke(q, 48, 2, 0, 0, 0);            // count 2: the taken one is no longer ready
+        var buffer = new byte[256];
+        var lengths = new int[8];
+        Assert.True(q.TryRead(buffer, out int length));
+        Assert.Equal(new byte[] { 2 }, buffer[..length]);
+        Assert.Equal(1, q.TryReadMany(buffer, lengths));
+        Assert.Equal(3, buffer[0]);
+        Assert.Equal(0, q.Count);
+    }
 }

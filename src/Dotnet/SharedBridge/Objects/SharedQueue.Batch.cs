@@ -228,7 +228,7 @@ public sealed unsafe partial class SharedQueue
                 byte state = rec[RecState];
                 if (state != StateReady)
                 {
-                    if (state is not (StatePad or StateDone)) throw CorruptRecord(read, $"state {state} at the read position (1, 3 or 4 expected)");
+                    if (state is not (StatePad or StateDone or StateTaken)) throw CorruptRecord(read, $"state {state} at the read position (1 to 4 expected)");
                     read += size;       // step 1
                     continue;
                 }

@@ -655,7 +655,9 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
                 record = MessageAt(read, rec, size);
                 return true;
             }
-            if (state is not (StatePad or StateDone)) throw CorruptRecord(read, $"state {state} at the read position (1, 3 or 4 expected)");
+            // docs/format.md section 11.3 get step 1: pads, done records and a taken one (its taker died between its
+            // stores of step 4) are passed over.
+            if (state is not (StatePad or StateDone or StateTaken)) throw CorruptRecord(read, $"state {state} at the read position (1 to 4 expected)");
             read += size;
             U64(QueueLayout.Read) = read;
         }
