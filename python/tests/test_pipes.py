@@ -242,9 +242,30 @@ def test_recv_bytes_into_and_buffer_too_short(base):
         a.send_bytes(b"x" * 100)
         with pytest.raises(OSError, match="bad message length"):
             b.recv_bytes(10)
-        assert b.closed                          # as multiprocessing
-        with pytest.raises(OSError, match="handle is closed"):
-            b.recv()
+
+
+@pytest.mark.parametrize("duplex", [True, False])
+def test_a_message_longer_than_maxlength_ends_receiving_as_multiprocessing(base, duplex):
+    seen = []
+    for a, b in (multiprocessing.Pipe(duplex), sb.Pipe(duplex, name=base)):
+        reader, writer = (b, a) if duplex else (a, b)
+        writer.send_bytes(b"x" * 100)
+        writer.send_bytes(b"next")
+        with pytest.raises(OSError, match="bad message length"):
+            reader.recv_bytes(10)
+        after = [reader.closed, reader.readable, reader.writable]
+        if not reader.closed:
+            with pytest.raises(OSError, match="connection is write-only"):
+                reader.recv()
+            with pytest.raises(OSError, match="connection is write-only"):
+                reader.poll()
+            reader.send("still writes")                 # a duplex end keeps sending
+            after.append(writer.recv())
+        seen.append(after)
+        reader.close()
+        writer.close()
+    assert seen[0] == seen[1]
+    assert seen[0][0] is (not duplex)
 
 
 def test_poll_timeouts_and_errors(base):

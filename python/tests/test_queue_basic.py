@@ -3,6 +3,7 @@ exceptions, completion, task_done/join, out-of-line messages, attach, pickling, 
 (docs/format.md section 11)."""
 
 import gc
+import multiprocessing
 import os
 import pickle
 import queue
@@ -209,8 +210,19 @@ def test_simple_queue():
     q.put([1, 2])
     assert not q.empty() and q.get() == [1, 2]
     q.close()
-    with pytest.raises(ValueError):
+    q.close()
+
+
+def test_a_closed_simple_queue_raises_what_multiprocessings_does():
+    seen = []
+    for q in (multiprocessing.SimpleQueue(), sb.SimpleQueue()):
         q.put(1)
+        q.close()
+        for op in (q.get, lambda: q.put(2), q.empty):
+            with pytest.raises(OSError) as e:
+                op()
+            seen.append((type(q).__name__, type(e.value), str(e.value)))
+    assert [s[1:] for s in seen[:3]] == [s[1:] for s in seen[3:]]
 
 
 def test_attach_returns_the_class(qname):

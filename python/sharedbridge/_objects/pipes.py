@@ -344,13 +344,17 @@ class Connection:
         return message          # a typed message put by a non-pipe writer of the queue
 
     def recv_bytes(self, maxlength=None):
-        """Receive the bytes of one message. OSError (and the connection is closed, as
-        multiprocessing does) if it is longer than *maxlength*."""
+        """Receive the bytes of one message. OSError if it is longer than *maxlength*;
+        the message is gone and, as multiprocessing does, the connection can no longer
+        receive: a duplex one becomes write-only, a read-only one is closed."""
         if maxlength is not None and maxlength < 0:
             raise ValueError("negative maxlength")
         data = self._as_bytes(self._recv_message())
         if maxlength is not None and len(data) > maxlength:
-            self.close()
+            if self._writable:
+                self._readable = False
+            else:
+                self.close()
             raise OSError("bad message length")
         return data
 

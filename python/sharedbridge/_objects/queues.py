@@ -373,10 +373,16 @@ class SimpleQueue(Queue):
         super().__init__(0, name=name, lifetime=lifetime, capacity=capacity, ctx=ctx,
                          dir=dir)
 
+    # After close(), multiprocessing's SimpleQueue has closed its pipe: OSError, not the
+    # ValueError of a closed Queue.
     def put(self, obj):
+        if self._closed:
+            raise OSError("handle is closed")
         return Queue.put(self, obj)
 
     def get(self):
+        if self._closed:
+            raise OSError("handle is closed")
         return Queue.get(self)
 
 
