@@ -75,3 +75,8 @@ def forward_connection(q, result):
 
 def kill_self():
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def poll_and_report(conn, out):
+    """Polls *conn* and sends the answer on *out*, receiving nothing."""
+    out.send(conn.poll(10))

@@ -369,3 +369,21 @@ def test_a_taken_name_is_refused_and_nothing_is_left(base):
         assert segments_of(base) == [base + ".q1"]
     finally:
         os.unlink(os.path.join(SHM, base + ".q1"))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_poll_takes_nothing_another_process_can_receive_what_was_polled(base, method):
+    # As with multiprocessing: the message stays in the pipe; polling in a process that
+    # then ends (or never calls recv) must not take it away from the end's other holders.
+    ctx = multiprocessing.get_context(method)
+    a, b = sb.Pipe(name=base)
+    out_r, out_w = sb.Pipe(name=base + "_o")
+    a.send("polled, not taken")
+    p = start(ctx, W.poll_and_report, b, out_w)
+    assert recv_within(out_r) is True
+    joined(p)
+    assert b.poll(0) is True
+    assert b.recv() == "polled, not taken"
+    assert b.poll(0) is False
+    for c in (a, b, out_r, out_w):
+        c.close()

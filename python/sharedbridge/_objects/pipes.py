@@ -170,7 +170,6 @@ class Connection:
         self._out = qs.get(index) if self._writable else None
         self._in = qs.get(1 - index) if self._readable else None
         self._own = own_seg
-        self._pending = []       # a message taken by poll(), handed out by the next recv
         self._eof = False
         self._peer = _Peer(_end_name(base, 1 - index))
         self._transfers = []     # descriptors handed to a child being started (__reduce__)
@@ -225,7 +224,6 @@ class Connection:
         messages already sent, and its send() raises BrokenPipeError."""
         if not self._closed:
             self._closed = True
-            self._pending.clear()
             self._finalizer()
 
     def __enter__(self):
@@ -286,8 +284,6 @@ class Connection:
     def _take(self, deadline):
         """The next message; EOFError at end of file; None at *deadline* (monotonic,
         None = no deadline)."""
-        if self._pending:
-            return self._pending.pop(0)
         if self._eof:
             raise self._eof_error()
         q = self._in
@@ -379,20 +375,28 @@ class Connection:
 
     def poll(self, timeout=0.0):
         """True if a message (or the end of file) is ready to be received, waiting up to
-        *timeout* seconds (None: without limit) for one."""
+        *timeout* seconds (None: without limit) for one. It takes nothing: the message
+        stays in the ring for whichever recv comes first (in any process that has this
+        end), as a message stays in multiprocessing's pipe."""
         self._check_closed()
         self._check_readable()
-        if self._pending or self._eof:
+        if self._eof:
+            return True
+        q = self._in
+        if q._waiting():        # taken by an earlier recv that failed part way
             return True
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        try:
-            message = self._take(deadline)
-        except EOFError:
-            return True
-        if message is None:
-            return False
-        self._pending.append(message)
-        return True
+        while True:
+            wait = RECV_SLICE
+            if deadline is not None:
+                wait = max(min(wait, deadline - time.monotonic()), 0.0)
+            if q._ring.wait_ready(wait):    # a message, or completed: the end of file
+                return True
+            # A slice went by without a message: is the other end still there?
+            if self._peer.gone():
+                return True                 # recv() raises EOFError (or gets a late one)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
     # -- pickling ----------------------------------------------------------------------
 

@@ -624,5 +624,30 @@ class QueueRing(queue_fast.RingCore):
         with self._lock:
             return bool(self._state()[2])
 
+    def wait_ready(self, timeout):
+        """True as soon as a message is ready or the queue is completed, False after
+        *timeout* seconds (None: no limit). Takes nothing: a poll (Pipe.poll). A waiter
+        woken by a put that it does not take costs the getters nothing: every wake-up
+        wakes every sleeper, and a getter looks at the ring after each (section 10.3)."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._check_recovery()
+            state = self._state()
+            if state[0] or state[2]:
+                return True
+            deadline = _deadline(timeout)
+            with _Joined(self._R) as joined:
+                while True:
+                    if deadline is not None and _now() >= deadline:
+                        return False
+                    joined.wait(deadline)
+                    self._check_recovery()
+                    state = self._state()
+                    if state[0] or state[2]:
+                        return True
+        finally:
+            lock.release()
+
 
 queue_fast.setup(QueueCompletedSignal, globals())
