@@ -24,7 +24,6 @@ from ._objects.ndarray import SharedNDArray, from_numpy, ndarray
 from ._objects.protocol import require_segment as _require_segment
 from ._objects.protocol import segment_of
 from ._objects.shared_lock import Lock, RLock, SharedLock, reset_lock
-from ._objects.survey import SegmentInfo, inspect_segment, list_segments
 from ._objects.sharedctypes import Array, RawArray, RawValue, Value, copy
 from ._objects.sync import Barrier, BoundedSemaphore, Condition, Event, Semaphore
 from ._objects.queues import JoinableQueue, Queue, SimpleQueue
@@ -124,3 +123,21 @@ __all__ = [
 from ._objects.pipes import Connection, Pipe  # noqa: E402
 
 __all__ += ["Pipe", "Connection"]
+
+# Loaded on first use (PEP 562): the survey (`sharedbridge ls`, inspect) needs dataclasses and
+# typing, which would otherwise be a quarter of every process's import time.
+_LAZY = {"SegmentInfo": "survey", "list_segments": "survey", "inspect_segment": "survey"}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sharedbridge' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f"._objects.{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

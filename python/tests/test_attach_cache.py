@@ -5,7 +5,6 @@ one of its header bytes changed, its state word, or its object size changed, is 
 afresh and refused where docs/format.md sections 6.2 and 12.1 say so. Every segment is
 named sbt_pya_<pid>_<n> and removed by its test."""
 
-import dataclasses
 import gc
 import itertools
 import os
@@ -110,7 +109,7 @@ def test_the_cached_header_is_shared_but_cannot_be_changed(pya_name):
     first = H.decode(fixed, table, len(img), H.STATE_READY, name)
     again = H.decode(bytearray(fixed), bytearray(table), len(img), H.STATE_READY, name)
     assert again == first and first.shape == h.shape == (2, 2)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         first.shape = (4,)
     assert isinstance(first.shape, tuple) and isinstance(first.fields, tuple)
     assert H.decode(fixed, table, len(img), H.STATE_READY, name).shape == (2, 2)
@@ -125,7 +124,7 @@ def test_the_cached_header_is_shared_but_cannot_be_changed(pya_name):
     image = img[:h.header_size]
     first = H.decode_image(image, len(img), name)
     assert H.decode_image(image, len(img), name) == first and first.shape == (2, 2)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         first.shape = (4,)
     with pytest.raises(sb.CorruptSegmentError, match="data area"):
         H.decode_image(image, len(img) - 1, name)

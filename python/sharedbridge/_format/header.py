@@ -5,12 +5,11 @@ checks every field and bound, and returns an immutable :class:`SegmentHeader` th
 rest of the package uses instead of re-reading shared memory.
 """
 
-import platform
+import os
 import re
 import struct
 import zlib
 from collections import namedtuple
-from dataclasses import dataclass
 
 from ..errors import (CorruptSegmentError, InvalidNameError, NotASharedBridgeSegmentError,
                       UnsupportedVersionError)
@@ -138,7 +137,7 @@ _MACHINE_ABI = {"x86_64": 1, "amd64": 1, "aarch64": 2, "arm64": 2}
 
 def native_lock_abi():
     """(lock_abi, lock_size) of this machine, or (0, 0) if it has no defined mutex ABI."""
-    abi = _MACHINE_ABI.get(platform.machine().lower(), 0)
+    abi = _MACHINE_ABI.get(os.uname().machine.lower(), 0)
     return abi, LOCK_ABI_SIZES.get(abi, 0)
 
 
@@ -149,33 +148,22 @@ StructField = namedtuple("StructField", "name typecode offset count item_size pa
 StructField.__doc__ = "One field-table entry (docs/format.md section 4)."
 
 
-@dataclass(frozen=True)
-class SegmentHeader:
+# An immutable record with named fields: a namedtuple rather than a frozen dataclass, whose
+# module (with inspect) would be a quarter of the package's import time.
+_SegmentHeaderFields = namedtuple(
+    "SegmentHeader",
+    "version compat_version header_size kind typecode element_size element_count data_offset "
+    "data_size lock_kind lock_abi lock_size lock_offset lock_type fields creator_pid "
+    "creator_start_time created_unix_ns type_name lock_name state lifetime_code shape",
+    # state; lifetime_code (the lifetime byte, .lifetime is its name); shape: kind 9's
+    # dimensions (a tuple of ints, () for rank 0; section 12), None otherwise
+    defaults=(STATE_READY, LIFETIME_CREATOR, None))
+
+
+class SegmentHeader(_SegmentHeaderFields):
     """The validated private copy of a segment header."""
-    version: int
-    compat_version: int
-    header_size: int
-    kind: int
-    typecode: str
-    element_size: int
-    element_count: int
-    data_offset: int
-    data_size: int
-    lock_kind: int
-    lock_abi: int
-    lock_size: int
-    lock_offset: int
-    lock_type: int
-    fields: tuple
-    creator_pid: int
-    creator_start_time: int
-    created_unix_ns: int
-    type_name: str
-    lock_name: str
-    state: int = STATE_READY
-    lifetime_code: int = LIFETIME_CREATOR     # the lifetime byte; .lifetime is its name
-    # kind 9: the dimensions (a tuple of ints, () for rank 0; section 12); None otherwise.
-    shape: tuple = None
+
+    __slots__ = ()
 
     @property
     def total_size(self):

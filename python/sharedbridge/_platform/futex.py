@@ -6,12 +6,12 @@ CLOCK_MONOTONIC. Called through CDLL, so the GIL is released while the thread sl
 """
 
 import ctypes
-import platform
+import os
 
 FUTEX_WAIT, FUTEX_WAKE = 0, 1
 WAKE_ALL = 0x7FFFFFFF
 _SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(
-    platform.machine().lower())
+    os.uname().machine.lower())
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
