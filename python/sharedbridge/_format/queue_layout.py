@@ -74,6 +74,23 @@ def record_size(desc_length, data_length):
     return RECORD_HEADER + align8(desc_length) + align8(data_length)
 
 
+# Section 11.5: a record's `size` is a u32. A message goes inline only when its record is at
+# most inline_limit(capacity) bytes (both libraries; a quarter of the ring, so that one large
+# message never takes most of it); no record ever exceeds record_limit(capacity) bytes.
+MAX_INLINE_RECORD = 1 << 31
+MAX_RECORD = (1 << 32) - 8       # the largest multiple of 8 a u32 holds
+
+
+def inline_limit(capacity):
+    """The largest inline record of a ring of *capacity* bytes (section 11.5)."""
+    return min(capacity // 4, MAX_INLINE_RECORD)
+
+
+def record_limit(capacity):
+    """The largest record of any kind of a ring of *capacity* bytes (section 11.5)."""
+    return min(capacity // 2, MAX_RECORD)
+
+
 def reference_size(name_length):
     """The bytes of an out-of-line reference naming a segment of *name_length* bytes."""
     return align8(REFERENCE.size + name_length)

@@ -77,7 +77,7 @@ class Queue:
         self._closed = False
         self._used = False          # a put was made through this handle (see empty())
         self._maxsize = 0 if self._ring.max_messages == L.UNBOUNDED else self._ring.max_messages
-        self._inline_max = self._ring.capacity // 4
+        self._inline_max = L.inline_limit(self._ring.capacity)      # format.md 11.5
         self._fast = self._ring if QR.queue_fast.FAST else None     # the compiled path
         # Reusable data segments (section 11.5) only in a queue of compat_version 6: a
         # version-5 consumer may read a version-5 queue (6.3). The pool is made by the
@@ -121,7 +121,7 @@ class Queue:
         else:
             data = DS.SingleUse(self._seg.name, e.data_length, e.parts, e.offsets)
         n = L.RECORD_HEADER + L.align8(dl) + len(data.ref)
-        if n > self._ring.capacity // 2:
+        if n > L.record_limit(self._ring.capacity):     # format.md 11.5
             data.failed()
             raise ValueError(f"the message's descriptor ({dl} bytes) does not fit in the "
                              f"queue's {self._ring.capacity}-byte ring: use a larger "

@@ -1844,6 +1844,11 @@ static PyObject *mod_set_spin_ns(PyObject *mod, PyObject *arg)
 #define REC_DONE 3
 #define REC_PAD 4
 #define MAX_TAG 6
+/* docs/format.md section 11.5: a record's size is a u32. A message goes inline only when its
+ * record is at most min(capacity / 4, MAX_INLINE_RECORD) bytes, and no record exceeds
+ * min(capacity / 2, MAX_RECORD): queue_layout.py's inline_limit and record_limit. */
+#define MAX_INLINE_RECORD ((uint64_t)1 << 31)
+#define MAX_RECORD (((uint64_t)1 << 32) - 8)
 
 static PyObject *q_signal, *q_full, *q_empty, *q_decode, *q_hooks, *q_finish_many, *q_deliver;
 static PyObject *s_read_one, *s_state, *s_advance_head, *s_check_recovery, *s_tag,
@@ -1853,7 +1858,7 @@ typedef struct {
     PyObject_HEAD
     uint8_t *base;              /* the data area (control block); NULL until _qbind */
     uint8_t *ring;              /* base + 256 */
-    uint64_t cap, mask, inline_max;
+    uint64_t cap, mask, inline_max, record_max;     /* section 11.5 (MAX_RECORD) */
     uint32_t max_messages;      /* the private copy (section 11.2) */
     const uint64_t *recoveries; /* the header's recovery_count */
     uint64_t seen;
@@ -2331,7 +2336,7 @@ static int qc_rec_from(QueueCore *self, PyObject *const *f, QRec *r)
     long tag = PyLong_AsLong(f[1]), flags = PyLong_AsLong(f[2]);
     if (PyErr_Occurred() || !PyList_CheckExact(f[4]) || !PyList_CheckExact(f[5])
         || PyList_GET_SIZE(f[4]) != PyList_GET_SIZE(f[5]) || tag < 1 || tag > MAX_TAG
-        || flags & ~1L || n < 32 || n & 7 || n > self->cap / 2) {
+        || flags & ~1L || n < 32 || n & 7 || n > self->record_max) {
         PyErr_Clear();
         return 0;
     }
@@ -2853,7 +2858,8 @@ static PyObject *qc_qbind(QueueCore *self, PyObject *const *args, Py_ssize_t nar
     self->ring = (uint8_t *)area + Q_RING;
     self->cap = cap;
     self->mask = cap - 1;
-    self->inline_max = cap / 4;
+    self->inline_max = cap / 4 < MAX_INLINE_RECORD ? cap / 4 : MAX_INLINE_RECORD;
+    self->record_max = cap / 2 < MAX_RECORD ? cap / 2 : MAX_RECORD;
     self->max_messages = (uint32_t)mm;
     self->recoveries = rec;
     self->seen = __atomic_load_n(self->recoveries, __ATOMIC_RELAXED);

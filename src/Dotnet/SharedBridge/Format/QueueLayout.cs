@@ -35,6 +35,19 @@ internal static class QueueLayout
 
     internal static ulong Align8(ulong n) => (n + 7) & ~7UL;
 
+    // Section 11.5: a record's size is a u32. A message goes inline only when its record is at most InlineLimit(capacity)
+    // bytes (both libraries: a quarter of the ring, so that one large message never takes most of it); no record ever
+    // exceeds RecordLimit(capacity) bytes. Python: queue_layout.py inline_limit and record_limit.
+    internal const ulong MaxInlineRecord = 1UL << 31;
+    /// <summary>The largest multiple of 8 a u32 holds.</summary>
+    internal const ulong MaxRecord = (1UL << 32) - 8;
+
+    /// <summary>The largest inline record of a ring of <paramref name="capacity"/> bytes (section 11.5).</summary>
+    internal static ulong InlineLimit(ulong capacity) => Math.Min(capacity / 4, MaxInlineRecord);
+
+    /// <summary>The largest record of any kind of a ring of <paramref name="capacity"/> bytes (section 11.5).</summary>
+    internal static ulong RecordLimit(ulong capacity) => Math.Min(capacity / 2, MaxRecord);
+
     /// <summary>A message record's size (section 11.3); null on overflow past any ring.</summary>
     internal static ulong? RecordSize(ulong descLength, ulong dataLength)
     {

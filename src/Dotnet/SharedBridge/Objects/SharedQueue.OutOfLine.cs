@@ -176,6 +176,14 @@ public sealed unsafe partial class SharedQueue
         /// with the message's data before the record is put.</summary>
         internal static OutOfLine Create(SharedQueue queue, in MessageSpec spec, ReadOnlySpan<byte> data, string? text)
         {
+            // Its record (the descriptor and the reference to a name '<queue>.m<16 hex>') may not exceed
+            // min(capacity / 2, 2^32 - 8) bytes either (docs/format.md section 11.5): refused before anything is made.
+            ulong record = RecordHeader + Align8((ulong)spec.DescriptorLength)
+                + Align8((ulong)(ReferenceHeader + Encoding.ASCII.GetByteCount(queue.Name) + OutOfLineMarker.Length + 16));
+            if (record > RecordLimit(queue._cap))
+                throw new ArgumentException(
+                    $"The message's descriptor ({spec.DescriptorLength} bytes) does not fit in the queue's {queue._cap}-byte ring: " +
+                    "use a larger QueueOptions.Capacity.");
             byte[]? encoded = text is null ? null : MessageSpec.StrictUtf8.GetBytes(text);
             ReadOnlySpan<byte> bytes = encoded ?? data;
             if ((ulong)bytes.Length != spec.DataLength) throw new InvalidOperationException("message length mismatch");

@@ -503,8 +503,8 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
         *(ulong*)(rec + RecDataLength) = dataLength;
     }
 
-    /// <summary>The records larger than this go out of line (section 11.3: both libraries use capacity / 4).</summary>
-    private ulong InlineLimit => _cap / 4;
+    /// <summary>The records larger than this go out of line (section 11.5: min(capacity / 4, 2^31), both libraries).</summary>
+    private ulong InlineLimit => QueueLayout.InlineLimit(_cap);
 
     private bool NeedsOutOfLine(in MessageSpec spec) =>
         RecordHeader + Align8((ulong)spec.DescriptorLength) + Align8(spec.DataLength) > InlineLimit;
