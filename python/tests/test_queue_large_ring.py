@@ -8,8 +8,9 @@ queues.py uses and _fastlock.c's formula copies; the compiled core's own bound i
 through its _cput, which hands a record it must not write back to the Python path.
 
 A queue reserves its whole segment when it is created (posix_fallocate: on tmpfs, memory),
-so the 32 GiB ring lives in a directory on a disk file system, where the reservation is
-unwritten extents and only the pages touched are written."""
+so the tests that make one (16 GiB, the smallest ring where capacity / 4 exceeds 2^31)
+put it in a directory on a disk file system, where the reservation is unwritten extents
+and only the pages touched are written."""
 
 import os
 
@@ -22,6 +23,7 @@ from sharedbridge._objects import queue_fast
 from conftest import fresh_names
 
 HUGE = 1 << 35          # a ring of 32 GiB: capacity / 4 is 8 GiB, capacity / 2 16 GiB
+MADE = 1 << 34          # the ring the tests make: 16 GiB of disk reserved, not written
 
 
 @pytest.fixture
@@ -32,15 +34,15 @@ def qname():
 
 @pytest.fixture
 def huge_dir(tmp_path):
-    """A directory on a file system that can hold a sparse 32 GiB segment, else skip."""
+    """A directory on a file system that can hold a 16 GiB segment, else skip."""
     st = os.statvfs(tmp_path)
-    if st.f_bavail * st.f_frsize < HUGE + (4 << 30):
-        pytest.skip(f"{tmp_path} has less than {HUGE + (4 << 30)} bytes free")
+    if st.f_bavail * st.f_frsize < MADE + (8 << 30):
+        pytest.skip(f"{tmp_path} has less than {MADE + (8 << 30)} bytes free")
     if os.statvfs("/dev/shm").f_fsid == st.f_fsid:
-        pytest.skip(f"{tmp_path} is /dev/shm: the reservation would take 32 GiB of memory")
+        pytest.skip(f"{tmp_path} is /dev/shm: the reservation would take 16 GiB of memory")
     yield str(tmp_path)
     left = os.listdir(tmp_path)
-    for n in left:          # never leave 32 GiB reserved on the disk, even after a failure
+    for n in left:          # never leave 16 GiB reserved on the disk, even after a failure
         os.unlink(os.path.join(tmp_path, n))
     assert not left, f"segments left in {tmp_path}: {left}"
 
@@ -62,16 +64,16 @@ def test_a_message_above_2_to_the_31_bytes_goes_out_of_line_on_a_32_gib_ring():
     assert L.record_size(0, 5 << 30) > L.inline_limit(HUGE)
 
 
-def test_a_32_gib_queue_is_made_used_and_removed_cheaply(huge_dir, qname):
+def test_a_16_gib_queue_is_made_used_and_removed_cheaply(huge_dir, qname):
     name = qname()
-    q = sb.Queue(name=name, capacity=HUGE, dir=huge_dir)
-    assert q.capacity == HUGE
+    q = sb.Queue(name=name, capacity=MADE, dir=huge_dir)
+    assert q.capacity == MADE
     path = os.path.join(huge_dir, name)
-    assert os.stat(path).st_size == HUGE + 0x200 + L.RING
+    assert os.stat(path).st_size == MADE + 0x200 + L.RING
     big = b"b" * 5000                       # inline: far below the bound
     q.put(b"first")
     q.put_many(["second", big, 3])
-    assert q._inline_max == L.inline_limit(HUGE)
+    assert q._inline_max == L.inline_limit(MADE) == 1 << 31
     assert [q.get(timeout=5) for _ in range(4)] == [b"first", "second", big, 3]
     q.close()
     sb.close(q)
@@ -80,11 +82,11 @@ def test_a_32_gib_queue_is_made_used_and_removed_cheaply(huge_dir, qname):
 
 def test_the_compiled_core_hands_back_a_record_larger_than_u32_allows(huge_dir, qname):
     # _cput writes an inline record itself up to min(capacity / 2, 2^32 - 8) bytes
-    # (docs/format.md section 11.5): one of 2^32 + 8 bytes on a 32 GiB ring is handed back
+    # (docs/format.md section 11.5): one of 2^32 + 8 bytes on a 16 GiB ring is handed back
     # (NotImplemented) before a byte is written, instead of a size truncated to 8.
     if not queue_fast.FAST:
         pytest.skip("the compiled path is not in use")
-    q = sb.Queue(name=qname(), capacity=HUGE, dir=huge_dir)
+    q = sb.Queue(name=qname(), capacity=MADE, dir=huge_dir)
     n = (1 << 32) + 8
     assert q._ring._cput(n, 1, 0, b"", [], [], n - L.RECORD_HEADER, False, None) is NotImplemented
     assert q.qsize() == 0
