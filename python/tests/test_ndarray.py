@@ -23,7 +23,7 @@ import pytest
 import sharedbridge as sb
 from sharedbridge._format import header as H
 from sharedbridge._objects import dlpack
-from conftest import HAVE_NUMPY, child_env, crc_of, image_of, needs_numpy, run_python
+from conftest import HAVE_NUMPY, SHM, child_env, crc_of, image_of, needs_numpy, run_python
 from ndarray_workers import Pt, change, read_then_write, snapshot, write_pattern
 
 try:
@@ -54,15 +54,17 @@ def tname():
     gc.collect()
     for n in made:
         try:
-            os.unlink(f"/dev/shm/{n}")
+            os.unlink(f"{SHM}/{n}")
         except FileNotFoundError:
             pass
 
 
 def _maps_name(name):
-    """True if this process still maps the segment *name* (/proc/self/maps)."""
+    """True if this process still maps the segment *name* (/proc/self/maps, which shows
+    the resolved path of the segment directory)."""
+    path = os.path.join(os.path.realpath(SHM), name)
     with open("/proc/self/maps") as f:
-        return any(f"/dev/shm/{name}" in line for line in f)
+        return any(path in line for line in f)
 
 
 # --- the bytes a writer writes (section 12.1) -------------------------------------------
@@ -189,7 +191,7 @@ def test_numpy_view_is_zero_copy_and_outlives_the_object(tname):
     a.close()
     del a, other, w
     gc.collect()
-    assert not os.path.exists(f"/dev/shm/{name}")          # the creator's name is gone
+    assert not os.path.exists(f"{SHM}/{name}")          # the creator's name is gone
     assert v.tolist() == [[1, 2, 3], [0, 0, 5.5]]            # the memory stays valid
 
 
@@ -427,14 +429,14 @@ def test_lifetimes(tname):
     with sb.ndarray((2,), "d", name=tname()) as a:
         mv = a.memoryview()
         name = a.name
-        assert os.path.exists(f"/dev/shm/{name}")
-    assert not os.path.exists(f"/dev/shm/{name}")          # the creator's close unlinks
+        assert os.path.exists(f"{SHM}/{name}")
+    assert not os.path.exists(f"{SHM}/{name}")          # the creator's close unlinks
     mv[1] = 3.0                                             # the memory stays valid
     keep = sb.ndarray((2,), "d", name=tname(), lifetime="persistent")
     keep.close()
-    assert os.path.exists(f"/dev/shm/{keep.name}")
+    assert os.path.exists(f"{SHM}/{keep.name}")
     keep.unlink()
-    assert not os.path.exists(f"/dev/shm/{keep.name}")
+    assert not os.path.exists(f"{SHM}/{keep.name}")
     with pytest.raises(ValueError, match="lifetime"):
         sb.ndarray((2,), "d", name=tname(), lifetime="forever")
 
@@ -456,14 +458,14 @@ def test_last_closer_across_processes(tname):
         a.close()
         del a
         gc.collect()
-        assert os.path.exists(f"/dev/shm/{name}")           # the child still holds it
+        assert os.path.exists(f"{SHM}/{name}")           # the child still holds it
         assert sb.attach(name).memoryview()[2] == 42
         gc.collect()
     finally:
         child.stdin.write("\n")
         child.stdin.close()
         assert child.wait(timeout=60) == 0
-    assert not os.path.exists(f"/dev/shm/{name}")            # the last closer removed it
+    assert not os.path.exists(f"{SHM}/{name}")            # the last closer removed it
 
 
 def test_persistent_array_outlives_its_creator(tname):
@@ -628,7 +630,7 @@ def test_numpy_dlpack_view_keeps_the_mapping_until_it_is_gone(tname):
     a.close()
     del a
     gc.collect()
-    assert not os.path.exists(f"/dev/shm/{name}")       # the name went with the creator
+    assert not os.path.exists(f"{SHM}/{name}")       # the name went with the creator
     assert _maps_name(name)                              # the memory did not
     assert x.tolist() == (np.arange(12).reshape(3, 4) / 2).tolist()
     _write_now(child)                                    # still shared with the other process
@@ -673,7 +675,7 @@ def test_torch_view_keeps_the_mapping_until_it_is_gone(tname):
     a.close()
     del a
     gc.collect()
-    assert _maps_name(name) and not os.path.exists(f"/dev/shm/{name}")
+    assert _maps_name(name) and not os.path.exists(f"{SHM}/{name}")
     assert t.sum().item() == sum(range(20))
     t += 1
     assert t[3, 4].item() == 20

@@ -79,6 +79,41 @@ def _until_joined(obj, n=1):
         time.sleep(0.002)
 
 
+ALL_WITH_AN_INTERNAL_LOCK = dict(OBJECTS, queue=lambda name: sb.Queue(name=name))
+
+
+@pytest.mark.parametrize("kind", sorted(ALL_WITH_AN_INTERNAL_LOCK))
+def test_a_lock_opened_by_the_name_of_another_kind_is_a_type_mismatch(kind):
+    # A Lock/RLock is opened by name when it is unpickled: the internal lock of an event, a
+    # semaphore, a barrier or a queue is no Lock (section 10.1), as .NET's SharedLock.Open.
+    from sharedbridge._objects.shared_lock import _attach_lock
+    obj = ALL_WITH_AN_INTERNAL_LOCK[kind](_name(kind))
+    try:
+        got = _attach_lock(obj.name)
+        assert isinstance(got, sb.UnavailableObject)
+        assert isinstance(got.error, sb.TypeMismatchError)
+        message = str(got.error)
+        assert f"{kind} segment" in message and "not a lock" in message
+        assert "sharedbridge.attach" in message and "section 10.1" in message
+    finally:
+        obj.close()
+
+
+def test_the_lock_of_a_condition_or_an_array_still_unpickles():
+    import pickle
+    cond = sb.Condition(name=_name("cond"))
+    arr = sb.Array("i", 2, name=_name("arr"))
+    try:
+        for lock in (cond.get_lock(), arr.get_lock()):
+            back = pickle.loads(pickle.dumps(lock))
+            assert not isinstance(back, sb.UnavailableObject)
+            with back:
+                pass
+    finally:
+        cond.close()
+        arr.close()
+
+
 def test_a_semaphore_unit_that_comes_after_the_deadline_is_taken():
     """Section 10.3: value is looked at again after a timed-out wait. This thread holds the
     semaphore's mutex across the waiter's deadline, then adds the unit."""

@@ -419,3 +419,28 @@ def test_python_ndarray_attached_from_dotnet_sees_the_same_memory(sb, names, np)
     assert a.numpy()[3, 4] == 7.0
     assert sbn.as_numpy(t).shape == (4, 5)
     t.Dispose()
+
+
+def test_open_and_to_dotnet_take_the_directory_of_the_directory_backend(sb, names):
+    # dir= as everywhere else in the API (docs/format.md section 1.3).
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="sbdir.", dir="/dev/shm")
+    try:
+        name = names("dir")
+        py = sharedbridge.Array("i", [1, 2, 3], name=name, dir=d)
+        net = sbn.open(name, dir=d)
+        assert net.Get(2) == 3 and not net.IsOwner
+        net.Set(0, 7)
+        assert py[0] == 7
+        net.Dispose()
+        net = sbn.to_dotnet(py)                 # the object's own directory
+        assert net.Get(1) == 2
+        net.Dispose()
+        if not os.environ.get("SHAREDBRIDGE_DIR"):
+            with pytest.raises(sharedbridge.SegmentNotFoundError):
+                sbn.open(name)                  # not in /dev/shm
+        py.close()                              # the creator unlinks
+        assert os.listdir(d) == []
+    finally:
+        shutil.rmtree(d)

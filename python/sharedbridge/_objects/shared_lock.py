@@ -221,13 +221,29 @@ def reset_lock(name, *, allow_other_owner=False, dir=None):
 
 def _attach_lock(name, allow_other_owner=False):
     # Never raises: see unavailable.py.
-    return attach_or_unavailable(name, lock_from_segment, allow_other_owner)
+    return attach_or_unavailable(name, _lock_opened_by_name, allow_other_owner)
 
 
 # Section 10.1: a condition's lock segment (lock_kind 2) is never one of these kinds, whose
 # mutex guards the object's own words (the event, the semaphore, the barrier, the queue).
 NOT_A_CONDITION_LOCK = {H.KIND_EVENT: "an event", H.KIND_SEMAPHORE: "a semaphore",
                         H.KIND_BARRIER: "a barrier", H.KIND_QUEUE: "a queue"}
+
+
+def _lock_opened_by_name(seg):
+    """lock_from_segment for a Lock/RLock opened by its name (unpickling): a lock-only
+    segment or the embedded lock of an array, a value, an ndarray or a condition, not the
+    internal lock of the kinds above (section 10.1: a user holding it would block every
+    operation of that object), as .NET's SharedLock.Open."""
+    what = NOT_A_CONDITION_LOCK.get(seg.header.kind)
+    if what is None:
+        return lock_from_segment(seg)
+    kind = seg.header.kind
+    seg.close()
+    raise TypeMismatchError(
+        f"type mismatch: segment {seg.name!r} is {what} segment (kind {kind}), not a lock: "
+        f"its mutex guards the {what.split()[1]}'s own words (docs/format.md section 10.1); "
+        "open it with sharedbridge.attach(name)")
 
 
 def open_external_lock(name, lock_name, timeout, allow_other_owner, join=True, kind=None):

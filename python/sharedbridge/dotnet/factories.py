@@ -1,9 +1,12 @@
 """Create and open .NET SharedBridge objects from Python, and convert objects between the
 two languages (the same segment, the same robust lock)."""
 
+import os
+
 from .. import attach as _py_attach
 from .. import header_of
 from .._format import header as H
+from .._format.segment_name import dir_of
 from .._objects.lifetimes import resolve_lifetime
 from .._objects.protocol import require_segment
 from .error_map import errors
@@ -35,17 +38,19 @@ _PLAIN_KINDS = {H.KIND_LOCK: "SharedLock", H.KIND_EVENT: "SharedEvent",
                 H.KIND_BARRIER: "SharedBarrier", H.KIND_QUEUE: "SharedQueue"}
 
 
-def open(name, net_type=None, *, ready_timeout=None, allow_other_owner=False):
+def open(name, net_type=None, *, ready_timeout=None, allow_other_owner=False, dir=None):
     """Open the existing segment *name*, of any kind, as the .NET object its header describes:
     ``SharedArray<T>``, ``SharedValue<T>``, ``SharedTensor<T>`` (an n-dimensional array),
     ``SharedCharArray`` ('c' arrays), ``SharedLock``, ``SharedEvent``, ``SharedSemaphore``
     (bounded or not), ``SharedCondition``, ``SharedBarrier`` or ``SharedQueue``.
     T is *net_type* or the .NET type of the typecode (structures need *net_type*; the other
-    kinds take none: a *net_type* for them is a TypeError)."""
+    kinds take none: a *net_type* for them is a TypeError). *dir*: the directory backend's
+    directory (default SHAREDBRIDGE_DIR, else /dev/shm; docs/format.md section 1.3), given
+    to .NET as ``OpenOptions.Directory``."""
     sb = sb_or_load()
     with errors():
-        options = _open_options(sb, ready_timeout, allow_other_owner)
-        h = header_of(name, allow_other_owner=allow_other_owner)
+        options = _open_options(sb, ready_timeout, allow_other_owner, dir)
+        h = header_of(name, allow_other_owner=allow_other_owner, dir=dir)
         plain = _PLAIN_KINDS.get(h.kind)
         if plain is not None:
             if net_type is not None:
@@ -64,10 +69,11 @@ def open(name, net_type=None, *, ready_timeout=None, allow_other_owner=False):
 attach = open       # the name it had first; the Python package's own verb
 
 
-def _open_options(sb, ready_timeout, allow_other_owner):
+def _open_options(sb, ready_timeout, allow_other_owner, directory=None):
     from System import TimeSpan
     timeout = None if ready_timeout is None else TimeSpan.FromSeconds(float(ready_timeout))
-    return sb.OpenOptions(timeout, bool(allow_other_owner))
+    return sb.OpenOptions(timeout, bool(allow_other_owner), None,
+                          None if directory is None else os.fspath(directory))
 
 
 def to_dotnet(py_obj, net_type=None):
@@ -76,7 +82,9 @@ def to_dotnet(py_obj, net_type=None):
     BoundedSemaphore, Condition, Barrier, the queues, n-dimensional arrays; open()): the same
     memory and the same robust
     lock. The .NET object is an opener, never the creator: disposing it unlinks nothing."""
-    return open(require_segment(py_obj).name, net_type)
+    # The segment's key is "<dir>/<name>" in the directory backend (docs/format.md section 1.3).
+    key = require_segment(py_obj).name
+    return open(key.rpartition("/")[2], net_type, dir=dir_of(key))
 
 
 def to_python(net_obj, typecode_or_type=None):

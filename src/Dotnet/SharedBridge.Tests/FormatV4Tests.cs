@@ -157,7 +157,7 @@ public class FormatV4Tests
         using (var words = new WordReader(name, ev.Header.DataOffset)) words[Sleepers] = 1;
         var e = Assert.Throws<CorruptSegmentException>(() => ev.Set());
         Assert.Contains("sleepers 1 > waiters 0", e.Message);
-        using var evLock = SharedLock.Open(name);
+        using var evLock = InternalLock.Of(name);
         Assert.Equal(LockState.Free, evLock.State);    // nothing was left held
     }
 

@@ -217,6 +217,41 @@ public class LockTests
         using (a.Lock()) a[0] = 1; // the creator still has the lock mapped
     }
 
+    public static TheoryData<string> KindsWithAnInternalLock() => new() { "event", "semaphore", "barrier", "queue" };
+
+    /// <summary>The mutex of an event, a semaphore, a barrier or a queue guards the object's own words
+    /// (docs/format.md section 10.1): it is no SharedLock, and the message says which Open to call.</summary>
+    [Theory]
+    [MemberData(nameof(KindsWithAnInternalLock))]
+    public void OpenRefusesTheInternalLockOfAnotherKind(string kind)
+    {
+        string name = Names.Unique(kind);
+        using IDisposable obj = kind switch
+        {
+            "event" => SharedEvent.Create(name),
+            "semaphore" => SharedSemaphore.Create(name, 1),
+            "barrier" => SharedBarrier.Create(name, 2),
+            _ => SharedQueue.Create(name),
+        };
+        var e = Assert.Throws<TypeMismatchException>(() => SharedLock.Open(name));
+        string typeName = "Shared" + char.ToUpperInvariant(kind[0]) + kind[1..];
+        Assert.Contains($"{kind} segment", e.Message);
+        Assert.Contains("not a lock", e.Message);
+        Assert.Contains($"{typeName}.Open", e.Message);
+        Assert.Throws<TypeMismatchException>(() => SharedLock.Open(name, new OpenOptions()));
+    }
+
+    [Fact]
+    public void OpenStillTakesTheLockOfAConditionAndOfAValue()
+    {
+        using var cond = SharedCondition.Create(Names.Unique("cond"));
+        using (var itsLock = SharedLock.Open(cond.Name))
+        using (itsLock.Lock()) { }
+        using var value = SharedValue<int>.Create(Names.Unique("val"), 1);
+        using (var itsLock = SharedLock.Open(value.Name))
+        using (itsLock.Lock()) { }
+    }
+
     [Fact]
     public void ContradictoryOptionsAreRefused()
     {

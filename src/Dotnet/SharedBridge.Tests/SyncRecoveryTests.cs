@@ -254,7 +254,7 @@ public class SyncRecoveryTests
         using var ev = SharedEvent.Create(NewName("ev"));
         var (t, result) = OnThread(() => ev.Wait(TimeSpan.FromMinutes(1)));
         Until(() => ReadWord(ev.Name, Waiters) == 1);
-        using (var peer = SharedLock.Open(ev.Name))
+        using (var peer = InternalLock.Of(ev.Name))
         using (peer.Lock())
         {
             // A peer's set() and clear() with no unlock between them (section 10.3): flag 1, sets + 1,

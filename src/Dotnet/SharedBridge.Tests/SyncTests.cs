@@ -263,7 +263,7 @@ public class SyncTests
         WriteWord(ev.Name, 3, 7);           // flag = 7: a mutable word out of range
         var e = Assert.Throws<CorruptSegmentException>(() => ev.Set());
         Assert.Contains("flag 7", e.Message);
-        using var evLock = SharedLock.Open(ev.Name);
+        using var evLock = InternalLock.Of(ev.Name);
         Assert.Equal(LockState.Free, evLock.State);    // nothing was left held
     }
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Reflection;
 using SharedBridge.Format;
+using SharedBridge.Objects;
 
 namespace SharedBridge.Tests;
 
@@ -25,6 +26,19 @@ internal static class Names
     internal static string Shown(string name) => ShmDirectory == "/dev/shm" ? name : ShmPath(name);
 
     internal static bool Exists(string name) => File.Exists(ShmPath(name));
+}
+
+/// <summary>The mutex of any segment with an embedded lock, the internal one of an event, a semaphore, a barrier or a
+/// queue included, which SharedLock.Open refuses (docs/format.md section 10.1): tests that play a peer of the protocol
+/// (writing the words with the mutex held, as a hostile or dead process would) take it through here.</summary>
+internal static class InternalLock
+{
+    internal static SharedLock Of(string name)
+    {
+        var core = SharedObjectCore.Open("SharedLock", name, null, _ => null);
+        try { return SharedLock.ForSegmentOf(core); }
+        finally { core.Dispose(); }
+    }
 }
 
 /// <summary>A child process running `dotnet exec SharedBridge.TestChild.dll COMMAND ...`. Its output is

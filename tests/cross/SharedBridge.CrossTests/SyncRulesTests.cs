@@ -42,8 +42,9 @@ public sealed class SyncRulesTests : CrossTestBase
     /// of the protocol would; <paramref name="whileHeld"/> runs before the release.</summary>
     private static void WriteWords(string name, (int Index, uint Value)[] words, Action? whileHeld = null)
     {
-        using var itsLock = SharedLock.Open(name);
-        using var scope = itsLock.Lock(Quick);
+        // Untyped: SharedLock.Open refuses the internal lock of these kinds (docs/format.md section 10.1).
+        using var segment = SharedSegment.Open(name);
+        using var scope = segment.Lock(Quick);
         using var map = MemoryMappedFile.CreateFromFile(Shm.PathOf(name), FileMode.Open, null, 0, MemoryMappedFileAccess.ReadWrite);
         using var view = map.CreateViewAccessor(0x200, 64, MemoryMappedFileAccess.ReadWrite);
         foreach (var (index, value) in words) view.Write(4 * index, value);

@@ -27,23 +27,41 @@ public sealed class SharedLock : IDisposable
     }
 
     /// <summary>Opens the lock of an existing segment: a lock-only segment (Python's <c>sharedbridge.Lock</c>/<c>RLock</c>)
-    /// or any segment with an embedded lock.</summary>
+    /// or the embedded lock of an array, a value, an n-dimensional array or a condition. Not the internal lock of an
+    /// event, a semaphore, a barrier or a queue (docs/format.md section 10.1).</summary>
     /// <param name="name">Segment name.</param>
     /// <param name="readyTimeout">How long to wait for a creator still initializing it (default 5 s).</param>
-    /// <exception cref="TypeMismatchException">The segment has no embedded lock.</exception>
+    /// <exception cref="TypeMismatchException">The segment has no embedded lock, or it is an event, a semaphore, a barrier
+    /// or a queue (the message names the Open to call).</exception>
     public static SharedLock Open(string name, TimeSpan? readyTimeout = null) =>
         Open(name, OpenOptions.WithTimeout(readyTimeout));
 
     /// <summary>Opens the lock of an existing segment with <paramref name="options"/> (ready timeout, other owners).</summary>
     /// <param name="name">Segment name.</param>
     /// <param name="options">How long to wait for the creator, and whether another user's segment is accepted.</param>
-    /// <exception cref="TypeMismatchException">The segment has no embedded lock.</exception>
+    /// <exception cref="TypeMismatchException">The segment has no embedded lock, or it is an event, a semaphore, a barrier
+    /// or a queue (the message names the Open to call).</exception>
     public static SharedLock Open(string name, OpenOptions options) =>
-        new(SharedObjectCore.Open(OwnerName, name, options ?? throw new ArgumentNullException(nameof(options)),
-            header => header.LockKind == LockKind.Embedded ? null
+        new(SharedObjectCore.Open(OwnerName, name, options ?? throw new ArgumentNullException(nameof(options)), WhyNotALock));
+
+    /// <summary>Why a segment's lock cannot be opened as a SharedLock, or null. The mutex of an event, a semaphore,
+    /// a barrier or a queue guards that object's own words (docs/format.md section 10.1): a user holding it would block
+    /// every operation of the object, so it is refused as another kind, as the typed Opens refuse a lock segment.</summary>
+    private static string? WhyNotALock(SegmentHeader header) => header.Kind switch
+    {
+        SegmentKind.Event => NotALock(header.Kind, "an", "event", "SharedEvent"),
+        SegmentKind.Semaphore => NotALock(header.Kind, "a", "semaphore", "SharedSemaphore"),
+        SegmentKind.Barrier => NotALock(header.Kind, "a", "barrier", "SharedBarrier"),
+        SegmentKind.Queue => NotALock(header.Kind, "a", "queue", "SharedQueue"),
+        _ => header.LockKind == LockKind.Embedded ? null
             : header.LockKind == LockKind.External
                 ? $"it has no lock of its own: it uses the lock of \"{header.LockName}\" (open that one)"
-                : "it has no shared lock"));
+                : "it has no shared lock",
+    };
+
+    private static string NotALock(SegmentKind kind, string article, string what, string type) =>
+        $"it is {article} {what} segment (kind {(int)kind}), not a lock: its mutex guards the {what}'s own words " +
+        $"(docs/format.md section 10.1); open it with {type}.Open";
 
     internal static SharedLock ForSegmentOf(SharedObjectCore core)
     {
