@@ -30,7 +30,7 @@ from .._platform.lock_core import accel
 from .._platform.wake import Spinner
 from .._platform.process_info import process_is_running, process_start_time
 from .._platform.segment import create
-from ..errors import CorruptSegmentError
+from ..errors import CorruptSegmentError, TypeMismatchError
 from .shared_lock import (NOT_A_CONDITION_LOCK, SharedLock, lock_from_segment,
                           open_external_lock)
 from .lifetimes import resolve_lifetime
@@ -771,8 +771,16 @@ def _new(cls, seg, lock, words):
 
 def sync_from_segment(seg, timeout=5.0, allow_other_owner=False):
     """The object of a synchronization segment (kinds 4 to 7). The immutable words of
-    section 10.2 are read once, validated, and the object keeps that copy."""
+    section 10.2 are read once, validated, and the object keeps that copy. Another kind
+    (the name was removed and made again as something else before an unpickling opened
+    it): TypeMismatchError, the segment closed."""
     h = seg.header
+    if h.kind not in _KIND_NAMES:
+        seg.close()
+        raise TypeMismatchError(
+            f"type mismatch: segment {seg.name!r} is of kind {h.kind}, not an event, a "
+            "semaphore, a condition or a barrier (kinds 4 to 7): its name was given to "
+            "another object; open it with sharedbridge.attach(name)")
     if h.lock_kind == H.LOCK_EXTERNAL:
         lock = lock_from_segment(open_external_lock(seg.name, h.lock_name, timeout,
                                                     allow_other_owner, kind=h.kind))
