@@ -99,27 +99,6 @@ def test_a_lock_opened_by_the_name_of_another_kind_is_a_type_mismatch(kind):
         obj.close()
 
 
-@pytest.mark.parametrize("other", ["lock", "array", "queue"])
-def test_an_event_unpickled_after_its_name_went_to_another_object_is_a_type_mismatch(other):
-    # The pickle names the segment; if that name was removed and made again as another
-    # kind before the unpickling, it is no event (nor a barrier over another kind's bytes).
-    import pickle
-    name = _name("reused")
-    event = sb.Event(name=name)
-    data = pickle.dumps(event)
-    event.close()                   # its creator: the name goes with it
-    made = {"lock": lambda: sb.Lock(name=name), "array": lambda: sb.Array("i", 8, name=name),
-            "queue": lambda: sb.Queue(name=name)}[other]()
-    try:
-        got = pickle.loads(data)
-        assert isinstance(got, sb.UnavailableObject)
-        assert isinstance(got.error, sb.TypeMismatchError)
-        assert "not an event, a semaphore, a condition or a barrier" in str(got.error)
-        assert "sharedbridge.attach" in str(got.error)
-    finally:
-        made.close()
-
-
 def test_the_lock_of_a_condition_or_an_array_still_unpickles():
     import pickle
     cond = sb.Condition(name=_name("cond"))

@@ -33,7 +33,7 @@ from .protocol import segment_of
 from .raw_object import _pickled_type, _refuse_surrogates, rebuilt_struct, type_ref
 from .shared_lock import lock_from_segment, open_external_lock
 from .sharedctypes import _lock_fields
-from .unavailable import attach_or_unavailable
+from .unavailable import attach_or_unavailable, signature
 
 __all__ = ["SharedNDArray", "ndarray", "from_numpy"]
 
@@ -462,7 +462,7 @@ class SharedNDArray:
         ref = type_ref(ctype) if ctype is not None else None
         local = self._lock if (seg.header.lock_kind == H.LOCK_PROCESS_LOCAL
                                and self._lock not in (None, _NO_LOCK)) else None
-        return _attach_ndarray, (seg.name, ref, seg.trusted, local)
+        return _attach_ndarray, (seg.name, ref, seg.trusted, local, signature(seg.header))
 
 
 segment_of.register(SharedNDArray, lambda a: a._seg)
@@ -490,13 +490,13 @@ def _flat_index(shape, index):
     return flat
 
 
-def _attach_ndarray(name, ref, allow_other_owner=False, local_lock=None):
+def _attach_ndarray(name, ref, allow_other_owner=False, local_lock=None, expect=None):
     # What a pickled SharedNDArray calls in the receiving process. Never raises
     # (unavailable.py: an exception here can hang multiprocessing.Pool).
     def build(seg):
         ctype = _pickled_type(seg.header, ref) if ref is not None else None
         return SharedNDArray(seg, ctype, _NO_LOCK if local_lock is None else local_lock)
-    return attach_or_unavailable(name, build, allow_other_owner)
+    return attach_or_unavailable(name, build, allow_other_owner, expect)
 
 
 def ndarray_from_segment(seg, requested=None, shape=None):

@@ -31,7 +31,7 @@ from . import queue_ring as QR
 from .lifetimes import resolve_lifetime
 from .protocol import segment_of
 from .shared_lock import lock_from_segment
-from .unavailable import attach_or_unavailable
+from .unavailable import attach_or_unavailable, signature
 
 from . import queue_messages as _codec
 
@@ -339,7 +339,7 @@ class Queue:
 
     def __reduce__(self):
         self._seg.export()
-        return _attach_queue, (self._seg.name, self._seg.trusted)
+        return _attach_queue, (self._seg.name, self._seg.trusted, signature(self._seg.header))
 
     def __repr__(self):
         return f"<sharedbridge.{type(self).__name__} {self.name!r}>"
@@ -405,9 +405,9 @@ def queue_from_segment(seg):
     return q
 
 
-def _attach_queue(name, allow_other_owner=False):
+def _attach_queue(name, allow_other_owner=False, expect=None):
     # Never raises: see unavailable.py.
-    return attach_or_unavailable(name, queue_from_segment, allow_other_owner)
+    return attach_or_unavailable(name, queue_from_segment, allow_other_owner, expect)
 
 
 # ---- the queue's remover unlinks the out-of-line segments still in the ring --------

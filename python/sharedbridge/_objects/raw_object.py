@@ -25,7 +25,7 @@ from .._format.typecodes import STRUCT, TYPECODE_TO_TYPE, same_typecode
 from .._format.segment_name import base_name
 from ..errors import CorruptDataError, TypeMismatchError, UnsupportedTypeError
 from .protocol import segment_of
-from .unavailable import attach_or_unavailable
+from .unavailable import attach_or_unavailable, signature
 
 # Our shared subclasses (a set, not a class attribute: a Structure field may have any
 # non-reserved name, and a class attribute would hide it).
@@ -67,9 +67,7 @@ def _raw_reduce(self):
     seg = _raw_segment(self)
     seg.export()
     elem = self._type_ if isinstance(self, ctypes.Array) else base_type(type(self))
-    if seg.trusted:
-        return _attach_raw, (seg.name, type_ref(elem), True)
-    return _attach_raw, (seg.name, type_ref(elem))
+    return _attach_raw, (seg.name, type_ref(elem), seg.trusted, signature(seg.header))
 
 
 def type_ref(cls):
@@ -485,8 +483,9 @@ def element_type(h, requested):
     return requested
 
 
-def _attach_raw(name, ref, allow_other_owner=False):
+def _attach_raw(name, ref, allow_other_owner=False, expect=None):
     # What a pickled raw object calls in the receiving process (see _raw_reduce). Never
     # raises (unavailable.py: an exception here can hang multiprocessing.Pool).
     return attach_or_unavailable(
-        name, lambda seg: raw_object(seg, _pickled_type(seg.header, ref)), allow_other_owner)
+        name, lambda seg: raw_object(seg, _pickled_type(seg.header, ref)), allow_other_owner,
+        expect)

@@ -25,7 +25,7 @@ from ..errors import (CorruptSegmentError, SegmentInUseError, TypeMismatchError,
                       UnsupportedVersionError)
 from .lifetimes import resolve_lifetime
 from .protocol import segment_of
-from .unavailable import attach_or_unavailable
+from .unavailable import attach_or_unavailable, signature
 
 _live_locks = weakref.WeakSet()
 
@@ -122,9 +122,7 @@ class SharedLock(LockCore):
 
     def __reduce__(self):
         self._seg.export()
-        if self._seg.trusted:
-            return _attach_lock, (self._seg.name, True)
-        return _attach_lock, (self._seg.name,)
+        return _attach_lock, (self._seg.name, self._seg.trusted, signature(self._seg.header))
 
     def __repr__(self):
         owner = "unowned" if self._owner is None else f"owned by thread {self._owner}"
@@ -219,9 +217,9 @@ def reset_lock(name, *, allow_other_owner=False, dir=None):
     return True
 
 
-def _attach_lock(name, allow_other_owner=False):
+def _attach_lock(name, allow_other_owner=False, expect=None):
     # Never raises: see unavailable.py.
-    return attach_or_unavailable(name, _lock_opened_by_name, allow_other_owner)
+    return attach_or_unavailable(name, _lock_opened_by_name, allow_other_owner, expect)
 
 
 # Section 10.1: a condition's lock segment (lock_kind 2) is never one of these kinds, whose

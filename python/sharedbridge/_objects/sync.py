@@ -35,7 +35,7 @@ from .shared_lock import (NOT_A_CONDITION_LOCK, SharedLock, lock_from_segment,
                           open_external_lock)
 from .lifetimes import resolve_lifetime
 from .protocol import segment_of
-from .unavailable import attach_or_unavailable
+from .unavailable import attach_or_unavailable, signature
 
 # Word indexes (section 10.2); SLEEPERS from format version 4 (H.SLEEPERS_VERSION).
 SEQ, WAITERS, SIGNALS, W3, W4, W5, SLEEPERS = range(7)
@@ -339,7 +339,7 @@ class _Waitable(_WaitCore):
         return (self._seg.name, self._seg.trusted)
 
     def __reduce__(self):
-        return _attach_sync, self._reduce_args()
+        return _attach_sync, self._reduce_args() + (signature(self._seg.header),)
 
     def __repr__(self):
         return f"<sharedbridge.{type(self).__name__} {self.name!r}>"
@@ -756,7 +756,8 @@ class Barrier(_Waitable):
             return self._state() == BROKEN
 
     def __reduce__(self):
-        return _attach_barrier, self._reduce_args() + (self._action, self._timeout)
+        return _attach_barrier, self._reduce_args() + (self._action, self._timeout,
+                                                       signature(self._seg.header))
 
     def __repr__(self):
         return (f"<sharedbridge.Barrier {self.name!r} waiters={self._w[COUNT]}/"
@@ -805,15 +806,15 @@ def sync_from_segment(seg, timeout=5.0, allow_other_owner=False):
     return _new(Barrier, seg, lock, words)
 
 
-def _attach_sync(name, allow_other_owner=False):
+def _attach_sync(name, allow_other_owner=False, expect=None):
     # Never raises: see unavailable.py.
     return attach_or_unavailable(
         name, lambda seg: sync_from_segment(seg, allow_other_owner=allow_other_owner),
-        allow_other_owner)
+        allow_other_owner, expect)
 
 
-def _attach_barrier(name, allow_other_owner, action, timeout):
-    barrier = _attach_sync(name, allow_other_owner)
+def _attach_barrier(name, allow_other_owner, action, timeout, expect=None):
+    barrier = _attach_sync(name, allow_other_owner, expect)
     if isinstance(barrier, Barrier):
         barrier._action = action
         barrier._timeout = timeout

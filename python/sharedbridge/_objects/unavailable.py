@@ -8,7 +8,9 @@ UnavailableObject that carries the error and raises it on any use (attribute acc
 indexing, len, iteration, the context manager, bool).
 """
 
+from .._format import header as H
 from .._platform.segment import open_segment
+from ..errors import TypeMismatchError
 
 
 class UnavailableObject:
@@ -49,6 +51,8 @@ class UnavailableObject:
 
 def unavailable(name, error):
     """An UnavailableObject whose error says what happened and what to do."""
+    if isinstance(error, _Replaced):
+        return UnavailableObject(name, error)
     try:
         error.add_note(
             f"(while unpickling a sharedbridge object of segment {name!r}: its creator "
@@ -59,10 +63,48 @@ def unavailable(name, error):
     return UnavailableObject(name, error)
 
 
-def attach_or_unavailable(name, from_segment, allow_other_owner=False):
+def signature(header):
+    """What a pickle records of the segment it names (kind, element type, length, shape),
+    to check when it is unpickled: the name may have been given to another object since."""
+    return (header.kind, header.typecode, header.element_count, header.shape)
+
+
+_KINDS = {H.KIND_ARRAY: "an array", H.KIND_VALUE: "a value", H.KIND_LOCK: "a lock",
+          H.KIND_EVENT: "an event", H.KIND_SEMAPHORE: "a semaphore",
+          H.KIND_CONDITION: "a condition", H.KIND_BARRIER: "a barrier",
+          H.KIND_QUEUE: "a queue", H.KIND_NDARRAY: "an n-dimensional array"}
+
+
+def _describe(sig):
+    kind, typecode, count, shape = sig
+    what = _KINDS.get(kind, f"kind {kind}")
+    if kind == H.KIND_NDARRAY:
+        return f"{what} of {typecode!r} with shape {tuple(shape)}"
+    if kind == H.KIND_ARRAY:
+        return f"{what} of {count} {typecode!r}"
+    if kind == H.KIND_VALUE:
+        return f"{what} of type {typecode!r}"
+    return what
+
+
+class _Replaced(TypeMismatchError):
+    """The segment at a pickled name is not the kind of object that was pickled."""
+
+
+def attach_or_unavailable(name, from_segment, allow_other_owner=False, expect=None):
     """Unpickling by name: open segment *name* and build its object with
-    *from_segment(segment)*; never raises (above): any error gives an UnavailableObject."""
+    *from_segment(segment)*; never raises (above): any error gives an UnavailableObject.
+    *expect*: the signature() the pickled object's segment had; another one means the
+    name was given to another object since (TypeMismatchError)."""
     try:
-        return from_segment(open_segment(name, allow_other_owner=allow_other_owner))
+        seg = open_segment(name, allow_other_owner=allow_other_owner)
+        if expect is not None and tuple(expect) != signature(seg.header):
+            now = signature(seg.header)
+            seg.close()
+            raise _Replaced(
+                f"type mismatch: segment {name!r} now holds {_describe(now)}, but "
+                f"{_describe(expect)} was pickled: its name was given to another object "
+                "after the pickling; sharedbridge.attach(name) opens what it holds now")
+        return from_segment(seg)
     except Exception as e:
         return unavailable(name, e)
