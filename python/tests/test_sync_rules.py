@@ -16,6 +16,8 @@ from sharedbridge.errors import CorruptSegmentError
 from sharedbridge._objects import sync as S
 from sharedbridge._objects.shared_lock import lock_from_segment
 
+from conftest import SHM
+
 _n = itertools.count()
 
 
@@ -37,7 +39,7 @@ def test_a_condition_cannot_be_created_on_the_internal_lock_of_a_sync_object(kin
         name = _name("cond")
         with pytest.raises(ValueError, match="section 10.1"):
             sb.Condition(lock_from_segment(obj._seg), name=name)
-        assert not os.path.exists(f"/dev/shm/{name}")
+        assert not os.path.exists(os.path.join(SHM, name))
     finally:
         obj.close()
 
@@ -48,7 +50,7 @@ def test_a_condition_whose_lock_segment_is_an_event_semaphore_or_barrier_is_corr
     lock = sb.Lock(lock_name)
     cond = sb.Condition(lock, name=_name("cond"))
     lock.close()                            # the creator removes the lock's name ...
-    assert not os.path.exists(f"/dev/shm/{lock_name}")
+    assert not os.path.exists(os.path.join(SHM, lock_name))
     obj = OBJECTS[kind](lock_name)          # ... which now names an event, semaphore or barrier
     try:
         with pytest.raises(CorruptSegmentError, match="section 10.1"):
