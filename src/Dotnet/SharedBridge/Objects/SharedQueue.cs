@@ -704,10 +704,10 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
         }
         if (record.OutOfLine)
         {
-            SharedObjectCore segment;
+            HeldData segment;
             try
             {
-                segment = OutOfLine.Attach(this, position, record);
+                segment = OutOfLine.Map(this, position, record);
             }
             catch
             {
@@ -829,14 +829,14 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
         int length = (int)record.DataLength;
         if (record.OutOfLine)
         {
-            SharedObjectCore segment;
-            try { segment = OutOfLine.Attach(this, position, record); }
+            HeldData segment;
+            try { segment = OutOfLine.Map(this, position, record); }
             catch
             {
                 Consumed(position, record, StateDone);
                 throw;
             }
-            try { new ReadOnlySpan<byte>(segment.Segment.Data, length).CopyTo(destination); }
+            try { new ReadOnlySpan<byte>(segment.Data, length).CopyTo(destination); }
             finally { segment.Dispose(); }
         }
         else
@@ -914,6 +914,8 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
     {
         // First, while the ring is mapped: a kept segment that a record may still reference keeps its name (section 11.5).
         if (!_core.IsDisposed) LeaveReusePool();
+        // The data segments kept mapped as a consumer hold no lock between messages: closing them removes nothing.
+        _dataCache.Release();
         _core.Dispose();
     }
 
