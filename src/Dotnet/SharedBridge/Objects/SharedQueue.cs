@@ -908,8 +908,8 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
     public void Unlink() => _core.Unlink();
 
     /// <summary>Closes the queue; the creator (or the last closer) also removes the name and the out-of-line segments of
-    /// messages still in it (docs/format.md section 11.5), and this object leaves the reusable data segments it kept.
-    /// Messages still held stay valid until disposed.</summary>
+    /// messages still in it (docs/format.md section 11.5), and this object leaves the reusable data segments it kept as a
+    /// producer and unmaps the ones it kept mapped as a consumer. Messages still held stay valid until disposed.</summary>
     public void Dispose()
     {
         // First, while the ring is mapped: a kept segment that a record may still reference keeps its name (section 11.5).
