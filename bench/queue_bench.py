@@ -12,7 +12,9 @@ Groups (each case's "group"; its "unit" and "higher_is_better" follow from it):
              `SharedBridge.Benchmarks queue produce|consume` (Queue.cs).
   pingpong   a round trip through two queues (the driving side puts 64 bytes on `ping` and gets from
              `pong`; the serving side gets from `ping` and puts what it got on `pong`): us per round trip.
-  array1m    1 MiB numpy arrays (uint8), one producer process -> one consumer process: GB/s.
+  array1m    1 MiB numpy arrays (uint8), one producer process -> one consumer process: GB/s. The C#
+             consumer of a1-py-cs reads each message and copies its bytes into one reused array
+             (`SharedBridge.Benchmarks queue consume ... array`), so that it touches them.
   array64m   one 64 MiB numpy array put and got back in one process, against one numpy copy of it
              (the memcpy the out-of-line path costs at least; after the first, numpy's allocator hands
              back memory already mapped) and one copy into freshly mapped memory (what a new out-of-line
@@ -123,6 +125,8 @@ CASES = {
               "sharedbridge Queue (1 MiB ring: out of line), Python -> Python"),
     "a1-sb-inline": ("array1m", "sharedbridge", PY, PY, False, "put / get",
                      "sharedbridge Queue (16 MiB ring: in the ring), Python -> Python"),
+    "a1-py-cs": ("array1m", "sharedbridge", PY, CS, False, "put / Read + copy of the bytes",
+                 "sharedbridge Queue (1 MiB ring: out of line), Python -> C# (Read, the bytes copied out)"),
     "a64-memcpy": ("array64m", "numpy", PY, PY, True, "numpy.ndarray.copy",
                    "one numpy copy of the 64 MiB array (memcpy)"),
     "a64-memcpy-fresh": ("array64m", "numpy", PY, PY, True, "numpy.copyto into a new mmap",
@@ -448,6 +452,15 @@ def _array1m(key, cfg, s):
         n = cfg["arrays"]
         q = s.queue(capacity=16 * MiB) if key == "a1-sb-inline" else s.queue()
         ready, go = s.event("ready"), s.event("go")
+    if CASES[key][3] == CS:
+        consumer = _start(_dotnet("consume", q.name, ready.name, go.name, n, "array", PATIENCE), "the C# consumer")
+        try:
+            _py_produce_arrays(q, ready, go, n, nbytes)
+        except BaseException:
+            _finish(consumer, 5, killed=True)
+            raise
+        out = _finish(consumer, READY_S + PATIENCE + n * 0.01)
+        return n * nbytes, int(out.split()[0]) / 1e9
     child = _fork(_py_produce_arrays, q, ready, go, n, nbytes)
     try:
         secs = _py_consume_arrays(q, ready, go, n, nbytes, child.is_alive)

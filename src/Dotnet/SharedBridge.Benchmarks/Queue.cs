@@ -12,7 +12,9 @@ namespace SharedBridge.Benchmarks;
 /// and prints the nanoseconds from GO to the last one. <c>take</c>: <c>Read</c>, then <c>Dispose</c> of the taken
 /// message (zero-copy); <c>copy</c>: <c>TryRead(Span&lt;byte&gt;)</c>, which copies the bytes out in one step, and
 /// <c>Read</c> only when the queue is empty; <c>many</c>: <c>ReadMany</c> of up to 64 messages under one lock, which
-/// waits only when the queue is empty.</item>
+/// waits only when the queue is empty; <c>array</c>: <c>Read</c>, a copy of the message's bytes (any message type: the
+/// 1 MiB numpy arrays of bench/queue_bench.py a1-py-cs) into one reused buffer, then <c>Dispose</c>, so that the bytes are
+/// used as a consumer would (an out-of-line message's mapping is touched).</item>
 /// <item><c>serve PING PONG TOTAL PATIENCE_S</c>: TOTAL times, reads a message from PING and writes its bytes to PONG.</item>
 /// <item><c>drive PING PONG ROUND_TRIPS WARMUP SIZE PATIENCE_S</c>: WARMUP + ROUND_TRIPS times, writes SIZE bytes to
 /// PING and reads the answer from PONG; prints the nanoseconds of each measured round trip.</item>
@@ -30,7 +32,7 @@ internal static class Queue
             {
                 ["produce", var q, var ready, var go, var n, var size, var batch, var patience] =>
                     Produce(q, ready, go, long.Parse(n), int.Parse(size), int.Parse(batch), Seconds(patience)),
-                ["consume", var q, var ready, var go, var n, var mode and ("take" or "copy" or "many"), var patience] =>
+                ["consume", var q, var ready, var go, var n, var mode and ("take" or "copy" or "many" or "array"), var patience] =>
                     Consume(q, ready, go, long.Parse(n), mode, Seconds(patience)),
                 ["serve", var ping, var pong, var total, var patience] =>
                     Serve(ping, pong, int.Parse(total), Seconds(patience)),
@@ -107,6 +109,17 @@ internal static class Queue
             {
                 if (q.TryRead(buffer, out _)) continue;
                 using var m = q.Read(patience);
+            }
+        }
+        else if (mode == "array")
+        {
+            byte[] buffer = [];
+            for (long i = 0; i < n; i++)
+            {
+                using var m = q.Read(patience);
+                var data = m.Data;
+                if (buffer.Length != data.Length) buffer = new byte[data.Length];
+                data.CopyTo(buffer);
             }
         }
         else

@@ -324,4 +324,218 @@ public class QueueRecycleTests
         }
         Assert.Empty(QueueTests.Leftovers(name));
     }
+
+    // ---- a consumer keeps the reusable segments it meets mapped (section 11.5; Python's MappedCache) ----
+
+    /// <summary>The mappings (/proc/self/maps) and descriptors (/proc/self/fd) of queue <paramref name="queue"/>'s data
+    /// segments in this process, by name. A SharedQueue holds one of each per segment it keeps: its producer's pool and,
+    /// as a consumer, the ones it keeps mapped; nothing else once its messages are disposed.</summary>
+    private static Dictionary<string, int> HeldHere(string queue)
+    {
+        string prefix = Names.ShmPath(queue) + ".m";
+        var found = new Dictionary<string, int>();
+        void Count(string target)
+        {
+            string n = Path.GetFileName(target.Split(' ')[0]);
+            found[n] = found.GetValueOrDefault(n) + 1;
+        }
+        foreach (string line in File.ReadLines("/proc/self/maps"))
+        {
+            int at = line.IndexOf(prefix, StringComparison.Ordinal);
+            if (at >= 0) Count(line[at..]);
+        }
+        foreach (string fd in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
+        {
+            string? target = null;
+            try { target = new FileInfo(fd).LinkTarget; }
+            catch (IOException) { }
+            if (target is not null && target.StartsWith(prefix, StringComparison.Ordinal)) Count(target);
+        }
+        return found;
+    }
+
+    private static int HeldCount(string queue) => HeldHere(queue).Values.Sum();
+
+    /// <summary>A message of <paramref name="size"/> bytes that says which one it is: its number, then bytes that depend on it.</summary>
+    private static byte[] Numbered(int size, int seq)
+    {
+        var b = new byte[size];
+        for (int k = 8; k < size; k += 4096) b[k] = (byte)(seq * 7 + k / 4096);
+        b.AsSpan(size - 8).Fill((byte)~seq);
+        BinaryPrimitives.WriteInt32LittleEndian(b, seq);
+        return b;
+    }
+
+    [Theory]
+    [InlineData("take")]        // Read: a QueueMessage that maps the bytes
+    [InlineData("copy")]        // TryRead(Span): copied out while held
+    public void AConsumerKeepsTheReusedSegmentsMappedAndEveryMessageArrivesIntact(string how)
+    {
+        string name = NewName("keep" + how);
+        const int size = (1 << 20) + 8, count = 60;
+        var buffer = new byte[size];
+        var seen = new HashSet<string>();
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 1 << 16 }))
+        {
+            using (var consumer = SharedQueue.Open(name))
+            {
+                q.Write(Numbered(size, 0));     // one ahead of the reader all along: the producer rotates through a few
+                for (int i = 0; i < count; i++)
+                {
+                    if (i + 1 < count) q.Write(Numbered(size, i + 1));
+                    var expected = Numbered(size, i);
+                    if (how == "take")
+                    {
+                        using var m = consumer.Read(Long);
+                        Assert.True(m.IsOutOfLine);
+                        Assert.True(m.Data.SequenceEqual(expected), $"message {i} is not what was written");
+                    }
+                    else
+                    {
+                        Assert.True(consumer.TryRead(buffer, out int written));
+                        Assert.Equal(size, written);
+                        Assert.True(buffer.AsSpan().SequenceEqual(expected), $"message {i} is not what was written");
+                    }
+                    var pooled = DataNames(name);
+                    seen.UnionWith(pooled);
+                    // Kept mapped between messages (but not locked: the producer reused them all along): a mapping and a
+                    // descriptor for each, besides the producer's own.
+                    var kept = consumer.MappedDataSegmentNames;
+                    Assert.InRange(kept.Count, 1, SharedQueue.MappedCacheSize);
+                    Assert.Subset(pooled.ToHashSet(), kept.ToHashSet());
+                    Assert.Equal(2 * (pooled.Count + kept.Count), HeldCount(name));
+                }
+                Assert.InRange(seen.Count, 1, 5);                           // reused: a handful of segments for 60 messages
+                Assert.Equal(seen.Count, consumer.MappedDataSegmentNames.Count);
+            }
+            // The consumer's Dispose leaves nothing mapped, open or locked: only the producer's own are left, and it is now
+            // the last to leave them all.
+            Assert.Equal(seen.Order(StringComparer.Ordinal), DataNames(name));
+            Assert.Equal(2 * seen.Count, HeldCount(name));
+        }
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+
+    [Fact]
+    public void AConsumerKeepsTheSegmentsOfAProducerInAnotherProcessWhichRemovesThemWhenItGoes()
+    {
+        string name = NewName("keepx");
+        const int size = 1 << 20;
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 1 << 16 }))
+        {
+            using (var producer = Child.Start("queue-write-sized", name, size.ToString()))
+            {
+                for (int i = 1; i <= 40; i++)
+                {
+                    producer.WriteLine($"w {i}");
+                    producer.ExpectLine("written");
+                    using (var m = q.Read(Long)) Assert.True(AllEqual(m.Data, (byte)i), $"message {i} changed");
+                    Assert.Equal(q.MappedDataSegmentNames.Order(StringComparer.Ordinal), HeldHere(name).Keys.Order(StringComparer.Ordinal));
+                }
+                string kept = Assert.Single(q.MappedDataSegmentNames);     // one message at a time: one segment, reused
+                Assert.Equal(2, HeldHere(name)[kept]);                      // its mapping and its descriptor
+                producer.WriteLine("dispose");
+                Assert.Equal(0, producer.WaitForExit());
+            }
+            // The producer was the last to leave (the consumer holds no lock between messages): it removed the segment.
+            Assert.Empty(DataNames(name));
+            q.Write(Filled(size, 99));      // a new segment of this process; the dead one's mapping is dropped in time
+            using (var m = q.Read(Long)) Assert.True(AllEqual(m.Data, 99));
+        }
+        Assert.Empty(HeldHere(name));
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+
+    /// <summary>Between two messages that reference the same data segment, its name was removed and made again by someone
+    /// else. The kept mapping is never read as the new object: the message gets what an uncached open gets, the new
+    /// object's bytes when it is a copy that matches the reference, corrupt data when it is another object.</summary>
+    [Theory]
+    [InlineData("copy")]        // a byte copy of the segment (the same header words), other data bytes
+    [InlineData("other")]       // another segment under that name (another created_unix_ns)
+    [InlineData("retired")]     // not replaced but retired (state 2), as a last closer leaves it
+    public void ADataSegmentReplacedOrRetiredBetweenTwoMessagesIsOpenedAfresh(string how)
+    {
+        string name = NewName("swap" + how);
+        const int size = (1 << 20) + 8;
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 1 << 16 }))
+        using (var consumer = SharedQueue.Open(name))
+        {
+            q.Write(Filled(size, 1));
+            using (var m = consumer.Read(Long)) Assert.True(AllEqual(m.Data, 1));
+            string data = Assert.Single(DataNames(name));
+            Assert.Equal([data], consumer.MappedDataSegmentNames);
+            q.Write(Filled(size, 2));                           // reused: the record references the same name again
+            Assert.Equal([data], DataNames(name));
+            string path = Names.ShmPath(data);
+            SharedArray<byte>? stranger = null;
+            try
+            {
+                switch (how)
+                {
+                    case "copy":
+                    {
+                        var bytes = File.ReadAllBytes(path);
+                        File.Delete(path);
+                        bytes.AsSpan(0x200, size).Fill(0xEE);
+                        using var f = new FileStream(path, FileMode.CreateNew, FileAccess.Write);
+                        f.Write(bytes);
+                        break;
+                    }
+                    case "other":
+                        File.Delete(path);
+                        stranger = SharedArray<byte>.Create(data, size);
+                        break;
+                    default:
+                        using (var f = new FileStream(path, FileMode.Open, FileAccess.Write))
+                        {
+                            f.Position = 0x180;                 // state (docs/format.md section 3.2)
+                            f.Write([2, 0, 0, 0]);
+                        }
+                        break;
+                }
+                if (how == "copy")
+                {
+                    using var m = consumer.Read(Long);
+                    Assert.True(AllEqual(m.Data, 0xEE), "the old object's kept mapping was read for the new object");
+                }
+                else
+                {
+                    var e = Assert.Throws<CorruptDataException>(() => consumer.Read(Long));
+                    Assert.Contains(how == "other" ? "is another object" : "which is gone", e.Message);
+                }
+                // The old object's kept mapping is closed (a copy read afresh was left by its last closer, this consumer).
+                Assert.DoesNotContain(data, consumer.MappedDataSegmentNames);
+                // The queue goes on, through a segment the producer can still reuse or a new one.
+                q.Write(Filled(size, 3));
+                using (var m = consumer.Read(Long)) Assert.True(AllEqual(m.Data, 3));
+            }
+            finally
+            {
+                stranger?.Dispose();
+            }
+        }
+        Assert.Empty(HeldHere(name));
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
+
+    [Fact]
+    public void AMessageHeldPastTheConsumersDisposeKeepsItsBytesAndThenLeavesNothing()
+    {
+        string name = NewName("keephold");
+        const int size = 1 << 20;
+        using (var q = SharedQueue.Create(name, new QueueOptions { Capacity = 1 << 16 }))
+        {
+            var consumer = SharedQueue.Open(name);
+            q.Write(Filled(size, 1));
+            using (var m = consumer.Read(Long)) Assert.True(AllEqual(m.Data, 1));
+            q.Write(Filled(size, 2));
+            var held = consumer.Read(Long);
+            consumer.Dispose();
+            Assert.True(AllEqual(held.Data, 2));
+            Assert.Equal(2 * DataNames(name).Count + 2, HeldCount(name));  // the producer's, and the held message's
+            held.Dispose();
+            Assert.Equal(2 * DataNames(name).Count, HeldCount(name));      // the producer's only
+        }
+        Assert.Empty(QueueTests.Leftovers(name));
+    }
 }

@@ -483,7 +483,7 @@ public static class QueueWorkers
     }
 
     /// <summary>Reads COUNT big messages in order, keeping the last HOLD undisposed (zero-copy); after each read checks
-    /// that every held message still has its bytes.</summary>
+    /// that every held message still has its bytes. Says how many data segments it still maps at the end ("mapped").</summary>
     private static int BigConsume(string name, int count, int hold)
     {
         using var q = SharedQueue.Open(name);
@@ -498,7 +498,11 @@ public static class QueueWorkers
             changed += held.Where(h => !h.M.Data.SequenceEqual(BigMessage(h.Seq, h.M.Data.Length))).Count();
         }
         while (held.Count > 0) held.Dequeue().M.Dispose();
-        Say(new { consumed = count, bad, changed });
+        // The data segments this process still maps with every message disposed: the ones the queue object keeps mapped
+        // for later messages (section 11.5), until its Dispose.
+        int mapped = File.ReadLines("/proc/self/maps").Where(l => l.Contains("/dev/shm/" + name + ".m"))
+            .Select(l => l[l.IndexOf("/dev/shm/", StringComparison.Ordinal)..].Split(' ')[0]).Distinct().Count();
+        Say(new { consumed = count, bad, changed, mapped });
         return 0;
     }
 }

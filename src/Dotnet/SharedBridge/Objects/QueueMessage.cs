@@ -16,7 +16,7 @@ public sealed unsafe partial class QueueMessage : IDisposable
     private readonly ulong _position;
     private readonly byte* _data;
     private readonly long _length;
-    private readonly SharedObjectCore? _outOfLine;
+    private readonly SharedQueue.HeldData? _outOfLine;
     private int _disposed;
 
     /// <summary>A message in the ring: the caller took a reference on the queue's mapping, released by Dispose.</summary>
@@ -30,15 +30,15 @@ public sealed unsafe partial class QueueMessage : IDisposable
         queue.HoldMapping();
     }
 
-    /// <summary>An out-of-line message: the mapping of its own segment (already unlinked) belongs to it.</summary>
-    internal QueueMessage(SharedQueue queue, ulong position, MessageDescriptor descriptor, SharedObjectCore segment)
+    /// <summary>An out-of-line message: the mapped data of its segment (held for it, section 11.5) belongs to it.</summary>
+    internal QueueMessage(SharedQueue queue, ulong position, MessageDescriptor descriptor, SharedQueue.HeldData segment)
     {
         _queue = queue;
         _position = position;
         Descriptor = descriptor;
         _outOfLine = segment;
-        _data = segment.Segment.Data;
-        _length = segment.Header.Length;
+        _data = segment.Data;
+        _length = segment.Length;
         queue.HoldMapping();
     }
 

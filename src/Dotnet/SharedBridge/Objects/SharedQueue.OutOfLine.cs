@@ -269,11 +269,40 @@ public sealed unsafe partial class SharedQueue
         /// it: <see cref="MappedSegment.KeepNameOnLeave"/>).</summary>
         internal void Leave() => _segment.Dispose();
 
-        /// <summary>The consumer's part (queue mutex held, before the record leaves state 1): attaches the referenced segment
-        /// (a reusable one with its shared flock, section 8), checks it against the reference, and removes the name of a
+        /// <summary>The consumer's part for a message it gets or takes (queue mutex held, before the record leaves state 1):
+        /// the referenced segment mapped, checked against the reference, a reusable one held with its shared flock and kept
+        /// mapped for later messages in the queue object's <see cref="MappedDataCache"/> (re-checked for every message, section
+        /// 8 step 3), a single-use one's name removed. The caller owns the result: disposing it ends this use of the segment.
+        /// Errors as <see cref="Attach"/>.</summary>
+        internal static HeldData Map(SharedQueue queue, ulong position, in Record record)
+        {
+            var (name, created, pid) = ReadReference(queue, position, record);
+            if (queue._dataCache.TryOpen(name, record.DataLength, pid, created) is { } cached) return cached;
+            var segment = Open(queue, position, name, created, pid, record.DataLength);
+            if (segment.Header.Lifetime == SegmentLifetime.Persistent)
+            {
+                UnlinkSingleUse(segment);
+                return new HeldData(segment);
+            }
+            long size = segment.Segment.ObjectSizeNow();
+            return (size >= 0 ? queue._dataCache.Add(name, segment, size) : null) ?? new HeldData(segment);
+        }
+
+        /// <summary>Attaches the referenced segment for this message alone (queue mutex held, before the record leaves state
+        /// 1): a reusable one with its shared flock (section 8), checked against the reference, and removes the name of a
         /// single-use one (by identity); with <paramref name="remove"/>, whatever its lifetime. The caller owns the result:
         /// disposing it leaves a reusable segment (the last to leave removes it).</summary>
         internal static SharedObjectCore Attach(SharedQueue queue, ulong position, in Record record, bool remove = false)
+        {
+            var (name, created, pid) = ReadReference(queue, position, record);
+            var segment = Open(queue, position, name, created, pid, record.DataLength);
+            if (remove || segment.Header.Lifetime == SegmentLifetime.Persistent) UnlinkSingleUse(segment);
+            return segment;
+        }
+
+        /// <summary>The record's reference (section 11.5): the name, checked to be one of this queue's, and the words the
+        /// segment's header must have.</summary>
+        private static (string Name, long Created, uint Pid) ReadReference(SharedQueue queue, ulong position, in Record record)
         {
             byte* r = record.DataStart;
             long created = *(long*)r;
@@ -284,11 +313,16 @@ public sealed unsafe partial class SharedQueue
             string name = Encoding.ASCII.GetString(nameBytes);
             if (!IsOutOfLineName(name, out string owner) || owner != queue.Name)
                 throw queue.CorruptRecord(position, $"an out-of-line reference to \"{name}\", which is not one of this queue's (\"{queue.Name}.m<16 hex>\")");
-            SharedObjectCore segment;
-            ulong dataLength = record.DataLength;
+            return (name, created, pid);
+        }
+
+        /// <summary>Opens (afresh) the data segment <paramref name="name"/> and checks it against the reference: corrupt
+        /// data when it is gone or another object.</summary>
+        private static SharedObjectCore Open(SharedQueue queue, ulong position, string name, long created, uint pid, ulong dataLength)
+        {
             try
             {
-                segment = SharedObjectCore.Open(SegmentOwner, name,
+                return SharedObjectCore.Open(SegmentOwner, name,
                     new OpenOptions { ReadyTimeout = TimeSpan.FromSeconds(1), Directory = queue._core.DirectoryOption }, h =>
                     h.Kind == SegmentKind.Array && h.TypeCode == 'B' && h.LockKind == LockKind.None && (ulong)h.Length == dataLength
                     && h.RecordedCreatorPid == pid && h.CreatedUnixNanoseconds == created
@@ -306,12 +340,12 @@ public sealed unsafe partial class SharedQueue
             {
                 throw queue.CorruptRecord(position, $"its out-of-line segment \"{name}\" is another object ({e.Message})");
             }
-            if (remove || segment.Header.Lifetime == SegmentLifetime.Persistent)
-            {
-                try { segment.Unlink(); }
-                catch (SegmentNotFoundException) { /* another remover was first: the mapping is ours all the same */ }
-            }
-            return segment;
+        }
+
+        private static void UnlinkSingleUse(SharedObjectCore segment)
+        {
+            try { segment.Unlink(); }
+            catch (SegmentNotFoundException) { /* another remover was first: the mapping is ours all the same */ }
         }
 
         /// <summary>The message of a dead taker is lost (section 11.3, advance head): its single-use segment is removed; a

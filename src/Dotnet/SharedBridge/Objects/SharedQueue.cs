@@ -704,10 +704,10 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
         }
         if (record.OutOfLine)
         {
-            SharedObjectCore segment;
+            HeldData segment;
             try
             {
-                segment = OutOfLine.Attach(this, position, record);
+                segment = OutOfLine.Map(this, position, record);
             }
             catch
             {
@@ -829,14 +829,14 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
         int length = (int)record.DataLength;
         if (record.OutOfLine)
         {
-            SharedObjectCore segment;
-            try { segment = OutOfLine.Attach(this, position, record); }
+            HeldData segment;
+            try { segment = OutOfLine.Map(this, position, record); }
             catch
             {
                 Consumed(position, record, StateDone);
                 throw;
             }
-            try { new ReadOnlySpan<byte>(segment.Segment.Data, length).CopyTo(destination); }
+            try { new ReadOnlySpan<byte>(segment.Data, length).CopyTo(destination); }
             finally { segment.Dispose(); }
         }
         else
@@ -908,12 +908,14 @@ public sealed unsafe partial class SharedQueue : IDisposable, IAsyncDisposable
     public void Unlink() => _core.Unlink();
 
     /// <summary>Closes the queue; the creator (or the last closer) also removes the name and the out-of-line segments of
-    /// messages still in it (docs/format.md section 11.5), and this object leaves the reusable data segments it kept.
-    /// Messages still held stay valid until disposed.</summary>
+    /// messages still in it (docs/format.md section 11.5), and this object leaves the reusable data segments it kept as a
+    /// producer and unmaps the ones it kept mapped as a consumer. Messages still held stay valid until disposed.</summary>
     public void Dispose()
     {
         // First, while the ring is mapped: a kept segment that a record may still reference keeps its name (section 11.5).
         if (!_core.IsDisposed) LeaveReusePool();
+        // The data segments kept mapped as a consumer hold no lock between messages: closing them removes nothing.
+        _dataCache.Release();
         _core.Dispose();
     }
 

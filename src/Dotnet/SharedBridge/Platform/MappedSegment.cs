@@ -412,6 +412,53 @@ internal sealed unsafe class MappedSegment
     /// <summary>Reuse condition 3 (section 11.5): state is 1 and the name still refers to this object.</summary>
     internal bool IsReadyAndStillNamed() => LiveState == (int)StateReady && IsStillNamed();
 
+    // ---------------------------------------------------------------- a consumer keeping a data segment mapped (section 11.5)
+
+    /// <summary>Section 8 step 2 on this object's shared flock, keeping the descriptor and the mapping: a consumer that keeps
+    /// a reusable out-of-line data segment mapped between messages holds no lock meanwhile (its producer may reuse it, a
+    /// reaper may remove it). The last to leave retires the segment and removes its name (if it is still this object), as
+    /// ever. True when another process still holds the segment, so that it may be joined again later
+    /// (<see cref="RejoinKept"/>); false when this object was the last (or had not joined): then only closing is left.</summary>
+    internal bool LeaveKeepingMapping()
+    {
+        if (!TryAddRef()) return false;
+        try
+        {
+            bool last = false;
+            bool joined = _lastCloser.Leave(whenLast: () =>
+            {
+                last = true;
+                RetireAndUnlinkOnce();
+            });
+            return joined && !last;
+        }
+        catch (Exception e) when (e is ISharedBridgeException or IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+        finally { Release(); }
+    }
+
+    /// <summary>Joins again a segment left with <see cref="LeaveKeepingMapping"/>, on the kept descriptor: section 8 step 3
+    /// (the shared flock, polled up to <paramref name="timeout"/>, then the name still this object by device and inode and
+    /// the state not retired). False, holding no lock, when either check fails: the segment is dead for this object, and the
+    /// caller closes it and opens the name afresh. Throws <see cref="SegmentNotReadyException"/> when the lock stayed
+    /// exclusive for the whole timeout (no lock held then either).</summary>
+    internal bool RejoinKept(TimeSpan timeout)
+    {
+        if (_lastCloser.IsJoined || Header.Lifetime != SegmentLifetime.LastCloser) return false;
+        return Join(timeout);
+    }
+
+    /// <summary>The object's size now (fstat of the kept descriptor); -1 when fstat fails. A consumer re-checks it before it
+    /// uses a kept mapping again (section 11.5): a smaller object would fault on the mapped pages past its end.</summary>
+    internal long ObjectSizeNow()
+    {
+        if (!TryAddRef()) return -1;
+        try { return Interop.TryFStat(_fd, out _) is { } st ? st.Size : -1; }
+        finally { Release(); }
+    }
+
     /// <summary>Stores state = 2 (retired): usable by whoever still maps it, never joined again.</summary>
     private void Retire() => Volatile.Write(ref *(uint*)(_base + StateOffset), StateRetired);
 
