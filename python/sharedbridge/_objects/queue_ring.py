@@ -475,25 +475,31 @@ class QueueRing(queue_fast.RingCore):
             raise corrupt
         return Message(tag, descriptor, data)
 
+    def _look_or_wait(self, look, block, timeout):
+        """What look() finds (not None), the lock held: at once, or, if *block*, after
+        waiting on R for it (section 11.3 get step 2), looking again after every wake-up,
+        up to *timeout* seconds (None: no limit); None when nothing came."""
+        found = look()
+        if found is not None or not block:
+            return found
+        deadline = _deadline(timeout)
+        with _Joined(self._R) as joined:
+            while True:
+                if deadline is not None and _now() >= deadline:
+                    return None
+                joined.wait(deadline)
+                self._check_recovery()
+                found = look()
+                if found is not None:
+                    return found
+
     def get(self, block, timeout):
         lock = self._lock
         lock.acquire()
         try:
             if self._recoveries.value != self._seen:
                 self._recover()
-            m = self._read_one()
-            if m is not None or not block:
-                return m
-            deadline = _deadline(timeout)
-            with _Joined(self._R) as joined:
-                while True:
-                    if deadline is not None and _now() >= deadline:
-                        return None
-                    joined.wait(deadline)
-                    self._check_recovery()
-                    m = self._read_one()
-                    if m is not None:
-                        return m
+            return self._look_or_wait(self._read_one, block, timeout)
         finally:
             lock.release()
 
@@ -529,19 +535,7 @@ class QueueRing(queue_fast.RingCore):
         lock.acquire()
         try:
             self._check_recovery()
-            try:
-                m = self._read_one()
-            except QueueCompletedSignal:
-                raise
-            if m is None and block:
-                deadline = _deadline(timeout)
-                with _Joined(self._R) as joined:
-                    while m is None:
-                        if deadline is not None and _now() >= deadline:
-                            return got, None
-                        joined.wait(deadline)
-                        self._check_recovery()
-                        m = self._read_one()
+            m = self._look_or_wait(self._read_one, block, timeout)
             while m is not None:
                 got.append(m)
                 if len(got) >= max_items:
@@ -633,21 +627,13 @@ class QueueRing(queue_fast.RingCore):
         lock.acquire()
         try:
             self._check_recovery()
-            state = self._state()
-            if state[0] or state[2]:
-                return True
-            deadline = _deadline(timeout)
-            with _Joined(self._R) as joined:
-                while True:
-                    if deadline is not None and _now() >= deadline:
-                        return False
-                    joined.wait(deadline)
-                    self._check_recovery()
-                    state = self._state()
-                    if state[0] or state[2]:
-                        return True
+            return self._look_or_wait(self._ready_or_completed, True, timeout) is True
         finally:
             lock.release()
+
+    def _ready_or_completed(self):
+        state = self._state()
+        return True if state[0] or state[2] else None
 
 
 queue_fast.setup(QueueCompletedSignal, globals())
