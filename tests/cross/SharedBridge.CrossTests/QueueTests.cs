@@ -279,12 +279,7 @@ public sealed class QueueTests : CrossTestBase
         // must keep its bytes while the producer writes the next ones; every name is gone once both have ended.
         const int count = 40, size = 2 << 20;
         using var q = NewQueue(1 << 20, maxMessages: 1);
-        using var c = ByShortLabel(consumer).Start("worker", "q-big-consume", q.Name, count.ToString(), "1");
-        using var p = ByShortLabel(producer).Start("worker", "q-big-produce", q.Name, count.ToString(), size.ToString());
-        var produced = Json(p.ReadLine(Long));
-        var consumed = Json(c.ReadLine(Long));
-        Assert.That(p.WaitForExit(Long).ExitCode, Is.Zero, p.Describe());
-        Assert.That(c.WaitForExit(Long).ExitCode, Is.Zero, c.Describe());
+        var (produced, consumed) = RunBigMessages(q, producer, consumer, count, size, hold: true);
 
         Assert.That((int)consumed["bad"]!, Is.Zero, "messages whose bytes were wrong when read: " + consumed);
         Assert.That((int)consumed["changed"]!, Is.Zero, "held messages whose bytes changed under the reader: " + consumed);
@@ -304,12 +299,7 @@ public sealed class QueueTests : CrossTestBase
         // messages, so the producer (last to leave) and the consumer's Dispose leave nothing behind.
         const int count = 200, size = 1 << 20;
         using var q = NewQueue(1 << 20, maxMessages: 4);
-        using var c = ByShortLabel(consumer).Start("worker", "q-big-consume", q.Name, count.ToString(), "0");
-        using var p = ByShortLabel(producer).Start("worker", "q-big-produce", q.Name, count.ToString(), size.ToString());
-        var produced = Json(p.ReadLine(Long));
-        var consumed = Json(c.ReadLine(Long));
-        Assert.That(p.WaitForExit(Long).ExitCode, Is.Zero, p.Describe());
-        Assert.That(c.WaitForExit(Long).ExitCode, Is.Zero, c.Describe());
+        var (produced, consumed) = RunBigMessages(q, producer, consumer, count, size, hold: false);
 
         Assert.That((int)consumed["consumed"]!, Is.EqualTo(count), consumed.ToString());
         Assert.That((int)consumed["bad"]!, Is.Zero, "messages whose bytes were wrong when read: " + consumed);
@@ -318,6 +308,22 @@ public sealed class QueueTests : CrossTestBase
         var left = Directory.EnumerateFiles("/dev/shm", q.Name + ".m*").Select(Path.GetFileName).ToList();
         Assert.That(left, Is.Empty, "data segments left after the producer and the consumer ended");
         TestContext.Out.WriteLine($"{producer} -> {consumer}: {count} x 1 MiB, {produced["distinct"]} data segments, {consumed["mapped"]} kept mapped");
+    }
+
+    /// <summary>A q-big-produce worker of <paramref name="producer"/> and a q-big-consume worker of
+    /// <paramref name="consumer"/> pass <paramref name="count"/> messages of <paramref name="size"/> bytes through
+    /// <paramref name="q"/> (the consumer holding each one's zero-copy view until the next with <paramref name="hold"/>);
+    /// both must exit 0. Their report lines.</summary>
+    private static (JsonNode Produced, JsonNode Consumed) RunBigMessages(SharedQueue q, string producer, string consumer,
+                                                                        int count, int size, bool hold)
+    {
+        using var c = ByShortLabel(consumer).Start("worker", "q-big-consume", q.Name, count.ToString(), hold ? "1" : "0");
+        using var p = ByShortLabel(producer).Start("worker", "q-big-produce", q.Name, count.ToString(), size.ToString());
+        var produced = Json(p.ReadLine(Long));
+        var consumed = Json(c.ReadLine(Long));
+        Assert.That(p.WaitForExit(Long).ExitCode, Is.Zero, p.Describe());
+        Assert.That(c.WaitForExit(Long).ExitCode, Is.Zero, c.Describe());
+        return (produced, consumed);
     }
 
     // ---- crashes ----
