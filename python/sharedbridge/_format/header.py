@@ -76,6 +76,10 @@ NDIM_OFFSET = 0x058                  # ndim (u32), then shape_offset (u32): sect
 # Every dimension, and the product of the non-zero ones times element_size (section 12.1).
 MAX_NDARRAY_BYTES = (1 << 63) - 1
 MAX_KIND = KIND_NDARRAY
+# What the tools and the errors call each kind.
+KIND_NAMES = {KIND_ARRAY: "array", KIND_VALUE: "value", KIND_LOCK: "lock", KIND_EVENT: "event",
+              KIND_SEMAPHORE: "semaphore", KIND_CONDITION: "condition", KIND_BARRIER: "barrier",
+              KIND_QUEUE: "queue", KIND_NDARRAY: "ndarray"}
 LOCK_NONE, LOCK_EMBEDDED, LOCK_EXTERNAL, LOCK_PROCESS_LOCAL = 0, 1, 2, 3
 LOCK_TYPE_NONE, LOCK_TYPE_RECURSIVE, LOCK_TYPE_ERRORCHECK = 0, 1, 2
 STATE_INITIALIZING, STATE_READY, STATE_RETIRED = 0, 1, 2

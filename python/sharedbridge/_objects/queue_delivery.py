@@ -43,6 +43,13 @@ class Failed:
         self.error = error
 
 
+def decode(tag, descriptor, data, name):
+    """The object of a message's tag, descriptor and data (bytes put inline as they are)."""
+    if tag == 1 and type(data) is bytes and not descriptor:
+        return data
+    return _codec.decode(tag, memoryview(descriptor), data, name=name)
+
+
 def finish(item, name):
     """The object of one item the ring gave: bytes and str as they are; a (tag,
     descriptor, data) tuple of the compiled path, or a queue_ring.Message, decoded;
@@ -58,9 +65,7 @@ def finish(item, name):
         raise item.error
     else:
         tag, descriptor, data = item.tag, item.descriptor, item.data
-    if tag == 1 and type(data) is bytes and not descriptor:
-        return data
-    return _codec.decode(tag, memoryview(descriptor), data, name=name)
+    return decode(tag, descriptor, data, name)
 
 
 def finish_many(undelivered, items, error, name):

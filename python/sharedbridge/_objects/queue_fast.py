@@ -17,19 +17,14 @@ import queue
 from .._format import queue_layout as L
 from .._platform.lock_core import accel
 from . import queue_delivery as _delivery
-from . import queue_messages as _codec
 
 FAST = accel is not None
 RingCore = accel.QueueCore if FAST else object
 BACKEND = "c" if FAST else "ctypes"
 
 
-def decode(tag, descriptor, data, name):
-    """The object of a message the compiled path got that is not inline bytes or str (as
-    Queue._decode)."""
-    if tag == 1 and type(data) is bytes and not descriptor:
-        return data
-    return _codec.decode(tag, memoryview(descriptor), data, name=name)
+# The object of a message the compiled path got that is not inline bytes or str.
+decode = _delivery.decode
 
 
 def setup(completed_signal, ring_globals):

@@ -35,7 +35,7 @@ from .unavailable import attach_or_unavailable, signature
 
 from . import queue_messages as _codec
 
-_encode, _decode = _codec.encode, _codec.decode
+_encode = _codec.encode
 _FLAVOUR_CLASS = {}
 
 
@@ -218,9 +218,7 @@ class Queue:
     # ---- get -----------------------------------------------------------------------
 
     def _decode(self, m):
-        if m.tag == 1 and type(m.data) is bytes and not m.descriptor:
-            return m.data
-        return _decode(m.tag, memoryview(m.descriptor), m.data, name=self.name)
+        return QD.decode(m.tag, m.descriptor, m.data, self.name)
 
     def get(self, block=True, timeout=None):
         """Remove and return the oldest message; wait for one if block is true (at most

@@ -30,9 +30,7 @@ from .shared_lock import open_external_lock
 
 SHM_DIR = "/dev/shm"
 
-KINDS = {H.KIND_ARRAY: "array", H.KIND_VALUE: "value", H.KIND_LOCK: "lock",
-         H.KIND_EVENT: "event", H.KIND_SEMAPHORE: "semaphore", H.KIND_CONDITION: "condition",
-         H.KIND_BARRIER: "barrier", H.KIND_QUEUE: "queue", H.KIND_NDARRAY: "ndarray"}
+KINDS = H.KIND_NAMES
 LOCK_KINDS = {H.LOCK_NONE: "none", H.LOCK_EMBEDDED: "embedded", H.LOCK_EXTERNAL: "external",
               H.LOCK_PROCESS_LOCAL: "process-local"}
 STATES = {H.STATE_INITIALIZING: "initializing", H.STATE_READY: "ready",

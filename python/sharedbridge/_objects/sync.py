@@ -53,8 +53,6 @@ SEMAPHORE_SLOTS = 64
 
 _now = time.monotonic_ns
 _futex_wait = accel.futex_wait if accel is not None else futex.wait
-_KIND_NAMES = {H.KIND_EVENT: "event", H.KIND_SEMAPHORE: "semaphore",
-               H.KIND_CONDITION: "condition", H.KIND_BARRIER: "barrier"}
 
 
 def _deadline(timeout):
@@ -323,7 +321,7 @@ class _Waitable(_WaitCore):
 
     def _corrupt(self, what):
         return CorruptSegmentError(
-            f"the {_KIND_NAMES[self._seg.header.kind]} segment {self._seg.name!r} is corrupt: "
+            f"the {H.KIND_NAMES[self._seg.header.kind]} segment {self._seg.name!r} is corrupt: "
             f"{what} (another process overwrote its words): recreate it")
 
     def close(self):
@@ -776,7 +774,7 @@ def sync_from_segment(seg, timeout=5.0, allow_other_owner=False):
     (the name was removed and made again as something else before an unpickling opened
     it): TypeMismatchError, the segment closed."""
     h = seg.header
-    if h.kind not in _KIND_NAMES:
+    if h.kind not in H.SYNC_KINDS:
         seg.close()
         raise TypeMismatchError(
             f"type mismatch: segment {seg.name!r} is of kind {h.kind}, not an event, a "

@@ -51,7 +51,7 @@ class UnavailableObject:
 
 def unavailable(name, error):
     """An UnavailableObject whose error says what happened and what to do."""
-    if isinstance(error, _Replaced):
+    if isinstance(error, TypeMismatchError):    # the segment is there: its creator did not end
         return UnavailableObject(name, error)
     try:
         error.add_note(
@@ -69,15 +69,10 @@ def signature(header):
     return (header.kind, header.typecode, header.element_count, header.shape)
 
 
-_KINDS = {H.KIND_ARRAY: "an array", H.KIND_VALUE: "a value", H.KIND_LOCK: "a lock",
-          H.KIND_EVENT: "an event", H.KIND_SEMAPHORE: "a semaphore",
-          H.KIND_CONDITION: "a condition", H.KIND_BARRIER: "a barrier",
-          H.KIND_QUEUE: "a queue", H.KIND_NDARRAY: "an n-dimensional array"}
-
-
 def _describe(sig):
     kind, typecode, count, shape = sig
-    what = _KINDS.get(kind, f"kind {kind}")
+    name = H.KIND_NAMES.get(kind)
+    what = f"{'an' if name[0] in 'aeiou' else 'a'} {name}" if name else f"kind {kind}"
     if kind == H.KIND_NDARRAY:
         return f"{what} of {typecode!r} with shape {tuple(shape)}"
     if kind == H.KIND_ARRAY:
@@ -85,10 +80,6 @@ def _describe(sig):
     if kind == H.KIND_VALUE:
         return f"{what} of type {typecode!r}"
     return what
-
-
-class _Replaced(TypeMismatchError):
-    """The segment at a pickled name is not the kind of object that was pickled."""
 
 
 def attach_or_unavailable(name, from_segment, allow_other_owner=False, expect=None):
@@ -101,7 +92,7 @@ def attach_or_unavailable(name, from_segment, allow_other_owner=False, expect=No
         if expect is not None and tuple(expect) != signature(seg.header):
             now = signature(seg.header)
             seg.close()
-            raise _Replaced(
+            raise TypeMismatchError(
                 f"type mismatch: segment {name!r} now holds {_describe(now)}, but "
                 f"{_describe(expect)} was pickled: its name was given to another object "
                 "after the pickling; sharedbridge.attach(name) opens what it holds now")
